@@ -1,0 +1,13 @@
+"""msp-hub: the public surface for plugin authors."""
+
+from hub.connectors import Connector, Page, PushContext, PushResult, Stream
+from hub.errors import (ConfigError, CredentialsError, HubError, MalformedResponseError, MappingError,
+                        RetryableError, VendorError)
+from hub.hookspecs import hookimpl
+from hub.records import Action, BillingLine, Client, Device
+
+__all__ = sorted([
+    "Action", "BillingLine", "Client", "ConfigError", "Connector", "CredentialsError", "Device",
+    "HubError", "MalformedResponseError", "MappingError", "Page", "PushContext", "PushResult",
+    "RetryableError", "Stream", "VendorError", "hookimpl",
+])

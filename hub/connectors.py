@@ -1,0 +1,82 @@
+"""What a connector plugin hands the engine: its streams to pull and its push of actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterator, Protocol
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of canonical records and the cursor that is true once they are committed.
+
+    The engine upserts ``records`` and saves ``cursor`` in one transaction, so a crash never moves
+    a cursor past data that was not stored. ``cursor`` is a JSON-serialisable dict or None.
+    """
+
+    records: list
+    cursor: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A kind of record a connector can pull.
+
+    ``table`` is the store table the records go to (``clients``, ``devices``...).
+    ``iter_pages(cursor, run_started_at)`` yields Pages starting from the saved ``cursor`` (None on
+    the first run); a timestamp inside a cursor must never pass ``run_started_at``.
+    """
+
+    connector: str
+    name: str
+    table: str
+    iter_pages: Callable[[dict[str, Any] | None, datetime], Iterator[Page]]
+
+
+@dataclass
+class PushResult:
+    """What a push did: the vendor's id of the created object and a short human summary."""
+
+    vendor_id: str
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class PushContext(Protocol):
+    """The store-backed helpers a connector may use while pushing one action.
+
+    ``attempts`` is how many times this action was sent before (0 on the first send): a connector
+    whose vendor may have acted on an earlier attempt looks before it creates.
+    """
+
+    attempts: int
+    progress: dict[str, Any]
+
+    def get_link(self, client_id: str, system: str) -> str | None:
+        """The client's id in ``system``, if known."""
+
+    def set_link(self, client_id: str, system: str, external_id: str) -> None:
+        """Remember the client's id in ``system`` (committed at once)."""
+
+    def save_progress(self, **progress: Any) -> None:
+        """Record how far a multi-request push got (e.g. the draft invoice id), committed at once."""
+
+
+class Connector(Protocol):
+    """A vendor as the engine sees it. Plugins return these from ``register_connectors``.
+
+    ``name``: the config section and the ``source`` of its records. ``action_kinds``: the kinds of
+    Action it can push (e.g. ``{"invoice"}``). ``streams()``: what it can pull.
+    ``push(action, context)``: send one action exactly once (use ``action.key`` as the idempotency
+    key); return a PushResult, or raise ``hub.errors.VendorError``.
+    """
+
+    name: str
+    action_kinds: frozenset[str]
+
+    def streams(self) -> list[Stream]: ...
+
+    def push(self, action, context: PushContext) -> PushResult: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,89 @@
+"""Every hook of msp-hub: each docstring is the plugin author's whole contract.
+
+Call hooks with keyword arguments only. An implementation takes just the arguments it uses, with
+no default values (pluggy does not pass arguments that have defaults). The last registered plugin
+runs first: never depend on that order.
+"""
+
+from __future__ import annotations
+
+from pluggy import HookimplMarker, HookspecMarker
+
+hookspec = HookspecMarker("msp_hub")
+hookimpl = HookimplMarker("msp_hub")
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+@hookspec
+def register_connectors(config):
+    """Return the connectors this plugin provides; ``[]`` when it is not configured.
+
+    Called once per hub, before any request. Every plugin contributes; the hub refuses two
+    connectors with the same ``name``.
+
+    :param config: the whole ``hub.config.HubConfig``; read your own section with
+        ``config.connector_section("<name>")`` (None when absent) and secrets with
+        ``config.secret(section, "<key>")``. Raise ``hub.errors.ConfigError`` naming the key and
+        the fix when your section is wrong.
+    :return: a list of objects following ``hub.connectors.Connector``.
+    """
+
+
+# --- billing -----------------------------------------------------------------------------------
+
+@hookspec
+def add_billing_lines(client_id, contract, period, lines):
+    """Return extra billing lines for one client's invoice of one period (e.g. a fixed fee).
+
+    Called once per (client, period) after the hub computed its own lines, during plan (so a
+    dry run shows them). Every plugin contributes; the hub appends all results, sorted by
+    ``code``, and then applies the contract's monthly minimum to the total.
+
+    :param client_id: the hub's client id (the key of the client in ``mappings/contracts.toml``).
+    :param contract: the client's ``hub.mappings.Contract``.
+    :param period: the billing period, ``"YYYY-MM"``.
+    :param lines: the lines computed so far (a tuple of ``hub.records.BillingLine``; read only).
+    :return: a list of ``BillingLine`` (``[]`` or None to add nothing).
+    """
+
+
+# --- before push -------------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def amend_action(action):
+    """Return a changed copy of an action before it is stored and pushed, or None to leave it.
+
+    Called once for each new action during plan (so a dry run shows the amended action). Stops
+    at the first non-None result. The key may not change: an amended action with another key is
+    refused with an error.
+
+    :param action: the planned ``hub.records.Action``.
+    :return: a ``hub.records.Action`` with the same ``key``, or None.
+    """
+
+
+@hookspec
+def veto_action(action):
+    """Return a reason (a string) to hold an action back from being pushed, or None to allow it.
+
+    Called for each action about to be pushed (and during a dry run, to show what would be held).
+    Every plugin is asked; any reason holds the action, which stays ``held`` in the outbox with
+    every reason given, and is pushed on a later run once no plugin objects.
+
+    :param action: the ``hub.records.Action`` about to be pushed.
+    :return: a short reason, or None.
+    """
+
+
+# --- after a run -------------------------------------------------------------------------------
+
+@hookspec
+def sync_finished(run):
+    """Be told that a sync run ended (successfully or not); return nothing.
+
+    Called once at the end of every ``sync`` and ``plan``, after everything was committed.
+    Every plugin is called; an exception raised here is logged and does not fail the run.
+
+    :param run: the ``hub.engine.RunReport`` (run id, counts per stream, actions pushed, errors).
+    """

@@ -1,0 +1,68 @@
+"""Shared HTTP plumbing: make_client() and the tenacity retry policy every vendor client uses."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Callable
+
+import httpx
+import tenacity
+
+from hub.errors import RetryableError
+
+USER_AGENT = "msp-hub/0.1 (+https://github.com/msp-hub/msp-hub)"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+def make_client(base_url: str, *, http: httpx.Client | None = None, headers: dict | None = None,
+                timeout: float | httpx.Timeout | None = None) -> httpx.Client:
+    """Return ``http`` if given (tests inject a MockTransport client), else a new httpx.Client."""
+    if http is not None:
+        return http
+    return httpx.Client(base_url=base_url, timeout=timeout or DEFAULT_TIMEOUT,
+                        headers={"User-Agent": USER_AGENT, **(headers or {})})
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _WaitRetryAfter(tenacity.wait.wait_base):
+    """Wait what the vendor's Retry-After said (capped), else exponential backoff with jitter."""
+
+    def __init__(self, fallback: tenacity.wait.wait_base, cap: float):
+        self.fallback, self.cap = fallback, cap
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.cap)
+        return self.fallback(retry_state)
+
+
+def retry_policy(*, attempts: int = 5, max_wait: float = 60.0, initial: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
+    """The retry policy for vendor requests: RetryableError only, Retry-After honoured.
+
+    Returns a ``tenacity.Retrying``; use it as ``policy(fn, *args)`` or ``for attempt in policy``.
+    After the last attempt the RetryableError itself is raised (``reraise=True``).
+    """
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(RetryableError),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=_WaitRetryAfter(tenacity.wait_exponential_jitter(initial=initial, max=max_wait), cap=max_wait),
+        sleep=sleep,
+        reraise=True,
+    )
