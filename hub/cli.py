@@ -1,0 +1,228 @@
+"""The ``msp-hub`` command (click): sync, plan, plugins, actions, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from hub.config import load_config
+from hub.engine import Hub, RunReport, dumps, sync_once
+from hub.errors import HubError
+from hub.logs import configure_logging
+from hub.money import format_minor
+
+DEFAULT_CONFIG = "msp-hub.toml"
+
+
+def _open_hub(config_path: str | None) -> Hub:
+    path = config_path or os.environ.get("MSP_HUB_CONFIG") or DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+        configure_logging(fmt=config.logging.get("format", "console"), level=config.logging.get("level", "warning"),
+                          secrets=config.secret_values())
+        return Hub(config)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+config_option = click.option("--config", "config_path", metavar="PATH",
+                             help=f"The config file (default: $MSP_HUB_CONFIG or ./{DEFAULT_CONFIG}).")
+
+
+def render_plan(report: RunReport, *, details: bool = False, out=None) -> None:
+    """Print the plan as a readable table, then discrepancies and errors."""
+    echo = (lambda s="": click.echo(s, file=out))
+    rows = [(p.client_id, p.period, p.status, format_minor(p.total, p.bill.currency) if p.bill else "-",
+             str(len(p.bill.lines)) if p.bill else "0") for p in report.plan]
+    head = ("client", "period", "status", "total", "lines")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    echo("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    echo("  ".join("-" * w for w in widths))
+    for p, r in zip(report.plan, rows):
+        echo("  ".join(c.ljust(w) if i != 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        for reason in p.reasons:
+            echo(f"    ! {reason}")
+        if details and p.bill:
+            for line in p.bill.lines:
+                names = ", ".join(d["name"] for d in line.items[:4])
+                more = f" and {len(line.items) - 4} more" if len(line.items) > 4 else ""
+                echo(f"    {line.description}: {line.quantity} x {format_minor(line.unit_amount, line.currency)}"
+                     f" = {format_minor(line.amount, line.currency)}")
+                echo(f"      rule: {line.rule}")
+                if line.items:
+                    echo(f"      devices: {names}{more}")
+            if p.bill.excluded:
+                reasons: dict[str, int] = {}
+                for e in p.bill.excluded:
+                    reasons[e.reason.split(" (")[0]] = reasons.get(e.reason.split(" (")[0], 0) + 1
+                echo("    excluded: " + "; ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
+            for note in p.bill.notes:
+                echo(f"    note: {note}")
+    counts: dict[str, int] = {}
+    for p in report.plan:
+        counts[p.status] = counts.get(p.status, 0) + 1
+    echo()
+    echo("plan: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing"))
+    for d in report.discrepancies:
+        echo(f"discrepancy [{d.kind}] {d.message}")
+
+
+def render_push(report: RunReport, out=None) -> None:
+    echo = (lambda s="": click.echo(s, file=out))
+    for p in report.pushed:
+        echo(f"pushed {p['key']} -> {p['vendor_id']} {p['summary']}")
+    for f in report.failed:
+        echo(f"FAILED {f['key']}: {f['error']}")
+    for h in report.held:
+        echo(f"held {h['key']}: {'; '.join(h['reasons'])}")
+    if not report.pushed and not report.failed:
+        echo("nothing new to push: every invoice due was already sent")
+
+
+@click.group()
+@click.version_option(package_name="msp-hub")
+def main():
+    """msp-hub: make an RMM, a PSA and a billing system behave as one platform.
+
+    Example:
+        msp-hub demo
+    """
+
+
+@main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Pull and plan, but push nothing.")
+@click.option("--period", metavar="YYYY-MM", help="Invoice this period even if it has not ended.")
+@click.option("--connector", "connectors", multiple=True, help="Pull only this connector (repeatable).")
+@click.option("--stream", "streams", multiple=True, help="Pull only this stream (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.option("--details", is_flag=True, help="Explain every line of the plan.")
+def sync(config_path, dry_run, period, connectors, streams, as_json, details):
+    """Pull from every connector, plan the invoices, and push what is new.
+
+    A second sync over the same period pushes nothing and says so.
+
+    Example:
+        msp-hub sync --config msp-hub.toml --dry-run
+        msp-hub sync --period 2026-10
+    """
+    hub = _open_hub(config_path)
+    try:
+        report = sync_once(hub, dry_run=dry_run, period=period, connectors=connectors, streams=streams)
+    except (HubError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(report.to_json()))
+    else:
+        click.echo(f"run {report.run_id}: pulled " + ", ".join(f"{k} {v}" for k, v in sorted(report.records.items())))
+        render_plan(report, details=details)
+        if dry_run:
+            click.echo("dry run: nothing was pushed")
+        else:
+            render_push(report)
+    for e in report.errors:
+        click.echo(f"error: {e}", err=True)
+    sys.exit(1 if report.failed else 0)
+
+
+@main.command()
+@config_option
+@click.option("--period", metavar="YYYY-MM", help="Plan this period (default: the last ended and the current).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--details", is_flag=True, help="Explain every line (devices, rule, unit price).")
+def plan(config_path, period, as_json, details):
+    """Show what a sync would push, from the data already pulled (no request is made).
+
+    Example:
+        msp-hub plan --details
+        msp-hub plan --period 2026-10 --json > plan.json
+    """
+    hub = _open_hub(config_path)
+    try:
+        report = sync_once(hub, dry_run=True, pull_first=False, period=period)
+    except (HubError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(report.to_json()))
+    else:
+        render_plan(report, details=details)
+
+
+@main.command()
+@config_option
+def plugins(config_path):
+    """List the installed plugins and the connectors they provide.
+
+    Example:
+        msp-hub plugins
+    """
+    from hub.plugins import get_plugin_manager, plugin_names
+    pm = get_plugin_manager()
+    for name in plugin_names(pm):
+        click.echo(name)
+    if config_path or os.environ.get("MSP_HUB_CONFIG") or Path(DEFAULT_CONFIG).exists():
+        hub = _open_hub(config_path)
+        try:
+            for name, c in sorted(hub.connectors.items()):
+                streams = ", ".join(s.name for s in c.streams()) or "-"
+                kinds = ", ".join(sorted(c.action_kinds)) or "-"
+                click.echo(f"connector {name}: pulls {streams}; pushes {kinds}")
+        finally:
+            hub.close()
+
+
+@main.command()
+@config_option
+@click.option("--status", type=click.Choice(["pending", "sending", "sent", "failed", "held"]), help="Only this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def actions(config_path, status, as_json):
+    """List the outbox: every action, its status, attempts, vendor id and last error.
+
+    Example:
+        msp-hub actions --status failed
+    """
+    hub = _open_hub(config_path)
+    try:
+        rows = hub.store.actions(status=status)
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['key']}  {r['status']}  attempts={r['attempts']}  vendor_id={r['vendor_id'] or '-'}"
+                   + (f"  error={r['last_error']}" if r["last_error"] else ""))
+    if not rows:
+        click.echo("the outbox is empty")
+
+
+@main.command()
+@click.option("--devices", default=300, show_default=True, help="How many devices the simulated RMM holds.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's config and database here.")
+def demo(devices, workdir):
+    """Run the whole hub against simulated NinjaOne and Stripe servers on 127.0.0.1.
+
+    Seeds an MSP (clients on different tiers and add-ons, devices of mixed classes, some not
+    approved), syncs, prints the plan with explanations and the invoices created, then syncs
+    again to show that nothing is pushed twice. Needs no credentials and no network.
+
+    Example:
+        msp-hub demo --devices 300
+    """
+    from hub.demo import run_demo
+    try:
+        run_demo(devices=devices, workdir=workdir)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

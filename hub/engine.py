@@ -1,0 +1,370 @@
+"""The sync engine: pull -> store -> reconcile -> plan -> push (see DESIGN.md).
+
+``Hub`` ties a config, a plugin manager, a store and the mappings together; ``sync_once()`` is
+the plain synchronous function that the CLI, the tests and the daemon call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+import pluggy
+import structlog
+
+from hub import reconcile
+from hub.config import HubConfig
+from hub.errors import ConfigError, HubError, VendorError
+from hub.mappings import Mappings, load_mappings
+from hub.money import format_minor
+from hub.periods import Period, last_ended_period, parse_period
+from hub.plugins import get_plugin_manager
+from hub.records import Action, BillingLine
+from hub.store import FAILED, HELD, PENDING, SENDING, SENT, Store, action_from_row
+
+log = structlog.get_logger()
+
+INVOICE = "invoice"
+
+
+@dataclass
+class PlanItem:
+    """One (client, period) invoice as the plan sees it.
+
+    ``status``: ``create`` (new, will be pushed), ``retry`` (stored, not yet confirmed sent),
+    ``unchanged`` (already sent, nothing new), ``changed_after_sent`` (the sent invoice no longer
+    matches the data: reported, never rewritten), ``preview`` (the period has not ended),
+    ``held`` (an error or a veto keeps it back), ``empty`` (nothing to bill).
+    """
+
+    client_id: str
+    client_name: str
+    period: str
+    status: str
+    action: Action | None
+    bill: reconcile.Bill | None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return self.bill.total if self.bill else 0
+
+    def to_json(self) -> dict[str, Any]:
+        bill = self.bill
+        return {
+            "client_id": self.client_id, "client_name": self.client_name, "period": self.period,
+            "status": self.status, "key": self.action.key if self.action else None,
+            "total": self.total, "currency": bill.currency if bill else None,
+            "reasons": list(self.reasons),
+            "lines": [line_json(line) for line in bill.lines] if bill else [],
+            "excluded": [vars(e) for e in bill.excluded] if bill else [],
+            "notes": list(bill.notes) if bill else [],
+        }
+
+
+def line_json(line: BillingLine) -> dict[str, Any]:
+    return {"code": line.code, "description": line.description, "quantity": line.quantity,
+            "unit_amount": line.unit_amount, "amount": line.amount, "currency": line.currency,
+            "rule": line.rule, "devices": list(line.items)}
+
+
+@dataclass
+class RunReport:
+    """What one run did: records per stream, the plan, the pushes and every error (no secrets)."""
+
+    run_id: str
+    mode: str
+    started_at: datetime
+    records: dict[str, int] = field(default_factory=dict)
+    plan: list[PlanItem] = field(default_factory=list)
+    discrepancies: list[reconcile.Discrepancy] = field(default_factory=list)
+    pushed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def records_total(self) -> int:
+        return sum(self.records.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "mode": self.mode, "started_at": self.started_at.isoformat(),
+                "records": self.records, "plan": [p.to_json() for p in self.plan],
+                "discrepancies": [vars(d) for d in self.discrepancies], "pushed": self.pushed,
+                "failed": self.failed, "held": self.held, "errors": self.errors,
+                "seconds": round(self.seconds, 3)}
+
+
+class Hub:
+    """A configured hub: plugin manager, connectors, store and mappings."""
+
+    def __init__(self, config: HubConfig, *, pm: pluggy.PluginManager | None = None,
+                 store: Store | None = None, mappings: Mappings | None = None,
+                 clock: Callable[[], datetime] | None = None):
+        self.config = config
+        self.pm = pm or get_plugin_manager()
+        self.store = store or Store(config.database)
+        self.mappings = mappings or load_mappings(config.mappings)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.connectors: dict[str, Any] = {}
+        for batch in self.pm.hook.register_connectors(config=config):
+            for connector in batch or []:
+                if connector.name in self.connectors:
+                    raise ConfigError(f"two plugins provide a connector named {connector.name!r}",
+                                      file=config.file, key=f"connectors.{connector.name}",
+                                      fix="uninstall one of the plugins")
+                self.connectors[connector.name] = connector
+
+    def close(self) -> None:
+        for c in self.connectors.values():
+            c.close()
+        self.store.close()
+
+    def invoice_connector(self):
+        """The connector that pushes invoices (``billing.invoice_connector`` picks among several)."""
+        able = sorted(n for n, c in self.connectors.items() if INVOICE in c.action_kinds)
+        chosen = self.config.billing.get("invoice_connector")
+        if chosen:
+            if chosen not in able:
+                raise ConfigError(f"connector {chosen!r} cannot push invoices", file=self.config.file,
+                                  key="billing.invoice_connector", fix=f"use one of {', '.join(able) or '(none configured)'}")
+            return self.connectors[chosen]
+        if len(able) > 1:
+            raise ConfigError(f"several connectors push invoices: {', '.join(able)}", file=self.config.file,
+                              key="billing.invoice_connector", fix="name the one to use")
+        return self.connectors[able[0]] if able else None
+
+
+# --- pull --------------------------------------------------------------------------------------
+
+def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None,
+         streams: Iterable[str] | None = None) -> None:
+    """Pull every stream of every connector (or the chosen ones) from its saved cursor.
+
+    Each page is stored with its cursor in one transaction. A failing stream is recorded in the
+    report and the other streams go on; its cursor stays at the last committed page.
+    """
+    wanted_c, wanted_s = set(connectors or []), set(streams or [])
+    for name in sorted(hub.connectors):
+        if wanted_c and name not in wanted_c:
+            continue
+        for stream in hub.connectors[name].streams():
+            if wanted_s and stream.name not in wanted_s:
+                continue
+            slog = log.bind(run_id=report.run_id, connector=name, stream=stream.name)
+            key = f"{name}.{stream.name}"
+            report.records.setdefault(key, 0)
+            cursor = hub.store.get_cursor(name, stream.name)
+            pages = 0
+            try:
+                for page in stream.iter_pages(cursor, report.started_at):
+                    report.records[key] += hub.store.write_page(stream.table, page.records, name, stream.name, page.cursor)
+                    pages += 1
+                    slog.debug("sync.page_stored", records=len(page.records), pages=pages)
+            except HubError as exc:
+                report.errors.append(f"pull {key}: {exc}")
+                slog.error("sync.stream_failed", error=str(exc), pages=pages)
+                continue
+            slog.info("sync.stream_pulled", records=report.records[key], pages=pages)
+
+
+# --- plan --------------------------------------------------------------------------------------
+
+def invoice_key(client_id: str, period: str) -> str:
+    return f"{INVOICE}:{client_id}:{period}"
+
+
+def _payload(bill: reconcile.Bill, client_name: str, period: Period) -> dict[str, Any]:
+    return {"client_name": client_name, "currency": bill.currency, "period": period.name,
+            "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
+            "description": f"Managed services for {client_name}, {period.name}",
+            "total": bill.total,
+            "lines": [{"code": l.code, "description": l.description, "quantity": l.quantity,
+                       "unit_amount": l.unit_amount, "amount": l.amount} for l in bill.lines]}
+
+
+def compute_bill(hub: Hub, client_id: str, period: Period) -> reconcile.Bill:
+    """One client's bill for one period: devices under its contract, plugins' lines, minimum."""
+    contract = hub.mappings.contracts[client_id]
+    devices = [d for system, ext in sorted(contract.links.items())
+               for d in hub.store.iter_devices(system, ext)]
+    bill = reconcile.bill_devices(contract, hub.mappings, devices, period)
+    extra: list[BillingLine] = []
+    for lines in hub.pm.hook.add_billing_lines(client_id=client_id, contract=contract, period=period.name,
+                                               lines=bill.lines):
+        extra.extend(lines or [])
+    if extra:
+        bad = [l.code for l in extra if l.currency != bill.currency]
+        errors = bill.errors + tuple(f"a plugin added line {c!r} in another currency than {bill.currency}" for c in bad)
+        bill = replace(bill, lines=bill.lines + tuple(sorted(extra, key=lambda l: l.code)), errors=errors)
+    return reconcile.apply_minimum(bill, contract)
+
+
+def plan(hub: Hub, report: RunReport, periods: list[Period], *, force: bool = False) -> list[PlanItem]:
+    """Work out, for each client and period, what the vendor should get and how it differs.
+
+    Nothing is stored or sent here. ``force`` plans a period that has not ended as if it had.
+    """
+    now = hub.clock()
+    for cid, message in sorted(hub.mappings.contract_errors.items()):
+        report.errors.append(f"contract {cid}: {message}")
+        report.discrepancies.append(reconcile.Discrepancy("contract_error", cid, message))
+    report.discrepancies.extend(reconcile.unmapped_clients(hub.store.iter_clients(), hub.store.device_counts(),
+                                                           hub.mappings))
+    for d in report.discrepancies:
+        if d.kind == "client_without_contract":
+            report.errors.append(d.message)
+    items: list[PlanItem] = []
+    for period in periods:
+        for cid in sorted(hub.mappings.contracts):
+            contract = hub.mappings.contracts[cid]
+            bill = compute_bill(hub, cid, period)
+            key = invoice_key(cid, period.name)
+            action = Action(key, INVOICE, "", cid, _payload(bill, contract.name, period), period.name)
+            amended = hub.pm.hook.amend_action(action=action)
+            if amended is not None:
+                if amended.key != key:
+                    bill = replace(bill, errors=bill.errors + (f"a plugin changed the key of {key} to {amended.key}",))
+                else:
+                    action = amended
+            stored = hub.store.get_action(key)
+            if bill.errors:
+                status, reasons = "held", bill.errors
+                report.errors.extend(f"client {cid} {period.name}: {e}" for e in bill.errors)
+            elif stored and stored["status"] == SENT:
+                same = stored["payload"].get("lines") == action.payload["lines"]
+                status = "unchanged" if same else "changed_after_sent"
+                reasons = () if same else (f"sent invoice {stored['vendor_id']} totals "
+                                           f"{format_minor(stored['payload'].get('total', 0), bill.currency)}; the data now gives "
+                                           f"{format_minor(bill.total, bill.currency)}. The sent invoice is not rewritten.",)
+            elif not bill.lines:
+                status, reasons = "empty", ("no billable device in the period",)
+            elif not (force or period.has_ended(now)):
+                status, reasons = "preview", (f"period {period.name} has not ended; pushed after {period.end.date()} "
+                                              f"(or force it with --period {period.name})",)
+            elif stored and stored["attempts"] > 0:
+                status, reasons = "retry", (f"attempted {stored['attempts']} time(s): {stored['last_error'] or 'outcome unknown'}",)
+            else:
+                status, reasons = "create", ()
+            if status in ("create", "retry"):
+                vetoes = [r for r in hub.pm.hook.veto_action(action=action) if r]
+                if vetoes:
+                    status, reasons = "held", tuple(vetoes)
+            items.append(PlanItem(cid, contract.name, period.name, status, action, bill, tuple(reasons)))
+    report.plan = items
+    return items
+
+
+# --- push --------------------------------------------------------------------------------------
+
+class _PushContext:
+    """What a connector may read and record while it pushes one action (see hub.connectors)."""
+
+    def __init__(self, store: Store, key: str, attempts: int, progress: dict):
+        self.store, self.key, self.attempts, self.progress = store, key, attempts, dict(progress)
+
+    def get_link(self, client_id: str, system: str) -> str | None:
+        return self.store.get_link(client_id, system)
+
+    def set_link(self, client_id: str, system: str, external_id: str) -> None:
+        self.store.set_link(client_id, system, external_id)
+
+    def save_progress(self, **progress: Any) -> None:
+        self.progress.update(progress)
+        self.store.save_progress(self.key, self.progress)
+
+
+def push(hub: Hub, report: RunReport, items: list[PlanItem]) -> None:
+    """Store the plan's new actions, then send every unsent action of the outbox, exactly once."""
+    connector = hub.invoice_connector()
+    if connector is None:
+        if any(i.status in ("create", "retry") for i in items):
+            report.errors.append("no connector can push invoices; configure [connectors.stripe]")
+        return
+    for item in items:
+        if item.status == "create":
+            hub.store.record_action(replace(item.action, connector=connector.name), report.run_id)
+        elif item.status == "held" and item.action and item.reasons and not item.bill.errors:
+            stored = hub.store.record_action(replace(item.action, connector=connector.name), report.run_id)
+            if stored["status"] != SENT:
+                hub.store.mark_failed(item.action.key, "; ".join(item.reasons), status=HELD)
+            report.held.append({"key": item.action.key, "reasons": list(item.reasons)})
+    held_now = {h["key"] for h in report.held}
+    outbox = [r for r in hub.store.actions() if r["status"] in (PENDING, SENDING, FAILED, HELD)
+              and r["key"] not in held_now]
+    for row in outbox:
+        action = action_from_row(row)
+        target = hub.connectors.get(row["connector"])
+        if target is None:
+            report.errors.append(f"action {row['key']}: connector {row['connector']!r} is not configured")
+            continue
+        if row["status"] == HELD:
+            vetoes = [r for r in hub.pm.hook.veto_action(action=action) if r]
+            if vetoes:
+                report.held.append({"key": row["key"], "reasons": vetoes})
+                continue
+        alog = log.bind(run_id=report.run_id, connector=target.name, action=row["key"])
+        attempts = hub.store.mark_sending(row["key"])
+        try:
+            result = target.push(action, _PushContext(hub.store, row["key"], attempts, row["progress"]))
+        except VendorError as exc:
+            hub.store.mark_failed(row["key"], str(exc))
+            report.failed.append({"key": row["key"], "error": str(exc)})
+            report.errors.append(f"push {row['key']}: {exc}")
+            alog.error("push.failed", error=str(exc), attempt=attempts + 1)
+            continue
+        hub.store.mark_sent(row["key"], result.vendor_id, result.summary)
+        report.pushed.append({"key": row["key"], "vendor_id": result.vendor_id, "summary": result.summary})
+        alog.info("push.sent", vendor_id=result.vendor_id, attempt=attempts + 1)
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+def periods_for(hub: Hub, period: str | None) -> tuple[list[Period], bool]:
+    """The periods a run plans: the forced one, else the last ended and the current (preview)."""
+    tz = hub.config.timezone
+    if period:
+        return [parse_period(period, tz)], True
+    last = last_ended_period(hub.clock(), tz)
+    return [last, last.next()], False
+
+
+def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, period: str | None = None,
+              connectors: Iterable[str] | None = None, streams: Iterable[str] | None = None) -> RunReport:
+    """Pull, plan and (unless ``dry_run``) push; record the run; tell the plugins it finished."""
+    mode = "plan" if not pull_first else ("dry-run" if dry_run else "sync")
+    run_id, started = hub.store.start_run(mode)
+    report = RunReport(run_id, mode, started)
+    t0 = time.perf_counter()
+    status = "ok"
+    try:
+        if pull_first:
+            pull(hub, report, connectors=connectors, streams=streams)
+        periods, force = periods_for(hub, period)
+        items = plan(hub, report, periods, force=force)
+        if not dry_run and pull_first:
+            push(hub, report, items)
+    except BaseException as exc:
+        status = "crashed"
+        report.errors.append(f"run stopped: {exc!r}")
+        raise
+    finally:
+        report.seconds = time.perf_counter() - t0
+        if status == "ok" and report.errors:
+            status = "partial"
+        hub.store.finish_run(run_id, status, {"records": report.records, "pushed": len(report.pushed),
+                                              "failed": len(report.failed), "held": len(report.held)},
+                             report.errors)
+    try:
+        hub.pm.hook.sync_finished(run=report)
+    except Exception as exc:  # a notification plugin must not fail the run
+        log.error("sync.finished_hook_failed", run_id=report.run_id, error=repr(exc))
+    return report
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,193 @@
+"""Pure billing functions: contracts, mappings and usage in a period in; billing lines out.
+
+No database, HTTP or clock here (the period and records are passed in), so every rule of
+BILLING.md is tested with literal lists. Each line names the rule that produced it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterable
+
+from hub.mappings import Contract, Mappings, Tier
+from hub.money import format_minor, format_quantity, round_half_up
+from hub.periods import Period
+from hub.records import APPROVED, BillingLine, Client, Device
+
+DEVICE_RULE = ("counts devices approved in the RMM, created on or before the period's end and "
+               "last seen on or after its start")
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A device that was looked at and not billed, and why."""
+
+    source_id: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Bill:
+    """What one client owes for one period, or why it cannot be billed (``errors``)."""
+
+    client_id: str
+    period: str
+    currency: str
+    lines: tuple[BillingLine, ...]
+    excluded: tuple[Exclusion, ...] = ()
+    errors: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+
+@dataclass
+class _Counted:
+    weight: Fraction
+    device: Device
+    device_class: str
+
+
+def device_weight(device: Device, period: Period, proration: bool) -> Fraction:
+    """1 for a whole period; with proration, the days from its creation day to the period's end."""
+    if not proration or device.created_at is None or device.created_at < period.start:
+        return Fraction(1)
+    created_day = period.local_day(device.created_at)
+    days = period.days - (created_day - period.first_day).days
+    return Fraction(days, period.days)
+
+
+def why_not_counted(device: Device, period: Period) -> str | None:
+    """The reason a device does not count for ``period``, or None when it counts."""
+    if device.approval_status != APPROVED:
+        return f"not approved in the RMM ({device.approval_status})"
+    if device.created_at is not None and device.created_at >= period.end:
+        return "created after the period"
+    if device.last_contact is None:
+        return "never seen by the RMM"
+    if device.last_contact < period.start:
+        return f"not seen during the period (last contact {device.last_contact.date().isoformat()})"
+    return None
+
+
+def _tier_label(tier: Tier, tiers: dict[str, Tier]) -> str:
+    chain, t = [], tier
+    while t.includes:
+        t = tiers[t.includes]
+        chain.append(t.name)
+    return f"tier {tier.name}" + (f" (includes {', '.join(chain)})" if chain else "")
+
+
+def _line(client_id: str, period: Period, currency: str, code: str, description: str,
+          counted: list[_Counted], unit: int, rule: str) -> BillingLine:
+    quantity = sum((c.weight for c in counted), Fraction(0))
+    items = tuple({"id": c.device.source_id, "name": c.device.name, "class": c.device_class,
+                   "weight": format_quantity(c.weight)}
+                  for c in sorted(counted, key=lambda c: (c.device.source, c.device.source_id)))
+    return BillingLine(client_id, period.name, code, description, format_quantity(quantity), unit,
+                       round_half_up(quantity * unit), currency, rule, items)
+
+
+def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Device], period: Period) -> Bill:
+    """Bill one client's devices for one period under its tier and add-ons (BILLING.md, Devices)."""
+    tier = mappings.tiers[contract.tier]
+    cur = contract.currency
+    excluded: list[Exclusion] = []
+    errors: list[str] = []
+    notes: list[str] = []
+    seen: list[_Counted] = []
+    for d in devices:
+        reason = why_not_counted(d, period)
+        if reason:
+            excluded.append(Exclusion(d.source_id, d.name, reason))
+            continue
+        dclass = mappings.device_classes.get(d.source, {}).get(d.node_class)
+        if dclass is None:
+            errors.append(f"device {d.name!r} ({d.source} id {d.source_id}) has node class {d.node_class!r}, "
+                          f"which device_classes.toml does not map; add {d.node_class} = \"workstation\" "
+                          f"(or another class) under [{d.source}]")
+            continue
+        seen.append(_Counted(device_weight(d, period, contract.proration), d, dclass))
+
+    by_class: dict[str, list[_Counted]] = defaultdict(list)
+    for c in seen:
+        if c.device_class in tier.prices:
+            by_class[c.device_class].append(c)
+        else:
+            excluded.append(Exclusion(c.device.source_id, c.device.name,
+                                      f"class {c.device_class!r} is not billed by tier {tier.name}"))
+    label = _tier_label(tier, mappings.tiers)
+    prorated = " prorated by days from creation (contract option)" if contract.proration else ""
+    lines = []
+    for dclass in sorted(by_class):
+        unit = tier.prices[dclass]
+        lines.append(_line(contract.client_id, period, cur, f"tier:{tier.id}:{dclass}",
+                           f"{tier.name} managed services, {dclass} ({period.name})", by_class[dclass], unit,
+                           f"{label}: {dclass} at {format_minor(unit, cur)} per device per month; "
+                           f"{DEVICE_RULE}{prorated}"))
+    billed = [c for dclass in by_class for c in by_class[dclass]]
+    for aid in contract.addons:
+        addon = mappings.addons[aid]
+        if addon.service and addon.service in tier.services:
+            notes.append(f"add-on {addon.name} is included in {label}; not billed separately")
+            continue
+        if addon.classes is None:
+            pool, scope = billed, "the devices billed under the tier"
+        else:
+            pool, scope = [c for c in seen if c.device_class in addon.classes], f"devices of class {', '.join(sorted(addon.classes))}"
+        groups: dict[str, list[_Counted]] = defaultdict(list)
+        for c in pool:
+            groups[c.device_class].append(c)
+        for dclass in sorted(groups):
+            unit = addon.price_for(dclass)
+            if unit is None:
+                errors.append(f"add-on {aid!r} has no price for class {dclass!r}; add {dclass} = \"0.00\" "
+                              f"(or a price) to [addons.{aid}].prices in tiers.toml")
+                continue
+            lines.append(_line(contract.client_id, period, cur, f"addon:{aid}:{dclass}",
+                               f"{addon.name}, {dclass} ({period.name})", groups[dclass], unit,
+                               f"add-on {addon.name}: {format_minor(unit, cur)} per device per month, "
+                               f"counting {scope}{prorated}"))
+    return Bill(contract.client_id, period.name, cur, tuple(lines), tuple(excluded), tuple(errors), tuple(notes))
+
+
+def apply_minimum(bill: Bill, contract: Contract) -> Bill:
+    """Top the bill up to the contract's monthly minimum with one explained line."""
+    if contract.minimum <= 0 or bill.total >= contract.minimum:
+        return bill
+    top_up = contract.minimum - bill.total
+    line = BillingLine(contract.client_id, bill.period, "minimum", f"Monthly minimum top-up ({bill.period})",
+                       "1", top_up, top_up, contract.currency,
+                       f"contract minimum {format_minor(contract.minimum, contract.currency)} per month; "
+                       f"lines total {format_minor(bill.total, contract.currency)}")
+    return Bill(bill.client_id, bill.period, bill.currency, bill.lines + (line,), bill.excluded, bill.errors, bill.notes)
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """Something in one system that the others do not account for (e.g. a client with no contract)."""
+
+    kind: str
+    subject: str
+    message: str
+    details: dict = field(default_factory=dict)
+
+
+def unmapped_clients(clients: Iterable[Client], device_counts: dict[tuple[str, str], int],
+                     mappings: Mappings) -> list[Discrepancy]:
+    """RMM clients that no contract links to: never billed, always reported (revenue found)."""
+    out = []
+    for c in clients:
+        if mappings.client_for(c.source, c.source_id) is None:
+            n = device_counts.get((c.source, c.source_id), 0)
+            out.append(Discrepancy(
+                "client_without_contract", f"{c.source}:{c.source_id}",
+                f"{c.source} client {c.name!r} (id {c.source_id}) has {n} device(s) and no contract; "
+                f"add [clients.<id>] with links = {{ {c.source} = \"{c.source_id}\" }} to mappings/contracts.toml",
+                {"name": c.name, "devices": n}))
+    return out

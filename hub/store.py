@@ -1,0 +1,219 @@
+"""The store: sqlite-utils on one SQLite file (WAL). The only module that writes SQL.
+
+Tables: ``clients`` and ``devices`` (canonical records, key (source, source_id)), ``links``
+(a hub client's id in each system), ``cursors`` (one per connector and stream), ``runs``, and
+``actions`` (the outbox: deterministic key, payload, status, vendor id, attempts, last error).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import fields
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from hub.records import Action, Client, Device
+
+migrations = Migrations("hub")
+
+# Action statuses. ``sending`` means a push started and its outcome is not recorded: the vendor
+# may or may not have acted, so the next push of that action looks before it creates.
+PENDING, SENDING, SENT, FAILED, HELD = "pending", "sending", "sent", "failed", "held"
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["clients"].create({"source": str, "source_id": str, "name": str, "updated_at": str},
+                         pk=("source", "source_id"))
+    db["devices"].create({"source": str, "source_id": str, "client_source_id": str, "name": str,
+                          "node_class": str, "approval_status": str, "created_at": str,
+                          "last_contact": str, "updated_at": str}, pk=("source", "source_id"))
+    db["devices"].create_index(["source", "client_source_id"])
+    db["links"].create({"client_id": str, "system": str, "external_id": str, "updated_at": str},
+                       pk=("client_id", "system"))
+    db["cursors"].create({"connector": str, "stream": str, "cursor": str, "updated_at": str},
+                         pk=("connector", "stream"))
+    db["runs"].create({"id": str, "mode": str, "started_at": str, "finished_at": str, "status": str,
+                       "counts": str, "errors": str}, pk="id")
+    db["actions"].create({"key": str, "kind": str, "connector": str, "client_id": str, "period": str,
+                          "payload": str, "status": str, "vendor_id": str, "attempts": int,
+                          "last_error": str, "progress": str, "summary": str, "run_id": str,
+                          "created_at": str, "updated_at": str, "sent_at": str}, pk="key",
+                         not_null={"kind", "connector", "status"}, defaults={"attempts": 0})
+    db["actions"].create_index(["status"])
+
+
+RECORD_TABLES = {"clients": Client, "devices": Device}
+_FIELDS = {table: [f.name for f in fields(cls)] for table, cls in RECORD_TABLES.items()}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class Store:
+    """The hub's database. ``Store(":memory:")`` for tests, ``Store(path)`` for a file."""
+
+    def __init__(self, path: str = ":memory:"):
+        self.path = path
+        self.db = Database(memory=True) if path == ":memory:" else Database(path)
+        if path != ":memory:":
+            self.db.enable_wal()
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+        migrations.apply(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- pulled records and cursors ------------------------------------------------------------
+
+    def write_page(self, table: str, records: Iterable, connector: str, stream: str,
+                   cursor: dict | None) -> int:
+        """Upsert one page of records and save the stream's cursor in the same transaction."""
+        names = _FIELDS[table]
+        rows = [{n: _iso(getattr(r, n)) for n in names} for r in records]
+        with self.db.atomic():
+            if rows:
+                self.db[table].upsert_all(rows, pk=("source", "source_id"), batch_size=500)
+            self.db["cursors"].upsert({"connector": connector, "stream": stream,
+                                       "cursor": json.dumps(cursor) if cursor is not None else None,
+                                       "updated_at": now_iso()}, pk=("connector", "stream"))
+        return len(rows)
+
+    def get_cursor(self, connector: str, stream: str) -> dict | None:
+        rows = list(self.db.query("select cursor from cursors where connector = ? and stream = ?",
+                                  [connector, stream]))
+        return json.loads(rows[0]["cursor"]) if rows and rows[0]["cursor"] else None
+
+    def cursors(self) -> list[dict]:
+        return [dict(r, cursor=json.loads(r["cursor"]) if r["cursor"] else None)
+                for r in self.db.query("select * from cursors order by connector, stream")]
+
+    def count(self, table: str) -> int:
+        return self.db[table].count
+
+    def iter_clients(self, source: str | None = None) -> Iterator[Client]:
+        sql, args = "select * from clients", []
+        if source:
+            sql, args = sql + " where source = ?", [source]
+        for r in self.db.query(sql + " order by source, source_id", args):
+            yield Client(r["source"], r["source_id"], r["name"], _dt(r["updated_at"]))
+
+    def iter_devices(self, source: str, client_source_id: str | None = None) -> Iterator[Device]:
+        sql, args = "select * from devices where source = ?", [source]
+        if client_source_id is not None:
+            sql, args = sql + " and client_source_id = ?", args + [client_source_id]
+        for r in self.db.query(sql + " order by source_id", args):
+            yield Device(r["source"], r["source_id"], r["client_source_id"], r["name"], r["node_class"],
+                         r["approval_status"], _dt(r["created_at"]), _dt(r["last_contact"]), _dt(r["updated_at"]))
+
+    def device_counts(self) -> dict[tuple[str, str], int]:
+        return {(r["source"], r["client_source_id"]): r["n"] for r in self.db.query(
+            "select source, client_source_id, count(*) as n from devices group by 1, 2")}
+
+    # --- links ---------------------------------------------------------------------------------
+
+    def get_link(self, client_id: str, system: str) -> str | None:
+        rows = list(self.db.query("select external_id from links where client_id = ? and system = ?",
+                                  [client_id, system]))
+        return rows[0]["external_id"] if rows else None
+
+    def set_link(self, client_id: str, system: str, external_id: str) -> None:
+        with self.db.atomic():
+            self.db["links"].upsert({"client_id": client_id, "system": system, "external_id": external_id,
+                                     "updated_at": now_iso()}, pk=("client_id", "system"))
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    def start_run(self, mode: str) -> tuple[str, datetime]:
+        run_id, started = uuid.uuid4().hex[:12], datetime.now(timezone.utc)
+        with self.db.atomic():
+            self.db["runs"].insert({"id": run_id, "mode": mode, "started_at": started.isoformat(),
+                                    "status": "running"})
+        return run_id, started
+
+    def finish_run(self, run_id: str, status: str, counts: dict, errors: list[str]) -> None:
+        with self.db.atomic():
+            self.db["runs"].update(run_id, {"finished_at": now_iso(), "status": status,
+                                            "counts": json.dumps(counts), "errors": json.dumps(errors)})
+
+    def runs(self, limit: int = 20) -> list[dict]:
+        return list(self.db.query("select * from runs order by started_at desc limit ?", [limit]))
+
+    # --- the outbox ----------------------------------------------------------------------------
+
+    def get_action(self, key: str) -> dict | None:
+        rows = list(self.db.query("select * from actions where key = ?", [key]))
+        return _action_row(rows[0]) if rows else None
+
+    def record_action(self, action: Action, run_id: str) -> dict:
+        """Store a planned action before anything is sent; an unsent one takes the new payload.
+
+        Returns the stored row. An action that was ever attempted keeps its payload: what may
+        already be at the vendor must not change under it.
+        """
+        with self.db.atomic():
+            existing = self.get_action(action.key)
+            payload = json.dumps(action.payload, sort_keys=True)
+            if existing is None:
+                self.db["actions"].insert({
+                    "key": action.key, "kind": action.kind, "connector": action.connector,
+                    "client_id": action.client_id, "period": action.period, "payload": payload,
+                    "status": PENDING, "attempts": 0, "progress": "{}", "run_id": run_id,
+                    "created_at": now_iso(), "updated_at": now_iso()})
+            elif existing["status"] in (PENDING, HELD, FAILED) and existing["attempts"] == 0:
+                self.db["actions"].update(action.key, {"payload": payload, "updated_at": now_iso()})
+        return self.get_action(action.key)
+
+    def mark_sending(self, key: str) -> int:
+        """Record that a push starts (committed before any request); return earlier attempts."""
+        with self.db.atomic():
+            row = self.get_action(key)
+            self.db["actions"].update(key, {"status": SENDING, "attempts": row["attempts"] + 1,
+                                            "updated_at": now_iso()})
+        return row["attempts"]
+
+    def mark_sent(self, key: str, vendor_id: str, summary: str) -> None:
+        with self.db.atomic():
+            self.db["actions"].update(key, {"status": SENT, "vendor_id": vendor_id, "summary": summary,
+                                            "last_error": None, "sent_at": now_iso(), "updated_at": now_iso()})
+
+    def mark_failed(self, key: str, error: str, *, status: str = FAILED) -> None:
+        with self.db.atomic():
+            self.db["actions"].update(key, {"status": status, "last_error": error[:2000], "updated_at": now_iso()})
+
+    def save_progress(self, key: str, progress: dict) -> None:
+        with self.db.atomic():
+            self.db["actions"].update(key, {"progress": json.dumps(progress, sort_keys=True),
+                                            "updated_at": now_iso()})
+
+    def actions(self, status: str | None = None, kind: str | None = None) -> list[dict]:
+        sql, args, where = "select * from actions", [], []
+        if status:
+            where, args = where + ["status = ?"], args + [status]
+        if kind:
+            where, args = where + ["kind = ?"], args + [kind]
+        if where:
+            sql += " where " + " and ".join(where)
+        return [_action_row(r) for r in self.db.query(sql + " order by key", args)]
+
+
+def _action_row(r: dict) -> dict:
+    return dict(r, payload=json.loads(r["payload"] or "{}"), progress=json.loads(r["progress"] or "{}"))
+
+
+def action_from_row(row: dict) -> Action:
+    return Action(row["key"], row["kind"], row["connector"], row["client_id"], row["payload"], row["period"])

@@ -1,0 +1,152 @@
+"""Billing rules of BILLING.md, tested as pure functions on literal records."""
+
+from datetime import datetime, timezone
+from fractions import Fraction
+
+import pytest
+
+from hub.mappings import Addon, Contract, Mappings, Tier
+from hub.periods import month
+from hub.reconcile import apply_minimum, bill_devices, device_weight, unmapped_clients, why_not_counted
+from hub.records import Client, Device
+
+UTC = timezone.utc
+OCT = month(2026, 10, "UTC")
+
+
+def dt(*a):
+    return datetime(*a, tzinfo=UTC)
+
+
+def mappings(**kw):
+    silver = Tier("silver", "Silver", {"workstation": 10000, "server": 20000}, frozenset({"monitoring"}))
+    gold = Tier("gold", "Gold", {"workstation": 12000, "server": 24000}, frozenset({"monitoring", "remote"}), "silver")
+    plat = Tier("platinum", "Platinum", {"workstation": 18000, "server": 36000},
+                frozenset({"monitoring", "remote", "backup"}), "gold")
+    addons = {"backup": Addon("backup", "Cloud backup", {"workstation": 1500, "server": 4500}, "backup"),
+              "mail": Addon("mail", "Email security", {"*": 400}, "mail", frozenset({"workstation"})),
+              "netmon": Addon("netmon", "Network monitoring", {"network": 500}, None, frozenset({"network"}))}
+    classes = {"ninjaone": {"WINDOWS_WORKSTATION": "workstation", "WINDOWS_SERVER": "server",
+                            "NMS_PRINTER": "printer", "NMS_SWITCH": "network"}}
+    return Mappings("EUR", {"silver": silver, "gold": gold, "platinum": plat}, addons, classes, {})
+
+
+def contract(tier="gold", addons=(), minimum=0, proration=False):
+    return Contract("acme", "Acme", tier, "EUR", {"ninjaone": "1"}, tuple(addons), minimum, proration)
+
+
+def dev(i, cls="WINDOWS_WORKSTATION", approval="approved", created=dt(2026, 1, 1), seen=dt(2026, 10, 15)):
+    return Device("ninjaone", str(i), "1", f"PC-{i}", cls, approval, created, seen)
+
+
+@pytest.mark.parametrize("device, reason", [
+    (dev(1), None),
+    (dev(2, approval="pending"), "not approved in the RMM (pending)"),
+    (dev(3, approval="decommissioned"), "not approved in the RMM (decommissioned)"),
+    (dev(4, created=dt(2026, 11, 1)), "created after the period"),
+    (dev(5, created=dt(2026, 10, 31, 23, 59)), None),
+    (dev(6, seen=dt(2026, 9, 30, 23, 59)), "not seen during the period (last contact 2026-09-30)"),
+    (dev(7, seen=dt(2026, 10, 1)), None),
+    (dev(8, seen=None), "never seen by the RMM"),
+])
+def test_which_devices_count(device, reason):
+    assert why_not_counted(device, OCT) == reason
+
+
+def test_period_boundaries_follow_the_msp_time_zone():
+    paris = month(2026, 10, "Europe/Paris")
+    assert paris.start == dt(2026, 9, 30, 22, 0) and paris.end == dt(2026, 10, 31, 23, 0)
+    late_evening = dev(1, created=dt(2026, 10, 31, 23, 30))   # 1 November 00:30 in Paris
+    assert why_not_counted(late_evening, paris) == "created after the period"
+    assert why_not_counted(late_evening, OCT) is None
+
+
+def test_tier_lines_count_devices_per_class_and_explain_themselves():
+    devices = [dev(1), dev(2), dev(3, "WINDOWS_SERVER"), dev(4, approval="pending"), dev(5, "NMS_PRINTER")]
+    bill = bill_devices(contract(), mappings(), devices, OCT)
+    assert not bill.errors
+    by_code = {l.code: l for l in bill.lines}
+    assert set(by_code) == {"tier:gold:workstation", "tier:gold:server"}
+    ws = by_code["tier:gold:workstation"]
+    assert (ws.quantity, ws.unit_amount, ws.amount) == ("2", 12000, 24000)
+    assert [d["name"] for d in ws.items] == ["PC-1", "PC-2"]
+    assert "Gold (includes Silver)" in ws.rule and "120.00 EUR" in ws.rule
+    assert by_code["tier:gold:server"].amount == 24000
+    assert bill.total == 48000
+    reasons = {e.source_id: e.reason for e in bill.excluded}
+    assert reasons == {"4": "not approved in the RMM (pending)", "5": "class 'printer' is not billed by tier Gold"}
+
+
+def test_unmapped_node_class_is_an_error_naming_the_device_and_the_fix():
+    bill = bill_devices(contract(), mappings(), [dev(1), dev(9, "ANDROID")], OCT)
+    assert len(bill.errors) == 1
+    assert "'PC-9'" in bill.errors[0] and "ANDROID" in bill.errors[0] and "device_classes.toml" in bill.errors[0]
+
+
+def test_addon_counts_devices_billed_under_the_tier():
+    bill = bill_devices(contract(addons=["backup"]), mappings(),
+                        [dev(1), dev(2, "WINDOWS_SERVER"), dev(3, "NMS_PRINTER")], OCT)
+    by_code = {l.code: l for l in bill.lines}
+    assert by_code["addon:backup:workstation"].amount == 1500
+    assert by_code["addon:backup:server"].amount == 4500
+    assert "addon:backup:printer" not in by_code
+
+
+def test_addon_naming_classes_counts_those_classes_even_if_the_tier_does_not_bill_them():
+    bill = bill_devices(contract(addons=["netmon", "mail"]), mappings(),
+                        [dev(1), dev(2, "NMS_SWITCH"), dev(3, "WINDOWS_SERVER")], OCT)
+    by_code = {l.code: l for l in bill.lines}
+    assert by_code["addon:netmon:network"].amount == 500
+    assert by_code["addon:mail:workstation"].quantity == "1"
+    assert "addon:mail:server" not in by_code
+
+
+def test_addon_included_in_a_higher_tier_is_not_billed_again():
+    bill = bill_devices(contract("platinum", addons=["backup"]), mappings(), [dev(1)], OCT)
+    assert [l.code for l in bill.lines] == ["tier:platinum:workstation"]
+    assert any("included in tier Platinum" in n for n in bill.notes)
+
+
+@pytest.mark.parametrize("created, weight", [
+    (dt(2026, 9, 3), Fraction(1)),
+    (dt(2026, 10, 1), Fraction(1)),
+    (dt(2026, 10, 31), Fraction(1, 31)),
+    (dt(2026, 10, 17, 8), Fraction(15, 31)),
+])
+def test_proration_counts_days_from_creation_to_period_end_inclusive(created, weight):
+    assert device_weight(dev(1, created=created), OCT, proration=True) == weight
+    assert device_weight(dev(1, created=created), OCT, proration=False) == 1
+
+
+def test_prorated_quantity_keeps_its_fraction_until_rounding_once_per_line():
+    # 3 devices created on the 17th: 3 * 15/31 * 120.00 = 174.193548... -> 174.19
+    devices = [dev(i, created=dt(2026, 10, 17)) for i in range(3)]
+    bill = bill_devices(contract(proration=True), mappings(), devices, OCT)
+    (line,) = bill.lines
+    assert line.quantity == "1.4516" and line.amount == 17419
+    assert "prorated" in line.rule
+
+
+def test_rounding_is_half_up_after_quantity_times_price():
+    m = mappings()
+    m.tiers["odd"] = Tier("odd", "Odd", {"workstation": 1}, frozenset())
+    # 1 device created on the 16th of a 31-day month: 16/31 * 1 cent = 0.516 -> 1 cent
+    bill = bill_devices(contract("odd", proration=True), m, [dev(1, created=dt(2026, 10, 16))], OCT)
+    assert bill.lines[0].amount == 1
+
+
+def test_monthly_minimum_adds_an_explained_top_up_line():
+    bill = apply_minimum(bill_devices(contract(minimum=50000), mappings(), [dev(1)], OCT), contract(minimum=50000))
+    assert bill.total == 50000
+    top = bill.lines[-1]
+    assert top.code == "minimum" and top.amount == 50000 - 12000 and "500.00 EUR" in top.rule
+    unchanged = bill_devices(contract(minimum=100), mappings(), [dev(1)], OCT)
+    assert apply_minimum(unchanged, contract(minimum=100)) is unchanged
+
+
+def test_clients_without_contract_are_reported_with_their_device_count():
+    clients = [Client("ninjaone", "1", "Acme"), Client("ninjaone", "77", "Newco")]
+    found = unmapped_clients(clients, {("ninjaone", "77"): 12}, type("M", (), {
+        "client_for": lambda self, s, x: "acme" if x == "1" else None})())
+    assert [d.subject for d in found] == ["ninjaone:77"]
+    assert "12 device(s)" in found[0].message and 'ninjaone = "77"' in found[0].message
