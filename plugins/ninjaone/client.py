@@ -1,0 +1,228 @@
+"""NinjaOne Public API v2 over HTTP: OAuth2 client credentials, keyset paging, retries. No mapping."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Iterator
+
+import httpx
+import structlog
+import tenacity
+
+from hub.config import Secret
+from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
+from hub.http import make_client, parse_retry_after, retry_policy
+
+log = structlog.get_logger()
+
+VENDOR = "ninjaone"
+TOKEN_PATH = "/ws/oauth/token"
+MAX_PAGE_SIZE = 1000
+# NinjaOne publishes no rate limits and may send a 429 without Retry-After; well-known clients
+# then wait 10 s. The retry policy still caps every wait at its own max_wait.
+DEFAULT_RETRY_AFTER = 10.0
+# Refresh a token this long before the expiry the vendor announced (at most half its life).
+TOKEN_MARGIN = 60.0
+
+CREDENTIALS_FIX = ("check client_id and client_secret_env/client_secret_file in [connectors.ninjaone], "
+                   "and that base_url is your tenant's host (app, eu, ca, oc, us2 .ninjarmm.com)")
+
+
+class NinjaOneClient:
+    """A NinjaOne API v2 client: yields vendor dicts unchanged, one page (a list) at a time.
+
+    Args:
+        base_url: the tenant's instance host, e.g. ``https://eu.ninjarmm.com`` (no ``/v2``).
+        client_id: the API app's client id (a machine-to-machine app with client credentials).
+        client_secret: the API app's secret, kept in a ``Secret`` until the token request.
+        scope: space-separated OAuth scopes; reading needs ``monitoring``.
+        http: an ``httpx.Client`` to use (tests inject a MockTransport); the caller then owns it.
+        retrying: a callable returning a ``tenacity.Retrying``; default ``hub.http.retry_policy``.
+        page_size: ``pageSize`` of list requests.
+        default_retry_after: seconds to wait after a 429 that carries no Retry-After.
+        clock: a monotonic clock in seconds, for the token's lifetime.
+
+    ``requests`` counts every HTTP request sent, token requests and retries included.
+    """
+
+    def __init__(self, base_url: str, client_id: str, client_secret: Secret, *, scope: str = "monitoring",
+                 http: httpx.Client | None = None,
+                 retrying: Callable[[], tenacity.Retrying] | None = None,
+                 page_size: int = MAX_PAGE_SIZE, default_retry_after: float = DEFAULT_RETRY_AFTER,
+                 clock: Callable[[], float] = time.monotonic):
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.client_id = client_id
+        self._secret = client_secret
+        self.scope = scope
+        self.page_size = page_size
+        self.default_retry_after = default_retry_after
+        self._owns_http = http is None
+        self._http = make_client(self.base_url, http=http)
+        self._retrying = retrying or retry_policy
+        self._clock = clock
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self.requests = 0
+
+    # --- public -------------------------------------------------------------------------------
+
+    def iter_organizations(self, after: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of organizations (``GET /v2/organizations``) in id order.
+
+        Args:
+            after: start after this organization id (the last id of a previous page).
+        Yields:
+            non-empty lists of the vendor's organization dicts, unchanged.
+        """
+        return self._iter_pages("/v2/organizations", after)
+
+    def iter_devices(self, after: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of devices (``GET /v2/devices``, basic records) in id order.
+
+        Args:
+            after: start after this device id (the last id of a previous page).
+        Yields:
+            non-empty lists of the vendor's device dicts, unchanged.
+        """
+        return self._iter_pages("/v2/devices", after)
+
+    def close(self) -> None:
+        """Close the HTTP client if this client made it."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> NinjaOneClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- paging -------------------------------------------------------------------------------
+
+    def _iter_pages(self, path: str, after: int | None) -> Iterator[list[dict[str, Any]]]:
+        # Keyset paging: `after` is the last id of the previous page; the API returns no total,
+        # so a page shorter than pageSize is the last one.
+        size = self.page_size
+        used: set[int] = set()
+        while True:
+            params: dict[str, Any] = {"pageSize": size}
+            if after is not None:
+                if after in used:
+                    raise VendorError(VENDOR, 200, "GET", self.base_url + path,
+                                      f"paging repeats after={after}; stopping instead of looping forever")
+                used.add(after)
+                params["after"] = after
+            page = self._request("GET", path, params=params)
+            if page:
+                yield page
+            if len(page) < size:
+                return
+            try:
+                after = page[-1]["id"]
+            except (KeyError, TypeError):
+                raise MalformedResponseError(VENDOR, 200, "GET", self.base_url + path,
+                                             "last record of a full page has no id") from None
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        """Send one API call under the retry policy; return its decoded JSON (a list)."""
+        return self._retrying()(self._attempt, method, path, params)
+
+    def _attempt(self, method: str, path: str, params: dict[str, Any] | None) -> Any:
+        """One try of an API call: token, request, one token refetch on 401, status, JSON."""
+        fresh = self._token is None or self._clock() >= self._token_expires_at
+        if fresh:
+            self._fetch_token()
+        response = self._send(method, path, params=params,
+                              headers={"Authorization": f"Bearer {self._token}"})
+        if response.status_code == 401 and not fresh:
+            # The server expired the token before the expiry it announced: fetch one, once.
+            log.info("ninjaone.token_refused", path=path)
+            self._fetch_token()
+            response = self._send(method, path, params=params,
+                                  headers={"Authorization": f"Bearer {self._token}"})
+        status = response.status_code
+        if status >= 300:
+            url = self.base_url + path
+            detail = self._detail(response)
+            if status == 401:
+                raise CredentialsError(VENDOR, status, method, url,
+                                       f"{detail}; a new token was refused too (fix: {CREDENTIALS_FIX})")
+            if status == 403:
+                raise CredentialsError(VENDOR, status, method, url,
+                                       f"{detail} (fix: give the API app the 'monitoring' scope in "
+                                       f"NinjaOne and list it in scope, now {self.scope!r})")
+            self._raise_for_status(response, method, url, detail)
+        return self._decode(response, method, path, list)
+
+    def _fetch_token(self) -> None:
+        """Get a bearer token by the client-credentials grant and remember when to refresh it."""
+        url = self.base_url + TOKEN_PATH
+        response = self._send("POST", TOKEN_PATH, data={
+            "grant_type": "client_credentials", "client_id": self.client_id,
+            "client_secret": self._secret.reveal(), "scope": self.scope})
+        status = response.status_code
+        if status == 429 or status >= 500:
+            self._raise_for_status(response, "POST", url, self._detail(response))
+        if status >= 300:
+            raise CredentialsError(VENDOR, status, "POST", url,
+                                   f"{self._detail(response) or 'token refused'} (fix: {CREDENTIALS_FIX})")
+        body = self._decode(response, "POST", TOKEN_PATH, dict)
+        token, expires_in = body.get("access_token"), body.get("expires_in", 3600)
+        if not isinstance(token, str) or not token or not isinstance(expires_in, (int, float)):
+            raise MalformedResponseError(VENDOR, status, "POST", url, "no access_token in the token response")
+        self._token = token
+        self._token_expires_at = self._clock() + expires_in - min(TOKEN_MARGIN, expires_in / 2)
+        log.info("ninjaone.token_fetched", expires_in=expires_in)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one HTTP request; a transport error or timeout becomes a RetryableError."""
+        self.requests += 1
+        try:
+            return self._http.request(method, self.base_url + path, **kwargs)
+        except httpx.TransportError as exc:  # timeouts, refused connections, broken sockets
+            raise RetryableError(VENDOR, None, method, self.base_url + path, type(exc).__name__) from exc
+
+    def _raise_for_status(self, response: httpx.Response, method: str, url: str, detail: str) -> None:
+        """Raise for an error status other than 401/403: retryable for 429 and 5xx."""
+        status = response.status_code
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise RetryableError(VENDOR, status, method, url, detail,
+                                 retry_after=self.default_retry_after if retry_after is None else retry_after)
+        if status >= 500:
+            raise RetryableError(VENDOR, status, method, url, detail,
+                                 retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        raise VendorError(VENDOR, status, method, url, detail)
+
+    def _decode(self, response: httpx.Response, method: str, path: str, kind: type) -> Any:
+        """The body as JSON of the expected kind, else a MalformedResponseError (retried)."""
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, kind):
+            raise MalformedResponseError(VENDOR, response.status_code, method, self.base_url + path,
+                                         f"expected a JSON {'array' if kind is list else 'object'}")
+        return body
+
+    def _detail(self, response: httpx.Response) -> str:
+        """The vendor's own error text (resultCode, errorMessage, OAuth error), secrets removed."""
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            parts = [str(body[k]) for k in ("resultCode", "errorMessage", "error", "error_description",
+                                            "incidentId") if body.get(k)]
+            text = "; ".join(parts)
+        else:
+            text = response.text.strip()[:120]
+        for secret in (self._secret.reveal(), self._token):
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text

@@ -1,0 +1,249 @@
+"""NinjaOne mapping, settings and connector streams, on literal dicts and the simulator."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+import hub.testing
+from hub import Client, ConfigError, Device, MappingError, Page
+from hub.config import config_from_dict
+from hub.http import retry_policy
+from hub.plugins import get_plugin_manager
+from hub.testing import mock_client
+
+from plugins.ninjaone import plugin
+from plugins.ninjaone.plugin import NinjaOneConnector, NinjaOneSettings, to_client, to_device
+from plugins.ninjaone.simulator import NinjaOneSimulator
+
+UTC = timezone.utc
+RUN_START = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+ENV = {"NINJA_SECRET": "sim-client-secret"}
+
+DEVICE = {
+    "id": 1042, "uid": "3f1c0c4e-0000-4000-8000-000000000001", "organizationId": 7, "locationId": 71,
+    "nodeClass": "WINDOWS_SERVER", "approvalStatus": "APPROVED", "offline": False,
+    "displayName": "Front desk server", "systemName": "SRV-FD-01", "dnsName": "srv-fd-01.acme.local",
+    "created": 1700000000.5, "lastContact": 1748736000.25, "lastUpdate": 1748736001.0,
+}
+
+
+# --- mapping -----------------------------------------------------------------------------------
+
+def test_to_client_maps_an_organization():
+    raw = {"id": 7, "name": "Acme Dental", "description": "", "nodeApprovalMode": "MANUAL", "userData": {}}
+    assert to_client(raw) == Client(source="ninjaone", source_id="7", name="Acme Dental")
+
+
+def test_to_device_maps_a_basic_device_record():
+    assert to_device(DEVICE) == Device(
+        source="ninjaone", source_id="1042", client_source_id="7", name="Front desk server",
+        node_class="WINDOWS_SERVER", approval_status="approved",
+        created_at=datetime(2023, 11, 14, 22, 13, 20, 500000, tzinfo=UTC),
+        last_contact=datetime(2025, 6, 1, 0, 0, 0, 250000, tzinfo=UTC),
+        updated_at=datetime(2025, 6, 1, 0, 0, 1, tzinfo=UTC))
+
+
+def test_to_device_timestamps_are_aware_utc():
+    device = to_device(DEVICE)
+    assert device.created_at.tzinfo is UTC and device.created_at.timestamp() == 1700000000.5
+
+
+def test_to_device_without_timestamps_leaves_them_none():
+    raw = {k: v for k, v in DEVICE.items() if k not in ("created", "lastContact", "lastUpdate")}
+    device = to_device(raw)
+    assert device.created_at is device.last_contact is device.updated_at is None
+
+
+@pytest.mark.parametrize("names, expected", [
+    ({"displayName": "Shown", "systemName": "SYS", "dnsName": "dns.local"}, "Shown"),
+    ({"displayName": "", "systemName": "SYS", "dnsName": "dns.local"}, "SYS"),
+    ({"systemName": None, "dnsName": "dns.local"}, "dns.local"),
+    ({}, "1042"),
+])
+def test_to_device_name_falls_back(names, expected):
+    raw = {k: v for k, v in DEVICE.items() if k not in ("displayName", "systemName", "dnsName")}
+    assert to_device({**raw, **names}).name == expected
+
+
+@pytest.mark.parametrize("vendor, hub_state", [
+    ("APPROVED", "approved"), ("PENDING", "pending"), ("STAGED", "staged"),
+    ("DECOMMISSIONED", "decommissioned"), ("Approved", "approved"),
+])
+def test_to_device_lowercases_approval(vendor, hub_state):
+    assert to_device({**DEVICE, "approvalStatus": vendor}).approval_status == hub_state
+
+
+@pytest.mark.parametrize("value", ["QUARANTINED", None, 3])
+def test_to_device_refuses_an_unknown_approval(value):
+    with pytest.raises(MappingError, match=r"device 1042 \(Front desk server\) has approvalStatus") as info:
+        to_device({**DEVICE, "approvalStatus": value})
+    assert repr(value) in str(info.value)
+
+
+def test_to_device_names_a_missing_field():
+    raw = {k: v for k, v in DEVICE.items() if k != "organizationId"}
+    with pytest.raises(MappingError, match="device 1042 .* has no organizationId"):
+        to_device(raw)
+
+
+def test_to_device_refuses_a_timestamp_that_is_not_epoch_seconds():
+    with pytest.raises(MappingError, match="timestamp"):
+        to_device({**DEVICE, "created": "2024-01-01T00:00:00Z"})
+
+
+def test_to_device_keeps_node_class_unchanged():
+    assert to_device({**DEVICE, "nodeClass": "NMS_PRINTER"}).node_class == "NMS_PRINTER"
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+def config(**section):
+    section = {"client_id": "sim-client-id", "client_secret_env": "NINJA_SECRET", **section}
+    section = {k: v for k, v in section.items() if v is not None}
+    return config_from_dict({"connectors": {"ninjaone": section}}, environ=ENV)
+
+
+def test_settings_defaults():
+    settings = NinjaOneSettings.from_config(config())
+    assert (settings.base_url, settings.scope, settings.page_size) == ("https://app.ninjarmm.com", "monitoring", 1000)
+    assert settings.client_id == "sim-client-id" and settings.client_secret.reveal() == "sim-client-secret"
+    assert "sim-client-secret" not in repr(settings)
+
+
+def test_settings_take_a_regional_host():
+    settings = NinjaOneSettings.from_config(config(base_url="https://eu.ninjarmm.com/", page_size=250))
+    assert settings.base_url == "https://eu.ninjarmm.com" and settings.page_size == 250
+
+
+@pytest.mark.parametrize("section, key, fix", [
+    ({"client_id": None}, "client_id", "Client ID"),
+    ({"client_id": ""}, "client_id", "Client ID"),
+    ({"page_size": 0}, "page_size", "page_size = 1000"),
+    ({"page_size": 1001}, "page_size", "page_size = 1000"),
+    ({"page_size": "100"}, "page_size", "page_size = 1000"),
+    ({"page_size": True}, "page_size", "page_size = 1000"),
+    ({"base_url": "app.ninjarmm.com"}, "base_url", "instance host"),
+    ({"base_url": "https://app.ninjarmm.com/api/v2"}, "base_url", "drop the path"),
+    ({"scope": "management"}, "scope", "monitoring"),
+    ({"scope": "monitoring everything"}, "scope", "monitoring"),
+    ({"page-size": 10}, "page-size", "use one of"),
+    ({"client_secret": "inline"}, "client_secret", "client_secret_env"),
+    ({"client_secret_env": None}, "client_secret", "client_secret_env"),
+    ({"client_secret_env": "UNSET_VARIABLE"}, "client_secret_env", "export UNSET_VARIABLE"),
+])
+def test_settings_errors_name_the_key_and_the_fix(section, key, fix):
+    with pytest.raises(ConfigError) as info:
+        NinjaOneSettings.from_config(config(**section))
+    assert info.value.key == f"connectors.ninjaone.{key}"
+    assert fix in info.value.fix
+
+
+# --- hook --------------------------------------------------------------------------------------
+
+def test_hook_register_connectors_returns_nothing_without_a_section():
+    pm = get_plugin_manager(plugin, load_entrypoints=False)
+    assert pm.hook.register_connectors(config=config_from_dict({})) == [[]]
+
+
+def test_hook_register_connectors_returns_the_connector():
+    pm = get_plugin_manager(plugin, load_entrypoints=False)
+    [[connector]] = pm.hook.register_connectors(config=config())
+    try:
+        assert connector.name == "ninjaone" and connector.action_kinds == frozenset()
+        assert [(s.connector, s.name, s.table) for s in connector.streams()] == [
+            ("ninjaone", "clients", "clients"), ("ninjaone", "devices", "devices")]
+    finally:
+        connector.close()
+
+
+# --- streams -----------------------------------------------------------------------------------
+
+def connector_for(sim: NinjaOneSimulator, page_size: int = 10) -> NinjaOneConnector:
+    settings = NinjaOneSettings.from_config(config(page_size=page_size))
+    return NinjaOneConnector(settings, http=mock_client(sim.handler),
+                             retrying=lambda: retry_policy(sleep=lambda s: None))
+
+
+def stream(connector: NinjaOneConnector, name: str):
+    return next(s for s in connector.streams() if s.name == name)
+
+
+def test_devices_stream_sweeps_with_after_cursors_and_ends_with_swept_at():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    pages = list(stream(connector_for(sim), "devices").iter_pages(None, RUN_START))
+    ids = sim.device_ids
+    assert [len(p.records) for p in pages] == [10, 10, 5]
+    assert [p.cursor for p in pages] == [{"after": ids[9]}, {"after": ids[19]},
+                                         {"swept_at": "2025-06-01T12:00:00+00:00"}]
+    assert all(isinstance(d, Device) for p in pages for d in p.records)
+    assert [d.source_id for p in pages for d in p.records] == [str(i) for i in ids]
+
+
+def test_devices_stream_resumes_from_an_after_cursor():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    after = sim.device_ids[14]
+    pages = list(stream(connector_for(sim), "devices").iter_pages({"after": after}, RUN_START))
+    assert [d.source_id for p in pages for d in p.records] == [str(i) for i in sim.device_ids[15:]]
+    assert pages[-1].cursor == {"swept_at": RUN_START.isoformat()}
+
+
+def test_devices_stream_starts_a_fresh_sweep_after_a_finished_one():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    devices = stream(connector_for(sim), "devices")
+    pages = list(devices.iter_pages({"swept_at": "2025-05-31T12:00:00+00:00"}, RUN_START))
+    assert sum(len(p.records) for p in pages) == 25
+
+
+def test_a_full_last_page_still_ends_with_swept_at():
+    sim = NinjaOneSimulator(seed=3, organizations=1, devices=20)
+    pages = list(stream(connector_for(sim), "devices").iter_pages(None, RUN_START))
+    assert [len(p.records) for p in pages] == [10, 10]
+    assert pages[-1].cursor == {"swept_at": RUN_START.isoformat()}
+
+
+def test_an_empty_sweep_yields_one_empty_page_with_swept_at():
+    sim = NinjaOneSimulator(organizations=0, devices=0)
+    pages = list(stream(connector_for(sim), "clients").iter_pages(None, RUN_START))
+    assert pages == [Page([], {"swept_at": RUN_START.isoformat()})]
+
+
+def test_clients_stream_maps_organizations():
+    sim = NinjaOneSimulator(seed=3, organizations=3, devices=0)
+    [page] = stream(connector_for(sim), "clients").iter_pages(None, RUN_START)
+    assert [c.name for c in page.records] == ["Acme Dental", "Birchwood Legal", "Cobalt Logistics"]
+
+
+def test_every_simulated_device_maps():
+    sim = NinjaOneSimulator(seed=4, organizations=5, devices=500)
+    pages = list(stream(connector_for(sim, page_size=1000), "devices").iter_pages(None, RUN_START))
+    devices = pages[-1].records
+    assert len(devices) == 500 and {d.approval_status for d in devices} == {"approved", "pending"}
+    assert {d.client_source_id for d in devices} <= {str(i) for i in sim.organization_ids}
+
+
+def test_a_device_changed_in_ninjaone_is_seen_by_the_next_sweep():
+    sim = NinjaOneSimulator(seed=3, organizations=1, devices=5)
+    devices = stream(connector_for(sim), "devices")
+    target = sim.device_ids[2]
+    sim.set_approval(target, "DECOMMISSIONED")
+    [page] = devices.iter_pages(None, RUN_START)
+    assert {d.source_id: d.approval_status for d in page.records}[str(target)] == "decommissioned"
+
+
+def test_push_is_not_supported():
+    with pytest.raises(NotImplementedError):
+        connector_for(NinjaOneSimulator()).push(None, None)
+
+
+def test_plugin_conforms():
+    conforms = getattr(hub.testing, "assert_plugin_conforms", None)
+    if conforms is None:
+        pytest.skip("hub.testing has no assert_plugin_conforms yet")
+    sim = NinjaOneSimulator(seed=0)
+    connector = connector_for(sim)
+    try:
+        conforms(connector, sim)
+    finally:
+        connector.close()
