@@ -359,11 +359,17 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
         hub.store.finish_run(run_id, status, {"records": report.records, "pushed": len(report.pushed),
                                               "failed": len(report.failed), "held": len(report.held)},
                              report.errors)
-    try:
-        hub.pm.hook.sync_finished(run=report)
-    except Exception as exc:  # a notification plugin must not fail the run
-        log.error("sync.finished_hook_failed", run_id=report.run_id, error=repr(exc))
+    notify_finished(hub.pm, report)
     return report
+
+
+def notify_finished(pm: pluggy.PluginManager, report: RunReport) -> None:
+    """Call every ``sync_finished``; one plugin's exception is logged and the others still run."""
+    for impl in pm.hook.sync_finished.get_hookimpls():
+        try:
+            impl.function(**{name: report for name in impl.argnames})
+        except Exception as exc:  # a notification plugin must not fail the run
+            log.error("sync.finished_hook_failed", run_id=report.run_id, plugin=impl.plugin_name, error=repr(exc))
 
 
 def dumps(obj: Any) -> str:

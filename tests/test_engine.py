@@ -1,0 +1,249 @@
+"""The engine end to end against the NinjaOne and Stripe simulators."""
+
+import collections
+import shutil
+
+import pytest
+
+from hub.engine import sync_once
+from hub.hookspecs import hookimpl
+from hub.records import BillingLine
+from tests.conftest import ROOT, Env
+
+
+def by_key(invoices):
+    return collections.Counter(i["metadata"]["msp_hub_action_key"] for i in invoices)
+
+
+def test_first_sync_invoices_each_client_once_and_a_second_sync_pushes_nothing(env):
+    hub = env.hub()
+    report = sync_once(hub)
+    assert report.records["ninjaone.devices"] == 120 and report.records["ninjaone.clients"] == 6
+    pushed = sorted(p["key"] for p in report.pushed)
+    assert pushed == [f"invoice:{c}:2026-10" for c in ("acme", "birchwood", "cobalt", "driftwood", "elmstreet")]
+    invoices = env.invoices()
+    assert by_key(invoices) == {k: 1 for k in pushed}
+    assert all(i["status"] == "open" for i in invoices)
+    # The hub's totals are Stripe's totals.
+    plan = {p.action.key: p for p in report.plan if p.action}
+    for inv in invoices:
+        assert inv["total"] == plan[inv["metadata"]["msp_hub_action_key"]].total
+    # The current period is planned as a preview, never pushed.
+    assert {p.status for p in report.plan if p.period == "2026-11"} == {"preview"}
+    # The client without a contract is reported, not billed.
+    assert any("Fairview Schools" in e and "no contract" in e for e in report.errors)
+    hub.close()
+
+    hub = env.hub()
+    again = sync_once(hub)
+    assert again.pushed == [] and again.failed == []
+    assert {p.status for p in again.plan if p.period == "2026-10"} == {"unchanged"}
+    assert len(env.invoices()) == len(invoices)
+
+
+def test_dry_run_pulls_and_plans_but_stores_no_action_and_sends_nothing(env):
+    hub = env.hub()
+    report = sync_once(hub, dry_run=True)
+    assert {p.status for p in report.plan if p.period == "2026-10"} == {"create"}
+    assert hub.store.actions() == [] and env.invoices() == []
+    assert env.stripe.requests == 0
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing catches it on the way."""
+
+
+def crash_after(env, path_fragment, times=1):
+    """Let the simulator act on a matching request, then lose the answer as a dying process would."""
+    real, left = env.stripe.handler, [times]
+
+    def handler(request):
+        response = real(request)
+        if path_fragment in request.url.path and request.method == "POST" and left[0] > 0:
+            left[0] -= 1
+            raise Crash(f"killed after {request.method} {request.url.path}")
+        return response
+    env.stripe_handler = handler
+
+
+@pytest.mark.parametrize("step", ["/v1/invoices", "/add_lines", "/finalize", "/v1/customers"])
+def test_crash_between_action_stored_and_vendor_answer_then_rerun_leaves_exactly_one_invoice(env, step):
+    crash_after(env, step)
+    hub = env.hub()
+    with pytest.raises(Crash):
+        sync_once(hub)
+    assert any(a["status"] == "sending" for a in hub.store.actions())
+    hub.close()
+
+    env.stripe_handler = env.stripe.handler
+    hub = env.hub()
+    report = sync_once(hub)
+    assert not report.failed
+    counts = by_key(env.invoices())
+    assert len(counts) == 5 and set(counts.values()) == {1}
+    assert all(i["status"] == "open" for i in env.invoices())
+    assert {a["status"] for a in hub.store.actions()} == {"sent"}
+    assert len(env.stripe.list_objects("customer")) == 5
+
+
+def test_rerun_after_the_idempotency_keys_expired_still_creates_no_duplicate(env):
+    crash_after(env, "/v1/invoices")   # Stripe created the draft; the hub never heard of it
+    hub = env.hub()
+    with pytest.raises(Crash):
+        sync_once(hub)
+    hub.close()
+    env.stripe.expire_idempotency_keys()   # more than 24 h later: Stripe forgot every key
+    env.stripe_handler = env.stripe.handler
+    hub = env.hub()
+    sync_once(hub)
+    counts = by_key(env.invoices())
+    assert len(counts) == 5 and set(counts.values()) == {1}
+
+
+def test_a_vendor_error_on_one_invoice_fails_that_action_only_and_the_next_run_retries_it(env):
+    env.stripe.fail_next(400, times=1, path="/v1/invoices")
+    hub = env.hub()
+    report = sync_once(hub)
+    assert len(report.failed) == 1 and len(report.pushed) == 4
+    failed = hub.store.actions(status="failed")
+    assert len(failed) == 1 and "HTTP 400" in failed[0]["last_error"]
+    hub.close()
+    hub = env.hub()
+    again = sync_once(hub)
+    assert [p["key"] for p in again.pushed] == [failed[0]["key"]]
+    assert len(by_key(env.invoices())) == 5
+
+
+def test_pull_failure_is_reported_and_billing_goes_on_from_stored_data(env):
+    hub = env.hub()
+    sync_once(hub, dry_run=True)
+    env.ninja.garbage_next(times=10, path="/v2/devices")
+    report = sync_once(hub)
+    assert any("ninjaone.devices" in e for e in report.errors)
+    assert report.records["ninjaone.clients"] == 6
+    assert len(report.pushed) == 5
+
+
+def test_cursor_resumes_a_sweep_from_the_last_committed_page(env):
+    env.ninja = type(env.ninja)(seed=3, organizations=6, devices=2500, now=env.ninja.now)
+    hub = env.hub()
+    env.ninja.fail_next(404, times=1, path="/v2/devices")
+    # First page ok, then the 404 on the second page: the first page is committed with its cursor.
+    real = env.ninja.handler
+    calls = []
+
+    def handler(request):
+        if request.url.path == "/v2/devices":
+            calls.append(dict(request.url.params))
+            if len(calls) == 1:
+                env.ninja._faults.clear()
+        return real(request)
+    env.ninja.handler = handler
+    hub.close()
+    hub = env.hub()
+    report = sync_once(hub, dry_run=True)
+    assert any("ninjaone.devices" in e and "404" in e for e in report.errors)
+    cursor = hub.store.get_cursor("ninjaone", "devices")
+    assert report.records["ninjaone.devices"] == 1000 and set(cursor) == {"after"}
+    assert hub.store.count("devices") == 1000
+    report = sync_once(hub, dry_run=True)
+    assert calls[-3]["after"] == str(cursor["after"])
+    assert hub.store.count("devices") == 2500 and "swept_at" in hub.store.get_cursor("ninjaone", "devices")
+
+
+def test_bad_mappings_hold_only_the_clients_they_concern(tmp_path):
+    m = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", m)
+    text = (m / "contracts.toml").read_text().replace('tier = "silver"\nminimum', 'tier = "diamond"\nminimum')
+    (m / "contracts.toml").write_text(text)
+    (m / "contracts").mkdir()
+    (m / "contracts" / "broken.toml").write_text("[clients.fairview\nlinks = 6\n")
+    dc = (m / "device_classes.toml").read_text().replace('MAC = "workstation"\n', "")
+    (m / "device_classes.toml").write_text(dc)
+    env = Env(tmp_path, mappings=m)
+    hub = env.hub()
+    report = sync_once(hub)
+    errors = "\n".join(report.errors)
+    assert "clients.birchwood.tier" in errors and "unknown tier 'diamond'" in errors
+    assert "broken.toml" in errors and "not valid TOML" in errors
+    assert "node class 'MAC'" in errors and "device_classes.toml" in errors
+    held = {p.client_id for p in report.plan if p.status == "held"}
+    pushed = {p["key"].split(":")[1] for p in report.pushed}
+    assert held and pushed and not held & pushed
+    assert "birchwood" not in pushed and pushed | held | {"birchwood"} == {"acme", "birchwood", "cobalt", "driftwood", "elmstreet"}
+
+
+def test_forced_period_invoices_a_period_that_has_not_ended(env):
+    hub = env.hub()
+    report = sync_once(hub, period="2026-11")
+    assert sorted(p["key"] for p in report.pushed)[0] == "invoice:acme:2026-11"
+
+
+# --- hooks -------------------------------------------------------------------------------------
+
+def test_hook_register_connectors_connectors_come_from_plugins(env):
+    hub = env.hub()
+    assert sorted(hub.connectors) == ["ninjaone", "stripe"]
+    assert hub.invoice_connector().name == "stripe"
+
+
+def test_hook_add_billing_lines_adds_a_line_to_the_invoice(env):
+    class Fee:
+        @hookimpl
+        def add_billing_lines(self, client_id, period, lines):
+            if client_id != "acme":
+                return []
+            assert lines and all(isinstance(l, BillingLine) for l in lines)
+            return [BillingLine(client_id, period, "fee:portal", "Client portal", "1", 2500, 2500, "EUR", "flat fee")]
+    hub = env.hub(Fee())
+    sync_once(hub)
+    acme = [i for i in env.invoices() if i["metadata"]["msp_hub_client_id"] == "acme"][0]
+    assert "Client portal" in [l["description"] for l in acme["lines"]["data"]]
+
+
+def test_hook_amend_action_changes_what_is_pushed(env):
+    class Amend:
+        @hookimpl
+        def amend_action(self, action):
+            import dataclasses
+            return dataclasses.replace(action, payload={**action.payload, "description": "Amended " + action.client_id})
+    hub = env.hub(Amend())
+    sync_once(hub)
+    assert {i["description"] for i in env.invoices()} == {f"Amended {c}" for c in
+                                                          ("acme", "birchwood", "cobalt", "driftwood", "elmstreet")}
+
+
+def test_hook_veto_action_holds_an_action_until_no_plugin_objects(env):
+    class Veto:
+        active = True
+
+        @hookimpl
+        def veto_action(self, action):
+            return "awaiting approval" if self.active and action.client_id == "cobalt" else None
+    veto = Veto()
+    hub = env.hub(veto)
+    report = sync_once(hub)
+    assert [h["key"] for h in report.held] == ["invoice:cobalt:2026-10"]
+    assert "cobalt" not in {i["metadata"]["msp_hub_client_id"] for i in env.invoices()}
+    assert hub.store.get_action("invoice:cobalt:2026-10")["status"] == "held"
+    veto.active = False
+    again = sync_once(hub)
+    assert [p["key"] for p in again.pushed] == ["invoice:cobalt:2026-10"]
+
+
+def test_hook_sync_finished_is_told_the_run_report(env):
+    seen = []
+
+    class Listener:
+        @hookimpl
+        def sync_finished(self, run):
+            seen.append(run)
+
+    class Broken:
+        @hookimpl
+        def sync_finished(self, run):
+            raise RuntimeError("notification failed")
+    hub = env.hub(Listener(), Broken())
+    report = sync_once(hub)
+    assert seen == [report] and len(report.pushed) == 5
+    assert hub.store.runs()[0]["id"] == report.run_id
