@@ -1,0 +1,216 @@
+"""HTTP only: StripeClient, one method per Stripe request, over the official stripe SDK and httpx.
+
+The official ``stripe`` SDK builds the requests (form encoding with brackets, the
+``Stripe-Version`` it pins, auth headers, error classes); httpx carries them, through an
+``httpx.Client`` that tests may inject (``httpx.MockTransport``). Two SDK defaults are turned off:
+
+- its own network retries (``max_network_retries=0``): every call is retried by the hub's
+  tenacity policy instead (``hub.http.retry_policy``), which honours ``Retry-After``;
+- its random ``Idempotency-Key`` on every POST: each POST here takes a deterministic key from
+  the caller, so a retry, or a re-run after a crash, cannot create a second object.
+
+SDK errors become hub errors (see ``_to_hub_error``); the API key never appears in them.
+Every method returns Stripe's objects as plain dicts, unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterator
+
+import httpx
+import stripe
+import tenacity
+
+from hub.config import Secret
+from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
+from hub.http import make_client, parse_retry_after, retry_policy
+
+VENDOR = "stripe"
+PAGE_SIZE = 100  # Stripe's largest page for list endpoints
+# A Stripe key as it may appear in an error text, masked or not (sk_test_****1234, rk_live_...).
+_KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+")
+
+
+class _HttpxTransport(stripe.HTTPXClient):
+    """``stripe.HTTPXClient`` sending through a given ``httpx.Client``, counting requests.
+
+    The parent constructor builds its own sync and async httpx clients; this one uses the client
+    it is given (timeouts, proxies and transport are that client's) and builds nothing else.
+    """
+
+    def __init__(self, http: httpx.Client, *, owned: bool):
+        stripe.HTTPClient.__init__(self)
+        self.httpx = httpx
+        self._client = http
+        self._client_async = None
+        self._timeout = None
+        self._owned = owned
+        self.requests = 0
+
+    def request(self, method, url, headers, post_data=None):
+        self.requests += 1
+        try:
+            # content=, not data=: the SDK hands over an already encoded form body.
+            response = self._client.request(method, url, headers=headers, content=post_data)
+        except httpx.HTTPError as exc:
+            self._handle_request_error(exc)  # raises stripe.APIConnectionError
+        return response.content, response.status_code, response.headers
+
+    def close(self):
+        if self._owned:  # a client handed in by the caller stays the caller's to close
+            self._client.close()
+
+
+class StripeClient:
+    """Stripe's v1 API as the hub uses it: customers, invoices, invoice items.
+
+    Args:
+        base_url: ``https://api.stripe.com``, or a simulator's / a Stripe-compatible server's URL.
+        api_key: the secret (``sk_...``) or restricted (``rk_...``) key.
+        http: an ``httpx.Client`` to send through (tests inject a MockTransport); the caller then owns it.
+        retrying: a callable returning the ``tenacity.Retrying`` wrapped around each request;
+            default ``hub.http.retry_policy``.
+
+    ``requests`` counts the HTTP requests sent, retries included. ``close()`` closes the httpx
+    client only when this object made it.
+    """
+
+    def __init__(self, base_url: str, api_key: Secret | str, *, http: httpx.Client | None = None,
+                 retrying: Callable[[], tenacity.Retrying] | None = None):
+        key = api_key.reveal() if isinstance(api_key, Secret) else str(api_key)
+        self._secret = key
+        self._transport = _HttpxTransport(make_client(base_url, http=http), owned=http is None)
+        self._retrying = retrying or retry_policy
+        self._sdk = stripe.StripeClient(key, base_addresses={"api": base_url.rstrip("/")},
+                                        http_client=self._transport, max_network_retries=0)
+
+    @property
+    def requests(self) -> int:
+        return self._transport.requests
+
+    def close(self) -> None:
+        self._transport.close()
+
+    # --- customers ---------------------------------------------------------------------------
+
+    def create_customer(self, params: dict, *, idempotency_key: str) -> dict:
+        """POST /v1/customers."""
+        return self._call("POST", "/v1/customers", self._sdk.v1.customers.create,
+                          params, {"idempotency_key": idempotency_key})
+
+    def search_customers(self, query: str) -> list[dict]:
+        """GET /v1/customers/search (first page only; Stripe's search is eventually consistent)."""
+        page = self._call("GET", "/v1/customers/search", self._sdk.v1.customers.search,
+                          {"query": query, "limit": PAGE_SIZE})
+        return page["data"]
+
+    # --- invoices ----------------------------------------------------------------------------
+
+    def create_invoice(self, params: dict, *, idempotency_key: str) -> dict:
+        """POST /v1/invoices (a draft)."""
+        return self._call("POST", "/v1/invoices", self._sdk.v1.invoices.create,
+                          params, {"idempotency_key": idempotency_key})
+
+    def retrieve_invoice(self, invoice_id: str) -> dict:
+        """GET /v1/invoices/{id}."""
+        return self._call("GET", f"/v1/invoices/{invoice_id}",
+                          lambda: self._sdk.v1.invoices.retrieve(invoice_id))
+
+    def iter_invoices(self, *, customer: str, status: str | None = None) -> Iterator[dict]:
+        """GET /v1/invoices?customer=..., every page, newest first."""
+        params = {"customer": customer, "limit": PAGE_SIZE}
+        if status:
+            params["status"] = status
+        yield from self._iter_pages("/v1/invoices", self._sdk.v1.invoices.list, params)
+
+    def iter_invoice_lines(self, invoice_id: str) -> Iterator[dict]:
+        """GET /v1/invoices/{id}/lines, every page."""
+        yield from self._iter_pages(f"/v1/invoices/{invoice_id}/lines",
+                                    lambda p: self._sdk.v1.invoices.line_items.list(invoice_id, p),
+                                    {"limit": PAGE_SIZE})
+
+    def add_invoice_lines(self, invoice_id: str, lines: list[dict], *, idempotency_key: str) -> dict:
+        """POST /v1/invoices/{id}/add_lines; returns the updated invoice."""
+        return self._call("POST", f"/v1/invoices/{invoice_id}/add_lines",
+                          lambda p, o: self._sdk.v1.invoices.add_lines(invoice_id, p, o),
+                          {"lines": lines}, {"idempotency_key": idempotency_key})
+
+    def finalize_invoice(self, invoice_id: str, *, idempotency_key: str) -> dict:
+        """POST /v1/invoices/{id}/finalize; returns the finalized invoice."""
+        return self._call("POST", f"/v1/invoices/{invoice_id}/finalize",
+                          lambda p, o: self._sdk.v1.invoices.finalize_invoice(invoice_id, p, o),
+                          {}, {"idempotency_key": idempotency_key})
+
+    # --- invoice items -----------------------------------------------------------------------
+
+    def create_invoice_item(self, params: dict, *, idempotency_key: str) -> dict:
+        """POST /v1/invoiceitems."""
+        return self._call("POST", "/v1/invoiceitems", self._sdk.v1.invoice_items.create,
+                          params, {"idempotency_key": idempotency_key})
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _iter_pages(self, path: str, fn: Callable, params: dict) -> Iterator[dict]:
+        """Follow ``has_more`` with ``starting_after``; raise if a page does not move on."""
+        seen: set[str] = set()
+        params = dict(params)
+        while True:
+            page = self._call("GET", path, fn, dict(params))
+            data = page["data"]
+            yield from data
+            if not page.get("has_more") or not data:
+                return
+            last = data[-1]["id"]
+            if last in seen:
+                raise MalformedResponseError(VENDOR, 200, "GET", path,
+                                             f"the page after {last} came back twice")
+            seen.add(last)
+            params["starting_after"] = last
+
+    def _call(self, method: str, path: str, fn: Callable, *args) -> dict:
+        """Run one SDK call under the retry policy; return its object as a plain dict."""
+        def once():
+            try:
+                result = fn(*args)
+            except stripe.StripeError as exc:
+                raise self._to_hub_error(exc, method, path) from None
+            return result.to_dict() if isinstance(result, stripe.StripeObject) else result
+        return self._retrying()(once)
+
+    def _to_hub_error(self, exc: stripe.StripeError, method: str, path: str) -> VendorError:
+        """Map an SDK error to the hub's tree (see ``hub.errors``)."""
+        status = exc.http_status
+        headers = exc.headers or {}
+        error = (exc.json_body or {}).get("error") if isinstance(exc.json_body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        detail = self._detail(exc, error)
+        should_retry = headers.get("stripe-should-retry") if headers else None
+        if isinstance(exc, stripe.APIConnectionError):
+            return RetryableError(VENDOR, None, method, path, self._redact(exc.user_message or ""))
+        if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
+            return CredentialsError(VENDOR, status, method, path, detail)
+        if should_retry == "false":  # Stripe says a retry would only replay this answer
+            return VendorError(VENDOR, status, method, path, detail)
+        if (isinstance(exc, stripe.RateLimitError) or should_retry == "true"
+                or (status is not None and (status == 409 or status >= 500))):
+            return RetryableError(VENDOR, status, method, path, detail,
+                                  retry_after=parse_retry_after(headers.get("retry-after")))
+        if isinstance(exc, stripe.APIError) and not error:
+            # The body was not Stripe's JSON at all (truncated, HTML from a proxy...).
+            return MalformedResponseError(VENDOR, status, method, path, "the response body is not Stripe JSON")
+        return VendorError(VENDOR, status, method, path, detail)
+
+    def _detail(self, exc: stripe.StripeError, error: dict) -> str:
+        """Stripe's own words: type, code, message and param, with any key removed."""
+        message = error.get("message") or exc.user_message or ""
+        tags = [t for t in (error.get("type"), error.get("code")) if t]
+        text = f"{message} [{', '.join(tags)}]" if tags else message
+        if error.get("param"):
+            text += f" (param: {error['param']})"
+        return self._redact(text)
+
+    def _redact(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "[redacted]")
+        return _KEY_PATTERN.sub("[redacted]", text)

@@ -1,0 +1,734 @@
+"""StripeSimulator: a stateful, deterministic fake of the Stripe v1 endpoints the plugin uses.
+
+Serves customers (create, retrieve, list, search), invoices (create a draft, retrieve, list,
+list lines, add_lines, finalize, void) and invoice items (create, list) with Stripe's paths,
+form-encoded bracket params, auth, list and error shapes, and idempotency semantics:
+
+- a POST with an ``Idempotency-Key`` seen before with the same path and params gets the stored
+  status and body again, with ``Idempotent-Replayed: true``; with other params it gets
+  ``400 idempotency_error``. Only requests that ran are stored (2xx and 5xx answers; a 4xx from
+  validation is not), as Stripe does;
+- ``expire_idempotency_keys()`` forgets every key, as Stripe's pruning after 24 h does.
+
+Knobs: ``fail_next(status, times=1, retry_after=None, path=None, should_retry=None)`` answers the
+next matching requests (``path`` is exact or a glob such as ``/v1/invoices/*/add_lines``) with an
+error before they run; ``garbage_next(times=1, path=None)`` answers 200 with a truncated body;
+``timeout_next(times=1, path=None)`` raises ``httpx.ReadTimeout``; ``search_lag = True`` hides new
+customers from search until ``index_search()`` (Stripe's search is eventually consistent).
+``requests`` counts requests served and ``requests_by_path`` counts them per path; ``log`` lists
+each one (method, path, params, idempotency key, status, replayed); ``list_objects(kind)`` returns
+every ``"customer"``, ``"invoice"`` or ``"invoiceitem"`` as the API shows it, oldest first.
+
+Mount it with ``httpx.MockTransport(sim.handler)`` or serve it with ``hub.testing.serve(sim.handler)``.
+Objects follow the shapes of the current API (``shared/vendor-specs/stripe/fixtures3.json``).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import fnmatch
+import json
+import random
+import re
+import string
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+
+API_VERSION = "2026-10-28.endive"
+EPOCH = 1_790_000_000  # the simulator's clock starts here and ticks one second per object
+MAX_ITEMS_PER_INVOICE = 250
+LINES_IN_INVOICE = 10  # an invoice embeds its first 10 lines, like Stripe
+
+
+class StripeError(Exception):
+    """An error answer: status and Stripe's error object."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None, stored: bool = False):
+        super().__init__(message)
+        self.status, self.stored = status, stored
+        self.error = {"type": type, "message": message}
+        if code:
+            self.error["code"] = code
+        if param:
+            self.error["param"] = param
+
+
+@dataclass
+class _Fault:
+    status: int
+    times: int
+    path: str | None
+    retry_after: float | None = None
+    should_retry: bool | None = None
+    garbage: bool = False
+    timeout: bool = False
+
+
+def parse_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Nest Stripe's bracket params: ``lines[0][period][start]=1`` -> {"lines": [{"period": {...}}]}."""
+    root: dict[str, Any] = {}
+    for raw_key, value in pairs:
+        match = re.fullmatch(r"([^\[\]]+)((?:\[[^\[\]]*\])*)", raw_key)
+        if not match:
+            raise StripeError(400, f"Invalid parameter name: {raw_key}", param=raw_key)
+        parts = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
+        node = root
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if part == "":  # "expand[]"
+                part = str(sum(1 for k in node if k.isdigit())) if isinstance(node, dict) else "0"
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise StripeError(400, f"Invalid parameter: {raw_key}", param=raw_key)
+    return _lists(root)
+
+
+def _lists(node):
+    """Dicts keyed 0..n-1 become lists."""
+    if not isinstance(node, dict):
+        return node
+    node = {k: _lists(v) for k, v in node.items()}
+    if node and all(k.isdigit() for k in node):
+        keys = sorted(node, key=int)
+        if [int(k) for k in keys] == list(range(len(keys))):
+            return [node[k] for k in keys]
+    return node
+
+
+def _int(value, param: str, *, minimum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise StripeError(400, f"Invalid integer: {value}", param=param) from None
+    if minimum is not None and number < minimum:
+        raise StripeError(400, f"This value must be greater than or equal to {minimum}.", param=param)
+    return number
+
+
+def _bool(value, param: str) -> bool:
+    if value in ("true", "false"):
+        return value == "true"
+    raise StripeError(400, f"Invalid boolean: {value}", param=param)
+
+
+def _metadata(value, param: str = "metadata") -> dict[str, str]:
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise StripeError(400, "Invalid object", param=param)
+    if len(value) > 50:
+        raise StripeError(400, "Metadata can have at most 50 keys.", param=param)
+    for k, v in value.items():
+        if len(k) > 40:
+            raise StripeError(400, "Metadata keys can be at most 40 characters.", param=f"{param}[{k}]")
+        if not isinstance(v, str) or len(v) > 500:
+            raise StripeError(400, "Metadata values can be at most 500 characters.", param=f"{param}[{k}]")
+    return dict(value)
+
+
+def _unknown(params: dict, allowed: set[str]) -> None:
+    for key in params:
+        if key not in allowed:
+            raise StripeError(400, f"Received unknown parameter: {key}", param=key)
+
+
+class StripeSimulator:
+    """A stateful fake Stripe account; ``handler(request) -> httpx.Response``."""
+
+    def __init__(self, api_key: str = "sk_test_hub", seed: int = 0):
+        self.api_key = api_key
+        self._rng = random.Random(seed)
+        self._lock = threading.RLock()
+        self._clock = EPOCH
+        self.customers: dict[str, dict] = {}
+        self.invoices: dict[str, dict] = {}
+        self.invoice_items: dict[str, dict] = {}
+        self._lines: dict[str, list[dict]] = {}  # invoice id -> its line items, oldest first
+        self._idempotency: dict[str, tuple[str, int, bytes]] = {}
+        self._faults: list[_Fault] = []
+        self._unsearchable: set[str] = set()
+        self.search_lag = False
+        self.requests = 0
+        self.requests_by_path: collections.Counter[str] = collections.Counter()
+        self.log: list[dict[str, Any]] = []
+
+    # --- knobs -----------------------------------------------------------------------------------
+
+    def fail_next(self, status: int, times: int = 1, retry_after: float | None = None,
+                  path: str | None = None, should_retry: bool | None = None) -> None:
+        """Answer the next ``times`` requests (matching ``path``, a glob) with ``status``, unrun."""
+        self._faults.append(_Fault(status, times, path, retry_after, should_retry))
+
+    def garbage_next(self, times: int = 1, path: str | None = None) -> None:
+        """Answer the next ``times`` matching requests with 200 and a truncated JSON body, unrun."""
+        self._faults.append(_Fault(200, times, path, garbage=True))
+
+    def timeout_next(self, times: int = 1, path: str | None = None) -> None:
+        """Raise ``httpx.ReadTimeout`` for the next ``times`` matching requests, unrun (a 500 over HTTP)."""
+        self._faults.append(_Fault(0, times, path, timeout=True))
+
+    def expire_idempotency_keys(self) -> None:
+        """Forget every idempotency key, as Stripe does once a key is 24 h old."""
+        self._idempotency.clear()
+
+    def index_search(self) -> None:
+        """Make every customer visible to search (see ``search_lag``)."""
+        self._unsearchable.clear()
+
+    def posts(self) -> list[dict[str, Any]]:
+        """The logged POST requests, in order."""
+        return [entry for entry in self.log if entry["method"] == "POST"]
+
+    def calls(self, method: str, path: str) -> int:
+        """How many ``method`` requests went to ``path`` (a glob), e.g. ``calls("GET", "/v1/invoices")``."""
+        return sum(1 for e in self.log if e["method"] == method and fnmatch.fnmatchcase(e["path"], path))
+
+    def list_objects(self, kind: str) -> list[dict]:
+        """Every object of ``kind`` ("customer", "invoice", "invoiceitem") as the API shows it."""
+        with self._lock:
+            if kind == "customer":
+                return [dict(c) for c in self.customers.values()]
+            if kind == "invoice":
+                return [self._export_invoice(inv) for inv in self.invoices.values()]
+            if kind == "invoiceitem":
+                return [dict(i) for i in self.invoice_items.values()]
+        raise ValueError(f"unknown kind {kind!r}; use customer, invoice or invoiceitem")
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            return self._handle(request)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        method, path = request.method, request.url.path
+        self.requests += 1
+        self.requests_by_path[path] += 1
+        entry = {"method": method, "path": path, "params": None, "status": None, "replayed": False,
+                 "idempotency_key": request.headers.get("Idempotency-Key")}
+        self.log.append(entry)
+        fault = self._take_fault(path)
+        if fault is not None:
+            if fault.timeout:
+                raise httpx.ReadTimeout("simulated timeout", request=request)
+            response = self._fault_response(fault)
+            entry["status"] = response.status_code
+            return response
+        try:
+            self._authenticate(request)
+            if method == "POST":
+                params = parse_form(parse_qsl(request.content.decode(), keep_blank_values=True))
+            else:
+                params = parse_form(parse_qsl(request.url.query.decode(), keep_blank_values=True))
+            entry["params"] = params
+        except StripeError as exc:
+            response = self._error_response(exc)
+            entry["status"] = response.status_code
+            return response
+        key = entry["idempotency_key"] if method == "POST" else None
+        if key is not None:
+            replay = self._replay(key, path, params)
+            if replay is not None:
+                entry["status"], entry["replayed"] = replay.status_code, True
+                return replay
+        try:
+            status, body = 200, self._route(method, path, params)
+        except StripeError as exc:
+            status, body = exc.status, {"error": exc.error}
+        content = json.dumps(body, indent=2).encode()
+        if key is not None and (status < 400 or status >= 500):
+            self._idempotency[key] = (self._fingerprint(path, params), status, content)
+        entry["status"] = status
+        return self._response(status, content, key)
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.path is None or fnmatch.fnmatchcase(path, fault.path):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _fault_response(self, fault: _Fault) -> httpx.Response:
+        if fault.garbage:
+            return httpx.Response(200, content=b'{"id": "in_', headers={"Content-Type": "application/json"})
+        if fault.status == 429:
+            error = {"type": "invalid_request_error", "code": "rate_limit",
+                     "message": "Too many requests hit the API too quickly. We recommend an exponential "
+                                "backoff of your requests."}
+        elif fault.status >= 500:
+            error = {"type": "api_error", "message": "An unknown error occurred (simulated)."}
+        else:
+            error = {"type": "invalid_request_error", "message": f"Simulated error {fault.status}."}
+        headers = {"Content-Type": "application/json", "Request-Id": self._id("req_", 14)}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = f"{fault.retry_after:g}"
+        if fault.should_retry is not None:
+            headers["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
+        return httpx.Response(fault.status, content=json.dumps({"error": error}).encode(), headers=headers)
+
+    def _authenticate(self, request: httpx.Request) -> None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        key = None
+        if scheme.lower() == "bearer":
+            key = value.strip()
+        elif scheme.lower() == "basic":
+            try:
+                key = base64.b64decode(value).decode().partition(":")[0]
+            except ValueError:
+                key = None
+        if not key:
+            raise StripeError(401, "You did not provide an API key. You need to provide your API key "
+                                   "in the Authorization header, using Bearer auth "
+                                   "(e.g. 'Authorization: Bearer YOUR_SECRET_KEY').")
+        if key != self.api_key:
+            masked = key[:8] + "*" * max(0, len(key) - 12) + key[-4:] if len(key) > 12 else "****"
+            raise StripeError(401, f"Invalid API Key provided: {masked}", code="api_key_invalid")
+
+    def _replay(self, key: str, path: str, params: dict) -> httpx.Response | None:
+        if len(key) > 255:
+            return self._error_response(StripeError(
+                400, "Idempotency keys can be at most 255 characters long.", type="idempotency_error"))
+        stored = self._idempotency.get(key)
+        if stored is None:
+            return None
+        fingerprint, status, content = stored
+        if fingerprint != self._fingerprint(path, params):
+            return self._error_response(StripeError(
+                400, "Keys for idempotent requests can only be used with the same parameters they were "
+                     f"first used with. Try using a key other than '{key}' if you meant to execute a "
+                     "different request.", type="idempotency_error"))
+        return self._response(status, content, key, replayed=True)
+
+    @staticmethod
+    def _fingerprint(path: str, params: dict) -> str:
+        return json.dumps([path, params], sort_keys=True)
+
+    def _response(self, status: int, content: bytes, key: str | None, replayed: bool = False):
+        headers = {"Content-Type": "application/json", "Request-Id": self._id("req_", 14),
+                   "Stripe-Version": API_VERSION}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return httpx.Response(status, content=content, headers=headers)
+
+    def _error_response(self, exc: StripeError) -> httpx.Response:
+        return self._response(exc.status, json.dumps({"error": exc.error}).encode(), None)
+
+    # --- routing ---------------------------------------------------------------------------------
+
+    def _route(self, method: str, path: str, params: dict) -> dict:
+        parts = path.strip("/").split("/")
+        if parts[:1] != ["v1"] or len(parts) < 2:
+            raise self._unrecognized(method, path)
+        resource, rest = parts[1], parts[2:]
+        if resource == "customers":
+            if method == "POST" and not rest:
+                return self._create_customer(params)
+            if method == "GET" and rest == ["search"]:
+                return self._search_customers(params)
+            if method == "GET" and not rest:
+                return self._list("/v1/customers", list(self.customers.values()), params, {"email"},
+                                  lambda c: not params.get("email") or c["email"] == params["email"])
+            if method == "GET" and len(rest) == 1:
+                _unknown(params, {"expand"})
+                return self._customer(rest[0], "id")
+        if resource == "invoices":
+            if method == "POST" and not rest:
+                return self._create_invoice(params)
+            if method == "GET" and not rest:
+                return self._list_invoices(params)
+            if rest:
+                invoice_id, action = rest[0], rest[1:]
+                if method == "GET" and not action:
+                    _unknown(params, {"expand"})
+                    return self._export_invoice(self._invoice(invoice_id))
+                if method == "GET" and action == ["lines"]:
+                    invoice = self._invoice(invoice_id)
+                    return self._list(f"/v1/invoices/{invoice_id}/lines", self._lines[invoice["id"]],
+                                      params, set(), None, newest_first=False)
+                if method == "POST" and action == ["add_lines"]:
+                    return self._add_lines(invoice_id, params)
+                if method == "POST" and action == ["finalize"]:
+                    return self._finalize(invoice_id, params)
+                if method == "POST" and action == ["void"]:
+                    return self._void(invoice_id, params)
+        if resource == "invoiceitems":
+            if method == "POST" and not rest:
+                return self._create_invoice_item(params)
+            if method == "GET" and not rest:
+                return self._list_invoice_items(params)
+            if method == "GET" and len(rest) == 1:
+                item = self.invoice_items.get(rest[0])
+                if item is None:
+                    raise StripeError(404, f"No such invoiceitem: '{rest[0]}'", code="resource_missing",
+                                      param="id")
+                return item
+        raise self._unrecognized(method, path)
+
+    @staticmethod
+    def _unrecognized(method: str, path: str) -> StripeError:
+        return StripeError(404, f"Unrecognized request URL ({method}: {path}). Please see "
+                                "https://stripe.com/docs or we can help at https://support.stripe.com/.")
+
+    def _id(self, prefix: str, length: int = 24) -> str:
+        return prefix + "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(length))
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def _list(self, url: str, objects: list[dict], params: dict, filters: set[str], keep,
+              newest_first: bool = True) -> dict:
+        _unknown(params, {"limit", "starting_after", "ending_before", "expand"} | filters)
+        limit = _int(params.get("limit", 10), "limit", minimum=1)
+        if limit > 100:
+            raise StripeError(400, "This value must be less than or equal to 100.", param="limit")
+        items = [o for o in objects if keep is None or keep(o)]
+        if newest_first:
+            items = list(reversed(items))  # objects are kept in creation order
+        after = params.get("starting_after")
+        if after:
+            ids = [o["id"] for o in items]
+            if after not in ids:
+                raise StripeError(400, f"Invalid starting_after id: {after}", param="starting_after")
+            items = items[ids.index(after) + 1:]
+        return {"object": "list", "data": items[:limit], "has_more": len(items) > limit, "url": url}
+
+    # --- customers -------------------------------------------------------------------------------
+
+    def _customer(self, customer_id: str, param: str) -> dict:
+        customer = self.customers.get(customer_id)
+        if customer is None:
+            raise StripeError(404 if param == "id" else 400, f"No such customer: '{customer_id}'",
+                              code="resource_missing", param=param)
+        return customer
+
+    def _create_customer(self, params: dict) -> dict:
+        _unknown(params, {"name", "email", "description", "metadata", "phone", "expand"})
+        customer_id = self._id("cus_", 14)
+        customer = {
+            "id": customer_id, "object": "customer",
+            "address": None, "balance": 0, "created": self._tick(), "currency": None,
+            "default_source": None, "delinquent": False, "description": params.get("description"),
+            "discount": None, "email": params.get("email"),
+            "invoice_prefix": "".join(self._rng.choice(string.ascii_uppercase + string.digits) for _ in range(8)),
+            "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None,
+                                 "rendering_options": None},
+            "livemode": False, "metadata": _metadata(params.get("metadata")),
+            "name": params.get("name"), "next_invoice_sequence": 1, "phone": params.get("phone"),
+            "preferred_locales": [], "shipping": None, "tax_exempt": "none", "test_clock": None,
+        }
+        self.customers[customer_id] = customer
+        if self.search_lag:
+            self._unsearchable.add(customer_id)
+        return customer
+
+    def _search_customers(self, params: dict) -> dict:
+        _unknown(params, {"query", "limit", "page", "expand"})
+        query = params.get("query")
+        if not query:
+            raise StripeError(400, "Missing required param: query.", param="query")
+        clauses = []
+        for clause in re.split(r"\s+AND\s+", query.strip()):
+            match = re.fullmatch(r"(metadata\['((?:[^'\\]|\\.)+)'\]|name|email)\s*:\s*'((?:[^'\\]|\\.)*)'",
+                                 clause.strip())
+            if not match:
+                raise StripeError(400, f"The query is invalid: {clause!r} is not supported here.",
+                                  param="query")
+            unescape = lambda s: re.sub(r"\\(.)", r"\1", s)  # noqa: E731
+            field = ("metadata", unescape(match.group(2))) if match.group(2) else (match.group(1), None)
+            clauses.append((field, unescape(match.group(3))))
+
+        def keep(customer):
+            if customer["id"] in self._unsearchable:
+                return False
+            for (name, meta_key), value in clauses:
+                actual = customer["metadata"].get(meta_key) if name == "metadata" else customer.get(name)
+                if actual != value:
+                    return False
+            return True
+
+        limit = _int(params.get("limit", 10), "limit", minimum=1)
+        found = [c for c in reversed(list(self.customers.values())) if keep(c)]
+        return {"object": "search_result", "data": found[:limit], "has_more": len(found) > limit,
+                "next_page": None, "url": "/v1/customers/search"}
+
+    # --- invoices --------------------------------------------------------------------------------
+
+    def _invoice(self, invoice_id: str) -> dict:
+        invoice = self.invoices.get(invoice_id)
+        if invoice is None:
+            raise StripeError(404, f"No such invoice: '{invoice_id}'", code="resource_missing", param="id")
+        return invoice
+
+    def _export_invoice(self, invoice: dict) -> dict:
+        """The invoice with its totals and first lines, as Stripe shows it."""
+        lines = self._lines[invoice["id"]]
+        subtotal = sum(line["amount"] for line in lines)
+        paid = subtotal if invoice["status"] == "paid" else 0
+        return {
+            **{k: v for k, v in invoice.items() if not k.startswith("_")},
+            "amount_due": subtotal, "amount_paid": paid, "amount_remaining": subtotal - paid,
+            "subtotal": subtotal, "subtotal_excluding_tax": subtotal,
+            "total": subtotal, "total_excluding_tax": subtotal,
+            "lines": {"object": "list", "data": lines[:LINES_IN_INVOICE],
+                      "has_more": len(lines) > LINES_IN_INVOICE, "total_count": len(lines),
+                      "url": f"/v1/invoices/{invoice['id']}/lines"},
+        }
+
+    def _create_invoice(self, params: dict) -> dict:
+        _unknown(params, {"customer", "currency", "collection_method", "days_until_due", "due_date",
+                          "auto_advance", "pending_invoice_items_behavior", "description", "footer",
+                          "metadata", "expand"})
+        if not params.get("customer"):
+            raise StripeError(400, "Missing required param: customer.", param="customer")
+        customer = self._customer(params["customer"], "customer")
+        method = params.get("collection_method", "charge_automatically")
+        if method not in ("charge_automatically", "send_invoice"):
+            raise StripeError(400, f"Invalid collection_method: {method}", param="collection_method")
+        days = params.get("days_until_due")
+        days = None if days is None else _int(days, "days_until_due", minimum=0)
+        if method == "send_invoice" and days is None and params.get("due_date") is None:
+            raise StripeError(400, "Missing required param: days_until_due.", param="days_until_due")
+        if method == "charge_automatically" and days is not None:
+            raise StripeError(400, "You can only set days_until_due when collection_method is send_invoice.",
+                              param="days_until_due")
+        behavior = params.get("pending_invoice_items_behavior", "exclude")
+        if behavior not in ("include", "exclude"):
+            raise StripeError(400, f"Invalid pending_invoice_items_behavior: {behavior}",
+                              param="pending_invoice_items_behavior")
+        auto_advance = _bool(params["auto_advance"], "auto_advance") if "auto_advance" in params else False
+        currency = str(params.get("currency") or customer.get("currency") or "usd")
+        if not re.fullmatch(r"[a-z]{3}", currency):
+            raise StripeError(400, f"Invalid currency: {currency}", param="currency")
+        invoice_id = self._id("in_")
+        created = self._tick()
+        invoice = {
+            "id": invoice_id, "object": "invoice",
+            "account_country": "US", "account_name": "msp-hub simulator", "account_tax_ids": None,
+            "amount_overpaid": 0, "amount_shipping": 0, "application": None,
+            "attempt_count": 0, "attempted": False, "auto_advance": auto_advance,
+            "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None,
+                              "provider": None, "status": None},
+            "automatically_finalizes_at": None, "billing_reason": "manual",
+            "collection_method": method, "created": created, "currency": currency,
+            "custom_fields": None, "customer": customer["id"], "customer_account": None,
+            "customer_address": customer["address"], "customer_email": customer["email"],
+            "customer_name": customer["name"], "customer_phone": customer["phone"],
+            "customer_shipping": None, "customer_tax_exempt": customer["tax_exempt"],
+            "customer_tax_ids": [], "default_payment_method": None, "default_source": None,
+            "default_tax_rates": [], "description": params.get("description"), "discounts": [],
+            "due_date": None, "effective_at": None, "ending_balance": None,
+            "footer": params.get("footer"), "from_invoice": None, "hosted_invoice_url": None,
+            "invoice_pdf": None, "issuer": {"type": "self"}, "last_finalization_error": None,
+            "latest_revision": None, "livemode": False,
+            "metadata": _metadata(params.get("metadata")), "next_payment_attempt": None,
+            "number": None, "on_behalf_of": None, "parent": None,
+            "payment_settings": {"default_mandate": None, "payment_method_options": None,
+                                 "payment_method_types": None},
+            "period_end": created, "period_start": created,
+            "post_payment_credit_notes_amount": 0, "pre_payment_credit_notes_amount": 0,
+            "receipt_number": None, "rendering": None, "shipping_cost": None, "shipping_details": None,
+            "starting_balance": customer["balance"], "statement_descriptor": None, "status": "draft",
+            "status_transitions": {"finalized_at": None, "marked_uncollectible_at": None,
+                                   "paid_at": None, "voided_at": None},
+            "test_clock": None, "total_discount_amounts": [], "total_pretax_credit_amounts": [],
+            "total_taxes": [], "webhooks_delivered_at": None,
+            "_days_until_due": days, "_due_date": params.get("due_date"),
+        }
+        self.invoices[invoice_id] = invoice
+        self._lines[invoice_id] = []
+        if behavior == "include":
+            for item in self.invoice_items.values():
+                if item["customer"] == customer["id"] and item["invoice"] is None and item["currency"] == currency:
+                    self._attach(invoice, item)
+        return self._export_invoice(invoice)
+
+    def _list_invoices(self, params: dict) -> dict:
+        status = params.get("status")
+        if status is not None and status not in ("draft", "open", "paid", "uncollectible", "void"):
+            raise StripeError(400, f"Invalid status: {status}", param="status")
+        customer, method = params.get("customer"), params.get("collection_method")
+        page = self._list("/v1/invoices", list(self.invoices.values()), params,
+                          {"customer", "status", "collection_method"},
+                          lambda inv: (not customer or inv["customer"] == customer)
+                          and (not status or inv["status"] == status)
+                          and (not method or inv["collection_method"] == method))
+        page["data"] = [self._export_invoice(inv) for inv in page["data"]]
+        return page
+
+    def _editable(self, invoice: dict, param: str | None = None) -> None:
+        if invoice["status"] != "draft":
+            raise StripeError(400, f"This invoice is {invoice['status']}: lines can only be added to "
+                                   "or changed on a draft invoice.", code="invoice_not_editable", param=param)
+
+    def _check_capacity(self, invoice: dict, adding: int) -> None:
+        if len(self._lines[invoice["id"]]) + adding > MAX_ITEMS_PER_INVOICE:
+            raise StripeError(400, f"An invoice can have at most {MAX_ITEMS_PER_INVOICE} invoice items.",
+                              code="invoice_too_many_items")
+
+    def _line_fields(self, raw: dict, prefix: str) -> dict:
+        """Validate the amount, description, period and metadata of a line (``prefix`` "lines[0]")
+        or of an invoice item (``prefix`` "")."""
+        def name(field: str) -> str:
+            return f"{prefix}[{field}]" if prefix else field
+
+        if "amount" not in raw:
+            raise StripeError(400, "Missing required param: amount.", param=name("amount"))
+        fields = {"amount": _int(raw["amount"], name("amount")),
+                  "description": raw.get("description"),
+                  "metadata": _metadata(raw.get("metadata"), name("metadata"))}
+        period = raw.get("period")
+        if period is not None:
+            if not isinstance(period, dict) or "start" not in period or "end" not in period:
+                raise StripeError(400, "period needs start and end.", param=name("period"))
+            start = _int(period["start"], name("period") + "[start]")
+            end = _int(period["end"], name("period") + "[end]")
+            if end < start:
+                raise StripeError(400, "The period end must be greater than or equal to the start.",
+                                  param=name("period") + "[end]")
+            fields["period"] = {"start": start, "end": end}
+        else:
+            fields["period"] = {"start": self._clock, "end": self._clock}
+        if "quantity" in raw:
+            fields["quantity"] = _int(raw["quantity"], name("quantity"), minimum=0)
+        return fields
+
+    def _new_item(self, customer_id: str, currency: str, fields: dict) -> dict:
+        item_id = self._id("ii_")
+        item = {
+            "id": item_id, "object": "invoiceitem", "amount": fields["amount"], "currency": currency,
+            "customer": customer_id, "customer_account": None, "date": self._tick(),
+            "description": fields["description"], "discountable": fields["amount"] >= 0,
+            "discounts": [], "invoice": None, "livemode": False, "metadata": fields["metadata"],
+            "net_amount": fields["amount"], "parent": None, "period": fields["period"],
+            "pricing": {"type": "price_details", "price_details": None,
+                        "unit_amount_decimal": str(fields["amount"])},
+            "proration": False, "quantity": fields.get("quantity", 1), "quantity_decimal": None,
+            "tax_rates": [], "test_clock": None,
+        }
+        self.invoice_items[item_id] = item
+        return item
+
+    def _attach(self, invoice: dict, item: dict) -> None:
+        item["invoice"] = invoice["id"]
+        self._lines[invoice["id"]].append({
+            "id": self._id("il_"), "object": "line_item", "amount": item["amount"],
+            "currency": item["currency"], "description": item["description"],
+            "discount_amounts": [], "discountable": item["discountable"], "discounts": [],
+            "invoice": invoice["id"], "livemode": False, "metadata": dict(item["metadata"]),
+            "parent": {"type": "invoice_item_details",
+                       "invoice_item_details": {"invoice_item": item["id"], "proration": False,
+                                                "proration_details": {"credited_items": None},
+                                                "subscription": None},
+                       "subscription_item_details": None},
+            "period": dict(item["period"]), "pretax_credit_amounts": [],
+            "pricing": dict(item["pricing"]), "quantity": item["quantity"], "quantity_decimal": None,
+            "subscription": None, "subtotal": item["amount"], "taxes": [],
+        })
+
+    def _add_lines(self, invoice_id: str, params: dict) -> dict:
+        _unknown(params, {"lines", "invoice_metadata", "expand"})
+        invoice = self._invoice(invoice_id)
+        lines = params.get("lines")
+        if not isinstance(lines, list) or not lines:
+            raise StripeError(400, "Missing required param: lines.", param="lines")
+        self._editable(invoice, "lines")
+        self._check_capacity(invoice, len(lines))
+        checked = []
+        for i, raw in enumerate(lines):  # validate every line before adding any: the request is atomic
+            if not isinstance(raw, dict):
+                raise StripeError(400, "Invalid object", param=f"lines[{i}]")
+            _unknown({f"lines[{i}][{k}]": v for k, v in raw.items()},
+                     {f"lines[{i}][{k}]" for k in ("amount", "description", "period", "metadata",
+                                                   "quantity", "discountable", "tax_rates")})
+            checked.append(self._line_fields(raw, f"lines[{i}]"))
+        for fields in checked:
+            self._attach(invoice, self._new_item(invoice["customer"], invoice["currency"], fields))
+        if params.get("invoice_metadata"):
+            invoice["metadata"].update(_metadata(params["invoice_metadata"], "invoice_metadata"))
+        return self._export_invoice(invoice)
+
+    def _finalize(self, invoice_id: str, params: dict) -> dict:
+        _unknown(params, {"auto_advance", "expand"})
+        invoice = self._invoice(invoice_id)
+        if invoice["status"] != "draft":
+            raise StripeError(400, "This invoice is already finalized, you can't re-finalize a "
+                                   "non-draft invoice.", code="invoice_unexpected_state")
+        customer = self.customers[invoice["customer"]]
+        now = self._tick()
+        invoice["number"] = f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
+        customer["next_invoice_sequence"] += 1
+        total = sum(line["amount"] for line in self._lines[invoice_id])
+        invoice["status"] = "paid" if total <= 0 else "open"
+        invoice["status_transitions"]["finalized_at"] = now
+        if invoice["status"] == "paid":
+            invoice["status_transitions"]["paid_at"] = now
+        invoice["effective_at"] = now
+        if invoice["collection_method"] == "send_invoice":
+            invoice["due_date"] = (int(invoice["_due_date"]) if invoice["_due_date"]
+                                   else now + 86400 * (invoice["_days_until_due"] or 0))
+        invoice["hosted_invoice_url"] = f"https://invoice.stripe.com/i/{invoice_id}"
+        invoice["invoice_pdf"] = f"https://pay.stripe.com/invoice/{invoice_id}/pdf"
+        invoice["ending_balance"] = 0
+        return self._export_invoice(invoice)
+
+    def _void(self, invoice_id: str, params: dict) -> dict:
+        _unknown(params, {"expand"})
+        invoice = self._invoice(invoice_id)
+        if invoice["status"] != "open":
+            raise StripeError(400, f"You can only void open invoices; this one is {invoice['status']}.",
+                              code="invoice_unexpected_state")
+        invoice["status"] = "void"
+        invoice["status_transitions"]["voided_at"] = self._tick()
+        return self._export_invoice(invoice)
+
+    # --- invoice items ---------------------------------------------------------------------------
+
+    def _create_invoice_item(self, params: dict) -> dict:
+        _unknown(params, {"customer", "invoice", "amount", "currency", "description", "period",
+                          "metadata", "quantity", "discountable", "expand"})
+        if not params.get("customer"):
+            raise StripeError(400, "Missing required param: customer.", param="customer")
+        customer = self._customer(params["customer"], "customer")
+        invoice = None
+        if params.get("invoice"):
+            invoice = self.invoices.get(params["invoice"])
+            if invoice is None:
+                raise StripeError(400, f"No such invoice: '{params['invoice']}'", code="resource_missing",
+                                  param="invoice")
+            if invoice["customer"] != customer["id"]:
+                raise StripeError(400, "The invoice belongs to another customer.", param="invoice")
+            self._editable(invoice, "invoice")
+            self._check_capacity(invoice, 1)
+        currency = params.get("currency")
+        if not currency:
+            raise StripeError(400, "Missing required param: currency.", param="currency")
+        if invoice is not None and currency != invoice["currency"]:
+            raise StripeError(400, f"The currency {currency} does not match the invoice's "
+                                   f"{invoice['currency']}.", param="currency")
+        item = self._new_item(customer["id"], currency, self._line_fields(params, ""))
+        if invoice is not None:
+            self._attach(invoice, item)
+        return item
+
+    def _list_invoice_items(self, params: dict) -> dict:
+        pending = _bool(params["pending"], "pending") if "pending" in params else None
+        return self._list("/v1/invoiceitems", list(self.invoice_items.values()), params,
+                          {"customer", "invoice", "pending"},
+                          lambda ii: (not params.get("customer") or ii["customer"] == params["customer"])
+                          and (not params.get("invoice") or ii["invoice"] == params["invoice"])
+                          and (pending is None or (ii["invoice"] is None) == pending))

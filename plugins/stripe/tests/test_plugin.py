@@ -1,0 +1,433 @@
+"""The Stripe connector: mapping, settings, the hook, and pushing invoices exactly once."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+import plugins.stripe.plugin as stripe_plugin
+from hub import ConfigError, CredentialsError, MappingError, RetryableError, VendorError
+from hub.config import config_from_dict
+from hub.plugins import get_plugin_manager
+from plugins.stripe.plugin import (LINES_PER_REQUEST, StripeConnector, StripeSettings, customer_search_query,
+                                   format_amount, idempotency_key, to_customer_params, to_invoice_params,
+                                   to_line_params)
+from plugins.stripe.tests.helpers import (API_KEY, PAYLOAD, Crash, FakeContext, crash_after, make_action,
+                                          make_lines)
+
+KEY = "invoice:acme:2026-10"
+
+
+def known_customer(sim, context, client_id="acme", name="Acme Dental"):
+    """Create the client's customer in the simulator and link it, as an earlier push would have."""
+    customer = sim._create_customer({"name": name, "metadata": {"msp_hub_client_id": client_id}})
+    context.set_link(client_id, "stripe", customer["id"])
+    return customer["id"]
+
+
+def invoices_for(sim, action_key=KEY):
+    return [inv for inv in sim.invoices.values() if inv["metadata"].get("msp_hub_action_key") == action_key]
+
+
+def lines_of(sim, invoice_id):
+    return sim._lines[invoice_id]
+
+
+def requests_since(sim, since):
+    return [f"{e['method']} {e['path']}" for e in sim.log[since:]]
+
+
+# --- mapping -------------------------------------------------------------------------------------
+
+def test_idempotency_key_names_the_action_and_the_step():
+    assert idempotency_key(KEY, "create") == "msp-hub:invoice:acme:2026-10:create"
+
+
+def test_idempotency_key_is_hashed_when_too_long_for_stripe():
+    long_key = "invoice:" + "x" * 300 + ":2026-10"
+    key = idempotency_key(long_key, "add_lines")
+    assert len(key) <= 255 and key.endswith(":add_lines")
+    assert key == idempotency_key(long_key, "add_lines")
+    assert key != idempotency_key(long_key + "y", "add_lines")
+
+
+def test_to_invoice_params_makes_a_draft_that_sweeps_nothing():
+    settings = StripeSettings(api_key=API_KEY)
+    params = to_invoice_params(make_action(), "cus_1", settings)
+    assert params == {
+        "customer": "cus_1", "currency": "eur", "collection_method": "send_invoice", "days_until_due": 30,
+        "auto_advance": False, "pending_invoice_items_behavior": "exclude",
+        "description": "Managed services, October 2026",
+        "metadata": {"msp_hub_action_key": KEY, "msp_hub_client_id": "acme", "msp_hub_period": "2026-10"},
+    }
+
+
+def test_to_invoice_params_charge_automatically_has_no_due_days():
+    settings = StripeSettings(api_key=API_KEY, collection_method="charge_automatically")
+    params = to_invoice_params(make_action(), "cus_1", settings)
+    assert params["collection_method"] == "charge_automatically" and "days_until_due" not in params
+
+
+def test_to_line_params_keeps_the_hub_amount_and_makes_the_period_end_inclusive():
+    line = {"code": "server", "description": "Servers", "quantity": "2.5", "unit_amount": 1000, "amount": 2500}
+    assert to_line_params(line, 1790812800, 1793491200) == {
+        "amount": 2500, "description": "Servers",
+        "period": {"start": 1790812800, "end": 1793491199},
+        "metadata": {"msp_hub_line": "server", "msp_hub_quantity": "2.5", "msp_hub_unit_amount": "1000"},
+    }
+
+
+def test_to_customer_params_tags_the_client_id():
+    assert to_customer_params(make_action()) == {"name": "Acme Dental",
+                                                 "metadata": {"msp_hub_client_id": "acme"}}
+
+
+def test_customer_search_query_escapes_quotes():
+    assert customer_search_query("o'brien") == "metadata['msp_hub_client_id']:'o\\'brien'"
+
+
+@pytest.mark.parametrize("amount, currency, text", [
+    (123450, "EUR", "1234.50 EUR"), (5, "usd", "0.05 USD"), (-250, "EUR", "-2.50 EUR"),
+    (1200, "JPY", "1200 JPY"), (1234, "KWD", "1.234 KWD"),
+])
+def test_format_amount_uses_the_currency_minor_unit(amount, currency, text):
+    assert format_amount(amount, currency) == text
+
+
+def test_push_refuses_a_payload_without_lines(connect, context):
+    with pytest.raises(MappingError, match="at least one line"):
+        connect().push(make_action(lines=[]), context)
+
+
+def test_push_names_what_the_payload_lacks(connect, context):
+    action = make_action()
+    del action.payload["period_end"]
+    with pytest.raises(MappingError, match="payload has no period_end"):
+        connect().push(action, context)
+
+
+def test_push_refuses_a_fractional_amount(connect, context):
+    lines = [dict(PAYLOAD["lines"][0], amount=12.5)]
+    with pytest.raises(MappingError, match="integer minor units"):
+        connect().push(make_action(lines=lines), context)
+
+
+# --- settings and the hook -----------------------------------------------------------------------
+
+def config(section=None, environ=None):
+    raw = {"connectors": {"stripe": section}} if section is not None else {}
+    return config_from_dict(raw, environ=environ if environ is not None else {"STRIPE_KEY": "sk_test_env"})
+
+
+def test_settings_from_config_defaults():
+    settings = StripeSettings.from_config(config({"api_key_env": "STRIPE_KEY"}))
+    assert settings.api_key.reveal() == "sk_test_env"
+    assert (settings.base_url, settings.days_until_due, settings.collection_method, settings.line_mode) == (
+        "https://api.stripe.com", 30, "send_invoice", "add_lines")
+
+
+def test_settings_from_config_reads_every_option():
+    settings = StripeSettings.from_config(config({
+        "api_key_env": "STRIPE_KEY", "base_url": "http://127.0.0.1:8420/", "days_until_due": 14,
+        "collection_method": "charge_automatically", "line_mode": "invoiceitems"}))
+    assert (settings.base_url, settings.days_until_due, settings.collection_method, settings.line_mode) == (
+        "http://127.0.0.1:8420", 14, "charge_automatically", "invoiceitems")
+
+
+@pytest.mark.parametrize("section, key", [
+    ({"api_key_env": "STRIPE_KEY", "line_mode": "bulk"}, "connectors.stripe.line_mode"),
+    ({"api_key_env": "STRIPE_KEY", "days_until_due": "30"}, "connectors.stripe.days_until_due"),
+    ({"api_key_env": "STRIPE_KEY", "collection_method": "cash"}, "connectors.stripe.collection_method"),
+    ({"api_key_env": "STRIPE_KEY", "base_url": "api.stripe.com"}, "connectors.stripe.base_url"),
+    ({"api_key_env": "STRIPE_KEY", "days_until_do": 30}, "connectors.stripe.days_until_do"),
+    ({"api_key": "sk_test_inline"}, "connectors.stripe.api_key"),
+    ({}, "connectors.stripe.api_key"),
+])
+def test_settings_errors_name_the_key_and_the_fix(section, key):
+    with pytest.raises(ConfigError) as info:
+        StripeSettings.from_config(config(section))
+    assert info.value.key == key and info.value.fix
+    assert "sk_test_inline" not in str(info.value)
+
+
+def test_hook_register_connectors_returns_nothing_without_a_section():
+    pm = get_plugin_manager(stripe_plugin, load_entrypoints=False)
+    assert [c for result in pm.hook.register_connectors(config=config()) for c in result] == []
+
+
+def test_hook_register_connectors_returns_the_stripe_connector():
+    pm = get_plugin_manager(stripe_plugin, load_entrypoints=False)
+    connectors = [c for result in pm.hook.register_connectors(config=config({"api_key_env": "STRIPE_KEY"}))
+                  for c in result]
+    assert len(connectors) == 1
+    connector = connectors[0]
+    try:
+        assert isinstance(connector, StripeConnector)
+        assert (connector.name, connector.action_kinds, connector.streams()) == ("stripe", frozenset({"invoice"}), [])
+    finally:
+        connector.close()
+
+
+def test_entry_point_loads_this_module():
+    (ep,) = [ep for ep in importlib.metadata.entry_points(group="msp_hub") if ep.name == "stripe"]
+    assert ep.value == "plugins.stripe.plugin" and ep.load() is stripe_plugin
+
+
+# --- push: the happy paths -----------------------------------------------------------------------
+
+def test_push_for_a_known_customer_makes_exactly_three_requests(sim, connect, context):
+    known_customer(sim, context)
+    connector = connect()
+    result = connector.push(make_action(), context)
+
+    assert sim.requests == 3 and connector.client.requests == 3
+    (invoice,) = invoices_for(sim)
+    assert result.vendor_id == invoice["id"]
+    assert invoice["status"] == "open" and invoice["number"]
+    assert result.details["number"] == invoice["number"] and result.details["total"] == 13700
+    assert "13.70" not in result.summary and "137.00 EUR" in result.summary
+    assert [line["amount"] for line in lines_of(sim, invoice["id"])] == [6300, 2500, 4900]
+    assert context.progress == {"invoice_id": invoice["id"], "step": "finalized"}
+
+
+def test_push_for_a_new_client_creates_the_customer_in_four_requests(sim, connect, context):
+    result = connect().push(make_action(), context)
+
+    assert sim.requests == 4
+    (customer,) = sim.customers.values()
+    assert customer["name"] == "Acme Dental" and customer["metadata"] == {"msp_hub_client_id": "acme"}
+    assert context.get_link("acme", "stripe") == customer["id"]
+    assert sim.invoices[result.vendor_id]["customer"] == customer["id"]
+
+
+def test_every_post_carries_its_deterministic_idempotency_key(sim, connect, context):
+    result = connect().push(make_action(), context)
+    invoice_id = result.vendor_id
+    assert [(e["path"], e["idempotency_key"]) for e in sim.posts()] == [
+        ("/v1/customers", "msp-hub:customer:acme:create"),
+        ("/v1/invoices", f"msp-hub:{KEY}:create"),
+        (f"/v1/invoices/{invoice_id}/add_lines", f"msp-hub:{KEY}:add_lines"),
+        (f"/v1/invoices/{invoice_id}/finalize", f"msp-hub:{KEY}:finalize"),
+    ]
+
+
+def test_the_draft_is_sent_as_stripe_expects(sim, connect, context):
+    connect(days_until_due=14).push(make_action(), context)
+    create = next(e for e in sim.posts() if e["path"] == "/v1/invoices")
+    assert create["params"]["auto_advance"] == "false"
+    assert create["params"]["pending_invoice_items_behavior"] == "exclude"
+    assert create["params"]["days_until_due"] == "14" and create["params"]["currency"] == "eur"
+    add = next(e for e in sim.posts() if e["path"].endswith("/add_lines"))
+    assert add["params"]["lines"][1] == {
+        "amount": "2500", "description": "Managed servers (prorated)",
+        "period": {"start": "1790812800", "end": "1793491199"},
+        "metadata": {"msp_hub_line": "server", "msp_hub_quantity": "2.5", "msp_hub_unit_amount": "1000"}}
+
+
+def test_pending_items_of_the_customer_stay_off_the_invoice(sim, connect, context):
+    customer_id = known_customer(sim, context)
+    sim._create_invoice_item({"customer": customer_id, "currency": "eur", "amount": "999"})
+    result = connect().push(make_action(), context)
+    assert sim._export_invoice(sim.invoices[result.vendor_id])["total"] == 13700
+
+
+def test_many_lines_are_sent_in_chunks(sim, connect, context):
+    known_customer(sim, context)
+    lines = make_lines(LINES_PER_REQUEST * 2 + 7)
+    result = connect().push(make_action(lines=lines, total=sum(l["amount"] for l in lines)), context)
+
+    adds = [e for e in sim.posts() if e["path"].endswith("/add_lines")]
+    assert [len(e["params"]["lines"]) for e in adds] == [50, 50, 7]
+    assert [e["idempotency_key"] for e in adds] == [
+        f"msp-hub:{KEY}:add_lines", f"msp-hub:{KEY}:add_lines:50", f"msp-hub:{KEY}:add_lines:100"]
+    assert [l["metadata"]["msp_hub_line"] for l in lines_of(sim, result.vendor_id)] == [l["code"] for l in lines]
+
+
+def test_invoiceitems_mode_posts_one_item_per_line(sim, connect, context):
+    known_customer(sim, context)
+    result = connect(line_mode="invoiceitems").push(make_action(), context)
+
+    items = [e for e in sim.posts() if e["path"] == "/v1/invoiceitems"]
+    assert [e["idempotency_key"] for e in items] == [f"msp-hub:{KEY}:line:{i}" for i in range(3)]
+    assert all(e["params"]["invoice"] == result.vendor_id and e["params"]["currency"] == "eur" for e in items)
+    assert sim.requests == 2 + 3
+    assert result.details["total"] == 13700 and result.details["status"] == "open"
+
+
+# --- push: crashes and re-runs -------------------------------------------------------------------
+
+def test_rerun_after_a_crash_before_the_draft_was_saved_finds_the_draft(sim, connect, context):
+    known_customer(sim, context)
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoices")).push(make_action(), context)
+    assert context.progress == {} and len(invoices_for(sim)) == 1
+
+    since = len(sim.log)
+    result = connect().push(make_action(), context.next_attempt())
+
+    (invoice,) = invoices_for(sim)
+    assert result.vendor_id == invoice["id"] and invoice["status"] == "open"
+    assert len(lines_of(sim, invoice["id"])) == 3
+    assert requests_since(sim, since) == [
+        "GET /v1/invoices", f"POST /v1/invoices/{invoice['id']}/add_lines",
+        f"POST /v1/invoices/{invoice['id']}/finalize"]
+
+
+def test_rerun_after_idempotency_keys_expired_still_finds_the_draft_by_metadata(sim, connect, context):
+    known_customer(sim, context)
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoices")).push(make_action(), context)
+    sim.expire_idempotency_keys()  # more than 24 h passed: a blind create would make a second invoice
+
+    result = connect().push(make_action(), context.next_attempt())
+    (invoice,) = invoices_for(sim)
+    assert result.vendor_id == invoice["id"] and len(lines_of(sim, invoice["id"])) == 3
+
+
+def test_rerun_after_a_crash_after_add_lines_only_finalizes(sim, connect, context):
+    known_customer(sim, context)
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoices/*/add_lines")).push(make_action(), context)
+    assert context.progress["step"] == "created"
+    sim.expire_idempotency_keys()
+    since = len(sim.log)
+
+    result = connect().push(make_action(), context.next_attempt())
+    assert len(lines_of(sim, result.vendor_id)) == 3
+    assert requests_since(sim, since) == [f"GET /v1/invoices/{result.vendor_id}",
+                                          f"POST /v1/invoices/{result.vendor_id}/finalize"]
+
+
+def test_rerun_after_a_crash_after_finalize_changes_nothing(sim, connect, context):
+    known_customer(sim, context)
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoices/*/finalize")).push(make_action(), context)
+    since = len(sim.log)
+
+    result = connect().push(make_action(), context.next_attempt())
+    assert requests_since(sim, since) == [f"GET /v1/invoices/{result.vendor_id}"]
+    assert "already open" in result.summary
+    assert result.details["number"] == sim.invoices[result.vendor_id]["number"]
+
+
+def test_rerun_after_a_crash_between_chunks_adds_only_the_missing_lines(sim, connect, context):
+    known_customer(sim, context)
+    lines = make_lines(120)
+    action = make_action(lines=lines, total=sum(l["amount"] for l in lines))
+    handler = crash_after(sim, "/v1/invoices/*/add_lines")
+    sim_calls = {"n": 0}
+
+    def second_chunk_crash(request):  # let the first chunk through, die after the second
+        if request.url.path.endswith("/add_lines"):
+            sim_calls["n"] += 1
+            if sim_calls["n"] == 1:
+                return sim.handler(request)
+        return handler(request)
+
+    with pytest.raises(Crash):
+        connect(second_chunk_crash).push(action, context)
+    assert len(lines_of(sim, context.progress["invoice_id"])) == 100
+    sim.expire_idempotency_keys()
+
+    result = connect().push(action, context.next_attempt())
+    assert [l["metadata"]["msp_hub_line"] for l in lines_of(sim, result.vendor_id)] == [l["code"] for l in lines]
+    assert result.details["total"] == action.payload["total"]
+
+
+def test_rerun_in_invoiceitems_mode_skips_the_items_already_attached(sim, connect, context):
+    known_customer(sim, context)
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoiceitems"), line_mode="invoiceitems").push(make_action(), context)
+    sim.expire_idempotency_keys()
+
+    result = connect(line_mode="invoiceitems").push(make_action(), context.next_attempt())
+    assert [l["metadata"]["msp_hub_line"] for l in lines_of(sim, result.vendor_id)] == [
+        "workstation", "server", "backup"]
+
+
+def test_rerun_after_a_crash_before_the_customer_link_was_saved_reuses_the_customer(sim, connect, context):
+    sim.search_lag = True  # search has not indexed the new customer yet
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/customers")).push(make_action(), context)
+    assert context.links == {}
+
+    connect().push(make_action(), context.next_attempt())
+    assert len(sim.customers) == 1  # the create replayed the first customer through its key
+    create = [e for e in sim.log if e["path"] == "/v1/customers"]
+    assert [e["replayed"] for e in create] == [False, True]
+
+
+def test_rerun_a_day_later_finds_the_customer_by_search(sim, connect, context):
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/customers")).push(make_action(), context)
+    sim.expire_idempotency_keys()
+
+    connect().push(make_action(), context.next_attempt())
+    assert len(sim.customers) == 1 and sim.calls("GET", "/v1/customers/search") == 1
+
+
+def test_a_voided_invoice_is_not_billed_again(sim, connect, context):
+    known_customer(sim, context)
+    first = connect().push(make_action(), context)
+    sim._void(first.vendor_id, {})
+    sim.expire_idempotency_keys()
+
+    again = connect().push(make_action(), FakeContext(links=context.links).next_attempt())
+    assert again.vendor_id == first.vendor_id and "void" in again.summary
+    assert len(sim.invoices) == 1
+
+
+def test_a_draft_with_more_lines_than_the_action_is_refused(sim, connect, context):
+    known_customer(sim, context)
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoices/*/add_lines")).push(make_action(), context)
+    with pytest.raises(VendorError, match="already has 3 lines"):
+        connect().push(make_action(lines=PAYLOAD["lines"][:2]), context.next_attempt())
+    assert sim.invoices[context.progress["invoice_id"]]["status"] == "draft"
+
+
+# --- push: errors --------------------------------------------------------------------------------
+
+def test_push_survives_429_with_retry_after(sim, connect, context, sleeps):
+    known_customer(sim, context)
+    sim.fail_next(429, times=2, retry_after=3, path="/v1/invoices")
+    result = connect().push(make_action(), context)
+    assert sleeps == [3, 3] and sim.requests == 5
+    assert len(invoices_for(sim)) == 1 and sim.invoices[result.vendor_id]["status"] == "open"
+
+
+def test_push_survives_a_5xx_on_add_lines(sim, connect, context):
+    known_customer(sim, context)
+    sim.fail_next(503, path="/v1/invoices/*/add_lines")
+    result = connect().push(make_action(), context)
+    assert len(lines_of(sim, result.vendor_id)) == 3
+
+
+def test_push_gives_up_after_the_policy_attempts(sim, connect, context, sleeps):
+    known_customer(sim, context)
+    sim.fail_next(500, times=10, path="/v1/invoices")
+    with pytest.raises(RetryableError) as info:
+        connect().push(make_action(), context)
+    assert info.value.status == 500 and len(sleeps) == 4
+
+
+def test_reused_key_with_other_params_is_a_vendor_error(sim, connect, context):
+    known_customer(sim, context)
+    connect().push(make_action(), context)
+
+    changed = make_action(description="Managed services, October 2026 (corrected)")
+    with pytest.raises(VendorError) as info:
+        connect().push(changed, FakeContext(links=context.links))
+    error = info.value
+    assert type(error) is VendorError and error.status == 400
+    assert "same parameters" in str(error) and "idempotency_error" in str(error)
+
+
+def test_wrong_api_key_is_a_credentials_error_without_the_key(sim, connect, context):
+    secret = "sk_test_51WrongKeyThatMustNotLeak0000"
+    with pytest.raises(CredentialsError) as info:
+        connect(api_key=secret).push(make_action(), context)
+    assert info.value.status == 401
+    assert secret not in str(info.value) and "sk_test" not in str(info.value)
+    assert "Invalid API Key" in str(info.value)
