@@ -62,7 +62,7 @@ def retry_policy(*, attempts: int = 5, max_wait: float = 60.0, initial: float = 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(RetryableError),
         stop=tenacity.stop_after_attempt(attempts),
-        wait=_WaitRetryAfter(tenacity.wait_exponential_jitter(initial=initial, max=max_wait), cap=max_wait),
+        wait=_WaitRetryAfter(tenacity.wait_exponential_jitter(multiplier=initial, max=max_wait), cap=max_wait),
         sleep=sleep,
         reraise=True,
     )

@@ -51,12 +51,32 @@ RECORD_TABLES = {"clients": Client, "devices": Device}
 _FIELDS = {table: [f.name for f in fields(cls)] for table, cls in RECORD_TABLES.items()}
 
 
+def _upsert_sql(table: str, names: list[str]) -> str:
+    cols = ", ".join(f"[{n}]" for n in names)
+    updates = ", ".join(f"[{n}] = excluded.[{n}]" for n in names if n not in ("source", "source_id"))
+    return (f"INSERT INTO [{table}] ({cols}) VALUES ({', '.join('?' for _ in names)}) "
+            f"ON CONFLICT (source, source_id) DO UPDATE SET {updates}")
+
+
+_UPSERT_SQL = {table: _upsert_sql(table, names) for table, names in _FIELDS.items()}
+
+
+_DATETIME_AT = {table: [i for i, f in enumerate(fields(cls)) if "datetime" in str(f.type)]
+                for table, cls in RECORD_TABLES.items()}
+
+
+def _row(record, names: list[str], datetime_at: list[int]) -> list:
+    """A record's values in column order, datetimes as ISO text (no deep copy, unlike asdict)."""
+    d = record.__dict__
+    row = [d[n] for n in names]
+    for i in datetime_at:
+        if row[i] is not None:
+            row[i] = row[i].isoformat()
+    return row
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -83,14 +103,16 @@ class Store:
     def write_page(self, table: str, records: Iterable, connector: str, stream: str,
                    cursor: dict | None) -> int:
         """Upsert one page of records and save the stream's cursor in the same transaction."""
-        names = _FIELDS[table]
-        rows = [{n: _iso(getattr(r, n)) for n in names} for r in records]
+        rows = [_row(r, _FIELDS[table], _DATETIME_AT[table]) for r in records]
         with self.db.atomic():
+            # Prepared statements: sqlite-utils' upsert_all builds and checks SQL per batch, which
+            # cost more than the HTTP pull itself at 100k records.
             if rows:
-                self.db[table].upsert_all(rows, pk=("source", "source_id"), batch_size=500)
-            self.db["cursors"].upsert({"connector": connector, "stream": stream,
-                                       "cursor": json.dumps(cursor) if cursor is not None else None,
-                                       "updated_at": now_iso()}, pk=("connector", "stream"))
+                self.db.conn.executemany(_UPSERT_SQL[table], rows)
+            self.db.conn.execute(
+                "INSERT INTO cursors (connector, stream, cursor, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (connector, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                [connector, stream, json.dumps(cursor) if cursor is not None else None, now_iso()])
         return len(rows)
 
     def get_cursor(self, connector: str, stream: str) -> dict | None:
