@@ -33,8 +33,11 @@ config_option = click.option("--config", "config_path", metavar="PATH",
                              help=f"The config file (default: $MSP_HUB_CONFIG or ./{DEFAULT_CONFIG}).")
 
 
-def render_plan(report: RunReport, *, details: bool = False, out=None) -> None:
-    """Print the plan as a readable table, then discrepancies and errors."""
+def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, out=None) -> None:
+    """Print the plan as a readable table, then the discrepancies.
+
+    ``details``: True explains every line; a tuple of statuses explains only those items.
+    """
     echo = (lambda s="": click.echo(s, file=out))
     rows = [(p.client_id, p.period, p.status, format_minor(p.total, p.bill.currency) if p.bill else "-",
              str(len(p.bill.lines)) if p.bill else "0") for p in report.plan]
@@ -46,7 +49,7 @@ def render_plan(report: RunReport, *, details: bool = False, out=None) -> None:
         echo("  ".join(c.ljust(w) if i != 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
         for reason in p.reasons:
             echo(f"    ! {reason}")
-        if details and p.bill:
+        if p.bill and (details is True or (details and p.status in details)):
             for line in p.bill.lines:
                 names = ", ".join(d["name"] for d in line.items[:4])
                 more = f" and {len(line.items) - 4} more" if len(line.items) > 4 else ""
@@ -80,7 +83,16 @@ def render_push(report: RunReport, out=None) -> None:
     for h in report.held:
         echo(f"held {h['key']}: {'; '.join(h['reasons'])}")
     if not report.pushed and not report.failed:
-        echo("nothing new to push: every invoice due was already sent")
+        sent = sum(1 for p in report.plan if p.status == "unchanged")
+        echo(f"nothing new to push: {sent} invoice(s) due were already sent" if sent else "nothing to push")
+
+
+def render_errors(report: RunReport) -> None:
+    """Print the run's errors to stderr, leaving out the discrepancies already shown."""
+    shown = {d.message for d in report.discrepancies}
+    for e in report.errors:
+        if e not in shown:
+            click.echo(f"error: {e}", err=True)
 
 
 @click.group()
@@ -126,8 +138,7 @@ def sync(config_path, dry_run, period, connectors, streams, as_json, details):
             click.echo("dry run: nothing was pushed")
         else:
             render_push(report)
-    for e in report.errors:
-        click.echo(f"error: {e}", err=True)
+    render_errors(report)
     sys.exit(1 if report.failed else 0)
 
 

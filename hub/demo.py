@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from hub.cli import render_plan, render_push
+from hub.cli import render_errors, render_plan, render_push
 from hub.config import load_config
 from hub.engine import Hub, sync_once
 from hub.logs import configure_logging
@@ -75,12 +75,11 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
         try:
             report = sync_once(hub)
             click.echo("pulled " + ", ".join(f"{k} {v}" for k, v in sorted(report.records.items()))
-                       + f" in {report.seconds:.2f} s")
-            render_plan(report, details=True)
+                       + f"; the run (pull, plan, push) took {report.seconds:.2f} s")
+            render_plan(report, details=("create", "retry", "held"))
             click.echo()
             render_push(report)
-            for e in report.errors:
-                click.echo(f"error: {e}")
+            render_errors(report)
         finally:
             hub.close()
 
@@ -93,8 +92,10 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
             hub.close()
 
         invoices = stripe_sim.list_objects("invoice")
-        click.echo(f"\nStripe simulator now holds {len(invoices)} invoice(s) "
-                   f"({stripe_sim.requests} requests in all):")
+        customers = len(stripe_sim.list_objects("customer"))
+        click.echo(f"\nStripe simulator now holds {len(invoices)} invoice(s) for {customers} customer(s), "
+                   f"after {stripe_sim.requests} requests (minimum: 1 per new customer + 3 per invoice "
+                   f"= {customers + 3 * len(invoices)}):")
         for inv in sorted(invoices, key=lambda i: i["metadata"].get("msp_hub_action_key", "")):
             click.echo(f"  {inv['id']}  {inv['status']:<6} {inv['metadata'].get('msp_hub_action_key', '')}"
                        f"  {format_minor(inv['total'], inv['currency'])}  {len(inv['lines']['data'])} line(s)")

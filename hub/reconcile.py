@@ -122,7 +122,7 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
             excluded.append(Exclusion(c.device.source_id, c.device.name,
                                       f"class {c.device_class!r} is not billed by tier {tier.name}"))
     label = _tier_label(tier, mappings.tiers)
-    prorated = " prorated by days from creation (contract option)" if contract.proration else ""
+    prorated = "; prorated by days from creation (contract option)" if contract.proration else ""
     lines = []
     for dclass in sorted(by_class):
         unit = tier.prices[dclass]

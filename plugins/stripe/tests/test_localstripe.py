@@ -110,20 +110,6 @@ def test_push_creates_the_customer_with_its_metadata(localstripe_url):
     assert (info.value.method, info.value.url) == ("POST", "/v1/invoices")
 
 
-@pytest.mark.xfail(raises=VendorError, strict=False,
-                   reason="localstripe 1.15.10 cannot create a one-off invoice or take an item's period")
-def test_push_attaches_one_invoice_item_per_line(localstripe_url):
-    context = FakeContext()
-    conn = connector(localstripe_url)
-    try:
-        result = conn.push(make_action(client_id="acme-items"), context)
-    finally:
-        conn.close()
-    invoice = get(localstripe_url, f"/v1/invoices/{result.vendor_id}")
-    assert [line["metadata"]["msp_hub_line"] for line in invoice["lines"]["data"]] == [
-        "workstation", "server", "backup"]
-
-
 def test_a_pending_invoice_item_keeps_amount_currency_and_metadata(localstripe_url):
     client = StripeClient(localstripe_url, KEY, retrying=quiet_retry_policy)
     try:
