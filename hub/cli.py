@@ -29,6 +29,17 @@ def _open_hub(config_path: str | None) -> Hub:
         raise click.ClickException(str(exc)) from None
 
 
+def _run(config_path: str | None, **options) -> RunReport:
+    """One ``sync_once`` on a hub opened from the config; user mistakes become one clear line."""
+    hub = _open_hub(config_path)
+    try:
+        return sync_once(hub, **options)
+    except (HubError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        hub.close()
+
+
 config_option = click.option("--config", "config_path", metavar="PATH",
                              help=f"The config file (default: $MSP_HUB_CONFIG or ./{DEFAULT_CONFIG}).")
 
@@ -122,13 +133,7 @@ def sync(config_path, dry_run, period, connectors, streams, as_json, details):
         msp-hub sync --config msp-hub.toml --dry-run
         msp-hub sync --period 2026-10
     """
-    hub = _open_hub(config_path)
-    try:
-        report = sync_once(hub, dry_run=dry_run, period=period, connectors=connectors, streams=streams)
-    except (HubError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        hub.close()
+    report = _run(config_path, dry_run=dry_run, period=period, connectors=connectors, streams=streams)
     if as_json:
         click.echo(dumps(report.to_json()))
     else:
@@ -154,17 +159,12 @@ def plan(config_path, period, as_json, details):
         msp-hub plan --details
         msp-hub plan --period 2026-10 --json > plan.json
     """
-    hub = _open_hub(config_path)
-    try:
-        report = sync_once(hub, dry_run=True, pull_first=False, period=period)
-    except (HubError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        hub.close()
+    report = _run(config_path, dry_run=True, pull_first=False, period=period)
     if as_json:
         click.echo(dumps(report.to_json()))
     else:
         render_plan(report, details=details)
+        render_errors(report)
 
 
 @main.command()
