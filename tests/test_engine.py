@@ -100,13 +100,14 @@ def test_rerun_after_the_idempotency_keys_expired_still_creates_no_duplicate(env
     assert len(counts) == 5 and set(counts.values()) == {1}
 
 
-def test_a_vendor_error_on_one_invoice_fails_that_action_only_and_the_next_run_retries_it(env):
-    env.stripe.fail_next(400, times=1, path="/v1/invoices")
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_a_vendor_error_on_one_invoice_fails_that_action_only_and_the_next_run_retries_it(env, status):
+    env.stripe.fail_next(status, times=1, path="/v1/invoices")
     hub = env.hub()
     report = sync_once(hub)
     assert len(report.failed) == 1 and len(report.pushed) == 4
     failed = hub.store.actions(status="failed")
-    assert len(failed) == 1 and "HTTP 400" in failed[0]["last_error"]
+    assert len(failed) == 1 and f"HTTP {status}" in failed[0]["last_error"]
     hub.close()
     hub = env.hub()
     again = sync_once(hub)
