@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +49,72 @@ class Addon:
 
 
 @dataclass(frozen=True)
+class WorkType:
+    """How time of one PSA work type is billed: hourly ``rate`` (minor units), whether it is
+    on-site (minimum per entry), the managed ``service`` it delivers (time in a managed tier's
+    services is included), or a ``flat_rate`` per ticket that replaces the hours."""
+
+    name: str
+    rate: int | None = None
+    onsite: bool = False
+    service: str | None = None
+    flat_rate: int | None = None
+
+
+@dataclass(frozen=True)
+class BlockSize:
+    """A prepaid block of hours sold at ``price`` (bigger blocks are cheaper per hour)."""
+
+    id: str
+    hours: Fraction
+    price: int
+
+
+@dataclass(frozen=True)
+class TimeTerms:
+    """How a contract bills time (BILLING.md, "Time" and "Prepaid blocks").
+
+    ``increment_minutes``: each billable entry is rounded up to it. ``onsite_minimum``: hours an
+    on-site entry counts at least. ``work_types``: rate, on-site flag, service, flat rate per
+    work type; ``default_rate`` for a work type not listed (None: such time is an error).
+    ``included_services``: a managed contract's tier services; time delivering one of them is
+    included, not billed. Block fields apply to ``kind == "block"`` contracts.
+    """
+
+    work_types: dict[str, WorkType] = field(default_factory=dict)
+    default_rate: int | None = None
+    increment_minutes: int = 15
+    onsite_minimum: Fraction = Fraction(1)
+    included_services: frozenset[str] = frozenset()
+    block: BlockSize | None = None
+    renewal: BlockSize | None = None
+    warning_hours: Fraction = Fraction(2)
+    beyond_balance: str = "overage"          # or "carry"
+    overage_rate: int | None = None           # None: the block's hourly rate
+
+
+@dataclass(frozen=True)
 class Contract:
-    """One client's contract. ``links`` maps a system (``ninjaone``...) to the client's id there."""
+    """One client's contract. ``links`` maps a system (``ninjaone``...) to the client's id there.
+
+    ``kind``: ``managed`` (per-device tier; time outside the tier's services billed as time and
+    materials), ``block`` (prepaid hours) or ``time_and_materials`` (break/fix). ``origin`` says
+    where it came from: the mappings file, or the PSA agreement it was read from.
+    """
 
     client_id: str
     name: str
-    tier: str
+    tier: str | None
     currency: str
     links: dict[str, str] = field(default_factory=dict)
     addons: tuple[str, ...] = ()
     minimum: int = 0
     proration: bool = False
     file: str = ""
+    kind: str = "managed"
+    time: TimeTerms = field(default_factory=TimeTerms)
+    agreement: str | None = None   # the PSA agreement id it draws on (blocks), if any
+    origin: str = "mappings"
 
 
 @dataclass

@@ -81,3 +81,102 @@ class Action:
     client_id: str
     payload: dict[str, Any] = field(default_factory=dict)
     period: str | None = None
+
+
+# Billable options of time, products and additions, in hub vocabulary.
+BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT = "billable", "do_not_bill", "no_charge", "no_default"
+BILLABLE_OPTIONS = (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A contract as the PSA holds it (a ConnectWise agreement).
+
+    ``type_name`` is what ``mappings/agreement_types.toml`` maps to a hub contract (e.g.
+    ``"Managed Gold"``). ``status``: ``active``, ``cancelled``, ``expired`` or ``inactive``.
+    ``application_units``/``application_limit``: for a block of hours, ``"hours"`` and the hours.
+    """
+
+    source: str
+    source_id: str
+    client_source_id: str
+    name: str
+    type_name: str
+    status: str
+    start_date: str | None = None       # ISO date
+    end_date: str | None = None         # ISO date, None when open-ended
+    billing_cycle: str | None = None
+    application_units: str | None = None
+    application_limit: str | None = None  # decimal string
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AgreementAddition:
+    """A recurring line of an agreement (e.g. per-device quantity of a managed-service product).
+
+    ``product`` is the catalog item's identifier; ``quantity`` a decimal string; ``unit_price`` in
+    minor units of ``currency``; ``bill_customer`` one of BILLABLE_OPTIONS.
+    """
+
+    source: str
+    source_id: str
+    agreement_source_id: str
+    client_source_id: str
+    product: str
+    description: str
+    quantity: str
+    unit_price: int
+    currency: str
+    bill_customer: str
+    effective_date: str | None = None
+    cancelled_date: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TimeEntry:
+    """Time a technician logged against a client.
+
+    ``hours`` is the actual hours as a decimal string; ``billable`` one of BILLABLE_OPTIONS;
+    ``ticket_id`` the service ticket it is charged to (None for other charge types);
+    ``agreement_source_id`` the agreement it is charged to, if any; ``hourly_rate`` in minor
+    units when the PSA gives one; ``invoiced`` True once the PSA billed it on its own invoice.
+    """
+
+    source: str
+    source_id: str
+    client_source_id: str
+    member: str
+    started_at: datetime
+    ended_at: datetime | None
+    hours: str
+    billable: str
+    work_type: str
+    work_role: str
+    ticket_id: str | None = None
+    agreement_source_id: str | None = None
+    hourly_rate: int | None = None
+    invoiced: bool = False
+    notes: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ProductLine:
+    """A part or product sold to a client (on a ticket or an agreement), at ``unit_price`` each."""
+
+    source: str
+    source_id: str
+    client_source_id: str
+    catalog_item: str
+    description: str
+    quantity: str
+    unit_price: int
+    currency: str
+    billable: str
+    ticket_id: str | None = None
+    agreement_source_id: str | None = None
+    invoiced: bool = False
+    sold_at: datetime | None = None
+    updated_at: datetime | None = None

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from hub.records import Action, Client, Device
+from hub.records import Action, Agreement, AgreementAddition, Client, Device, ProductLine, TimeEntry
 
 migrations = Migrations("hub")
 
@@ -47,7 +47,41 @@ def m001_initial(db: Database) -> None:
     db["actions"].create_index(["status"])
 
 
-RECORD_TABLES = {"clients": Client, "devices": Device}
+@migrations()
+def m002_psa(db: Database) -> None:
+    db["agreements"].create({"source": str, "source_id": str, "client_source_id": str, "name": str,
+                             "type_name": str, "status": str, "start_date": str, "end_date": str,
+                             "billing_cycle": str, "application_units": str, "application_limit": str,
+                             "updated_at": str}, pk=("source", "source_id"))
+    db["agreements"].create_index(["source", "client_source_id"])
+    db["additions"].create({"source": str, "source_id": str, "agreement_source_id": str,
+                            "client_source_id": str, "product": str, "description": str, "quantity": str,
+                            "unit_price": int, "currency": str, "bill_customer": str, "effective_date": str,
+                            "cancelled_date": str, "updated_at": str}, pk=("source", "source_id"))
+    db["additions"].create_index(["source", "agreement_source_id"])
+    db["time_entries"].create({"source": str, "source_id": str, "client_source_id": str, "member": str,
+                               "started_at": str, "ended_at": str, "hours": str, "billable": str,
+                               "work_type": str, "work_role": str, "ticket_id": str,
+                               "agreement_source_id": str, "hourly_rate": int, "invoiced": int,
+                               "notes": str, "updated_at": str}, pk=("source", "source_id"))
+    db["time_entries"].create_index(["source", "client_source_id", "started_at"])
+    db["products"].create({"source": str, "source_id": str, "client_source_id": str, "catalog_item": str,
+                           "description": str, "quantity": str, "unit_price": int, "currency": str,
+                           "billable": str, "ticket_id": str, "agreement_source_id": str, "invoiced": int,
+                           "sold_at": str, "updated_at": str}, pk=("source", "source_id"))
+    db["products"].create_index(["source", "client_source_id"])
+    # What the hub itself decided and must remember: blocks of hours it sold, per-period snapshots
+    # of what each invoice counted, and every item already billed (never billed twice).
+    db["blocks"].create({"client_id": str, "agreement": str, "number": int, "hours": str, "rate": int,
+                         "started_at": str, "source": str, "action_key": str}, pk=("client_id", "agreement", "number"))
+    db["snapshots"].create({"client_id": str, "period": str, "action_key": str, "lines": str,
+                            "created_at": str}, pk=("client_id", "period"))
+    db["billed_items"].create({"kind": str, "item_id": str, "client_id": str, "period": str, "action_key": str,
+                               "quantity": str, "amount": int}, pk=("kind", "item_id", "action_key"))
+
+
+RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
+                 "time_entries": TimeEntry, "products": ProductLine}
 _FIELDS = {table: [f.name for f in fields(cls)] for table, cls in RECORD_TABLES.items()}
 
 
@@ -134,13 +168,27 @@ class Store:
         for r in self.db.query(sql + " order by source, source_id", args):
             yield Client(r["source"], r["source_id"], r["name"], _dt(r["updated_at"]))
 
-    def iter_devices(self, source: str, client_source_id: str | None = None) -> Iterator[Device]:
-        sql, args = "select * from devices where source = ?", [source]
+    def iter_records(self, table: str, source: str, client_source_id: str | None = None, *,
+                     where: str = "", args: Iterable = ()) -> Iterator:
+        """The canonical records of ``table`` from ``source`` (optionally one client's), by key."""
+        cls, names, dt_at = RECORD_TABLES[table], _FIELDS[table], _DATETIME_AT[table]
+        bool_at = [i for i, f in enumerate(fields(cls)) if f.type in ("bool", bool)]
+        sql, params = f"select {', '.join(f'[{n}]' for n in names)} from [{table}] where source = ?", [source]
         if client_source_id is not None:
-            sql, args = sql + " and client_source_id = ?", args + [client_source_id]
-        for r in self.db.query(sql + " order by source_id", args):
-            yield Device(r["source"], r["source_id"], r["client_source_id"], r["name"], r["node_class"],
-                         r["approval_status"], _dt(r["created_at"]), _dt(r["last_contact"]), _dt(r["updated_at"]))
+            sql, params = sql + " and client_source_id = ?", params + [client_source_id]
+        if where:
+            sql, params = f"{sql} and ({where})", params + list(args)
+        for row in self.db.execute(sql + " order by source_id", params):
+            values = list(row)
+            for i in dt_at:
+                if values[i]:
+                    values[i] = datetime.fromisoformat(values[i])
+            for i in bool_at:
+                values[i] = bool(values[i])
+            yield cls(*values)
+
+    def iter_devices(self, source: str, client_source_id: str | None = None) -> Iterator[Device]:
+        return self.iter_records("devices", source, client_source_id)
 
     def device_counts(self) -> dict[tuple[str, str], int]:
         return {(r["source"], r["client_source_id"]): r["n"] for r in self.db.query(
