@@ -44,38 +44,71 @@ config_option = click.option("--config", "config_path", metavar="PATH",
                              help=f"The config file (default: $MSP_HUB_CONFIG or ./{DEFAULT_CONFIG}).")
 
 
-def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, out=None) -> None:
-    """Print the plan as a readable table, then the discrepancies.
-
-    ``details``: True explains every line; a tuple of statuses explains only those items.
-    """
-    echo = (lambda s="": click.echo(s, file=out))
-    rows = [(p.client_id, p.period, p.status, format_minor(p.total, p.bill.currency) if p.bill else "-",
-             str(len(p.bill.lines)) if p.bill else "0") for p in report.plan]
-    head = ("client", "period", "status", "total", "lines")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    echo("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], echo, right: tuple[int, ...] = ()) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    echo("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
     echo("  ".join("-" * w for w in widths))
-    for p, r in zip(report.plan, rows):
-        echo("  ".join(c.ljust(w) if i != 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    for r in rows:
+        echo("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+
+
+def _what(p) -> str:
+    if p.kind == "invoice":
+        return "renewal" if p.action and p.action.key.startswith("renewal:") else "invoice"
+    return p.kind.replace("_", " ")
+
+
+def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, out=None) -> None:
+    """Print the plan as a readable table, the three counts of agreement additions, then the
+    discrepancies. ``details``: True explains every line; a tuple of statuses explains only those."""
+    echo = (lambda s="": click.echo(s, file=out))
+    invoices = [p for p in report.plan if p.bill is not None]
+    others = [p for p in report.plan if p.bill is None and p.kind != "agreement_quantity"]
+    rows = [(p.client_id, p.period, _what(p), p.status, format_minor(p.total, p.bill.currency), str(len(p.bill.lines)))
+            for p in invoices]
+    echo_rows = []
+    _table(("client", "period", "action", "status", "total", "lines"), rows, echo_rows.append, right=(4,))
+    echo(echo_rows[0])
+    echo(echo_rows[1])
+    for p, line in zip(invoices, echo_rows[2:]):
+        echo(line)
         for reason in p.reasons:
             echo(f"    ! {reason}")
         if p.bill and (details is True or (details and p.status in details)):
-            for line in p.bill.lines:
-                names = ", ".join(d["name"] for d in line.items[:4])
-                more = f" and {len(line.items) - 4} more" if len(line.items) > 4 else ""
-                echo(f"    {line.description}: {line.quantity} x {format_minor(line.unit_amount, line.currency)}"
-                     f" = {format_minor(line.amount, line.currency)}")
-                echo(f"      rule: {line.rule}")
-                if line.items:
-                    echo(f"      devices: {names}{more}")
+            for l in p.bill.lines:
+                names = ", ".join(str(d.get("name") or d.get("id")) for d in l.items[:4])
+                more = f" and {len(l.items) - 4} more" if len(l.items) > 4 else ""
+                echo(f"    {l.description}: {l.quantity} x {format_minor(l.unit_amount, l.currency)}"
+                     f" = {format_minor(l.amount, l.currency)}")
+                echo(f"      rule: {l.rule}")
+                if l.items:
+                    echo(f"      counts: {names}{more}")
             if p.bill.excluded:
                 reasons: dict[str, int] = {}
                 for e in p.bill.excluded:
                     reasons[e.reason.split(" (")[0]] = reasons.get(e.reason.split(" (")[0], 0) + 1
                 echo("    excluded: " + "; ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
+            if p.bill.reported:
+                why: dict[str, int] = {}
+                for r in p.bill.reported:
+                    why[str(r.get("reason"))] = why.get(str(r.get("reason")), 0) + 1
+                echo("    not billed: " + "; ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(why.items())))
             for note in p.bill.notes:
                 echo(f"    note: {note}")
+    for p in others:
+        echo(f"{p.client_id}  {_what(p)}  {p.status}  {p.action.key if p.action else ''}")
+        for reason in p.reasons:
+            echo(f"    ! {reason}")
+    if report.quantities:
+        echo()
+        echo("agreement additions: PSA quantity, RMM count, reconciled quantity")
+        qrows = [(q.client_id, f"{q.agreement_id}/{q.addition_id}", q.product, str(q.psa_quantity), str(q.rmm_count),
+                  str(q.reconciled), q.status) for q in report.quantities]
+        _table(("client", "agreement/addition", "product", "PSA", "RMM", "reconciled", "status"), qrows, echo,
+               right=(3, 4, 5))
+        for q in report.quantities:
+            for reason in q.reasons:
+                echo(f"    ! {q.client_id} {q.product}: {reason}" + ("" if q.status == "held" else " (approved)"))
     counts: dict[str, int] = {}
     for p in report.plan:
         counts[p.status] = counts.get(p.status, 0) + 1
@@ -92,7 +125,7 @@ def render_push(report: RunReport, out=None) -> None:
     for f in report.failed:
         echo(f"FAILED {f['key']}: {f['error']}")
     for h in report.held:
-        echo(f"held {h['key']}: {'; '.join(h['reasons'])}")
+        echo(f"held {h['key']}: {'; '.join(h['reasons'])} (approve with: msp-hub approve {h['key']})")
     if not report.pushed and not report.failed:
         sent = sum(1 for p in report.plan if p.status == "unchanged")
         echo(f"nothing new to push: {sent} invoice(s) due were already sent" if sent else "nothing to push")
@@ -213,6 +246,72 @@ def actions(config_path, status, as_json):
                    + (f"  error={r['last_error']}" if r["last_error"] else ""))
     if not rows:
         click.echo("the outbox is empty")
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def clients(config_path, as_json):
+    """Show how clients are linked across systems, suggested links, and what is unmapped.
+
+    A client linked to no hub client is never billed. Names that match once normalised (case,
+    accents, punctuation, legal suffixes) are linked; close names are only suggested.
+
+    Example:
+        msp-hub clients
+    """
+    from hub.planner import build_context, report_unbilled
+    from hub.periods import last_ended_period
+    hub = _open_hub(config_path)
+    try:
+        report = RunReport("clients", "clients", hub.clock())
+        ctx = build_context(hub, report, last_ended_period(hub.clock(), hub.config.timezone))
+        report_unbilled(hub, report, ctx)
+    finally:
+        hub.close()
+    reg = ctx.registry
+    if as_json:
+        click.echo(dumps({"clients": [{"id": c.id, "name": c.name, "links": c.links, "how": c.how,
+                                       "contract": (ctx.contracts[c.id].origin if c.id in ctx.contracts else None)}
+                                      for c in reg.clients.values()],
+                          "suggestions": [vars(s) for s in reg.suggestions],
+                          "unmapped": [{"system": u.source, "id": u.source_id, "name": u.name} for u in reg.unmapped],
+                          "conflicts": reg.conflicts}))
+        return
+    rows = []
+    for c in sorted(reg.clients.values(), key=lambda c: c.id):
+        links = ", ".join(f"{s}={x} ({c.how.get(s, 'explicit')})" for s, x in sorted(c.links.items()))
+        contract = ctx.contracts.get(c.id)
+        rows.append((c.id, c.name, links or "-", f"{contract.kind} ({contract.origin})" if contract else "no contract"))
+    _table(("client", "name", "links", "contract"), rows, click.echo)
+    for s in reg.suggestions:
+        click.echo(f"suggestion: {s.system} {s.name!r} (id {s.source_id}) may be {s.client_name!r} ({s.client_id}), "
+                   f"confidence {s.confidence:.2f}; link it in mappings/links.toml")
+    for u in reg.unmapped:
+        click.echo(f"unmapped: {u.source} {u.name!r} (id {u.source_id}) is linked to no client and never billed")
+    for c in reg.conflicts:
+        click.echo(f"conflict: {c}")
+
+
+@main.command()
+@config_option
+@click.argument("key")
+def approve(config_path, key):
+    """Approve an action that a guardrail held (e.g. an agreement quantity set to 0).
+
+    The next sync pushes it. Use `msp-hub actions --status held` to list them.
+
+    Example:
+        msp-hub approve agreement_quantity:4711:88:2026-10
+    """
+    hub = _open_hub(config_path)
+    try:
+        row = hub.store.approve(key)
+    finally:
+        hub.close()
+    if row is None:
+        raise click.ClickException(f"no action {key!r} in the outbox; list them with: msp-hub actions")
+    click.echo(f"approved {key}; the next sync pushes it")
 
 
 @main.command()

@@ -17,58 +17,18 @@ import structlog
 
 from hub import reconcile
 from hub.config import HubConfig
+from hub.linking import Registry
+from hub.planner import PlanItem, plan
+from hub.quantities import QuantityCheck
 from hub.errors import ConfigError, HubError, VendorError
 from hub.mappings import Mappings, load_mappings
-from hub.money import format_minor
 from hub.periods import Period, last_ended_period, parse_period
 from hub.plugins import get_plugin_manager
-from hub.records import Action, BillingLine
 from hub.store import FAILED, HELD, PENDING, SENDING, SENT, Store, action_from_row
 
 log = structlog.get_logger()
 
 INVOICE = "invoice"
-
-
-@dataclass
-class PlanItem:
-    """One (client, period) invoice as the plan sees it.
-
-    ``status``: ``create`` (new, will be pushed), ``retry`` (stored, not yet confirmed sent),
-    ``unchanged`` (already sent, nothing new), ``changed_after_sent`` (the sent invoice no longer
-    matches the data: reported, never rewritten), ``preview`` (the period has not ended),
-    ``held`` (an error or a veto keeps it back), ``empty`` (nothing to bill).
-    """
-
-    client_id: str
-    client_name: str
-    period: str
-    status: str
-    action: Action | None
-    bill: reconcile.Bill | None
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def total(self) -> int:
-        return self.bill.total if self.bill else 0
-
-    def to_json(self) -> dict[str, Any]:
-        bill = self.bill
-        return {
-            "client_id": self.client_id, "client_name": self.client_name, "period": self.period,
-            "status": self.status, "key": self.action.key if self.action else None,
-            "total": self.total, "currency": bill.currency if bill else None,
-            "reasons": list(self.reasons),
-            "lines": [line_json(line) for line in bill.lines] if bill else [],
-            "excluded": [vars(e) for e in bill.excluded] if bill else [],
-            "notes": list(bill.notes) if bill else [],
-        }
-
-
-def line_json(line: BillingLine) -> dict[str, Any]:
-    return {"code": line.code, "description": line.description, "quantity": line.quantity,
-            "unit_amount": line.unit_amount, "amount": line.amount, "currency": line.currency,
-            "rule": line.rule, "devices": list(line.items)}
 
 
 @dataclass
@@ -85,6 +45,8 @@ class RunReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     held: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    quantities: list[QuantityCheck] = field(default_factory=list)
+    registry: Registry | None = None
     seconds: float = 0.0
 
     @property
@@ -96,7 +58,7 @@ class RunReport:
                 "records": self.records, "plan": [p.to_json() for p in self.plan],
                 "discrepancies": [vars(d) for d in self.discrepancies], "pushed": self.pushed,
                 "failed": self.failed, "held": self.held, "errors": self.errors,
-                "seconds": round(self.seconds, 3)}
+                "quantities": [q.to_json() for q in self.quantities], "seconds": round(self.seconds, 3)}
 
 
 class Hub:
@@ -172,93 +134,6 @@ def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None
             slog.info("sync.stream_pulled", records=report.records[key], pages=pages)
 
 
-# --- plan --------------------------------------------------------------------------------------
-
-def invoice_key(client_id: str, period: str) -> str:
-    return f"{INVOICE}:{client_id}:{period}"
-
-
-def _payload(bill: reconcile.Bill, client_name: str, period: Period) -> dict[str, Any]:
-    return {"client_name": client_name, "currency": bill.currency, "period": period.name,
-            "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
-            "description": f"Managed services for {client_name}, {period.name}",
-            "total": bill.total,
-            "lines": [{"code": l.code, "description": l.description, "quantity": l.quantity,
-                       "unit_amount": l.unit_amount, "amount": l.amount} for l in bill.lines]}
-
-
-def compute_bill(hub: Hub, client_id: str, period: Period) -> reconcile.Bill:
-    """One client's bill for one period: devices under its contract, plugins' lines, minimum."""
-    contract = hub.mappings.contracts[client_id]
-    devices = [d for system, ext in sorted(contract.links.items())
-               for d in hub.store.iter_devices(system, ext)]
-    bill = reconcile.bill_devices(contract, hub.mappings, devices, period)
-    extra: list[BillingLine] = []
-    for lines in hub.pm.hook.add_billing_lines(client_id=client_id, contract=contract, period=period.name,
-                                               lines=bill.lines):
-        extra.extend(lines or [])
-    if extra:
-        bad = [l.code for l in extra if l.currency != bill.currency]
-        errors = bill.errors + tuple(f"a plugin added line {c!r} in another currency than {bill.currency}" for c in bad)
-        bill = replace(bill, lines=bill.lines + tuple(sorted(extra, key=lambda l: l.code)), errors=errors)
-    return reconcile.apply_minimum(bill, contract)
-
-
-def plan(hub: Hub, report: RunReport, periods: list[Period], *, force: bool = False) -> list[PlanItem]:
-    """Work out, for each client and period, what the vendor should get and how it differs.
-
-    Nothing is stored or sent here. ``force`` plans a period that has not ended as if it had.
-    """
-    now = hub.clock()
-    for cid, message in sorted(hub.mappings.contract_errors.items()):
-        report.errors.append(f"contract {cid}: {message}")
-        report.discrepancies.append(reconcile.Discrepancy("contract_error", cid, message))
-    report.discrepancies.extend(reconcile.unmapped_clients(hub.store.iter_clients(), hub.store.device_counts(),
-                                                           hub.mappings))
-    for d in report.discrepancies:
-        if d.kind == "client_without_contract":
-            report.errors.append(d.message)
-    items: list[PlanItem] = []
-    for period in periods:
-        for cid in sorted(hub.mappings.contracts):
-            contract = hub.mappings.contracts[cid]
-            bill = compute_bill(hub, cid, period)
-            key = invoice_key(cid, period.name)
-            action = Action(key, INVOICE, "", cid, _payload(bill, contract.name, period), period.name)
-            amended = hub.pm.hook.amend_action(action=action)
-            if amended is not None:
-                if amended.key != key:
-                    bill = replace(bill, errors=bill.errors + (f"a plugin changed the key of {key} to {amended.key}",))
-                else:
-                    action = amended
-            stored = hub.store.get_action(key)
-            if bill.errors:
-                status, reasons = "held", bill.errors
-                report.errors.extend(f"client {cid} {period.name}: {e}" for e in bill.errors)
-            elif stored and stored["status"] == SENT:
-                same = stored["payload"].get("lines") == action.payload["lines"]
-                status = "unchanged" if same else "changed_after_sent"
-                reasons = () if same else (f"sent invoice {stored['vendor_id']} totals "
-                                           f"{format_minor(stored['payload'].get('total', 0), bill.currency)}; the data now gives "
-                                           f"{format_minor(bill.total, bill.currency)}. The sent invoice is not rewritten.",)
-            elif not bill.lines:
-                status, reasons = "empty", ("no billable device in the period",)
-            elif not (force or period.has_ended(now)):
-                status, reasons = "preview", (f"period {period.name} has not ended; pushed after {period.end.date()} "
-                                              f"(or force it with --period {period.name})",)
-            elif stored and stored["attempts"] > 0:
-                status, reasons = "retry", (f"attempted {stored['attempts']} time(s): {stored['last_error'] or 'outcome unknown'}",)
-            else:
-                status, reasons = "create", ()
-            if status in ("create", "retry"):
-                vetoes = [r for r in hub.pm.hook.veto_action(action=action) if r]
-                if vetoes:
-                    status, reasons = "held", tuple(vetoes)
-            items.append(PlanItem(cid, contract.name, period.name, status, action, bill, tuple(reasons)))
-    report.plan = items
-    return items
-
-
 # --- push --------------------------------------------------------------------------------------
 
 class _PushContext:
@@ -280,33 +155,28 @@ class _PushContext:
 
 def push(hub: Hub, report: RunReport, items: list[PlanItem]) -> None:
     """Store the plan's new actions, then send every unsent action of the outbox, exactly once."""
-    connector = hub.invoice_connector()
-    if connector is None:
-        if any(i.status in ("create", "retry") for i in items):
-            report.errors.append("no connector can push invoices; configure [connectors.stripe]")
-        return
     for item in items:
+        action = item.action
+        if action is None:
+            continue
+        if item.status in ("create", "retry") and not action.connector:
+            report.errors.append(f"{action.key}: no configured connector can push {action.kind} actions")
+            continue
         if item.status == "create":
-            hub.store.record_action(replace(item.action, connector=connector.name), report.run_id)
-        elif item.status == "held" and item.action and item.reasons and not item.bill.errors:
-            stored = hub.store.record_action(replace(item.action, connector=connector.name), report.run_id)
+            hub.store.record_action(action, report.run_id, ledger=item.ledger, snapshot=item.snapshot, block=item.block)
+        elif item.status == "held" and action.connector and not (item.bill and item.bill.errors):
+            stored = hub.store.record_action(action, report.run_id)
             if stored["status"] != SENT:
-                hub.store.mark_failed(item.action.key, "; ".join(item.reasons), status=HELD)
-            report.held.append({"key": item.action.key, "reasons": list(item.reasons)})
-    held_now = {h["key"] for h in report.held}
-    outbox = [r for r in hub.store.actions() if r["status"] in (PENDING, SENDING, FAILED, HELD)
-              and r["key"] not in held_now]
-    for row in outbox:
+                hub.store.mark_failed(action.key, "; ".join(item.reasons), status=HELD)
+            report.held.append({"key": action.key, "reasons": list(item.reasons)})
+    for row in hub.store.actions():
+        if row["status"] not in (PENDING, SENDING, FAILED):
+            continue
         action = action_from_row(row)
         target = hub.connectors.get(row["connector"])
         if target is None:
             report.errors.append(f"action {row['key']}: connector {row['connector']!r} is not configured")
             continue
-        if row["status"] == HELD:
-            vetoes = [r for r in hub.pm.hook.veto_action(action=action) if r]
-            if vetoes:
-                report.held.append({"key": row["key"], "reasons": vetoes})
-                continue
         alog = log.bind(run_id=report.run_id, connector=target.name, action=row["key"])
         attempts = hub.store.mark_sending(row["key"])
         try:

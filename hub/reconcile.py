@@ -7,7 +7,7 @@ BILLING.md is tested with literal lists. Each line names the rule that produced 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Iterable
 
@@ -40,6 +40,7 @@ class Bill:
     excluded: tuple[Exclusion, ...] = ()
     errors: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    reported: tuple[dict, ...] = ()      # time and products seen and not billed, and why
 
     @property
     def total(self) -> int:
@@ -165,7 +166,7 @@ def apply_minimum(bill: Bill, contract: Contract) -> Bill:
                        "1", top_up, top_up, contract.currency,
                        f"contract minimum {format_minor(contract.minimum, contract.currency)} per month; "
                        f"lines total {format_minor(bill.total, contract.currency)}")
-    return Bill(bill.client_id, bill.period, bill.currency, bill.lines + (line,), bill.excluded, bill.errors, bill.notes)
+    return replace(bill, lines=bill.lines + (line,))
 
 
 @dataclass(frozen=True)

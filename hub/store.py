@@ -80,6 +80,12 @@ def m002_psa(db: Database) -> None:
                                "quantity": str, "amount": int}, pk=("kind", "item_id", "action_key"))
 
 
+@migrations()
+def m003_approvals(db: Database) -> None:
+    db["actions"].add_column("approved", int, not_null_default=0)
+    db["billed_items"].create_index(["client_id"])
+
+
 RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
                  "time_entries": TimeEntry, "products": ProductLine}
 _FIELDS = {table: [f.name for f in fields(cls)] for table, cls in RECORD_TABLES.items()}
@@ -229,24 +235,84 @@ class Store:
         rows = list(self.db.query("select * from actions where key = ?", [key]))
         return _action_row(rows[0]) if rows else None
 
-    def record_action(self, action: Action, run_id: str) -> dict:
+    def record_action(self, action: Action, run_id: str, *, ledger: Iterable[tuple[str, str, str, int]] = (),
+                      snapshot: list[dict] | None = None, block: dict | None = None) -> dict:
         """Store a planned action before anything is sent; an unsent one takes the new payload.
 
-        Returns the stored row. An action that was ever attempted keeps its payload: what may
-        already be at the vendor must not change under it.
+        In the same transaction: ``ledger`` rows ``(kind, item id, quantity, amount)`` record what
+        the action bills (so nothing is billed twice), ``snapshot`` keeps the lines an invoice
+        counted for its period, and ``block`` the prepaid block a renewal starts. An action that
+        was ever attempted keeps its payload and ledger: what may be at the vendor must not change.
+        Returns the stored row.
         """
         with self.db.atomic():
             existing = self.get_action(action.key)
             payload = json.dumps(action.payload, sort_keys=True)
+            fresh = existing is None or (existing["status"] in (PENDING, HELD, FAILED) and existing["attempts"] == 0)
             if existing is None:
                 self.db["actions"].insert({
                     "key": action.key, "kind": action.kind, "connector": action.connector,
                     "client_id": action.client_id, "period": action.period, "payload": payload,
                     "status": PENDING, "attempts": 0, "progress": "{}", "run_id": run_id,
                     "created_at": now_iso(), "updated_at": now_iso()})
-            elif existing["status"] in (PENDING, HELD, FAILED) and existing["attempts"] == 0:
-                self.db["actions"].update(action.key, {"payload": payload, "updated_at": now_iso()})
+            elif fresh:
+                self.db["actions"].update(action.key, {"payload": payload, "status": PENDING, "last_error": None,
+                                                       "connector": action.connector, "updated_at": now_iso()})
+            if fresh:
+                self.db.execute("delete from billed_items where action_key = ?", [action.key])
+                ledger = list(ledger)
+                if ledger:
+                    self.db["billed_items"].insert_all(
+                        ({"kind": k, "item_id": i, "client_id": action.client_id, "period": action.period,
+                          "action_key": action.key, "quantity": q, "amount": a} for k, i, q, a in ledger),
+                        pk=("kind", "item_id", "action_key"), replace=True)
+                if snapshot is not None:
+                    self.db["snapshots"].upsert({"client_id": action.client_id, "period": action.period,
+                                                 "action_key": action.key, "lines": json.dumps(snapshot),
+                                                 "created_at": now_iso()}, pk=("client_id", "period"))
+                if block is not None:
+                    self.db["blocks"].insert({**block, "action_key": action.key},
+                                             pk=("client_id", "agreement", "number"), ignore=True)
         return self.get_action(action.key)
+
+    def billed_item_ids(self, client_id: str, *, exclude_key: str | None = None, kinds: Iterable[str] = ()) -> frozenset[str]:
+        """Ids of every item the hub already billed this client (outside ``exclude_key``)."""
+        sql, args = "select item_id from billed_items where client_id = ?", [client_id]
+        if exclude_key:
+            sql, args = sql + " and action_key != ?", args + [exclude_key]
+        kinds = list(kinds)
+        if kinds:
+            sql, args = sql + f" and kind in ({', '.join('?' for _ in kinds)})", args + kinds
+        return frozenset(r["item_id"] for r in self.db.query(sql, args))
+
+    def get_snapshot(self, client_id: str, period: str) -> list[dict] | None:
+        rows = list(self.db.query("select lines from snapshots where client_id = ? and period = ?", [client_id, period]))
+        return json.loads(rows[0]["lines"]) if rows else None
+
+    def blocks(self, client_id: str, agreement: str) -> list[dict]:
+        """The renewal blocks the hub sold for an agreement (block 1 is the agreement itself)."""
+        return list(self.db.query("select * from blocks where client_id = ? and agreement = ? order by number",
+                                  [client_id, agreement]))
+
+    def approve(self, key: str) -> dict | None:
+        """A person approves a held action: the guardrail that held it lets it through."""
+        with self.db.atomic():
+            row = self.get_action(key)
+            if row is None:
+                return None
+            self.db["actions"].update(key, {"approved": 1, "status": PENDING if row["status"] == HELD else row["status"],
+                                            "updated_at": now_iso()})
+        return self.get_action(key)
+
+    def approved_keys(self) -> frozenset[str]:
+        return frozenset(r["key"] for r in self.db.query("select key from actions where approved = 1"))
+
+    def orphans(self, table: str, source: str) -> list[dict]:
+        """Records of ``table`` whose client is not among the pulled clients of ``source``."""
+        return list(self.db.query(
+            f"select t.source_id, t.client_source_id from [{table}] t left join clients c "
+            f"on c.source = t.source and c.source_id = t.client_source_id "
+            f"where t.source = ? and c.source_id is null order by t.source_id limit 1000", [source]))
 
     def mark_sending(self, key: str) -> int:
         """Record that a push starts (committed before any request); return earlier attempts."""

@@ -64,7 +64,7 @@ def test_plan_json_explains_every_line(served):
     acme = next(p for p in plan if p["client_id"] == "acme")
     assert acme["status"] == "create" and acme["total"] == sum(l["amount"] for l in acme["lines"])
     for line in acme["lines"]:
-        assert line["rule"] and line["devices"] and line["quantity"] == str(len(line["devices"]))
+        assert line["rule"] and line["items"] and line["quantity"] == str(len(line["items"]))
 
 
 def test_secrets_never_reach_logs_output_or_database(served, capsys):

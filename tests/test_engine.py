@@ -31,7 +31,7 @@ def test_first_sync_invoices_each_client_once_and_a_second_sync_pushes_nothing(e
     # The current period is planned as a preview, never pushed.
     assert {p.status for p in report.plan if p.period == "2026-11"} == {"preview"}
     # The client without a contract is reported, not billed.
-    assert any("Fairview Schools" in e and "no contract" in e for e in report.errors)
+    assert any("Fairview Schools" in e and "linked to no hub client" in e for e in report.errors)
     hub.close()
 
     hub = env.hub()

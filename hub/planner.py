@@ -1,0 +1,489 @@
+"""Plan: what every vendor should get, from the stored records, the mappings and the outbox.
+
+For each hub client (``hub.linking``) and period: its contract (``mappings/`` first, else its PSA
+agreement), its invoice (devices, time, products, late changes of earlier periods, plugins'
+lines, the monthly minimum), the renewal of a prepaid block that fell to its warning threshold
+(with a notice in the PSA), and the quantities of its per-device agreement additions. Nothing is
+stored or sent here; ``hub.engine.push`` records and sends what the plan says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from hub import reconcile, timebilling
+from hub.errors import HubError
+from hub.linking import HubClient, Registry, link_clients
+from hub.mappings import Contract, contract_from_agreement
+from hub.money import format_minor, format_quantity, round_half_up
+from hub.periods import Period, parse_period
+from hub.quantities import Guardrails, QuantityCheck, check_quantities, unbilled_classes
+from hub.records import Action, BillingLine
+from hub.store import SENT
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hub.engine import Hub, RunReport
+
+INVOICE, TICKET, AGREEMENT_QUANTITY = "invoice", "ticket", "agreement_quantity"
+DEVICE_TABLE_SOURCES = ("devices",)
+# Line-code prefixes whose items are recorded as billed (never billed twice).
+LEDGER_PREFIXES = ("time:", "flat:", "overage:", "product:", "delta:")
+KIND_PRIORITY = {"managed": 0, "block": 1, "time_and_materials": 2}
+
+
+@dataclass
+class PlanItem:
+    """One planned action and how it compares with what was already pushed.
+
+    ``status``: ``create`` (new, will be pushed), ``retry`` (stored, not yet confirmed sent),
+    ``unchanged`` (already sent, nothing new), ``changed_after_sent`` (the sent invoice no longer
+    matches the data: reported, never rewritten; a late change becomes a delta line on the next
+    invoice), ``preview`` (the period has not ended), ``held`` (an error, a guardrail or a veto
+    keeps it back), ``empty`` (nothing to bill).
+    """
+
+    kind: str
+    client_id: str
+    client_name: str
+    period: str
+    status: str
+    action: Action | None
+    bill: reconcile.Bill | None = None
+    reasons: tuple[str, ...] = ()
+    quantity: QuantityCheck | None = None
+    ledger: tuple[tuple[str, str, str, int], ...] = ()
+    snapshot: list[dict] | None = None
+    block: dict | None = None
+
+    @property
+    def total(self) -> int:
+        return self.bill.total if self.bill else 0
+
+    def to_json(self) -> dict[str, Any]:
+        bill = self.bill
+        out = {"kind": self.kind, "client_id": self.client_id, "client_name": self.client_name,
+               "period": self.period, "status": self.status, "key": self.action.key if self.action else None,
+               "reasons": list(self.reasons)}
+        if bill is not None:
+            out.update({"total": self.total, "currency": bill.currency,
+                        "lines": [line_json(line) for line in bill.lines],
+                        "excluded": [vars(e) for e in bill.excluded], "notes": list(bill.notes),
+                        "not_billed": [dict(r) for r in bill.reported]})
+        if self.quantity is not None:
+            out["quantities"] = self.quantity.to_json()
+        if self.action is not None and self.kind != INVOICE:
+            out["payload"] = self.action.payload
+        return out
+
+
+def line_json(line: BillingLine) -> dict[str, Any]:
+    return {"code": line.code, "description": line.description, "quantity": line.quantity,
+            "unit_amount": line.unit_amount, "amount": line.amount, "currency": line.currency,
+            "rule": line.rule, "items": list(line.items)}
+
+
+def invoice_key(client_id: str, period: str) -> str:
+    return f"{INVOICE}:{client_id}:{period}"
+
+
+def invoice_payload(bill: reconcile.Bill, client_name: str, period: Period, description: str | None = None) -> dict[str, Any]:
+    return {"client_name": client_name, "currency": bill.currency, "period": period.name,
+            "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
+            "description": description or f"Managed services for {client_name}, {period.name}",
+            "total": bill.total,
+            "lines": [{"code": l.code, "description": l.description, "quantity": l.quantity,
+                       "unit_amount": l.unit_amount, "amount": l.amount} for l in bill.lines]}
+
+
+def ledger_of(lines) -> tuple[tuple[str, str, str, int], ...]:
+    """What an invoice bills, item by item: (kind, item id, quantity, amount) for the ledger."""
+    rows = []
+    for line in lines:
+        if not line.code.startswith(LEDGER_PREFIXES):
+            continue
+        kind = line.code.split(":", 1)[0]
+        for item in line.items:
+            if "id" in item:
+                rows.append((kind, str(item["id"]), str(item.get("billed_hours", item.get("weight", line.quantity))),
+                             line.amount))
+    return tuple(rows)
+
+
+def snapshot_of(lines) -> list[dict]:
+    return [line_json(line) for line in lines]
+
+
+# --- clients and contracts -----------------------------------------------------------------------
+
+@dataclass
+class Context:
+    """What planning one run needs, read once: linked clients, their contracts, the PSA source."""
+
+    registry: Registry
+    contracts: dict[str, Contract]
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    psa: str | None = None
+
+
+def client_master(hub: "Hub") -> str | None:
+    """The system whose companies are the hub's clients: ``billing.client_master``, else a
+    configured connector that pulls agreements (the PSA), else none."""
+    chosen = hub.config.billing.get("client_master")
+    if chosen:
+        return str(chosen)
+    for name, connector in sorted(hub.connectors.items()):
+        if any(s.table == "agreements" for s in connector.streams()):
+            return name
+    return None
+
+
+def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
+    """Link clients across systems and find each one's contract for ``period``."""
+    m = hub.mappings
+    explicit = [HubClient(c.client_id, c.name, dict(c.links)) for c in m.contracts.values()]
+    explicit += [HubClient(cid, name, dict(links)) for cid, (name, links) in m.links.items() if cid not in m.contracts]
+    master = client_master(hub)
+    registry = link_clients(explicit, hub.store.iter_clients(), master=master)
+    ctx = Context(registry, {}, psa=master)
+    for message in registry.conflicts:
+        report.discrepancies.append(reconcile.Discrepancy("link_conflict", "", message))
+        report.errors.append(message)
+    for cid, client in sorted(registry.clients.items()):
+        mapped = m.contracts.get(cid)
+        from_psa: list[Contract] = []
+        if master and master in client.links:
+            agreements = [a for a in hub.store.iter_records("agreements", master, client.links[master])
+                          if a.status == "active" and (not a.start_date or a.start_date < period.end.date().isoformat())
+                          and (not a.end_date or a.end_date >= period.start.date().isoformat())]
+            for a in agreements:
+                try:
+                    from_psa.append(contract_from_agreement(cid, client.name, client.links, a, m))
+                except HubError as exc:
+                    ctx.errors.setdefault(cid, []).append(str(exc))
+        from_psa.sort(key=lambda c: (KIND_PRIORITY[c.kind], c.agreement or ""))
+        if mapped is not None:
+            contract = replace(mapped, links=dict(client.links))
+            if from_psa and (from_psa[0].kind, from_psa[0].tier) != (mapped.kind, mapped.tier):
+                msg = (f"client {cid}: mappings/ says {mapped.kind} {mapped.tier or ''}".rstrip()
+                       + f", the PSA's {from_psa[0].origin} says {from_psa[0].kind} {from_psa[0].tier or ''}".rstrip()
+                       + "; the mappings contract is used")
+                report.discrepancies.append(reconcile.Discrepancy("contract_conflict", cid, msg))
+            ctx.contracts[cid] = contract
+        elif from_psa:
+            ctx.contracts[cid] = from_psa[0]
+            if len(from_psa) > 1:
+                report.discrepancies.append(reconcile.Discrepancy(
+                    "several_agreements", cid, f"client {cid} has {len(from_psa)} billable agreements "
+                    f"({'; '.join(c.origin for c in from_psa)}); {from_psa[0].origin} is used"))
+    return ctx
+
+
+def report_unbilled(hub: "Hub", report: "RunReport", ctx: Context) -> None:
+    """Every client no contract bills, every orphan record: reported, never billed silently."""
+    counts = hub.store.device_counts()
+    for rec in ctx.registry.unmapped:
+        n = counts.get((rec.source, rec.source_id), 0)
+        msg = (f"{rec.source} client {rec.name!r} (id {rec.source_id}) has {n} device(s) and is linked to no hub "
+               f"client; add it to mappings/links.toml (or a contract in mappings/contracts.toml) with "
+               f"{rec.source} = \"{rec.source_id}\"")
+        suggestion = next((s for s in ctx.registry.suggestions if (s.system, s.source_id) == (rec.source, rec.source_id)), None)
+        if suggestion:
+            msg += f"; it looks like {suggestion.client_name!r} ({suggestion.client_id}, confidence {suggestion.confidence:.2f})"
+        report.discrepancies.append(reconcile.Discrepancy("client_without_contract", f"{rec.source}:{rec.source_id}",
+                                                          msg, {"name": rec.name, "devices": n}))
+        report.errors.append(msg)
+    for cid, client in sorted(ctx.registry.clients.items()):
+        if cid in ctx.contracts or cid in ctx.errors:
+            continue
+        n = sum(counts.get((s, x), 0) for s, x in client.links.items())
+        if n:
+            report.discrepancies.append(reconcile.Discrepancy(
+                "revenue_found", cid, f"client {client.name!r} ({cid}) has {n} device(s) in the RMM and no billing "
+                f"agreement; add an agreement in the PSA or a contract in mappings/contracts.toml", {"devices": n}))
+    if ctx.psa:
+        for table in ("time_entries", "agreements", "products"):
+            orphans = hub.store.orphans(table, ctx.psa)
+            if orphans:
+                ids = ", ".join(f"{o['source_id']} (company {o['client_source_id']})" for o in orphans[:5])
+                msg = (f"{len(orphans)} {ctx.psa} {table.replace('_', ' ')} belong to a company that was not pulled: "
+                       f"{ids}{' ...' if len(orphans) > 5 else ''}; they are not billed until the company exists")
+                report.discrepancies.append(reconcile.Discrepancy("unknown_company", table, msg))
+                report.errors.append(msg)
+    for cid, messages in sorted(ctx.errors.items()):
+        for message in messages:
+            report.errors.append(f"client {cid}: {message}")
+
+
+# --- bills -------------------------------------------------------------------------------------
+
+def client_devices(hub: "Hub", contract: Contract):
+    return [d for system, ext in sorted(contract.links.items()) for d in hub.store.iter_devices(system, ext)]
+
+
+def blocks_for(hub: "Hub", contract: Contract) -> list[timebilling.Block]:
+    """Block 1 (the agreement's own hours, from its start) and the renewals the hub sold."""
+    t = contract.time
+    if contract.kind != "block" or t.block is None:
+        return []
+    start = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    psa = [a for s, x in contract.links.items() for a in hub.store.iter_records("agreements", s, x)
+           if a.source_id == contract.agreement]
+    if psa and psa[0].start_date:
+        start = datetime.fromisoformat(psa[0].start_date[:10]).replace(tzinfo=timezone.utc)
+    first = timebilling.Block(1, t.block.hours, round_half_up(Fraction(t.block.price) / t.block.hours), start)
+    sold = [timebilling.Block(r["number"], Fraction(r["hours"]), r["rate"], datetime.fromisoformat(r["started_at"]))
+            for r in hub.store.blocks(contract.client_id, contract.agreement or "")]
+    return [first] + sold
+
+
+def time_records(hub: "Hub", contract: Contract, period: Period | None):
+    """The client's time entries and products that an invoice for ``period`` may bill (all of
+    them up to the period's end: a late entry of an earlier period is billed on the next invoice)."""
+    end = period.end.isoformat() if period else "9999"
+    entries, products = [], []
+    for system, ext in sorted(contract.links.items()):
+        entries += hub.store.iter_records("time_entries", system, ext, where="started_at < ?", args=[end])
+        products += hub.store.iter_records("products", system, ext, where="sold_at is null or sold_at < ?", args=[end])
+    return entries, products
+
+
+def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: str) -> list[BillingLine]:
+    """Devices that count for an already invoiced period but were not on its invoice.
+
+    A late change never rewrites a sent invoice: it is billed as a delta line on the next one.
+    Devices that stopped counting are not credited (a device that disappears during a period is
+    billed for the whole period).
+    """
+    billed = hub.store.billed_item_ids(contract.client_id, exclude_key=exclude_key, kinds=("delta",))
+    lines = []
+    earlier = period
+    for _ in range(3):
+        earlier = earlier.previous()
+        snap = hub.store.get_snapshot(contract.client_id, earlier.name)
+        if snap is None or not contract.tier:
+            continue
+        old = {l["code"]: {str(i.get("id")) for i in l.get("items", [])} for l in snap}
+        now = reconcile.bill_devices(contract, hub.mappings, client_devices(hub, contract), earlier)
+        for line in now.lines:
+            new_items = [i for i in line.items if str(i["id"]) not in old.get(line.code, set())
+                         and f"{earlier.name}:{line.code}:{i['id']}" not in billed]
+            if not new_items:
+                continue
+            qty = sum((Fraction(i["weight"]) for i in new_items), Fraction(0))
+            lines.append(BillingLine(
+                contract.client_id, period.name, f"delta:{earlier.name}:{line.code}",
+                f"Late change for {earlier.name}: {line.description}", format_quantity(qty), line.unit_amount,
+                round_half_up(qty * line.unit_amount), line.currency,
+                f"{line.rule}; counted after the {earlier.name} invoice was made, billed on the next one",
+                tuple({**i, "id": f"{earlier.name}:{line.code}:{i['id']}"} for i in new_items)))
+    return lines
+
+
+def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozenset[str] = frozenset()) -> reconcile.Bill:
+    """One client's invoice for one period: devices, time and products, late changes of
+    earlier periods, the plugins' lines, then the monthly minimum."""
+    key = invoice_key(contract.client_id, period.name)
+    if contract.tier:
+        bill = reconcile.bill_devices(contract, hub.mappings, client_devices(hub, contract), period)
+    else:
+        bill = reconcile.Bill(contract.client_id, period.name, contract.currency, ())
+    entries, products = time_records(hub, contract, period)
+    if entries or products or contract.kind == "block":
+        already = hub.store.billed_item_ids(contract.client_id, exclude_key=key) | claimed
+        tb = timebilling.bill_time(contract.client_id, contract, entries, products, period,
+                                   blocks=blocks_for(hub, contract), already_billed=already)
+        bill = replace(bill, lines=bill.lines + tuple(tb.lines), errors=bill.errors + tuple(tb.errors),
+                       reported=bill.reported + tuple(_reported(r) for r in tb.reported))
+    deltas = device_deltas(hub, contract, period, key)
+    if deltas:
+        bill = replace(bill, lines=bill.lines + tuple(deltas))
+    extra: list[BillingLine] = []
+    for lines in hub.pm.hook.add_billing_lines(client_id=contract.client_id, contract=contract, period=period.name,
+                                               lines=bill.lines):
+        extra.extend(lines or [])
+    if extra:
+        bad = [l.code for l in extra if l.currency != bill.currency]
+        errors = bill.errors + tuple(f"a plugin added line {c!r} in another currency than {bill.currency}" for c in bad)
+        bill = replace(bill, lines=bill.lines + tuple(sorted(extra, key=lambda l: l.code)), errors=errors)
+    return reconcile.apply_minimum(bill, contract)
+
+
+def _reported(item) -> dict:
+    return dict(item) if isinstance(item, dict) else {k: v for k, v in vars(item).items()}
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+def connector_for(hub: "Hub", kind: str) -> str:
+    """The name of the connector that pushes ``kind`` actions, or "" when none is configured."""
+    if kind == INVOICE:
+        c = hub.invoice_connector()
+        return c.name if c else ""
+    able = sorted(n for n, c in hub.connectors.items() if kind in c.action_kinds)
+    return able[0] if able else ""
+
+
+def _status_against_outbox(hub: "Hub", key: str, payload_lines, *, period: Period, force: bool, now: datetime,
+                           push_now: bool = False) -> tuple[str, tuple[str, ...]]:
+    stored = hub.store.get_action(key)
+    if stored and stored["status"] == SENT:
+        same = payload_lines is None or stored["payload"].get("lines") == payload_lines
+        if same:
+            return "unchanged", ()
+        return "changed_after_sent", (f"sent as {stored['vendor_id']}; the data has changed since. The sent invoice is "
+                                      f"not rewritten: a late change is billed as a delta line on the next invoice.",)
+    if not (push_now or force or period.has_ended(now)):
+        return "preview", (f"period {period.name} has not ended; pushed after {period.end.date()} "
+                           f"(or force it with --period {period.name})",)
+    if stored and stored["attempts"] > 0:
+        return "retry", (f"attempted {stored['attempts']} time(s): {stored['last_error'] or 'outcome unknown'}",)
+    return "create", ()
+
+
+def _vet(hub: "Hub", item: PlanItem) -> PlanItem:
+    """Let plugins amend (first answer) or veto (any answer) a planned action."""
+    if item.action is None or item.status not in ("create", "retry"):
+        return item
+    amended = hub.pm.hook.amend_action(action=item.action)
+    if amended is not None:
+        if amended.key != item.action.key:
+            return replace(item, status="held", reasons=(f"a plugin changed the key of {item.action.key} to {amended.key}",))
+        item = replace(item, action=amended)
+    vetoes = tuple(r for r in hub.pm.hook.veto_action(action=item.action) if r)
+    return replace(item, status="held", reasons=vetoes) if vetoes else item
+
+
+def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool, now: datetime,
+                 claimed: frozenset[str] = frozenset()) -> PlanItem:
+    bill = compute_bill(hub, contract, period, claimed)
+    key = invoice_key(contract.client_id, period.name)
+    action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id,
+                    invoice_payload(bill, contract.name, period), period.name)
+    if bill.errors:
+        return PlanItem(INVOICE, contract.client_id, contract.name, period.name, "held", action, bill, bill.errors)
+    status, reasons = _status_against_outbox(hub, key, action.payload["lines"], period=period, force=force, now=now)
+    if status in ("create", "retry", "preview") and not bill.lines:
+        status, reasons = "empty", ("nothing to bill in the period",)
+    item = PlanItem(INVOICE, contract.client_id, contract.name, period.name, status, action, bill, reasons,
+                    ledger=ledger_of(bill.lines), snapshot=snapshot_of(bill.lines))
+    return _vet(hub, item)
+
+
+def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, now: datetime) -> list[PlanItem]:
+    """A renewal invoice and a PSA notice, once per block whose balance fell to the threshold."""
+    if contract.kind != "block":
+        return []
+    blocks = blocks_for(hub, contract)
+    entries, _ = time_records(hub, contract, None)
+    dd = timebilling.draw_down([e for e in entries if e.agreement_source_id == contract.agreement], blocks, contract.time)
+    latest = blocks[-1].number if blocks else 0
+    if dd.warning_block is None or dd.warning_block != latest:
+        return []
+    number = latest + 1
+    size = contract.time.renewal or contract.time.block
+    lines = timebilling.renewal_lines(contract.client_id, contract, latest, period.name)
+    bill = reconcile.Bill(contract.client_id, period.name, contract.currency, tuple(lines))
+    key = f"renewal:{contract.client_id}:{contract.agreement}:{number}"
+    balance = dd.balances.get(latest, Fraction(0))
+    payload = invoice_payload(bill, contract.name, period,
+                              f"Prepaid block renewal for {contract.name}: {format_quantity(size.hours)} h")
+    action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
+    status, reasons = _status_against_outbox(hub, key, None, period=period, force=True, now=now, push_now=True)
+    block = {"client_id": contract.client_id, "agreement": contract.agreement or "", "number": number,
+             "hours": str(size.hours), "rate": round_half_up(Fraction(size.price) / size.hours),
+             "started_at": now.isoformat(), "source": "renewal"}
+    items = [_vet(hub, PlanItem(INVOICE, contract.client_id, contract.name, period.name, status, action, bill,
+                                reasons + (f"block {latest} has {format_quantity(balance)} h left, at or below "
+                                           f"the warning threshold of {format_quantity(contract.time.warning_hours)} h",),
+                                block=block))]
+    ticketer = connector_for(hub, TICKET)
+    company = contract.links.get(ctx.psa or "", "")
+    if ticketer and company:
+        nkey = f"notice:{contract.client_id}:{contract.agreement}:{latest}"
+        text = (f"The prepaid block {latest} of agreement {contract.agreement} has {format_quantity(balance)} h left "
+                f"(threshold {format_quantity(contract.time.warning_hours)} h). A renewal of "
+                f"{format_quantity(size.hours)} h at {format_minor(size.price, contract.currency)} was invoiced.")
+        notice = Action(nkey, TICKET, ticketer, contract.client_id,
+                        {"external_ref": f"msp-hub:{nkey}"[:100], "company_id": company,
+                         "board": str(hub.config.billing.get("notice_board", "Admin")),
+                         "summary": f"Prepaid hours low: {format_quantity(balance)} h left"[:100],
+                         "initial_description": text}, period.name)
+        nstatus, nreasons = _status_against_outbox(hub, nkey, None, period=period, force=True, now=now, push_now=True)
+        items.append(_vet(hub, PlanItem(TICKET, contract.client_id, contract.name, period.name, nstatus, notice,
+                                        reasons=nreasons)))
+    return items
+
+
+def guardrails(hub: "Hub") -> Guardrails:
+    g = hub.config.billing.get("guardrails", {})
+    return Guardrails(allow_zero=bool(g.get("allow_zero", False)),
+                      max_change_percent=g.get("max_change_percent", 25.0),
+                      max_change_devices=g.get("max_change_devices", 10))
+
+
+def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem, report: "RunReport",
+                    *, force: bool, now: datetime) -> list[PlanItem]:
+    """The three counts of each per-device addition, and an update action where they differ."""
+    period = parse_period(item.period, hub.config.timezone)
+    if ctx.psa is None or ctx.psa not in contract.links or item.bill is None or not contract.tier:
+        return []
+    pusher = connector_for(hub, AGREEMENT_QUANTITY)
+    additions = list(hub.store.iter_records("additions", ctx.psa, contract.links[ctx.psa]))
+    approved = frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
+    checks = check_quantities(contract.client_id, contract.tier, additions, hub.mappings.addition_products,
+                              item.bill.lines, guardrails(hub), approved=approved)
+    report.quantities.extend(checks)
+    if additions:
+        for code, n in sorted(unbilled_classes(item.bill.lines, checks).items()):
+            report.discrepancies.append(reconcile.Discrepancy(
+                "revenue_found", contract.client_id, f"client {contract.name!r} ({contract.client_id}) is invoiced for "
+                f"{n} device(s) on {code} that no addition of its {ctx.psa} agreement carries; add one to keep the "
+                f"PSA in step", {"line": code, "devices": n}))
+    out = []
+    for c in checks:
+        if c.status == "ok":
+            continue
+        key = f"{AGREEMENT_QUANTITY}:{c.agreement_id}:{c.addition_id}:{period.name}"
+        action = Action(key, AGREEMENT_QUANTITY, pusher, contract.client_id,
+                        {"agreement_id": c.agreement_id, "addition_id": c.addition_id, "quantity": str(c.reconciled),
+                         "previous": str(c.psa_quantity), "product": c.product}, period.name)
+        status, reasons = _status_against_outbox(hub, key, None, period=period, force=force, now=now)
+        if c.status == "held" and status in ("create", "retry"):
+            status, reasons = "held", c.reasons
+        out.append(_vet(hub, PlanItem(AGREEMENT_QUANTITY, contract.client_id, contract.name, period.name, status,
+                                      action, reasons=reasons, quantity=c)))
+    return out
+
+
+def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool = False) -> list[PlanItem]:
+    """Work out, for each client and period, what each vendor should get and how it differs.
+
+    Nothing is stored or sent here. ``force`` plans a period that has not ended as if it had.
+    """
+    now = hub.clock()
+    for cid, message in sorted(hub.mappings.contract_errors.items()):
+        report.errors.append(f"contract {cid}: {message}")
+        report.discrepancies.append(reconcile.Discrepancy("contract_error", cid, message))
+    ctx = build_context(hub, report, periods[0])
+    report.registry = ctx.registry
+    report_unbilled(hub, report, ctx)
+    items: list[PlanItem] = []
+    claimed: dict[str, set[str]] = {}   # items an earlier period of this plan bills already
+    for period in periods:
+        for cid in sorted(ctx.contracts):
+            contract = ctx.contracts[cid]
+            item = plan_invoice(hub, contract, period, force=force, now=now,
+                                claimed=frozenset(claimed.get(cid, ())))
+            claimed.setdefault(cid, set()).update(i for _, i, _, _ in item.ledger)
+            if item.status == "held" and item.bill and item.bill.errors:
+                report.errors.extend(f"client {cid} {period.name}: {e}" for e in item.bill.errors)
+            items.append(item)
+            if period is periods[0]:
+                items.extend(plan_quantities(hub, ctx, contract, item, report, force=force, now=now))
+    for cid in sorted(ctx.contracts):
+        items.extend(plan_renewal(hub, ctx, ctx.contracts[cid], periods[-1], now))
+    report.plan = items
+    return items
