@@ -14,6 +14,16 @@ from plugins.stripe.plugin import StripeConnector, StripeSettings
 from plugins.stripe.simulator import StripeSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def mappings_for_tests(tmp_path: Path, contracts: Path = FIXTURES / "contracts.toml") -> Path:
+    """The repository's mappings with the tests' own contracts (five clients on NinjaOne orgs 1-5)."""
+    import shutil
+    target = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", target, dirs_exist_ok=True)
+    shutil.copy(contracts, target / "contracts.toml")
+    return target
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)   # the last ended period is 2026-10
 SEEN = datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp()
 
@@ -30,7 +40,7 @@ class Env:
         self.ninja = NinjaOneSimulator(seed=3, organizations=6, devices=devices, now=SEEN)
         self.stripe = StripeSimulator(api_key="sk_test_hub_tests")
         self.stripe_handler = self.stripe.handler
-        self.mappings = mappings or ROOT / "mappings"
+        self.mappings = mappings or mappings_for_tests(tmp_path)
         self.db = str(tmp_path / "hub.db")
         self.plugins = []
 

@@ -10,7 +10,7 @@ from hub.cli import main
 from hub.testing import serve
 from plugins.ninjaone.simulator import NinjaOneSimulator
 from plugins.stripe.simulator import StripeSimulator
-from tests.conftest import ROOT, SEEN
+from tests.conftest import ROOT, SEEN, mappings_for_tests
 
 NINJA_SECRET, STRIPE_KEY = "ninja-secret-Zq81xK", "sk_test_cli_7Hc2pQ"
 
@@ -23,7 +23,7 @@ def served(tmp_path):
         cfg = tmp_path / "msp-hub.toml"
         cfg.write_text(f"""
 database = "hub.db"
-mappings = "{(ROOT / 'mappings').as_posix()}"
+mappings = "{mappings_for_tests(tmp_path).as_posix()}"
 [connectors.ninjaone]
 base_url = "{n_url}"
 client_id = "{ninja.client_id}"

@@ -8,7 +8,7 @@ import pytest
 from hub.engine import sync_once
 from hub.hookspecs import hookimpl
 from hub.records import BillingLine
-from tests.conftest import ROOT, Env
+from tests.conftest import ROOT, Env, mappings_for_tests
 
 
 def by_key(invoices):
@@ -152,8 +152,7 @@ def test_cursor_resumes_a_sweep_from_the_last_committed_page(env):
 
 
 def test_bad_mappings_hold_only_the_clients_they_concern(tmp_path):
-    m = tmp_path / "mappings"
-    shutil.copytree(ROOT / "mappings", m)
+    m = mappings_for_tests(tmp_path)
     text = (m / "contracts.toml").read_text().replace('tier = "silver"\nminimum', 'tier = "diamond"\nminimum')
     (m / "contracts.toml").write_text(text)
     (m / "contracts").mkdir(exist_ok=True)

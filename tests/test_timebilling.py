@@ -1,0 +1,536 @@
+"""Time billing rules of BILLING.md ("Time", "Prepaid blocks", "Money"), on literal records."""
+
+from datetime import datetime, timezone
+from fractions import Fraction as F
+
+import pytest
+
+from hub.errors import MappingError
+from hub.mappings import BlockSize, Contract, TimeTerms, WorkType
+from hub.periods import month
+from hub.records import BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, ProductLine, TimeEntry
+from hub.timebilling import (ALREADY_BILLED, DRAWN, FLAT_REPLACED, INCLUDED, INVOICED_BY_PSA, LATER_PERIOD,
+                             NO_HOURS, NON_BILLABLE, NOT_CHARGED, PENDING, Block, bill_time, billable_hours,
+                             draw_down, renewal_lines)
+
+UTC = timezone.utc
+OCT = month(2026, 10, "UTC")
+
+
+def dt(*a):
+    return datetime(*a, tzinfo=UTC)
+
+
+WORK_TYPES = {
+    "Remote": WorkType("Remote", rate=12000, service="remote"),
+    "Onsite": WorkType("Onsite", rate=15000, onsite=True, service="onsite"),
+    "Project": WorkType("Project", rate=18000),
+    "Virus removal": WorkType("Virus removal", flat_rate=14900, service="security"),
+    "Data recovery": WorkType("Data recovery", flat_rate=30000),
+    "Unpriced": WorkType("Unpriced"),
+}
+BLOCK_10 = BlockSize("10h", F(10), 90000)      # 90.00 EUR per hour
+BLOCK_20 = BlockSize("20h", F(20), 160000)     # 80.00 EUR per hour
+
+
+def terms(**kw):
+    return TimeTerms(work_types=WORK_TYPES, **kw)
+
+
+def contract(kind="time_and_materials", agreement=None, **kw):
+    return Contract("acme", "Acme", "gold" if kind == "managed" else None, "EUR", kind=kind,
+                    time=terms(**kw), agreement=agreement)
+
+
+def entry(i, hours="1", work_type="Remote", when=dt(2026, 10, 5, 9), billable=BILLABLE, ticket=None,
+          agreement=None, invoiced=False, rate=None, member="jdoe"):
+    return TimeEntry("connectwise", str(i), "acme", member, when, None, hours, billable, work_type, "Engineer",
+                     ticket, agreement, rate, invoiced)
+
+
+def product(i, item="SSD-1TB", qty="1", price=9900, billable=BILLABLE, when=dt(2026, 10, 7), invoiced=False,
+            currency="EUR", description="1 TB SSD"):
+    return ProductLine("connectwise", str(i), "acme", item, description, qty, price, currency, billable,
+                       invoiced=invoiced, sold_at=when)
+
+
+def blocks(*starts, size=BLOCK_10):
+    return [Block.of_size(n, size, when) for n, when in enumerate(starts, start=1)]
+
+
+def by_code(bill):
+    return {line.code: line for line in bill.lines}
+
+
+def reasons(bill):
+    return {r.id: r.reason for r in bill.reported}
+
+
+# --- rounding and the on-site minimum ---
+
+
+@pytest.mark.parametrize("hours, increment, expected", [
+    ("0.1167", 15, F(1, 4)),       # 7 minutes
+    ("0.25", 15, F(1, 4)),         # 15 minutes
+    ("0.2667", 15, F(1, 2)),       # 16 minutes
+    ("0", 15, F(0)),               # nothing logged, nothing billed
+    ("1", 15, F(1)),
+    ("1.01", 15, F(5, 4)),
+    ("0.11", 6, F(1, 5)),
+    ("0.6", 30, F(1)),
+    ("0.6", 0, F(3, 5)),           # no increment: actual hours
+])
+def test_entry_is_rounded_up_to_the_increment(hours, increment, expected):
+    assert billable_hours(entry(1, hours), terms(increment_minutes=increment)) == expected
+
+
+@pytest.mark.parametrize("hours, minimum, expected", [
+    ("0.5", F(1), F(1)),
+    ("0.01", F(1), F(1)),
+    ("1.1", F(1), F(5, 4)),
+    ("1.5", F(2), F(2)),
+    ("0", F(1), F(0)),             # an entry of 0 hours is no visit: no minimum
+])
+def test_onsite_work_counts_at_least_the_minimum(hours, minimum, expected):
+    assert billable_hours(entry(1, hours, "Onsite"), terms(onsite_minimum=minimum)) == expected
+
+
+def test_remote_work_has_no_minimum():
+    assert billable_hours(entry(1, "0.5", "Remote"), terms()) == F(1, 2)
+
+
+@pytest.mark.parametrize("hours", ["-0.5", "abc", "", "NaN", "Infinity"])
+def test_negative_or_unparsable_hours_are_an_error_naming_the_entry(hours):
+    with pytest.raises(MappingError) as err:
+        billable_hours(entry(42, hours, member="asmith", when=dt(2026, 10, 3, 8)), terms())
+    assert "42" in str(err.value) and "asmith" in str(err.value) and "2026-10-03" in str(err.value)
+
+
+def test_unbillable_hours_hold_that_entry_only():
+    bill = bill_time("acme", contract(), [entry(1, "-1"), entry(2, "2")], [], OCT)
+    assert len(bill.errors) == 1 and "time entry 1 " in bill.errors[0]
+    assert by_code(bill)["time:Remote"].quantity == "2"
+
+
+# --- time and materials ---
+
+
+def test_time_and_materials_one_line_per_work_type_with_the_sum_of_rounded_hours():
+    entries = [entry(1, "0.1"), entry(2, "1.3", when=dt(2026, 10, 20)), entry(3, "0.5", "Project"),
+               entry(4, "0.5", "Onsite", ticket="T9")]
+    bill = bill_time("acme", contract(), entries, [], OCT)
+    assert not bill.errors and not bill.reported
+    lines = by_code(bill)
+    assert set(lines) == {"time:Remote", "time:Project", "time:Onsite"}
+    remote = lines["time:Remote"]
+    assert (remote.quantity, remote.unit_amount, remote.amount, remote.currency) == ("1.75", 12000, 21000, "EUR")
+    assert [(i["id"], i["hours"], i["billed_hours"], i["date"], i["period"]) for i in remote.items] == [
+        ("1", "0.1", "0.25", "2026-10-05", "2026-10"), ("2", "1.3", "1.5", "2026-10-20", "2026-10")]
+    assert "rounded up to 15 min" in remote.rule and "120.00 EUR per hour" in remote.rule
+    onsite = lines["time:Onsite"]
+    assert (onsite.quantity, onsite.amount) == ("1", 15000)
+    assert "on-site work counts at least 1 h" in onsite.rule
+    assert onsite.items[0]["adjustment"] == "on-site minimum 1 h" and onsite.items[0]["ticket"] == "T9"
+    assert bill.total == 21000 + 9000 + 15000
+
+
+@pytest.mark.parametrize("work_type, default_rate, psa_rate, rate, source", [
+    ("Project", None, 99900, 18000, "rate of work type 'Project' in the mappings"),
+    ("Cabling", 10000, 99900, 10000, "contract's default rate"),
+    ("Unpriced", 10000, None, 10000, "contract's default rate"),
+    ("Cabling", None, 11000, 11000, "the PSA's hourly rate"),
+])
+def test_rate_comes_from_the_work_type_then_the_contract_default_then_the_psa(work_type, default_rate,
+                                                                              psa_rate, rate, source):
+    bill = bill_time("acme", contract(default_rate=default_rate), [entry(1, "2", work_type, rate=psa_rate)], [], OCT)
+    (line,) = bill.lines
+    assert (line.unit_amount, line.amount) == (rate, 2 * rate)
+    assert source in line.rule
+
+
+def test_work_type_with_no_rate_anywhere_is_an_error_and_the_rest_is_billed():
+    bill = bill_time("acme", contract(), [entry(1, "2", "Cabling"), entry(2, "1")], [], OCT)
+    assert [line.code for line in bill.lines] == ["time:Remote"]
+    (error,) = bill.errors
+    assert "time entry 1" in error and 'add [work_types."Cabling"] rate = "..." to mappings/time.toml' in error
+
+
+def test_psa_rates_differing_within_a_work_type_give_one_line_per_rate():
+    bill = bill_time("acme", contract(), [entry(1, "1", "Cabling", rate=10000),
+                                          entry(2, "1", "Cabling", rate=11000)], [], OCT)
+    assert sorted((line.code, line.amount) for line in bill.lines) == [
+        ("time:Cabling@10000", 10000), ("time:Cabling@11000", 11000)]
+
+
+def test_rounding_happens_once_per_line_half_up():
+    odd = WorkType("Odd", rate=3333)                     # 33.33 per hour
+    c = Contract("acme", "Acme", None, "EUR", kind="time_and_materials", time=TimeTerms(work_types={"Odd": odd}))
+    three = [entry(i, "0.25", "Odd") for i in range(3)]
+    (line,) = bill_time("acme", c, three, [], OCT).lines
+    assert (line.quantity, line.amount) == ("0.75", 2500)    # 2499.75 -> 2500, not 3 × 833 = 2499
+    (half,) = bill_time("acme", c, three[:2], [], OCT).lines
+    assert (half.quantity, half.amount) == ("0.5", 1667)     # 1666.5 -> 1667
+
+
+def test_amounts_are_in_the_contracts_currency():
+    c = Contract("acme", "Acme", None, "JPY", kind="time_and_materials", time=terms())
+    (line,) = bill_time("acme", c, [entry(1, "1", "Project")], [], OCT).lines
+    assert line.currency == "JPY" and "18000 JPY" in line.rule
+
+
+# --- what never reaches a line ---
+
+
+@pytest.mark.parametrize("billable, reason", [(DO_NOT_BILL, NON_BILLABLE), (NO_CHARGE, NOT_CHARGED)])
+def test_non_billable_and_no_charge_are_reported_never_billed(billable, reason):
+    bill = bill_time("acme", contract(), [entry(1, "3", billable=billable), entry(2, "1")],
+                     [product(5, billable=billable)], OCT)
+    assert [line.code for line in bill.lines] == ["time:Remote"]
+    assert reasons(bill) == {"1": reason, "5": reason}
+    assert [i["id"] for i in bill.lines[0].items] == ["2"]
+
+
+def test_no_default_is_billable():
+    bill = bill_time("acme", contract(), [entry(1, "1", billable=NO_DEFAULT)], [product(2, billable=NO_DEFAULT)], OCT)
+    assert {line.code for line in bill.lines} == {"time:Remote", "product:SSD-1TB"}
+
+
+def test_unknown_billable_option_is_an_error():
+    bill = bill_time("acme", contract(), [entry(1, billable="maybe")], [], OCT)
+    assert not bill.lines and "'maybe'" in bill.errors[0]
+
+
+@pytest.mark.parametrize("invoiced, already, reason", [
+    (True, frozenset(), INVOICED_BY_PSA),
+    (False, frozenset({"1", "5"}), ALREADY_BILLED),
+])
+def test_records_already_invoiced_are_never_billed_again(invoiced, already, reason):
+    bill = bill_time("acme", contract(), [entry(1, "2", invoiced=invoiced), entry(2, "1", "Project")],
+                     [product(5, invoiced=invoiced)], OCT, already_billed=already)
+    assert [line.code for line in bill.lines] == ["time:Project"]
+    assert reasons(bill) == {"1": reason, "5": reason}
+
+
+def test_zero_hour_entry_bills_nothing_and_is_reported():
+    bill = bill_time("acme", contract(), [entry(1, "0", "Onsite")], [], OCT)
+    assert not bill.lines and reasons(bill) == {"1": NO_HOURS}
+
+
+# --- periods ---
+
+
+def test_late_entry_of_an_earlier_period_is_billed_with_its_own_date():
+    late = entry(1, "1", when=dt(2026, 9, 28, 14))
+    bill = bill_time("acme", contract(), [late, entry(2, "1")], [], OCT)
+    (line,) = bill.lines
+    assert line.period == "2026-10" and line.quantity == "2"
+    assert [(i["id"], i["date"], i["period"]) for i in line.items] == [
+        ("1", "2026-09-28", "2026-09"), ("2", "2026-10-05", "2026-10")]
+    assert "includes entries of 2026-09 not billed before" in line.rule
+
+
+def test_records_after_the_period_wait_for_their_own_invoice():
+    bill = bill_time("acme", contract(), [entry(1, "1", when=dt(2026, 11, 1))],
+                     [product(2, when=dt(2026, 11, 2))], OCT)
+    assert not bill.lines and reasons(bill) == {"1": LATER_PERIOD, "2": LATER_PERIOD}
+
+
+def test_an_entry_belongs_to_the_period_of_its_local_time():
+    paris = month(2026, 10, "Europe/Paris")
+    night = entry(1, "1", when=dt(2026, 10, 31, 23, 30))          # 1 November 00:30 in Paris
+    evening = entry(2, "1", when=dt(2026, 9, 30, 22, 30))         # 1 October 00:30 in Paris
+    bill = bill_time("acme", contract(), [night, evening], [], paris)
+    (line,) = bill.lines
+    assert [(i["id"], i["date"], i["period"]) for i in line.items] == [("2", "2026-10-01", "2026-10")]
+    assert reasons(bill) == {"1": LATER_PERIOD}
+
+
+# --- managed scope ---
+
+
+def test_managed_contract_includes_its_services_and_bills_time_outside_them():
+    c = contract("managed", included_services=frozenset({"remote", "onsite", "security"}))
+    entries = [entry(1, "2"), entry(2, "1", "Onsite"), entry(3, "1.5", "Project"), entry(4, "1", "Cabling", rate=9000)]
+    bill = bill_time("acme", c, entries, [], OCT)
+    assert reasons(bill) == {"1": INCLUDED, "2": INCLUDED}
+    lines = by_code(bill)
+    assert set(lines) == {"time:Project", "time:Cabling"}
+    assert lines["time:Project"].amount == 27000
+    assert "outside the services included in contract Acme (onsite, remote, security)" in lines["time:Project"].rule
+
+
+def test_managed_contract_without_the_service_bills_that_work_type():
+    c = contract("managed", included_services=frozenset({"onsite"}))
+    bill = bill_time("acme", c, [entry(1, "2"), entry(2, "1", "Onsite")], [], OCT)
+    assert [line.code for line in bill.lines] == ["time:Remote"] and reasons(bill) == {"2": INCLUDED}
+
+
+# --- flat-rate jobs ---
+
+
+def test_flat_rate_job_is_billed_once_per_ticket_replacing_its_hours():
+    entries = [entry(1, "0.5", "Virus removal", ticket="T1"), entry(2, "2", "Remote", ticket="T1"),
+               entry(3, "1", "Virus removal", ticket="T1", when=dt(2026, 10, 6)),
+               entry(4, "1", "Remote", ticket="T2")]
+    bill = bill_time("acme", contract(), entries, [], OCT)
+    lines = by_code(bill)
+    assert set(lines) == {"flat:T1", "time:Remote"}
+    flat = lines["flat:T1"]
+    assert (flat.quantity, flat.unit_amount, flat.amount) == ("1", 14900, 14900)
+    assert [i["id"] for i in flat.items] == ["flat:T1", "1", "2", "3"]
+    assert "billed once per ticket at 149.00 EUR" in flat.rule and "3 entries (3.5 h logged)" in flat.rule
+    assert [i["id"] for i in lines["time:Remote"].items] == ["4"]
+    assert reasons(bill) == {"1": FLAT_REPLACED, "2": FLAT_REPLACED, "3": FLAT_REPLACED}
+
+
+def test_flat_rate_ticket_already_billed_is_not_billed_again_nor_its_new_entries():
+    entries = [entry(1, "0.5", "Virus removal", ticket="T1"), entry(2, "2", ticket="T1", when=dt(2026, 10, 20))]
+    bill = bill_time("acme", contract(), entries, [], OCT, already_billed=frozenset({"flat:T1", "1"}))
+    assert not bill.lines
+    assert reasons(bill) == {"1": ALREADY_BILLED, "2": FLAT_REPLACED}
+
+
+def test_flat_rate_job_invoiced_by_the_psa_is_not_billed():
+    entries = [entry(1, "0.5", "Virus removal", ticket="T1", invoiced=True), entry(2, "2", ticket="T1")]
+    bill = bill_time("acme", contract(), entries, [], OCT)
+    assert not bill.lines and reasons(bill) == {"1": INVOICED_BY_PSA, "2": FLAT_REPLACED}
+
+
+def test_non_billable_flat_work_does_not_make_a_flat_job():
+    entries = [entry(1, "0.5", "Virus removal", ticket="T1", billable=DO_NOT_BILL), entry(2, "2", ticket="T1")]
+    bill = bill_time("acme", contract(), entries, [], OCT)
+    assert [line.code for line in bill.lines] == ["time:Remote"]
+
+
+def test_two_flat_prices_on_one_ticket_hold_the_ticket():
+    entries = [entry(1, "1", "Virus removal", ticket="T1"), entry(2, "1", "Data recovery", ticket="T1"),
+               entry(3, "1", ticket="T2")]
+    bill = bill_time("acme", contract(), entries, [], OCT)
+    assert [line.code for line in bill.lines] == ["time:Remote"]
+    assert len(bill.errors) == 1 and "ticket T1" in bill.errors[0]
+
+
+def test_flat_rate_work_on_no_ticket_is_an_error():
+    bill = bill_time("acme", contract(), [entry(1, "1", "Virus removal")], [], OCT)
+    assert not bill.lines and "on no ticket" in bill.errors[0]
+
+
+def test_managed_contract_including_the_flat_jobs_service_does_not_bill_it():
+    c = contract("managed", included_services=frozenset({"security", "remote"}))
+    bill = bill_time("acme", c, [entry(1, "1", "Virus removal", ticket="T1"), entry(2, "1", ticket="T1")], [], OCT)
+    assert not bill.lines and reasons(bill) == {"1": INCLUDED, "2": INCLUDED}
+
+
+def test_flat_job_whose_flat_work_is_after_the_period_replaces_earlier_entries_and_waits():
+    entries = [entry(1, "2", ticket="T1"), entry(2, "1", "Virus removal", ticket="T1", when=dt(2026, 11, 3))]
+    bill = bill_time("acme", contract(), entries, [], OCT)
+    assert not bill.lines and reasons(bill) == {"1": FLAT_REPLACED, "2": FLAT_REPLACED}
+    nov = bill_time("acme", contract(), entries, [], month(2026, 11))
+    assert [line.code for line in nov.lines] == ["flat:T1"]
+
+
+# --- products ---
+
+
+def test_products_are_billed_at_price_times_quantity_one_line_per_catalog_item():
+    products = [product(1, qty="2.5", price=1999), product(2, qty="1", price=1999, when=dt(2026, 10, 9)),
+                product(3, item="CABLE", qty="3", price=250, description="Patch cable")]
+    bill = bill_time("acme", contract(), [], products, OCT)
+    lines = by_code(bill)
+    assert (lines["product:SSD-1TB"].quantity, lines["product:SSD-1TB"].amount) == ("3.5", 6997)  # 6996.5
+    assert [i["id"] for i in lines["product:SSD-1TB"].items] == ["1", "2"]
+    assert (lines["product:CABLE"].description, lines["product:CABLE"].amount) == ("Patch cable", 750)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (product(1, qty="-1"), "not a quantity"),
+    (product(1, qty="two"), "not a quantity"),
+    (product(1, currency="USD"), "priced in USD"),
+])
+def test_product_that_cannot_be_billed_is_an_error(bad, message):
+    bill = bill_time("acme", contract(), [], [bad, product(2, item="CABLE")], OCT)
+    assert [line.code for line in bill.lines] == ["product:CABLE"]
+    assert len(bill.errors) == 1 and message in bill.errors[0] and "product 1" in bill.errors[0]
+
+
+def test_undated_product_is_billed_now():
+    (line,) = bill_time("acme", contract(), [], [product(1, when=None)], OCT).lines
+    assert line.items[0]["date"] is None and line.amount == 9900
+
+
+# --- prepaid blocks ---
+
+
+def on_block(i, hours, when, **kw):
+    return entry(i, hours, when=when, agreement="AG1", **kw)
+
+
+def test_drawdown_uses_block_one_then_the_next_once_started():
+    two = blocks(dt(2026, 9, 1), dt(2026, 10, 15))
+    entries = [on_block(1, "8", dt(2026, 9, 20)), on_block(2, "3", dt(2026, 10, 16)), on_block(3, "1", dt(2026, 10, 20))]
+    d = draw_down(entries, two, terms(), agreement="AG1")
+    assert d.balances == {1: 0, 2: 8}
+    assert [(a.entry_id, a.kind, a.hours, a.block) for a in d.allocations] == [
+        ("1", "drawn", 8, 1), ("2", "drawn", 2, 1), ("2", "drawn", 1, 2), ("3", "drawn", 1, 2)]
+    assert d.overage == {} and d.warning_block == 1
+
+
+def test_an_entry_draws_only_on_blocks_started_before_it():
+    two = blocks(dt(2026, 9, 1), dt(2026, 10, 15))
+    entries = [on_block(1, "9", dt(2026, 9, 20)), on_block(2, "3", dt(2026, 10, 10))]
+    d = draw_down(entries, two, terms(), agreement="AG1")
+    assert d.overage == {"2": 2} and d.balances == {1: 0, 2: 10}
+    assert d.overage_blocks == {"2": 1}
+
+
+def test_drawdown_is_in_start_order_whatever_the_input_order_and_other_agreements_do_not_draw():
+    entries = [on_block(2, "6", dt(2026, 10, 9)), on_block(1, "6", dt(2026, 10, 2)),
+               entry(3, "5", when=dt(2026, 10, 1)), on_block(4, "1", dt(2026, 10, 3), billable=DO_NOT_BILL)]
+    d = draw_down(entries, blocks(dt(2026, 9, 1)), terms(), agreement="AG1")
+    assert d.overage == {"2": 2} and d.hours == {"1": 6, "2": 6}
+
+
+@pytest.mark.parametrize("hours, warning, expected", [
+    ("8", F(2), 1),          # balance exactly at the threshold
+    ("9", F(2), 1),          # below
+    ("7.75", F(2), None),    # 2.25 h left
+    ("7", F(3), 1),          # the contract's own threshold
+    ("12", F(2), 1),         # overdrawn: 0 left
+])
+def test_warning_block_is_reported_at_or_below_the_threshold(hours, warning, expected):
+    d = draw_down([on_block(1, hours, dt(2026, 10, 2))], blocks(dt(2026, 9, 1)), terms(warning_hours=warning))
+    assert d.warning_block == expected
+
+
+def test_warning_names_the_latest_block_at_or_below_the_threshold():
+    two = blocks(dt(2026, 9, 1), dt(2026, 10, 1))
+    assert draw_down([on_block(1, "10", dt(2026, 9, 2)), on_block(2, "8.5", dt(2026, 10, 2))], two,
+                     terms()).warning_block == 2
+    assert draw_down([on_block(1, "10", dt(2026, 9, 2))], two, terms()).warning_block == 1
+    assert draw_down([], two, terms()).warning_block is None
+
+
+def test_invoiced_entries_still_draw_down():
+    d = draw_down([on_block(1, "9", dt(2026, 10, 2), invoiced=True)], blocks(dt(2026, 9, 1)), terms())
+    assert d.balances == {1: 1} and d.warning_block == 1
+
+
+def test_overage_policy_bills_hours_beyond_the_balance_at_the_blocks_rate():
+    c = contract("block", "AG1")
+    entries = [on_block(1, "7", dt(2026, 10, 2)), on_block(2, "4.1", dt(2026, 10, 9)), entry(3, "1", "Project")]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1)))
+    lines = by_code(bill)
+    assert set(lines) == {"overage:AG1", "time:Project"}
+    over = lines["overage:AG1"]
+    assert (over.quantity, over.unit_amount, over.amount) == ("1.25", 9000, 11250)
+    assert [(i["id"], i["billed_hours"], i["overage_hours"]) for i in over.items] == [("2", "4.25", "1.25")]
+    assert "hourly rate of block 1" in over.rule and "block 1 0 h" in over.rule
+    assert [(r.id, r.reason, r.hours) for r in bill.reported] == [("1", DRAWN, "7"), ("2", DRAWN, "3")]
+    assert bill.drawdown.warning_block == 1
+
+
+def test_overage_rate_of_the_contract_replaces_the_blocks_rate():
+    c = contract("block", "AG1", overage_rate=11000)
+    bill = bill_time("acme", c, [on_block(1, "12", dt(2026, 10, 2))], [], OCT, blocks=blocks(dt(2026, 9, 1)))
+    (line,) = bill.lines
+    assert (line.quantity, line.amount) == ("2", 22000) and "contract's overage rate" in line.rule
+
+
+def test_carry_policy_bills_nothing_and_deducts_from_the_next_block():
+    c = contract("block", "AG1", beyond_balance="carry")
+    entries = [on_block(1, "12", dt(2026, 10, 2))]
+    one = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1)))
+    assert not one.lines and one.drawdown.carried == 2
+    assert [(r.reason, r.hours) for r in one.reported] == [(DRAWN, "10"), (PENDING, "2")]
+    two = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1), dt(2026, 10, 20)))
+    assert not two.lines and two.drawdown.carried == 0 and two.drawdown.balances == {1: 0, 2: 8}
+    assert [(a.kind, a.hours, a.block) for a in two.drawdown.for_entry("1")] == [("drawn", 10, 1), ("carried", 2, 2)]
+
+
+def test_carried_in_hours_are_deducted_when_the_block_starts():
+    b = [Block(1, F(10), 9000, dt(2026, 9, 1), carried_in=F(3))]
+    d = draw_down([on_block(1, "6", dt(2026, 10, 2))], b, terms())
+    assert d.balances == {1: 1} and d.warning_block == 1
+
+
+def test_only_overage_of_this_period_or_never_billed_before_is_billed():
+    c = contract("block", "AG1")
+    entries = [on_block(1, "11", dt(2026, 9, 10)),                     # 1 h over, billed in September
+               on_block(2, "1", dt(2026, 9, 25)),                      # late: over, never billed
+               on_block(3, "2", dt(2026, 10, 5)),
+               on_block(4, "1", dt(2026, 11, 2))]                      # next period
+    bill = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1)), already_billed=frozenset({"1"}))
+    (line,) = bill.lines
+    assert [(i["id"], i["overage_hours"], i["period"]) for i in line.items] == [
+        ("2", "1", "2026-09"), ("3", "2", "2026-10")]
+    assert line.quantity == "3" and "includes entries of 2026-09" in line.rule
+    r = {(x.id, x.reason) for x in bill.reported}
+    assert ("1", ALREADY_BILLED) in r and ("4", LATER_PERIOD) in r and ("1", DRAWN) in r
+
+
+def test_overage_of_an_entry_invoiced_by_the_psa_is_not_billed():
+    c = contract("block", "AG1")
+    bill = bill_time("acme", c, [on_block(1, "12", dt(2026, 10, 2), invoiced=True)], [], OCT,
+                     blocks=blocks(dt(2026, 9, 1)))
+    assert not bill.lines and (("1", INVOICED_BY_PSA) in {(x.id, x.reason) for x in bill.reported})
+
+
+def test_block_contract_bills_time_not_charged_to_the_agreement_as_time_and_materials():
+    c = contract("block", "AG1")
+    entries = [on_block(1, "2", dt(2026, 10, 2)), entry(2, "2", agreement="OTHER"), entry(3, "1")]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1)))
+    (line,) = bill.lines
+    assert line.code == "time:Remote" and [i["id"] for i in line.items] == ["2", "3"]
+    assert bill.drawdown.balances == {1: 8}
+
+
+def test_flat_rate_ticket_on_a_block_does_not_draw_it():
+    c = contract("block", "AG1")
+    entries = [on_block(1, "3", dt(2026, 10, 2), ticket="T1"),
+               on_block(2, "1", dt(2026, 10, 2), ticket="T1", work_type="Virus removal")]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1)))
+    assert [line.code for line in bill.lines] == ["flat:T1"] and bill.drawdown.balances == {1: 10}
+
+
+def test_a_bad_entry_on_the_agreement_holds_the_overage_not_the_other_lines():
+    c = contract("block", "AG1")
+    entries = [on_block(1, "x", dt(2026, 10, 2)), on_block(2, "12", dt(2026, 10, 3)), entry(3, "1")]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1)))
+    assert [line.code for line in bill.lines] == ["time:Remote"]
+    assert bill.drawdown is None and "AG1" in bill.errors[0] and "time entry 1" in bill.errors[0]
+
+
+def test_block_contract_without_agreement_bills_no_time():
+    bill = bill_time("acme", contract("block"), [entry(1, "1")], [product(2)], OCT)
+    assert [line.code for line in bill.lines] == ["product:SSD-1TB"] and "names no PSA agreement" in bill.errors[0]
+
+
+def test_overage_without_any_block_or_rate_is_an_error():
+    with pytest.raises(MappingError, match="overage_rate"):
+        draw_down([on_block(1, "1", dt(2026, 10, 2))], [], terms())
+    assert draw_down([on_block(1, "1", dt(2026, 10, 2))], [], terms(beyond_balance="carry")).carried == 1
+
+
+def test_block_rate_is_price_over_hours():
+    assert Block.of_size(2, BLOCK_20, dt(2026, 10, 1)).rate == 8000
+    assert Block.of_size(1, BlockSize("3h", F(3), 10000), dt(2026, 10, 1)).rate == 3333
+
+
+# --- renewals ---
+
+
+@pytest.mark.parametrize("renewal, code, amount, which", [
+    (None, "block:10h", 90000, "the contract's block size"),
+    (BLOCK_20, "block:20h", 160000, "the contract's renewal size"),
+])
+def test_renewal_line_sells_a_new_block_and_explains_why(renewal, code, amount, which):
+    c = contract("block", "AG1", block=BLOCK_10, renewal=renewal)
+    (line,) = renewal_lines("acme", c, 1, "2026-10", balance=F(3, 2))
+    assert (line.code, line.quantity, line.amount, line.period) == (code, "1", amount, "2026-10")
+    assert "balance of block 1 fell to 1.5 h, at or below the warning threshold of 2 h" in line.rule
+    assert which in line.rule and line.items[0]["id"] == "renewal:AG1:1" and line.items[0]["block"] == 2
+
+
+def test_renewal_without_a_block_size_is_an_error():
+    with pytest.raises(MappingError, match="no block size"):
+        renewal_lines("acme", contract("block", "AG1"), 1, "2026-10")
