@@ -353,6 +353,12 @@ def test_product_that_cannot_be_billed_is_an_error(bad, message):
     assert len(bill.errors) == 1 and message in bill.errors[0] and "product 1" in bill.errors[0]
 
 
+def test_late_product_of_an_earlier_period_is_billed_with_its_own_date():
+    (line,) = bill_time("acme", contract(), [], [product(1, when=dt(2026, 9, 29))], OCT).lines
+    assert (line.items[0]["date"], line.items[0]["period"]) == ("2026-09-29", "2026-09")
+    assert "includes products of 2026-09 not billed before" in line.rule
+
+
 def test_undated_product_is_billed_now():
     (line,) = bill_time("acme", contract(), [], [product(1, when=None)], OCT).lines
     assert line.items[0]["date"] is None and line.amount == 9900
