@@ -233,7 +233,7 @@ def blocks_for(hub: "Hub", contract: Contract) -> list[timebilling.Block]:
            if a.source_id == contract.agreement]
     if psa and psa[0].start_date:
         start = datetime.fromisoformat(psa[0].start_date[:10]).replace(tzinfo=timezone.utc)
-    first = timebilling.Block(1, t.block.hours, round_half_up(Fraction(t.block.price) / t.block.hours), start)
+    first = timebilling.Block.of_size(1, t.block, start)
     sold = [timebilling.Block(r["number"], Fraction(r["hours"]), r["rate"], datetime.fromisoformat(r["started_at"]))
             for r in hub.store.blocks(contract.client_id, contract.agreement or "")]
     return [first] + sold
@@ -378,16 +378,16 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
         return []
     blocks = blocks_for(hub, contract)
     entries, _ = time_records(hub, contract, None)
-    dd = timebilling.draw_down([e for e in entries if e.agreement_source_id == contract.agreement], blocks, contract.time)
+    dd = timebilling.draw_down(entries, blocks, contract.time, agreement=contract.agreement)
     latest = blocks[-1].number if blocks else 0
     if dd.warning_block is None or dd.warning_block != latest:
         return []
     number = latest + 1
     size = contract.time.renewal or contract.time.block
-    lines = timebilling.renewal_lines(contract.client_id, contract, latest, period.name)
+    balance = dd.balances.get(latest, Fraction(0))
+    lines = timebilling.renewal_lines(contract.client_id, contract, latest, period.name, balance=balance)
     bill = reconcile.Bill(contract.client_id, period.name, contract.currency, tuple(lines))
     key = f"renewal:{contract.client_id}:{contract.agreement}:{number}"
-    balance = dd.balances.get(latest, Fraction(0))
     payload = invoice_payload(bill, contract.name, period,
                               f"Prepaid block renewal for {contract.name}: {format_quantity(size.hours)} h")
     action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
