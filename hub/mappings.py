@@ -76,7 +76,8 @@ class TimeTerms:
 
     ``increment_minutes``: each billable entry is rounded up to it. ``onsite_minimum``: hours an
     on-site entry counts at least. ``work_types``: rate, on-site flag, service, flat rate per
-    work type; ``default_rate`` for a work type not listed (None: such time is an error).
+    work type; ``default_rate`` for a work type without a rate (then the PSA's hourly rate; with
+    none of them such time is an error).
     ``included_services``: a managed contract's tier services; time delivering one of them is
     included, not billed. Block fields apply to ``kind == "block"`` contracts.
     """
