@@ -1,0 +1,1 @@
+"""ConnectWise PSA (Manage) connector: companies, agreements, additions, time, products; tickets."""

@@ -1,0 +1,350 @@
+"""ConnectWise PSA REST API 3.0 over HTTP: Basic auth, forward-only paging, conditions, retries. No mapping."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+from urllib.parse import parse_qs, quote as url_quote, urlencode, urlsplit
+
+import httpx
+import tenacity
+
+from hub.config import Secret
+from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
+from hub.http import make_client, parse_retry_after, retry_policy
+
+VENDOR = "connectwise"
+API_PATH = "/apis/3.0"
+DEFAULT_CODEBASE = "v4_6_release"
+# The response model version of the spec this client was written against (ManageTypes.ts, 2022.1).
+# Pinning it keeps field names stable when the tenant is upgraded.
+DEFAULT_API_VERSION = "2022.1"
+MAX_PAGE_SIZE = 1000
+# ConnectWise sends a numeric Retry-After with its 429s; this covers one that comes without.
+DEFAULT_RETRY_AFTER = 5.0
+MAX_EXTERNAL_REF = 100
+
+CREDENTIALS_FIX = ("check company_id, public_key and private_key_env/private_key_file in "
+                   "[connectors.connectwise], and that site and codebase point at your ConnectWise "
+                   "(the cloud answers a wrong company, key or codebase with 404 'Cannot route')")
+CLIENT_ID_FIX = ("set client_id in [connectors.connectwise] to the clientId GUID registered at "
+                 "https://developer.connectwise.com (My Account > Client IDs)")
+ROLE_FIX = "give the API member a security role with Inquire (and Add/Edit for pushes) on this module"
+
+
+def format_datetime(moment: datetime) -> str:
+    """A datetime as ConnectWise's condition literal: ``[2024-01-01T00:00:00Z]`` (UTC, seconds)."""
+    if moment.tzinfo is None:
+        raise ValueError("conditions need an aware datetime")
+    return "[" + moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") + "]"
+
+
+def quote(value: str) -> str:
+    """A string as a condition literal: double quotes, with backslash and quote escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def since_condition(since: datetime | None) -> str | None:
+    """``lastUpdated > [..]`` for records changed after ``since`` (None: no condition)."""
+    return None if since is None else f"lastUpdated > {format_datetime(since)}"
+
+
+def _links(link_header: str | None) -> tuple[bool, bool, int | None]:
+    """From a Link header: (one was sent, it has rel="next", that URL's pageId or None)."""
+    if not link_header:
+        return False, False, None
+    for part in link_header.split(","):
+        url, _, params = part.partition(";")
+        if params.replace(" ", "").replace('"', "").lower() != "rel=next":
+            continue
+        values = parse_qs(urlsplit(url.strip().strip("<>")).query)
+        value = (values.get("pageId") or values.get("pageid") or [None])[0]
+        return True, True, int(value) if value and value.isdigit() else None
+    return True, False, None
+
+
+def _resendable(exc: BaseException) -> bool:
+    """Whether a failed create can be sent again blindly: the server surely did not act on it."""
+    if not isinstance(exc, RetryableError):
+        return False
+    if exc.status == 429:
+        return True
+    return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+
+
+class ConnectWiseClient:
+    """A ConnectWise PSA REST 3.0 client: yields vendor dicts unchanged, one page (a list) at a time.
+
+    Args:
+        base_url: the site, e.g. ``https://api-eu.myconnectwise.net`` (no codebase, no /apis/3.0).
+        company_id: the company id you log in with (e.g. ``msphub``).
+        public_key: the API member's public key.
+        private_key: the API member's private key, kept in a ``Secret``.
+        client_id: the ``clientId`` GUID registered at developer.connectwise.com; sent on every request.
+        codebase: ``v4_6_release`` (an alias of the current release) or a pinned one (``v2024_1``).
+        api_version: the response model version pinned in ``Accept``.
+        http: an ``httpx.Client`` to use (tests inject a MockTransport); the caller then owns it.
+        retrying: a callable returning a ``tenacity.Retrying``; default ``hub.http.retry_policy``.
+        page_size: ``pageSize`` of list requests (1..1000).
+
+    Lists use forward-only paging (``pagination-type: forward-only`` and ``pageId`` = last id), so
+    records come in id order and a page costs the same however deep it is. ``requests`` counts
+    every HTTP request sent, retries included.
+    """
+
+    def __init__(self, base_url: str, company_id: str, public_key: str, private_key: Secret, client_id: str, *,
+                 codebase: str = DEFAULT_CODEBASE, api_version: str = DEFAULT_API_VERSION,
+                 http: httpx.Client | None = None, retrying: Callable[[], tenacity.Retrying] | None = None,
+                 page_size: int = MAX_PAGE_SIZE):
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be from 1 to {MAX_PAGE_SIZE}")
+        self.base_url = base_url.rstrip("/")
+        self.codebase = codebase.strip("/")
+        self.api_root = f"{self.base_url}/{self.codebase}{API_PATH}"
+        self.company_id = company_id
+        self.client_id = client_id
+        self.api_version = api_version
+        self.page_size = page_size
+        self._private_key = private_key
+        token = base64.b64encode(f"{company_id}+{public_key}:{private_key.reveal()}".encode()).decode()
+        self._headers = {
+            "Authorization": f"Basic {token}",
+            "clientId": client_id,
+            "Accept": f"application/vnd.connectwise.com+json; version={api_version}",
+        }
+        self._secrets = [private_key.reveal(), token]
+        self._owns_http = http is None
+        self._http = make_client(self.base_url, http=http)
+        self._retrying = retrying or retry_policy
+        self.requests = 0
+
+    # --- lists --------------------------------------------------------------------------------
+
+    def iter_companies(self, since: datetime | None = None, after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield pages of companies (``GET /company/companies``) in id order.
+
+        Args:
+            since: only companies whose ``lastUpdated`` is after this aware datetime.
+            after_id: start after this company id (the last id of a previous page).
+        Yields:
+            non-empty lists of the vendor's company dicts, unchanged.
+        """
+        return self.iter_pages("/company/companies", since_condition(since), after_id)
+
+    def iter_agreements(self, since: datetime | None = None, after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield pages of agreements (``GET /finance/agreements``) in id order; args as ``iter_companies``."""
+        return self.iter_pages("/finance/agreements", since_condition(since), after_id)
+
+    def iter_additions(self, agreement_id: int, since: datetime | None = None,
+                       after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield pages of one agreement's additions (``GET /finance/agreements/{id}/additions``).
+
+        The API has no path listing the additions of every agreement: one call per agreement.
+        """
+        return self.iter_pages(f"/finance/agreements/{int(agreement_id)}/additions", since_condition(since), after_id)
+
+    def iter_time_entries(self, since: datetime | None = None, after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield pages of time entries (``GET /time/entries``) in id order; args as ``iter_companies``."""
+        return self.iter_pages("/time/entries", since_condition(since), after_id)
+
+    def iter_products(self, since: datetime | None = None, after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield pages of product lines (``GET /procurement/products``) in id order; args as ``iter_companies``."""
+        return self.iter_pages("/procurement/products", since_condition(since), after_id)
+
+    def iter_pages(self, path: str, conditions: str | None = None,
+                   after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield the pages of any collection under ``/apis/3.0``, forward-only, in id order.
+
+        Args:
+            path: the collection, e.g. ``/service/tickets``.
+            conditions: a ConnectWise conditions string, e.g. ``closedFlag = false``.
+            after_id: start after this id.
+        """
+        # Forward-only paging: pageId acts as an extra "id > pageId" condition. Once the server has
+        # sent a Link header, follow its rel="next" and stop on a page without one (that saves the
+        # empty request after a full last page); until then, take the last id and stop on a short page.
+        size, page_id, linked = self.page_size, after_id, False
+        used: set[int] = set()
+        while True:
+            params: dict[str, Any] = {"pageSize": size}
+            if conditions:
+                params["conditions"] = conditions
+            if page_id is not None:
+                if page_id in used:
+                    raise VendorError(VENDOR, 200, "GET", self.api_root + path,
+                                      f"paging repeats pageId={page_id}; stopping instead of looping forever")
+                used.add(page_id)
+                params["pageId"] = page_id
+            page, headers = self._request("GET", path, params=params, forward_only=True, expect=list)
+            if page:
+                yield page
+            has_link, has_next, next_id = _links(headers.get("Link"))
+            linked = linked or has_link
+            if not page or (linked and not has_next) or (not linked and len(page) < size):
+                return
+            if next_id is None:
+                try:
+                    next_id = int(page[-1]["id"])
+                except (KeyError, TypeError, ValueError):
+                    raise MalformedResponseError(VENDOR, 200, "GET", self.api_root + path,
+                                                 "last record of a page has no id") from None
+            page_id = next_id
+
+    # --- reads and writes for pushes ----------------------------------------------------------
+
+    def find_tickets(self, external_ref: str) -> list[dict]:
+        """The tickets whose ``externalXRef`` is ``external_ref`` (``GET /service/tickets``), by id."""
+        return [t for page in self.iter_pages("/service/tickets", f"externalXRef = {quote(external_ref)}")
+                for t in page]
+
+    def get_ticket(self, ticket_id: int) -> dict:
+        """One ticket (``GET /service/tickets/{id}``); a VendorError with status 404 if there is none."""
+        body, _ = self._request("GET", f"/service/tickets/{int(ticket_id)}", expect=dict)
+        return body
+
+    def create_ticket(self, body: dict) -> dict:
+        """Create a ticket (``POST /service/tickets``); return it as created.
+
+        Not sent twice on an unclear failure (a 5xx or timeout after sending): the API has no
+        idempotency key, so the caller looks the ticket up by ``externalXRef`` before a new try.
+        """
+        created, _ = self._request("POST", "/service/tickets", json_body=body, expect=dict, resend=_resendable)
+        return created
+
+    def list_ticket_notes(self, ticket_id: int) -> list[dict]:
+        """Every note of a ticket (``GET /service/tickets/{id}/notes``), by id."""
+        return [n for page in self.iter_pages(f"/service/tickets/{int(ticket_id)}/notes") for n in page]
+
+    def create_ticket_note(self, ticket_id: int, body: dict) -> dict:
+        """Add a note to a ticket (``POST /service/tickets/{id}/notes``); not resent blindly either."""
+        created, _ = self._request("POST", f"/service/tickets/{int(ticket_id)}/notes", json_body=body,
+                                   expect=dict, resend=_resendable)
+        return created
+
+    def find_board(self, name: str) -> dict | None:
+        """The service board called ``name`` (``GET /service/boards``), or None."""
+        for page in self.iter_pages("/service/boards", f"name = {quote(name)}"):
+            if page:
+                return page[0]
+        return None
+
+    def patch_addition(self, agreement_id: int, addition_id: int, ops: list[dict]) -> dict:
+        """Apply JSON-patch ``ops`` to an agreement addition; return the updated addition.
+
+        Example: ``[{"op": "replace", "path": "quantity", "value": 42}]``. A replace is idempotent,
+        so this one is retried like a read.
+        """
+        body, _ = self._request("PATCH", f"/finance/agreements/{int(agreement_id)}/additions/{int(addition_id)}",
+                                json_body=ops, expect=dict)
+        return body
+
+    def close(self) -> None:
+        """Close the HTTP client if this client made it."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> ConnectWiseClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, params: dict | None = None, json_body: Any = None,
+                 forward_only: bool = False, expect: type = dict,
+                 resend: Callable[[BaseException], bool] | None = None) -> tuple[Any, httpx.Headers]:
+        """Send one API call under the retry policy; return (decoded JSON, response headers).
+
+        ``resend``: for requests that must not be repeated blindly, which failures may be.
+        """
+        retrying = self._retrying()
+        if resend is not None:
+            retrying = retrying.copy(retry=tenacity.retry_if_exception(resend))
+        return retrying(self._attempt, method, path, params, json_body, forward_only, expect)
+
+    def _attempt(self, method: str, path: str, params: dict | None, json_body: Any, forward_only: bool,
+                 expect: type) -> tuple[Any, httpx.Headers]:
+        """One try of an API call: send, map the status to an error, decode the JSON."""
+        url = self.api_root + path
+        headers = dict(self._headers)
+        if forward_only:
+            headers["pagination-type"] = "forward-only"
+        target = url
+        if params:
+            # %20 rather than "+" for spaces: every server reads it as a space, brackets and
+            # quotes of conditions included.
+            target += "?" + urlencode(params, quote_via=url_quote, safe="")
+        kwargs: dict[str, Any] = {"headers": headers}
+        if json_body is not None:
+            kwargs["content"] = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        self.requests += 1
+        try:
+            response = self._http.request(method, target, **kwargs)
+        except httpx.TransportError as exc:  # timeouts, refused connections, broken sockets
+            raise RetryableError(VENDOR, None, method, url, type(exc).__name__) from exc
+        status = response.status_code
+        if status >= 300:
+            self._raise_for_status(response, method, url)
+        if status == 204 or not response.content:
+            return None, response.headers
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, expect):
+            raise MalformedResponseError(VENDOR, status, method, url,
+                                         f"expected a JSON {'array' if expect is list else 'object'}")
+        return body, response.headers
+
+    def _raise_for_status(self, response: httpx.Response, method: str, url: str) -> None:
+        """Raise the hub error for an error status: retryable, credentials, or the vendor's own."""
+        status = response.status_code
+        error, detail = self._detail(response)
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise RetryableError(VENDOR, status, method, url, detail,
+                                 retry_after=DEFAULT_RETRY_AFTER if retry_after is None else retry_after)
+        if status >= 500:
+            # ConnectWise answers 500 for database timeouts too; all 5xx are worth another try.
+            raise RetryableError(VENDOR, status, method, url, detail,
+                                 retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        if "cannot route" in detail.lower() or (status == 404 and error is None):
+            # The cloud answers a wrong company id, key pair or codebase with 404 (sometimes 400)
+            # and a plain or HTML body, not its JSON error.
+            raise CredentialsError(VENDOR, status, method, url,
+                                   f"{detail or 'not found'}: the company id, API keys or codebase are wrong "
+                                   f"(fix: {CREDENTIALS_FIX})")
+        if "clientid" in detail.lower() and status in (400, 401, 403):
+            raise CredentialsError(VENDOR, status, method, url, f"{detail} (fix: {CLIENT_ID_FIX})")
+        if status == 401:
+            raise CredentialsError(VENDOR, status, method, url, f"{detail} (fix: {CREDENTIALS_FIX})")
+        if status == 403:
+            raise CredentialsError(VENDOR, status, method, url, f"{detail} (fix: {ROLE_FIX})")
+        raise VendorError(VENDOR, status, method, url, detail)
+
+    def _detail(self, response: httpx.Response) -> tuple[dict | None, str]:
+        """(ConnectWise's JSON error body or None, its text): code, message, each field's error."""
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and ("code" in body or "message" in body):
+            parts = [str(body[k]) for k in ("code", "message") if body.get(k)]
+            for err in body.get("errors") or []:
+                if isinstance(err, dict):
+                    field = err.get("field") or err.get("resource") or "?"
+                    parts.append(f"{field}: {err.get('message') or err.get('code') or 'invalid'}")
+            text = "; ".join(parts)
+        else:
+            body = None
+            text = " ".join(response.text.split())[:200]
+            if text.lstrip().lower().startswith(("<!doctype", "<html")):
+                text = f"an HTML page ({text[:80]}...)"
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return body, text

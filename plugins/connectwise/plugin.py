@@ -1,0 +1,584 @@
+"""ConnectWise PSA in hub vocabulary: mapping functions, settings, the connector and its hookimpl.
+
+Streams (all incremental on ``lastUpdated``, forward-only by id, one transaction per page):
+
+- ``clients`` (``/company/companies``), ``agreements`` (``/finance/agreements``), ``time_entries``
+  (``/time/entries``), ``products`` (``/procurement/products``): one request per 1,000 records
+  changed since the cursor (at least one per run).
+- ``additions``: the API lists additions per agreement only (``/finance/agreements/{id}/additions``),
+  so a run reads the agreements changed since the cursor and asks for the additions of each: one
+  request per agreement, plus one per 1,000 agreements. Editing an addition need not touch its
+  agreement, so every ``additions_sweep_hours`` (default 24; 0 = every run) a run reads the
+  additions of every agreement instead: A + A/1000 requests for A agreements.
+
+Pushes (``action_kinds``): ``agreement_quantity`` (one PATCH), ``ticket`` (a lookup by
+``externalXRef``, then at most a board lookup and a POST) and ``ticket_note`` (a ticket lookup,
+the ticket's notes, then at most a POST). ConnectWise has no idempotency key, so every push looks
+before it creates, and a create is never resent blindly after an unclear failure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any, Callable, Iterator
+
+import httpx
+import tenacity
+
+from hub import Action, Client, ConfigError, MappingError, Page, PushResult, Stream, VendorError, hookimpl
+from hub.config import HubConfig, Secret
+from hub.http import retry_policy
+from hub.money import exponent
+from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement, AgreementAddition, ProductLine,
+                         TimeEntry)
+
+from plugins.connectwise.client import (DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF, MAX_PAGE_SIZE,
+                                        VENDOR, ConnectWiseClient)
+
+SOURCE = "connectwise"
+DEFAULT_CURRENCY = "EUR"
+DEFAULT_OVERLAP_SECONDS = 300
+DEFAULT_SWEEP_HOURS = 24
+MAX_SUMMARY = 100  # Ticket.summary, "Max length: 100" in the spec
+SETTINGS_KEYS = ("site", "base_url", "codebase", "company_id", "public_key", "private_key_env", "private_key_file",
+                 "client_id", "api_version", "page_size", "currency", "overlap_seconds", "additions_sweep_hours")
+ACTION_KINDS = frozenset({"agreement_quantity", "ticket", "ticket_note"})
+
+_UTC = timezone.utc
+_fromisoformat = datetime.fromisoformat
+_BILLABLE = {"Billable": BILLABLE, "DoNotBill": DO_NOT_BILL, "NoCharge": NO_CHARGE, "NoDefault": NO_DEFAULT}
+_AGREEMENT_STATUSES = ("active", "cancelled", "expired", "inactive")
+_TICKET_CHARGES = ("ServiceTicket", "ProjectTicket")
+_INVOICED_STATUSES = ("Billed", "BilledAgreement")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_CODEBASE = re.compile(r"^v(4_6_release|\d{4}_\d+)$")
+
+
+# --- mapping -----------------------------------------------------------------------------------
+# These run once per record on pulls of a million time entries, so they avoid needless work.
+
+def _when(value: Any) -> datetime | None:
+    """A ConnectWise datetime (``2025-06-01T08:30:00Z``) as an aware UTC datetime."""
+    if value is None or value == "":
+        return None
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=_UTC)
+    return moment if moment.utcoffset() == timedelta(0) else moment.astimezone(_UTC)
+
+
+def _date(value: Any) -> str | None:
+    """A ConnectWise datetime used as a date (agreement start, addition effective) as ISO date."""
+    moment = _when(value)
+    return None if moment is None else moment.date().isoformat()
+
+
+@lru_cache(maxsize=4096)
+def _decimal_text(value: Any) -> str:
+    """A JSON number as a plain decimal string: 2.0 -> "2", 0.25 -> "0.25" (never an exponent).
+
+    ConnectWise sends decimals as JSON numbers; the shortest repr of the float parsed from them
+    is the decimal the server wrote, so going through ``repr`` loses nothing.
+    """
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if number == number.to_integral_value():
+        return str(int(number))
+    return format(number.normalize(), "f")
+
+
+@lru_cache(maxsize=4096)
+def _minor(value: Any, currency: str) -> int:
+    """An amount (JSON number) in integer minor units of ``currency``, rounded half up."""
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    return int(number.scaleb(exponent(currency)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _ref_id(ref: Any) -> str | None:
+    """The id of a reference object (``{"id": 250, "name": ...}``) as text, or None."""
+    if isinstance(ref, dict):
+        ref_id = ref.get("id")
+        if ref_id is not None:
+            return str(ref_id)
+    return None
+
+
+def _ref_name(ref: Any, key: str = "name") -> str:
+    return str(ref.get(key) or "") if isinstance(ref, dict) else ""
+
+
+def _billable(value: Any, what: str) -> str:
+    if value is None:
+        return NO_DEFAULT
+    option = _BILLABLE.get(value)
+    if option is None:
+        raise MappingError(f"connectwise {what} has billable option {value!r}, not one of {', '.join(_BILLABLE)}")
+    return option
+
+
+def _record_id(raw: Any, what: str) -> str:
+    if not isinstance(raw, dict) or raw.get("id") is None:
+        raise MappingError(f"connectwise {what} without an id: {str(raw)[:120]}")
+    return str(raw["id"])
+
+
+def _updated(raw: dict) -> datetime | None:
+    info = raw.get("_info")
+    return _when(info.get("lastUpdated")) if isinstance(info, dict) else None
+
+
+def to_client(raw: dict[str, Any]) -> Client:
+    """A ConnectWise company as a hub Client."""
+    company_id = _record_id(raw, "company")
+    try:
+        return Client(SOURCE, company_id, raw.get("name") or raw.get("identifier") or company_id, _updated(raw))
+    except ValueError as exc:
+        raise MappingError(f"connectwise company {company_id} has a bad lastUpdated: {exc}") from None
+
+
+def to_agreement(raw: dict[str, Any]) -> Agreement:
+    """A ConnectWise agreement as a hub Agreement (``type_name`` is the agreement type's name)."""
+    agreement_id = _record_id(raw, "agreement")
+    what = f"agreement {agreement_id} ({raw.get('name') or 'no name'})"
+    company = _ref_id(raw.get("company"))
+    if company is None:
+        raise MappingError(f"connectwise {what} has no company id")
+    status = raw.get("agreementStatus")
+    if status is None:
+        status = "cancelled" if raw.get("cancelledFlag") else "active"
+    elif str(status).lower() not in _AGREEMENT_STATUSES:
+        raise MappingError(f"connectwise {what} has agreementStatus {status!r}, not one of "
+                           f"Active, Cancelled, Expired, Inactive")
+    units, limit = raw.get("applicationUnits"), raw.get("applicationLimit")
+    try:
+        return Agreement(
+            SOURCE, agreement_id, company, raw.get("name") or agreement_id, _ref_name(raw.get("type")),
+            str(status).lower(), _date(raw.get("startDate")),
+            None if raw.get("noEndingDateFlag") else _date(raw.get("endDate")),
+            _ref_name(raw.get("billingCycle")) or None, units.lower() if isinstance(units, str) else None,
+            None if limit is None else _decimal_text(limit), _updated(raw))
+    except (ValueError, TypeError, InvalidOperation) as exc:
+        raise MappingError(f"connectwise {what}: {exc}") from None
+
+
+def to_addition(raw: dict[str, Any], agreement: Agreement, currency: str = DEFAULT_CURRENCY) -> AgreementAddition:
+    """An addition of ``agreement`` (already mapped) as a hub AgreementAddition.
+
+    Additions carry no company: the client is the agreement's. ``unit_price`` is in minor units
+    of ``currency`` (ConnectWise amounts carry no currency of their own).
+    """
+    addition_id = _record_id(raw, f"addition of agreement {agreement.source_id}")
+    what = f"addition {addition_id} of agreement {agreement.source_id}"
+    quantity, price = raw.get("quantity"), raw.get("unitPrice")
+    try:
+        return AgreementAddition(
+            SOURCE, addition_id, agreement.source_id, agreement.client_source_id,
+            _ref_name(raw.get("product"), "identifier"),
+            raw.get("description") or raw.get("invoiceDescription") or "",
+            "0" if quantity is None else _decimal_text(quantity),
+            0 if price is None else _minor(price, currency), currency,
+            _billable(raw.get("billCustomer"), what), _date(raw.get("effectiveDate")),
+            _date(raw.get("cancelledDate")), _updated(raw))
+    except (ValueError, TypeError, InvalidOperation) as exc:
+        raise MappingError(f"connectwise {what}: {exc}") from None
+
+
+def to_time_entry(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> TimeEntry:
+    """A ConnectWise time entry as a hub TimeEntry.
+
+    What the hub bills on stays as ConnectWise has it: an entry without a company gets an empty
+    ``client_source_id`` and negative hours stay negative, for the hub's checks to report. Only
+    an entry without an id or a ``timeStart`` (both required by the API) is refused.
+    """
+    # Inlined lookups: this runs a million times on a first pull (see benchmarks/pull_time_entries.py).
+    get = raw.get
+    entry_id = get("id")
+    if entry_id is None:
+        raise MappingError(f"connectwise time entry without an id: {str(raw)[:120]}")
+    try:
+        start = get("timeStart")
+        if not start:
+            raise MappingError(f"connectwise time entry {entry_id} has no timeStart")
+        start = _fromisoformat(start)
+        if start.tzinfo is not _UTC:
+            start = _when(get("timeStart"))
+        end = get("timeEnd")
+        if end:
+            end = _fromisoformat(end)
+            if end.tzinfo is not _UTC:
+                end = _when(get("timeEnd"))
+        else:
+            end = None
+        info = get("_info")
+        updated = info.get("lastUpdated") if info else None
+        if updated:
+            updated = _fromisoformat(updated)
+            if updated.tzinfo is not _UTC:
+                updated = _when(info.get("lastUpdated"))
+        else:
+            updated = None
+        company, member, agreement = get("company"), get("member"), get("agreement")
+        work_type, work_role = get("workType"), get("workRole")
+        hours, rate, invoice = get("actualHours"), get("hourlyRate"), get("invoice")
+        option = get("billableOption")
+        billable = _BILLABLE.get(option) if option is not None else NO_DEFAULT
+        if billable is None:
+            raise MappingError(f"connectwise time entry {entry_id} has billable option {option!r}, "
+                               f"not one of {', '.join(_BILLABLE)}")
+        ticket_id = None
+        if get("chargeToType") in _TICKET_CHARGES:
+            charge = get("chargeToId")
+            ticket_id = str(charge) if charge is not None else _ref_id(get("ticket"))
+        return TimeEntry(
+            SOURCE, str(entry_id),
+            str(company["id"]) if company and company.get("id") is not None else "",
+            (member.get("identifier") or member.get("name") or "") if member else "",
+            start, end, "0" if hours is None else _decimal_text(hours), billable,
+            (work_type.get("name") or "") if work_type else "", (work_role.get("name") or "") if work_role else "",
+            ticket_id, str(agreement["id"]) if agreement and agreement.get("id") is not None else None,
+            None if rate is None else _minor(rate, currency),
+            bool(invoice and invoice.get("id") is not None) or get("status") in _INVOICED_STATUSES,
+            get("notes") or "", updated)
+    except MappingError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, InvalidOperation) as exc:
+        raise MappingError(f"connectwise time entry {entry_id}: {exc}") from None
+
+
+def to_product_line(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> ProductLine:
+    """A ConnectWise product line (``/procurement/products``) as a hub ProductLine."""
+    product_id = _record_id(raw, "product")
+    what = f"product {product_id}"
+    quantity, price = raw.get("quantity"), raw.get("price")
+    try:
+        return ProductLine(
+            SOURCE, product_id, _ref_id(raw.get("company")) or "",
+            _ref_name(raw.get("catalogItem"), "identifier"),
+            raw.get("description") or raw.get("customerDescription") or "",
+            "0" if quantity is None else _decimal_text(quantity),
+            0 if price is None else _minor(price, currency), currency,
+            _billable(raw.get("billableOption"), what), _ref_id(raw.get("ticket")), _ref_id(raw.get("agreement")),
+            _ref_id(raw.get("invoice")) is not None, _when(raw.get("purchaseDate")), _updated(raw))
+    except (ValueError, TypeError, InvalidOperation) as exc:
+        raise MappingError(f"connectwise {what}: {exc}") from None
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConnectWiseSettings:
+    """The ``[connectors.connectwise]`` section, validated::
+
+        [connectors.connectwise]
+        site = "https://api-eu.myconnectwise.net"    # or your on-premise host
+        company_id = "mycompany"                      # the company you log in with
+        public_key = "..."                            # an API member's key pair
+        private_key_env = "CW_PRIVATE_KEY"            # or private_key_file = "secrets/cw"
+        client_id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"   # from developer.connectwise.com
+        # codebase = "v4_6_release"   api_version = "2022.1"   page_size = 1000
+        # currency = "EUR"   overlap_seconds = 300   additions_sweep_hours = 24
+    """
+
+    site: str
+    company_id: str
+    public_key: str
+    private_key: Secret
+    client_id: str
+    codebase: str = DEFAULT_CODEBASE
+    api_version: str = DEFAULT_API_VERSION
+    page_size: int = MAX_PAGE_SIZE
+    currency: str = DEFAULT_CURRENCY
+    overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
+    additions_sweep_hours: int = DEFAULT_SWEEP_HOURS
+
+    @classmethod
+    def from_config(cls, config: HubConfig) -> ConnectWiseSettings:
+        """Read and check the section; a ConfigError names the key and the fix."""
+        section = config.connector_section(SOURCE)
+        if section is None:
+            raise ConfigError("missing", file=config.file, key=f"connectors.{SOURCE}",
+                              fix=f"add a [connectors.{SOURCE}] table")
+
+        def fail(key: str, message: str, fix: str) -> ConfigError:
+            return ConfigError(message, file=config.file, key=f"connectors.{SOURCE}.{key}", fix=fix)
+
+        for key in section:
+            if key not in SETTINGS_KEYS and key != "private_key":  # config.secret() explains that one
+                raise fail(key, "unknown key", f"use one of {', '.join(SETTINGS_KEYS)}")
+
+        if "site" in section and "base_url" in section:
+            raise fail("base_url", "given together with site", "keep only site")
+        key = "site" if "site" in section or "base_url" not in section else "base_url"
+        site = section.get(key)
+        example = 'site = "https://api-eu.myconnectwise.net" (api-na, api-au... or your own host)'
+        if not isinstance(site, str) or not site.strip():
+            raise fail(key, "missing" if site is None else "must be a non-empty string", example)
+        site = site.strip().rstrip("/")
+        if "://" not in site:
+            site = "https://" + site
+        if not site.startswith(("https://", "http://")):
+            raise fail(key, f"must be an http(s) URL, got {site!r}", example)
+        if "/" in site.split("://", 1)[1]:
+            raise fail(key, f"must be the host only, got {site!r}",
+                       "drop the path; the codebase goes in codebase and the client adds /apis/3.0")
+
+        def text(key: str, fix: str) -> str:
+            value = section.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise fail(key, "missing" if value is None else "must be a non-empty string", fix)
+            return value.strip()
+
+        company_id = text("company_id", "use the company id you log in to ConnectWise with")
+        public_key = text("public_key", "copy the public key of an API member (System > Members > API Members)")
+        client_id = text("client_id", "register a clientId at https://developer.connectwise.com and paste the GUID")
+        if not _GUID.match(client_id):
+            raise fail("client_id", f"must be a GUID, got {client_id!r}",
+                       "paste the clientId GUID from https://developer.connectwise.com (My Account > Client IDs)")
+
+        codebase = section.get("codebase", DEFAULT_CODEBASE)
+        if not isinstance(codebase, str) or not _CODEBASE.match(codebase.strip("/")):
+            raise fail("codebase", f"must look like v4_6_release or v2024_1, got {codebase!r}",
+                       f'use codebase = "{DEFAULT_CODEBASE}", or the Codebase of '
+                       f"https://<site>/login/companyinfo/<company_id>")
+        api_version = section.get("api_version", DEFAULT_API_VERSION)
+        if not isinstance(api_version, str) or not re.match(r"^\d{4}\.\d+$", api_version):
+            raise fail("api_version", f"must look like 2022.1, got {api_version!r}",
+                       f'use api_version = "{DEFAULT_API_VERSION}" (the version this connector is tested with)')
+
+        page_size = section.get("page_size", MAX_PAGE_SIZE)
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise fail("page_size", f"must be an integer from 1 to {MAX_PAGE_SIZE}, got {page_size!r}",
+                       f"use page_size = {MAX_PAGE_SIZE} or leave it out")
+        currency = section.get("currency", DEFAULT_CURRENCY)
+        if not isinstance(currency, str) or not re.match(r"^[A-Za-z]{3}$", currency):
+            raise fail("currency", f"must be an ISO 4217 code, got {currency!r}",
+                       'use the currency of your ConnectWise amounts, e.g. currency = "EUR"')
+        overlap = section.get("overlap_seconds", DEFAULT_OVERLAP_SECONDS)
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= 86_400:
+            raise fail("overlap_seconds", f"must be whole seconds from 0 to 86400, got {overlap!r}",
+                       f"use overlap_seconds = {DEFAULT_OVERLAP_SECONDS}")
+        sweep = section.get("additions_sweep_hours", DEFAULT_SWEEP_HOURS)
+        if isinstance(sweep, bool) or not isinstance(sweep, int) or not 0 <= sweep <= 24 * 31:
+            raise fail("additions_sweep_hours", f"must be whole hours from 0 to 744, got {sweep!r}",
+                       f"use additions_sweep_hours = {DEFAULT_SWEEP_HOURS} (0 reads every agreement each run)")
+
+        private_key = config.secret(SOURCE, "private_key")
+        return cls(site=site, company_id=company_id, public_key=public_key, private_key=private_key,
+                   client_id=client_id, codebase=codebase.strip("/"), api_version=api_version,
+                   page_size=page_size, currency=currency.upper(), overlap_seconds=overlap,
+                   additions_sweep_hours=sweep)
+
+
+# --- the connector -----------------------------------------------------------------------------
+
+def _iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+class ConnectWiseConnector:
+    """ConnectWise PSA as the engine sees it: five incremental streams and three kinds of push.
+
+    A stream's cursor is ``{"since": <iso or None>, "after_id": n, "started_at": <iso>}`` while a
+    pass is under way (a failed run resumes after the last committed page, with the same query)
+    and ``{"since": <iso>}`` once it finished, where ``since`` is when that pass started: never
+    past the run start, and a record changed behind the pass is read again by the next one. A
+    pass asks for ``lastUpdated > since - overlap_seconds``; the upsert makes the overlap harmless.
+    """
+
+    name = SOURCE
+    action_kinds = ACTION_KINDS
+
+    def __init__(self, settings: ConnectWiseSettings, *, http: httpx.Client | None = None,
+                 retrying: Callable[[], tenacity.Retrying] | None = None):
+        self.settings = settings
+        self._retrying = retrying or retry_policy
+        self.client = ConnectWiseClient(settings.site, settings.company_id, settings.public_key,
+                                        settings.private_key, settings.client_id, codebase=settings.codebase,
+                                        api_version=settings.api_version, http=http, retrying=retrying,
+                                        page_size=settings.page_size)
+        self._boards: dict[str, int] = {}
+
+    def streams(self) -> list[Stream]:
+        currency = self.settings.currency
+        return [
+            Stream(SOURCE, "clients", "clients", self._incremental(self.client.iter_companies, to_client)),
+            Stream(SOURCE, "agreements", "agreements", self._incremental(self.client.iter_agreements, to_agreement)),
+            Stream(SOURCE, "additions", "additions", self._additions),
+            Stream(SOURCE, "time_entries", "time_entries", self._incremental(
+                self.client.iter_time_entries, lambda raw: to_time_entry(raw, currency))),
+            Stream(SOURCE, "products", "products", self._incremental(
+                self.client.iter_products, lambda raw: to_product_line(raw, currency))),
+        ]
+
+    def _overlapped(self, since: str | None) -> datetime | None:
+        return None if since is None else _iso(since) - timedelta(seconds=self.settings.overlap_seconds)
+
+    def _incremental(self, fetch: Callable[..., Iterator[list[dict]]], to_record: Callable[[dict], Any]):
+        def iter_pages(cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
+            cursor = cursor or {}
+            since = cursor.get("since")
+            if "after_id" in cursor:  # a pass a failed run left under way: same query, from there
+                after, started = cursor["after_id"], cursor.get("started_at") or run_started_at.isoformat()
+            else:
+                after, started = None, run_started_at.isoformat()
+            for raw in fetch(since=self._overlapped(since), after_id=after):
+                yield Page([to_record(r) for r in raw], {"since": since, "after_id": raw[-1]["id"], "started_at": started})
+            yield Page([], {"since": started})
+        return iter_pages
+
+    def _additions(self, cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
+        """Additions of the agreements changed since the cursor, or of every agreement on a sweep."""
+        cursor = cursor or {}
+        since, swept_at = cursor.get("since"), cursor.get("swept_at")
+        if "after_id" in cursor:
+            after, started, sweep = cursor["after_id"], cursor.get("started_at"), cursor.get("sweep", True)
+            started = started or run_started_at.isoformat()
+        else:
+            after, started = None, run_started_at.isoformat()
+            sweep = since is None or swept_at is None or (
+                run_started_at - _iso(swept_at) >= timedelta(hours=self.settings.additions_sweep_hours))
+        currency = self.settings.currency
+        for page in self.client.iter_agreements(since=None if sweep else self._overlapped(since), after_id=after):
+            for raw in page:
+                agreement = to_agreement(raw)
+                records = [to_addition(r, agreement, currency)
+                           for additions in self.client.iter_additions(raw["id"]) for r in additions]
+                if records:
+                    yield Page(records, {"since": since, "swept_at": swept_at, "sweep": sweep,
+                                         "after_id": raw["id"], "started_at": started})
+        yield Page([], {"since": started, "swept_at": started if sweep else swept_at})
+
+    # --- push ----------------------------------------------------------------------------------
+
+    def push(self, action: Action, context) -> PushResult:
+        """Send one action; see the module docstring for what each kind costs."""
+        if action.kind == "agreement_quantity":
+            return self._push_quantity(action)
+        if action.kind == "ticket":
+            return self._push_ticket(action, context)
+        if action.kind == "ticket_note":
+            return self._push_note(action)
+        raise ValueError(f"the connectwise connector cannot push {action.kind!r} actions")
+
+    def _push_quantity(self, action: Action) -> PushResult:
+        payload = action.payload or {}
+        agreement_id = _payload_id(action, "agreement_id")
+        addition_id = _payload_id(action, "addition_id")
+        try:
+            quantity = Decimal(str(payload.get("quantity")))
+            if not quantity.is_finite():
+                raise InvalidOperation
+        except InvalidOperation:
+            raise MappingError(f"action {action.key}: quantity must be a decimal string like \"42\", "
+                               f"got {payload.get('quantity')!r}") from None
+        value = int(quantity) if quantity == quantity.to_integral_value() else float(quantity)
+        addition = self.client.patch_addition(agreement_id, addition_id,
+                                              [{"op": "replace", "path": "quantity", "value": value}])
+        return PushResult(str(addition.get("id", addition_id)),
+                          f"agreement {agreement_id} addition {addition_id} quantity set to {_decimal_text(value)}",
+                          {"agreement_id": str(agreement_id), "quantity": _decimal_text(value)})
+
+    def _push_ticket(self, action: Action, context) -> PushResult:
+        payload = action.payload or {}
+        ref = _payload_text(action, "external_ref")
+        if len(ref) > MAX_EXTERNAL_REF:
+            raise MappingError(f"action {action.key}: external_ref is {len(ref)} characters; "
+                               f"ConnectWise keeps {MAX_EXTERNAL_REF}")
+        summary = _payload_text(action, "summary")
+        board = _payload_text(action, "board")
+        company = str(payload.get("company_id") or context.get_link(action.client_id, SOURCE) or "").strip()
+        if not company:
+            raise MappingError(f"action {action.key}: no company_id in the payload and client "
+                               f"{action.client_id} has no link to a ConnectWise company")
+        body: dict[str, Any] = {
+            "summary": summary[:MAX_SUMMARY], "externalXRef": ref,
+            "company": {"id": int(company)} if company.isdigit() else {"identifier": company},
+            "initialDescription": payload.get("initial_description") or summary}
+        if payload.get("priority_id") is not None:
+            body["priority"] = {"id": _payload_id(action, "priority_id")}
+        if payload.get("type"):
+            body["type"] = {"name": str(payload["type"])}
+
+        def lookup_or_create() -> tuple[dict, bool]:
+            # Always look first: a create whose answer was lost may have made the ticket.
+            found = self.client.find_tickets(ref)
+            if found:
+                return min(found, key=lambda t: t["id"]), False
+            return self.client.create_ticket({**body, "board": {"id": self._board_id(board)}}), True
+
+        ticket, created = self._retrying()(lookup_or_create)
+        verb = "created" if created else "found by externalXRef"
+        return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {verb} on {board}: {summary[:60]}",
+                          {"created": created, "external_ref": ref})
+
+    def _board_id(self, name: str) -> int:
+        if name not in self._boards:
+            board = self.client.find_board(name)
+            if board is None:
+                raise VendorError(VENDOR, None, "GET", self.client.api_root + "/service/boards",
+                                  f"no service board named {name!r}; create it in ConnectWise or change the "
+                                  f"board in the alert rules")
+            self._boards[name] = board["id"]
+        return self._boards[name]
+
+    def _push_note(self, action: Action) -> PushResult:
+        payload = action.payload or {}
+        text = _payload_text(action, "text")
+        internal = bool(payload.get("internal", False))
+        marker = f"[msp-hub:{action.key}]"
+
+        def lookup_or_create() -> tuple[int, dict, bool]:
+            ticket_id = self._note_ticket(action)
+            for note in self.client.list_ticket_notes(ticket_id):
+                if marker in (note.get("text") or ""):
+                    return ticket_id, note, False
+            note = self.client.create_ticket_note(ticket_id, {
+                "text": f"{text}\n\n{marker}", "detailDescriptionFlag": not internal,
+                "internalAnalysisFlag": internal})
+            return ticket_id, note, True
+
+        ticket_id, note, created = self._retrying()(lookup_or_create)
+        verb = "added to" if created else "already on"
+        return PushResult(str(note["id"]), f"{'internal' if internal else 'discussion'} note {note['id']} "
+                                           f"{verb} ticket {ticket_id}", {"ticket_id": str(ticket_id), "created": created})
+
+    def _note_ticket(self, action: Action) -> int:
+        payload = action.payload or {}
+        if payload.get("ticket_id") not in (None, ""):
+            return _payload_id(action, "ticket_id")
+        ref = payload.get("ticket_external_ref")
+        if not isinstance(ref, str) or not ref.strip():
+            raise MappingError(f"action {action.key}: payload needs ticket_id or ticket_external_ref")
+        found = self.client.find_tickets(ref)
+        if not found:
+            raise VendorError(VENDOR, 404, "GET", self.client.api_root + "/service/tickets",
+                              f"no ticket with externalXRef {ref!r} yet")
+        return min(t["id"] for t in found)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _payload_text(action: Action, key: str) -> str:
+    value = (action.payload or {}).get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise MappingError(f"action {action.key}: payload needs {key} (non-empty text)")
+    return value.strip()
+
+
+def _payload_id(action: Action, key: str) -> int:
+    value = (action.payload or {}).get(key)
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise MappingError(f"action {action.key}: payload needs {key} as a ConnectWise id like \"42\", got {value!r}")
+    return int(str(value).strip())
+
+
+@hookimpl
+def register_connectors(config):
+    """The ConnectWise connector when ``[connectors.connectwise]`` is configured."""
+    if config.connector_section(SOURCE) is None:
+        return []
+    return [ConnectWiseConnector(ConnectWiseSettings.from_config(config))]
