@@ -181,7 +181,7 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem]) -> None:
         attempts = hub.store.mark_sending(row["key"])
         try:
             result = target.push(action, _PushContext(hub.store, row["key"], attempts, row["progress"]))
-        except VendorError as exc:
+        except HubError as exc:   # a vendor's refusal, or a payload the connector cannot send
             hub.store.mark_failed(row["key"], str(exc))
             report.failed.append({"key": row["key"], "error": str(exc)})
             report.errors.append(f"push {row['key']}: {exc}")

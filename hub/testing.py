@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 
 import httpx
 
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def assert_plugin_conforms(connector, simulator) -> None:
                 key = (record.source, record.source_id)
                 assert key not in seen, f"{stream.name}: duplicate key {key}"
                 seen.add(key)
-                for name in ("created_at", "last_contact", "updated_at"):
+                for name in (f.name for f in fields(record) if "datetime" in str(f.type)):
                     value = getattr(record, name, None)
                     assert value is None or (isinstance(value, datetime) and value.utcoffset() == timedelta(0)), \
                         f"{stream.name}: {name} must be an aware UTC datetime, got {value!r}"

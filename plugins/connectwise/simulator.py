@@ -42,7 +42,8 @@ CATALOG = ((11, "MS-WS", "Managed workstation", 35.0, 12.5), (12, "MS-SRV", "Man
            (15, "SSD-1TB", "1 TB SSD", 109.99, 72.4), (16, "DOCK-USB-C", "USB-C dock", 189.0, 131.25))
 MEMBERS = ((101, "jsmith", "John Smith"), (102, "amartin", "Anna Martin"), (103, "lchen", "Li Chen"),
            (104, "okafor", "Ngozi Okafor"), (105, "pdubois", "Pierre Dubois"), (106, "sgarcia", "Sofia Garcia"))
-WORK_TYPES = ((1, "Remote Support"), (2, "Onsite"), (3, "Project Work"), (4, "Admin"))
+WORK_TYPES = ((1, "Remote Support"), (2, "Onsite"), (3, "Project Work"), (4, "Admin"), (5, "After Hours"),
+              (6, "Virus Removal"))
 WORK_ROLES = ((1, "Technician"), (2, "Senior Engineer"), (3, "Project Manager"))
 BILLABLE = ("Billable", "DoNotBill", "NoCharge", "NoDefault")
 CHARGE_TYPES = ("ServiceTicket", "ProjectTicket", "ChargeCode", "Activity")
