@@ -360,12 +360,15 @@ def contract_from_agreement(client_id: str, name: str, links: dict[str, str], ag
     terms = contract_terms(raw, m, file=file, where=f"types.{agreement.type_name}", tiers=m.tiers, addons=m.addons)
     time = terms["time"]
     if terms["kind"] == "block" and agreement.application_limit and time.block is not None:
-        # The PSA's own block size (applicationLimit hours) is the first block; renewals use the mapping.
+        # The PSA's own block (applicationLimit hours) is the first block: priced as the block size
+        # of those hours in time.toml, else at the mapped size's hourly rate. Renewals use the mapping.
         hours = Fraction(agreement.application_limit)
-        if hours != time.block.hours:
+        if hours > 0 and hours != time.block.hours:
             from dataclasses import replace as _replace
-            terms["time"] = _replace(time, renewal=time.renewal or time.block,
-                                     block=BlockSize(time.block.id, hours, time.block.price))
+            same = next((b for b in m.blocks.values() if b.hours == hours), None)
+            first = same or BlockSize(f"{format(float(hours), 'g')}h", hours,
+                                      round(time.block.price * hours / time.block.hours))
+            terms["time"] = _replace(time, renewal=time.renewal or time.block, block=first)
     return Contract(client_id, name, currency=m.currency, links=dict(links),
                     file=file, agreement=agreement.source_id,
                     origin=f"{agreement.source} agreement {agreement.source_id} ({agreement.type_name})", **terms)

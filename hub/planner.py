@@ -408,7 +408,7 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
                 f"{format_quantity(size.hours)} h at {format_minor(size.price, contract.currency)} was invoiced.")
         notice = Action(nkey, TICKET, ticketer, contract.client_id,
                         {"external_ref": f"msp-hub:{nkey}"[:100], "company_id": company,
-                         "board": str(hub.config.billing.get("notice_board", "Admin")),
+                         "board": str(hub.config.billing.get("notice_board", "Help Desk")),
                          "summary": f"Prepaid hours low: {format_quantity(balance)} h left"[:100],
                          "initial_description": text}, period.name)
         nstatus, nreasons = _status_against_outbox(hub, nkey, None, period=period, force=True, now=now, push_now=True)
