@@ -64,10 +64,10 @@ def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, o
     echo = (lambda s="": click.echo(s, file=out))
     invoices = [p for p in report.plan if p.bill is not None]
     others = [p for p in report.plan if p.bill is None and p.kind != "agreement_quantity"]
-    rows = [(p.client_id, p.period, _what(p), p.status, format_minor(p.total, p.bill.currency), str(len(p.bill.lines)))
-            for p in invoices]
+    rows = [(p.client_id, p.client_name[:24], p.period, _what(p), p.status, format_minor(p.total, p.bill.currency),
+             str(len(p.bill.lines))) for p in invoices]
     echo_rows = []
-    _table(("client", "period", "action", "status", "total", "lines"), rows, echo_rows.append, right=(4,))
+    _table(("client", "name", "period", "action", "status", "total", "lines"), rows, echo_rows.append, right=(5,))
     echo(echo_rows[0])
     echo(echo_rows[1])
     for p, line in zip(invoices, echo_rows[2:]):
@@ -96,7 +96,7 @@ def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, o
             for note in p.bill.notes:
                 echo(f"    note: {note}")
     for p in others:
-        echo(f"{p.client_id}  {_what(p)}  {p.status}  {p.action.key if p.action else ''}")
+        echo(f"{p.client_id}  {p.client_name}  {_what(p)}  {p.status}  {p.action.key if p.action else ''}")
         for reason in p.reasons:
             echo(f"    ! {reason}")
     if report.quantities:
@@ -128,7 +128,7 @@ def render_push(report: RunReport, out=None) -> None:
         echo(f"held {h['key']}: {'; '.join(h['reasons'])} (approve with: msp-hub approve {h['key']})")
     if not report.pushed and not report.failed:
         sent = sum(1 for p in report.plan if p.status == "unchanged")
-        echo(f"nothing new to push: {sent} invoice(s) due were already sent" if sent else "nothing to push")
+        echo(f"nothing new to push: {sent} action(s) due were already sent" if sent else "nothing to push")
 
 
 def render_errors(report: RunReport) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -15,10 +16,12 @@ from hub.config import load_config
 from hub.engine import Hub, sync_once
 from hub.logs import configure_logging
 from hub.money import format_minor
+from hub.periods import Period, last_ended_period
 from hub.testing import serve
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 NINJA_SECRET_VAR, STRIPE_KEY_VAR = "MSP_HUB_DEMO_NINJAONE_SECRET", "MSP_HUB_DEMO_STRIPE_KEY"
+CW_KEY_VAR = "MSP_HUB_DEMO_CONNECTWISE_KEY"
 
 CONFIG = """\
 # Written by `msp-hub demo`: the simulators below run only while the demo runs.
@@ -35,6 +38,13 @@ client_secret_env = "{ninja_var}"
 base_url = "{stripe_url}"
 api_key_env = "{stripe_var}"
 
+[connectors.connectwise]
+site = "{cw_url}"
+company_id = "{cw_company}"
+public_key = "{cw_public}"
+private_key_env = "{cw_var}"
+client_id = "{cw_client_id}"
+
 [logging]
 format = "console"
 level = "warning"
@@ -47,14 +57,49 @@ def seed_ninjaone(devices: int):
     return NinjaOneSimulator(seed=7, organizations=6, devices=devices, now=time.time())
 
 
+def seed_connectwise(period: Period):
+    """The PSA side of the seeded MSP: the same companies, agreements of every kind, and time.
+
+    Acme, Birchwood and Cobalt keep their contracts in mappings/ (Cobalt's agreement disagrees, which
+    is reported); Driftwood buys blocks of hours and used 18.5 of 20; Elm Street is break/fix;
+    Fairview has devices in the RMM but no agreement.
+    """
+    from plugins.connectwise.simulator import ConnectWiseSimulator
+    cw = ConnectWiseSimulator(seed=7, companies=0, agreements=0, time_entries=0, products=0, now=time.time())
+    co = {n.split()[0].lower(): cw.add_company(n) for n in (
+        "Acme Dental", "Birchwood Legal", "Cobalt Logistics", "Driftwood Cafe", "Elm Street Clinic", "Fairview Schools")}
+    day = lambda d, h=9: (period.start + timedelta(days=d - 1, hours=h)).timestamp()  # noqa: E731
+    gold = cw.add_agreement(co["acme"], "Managed Gold")
+    cw.add_addition(gold, "MS-WS", quantity=28)
+    cw.add_addition(gold, "MS-SRV", quantity=20)
+    silver = cw.add_agreement(co["birchwood"], "Managed Silver")
+    cw.add_addition(silver, "MS-WS", quantity=42)
+    cw.add_agreement(co["cobalt"], "Managed Gold")
+    block = cw.add_agreement(co["driftwood"], "Block Hours", application_units="Hours", application_limit=20)
+    cw.add_agreement(co["elm"], "Break/Fix")
+    cw.add_time_entry(co["acme"], 2.0, start=day(6), work_type="Remote Support")
+    cw.add_time_entry(co["acme"], 0.5, start=day(7), work_type="Onsite")
+    for d, hours in ((5, 8.0), (12, 6.5), (19, 4.0)):
+        cw.add_time_entry(co["driftwood"], hours, start=day(d), agreement_id=block, member="amartin")
+    cw.add_time_entry(co["elm"], 70 / 60, start=day(9), work_type="Remote Support", member="lchen")
+    cw.add_time_entry(co["elm"], 0.5, start=day(10), work_type="Onsite", member="lchen")
+    cw.add_time_entry(co["elm"], 1.0, start=day(11), work_type="Remote Support", charge_id=77)
+    cw.add_time_entry(co["elm"], 0.5, start=day(11, 14), work_type="Virus Removal", charge_id=77)
+    cw.add_time_entry(co["elm"], 1.0, start=day(12), billable="NoCharge")
+    cw.add_product(co["elm"], "SSD-1TB", quantity=2, price=109.99)
+    return cw
+
+
 def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
     from plugins.stripe.simulator import StripeSimulator
 
     ninja = seed_ninjaone(devices)
     stripe_sim = StripeSimulator(api_key="sk_test_msp_hub_demo")
+    cw = seed_connectwise(last_ended_period(datetime.now(timezone.utc), "Europe/Paris"))
     with contextlib.ExitStack() as stack:
         ninja_url = stack.enter_context(serve(ninja.handler))
         stripe_url = stack.enter_context(serve(stripe_sim.handler))
+        cw_url = stack.enter_context(serve(cw.handler))
         folder = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="msp-hub-demo-")))
         folder.mkdir(parents=True, exist_ok=True)
         for leftover in folder.glob("demo.db*"):
@@ -62,13 +107,16 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
         config_path = folder / "msp-hub.toml"
         config_path.write_text(CONFIG.format(mappings=MAPPINGS.as_posix(), ninja_url=ninja_url,
                                              ninja_client_id=ninja.client_id, ninja_var=NINJA_SECRET_VAR,
-                                             stripe_url=stripe_url, stripe_var=STRIPE_KEY_VAR))
+                                             stripe_url=stripe_url, stripe_var=STRIPE_KEY_VAR,
+                                             cw_url=cw_url, cw_company=cw.company_id, cw_public=cw.public_key,
+                                             cw_var=CW_KEY_VAR, cw_client_id=cw.client_id))
         os.environ[NINJA_SECRET_VAR] = ninja.client_secret
+        os.environ[CW_KEY_VAR] = cw.private_key
         os.environ[STRIPE_KEY_VAR] = stripe_sim.api_key
         config = load_config(config_path)
         configure_logging(fmt="console", level="warning", secrets=config.secret_values())
 
-        click.echo(f"NinjaOne simulator at {ninja_url}, Stripe simulator at {stripe_url}")
+        click.echo(f"simulators on 127.0.0.1: NinjaOne {ninja_url}, ConnectWise {cw_url}, Stripe {stripe_url}")
         click.echo(f"config and database in {folder}\n")
         click.echo("== first sync: pull, plan, push ==")
         hub = Hub(config)
@@ -76,7 +124,7 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
             report = sync_once(hub)
             click.echo("pulled " + ", ".join(f"{k} {v}" for k, v in sorted(report.records.items()))
                        + f"; the run (pull, plan, push) took {report.seconds:.2f} s")
-            render_plan(report, details=("create", "retry", "held"))
+            render_plan(report, details=("create", "retry", "held", "empty"))
             click.echo()
             render_push(report)
             render_errors(report)
@@ -91,6 +139,9 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
         finally:
             hub.close()
 
+        tickets = [cw.record("tickets", i) for i in cw.ids("tickets")]
+        click.echo(f"\nConnectWise simulator: {len(tickets)} ticket(s) created by the hub"
+                   + "".join(f"\n  #{t['id']} {t['summary']} ({t.get('externalXRef')})" for t in tickets))
         invoices = stripe_sim.list_objects("invoice")
         customers = len(stripe_sim.list_objects("customer"))
         click.echo(f"\nStripe simulator now holds {len(invoices)} invoice(s) for {customers} customer(s), "
@@ -99,4 +150,4 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
         for inv in sorted(invoices, key=lambda i: i["metadata"].get("msp_hub_action_key", "")):
             click.echo(f"  {inv['id']}  {inv['status']:<6} {inv['metadata'].get('msp_hub_action_key', '')}"
                        f"  {format_minor(inv['total'], inv['currency'])}  {len(inv['lines']['data'])} line(s)")
-        assert len(invoices) == len(report.pushed), "the second sync must not create invoices"
+        assert len(invoices) + len(tickets) <= len(report.pushed), "the second sync must not create anything"

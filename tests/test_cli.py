@@ -52,7 +52,7 @@ def test_sync_dry_run_then_sync_then_sync_again(served):
     assert first.exit_code == 0, first.output
     assert first.output.count("pushed invoice:") == 5
     again = run("sync", "--config", str(cfg), "--period", "2026-10")
-    assert "nothing new to push: 5 invoice(s) due were already sent" in again.output
+    assert "nothing new to push: 5 action(s) due were already sent" in again.output
     assert len(stripe.list_objects("invoice")) == 5
 
 
