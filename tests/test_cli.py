@@ -97,8 +97,9 @@ def test_example_config_loads_with_its_secrets_set():
     from hub.config import load_config
     from hub.engine import Hub
     cfg = load_config(ROOT / "examples" / "msp-hub.toml",
-                      environ={"NINJAONE_CLIENT_SECRET": "x", "STRIPE_API_KEY": "sk_test_x"})
+                      environ={"NINJAONE_CLIENT_SECRET": "x", "STRIPE_API_KEY": "sk_test_x",
+                               "CONNECTWISE_PRIVATE_KEY": "y"})
     cfg.database = ":memory:"
     hub = Hub(cfg)
-    assert sorted(hub.connectors) == ["ninjaone", "stripe"]
+    assert sorted(hub.connectors) == ["connectwise", "ninjaone", "stripe"]
     hub.close()
