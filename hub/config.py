@@ -12,7 +12,7 @@ import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from hub.errors import ConfigError
 
@@ -62,6 +62,22 @@ class HubConfig:
         if not isinstance(section, dict):
             raise ConfigError("must be a table", file=self.file, key=f"connectors.{name}",
                               fix=f"write it as [connectors.{name}]")
+        return section
+
+    def connector_settings(self, name: str, known: Iterable[str], secrets: Iterable[str] = ()) -> dict[str, Any]:
+        """The ``[connectors.<name>]`` table, checked: present, and no key outside ``known``.
+
+        ``secrets`` are the secret keys (``api_key``), which ``secret()`` reads from ``<key>_env``
+        or ``<key>_file``; writing one inline is left to ``secret()`` to explain.
+        """
+        section = self.connector_section(name)
+        if section is None:
+            raise ConfigError("missing", file=self.file, key=f"connectors.{name}", fix=f"add a [connectors.{name}] table")
+        allowed = set(known) | set(secrets)
+        for key in section:
+            if key not in allowed:
+                raise ConfigError(f"unknown key '{key}'", file=self.file, key=f"connectors.{name}.{key}",
+                                  fix=f"use one of {', '.join(sorted(set(known)))}")
         return section
 
     def secret(self, connector: str, key: str, *, required: bool = True) -> Secret | None:

@@ -297,17 +297,10 @@ class ConnectWiseSettings:
     @classmethod
     def from_config(cls, config: HubConfig) -> ConnectWiseSettings:
         """Read and check the section; a ConfigError names the key and the fix."""
-        section = config.connector_section(SOURCE)
-        if section is None:
-            raise ConfigError("missing", file=config.file, key=f"connectors.{SOURCE}",
-                              fix=f"add a [connectors.{SOURCE}] table")
+        section = config.connector_settings(SOURCE, SETTINGS_KEYS, secrets=("private_key",))
 
         def fail(key: str, message: str, fix: str) -> ConfigError:
             return ConfigError(message, file=config.file, key=f"connectors.{SOURCE}.{key}", fix=fix)
-
-        for key in section:
-            if key not in SETTINGS_KEYS and key != "private_key":  # config.secret() explains that one
-                raise fail(key, "unknown key", f"use one of {', '.join(SETTINGS_KEYS)}")
 
         if "site" in section and "base_url" in section:
             raise fail("base_url", "given together with site", "keep only site")

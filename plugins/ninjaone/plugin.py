@@ -78,17 +78,10 @@ class NinjaOneSettings:
     @classmethod
     def from_config(cls, config: HubConfig) -> NinjaOneSettings:
         """Read and check the section; a ConfigError names the key and the fix."""
-        section = config.connector_section(SOURCE)
-        if section is None:
-            raise ConfigError("missing", file=config.file, key=f"connectors.{SOURCE}",
-                              fix=f"add a [connectors.{SOURCE}] table")
+        section = config.connector_settings(SOURCE, SETTINGS_KEYS, secrets=("client_secret",))
 
         def fail(key: str, message: str, fix: str) -> ConfigError:
             return ConfigError(message, file=config.file, key=f"connectors.{SOURCE}.{key}", fix=fix)
-
-        for key in section:
-            if key not in SETTINGS_KEYS and key != "client_secret":  # config.secret() explains that one
-                raise fail(key, "unknown key", f"use one of {', '.join(SETTINGS_KEYS)}")
 
         client_id = section.get("client_id")
         if not isinstance(client_id, str) or not client_id.strip():

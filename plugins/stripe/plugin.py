@@ -86,14 +86,10 @@ class StripeSettings:
     @classmethod
     def from_config(cls, config) -> StripeSettings | None:
         """Read ``[connectors.stripe]`` of a ``HubConfig``; None when the section is absent."""
-        section = config.connector_section(NAME)
-        if section is None:
+        if config.connector_section(NAME) is None:
             return None
+        section = config.connector_settings(NAME, SETTING_KEYS, secrets=("api_key",))
         file, where = config.file, f"connectors.{NAME}"
-        unknown = sorted(set(section) - SETTING_KEYS - {"api_key"})
-        if unknown:
-            raise ConfigError(f"unknown key '{unknown[0]}'", file=file, key=f"{where}.{unknown[0]}",
-                              fix=f"use one of {', '.join(sorted(SETTING_KEYS))}")
         api_key = config.secret(NAME, "api_key")
         base_url = section.get("base_url", cls.base_url)
         if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
