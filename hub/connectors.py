@@ -13,10 +13,14 @@ class Page:
 
     The engine upserts ``records`` and saves ``cursor`` in one transaction, so a crash never moves
     a cursor past data that was not stored. ``cursor`` is a JSON-serialisable dict or None.
+    ``complete`` says the page holds the whole current set of a snapshot stream (the active
+    alerts): the store marks the source's other records of that table inactive in the same
+    transaction.
     """
 
     records: list
     cursor: dict[str, Any] | None
+    complete: bool = False   # the records are the whole current set (e.g. every active alert)
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,8 @@ def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None
             pages = 0
             try:
                 for page in stream.iter_pages(cursor, report.started_at):
-                    report.records[key] += hub.store.write_page(stream.table, page.records, name, stream.name, page.cursor)
+                    report.records[key] += hub.store.write_page(stream.table, page.records, name, stream.name, page.cursor,
+                                                                complete=page.complete)
                     pages += 1
                     slog.debug("sync.page_stored", records=len(page.records), pages=pages)
             except HubError as exc:

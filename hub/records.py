@@ -180,3 +180,67 @@ class ProductLine:
     invoiced: bool = False
     sold_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert the RMM reports as active now (NinjaOne ``/v2/alerts``), keyed by its ``uid``.
+
+    ``condition`` identifies what fired on the device (the condition's config uid, else its name),
+    so that one (device, condition) pair has at most one open ticket. ``severity`` is the vendor's
+    (NONE, MINOR, MODERATE, MAJOR, CRITICAL); ``device_class`` the RMM's node class.
+    """
+
+    source: str
+    source_id: str
+    client_source_id: str
+    device_source_id: str
+    device_name: str
+    device_class: str
+    source_type: str
+    condition: str
+    severity: str
+    priority: str
+    message: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """A TRIGGERED or RESET entry of the RMM's activity log for an alert series.
+
+    ``series_uid`` is the alert's ``uid``; ``status`` is ``triggered`` or ``reset``. A reset is
+    seen here even when the alert already left the active list.
+    """
+
+    source: str
+    source_id: str
+    series_uid: str
+    device_source_id: str
+    status: str
+    occurred_at: datetime
+    severity: str = ""
+    message: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A PSA service ticket the hub made (found by its external reference), as the PSA has it now.
+
+    ``closed`` is the PSA's closed flag; ``touched`` is True once a person worked on it (time
+    logged, or a status change that the hub did not make): such a ticket is never auto-closed.
+    """
+
+    source: str
+    source_id: str
+    client_source_id: str
+    external_ref: str
+    summary: str
+    board: str
+    status: str
+    closed: bool
+    touched: bool
+    closed_at: datetime | None = None
+    updated_at: datetime | None = None

@@ -16,7 +16,8 @@ from typing import Any, Iterable, Iterator
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from hub.records import Action, Agreement, AgreementAddition, Client, Device, ProductLine, TimeEntry
+from hub.records import (Action, Agreement, AgreementAddition, Alert, AlertEvent, Client, Device, ProductLine, Ticket,
+                         TimeEntry)
 
 migrations = Migrations("hub")
 
@@ -86,8 +87,26 @@ def m003_approvals(db: Database) -> None:
     db["billed_items"].create_index(["client_id"])
 
 
+@migrations()
+def m004_alerts(db: Database) -> None:
+    db["alerts"].create({"source": str, "source_id": str, "client_source_id": str, "device_source_id": str,
+                         "device_name": str, "device_class": str, "source_type": str, "condition": str,
+                         "severity": str, "priority": str, "message": str, "created_at": str, "updated_at": str,
+                         "active": int}, pk=("source", "source_id"), defaults={"active": 1})
+    db["alerts"].create_index(["source", "active"])
+    db["alert_events"].create({"source": str, "source_id": str, "series_uid": str, "device_source_id": str,
+                               "status": str, "occurred_at": str, "severity": str, "message": str,
+                               "updated_at": str}, pk=("source", "source_id"))
+    db["alert_events"].create_index(["source", "series_uid"])
+    db["tickets"].create({"source": str, "source_id": str, "client_source_id": str, "external_ref": str,
+                          "summary": str, "board": str, "status": str, "closed": int, "touched": int,
+                          "closed_at": str, "updated_at": str}, pk=("source", "source_id"))
+    db["tickets"].create_index(["source", "external_ref"])
+
+
 RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
-                 "time_entries": TimeEntry, "products": ProductLine}
+                 "time_entries": TimeEntry, "products": ProductLine, "alerts": Alert, "alert_events": AlertEvent,
+                 "tickets": Ticket}
 _FIELDS = {table: [f.name for f in fields(cls)] for table, cls in RECORD_TABLES.items()}
 
 
@@ -141,14 +160,24 @@ class Store:
     # --- pulled records and cursors ------------------------------------------------------------
 
     def write_page(self, table: str, records: Iterable, connector: str, stream: str,
-                   cursor: dict | None) -> int:
-        """Upsert one page of records and save the stream's cursor in the same transaction."""
+                   cursor: dict | None, *, complete: bool = False) -> int:
+        """Upsert one page of records and save the stream's cursor in the same transaction.
+
+        ``complete``: the page is the whole current set (``alerts``); the source's other records
+        of the table are marked inactive, and these active, in the same transaction.
+        """
+        records = list(records)
         rows = [_row(r, _FIELDS[table], _DATETIME_AT[table]) for r in records]
         with self.db.atomic():
+            if complete:
+                self.db.conn.execute(f"UPDATE [{table}] SET active = 0 WHERE source = ?", [connector])
             # Prepared statements: sqlite-utils' upsert_all builds and checks SQL per batch, which
             # cost more than the HTTP pull itself at 100k records.
             if rows:
                 self.db.conn.executemany(_UPSERT_SQL[table], rows)
+                if complete:
+                    self.db.conn.executemany(f"UPDATE [{table}] SET active = 1 WHERE source = ? AND source_id = ?",
+                                             [(r.source, r.source_id) for r in records])
             self.db.conn.execute(
                 "INSERT INTO cursors (connector, stream, cursor, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (connector, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
