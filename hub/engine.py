@@ -46,6 +46,7 @@ class RunReport:
     held: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     quantities: list[QuantityCheck] = field(default_factory=list)
+    alert_log: list[dict[str, Any]] = field(default_factory=list)
     registry: Registry | None = None
     seconds: float = 0.0
 
@@ -58,7 +59,8 @@ class RunReport:
                 "records": self.records, "plan": [p.to_json() for p in self.plan],
                 "discrepancies": [vars(d) for d in self.discrepancies], "pushed": self.pushed,
                 "failed": self.failed, "held": self.held, "errors": self.errors,
-                "quantities": [q.to_json() for q in self.quantities], "seconds": round(self.seconds, 3)}
+                "quantities": [q.to_json() for q in self.quantities], "alert_log": self.alert_log,
+                "seconds": round(self.seconds, 3)}
 
 
 class Hub:

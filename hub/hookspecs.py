@@ -48,6 +48,22 @@ def add_billing_lines(client_id, contract, period, lines):
     """
 
 
+# --- alerts ------------------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def alert_rule(alert, client_id):
+    """Choose the rule that turns an RMM alert into a ticket, instead of ``alert_rules.toml``.
+
+    Called once for each new alert during plan (so a dry run shows the choice), after maintenance
+    windows are applied. Stops at the first non-None result; with none, the first matching rule of
+    ``mappings/alert_rules.toml`` applies.
+
+    :param alert: the ``hub.records.Alert``.
+    :param client_id: the hub client the alert's device belongs to, or None when unmapped.
+    :return: a ``hub.alerting.AlertRule`` (``action="ignore"`` drops the alert, logged), or None.
+    """
+
+
 # --- before push -------------------------------------------------------------------------------
 
 @hookspec(firstresult=True)

@@ -133,6 +133,7 @@ class Mappings:
     agreement_types: dict[str, dict[str, Any]] = field(default_factory=dict)  # PSA type name -> contract terms
     addition_products: dict[str, str] = field(default_factory=dict)  # catalog item -> what it counts
     links: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # client id -> (name, links)
+    alert_rules: Any = None                                        # hub.alerting.AlertRules
 
     def client_for(self, system: str, external_id: str) -> str | None:
         """The hub client id linked to ``external_id`` in ``system``, if a contract names it."""
@@ -420,6 +421,8 @@ def load_mappings(directory: str | Path) -> Mappings:
     classes = load_device_classes(d / "device_classes.toml")
     m = Mappings(currency, tiers, addons, classes, {})
     m.time, m.blocks = load_time(d / "time.toml", currency)
+    from hub.alerting import load_alert_rules
+    m.alert_rules = load_alert_rules(d / "alert_rules.toml")
     at_file = d / "agreement_types.toml"
     if at_file.exists():
         raw = _read(at_file)

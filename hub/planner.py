@@ -10,11 +10,11 @@ stored or sent here; ``hub.engine.push`` records and sends what the plan says.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from hub import reconcile, timebilling
+from hub import alerting, reconcile, timebilling
 from hub.errors import HubError
 from hub.linking import HubClient, Registry, link_clients
 from hub.mappings import Contract, contract_from_agreement
@@ -485,5 +485,95 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
                 items.extend(plan_quantities(hub, ctx, contract, item, report, force=force, now=now))
     for cid in sorted(ctx.contracts):
         items.extend(plan_renewal(hub, ctx, ctx.contracts[cid], periods[-1], now))
+    items.extend(plan_alerts(hub, report, ctx, now))
     report.plan = items
+    return items
+
+
+# --- alerts -> tickets -----------------------------------------------------------------------------
+
+ALERT_KINDS = ("ticket", "ticket_note", "ticket_close", "ticket_reopen")
+
+
+def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
+    """The tickets the hub made, from the outbox and the PSA's copy, and every alert uid acted on."""
+    rows = [r for kind in ALERT_KINDS for r in hub.store.actions(kind=kind)]
+    known: set[str] = set()
+    tickets: dict[str, alerting.HubTicket] = {}
+    for r in sorted(rows, key=lambda r: r["key"]):
+        p = r["payload"]
+        known.update(p.get("uids", []))
+        if p.get("uid"):
+            known.add(p["uid"])
+        if r["kind"] == "ticket":
+            tickets[r["key"]] = alerting.HubTicket(r["key"], p["external_ref"], p.get("device", ""), p.get("condition", ""),
+                                                   r["client_id"] or None, set(p.get("uids", [])),
+                                                   auto_close=bool(p.get("auto_close", True)))
+    last_hub_action: dict[str, tuple[str, str]] = {}
+    for r in sorted(rows, key=lambda r: r["sent_at"] or r["created_at"] or ""):
+        p = r["payload"]
+        parent = p.get("parent") or next((k for k, t in tickets.items()
+                                          if t.external_ref in (p.get("external_ref"), p.get("ticket_external_ref"))), None)
+        if parent in tickets and r["kind"] != "ticket":
+            if p.get("uid"):
+                tickets[parent].uids.add(p["uid"])
+            if r["kind"] in ("ticket_close", "ticket_reopen") and r["status"] == SENT:
+                tickets[parent].closed = r["kind"] == "ticket_close"
+                tickets[parent].closed_at = datetime.fromisoformat(r["sent_at"]) if r["kind"] == "ticket_close" else None
+                last_hub_action[parent] = (r["kind"], r["sent_at"])
+    for source in {r["connector"] for r in rows if r["kind"] == "ticket"}:
+        for t in hub.store.iter_records("tickets", source):
+            key = t.external_ref.removeprefix("msp-hub:")
+            mine = tickets.get(key)
+            if mine is None:
+                continue
+            acted = last_hub_action.get(key)
+            if acted is None or (t.updated_at and t.updated_at.isoformat() > acted[1]):
+                mine.closed, mine.closed_at = t.closed, t.closed_at
+    return list(tickets.values()), frozenset(known)
+
+
+def plan_alerts(hub: "Hub", report: "RunReport", ctx: Context, now: datetime) -> list[PlanItem]:
+    """Ticket actions for the RMM's alerts (hub.alerting), compared with the outbox."""
+    rules = hub.mappings.alert_rules
+    if rules is None:
+        return []
+    sources = [r["source"] for r in hub.store.db.query("select distinct source from alerts")]
+    if not sources:
+        return []
+    alerts = [a for s in sources for a in hub.store.iter_records("alerts", s, where="active = 1")]
+    history = {a.source_id: a for s in sources for a in hub.store.iter_records("alerts", s)}
+    since = (now - timedelta(days=30)).isoformat()
+    events = [e for s in sources for e in hub.store.iter_records("alert_events", s, where="occurred_at >= ?", args=[since])]
+    tickets, known = hub_tickets(hub)
+    registry = ctx.registry
+
+    def client_of(a):
+        return registry.client_for(a.source, a.client_source_id) if a.client_source_id else None
+
+    def company_of(cid):
+        return registry.clients[cid].links.get(ctx.psa or "") if cid in registry.clients else None
+
+    plan_ = alerting.plan_alert_tickets(alerts, events, tickets, rules, client_of, company_of, now,
+                                        decide=lambda a, c: hub.pm.hook.alert_rule(alert=a, client_id=c),
+                                        known_uids=known, history=history)
+    report.alert_log.extend(plan_.log)
+    for entry in plan_.log:
+        if "no ticket" in entry["what"] and "before the hub saw it" not in entry["what"]:
+            report.errors.append(f"alert {entry['uid']}: {entry['what']}")
+    items = []
+    for intent in plan_.intents:
+        client = intent.client_id or ""
+        name = registry.clients[client].name if client in registry.clients else "(unmapped)"
+        action = Action(intent.key, intent.kind, connector_for(hub, intent.kind), client, intent.payload, None)
+        stored = hub.store.get_action(intent.key)
+        if stored and stored["status"] == SENT:
+            status, reasons = "unchanged", ()
+        elif stored and stored["attempts"] > 0:
+            status, reasons = "retry", (f"attempted {stored['attempts']} time(s): {stored['last_error'] or 'outcome unknown'}",)
+        else:
+            status, reasons = "create", ()
+        why = (f"rule {intent.rule}: {intent.reason}" if intent.rule else intent.reason,)
+        items.append(_vet(hub, PlanItem(intent.kind, client, name, now.strftime("%Y-%m"), status, action,
+                                        reasons=why + reasons)))
     return items

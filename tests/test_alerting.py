@@ -1,0 +1,138 @@
+"""Alert-to-ticket rules as pure functions: match order, windows, dedup, reopen, storms, resets."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hub.alerting import (AlertRule, AlertRules, HubTicket, Window, external_ref, load_alert_rules,
+                          plan_alert_tickets)
+from hub.errors import ConfigError
+from hub.records import Alert, AlertEvent
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+RULES = AlertRules((AlertRule("servers", {"device_class": ("WINDOWS_SERVER",), "severity": ("CRITICAL", "MAJOR")},
+                              board="Alerts", priority="P1"),
+                    AlertRule("noise", {"message": ("^heartbeat",)}, action="ignore"),
+                    AlertRule("catch-all", board="Help Desk", auto_close=False)),
+                   severity_priority={"MINOR": "P4"}, storm_threshold=5, storm_window=timedelta(minutes=10))
+
+
+def alert(uid, device="10", condition="cpu", cls="WINDOWS_WORKSTATION", severity="MINOR", message="CPU high",
+          org="1", at=NOW - timedelta(minutes=5)):
+    return Alert("ninjaone", uid, org, device, f"PC-{device}", cls, "CONDITION_AGENT_CPU", condition, severity, "",
+                 message, at, at)
+
+
+def event(uid, status, at=NOW - timedelta(minutes=1), eid=None):
+    return AlertEvent("ninjaone", eid or f"{uid}-{status}", uid, "10", status, at)
+
+
+def plan(alerts=(), events=(), tickets=(), rules=RULES, client="acme", company="250", **kw):
+    return plan_alert_tickets(alerts, events, tickets, rules, lambda a: client if a.client_source_id else None,
+                              lambda c: company if c else None, NOW, **kw)
+
+
+def test_first_matching_rule_sets_board_and_priority():
+    p = plan([alert("a1", cls="WINDOWS_SERVER", severity="CRITICAL"), alert("a2", device="11")])
+    by_key = {i.key: i for i in p.intents}
+    assert by_key["ticket:ninjaone:a1"].payload["board"] == "Alerts"
+    assert by_key["ticket:ninjaone:a1"].payload["priority"] == "P1" and by_key["ticket:ninjaone:a1"].rule == "servers"
+    assert by_key["ticket:ninjaone:a2"].payload["board"] == "Help Desk"
+    assert by_key["ticket:ninjaone:a2"].payload["priority"] == "P4"          # severity -> priority map
+    assert by_key["ticket:ninjaone:a2"].payload["external_ref"] == "msp-hub:ticket:ninjaone:a2"
+    assert by_key["ticket:ninjaone:a1"].payload["company_id"] == "250"
+
+
+def test_an_ignore_rule_and_a_maintenance_window_make_nothing_but_are_logged():
+    rules = AlertRules(RULES.rules, (Window(NOW - timedelta(hours=1), NOW + timedelta(hours=1), client="acme"),))
+    p = plan([alert("a1")], rules=rules)
+    assert p.intents == [] and "maintenance window" in p.log[0]["what"]
+    p = plan([alert("a2", message="heartbeat missed")])
+    assert p.intents == [] and "ignored by rule noise" in p.log[0]["what"]
+    device_window = AlertRules(RULES.rules, (Window(NOW - timedelta(hours=1), NOW, device="ninjaone:10"),))
+    assert plan([alert("a3")], rules=device_window).intents == []
+    assert plan([alert("a4", device="11")], rules=device_window).intents
+
+
+def test_a_plugin_decision_wins_over_the_rules():
+    p = plan([alert("a1")], decide=lambda a, c: AlertRule("site", board="NOC"))
+    assert p.intents[0].payload["board"] == "NOC" and p.intents[0].rule == "site"
+
+
+def test_a_retrigger_on_an_open_ticket_adds_a_note():
+    open_t = HubTicket("ticket:ninjaone:a1", external_ref("ticket:ninjaone:a1"), "ninjaone:10", "cpu", "acme", {"a1"})
+    p = plan([alert("a1"), alert("a2")], tickets=[open_t], known_uids=frozenset({"a1"}))
+    (note,) = p.intents
+    assert note.kind == "ticket_note" and note.key == "ticket_note:ninjaone:a2"
+    assert note.payload["ticket_external_ref"] == "msp-hub:ticket:ninjaone:a1"
+
+
+@pytest.mark.parametrize("closed_ago, kind", [(timedelta(days=2), "ticket_reopen"), (timedelta(days=5), "ticket")])
+def test_a_trigger_soon_after_a_close_reopens_later_creates(closed_ago, kind):
+    closed = HubTicket("ticket:ninjaone:a1", external_ref("ticket:ninjaone:a1"), "ninjaone:10", "cpu", "acme", {"a1"},
+                       closed=True, closed_at=NOW - closed_ago)
+    p = plan([alert("a2")], tickets=[closed], known_uids=frozenset({"a1"}))
+    assert [i.kind for i in p.intents] == [kind]
+
+
+def test_a_storm_becomes_one_parent_ticket_listing_the_alerts():
+    storm = [alert(f"s{i}", device=str(100 + i), at=NOW - timedelta(minutes=5, seconds=i)) for i in range(8)]
+    p = plan(storm)
+    (parent,) = p.intents
+    assert parent.key.startswith("ticket:storm:acme:") and len(parent.payload["uids"]) == 8
+    assert all(f"s{i}" in parent.payload["initial_description"] for i in range(8))
+    below = plan(storm[:5]).intents                                              # at the threshold: one each
+    assert sorted(i.key for i in below) == [f"ticket:ninjaone:s{i}" for i in range(5)]
+
+
+def test_reset_closes_an_auto_close_ticket_and_notes_one_that_is_not():
+    auto = HubTicket("ticket:ninjaone:a1", "msp-hub:ticket:ninjaone:a1", "ninjaone:10", "cpu", "acme", {"a1"})
+    manual = HubTicket("ticket:ninjaone:b1", "msp-hub:ticket:ninjaone:b1", "ninjaone:11", "cpu", "acme", {"b1"},
+                       auto_close=False)
+    p = plan([], [event("a1", "reset"), event("b1", "reset")], [auto, manual], known_uids=frozenset({"a1", "b1"}))
+    kinds = {i.key: i.kind for i in p.intents}
+    assert kinds == {"ticket_close:ticket:ninjaone:a1:a1": "ticket_close",
+                     "ticket_note:cleared:ticket:ninjaone:b1:b1": "ticket_note"}
+
+
+def test_the_backstop_closes_a_ticket_whose_alert_vanished_without_a_reset_event():
+    t = HubTicket("ticket:ninjaone:a1", "msp-hub:ticket:ninjaone:a1", "ninjaone:10", "cpu", "acme", {"a1"})
+    (close,) = plan([], [], [t], known_uids=frozenset({"a1"})).intents
+    assert close.kind == "ticket_close" and "backstop" in close.reason
+    assert plan([alert("a1")], [], [t], known_uids=frozenset({"a1"})).intents == []     # still active
+
+
+def test_a_ticket_with_several_alerts_closes_when_all_are_reset():
+    t = HubTicket("ticket:ninjaone:a1", "msp-hub:ticket:ninjaone:a1", "ninjaone:10", "cpu", "acme", {"a1", "a2"})
+    assert plan([alert("a2")], [event("a1", "reset")], [t], known_uids=frozenset({"a1", "a2"})).intents == []
+
+
+def test_an_alert_triggered_and_reset_before_the_hub_saw_it_is_recorded_without_ticket():
+    p = plan([], [event("x1", "triggered", eid="1"), event("x1", "reset", eid="2")])
+    assert p.intents == [] and "before the hub saw it" in p.log[0]["what"]
+
+
+def test_unmapped_alerts_go_to_the_fallback_board_or_are_logged():
+    fallback = AlertRules(RULES.rules, fallback_board="Alerts", fallback_company="999")
+    (t,) = plan([alert("u1", org="")], rules=fallback).intents
+    assert t.payload["board"] == "Alerts" and t.payload["company_id"] == "999" and "linked to no hub client" in t.reason
+    p = plan([alert("u2", org="")])
+    assert p.intents == [] and "no fallback board" in p.log[0]["what"]
+
+
+def test_known_alerts_are_not_planned_twice():
+    assert plan([alert("a1")], known_uids=frozenset({"a1"})).intents == []
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ('[[rule]]\nname = "x"\nmatch = { colour = ["red"] }\n', "cannot match on 'colour'"),
+    ('[[rule]]\nname = "x"\nmatch = { severity = ["MAJOR"] }\n', "catch-all"),
+    ('[[rule]]\nname = "x"\nmatch = { message = ["(("] }\n[[rule]]\nname = "all"\n', "bad pattern"),
+    ('[[rule]]\nname = "all"\n[[maintenance]]\nclient = "a"\nstart = "2026-11-01"\nend = "x"\n', "ISO datetimes"),
+])
+def test_rule_file_errors_name_the_key(tmp_path, body, fragment):
+    f = tmp_path / "alert_rules.toml"
+    f.write_text(body)
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        load_alert_rules(f)
