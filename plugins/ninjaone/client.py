@@ -1,4 +1,23 @@
-"""NinjaOne Public API v2 over HTTP: OAuth2 client credentials, keyset paging, retries. No mapping."""
+"""NinjaOne Public API v2 over HTTP: OAuth2 client credentials, keyset paging, retries. No mapping.
+
+Activities page by activity id. The spec (2.0.9-draft) describes the two cursors the wrong way
+round::
+
+    olderThan: "Return activities recorded that are newer than specified activity ID"
+    newerThan: "Return activities recorded that are older than specified activity ID"
+
+The names are right and the descriptions are swapped: ``olderThan=X`` answers activities with
+ids below X, ``newerThan=X`` those above X, each page newest first ("Returns activity log in
+reverse chronological order"). So ``olderThan`` pages backward (pass the smallest id of a page)
+and ``newerThan`` pages forward (pass the largest). The simulator answers the same way, and
+``tests/test_client.py::test_newer_than_pages_forward_and_older_than_backward`` records it.
+
+Which ids above X a full ``newerThan`` page holds (the next ones after X, or the newest ones) is
+not written anywhere, and guessing wrong would skip activities without a sound. So
+``iter_activities`` checks every full ``newerThan`` page by walking back with ``olderThan`` from
+its oldest id down to X: against an API that answers the next ids that walk is one request that
+finds nothing; against one that answers the newest ids it fetches the gap.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +38,13 @@ log = structlog.get_logger()
 VENDOR = "ninjaone"
 TOKEN_PATH = "/ws/oauth/token"
 MAX_PAGE_SIZE = 1000
+# /v2/activities takes pageSize from 10 to 1000 (default 200).
+MIN_ACTIVITY_PAGE_SIZE = 10
+# The statusCodes of an alert series' life in the activity log, asked for with ``status``.
+ALERT_STATUSES = ("TRIGGERED", "RESET")
+# With no cursor yet, how many of the newest activities to read: the log goes back months, and a
+# first run only needs what happened shortly before it read the active alerts.
+DEFAULT_LOOKBACK = 1000
 # NinjaOne publishes no rate limits and may send a 429 without Retry-After; well-known clients
 # then wait 10 s. The retry policy still caps every wait at its own max_wait.
 DEFAULT_RETRY_AFTER = 10.0
@@ -66,6 +92,7 @@ class NinjaOneClient:
         self._token: str | None = None
         self._token_expires_at = 0.0
         self.requests = 0
+        self.last_activity_id: int | None = None
 
     # --- public -------------------------------------------------------------------------------
 
@@ -88,6 +115,81 @@ class NinjaOneClient:
             non-empty lists of the vendor's device dicts, unchanged.
         """
         return self._iter_pages("/v2/devices", after)
+
+    def list_alerts(self, source_type: str | None = None) -> list[dict[str, Any]]:
+        """Every active alert (``GET /v2/alerts``): one unpaged list, each alert with its ``device``.
+
+        Args:
+            source_type: only alerts of this ``sourceType`` (e.g. ``CONDITION_AGENT_CPU``).
+        Returns:
+            the vendor's alert dicts, unchanged.
+        """
+        params = {"sourceType": source_type} if source_type else None
+        return self._request("GET", "/v2/alerts", params=params)
+
+    def iter_activities(self, newer_than: int | None, page_size: int | None = None, *,
+                        lookback: int = DEFAULT_LOOKBACK, activity_class: str | None = "DEVICE",
+                        statuses: tuple[str, ...] | None = ALERT_STATUSES) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of activities (``GET /v2/activities``) newer than an activity id, oldest first.
+
+        Every page is in ascending id order and every page's ids are above the previous page's,
+        so a caller may commit ``page[-1]["id"]`` as its cursor after each page: resuming from
+        it neither skips nor repeats an activity.
+
+        Args:
+            newer_than: the last activity id already seen; None reads the ``lookback`` newest.
+            page_size: ``pageSize`` of each request, kept within 10..1000; default the client's.
+            lookback: with no ``newer_than``, how many of the newest activities to read.
+            activity_class: the ``class`` filter (SYSTEM, DEVICE, USER, ALL); None sends none.
+            statuses: statusCodes to ask for, comma-separated in ``status``; None sends none.
+                The filter only saves transfer: callers still check each activity's statusCode.
+        Yields:
+            non-empty lists of the vendor's activity dicts, unchanged. ``last_activity_id`` holds
+            the account's newest activity id of the latest answer, whatever the filters.
+        """
+        size = min(max(page_size or self.page_size, MIN_ACTIVITY_PAGE_SIZE), MAX_PAGE_SIZE)
+        base: dict[str, Any] = {"pageSize": size}
+        if activity_class:
+            base["class"] = activity_class
+        if statuses:
+            base["status"] = ",".join(statuses)
+        if newer_than is None:
+            yield from _ascending_pages(self._walk_back(base, size, floor=None, start=None, limit=lookback), size)
+            return
+        cursor = newer_than
+        while True:
+            page = self._get_activities({**base, "newerThan": cursor})
+            fresh = [a for a in page if a["id"] > cursor]
+            if len(page) < size:
+                # A short page holds every activity above the cursor.
+                yield from _ascending_pages(fresh, size)
+                return
+            if not fresh:
+                raise VendorError(VENDOR, 200, "GET", self.base_url + "/v2/activities",
+                                  f"a full page for newerThan={cursor} holds no newer activity; stopping "
+                                  f"instead of looping forever")
+            # A full page: fetch whatever lies between the cursor and its oldest activity.
+            fresh += self._walk_back(base, size, floor=cursor, start=min(a["id"] for a in fresh))
+            yield from _ascending_pages(fresh, size)
+            cursor = max(a["id"] for a in fresh)
+
+    def reset_alert(self, uid: str, data: dict[str, Any] | None = None) -> bool:
+        """Reset an alert (``POST /v2/alert/{uid}/reset``); needs the ``management`` scope.
+
+        Args:
+            uid: the alert's uid (its series uid in the activity log).
+            data: free-form data NinjaOne records on the RESET activity.
+        Returns:
+            True once reset; False when no active alert has that uid (already reset, perhaps by
+            an earlier try of this very call whose answer was lost).
+        """
+        try:
+            self._request("POST", f"/v2/alert/{uid}/reset", json_body=data or {}, kind=None)
+        except VendorError as exc:
+            if exc.status == 404 and not isinstance(exc, RetryableError):
+                return False
+            raise
+        return True
 
     def close(self) -> None:
         """Close the HTTP client if this client made it."""
@@ -126,25 +228,61 @@ class NinjaOneClient:
                 raise MalformedResponseError(VENDOR, 200, "GET", self.base_url + path,
                                              "last record of a full page has no id") from None
 
+    def _walk_back(self, base: dict[str, Any], size: int, *, floor: int | None, start: int | None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        """Activities below ``start`` (or the newest) and above ``floor``, newest first, by olderThan.
+
+        Stops at a short page, at the floor, or once ``limit`` activities are in hand.
+        """
+        found: list[dict[str, Any]] = []
+        older_than = start
+        while True:
+            params = base if older_than is None else {**base, "olderThan": older_than}
+            page = self._get_activities(params)
+            below = [a for a in page if (older_than is None or a["id"] < older_than)
+                     and (floor is None or a["id"] > floor)]
+            found += below
+            if limit is not None and len(found) >= limit:
+                found.sort(key=_activity_id, reverse=True)
+                return found[:limit]
+            if len(page) < size or not below or len(below) < len(page):
+                return found
+            older_than = min(a["id"] for a in below)
+
+    def _get_activities(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One ``GET /v2/activities``: its activities (each with an integer id); notes lastActivityId."""
+        body = self._request("GET", "/v2/activities", params=params, kind=dict)
+        activities, last = body.get("activities"), body.get("lastActivityId")
+        if not isinstance(activities, list) or not all(
+                isinstance(a, dict) and isinstance(a.get("id"), int) for a in activities):
+            raise MalformedResponseError(VENDOR, 200, "GET", self.base_url + "/v2/activities",
+                                         "expected {lastActivityId, activities: [...]} with an id on every activity")
+        if isinstance(last, int):
+            self.last_activity_id = last
+        return activities
+
     # --- requests -----------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None) -> Any:
-        """Send one API call under the retry policy; return its decoded JSON (a list)."""
-        return self._retrying()(self._attempt, method, path, params)
+    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                 json_body: Any = None, kind: type | None = list) -> Any:
+        """Send one API call under the retry policy; return its decoded JSON (of ``kind``, or None)."""
+        return self._retrying()(self._attempt, method, path, params, json_body, kind)
 
-    def _attempt(self, method: str, path: str, params: dict[str, Any] | None) -> Any:
+    def _attempt(self, method: str, path: str, params: dict[str, Any] | None, json_body: Any = None,
+                 kind: type | None = list) -> Any:
         """One try of an API call: token, request, one token refetch on 401, status, JSON."""
         fresh = self._token is None or self._clock() >= self._token_expires_at
         if fresh:
             self._fetch_token()
+        extra = {} if json_body is None else {"json": json_body}
         response = self._send(method, path, params=params,
-                              headers={"Authorization": f"Bearer {self._token}"})
+                              headers={"Authorization": f"Bearer {self._token}"}, **extra)
         if response.status_code == 401 and not fresh:
             # The server expired the token before the expiry it announced: fetch one, once.
             log.info("ninjaone.token_refused", path=path)
             self._fetch_token()
             response = self._send(method, path, params=params,
-                                  headers={"Authorization": f"Bearer {self._token}"})
+                                  headers={"Authorization": f"Bearer {self._token}"}, **extra)
         status = response.status_code
         if status >= 300:
             url = self.base_url + path
@@ -153,11 +291,12 @@ class NinjaOneClient:
                 raise CredentialsError(VENDOR, status, method, url,
                                        f"{detail}; a new token was refused too (fix: {CREDENTIALS_FIX})")
             if status == 403:
+                needed = "monitoring" if method == "GET" else "management"
                 raise CredentialsError(VENDOR, status, method, url,
-                                       f"{detail} (fix: give the API app the 'monitoring' scope in "
+                                       f"{detail} (fix: give the API app the '{needed}' scope in "
                                        f"NinjaOne and list it in scope, now {self.scope!r})")
             self._raise_for_status(response, method, url, detail)
-        return self._decode(response, method, path, list)
+        return None if kind is None else self._decode(response, method, path, kind)
 
     def _fetch_token(self) -> None:
         """Get a bearer token by the client-credentials grant and remember when to refresh it."""
@@ -226,3 +365,14 @@ class NinjaOneClient:
             if secret:
                 text = text.replace(secret, "[redacted]")
         return text
+
+
+def _activity_id(activity: dict[str, Any]) -> int:
+    return activity["id"]
+
+
+def _ascending_pages(activities: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Activities in ascending id order, in pages of at most ``size``."""
+    activities = sorted(activities, key=_activity_id)
+    for start in range(0, len(activities), size):
+        yield activities[start:start + size]

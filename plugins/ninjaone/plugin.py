@@ -11,7 +11,7 @@ import tenacity
 
 from hub import Client, ConfigError, Device, MappingError, Page, Stream, hookimpl
 from hub.config import HubConfig, Secret
-from hub.records import APPROVAL_STATES
+from hub.records import APPROVAL_STATES, Alert, AlertEvent
 
 from plugins.ninjaone.client import MAX_PAGE_SIZE, NinjaOneClient
 
@@ -24,6 +24,8 @@ _UTC = timezone.utc
 _fromtimestamp = datetime.fromtimestamp
 # The vendor's upper-case values to hub states; odd spellings fall back to lower().
 _APPROVAL = {state.upper(): state for state in APPROVAL_STATES}
+# The statusCodes of an alert series that become AlertEvents, and their hub status.
+_EVENT_STATUS = {"TRIGGERED": "triggered", "RESET": "reset"}
 
 
 # --- mapping -----------------------------------------------------------------------------------
@@ -61,6 +63,66 @@ def to_device(raw: dict[str, Any]) -> Device:
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise MappingError(f"ninjaone device {device_id} ({name}) has a timestamp that is not "
                            f"epoch seconds: {exc}") from None
+
+
+def _when(value: Any) -> datetime | None:
+    """Epoch seconds (a float in NinjaOne) as an aware UTC datetime; None stays None."""
+    return None if value is None else _fromtimestamp(value, _UTC)
+
+
+def to_alert(raw: dict[str, Any]) -> Alert:
+    """A NinjaOne active alert (``GET /v2/alerts``, with its embedded ``device``) as a hub Alert.
+
+    The client is the device's organization (empty when the alert carries no device). The
+    condition is the condition's config uid, else its name, else the source's name, else the
+    source type (an offline device, say), so that it names what fired on the device.
+    """
+    get = raw.get
+    try:
+        uid = raw["uid"]
+    except KeyError:
+        raise MappingError(f"ninjaone alert without uid: {raw.get('subject') or raw.get('message')!r}") from None
+    device = get("device") or {}
+    device_id = get("deviceId")
+    if device_id is None:
+        device_id = device.get("id")
+    device_source_id = "" if device_id is None else str(device_id)
+    org_id = device.get("organizationId")
+    source_type = get("sourceType") or ""
+    try:
+        return Alert(
+            SOURCE, str(uid), "" if org_id is None else str(org_id), device_source_id,
+            device.get("displayName") or device.get("systemName") or device.get("dnsName") or device_source_id,
+            device.get("nodeClass") or "", source_type,
+            get("sourceConfigUid") or get("conditionName") or get("sourceName") or source_type,
+            get("severity") or "", get("priority") or "", get("message") or get("subject") or "",
+            _when(get("createTime")), _when(get("updateTime")))
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise MappingError(f"ninjaone alert {uid} has a timestamp that is not epoch seconds: {exc}") from None
+
+
+def to_alert_event(raw: dict[str, Any]) -> AlertEvent | None:
+    """A NinjaOne activity as a hub AlertEvent, or None unless it is a TRIGGERED or RESET of an alert.
+
+    An alert's series is the activity's ``seriesUid`` (the alert's ``uid``); the activity id is
+    the event's id.
+    """
+    get = raw.get
+    status = _EVENT_STATUS.get(get("statusCode"))
+    series_uid = get("seriesUid")
+    if status is None or not series_uid:
+        return None
+    activity_id, device_id, moment = get("id"), get("deviceId"), get("activityTime")
+    if activity_id is None or moment is None:
+        raise MappingError(f"ninjaone activity {activity_id} of alert {series_uid} has no "
+                           f"{'id' if activity_id is None else 'activityTime'}")
+    try:
+        occurred_at = _fromtimestamp(moment, _UTC)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise MappingError(f"ninjaone activity {activity_id} has an activityTime that is not epoch seconds: "
+                           f"{exc}") from None
+    return AlertEvent(SOURCE, str(activity_id), str(series_uid), "" if device_id is None else str(device_id),
+                      status, occurred_at, get("severity") or "", get("message") or get("subject") or "")
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -116,11 +178,23 @@ class NinjaOneSettings:
 # --- the connector -----------------------------------------------------------------------------
 
 class NinjaOneConnector:
-    """NinjaOne as the engine sees it: two streams (clients, devices), nothing to push.
+    """NinjaOne as the engine sees it: four streams, nothing to push.
 
-    Each stream is a full keyset sweep, since the API has no updated-since filter. Its cursor is
-    ``{"after": <last id>}`` while a sweep is under way (so a failed run resumes there) and
-    ``{"swept_at": <run start>}`` once a sweep finished (so the next run sweeps again).
+    ``clients`` and ``devices`` are full keyset sweeps, since the API has no updated-since
+    filter. Their cursor is ``{"after": <last id>}`` while a sweep is under way (so a failed run
+    resumes there) and ``{"swept_at": <run start>}`` once a sweep finished (so the next run sweeps
+    again).
+
+    ``alerts`` is the active list, read whole each run (the API does not page it) as one page
+    marked complete, so alerts gone from it become inactive; cursor ``{"listed_at": <run start>}``.
+
+    ``alert_events`` follows the activity log (TRIGGERED and RESET of alert series, class DEVICE)
+    by activity id: cursor ``{"newer_than": <last activity id committed>}``, one page per page of
+    activities, oldest first. A reset is seen there even when the alert came and went between two
+    runs. The first run reads back the newest 1000 such activities (one request at the default
+    page size), not a time window: it needs no clock agreement with the tenant, and what happened
+    before it is history the active list already sums up. When there is nothing to read back, the
+    cursor starts at the account's ``lastActivityId``.
     """
 
     name = SOURCE
@@ -137,7 +211,27 @@ class NinjaOneConnector:
         return [
             Stream(SOURCE, "clients", "clients", self._sweep(self.client.iter_organizations, to_client)),
             Stream(SOURCE, "devices", "devices", self._sweep(self.client.iter_devices, to_device)),
+            Stream(SOURCE, "alerts", "alerts", self._alerts),
+            Stream(SOURCE, "alert_events", "alert_events", self._alert_events),
         ]
+
+    def _alerts(self, cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
+        alerts = {}
+        for raw in self.client.list_alerts():
+            alert = to_alert(raw)
+            alerts[alert.source_id] = alert  # one record per uid, should the list repeat one
+        yield Page(list(alerts.values()), {"listed_at": run_started_at.isoformat()}, complete=True)
+
+    def _alert_events(self, cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
+        newer_than = (cursor or {}).get("newer_than")
+        pages = 0
+        for raw in self.client.iter_activities(newer_than):
+            pages += 1
+            events = [e for e in map(to_alert_event, raw) if e is not None]
+            yield Page(events, {"newer_than": raw[-1]["id"]})
+        if not pages and newer_than is None and self.client.last_activity_id is not None:
+            # Nothing to read back: start after the account's newest activity, not from a lookback again.
+            yield Page([], {"newer_than": self.client.last_activity_id})
 
     @staticmethod
     def _sweep(fetch: Callable[[int | None], Iterator[list[dict]]], to_record: Callable[[dict], Any]):

@@ -8,6 +8,7 @@ import json
 import random
 import threading
 import time
+import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,6 +30,19 @@ ORG_NAMES = ("Acme Dental", "Birchwood Legal", "Cobalt Logistics", "Driftwood Ca
              "Fairview Schools", "Granite Builders", "Harbor Insurance", "Ironclad Security",
              "Juniper Accounting", "Kestrel Aviation", "Lumen Architects")
 API_SCOPES = {"monitoring", "management", "control", "offline_access"}
+# Conditions the seeded alerts come from: (sourceType, conditionName, severity, priority).
+CONDITIONS = (
+    ("CONDITION_AGENT_CPU", "CPU above 90% for 15 minutes", "MAJOR", "HIGH"),
+    ("CONDITION_AGENT_DISK_FREE_SPACE", "Disk C: below 10% free", "CRITICAL", "HIGH"),
+    ("CONDITION_AGENT_MEMORY", "Memory above 95% for 30 minutes", "MODERATE", "MEDIUM"),
+    ("CONDITION_WINDOWS_SERVICE_STATE_CHANGED", "Print Spooler stopped", "MINOR", "LOW"),
+    ("AGENT_OFFLINE", "Device offline", "MAJOR", "MEDIUM"),
+)
+ACTIVITY_CLASSES = ("SYSTEM", "DEVICE", "USER", "ALL")
+# Activity ids are account-wide in NinjaOne; a tenant's first one is far from 1.
+FIRST_ACTIVITY_ID = 7_000_000
+# Condition config uids are stable per condition, as a policy's condition is.
+_CONDITION_NS = uuid.UUID("6c5e9a52-1f0b-4d7e-9a3c-2b8f4e1d0a77")
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -37,17 +51,31 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> http
 
 
 class NinjaOneSimulator:
-    """Organizations and devices served like ``/ws/oauth/token``, ``/v2/organizations``, ``/v2/devices``.
+    """Organizations, devices, alerts and activities served like the NinjaOne API v2.
 
+    Endpoints: ``/ws/oauth/token``, ``/v2/organizations``, ``/v2/devices``, ``/v2/alerts``,
+    ``/v2/activities``, ``POST /v2/alert/{uid}/reset`` and ``DELETE /v2/alert/{uid}`` (these two
+    need the ``management`` scope).
     Mount with ``httpx.MockTransport(sim.handler)`` or serve over HTTP with ``hub.testing.serve``.
     Data comes from ``random.Random(seed)``; ids are increasing with gaps, as in a real tenant.
     ``requests`` counts requests served and ``requests_by_path`` counts them per path;
     ``log`` keeps the last 1000 as ``(method, path, query dict)``.
+
+    Alerts: none by default, so that a tenant is quiet until a test makes a condition fire.
+    ``alerts=n`` seeds n active alerts (triggered over the 6 hours before ``now``), two more that
+    were triggered and reset, and two activities that are not alerts (a script run, a login).
+    ``trigger_alert``, ``reset_alert``, ``flap_alert`` and ``alert_storm`` add more.
+    The activity log answers like the real one: newest first, ``olderThan=X`` the activities just
+    below X, ``newerThan=X`` the activities just above X (``newer_than_takes="newest"`` makes it
+    answer the newest ones above X instead, to test a client against that reading).
     """
 
-    def __init__(self, seed: int = 0, organizations: int = 3, devices: int = 40, *,
+    def __init__(self, seed: int = 0, organizations: int = 3, devices: int = 40, *, alerts: int = 0,
                  client_id: str = "sim-client-id", client_secret: str = "sim-client-secret",
-                 token_ttl: float = 3600.0, now: float = DEFAULT_NOW):
+                 token_ttl: float = 3600.0, now: float = DEFAULT_NOW, newer_than_takes: str = "next"):
+        if newer_than_takes not in ("next", "newest"):
+            raise ValueError("newer_than_takes must be 'next' or 'newest'")
+        self.newer_than_takes = newer_than_takes
         self.client_id, self.client_secret = client_id, client_secret
         self.token_ttl, self.now = token_ttl, now
         self.rng = random.Random(seed)
@@ -63,10 +91,23 @@ class NinjaOneSimulator:
         self._devices: dict[int, dict[str, Any]] = {}
         self._device_ids: list[int] = []
         self._device_json: dict[int, bytes] = {}  # serialised once: pages of 1000 stay cheap
+        # Active alerts by uid, serialised once without their closing brace (the device is
+        # spliced in when served, so that it is the device as it is now).
+        self._alerts: dict[str, dict[str, Any]] = {}
+        self._alert_json: dict[str, bytes] = {}
+        # The activity log, oldest first: ids, records, their JSON, and (class, statusCode, type).
+        self._activity_ids: list[int] = []
+        self._activities: list[dict[str, Any]] = []
+        self._activity_json: list[bytes] = []
+        self._activity_keys: list[tuple[str, str, str]] = []
+        self._alert_rng = random.Random(seed * 7919 + 104_729)  # alerts never disturb device data
+        self._storm_next = 0
         for i in range(organizations):
             base = ORG_NAMES[i % len(ORG_NAMES)]
             self.add_organization(base if i < len(ORG_NAMES) else f"{base} {i // len(ORG_NAMES) + 1}")
         self._generate_devices(devices)
+        if self._device_ids and alerts > 0:
+            self._seed_alerts(alerts)
 
     # --- shaping data ---------------------------------------------------------------------------
 
@@ -114,6 +155,79 @@ class NinjaOneSimulator:
     def device(self, id: int) -> dict[str, Any]:  # noqa: A002
         """The device's record as the API serves it (a copy)."""
         return json.loads(self._device_json[id])
+
+    # --- alerts and the activity log -----------------------------------------------------------
+
+    def trigger_alert(self, device_id: int, condition: str = "CPU above 90% for 15 minutes",
+                      source_type: str = "CONDITION_AGENT_CPU", severity: str = "MAJOR",
+                      message: str | None = None, uid: str | None = None, *, priority: str = "HIGH",
+                      at: float | None = None) -> str:
+        """Make a condition fire on a device: an active alert and a TRIGGERED activity; return its uid.
+
+        ``condition`` is the conditionName (its sourceConfigUid is derived from it, the same for
+        every device); ``at`` the epoch time (default ``now``); ``uid`` defaults to a new one.
+        """
+        with self._lock:
+            return self._trigger(device_id, condition, source_type, severity, priority, message, uid, at)
+
+    def reset_alert(self, uid: str, data: dict[str, Any] | None = None, at: float | None = None, *,
+                    log_activity: bool = True) -> None:
+        """Reset an active alert: it leaves the active list and a RESET activity is logged.
+
+        ``log_activity=False`` logs no RESET, as when a reader misses it (the log was purged, a
+        filter hid it): the alert only vanishes from the active list.
+        """
+        with self._lock:
+            self._reset(uid, data, at, log_activity=log_activity)
+
+    def flap_alert(self, device_id: int, condition: str = "CPU above 90% for 15 minutes",
+                   source_type: str = "CONDITION_AGENT_CPU", severity: str = "MAJOR", *,
+                   at: float | None = None) -> str:
+        """Trigger and reset an alert at once, before any reader can see it active; return its uid."""
+        with self._lock:
+            uid = self._trigger(device_id, condition, source_type, severity, "HIGH", None, None, at)
+            self._reset(uid, None, at)
+            return uid
+
+    def alert_storm(self, count: int, source_type: str = "AGENT_OFFLINE", condition: str = "Device offline",
+                    severity: str = "MAJOR", at: float | None = None) -> list[str]:
+        """Trigger ``count`` alerts on devices taken in turn (so across every organization); return uids."""
+        if not self._device_ids:
+            raise ValueError("an alert storm needs devices")
+        with self._lock:
+            ids, uids = self._device_ids, []
+            for _ in range(count):
+                device_id = ids[self._storm_next % len(ids)]
+                self._storm_next += 1
+                uids.append(self._trigger(device_id, condition, source_type, severity, "HIGH", None, None, at))
+            return uids
+
+    def add_activity(self, device_id: int | None = None, status_code: str = "COMPLETED",
+                     activity_type: str = "SCRIPTING", message: str = "Script finished",
+                     at: float | None = None, activity_class: str | None = None) -> int:
+        """Log an activity that is not an alert (a script run, a login...); return its id."""
+        with self._lock:
+            cls = activity_class or ("SYSTEM" if device_id is None else "DEVICE")
+            return self._log_activity(cls, {
+                "activityTime": self.now if at is None else at, "deviceId": device_id, "severity": "NONE",
+                "priority": "NONE", "activityType": activity_type, "statusCode": status_code,
+                "status": status_code.replace("_", " ").title(), "activityResult": "SUCCESS",
+                "subject": message, "message": message, "type": activity_type.title(), "data": {}})
+
+    @property
+    def alert_uids(self) -> list[str]:
+        """The uids of the active alerts, oldest first."""
+        return list(self._alerts)
+
+    def alert(self, uid: str) -> dict[str, Any]:
+        """The active alert as ``GET /v2/alerts`` serves it (a copy, with its device)."""
+        with self._lock:
+            return json.loads(self._alert_bytes(uid))
+
+    @property
+    def activities(self) -> list[dict[str, Any]]:
+        """The whole activity log, oldest first (copies)."""
+        return [json.loads(b) for b in self._activity_json]
 
     @property
     def organization_ids(self) -> list[int]:
@@ -177,6 +291,23 @@ class NinjaOneSimulator:
             if path == "/v2/organizations":
                 return self._list(query, self._org_ids, lambda i: json.dumps(self._orgs[i]).encode())
             return self._list(query, self._device_ids, self._device_json.__getitem__)
+        if path in ("/v2/alerts", "/v2/activities"):
+            if request.method != "GET":
+                return _json(405, {"resultCode": "FAILURE", "errorMessage": "Method not allowed"})
+            denied = self._check_token(request)
+            if denied is not None:
+                return denied
+            return self._list_alerts(query) if path == "/v2/alerts" else self._list_activities(query)
+        if path.startswith("/v2/alert/"):
+            parts = path[len("/v2/alert/"):].split("/")
+            reset = (request.method == "POST" and len(parts) == 2 and parts[1] == "reset") or \
+                    (request.method == "DELETE" and len(parts) == 1)
+            if not reset or not parts[0]:
+                return _json(405, {"resultCode": "FAILURE", "errorMessage": "Method not allowed"})
+            denied = self._check_token(request, scope="management")
+            if denied is not None:
+                return denied
+            return self._reset_request(parts[0], request)
         return _json(404, {"resultCode": "FAILURE", "errorMessage": f"No resource at {path}"})
 
     def _take_fault(self, path: str) -> dict[str, Any] | None:
@@ -206,14 +337,14 @@ class NinjaOneSimulator:
         return _json(200, {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_ttl),
                            "scope": " ".join(sorted(scopes))})
 
-    def _check_token(self, request: httpx.Request) -> httpx.Response | None:
+    def _check_token(self, request: httpx.Request, scope: str = "monitoring") -> httpx.Response | None:
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
         entry = self._tokens.get(token)
         if entry is None or entry[0] <= time.monotonic():
             self._tokens.pop(token, None)
             return _json(401, {"resultCode": "FAILURE", "errorMessage": "Invalid or expired token"})
-        if "monitoring" not in entry[1]:
+        if scope not in entry[1]:
             return _json(403, {"resultCode": "FAILURE", "errorMessage": "Insufficient scope"})
         return None
 
@@ -228,6 +359,164 @@ class NinjaOneSimulator:
             chosen = ids[start:] if size is None else ids[start:start + max(size, 0)]
             body = b"[" + b",".join([encode(i) for i in chosen]) + b"]"
         return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    def _list_alerts(self, query: dict[str, str]) -> httpx.Response:
+        source_type = query.get("sourceType")
+        with self._lock:
+            chosen = [u for u, a in self._alerts.items() if source_type is None or a["sourceType"] == source_type]
+            body = b"[" + b",".join([self._alert_bytes(u) for u in chosen]) + b"]"
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    def _list_activities(self, query: dict[str, str]) -> httpx.Response:
+        """Newest first: the activities just below olderThan, else just above newerThan, else the newest."""
+        try:
+            size = int(query.get("pageSize", 200))
+            older = int(query["olderThan"]) if "olderThan" in query else None
+            newer = int(query["newerThan"]) if "newerThan" in query else None
+        except ValueError:
+            return _json(400, {"resultCode": "FAILURE", "errorMessage": "Invalid pageSize, olderThan or newerThan"})
+        if not 10 <= size <= 1000:
+            return _json(400, {"resultCode": "FAILURE", "errorMessage": "pageSize must be from 10 to 1000"})
+        cls = query.get("class", "ALL").upper()
+        if cls not in ACTIVITY_CLASSES:
+            return _json(400, {"resultCode": "FAILURE", "errorMessage": f"Invalid class {cls}"})
+        statuses = {v for v in query.get("status", "").split(",") if v} or None
+        kind = query.get("type") or None
+        series = query.get("seriesUid") or None
+
+        def wanted(i: int) -> bool:
+            a_cls, a_status, a_type = self._activity_keys[i]
+            return ((cls == "ALL" or a_cls == cls) and (statuses is None or a_status in statuses)
+                    and (kind is None or a_type == kind)
+                    and (series is None or self._activities[i].get("seriesUid") == series))
+
+        with self._lock:
+            ids = self._activity_ids
+            low = 0 if newer is None else bisect.bisect_right(ids, newer)
+            high = len(ids) if older is None else bisect.bisect_left(ids, older)
+            chosen: list[int] = []
+            if newer is not None and older is None and self.newer_than_takes == "next":
+                i = low
+                while i < high and len(chosen) < size:
+                    if wanted(i):
+                        chosen.append(i)
+                    i += 1
+                chosen.reverse()
+            else:
+                i = high - 1
+                while i >= low and len(chosen) < size:
+                    if wanted(i):
+                        chosen.append(i)
+                    i -= 1
+            last = ids[-1] if ids else FIRST_ACTIVITY_ID
+            body = (b'{"lastActivityId": %d, "activities": [' % last
+                    + b",".join([self._activity_json[i] for i in chosen]) + b"]}")
+        return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+
+    def _reset_request(self, uid: str, request: httpx.Request) -> httpx.Response:
+        data = None
+        if request.content:
+            try:
+                data = json.loads(request.content)
+            except ValueError:
+                return _json(400, {"resultCode": "FAILURE", "errorMessage": "Body must be a JSON object"})
+            if not isinstance(data, dict):
+                return _json(400, {"resultCode": "FAILURE", "errorMessage": "Body must be a JSON object"})
+        with self._lock:
+            if uid not in self._alerts:
+                return _json(404, {"resultCode": "FAILURE", "errorMessage": f"No active alert {uid}"})
+            self._reset(uid, data, None)
+        return httpx.Response(204)
+
+    # --- alerts (callers hold the lock) ---------------------------------------------------------
+
+    def _trigger(self, device_id: int, condition: str, source_type: str, severity: str, priority: str,
+                 message: str | None, uid: str | None, at: float | None) -> str:
+        device = self._devices.get(device_id)
+        if device is None:
+            raise ValueError(f"no device {device_id}")
+        if uid is None:
+            uid = str(uuid.UUID(int=self._alert_rng.getrandbits(128), version=4))
+        elif uid in self._alerts:
+            raise ValueError(f"alert {uid} is active")
+        when = self.now if at is None else at
+        config_uid = str(uuid.uuid5(_CONDITION_NS, f"{source_type}:{condition}"))
+        subject = f"{condition} on {device['displayName']}"
+        alert = {
+            "uid": uid, "deviceId": device_id, "message": message or subject, "createTime": when,
+            "updateTime": when, "sourceType": source_type, "sourceConfigUid": config_uid,
+            "sourceName": condition, "subject": subject, "psaTicketId": None, "ticketTemplateId": None,
+            "data": {}, "priority": priority, "severity": severity, "conditionName": condition,
+            "conditionHealthStatus": "UNHEALTHY" if severity == "CRITICAL" else "NEEDS_ATTENTION",
+        }
+        self._alerts[uid] = alert
+        self._alert_json[uid] = json.dumps(alert).encode()[:-1]
+        self._log_activity("DEVICE", {
+            "activityTime": when, "deviceId": device_id, "severity": severity, "priority": priority,
+            "seriesUid": uid, "activityType": "CONDITION", "statusCode": "TRIGGERED", "status": "Triggered",
+            "activityResult": "SUCCESS", "sourceConfigUid": config_uid, "sourceName": condition,
+            "subject": subject, "message": alert["message"], "type": "Condition", "data": {}})
+        return uid
+
+    def _reset(self, uid: str, data: dict[str, Any] | None, at: float | None, log_activity: bool = True) -> None:
+        alert = self._alerts.pop(uid, None)
+        if alert is None:
+            raise KeyError(f"no active alert {uid}")
+        del self._alert_json[uid]
+        if not log_activity:
+            return
+        self._log_activity("DEVICE", {
+            "activityTime": self.now if at is None else at, "deviceId": alert["deviceId"],
+            "severity": alert["severity"], "priority": alert["priority"], "seriesUid": uid,
+            "activityType": "CONDITION", "statusCode": "RESET", "status": "Reset", "activityResult": "SUCCESS",
+            "sourceConfigUid": alert["sourceConfigUid"], "sourceName": alert["sourceName"],
+            "subject": alert["subject"], "message": f"Reset: {alert['subject']}", "type": "Condition",
+            "data": data or {}})
+
+    def _log_activity(self, cls: str, fields: dict[str, Any]) -> int:
+        ids = self._activity_ids
+        # Ids are account-wide, so a tenant sees them increase with gaps.
+        activity_id = (ids[-1] if ids else FIRST_ACTIVITY_ID) + 1 + len(ids) % 3
+        activity = {"id": activity_id, **fields}
+        ids.append(activity_id)
+        self._activities.append(activity)
+        self._activity_json.append(json.dumps(activity).encode())
+        self._activity_keys.append((cls, fields.get("statusCode", ""), fields.get("activityType", "")))
+        return activity_id
+
+    def _alert_bytes(self, uid: str) -> bytes:
+        device = self._device_json.get(self._alerts[uid]["deviceId"])
+        head = self._alert_json[uid]
+        return head + b', "device": ' + device + b"}" if device is not None else head + b"}"
+
+    def _seed_alerts(self, count: int) -> None:
+        """``count`` active alerts, two reset ones and two other activities, over the last 6 hours."""
+        rng = self._alert_rng
+        total = count + 2
+        start = self.now - 6 * 3600
+        step = 6 * 3600 / (total + 3)
+        with self._lock:
+            at = start
+            self._log_activity("USER", {
+                "activityTime": round(at, 3), "severity": "NONE", "priority": "NONE", "activityType": "SYSTEM",
+                "statusCode": "USER_LOGGED_IN", "status": "User logged in", "subject": "Technician logged in",
+                "message": "Technician logged in", "type": "System", "userId": 1, "data": {}})
+            uids = []
+            for i in range(total):
+                at += step
+                source_type, condition, severity, priority = rng.choice(CONDITIONS)
+                device_id = rng.choice(self._device_ids)
+                uids.append(self._trigger(device_id, condition, source_type, severity, priority, None, None,
+                                          round(at, 3)))
+                if i == 0:
+                    self._log_activity("DEVICE", {
+                        "activityTime": round(at + 1, 3), "deviceId": device_id, "severity": "NONE",
+                        "priority": "NONE", "activityType": "SCRIPTING", "statusCode": "COMPLETED",
+                        "status": "Completed", "activityResult": "SUCCESS", "subject": "Clear temp files",
+                        "message": "Script 'Clear temp files' completed", "type": "Scripting", "data": {}})
+            for uid in uids[:2]:
+                at += step
+                self._reset(uid, None, round(at, 3))
 
     # --- generated data -------------------------------------------------------------------------
 

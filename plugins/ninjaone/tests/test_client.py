@@ -277,3 +277,214 @@ def test_the_request_counter_includes_retries(sim):
     client = make_client(sim)
     list(client.iter_devices())
     assert client.requests == sim.requests == 1 + 4
+
+
+# --- alerts and activities ---------------------------------------------------------------------
+
+def activity_queries(sim: NinjaOneSimulator) -> list[dict]:
+    return [q for _, path, q in sim.log if path == "/v2/activities"]
+
+
+def api_get(sim: NinjaOneSimulator, path: str, **params) -> dict:
+    """One raw API call, to see what the API itself answers (not what the client makes of it)."""
+    http = mock_client(sim.handler, "https://eu.ninjarmm.com")
+    token = http.post(TOKEN_PATH, data={"grant_type": "client_credentials", "client_id": sim.client_id,
+                                        "client_secret": SECRET, "scope": "monitoring"}).json()["access_token"]
+    response = http.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def storm() -> NinjaOneSimulator:
+    """35 alerts triggered, so 35 TRIGGERED activities with increasing ids."""
+    sim = NinjaOneSimulator(seed=1, organizations=3, devices=25)
+    sim.alert_storm(35)
+    return sim
+
+
+def ids_of(activities) -> list[int]:
+    return [a["id"] for a in activities]
+
+
+def test_newer_than_pages_forward_and_older_than_backward(storm):
+    """Which way each activity cursor pages, whatever the spec's descriptions say.
+
+    The spec describes them swapped: olderThan "Return activities recorded that are newer than
+    specified activity ID", newerThan "... older than specified activity ID". NinjaOne answers by
+    the names: olderThan=X the activities just below X, newerThan=X those just above X, each page
+    newest first (reverse chronological). The simulator answers so; the client relies on it.
+    """
+    ids = ids_of(storm.activities)
+    page = lambda **q: ids_of(api_get(storm, "/v2/activities", pageSize=10, **q)["activities"])  # noqa: E731
+
+    newest = page()
+    assert newest == ids[-10:][::-1]                                  # no cursor: the newest, newest first
+    # olderThan pages backward: pass the smallest id of a page to get the page before it.
+    assert page(olderThan=newest[-1]) == ids[-20:-10][::-1]
+    assert page(olderThan=ids[10]) == ids[0:10][::-1]
+    assert page(olderThan=ids[0]) == []
+    # newerThan pages forward: pass the largest id of a page to get the page after it.
+    assert page(newerThan=ids[4]) == ids[5:15][::-1]
+    assert page(newerThan=ids[14]) == ids[15:25][::-1]
+    assert page(newerThan=ids[-1]) == []
+    assert api_get(storm, "/v2/activities", pageSize=10)["lastActivityId"] == ids[-1]
+
+
+def test_iter_activities_yields_pages_oldest_first_after_the_cursor(storm):
+    client = make_client(storm)
+    ids = ids_of(storm.activities)
+    pages = list(client.iter_activities(ids[4], page_size=10))
+    assert [len(p) for p in pages] == [10, 10, 10]
+    assert [a for p in pages for a in ids_of(p)] == ids[5:]
+    assert all(ids_of(p) == sorted(ids_of(p)) for p in pages)
+    assert client.last_activity_id == ids[-1]
+
+
+@pytest.mark.parametrize("takes", ["next", "newest"])
+def test_iter_activities_resumes_from_a_committed_cursor_and_never_skips_or_repeats(takes):
+    # "newest": an API whose full newerThan page holds the newest ids above the cursor (the
+    # reading the spec leaves open); the client walks back to fill the gap, so nothing is lost.
+    sim = NinjaOneSimulator(seed=1, organizations=3, devices=25, newer_than_takes=takes)
+    sim.alert_storm(23)
+    client = make_client(sim)
+    cursor = ids_of(sim.activities)[2]
+    seen: list[int] = []
+    for page in client.iter_activities(cursor, page_size=10):
+        seen += ids_of(page)
+        cursor = page[-1]["id"]                 # committed after each page
+        break                                   # and the run dies here
+    sim.alert_storm(14)                         # more arrive before the next run
+    for page in client.iter_activities(cursor, page_size=10):
+        assert page[0]["id"] > cursor
+        seen += ids_of(page)
+        cursor = page[-1]["id"]
+    assert seen == ids_of(sim.activities)[3:]
+    assert list(client.iter_activities(cursor, page_size=10)) == []
+
+
+def test_a_full_newer_than_page_is_checked_below_its_oldest_id(storm):
+    client = make_client(storm)
+    ids = ids_of(storm.activities)
+    list(client.iter_activities(ids[4], page_size=10))
+    asked = [({k: v for k, v in q.items() if k in ("newerThan", "olderThan")}) for q in activity_queries(storm)]
+    assert asked == [{"newerThan": str(ids[4])}, {"olderThan": str(ids[5])},
+                     {"newerThan": str(ids[14])}, {"olderThan": str(ids[15])},
+                     {"newerThan": str(ids[24])}, {"olderThan": str(ids[25])},
+                     {"newerThan": str(ids[34])}]
+
+
+def test_iter_activities_without_a_cursor_reads_back_the_lookback(storm):
+    client = make_client(storm)
+    pages = list(client.iter_activities(None, page_size=10, lookback=15))
+    assert [len(p) for p in pages] == [10, 5]
+    assert [a for p in pages for a in ids_of(p)] == ids_of(storm.activities)[-15:]
+    assert [q.get("olderThan") for q in activity_queries(storm)] == [None, str(ids_of(storm.activities)[-10])]
+
+
+def test_iter_activities_asks_for_device_alert_activities_only():
+    sim = NinjaOneSimulator(seed=1, organizations=3, devices=25, alerts=3)
+    client = make_client(sim)
+    got = [a for p in client.iter_activities(None) for a in p]
+    assert {a["statusCode"] for a in got} == {"TRIGGERED", "RESET"} and len(got) == 7
+    assert {a["statusCode"] for a in sim.activities} > {"TRIGGERED", "RESET"}      # the log holds others
+    assert activity_queries(sim) == [{"pageSize": "1000", "class": "DEVICE", "status": "TRIGGERED,RESET"}]
+
+
+def test_iter_activities_with_nothing_new_asks_once(storm):
+    client = make_client(storm)
+    assert list(client.iter_activities(ids_of(storm.activities)[-1])) == []
+    assert storm.requests_by_path["/v2/activities"] == 1
+
+
+@pytest.mark.parametrize("asked, sent", [(1, "10"), (10, "10"), (250, "250"), (5000, "1000")])
+def test_activity_page_size_is_kept_within_the_api_bounds(storm, asked, sent):
+    list(make_client(storm).iter_activities(None, page_size=asked))
+    assert activity_queries(storm)[0]["pageSize"] == sent
+
+
+def test_a_full_newer_than_page_without_newer_activities_raises_instead_of_looping():
+    def ignores_newer_than(request: httpx.Request) -> httpx.Response:
+        if request.url.path == TOKEN_PATH:
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        return httpx.Response(200, json={"lastActivityId": 20, "activities": [{"id": i} for i in range(20, 10, -1)]})
+
+    client = NinjaOneClient("https://app.ninjarmm.com", "id", Secret("s", "test"), http=mock_client(ignores_newer_than))
+    with pytest.raises(VendorError, match="newerThan=50"):
+        list(client.iter_activities(50, page_size=10))
+
+
+def test_an_activities_body_without_ids_is_malformed():
+    def no_ids(request: httpx.Request) -> httpx.Response:
+        if request.url.path == TOKEN_PATH:
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        return httpx.Response(200, json={"lastActivityId": 3, "activities": [{"statusCode": "TRIGGERED"}]})
+
+    client = NinjaOneClient("https://app.ninjarmm.com", "id", Secret("s", "test"), http=mock_client(no_ids))
+    with pytest.raises(MalformedResponseError, match="an id on every activity"):
+        list(client.iter_activities(1))
+
+
+def test_activity_paging_survives_faults(storm):
+    client = make_client(storm)
+    ids = ids_of(storm.activities)
+    pages = client.iter_activities(ids[0], page_size=10)
+    seen = ids_of(next(pages))
+    storm.fail_next(429, retry_after=0, path="/v2/activities")
+    storm.timeout_next(path="/v2/activities")
+    storm.garbage_next(path="/v2/activities")
+    storm.fail_next(503, path="/v2/activities")
+    storm.expire_tokens()
+    seen += [a for p in pages for a in ids_of(p)]
+    assert seen == ids[1:]
+
+
+def test_list_alerts_returns_every_active_alert_with_its_device():
+    sim = NinjaOneSimulator(seed=1, organizations=3, devices=25, alerts=4)
+    alerts = make_client(sim).list_alerts()
+    assert [a["uid"] for a in alerts] == sim.alert_uids and len(alerts) == 4
+    for alert in alerts:
+        assert alert["device"] == sim.device(alert["deviceId"])
+        assert alert == sim.alert(alert["uid"])
+    assert sim.requests_by_path["/v2/alerts"] == 1 and "pageSize" not in sim.log[-1][2]
+
+
+def test_list_alerts_filters_by_source_type():
+    sim = NinjaOneSimulator(seed=1, organizations=1, devices=5)
+    cpu = sim.trigger_alert(sim.device_ids[0])
+    sim.trigger_alert(sim.device_ids[1], condition="Device offline", source_type="AGENT_OFFLINE")
+    assert [a["uid"] for a in make_client(sim).list_alerts("CONDITION_AGENT_CPU")] == [cpu]
+
+
+def test_list_alerts_survives_faults():
+    sim = NinjaOneSimulator(seed=1, organizations=1, devices=5, alerts=2)
+    sim.fail_next(502, path="/v2/alerts")
+    sim.garbage_next(path="/v2/alerts")
+    assert len(make_client(sim).list_alerts()) == 2
+    assert sim.requests_by_path["/v2/alerts"] == 3
+
+
+def test_reset_alert_posts_and_the_reset_is_logged(storm):
+    client = make_client(storm, scope="monitoring management")
+    uid = storm.alert_uids[3]
+    assert client.reset_alert(uid, {"note": "fixed by hand"}) is True
+    assert uid not in [a["uid"] for a in client.list_alerts()]
+    last = storm.activities[-1]
+    assert (last["statusCode"], last["seriesUid"], last["data"]) == ("RESET", uid, {"note": "fixed by hand"})
+    assert client.reset_alert(uid) is False          # nothing active by that uid any more
+
+
+def test_reset_alert_needs_the_management_scope(storm):
+    client = make_client(storm)
+    with pytest.raises(CredentialsError) as info:
+        client.reset_alert(storm.alert_uids[0])
+    assert info.value.status == 403 and "'management' scope" in str(info.value)
+    assert len(storm.alert_uids) == 35
+
+
+def test_alerts_and_activities_over_real_http(storm):
+    with serve(storm.handler) as url:
+        with NinjaOneClient(url, storm.client_id, Secret(SECRET, "test"), scope="monitoring management") as client:
+            assert len(client.list_alerts()) == 35
+            assert client.reset_alert(storm.alert_uids[0])
+            assert sum(len(p) for p in client.iter_activities(None, page_size=10)) == 36

@@ -9,12 +9,15 @@ import pytest
 import hub.testing
 from hub import Client, ConfigError, Device, MappingError, Page
 from hub.config import config_from_dict
+from hub.engine import RunReport, pull
 from hub.http import retry_policy
 from hub.plugins import get_plugin_manager
-from hub.testing import mock_client
+from hub.records import Alert, AlertEvent
+from hub.testing import ConnectorPlugin, make_hub, mock_client
 
 from plugins.ninjaone import plugin
-from plugins.ninjaone.plugin import NinjaOneConnector, NinjaOneSettings, to_client, to_device
+from plugins.ninjaone.plugin import (NinjaOneConnector, NinjaOneSettings, to_alert, to_alert_event, to_client,
+                                     to_device)
 from plugins.ninjaone.simulator import NinjaOneSimulator
 
 UTC = timezone.utc
@@ -97,6 +100,87 @@ def test_to_device_keeps_node_class_unchanged():
     assert to_device({**DEVICE, "nodeClass": "NMS_PRINTER"}).node_class == "NMS_PRINTER"
 
 
+ALERT = {
+    "uid": "9b2f6f0e-5c1d-4f1e-8f0a-3d2c1b0a9e8d", "deviceId": 1042, "message": "CPU at 97% for 15 minutes",
+    "createTime": 1748730000.5, "updateTime": 1748733600.0, "sourceType": "CONDITION_AGENT_CPU",
+    "sourceConfigUid": "0d3c6a1e-7b2f-4c59-9d8e-1f2a3b4c5d6e", "sourceName": "CPU above 90%",
+    "subject": "CPU above 90% on Front desk server", "psaTicketId": None, "priority": "HIGH", "severity": "MAJOR",
+    "conditionName": "CPU above 90% for 15 minutes", "conditionHealthStatus": "NEEDS_ATTENTION", "data": {},
+    "device": DEVICE,
+}
+
+TRIGGERED = {
+    "id": 7004211, "activityTime": 1748730000.5, "deviceId": 1042, "severity": "MAJOR", "priority": "HIGH",
+    "seriesUid": "9b2f6f0e-5c1d-4f1e-8f0a-3d2c1b0a9e8d", "activityType": "CONDITION", "statusCode": "TRIGGERED",
+    "status": "Triggered", "activityResult": "SUCCESS", "sourceConfigUid": "0d3c6a1e-7b2f-4c59-9d8e-1f2a3b4c5d6e",
+    "sourceName": "CPU above 90%", "subject": "CPU above 90% on Front desk server",
+    "message": "CPU at 97% for 15 minutes", "type": "Condition", "data": {},
+}
+
+
+def test_to_alert_maps_an_active_alert_with_its_device():
+    assert to_alert(ALERT) == Alert(
+        source="ninjaone", source_id="9b2f6f0e-5c1d-4f1e-8f0a-3d2c1b0a9e8d", client_source_id="7",
+        device_source_id="1042", device_name="Front desk server", device_class="WINDOWS_SERVER",
+        source_type="CONDITION_AGENT_CPU", condition="0d3c6a1e-7b2f-4c59-9d8e-1f2a3b4c5d6e", severity="MAJOR",
+        priority="HIGH", message="CPU at 97% for 15 minutes",
+        created_at=datetime(2025, 5, 31, 22, 20, 0, 500000, tzinfo=UTC),
+        updated_at=datetime(2025, 5, 31, 23, 20, tzinfo=UTC))
+
+
+def test_to_alert_without_a_device_has_no_client():
+    raw = {k: v for k, v in ALERT.items() if k != "device"}
+    alert = to_alert(raw)
+    assert (alert.client_source_id, alert.device_source_id, alert.device_name, alert.device_class) == (
+        "", "1042", "1042", "")
+
+
+@pytest.mark.parametrize("drop, condition", [
+    ((), "0d3c6a1e-7b2f-4c59-9d8e-1f2a3b4c5d6e"),
+    (("sourceConfigUid",), "CPU above 90% for 15 minutes"),
+    (("sourceConfigUid", "conditionName"), "CPU above 90%"),
+    (("sourceConfigUid", "conditionName", "sourceName"), "CONDITION_AGENT_CPU"),
+])
+def test_to_alert_condition_falls_back(drop, condition):
+    assert to_alert({k: v for k, v in ALERT.items() if k not in drop}).condition == condition
+
+
+def test_to_alert_message_falls_back_to_the_subject_and_absent_fields_are_empty():
+    raw = {"uid": "u-1", "deviceId": 5, "subject": "Device offline", "sourceType": "AGENT_OFFLINE"}
+    alert = to_alert(raw)
+    assert (alert.message, alert.severity, alert.priority, alert.created_at) == ("Device offline", "", "", None)
+
+
+def test_to_alert_refuses_a_missing_uid_and_a_bad_timestamp():
+    with pytest.raises(MappingError, match="without uid"):
+        to_alert({k: v for k, v in ALERT.items() if k != "uid"})
+    with pytest.raises(MappingError, match="9b2f6f0e.* timestamp"):
+        to_alert({**ALERT, "createTime": "yesterday"})
+
+
+def test_to_alert_event_maps_a_trigger_and_a_reset():
+    assert to_alert_event(TRIGGERED) == AlertEvent(
+        source="ninjaone", source_id="7004211", series_uid="9b2f6f0e-5c1d-4f1e-8f0a-3d2c1b0a9e8d",
+        device_source_id="1042", status="triggered", occurred_at=datetime(2025, 5, 31, 22, 20, 0, 500000, tzinfo=UTC),
+        severity="MAJOR", message="CPU at 97% for 15 minutes")
+    reset = to_alert_event({**TRIGGERED, "id": 7004388, "statusCode": "RESET", "status": "Reset", "message": None})
+    assert (reset.source_id, reset.status, reset.message) == ("7004388", "reset", "CPU above 90% on Front desk server")
+
+
+@pytest.mark.parametrize("change", [
+    {"statusCode": "COMPLETED"}, {"statusCode": "ACKNOWLEDGED"}, {"statusCode": None}, {"seriesUid": None},
+])
+def test_to_alert_event_skips_what_is_not_a_trigger_or_reset_of_a_series(change):
+    assert to_alert_event({**TRIGGERED, **change}) is None
+
+
+def test_to_alert_event_refuses_a_missing_time():
+    with pytest.raises(MappingError, match="activity 7004211 .* no activityTime"):
+        to_alert_event({k: v for k, v in TRIGGERED.items() if k != "activityTime"})
+    with pytest.raises(MappingError, match="not epoch seconds"):
+        to_alert_event({**TRIGGERED, "activityTime": "2025-06-01"})
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 def config(**section):
@@ -153,7 +237,8 @@ def test_hook_register_connectors_returns_the_connector():
     try:
         assert connector.name == "ninjaone" and connector.action_kinds == frozenset()
         assert [(s.connector, s.name, s.table) for s in connector.streams()] == [
-            ("ninjaone", "clients", "clients"), ("ninjaone", "devices", "devices")]
+            ("ninjaone", "clients", "clients"), ("ninjaone", "devices", "devices"),
+            ("ninjaone", "alerts", "alerts"), ("ninjaone", "alert_events", "alert_events")]
     finally:
         connector.close()
 
@@ -232,6 +317,100 @@ def test_a_device_changed_in_ninjaone_is_seen_by_the_next_sweep():
     assert {d.source_id: d.approval_status for d in page.records}[str(target)] == "decommissioned"
 
 
+def test_alerts_stream_is_one_complete_page_of_every_active_alert():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25, alerts=12)
+    [page] = stream(connector_for(sim), "alerts").iter_pages({"listed_at": "2025-05-31T12:00:00+00:00"}, RUN_START)
+    assert page.complete and page.cursor == {"listed_at": RUN_START.isoformat()}
+    assert [a.source_id for a in page.records] == sim.alert_uids and len(page.records) == 12
+    assert {a.client_source_id for a in page.records} <= {str(i) for i in sim.organization_ids}
+
+
+def test_no_active_alert_is_still_a_complete_page():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=5)
+    assert list(stream(connector_for(sim), "alerts").iter_pages(None, RUN_START)) == [
+        Page([], {"listed_at": RUN_START.isoformat()}, complete=True)]
+
+
+def test_alert_events_first_run_reads_back_then_follows_the_cursor():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25, alerts=3)
+    events = stream(connector_for(sim), "alert_events")
+    pages = list(events.iter_pages(None, RUN_START))
+    log = [a for a in sim.activities if a["statusCode"] in ("TRIGGERED", "RESET")]
+    assert [e.source_id for p in pages for e in p.records] == [str(a["id"]) for a in log]
+    assert pages[-1].cursor == {"newer_than": log[-1]["id"]}
+    uid = sim.alert_uids[0]
+    sim.reset_alert(uid)
+    sim.add_activity(sim.device_ids[0])                       # not an alert: never asked for
+    [page] = events.iter_pages(pages[-1].cursor, RUN_START)
+    assert [(e.series_uid, e.status) for e in page.records] == [(uid, "reset")]
+    assert page.cursor == {"newer_than": sim.activities[-2]["id"]}
+    assert list(events.iter_pages(page.cursor, RUN_START)) == []
+
+
+def test_alert_events_pages_carry_their_last_activity_id():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    sim.alert_storm(25)
+    cursor = {"newer_than": sim.activities[0]["id"]}
+    pages = list(stream(connector_for(sim), "alert_events").iter_pages(cursor, RUN_START))
+    assert [len(p.records) for p in pages] == [10, 10, 4]
+    assert [p.cursor["newer_than"] for p in pages] == [int(p.records[-1].source_id) for p in pages]
+
+
+def test_alert_events_of_a_quiet_tenant_start_after_its_newest_activity():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=5)
+    sim.add_activity(sim.device_ids[0])
+    events = stream(connector_for(sim), "alert_events")
+    [page] = events.iter_pages(None, RUN_START)
+    assert page == Page([], {"newer_than": sim.activities[-1]["id"]})
+    uid = sim.trigger_alert(sim.device_ids[1])
+    assert [e.series_uid for p in events.iter_pages(page.cursor, RUN_START) for e in p.records] == [uid]
+
+
+def pull_alerts(hub) -> RunReport:
+    report = RunReport("alerts", "sync", RUN_START)
+    pull(hub, report, streams=["alerts", "alert_events"])
+    assert not report.errors, report.errors
+    return report
+
+
+def test_a_reset_is_seen_in_the_events_after_the_alert_left_the_active_list():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    connector = connector_for(sim)
+    hub = make_hub(ConnectorPlugin(connector))
+    rows = lambda table: {r["source_id"]: r for r in hub.store.db[table].rows}  # noqa: E731
+    try:
+        pull_alerts(hub)                                       # a quiet tenant: the cursors start here
+        stays, goes = sim.trigger_alert(sim.device_ids[0]), sim.trigger_alert(sim.device_ids[1])
+        pull_alerts(hub)
+        assert {u: r["active"] for u, r in rows("alerts").items()} == {stays: 1, goes: 1}
+        sim.reset_alert(goes)
+        flapped = sim.flap_alert(sim.device_ids[2])             # came and went between two runs
+        pull_alerts(hub)
+        assert {u: r["active"] for u, r in rows("alerts").items()} == {stays: 1, goes: 0}
+        events = sorted((r["series_uid"], r["status"]) for r in rows("alert_events").values())
+        assert events == sorted([(stays, "triggered"), (goes, "triggered"), (goes, "reset"),
+                                 (flapped, "triggered"), (flapped, "reset")])
+    finally:
+        hub.close()
+
+
+def test_alert_streams_survive_faults():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25, alerts=5)
+    sim.alert_storm(30)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    try:
+        sim.fail_next(429, retry_after=0, path="/v2/alerts")
+        sim.garbage_next(path="/v2/alerts")
+        sim.timeout_next(path="/v2/activities")
+        sim.fail_next(500, times=2, path="/v2/activities")
+        sim.garbage_next(path="/v2/activities")
+        pull_alerts(hub)
+        assert hub.store.count("alerts") == 35
+        assert hub.store.count("alert_events") == 7 + 2 + 30    # seeded triggers and resets, the storm
+    finally:
+        hub.close()
+
+
 def test_push_is_not_supported():
     with pytest.raises(NotImplementedError):
         connector_for(NinjaOneSimulator()).push(None, None)
@@ -241,7 +420,7 @@ def test_plugin_conforms():
     conforms = getattr(hub.testing, "assert_plugin_conforms", None)
     if conforms is None:
         pytest.skip("hub.testing has no assert_plugin_conforms yet")
-    sim = NinjaOneSimulator(seed=0)
+    sim = NinjaOneSimulator(seed=0, alerts=3)
     connector = connector_for(sim)
     try:
         conforms(connector, sim)
