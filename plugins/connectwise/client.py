@@ -153,14 +153,30 @@ class ConnectWiseClient:
         """Yield pages of product lines (``GET /procurement/products``) in id order; args as ``iter_companies``."""
         return self.iter_pages("/procurement/products", since_condition(since), after_id)
 
+    def iter_tickets_by_ref(self, prefix: str, since: datetime | None = None,
+                            after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield pages of the tickets whose ``externalXRef`` starts with ``prefix`` (``GET /service/tickets``).
+
+        The condition is ``externalXRef like "<prefix>%"``: ``%`` is the wildcard ConnectWise's SQL
+        Server reads, so a prefix holding ``%``, ``_`` or ``[`` is refused rather than matched loosely.
+        Other args as ``iter_companies``.
+        """
+        if any(c in prefix for c in "%_[*"):
+            raise ValueError(f"a ticket reference prefix cannot hold %, _, [ or *: {prefix!r}")
+        conditions = f"externalXRef like {quote(prefix + '%')}"
+        if since is not None:
+            conditions += f" and {since_condition(since)}"
+        return self.iter_pages("/service/tickets", conditions, after_id)
+
     def iter_pages(self, path: str, conditions: str | None = None,
-                   after_id: int | None = None) -> Iterator[list[dict]]:
+                   after_id: int | None = None, *, fields: str | None = None) -> Iterator[list[dict]]:
         """Yield the pages of any collection under ``/apis/3.0``, forward-only, in id order.
 
         Args:
             path: the collection, e.g. ``/service/tickets``.
             conditions: a ConnectWise conditions string, e.g. ``closedFlag = false``.
             after_id: start after this id.
+            fields: a partial response, e.g. ``id,chargeToId`` (keep ``id``: paging may need it).
         """
         # Forward-only paging: pageId acts as an extra "id > pageId" condition. Once the server has
         # sent a Link header, follow its rel="next" and stop on a page without one (that saves the
@@ -171,6 +187,8 @@ class ConnectWiseClient:
             params: dict[str, Any] = {"pageSize": size}
             if conditions:
                 params["conditions"] = conditions
+            if fields:
+                params["fields"] = fields
             if page_id is not None:
                 if page_id in used:
                     raise VendorError(VENDOR, 200, "GET", self.api_root + path,
@@ -222,6 +240,64 @@ class ConnectWiseClient:
         created, _ = self._request("POST", f"/service/tickets/{int(ticket_id)}/notes", json_body=body,
                                    expect=dict, resend=_resendable)
         return created
+
+    def patch_ticket(self, ticket_id: int, ops: list[dict]) -> dict:
+        """Apply JSON-patch ``ops`` to a ticket (``PATCH /service/tickets/{id}``); return the ticket.
+
+        Example: ``[{"op": "replace", "path": "status", "value": {"id": 42}}]``. A replace is
+        idempotent, so this one is retried like a read.
+        """
+        body, _ = self._request("PATCH", f"/service/tickets/{int(ticket_id)}", json_body=ops, expect=dict)
+        return body
+
+    def count_ticket_time(self, ticket_id: int) -> int:
+        """How many time entries are charged to a service ticket (``GET /time/entries/count``)."""
+        return self.count("/time/entries", f'chargeToType = "ServiceTicket" and chargeToId = {int(ticket_id)}')
+
+    def tickets_with_time(self, ticket_ids: list[int], chunk: int = 100) -> set[int]:
+        """Which of ``ticket_ids`` have a time entry charged to them (``GET /time/entries``).
+
+        One request per ``chunk`` tickets (``chargeToId in (...)``, which keeps the URL short),
+        asking only for ``id,chargeToId``; a further page only when those tickets carry more than
+        ``page_size`` entries between them.
+        """
+        found: set[int] = set()
+        ids = sorted({int(i) for i in ticket_ids})
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            conditions = f'chargeToType = "ServiceTicket" and chargeToId in ({", ".join(map(str, part))})'
+            for page in self.iter_pages("/time/entries", conditions, fields="id,chargeToId"):
+                found.update(int(e["chargeToId"]) for e in page if e.get("chargeToId") is not None)
+        return found
+
+    def count(self, path: str, conditions: str | None = None) -> int:
+        """The ``count`` of a collection's ``/count`` under ``conditions``."""
+        body, _ = self._request("GET", path + "/count", params={"conditions": conditions} if conditions else None,
+                                expect=dict)
+        try:
+            return int(body["count"])
+        except (KeyError, TypeError, ValueError):
+            raise MalformedResponseError(VENDOR, 200, "GET", self.api_root + path + "/count",
+                                         "no count in the answer") from None
+
+    def list_board_statuses(self, board_id: int) -> list[dict]:
+        """Every status of a service board (``GET /service/boards/{id}/statuses``), by id."""
+        return [s for page in self.iter_pages(f"/service/boards/{int(board_id)}/statuses") for s in page]
+
+    def find_board_type(self, board_id: int, name: str) -> dict | None:
+        """The active ticket type called ``name`` on a board (``GET /service/boards/{id}/types``), or None."""
+        for page in self.iter_pages(f"/service/boards/{int(board_id)}/types",
+                                    f"name = {quote(name)} and inactiveFlag = false"):
+            if page:
+                return page[0]
+        return None
+
+    def find_priority(self, name: str) -> dict | None:
+        """The service priority called ``name`` (``GET /service/priorities``), or None."""
+        for page in self.iter_pages("/service/priorities", f"name = {quote(name)}"):
+            if page:
+                return page[0]
+        return None
 
     def find_board(self, name: str) -> dict | None:
         """The service board called ``name`` (``GET /service/boards``), or None."""

@@ -10,16 +10,37 @@ Streams (all incremental on ``lastUpdated``, forward-only by id, one transaction
   request per agreement, plus one per 1,000 agreements. Editing an addition need not touch its
   agreement, so every ``additions_sweep_hours`` (default 24; 0 = every run) a run reads the
   additions of every agreement instead: A + A/1000 requests for A agreements.
+- ``tickets`` (table ``tickets``): the tickets the hub made, found by ``externalXRef like
+  "msp-hub:%"``, each with ``touched`` (see below). One request per 1,000 tickets changed, one per
+  board among them (its statuses, once per run), and one per 100 tickets whose record shows no
+  touch (``GET /time/entries`` with ``chargeToId in (...)``, only ``id,chargeToId`` asked for).
+
+A ticket is **touched** once a person worked on it; the hub never closes such a ticket. Read from
+the ticket itself, for free: ``actualHours`` above 0 (time logged); open in a status other than the
+one the hub opens tickets in (the board's default, else its first open status: the hub never sets
+another while a ticket is open); closed by someone (``closedBy``) other than the hub's API member
+(``api_member``, else the member that created the ticket, ``_info.enteredBy``: the hub made it).
+Failing those, one request asks whether time is charged to it. ``_info.updatedBy`` is not used:
+the hub's own next write (a note on a re-trigger) overwrites it, and an e-mail from the customer
+sets it too. The audit trail (``/system/audittrail``) would cost a request per ticket and mean
+parsing free text. A status set back to the board's default, or time logged without moving
+``lastUpdated``, is not seen by the stream; the close push asks again right before it acts.
 
 Pushes (``action_kinds``): ``agreement_quantity`` (one PATCH), ``ticket`` (a lookup by
-``externalXRef``, then at most a board lookup and a POST) and ``ticket_note`` (a ticket lookup,
-the ticket's notes, then at most a POST). ConnectWise has no idempotency key, so every push looks
-before it creates, and a create is never resent blindly after an unclear failure.
+``externalXRef``, then at most a board, a priority and a type lookup, each once per run, and a
+POST), ``ticket_note`` (a ticket lookup, the ticket's notes, then at most a POST),
+``ticket_close`` (the lookup, the board's statuses once per run, at most one time count, at most a
+PATCH of the status, the notes and at most a POST: 3 to 6 requests) and ``ticket_reopen`` (the
+lookup, the statuses, at most a PATCH, the notes, at most a POST: 3 to 5). ConnectWise has no
+idempotency key, so every push looks before it creates, and a create is never resent blindly
+after an unclear failure; closing a closed ticket or reopening an open one changes nothing, and a
+note carries ``[msp-hub:<action key>]`` so that it is added once.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -34,7 +55,7 @@ from hub.config import HubConfig, Secret
 from hub.http import retry_policy
 from hub.money import exponent
 from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement, AgreementAddition, ProductLine,
-                         TimeEntry)
+                         Ticket, TimeEntry)
 
 from plugins.connectwise.client import (DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF, MAX_PAGE_SIZE,
                                         VENDOR, ConnectWiseClient)
@@ -45,8 +66,12 @@ DEFAULT_OVERLAP_SECONDS = 300
 DEFAULT_SWEEP_HOURS = 24
 MAX_SUMMARY = 100  # Ticket.summary, "Max length: 100" in the spec
 SETTINGS_KEYS = ("site", "base_url", "codebase", "company_id", "public_key", "private_key_env", "private_key_file",
-                 "client_id", "api_version", "page_size", "currency", "overlap_seconds", "additions_sweep_hours")
-ACTION_KINDS = frozenset({"agreement_quantity", "ticket", "ticket_note"})
+                 "client_id", "api_version", "page_size", "currency", "overlap_seconds", "additions_sweep_hours",
+                 "api_member")
+ACTION_KINDS = frozenset({"agreement_quantity", "ticket", "ticket_note", "ticket_close", "ticket_reopen"})
+HUB_REF_PREFIX = "msp-hub:"   # the externalXRef of every ticket the hub makes starts with it
+LOOKUP_SECONDS = 900          # boards, statuses, priorities and types are read again after this
+LEFT_OPEN_NOTE = "The alert cleared in the RMM; the ticket was left open because a technician worked on it ({why})."
 
 _UTC = timezone.utc
 _fromisoformat = datetime.fromisoformat
@@ -266,6 +291,22 @@ def to_product_line(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Pr
         raise MappingError(f"connectwise {what}: {exc}") from None
 
 
+def to_ticket(raw: dict[str, Any], touched: bool) -> Ticket:
+    """A ConnectWise service ticket the hub made as a hub Ticket; ``touched`` is decided by the caller
+    (it needs the board's statuses and maybe a request). ``closed_at`` is kept only while closed."""
+    ticket_id = _record_id(raw, "ticket")
+    company = _ref_id(raw.get("company"))
+    if company is None:
+        raise MappingError(f"connectwise ticket {ticket_id} has no company id")
+    closed = bool(raw.get("closedFlag"))
+    try:
+        return Ticket(SOURCE, ticket_id, company, raw.get("externalXRef") or "", raw.get("summary") or "",
+                      _ref_name(raw.get("board")), _ref_name(raw.get("status")), closed, bool(touched),
+                      _when(raw.get("closedDate")) if closed else None, _updated(raw))
+    except (ValueError, TypeError) as exc:
+        raise MappingError(f"connectwise ticket {ticket_id}: {exc}") from None
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -280,6 +321,7 @@ class ConnectWiseSettings:
         client_id = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"   # from developer.connectwise.com
         # codebase = "v4_6_release"   api_version = "2022.1"   page_size = 1000
         # currency = "EUR"   overlap_seconds = 300   additions_sweep_hours = 24
+        # api_member = "msphub-api"   # the API member's identifier; default: who created each hub ticket
     """
 
     site: str
@@ -293,6 +335,7 @@ class ConnectWiseSettings:
     currency: str = DEFAULT_CURRENCY
     overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
     additions_sweep_hours: int = DEFAULT_SWEEP_HOURS
+    api_member: str | None = None
 
     @classmethod
     def from_config(cls, config: HubConfig) -> ConnectWiseSettings:
@@ -358,11 +401,16 @@ class ConnectWiseSettings:
             raise fail("additions_sweep_hours", f"must be whole hours from 0 to 744, got {sweep!r}",
                        f"use additions_sweep_hours = {DEFAULT_SWEEP_HOURS} (0 reads every agreement each run)")
 
+        api_member = section.get("api_member")
+        if api_member is not None and (not isinstance(api_member, str) or not api_member.strip()):
+            raise fail("api_member", f"must be a member identifier, got {api_member!r}",
+                       "use the Member ID of the API member (System > Members > API Members), or leave it out")
+
         private_key = config.secret(SOURCE, "private_key")
         return cls(site=site, company_id=company_id, public_key=public_key, private_key=private_key,
                    client_id=client_id, codebase=codebase.strip("/"), api_version=api_version,
                    page_size=page_size, currency=currency.upper(), overlap_seconds=overlap,
-                   additions_sweep_hours=sweep)
+                   additions_sweep_hours=sweep, api_member=api_member.strip() if api_member else None)
 
 
 # --- the connector -----------------------------------------------------------------------------
@@ -372,13 +420,16 @@ def _iso(value: str | None) -> datetime | None:
 
 
 class ConnectWiseConnector:
-    """ConnectWise PSA as the engine sees it: five incremental streams and three kinds of push.
+    """ConnectWise PSA as the engine sees it: six incremental streams and five kinds of push.
 
     A stream's cursor is ``{"since": <iso or None>, "after_id": n, "started_at": <iso>}`` while a
     pass is under way (a failed run resumes after the last committed page, with the same query)
     and ``{"since": <iso>}`` once it finished, where ``since`` is when that pass started: never
     past the run start, and a record changed behind the pass is read again by the next one. A
     pass asks for ``lastUpdated > since - overlap_seconds``; the upsert makes the overlap harmless.
+
+    Boards, their statuses and types, and priorities are looked up once per run: a ``tickets``
+    pass starts with none kept, and none is kept longer than ``LOOKUP_SECONDS``.
     """
 
     name = SOURCE
@@ -392,24 +443,27 @@ class ConnectWiseConnector:
                                         settings.private_key, settings.client_id, codebase=settings.codebase,
                                         api_version=settings.api_version, http=http, retrying=retrying,
                                         page_size=settings.page_size)
-        self._boards: dict[str, int] = {}
+        self._lookups: dict[tuple, Any] = {}
+        self._lookups_at = time.monotonic()
 
     def streams(self) -> list[Stream]:
         currency = self.settings.currency
         return [
-            Stream(SOURCE, "clients", "clients", self._incremental(self.client.iter_companies, to_client)),
-            Stream(SOURCE, "agreements", "agreements", self._incremental(self.client.iter_agreements, to_agreement)),
+            Stream(SOURCE, "clients", "clients", self._incremental(self.client.iter_companies, _each(to_client))),
+            Stream(SOURCE, "agreements", "agreements", self._incremental(
+                self.client.iter_agreements, _each(to_agreement))),
             Stream(SOURCE, "additions", "additions", self._additions),
             Stream(SOURCE, "time_entries", "time_entries", self._incremental(
-                self.client.iter_time_entries, lambda raw: to_time_entry(raw, currency))),
+                self.client.iter_time_entries, _each(lambda raw: to_time_entry(raw, currency)))),
             Stream(SOURCE, "products", "products", self._incremental(
-                self.client.iter_products, lambda raw: to_product_line(raw, currency))),
+                self.client.iter_products, _each(lambda raw: to_product_line(raw, currency)))),
+            Stream(SOURCE, "tickets", "tickets", self._incremental(self._iter_hub_tickets, self._to_tickets)),
         ]
 
     def _overlapped(self, since: str | None) -> datetime | None:
         return None if since is None else _iso(since) - timedelta(seconds=self.settings.overlap_seconds)
 
-    def _incremental(self, fetch: Callable[..., Iterator[list[dict]]], to_record: Callable[[dict], Any]):
+    def _incremental(self, fetch: Callable[..., Iterator[list[dict]]], to_records: Callable[[list[dict]], list]):
         def iter_pages(cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
             cursor = cursor or {}
             since = cursor.get("since")
@@ -418,7 +472,7 @@ class ConnectWiseConnector:
             else:
                 after, started = None, run_started_at.isoformat()
             for raw in fetch(since=self._overlapped(since), after_id=after):
-                yield Page([to_record(r) for r in raw], {"since": since, "after_id": raw[-1]["id"], "started_at": started})
+                yield Page(to_records(raw), {"since": since, "after_id": raw[-1]["id"], "started_at": started})
             yield Page([], {"since": started})
         return iter_pages
 
@@ -444,6 +498,119 @@ class ConnectWiseConnector:
                                          "after_id": raw["id"], "started_at": started})
         yield Page([], {"since": started, "swept_at": started if sweep else swept_at})
 
+    # --- tickets and whether a person touched them ----------------------------------------------
+
+    def _iter_hub_tickets(self, since: datetime | None, after_id: int | None) -> Iterator[list[dict]]:
+        self._forget_lookups()  # a new pass, a new run: statuses are read again
+        yield from self.client.iter_tickets_by_ref(HUB_REF_PREFIX, since=since, after_id=after_id)
+
+    def _to_tickets(self, raws: list[dict]) -> list[Ticket]:
+        """A page of hub tickets as Tickets: touched from the records, then one request per 100 for time."""
+        why = {raw.get("id"): self._touch_in_record(raw) for raw in raws}
+        untold = [i for i, reason in why.items() if reason is None and isinstance(i, int)]
+        if untold:
+            for ticket_id in self.client.tickets_with_time(untold):
+                why[ticket_id] = "time logged"
+        return [to_ticket(raw, why.get(raw.get("id")) is not None) for raw in raws]
+
+    def _touched(self, ticket: dict) -> str | None:
+        """Why a person worked on ``ticket`` (asking the API for time if the record does not say), or None."""
+        why = self._touch_in_record(ticket)
+        if why is None:
+            entries = self.client.count_ticket_time(ticket["id"])
+            if entries:
+                why = f"{entries} time entr{'y' if entries == 1 else 'ies'} logged"
+        return why
+
+    def _touch_in_record(self, raw: dict) -> str | None:
+        """What the ticket record itself shows of a person's work: time, a status or a close not the hub's."""
+        hours = raw.get("actualHours")
+        if isinstance(hours, (int, float)) and not isinstance(hours, bool) and hours > 0:
+            return f"{_decimal_text(hours)} h logged"
+        info = raw.get("_info") if isinstance(raw.get("_info"), dict) else {}
+        hub_member = str(self.settings.api_member or info.get("enteredBy") or "").strip().lower()
+        status = raw.get("status") if isinstance(raw.get("status"), dict) else {}
+        if raw.get("closedFlag"):
+            closed_by = str(raw.get("closedBy") or "").strip()
+            return f"closed by {closed_by}" if closed_by and closed_by.lower() != hub_member else None
+        board = _ref_id(raw.get("board"))
+        if board is None or not status:
+            return None
+        opening = self._opening_status(int(board))
+        if status.get("id") is not None:
+            same = status["id"] == opening["id"]
+        else:
+            same = str(status.get("name") or "").lower() == str(opening.get("name") or "").lower()
+        return None if same else f"status set to {status.get('name') or status.get('id')}"
+
+    # --- lookups, kept for the run ----------------------------------------------------------------
+
+    def _forget_lookups(self) -> None:
+        self._lookups.clear()
+        self._lookups_at = time.monotonic()
+
+    def _lookup(self, key: tuple, fetch: Callable[[], Any]) -> Any:
+        if time.monotonic() - self._lookups_at > LOOKUP_SECONDS:
+            self._forget_lookups()
+        if key not in self._lookups:
+            self._lookups[key] = fetch()
+        return self._lookups[key]
+
+    def _board_id(self, name: str) -> int:
+        board = self._lookup(("board", name.lower()), lambda: self.client.find_board(name))
+        if board is None:
+            raise VendorError(VENDOR, None, "GET", self.client.api_root + "/service/boards",
+                              f"no service board named {name!r}; create it in ConnectWise or change the "
+                              f"board in the alert rules")
+        return board["id"]
+
+    def _statuses(self, board_id: int) -> list[dict]:
+        """The active statuses of a board, in board order (sortOrder, then id)."""
+        statuses = self._lookup(("statuses", board_id), lambda: self.client.list_board_statuses(board_id))
+        return sorted((s for s in statuses if not s.get("inactive")),
+                      key=lambda s: (s.get("sortOrder") or 0, s.get("id") or 0))
+
+    def _opening_status(self, board_id: int) -> dict:
+        """The status the hub opens tickets in: the board's default, else its first open status."""
+        statuses = self._statuses(board_id)
+        found = next((s for s in statuses if s.get("defaultFlag") and not s.get("closedStatus")), None) or \
+            next((s for s in statuses if not s.get("closedStatus")), None)
+        if found is None:
+            raise VendorError(VENDOR, None, "GET", f"{self.client.api_root}/service/boards/{board_id}/statuses",
+                              f"board {board_id} has no active open status; add one in ConnectWise "
+                              f"(Service Desk > Service Boards > Statuses)")
+        return found
+
+    def _closing_status(self, board_id: int) -> dict:
+        """The status the hub closes tickets with: a closed one, "Closed" first, then one like
+        ">Closed", then one like "Resolved", then the first in board order."""
+        def rank(status: dict) -> int:
+            name = str(status.get("name") or "").strip().lower()
+            return 0 if name == "closed" else 1 if "closed" in name else 2 if "resolved" in name else 3
+
+        closed = [s for s in self._statuses(board_id) if s.get("closedStatus")]
+        if not closed:
+            raise VendorError(VENDOR, None, "GET", f"{self.client.api_root}/service/boards/{board_id}/statuses",
+                              f"board {board_id} has no active closed status; mark one \"Closed status\" in "
+                              f"ConnectWise (Service Desk > Service Boards > Statuses)")
+        return min(closed, key=rank)  # min keeps board order among equals
+
+    def _priority_id(self, name: str) -> int:
+        priority = self._lookup(("priority", name.lower()), lambda: self.client.find_priority(name))
+        if priority is None:
+            raise VendorError(VENDOR, None, "GET", self.client.api_root + "/service/priorities",
+                              f"no priority named {name!r}; use a name from Service Desk > Priorities in the "
+                              f"alert rules")
+        return priority["id"]
+
+    def _type_id(self, board_id: int, board: str, name: str) -> int:
+        found = self._lookup(("type", board_id, name.lower()), lambda: self.client.find_board_type(board_id, name))
+        if found is None:
+            raise VendorError(VENDOR, None, "GET", f"{self.client.api_root}/service/boards/{board_id}/types",
+                              f"board {board!r} has no active type named {name!r}; add it to the board in "
+                              f"ConnectWise or change the type in the alert rules")
+        return found["id"]
+
     # --- push ----------------------------------------------------------------------------------
 
     def push(self, action: Action, context) -> PushResult:
@@ -454,6 +621,10 @@ class ConnectWiseConnector:
             return self._push_ticket(action, context)
         if action.kind == "ticket_note":
             return self._push_note(action)
+        if action.kind == "ticket_close":
+            return self._push_close(action)
+        if action.kind == "ticket_reopen":
+            return self._push_reopen(action)
         raise ValueError(f"the connectwise connector cannot push {action.kind!r} actions")
 
     def _push_quantity(self, action: Action) -> PushResult:
@@ -486,57 +657,122 @@ class ConnectWiseConnector:
         if not company:
             raise MappingError(f"action {action.key}: no company_id in the payload and client "
                                f"{action.client_id} has no link to a ConnectWise company")
+        if payload.get("priority") is not None and payload.get("priority_id") is not None:
+            raise MappingError(f"action {action.key}: give priority (a name) or priority_id, not both")
+        priority = _payload_text(action, "priority") if payload.get("priority") is not None else None
+        ticket_type = _payload_text(action, "type") if payload.get("type") is not None else None
         body: dict[str, Any] = {
             "summary": summary[:MAX_SUMMARY], "externalXRef": ref,
             "company": {"id": int(company)} if company.isdigit() else {"identifier": company},
             "initialDescription": payload.get("initial_description") or summary}
         if payload.get("priority_id") is not None:
             body["priority"] = {"id": _payload_id(action, "priority_id")}
-        if payload.get("type"):
-            body["type"] = {"name": str(payload["type"])}
 
         def lookup_or_create() -> tuple[dict, bool]:
             # Always look first: a create whose answer was lost may have made the ticket.
             found = self.client.find_tickets(ref)
             if found:
                 return min(found, key=lambda t: t["id"]), False
-            return self.client.create_ticket({**body, "board": {"id": self._board_id(board)}}), True
+            board_id = self._board_id(board)
+            extra: dict[str, Any] = {"board": {"id": board_id}}
+            if priority is not None:
+                extra["priority"] = {"id": self._priority_id(priority)}
+            if ticket_type is not None:
+                extra["type"] = {"id": self._type_id(board_id, board, ticket_type)}
+            return self.client.create_ticket({**body, **extra}), True
 
         ticket, created = self._retrying()(lookup_or_create)
         verb = "created" if created else "found by externalXRef"
         return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {verb} on {board}: {summary[:60]}",
                           {"created": created, "external_ref": ref})
 
-    def _board_id(self, name: str) -> int:
-        if name not in self._boards:
-            board = self.client.find_board(name)
-            if board is None:
-                raise VendorError(VENDOR, None, "GET", self.client.api_root + "/service/boards",
-                                  f"no service board named {name!r}; create it in ConnectWise or change the "
-                                  f"board in the alert rules")
-            self._boards[name] = board["id"]
-        return self._boards[name]
-
     def _push_note(self, action: Action) -> PushResult:
         payload = action.payload or {}
         text = _payload_text(action, "text")
         internal = bool(payload.get("internal", False))
-        marker = f"[msp-hub:{action.key}]"
 
         def lookup_or_create() -> tuple[int, dict, bool]:
             ticket_id = self._note_ticket(action)
-            for note in self.client.list_ticket_notes(ticket_id):
-                if marker in (note.get("text") or ""):
-                    return ticket_id, note, False
-            note = self.client.create_ticket_note(ticket_id, {
-                "text": f"{text}\n\n{marker}", "detailDescriptionFlag": not internal,
-                "internalAnalysisFlag": internal})
-            return ticket_id, note, True
+            return (ticket_id, *self._note_once(ticket_id, text, action.key, internal))
 
         ticket_id, note, created = self._retrying()(lookup_or_create)
         verb = "added to" if created else "already on"
         return PushResult(str(note["id"]), f"{'internal' if internal else 'discussion'} note {note['id']} "
                                            f"{verb} ticket {ticket_id}", {"ticket_id": str(ticket_id), "created": created})
+
+    def _push_close(self, action: Action) -> PushResult:
+        """Close the ticket with the board's closed status and the note, unless a person worked on
+        it (asked again now: a technician may have started since the plan): then only a note."""
+        payload = action.payload or {}
+        ref = _payload_text(action, "external_ref")
+        note = _payload_text(action, "note")
+        left_open = _payload_text(action, "touched_note") if payload.get("touched_note") is not None else None
+        internal = bool(payload.get("internal", False))
+
+        def close_once() -> tuple[dict, bool, str | None, dict, bool]:
+            ticket = self._ticket_by_ref(ref)
+            was_closed = bool(ticket.get("closedFlag"))
+            why = None if was_closed else self._touched(ticket)
+            if not was_closed and why is None:
+                status = self._closing_status(int(_ref_id(ticket.get("board")) or 0))
+                ticket = self.client.patch_ticket(ticket["id"], [
+                    {"op": "replace", "path": "status", "value": {"id": status["id"]}}])
+            text = note if why is None else (left_open or LEFT_OPEN_NOTE.format(why=why))
+            return (ticket, was_closed, why, *self._note_once(ticket["id"], text, action.key, internal))
+
+        ticket, was_closed, why, added, created = self._retrying()(close_once)
+        closed = bool(ticket.get("closedFlag"))
+        if why is not None:
+            what = f"left open ({why})"
+        elif was_closed:
+            what = "already closed"
+        else:
+            what = f"closed ({_ref_name(ticket.get('status')) or 'closed status'})"
+        return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {what}; note {added['id']} "
+                                             f"{'added' if created else 'already there'}",
+                          {"closed": closed, "touched": why or "", "note_id": str(added["id"]),
+                           "note_created": created})
+
+    def _push_reopen(self, action: Action) -> PushResult:
+        """Put a closed ticket back in the status the hub opens tickets in, and add the note."""
+        payload = action.payload or {}
+        ref = _payload_text(action, "external_ref")
+        note = _payload_text(action, "note")
+        internal = bool(payload.get("internal", False))
+
+        def reopen_once() -> tuple[dict, bool, dict, bool]:
+            ticket = self._ticket_by_ref(ref)
+            was_closed = bool(ticket.get("closedFlag"))
+            if was_closed:
+                status = self._opening_status(int(_ref_id(ticket.get("board")) or 0))
+                ticket = self.client.patch_ticket(ticket["id"], [
+                    {"op": "replace", "path": "status", "value": {"id": status["id"]}}])
+            return (ticket, was_closed, *self._note_once(ticket["id"], note, action.key, internal))
+
+        ticket, was_closed, added, created = self._retrying()(reopen_once)
+        what = f"reopened ({_ref_name(ticket.get('status')) or 'open status'})" if was_closed else "already open"
+        return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {what}; note {added['id']} "
+                                             f"{'added' if created else 'already there'}",
+                          {"closed": bool(ticket.get("closedFlag")), "reopened": was_closed,
+                           "note_id": str(added["id"]), "note_created": created})
+
+    def _note_once(self, ticket_id: int, text: str, key: str, internal: bool) -> tuple[dict, bool]:
+        """The note marked ``[msp-hub:<key>]`` on the ticket, added if it is not there yet; (note, added)."""
+        marker = f"[msp-hub:{key}]"
+        for note in self.client.list_ticket_notes(ticket_id):
+            if marker in (note.get("text") or ""):
+                return note, False
+        return self.client.create_ticket_note(ticket_id, {
+            "text": f"{text}\n\n{marker}", "detailDescriptionFlag": not internal,
+            "internalAnalysisFlag": internal}), True
+
+    def _ticket_by_ref(self, ref: str) -> dict:
+        """The ticket whose externalXRef is ``ref`` (the oldest if several); a 404 VendorError if none."""
+        found = self.client.find_tickets(ref)
+        if not found:
+            raise VendorError(VENDOR, 404, "GET", self.client.api_root + "/service/tickets",
+                              f"no ticket with externalXRef {ref!r} yet")
+        return min(found, key=lambda t: t["id"])
 
     def _note_ticket(self, action: Action) -> int:
         payload = action.payload or {}
@@ -545,14 +781,15 @@ class ConnectWiseConnector:
         ref = payload.get("ticket_external_ref")
         if not isinstance(ref, str) or not ref.strip():
             raise MappingError(f"action {action.key}: payload needs ticket_id or ticket_external_ref")
-        found = self.client.find_tickets(ref)
-        if not found:
-            raise VendorError(VENDOR, 404, "GET", self.client.api_root + "/service/tickets",
-                              f"no ticket with externalXRef {ref!r} yet")
-        return min(t["id"] for t in found)
+        return self._ticket_by_ref(ref)["id"]
 
     def close(self) -> None:
         self.client.close()
+
+
+def _each(to_record: Callable[[dict], Any]) -> Callable[[list[dict]], list]:
+    """A page mapper from a record mapper."""
+    return lambda raws: [to_record(r) for r in raws]
 
 
 def _payload_text(action: Action, key: str) -> str:

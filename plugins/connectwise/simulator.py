@@ -51,6 +51,20 @@ STATUSES = ("Open", "PendingApproval", "ApprovedByTierOne", "ApprovedByTierTwo",
             "BilledAgreement", "WrittenOff")
 RATES = (0.0, 95.0, 120.0, 150.0, 137.5)
 BOARDS = ((1, "Help Desk"), (2, "Alerts"), (3, "Projects"))
+# Every board's statuses: (name, closedStatus, defaultFlag). Ids are global, as in ConnectWise.
+BOARD_STATUSES = (("New", False, True), ("In Progress", False, False), ("Waiting", False, False),
+                  ("Closed", True, False), ("Resolved", True, False))
+# Every board's types: (name, defaultFlag).
+BOARD_TYPES = {"Help Desk": (("Incident", True), ("Service Request", False), ("Problem", False)),
+               "Alerts": (("Alert", True), ("Incident", False)),
+               "Projects": (("Project Task", True),)}
+# ConnectWise's stock priorities: (id, name, sortOrder, defaultFlag).
+PRIORITIES = ((1, "Priority 1 - Emergency Response", 2, False), (2, "Priority 2 - Quick Response", 4, False),
+              (4, "Priority 3 - Normal Response", 6, True), (5, "Priority 4 - Schedule Maintenance", 8, False),
+              (7, "Do Not Respond", 10, False))
+# Ticket fields a PATCH may change (a subset of the spec's Ticket; the rest are refused as read-only or unknown).
+TICKET_PATCHABLE = {"status", "priority", "type", "subType", "summary", "severity", "impact", "owner",
+                    "externalXRef", "customerUpdatedFlag", "processNotifications", "skipCallback"}
 
 # Maximum lengths and required fields from the spec's Ticket schema for the fields a POST may carry.
 TICKET_MAX = {"summary": 100, "externalXRef": 100, "siteName": 50, "addressLine1": 50, "addressLine2": 50,
@@ -281,6 +295,37 @@ def matches(node, record: dict) -> bool:
     return _compare(_resolve(record, node[1]), node[2], node[3])
 
 
+def _charge_ids(node) -> set[int] | None:
+    """The chargeToId values conditions pin (``chargeToId = 5`` or ``chargeToId in (5, 6)``, alone or
+    and-ed with others), or None when they pin none."""
+    if node is None:
+        return None
+    if node[0] == "and":
+        return _charge_ids(node[1]) if _charge_ids(node[1]) is not None else _charge_ids(node[2])
+    if node[0] == "cmp" and node[1] == "chargeToId" and node[2] == "=" and node[3][0] == "num":
+        return {int(node[3][1])}
+    if node[0] == "in" and node[1] == "chargeToId" and all(v[0] == "num" for v in node[2]):
+        return {int(v[1]) for v in node[2]}
+    return None
+
+
+def _pick(record: dict, fields: list[str]) -> dict:
+    """A partial record, as ``fields=id,status/name`` asks for: only the paths named."""
+    out: dict = {}
+    for path in fields:
+        value: Any = record
+        parts = path.split("/")
+        for part in parts:
+            value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+        if value is _MISSING:
+            continue
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return out
+
+
 # --- record stores -------------------------------------------------------------------------------
 
 class _Records:
@@ -473,6 +518,14 @@ class _TimeEntries:
         self._changed.clear()
         self._cache = None
 
+    def charged_to(self, charge_ids: set[int]) -> list[int]:
+        """Ids (in id order) of the entries that may be charged to one of ``charge_ids``: those whose
+        chargeToId column is one of them, and those with fields set by tests (checked by the caller)."""
+        ids, charged = self.ids, self._charge_id
+        found = {ids[i] for i in range(len(ids)) if charged[i] in charge_ids}
+        found.update(self.extra)
+        return sorted(found)
+
     def updated_after(self, when: float, strict: bool) -> list[int]:
         """Ids (in id order) of the entries whose lastUpdated is after ``when`` (or at it, not strict)."""
         key = (when, strict, self.version)
@@ -500,18 +553,27 @@ class ConnectWiseSimulator:
     resource path (``/time/entries``); ``log`` keeps the last 1000 as ``(method, path, query dict)``.
     ``now`` (epoch seconds) is the clock for generated data, ``touch`` and writes.
 
+    Tickets follow their board's statuses (``BOARD_STATUSES``: a status with ``closedStatus`` sets
+    ``closedFlag``, ``closedDate`` and ``closedBy``), priorities (``/service/priorities``) and types
+    (``/service/boards/{id}/types``). What the API writes is done as the API member ``api_member``
+    (``_info.enteredBy``/``updatedBy``, ``closedBy``); ``technician_works_on`` and
+    ``technician_sets_status`` act as a person in ConnectWise would.
+
     Args:
+        tickets: how many tickets to generate, about half of them made by the hub (``externalXRef``
+            ``msp-hub:...``), some worked on, some closed.
+        api_member: the identifier of the API member the keys belong to.
         cloud: True answers bad credentials like the cloud (404 "Cannot route..."), False like
             an on-premise server (401 with the JSON error).
     """
 
     def __init__(self, seed: int = 0, companies: int = 4, agreements: int = 6, time_entries: int = 60,
-                 products: int = 12, *, company_id: str = "msphub", public_key: str = "sim-public-key",
-                 private_key: str = "sim-private-key",
+                 products: int = 12, tickets: int = 0, *, company_id: str = "msphub",
+                 public_key: str = "sim-public-key", private_key: str = "sim-private-key",
                  client_id: str = "3f5e8b0c-4f8e-4c1a-9d3e-6a1b2c3d4e5f", now: float = DEFAULT_NOW,
-                 cloud: bool = True):
+                 api_member: str = "apimember", cloud: bool = True):
         self.company_id, self.public_key, self.private_key = company_id, public_key, private_key
-        self.client_id, self.now, self.cloud = client_id, now, cloud
+        self.client_id, self.now, self.cloud, self.api_member = client_id, now, cloud, api_member
         self.rng = random.Random(seed)
         self.requests = 0
         self.requests_by_path: collections.Counter[str] = collections.Counter()
@@ -526,7 +588,12 @@ class ConnectWiseSimulator:
         self.tickets = _Records("ticket")
         self.notes = _Records("serviceNote")
         self.boards = _Records("board")
+        self.statuses = _Records("boardStatus")
+        self.types = _Records("boardType")
+        self.priorities = _Records("priority")
         self.time_entries = _TimeEntries(self.companies, self.agreements)
+        for priority_id, name, sort, default in PRIORITIES:
+            self.add_priority(name, sort_order=sort, default=default, id=priority_id)
         self._initial_descriptions: dict[int, str] = {}
         for board_id, name in BOARDS:
             self.add_board(name, id=board_id)
@@ -543,13 +610,14 @@ class ConnectWiseSimulator:
                     self.add_addition(agreement_id, item[1], quantity=self.rng.randint(1, 60))
         self._generate_time_entries(time_entries)
         self._generate_products(products)
+        self._generate_tickets(tickets)
         self.time_entries.build_index()
 
     # --- shaping data ---------------------------------------------------------------------------
 
-    def _info(self, when: float | None = None) -> dict[str, str]:
+    def _info(self, when: float | None = None, by: str = "sim") -> dict[str, str]:
         stamp = iso(self.now if when is None else when)
-        return {"lastUpdated": stamp, "updatedBy": "sim", "dateEntered": stamp, "enteredBy": "sim"}
+        return {"lastUpdated": stamp, "updatedBy": by, "dateEntered": stamp, "enteredBy": by}
 
     def add_company(self, name: str, identifier: str | None = None, id: int | None = None,  # noqa: A002
                     updated: float | None = None) -> int:
@@ -666,19 +734,98 @@ class ConnectWiseSimulator:
             self.products.put(record)
             return product_id
 
-    def add_board(self, name: str, id: int | None = None) -> int:  # noqa: A002
-        """Add a service board."""
+    def add_board(self, name: str, id: int | None = None, *, statuses: bool = True) -> int:  # noqa: A002
+        """Add a service board with the usual statuses (``BOARD_STATUSES``; none if not ``statuses``)
+        and types (``BOARD_TYPES`` for the stock boards' names, else an "Incident" type)."""
         with self._lock:
             board_id = id if id is not None else self.boards.next_id(1)
             self.boards.put({"id": board_id, "name": name[:50], "inactiveFlag": False, "projectFlag": False,
                              "_info": self._info()})
+            if statuses:
+                for order, (status, closed, default) in enumerate(BOARD_STATUSES):
+                    self.add_board_status(board_id, status, closed=closed, default=default, sort_order=order)
+            for type_name, default in BOARD_TYPES.get(name, (("Incident", True),)):
+                self.add_board_type(board_id, type_name, default=default)
             return board_id
 
-    def add_ticket(self, summary: str, company_id: int, board: str = "Help Desk", external_ref: str | None = None) -> int:
-        """Add a service ticket as if someone created it in ConnectWise."""
+    def add_board_status(self, board_id: int, name: str, *, closed: bool = False, default: bool = False,
+                         sort_order: int | None = None, inactive: bool = False) -> int:
+        """Add a status to a board (``closed``: closedStatus, ``default``: defaultFlag, which then
+        moves from the board's other statuses)."""
+        with self._lock:
+            board = self.boards.get(board_id)
+            if board is None:
+                raise ValueError(f"no board {board_id}")
+            mine = [r for r in self.statuses.rows.values() if r["board"]["id"] == board_id]
+            if default:
+                for other in mine:
+                    other["defaultFlag"] = False
+            status_id = self.statuses.next_id(1)
+            self.statuses.put({"id": status_id, "name": name[:50], "board": {"id": board_id, "name": board["name"]},
+                               "sortOrder": len(mine) if sort_order is None else sort_order, "displayOnBoard": True,
+                               "inactive": inactive, "closedStatus": closed, "timeEntryNotAllowed": False,
+                               "defaultFlag": default, "escalationStatus": "Resolved" if closed else "NotResponded",
+                               "customerPortalFlag": False, "_info": self._info()})
+            return status_id
+
+    def add_board_type(self, board_id: int, name: str, *, default: bool = False, inactive: bool = False) -> int:
+        """Add a ticket type to a board."""
+        with self._lock:
+            board = self.boards.get(board_id)
+            if board is None:
+                raise ValueError(f"no board {board_id}")
+            type_id = self.types.next_id(1)
+            self.types.put({"id": type_id, "name": name[:50], "category": "Reactive", "defaultFlag": default,
+                            "inactiveFlag": inactive, "requestForChangeFlag": False,
+                            "board": {"id": board_id, "name": board["name"]}, "_info": self._info()})
+            return type_id
+
+    def add_priority(self, name: str, *, sort_order: int = 0, default: bool = False,
+                     id: int | None = None) -> int:  # noqa: A002
+        """Add a service priority (``/service/priorities``)."""
+        with self._lock:
+            priority_id = id if id is not None else self.priorities.next_id(1)
+            self.priorities.put({"id": priority_id, "name": name[:50], "color": "Custom", "sortOrder": sort_order,
+                                 "defaultFlag": default, "_info": self._info()})
+            return priority_id
+
+    def board_status(self, board_id: int, name: str) -> dict | None:
+        """The status called ``name`` (case-insensitive) of a board, or None."""
+        return next((r for r in self.statuses.rows.values()
+                     if r["board"]["id"] == board_id and r["name"].lower() == name.lower()), None)
+
+    def technician_works_on(self, ticket_id: int, hours: float = 0.5, member: str = "jsmith") -> int:
+        """A technician logs time on a ticket: a time entry charged to it, the ticket's ``actualHours``
+        grows and its ``lastUpdated`` moves, as saving time on a ticket does in ConnectWise. Returns
+        the time entry's id."""
+        with self._lock:
+            ticket = self.tickets.get(ticket_id)
+            if ticket is None:
+                raise ValueError(f"no ticket {ticket_id}")
+            entry_id = self.add_time_entry(ticket["company"]["id"], hours, member=member, start=self.now - hours * 3600,
+                                           charge_type="ServiceTicket", charge_id=ticket_id)
+            ticket["actualHours"] = round((ticket.get("actualHours") or 0.0) + hours, 2)
+            self.tickets.touch(ticket_id, self.now)
+            return entry_id
+
+    def technician_sets_status(self, ticket_id: int, name: str, member: str = "jsmith") -> None:
+        """A technician sets a ticket's status by name (one of its board's), as a PATCH by ``member``."""
+        with self._lock:
+            ticket = self.tickets.get(ticket_id)
+            if ticket is None:
+                raise ValueError(f"no ticket {ticket_id}")
+            response = self._patch_ticket(ticket, [{"op": "replace", "path": "status", "value": {"name": name}}],
+                                          member)
+        if response.status_code != 200:
+            raise ValueError(response.text)
+
+    def add_ticket(self, summary: str, company_id: int, board: str = "Help Desk", external_ref: str | None = None,
+                   *, member: str = "jsmith") -> int:
+        """Add a service ticket as if ``member`` created it in ConnectWise (pass ``member=sim.api_member``
+        for one the hub made)."""
         with self._lock:
             response = self._create_ticket({"summary": summary, "company": {"id": company_id},
-                                            "board": {"name": board}, "externalXRef": external_ref})
+                                            "board": {"name": board}, "externalXRef": external_ref}, member)
         if response.status_code != 201:
             raise ValueError(response.text)
         return json.loads(response.content)["id"]
@@ -706,7 +853,8 @@ class ConnectWiseSimulator:
     def _table(self, kind: str):
         tables = {"companies": self.companies, "agreements": self.agreements, "additions": self.additions,
                   "time_entries": self.time_entries, "products": self.products, "tickets": self.tickets,
-                  "notes": self.notes, "boards": self.boards}
+                  "notes": self.notes, "boards": self.boards, "statuses": self.statuses, "types": self.types,
+                  "priorities": self.priorities}
         if kind not in tables:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(tables)}")
         return tables[kind]
@@ -833,11 +981,17 @@ class ConnectWiseSimulator:
         (re.compile(r"^/procurement/products(/count)?$"), "list", "products"),
         (re.compile(r"^/procurement/products/(\d+)$"), "one", "products"),
         (re.compile(r"^/service/tickets(/count)?$"), "tickets", None),
-        (re.compile(r"^/service/tickets/(\d+)$"), "one", "tickets"),
+        (re.compile(r"^/service/tickets/(\d+)$"), "ticket", None),
         (re.compile(r"^/service/tickets/(\d+)/notes(/count)?$"), "notes", None),
         (re.compile(r"^/service/tickets/(\d+)/notes/(\d+)$"), "note", None),
         (re.compile(r"^/service/boards(/count)?$"), "list", "boards"),
         (re.compile(r"^/service/boards/(\d+)$"), "one", "boards"),
+        (re.compile(r"^/service/boards/(\d+)/statuses(/count)?$"), "board_list", "statuses"),
+        (re.compile(r"^/service/boards/(\d+)/statuses/(\d+)$"), "board_one", "statuses"),
+        (re.compile(r"^/service/boards/(\d+)/types(/count)?$"), "board_list", "types"),
+        (re.compile(r"^/service/boards/(\d+)/types/(\d+)$"), "board_one", "types"),
+        (re.compile(r"^/service/priorities(/count)?$"), "list", "priorities"),
+        (re.compile(r"^/service/priorities/(\d+)$"), "one", "priorities"),
     )
 
     def _route(self, request: httpx.Request, resource: str, query: dict[str, str]) -> httpx.Response:
@@ -852,8 +1006,27 @@ class ConnectWiseSimulator:
                 return self._only(method, "GET") or self._one(self._table(table), int(m.group(1)))
             if kind == "tickets":
                 if method == "POST" and not m.group(1):
-                    return self._create_ticket(self._body(request, dict, "ticket"))
+                    return self._create_ticket(self._body(request, dict, "ticket"), self.api_member)
                 return self._only(method, "GET") or self._list(request, self.tickets, query, bool(m.group(1)))
+            if kind == "ticket":
+                if method == "PATCH" and self.tickets.get(int(m.group(1))) is not None:
+                    return self._patch_ticket(self.tickets.get(int(m.group(1))), self._body(request, list, "ticket"),
+                                              self.api_member)
+                if method in ("GET", "PATCH"):
+                    return self._one(self.tickets, int(m.group(1)))
+                return self._only(method, "GET")
+            if kind in ("board_list", "board_one"):
+                board_id, children = int(m.group(1)), self._table(table)
+                if self.boards.get(board_id) is None:
+                    return _error(404, "NotFound", f"Board with id {board_id} was not found.")
+                if kind == "board_list":
+                    return self._only(method, "GET") or self._list(
+                        request, children, query, bool(m.group(2)), scope=lambda r: r["board"]["id"] == board_id)
+                child = children.get(int(m.group(2)))
+                if child is None or child["board"]["id"] != board_id:
+                    return _error(404, "NotFound", f"{children.resource[0].upper()}{children.resource[1:]} with id "
+                                                   f"{m.group(2)} was not found.")
+                return self._only(method, "GET") or _json(200, child)
             if kind in ("additions", "addition"):
                 agreement_id = int(m.group(1))
                 if self.agreements.get(agreement_id) is None:
@@ -874,7 +1047,7 @@ class ConnectWiseSimulator:
                     return _error(404, "NotFound", f"Ticket with id {ticket_id} was not found.")
                 if kind == "notes":
                     if method == "POST" and not m.group(2):
-                        return self._create_note(ticket_id, self._body(request, dict, "serviceNote"))
+                        return self._create_note(ticket_id, self._body(request, dict, "serviceNote"), self.api_member)
                     return self._only(method, "GET") or self._list(
                         request, self.notes, query, bool(m.group(2)), scope=lambda r: r.get("ticketId") == ticket_id)
                 note = self.notes.get(int(m.group(2)))
@@ -910,7 +1083,8 @@ class ConnectWiseSimulator:
 
     def _list(self, request: httpx.Request, table, query: dict[str, str], count: bool,
               scope: Callable[[dict], bool] | None = None) -> httpx.Response:
-        """A collection: conditions, then forward-only (pageId) or numbered (page) paging."""
+        """A collection: conditions, then forward-only (pageId) or numbered (page) paging, and
+        ``fields`` for a partial response."""
         forward = request.headers.get("pagination-type", "").lower() == "forward-only"
         try:
             size = int(query.get("pageSize", DEFAULT_PAGE_SIZE))
@@ -941,7 +1115,11 @@ class ConnectWiseSimulator:
             links = [f'<{request.url.copy_set_param("page", n)}>; rel="{rel}"'
                      for rel, n, show in (("next", page + 1, page < last), ("prev", page - 1, page > 1),
                                           ("first", 1, page > 1), ("last", last, page < last)) if show]
-        body = b"[" + b",".join([table.encode(i) for i in chosen]) + b"]"
+        fields = [f.strip() for f in query.get("fields", "").split(",") if f.strip()]
+        if fields:
+            body = json.dumps([_pick(table.get(i), fields) for i in chosen]).encode()
+        else:
+            body = b"[" + b",".join([table.encode(i) for i in chosen]) + b"]"
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if links:
             headers["Link"] = ", ".join(links)
@@ -955,6 +1133,8 @@ class ConnectWiseSimulator:
         candidates = table.updated_after(node[3][1], node[2] == ">") if fast else None
         if candidates is not None:
             node = None
+        elif isinstance(table, _TimeEntries) and _charge_ids(node) is not None:
+            candidates = table.charged_to(_charge_ids(node))  # the rest of the conditions still apply
         else:
             candidates = table.ids
         start = 0 if after is None else bisect.bisect_right(candidates, after)
@@ -982,7 +1162,27 @@ class ConnectWiseSimulator:
                 return next((r for r in table.rows.values() if str(r.get(key, "")).lower() == ref[key].lower()), None)
         return None
 
-    def _create_ticket(self, body: dict) -> httpx.Response:
+    def _board_child(self, table: _Records, board_id: int, ref: Any) -> dict | None:
+        """A board's status or type from a reference by id or by name; None if it is not the board's."""
+        if not isinstance(ref, dict):
+            return None
+        if isinstance(ref.get("id"), int):
+            found = table.get(ref["id"])
+        elif isinstance(ref.get("name"), str):
+            found = next((r for r in table.rows.values()
+                          if r["board"]["id"] == board_id and r["name"].lower() == ref["name"].lower()), None)
+        else:
+            return None
+        return found if found is not None and found["board"]["id"] == board_id else None
+
+    def _opening_status(self, board_id: int) -> dict | None:
+        """The status a new ticket of the board gets: its default, else its first open one."""
+        mine = sorted((r for r in self.statuses.rows.values() if r["board"]["id"] == board_id and not r["inactive"]),
+                      key=lambda r: (r["sortOrder"], r["id"]))
+        return next((r for r in mine if r["defaultFlag"]), None) or \
+            next((r for r in mine if not r["closedStatus"]), None)
+
+    def _create_ticket(self, body: dict, member: str) -> httpx.Response:
         errors = []
         summary = body.get("summary")
         if not isinstance(summary, str) or not summary.strip():
@@ -999,25 +1199,113 @@ class ConnectWiseSimulator:
         if company is None:
             errors.append(("NullValue" if body.get("company") is None else "InvalidField", "company",
                            "A valid company is required." if body.get("company") is None else "Company not found."))
+        priority = (self._reference(self.priorities, body["priority"], ("name",)) if body.get("priority") is not None
+                    else next((r for r in self.priorities.rows.values() if r["defaultFlag"]), None))
+        if priority is None and body.get("priority") is not None:
+            errors.append(("InvalidField", "priority", "Priority not found."))
+        status = ticket_type = None
+        if board is not None:
+            status = (self._board_child(self.statuses, board["id"], body["status"]) if body.get("status") is not None
+                      else self._opening_status(board["id"]))
+            if status is None:
+                errors.append(("InvalidField", "status", f"The status is not one of board {board['name']}'s."
+                               if body.get("status") is not None else f"Board {board['name']} has no open status."))
+            ticket_type = (self._board_child(self.types, board["id"], body["type"]) if body.get("type") is not None
+                           else next((r for r in self.types.rows.values()
+                                      if r["board"]["id"] == board["id"] and r["defaultFlag"]), None))
+            if ticket_type is None and body.get("type") is not None:
+                errors.append(("InvalidField", "type", f"The type is not one of board {board['name']}'s."))
         if errors:
             return _invalid("ticket", *errors)
         ticket_id = self.tickets.next_id(5000)
         ticket = {"id": ticket_id, "summary": summary, "recordType": "ServiceTicket",
-                  "board": {"id": board["id"], "name": board["name"]}, "status": {"id": 1, "name": "New"},
+                  "board": {"id": board["id"], "name": board["name"]},
+                  "status": {"id": status["id"], "name": status["name"]},
                   "company": {"id": company["id"], "identifier": company["identifier"], "name": company["name"]},
-                  "priority": {"id": 4, "name": "Priority 3 - Normal Response", "sort": 6},
-                  "severity": "Medium", "impact": "Medium", "closedFlag": False, "_info": self._info()}
-        for key in ("externalXRef", "type", "subType", "item", "priority", "contact", "agreement", "poNumber",
-                    "integratorTags"):
+                  "severity": "Medium", "impact": "Medium", "closedFlag": False, "_info": self._info(by=member)}
+        if priority is not None:
+            ticket["priority"] = {"id": priority["id"], "name": priority["name"], "sort": priority["sortOrder"]}
+        if ticket_type is not None:
+            ticket["type"] = {"id": ticket_type["id"], "name": ticket_type["name"]}
+        for key in ("externalXRef", "subType", "item", "contact", "agreement", "poNumber", "integratorTags"):
             if body.get(key) is not None:
                 ticket[key] = body[key]
+        if status["closedStatus"]:
+            ticket.update(closedFlag=True, closedDate=iso(self.now), closedBy=member)
         self.tickets.put(ticket)
         if body.get("initialDescription"):
             self._initial_descriptions[ticket_id] = body["initialDescription"]
-            self._create_note(ticket_id, {"text": body["initialDescription"], "detailDescriptionFlag": True})
+            self._create_note(ticket_id, {"text": body["initialDescription"], "detailDescriptionFlag": True}, member)
         return _json(201, ticket)
 
-    def _create_note(self, ticket_id: int, body: dict) -> httpx.Response:
+    def _patch_ticket(self, ticket: dict, ops: list, member: str) -> httpx.Response:
+        """JSON-patch a ticket as ``member``; a status change opens or closes it as the status says."""
+        errors, changes = [], {}
+        board_id = ticket["board"]["id"]
+        for op in ops:
+            if not isinstance(op, dict) or op.get("op") not in ("add", "replace", "remove") \
+                    or not isinstance(op.get("path"), str):
+                errors.append(("InvalidField", "op", "Each operation needs op (add, replace or remove) and path."))
+                continue
+            field, value = op["path"].lstrip("/"), op.get("value")
+            if field not in TICKET_PATCHABLE:
+                errors.append(("InvalidField", field, f"{field} cannot be changed."
+                               if field in {"id", "closedFlag", "closedDate", "closedBy", "board", "company", "_info",
+                                            "actualHours", "dateEntered", "recordType"}
+                               else f"{field} is not a field of ticket."))
+            elif op["op"] == "remove":
+                if field in ("status", "summary", "priority"):
+                    errors.append(("NullValue", field, f"{field} may not be empty."))
+                else:
+                    changes[field] = None
+            elif field == "status":
+                status = self._board_child(self.statuses, board_id, value)
+                if status is None:
+                    errors.append(("InvalidField", "status", f"The status is not one of board "
+                                                             f"{ticket['board']['name']}'s."))
+                else:
+                    changes["status"] = status
+            elif field == "priority":
+                priority = self._reference(self.priorities, value, ("name",))
+                if priority is None:
+                    errors.append(("InvalidField", "priority", "Priority not found."))
+                else:
+                    changes["priority"] = {"id": priority["id"], "name": priority["name"],
+                                           "sort": priority["sortOrder"]}
+            elif field == "type":
+                ticket_type = self._board_child(self.types, board_id, value)
+                if ticket_type is None:
+                    errors.append(("InvalidField", "type",
+                                   f"The type is not one of board {ticket['board']['name']}'s."))
+                else:
+                    changes["type"] = {"id": ticket_type["id"], "name": ticket_type["name"]}
+            elif field in ("summary", "externalXRef") and (not isinstance(value, str)
+                                                           or len(value) > TICKET_MAX[field]):
+                errors.append(("InvalidField", field,
+                               f"{field} must be text of at most {TICKET_MAX[field]} characters."))
+            else:
+                changes[field] = value
+        if errors:
+            return _invalid("ticket", *errors)
+        status = changes.pop("status", None)
+        for field, value in changes.items():
+            if value is None:
+                ticket.pop(field, None)
+            else:
+                ticket[field] = value
+        if status is not None and status["id"] != ticket["status"]["id"]:
+            ticket["status"] = {"id": status["id"], "name": status["name"]}
+            if status["closedStatus"] and not ticket.get("closedFlag"):
+                ticket.update(closedFlag=True, closedDate=iso(self.now), closedBy=member)
+            elif not status["closedStatus"] and ticket.get("closedFlag"):
+                ticket["closedFlag"] = False
+                ticket.pop("closedDate", None)
+                ticket.pop("closedBy", None)
+        info = ticket.setdefault("_info", {})
+        info["lastUpdated"], info["updatedBy"] = iso(self.now), member
+        return _json(200, ticket)
+
+    def _create_note(self, ticket_id: int, body: dict, member: str) -> httpx.Response:
         # The spec marks no ServiceNote field required; ConnectWise refuses a note without text or
         # without one of the three flags that say where it goes.
         errors = []
@@ -1033,8 +1321,8 @@ class ConnectWiseSimulator:
                 "detailDescriptionFlag": bool(body.get("detailDescriptionFlag")),
                 "internalAnalysisFlag": bool(body.get("internalAnalysisFlag")),
                 "resolutionFlag": bool(body.get("resolutionFlag")), "issueFlag": False,
-                "member": {"id": 999, "identifier": "apimember", "name": "API Member"},
-                "dateCreated": iso(self.now), "createdBy": "apimember",
+                "member": {"id": 999, "identifier": member, "name": member},
+                "dateCreated": iso(self.now), "createdBy": member,
                 "internalFlag": bool(body.get("internalAnalysisFlag")),
                 "externalFlag": bool(body.get("detailDescriptionFlag")), "_info": self._info()}
         self.notes.put(note)
@@ -1105,6 +1393,30 @@ class ConnectWiseSimulator:
                          (5000 + randrange(200_000)) if charge_type < 2 else (0 if charge_type == 3 else 7),
                          agreement, 0 if billable == 2 else round(RATES[1 + randrange(4)] * 100), status,
                          invoice, min(now, start + 3600 + randrange(2 * DAY)), indexed=False)
+
+    def _generate_tickets(self, count: int) -> None:
+        """Tickets: the even ones made by the hub on Alerts, the odd ones by people (some with another
+        integration's externalXRef); some worked on, some moved to In Progress, some closed."""
+        if count and not self.companies.ids:
+            raise ValueError("tickets need at least one company")
+        rng = self.rng
+        for n in range(count):
+            company = rng.choice(self.companies.ids)
+            uid = f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}"
+            if n % 2 == 0:
+                ticket_id = self.add_ticket(f"SRV-{n:02d}: disk C: above 90 %", company, "Alerts",
+                                            f"msp-hub:ticket:ninjaone:{uid}", member=self.api_member)
+            else:
+                ticket_id = self.add_ticket(f"Printer {n} offline", company, "Help Desk",
+                                            f"automate:{uid}" if n % 4 == 1 else None, member="amartin")
+            if n % 5 == 2:
+                self.technician_works_on(ticket_id, 0.25 * (1 + n % 4), member=MEMBERS[n % len(MEMBERS)][1])
+            if n % 7 == 4:
+                self.technician_sets_status(ticket_id, "In Progress", member=MEMBERS[n % len(MEMBERS)][1])
+            if n % 6 == 0 and n:
+                ticket = self.tickets.get(ticket_id)
+                self._patch_ticket(ticket, [{"op": "replace", "path": "status", "value": {"name": "Closed"}}],
+                                   self.api_member)
 
     def _generate_products(self, count: int) -> None:
         rng = self.rng

@@ -259,11 +259,12 @@ def test_hook_register_connectors_returns_the_connector():
     [[connector]] = pm.hook.register_connectors(config=config())
     try:
         assert connector.name == "connectwise"
-        assert connector.action_kinds == {"agreement_quantity", "ticket", "ticket_note"}
+        assert connector.action_kinds == {"agreement_quantity", "ticket", "ticket_note", "ticket_close",
+                                          "ticket_reopen"}
         assert [(s.connector, s.name, s.table) for s in connector.streams()] == [
             ("connectwise", "clients", "clients"), ("connectwise", "agreements", "agreements"),
             ("connectwise", "additions", "additions"), ("connectwise", "time_entries", "time_entries"),
-            ("connectwise", "products", "products")]
+            ("connectwise", "products", "products"), ("connectwise", "tickets", "tickets")]
     finally:
         connector.close()
 
@@ -470,12 +471,12 @@ def test_a_fractional_quantity_is_sent_as_a_number(sim):
 def test_a_ticket_summary_is_cut_to_100_characters_and_the_company_may_come_from_the_link(sim):
     company = sim.ids("companies")[1]
     action = Action("ticket:ninja:9", "ticket", "connectwise", "birchwood",
-                    {"external_ref": "ninja:9", "summary": "S" * 150, "board": "Help Desk",
-                     "initial_description": "Long story", "priority_id": "4", "type": "Alert"})
+                    {"external_ref": "ninja:9", "summary": "S" * 150, "board": "Alerts",
+                     "initial_description": "Long story", "priority_id": "2", "type": "Alert"})
     result = connector_for(sim).push(action, Context({("birchwood", "connectwise"): str(company)}))
     ticket = sim.record("tickets", int(result.vendor_id))
     assert ticket["summary"] == "S" * 100 and ticket["company"]["id"] == company
-    assert ticket["priority"] == {"id": 4} and ticket["type"] == {"name": "Alert"}
+    assert ticket["priority"]["id"] == 2 and ticket["type"]["name"] == "Alert"
 
 
 def test_an_unknown_board_is_a_vendor_error(sim):
@@ -514,7 +515,7 @@ def test_an_unknown_action_kind_is_refused(sim):
 
 
 def test_plugin_conforms():
-    sim = ConnectWiseSimulator(seed=0)
+    sim = ConnectWiseSimulator(seed=0, tickets=12)
     connector = connector_for(sim)
     try:
         assert_plugin_conforms(connector, sim)

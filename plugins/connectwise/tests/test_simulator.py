@@ -30,6 +30,10 @@ def post(sim: ConnectWiseSimulator, path: str, body, *, auth: bool = True) -> ht
     return sim.handler(httpx.Request("POST", ROOT + path, json=body, headers=headers(sim, auth=auth)))
 
 
+def patch(sim: ConnectWiseSimulator, path: str, ops) -> httpx.Response:
+    return sim.handler(httpx.Request("PATCH", ROOT + path, json=ops, headers=headers(sim)))
+
+
 @pytest.fixture
 def sim() -> ConnectWiseSimulator:
     return ConnectWiseSimulator(seed=5, companies=2, agreements=2, time_entries=30, products=0)
@@ -155,3 +159,98 @@ def test_the_same_seed_gives_the_same_data():
     a = ConnectWiseSimulator(seed=9, time_entries=50)
     b = ConnectWiseSimulator(seed=9, time_entries=50)
     assert get(a, "/time/entries", pageSize=50).content == get(b, "/time/entries", pageSize=50).content
+
+
+# --- boards, statuses, priorities, ticket changes ------------------------------------------------------
+
+def test_every_board_has_statuses_and_types_and_priorities_are_listed(sim):
+    statuses = get(sim, "/service/boards/2/statuses").json()
+    assert [(s["name"], s["closedStatus"], s["defaultFlag"]) for s in statuses] == [
+        ("New", False, True), ("In Progress", False, False), ("Waiting", False, False), ("Closed", True, False),
+        ("Resolved", True, False)]
+    assert {s["board"]["id"] for s in statuses} == {2}
+    assert [t["name"] for t in get(sim, "/service/boards/2/types", conditions='name = "alert"').json()] == ["Alert"]
+    assert get(sim, "/service/priorities", conditions='name = "Priority 3 - Normal Response"').json()[0]["id"] == 4
+    assert get(sim, "/service/boards/99/statuses").status_code == 404
+    assert get(sim, f"/service/boards/1/statuses/{statuses[0]['id']}").status_code == 404   # another board's
+
+
+def test_a_ticket_starts_in_its_boards_default_status_type_and_priority(sim):
+    created = post(sim, "/service/tickets", {"summary": "Disk", "board": {"name": "Alerts"},
+                                             "company": {"id": sim.ids("companies")[0]}}).json()
+    assert (created["status"]["name"], created["type"]["name"], created["priority"]["name"], created["closedFlag"]) == (
+        "New", "Alert", "Priority 3 - Normal Response", False)
+    assert created["_info"]["enteredBy"] == sim.api_member
+
+
+def test_a_status_patch_closes_and_reopens_a_ticket(sim):
+    ticket = sim.add_ticket("Disk", sim.ids("companies")[0], "Alerts")
+    closed = sim.board_status(2, "Resolved")["id"]
+    body = patch(sim, f"/service/tickets/{ticket}", [{"op": "replace", "path": "status", "value": {"id": closed}}])
+    body = body.json()
+    assert (body["status"]["name"], body["closedFlag"], body["closedBy"], body["closedDate"]) == (
+        "Resolved", True, sim.api_member, "2025-06-01T00:00:00Z")
+    assert body["_info"]["updatedBy"] == sim.api_member
+    body = patch(sim, f"/service/tickets/{ticket}", [{"op": "replace", "path": "status", "value": {"name": "new"}}])
+    body = body.json()
+    assert (body["status"]["name"], body["closedFlag"], "closedBy" in body, "closedDate" in body) == (
+        "New", False, False, False)
+
+
+def test_a_ticket_patch_refuses_another_boards_status_and_read_only_fields(sim):
+    ticket = sim.add_ticket("Disk", sim.ids("companies")[0], "Alerts")
+    other = sim.board_status(1, "Closed")["id"]
+    response = patch(sim, f"/service/tickets/{ticket}", [
+        {"op": "replace", "path": "status", "value": {"id": other}},
+        {"op": "replace", "path": "closedFlag", "value": True}])
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["status", "closedFlag"]
+    assert sim.record("tickets", ticket)["closedFlag"] is False
+    assert patch(sim, "/service/tickets/1", []).status_code == 404
+
+
+def test_a_technician_working_or_moving_a_ticket_shows_on_it(sim):
+    ticket = sim.add_ticket("Disk", sim.ids("companies")[0], "Alerts")
+    sim.now = DEFAULT_NOW + 60
+    entry = sim.technician_works_on(ticket, hours=0.75, member="lchen")
+    sim.technician_sets_status(ticket, "Waiting", member="lchen")
+    record = sim.record("tickets", ticket)
+    assert (record["actualHours"], record["status"]["name"], record["_info"]["updatedBy"]) == (0.75, "Waiting", "lchen")
+    assert record["_info"]["lastUpdated"] == "2025-06-01T00:01:00Z"
+    assert sim.record("time_entries", entry)["chargeToId"] == ticket
+    with pytest.raises(ValueError, match="status"):
+        sim.technician_sets_status(ticket, "Nope")
+
+
+def test_time_entries_charged_to_tickets_are_counted_and_listed_with_fields(sim):
+    company = sim.ids("companies")[0]
+    a, b = sim.add_ticket("A", company), sim.add_ticket("B", company)
+    sim.add_time_entry(company, 1.0, charge_id=a)
+    sim.add_time_entry(company, 1.0, charge_id=a, charge_type="ProjectTicket")
+    moved = sim.add_time_entry(company, 1.0, charge_id=9)
+    sim.time_entries.set(moved, chargeToId=b)            # an entry moved to ticket b in ConnectWise
+    count = get(sim, "/time/entries/count", conditions=f'chargeToType = "ServiceTicket" and chargeToId = {a}')
+    assert count.json() == {"count": 1}
+    listed = get(sim, "/time/entries", fields="id,chargeToId,member/identifier",
+                 conditions=f'chargeToType = "ServiceTicket" and chargeToId in ({a}, {b})').json()
+    assert [(e["chargeToId"], sorted(e)) for e in listed] == [(a, ["chargeToId", "id", "member"]),
+                                                              (b, ["chargeToId", "id", "member"])]
+    assert listed[0]["member"] == {"identifier": "jsmith"}
+
+
+def test_like_matches_a_prefix_of_the_external_ref(sim):
+    company = sim.ids("companies")[0]
+    mine = sim.add_ticket("A", company, external_ref="msp-hub:ticket:1")
+    sim.add_ticket("B", company, external_ref="x-msp-hub:ticket:2")
+    sim.add_ticket("C", company)
+    found = get(sim, "/service/tickets", conditions='externalXRef like "msp-hub:%"').json()
+    assert [t["id"] for t in found] == [mine]
+
+
+def test_generated_tickets_mix_hub_made_worked_and_closed_ones():
+    sim = ConnectWiseSimulator(seed=0, tickets=12)
+    tickets = [sim.record("tickets", i) for i in sim.ids("tickets")]
+    hub = [t for t in tickets if (t.get("externalXRef") or "").startswith("msp-hub:")]
+    assert len(hub) == 6 and all(t["_info"]["enteredBy"] == sim.api_member for t in hub)
+    assert any(t["closedFlag"] for t in hub) and any(t.get("actualHours") for t in hub)
+    assert any(t["status"]["name"] == "In Progress" for t in hub)
