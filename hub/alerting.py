@@ -280,7 +280,9 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         if t.auto_close:
             plan.intents.append(TicketIntent("ticket_close", f"ticket_close:{t.key}:{last}", t.client_id, {
                 "external_ref": t.external_ref, "uid": last,
-                "note": f"The alert cleared in the RMM; closed by msp-hub. {reason}."}, "", reason))
+                "note": f"The alert cleared in the RMM; closed by msp-hub ({reason}).",
+                "touched_note": f"The alert cleared in the RMM ({reason}); the ticket stays open because a "
+                                f"technician worked on it."}, "", reason))
         else:
             plan.intents.append(TicketIntent("ticket_note", f"ticket_note:cleared:{t.key}:{last}", t.client_id, {
                 "ticket_external_ref": t.external_ref, "uid": last,

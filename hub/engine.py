@@ -190,7 +190,7 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem]) -> None:
             report.errors.append(f"push {row['key']}: {exc}")
             alog.error("push.failed", error=str(exc), attempt=attempts + 1)
             continue
-        hub.store.mark_sent(row["key"], result.vendor_id, result.summary)
+        hub.store.mark_sent(row["key"], result.vendor_id, result.summary, result.details)
         report.pushed.append({"key": row["key"], "vendor_id": result.vendor_id, "summary": result.summary})
         alog.info("push.sent", vendor_id=result.vendor_id, attempt=attempts + 1)
 

@@ -518,7 +518,8 @@ def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
             if p.get("uid"):
                 tickets[parent].uids.add(p["uid"])
             if r["kind"] in ("ticket_close", "ticket_reopen") and r["status"] == SENT:
-                tickets[parent].closed = r["kind"] == "ticket_close"
+                # A close the PSA side left open (a technician worked on it) leaves it open.
+                tickets[parent].closed = r["kind"] == "ticket_close" and r["details"].get("closed", True)
                 tickets[parent].closed_at = datetime.fromisoformat(r["sent_at"]) if r["kind"] == "ticket_close" else None
                 last_hub_action[parent] = (r["kind"], r["sent_at"])
     for source in {r["connector"] for r in rows if r["kind"] == "ticket"}:

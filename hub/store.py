@@ -104,6 +104,11 @@ def m004_alerts(db: Database) -> None:
     db["tickets"].create_index(["source", "external_ref"])
 
 
+@migrations()
+def m005_push_details(db: Database) -> None:
+    db["actions"].add_column("details", str)
+
+
 RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
                  "time_entries": TimeEntry, "products": ProductLine, "alerts": Alert, "alert_events": AlertEvent,
                  "tickets": Ticket}
@@ -351,9 +356,10 @@ class Store:
                                             "updated_at": now_iso()})
         return row["attempts"]
 
-    def mark_sent(self, key: str, vendor_id: str, summary: str) -> None:
+    def mark_sent(self, key: str, vendor_id: str, summary: str, details: dict | None = None) -> None:
         with self.db.atomic():
             self.db["actions"].update(key, {"status": SENT, "vendor_id": vendor_id, "summary": summary,
+                                            "details": json.dumps(details or {}, sort_keys=True, default=str),
                                             "last_error": None, "sent_at": now_iso(), "updated_at": now_iso()})
 
     def mark_failed(self, key: str, error: str, *, status: str = FAILED) -> None:
@@ -377,7 +383,8 @@ class Store:
 
 
 def _action_row(r: dict) -> dict:
-    return dict(r, payload=json.loads(r["payload"] or "{}"), progress=json.loads(r["progress"] or "{}"))
+    return dict(r, payload=json.loads(r["payload"] or "{}"), progress=json.loads(r["progress"] or "{}"),
+                details=json.loads(r.get("details") or "{}"))
 
 
 def action_from_row(row: dict) -> Action:
