@@ -311,7 +311,7 @@ def _create(a: Alert, client: str | None, rule: AlertRule, rules: AlertRules, co
     key = f"ticket:{a.source}:{a.source_id}"
     company = company_of(client) if client else None
     board = None
-    reason = f"new alert, rule {rule.name}"
+    reason = "new alert"
     if company is None:
         if rules.fallback_board and rules.fallback_company:
             company, board = rules.fallback_company, rules.fallback_board

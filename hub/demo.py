@@ -52,9 +52,27 @@ level = "warning"
 
 
 def seed_ninjaone(devices: int):
-    """A seeded MSP: six organizations (one without a contract), mixed classes, some pending."""
+    """A seeded MSP: six organizations (one without a contract), mixed classes, some pending, and
+    a few alerts: a server's CPU, a disk filling up twice on one workstation, and a storm of
+    service alerts at one client."""
     from plugins.ninjaone.simulator import NinjaOneSimulator
-    return NinjaOneSimulator(seed=7, organizations=6, devices=devices, now=time.time())
+    sim = NinjaOneSimulator(seed=7, organizations=6, devices=devices, now=time.time())
+    of = lambda org, cls: [d for d in sim.device_ids if sim.device(d)["organizationId"] == org  # noqa: E731
+                           and sim.device(d)["nodeClass"] == cls and sim.device(d)["approvalStatus"] == "APPROVED"]
+    sim.trigger_alert(of(1, "WINDOWS_SERVER")[0], condition="cpu-95", source_type="CONDITION_AGENT_CPU",
+                      severity="CRITICAL", message="CPU above 95 % for 15 minutes")
+    disk = of(3, "WINDOWS_WORKSTATION")[0]
+    first = sim.trigger_alert(disk, condition="disk-c", source_type="CONDITION_AGENT_DISK_FREE_SPACE",
+                              severity="MAJOR", message="C: has less than 5 % free")
+    sim.reset_alert(first)
+    sim.trigger_alert(disk, condition="disk-c", source_type="CONDITION_AGENT_DISK_FREE_SPACE",
+                      severity="MAJOR", message="C: has less than 5 % free")
+    workstations = of(5, "WINDOWS_WORKSTATION")
+    for i in range(25):
+        sim.trigger_alert(workstations[i % len(workstations)], condition=f"svc-{i}",
+                          source_type="CONDITION_WINDOWS_SERVICE_STATE_CHANGED", severity="MODERATE",
+                          message=f"Print Spooler stopped ({i})")
+    return sim
 
 
 def seed_connectwise(period: Period):

@@ -185,3 +185,16 @@ def test_hook_alert_rule_a_site_plugin_chooses_the_board(env):
     uid = trigger(env)
     env.sync(Site())
     assert env.ticket_for(uid)["board"]["name"] == "Projects"
+
+
+def test_a_ticket_left_open_by_a_technician_gets_notes_not_reopens(env):
+    uid = trigger(env)
+    env.sync()
+    env.cw.technician_works_on(env.ticket_for(uid)["id"], hours=1.0)
+    env.ninja.reset_alert(uid)
+    env.sync()
+    again = trigger(env)
+    report = env.sync()
+    assert f"ticket_note:ninjaone:{again}" in {p["key"] for p in report.pushed}
+    assert not [p for p in report.pushed if p["key"].startswith("ticket_reopen:")]
+    assert len(env.hub_tickets()) == 1 and env.ticket_for(uid)["closedFlag"] is False
