@@ -7,6 +7,8 @@ the plain synchronous function that the CLI, the tests and the daemon call.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -18,6 +20,7 @@ import structlog
 from hub import reconcile
 from hub.config import HubConfig
 from hub.linking import Registry
+from hub.metrics import ACTIONS_FAILED, ACTIONS_PUSHED, RECORDS_PULLED, RUN_SECONDS, RUNS
 from hub.planner import PlanItem, plan
 from hub.quantities import QuantityCheck
 from hub.errors import ConfigError, HubError, VendorError
@@ -29,6 +32,7 @@ from hub.store import FAILED, HELD, PENDING, SENDING, SENT, Store, action_from_r
 log = structlog.get_logger()
 
 INVOICE = "invoice"
+LOCK = "sync"   # the store lock every pulling or pushing run takes
 
 
 @dataclass
@@ -47,6 +51,8 @@ class RunReport:
     errors: list[str] = field(default_factory=list)
     quantities: list[QuantityCheck] = field(default_factory=list)
     alert_log: list[dict[str, Any]] = field(default_factory=list)
+    stopped: bool = False
+    lock_holder: str | None = None
     registry: Registry | None = None
     seconds: float = 0.0
 
@@ -60,6 +66,7 @@ class RunReport:
                 "discrepancies": [vars(d) for d in self.discrepancies], "pushed": self.pushed,
                 "failed": self.failed, "held": self.held, "errors": self.errors,
                 "quantities": [q.to_json() for q in self.quantities], "alert_log": self.alert_log,
+                "stopped": self.stopped,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -106,11 +113,14 @@ class Hub:
 # --- pull --------------------------------------------------------------------------------------
 
 def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None,
-         streams: Iterable[str] | None = None) -> None:
+         streams: Iterable[str] | None = None, full: bool = False, stop: threading.Event | None = None,
+         progress: Callable[[dict], None] | None = None) -> None:
     """Pull every stream of every connector (or the chosen ones) from its saved cursor.
 
     Each page is stored with its cursor in one transaction. A failing stream is recorded in the
-    report and the other streams go on; its cursor stays at the last committed page.
+    report and the other streams go on; its cursor stays at the last committed page. ``full``
+    reads from the start and leaves the saved cursors alone (a backfill). ``stop`` is checked
+    after every committed page: the run ends there, nothing half-written.
     """
     wanted_c, wanted_s = set(connectors or []), set(streams or [])
     for name in sorted(hub.connectors):
@@ -122,14 +132,27 @@ def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None
             slog = log.bind(run_id=report.run_id, connector=name, stream=stream.name)
             key = f"{name}.{stream.name}"
             report.records.setdefault(key, 0)
-            cursor = hub.store.get_cursor(name, stream.name)
+            saved = hub.store.get_cursor(name, stream.name)
             pages = 0
+            if stop is not None and stop.is_set():
+                report.stopped = True
+                return
             try:
-                for page in stream.iter_pages(cursor, report.started_at):
-                    report.records[key] += hub.store.write_page(stream.table, page.records, name, stream.name, page.cursor,
-                                                                complete=page.complete)
+                for page in stream.iter_pages(None if full else saved, report.started_at):
+                    n = hub.store.write_page(stream.table, page.records, name, stream.name,
+                                             saved if full else page.cursor, complete=page.complete)
+                    report.records[key] += n
                     pages += 1
-                    slog.debug("sync.page_stored", records=len(page.records), pages=pages)
+                    RECORDS_PULLED.labels(name, stream.name).inc(n)
+                    slog.debug("sync.page_stored", records=n, pages=pages)
+                    if progress:
+                        progress({"event": "page", "connector": name, "stream": stream.name, "records": n, "pages": pages})
+                    if report.lock_holder:
+                        hub.store.heartbeat(LOCK, report.lock_holder)
+                    if stop is not None and stop.is_set():
+                        report.stopped = True
+                        slog.info("sync.stopped", pages=pages)
+                        return
             except HubError as exc:
                 report.errors.append(f"pull {key}: {exc}")
                 slog.error("sync.stream_failed", error=str(exc), pages=pages)
@@ -156,8 +179,13 @@ class _PushContext:
         self.store.save_progress(self.key, self.progress)
 
 
-def push(hub: Hub, report: RunReport, items: list[PlanItem]) -> None:
-    """Store the plan's new actions, then send every unsent action of the outbox, exactly once."""
+def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterable[str] = (),
+         stop: threading.Event | None = None, progress: Callable[[dict], None] | None = None) -> None:
+    """Store the plan's new actions, then send every unsent action of the outbox, exactly once.
+
+    ``clients`` restricts the push to those hub clients' actions; ``stop`` is checked before each.
+    """
+    only = set(clients)
     for item in items:
         action = item.action
         if action is None:
@@ -173,8 +201,11 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem]) -> None:
                 hub.store.mark_failed(action.key, "; ".join(item.reasons), status=HELD)
             report.held.append({"key": action.key, "reasons": list(item.reasons)})
     for row in hub.store.actions():
-        if row["status"] not in (PENDING, SENDING, FAILED):
+        if row["status"] not in (PENDING, SENDING, FAILED) or (only and row["client_id"] not in only):
             continue
+        if stop is not None and stop.is_set():
+            report.stopped = True
+            return
         action = action_from_row(row)
         target = hub.connectors.get(row["connector"])
         if target is None:
@@ -189,10 +220,16 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem]) -> None:
             report.failed.append({"key": row["key"], "error": str(exc)})
             report.errors.append(f"push {row['key']}: {exc}")
             alog.error("push.failed", error=str(exc), attempt=attempts + 1)
+            ACTIONS_FAILED.labels(row["kind"], target.name).inc()
+            if progress:
+                progress({"event": "action", "key": row["key"], "status": "failed"})
             continue
         hub.store.mark_sent(row["key"], result.vendor_id, result.summary, result.details)
         report.pushed.append({"key": row["key"], "vendor_id": result.vendor_id, "summary": result.summary})
         alog.info("push.sent", vendor_id=result.vendor_id, attempt=attempts + 1)
+        ACTIONS_PUSHED.labels(row["kind"], target.name).inc()
+        if progress:
+            progress({"event": "action", "key": row["key"], "status": "sent"})
 
 
 # --- one run -----------------------------------------------------------------------------------
@@ -206,32 +243,64 @@ def periods_for(hub: Hub, period: str | None) -> tuple[list[Period], bool]:
     return [last, last.next()], False
 
 
+class LockedError(HubError):
+    """Another live run holds the run lock; ``holder``, ``pid``, ``host``, ``since`` say which."""
+
+    def __init__(self, info: dict):
+        self.holder, self.pid, self.host, self.since = info["holder"], info["pid"], info["host"], info["since"]
+        super().__init__(f"a run is in progress ({self.holder}, pid {self.pid} on {self.host}, since {self.since}); "
+                         f"try again when it ends")
+
+
 def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, period: str | None = None,
-              connectors: Iterable[str] | None = None, streams: Iterable[str] | None = None) -> RunReport:
-    """Pull, plan and (unless ``dry_run``) push; record the run; tell the plugins it finished."""
+              connectors: Iterable[str] | None = None, streams: Iterable[str] | None = None,
+              clients: Iterable[str] = (), full: bool = False, stop: threading.Event | None = None,
+              run_id: str | None = None, holder: str = "cli",
+              progress: Callable[[dict], None] | None = None) -> RunReport:
+    """Pull, plan and (unless ``dry_run``) push; record the run; tell the plugins it finished.
+
+    A run that pulls or pushes takes the store's run lock, so that two never overlap whoever
+    started them (daemon, CLI, API); a live holder makes this raise LockedError, a dead one's lock
+    is taken over. ``clients`` restricts the plan and the push to those hub clients; ``full``
+    re-reads the chosen streams without moving their cursors; ``stop`` ends the run after the
+    current page or action. ``progress`` receives one dict per page and per action.
+    """
     mode = "plan" if not pull_first else ("dry-run" if dry_run else "sync")
-    run_id, started = hub.store.start_run(mode)
-    report = RunReport(run_id, mode, started)
-    t0 = time.perf_counter()
-    status = "ok"
+    lock_holder = None
+    if pull_first:
+        lock_holder = f"{holder}:{run_id or 'run'}:{os.getpid()}:{threading.get_ident()}"
+        taken = hub.store.acquire_lock(LOCK, lock_holder)
+        if taken is not None:
+            raise LockedError(taken)
     try:
-        if pull_first:
-            pull(hub, report, connectors=connectors, streams=streams)
-        periods, force = periods_for(hub, period)
-        items = plan(hub, report, periods, force=force)
-        if not dry_run and pull_first:
-            push(hub, report, items)
-    except BaseException as exc:
-        status = "crashed"
-        report.errors.append(f"run stopped: {exc!r}")
-        raise
+        run_id, started = hub.store.start_run(mode, run_id)
+        report = RunReport(run_id, mode, started, lock_holder=lock_holder)
+        t0 = time.perf_counter()
+        status = "ok"
+        try:
+            if pull_first:
+                pull(hub, report, connectors=connectors, streams=streams, full=full, stop=stop, progress=progress)
+            if not report.stopped:
+                periods, force = periods_for(hub, period)
+                items = plan(hub, report, periods, force=force, clients=clients)
+                if not dry_run and pull_first:
+                    push(hub, report, items, clients=clients, stop=stop, progress=progress)
+        except BaseException as exc:
+            status = "crashed"
+            report.errors.append(f"run stopped: {exc!r}")
+            raise
+        finally:
+            report.seconds = time.perf_counter() - t0
+            if status == "ok":
+                status = "stopped" if report.stopped else ("partial" if report.errors else "ok")
+            hub.store.finish_run(run_id, status, {"records": report.records, "pushed": len(report.pushed),
+                                                  "failed": len(report.failed), "held": len(report.held)},
+                                 report.errors)
+            RUNS.labels(mode, status).inc()
+            RUN_SECONDS.labels(mode).observe(report.seconds)
     finally:
-        report.seconds = time.perf_counter() - t0
-        if status == "ok" and report.errors:
-            status = "partial"
-        hub.store.finish_run(run_id, status, {"records": report.records, "pushed": len(report.pushed),
-                                              "failed": len(report.failed), "held": len(report.held)},
-                             report.errors)
+        if lock_holder:
+            hub.store.release_lock(LOCK, lock_holder)
     notify_finished(hub.pm, report)
     return report
 

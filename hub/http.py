@@ -16,12 +16,21 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 def make_client(base_url: str, *, http: httpx.Client | None = None, headers: dict | None = None,
-                timeout: float | httpx.Timeout | None = None) -> httpx.Client:
-    """Return ``http`` if given (tests inject a MockTransport client), else a new httpx.Client."""
-    if http is not None:
-        return http
-    return httpx.Client(base_url=base_url, timeout=timeout or DEFAULT_TIMEOUT,
-                        headers={"User-Agent": USER_AGENT, **(headers or {})})
+                timeout: float | httpx.Timeout | None = None, vendor: str | None = None) -> httpx.Client:
+    """Return ``http`` if given (tests inject a MockTransport client), else a new httpx.Client.
+
+    With ``vendor``, every response is counted in the process metrics (requests by status
+    class, and 429s) whichever client it is.
+    """
+    client = http if http is not None else httpx.Client(
+        base_url=base_url, timeout=timeout or DEFAULT_TIMEOUT, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    if vendor:
+        from hub.metrics import count_response
+        hook = count_response(vendor)
+        hook.vendor = vendor  # type: ignore[attr-defined]  # so one client never counts twice
+        if not any(getattr(h, "vendor", None) == vendor for h in client.event_hooks["response"]):
+            client.event_hooks["response"] = [*client.event_hooks["response"], hook]
+    return client
 
 
 def parse_retry_after(value: str | None) -> float | None:

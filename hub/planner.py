@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from hub import alerting, reconcile, timebilling
 from hub.errors import HubError
@@ -458,16 +458,24 @@ def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem
     return out
 
 
-def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool = False) -> list[PlanItem]:
+def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool = False,
+         clients: Iterable[str] = ()) -> list[PlanItem]:
     """Work out, for each client and period, what each vendor should get and how it differs.
 
-    Nothing is stored or sent here. ``force`` plans a period that has not ended as if it had.
+    Nothing is stored or sent here. ``force`` plans a period that has not ended as if it had;
+    ``clients`` restricts the plan to those hub clients.
     """
     now = hub.clock()
     for cid, message in sorted(hub.mappings.contract_errors.items()):
         report.errors.append(f"contract {cid}: {message}")
         report.discrepancies.append(reconcile.Discrepancy("contract_error", cid, message))
     ctx = build_context(hub, report, periods[0])
+    only = set(clients)
+    if only:
+        unknown = sorted(only - set(ctx.registry.clients))
+        if unknown:
+            raise HubError(f"unknown client(s) {', '.join(unknown)}; list them with: msp-hub clients")
+        ctx.contracts = {c: k for c, k in ctx.contracts.items() if c in only}
     report.registry = ctx.registry
     report_unbilled(hub, report, ctx)
     items: list[PlanItem] = []
@@ -485,7 +493,7 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
                 items.extend(plan_quantities(hub, ctx, contract, item, report, force=force, now=now))
     for cid in sorted(ctx.contracts):
         items.extend(plan_renewal(hub, ctx, ctx.contracts[cid], periods[-1], now))
-    items.extend(plan_alerts(hub, report, ctx, now))
+    items.extend(i for i in plan_alerts(hub, report, ctx, now) if not only or i.client_id in only)
     report.plan = items
     return items
 

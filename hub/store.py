@@ -8,6 +8,8 @@ Tables: ``clients`` and ``devices`` (canonical records, key (source, source_id))
 from __future__ import annotations
 
 import json
+import os
+import socket
 import uuid
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -23,7 +25,8 @@ migrations = Migrations("hub")
 
 # Action statuses. ``sending`` means a push started and its outcome is not recorded: the vendor
 # may or may not have acted, so the next push of that action looks before it creates.
-PENDING, SENDING, SENT, FAILED, HELD = "pending", "sending", "sent", "failed", "held"
+PENDING, SENDING, SENT, FAILED, HELD, CANCELLED = "pending", "sending", "sent", "failed", "held", "cancelled"
+LOCK_STALE_AFTER = 600.0   # seconds without a heartbeat after which a lock's holder is presumed dead
 
 
 @migrations()
@@ -107,6 +110,12 @@ def m004_alerts(db: Database) -> None:
 @migrations()
 def m005_push_details(db: Database) -> None:
     db["actions"].add_column("details", str)
+
+
+@migrations()
+def m006_locks(db: Database) -> None:
+    db["locks"].create({"name": str, "holder": str, "pid": int, "host": str, "acquired_at": str,
+                        "heartbeat_at": str}, pk="name")
 
 
 RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
@@ -246,10 +255,56 @@ class Store:
             self.db["links"].upsert({"client_id": client_id, "system": system, "external_id": external_id,
                                      "updated_at": now_iso()}, pk=("client_id", "system"))
 
+    # --- the run lock --------------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, holder: str, *, stale_after: float = LOCK_STALE_AFTER) -> dict | None:
+        """Take lock ``name`` for ``holder``; None when taken, else the live holder's row.
+
+        A holder whose process is gone (same host) or whose heartbeat is older than
+        ``stale_after`` seconds is presumed dead and its lock taken over.
+        """
+        now = datetime.now(timezone.utc)
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = list(conn.execute("select holder, pid, host, acquired_at, heartbeat_at from locks where name = ?", [name]))
+            if rows:
+                h, pid, host, acquired, beat = rows[0]
+                alive = (host != socket.gethostname() or _pid_alive(pid)) and \
+                    (now - datetime.fromisoformat(beat)).total_seconds() < stale_after
+                if alive:
+                    conn.execute("ROLLBACK")
+                    return {"holder": h, "pid": pid, "host": host, "since": acquired, "heartbeat_at": beat}
+            conn.execute("INSERT OR REPLACE INTO locks (name, holder, pid, host, acquired_at, heartbeat_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", [name, holder, os.getpid(), socket.gethostname(),
+                                                       now.isoformat(), now.isoformat()])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return None
+
+    def heartbeat(self, name: str, holder: str) -> None:
+        with self.db.atomic():
+            self.db.execute("update locks set heartbeat_at = ? where name = ? and holder = ?", [now_iso(), name, holder])
+
+    def release_lock(self, name: str, holder: str) -> None:
+        with self.db.atomic():
+            self.db.execute("delete from locks where name = ? and holder = ?", [name, holder])
+
+    def lock_info(self, name: str) -> dict | None:
+        rows = list(self.db.query("select * from locks where name = ?", [name]))
+        return rows[0] if rows else None
+
     # --- runs ----------------------------------------------------------------------------------
 
-    def start_run(self, mode: str) -> tuple[str, datetime]:
-        run_id, started = uuid.uuid4().hex[:12], datetime.now(timezone.utc)
+    @staticmethod
+    def new_run_id() -> str:
+        return uuid.uuid4().hex[:12]
+
+    def start_run(self, mode: str, run_id: str | None = None) -> tuple[str, datetime]:
+        run_id, started = run_id or self.new_run_id(), datetime.now(timezone.utc)
         with self.db.atomic():
             self.db["runs"].insert({"id": run_id, "mode": mode, "started_at": started.isoformat(),
                                     "status": "running"})
@@ -338,6 +393,26 @@ class Store:
                                             "updated_at": now_iso()})
         return self.get_action(key)
 
+    def retry_action(self, key: str) -> dict | None:
+        """Put a failed, held or cancelled action back in the outbox for the next push."""
+        with self.db.atomic():
+            row = self.get_action(key)
+            if row is None:
+                return None
+            if row["status"] != SENT:
+                self.db["actions"].update(key, {"status": PENDING, "updated_at": now_iso()})
+        return self.get_action(key)
+
+    def cancel_action(self, key: str) -> dict | None:
+        """Take an unsent action out of the outbox (kept, with status ``cancelled``)."""
+        with self.db.atomic():
+            row = self.get_action(key)
+            if row is None:
+                return None
+            if row["status"] != SENT:
+                self.db["actions"].update(key, {"status": CANCELLED, "updated_at": now_iso()})
+        return self.get_action(key)
+
     def approved_keys(self) -> frozenset[str]:
         return frozenset(r["key"] for r in self.db.query("select key from actions where approved = 1"))
 
@@ -380,6 +455,18 @@ class Store:
         if where:
             sql += " where " + " and ".join(where)
         return [_action_row(r) for r in self.db.query(sql + " order by key", args)]
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _action_row(r: dict) -> dict:

@@ -116,7 +116,7 @@ class ConnectWiseClient:
         }
         self._secrets = [private_key.reveal(), token]
         self._owns_http = http is None
-        self._http = make_client(self.base_url, http=http)
+        self._http = make_client(self.base_url, http=http, vendor=VENDOR)
         self._retrying = retrying or retry_policy
         self.requests = 0
 

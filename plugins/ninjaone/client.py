@@ -86,7 +86,7 @@ class NinjaOneClient:
         self.page_size = page_size
         self.default_retry_after = default_retry_after
         self._owns_http = http is None
-        self._http = make_client(self.base_url, http=http)
+        self._http = make_client(self.base_url, http=http, vendor=VENDOR)
         self._retrying = retrying or retry_policy
         self._clock = clock
         self._token: str | None = None

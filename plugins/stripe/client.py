@@ -80,7 +80,7 @@ class StripeClient:
                  retrying: Callable[[], tenacity.Retrying] | None = None):
         key = api_key.reveal() if isinstance(api_key, Secret) else str(api_key)
         self._secret = key
-        self._transport = _HttpxTransport(make_client(base_url, http=http), owned=http is None)
+        self._transport = _HttpxTransport(make_client(base_url, http=http, vendor=VENDOR), owned=http is None)
         self._retrying = retrying or retry_policy
         self._sdk = stripe.StripeClient(key, base_addresses={"api": base_url.rstrip("/")},
                                         http_client=self._transport, max_network_retries=0)
