@@ -1,0 +1,394 @@
+"""The admin HTTP API (Flask, served by waitress): health, runs, plan, resync, outbox, metrics.
+
+``make_app(service)`` builds the app; ``serve_api(app, host, port)`` serves it. The daemon owns
+the ``service``, which offers:
+
+    token: Secret                 the bearer token every request must carry
+    open_hub() -> Hub             a hub for the calling thread; the API closes it after use
+    trigger(scope: dict) -> str   start a run in the background and return its id; raises
+                                  HubError for a bad scope, LockedError when a run holds the lock
+    status() -> dict              {"scheduler": {"running": bool, "jobs": [...]},
+                                   "current_run": dict | None, ...}
+
+Every endpoint, health and metrics included, answers 401 without the token. Every answer is
+JSON (metrics excepted); an unexpected exception is logged and answered "internal error".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import threading
+import time
+from typing import Any, Iterator
+
+import flask
+import structlog
+import waitress
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlite_utils.db import NotFoundError
+from werkzeug.exceptions import HTTPException
+
+from hub.engine import Hub, LockedError, sync_once
+from hub.errors import HubError
+from hub.metrics import REGISTRY
+from hub.periods import parse_period
+
+log = structlog.get_logger()
+
+ACTION_STATUSES = ("pending", "sending", "failed", "held", "sent", "cancelled")
+OPEN_STATUSES = ("pending", "sending", "failed", "held")   # what GET /actions lists by default
+ACTION_FIELDS = ("key", "kind", "connector", "client_id", "period", "status", "attempts", "last_error",
+                 "vendor_id", "summary", "run_id", "created_at", "updated_at", "sent_at")
+MAX_RUNS = 500
+
+
+# --- responses -------------------------------------------------------------------------------------
+
+def _json(body: Any, status: int = 200, headers: dict | None = None) -> flask.Response:
+    return flask.Response(json.dumps(body, default=str), status=status, headers=headers,
+                          mimetype="application/json")
+
+
+def _error(message: str, status: int, **extra: Any) -> flask.Response:
+    return _json({"error": message, **extra}, status)
+
+
+def _unauthorized() -> flask.Response:
+    return _json({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _authorized(header: str, token: str) -> bool:
+    """Whether an Authorization header carries ``token``; compared in constant time."""
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@contextlib.contextmanager
+def _open(service) -> Iterator[Hub]:
+    hub = service.open_hub()
+    try:
+        yield hub
+    finally:
+        hub.close()
+
+
+# --- shapes --------------------------------------------------------------------------------------
+
+def run_json(row: dict) -> dict:
+    """A row of the runs table with its counts and errors decoded."""
+    return dict(row, counts=json.loads(row.get("counts") or "{}"), errors=json.loads(row.get("errors") or "[]"))
+
+
+def action_json(row: dict) -> dict:
+    """An outbox row without its payload and push progress."""
+    return {name: row.get(name) for name in ACTION_FIELDS}
+
+
+def pull_health(hub: Hub, runs: list[dict]) -> dict[str, dict]:
+    """When each stream of each connector last pulled successfully, from cursors and runs.
+
+    A stream's cursor moves when a page is stored; a run that pulled the stream without an error
+    also counts (an incremental pull with nothing new stores no page). A connector's
+    ``last_success`` is its stalest stream's, None if one never pulled.
+    """
+    cursors = {(c["connector"], c["stream"]): c["updated_at"] for c in hub.store.cursors()}
+    finished = [run_json(r) for r in runs if r.get("finished_at") and r.get("status") in ("ok", "partial", "stopped")]
+    out: dict[str, dict] = {}
+    for name in sorted(hub.connectors):
+        streams: dict[str, str | None] = {}
+        for stream in hub.connectors[name].streams():
+            key = f"{name}.{stream.name}"
+            times = [cursors.get((name, stream.name))]
+            for run in finished:
+                if key in run["counts"].get("records", {}) and not any(
+                        e.startswith(f"pull {key}:") for e in run["errors"]):
+                    times.append(run["finished_at"])
+                    break
+            seen = [t for t in times if t]
+            streams[stream.name] = max(seen) if seen else None
+        stale = list(streams.values())
+        out[name] = {"last_success": min(stale) if stale and all(stale) else None, "streams": streams}
+    return out
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+def make_app(service) -> flask.Flask:
+    """The admin API over ``service`` (see the module docstring)."""
+    app = flask.Flask("hub.api", static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TRAP_HTTP_EXCEPTIONS=False)
+
+    @app.before_request
+    def require_token():
+        # Runs before routing errors are raised, so an unknown path or method also gets 401.
+        if not _authorized(flask.request.headers.get("Authorization", ""), service.token.reveal()):
+            log.warning("api.unauthorized", method=flask.request.method, path=flask.request.path,
+                        remote=flask.request.remote_addr)
+            return _unauthorized()
+        flask.g.started = time.perf_counter()
+        return None
+
+    @app.after_request
+    def log_request(response: flask.Response) -> flask.Response:
+        if "started" in flask.g:
+            log.debug("api.request", method=flask.request.method, path=flask.request.path,
+                      status=response.status_code, ms=round((time.perf_counter() - flask.g.started) * 1000, 1))
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return _error((exc.name or "error").lower(), exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception):
+        log.exception("api.request_failed", method=flask.request.method, path=flask.request.path)
+        return _error("internal error", 500)
+
+    @app.get("/health")
+    def health():
+        reasons: list[str] = []
+        connectors: dict[str, dict] = {}
+        try:
+            status = service.status()
+            with _open(service) as hub:
+                connectors = pull_health(hub, hub.store.runs(limit=50))
+        except HubError as exc:   # e.g. the database cannot open; the message names the fix
+            status = {}
+            reasons.append(f"the hub cannot open: {exc}")
+        scheduler = status.get("scheduler") or {}
+        if not scheduler.get("running"):
+            reasons.append("the scheduler is not running")
+        for name, c in connectors.items():
+            reasons += [f"{name}.{s} has never pulled successfully" for s, t in c["streams"].items() if t is None]
+        ready = not reasons
+        return _json({"status": "ok", "ready": ready, "reasons": reasons, "scheduler": scheduler,
+                      "current_run": status.get("current_run"), "connectors": connectors}, 200 if ready else 503)
+
+    @app.get("/runs")
+    def runs():
+        text = flask.request.args.get("limit", "20")
+        if not text.isdigit() or not 1 <= int(text) <= MAX_RUNS:
+            return _error(f"limit must be a whole number from 1 to {MAX_RUNS}", 400)
+        with _open(service) as hub:
+            rows = hub.store.runs(limit=int(text))
+        return _json({"runs": [run_json(r) for r in rows]})
+
+    @app.get("/runs/<run_id>")
+    def run(run_id: str):
+        with _open(service) as hub:
+            try:
+                row = hub.store.db["runs"].get(run_id)
+            except NotFoundError:
+                return _error(f"no run {run_id!r}", 404)
+        return _json(run_json(row))
+
+    @app.get("/plan")
+    def plan():
+        period = flask.request.args.get("period") or None
+        if period is not None:
+            try:
+                parse_period(period)
+            except ValueError as exc:
+                return _error(str(exc), 400)
+        with _open(service) as hub:
+            report = sync_once(hub, dry_run=True, pull_first=False, period=period)
+        return _json(report.to_json())
+
+    @app.post("/resync")
+    def resync():
+        if flask.request.get_data():
+            scope = flask.request.get_json(silent=True)
+            if not isinstance(scope, dict):
+                return _error("the body must be a JSON object (the run's scope)", 400)
+        else:
+            scope = {}
+        try:
+            run_id = service.trigger(scope)
+        except LockedError as exc:
+            return _error(str(exc), 409, holder={"holder": exc.holder, "pid": exc.pid, "host": exc.host,
+                                                 "since": exc.since})
+        except HubError as exc:
+            return _error(str(exc), 400)
+        log.info("api.resync_started", run_id=run_id, scope=sorted(scope))
+        return _json({"run_id": run_id}, 202, headers={"Location": f"/runs/{run_id}"})
+
+    @app.get("/actions")
+    def actions():
+        status = flask.request.args.get("status")
+        if status is not None and status not in ACTION_STATUSES:
+            return _error(f"status must be one of {', '.join(ACTION_STATUSES)}", 400)
+        with _open(service) as hub:
+            rows = hub.store.actions(status=status)
+        if status is None:
+            rows = [r for r in rows if r["status"] in OPEN_STATUSES]
+        return _json({"actions": [action_json(r) for r in rows]})
+
+    def change_action(key: str, verb: str):
+        with _open(service) as hub:
+            if hub.store.get_action(key) is None:
+                return _error(f"no action {key!r} in the outbox", 404)
+            row = getattr(hub.store, f"{verb}_action")(key)
+        if row["status"] == "sent":
+            return _error(f"action {key!r} was already sent", 409, action=action_json(row))
+        log.info(f"api.action_{verb}", action=key, status=row["status"])
+        return _json({"action": action_json(row)})
+
+    # ``path``: action keys hold ':' and may hold '/'.
+    @app.post("/actions/<path:key>/retry")
+    def retry_action(key: str):
+        return change_action(key, "retry")
+
+    @app.post("/actions/<path:key>/cancel")
+    def cancel_action(key: str):
+        return change_action(key, "cancel")
+
+    @app.get("/metrics")
+    def metrics():
+        return flask.Response(generate_latest(REGISTRY), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    def openapi():
+        return _json(OPENAPI)
+
+    return app
+
+
+# --- serving -------------------------------------------------------------------------------------
+
+class ApiServer:
+    """The app served by waitress. ``run()`` blocks until ``close()`` is called from another thread.
+
+    waitress' own ``run()`` returns only once every keep-alive connection is gone, so the loop
+    here polls once at a time and, when told to stop, closes the listening socket and every open
+    connection itself, in the thread that serves them.
+    """
+
+    def __init__(self, server):
+        self._server = server
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._running = False
+        self.host, self.port = server.effective_host, server.effective_port
+
+    def run(self) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._running = True
+        server = self._server
+        try:
+            while not self._stop.is_set() and server._map:
+                server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map, count=1)
+        finally:
+            with self._lock:
+                self._running = False
+                self._close_all()
+
+    def close(self) -> None:
+        """Stop serving; safe to call more than once and before ``run()``."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+            if self._running:
+                self._server.trigger.pull_trigger()   # wakes the poll in run(), which closes
+            else:
+                self._close_all()
+
+    def _close_all(self) -> None:
+        for channel in list(self._server._map.values()):
+            channel.close()
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+
+
+def serve_api(app: flask.Flask, host: str, port: int) -> ApiServer:
+    """Bind ``host:port`` (0 picks a free port: see ``.port``) and return a server to ``run()``."""
+    return ApiServer(waitress.create_server(app, host=host, port=port, threads=4, ident="msp-hub"))
+
+
+# --- the description -----------------------------------------------------------------------------
+
+def _op(summary: str, responses: dict[int, str], *, params: list[dict] | None = None, body: dict | None = None,
+        content: str = "application/json") -> dict:
+    op: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}], "responses": {}}
+    for code, description in {**responses, 401: "No token or a wrong token."}.items():
+        media = content if code < 300 else "application/json"
+        schema = {"$ref": "#/components/schemas/Error"} if code >= 400 else {"type": "object"}
+        if media != "application/json":
+            schema = {"type": "string"}
+        op["responses"][str(code)] = {"description": description, "content": {media: {"schema": schema}}}
+    op["responses"]["401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _param(name: str, where: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": where, "required": where == "path", "schema": schema, "description": description}
+
+
+_KEY = _param("key", "path", {"type": "string"}, "The action's key, e.g. invoice:acme:2026-10.")
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "msp-hub admin API", "version": "1",
+             "description": "Served by `msp-hub daemon` on 127.0.0.1. Every request needs "
+                            "`Authorization: Bearer <token>`."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Error": {"type": "object", "required": ["error"],
+                              "properties": {"error": {"type": "string"}}}},
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/health": {"get": _op(
+            "Liveness and readiness: the scheduler runs and every stream has pulled successfully.",
+            {200: "Ready; each connector's last successful pull.", 503: "Live but not ready; `reasons` says why."})},
+        "/runs": {"get": _op(
+            "The latest runs, newest first, with their counts and errors.",
+            {200: "The runs.", 400: "A bad limit."},
+            params=[_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_RUNS, "default": 20},
+                           "How many runs.")])},
+        "/runs/{run_id}": {"get": _op(
+            "One run: mode, status, counts and errors.", {200: "The run.", 404: "No such run."},
+            params=[_param("run_id", "path", {"type": "string"}, "The run's id.")])},
+        "/plan": {"get": _op(
+            "What a sync would push, planned from the data already pulled (no vendor request).",
+            {200: "The run report of a plan.", 400: "A bad period."},
+            params=[_param("period", "query", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                           "Plan this period (default: the last ended and the current).")])},
+        "/resync": {"post": _op(
+            "Start a run in the background; an empty body runs everything.",
+            {202: "Started; `run_id` names it (GET /runs/{run_id}).", 400: "A bad scope.",
+             409: "A run of that scope holds the lock; `holder` says which."},
+            body={"type": "object", "additionalProperties": False, "properties": {
+                "connectors": {"type": "array", "items": {"type": "string"}},
+                "streams": {"type": "array", "items": {"type": "string"}},
+                "clients": {"type": "array", "items": {"type": "string"}},
+                "period": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                "full": {"type": "boolean", "description": "Re-read the streams without moving their cursors."},
+                "dry_run": {"type": "boolean", "description": "Pull and plan, push nothing."}}})},
+        "/actions": {"get": _op(
+            "The outbox: actions with their status, attempts and last error.",
+            {200: "The actions.", 400: "An unknown status."},
+            params=[_param("status", "query", {"type": "string", "enum": list(ACTION_STATUSES)},
+                           "Only this status (default: pending, sending, failed and held).")])},
+        "/actions/{key}/retry": {"post": _op(
+            "Put a failed, held or cancelled action back in the outbox for the next push.",
+            {200: "The action, now pending.", 404: "No such action.", 409: "The action was already sent."},
+            params=[_KEY])},
+        "/actions/{key}/cancel": {"post": _op(
+            "Take an unsent action out of the outbox (kept as cancelled).",
+            {200: "The action, now cancelled.", 404: "No such action.", 409: "The action was already sent."},
+            params=[_KEY])},
+        "/metrics": {"get": _op("Prometheus metrics of the process (msp_hub_*).", {200: "Text exposition format."},
+                                content="text/plain")},
+        "/openapi.json": {"get": _op("This description.", {200: "OpenAPI 3."})},
+    },
+}
