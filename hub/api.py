@@ -27,7 +27,6 @@ import flask
 import structlog
 import waitress
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlite_utils.db import NotFoundError
 from werkzeug.exceptions import HTTPException
 
 from hub.engine import Hub, LockedError, sync_once
@@ -180,10 +179,9 @@ def make_app(service) -> flask.Flask:
     @app.get("/runs/<run_id>")
     def run(run_id: str):
         with _open(service) as hub:
-            try:
-                row = hub.store.db["runs"].get(run_id)
-            except NotFoundError:
-                return _error(f"no run {run_id!r}", 404)
+            row = hub.store.get_run(run_id)
+        if row is None:
+            return _error(f"no run {run_id!r}", 404)
         return _json(run_json(row))
 
     @app.get("/plan")
@@ -234,6 +232,8 @@ def make_app(service) -> flask.Flask:
             row = getattr(hub.store, f"{verb}_action")(key)
         if row["status"] == "sent":
             return _error(f"action {key!r} was already sent", 409, action=action_json(row))
+        if verb == "cancel" and row["status"] != "cancelled":
+            return _error(f"action {key!r} is being sent; it cannot be cancelled now", 409, action=action_json(row))
         log.info(f"api.action_{verb}", action=key, status=row["status"])
         return _json({"action": action_json(row)})
 

@@ -247,7 +247,8 @@ class LockedError(HubError):
     """Another live run holds the run lock; ``holder``, ``pid``, ``host``, ``since`` say which."""
 
     def __init__(self, info: dict):
-        self.holder, self.pid, self.host, self.since = info["holder"], info["pid"], info["host"], info["since"]
+        self.holder, self.pid, self.host = info["holder"], info["pid"], info["host"]
+        self.since = info.get("since") or info.get("acquired_at")
         super().__init__(f"a run is in progress ({self.holder}, pid {self.pid} on {self.host}, since {self.since}); "
                          f"try again when it ends")
 

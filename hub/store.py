@@ -315,6 +315,10 @@ class Store:
             self.db["runs"].update(run_id, {"finished_at": now_iso(), "status": status,
                                             "counts": json.dumps(counts), "errors": json.dumps(errors)})
 
+    def get_run(self, run_id: str) -> dict | None:
+        rows = list(self.db.query("select * from runs where id = ?", [run_id]))
+        return rows[0] if rows else None
+
     def runs(self, limit: int = 20) -> list[dict]:
         return list(self.db.query("select * from runs order by started_at desc limit ?", [limit]))
 
@@ -404,12 +408,15 @@ class Store:
         return self.get_action(key)
 
     def cancel_action(self, key: str) -> dict | None:
-        """Take an unsent action out of the outbox (kept, with status ``cancelled``)."""
+        """Take an unsent action out of the outbox (kept, with status ``cancelled``).
+
+        A sent action, or one being sent (the vendor may already have acted), is left as it is.
+        """
         with self.db.atomic():
             row = self.get_action(key)
             if row is None:
                 return None
-            if row["status"] != SENT:
+            if row["status"] not in (SENT, SENDING):
                 self.db["actions"].update(key, {"status": CANCELLED, "updated_at": now_iso()})
         return self.get_action(key)
 
