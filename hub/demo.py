@@ -57,8 +57,12 @@ def seed_ninjaone(devices: int):
     service alerts at one client."""
     from plugins.ninjaone.simulator import NinjaOneSimulator
     sim = NinjaOneSimulator(seed=7, organizations=6, devices=devices, now=time.time())
-    of = lambda org, cls: [d for d in sim.device_ids if sim.device(d)["organizationId"] == org  # noqa: E731
-                           and sim.device(d)["nodeClass"] == cls and sim.device(d)["approvalStatus"] == "APPROVED"]
+    def of(org: int, cls: str) -> list[int]:
+        """The org's approved devices of a class (any of its devices when it has none: a small seed)."""
+        mine = [d for d in sim.device_ids if sim.device(d)["organizationId"] == org]
+        return [d for d in mine if sim.device(d)["nodeClass"] == cls and sim.device(d)["approvalStatus"] == "APPROVED"] \
+            or mine or [sim.add_device(org, cls, last_contact=sim.now)]
+
     sim.trigger_alert(of(1, "WINDOWS_SERVER")[0], condition="cpu-95", source_type="CONDITION_AGENT_CPU",
                       severity="CRITICAL", message="CPU above 95 % for 15 minutes")
     disk = of(3, "WINDOWS_WORKSTATION")[0]
