@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from hub.errors import ConfigError
 
-KNOWN_TOP_LEVEL = {"timezone", "database", "mappings", "connectors", "schedule", "logging", "billing"}
+KNOWN_TOP_LEVEL = {"timezone", "database", "mappings", "connectors", "schedule", "logging", "billing", "admin"}
 
 
 class Secret:
@@ -48,6 +48,7 @@ class HubConfig:
     schedule: dict[str, Any] = field(default_factory=dict)
     logging: dict[str, Any] = field(default_factory=dict)
     billing: dict[str, Any] = field(default_factory=dict)
+    admin: dict[str, Any] = field(default_factory=dict)
     environ: dict[str, str] | None = None  # for tests; None means os.environ
 
     @property
@@ -82,8 +83,14 @@ class HubConfig:
 
     def secret(self, connector: str, key: str, *, required: bool = True) -> Secret | None:
         """Resolve ``<key>_env`` or ``<key>_file`` of ``[connectors.<connector>]`` to a Secret."""
-        section = self.connector_section(connector) or {}
-        where = f"connectors.{connector}.{key}"
+        return self._secret(self.connector_section(connector) or {}, f"connectors.{connector}", key, required)
+
+    def admin_secret(self, key: str = "token", *, required: bool = True) -> Secret | None:
+        """Resolve ``<key>_env`` or ``<key>_file`` of ``[admin]`` (the admin API's token) to a Secret."""
+        return self._secret(self.admin, "admin", key, required)
+
+    def _secret(self, section: dict[str, Any], table: str, key: str, required: bool) -> Secret | None:
+        where = f"{table}.{key}"
         if key in section:
             raise ConfigError("secrets are not written in the config file", file=self.file, key=where,
                               fix=f"use {key}_env = \"VARIABLE\" or {key}_file = \"path\" instead")
@@ -127,6 +134,11 @@ class HubConfig:
                         except ConfigError:
                             continue
                         values.append(s.reveal())
+        if "token_env" in self.admin or "token_file" in self.admin:
+            try:
+                values.append(self.admin_secret().reveal())
+            except ConfigError:
+                pass
         return values
 
 
@@ -171,7 +183,7 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"unknown time zone {tz!r}", file=file, key="timezone",
                           fix="use an IANA name such as \"Europe/Paris\"") from None
-    for key in ("connectors", "schedule", "logging", "billing"):
+    for key in ("connectors", "schedule", "logging", "billing", "admin"):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError("must be a table", file=file, key=key, fix=f"write it as [{key}]")
     database = str(raw.get("database", "msp-hub.db"))
@@ -183,4 +195,4 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
     return HubConfig(path=path, timezone=str(tz), database=database, mappings=mappings,
                      connectors=dict(raw.get("connectors", {})), schedule=dict(raw.get("schedule", {})),
                      logging=dict(raw.get("logging", {})), billing=dict(raw.get("billing", {})),
-                     environ=environ)
+                     admin=dict(raw.get("admin", {})), environ=environ)

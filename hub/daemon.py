@@ -1,0 +1,247 @@
+"""The daemon: APScheduler jobs from ``[schedule]``, the admin API in a thread, a clean stop on SIGTERM.
+
+The only module that imports APScheduler. A job is a run scope (connectors, streams, clients,
+full, dry_run) and a trigger: ``every = "15m"`` or a crontab line ``cron = "0 6 1 * *"`` read in
+the hub's time zone, where ``L`` in the day field is the month's last day. ``preview_cron`` adds
+a dry run of the same scope (the invoices the day before they are sent).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import timezone
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobSubmissionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from hub.config import HubConfig
+from hub.errors import ConfigError
+from hub.service import SCOPE_KEYS, ScopeError, Service, normalize_scope
+
+log = structlog.get_logger()
+
+JOB_KEYS = ("name", "every", "cron", "preview_cron", "misfire_grace_time") + SCOPE_KEYS
+SCHEDULE_KEYS = ("jobs", "misfire_grace_time")
+DEFAULT_MISFIRE_GRACE = 300
+_EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")   # crontab numbering: 0 and 7 are Sunday
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ``[[schedule.jobs]]``: its scope (``sync_once`` keyword arguments) and its triggers."""
+
+    name: str
+    scope: dict[str, Any]
+    every: int | None = None          # seconds
+    cron: str | None = None
+    preview_cron: str | None = None
+    misfire_grace_time: int = DEFAULT_MISFIRE_GRACE
+
+
+def parse_every(text: str) -> int:
+    """``"90s"``, ``"15m"``, ``"1h"``, ``"1d"`` -> seconds; ValueError otherwise."""
+    m = _EVERY.match(str(text))
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration")
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def _crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler 3 names (it counts 0 = Monday)."""
+    if re.search(r"[a-z]", field, re.I):
+        return field.lower()            # names mean the same in both
+    days: set[int] = set()
+    for part in field.split(","):
+        rng, _, step = part.partition("/")
+        if rng == "*":
+            lo, hi = 0, 6
+        elif "-" in rng:
+            lo, hi = (int(x) for x in rng.split("-", 1))
+        else:
+            lo = hi = int(rng)
+            if step:
+                hi = 6
+        if not (0 <= lo <= 7 and 0 <= hi <= 7 and lo <= hi):
+            raise ValueError(f"day of week {part!r} is out of range 0-7")
+        days.update(d % 7 for d in range(lo, hi + 1, int(step) if step else 1))
+    return "*" if len(days) == 7 else ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def cron_trigger(expr: str, tz: str) -> CronTrigger:
+    """A CronTrigger from a standard 5-field crontab line read in ``tz``; ValueError when invalid.
+
+    ``L`` in the day-of-month field is the month's last day (APScheduler spells it ``last``), and
+    day-of-week numbers follow crontab (0 = Sunday), not APScheduler 3's own (0 = Monday).
+    """
+    fields = str(expr).split()
+    if len(fields) != 5:
+        raise ValueError(f"{expr!r} has {len(fields)} fields, a crontab line has 5 (minute hour day month weekday)")
+    minute, hour, day, month, weekday = fields
+    day = re.sub(r"\bL\b", "last", day)
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_crontab_weekdays(weekday),
+                       timezone=tz)
+
+
+def parse_schedule(config: HubConfig, streams: dict[str, list[str]] | None = None) -> list[Job]:
+    """Check ``[schedule]`` and return its jobs; a ConfigError names the key and the fix.
+
+    ``streams`` (each configured connector's stream names) lets the jobs' scopes be checked too.
+    """
+    file, section = config.file, config.schedule
+    for key in section:
+        if key not in SCHEDULE_KEYS:
+            raise ConfigError(f"unknown key '{key}'", file=file, key=f"schedule.{key}",
+                              fix=f"use one of {', '.join(SCHEDULE_KEYS)}")
+    default_grace = section.get("misfire_grace_time", DEFAULT_MISFIRE_GRACE)
+    if isinstance(default_grace, bool) or not isinstance(default_grace, int) or default_grace < 1:
+        raise ConfigError(f"must be a number of seconds, got {default_grace!r}", file=file,
+                          key="schedule.misfire_grace_time", fix=f"write misfire_grace_time = {DEFAULT_MISFIRE_GRACE}")
+    raw_jobs = section.get("jobs", [])
+    if not isinstance(raw_jobs, list) or not all(isinstance(j, dict) for j in raw_jobs):
+        raise ConfigError("must be an array of tables", file=file, key="schedule.jobs",
+                          fix='write each job as [[schedule.jobs]] with name = "..." and every = "15m" or cron = "..."')
+    jobs: list[Job] = []
+    for i, raw in enumerate(raw_jobs):
+        where = f"schedule.jobs[{i}]"
+        name = raw.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(f"missing or invalid name {name!r}", file=file, key=f"{where}.name",
+                              fix='give each job a name in lower case letters, digits, "-" or "_", e.g. name = "alerts"')
+        label = f'job "{name}": '
+        if any(j.name == name for j in jobs):
+            raise ConfigError(f"{label}another job has the same name", file=file, key=f"{where}.name",
+                              fix="give each job its own name")
+        for key in raw:
+            if key not in JOB_KEYS:
+                raise ConfigError(f"{label}unknown key '{key}'", file=file, key=f"{where}.{key}",
+                                  fix=f"use one of {', '.join(JOB_KEYS)}")
+        if "period" in raw:
+            raise ConfigError(f"{label}a scheduled job cannot fix a period", file=file, key=f"{where}.period",
+                              fix="remove it: each run plans the last ended period (and previews the current one)")
+        every = cron = preview = None
+        if ("every" in raw) == ("cron" in raw):
+            raise ConfigError(f"{label}needs exactly one of every and cron", file=file, key=f"{where}.every",
+                              fix='write every = "15m" (s, m, h or d) or cron = "0 6 1 * *"')
+        if "every" in raw:
+            try:
+                every = parse_every(raw["every"])
+            except ValueError:
+                raise ConfigError(f"{label}every = {raw['every']!r} is not a duration", file=file, key=f"{where}.every",
+                                  fix='write a whole number and a unit: "30s", "15m", "1h" or "1d"') from None
+        for key in ("cron", "preview_cron"):
+            if key in raw:
+                try:
+                    cron_trigger(raw[key], config.timezone)
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(f"{label}{key} = {raw[key]!r} is not a crontab line: {exc}", file=file,
+                                      key=f"{where}.{key}",
+                                      fix='write "minute hour day month weekday", e.g. "0 6 1 * *" (06:00 on '
+                                          'the 1st) or "0 6 L * *" (06:00 on the last day)') from None
+        cron, preview = raw.get("cron"), raw.get("preview_cron")
+        grace = raw.get("misfire_grace_time", default_grace)
+        if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
+            raise ConfigError(f"{label}misfire_grace_time must be a number of seconds, got {grace!r}", file=file,
+                              key=f"{where}.misfire_grace_time", fix=f"write misfire_grace_time = {default_grace}")
+        scope_raw = {k: raw[k] for k in SCOPE_KEYS if k in raw}
+        try:
+            scope = normalize_scope(scope_raw, streams)
+        except ScopeError as exc:
+            raise ConfigError(f"{label}{str(exc).split(' (fix: ')[0]}", file=file, key=f"{where}.{exc.key}",
+                              fix=exc.fix) from None
+        jobs.append(Job(name, scope, every, cron, preview, grace))
+    return jobs
+
+
+def triggers(job: Job, tz: str) -> list[tuple[str, BaseTrigger, dict[str, Any]]]:
+    """The scheduler jobs of one ``Job``: (id, trigger, scope), its preview as ``<name>.preview``."""
+    out: list[tuple[str, BaseTrigger, dict[str, Any]]] = []
+    if job.every:
+        out.append((job.name, IntervalTrigger(seconds=job.every, timezone=timezone.utc), job.scope))
+    if job.cron:
+        out.append((job.name, cron_trigger(job.cron, tz), job.scope))
+    if job.preview_cron:
+        out.append((f"{job.name}.preview", cron_trigger(job.preview_cron, tz), {**job.scope, "dry_run": True}))
+    return out
+
+
+def build_scheduler(service: Service, jobs: list[Job]) -> BackgroundScheduler:
+    """A UTC BackgroundScheduler running ``service.run_job`` for every job: one instance of a job at
+    a time, missed firings coalesced into one, a firing later than ``misfire_grace_time`` skipped;
+    a job waits for another job's run in flight for as long as its grace time, then is skipped."""
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    for job in jobs:
+        for job_id, trigger, scope in triggers(job, service.config.timezone):
+            scheduler.add_job(service.run_job, trigger, args=(job_id, scope, job.misfire_grace_time), id=job_id,
+                              name=job_id, max_instances=1, coalesce=True, misfire_grace_time=job.misfire_grace_time)
+
+    def on_event(event: JobSubmissionEvent) -> None:
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log.info("daemon.job_skipped", job=event.job_id, reason="its previous firing is still running or waiting")
+        else:
+            log.warning("daemon.job_missed", job=event.job_id, scheduled_at=str(event.scheduled_run_time))
+
+    scheduler.add_listener(on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+    service.scheduler_info = lambda: {"running": scheduler.running,
+                                      "jobs": {j.id: j.next_run_time for j in scheduler.get_jobs()}}
+    return scheduler
+
+
+def run_daemon(config_path: str | Path, *, environ: dict[str, str] | None = None) -> int:
+    """Run the scheduled jobs and the admin API until SIGTERM or SIGINT; return the exit code (0).
+
+    On a signal: the stop event is set (the run in flight ends after its current page, committed),
+    the scheduler shuts down waiting for its jobs, the triggered runs are joined, the API stops.
+    """
+    from hub.api import make_app, serve_api
+
+    service = Service(config_path, environ=environ)
+    jobs = parse_schedule(service.config, service.streams)
+    scheduler = build_scheduler(service, jobs)
+    admin = service.admin
+    try:
+        server = serve_api(make_app(service), admin.host, admin.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {admin.host}:{admin.port}: {exc.strerror or exc}",
+                          file=service.config.file, key="admin.port",
+                          fix="stop the daemon already running there, or choose another port") from None
+    api = threading.Thread(target=server.run, name="admin-api", daemon=True)
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        log.info("daemon.stopping", signal=signal.Signals(signum).name)
+        service.stop.set()
+        done.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        api.start()
+        scheduler.start()
+        log.info("daemon.started", admin=admin.url, jobs=sorted(j.id for j in scheduler.get_jobs()),
+                 config=service.config.file)
+        if not jobs:
+            log.warning("daemon.no_jobs", fix="add [[schedule.jobs]] to the config")
+        while not done.wait(1.0):   # a timeout keeps the main thread responsive to signals
+            pass
+    finally:
+        service.stop.set()
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        service.join()
+        server.close()
+        api.join(timeout=10)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        log.info("daemon.stopped")
+    return 0

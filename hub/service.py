@@ -1,0 +1,372 @@
+"""The daemon's service: admin settings, scope checks, and runs one at a time (scheduled or triggered).
+
+``Service`` is what the scheduler (``hub.daemon``) and the admin API (``hub.api``) share. Every
+run goes through ``engine.sync_once`` with the service's stop event, so a shutdown lets the run
+in flight finish its current page and commit. A run needs the store lock "sync" as well: a run
+of another process (``msp-hub sync`` or ``resync`` in-process) keeps the daemon's runs out.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import structlog
+
+from hub.config import HubConfig, Secret, load_config
+from hub.engine import LOCK, Hub, LockedError, sync_once
+from hub.errors import ConfigError, HubError
+from hub.logs import configure_logging
+from hub.periods import parse_period
+from hub.store import Store
+
+log = structlog.get_logger()
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+SCOPE_KEYS = ("connectors", "streams", "clients", "period", "full", "dry_run")
+ADMIN_KEYS = ("host", "port", "token_env", "token_file")
+
+
+class ScopeError(HubError):
+    """A run's scope is wrong: ``key`` names the scope key, ``fix`` says what to write instead."""
+
+    def __init__(self, message: str, *, key: str, fix: str):
+        self.key, self.fix = key, fix
+        super().__init__(f"{key}: {message} (fix: {fix})")
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """``[admin]``: where the admin API listens and the token it wants (None when not set)."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: Secret | None = None
+
+    @property
+    def url(self) -> str:
+        """The address a client on this machine calls (a wildcard listen address means loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+
+def admin_settings(config: HubConfig, *, require_token: bool = False) -> AdminSettings:
+    """Read and check ``[admin]``; the token follows the same rules as a connector's secrets."""
+    section = config.admin
+    for key in section:
+        if key not in ADMIN_KEYS:
+            raise ConfigError(f"unknown key '{key}'", file=config.file, key=f"admin.{key}",
+                              fix=f"use one of {', '.join(ADMIN_KEYS)}")
+    host = section.get("host", DEFAULT_HOST)
+    if not isinstance(host, str) or not host:
+        raise ConfigError("must be a host name or address", file=config.file, key="admin.host",
+                          fix=f'write host = "{DEFAULT_HOST}" (this machine only)')
+    port = section.get("port", DEFAULT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"must be a port number from 1 to 65535, got {port!r}", file=config.file,
+                          key="admin.port", fix=f"write port = {DEFAULT_PORT}")
+    token = config.admin_secret(required=require_token)
+    if token is not None and len(token.reveal()) < 16:
+        raise ConfigError(f"the admin token from {token.origin} is shorter than 16 characters", file=config.file,
+                          key="admin.token", fix="generate one with: openssl rand -hex 32")
+    return AdminSettings(host=host, port=port, token=token)
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ScopeError(f"must be a list of names, got {value!r}", key=key, fix=f'write {key} = ["name", ...]')
+    return tuple(value)
+
+
+def normalize_scope(scope: dict[str, Any], streams: dict[str, list[str]] | None) -> dict[str, Any]:
+    """Check a run's scope against the configured connectors and their streams; return
+    ``sync_once`` keyword arguments. Raises ScopeError naming the key and the fix.
+
+    ``streams`` maps each configured connector to its stream names (None: check only the types).
+    Client ids are checked by the engine (they come from the mappings and the pulled data).
+    """
+    if not isinstance(scope, dict):
+        raise ScopeError("must be a table of scope keys", key="scope", fix=f"use keys among {', '.join(SCOPE_KEYS)}")
+    for key in scope:
+        if key not in SCOPE_KEYS:
+            raise ScopeError(f"unknown key '{key}'", key=key, fix=f"use one of {', '.join(SCOPE_KEYS)}")
+    out: dict[str, Any] = {}
+    connectors = _names(scope.get("connectors", ()), "connectors")
+    wanted = _names(scope.get("streams", ()), "streams")
+    if streams is not None:
+        for name in connectors:
+            if name not in streams:
+                raise ScopeError(f"connector {name!r} is not configured", key="connectors",
+                                 fix=f"use one of {', '.join(sorted(streams)) or '(none configured)'}")
+        offered = sorted({s for c in (connectors or streams) for s in streams[c]})
+        for name in wanted:
+            if name not in offered:
+                raise ScopeError(f"no {'chosen' if connectors else 'configured'} connector has a stream {name!r}",
+                                 key="streams", fix=f"use one of {', '.join(offered) or '(none)'}")
+    if connectors:
+        out["connectors"] = list(connectors)
+    if wanted:
+        out["streams"] = list(wanted)
+    clients = _names(scope.get("clients", ()), "clients")
+    if clients:
+        out["clients"] = clients
+    period = scope.get("period")
+    if period is not None:
+        try:
+            parse_period(str(period))
+        except ValueError as exc:
+            raise ScopeError(str(exc), key="period", fix='write period = "2026-10"') from None
+        out["period"] = str(period)
+    for flag in ("full", "dry_run"):
+        value = scope.get(flag, False)
+        if not isinstance(value, bool):
+            raise ScopeError(f"must be true or false, got {value!r}", key=flag, fix=f"write {flag} = true")
+        if value:
+            out[flag] = True
+    return out
+
+
+def check_clients(hub: Hub, clients: Iterable[str]) -> None:
+    """Refuse client ids unknown to the mappings and the data pulled so far, before a long pull."""
+    from hub.engine import RunReport
+    from hub.periods import last_ended_period
+    from hub.planner import build_context
+    report = RunReport("scope", "scope", hub.clock())
+    known = build_context(hub, report, last_ended_period(hub.clock(), hub.config.timezone)).registry.clients
+    unknown = sorted(set(clients) - set(known))
+    if unknown:
+        raise ScopeError(f"unknown client(s) {', '.join(unknown)}", key="clients",
+                         fix="list the hub's clients with: msp-hub clients")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat() if moment else None
+
+
+class Service:
+    """A configured hub run as a service: one run at a time, a stop event, and its status.
+
+    Args:
+        config_path: the TOML config; ``[admin]`` must give the token (``token_env`` or ``token_file``).
+        environ: for tests; None means os.environ.
+    """
+
+    def __init__(self, config_path: str | Path, *, environ: dict[str, str] | None = None):
+        self.config_path = str(config_path)
+        self.config = load_config(config_path, environ=environ)
+        configure_logging(fmt=self.config.logging.get("format", "console"),
+                          level=self.config.logging.get("level", "info"), secrets=self.config.secret_values())
+        self.admin = admin_settings(self.config, require_token=True)
+        self.stop = threading.Event()          # set on shutdown: runs stop after their current page
+        self._busy = threading.Lock()          # held while a run of this process is in flight
+        self._state = threading.Lock()         # guards the fields below
+        self._current: dict[str, Any] | None = None
+        self._last: dict[str, dict[str, Any]] = {}       # each job's last outcome
+        self._workers: list[threading.Thread] = []
+        # Set by the daemon: whether the scheduler runs, and each job's next run time.
+        self.scheduler_info: Callable[[], dict[str, Any]] = lambda: {"running": False, "jobs": {}}
+        hub = self.open_hub()                  # fails now, not at the first run, on a bad connector
+        try:
+            self.streams = {name: [s.name for s in c.streams()] for name, c in sorted(hub.connectors.items())}
+        finally:
+            hub.close()
+
+    @property
+    def token(self) -> Secret:
+        return self.admin.token
+
+    def open_hub(self) -> Hub:
+        """A fresh Hub for the calling thread (a SQLite connection serves one thread); close it after."""
+        return Hub(self.config)
+
+    def check_scope(self, scope: dict[str, Any]) -> dict[str, Any]:
+        return normalize_scope(scope, self.streams)
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    def _locked(self) -> LockedError:
+        """The error for a run refused because this process already runs one."""
+        hub = self.open_hub()
+        try:
+            info = hub.store.lock_info(LOCK)
+        finally:
+            hub.close()
+        if info:
+            return LockedError(info)
+        cur = self._current or {}     # between this process's runs' lock release and busy release
+        return LockedError({"holder": cur.get("holder", "daemon"), "pid": os.getpid(), "host": socket.gethostname(),
+                            "since": cur.get("since")})
+
+    def trigger(self, scope: dict[str, Any]) -> str:
+        """Start a run of ``scope`` in a worker thread and return its run id at once.
+
+        Raises ScopeError (a HubError) for a bad scope and LockedError when a run is in flight,
+        here or in another process: a manual resync is refused, never queued.
+        """
+        kwargs = self.check_scope(scope)
+        if self.stop.is_set():
+            raise HubError("the daemon is stopping; run the resync after it restarts")
+        if not self._busy.acquire(blocking=False):
+            raise self._locked()
+        try:
+            hub = self.open_hub()
+            try:
+                if kwargs.get("clients"):
+                    check_clients(hub, kwargs["clients"])
+                # Another process's run (msp-hub sync) is refused now, not in the worker; the lock
+                # is taken again by sync_once, which refuses the run if it lost a race meanwhile.
+                probe = f"daemon:probe:{os.getpid()}"
+                taken = hub.store.acquire_lock(LOCK, probe)
+                if taken is not None:
+                    raise LockedError(taken)
+                hub.store.release_lock(LOCK, probe)
+            finally:
+                hub.close()
+            run_id = Store.new_run_id()
+            self._begin(run_id, "resync", kwargs)
+            worker = threading.Thread(target=self._run_triggered, args=(run_id, kwargs), name=f"resync-{run_id}",
+                                      daemon=True)
+            with self._state:
+                self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+            worker.start()
+        except BaseException:
+            self._end()
+            self._busy.release()
+            raise
+        log.info("daemon.resync_started", run_id=run_id, scope=kwargs)
+        return run_id
+
+    def _run_triggered(self, run_id: str, kwargs: dict[str, Any]) -> None:
+        try:
+            self._run(run_id, "resync", kwargs)
+        finally:
+            self._end()
+            self._busy.release()
+
+    def run_job(self, name: str, scope: dict[str, Any], wait: float = 0.0) -> str | None:
+        """Run a scheduled job now; return its run id, or None when it was skipped.
+
+        ``scope`` is already checked (``normalize_scope``). When another run of this process is in
+        flight, the job waits for it up to ``wait`` seconds (the daemon passes the job's misfire
+        grace time): jobs that fire together, such as "every 1m" and "every 15m" at the quarter,
+        would otherwise skip the longer one every time. The scheduler keeps at most one instance
+        of a job, so nothing piles up. Past ``wait``, on shutdown, or when another process holds
+        the lock, the job logs ``daemon.job_skipped`` and its next firing runs it.
+        """
+        deadline = time.monotonic() + wait
+        while not self._busy.acquire(timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
+            if self.stop.is_set() or time.monotonic() >= deadline:
+                cur = self._current or {}
+                log.info("daemon.job_skipped", job=name, reason="a run is in flight", holder=cur.get("holder"),
+                         run_id=cur.get("run_id"), waited=round(wait, 1))
+                self._note(name, {"status": "skipped", "at": _iso(datetime.now(timezone.utc)),
+                                  "reason": f"run {cur.get('run_id')} was in flight"})
+                return None
+        try:
+            if self.stop.is_set():
+                log.info("daemon.job_skipped", job=name, reason="the daemon is stopping")
+                return None
+            run_id = Store.new_run_id()
+            self._begin(run_id, name, scope)
+            return self._run(run_id, name, scope)
+        finally:
+            self._end()
+            self._busy.release()
+
+    def _begin(self, run_id: str, job: str, scope: dict[str, Any]) -> None:
+        with self._state:
+            self._current = {"run_id": run_id, "job": job, "holder": f"daemon:{job}", "scope": scope,
+                             "since": _iso(datetime.now(timezone.utc)),
+                             "progress": {"records": 0, "pages": 0, "actions": 0, "failed": 0, "stream": None}}
+
+    def _progress(self, event: dict[str, Any]) -> None:
+        """Count the run's pages, records and pushes, for ``status()`` (and the CLI following it)."""
+        with self._state:
+            if self._current is None:
+                return
+            p = self._current["progress"]
+            if event.get("event") == "page":
+                p["pages"] += 1
+                p["records"] += event.get("records", 0)
+                p["stream"] = f"{event.get('connector')}.{event.get('stream')}"
+            elif event.get("event") == "action":
+                p["actions"] += 1
+                p["failed"] += event.get("status") == "failed"
+
+    def _end(self) -> None:
+        with self._state:
+            self._current = None
+
+    def _note(self, job: str, outcome: dict[str, Any]) -> None:
+        with self._state:
+            self._last[job] = outcome
+
+    def _run(self, run_id: str, job: str, kwargs: dict[str, Any]) -> str | None:
+        """One ``sync_once`` on a fresh hub; every error is logged, none reaches the scheduler."""
+        jlog = log.bind(run_id=run_id, job=job)
+        jlog.info("daemon.job_started", scope=kwargs)
+        t0 = time.perf_counter()
+        outcome: dict[str, Any] = {"run_id": run_id, "at": _iso(datetime.now(timezone.utc))}
+        hub = None
+        try:
+            hub = self.open_hub()
+            report = sync_once(hub, stop=self.stop, run_id=run_id, holder=f"daemon:{job}", progress=self._progress,
+                               **kwargs)
+        except LockedError as exc:
+            jlog.info("daemon.job_skipped", reason="the sync lock is held", holder=exc.holder, pid=exc.pid,
+                      since=str(exc.since))
+            outcome.update(status="skipped", reason=str(exc))
+            self._note(job, outcome)
+            return None
+        except Exception as exc:  # a failed run must not stop the scheduler or the next jobs
+            jlog.error("daemon.job_failed", error=str(exc) if isinstance(exc, HubError) else repr(exc))
+            outcome.update(status="failed", reason=str(exc))
+            self._note(job, outcome)
+            return run_id
+        finally:
+            if hub is not None:
+                hub.close()
+        status = "stopped" if getattr(report, "stopped", False) else ("partial" if report.errors else "ok")
+        outcome.update(status=status, records=report.records_total, pushed=len(report.pushed),
+                       failed=len(report.failed))
+        self._note(job, outcome)
+        jlog.info("daemon.job_finished", status=status, records=report.records_total, pushed=len(report.pushed),
+                  failed=len(report.failed), seconds=round(time.perf_counter() - t0, 3))
+        return run_id
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the triggered runs still in flight (after ``stop`` is set they end soon)."""
+        with self._state:
+            workers = list(self._workers)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for w in workers:
+            w.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    # --- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The scheduler (running, each job's next run time and last outcome), the run in flight
+        (None when idle) and each connector's last successful pull."""
+        from hub.api import pull_health
+        info = self.scheduler_info()
+        with self._state:
+            current = dict(self._current, progress=dict(self._current["progress"])) if self._current else None
+            last = dict(self._last)
+        hub = self.open_hub()
+        try:
+            connectors = pull_health(hub, hub.store.runs(limit=50))
+        finally:
+            hub.close()
+        jobs = [{"id": job_id, "next_run_at": _iso(moment), "last": last.get(job_id)}
+                for job_id, moment in sorted(info["jobs"].items())]
+        return {"pid": os.getpid(), "stopping": self.stop.is_set(),
+                "scheduler": {"running": info["running"], "jobs": jobs},
+                "current_run": current, "connectors": connectors}
