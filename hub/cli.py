@@ -167,9 +167,11 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.option("--details", is_flag=True, help="Explain every line of the plan.")
 def sync(config_path, dry_run, period, connectors, streams, as_json, details):
-    """Pull from every connector, plan the invoices, and push what is new.
+    """Pull from every connector, plan the invoices and tickets, and push what is new.
 
-    A second sync over the same period pushes nothing and says so.
+    A second sync over the same period pushes nothing and says so. A sync scoped with
+    --connector or --stream pushes only what those streams feed (alert streams: tickets);
+    invoices, renewals and agreement quantities wait for an unscoped sync.
 
     Example:
         msp-hub sync --config msp-hub.toml --dry-run

@@ -180,12 +180,15 @@ class _PushContext:
 
 
 def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterable[str] = (),
-         stop: threading.Event | None = None, progress: Callable[[dict], None] | None = None) -> None:
+         stop: threading.Event | None = None, progress: Callable[[dict], None] | None = None,
+         kinds: frozenset[str] | None = None) -> None:
     """Store the plan's new actions, then send every unsent action of the outbox, exactly once.
 
-    ``clients`` restricts the push to those hub clients' actions; ``stop`` is checked before each.
+    ``clients`` restricts the push to those hub clients' actions, ``kinds`` to those action
+    kinds (None: all); ``stop`` is checked before each.
     """
     only = set(clients)
+    items = [i for i in items if kinds is None or (i.action is not None and i.action.kind in kinds)]
     for item in items:
         action = item.action
         if action is None:
@@ -201,8 +204,11 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
                 hub.store.mark_failed(action.key, "; ".join(item.reasons), status=HELD)
             report.held.append({"key": action.key, "reasons": list(item.reasons)})
     for row in hub.store.actions():
-        if row["status"] not in (PENDING, SENDING, FAILED) or (only and row["client_id"] not in only):
+        if row["status"] not in (PENDING, SENDING, FAILED) or (only and row["client_id"] not in only) \
+                or (kinds is not None and row["kind"] not in kinds):
             continue
+        if report.lock_holder:
+            hub.store.heartbeat(LOCK, report.lock_holder)
         if stop is not None and stop.is_set():
             report.stopped = True
             return
@@ -243,6 +249,21 @@ def periods_for(hub: Hub, period: str | None) -> tuple[list[Period], bool]:
     return [last, last.next()], False
 
 
+ALERT_STREAMS = frozenset({"alerts", "alert_events", "tickets"})
+TICKET_KINDS = frozenset({"ticket", "ticket_note", "ticket_close", "ticket_reopen"})
+
+
+def allowed_kinds(hub: Hub, connectors, streams, actions) -> frozenset[str] | None:
+    """The action kinds a run may plan and push (None: all of them); see ``sync_once``."""
+    if actions is not None:
+        return frozenset(actions)
+    if not connectors and not streams:
+        return None
+    chosen = {s.name for name, c in hub.connectors.items() if not connectors or name in connectors
+              for s in c.streams() if not streams or s.name in streams}
+    return TICKET_KINDS if chosen & ALERT_STREAMS else frozenset()
+
+
 class LockedError(HubError):
     """Another live run holds the run lock; ``holder``, ``pid``, ``host``, ``since`` say which."""
 
@@ -257,7 +278,7 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
               connectors: Iterable[str] | None = None, streams: Iterable[str] | None = None,
               clients: Iterable[str] = (), full: bool = False, stop: threading.Event | None = None,
               run_id: str | None = None, holder: str = "cli",
-              progress: Callable[[dict], None] | None = None) -> RunReport:
+              progress: Callable[[dict], None] | None = None, actions: Iterable[str] | None = None) -> RunReport:
     """Pull, plan and (unless ``dry_run``) push; record the run; tell the plugins it finished.
 
     A run that pulls or pushes takes the store's run lock, so that two never overlap whoever
@@ -265,6 +286,10 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
     is taken over. ``clients`` restricts the plan and the push to those hub clients; ``full``
     re-reads the chosen streams without moving their cursors; ``stop`` ends the run after the
     current page or action. ``progress`` receives one dict per page and per action.
+
+    ``actions``: the action kinds the run may plan and push. By default an unscoped run does
+    everything, and a run scoped to connectors or streams only what those streams feed (the alert
+    streams feed tickets; billing waits for an unscoped run, such as the scheduled invoice job).
     """
     mode = "plan" if not pull_first else ("dry-run" if dry_run else "sync")
     lock_holder = None
@@ -272,7 +297,11 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
         lock_holder = f"{holder}:{run_id or 'run'}:{os.getpid()}:{threading.get_ident()}"
         taken = hub.store.acquire_lock(LOCK, lock_holder)
         if taken is not None:
+            if run_id:   # a run someone was promised (an API 202) says why it did not happen
+                hub.store.start_run(mode, run_id)
+                hub.store.finish_run(run_id, "refused", {}, [str(LockedError(taken))])
             raise LockedError(taken)
+    kinds = allowed_kinds(hub, connectors, streams, actions)
     try:
         run_id, started = hub.store.start_run(mode, run_id)
         report = RunReport(run_id, mode, started, lock_holder=lock_holder)
@@ -283,9 +312,11 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
                 pull(hub, report, connectors=connectors, streams=streams, full=full, stop=stop, progress=progress)
             if not report.stopped:
                 periods, force = periods_for(hub, period)
-                items = plan(hub, report, periods, force=force, clients=clients)
+                if lock_holder:
+                    hub.store.heartbeat(LOCK, lock_holder)
+                items = plan(hub, report, periods, force=force, clients=clients, kinds=kinds)
                 if not dry_run and pull_first:
-                    push(hub, report, items, clients=clients, stop=stop, progress=progress)
+                    push(hub, report, items, clients=clients, stop=stop, progress=progress, kinds=kinds)
         except BaseException as exc:
             status = "crashed"
             report.errors.append(f"run stopped: {exc!r}")

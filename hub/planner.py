@@ -459,11 +459,12 @@ def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem
 
 
 def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool = False,
-         clients: Iterable[str] = ()) -> list[PlanItem]:
+         clients: Iterable[str] = (), kinds: frozenset[str] | None = None) -> list[PlanItem]:
     """Work out, for each client and period, what each vendor should get and how it differs.
 
     Nothing is stored or sent here. ``force`` plans a period that has not ended as if it had;
-    ``clients`` restricts the plan to those hub clients.
+    ``clients`` restricts the plan to those hub clients; ``kinds`` to those action kinds (None:
+    all): billing (invoices, renewals, quantities) is planned when ``invoice`` is among them.
     """
     now = hub.clock()
     for cid, message in sorted(hub.mappings.contract_errors.items()):
@@ -480,7 +481,8 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
     report_unbilled(hub, report, ctx)
     items: list[PlanItem] = []
     claimed: dict[str, set[str]] = {}   # items an earlier period of this plan bills already
-    for period in periods:
+    billing = kinds is None or INVOICE in kinds
+    for period in (periods if billing else []):
         for cid in sorted(ctx.contracts):
             contract = ctx.contracts[cid]
             item = plan_invoice(hub, contract, period, force=force, now=now,
@@ -491,9 +493,10 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
             items.append(item)
             if period is periods[0]:
                 items.extend(plan_quantities(hub, ctx, contract, item, report, force=force, now=now))
-    for cid in sorted(ctx.contracts):
+    for cid in sorted(ctx.contracts if billing else []):
         items.extend(plan_renewal(hub, ctx, ctx.contracts[cid], periods[-1], now))
-    items.extend(i for i in plan_alerts(hub, report, ctx, now) if not only or i.client_id in only)
+    if kinds is None or kinds & set(ALERT_KINDS):
+        items.extend(i for i in plan_alerts(hub, report, ctx, now) if not only or i.client_id in only)
     report.plan = items
     return items
 

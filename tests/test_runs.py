@@ -85,3 +85,19 @@ def test_metrics_count_records_pushes_requests_and_rate_limits(env):
     assert value("msp_hub_records_pulled_total", connector="ninjaone", stream="devices") - pulled == 120
     assert value("msp_hub_actions_pushed_total", kind="invoice", connector="stripe") - pushed == 5
     assert value("msp_hub_vendor_rate_limited_total", vendor="ninjaone") - limited == 1
+
+
+def test_a_run_scoped_to_streams_pushes_only_what_they_feed(env):
+    report = sync_once(env.hub(), connectors=["ninjaone"], streams=["devices"])
+    assert report.pushed == [] and env.invoices() == [] and report.plan == []
+    report = sync_once(env.hub(), streams=["devices"], actions=["invoice"])
+    assert len(report.pushed) == 5
+
+
+def test_a_refused_run_that_was_promised_leaves_a_run_row_saying_why(env):
+    hub = env.hub()
+    hub.store.acquire_lock("sync", "daemon:job-alerts")
+    with pytest.raises(LockedError):
+        sync_once(env.hub(), run_id="promised1")
+    row = hub.store.get_run("promised1")
+    assert row["status"] == "refused" and "daemon:job-alerts" in row["errors"]
