@@ -288,7 +288,14 @@ def test_daemon_runs_jobs_refuses_a_resync_while_locked_stops_on_sigterm_and_res
     wait_for("a scheduled run after the resync", lambda: [
         e for e in world.events("second") if e.get("event") == "daemon.job_finished" and e.get("job") == "everything"
         and e["run_id"] != row["id"]], timeout=15)
+    metrics = httpx.get(f"{world.api}/metrics", headers=world.auth, timeout=5).text
+    assert "msp_hub_records_pulled_total" in metrics
     assert world.stop(second) == 0, world.log("second")
+
+    # No configured secret in the daemon's logs, its metrics, or the API's answers.
+    secrets = [world.ninja.client_secret, world.cw.private_key, world.stripe.api_key, TOKEN]
+    seen = world.log("first") + world.log("second") + metrics + result.output + cli.output
+    assert not [s for s in secrets if s in seen]
 
     # Nothing lost: every device stored, cursors where the data is. Nothing duplicated: one
     # invoice per key at Stripe, one ticket per alert at ConnectWise.
