@@ -101,3 +101,11 @@ def test_a_refused_run_that_was_promised_leaves_a_run_row_saying_why(env):
         sync_once(env.hub(), run_id="promised1")
     row = hub.store.get_run("promised1")
     assert row["status"] == "refused" and "daemon:job-alerts" in row["errors"]
+
+
+def test_metrics_count_requests_that_got_no_answer(env):
+    before = value("msp_hub_vendor_requests_total", vendor="ninjaone", status="error")
+    env.ninja.timeout_next(times=1, path="/v2/devices")
+    report = sync_once(env.hub(), dry_run=True)
+    assert report.records["ninjaone.devices"] == 120 and not [e for e in report.errors if e.startswith("pull")]
+    assert value("msp_hub_vendor_requests_total", vendor="ninjaone", status="error") - before == 1

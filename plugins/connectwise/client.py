@@ -14,6 +14,7 @@ import tenacity
 from hub.config import Secret
 from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
+from hub.metrics import count_request_error
 
 VENDOR = "connectwise"
 API_PATH = "/apis/3.0"
@@ -361,6 +362,7 @@ class ConnectWiseClient:
         try:
             response = self._http.request(method, target, **kwargs)
         except httpx.TransportError as exc:  # timeouts, refused connections, broken sockets
+            count_request_error(VENDOR)
             raise RetryableError(VENDOR, None, method, url, type(exc).__name__) from exc
         status = response.status_code
         if status >= 300:

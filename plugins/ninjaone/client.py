@@ -32,6 +32,7 @@ import tenacity
 from hub.config import Secret
 from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
+from hub.metrics import count_request_error
 
 log = structlog.get_logger()
 
@@ -324,6 +325,7 @@ class NinjaOneClient:
         try:
             return self._http.request(method, self.base_url + path, **kwargs)
         except httpx.TransportError as exc:  # timeouts, refused connections, broken sockets
+            count_request_error(VENDOR)
             raise RetryableError(VENDOR, None, method, self.base_url + path, type(exc).__name__) from exc
 
     def _raise_for_status(self, response: httpx.Response, method: str, url: str, detail: str) -> None:

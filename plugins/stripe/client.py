@@ -25,6 +25,7 @@ import tenacity
 from hub.config import Secret
 from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
+from hub.metrics import count_request_error
 
 VENDOR = "stripe"
 PAGE_SIZE = 100  # Stripe's largest page for list endpoints
@@ -54,6 +55,7 @@ class _HttpxTransport(stripe.HTTPXClient):
             # content=, not data=: the SDK hands over an already encoded form body.
             response = self._client.request(method, url, headers=headers, content=post_data)
         except httpx.HTTPError as exc:
+            count_request_error(VENDOR)
             self._handle_request_error(exc)  # raises stripe.APIConnectionError
         return response.content, response.status_code, response.headers
 
