@@ -7,9 +7,30 @@ from hub.hookspecs import hookimpl
 from hub.records import (BILLABLE_OPTIONS, Action, Agreement, AgreementAddition, Alert, AlertEvent, BillingLine,
                          Client, Device, ProductLine, Ticket, TimeEntry)
 
-__all__ = sorted([
-    "BILLABLE_OPTIONS", "Alert", "AlertEvent", "Ticket", "Agreement", "AgreementAddition", "ProductLine", "TimeEntry",
-    "Action", "BillingLine", "Client", "ConfigError", "Connector", "CredentialsError", "Device",
-    "HubError", "MalformedResponseError", "MappingError", "Page", "PushContext", "PushResult",
-    "RetryableError", "Stream", "VendorError", "hookimpl",
-])
+__all__ = [
+    "Action",
+    "Agreement",
+    "AgreementAddition",
+    "Alert",
+    "AlertEvent",
+    "BILLABLE_OPTIONS",
+    "BillingLine",
+    "Client",
+    "ConfigError",
+    "Connector",
+    "CredentialsError",
+    "Device",
+    "HubError",
+    "MalformedResponseError",
+    "MappingError",
+    "Page",
+    "ProductLine",
+    "PushContext",
+    "PushResult",
+    "RetryableError",
+    "Stream",
+    "Ticket",
+    "TimeEntry",
+    "VendorError",
+    "hookimpl",
+]

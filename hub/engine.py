@@ -10,7 +10,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
@@ -23,7 +23,7 @@ from hub.linking import Registry
 from hub.metrics import ACTIONS_FAILED, ACTIONS_PUSHED, RECORDS_PULLED, RUN_SECONDS, RUNS
 from hub.planner import PlanItem, plan
 from hub.quantities import QuantityCheck
-from hub.errors import ConfigError, HubError, VendorError
+from hub.errors import ConfigError, HubError
 from hub.mappings import Mappings, load_mappings
 from hub.periods import Period, last_ended_period, parse_period
 from hub.plugins import get_plugin_manager

@@ -13,7 +13,7 @@ import socket
 import uuid
 from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations

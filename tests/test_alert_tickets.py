@@ -75,7 +75,7 @@ def test_trigger_ticket_retrigger_note_reset_close(env):
     assert f"ticket:ninjaone:{uid}" in {p["key"] for p in first.pushed}
     t = env.ticket_for(uid)
     assert t["board"]["name"] == "Alerts" and t["company"]["id"] == env.co["acme"]
-    assert any(f"rule cpu" in r for p in first.plan if p.action and p.action.key == f"ticket:ninjaone:{uid}" for r in p.reasons)
+    assert any("rule cpu" in r for p in first.plan if p.action and p.action.key == f"ticket:ninjaone:{uid}" for r in p.reasons)
 
     env.ninja.reset_alert(uid)
     again = trigger(env)                                       # same device and condition, new alert

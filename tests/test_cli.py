@@ -1,7 +1,6 @@
 """The msp-hub command against simulators served over real HTTP, and what it never leaks."""
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

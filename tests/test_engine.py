@@ -1,14 +1,13 @@
 """The engine end to end against the NinjaOne and Stripe simulators."""
 
 import collections
-import shutil
 
 import pytest
 
 from hub.engine import sync_once
 from hub.hookspecs import hookimpl
 from hub.records import BillingLine
-from tests.conftest import ROOT, Env, mappings_for_tests
+from tests.conftest import Env, mappings_for_tests
 
 
 def by_key(invoices):
