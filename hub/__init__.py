@@ -1,6 +1,6 @@
 """msp-hub: the public surface for plugin authors."""
 
-from hub.connectors import Connector, Page, PushContext, PushResult, Stream
+from hub.connectors import Connector, Page, PushContext, PushResult, Stream, map_records
 from hub.errors import (ConfigError, CredentialsError, HubError, MalformedResponseError, MappingError,
                         RetryableError, VendorError)
 from hub.hookspecs import hookimpl
@@ -33,4 +33,5 @@ __all__ = [
     "TimeEntry",
     "VendorError",
     "hookimpl",
+    "map_records",
 ]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterator, Protocol
 
+from hub.errors import MappingError
+
 
 @dataclass(frozen=True)
 class Page:
@@ -15,12 +17,14 @@ class Page:
     a cursor past data that was not stored. ``cursor`` is a JSON-serialisable dict or None.
     ``complete`` says the page holds the whole current set of a snapshot stream (the active
     alerts): the store marks the source's other records of that table inactive in the same
-    transaction.
+    transaction. ``rejected`` lists the vendor records that could not be mapped (see
+    ``map_records``): they are recorded and reported, and the stream goes on past them.
     """
 
     records: list
     cursor: dict[str, Any] | None
     complete: bool = False   # the records are the whole current set (e.g. every active alert)
+    rejected: tuple[tuple[str, str], ...] = ()   # (vendor id, why) of records set aside
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,22 @@ class Connector(Protocol):
     def push(self, action, context: PushContext) -> PushResult: ...
 
     def close(self) -> None: ...
+
+
+def map_records(raws: list[dict], to_record: Callable[[dict], Any]) -> tuple[list, tuple[tuple[str, str], ...]]:
+    """Map a page of vendor dicts; one that raises MappingError is set aside, not the page.
+
+    Returns the records and ``(vendor id, message)`` of each record set aside, for ``Page``.
+    """
+    try:
+        return [to_record(r) for r in raws], ()
+    except MappingError:
+        pass
+    records, rejected = [], []
+    for raw in raws:
+        try:
+            records.append(to_record(raw))
+        except MappingError as exc:
+            rid = raw.get("id", raw.get("uid", "?")) if isinstance(raw, dict) else "?"
+            rejected.append((str(rid), str(exc)))
+    return records, tuple(rejected)

@@ -140,7 +140,11 @@ def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None
             try:
                 for page in stream.iter_pages(None if full else saved, report.started_at):
                     n = hub.store.write_page(stream.table, page.records, name, stream.name,
-                                             saved if full else page.cursor, complete=page.complete)
+                                             saved if full else page.cursor, complete=page.complete,
+                                             rejected=page.rejected)
+                    for rid, why in page.rejected:
+                        report.errors.append(f"pull {key}: record {rid} set aside: {why}")
+                        slog.error("sync.record_rejected", record=rid, error=why)
                     report.records[key] += n
                     pages += 1
                     RECORDS_PULLED.labels(name, stream.name).inc(n)

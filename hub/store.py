@@ -118,6 +118,12 @@ def m006_locks(db: Database) -> None:
                         "heartbeat_at": str}, pk="name")
 
 
+@migrations()
+def m007_rejected(db: Database) -> None:
+    db["rejected_records"].create({"connector": str, "stream": str, "source_id": str, "error": str,
+                                   "seen_at": str}, pk=("connector", "stream", "source_id"))
+
+
 RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
                  "time_entries": TimeEntry, "products": ProductLine, "alerts": Alert, "alert_events": AlertEvent,
                  "tickets": Ticket}
@@ -174,11 +180,13 @@ class Store:
     # --- pulled records and cursors ------------------------------------------------------------
 
     def write_page(self, table: str, records: Iterable, connector: str, stream: str,
-                   cursor: dict | None, *, complete: bool = False) -> int:
+                   cursor: dict | None, *, complete: bool = False, rejected: Iterable[tuple[str, str]] = ()) -> int:
         """Upsert one page of records and save the stream's cursor in the same transaction.
 
         ``complete``: the page is the whole current set (``alerts``); the source's other records
         of the table are marked inactive, and these active, in the same transaction.
+        ``rejected``: ``(vendor id, why)`` of records the connector could not map, kept in
+        ``rejected_records`` so that they stay visible after the cursor moved past them.
         """
         records = list(records)
         rows = [_row(r, _FIELDS[table], _DATETIME_AT[table]) for r in records]
@@ -192,6 +200,10 @@ class Store:
                 if complete:
                     self.db.conn.executemany(f"UPDATE [{table}] SET active = 1 WHERE source = ? AND source_id = ?",
                                              [(r.source, r.source_id) for r in records])
+            if rejected:
+                self.db.conn.executemany(
+                    "INSERT OR REPLACE INTO rejected_records (connector, stream, source_id, error, seen_at) "
+                    "VALUES (?, ?, ?, ?, ?)", [(connector, stream, rid, why, now_iso()) for rid, why in rejected])
             self.db.conn.execute(
                 "INSERT INTO cursors (connector, stream, cursor, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (connector, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",

@@ -244,3 +244,19 @@ def test_hook_sync_finished_is_told_the_run_report(env):
     report = sync_once(hub)
     assert seen == [report] and len(report.pushed) == 5
     assert hub.store.runs()[0]["id"] == report.run_id
+
+
+def test_a_record_that_cannot_be_mapped_is_set_aside_and_the_stream_goes_on(env):
+    env.ninja = type(env.ninja)(seed=3, organizations=6, devices=2500, now=env.ninja.now)
+    bad = env.ninja.device_ids[10]
+    env.ninja._devices[bad]["approvalStatus"] = "QUARANTINED"   # a value the hub does not know
+    env.ninja._put_device(env.ninja._devices[bad])
+    hub = env.hub()
+    report = sync_once(hub)
+    assert hub.store.count("devices") == 2499
+    assert set(hub.store.get_cursor("ninjaone", "devices")) == {"swept_at"}
+    (error,) = [e for e in report.errors if "set aside" in e]
+    assert f"record {bad}" in error and "QUARANTINED" in error
+    rows = list(hub.store.db.query("select * from rejected_records"))
+    assert [(r["stream"], r["source_id"]) for r in rows] == [("devices", str(bad))]
+    assert len(report.pushed) == 5

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import tenacity
 
-from hub import Action, Client, ConfigError, MappingError, Page, PushResult, Stream, VendorError, hookimpl
+from hub import Action, Client, ConfigError, MappingError, Page, PushResult, Stream, VendorError, hookimpl, map_records
 from hub.config import HubConfig, Secret
 from hub.http import retry_policy
 from hub.money import exponent
@@ -472,7 +472,8 @@ class ConnectWiseConnector:
             else:
                 after, started = None, run_started_at.isoformat()
             for raw in fetch(since=self._overlapped(since), after_id=after):
-                yield Page(to_records(raw), {"since": since, "after_id": raw[-1]["id"], "started_at": started})
+                records, rejected = to_records(raw)
+                yield Page(records, {"since": since, "after_id": raw[-1]["id"], "started_at": started}, rejected=rejected)
             yield Page([], {"since": started})
         return iter_pages
 
@@ -490,12 +491,18 @@ class ConnectWiseConnector:
         currency = self.settings.currency
         for page in self.client.iter_agreements(since=None if sweep else self._overlapped(since), after_id=after):
             for raw in page:
-                agreement = to_agreement(raw)
-                records = [to_addition(r, agreement, currency)
-                           for additions in self.client.iter_additions(raw["id"]) for r in additions]
-                if records:
+                try:
+                    agreement = to_agreement(raw)
+                except MappingError as exc:   # its additions cannot be placed; the others go on
+                    yield Page([], {"since": since, "swept_at": swept_at, "sweep": sweep, "after_id": raw["id"],
+                                    "started_at": started}, rejected=((str(raw.get("id")), str(exc)),))
+                    continue
+                records, rejected = map_records(
+                    [r for additions in self.client.iter_additions(raw["id"]) for r in additions],
+                    lambda r: to_addition(r, agreement, currency))
+                if records or rejected:
                     yield Page(records, {"since": since, "swept_at": swept_at, "sweep": sweep,
-                                         "after_id": raw["id"], "started_at": started})
+                                         "after_id": raw["id"], "started_at": started}, rejected=rejected)
         yield Page([], {"since": started, "swept_at": started if sweep else swept_at})
 
     # --- tickets and whether a person touched them ----------------------------------------------
@@ -504,14 +511,14 @@ class ConnectWiseConnector:
         self._forget_lookups()  # a new pass, a new run: statuses are read again
         yield from self.client.iter_tickets_by_ref(HUB_REF_PREFIX, since=since, after_id=after_id)
 
-    def _to_tickets(self, raws: list[dict]) -> list[Ticket]:
+    def _to_tickets(self, raws: list[dict]) -> tuple[list[Ticket], tuple[tuple[str, str], ...]]:
         """A page of hub tickets as Tickets: touched from the records, then one request per 100 for time."""
         why = {raw.get("id"): self._touch_in_record(raw) for raw in raws}
         untold = [i for i, reason in why.items() if reason is None and isinstance(i, int)]
         if untold:
             for ticket_id in self.client.tickets_with_time(untold):
                 why[ticket_id] = "time logged"
-        return [to_ticket(raw, why.get(raw.get("id")) is not None) for raw in raws]
+        return map_records(raws, lambda raw: to_ticket(raw, why.get(raw.get("id")) is not None))
 
     def _touched(self, ticket: dict) -> str | None:
         """Why a person worked on ``ticket`` (asking the API for time if the record does not say), or None."""
@@ -787,9 +794,9 @@ class ConnectWiseConnector:
         self.client.close()
 
 
-def _each(to_record: Callable[[dict], Any]) -> Callable[[list[dict]], list]:
-    """A page mapper from a record mapper."""
-    return lambda raws: [to_record(r) for r in raws]
+def _each(to_record: Callable[[dict], Any]) -> Callable[[list[dict]], tuple[list, tuple]]:
+    """A page mapper from a record mapper: a record that cannot be mapped is set aside."""
+    return lambda raws: map_records(raws, to_record)
 
 
 def _payload_text(action: Action, key: str) -> str:

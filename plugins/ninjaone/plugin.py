@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import tenacity
 
-from hub import Client, ConfigError, Device, MappingError, Page, Stream, hookimpl
+from hub import Client, ConfigError, Device, MappingError, Page, Stream, hookimpl, map_records
 from hub.config import HubConfig, Secret
 from hub.records import APPROVAL_STATES, Alert, AlertEvent
 
@@ -241,10 +241,11 @@ class NinjaOneConnector:
             # Hold each page until the next one arrives, so the last one can carry "swept_at".
             for raw in fetch(after):
                 if held is not None:
-                    yield Page([to_record(r) for r in held], {"after": held[-1]["id"]})
+                    records, rejected = map_records(held, to_record)
+                    yield Page(records, {"after": held[-1]["id"]}, rejected=rejected)
                 held = raw
-            records = [to_record(r) for r in held] if held else []
-            yield Page(records, {"swept_at": run_started_at.isoformat()})
+            records, rejected = map_records(held, to_record) if held else ([], ())
+            yield Page(records, {"swept_at": run_started_at.isoformat()}, rejected=rejected)
         return iter_pages
 
     def push(self, action, context):
