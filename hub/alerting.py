@@ -180,7 +180,7 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
                        rules: AlertRules, client_of: Callable[[Alert], str | None],
                        company_of: Callable[[str | None], str | None], now: datetime, *,
                        decide: Callable[[Alert, str | None], AlertRule | None] = lambda a, c: None,
-                       known_uids: frozenset[str] = frozenset(), history: dict[str, Alert] | None = None) -> AlertPlan:
+                       known_uids: frozenset[str] = frozenset()) -> AlertPlan:
     """Decide the ticket intents for the alerts as they stand.
 
     Args:
@@ -191,14 +191,10 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         client_of / company_of: an alert's hub client (None: unmapped); a client's PSA company.
         decide: a site plugin's choice of rule (first answer wins), else the rules' first match.
         known_uids: alert uids the hub already acted on (created, noted, reopened, logged).
-        history: every alert the hub ever saw, by uid (for resets of alerts no longer active).
     """
     plan = AlertPlan()
-    history = dict(history or {})
     active = sorted(alerts, key=lambda a: (_when(a, now), a.source_id))
     active_uids = {a.source_id for a in active}
-    for a in active:
-        history.setdefault(a.source_id, a)
     by_pair: dict[tuple[str, str], HubTicket] = {}
     by_uid: dict[str, HubTicket] = {}
     for t in sorted(tickets, key=lambda t: t.key):

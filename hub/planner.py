@@ -554,7 +554,6 @@ def plan_alerts(hub: "Hub", report: "RunReport", ctx: Context, now: datetime) ->
     if not sources:
         return []
     alerts = [a for s in sources for a in hub.store.iter_records("alerts", s, where="active = 1")]
-    history = {a.source_id: a for s in sources for a in hub.store.iter_records("alerts", s)}
     since = (now - timedelta(days=30)).isoformat()
     events = [e for s in sources for e in hub.store.iter_records("alert_events", s, where="occurred_at >= ?", args=[since])]
     tickets, known = hub_tickets(hub)
@@ -568,7 +567,7 @@ def plan_alerts(hub: "Hub", report: "RunReport", ctx: Context, now: datetime) ->
 
     plan_ = alerting.plan_alert_tickets(alerts, events, tickets, rules, client_of, company_of, now,
                                         decide=lambda a, c: hub.pm.hook.alert_rule(alert=a, client_id=c),
-                                        known_uids=known, history=history)
+                                        known_uids=known)
     report.alert_log.extend(plan_.log)
     for entry in plan_.log:
         if "no ticket" in entry["what"] and "before the hub saw it" not in entry["what"]:
