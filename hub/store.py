@@ -381,17 +381,25 @@ class Store:
         return self.get_action(action.key)
 
     def billed_item_ids(self, client_id: str, *, exclude_key: str | None = None, kinds: Iterable[str] = ()) -> frozenset[str]:
-        """Ids of every item the hub already billed this client (outside ``exclude_key``)."""
-        sql, args = "select item_id from billed_items where client_id = ?", [client_id]
+        """Ids of every item the hub already billed this client (outside ``exclude_key``).
+
+        Items of a cancelled action are free again: they will be billed by the next invoice.
+        """
+        sql = ("select b.item_id from billed_items b join actions a on a.key = b.action_key "
+               "where b.client_id = ? and a.status != ?")
+        args: list = [client_id, CANCELLED]
         if exclude_key:
-            sql, args = sql + " and action_key != ?", args + [exclude_key]
+            sql, args = sql + " and b.action_key != ?", args + [exclude_key]
         kinds = list(kinds)
         if kinds:
-            sql, args = sql + f" and kind in ({', '.join('?' for _ in kinds)})", args + kinds
+            sql, args = sql + f" and b.kind in ({', '.join('?' for _ in kinds)})", args + kinds
         return frozenset(r["item_id"] for r in self.db.query(sql, args))
 
     def get_snapshot(self, client_id: str, period: str) -> list[dict] | None:
-        rows = list(self.db.query("select lines from snapshots where client_id = ? and period = ?", [client_id, period]))
+        """The lines an invoice for the period counted (none if that invoice was cancelled)."""
+        rows = list(self.db.query("select s.lines from snapshots s join actions a on a.key = s.action_key "
+                                  "where s.client_id = ? and s.period = ? and a.status != ?",
+                                  [client_id, period, CANCELLED]))
         return json.loads(rows[0]["lines"]) if rows else None
 
     def blocks(self, client_id: str, agreement: str) -> list[dict]:

@@ -271,3 +271,16 @@ def test_a_connectwise_400_fails_that_action_with_its_error_body(psa):
     assert key.startswith("notice:") and "board" in error and "HTTP 400" in error
     assert any(p["key"].startswith("renewal:") for p in report.pushed)            # the rest went on
     assert sync_once(psa.hub()).pushed[0]["key"] == key                           # retried next run
+
+
+def test_time_of_a_cancelled_invoice_is_billed_by_the_next_one(psa):
+    psa.time("elm", 1.0, at(10, 9), "After Hours")
+    psa.stripe.fail_next(400, times=2, path="/v1/invoices")          # acme's and elm's invoices
+    first = sync_once(psa.hub())
+    key = f"invoice:connectwise-{psa.co['elm']}:2026-10"
+    assert key in {f["key"] for f in first.failed}
+    hub = psa.hub()
+    hub.store.cancel_action(key)
+    nov = sync_once(psa.hub(), period="2026-11")
+    line = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))["time:After Hours"]
+    assert line.amount == 15000 and line.items[0]["period"] == "2026-10"
