@@ -194,3 +194,34 @@ def assert_plugin_conforms(connector, simulator) -> None:
     pull(hub, third)
     assert not third.errors, f"a sync did not survive an injected 429: {third.errors}"
     assert _snapshot(hub, tables) == before, "records changed after a 429 was survived"
+
+
+class MemoryPushContext:
+    """A ``hub.connectors.PushContext`` kept in memory, as the engine's store-backed one behaves.
+
+    Args:
+        links: ``{(client id, system): external id}`` already known.
+        attempts: how many times the action was sent before (0 on a first push).
+    ``saved`` lists every ``save_progress`` call; ``next_attempt()`` is the context the engine
+    hands the same action on its next attempt.
+    """
+
+    def __init__(self, links: dict | None = None, attempts: int = 0):
+        self.links: dict[tuple[str, str], str] = dict(links or {})
+        self.attempts = attempts
+        self.progress: dict = {}
+        self.saved: list[dict] = []
+
+    def get_link(self, client_id: str, system: str) -> str | None:
+        return self.links.get((client_id, system))
+
+    def set_link(self, client_id: str, system: str, external_id: str) -> None:
+        self.links[(client_id, system)] = external_id
+
+    def save_progress(self, **progress) -> None:
+        self.progress.update(progress)
+        self.saved.append(dict(progress))
+
+    def next_attempt(self) -> "MemoryPushContext":
+        self.attempts += 1
+        return self

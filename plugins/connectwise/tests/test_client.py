@@ -10,11 +10,17 @@ import httpx
 import pytest
 import respx
 
-from hub import Action, CredentialsError, MalformedResponseError, RetryableError, VendorError
+from hub import (
+    Action,
+    CredentialsError,
+    MalformedResponseError,
+    RetryableError,
+    VendorError,
+)
 from hub.config import Secret
 from hub.http import retry_policy
+from hub.testing import MemoryPushContext as Context
 from hub.testing import mock_client, serve
-
 from plugins.connectwise.client import ConnectWiseClient, quote
 from plugins.connectwise.plugin import ConnectWiseConnector, ConnectWiseSettings
 from plugins.connectwise.simulator import DEFAULT_NOW, ConnectWiseSimulator
@@ -382,19 +388,6 @@ def test_find_board_by_name(sim):
 
 
 # --- pushes: looking before creating -------------------------------------------------------------
-
-class Context:
-    def __init__(self, links=None, attempts=0):
-        self.links, self.attempts, self.progress = dict(links or {}), attempts, {}
-
-    def get_link(self, client_id, system):
-        return self.links.get((client_id, system))
-
-    def set_link(self, client_id, system, external_id):
-        self.links[(client_id, system)] = external_id
-
-    def save_progress(self, **progress):
-        self.progress.update(progress)
 
 
 def connector_for(sim: ConnectWiseSimulator, attempts: int = 5) -> ConnectWiseConnector:

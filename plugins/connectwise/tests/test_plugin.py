@@ -14,10 +14,18 @@ from hub.http import retry_policy
 from hub.plugins import get_plugin_manager
 from hub.records import Agreement, AgreementAddition, ProductLine, TimeEntry
 from hub.testing import ConnectorPlugin, assert_plugin_conforms, make_hub, mock_client
-
+from hub.testing import MemoryPushContext as Context
 from plugins.connectwise import plugin
-from plugins.connectwise.plugin import (ConnectWiseConnector, ConnectWiseSettings, _decimal_text, to_addition,
-                                        to_agreement, to_client, to_product_line, to_time_entry)
+from plugins.connectwise.plugin import (
+    ConnectWiseConnector,
+    ConnectWiseSettings,
+    _decimal_text,
+    to_addition,
+    to_agreement,
+    to_client,
+    to_product_line,
+    to_time_entry,
+)
 from plugins.connectwise.simulator import DEFAULT_NOW, ConnectWiseSimulator
 
 UTC = timezone.utc
@@ -434,21 +442,6 @@ def test_an_addition_edited_alone_is_read_by_the_next_sweep(sim):
 
 
 # --- pushes ------------------------------------------------------------------------------------
-
-class Context:
-    attempts, progress = 0, {}
-
-    def __init__(self, links=None):
-        self.links = dict(links or {})
-
-    def get_link(self, client_id, system):
-        return self.links.get((client_id, system))
-
-    def set_link(self, client_id, system, external_id):
-        self.links[(client_id, system)] = external_id
-
-    def save_progress(self, **progress):
-        pass
 
 
 def test_agreement_quantity_patches_the_addition(sim):

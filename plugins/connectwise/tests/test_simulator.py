@@ -7,7 +7,12 @@ import base64
 import httpx
 import pytest
 
-from plugins.connectwise.simulator import DEFAULT_NOW, ConnectWiseSimulator, matches, parse_conditions
+from plugins.connectwise.simulator import (
+    DEFAULT_NOW,
+    ConnectWiseSimulator,
+    matches,
+    parse_conditions,
+)
 
 ROOT = "https://api-na.myconnectwise.net/v4_6_release/apis/3.0"
 

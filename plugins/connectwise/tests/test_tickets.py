@@ -12,8 +12,12 @@ from hub.engine import RunReport, pull
 from hub.http import retry_policy
 from hub.records import Ticket
 from hub.testing import ConnectorPlugin, make_hub, mock_client
-
-from plugins.connectwise.plugin import ConnectWiseConnector, ConnectWiseSettings, to_ticket
+from hub.testing import MemoryPushContext as Context
+from plugins.connectwise.plugin import (
+    ConnectWiseConnector,
+    ConnectWiseSettings,
+    to_ticket,
+)
 from plugins.connectwise.simulator import DEFAULT_NOW, ConnectWiseSimulator
 
 UTC = timezone.utc
@@ -40,19 +44,6 @@ def connector_for(sim: ConnectWiseSimulator, attempts: int = 5, **section) -> Co
     return ConnectWiseConnector(ConnectWiseSettings.from_config(config(**section)), http=mock_client(sim.handler),
                                 retrying=lambda: retry_policy(attempts=attempts, sleep=lambda s: None))
 
-
-class Context:
-    def __init__(self, links=None, attempts=0):
-        self.links, self.attempts, self.progress = dict(links or {}), attempts, {}
-
-    def get_link(self, client_id, system):
-        return self.links.get((client_id, system))
-
-    def set_link(self, client_id, system, external_id):
-        self.links[(client_id, system)] = external_id
-
-    def save_progress(self, **progress):
-        self.progress.update(progress)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from hub import CredentialsError, MalformedResponseError, RetryableError, Vendor
 from hub.config import Secret
 from hub.http import retry_policy
 from hub.testing import mock_client, serve
-
 from plugins.ninjaone.client import NinjaOneClient
 from plugins.ninjaone.simulator import TOKEN_PATH, NinjaOneSimulator
 

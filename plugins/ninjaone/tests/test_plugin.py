@@ -14,10 +14,15 @@ from hub.http import retry_policy
 from hub.plugins import get_plugin_manager
 from hub.records import Alert, AlertEvent
 from hub.testing import ConnectorPlugin, make_hub, mock_client
-
 from plugins.ninjaone import plugin
-from plugins.ninjaone.plugin import (NinjaOneConnector, NinjaOneSettings, to_alert, to_alert_event, to_client,
-                                     to_device)
+from plugins.ninjaone.plugin import (
+    NinjaOneConnector,
+    NinjaOneSettings,
+    to_alert,
+    to_alert_event,
+    to_client,
+    to_device,
+)
 from plugins.ninjaone.simulator import NinjaOneSimulator
 
 UTC = timezone.utc

@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from hub.testing import mock_client
-
 from plugins.ninjaone.simulator import FIRST_ACTIVITY_ID, TOKEN_PATH, NinjaOneSimulator
 
 

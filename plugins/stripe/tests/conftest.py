@@ -7,7 +7,12 @@ import pytest
 from hub.testing import mock_client
 from plugins.stripe.plugin import StripeConnector, StripeSettings
 from plugins.stripe.simulator import StripeSimulator
-from plugins.stripe.tests.helpers import API_KEY, BASE_URL, FakeContext, quiet_retry_policy
+from plugins.stripe.tests.helpers import (
+    API_KEY,
+    BASE_URL,
+    FakeContext,
+    quiet_retry_policy,
+)
 
 
 @pytest.fixture

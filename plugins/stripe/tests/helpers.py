@@ -11,6 +11,7 @@ import httpx
 
 from hub import Action
 from hub.http import retry_policy
+from hub.testing import MemoryPushContext
 from plugins.stripe.simulator import StripeSimulator
 
 BASE_URL = "http://simulator.test"
@@ -43,29 +44,7 @@ def make_lines(n: int) -> list[dict]:
              "amount": 100 + i} for i in range(n)]
 
 
-class FakeContext:
-    """A PushContext kept in memory, the way the engine's store-backed one behaves."""
-
-    def __init__(self, links: dict | None = None):
-        self.attempts = 0
-        self.progress: dict[str, Any] = {}
-        self.links: dict[tuple[str, str], str] = dict(links or {})
-        self.saved: list[dict[str, Any]] = []
-
-    def get_link(self, client_id: str, system: str) -> str | None:
-        return self.links.get((client_id, system))
-
-    def set_link(self, client_id: str, system: str, external_id: str) -> None:
-        self.links[(client_id, system)] = external_id
-
-    def save_progress(self, **progress: Any) -> None:
-        self.progress.update(progress)
-        self.saved.append(dict(progress))
-
-    def next_attempt(self) -> FakeContext:
-        """The context the engine hands the same action on its next attempt."""
-        self.attempts += 1
-        return self
+FakeContext = MemoryPushContext   # the harness's in-memory PushContext
 
 
 class Crash(BaseException):

@@ -14,7 +14,13 @@ from hub import CredentialsError, MalformedResponseError, RetryableError, Vendor
 from hub.testing import mock_client, serve
 from plugins.stripe.client import StripeClient
 from plugins.stripe.plugin import StripeConnector, StripeSettings
-from plugins.stripe.tests.helpers import API_KEY, BASE_URL, FakeContext, make_action, quiet_retry_policy
+from plugins.stripe.tests.helpers import (
+    API_KEY,
+    BASE_URL,
+    FakeContext,
+    make_action,
+    quiet_retry_policy,
+)
 
 
 @pytest.fixture

@@ -26,8 +26,12 @@ localstripe = pytest.importorskip("localstripe")
 
 from hub import CredentialsError, VendorError  # noqa: E402
 from plugins.stripe.client import StripeClient  # noqa: E402
-from plugins.stripe.plugin import (StripeConnector, StripeSettings, to_invoice_item_params,  # noqa: E402
-                                   to_line_params)
+from plugins.stripe.plugin import (  # noqa: E402
+    StripeConnector,
+    StripeSettings,
+    to_invoice_item_params,
+    to_line_params,
+)
 from plugins.stripe.tests.helpers import FakeContext, make_action, quiet_retry_policy  # noqa: E402
 
 KEY = "sk_test_localstripe"

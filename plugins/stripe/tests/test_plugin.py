@@ -10,11 +10,26 @@ import plugins.stripe.plugin as stripe_plugin
 from hub import ConfigError, CredentialsError, MappingError, RetryableError, VendorError
 from hub.config import config_from_dict
 from hub.plugins import get_plugin_manager
-from plugins.stripe.plugin import (LINES_PER_REQUEST, StripeConnector, StripeSettings, customer_search_query,
-                                   format_amount, idempotency_key, to_customer_params, to_invoice_params,
-                                   to_line_params)
-from plugins.stripe.tests.helpers import (API_KEY, PAYLOAD, Crash, FakeContext, crash_after, make_action,
-                                          make_lines)
+from plugins.stripe.plugin import (
+    LINES_PER_REQUEST,
+    StripeConnector,
+    StripeSettings,
+    customer_search_query,
+    format_amount,
+    idempotency_key,
+    to_customer_params,
+    to_invoice_params,
+    to_line_params,
+)
+from plugins.stripe.tests.helpers import (
+    API_KEY,
+    PAYLOAD,
+    Crash,
+    FakeContext,
+    crash_after,
+    make_action,
+    make_lines,
+)
 
 KEY = "invoice:acme:2026-10"
 
