@@ -550,7 +550,7 @@ def plan_alerts(hub: "Hub", report: "RunReport", ctx: Context, now: datetime) ->
     rules = hub.mappings.alert_rules
     if rules is None:
         return []
-    sources = [r["source"] for r in hub.store.db.query("select distinct source from alerts")]
+    sources = hub.store.sources("alerts")
     if not sources:
         return []
     alerts = [a for s in sources for a in hub.store.iter_records("alerts", s, where="active = 1")]

@@ -251,6 +251,14 @@ class Store:
     def iter_devices(self, source: str, client_source_id: str | None = None) -> Iterator[Device]:
         return self.iter_records("devices", source, client_source_id)
 
+    def sources(self, table: str) -> list[str]:
+        """The systems that stored records in ``table``."""
+        return [r["source"] for r in self.db.query(f"select distinct source from [{table}] order by source")]
+
+    def rows(self, table: str) -> list[dict]:
+        """Every stored row of a record table, by key (for comparisons in tests)."""
+        return list(self.db.query(f"select * from [{table}] order by source, source_id"))
+
     def device_counts(self) -> dict[tuple[str, str], int]:
         return {(r["source"], r["client_source_id"]): r["n"] for r in self.db.query(
             "select source, client_source_id, count(*) as n from devices group by 1, 2")}

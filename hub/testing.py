@@ -135,8 +135,7 @@ def _timestamps(cursor) -> list[datetime]:
 
 
 def _snapshot(hub: Hub, tables: set[str]) -> dict[str, list[dict]]:
-    return {t: sorted((dict(r) for r in hub.store.db[t].rows), key=lambda r: (r["source"], r["source_id"]))
-            for t in tables}
+    return {t: hub.store.rows(t) for t in tables}
 
 
 def assert_plugin_conforms(connector, simulator) -> None:
