@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from hub.engine import Hub, LockedError, sync_once
-from hub.errors import HubError
+from hub.errors import HubError, UnavailableError
 from hub.metrics import REGISTRY
 from hub.periods import parse_period
 
@@ -209,6 +209,8 @@ def make_app(service) -> flask.Flask:
         except LockedError as exc:
             return _error(str(exc), 409, holder={"holder": exc.holder, "pid": exc.pid, "host": exc.host,
                                                  "since": exc.since})
+        except UnavailableError as exc:
+            return _error(str(exc), 503)
         except HubError as exc:
             return _error(str(exc), 400)
         log.info("api.resync_started", run_id=run_id, scope=sorted(scope))
@@ -366,7 +368,8 @@ OPENAPI: dict[str, Any] = {
         "/resync": {"post": _op(
             "Start a run in the background; an empty body runs everything.",
             {202: "Started; `run_id` names it (GET /runs/{run_id}).", 400: "A bad scope.",
-             409: "A run of that scope holds the lock; `holder` says which."},
+             409: "A run of that scope holds the lock; `holder` says which.",
+             503: "The daemon is stopping; try again after it restarts."},
             body={"type": "object", "additionalProperties": False, "properties": {
                 "connectors": {"type": "array", "items": {"type": "string"}},
                 "streams": {"type": "array", "items": {"type": "string"}},

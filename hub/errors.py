@@ -4,6 +4,7 @@
     ├── ConfigError               a config or mappings file is wrong: names the file, the key, the fix
     ├── MappingError              a record cannot be billed as the mappings stand (unknown tier,
     │                             client without contract, device class not mapped)
+    ├── UnavailableError          the service cannot take the request now (the daemon is stopping)
     └── VendorError               a vendor answered with an error that retrying will not fix
         ├── CredentialsError      the vendor refused our credentials (401/403, or a cloud 404)
         └── RetryableError        429, 5xx, timeouts, transport errors: retried with backoff
@@ -34,6 +35,10 @@ class ConfigError(HubError):
 
 class MappingError(HubError):
     """A record cannot be billed as the mappings stand; names the record and the fix."""
+
+
+class UnavailableError(HubError):
+    """The service cannot take the request now (e.g. the daemon is stopping); try again later."""
 
 
 class VendorError(HubError):

@@ -21,7 +21,7 @@ import structlog
 
 from hub.config import HubConfig, Secret, load_config
 from hub.engine import LOCK, Hub, LockedError, sync_once
-from hub.errors import ConfigError, HubError
+from hub.errors import ConfigError, HubError, UnavailableError
 from hub.logs import configure_logging
 from hub.periods import parse_period
 from hub.store import Store
@@ -213,7 +213,7 @@ class Service:
         """
         kwargs = self.check_scope(scope)
         if self.stop.is_set():
-            raise HubError("the daemon is stopping; run the resync after it restarts")
+            raise UnavailableError("the daemon is stopping; run the resync after it restarts")
         if not self._busy.acquire(blocking=False):
             raise self._locked()
         try:

@@ -369,3 +369,13 @@ def test_a_server_closed_before_it_runs_releases_its_port(service):
     server.run()   # returns at once
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{server.port}/health", headers=AUTH, timeout=1)
+
+
+def test_resync_while_the_daemon_stops_is_503():
+    from hub.errors import UnavailableError
+
+    class Stopping(FakeService):
+        def trigger(self, scope):
+            raise UnavailableError("the daemon is stopping; run the resync after it restarts")
+    answer = make_app(Stopping()).test_client().post("/resync", json={}, headers=AUTH)
+    assert answer.status_code == 503 and "stopping" in answer.get_json()["error"]
