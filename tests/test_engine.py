@@ -1,6 +1,7 @@
 """The engine end to end against the NinjaOne and Stripe simulators."""
 
 import collections
+from datetime import datetime, timezone
 
 import pytest
 
@@ -260,3 +261,20 @@ def test_a_record_that_cannot_be_mapped_is_set_aside_and_the_stream_goes_on(env)
     rows = list(hub.store.db.query("select * from rejected_records"))
     assert [(r["stream"], r["source_id"]) for r in rows] == [("devices", str(bad))]
     assert len(report.pushed) == 5
+
+
+def test_a_device_created_mid_period_is_prorated_when_the_contract_says_so(env):
+    def workstations(report, client):
+        item = next(p for p in report.plan if p.client_id == client and p.period == "2026-10")
+        return next(line for line in item.bill.lines if line.code == "tier:gold:workstation")
+    before = sync_once(env.hub(), dry_run=True)
+    created = datetime(2026, 10, 17, 8, tzinfo=timezone.utc).timestamp()       # 15 of 31 days
+    new = env.ninja.add_device(4, "WINDOWS_WORKSTATION", created=created, last_contact=env.ninja.now, name="NEW-WS")
+    env.ninja.add_device(1, "WINDOWS_WORKSTATION", created=created, last_contact=env.ninja.now, name="ACME-NEW")
+    after = sync_once(env.hub(), dry_run=True)
+    line = workstations(after, "driftwood")
+    assert next(i for i in line.items if i["id"] == str(new))["weight"] == "0.4839" and "prorated" in line.rule
+    added = line.amount - workstations(before, "driftwood").amount
+    assert abs(added - 15 / 31 * line.unit_amount) <= 1                     # one rounding, per line
+    acme = workstations(after, "acme")                                       # no proration: a whole month
+    assert acme.amount - workstations(before, "acme").amount == acme.unit_amount
