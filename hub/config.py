@@ -142,18 +142,6 @@ class HubConfig:
         return values
 
 
-def require(section: dict, key: str, kind: type | tuple, *, file: str, where: str, fix: str):
-    """Return ``section[key]`` checked against ``kind``, else a ConfigError naming it."""
-    if key not in section:
-        raise ConfigError("missing", file=file, key=f"{where}.{key}", fix=fix)
-    value = section[key]
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"must be {names}, got {type(value).__name__}", file=file,
-                          key=f"{where}.{key}", fix=fix)
-    return value
-
-
 def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> HubConfig:
     """Read and validate the config file; relative paths in it are relative to the file."""
     path = Path(path)

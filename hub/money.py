@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 # ISO 4217 currencies without minor units, or with three decimals; all others have two.
@@ -50,12 +50,3 @@ def format_quantity(q: Fraction) -> str:
     if q.denominator == 1:
         return str(q.numerator)
     return f"{Decimal(q.numerator) / Decimal(q.denominator):.4f}".rstrip("0").rstrip(".")
-
-
-def format_minor_plain(amount: int, currency: str) -> str:
-    exp = exponent(currency)
-    return f"{Decimal(amount).scaleb(-exp):.{exp}f}" if exp else str(amount)
-
-
-__all__ = ["ROUND_HALF_UP", "exponent", "format_minor", "format_minor_plain", "format_quantity",
-           "round_half_up", "to_minor"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -67,13 +67,3 @@ def period_of(moment: datetime, tz: str = "UTC") -> Period:
 def last_ended_period(now: datetime, tz: str = "UTC") -> Period:
     """The most recent period that has ended at ``now`` (the one a scheduled sync invoices)."""
     return period_of(now, tz).previous()
-
-
-def utc(moment: datetime) -> datetime:
-    """``moment`` as aware UTC (naive values are taken as UTC)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
-
-
-ONE_DAY = timedelta(days=1)

@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from hub.engine import Hub, RunReport
 
 INVOICE, TICKET, AGREEMENT_QUANTITY = "invoice", "ticket", "agreement_quantity"
-DEVICE_TABLE_SOURCES = ("devices",)
 # Line-code prefixes whose items are recorded as billed (never billed twice).
 LEDGER_PREFIXES = ("time:", "flat:", "overage:", "product:", "delta:")
 KIND_PRIORITY = {"managed": 0, "block": 1, "time_and_materials": 2}

@@ -14,7 +14,7 @@ from typing import Iterable
 from hub.mappings import Contract, Mappings, Tier
 from hub.money import format_minor, format_quantity, round_half_up
 from hub.periods import Period
-from hub.records import APPROVED, BillingLine, Client, Device
+from hub.records import APPROVED, BillingLine, Device
 
 DEVICE_RULE = ("counts devices approved in the RMM, created on or before the period's end and "
                "last seen on or after its start")
@@ -177,18 +177,3 @@ class Discrepancy:
     subject: str
     message: str
     details: dict = field(default_factory=dict)
-
-
-def unmapped_clients(clients: Iterable[Client], device_counts: dict[tuple[str, str], int],
-                     mappings: Mappings) -> list[Discrepancy]:
-    """RMM clients that no contract links to: never billed, always reported (revenue found)."""
-    out = []
-    for c in clients:
-        if mappings.client_for(c.source, c.source_id) is None:
-            n = device_counts.get((c.source, c.source_id), 0)
-            out.append(Discrepancy(
-                "client_without_contract", f"{c.source}:{c.source_id}",
-                f"{c.source} client {c.name!r} (id {c.source_id}) has {n} device(s) and no contract; "
-                f"add [clients.<id>] with links = {{ {c.source} = \"{c.source_id}\" }} to mappings/contracts.toml",
-                {"name": c.name, "devices": n}))
-    return out

@@ -7,8 +7,8 @@ import pytest
 
 from hub.mappings import Addon, Contract, Mappings, Tier
 from hub.periods import month
-from hub.reconcile import apply_minimum, bill_devices, device_weight, unmapped_clients, why_not_counted
-from hub.records import Client, Device
+from hub.reconcile import apply_minimum, bill_devices, device_weight, why_not_counted
+from hub.records import Device
 
 UTC = timezone.utc
 OCT = month(2026, 10, "UTC")
@@ -142,11 +142,3 @@ def test_monthly_minimum_adds_an_explained_top_up_line():
     assert top.code == "minimum" and top.amount == 50000 - 12000 and "500.00 EUR" in top.rule
     unchanged = bill_devices(contract(minimum=100), mappings(), [dev(1)], OCT)
     assert apply_minimum(unchanged, contract(minimum=100)) is unchanged
-
-
-def test_clients_without_contract_are_reported_with_their_device_count():
-    clients = [Client("ninjaone", "1", "Acme"), Client("ninjaone", "77", "Newco")]
-    found = unmapped_clients(clients, {("ninjaone", "77"): 12}, type("M", (), {
-        "client_for": lambda self, s, x: "acme" if x == "1" else None})())
-    assert [d.subject for d in found] == ["ninjaone:77"]
-    assert "12 device(s)" in found[0].message and 'ninjaone = "77"' in found[0].message
