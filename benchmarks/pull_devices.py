@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _process import peak_rss_mb, run_fresh  # noqa: E402  (beside this script)
 
 
 def serve_simulator(devices: int, ready, stop) -> None:
@@ -34,9 +35,6 @@ def serve_simulator(devices: int, ready, stop) -> None:
         ready.put((url, sim.client_id, sim.client_secret))
         stop.wait()
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def hub_pull(url, client_id, secret, db_path, out) -> None:
@@ -97,15 +95,6 @@ def plain_pull(url, client_id, secret, db_path, out) -> None:
     out.put((time.perf_counter() - t0, n, peak_rss_mb(), requests))
 
 
-def run(target, *args):
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, out))
-    p.start()
-    result = out.get(timeout=600)
-    p.join()
-    return result
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,8 +109,8 @@ def main() -> None:
     hub_runs, plain_runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
-            plain_runs.append(run(plain_pull, url, client_id, secret, os.path.join(tmp, f"plain{i}.db")))
-            hub_runs.append(run(hub_pull, url, client_id, secret, os.path.join(tmp, f"hub{i}.db")))
+            plain_runs.append(run_fresh(plain_pull, url, client_id, secret, os.path.join(tmp, f"plain{i}.db")))
+            hub_runs.append(run_fresh(hub_pull, url, client_id, secret, os.path.join(tmp, f"hub{i}.db")))
     stop.set()
     server.join(timeout=10)
     hub_s, n, _, hub_requests = min(hub_runs)

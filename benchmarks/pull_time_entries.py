@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -26,11 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _process import peak_rss_mb, run_fresh  # noqa: E402  (beside this script)
+
 PAGE_SIZE = 1000
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def serve_simulator(entries: int, ready, commands, replies) -> None:
@@ -84,15 +82,6 @@ def hub_pull(url, company_id, public_key, private_key, client_id, db_path, out) 
     out.put((time.perf_counter() - t0, stored, pulled, requests, peak_rss_mb()))
 
 
-def run(target, *args):
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, out))
-    p.start()
-    result = out.get(timeout=1800)
-    p.join()
-    return result
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,10 +97,10 @@ def main() -> None:
     creds = (url, company_id, public_key, private_key, client_id)
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "hub.db")
-        full_s, stored, full_n, full_requests, full_rss = run(hub_pull, *creds, db)
+        full_s, stored, full_n, full_requests, full_rss = run_fresh(hub_pull, *creds, db)
         commands.put(("touch", args.touch))
         touched = replies.get(timeout=300)
-        incr_s, stored_after, incr_n, incr_requests, incr_rss = run(hub_pull, *creds, db)
+        incr_s, stored_after, incr_n, incr_requests, incr_rss = run_fresh(hub_pull, *creds, db)
     commands.put(("stats", None))
     served, sim_rss = replies.get(timeout=60)
     commands.put(("stop", None))
