@@ -422,12 +422,9 @@ def test_push_is_not_supported():
 
 
 def test_plugin_conforms():
-    conforms = getattr(hub.testing, "assert_plugin_conforms", None)
-    if conforms is None:
-        pytest.skip("hub.testing has no assert_plugin_conforms yet")
     sim = NinjaOneSimulator(seed=0, alerts=3)
     connector = connector_for(sim)
     try:
-        conforms(connector, sim)
+        hub.testing.assert_plugin_conforms(connector, sim)
     finally:
         connector.close()

@@ -22,7 +22,7 @@ import time
 import httpx
 import pytest
 
-localstripe = pytest.importorskip("localstripe")
+import localstripe  # noqa: E402, F401  (a test dependency: installed with .[test], never skipped)
 
 from hub import CredentialsError, VendorError  # noqa: E402
 from plugins.stripe.client import StripeClient  # noqa: E402
