@@ -19,12 +19,17 @@ class Page:
     alerts): the store marks the source's other records of that table inactive in the same
     transaction. ``rejected`` lists the vendor records that could not be mapped (see
     ``map_records``): they are recorded and reported, and the stream goes on past them.
+    ``sweep_count``: on the page that ends a full sweep of the vendor's set (every device, every
+    company), the number of vendor records the whole sweep read (rejected ones included); the
+    engine compares it with the last complete sweep and holds what the stream feeds when it fell
+    sharply. None on every other page and for incremental reads.
     """
 
     records: list
     cursor: dict[str, Any] | None
     complete: bool = False   # the records are the whole current set (e.g. every active alert)
     rejected: tuple[tuple[str, str], ...] = ()   # (vendor id, why) of records set aside
+    sweep_count: int | None = None               # records read by the full sweep this page ends
 
 
 @dataclass(frozen=True)
@@ -91,19 +96,24 @@ class Connector(Protocol):
 
 
 def map_records(raws: list[dict], to_record: Callable[[dict], Any]) -> tuple[list, tuple[tuple[str, str], ...]]:
-    """Map a page of vendor dicts; one that raises MappingError is set aside, not the page.
+    """Map a page of vendor dicts; one that cannot be mapped is set aside, not the page.
 
-    Returns the records and ``(vendor id, message)`` of each record set aside, for ``Page``.
+    Any exception of ``to_record`` (a MappingError, or a KeyError on a record without ``id``)
+    sets that record aside. Returns the records and ``(vendor id, message)`` of each record set
+    aside, for ``Page``; a record without an id is named by its place in the page.
     """
     try:
         return [to_record(r) for r in raws], ()
-    except MappingError:
+    except Exception:
         pass
     records, rejected = [], []
-    for raw in raws:
+    for n, raw in enumerate(raws):
         try:
             records.append(to_record(raw))
-        except MappingError as exc:
-            rid = raw.get("id", raw.get("uid", "?")) if isinstance(raw, dict) else "?"
-            rejected.append((str(rid), str(exc)))
+        except Exception as exc:
+            rid = raw.get("id", raw.get("uid")) if isinstance(raw, dict) else None
+            if rid is None:
+                rid = f"(no id, record {n + 1} of its page)"
+            why = str(exc) if isinstance(exc, MappingError) else f"cannot be mapped: {exc.__class__.__name__} {exc}"
+            rejected.append((str(rid), why))
     return records, tuple(rejected)

@@ -47,7 +47,14 @@ class RunReport:
     discrepancies: list[reconcile.Discrepancy] = field(default_factory=list)
     pushed: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    # Each held action: key, kind, client_id, client_name, period, total, currency, reasons and
+    # cause: "error" (a contract, mapping or record error), "incomplete" (a stream that feeds it
+    # failed or is stale), "guardrail" (a surprising change), "review" (the review window), "veto".
     held: list[dict[str, Any]] = field(default_factory=list)
+    # Per "connector.stream" this run read: status (complete, failed, stopped), records, error.
+    passes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Standing warnings (a known unlinked client, revenue found): reported, not failures of the run.
+    warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     quantities: list[QuantityCheck] = field(default_factory=list)
     alert_log: list[dict[str, Any]] = field(default_factory=list)

@@ -5,6 +5,8 @@
     ├── MappingError              a record cannot be billed as the mappings stand (unknown tier,
     │                             client without contract, device class not mapped)
     ├── UnavailableError          the service cannot take the request now (the daemon is stopping)
+    ├── IncompleteError           a read may have ended early (a short page, a count that disagrees):
+    │                             the pass is not complete, what it feeds is held
     └── VendorError               a vendor answered with an error that retrying will not fix
         ├── CredentialsError      the vendor refused our credentials (401/403, or a cloud 404)
         └── RetryableError        429, 5xx, timeouts, transport errors: retried with backoff
@@ -39,6 +41,12 @@ class MappingError(HubError):
 
 class UnavailableError(HubError):
     """The service cannot take the request now (e.g. the daemon is stopping); try again later."""
+
+
+class IncompleteError(HubError):
+    """A vendor read may have ended early (a short page before the end marker, a total that
+    disagrees with the records read). The stream's pass is recorded as failed, so nothing it
+    feeds is pushed; the message names the stream, what disagreed and what to do."""
 
 
 class VendorError(HubError):

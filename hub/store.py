@@ -124,6 +124,24 @@ def m007_rejected(db: Database) -> None:
                                    "seen_at": str}, pk=("connector", "stream", "source_id"))
 
 
+@migrations()
+def m008_trust(db: Database) -> None:
+    # One row per stream per run that pulled it: whether the pass read the vendor's whole change
+    # set (complete), failed, or stopped; planning holds what a stream feeds until it is complete.
+    db["stream_passes"].create({"id": int, "connector": str, "stream": str, "run_id": str, "started_at": str,
+                                "finished_at": str, "status": str, "records": int, "sweep_count": int,
+                                "error": str}, pk="id")
+    db["stream_passes"].create_index(["connector", "stream", "finished_at"])
+    # Who let what through, when and why: an action key, a suspect stream pass, a review run.
+    db["approvals"].create({"id": int, "target": str, "who": str, "at": str, "why": str}, pk="id")
+    db["approvals"].create_index(["target"])
+    db["runs"].add_column("pid", int)
+    db["runs"].add_column("host", str)
+
+
+PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
+
+
 RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
                  "time_entries": TimeEntry, "products": ProductLine, "alerts": Alert, "alert_events": AlertEvent,
                  "tickets": Ticket}
@@ -327,8 +345,80 @@ class Store:
         run_id, started = run_id or self.new_run_id(), datetime.now(timezone.utc)
         with self.db.atomic():
             self.db["runs"].insert({"id": run_id, "mode": mode, "started_at": started.isoformat(),
-                                    "status": "running"})
+                                    "status": "running", "pid": os.getpid(), "host": socket.gethostname()})
         return run_id, started
+
+    def mark_abandoned_runs(self, *, lock_held: bool = False, keep: str | None = None) -> list[str]:
+        """Runs left ``running`` by a process that died: marked ``abandoned``; returns their ids.
+
+        A run is abandoned when its process is gone (same host) or, when the caller holds the run
+        lock (``lock_held``), when it is a pulling run other than ``keep``: every pulling run holds
+        that lock while it lives.
+        """
+        host = socket.gethostname()
+        dead = []
+        for r in self.db.query("select id, mode, pid, host from runs where status = 'running'"):
+            if r["id"] == keep:
+                continue
+            gone = r["host"] == host and r["pid"] and not _pid_alive(r["pid"])
+            if gone or (lock_held and r["mode"] != "plan"):
+                dead.append(r["id"])
+        if dead:
+            with self.db.atomic():
+                for rid in dead:
+                    self.db["runs"].update(rid, {"status": "abandoned", "finished_at": now_iso(),
+                                                 "errors": json.dumps(["the process running it ended before it "
+                                                                       "finished (killed or crashed)"])})
+        return dead
+
+    # --- stream passes -------------------------------------------------------------------------
+
+    def record_pass(self, connector: str, stream: str, run_id: str, started_at: str, status: str, records: int,
+                    *, sweep_count: int | None = None, error: str | None = None) -> int:
+        """Record how one run's read of a stream ended: complete, failed or stopped."""
+        with self.db.atomic():
+            return self.db["stream_passes"].insert(
+                {"connector": connector, "stream": stream, "run_id": run_id, "started_at": started_at,
+                 "finished_at": now_iso(), "status": status, "records": records, "sweep_count": sweep_count,
+                 "error": error[:2000] if error else None}).last_pk
+
+    def stream_states(self) -> dict[tuple[str, str], dict]:
+        """Per (connector, stream): ``last`` pass, ``last_complete``, ``last_failed`` (the latest
+        failed or stopped pass) and ``last_sweep`` (the latest complete pass that ended a sweep)."""
+        out: dict[tuple[str, str], dict] = {}
+        q = ("select p.* from stream_passes p join (select connector, stream, max(id) as id from stream_passes {w} "
+             "group by connector, stream) m on p.id = m.id")
+        for name, where in (("last", ""), ("last_complete", "where status = 'complete'"),
+                            ("last_failed", "where status != 'complete'"),
+                            ("last_sweep", "where status = 'complete' and sweep_count is not null")):
+            for r in self.db.query(q.format(w=where)):
+                out.setdefault((r["connector"], r["stream"]), {"last": None, "last_complete": None, "last_failed": None,
+                                                              "last_sweep": None})[name] = dict(r)
+        return out
+
+    def stream_passes(self, connector: str | None = None, stream: str | None = None, limit: int = 50) -> list[dict]:
+        sql, args, where = "select * from stream_passes", [], []
+        if connector:
+            where, args = where + ["connector = ?"], args + [connector]
+        if stream:
+            where, args = where + ["stream = ?"], args + [stream]
+        if where:
+            sql += " where " + " and ".join(where)
+        return list(self.db.query(sql + " order by id desc limit ?", args + [limit]))
+
+    # --- approvals -----------------------------------------------------------------------------
+
+    def record_approval(self, target: str, who: str, why: str = "") -> dict:
+        """Record that ``who`` let ``target`` through (an action key, ``pass:<id>``, ``run:<id>``)."""
+        row = {"target": target, "who": who, "at": now_iso(), "why": why}
+        with self.db.atomic():
+            self.db["approvals"].insert(row)
+        return row
+
+    def approvals(self, target: str | None = None) -> list[dict]:
+        if target is None:
+            return list(self.db.query("select * from approvals order by id"))
+        return list(self.db.query("select * from approvals where target = ? order by id", [target]))
 
     def finish_run(self, run_id: str, status: str, counts: dict, errors: list[str]) -> None:
         with self.db.atomic():
@@ -415,14 +505,18 @@ class Store:
         return list(self.db.query("select * from blocks where client_id = ? and agreement = ? order by number",
                                   [client_id, agreement]))
 
-    def approve(self, key: str) -> dict | None:
-        """A person approves a held action: the guardrail that held it lets it through."""
+    def approve(self, key: str, *, who: str = "", why: str = "") -> dict | None:
+        """A person approves a held action: the guardrail that held it lets it through.
+
+        The approval is recorded (who, when, why) in the same transaction.
+        """
         with self.db.atomic():
             row = self.get_action(key)
             if row is None:
                 return None
             self.db["actions"].update(key, {"approved": 1, "status": PENDING if row["status"] == HELD else row["status"],
                                             "updated_at": now_iso()})
+            self.db["approvals"].insert({"target": key, "who": who or _system_user(), "at": now_iso(), "why": why})
         return self.get_action(key)
 
     def retry_action(self, key: str) -> dict | None:
@@ -490,6 +584,14 @@ class Store:
         if where:
             sql += " where " + " and ".join(where)
         return [_action_row(r) for r in self.db.query(sql + " order by key", args)]
+
+
+def _system_user() -> str:
+    try:
+        import getpass
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # no user name (a container without passwd entry)
+        return f"uid {os.getuid()}@{socket.gethostname()}"
 
 
 def _pid_alive(pid: int | None) -> bool:
