@@ -27,7 +27,8 @@ from hub.errors import ConfigError, HubError
 from hub.mappings import Mappings, load_mappings
 from hub.periods import Period, last_ended_period, parse_period
 from hub.plugins import get_plugin_manager
-from hub.store import FAILED, HELD, PENDING, SENDING, SENT, Store, action_from_row
+from hub.store import (FAILED, HELD, PASS_COMPLETE, PASS_FAILED, PASS_STOPPED, PENDING, SENDING, SENT, Store,
+                       action_from_row)
 
 log = structlog.get_logger()
 
@@ -136,39 +137,69 @@ def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None
         for stream in hub.connectors[name].streams():
             if wanted_s and stream.name not in wanted_s:
                 continue
-            slog = log.bind(run_id=report.run_id, connector=name, stream=stream.name)
-            key = f"{name}.{stream.name}"
-            report.records.setdefault(key, 0)
-            saved = hub.store.get_cursor(name, stream.name)
-            pages = 0
             if stop is not None and stop.is_set():
                 report.stopped = True
                 return
-            try:
-                for page in stream.iter_pages(None if full else saved, report.started_at):
-                    n = hub.store.write_page(stream.table, page.records, name, stream.name,
-                                             saved if full else page.cursor, complete=page.complete,
-                                             rejected=page.rejected)
-                    for rid, why in page.rejected:
-                        report.errors.append(f"pull {key}: record {rid} set aside: {why}")
-                        slog.error("sync.record_rejected", record=rid, error=why)
-                    report.records[key] += n
-                    pages += 1
-                    RECORDS_PULLED.labels(name, stream.name).inc(n)
-                    slog.debug("sync.page_stored", records=n, pages=pages)
-                    if progress:
-                        progress({"event": "page", "connector": name, "stream": stream.name, "records": n, "pages": pages})
-                    if report.lock_holder:
-                        hub.store.heartbeat(LOCK, report.lock_holder)
-                    if stop is not None and stop.is_set():
-                        report.stopped = True
-                        slog.info("sync.stopped", pages=pages)
-                        return
-            except HubError as exc:
-                report.errors.append(f"pull {key}: {exc}")
-                slog.error("sync.stream_failed", error=str(exc), pages=pages)
-                continue
-            slog.info("sync.stream_pulled", records=report.records[key], pages=pages)
+            if not pull_stream(hub, report, name, stream, full=full, stop=stop, progress=progress):
+                return
+
+
+def pull_stream(hub: Hub, report: RunReport, name: str, stream, *, full: bool, stop: threading.Event | None,
+                progress: Callable[[dict], None] | None) -> bool:
+    """Pull one stream and record how its pass ended (complete, failed, stopped) in the store.
+
+    Returns False when the run must stop here (``stop`` was set). Any exception of the stream
+    (a vendor error, a read that ended early, a plugin bug) fails this stream's pass only: its
+    cursor stays at the last committed page, and whatever the stream feeds is held by the plan.
+    """
+    slog = log.bind(run_id=report.run_id, connector=name, stream=stream.name)
+    key = f"{name}.{stream.name}"
+    report.records.setdefault(key, 0)
+    saved = hub.store.get_cursor(name, stream.name)
+    started = datetime.now(timezone.utc).isoformat()
+    pages, read, sweep_count = 0, 0, None
+
+    def finish(status: str, error: str | None = None) -> None:
+        hub.store.record_pass(name, stream.name, report.run_id, started, status, read,
+                              sweep_count=sweep_count, error=error)
+        report.passes[key] = {"status": status, "records": read, "error": error, "sweep_count": sweep_count}
+
+    try:
+        for page in stream.iter_pages(None if full else saved, report.started_at):
+            n = hub.store.write_page(stream.table, page.records, name, stream.name,
+                                     saved if full else page.cursor, complete=page.complete,
+                                     rejected=page.rejected)
+            for rid, why in page.rejected:
+                report.errors.append(f"pull {key}: record {rid} set aside: {why}")
+                slog.error("sync.record_rejected", record=rid, error=why)
+            report.records[key] += n
+            read += n + len(page.rejected)
+            if page.sweep_count is not None:
+                sweep_count = page.sweep_count
+            pages += 1
+            RECORDS_PULLED.labels(name, stream.name).inc(n)
+            slog.debug("sync.page_stored", records=n, pages=pages)
+            if progress:
+                progress({"event": "page", "connector": name, "stream": stream.name, "records": n, "pages": pages})
+            if report.lock_holder:
+                hub.store.heartbeat(LOCK, report.lock_holder)
+            if stop is not None and stop.is_set():
+                report.stopped = True
+                finish(PASS_STOPPED, "stopped before the end of the stream (the service was stopping)")
+                slog.info("sync.stopped", pages=pages)
+                return False
+    except Exception as exc:  # noqa: BLE001 - one stream's failure must not stop the others
+        error = str(exc) if isinstance(exc, HubError) else f"{exc.__class__.__name__}: {exc}"
+        report.errors.append(f"pull {key}: {error}")
+        finish(PASS_FAILED, error)
+        if isinstance(exc, HubError):
+            slog.error("sync.stream_failed", error=error, pages=pages)
+        else:
+            slog.exception("sync.stream_crashed", error=error, pages=pages)
+        return True
+    finish(PASS_COMPLETE)
+    slog.info("sync.stream_pulled", records=report.records[key], pages=pages)
+    return True
 
 
 # --- push --------------------------------------------------------------------------------------
@@ -176,11 +207,14 @@ def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None
 class _PushContext:
     """What a connector may read and record while it pushes one action (see hub.connectors)."""
 
-    def __init__(self, store: Store, key: str, attempts: int, progress: dict):
+    def __init__(self, store: Store, key: str, attempts: int, progress: dict,
+                 links: dict[str, dict[str, str]] | None = None):
         self.store, self.key, self.attempts, self.progress = store, key, attempts, dict(progress)
+        self.links = links or {}
 
     def get_link(self, client_id: str, system: str) -> str | None:
-        return self.store.get_link(client_id, system)
+        """The MSP's explicit link (contracts, links.toml) first, else the one a connector saved."""
+        return self.links.get(client_id, {}).get(system) or self.store.get_link(client_id, system)
 
     def set_link(self, client_id: str, system: str, external_id: str) -> None:
         self.store.set_link(client_id, system, external_id)
@@ -199,6 +233,7 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
     kinds (None: all); ``stop`` is checked before each.
     """
     only = set(clients)
+    links = explicit_links(hub)
     items = [i for i in items if kinds is None or (i.action is not None and i.action.kind in kinds)]
     for item in items:
         action = item.action
@@ -209,11 +244,15 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
             continue
         if item.status == "create":
             hub.store.record_action(action, report.run_id, ledger=item.ledger, snapshot=item.snapshot, block=item.block)
-        elif item.status == "held" and action.connector and not (item.bill and item.bill.errors):
-            stored = hub.store.record_action(action, report.run_id)
-            if stored["status"] != SENT:
+        elif item.status == "held" and action.connector:
+            stored = hub.store.get_action(action.key)
+            if item.cause in ("guardrail", "veto", "review"):
+                # Kept in the outbox as held, so that a person can approve it (msp-hub approve KEY).
+                stored = hub.store.record_action(action, report.run_id)
+            if stored and stored["status"] in (PENDING, FAILED, HELD) and stored["attempts"] == 0:
+                # Never sent: it waits, whatever an earlier run stored. (One that was attempted
+                # may be at the vendor already: it is completed with the payload it was sent with.)
                 hub.store.mark_failed(action.key, "; ".join(item.reasons), status=HELD)
-            report.held.append({"key": action.key, "reasons": list(item.reasons)})
     for row in hub.store.actions():
         if row["status"] not in (PENDING, SENDING, FAILED) or (only and row["client_id"] not in only) \
                 or (kinds is not None and row["kind"] not in kinds):
@@ -231,7 +270,7 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
         alog = log.bind(run_id=report.run_id, connector=target.name, action=row["key"])
         attempts = hub.store.mark_sending(row["key"])
         try:
-            result = target.push(action, _PushContext(hub.store, row["key"], attempts, row["progress"]))
+            result = target.push(action, _PushContext(hub.store, row["key"], attempts, row["progress"], links))
         except HubError as exc:   # a vendor's refusal, or a payload the connector cannot send
             hub.store.mark_failed(row["key"], str(exc))
             report.failed.append({"key": row["key"], "error": str(exc)})
@@ -247,6 +286,15 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
         ACTIONS_PUSHED.labels(row["kind"], target.name).inc()
         if progress:
             progress({"event": "action", "key": row["key"], "status": "sent"})
+
+
+def explicit_links(hub: Hub) -> dict[str, dict[str, str]]:
+    """Each hub client's ids in other systems as the MSP wrote them (contracts, links.toml)."""
+    m = hub.mappings
+    out = {cid: dict(links) for cid, (_, links) in m.links.items()}
+    for cid, contract in m.contracts.items():
+        out.setdefault(cid, {}).update(contract.links)
+    return out
 
 
 # --- one run -----------------------------------------------------------------------------------
@@ -314,7 +362,15 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
             raise LockedError(taken)
     kinds = allowed_kinds(hub, connectors, streams, actions)
     try:
+        periods, force = periods_for(hub, period)     # a wrong period is refused before any request
+    except ValueError as exc:
+        if lock_holder:
+            hub.store.release_lock(LOCK, lock_holder)
+        raise HubError(f"--period: {exc} (fix: write it as YYYY-MM, e.g. 2026-10)") from None
+    try:
         run_id, started = hub.store.start_run(mode, run_id)
+        for dead in hub.store.mark_abandoned_runs(lock_held=lock_holder is not None, keep=run_id):
+            log.warning("sync.run_abandoned", run_id=dead)
         report = RunReport(run_id, mode, started, lock_holder=lock_holder)
         t0 = time.perf_counter()
         status = "ok"
@@ -322,7 +378,6 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
             if pull_first:
                 pull(hub, report, connectors=connectors, streams=streams, full=full, stop=stop, progress=progress)
             if not report.stopped:
-                periods, force = periods_for(hub, period)
                 if lock_holder:
                     hub.store.heartbeat(LOCK, lock_holder)
                 items = plan(hub, report, periods, force=force, clients=clients, kinds=kinds)
@@ -335,9 +390,10 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
         finally:
             report.seconds = time.perf_counter() - t0
             if status == "ok":
-                status = "stopped" if report.stopped else ("partial" if report.errors else "ok")
+                status = run_status(report)
             hub.store.finish_run(run_id, status, {"records": report.records, "pushed": len(report.pushed),
-                                                  "failed": len(report.failed), "held": len(report.held)},
+                                                  "failed": len(report.failed), "held": len(report.held),
+                                                  "passes": report.passes, "warnings": report.warnings[:200]},
                                  report.errors)
             RUNS.labels(mode, status).inc()
             RUN_SECONDS.labels(mode).observe(report.seconds)
@@ -346,6 +402,22 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
             hub.store.release_lock(LOCK, lock_holder)
     notify_finished(hub.pm, report)
     return report
+
+
+def run_status(report: RunReport) -> str:
+    """How a finished run ended, the most severe first: ``stopped``; ``failed`` (a stream's pass or
+    a push failed); ``held`` (something waits for an error to be fixed or a stream to be complete);
+    ``partial`` (other errors, e.g. a record set aside); ``warnings`` (standing warnings only, such
+    as a client left unlinked on purpose); ``ok``."""
+    if report.stopped:
+        return "stopped"
+    if report.failed or any(p["status"] == PASS_FAILED for p in report.passes.values()):
+        return "failed"
+    if any(h.get("cause") in ("error", "incomplete") for h in report.held):
+        return "held"
+    if report.errors:
+        return "partial"
+    return "warnings" if report.warnings else "ok"
 
 
 def notify_finished(pm: pluggy.PluginManager, report: RunReport) -> None:

@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterable
 
 from hub import alerting, reconcile, timebilling
+from hub.completeness import Gate
 from hub.errors import HubError
 from hub.linking import HubClient, Registry, link_clients
 from hub.mappings import Contract, contract_from_agreement
@@ -56,6 +57,10 @@ class PlanItem:
     ledger: tuple[tuple[str, str, str, int], ...] = ()
     snapshot: list[dict] | None = None
     block: dict | None = None
+    # Why a held item is held: "error" (a contract, mapping or record error: fix it), "incomplete"
+    # (a stream that feeds it failed, is stale or suspect: resync), "guardrail" (a surprising
+    # change: approve), "veto" (a plugin), "review" (the review window: approve the run).
+    cause: str | None = None
 
     @property
     def total(self) -> int:
@@ -66,6 +71,8 @@ class PlanItem:
         out = {"kind": self.kind, "client_id": self.client_id, "client_name": self.client_name,
                "period": self.period, "status": self.status, "key": self.action.key if self.action else None,
                "reasons": list(self.reasons)}
+        if self.cause:
+            out["cause"] = self.cause
         if bill is not None:
             out.update({"total": self.total, "currency": bill.currency,
                         "lines": [line_json(line) for line in bill.lines],
@@ -151,6 +158,9 @@ def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
         report.discrepancies.append(reconcile.Discrepancy("link_conflict", "", message))
         report.errors.append(message)
     for cid, client in sorted(registry.clients.items()):
+        if cid in m.contract_errors:
+            ctx.errors.setdefault(cid, []).append(f"contract error: {m.contract_errors[cid]}")
+            continue
         mapped = m.contracts.get(cid)
         from_psa: list[Contract] = []
         if master and master in client.links:
@@ -193,7 +203,7 @@ def report_unbilled(hub: "Hub", report: "RunReport", ctx: Context) -> None:
             msg += f"; it looks like {suggestion.client_name!r} ({suggestion.client_id}, confidence {suggestion.confidence:.2f})"
         report.discrepancies.append(reconcile.Discrepancy("client_without_contract", f"{rec.source}:{rec.source_id}",
                                                           msg, {"name": rec.name, "devices": n}))
-        report.errors.append(msg)
+        report.warnings.append(msg)
     for cid, client in sorted(ctx.registry.clients.items()):
         if cid in ctx.contracts or cid in ctx.errors:
             continue
@@ -210,7 +220,7 @@ def report_unbilled(hub: "Hub", report: "RunReport", ctx: Context) -> None:
                 msg = (f"{len(orphans)} {ctx.psa} {table.replace('_', ' ')} belong to a company that was not pulled: "
                        f"{ids}{' ...' if len(orphans) > 5 else ''}; they are not billed until the company exists")
                 report.discrepancies.append(reconcile.Discrepancy("unknown_company", table, msg))
-                report.errors.append(msg)
+                report.warnings.append(msg)
     for cid, messages in sorted(ctx.errors.items()):
         for message in messages:
             report.errors.append(f"client {cid}: {message}")
@@ -349,10 +359,11 @@ def _vet(hub: "Hub", item: PlanItem) -> PlanItem:
     amended = hub.pm.hook.amend_action(action=item.action)
     if amended is not None:
         if amended.key != item.action.key:
-            return replace(item, status="held", reasons=(f"a plugin changed the key of {item.action.key} to {amended.key}",))
+            return replace(item, status="held", cause="error",
+                           reasons=(f"a plugin changed the key of {item.action.key} to {amended.key}",))
         item = replace(item, action=amended)
     vetoes = tuple(r for r in hub.pm.hook.veto_action(action=item.action) if r)
-    return replace(item, status="held", reasons=vetoes) if vetoes else item
+    return replace(item, status="held", reasons=vetoes, cause="veto") if vetoes else item
 
 
 def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool, now: datetime,
@@ -362,7 +373,8 @@ def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool,
     action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id,
                     invoice_payload(bill, contract.name, period), period.name)
     if bill.errors:
-        return PlanItem(INVOICE, contract.client_id, contract.name, period.name, "held", action, bill, bill.errors)
+        return PlanItem(INVOICE, contract.client_id, contract.name, period.name, "held", action, bill, bill.errors,
+                        cause="error")
     status, reasons = _status_against_outbox(hub, key, action.payload["lines"], period=period, force=force, now=now)
     if status in ("create", "retry", "preview") and not bill.lines:
         status, reasons = "empty", ("nothing to bill in the period",)
@@ -450,10 +462,11 @@ def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem
                         {"agreement_id": c.agreement_id, "addition_id": c.addition_id, "quantity": str(c.reconciled),
                          "previous": str(c.psa_quantity), "product": c.product}, period.name)
         status, reasons = _status_against_outbox(hub, key, None, period=period, force=force, now=now)
+        cause = None
         if c.status == "held" and status in ("create", "retry"):
-            status, reasons = "held", c.reasons
+            status, reasons, cause = "held", c.reasons, "guardrail"
         out.append(_vet(hub, PlanItem(AGREEMENT_QUANTITY, contract.client_id, contract.name, period.name, status,
-                                      action, reasons=reasons, quantity=c)))
+                                      action, reasons=reasons, quantity=c, cause=cause)))
     return out
 
 
@@ -466,6 +479,7 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
     all): billing (invoices, renewals, quantities) is planned when ``invoice`` is among them.
     """
     now = hub.clock()
+    file_errors = mapping_file_errors(hub)
     for cid, message in sorted(hub.mappings.contract_errors.items()):
         report.errors.append(f"contract {cid}: {message}")
         report.discrepancies.append(reconcile.Discrepancy("contract_error", cid, message))
@@ -476,28 +490,90 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
         if unknown:
             raise HubError(f"unknown client(s) {', '.join(unknown)}; list them with: msp-hub clients")
         ctx.contracts = {c: k for c, k in ctx.contracts.items() if c in only}
+        ctx.errors = {c: e for c, e in ctx.errors.items() if c in only}
     report.registry = ctx.registry
     report_unbilled(hub, report, ctx)
+    gate = Gate(hub, report)
     items: list[PlanItem] = []
     claimed: dict[str, set[str]] = {}   # items an earlier period of this plan bills already
     billing = kinds is None or INVOICE in kinds
     for period in (periods if billing else []):
-        for cid in sorted(ctx.contracts):
+        ended = period.has_ended(now)
+        for cid in sorted(set(ctx.contracts) | set(ctx.errors)):
+            if cid not in ctx.contracts:   # a contract or mapping error: hold, never bill another way
+                items.append(held_for_errors(hub, ctx, cid, period, ctx.errors[cid]))
+                continue
             contract = ctx.contracts[cid]
             item = plan_invoice(hub, contract, period, force=force, now=now,
                                 claimed=frozenset(claimed.get(cid, ())))
             claimed.setdefault(cid, set()).update(i for _, i, _, _ in item.ledger)
             if item.status == "held" and item.bill and item.bill.errors:
                 report.errors.extend(f"client {cid} {period.name}: {e}" for e in item.bill.errors)
-            items.append(item)
+            gated = [item]
             if period is periods[0]:
-                items.extend(plan_quantities(hub, ctx, contract, item, report, force=force, now=now))
+                gated += plan_quantities(hub, ctx, contract, item, report, force=force, now=now)
+            problems = gate.problems(gate.billing_streams(contract), after=period.end if ended else None,
+                                     this_run=not ended)
+            extra = ctx.errors.get(cid, [])
+            items.extend(_hold(i, problems, "incomplete", extra_errors=extra, file_errors=file_errors) for i in gated)
     for cid in sorted(ctx.contracts if billing else []):
-        items.extend(plan_renewal(hub, ctx, ctx.contracts[cid], periods[-1], now))
+        contract = ctx.contracts[cid]
+        renewals = plan_renewal(hub, ctx, contract, periods[-1], now)
+        if renewals:
+            problems = gate.problems(gate.billing_streams(contract), after=None, this_run=True)
+            items.extend(_hold(i, problems, "incomplete", extra_errors=ctx.errors.get(cid, []), file_errors=file_errors)
+                         for i in renewals)
     if kinds is None or kinds & set(ALERT_KINDS):
-        items.extend(i for i in plan_alerts(hub, report, ctx, now) if not only or i.client_id in only)
+        problems = gate.ticket_problems()
+        items.extend(_hold(i, problems, "incomplete") for i in plan_alerts(hub, report, ctx, now)
+                     if not only or i.client_id in only)
     report.plan = items
+    report.held = [held_json(i) for i in items if i.status == "held" and i.action is not None]
     return items
+
+
+def mapping_file_errors(hub: "Hub") -> list[str]:
+    """Errors of a whole mappings file whose clients cannot be told apart: they hold every invoice."""
+    out = [f"{f}: {m}" for f, m in sorted((getattr(hub.mappings, "file_errors", None) or {}).items())]
+    out += [m for k, m in sorted(hub.mappings.contract_errors.items()) if k.endswith(".toml")]
+    return out
+
+
+def _hold(item: PlanItem, problems: list[str], cause: str, *, extra_errors: list[str] = (),
+          file_errors: list[str] = ()) -> PlanItem:
+    """Hold an item that would be pushed (``create``) because its inputs cannot be trusted."""
+    if item.status not in ("create", "held") or item.action is None:
+        return item
+    if extra_errors or file_errors:
+        errs = tuple(extra_errors) + tuple(f"mappings file error: {e}" for e in file_errors)
+        return replace(item, status="held", cause="error", reasons=errs + tuple(problems) +
+                       (item.reasons if item.status == "held" else ()))
+    if not problems:
+        return item
+    reasons = tuple(problems) + (item.reasons if item.status == "held" else ())
+    if item.status == "held" and item.cause == "error":
+        return replace(item, reasons=reasons)
+    return replace(item, status="held", cause=cause, reasons=reasons)
+
+
+def held_for_errors(hub: "Hub", ctx: Context, cid: str, period: Period, errors: list[str]) -> PlanItem:
+    """The held invoice of a client whose contract or mapping has an error: nothing is billed,
+    not even through its PSA agreement, until the error is fixed."""
+    client = ctx.registry.clients.get(cid)
+    name = client.name if client else cid
+    bill = reconcile.Bill(cid, period.name, hub.mappings.currency, ())
+    action = Action(invoice_key(cid, period.name), INVOICE, connector_for(hub, INVOICE), cid,
+                    invoice_payload(bill, name, period), period.name)
+    return PlanItem(INVOICE, cid, name, period.name, "held", action, bill,
+                    tuple(errors) + ("fix the contract, then run a sync: the client is invoiced once, on its own "
+                                     "customer",), cause="error")
+
+
+def held_json(item: PlanItem) -> dict[str, Any]:
+    """What a report and a notification say of a held action."""
+    return {"key": item.action.key, "kind": item.kind, "client_id": item.client_id, "client_name": item.client_name,
+            "period": item.period, "total": item.total, "currency": item.bill.currency if item.bill else None,
+            "reasons": list(item.reasons), "cause": item.cause or "error"}
 
 
 # --- alerts -> tickets -----------------------------------------------------------------------------
@@ -570,7 +646,7 @@ def plan_alerts(hub: "Hub", report: "RunReport", ctx: Context, now: datetime) ->
     report.alert_log.extend(plan_.log)
     for entry in plan_.log:
         if "no ticket" in entry["what"] and "before the hub saw it" not in entry["what"]:
-            report.errors.append(f"alert {entry['uid']}: {entry['what']}")
+            report.warnings.append(f"alert {entry['uid']}: {entry['what']}")
     items = []
     for intent in plan_.intents:
         client = intent.client_id or ""

@@ -236,7 +236,8 @@ def test_daemon_runs_jobs_refuses_a_resync_while_locked_stops_on_sigterm_and_res
         done = [e for e in world.events("first") if e.get("event") == "daemon.job_finished"]
         return {e["job"] for e in done} >= {"alerts", "psa"} and done
     done = wait_for("the alerts and psa jobs to run", both_ran, timeout=20)
-    finished = {r["id"]: r for r in world.runs() if r["status"] == "ok"}
+    # Held, not failed: the first job's tickets wait for the other job's streams to be read once.
+    finished = {r["id"]: r for r in world.runs() if r["status"] in ("ok", "warnings", "held")}
     assert {e["run_id"] for e in done} <= set(finished)
     health = httpx.get(f"{world.api}/health", headers=world.auth, timeout=5).json()
     jobs = {j["id"]: j for j in health["scheduler"]["jobs"]}
@@ -311,7 +312,7 @@ def test_daemon_runs_jobs_refuses_a_resync_while_locked_stops_on_sigterm_and_res
         assert sent == set(keys)
         refs = collections.Counter(world.cw.record("tickets", i).get("externalXRef") for i in world.cw.ids("tickets"))
         assert refs and max(refs.values()) == 1, refs
-        assert store.lock_info("sync") is None and all(r["status"] in ("ok", "partial", "stopped") for r in store.runs(100))
+        assert store.lock_info("sync") is None and all(r["status"] in ("ok", "warnings", "held", "partial", "stopped") for r in store.runs(100))
     finally:
         store.close()
     assert time.monotonic() - t0 < 50

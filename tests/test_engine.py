@@ -30,8 +30,9 @@ def test_first_sync_invoices_each_client_once_and_a_second_sync_pushes_nothing(e
         assert inv["total"] == plan[inv["metadata"]["msp_hub_action_key"]].total
     # The current period is planned as a preview, never pushed.
     assert {p.status for p in report.plan if p.period == "2026-11"} == {"preview"}
-    # The client without a contract is reported, not billed.
-    assert any("Fairview Schools" in e and "linked to no hub client" in e for e in report.errors)
+    # The client without a contract is reported, not billed: a standing warning, not an error.
+    assert any("Fairview Schools" in e and "linked to no hub client" in e for e in report.warnings)
+    assert report.errors == [] and hub.store.get_run(report.run_id)["status"] == "warnings"
     hub.close()
 
     hub = env.hub()
@@ -115,14 +116,24 @@ def test_a_vendor_error_on_one_invoice_fails_that_action_only_and_the_next_run_r
     assert len(by_key(env.invoices())) == 5
 
 
-def test_pull_failure_is_reported_and_billing_goes_on_from_stored_data(env):
+def test_a_failed_pull_holds_every_invoice_it_feeds_until_a_complete_pass(env):
     hub = env.hub()
-    sync_once(hub, dry_run=True)
-    env.ninja.garbage_next(times=10, path="/v2/devices")
+    sync_once(hub, dry_run=True)                       # devices complete once, nothing pushed
+    env.ninja.garbage_next(times=3, path="/v2/devices")    # every retry of the run
     report = sync_once(hub)
     assert any("ninjaone.devices" in e for e in report.errors)
+    assert report.passes["ninjaone.devices"]["status"] == "failed"
+    assert report.passes["ninjaone.clients"]["status"] == "complete"
     assert report.records["ninjaone.clients"] == 6
-    assert len(report.pushed) == 5
+    assert report.pushed == [] and env.invoices() == []
+    held = {h["key"]: h for h in report.held}
+    assert len(held) == 5 and {h["cause"] for h in held.values()} == {"incomplete"}
+    assert all(any(r.startswith("stream ninjaone.devices failed") and "msp-hub resync --connector ninjaone "
+                   "--stream devices" in r for r in h["reasons"]) for h in held.values())
+    assert {r["status"] for r in hub.store.actions()} <= {"held"}      # nothing waits to be sent
+    again = sync_once(hub)                             # the vendor answers again: a complete pass
+    assert len(again.pushed) == 5 and again.held == []
+    assert len(env.invoices()) == 5
 
 
 def test_cursor_resumes_a_sweep_from_the_last_committed_page(env):

@@ -235,7 +235,7 @@ def test_clients_are_linked_by_name_and_the_unmapped_are_reported_never_billed(p
     assert reg.clients[f"connectwise-{psa.co['elm']}"].how["ninjaone"] == "name"
     assert reg.clients["acme"].links == {"ninjaone": "1", "connectwise": str(psa.co["acme"])}
     assert [(u.source, u.source_id) for u in reg.unmapped] == [("ninjaone", "7")]
-    assert any("Zebra Unrelated" in e and "never" not in e for e in report.errors)
+    assert any("Zebra Unrelated" in e and "never" not in e for e in report.warnings)
     kinds = {(d.kind, d.subject) for d in report.discrepancies}
     assert ("revenue_found", f"connectwise-{psa.co['fairview']}") in kinds     # devices, no agreement
     billed = {i["metadata"]["msp_hub_client_id"] for i in psa.invoices()}
@@ -252,7 +252,7 @@ def test_bad_psa_input_gets_a_precise_error_and_the_rest_goes_on(psa):
     errors = "\n".join(report.errors)
     assert "'Managed Bronze'" in errors and "agreement_types.toml" in errors
     assert f"client connectwise-{psa.co['cobalt']} 2026-10: time entry" in errors and "-1.5 is negative" in errors
-    assert "company 9999" in errors
+    assert "company 9999" in "\n".join(report.warnings)
     pushed = {p["key"] for p in report.pushed}
     assert f"invoice:connectwise-{psa.co['elm']}:2026-10" in pushed and "invoice:acme:2026-10" in pushed
     assert not [k for k in pushed if str(psa.co["cobalt"]) in k or str(psa.co["birchwood"]) in k]

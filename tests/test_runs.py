@@ -91,6 +91,9 @@ def test_a_run_scoped_to_streams_pushes_only_what_they_feed(env):
     report = sync_once(env.hub(), connectors=["ninjaone"], streams=["devices"])
     assert report.pushed == [] and env.invoices() == [] and report.plan == []
     report = sync_once(env.hub(), streams=["devices"], actions=["invoice"])
+    assert report.pushed == [] and len(report.held) == 5      # the clients were never read completely
+    assert all("stream ninjaone.clients has never been read completely" in h["reasons"][0] for h in report.held)
+    report = sync_once(env.hub(), streams=["clients", "devices"], actions=["invoice"])
     assert len(report.pushed) == 5
 
 
