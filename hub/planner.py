@@ -541,8 +541,9 @@ def mapping_file_errors(hub: "Hub") -> list[str]:
 
 def _hold(item: PlanItem, problems: list[str], cause: str, *, extra_errors: list[str] = (),
           file_errors: list[str] = ()) -> PlanItem:
-    """Hold an item that would be pushed (``create``) because its inputs cannot be trusted."""
-    if item.status not in ("create", "held") or item.action is None:
+    """Hold an item that would be pushed (``create``), or that looks empty, because its inputs
+    cannot be trusted (an invoice that is empty because its time failed to pull is held too)."""
+    if item.status not in ("create", "held", "empty") or item.action is None:
         return item
     if extra_errors or file_errors:
         errs = tuple(extra_errors) + tuple(f"mappings file error: {e}" for e in file_errors)

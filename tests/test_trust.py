@@ -1,0 +1,181 @@
+"""Never send a wrong invoice: a push waits until every stream that feeds it is complete.
+
+End to end against the simulators: a fault injected at pull for each stream holds exactly what
+that stream feeds, names the stream, its error and the fix, and the next complete pass releases
+it, billed once and right.
+"""
+
+from datetime import timedelta
+
+from hub.connectors import Page, Stream
+from hub.engine import sync_once
+from hub.testing import ConnectorPlugin, make_hub
+from tests.test_alert_tickets import RULES, AlertEnv
+from tests.test_psa_billing import PsaEnv, at, invoice, lines, psa  # noqa: F401 - the psa fixture
+
+
+def held_by_key(report):
+    return {h["key"]: h for h in report.held}
+
+
+def test_a_refused_ninjaone_secret_on_a_fresh_store_sends_nothing(psa):
+    psa.time("acme", 1.0, at(10, 5), work_type="Project Work")       # would be invoiced as its time only
+    psa.ninja.fail_next(401, times=50)
+    report = sync_once(psa.hub())
+    assert report.pushed == [] and psa.invoices() == []
+    assert report.passes["ninjaone.devices"]["status"] == "failed"
+    assert "401" in report.passes["ninjaone.devices"]["error"]
+    held = held_by_key(report)
+    assert {k.split(":")[1] for k in held if k.startswith("invoice:")} >= {"acme"}
+    assert all(h["cause"] == "incomplete" for h in held.values())
+    assert any("stream ninjaone.clients failed" in r and "msp-hub resync --connector ninjaone --stream clients" in r
+               for r in held["invoice:acme:2026-10"]["reasons"])
+    assert psa.hub().store.get_run(report.run_id)["status"] == "failed"
+    # The secret is fixed: the next run bills from complete data, once.
+    psa.ninja._faults.clear()
+    again = sync_once(psa.hub())
+    acme = invoice(again, "acme")
+    assert acme.status == "create" and "invoice:acme:2026-10" in {p["key"] for p in again.pushed}
+    assert any(code.startswith("tier:") for code in lines(acme))          # its devices, not its time only
+
+
+def test_ninjaone_500s_past_the_retries_hold_what_devices_feed_and_nothing_else(psa):
+    sync_once(psa.hub(), dry_run=True)
+    psa.ninja.fail_next(500, times=3, path="/v2/devices")
+    report = sync_once(psa.hub())
+    held = held_by_key(report)
+    assert "invoice:acme:2026-10" in held                                  # billed by its devices
+    assert any(r.startswith("stream ninjaone.devices failed") for r in held["invoice:acme:2026-10"]["reasons"])
+    # A client billed only by its PSA agreement's time does not depend on NinjaOne's devices.
+    pushed = {p["key"] for p in report.pushed}
+    elm = f"invoice:connectwise-{psa.co['elm']}:2026-10"
+    assert elm in pushed or invoice(report, f"connectwise-{psa.co['elm']}").status == "empty"
+    assert not [k for k in pushed if k.startswith("invoice:acme")]
+
+
+def test_time_entries_failing_hold_the_invoices_they_feed_and_the_hours_are_billed_after(psa):
+    psa.time("elm", 2.0, at(10, 6))
+    psa.cw.fail_next(429, times=3, path="/time/entries", retry_after=0)
+    report = sync_once(psa.hub())
+    elm = f"connectwise-{psa.co['elm']}"
+    held = held_by_key(report)
+    assert not [i for i in psa.invoices() if i["metadata"]["msp_hub_client_id"] == elm]
+    reasons = held[f"invoice:{elm}:2026-10"]["reasons"]
+    assert any(r.startswith("stream connectwise.time_entries failed") and "429" in r for r in reasons)
+    again = sync_once(psa.hub())
+    item = invoice(again, elm)
+    assert item.status == "create" and any(code.startswith("time:") for code in lines(item))
+    assert f"invoice:{elm}:2026-10" in {p["key"] for p in again.pushed}
+    assert len([i for i in psa.invoices() if i["metadata"]["msp_hub_client_id"] == elm]) == 1
+
+
+def test_a_stream_that_failed_after_its_complete_pass_still_holds(psa):
+    sync_once(psa.hub(), dry_run=True)                      # complete passes after October ended
+    psa.cw.fail_next(500, times=3, path="/finance/agreements")
+    report = sync_once(psa.hub())
+    assert report.pushed == []
+    assert all(any("connectwise.agreements failed" in r for r in h["reasons"]) for h in report.held
+               if h["kind"] == "invoice")
+
+
+def test_a_forced_period_needs_a_complete_pass_in_this_run(psa):
+    sync_once(psa.hub(), dry_run=True)
+    hub = psa.hub()
+    report = sync_once(hub, pull_first=False, period="2026-11")          # no pull: nothing is fresh
+    nov = [p for p in report.plan if p.kind == "invoice" and p.status == "held"]
+    assert nov and all(p.cause == "incomplete" and any("not read completely in this run" in r for r in p.reasons)
+                       for p in nov)
+
+
+def test_a_companies_404_holds_alert_tickets_and_the_storm_stays_one_ticket(tmp_path):
+    env = AlertEnv(tmp_path, RULES)
+    devices = [d for d in env.ninja.device_ids if env.ninja.device(d)["organizationId"] == 5]
+    for i in range(25):
+        env.ninja.trigger_alert(devices[i % len(devices)], condition=f"svc-{i}",
+                                source_type="CONDITION_WINDOWS_SERVICE_STATE_CHANGED", severity="MODERATE",
+                                message=f"service {i} stopped")
+    env.cw.fail_next(404, times=1, path="/company/companies", body={"code": "NotFound", "message": "Cannot route"})
+    first = env.sync()
+    assert first.passes["connectwise.clients"]["status"] == "failed"
+    assert env.hub_tickets() == [] and [h for h in first.held if h["kind"] == "ticket"]
+    assert all(h["cause"] == "incomplete" for h in first.held if h["kind"] == "ticket")
+    second = env.sync()
+    storm = [p for p in second.pushed if p["key"].startswith("ticket:storm:")]
+    assert len(storm) == 1 and len(env.hub_tickets()) == 1
+
+
+class SweepingConnector:
+    """A devices source whose full sweeps read as many records as the test says."""
+
+    name, action_kinds = "sweeper", frozenset()
+
+    def __init__(self):
+        self.counts = []
+
+    def streams(self):
+        def pages(cursor, started):
+            n = self.counts.pop(0)
+            yield Page([], {"swept": n}, sweep_count=n)
+        return [Stream(self.name, "devices", "devices", pages)]
+
+    def push(self, action, context):
+        raise AssertionError("nothing to push")
+
+    def close(self):
+        pass
+
+
+def test_a_sweep_that_reads_far_fewer_records_is_suspect_until_approved(tmp_path):
+    from hub.completeness import Gate
+    from hub.engine import RunReport
+    from hub.mappings import Contract
+    source = SweepingConnector()
+    source.counts = [100, 40, 40, 95]
+    hub = make_hub(ConnectorPlugin(source))
+    contract = Contract("c1", "Client", "silver", "EUR", links={"sweeper": "1"})
+
+    def problems():
+        report = sync_once(hub, dry_run=True)
+        return Gate(hub, RunReport(report.run_id, "plan", report.started_at)).problems(
+            Gate(hub, report).billing_streams(contract), after=None, this_run=False)
+
+    assert problems() == []                                           # the first sweep: nothing to compare
+    suspect = problems()
+    assert len(suspect) == 1 and "read 40 records, 60% fewer than the 100" in suspect[0]
+    assert "msp-hub approve --stream sweeper.devices" in suspect[0]
+    last = hub.store.stream_passes("sweeper", "devices", limit=1)[0]
+    hub.store.record_approval(f"pass:{last['id']}", "ops@example", "a client left")
+    assert problems() == []                                           # 40 after an approved 40
+    assert problems() == []                                           # growing back is fine
+
+
+def test_the_limit_of_a_count_drop_is_configurable_and_exact(tmp_path):
+    from hub.completeness import Gate
+    from hub.config import HubConfig
+    from hub.engine import RunReport
+    from hub.mappings import Contract
+    contract = Contract("c1", "Client", "silver", "EUR", links={"sweeper": "1"})
+    for second, suspect in ((80, False), (79, True)):
+        source = SweepingConnector()
+        source.counts = [100, second]
+        hub = make_hub(ConnectorPlugin(source), config=HubConfig(database=":memory:",
+                                                                 billing={"completeness": {"max_count_drop_percent": 20}}))
+        sync_once(hub, dry_run=True)
+        report = sync_once(hub, dry_run=True)
+        gate = Gate(hub, RunReport(report.run_id, "plan", report.started_at))
+        assert bool(gate.problems(gate.billing_streams(contract), after=None, this_run=False)) is suspect
+
+
+def test_an_explicit_link_to_an_existing_stripe_customer_is_invoiced_on_it(tmp_path):
+    env = PsaEnv(tmp_path)
+    env.cw.add_agreement(env.co["acme"], "Managed Gold")
+    existing = env.stripe._create_customer({"name": "Acme Dental (existing)", "email": "billing@acme.example"})
+    text = (env.mappings / "contracts.toml").read_text().replace(
+        'links = { ninjaone = "1" }', f'links = {{ ninjaone = "1", stripe = "{existing["id"]}" }}')
+    (env.mappings / "contracts.toml").write_text(text)
+    report = sync_once(env.hub())
+    assert "invoice:acme:2026-10" in {p["key"] for p in report.pushed}
+    customers = env.stripe.list_objects("customer")
+    assert len([c for c in customers if "Acme" in (c.get("name") or "")]) == 1
+    acme = [i for i in env.invoices() if i["metadata"]["msp_hub_client_id"] == "acme"]
+    assert len(acme) == 1 and acme[0]["customer"] == existing["id"]
