@@ -156,12 +156,12 @@ def pull_stream(hub: Hub, report: RunReport, name: str, stream, *, full: bool, s
     key = f"{name}.{stream.name}"
     report.records.setdefault(key, 0)
     saved = hub.store.get_cursor(name, stream.name)
-    started = datetime.now(timezone.utc).isoformat()
+    started = hub.clock().isoformat()    # the hub's clock, as the periods the plan compares it with
     pages, read, sweep_count = 0, 0, None
 
     def finish(status: str, error: str | None = None) -> None:
         hub.store.record_pass(name, stream.name, report.run_id, started, status, read,
-                              sweep_count=sweep_count, error=error)
+                              sweep_count=sweep_count, error=error, finished_at=hub.clock().isoformat())
         report.passes[key] = {"status": status, "records": read, "error": error, "sweep_count": sweep_count}
 
     try:

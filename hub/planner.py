@@ -366,12 +366,22 @@ def _vet(hub: "Hub", item: PlanItem) -> PlanItem:
     return replace(item, status="held", reasons=vetoes, cause="veto") if vetoes else item
 
 
+def review_settings(hub: "Hub") -> tuple[bool, timedelta | None]:
+    """``[billing.review]``: whether invoices wait in draft for an approval, and the delay after
+    which a run's drafts are finalized when nothing of that run was held."""
+    review = hub.config.billing.get("review") or {}
+    after = review.get("finalize_after")
+    return bool(review.get("enabled", False)), (parse_duration(after) if isinstance(after, str) else after)
+
+
 def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool, now: datetime,
                  claimed: frozenset[str] = frozenset()) -> PlanItem:
     bill = compute_bill(hub, contract, period, claimed)
     key = invoice_key(contract.client_id, period.name)
-    action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id,
-                    invoice_payload(bill, contract.name, period), period.name)
+    payload = invoice_payload(bill, contract.name, period)
+    if review_settings(hub)[0]:
+        payload["finalize"] = False      # created as a draft; finalized once the run is approved
+    action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
     if bill.errors:
         return PlanItem(INVOICE, contract.client_id, contract.name, period.name, "held", action, bill, bill.errors,
                         cause="error")
@@ -523,6 +533,8 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
             problems = gate.problems(gate.billing_streams(contract), after=None, this_run=True)
             items.extend(_hold(i, problems, "incomplete", extra_errors=ctx.errors.get(cid, []), file_errors=file_errors)
                          for i in renewals)
+    if billing:
+        items.extend(i for i in plan_finalizes(hub, now) if not only or i.client_id in only)
     if kinds is None or kinds & set(ALERT_KINDS):
         problems = gate.ticket_problems()
         items.extend(_hold(i, problems, "incomplete") for i in plan_alerts(hub, report, ctx, now)
@@ -530,6 +542,64 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
     report.plan = items
     report.held = [held_json(i) for i in items if i.status == "held" and i.action is not None]
     return items
+
+
+FINALIZE = "invoice_finalize"
+
+
+def plan_finalizes(hub: "Hub", now: datetime) -> list[PlanItem]:
+    """Under the review window: finalize each draft invoice once a person approved the run that
+    made it (``msp-hub approve --run RUN``), or ``finalize_after`` past its creation when nothing
+    of that run was held. Until then it is held (cause ``review``), listed with its total."""
+    _, after = review_settings(hub)
+    drafts = [r for r in hub.store.actions(kind=INVOICE) if r["status"] == SENT and r["details"].get("draft")]
+    if not drafts:
+        return []
+    approved = {a["target"].removeprefix("run:"): a for a in hub.store.approvals() if a["target"].startswith("run:")}
+    items = []
+    for row in drafts:
+        key = f"finalize:{row['key']}"
+        stored = hub.store.get_action(key)
+        payload = row["payload"]
+        bill = reconcile.Bill(row["client_id"], row["period"] or "", payload.get("currency", hub.mappings.currency), ())
+        action = Action(key, FINALIZE, row["connector"], row["client_id"],
+                        {"invoice_key": row["key"], "invoice_id": row["vendor_id"], "total": payload.get("total", 0),
+                         "currency": payload.get("currency")}, row["period"])
+        name = payload.get("client_name", row["client_id"])
+        if stored and stored["status"] == SENT:
+            status, reasons, cause = "unchanged", (), None
+        elif stored and stored["attempts"] > 0:
+            status, reasons, cause = "retry", (f"attempted {stored['attempts']} time(s)",), None
+        elif stored and stored["approved"]:
+            status, reasons, cause = "create", ("approved on its own",), None
+        elif row["run_id"] in approved:
+            a = approved[row["run_id"]]
+            status, reasons, cause = "create", (f"run {row['run_id']} approved by {a['who']} at {a['at'][:19]}",), None
+        elif after is not None and row["sent_at"] and _run_clean(hub, row["run_id"]) and \
+                now - datetime.fromisoformat(row["sent_at"]) >= after:
+            status, reasons, cause = "create", (f"nothing of run {row['run_id']} was held and its review window of "
+                                                f"{after} has passed",), None
+        else:
+            status, cause = "held", "review"
+            reasons = (f"draft {row['vendor_id']} of {format_minor(payload.get('total', 0), bill.currency)} waits for "
+                       f"review; finalize the run's drafts with: msp-hub approve --run {row['run_id']}",)
+        items.append(PlanItem(FINALIZE, row["client_id"], name, row["period"] or "", status, action,
+                              None, reasons, cause=cause))
+    return items
+
+
+def _run_clean(hub: "Hub", run_id: str) -> bool:
+    run = hub.store.get_run(run_id)
+    return bool(run) and run["status"] in ("ok", "warnings")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"72h"``, ``"3d"``, ``"30m"``, ``"45s"``: a duration from the config."""
+    import re
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
+    if not m:
+        raise HubError(f"not a duration: {text!r} (write it like \"72h\" or \"3d\")")
+    return timedelta(seconds=int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
 
 
 def mapping_file_errors(hub: "Hub") -> list[str]:
@@ -572,8 +642,10 @@ def held_for_errors(hub: "Hub", ctx: Context, cid: str, period: Period, errors: 
 
 def held_json(item: PlanItem) -> dict[str, Any]:
     """What a report and a notification say of a held action."""
+    payload = item.action.payload
     return {"key": item.action.key, "kind": item.kind, "client_id": item.client_id, "client_name": item.client_name,
-            "period": item.period, "total": item.total, "currency": item.bill.currency if item.bill else None,
+            "period": item.period, "total": item.total if item.bill else payload.get("total", 0),
+            "currency": item.bill.currency if item.bill else payload.get("currency"),
             "reasons": list(item.reasons), "cause": item.cause or "error"}
 
 

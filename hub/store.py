@@ -374,12 +374,12 @@ class Store:
     # --- stream passes -------------------------------------------------------------------------
 
     def record_pass(self, connector: str, stream: str, run_id: str, started_at: str, status: str, records: int,
-                    *, sweep_count: int | None = None, error: str | None = None) -> int:
+                    *, sweep_count: int | None = None, error: str | None = None, finished_at: str | None = None) -> int:
         """Record how one run's read of a stream ended: complete, failed or stopped."""
         with self.db.atomic():
             return self.db["stream_passes"].insert(
                 {"connector": connector, "stream": stream, "run_id": run_id, "started_at": started_at,
-                 "finished_at": now_iso(), "status": status, "records": records, "sweep_count": sweep_count,
+                 "finished_at": finished_at or now_iso(), "status": status, "records": records, "sweep_count": sweep_count,
                  "error": error[:2000] if error else None}).last_pk
 
     def stream_states(self) -> dict[tuple[str, str], dict]:
