@@ -152,8 +152,22 @@ def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
     explicit = [HubClient(c.client_id, c.name, dict(c.links)) for c in m.contracts.values()]
     explicit += [HubClient(cid, name, dict(links)) for cid, (name, links) in m.links.items() if cid not in m.contracts]
     master = client_master(hub)
-    registry = link_clients(explicit, hub.store.iter_clients(), master=master)
+    pulled_clients = list(hub.store.iter_clients())
+    registry = link_clients(explicit, pulled_clients, master=master)
     ctx = Context(registry, {}, psa=master)
+    # A link the MSP wrote to an id its system does not have would bill the client without that
+    # system's devices or time: it holds the client (only systems whose clients are pulled).
+    known = {(c.source, c.source_id) for c in pulled_clients}
+    states = hub.store.stream_states()
+    read = {name for name, c in hub.connectors.items() for st in c.streams() if st.table == "clients"
+            and ((states.get((name, st.name)) or {}).get("last") or {}).get("status") == "complete"}
+    for client in explicit:
+        for system, ext in sorted(client.links.items()):
+            if system in read and (system, ext) not in known:
+                where = "mappings/contracts.toml" if client.id in m.contracts else "mappings/links.toml"
+                ctx.errors.setdefault(client.id, []).append(
+                    f"client {client.id} is linked to {system} id {ext!r}, which no pulled {system} client has; "
+                    f"correct the id in {where} (msp-hub clients lists the {system} ids)")
     for message in registry.conflicts:
         report.discrepancies.append(reconcile.Discrepancy("link_conflict", "", message))
         report.errors.append(message)

@@ -179,3 +179,17 @@ def test_an_explicit_link_to_an_existing_stripe_customer_is_invoiced_on_it(tmp_p
     assert len([c for c in customers if "Acme" in (c.get("name") or "")]) == 1
     acme = [i for i in env.invoices() if i["metadata"]["msp_hub_client_id"] == "acme"]
     assert len(acme) == 1 and acme[0]["customer"] == existing["id"]
+
+
+def test_a_contract_linked_to_an_id_its_system_does_not_have_holds_that_client(psa):
+    text = (psa.mappings / "contracts.toml").read_text().replace('links = { ninjaone = "1" }',
+                                                                 'links = { ninjaone = "99" }')
+    (psa.mappings / "contracts.toml").write_text(text)
+    psa.time("elm", 1.0, at(10, 4))
+    report = sync_once(psa.hub())
+    held = held_by_key(report)
+    assert held["invoice:acme:2026-10"]["cause"] == "error"
+    assert any("linked to ninjaone id '99', which no pulled ninjaone client has" in r and "contracts.toml" in r
+               for r in held["invoice:acme:2026-10"]["reasons"])
+    assert not [p for p in report.pushed if p["key"].startswith("invoice:acme")]
+    assert [p for p in report.pushed if p["key"].startswith("invoice:")]            # the others are billed
