@@ -86,11 +86,39 @@ def test_to_invoice_params_charge_automatically_has_no_due_days():
 
 def test_to_line_params_keeps_the_hub_amount_and_makes_the_period_end_inclusive():
     line = {"code": "server", "description": "Servers", "quantity": "2.5", "unit_amount": 1000, "amount": 2500}
-    assert to_line_params(line, 1790812800, 1793491200) == {
-        "amount": 2500, "description": "Servers",
+    assert to_line_params(line, 1790812800, 1793491200, "eur") == {
+        "amount": 2500, "description": "Servers (2.5 x 10.00 EUR)",
         "period": {"start": 1790812800, "end": 1793491199},
         "metadata": {"msp_hub_line": "server", "msp_hub_quantity": "2.5", "msp_hub_unit_amount": "1000"},
     }
+
+
+def test_to_line_params_sends_a_whole_quantity_with_its_unit_amount():
+    line = {"code": "ws", "description": "Workstations", "quantity": "5", "unit_amount": 12000, "amount": 60000}
+    assert to_line_params(line, 1790812800, 1793491200, "eur") == {
+        "description": "Workstations", "quantity": 5,
+        "price_data": {"currency": "eur", "product_data": {"name": "Workstations"}, "unit_amount": 12000},
+        "period": {"start": 1790812800, "end": 1793491199},
+        "metadata": {"msp_hub_line": "ws", "msp_hub_quantity": "5", "msp_hub_unit_amount": "12000"},
+    }
+
+
+@pytest.mark.parametrize("quantity, unit_amount, amount, description", [
+    ("1.5", 8000, 12000, "Support (1.5 x 80.00 EUR)"),        # fractional hours
+    ("3", 333, 1000, "Support (3 x 3.33 EUR)"),               # rounded by the plan: 3 x 3.33 != 10.00
+    ("2", -500, -1000, "Support (2 x -5.00 EUR)"),            # a credit: an inline price cannot be negative
+    ("1", 4900, 4900, "Support"),
+])
+def test_to_line_params_sends_the_amount_when_quantity_times_unit_is_not_it(quantity, unit_amount, amount,
+                                                                            description):
+    line = {"code": "support", "description": "Support", "quantity": quantity, "unit_amount": unit_amount,
+            "amount": amount}
+    params = to_line_params(line, 1790812800, 1793491200, "eur")
+    if quantity == "1":  # a single unit is billed as quantity 1 of its price
+        assert params["quantity"] == 1 and "amount" not in params
+    else:
+        assert (params["amount"], params["description"]) == (amount, description)
+        assert "quantity" not in params and "price_data" not in params
 
 
 def test_to_customer_params_tags_the_client_id():
@@ -179,7 +207,8 @@ def test_hook_register_connectors_returns_the_stripe_connector():
     connector = connectors[0]
     try:
         assert isinstance(connector, StripeConnector)
-        assert (connector.name, connector.action_kinds, connector.streams()) == ("stripe", frozenset({"invoice"}), [])
+        assert (connector.name, connector.action_kinds, connector.streams()) == (
+            "stripe", frozenset({"invoice", "invoice_finalize"}), [])
     finally:
         connector.close()
 
@@ -191,12 +220,13 @@ def test_entry_point_loads_this_module():
 
 # --- push: the happy paths -----------------------------------------------------------------------
 
-def test_push_for_a_known_customer_makes_exactly_three_requests(sim, connect, context):
+def test_push_for_a_known_customer_makes_exactly_four_requests(sim, connect, context):
     known_customer(sim, context)
     connector = connect()
     result = connector.push(make_action(), context)
 
-    assert sim.requests == 3 and connector.client.requests == 3
+    assert sim.requests == 4 and connector.client.requests == 4
+    assert requests_since(sim, 0)[0] == "GET /v1/invoices"  # the customer's invoices, looked at first
     (invoice,) = invoices_for(sim)
     assert result.vendor_id == invoice["id"]
     assert invoice["status"] == "open" and invoice["number"]
@@ -206,10 +236,12 @@ def test_push_for_a_known_customer_makes_exactly_three_requests(sim, connect, co
     assert context.progress == {"invoice_id": invoice["id"], "step": "finalized"}
 
 
-def test_push_for_a_new_client_creates_the_customer_in_four_requests(sim, connect, context):
+def test_push_for_a_new_client_creates_the_customer_in_six_requests(sim, connect, context):
     result = connect().push(make_action(), context)
 
-    assert sim.requests == 4
+    assert requests_since(sim, 0) == [
+        "GET /v1/customers/search", "POST /v1/customers", "GET /v1/invoices/search", "POST /v1/invoices",
+        f"POST /v1/invoices/{result.vendor_id}/add_lines", f"POST /v1/invoices/{result.vendor_id}/finalize"]
     (customer,) = sim.customers.values()
     assert customer["name"] == "Acme Dental" and customer["metadata"] == {"msp_hub_client_id": "acme"}
     assert context.get_link("acme", "stripe") == customer["id"]
@@ -234,8 +266,13 @@ def test_the_draft_is_sent_as_stripe_expects(sim, connect, context):
     assert create["params"]["pending_invoice_items_behavior"] == "exclude"
     assert create["params"]["days_until_due"] == "14" and create["params"]["currency"] == "eur"
     add = next(e for e in sim.posts() if e["path"].endswith("/add_lines"))
+    assert add["params"]["lines"][0] == {
+        "quantity": "42", "description": "Managed workstations",
+        "price_data": {"currency": "eur", "product_data": {"name": "Managed workstations"}, "unit_amount": "150"},
+        "period": {"start": "1790812800", "end": "1793491199"},
+        "metadata": {"msp_hub_line": "workstation", "msp_hub_quantity": "42", "msp_hub_unit_amount": "150"}}
     assert add["params"]["lines"][1] == {
-        "amount": "2500", "description": "Managed servers (prorated)",
+        "amount": "2500", "description": "Managed servers (prorated) (2.5 x 10.00 EUR)",
         "period": {"start": "1790812800", "end": "1793491199"},
         "metadata": {"msp_hub_line": "server", "msp_hub_quantity": "2.5", "msp_hub_unit_amount": "1000"}}
 
@@ -266,7 +303,8 @@ def test_invoiceitems_mode_posts_one_item_per_line(sim, connect, context):
     items = [e for e in sim.posts() if e["path"] == "/v1/invoiceitems"]
     assert [e["idempotency_key"] for e in items] == [f"msp-hub:{KEY}:line:{i}" for i in range(3)]
     assert all(e["params"]["invoice"] == result.vendor_id and e["params"]["currency"] == "eur" for e in items)
-    assert sim.requests == 2 + 3
+    # list, create, 3 items, the draft read back to check its total, finalize
+    assert sim.requests == 1 + 1 + 3 + 1 + 1
     assert result.details["total"] == 13700 and result.details["status"] == "open"
 
 
@@ -379,7 +417,8 @@ def test_rerun_a_day_later_finds_the_customer_by_search(sim, connect, context):
     sim.expire_idempotency_keys()
 
     connect().push(make_action(), context.next_attempt())
-    assert len(sim.customers) == 1 and sim.calls("GET", "/v1/customers/search") == 1
+    assert len(sim.customers) == 1 and sim.calls("POST", "/v1/customers") == 1
+    assert sim.calls("GET", "/v1/customers/search") == 2  # once on each run
 
 
 def test_a_voided_invoice_is_not_billed_again(sim, connect, context):
@@ -398,7 +437,7 @@ def test_a_draft_with_more_lines_than_the_action_is_refused(sim, connect, contex
     with pytest.raises(Crash):
         connect(crash_after(sim, "/v1/invoices/*/add_lines")).push(make_action(), context)
     with pytest.raises(VendorError, match="already has 3 lines"):
-        connect().push(make_action(lines=PAYLOAD["lines"][:2]), context.next_attempt())
+        connect().push(make_action(lines=PAYLOAD["lines"][:2], total=6300 + 2500), context.next_attempt())
     assert sim.invoices[context.progress["invoice_id"]]["status"] == "draft"
 
 
@@ -408,7 +447,7 @@ def test_push_survives_429_with_retry_after(sim, connect, context, sleeps):
     known_customer(sim, context)
     sim.fail_next(429, times=2, retry_after=3, path="/v1/invoices")
     result = connect().push(make_action(), context)
-    assert sleeps == [3, 3] and sim.requests == 5
+    assert sleeps == [3, 3] and sim.requests == 6
     assert len(invoices_for(sim)) == 1 and sim.invoices[result.vendor_id]["status"] == "open"
 
 
@@ -428,12 +467,13 @@ def test_push_gives_up_after_the_policy_attempts(sim, connect, context, sleeps):
 
 
 def test_reused_key_with_other_params_is_a_vendor_error(sim, connect, context):
-    known_customer(sim, context)
-    connect().push(make_action(), context)
-
-    changed = make_action(description="Managed services, October 2026 (corrected)")
+    customer_id = known_customer(sim, context)
+    client = connect().client
+    client.create_invoice({"customer": customer_id, "currency": "eur", "description": "October"},
+                          idempotency_key="msp-hub:k:create")
     with pytest.raises(VendorError) as info:
-        connect().push(changed, FakeContext(links=context.links))
+        client.create_invoice({"customer": customer_id, "currency": "eur", "description": "October (corrected)"},
+                              idempotency_key="msp-hub:k:create")
     error = info.value
     assert type(error) is VendorError and error.status == 400
     assert "same parameters" in str(error) and "idempotency_error" in str(error)
