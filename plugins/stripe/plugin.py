@@ -488,10 +488,18 @@ class StripeConnector:
         invoice_id = progress.get("invoice_id")
         if invoice_id:
             try:
-                return self.client.retrieve_invoice(invoice_id)
+                invoice = self.client.retrieve_invoice(invoice_id)
             except VendorError as exc:
                 if exc.status != 404:
                     raise
+            else:
+                owner = (invoice.get("metadata") or {}).get("msp_hub_action_key")
+                if owner != action.key:
+                    raise VendorError(VENDOR, None, "GET", f"/v1/invoices/{invoice_id}",
+                                      f"the progress of {action.key} names invoice {invoice_id}, which "
+                                      f"Stripe says was made for {owner!r}; nothing was sent: clear the "
+                                      f"action's progress in the store, then push again")
+                return invoice
         if existed:
             return _newest_live(self._invoices_of(customer_id, action.key))
         found = self.client.search_invoices(invoice_search_query(action.key))

@@ -7,7 +7,7 @@ import importlib.metadata
 import pytest
 
 import plugins.stripe.plugin as stripe_plugin
-from hub import ConfigError, CredentialsError, MappingError, RetryableError, VendorError
+from hub import Action, ConfigError, CredentialsError, MappingError, RetryableError, VendorError
 from hub.config import config_from_dict
 from hub.plugins import get_plugin_manager
 from plugins.stripe.plugin import (
@@ -486,3 +486,151 @@ def test_wrong_api_key_is_a_credentials_error_without_the_key(sim, connect, cont
     assert info.value.status == 401
     assert secret not in str(info.value) and "sk_test" not in str(info.value)
     assert "Invalid API Key" in str(info.value)
+
+
+# --- lines: quantity x unit amount, to the cent ----------------------------------------------------
+
+MIXED_LINES = [
+    {"code": "workstation", "description": "Managed workstations", "quantity": "5", "unit_amount": 12000,
+     "amount": 60000},
+    {"code": "hours", "description": "Support hours", "quantity": "1.5", "unit_amount": 8000, "amount": 12000},
+    {"code": "servers", "description": "Servers (prorated)", "quantity": "3", "unit_amount": 333, "amount": 1000},
+    {"code": "credit", "description": "Goodwill credit", "quantity": "1", "unit_amount": -500, "amount": -500},
+]
+MIXED_TOTAL = 60000 + 12000 + 1000 - 500
+
+
+@pytest.mark.parametrize("line_mode", ["add_lines", "invoiceitems"])
+def test_lines_keep_their_quantity_and_add_up_to_the_plan_total(sim, connect, context, line_mode):
+    known_customer(sim, context)
+    result = connect(line_mode=line_mode).push(make_action(lines=MIXED_LINES, total=MIXED_TOTAL), context)
+
+    lines = lines_of(sim, result.vendor_id)
+    assert [(l["quantity"], l["pricing"]["unit_amount_decimal"], l["amount"]) for l in lines] == [
+        (5, "12000", 60000), (1, "12000", 12000), (1, "1000", 1000), (1, "-500", -500)]
+    assert [l["description"] for l in lines] == [
+        "Managed workstations", "Support hours (1.5 x 80.00 EUR)", "Servers (prorated) (3 x 3.33 EUR)",
+        "Goodwill credit"]
+    assert sum(l["amount"] for l in lines) == MIXED_TOTAL
+    assert result.details["total"] == MIXED_TOTAL and sim._export_invoice(sim.invoices[result.vendor_id])[
+        "total"] == MIXED_TOTAL
+
+
+def test_lines_that_do_not_add_up_to_the_total_send_nothing(sim, connect, context):
+    known_customer(sim, context)
+    with pytest.raises(MappingError, match=r"lines add up to 137\.00 EUR but the payload total is 137\.01 EUR"):
+        connect().push(make_action(total=13701), context)
+    assert sim.requests == 0
+
+
+def test_a_quantity_that_is_not_a_number_is_refused(sim, connect, context):
+    lines = [dict(PAYLOAD["lines"][0], quantity="forty-two")]
+    with pytest.raises(MappingError, match=r"line 0 \(workstation\) quantity 'forty-two' is not a number"):
+        connect().push(make_action(lines=lines, total=6300), context)
+
+
+def test_a_draft_whose_total_differs_from_the_plan_is_not_finalized(sim, connect, context):
+    customer_id = known_customer(sim, context)
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoices/*/add_lines")).push(make_action(), context)
+    draft_id = context.progress["invoice_id"]
+    # someone added a line to the draft in the dashboard meanwhile
+    sim._create_invoice_item({"customer": customer_id, "invoice": draft_id, "currency": "eur", "amount": "100"})
+
+    with pytest.raises(VendorError) as info:
+        connect().push(make_action(), context.next_attempt())
+    assert f"draft invoice {draft_id} for {KEY} totals 138.00 EUR in Stripe but the plan's lines total " \
+           "137.00 EUR; it was not finalized" in str(info.value)
+    assert sim.invoices[draft_id]["status"] == "draft" and sim.calls("POST", "/v1/invoices/*/finalize") == 0
+
+
+# --- a client linked by the MSP --------------------------------------------------------------------
+
+def test_a_client_linked_to_an_existing_customer_is_invoiced_on_it(sim, connect):
+    existing = sim._create_customer({"name": "ACME DENTAL LTD", "email": "billing@acme.example"})  # no hub metadata
+    context = FakeContext(links={("acme", "stripe"): existing["id"]})
+
+    result = connect().push(make_action(), context)
+
+    assert sim.invoices[result.vendor_id]["customer"] == existing["id"]
+    assert list(sim.customers) == [existing["id"]]
+    assert sim.calls("POST", "/v1/customers") == 0 and sim.calls("GET", "/v1/customers/search") == 0
+
+
+# --- review window: drafts, then invoice_finalize --------------------------------------------------
+
+def finalize_action(invoice_id, invoice_key=KEY):
+    return Action(key=f"{invoice_key}:finalize", kind="invoice_finalize", connector="stripe", client_id="acme",
+                  payload={"invoice_key": invoice_key, "invoice_id": invoice_id}, period="2026-10")
+
+
+def test_finalize_false_leaves_a_complete_draft_for_review(sim, connect, context):
+    known_customer(sim, context)
+    result = connect().push(make_action(finalize=False), context)
+
+    invoice = sim.invoices[result.vendor_id]
+    assert invoice["status"] == "draft" and invoice["auto_advance"] is False
+    assert result.details["draft"] is True and result.details["invoice_id"] == invoice["id"]
+    assert result.details["total"] == 13700 and len(lines_of(sim, invoice["id"])) == 3
+    assert sim.calls("POST", "/v1/invoices/*/finalize") == 0
+    assert context.progress["step"] == "drafted"
+
+
+def test_finalize_false_rerun_returns_the_draft_without_finalizing(sim, connect, context):
+    known_customer(sim, context)
+    first = connect().push(make_action(finalize=False), context)
+    again = connect().push(make_action(finalize=False), context.next_attempt())
+    assert again.vendor_id == first.vendor_id and again.details["draft"] is True
+    assert len(sim.invoices) == 1 and sim.calls("POST", "/v1/invoices/*/finalize") == 0
+
+
+def test_a_finalize_that_is_not_a_boolean_is_refused(connect, context):
+    with pytest.raises(MappingError, match="finalize must be true or false, got 'no'"):
+        connect().push(make_action(finalize="no"), context)
+
+
+def test_invoice_finalize_finalizes_the_reviewed_draft_once(sim, connect, context):
+    known_customer(sim, context)
+    draft = connect().push(make_action(finalize=False), context)
+    action = finalize_action(draft.vendor_id)
+    finalizing = FakeContext()
+
+    result = connect().push(action, finalizing)
+    invoice = sim.invoices[draft.vendor_id]
+    assert invoice["status"] == "open" and invoice["number"] and result.vendor_id == invoice["id"]
+    assert "draft" not in result.details and result.details["status"] == "open"
+    assert [e["idempotency_key"] for e in sim.posts() if e["path"].endswith("/finalize")] == [
+        f"msp-hub:{KEY}:finalize:finalize"]
+
+    since = len(sim.log)
+    again = connect().push(action, finalizing.next_attempt())  # a retry, or a crash after the finalize
+    assert again.vendor_id == invoice["id"] and "already open" in again.summary
+    assert requests_since(sim, since) == [f"GET /v1/invoices/{invoice['id']}"]
+
+
+def test_invoice_finalize_of_a_draft_finalized_in_the_dashboard_is_success(sim, connect, context):
+    known_customer(sim, context)
+    draft = connect().push(make_action(finalize=False), context)
+    sim._finalize(draft.vendor_id, {})
+    result = connect().push(finalize_action(draft.vendor_id), FakeContext())
+    assert result.details["status"] == "open" and sim.calls("POST", "/v1/invoices/*/finalize") == 0
+
+
+def test_invoice_finalize_refuses_an_invoice_of_another_action(sim, connect, context):
+    known_customer(sim, context)
+    draft = connect().push(make_action(finalize=False), context)
+    with pytest.raises(VendorError, match=r"was made for 'invoice:acme:2026-10', not 'invoice:acme:2026-09'"):
+        connect().push(finalize_action(draft.vendor_id, invoice_key="invoice:acme:2026-09"), FakeContext())
+    assert sim.invoices[draft.vendor_id]["status"] == "draft"
+
+
+def test_invoice_finalize_of_a_deleted_draft_names_the_fix(sim, connect):
+    with pytest.raises(VendorError, match="in_gone of invoice:acme:2026-10 does not exist in Stripe") as info:
+        connect().push(finalize_action("in_gone"), FakeContext())
+    assert "push the invoice action again" in str(info.value)
+
+
+def test_invoice_finalize_needs_its_payload(connect):
+    action = Action(key="f", kind="invoice_finalize", connector="stripe", client_id="acme", payload={})
+    with pytest.raises(MappingError, match="payload has no invoice_key, invoice_id"):
+        connect().push(action, FakeContext())
