@@ -2,28 +2,54 @@
 
 An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
 
-1. the customer: the stored link, else (on a retry) a search by metadata, else a create;
-2. a draft invoice (``POST /v1/invoices``, ``auto_advance=false``, ``pending_invoice_items_behavior
-   =exclude``, so nothing else is swept onto it and Stripe does not finalize it on its own);
-3. every line in one ``POST /v1/invoices/{id}/add_lines`` (chunked above ``LINES_PER_REQUEST``),
-   or with ``line_mode = "invoiceitems"`` one ``POST /v1/invoiceitems`` per line;
-4. ``POST /v1/invoices/{id}/finalize``.
+1. the customer: the link (an MSP's mapping, or an earlier push; never a new customer for a
+   linked client), else the customer found by search on ``metadata.msp_hub_client_id``, else a
+   create;
+2. the invoice Stripe may already have for the action (``metadata.msp_hub_action_key``): the id
+   saved in the action's progress, else the customer's invoices listed (consistent) when the
+   customer existed before this push, else a search of invoices (it finds one sent on another
+   customer); found open, paid or void, the push is done and returns it;
+3. else a draft invoice (``POST /v1/invoices``, ``auto_advance=false``,
+   ``pending_invoice_items_behavior=exclude``: nothing else is swept onto it and Stripe does not
+   finalize it on its own);
+4. the lines the draft lacks in one ``POST /v1/invoices/{id}/add_lines`` (chunked above
+   ``LINES_PER_REQUEST``), or with ``line_mode = "invoiceitems"`` one ``POST /v1/invoiceitems``
+   per line. A line is sent as quantity x unit amount when that is the plan's amount to the cent
+   (an add_lines line takes its unit amount in ``price_data``, with an inline product named like
+   the line; an invoice item in ``unit_amount_decimal``), else as the plan's amount, its
+   description stating the quantity: ``"Support hours (1.5 x 80.00 EUR)"``;
+5. the draft's subtotal checked against the plan's lines: if they differ (a line added in the
+   dashboard...), the draft is left as it is and the push fails, naming both totals;
+6. ``POST /v1/invoices/{id}/finalize`` -- unless the payload says ``"finalize": false``: then the
+   draft stays for the MSP to review and the result says ``{"draft": true, "invoice_id": ...}``;
+   an ``invoice_finalize`` action (``{"invoice_key", "invoice_id"}``) finalizes it later, once
+   (an invoice already finalized is success).
 
-So a push is 3 requests for a known customer, 4 with the customer's creation.
+Requests per invoice: 4 for a known customer (list its invoices, create, add_lines, finalize), 6
+with a new customer (search customers, create it, search invoices, create, add_lines, finalize);
+with ``invoiceitems``, one per line plus one read of the draft instead of add_lines. Pushed again
+after the store was lost, a sent invoice costs 2 GETs and no POST.
 
-Exactly once rests on three things. Every POST carries an ``Idempotency-Key`` derived from the
+Exactly once rests on four things. Every POST carries an ``Idempotency-Key`` derived from the
 action key and the step (``msp-hub:invoice:acme:2026-10:create``), so a retry within Stripe's
-24 h key lifetime gets the first answer back instead of a second object. After each step the
-invoice id and step are saved with ``context.save_progress``. And a retry never creates blindly:
-it recovers the invoice (the saved id, else the customer's invoices listed and matched on
-``metadata.msp_hub_action_key``, which still works after the keys are pruned) and continues from
-its state: a draft gets its missing lines, then is finalized; an open, paid or void invoice is done.
+24 h key lifetime gets the first answer back instead of a second object. Stripe also stores a 500
+under its key and replays it for a day: a replayed 5xx (``ReplayedError``) is never retried with
+that key; the object is looked for by its metadata and, only if it does not exist, the POST is
+sent under the step's successor key (``...:create:r2``), saved in the progress BEFORE it is sent
+and used by every later attempt (see ``StripeConnector._send``). After each step the invoice id and
+step are saved with ``context.save_progress``. And nothing is created before Stripe is asked
+whether it already has it, by the metadata the hub writes, which still works after the keys are
+pruned and after the hub's store is lost or restored from an old backup.
 
-Customer lookup on a retry uses search, though Stripe's search is eventually consistent (usually
-under a minute), because ``GET /v1/customers`` cannot filter on metadata and would mean reading
-every customer. Search missing a customer just created is harmless: the create that follows
-uses the same idempotency key as the lost one, so within 24 h Stripe replays the first customer,
-and after 24 h search has long caught up.
+Search is eventually consistent (usually under a minute), so it is used only where nothing
+consistent exists (``GET /v1/customers`` cannot filter on metadata) or as an extra net, and
+never alone where it matters: a customer search missing a customer just created is harmless,
+as the create that follows uses the same idempotency key as the lost one (within 24 h Stripe
+replays the first customer; after 24 h search has long caught up), and a replayed 500 of a
+customer create is checked against the newest page of customers as well.
+
+``sent_objects()`` lists every customer and invoice the hub sent, from Stripe's list endpoints,
+to rebuild the links and the outbox of a lost store.
 """
 
 from __future__ import annotations
