@@ -220,3 +220,21 @@ def test_a_read_timeout_is_retried(sim, client):
     sim.timeout_next()
     assert client.search_customers("name:'x'") == []
     assert sim.requests == 2
+
+
+def test_search_follows_next_page(sim, client):
+    for n in range(105):
+        sim._create_customer({"name": f"c{n}", "metadata": {"msp_hub_client_id": "same"}})
+    found = client.search_customers("metadata['msp_hub_client_id']:'same'")
+    assert len(found) == 105 and len({c["id"] for c in found}) == 105
+    assert sim.calls("GET", "/v1/customers/search") == 2
+
+
+def test_search_refuses_a_page_token_that_comes_back():
+    page = {"object": "search_result", "has_more": True, "next_page": "tok", "url": "/v1/invoices/search",
+            "data": [{"id": "in_1", "object": "invoice"}]}
+    with respx.mock(base_url=BASE_URL) as router:
+        router.get("/v1/invoices/search").respond(200, json=page)
+        c = StripeClient(BASE_URL, API_KEY, http=httpx.Client(), retrying=quiet_retry_policy)
+        with pytest.raises(MalformedResponseError, match="search page tok came back twice"):
+            c.search_invoices("metadata['k']:'v'")

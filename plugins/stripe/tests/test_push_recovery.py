@@ -234,3 +234,46 @@ def test_progress_naming_another_action_s_invoice_is_refused(sim, connect, conte
     assert f"the progress of invoice:acme:2026-11 names invoice {october.vendor_id}, which Stripe says was " \
            f"made for '{KEY}'; nothing was sent" in str(info.value)
     assert len(sim.invoices) == 1
+
+
+# --- end to end through the engine ------------------------------------------------------------------
+
+def test_engine_a_month_whose_finalize_met_a_stored_500_is_invoiced_in_one_run(tmp_path):
+    from hub.engine import sync_once
+    from tests.conftest import Env
+
+    env = Env(tmp_path)
+    env.stripe.fail_stored_next(500, path="/v1/invoices/*/finalize")  # the first client's finalize
+    hub = env.hub()
+    report = sync_once(hub)
+    hub.close()
+
+    assert not report.failed and len(report.pushed) == 5
+    assert {i["status"] for i in env.invoices()} == {"open"} and len(env.invoices()) == 5
+    assert sum(1 for e in env.stripe.posts() if e["idempotency_key"].endswith(":finalize:r2")) == 1
+
+
+def test_engine_a_deleted_store_run_again_days_later_sends_nothing_twice(tmp_path):
+    import os
+
+    from hub.engine import sync_once
+    from tests.conftest import Env
+
+    env = Env(tmp_path)
+    hub = env.hub()
+    first = sync_once(hub)
+    hub.close()
+    sent = {p["key"]: p["vendor_id"] for p in first.pushed}
+    assert len(sent) == 5
+    os.remove(env.db)                       # the store is lost
+    env.stripe.expire_idempotency_keys()    # and Stripe forgot the keys
+    posts = len(env.stripe.posts())
+
+    hub = env.hub()
+    again = sync_once(hub)
+    hub.close()
+
+    assert {p["key"]: p["vendor_id"] for p in again.pushed} == sent
+    assert all("already open in Stripe" in p["summary"] for p in again.pushed)
+    assert len(env.stripe.list_objects("customer")) == 5 and len(env.invoices()) == 5
+    assert len(env.stripe.posts()) == posts
