@@ -396,14 +396,12 @@ class StripeConnector:
                                                        idempotency_key=key),
                 lambda: _newest_live(self._invoices_of(customer_id, action.key)))
             context.save_progress(invoice_id=invoice["id"], step="created")
-            present = 0
-        elif invoice["status"] != "draft":
+        elif progress.get("invoice_id") != invoice["id"]:
+            context.save_progress(invoice_id=invoice["id"], step="found")
+        if invoice["status"] != "draft":
             context.save_progress(invoice_id=invoice["id"], step="finalized")
             return to_push_result(invoice, payload, note=f"already {invoice['status']} in Stripe")
-        else:
-            if progress.get("invoice_id") != invoice["id"]:
-                context.save_progress(invoice_id=invoice["id"], step="found")
-            present = self._our_lines(invoice)
+        present = self._our_lines(invoice)
 
         invoice = self._add_lines(action, payload, invoice, present, context)
         self._check_subtotal(action, payload, invoice)

@@ -24,9 +24,11 @@ next matching requests (``path`` is exact or a glob such as ``/v1/invoices/*/add
 error before they run; ``fail_stored_next(status=500, times=1, path=None, run=False)`` answers
 the next matching keyed POSTs that have no stored answer yet with ``status`` and stores it under
 their key, as Stripe stores a 500 of a request that started (``run=True``: the request did its
-work first, so the object exists although the answer is a 500); ``garbage_next(times=1, path=None)`` answers 200 with a truncated body;
-``timeout_next(times=1, path=None)`` raises ``httpx.ReadTimeout``; ``search_lag = True`` hides new
-customers and invoices from search until ``index_search()`` (Stripe's search is eventually consistent).
+work first, so the object exists although the answer is a 500; the key then replays the 500
+with ``Idempotent-Replayed: true``); ``garbage_next(times=1, path=None)`` answers 200 with a
+truncated body; ``timeout_next(times=1, path=None)`` raises ``httpx.ReadTimeout``;
+``search_lag = True`` hides new customers and invoices from search until ``index_search()``
+(Stripe's search is eventually consistent).
 ``requests`` counts requests served and ``requests_by_path`` counts them per path; ``log`` lists
 each one (method, path, params, idempotency key, status, replayed); ``list_objects(kind)`` returns
 every ``"customer"``, ``"invoice"`` or ``"invoiceitem"`` as the API shows it, oldest first.

@@ -129,7 +129,7 @@ def test_a_customer_create_that_met_a_stored_500_makes_one_customer(sim, connect
     connect().push(make_action(), context)
     (customer,) = sim.customers.values()
     assert context.get_link("acme", "stripe") == customer["id"]
-    assert (f"customer:acme:create" in (context.progress.get("keys") or {})) is not run
+    assert ("customer:acme:create" in (context.progress.get("keys") or {})) is not run
 
 
 def test_a_step_that_keeps_meeting_stored_500s_stops_and_names_it(sim, connect, context):
