@@ -301,7 +301,8 @@ def to_line_params(line: dict[str, Any], period_start: int, period_end: int, cur
         params["description"] = line_description(line, currency)
     else:
         params["quantity"] = quantity
-        params["price_data"] = {"currency": currency.lower(), "product_data": {"name": str(line["description"])},
+        params["price_data"] = {"currency": currency.lower(),
+                                "product_data": {"name": str(line["description"] or line["code"])},
                                 "unit_amount": line["unit_amount"]}
     return params
 

@@ -16,7 +16,14 @@ from hub import RetryableError, VendorError
 from plugins.stripe.client import ReplayedError
 from plugins.stripe.plugin import idempotency_key
 from plugins.stripe.tests.helpers import Crash, FakeContext, crash_after, make_action
-from plugins.stripe.tests.test_plugin import KEY, invoices_for, known_customer, lines_of, requests_since
+from plugins.stripe.tests.test_plugin import (
+    KEY,
+    finalize_action,
+    invoices_for,
+    known_customer,
+    lines_of,
+    requests_since,
+)
 
 
 def keys_sent(sim, path_glob):
@@ -277,3 +284,17 @@ def test_engine_a_deleted_store_run_again_days_later_sends_nothing_twice(tmp_pat
     assert all("already open in Stripe" in p["summary"] for p in again.pushed)
     assert len(env.stripe.list_objects("customer")) == 5 and len(env.invoices()) == 5
     assert len(env.stripe.posts()) == posts
+
+
+def test_invoice_finalize_that_met_a_stored_500_finalizes_once(sim, connect, context):
+    known_customer(sim, context)
+    draft = connect().push(make_action(finalize=False), context)
+    sim.fail_stored_next(500, path="/v1/invoices/*/finalize")
+    finalizing = FakeContext()
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoices/*/finalize")).push(finalize_action(draft.vendor_id), finalizing)
+
+    result = connect().push(finalize_action(draft.vendor_id), finalizing.next_attempt())
+    assert result.details["status"] == "open" and sim.invoices[draft.vendor_id]["number"]
+    base = idempotency_key(f"{KEY}:finalize", "finalize")
+    assert keys_sent(sim, "/v1/invoices/*/finalize") == [base, base, f"{base}:r2"]
