@@ -9,7 +9,9 @@ The official ``stripe`` SDK builds the requests (form encoding with brackets, th
 - its random ``Idempotency-Key`` on every POST: each POST here takes a deterministic key from
   the caller, so a retry, or a re-run after a crash, cannot create a second object.
 
-SDK errors become hub errors (see ``_to_hub_error``); the API key never appears in them.
+SDK errors become hub errors (see ``_to_hub_error``); the API key never appears in them. A 5xx
+that Stripe replays from its idempotency store (``Idempotent-Replayed: true``) becomes a
+``ReplayedError``, never retried: the same key would only get the same stored 500 back for a day.
 Every method returns Stripe's objects as plain dicts, unchanged.
 """
 
@@ -31,6 +33,14 @@ VENDOR = "stripe"
 PAGE_SIZE = 100  # Stripe's largest page for list endpoints
 # A Stripe key as it may appear in an error text, masked or not (sk_test_****1234, rk_live_...).
 _KEY_PATTERN = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+")
+
+
+class ReplayedError(VendorError):
+    """Stripe answered a POST with the error it stored under that idempotency key.
+
+    Retrying with the same key replays the same answer until Stripe prunes the key (about 24 h),
+    so the caller must look for the object and, only if it does not exist, send under a new key.
+    """
 
 
 class _HttpxTransport(stripe.HTTPXClient):
@@ -102,10 +112,16 @@ class StripeClient:
                           params, {"idempotency_key": idempotency_key})
 
     def search_customers(self, query: str) -> list[dict]:
-        """GET /v1/customers/search (first page only; Stripe's search is eventually consistent)."""
-        page = self._call("GET", "/v1/customers/search", self._sdk.v1.customers.search,
-                          {"query": query, "limit": PAGE_SIZE})
-        return page["data"]
+        """GET /v1/customers/search, every page (Stripe's search is eventually consistent)."""
+        return list(self._iter_search("/v1/customers/search", self._sdk.v1.customers.search, query))
+
+    def iter_customers(self) -> Iterator[dict]:
+        """GET /v1/customers, every page, newest first."""
+        yield from self._iter_pages("/v1/customers", self._sdk.v1.customers.list, {"limit": PAGE_SIZE})
+
+    def recent_customers(self) -> list[dict]:
+        """GET /v1/customers, the newest page only (consistent, unlike search)."""
+        return self._call("GET", "/v1/customers", self._sdk.v1.customers.list, {"limit": PAGE_SIZE})["data"]
 
     # --- invoices ----------------------------------------------------------------------------
 
@@ -119,9 +135,15 @@ class StripeClient:
         return self._call("GET", f"/v1/invoices/{invoice_id}",
                           lambda: self._sdk.v1.invoices.retrieve(invoice_id))
 
-    def iter_invoices(self, *, customer: str, status: str | None = None) -> Iterator[dict]:
-        """GET /v1/invoices?customer=..., every page, newest first."""
-        params = {"customer": customer, "limit": PAGE_SIZE}
+    def search_invoices(self, query: str) -> list[dict]:
+        """GET /v1/invoices/search, every page (eventually consistent, like every Stripe search)."""
+        return list(self._iter_search("/v1/invoices/search", self._sdk.v1.invoices.search, query))
+
+    def iter_invoices(self, *, customer: str | None = None, status: str | None = None) -> Iterator[dict]:
+        """GET /v1/invoices (of one customer, or of the account), every page, newest first."""
+        params: dict = {"limit": PAGE_SIZE}
+        if customer:
+            params["customer"] = customer
         if status:
             params["status"] = status
         yield from self._iter_pages("/v1/invoices", self._sdk.v1.invoices.list, params)
@@ -170,6 +192,21 @@ class StripeClient:
             seen.add(last)
             params["starting_after"] = last
 
+    def _iter_search(self, path: str, fn: Callable, query: str) -> Iterator[dict]:
+        """Follow a search result's ``next_page`` with ``page``; raise if a page token repeats."""
+        params: dict = {"query": query, "limit": PAGE_SIZE}
+        seen: set[str] = set()
+        while True:
+            page = self._call("GET", path, fn, dict(params))
+            yield from page["data"]
+            token = page.get("next_page")
+            if not page.get("has_more") or not token:
+                return
+            if token in seen:
+                raise MalformedResponseError(VENDOR, 200, "GET", path, f"search page {token} came back twice")
+            seen.add(token)
+            params["page"] = token
+
     def _call(self, method: str, path: str, fn: Callable, *args) -> dict:
         """Run one SDK call under the retry policy; return its object as a plain dict."""
         def once():
@@ -192,6 +229,9 @@ class StripeClient:
             return RetryableError(VENDOR, None, method, path, self._redact(exc.user_message or ""))
         if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
             return CredentialsError(VENDOR, status, method, path, detail)
+        if str(headers.get("idempotent-replayed", "")).lower() == "true" and status is not None and status >= 500:
+            return ReplayedError(VENDOR, status, method, path,
+                                 f"{detail}; Stripe replayed the answer it stored under this idempotency key")
         if should_retry == "false":  # Stripe says a retry would only replay this answer
             return VendorError(VENDOR, status, method, path, detail)
         if (isinstance(exc, stripe.RateLimitError) or should_retry == "true"

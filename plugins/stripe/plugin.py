@@ -2,28 +2,54 @@
 
 An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
 
-1. the customer: the stored link, else (on a retry) a search by metadata, else a create;
-2. a draft invoice (``POST /v1/invoices``, ``auto_advance=false``, ``pending_invoice_items_behavior
-   =exclude``, so nothing else is swept onto it and Stripe does not finalize it on its own);
-3. every line in one ``POST /v1/invoices/{id}/add_lines`` (chunked above ``LINES_PER_REQUEST``),
-   or with ``line_mode = "invoiceitems"`` one ``POST /v1/invoiceitems`` per line;
-4. ``POST /v1/invoices/{id}/finalize``.
+1. the customer: the link (an MSP's mapping, or an earlier push; never a new customer for a
+   linked client), else the customer found by search on ``metadata.msp_hub_client_id``, else a
+   create;
+2. the invoice Stripe may already have for the action (``metadata.msp_hub_action_key``): the id
+   saved in the action's progress, else the customer's invoices listed (consistent) when the
+   customer existed before this push, else a search of invoices (it finds one sent on another
+   customer); found open, paid or void, the push is done and returns it;
+3. else a draft invoice (``POST /v1/invoices``, ``auto_advance=false``,
+   ``pending_invoice_items_behavior=exclude``: nothing else is swept onto it and Stripe does not
+   finalize it on its own);
+4. the lines the draft lacks in one ``POST /v1/invoices/{id}/add_lines`` (chunked above
+   ``LINES_PER_REQUEST``), or with ``line_mode = "invoiceitems"`` one ``POST /v1/invoiceitems``
+   per line. A line is sent as quantity x unit amount when that is the plan's amount to the cent
+   (an add_lines line takes its unit amount in ``price_data``, with an inline product named like
+   the line; an invoice item in ``unit_amount_decimal``), else as the plan's amount, its
+   description stating the quantity: ``"Support hours (1.5 x 80.00 EUR)"``;
+5. the draft's subtotal checked against the plan's lines: if they differ (a line added in the
+   dashboard...), the draft is left as it is and the push fails, naming both totals;
+6. ``POST /v1/invoices/{id}/finalize`` -- unless the payload says ``"finalize": false``: then the
+   draft stays for the MSP to review and the result says ``{"draft": true, "invoice_id": ...}``;
+   an ``invoice_finalize`` action (``{"invoice_key", "invoice_id"}``) finalizes it later, once
+   (an invoice already finalized is success).
 
-So a push is 3 requests for a known customer, 4 with the customer's creation.
+Requests per invoice: 4 for a known customer (list its invoices, create, add_lines, finalize), 6
+with a new customer (search customers, create it, search invoices, create, add_lines, finalize);
+with ``invoiceitems``, one per line plus one read of the draft instead of add_lines. Pushed again
+after the store was lost, a sent invoice costs 2 GETs and no POST.
 
-Exactly once rests on three things. Every POST carries an ``Idempotency-Key`` derived from the
+Exactly once rests on four things. Every POST carries an ``Idempotency-Key`` derived from the
 action key and the step (``msp-hub:invoice:acme:2026-10:create``), so a retry within Stripe's
-24 h key lifetime gets the first answer back instead of a second object. After each step the
-invoice id and step are saved with ``context.save_progress``. And a retry never creates blindly:
-it recovers the invoice (the saved id, else the customer's invoices listed and matched on
-``metadata.msp_hub_action_key``, which still works after the keys are pruned) and continues from
-its state: a draft gets its missing lines, then is finalized; an open, paid or void invoice is done.
+24 h key lifetime gets the first answer back instead of a second object. Stripe also stores a 500
+under its key and replays it for a day: a replayed 5xx (``ReplayedError``) is never retried with
+that key; the object is looked for by its metadata and, only if it does not exist, the POST is
+sent under the step's successor key (``...:create:r2``), saved in the progress BEFORE it is sent
+and used by every later attempt (see ``StripeConnector._send``). After each step the invoice id and
+step are saved with ``context.save_progress``. And nothing is created before Stripe is asked
+whether it already has it, by the metadata the hub writes, which still works after the keys are
+pruned and after the hub's store is lost or restored from an old backup.
 
-Customer lookup on a retry uses search, though Stripe's search is eventually consistent (usually
-under a minute), because ``GET /v1/customers`` cannot filter on metadata and would mean reading
-every customer. Search missing a customer just created is harmless: the create that follows
-uses the same idempotency key as the lost one, so within 24 h Stripe replays the first customer,
-and after 24 h search has long caught up.
+Search is eventually consistent (usually under a minute), so it is used only where nothing
+consistent exists (``GET /v1/customers`` cannot filter on metadata) or as an extra net, and
+never alone where it matters: a customer search missing a customer just created is harmless,
+as the create that follows uses the same idempotency key as the lost one (within 24 h Stripe
+replays the first customer; after 24 h search has long caught up), and a replayed 500 of a
+customer create is checked against the newest page of customers as well.
+
+``sent_objects()`` lists every customer and invoice the hub sent, from Stripe's list endpoints,
+to rebuild the links and the outbox of a lost store.
 """
 
 from __future__ import annotations
@@ -31,16 +57,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterator
 
 import httpx
 import tenacity
 
 from hub import Action, ConfigError, MappingError, PushResult, VendorError, hookimpl
 from hub.config import Secret
-from plugins.stripe.client import VENDOR, StripeClient
+from plugins.stripe.client import VENDOR, ReplayedError, StripeClient
 
 NAME = "stripe"
+INVOICE = "invoice"
+FINALIZE = "invoice_finalize"   # finalizes a draft an invoice action left for review
+MAX_KEYS_PER_PUSH = 3           # successive idempotency keys one step may use in one push
 LINE_MODES = ("add_lines", "invoiceitems")
 COLLECTION_METHODS = ("send_invoice", "charge_automatically")
 SETTING_KEYS = {"base_url", "api_key_env", "api_key_file", "days_until_due", "collection_method",
@@ -114,8 +144,11 @@ class StripeSettings:
 
 # --- mapping: hub actions to Stripe params (pure) ------------------------------------------------
 
-def idempotency_key(action_key: str, step: str) -> str:
-    """``msp-hub:<action key>:<step>``; hashed when it would pass Stripe's 255 characters."""
+def idempotency_key(action_key: str, step: str, generation: int = 1) -> str:
+    """``msp-hub:<action key>:<step>``, ``...:<step>:r<n>`` for the n-th key of a step (see
+    ``StripeConnector._send``); hashed when it would pass Stripe's 255 characters."""
+    if generation > 1:
+        step = f"{step}:r{generation}"
     key = f"msp-hub:{action_key}:{step}"
     if len(key) > MAX_IDEMPOTENCY_KEY:
         key = f"msp-hub:{hashlib.sha256(action_key.encode()).hexdigest()}:{step}"
@@ -131,7 +164,12 @@ def to_epoch(value: str | datetime) -> int:
 
 
 def check_payload(action: Action) -> dict[str, Any]:
-    """The invoice payload, or a MappingError naming what is missing or wrong."""
+    """The invoice payload, or a MappingError naming what is missing or wrong.
+
+    Refused: a missing field, a line without code, description or integer amount, a quantity
+    that is not a number, a ``finalize`` that is not true or false, and lines whose amounts do not
+    add up to the payload's ``total`` (nothing is sent that would not bill the plan's total).
+    """
     payload = action.payload or {}
     missing = [k for k in ("client_name", "currency", "period_start", "period_end", "lines")
                if k not in payload]
@@ -145,6 +183,27 @@ def check_payload(action: Action) -> dict[str, Any]:
             raise MappingError(f"action {action.key}: line {i} has no {', '.join(absent)}")
         if isinstance(line["amount"], bool) or not isinstance(line["amount"], int):
             raise MappingError(f"action {action.key}: line {i} amount must be integer minor units")
+        if "quantity" in line and _decimal(line["quantity"]) is None:
+            raise MappingError(f"action {action.key}: line {i} ({line['code']}) quantity "
+                               f"{line['quantity']!r} is not a number")
+    if "finalize" in payload and not isinstance(payload["finalize"], bool):
+        raise MappingError(f"action {action.key}: payload finalize must be true or false, "
+                           f"got {payload['finalize']!r}")
+    total = payload.get("total")
+    lines_sum = sum(line["amount"] for line in payload["lines"])
+    if total is not None and total != lines_sum:
+        currency = str(payload["currency"])
+        raise MappingError(f"action {action.key}: the lines add up to {format_amount(lines_sum, currency)} "
+                           f"but the payload total is {format_amount(total, currency)}; nothing was sent")
+    return payload
+
+
+def check_finalize_payload(action: Action) -> dict[str, Any]:
+    """An ``invoice_finalize`` payload (``invoice_key``, ``invoice_id``), or a MappingError."""
+    payload = action.payload or {}
+    missing = [k for k in ("invoice_key", "invoice_id") if not payload.get(k)]
+    if missing:
+        raise MappingError(f"action {action.key}: payload has no {', '.join(missing)}")
     return payload
 
 
@@ -154,10 +213,18 @@ def to_customer_params(action: Action) -> dict[str, Any]:
             "metadata": {"msp_hub_client_id": action.client_id}}
 
 
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
 def customer_search_query(client_id: str) -> str:
     """Stripe search query for the customer created for ``client_id``."""
-    escaped = client_id.replace("\\", "\\\\").replace("'", "\\'")
-    return f"metadata['msp_hub_client_id']:'{escaped}'"
+    return f"metadata['msp_hub_client_id']:'{_quote(client_id)}'"
+
+
+def invoice_search_query(action_key: str) -> str:
+    """Stripe search query for the invoice created for the action ``action_key``."""
+    return f"metadata['msp_hub_action_key']:'{_quote(action_key)}'"
 
 
 def to_invoice_params(action: Action, customer_id: str, settings: StripeSettings) -> dict[str, Any]:
@@ -179,8 +246,44 @@ def to_invoice_params(action: Action, customer_id: str, settings: StripeSettings
     return params
 
 
-def to_line_params(line: dict[str, Any], period_start: int, period_end: int) -> dict[str, Any]:
-    """One add_lines line: the amount as computed by the hub, never recomputed by Stripe.
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def whole_quantity(line: dict[str, Any]) -> int | None:
+    """The line's quantity when Stripe can bill it as quantity x unit amount to the cent.
+
+    That is a whole quantity of at least 1, a non-negative integer ``unit_amount`` (an inline
+    price cannot be negative) and ``quantity * unit_amount == amount``; else None, and the line
+    is sent as its amount with the quantity in its description.
+    """
+    quantity, unit = _decimal(line.get("quantity")), line.get("unit_amount")
+    if quantity is None or isinstance(unit, bool) or not isinstance(unit, int) or unit < 0:
+        return None
+    if quantity != quantity.to_integral_value() or quantity < 1 or quantity * unit != line["amount"]:
+        return None
+    return int(quantity)
+
+
+def line_description(line: dict[str, Any], currency: str) -> str:
+    """The description of a line sent as one amount: ``"Support (1.5 x 80.00 EUR)"`` when the
+    line has a quantity other than 1 and a unit amount, else the line's own description."""
+    quantity, unit = _decimal(line.get("quantity")), line.get("unit_amount")
+    if quantity is None or quantity == 1 or isinstance(unit, bool) or not isinstance(unit, int):
+        return str(line["description"])
+    return f"{line['description']} ({line['quantity']} x {format_amount(unit, currency)})"
+
+
+def to_line_params(line: dict[str, Any], period_start: int, period_end: int, currency: str) -> dict[str, Any]:
+    """One add_lines line: quantity x unit amount when that is the hub's amount to the cent
+    (``price_data`` with an inline product named like the line, as this API version takes a unit
+    amount on a line), else the hub's amount, with the quantity written in the description.
 
     ``period_end`` is the hub's exclusive end; Stripe's ``period.end`` is inclusive, hence -1.
     """
@@ -189,15 +292,30 @@ def to_line_params(line: dict[str, Any], period_start: int, period_end: int) -> 
         metadata["msp_hub_quantity"] = str(line["quantity"])
     if "unit_amount" in line:
         metadata["msp_hub_unit_amount"] = str(line["unit_amount"])
-    return {"amount": line["amount"], "description": line["description"],
-            "period": {"start": period_start, "end": max(period_start, period_end - 1)},
-            "metadata": metadata}
+    params: dict[str, Any] = {"description": str(line["description"]),
+                              "period": {"start": period_start, "end": max(period_start, period_end - 1)},
+                              "metadata": metadata}
+    quantity = whole_quantity(line)
+    if quantity is None:
+        params["amount"] = line["amount"]
+        params["description"] = line_description(line, currency)
+    else:
+        params["quantity"] = quantity
+        params["price_data"] = {"currency": currency.lower(),
+                                "product_data": {"name": str(line["description"] or line["code"])},
+                                "unit_amount": line["unit_amount"]}
+    return params
 
 
 def to_invoice_item_params(line_params: dict[str, Any], *, customer_id: str, invoice_id: str,
                            currency: str) -> dict[str, Any]:
-    """POST /v1/invoiceitems params: the same line, attached to the draft invoice."""
-    return {"customer": customer_id, "invoice": invoice_id, "currency": currency, **line_params}
+    """POST /v1/invoiceitems params: the same line, attached to the draft invoice; a priced line
+    becomes ``quantity`` with ``unit_amount_decimal`` (an invoice item needs no product)."""
+    params = {"customer": customer_id, "invoice": invoice_id, "currency": currency,
+              **{k: v for k, v in line_params.items() if k != "price_data"}}
+    if "price_data" in line_params:
+        params["unit_amount_decimal"] = str(line_params["price_data"]["unit_amount"])
+    return params
 
 
 def format_amount(amount: int, currency: str) -> str:
@@ -215,29 +333,40 @@ def is_our_line(line: dict[str, Any]) -> bool:
 
 
 def to_push_result(invoice: dict[str, Any], payload: dict[str, Any], note: str = "") -> PushResult:
-    """The engine's PushResult for a Stripe invoice."""
+    """The engine's PushResult for a Stripe invoice (``details["draft"]`` when it is one)."""
     number = invoice.get("number") or invoice["id"]
     total = invoice.get("total")
-    currency = str(invoice.get("currency") or payload["currency"])
-    summary = f"Stripe invoice {number} ({invoice.get('status')}) for {payload['client_name']}"
-    if total is not None:
+    currency = str(invoice.get("currency") or payload.get("currency") or "")
+    who = payload.get("client_name") or invoice.get("customer_name") or invoice.get("customer")
+    summary = f"Stripe invoice {number} ({invoice.get('status')}) for {who}"
+    if total is not None and currency:
         summary += f": {format_amount(total, currency)}"
     if note:
         summary += f"; {note}"
-    return PushResult(vendor_id=invoice["id"], summary=summary,
-                      details={"number": invoice.get("number"), "total": total,
-                               "currency": currency.upper(), "status": invoice.get("status"),
-                               "customer": invoice.get("customer"),
-                               "hosted_invoice_url": invoice.get("hosted_invoice_url")})
+    details = {"number": invoice.get("number"), "total": total, "currency": currency.upper(),
+               "status": invoice.get("status"), "customer": invoice.get("customer"),
+               "hosted_invoice_url": invoice.get("hosted_invoice_url"), "invoice_id": invoice["id"]}
+    if invoice.get("status") == "draft":
+        details["draft"] = True
+    return PushResult(vendor_id=invoice["id"], summary=summary, details=details)
+
+
+def _newest_live(matches: list[dict]) -> dict | None:
+    """A live invoice wins over a void one; among equals, the newest (lists come newest first)."""
+    if not matches:
+        return None
+    live = [inv for inv in matches if inv.get("status") != "void"]
+    return (live or matches)[0]
 
 
 # --- the connector -------------------------------------------------------------------------------
 
 class StripeConnector:
-    """Pushes ``invoice`` actions to Stripe (see the module docstring); pulls nothing."""
+    """Pushes ``invoice`` and ``invoice_finalize`` actions to Stripe (see the module docstring);
+    pulls nothing. ``sent_objects()`` lists what the hub sent, to rebuild a lost store."""
 
     name = NAME
-    action_kinds = frozenset({"invoice"})
+    action_kinds = frozenset({INVOICE, FINALIZE})
 
     def __init__(self, settings: StripeSettings, *, http: httpx.Client | None = None,
                  retrying: Callable[[], tenacity.Retrying] | None = None):
@@ -251,107 +380,258 @@ class StripeConnector:
         self.client.close()
 
     def push(self, action: Action, context) -> PushResult:
-        """Send one invoice action exactly once; return the Stripe invoice as a PushResult."""
-        if action.kind not in self.action_kinds:
+        """Send one action exactly once; return the Stripe invoice as a PushResult."""
+        if action.kind == FINALIZE:
+            return self._push_finalize(action, context)
+        if action.kind != INVOICE:
             raise ValueError(f"the stripe connector cannot push {action.kind!r} actions")
         payload = check_payload(action)
         progress = context.progress or {}
-        recovering = context.attempts > 0 or bool(progress.get("invoice_id"))
 
-        customer_id = self._customer(action, context)
-        invoice = self._recover_invoice(action, customer_id, progress) if recovering else None
+        customer_id, existed = self._customer(action, context)
+        invoice = self._find_invoice(action, customer_id, existed, progress)
         if invoice is None:
-            invoice = self.client.create_invoice(to_invoice_params(action, customer_id, self.settings),
-                                                 idempotency_key=idempotency_key(action.key, "create"))
+            invoice = self._send(
+                context, action.key, "create",
+                lambda key: self.client.create_invoice(to_invoice_params(action, customer_id, self.settings),
+                                                       idempotency_key=key),
+                lambda: _newest_live(self._invoices_of(customer_id, action.key)))
             context.save_progress(invoice_id=invoice["id"], step="created")
-            present = 0
-        elif invoice["status"] != "draft":
+        elif progress.get("invoice_id") != invoice["id"]:
+            context.save_progress(invoice_id=invoice["id"], step="found")
+        if invoice["status"] != "draft":
             context.save_progress(invoice_id=invoice["id"], step="finalized")
             return to_push_result(invoice, payload, note=f"already {invoice['status']} in Stripe")
-        else:
-            present = self._count_our_lines(invoice)
+        present = self._our_lines(invoice)
 
-        invoice = self._add_lines(action, payload, invoice, customer_id, present, context)
-        invoice = self.client.finalize_invoice(invoice["id"],
-                                               idempotency_key=idempotency_key(action.key, "finalize"))
+        invoice = self._add_lines(action, payload, invoice, present, context)
+        self._check_subtotal(action, payload, invoice)
+        if payload.get("finalize", True) is False:
+            context.save_progress(invoice_id=invoice["id"], step="drafted")
+            return to_push_result(invoice, payload, note="a draft, left for review")
+        invoice = self._finalize(action.key, invoice["id"], context)
         context.save_progress(invoice_id=invoice["id"], step="finalized")
-        note = ""
-        if invoice.get("total") is not None and invoice["total"] != payload.get("total", invoice["total"]):
-            note = f"Stripe's total differs from the hub's {format_amount(payload['total'], payload['currency'])}"
-        return to_push_result(invoice, payload, note)
+        return to_push_result(invoice, payload)
 
-    # --- steps ---
+    def sent_objects(self) -> Iterator[dict[str, Any]]:
+        """Everything the hub sent to this Stripe account, from Stripe itself (no store needed).
 
-    def _customer(self, action: Action, context) -> str:
-        """The client's Stripe customer id: linked, found again on a retry, or created."""
+        Yields ``{"object": "customer", "client_id", "customer_id", "name"}`` for every customer
+        carrying ``metadata.msp_hub_client_id``, then ``{"object": "invoice", "action_key",
+        "invoice_id", "status", "customer", "total", "currency", "number", "client_id",
+        "period"}`` for every invoice carrying ``metadata.msp_hub_action_key``, newest first,
+        paging through ``GET /v1/customers`` and ``GET /v1/invoices`` (consistent, unlike search).
+        """
+        for customer in self.client.iter_customers():
+            client_id = (customer.get("metadata") or {}).get("msp_hub_client_id")
+            if client_id:
+                yield {"object": "customer", "client_id": client_id, "customer_id": customer["id"],
+                       "name": customer.get("name")}
+        for invoice in self.client.iter_invoices():
+            metadata = invoice.get("metadata") or {}
+            if metadata.get("msp_hub_action_key"):
+                yield {"object": "invoice", "action_key": metadata["msp_hub_action_key"],
+                       "invoice_id": invoice["id"], "status": invoice.get("status"),
+                       "customer": invoice.get("customer"), "total": invoice.get("total"),
+                       "currency": invoice.get("currency"), "number": invoice.get("number"),
+                       "client_id": metadata.get("msp_hub_client_id"),
+                       "period": metadata.get("msp_hub_period")}
+
+    # --- exactly once ---
+
+    def _send(self, context, base: str, step: str, send: Callable[[str], Any],
+              lookup: Callable[[], Any]) -> Any:
+        """POST ``send(key)`` under the step's current idempotency key.
+
+        When Stripe replays a 5xx it stored under that key (``ReplayedError``), the object may or
+        may not exist: ``lookup()`` looks for it and returns it if found. Only if it does not exist
+        is the same POST sent under the step's next key (``<key>:r2``, ``:r3``...), which is saved
+        in the action's progress BEFORE it is sent, so every later attempt uses it too.
+        """
+        label = f"{base}:{step}"
+        error: ReplayedError | None = None
+        for _ in range(MAX_KEYS_PER_PUSH):
+            generation = int(((context.progress or {}).get("keys") or {}).get(label, 1))
+            try:
+                return send(idempotency_key(base, step, generation))
+            except ReplayedError as exc:
+                error = exc
+            found = lookup()
+            if found is not None:
+                return found
+            keys = dict((context.progress or {}).get("keys") or {})
+            keys[label] = generation + 1
+            context.save_progress(keys=keys)
+        assert error is not None
+        raise VendorError(VENDOR, error.status, error.method, error.url,
+                          f"Stripe answered {error.status} under {MAX_KEYS_PER_PUSH} successive idempotency "
+                          f"keys for step {step} of {base}, and the object was not created; the next "
+                          f"attempt continues with a new key: push again later ({error.detail})")
+
+    # --- customers ---
+
+    def _customer(self, action: Action, context) -> tuple[str, bool]:
+        """The client's Stripe customer id, and whether it existed before this push.
+
+        Linked (by a mapping, or an earlier push), else found by its ``msp_hub_client_id``
+        metadata, else created; never created for a linked client.
+        """
         customer_id = context.get_link(action.client_id, NAME)
         if customer_id:
-            return customer_id
-        if context.attempts > 0:
-            found = self.client.search_customers(customer_search_query(action.client_id))
-            ours = [c for c in found if (c.get("metadata") or {}).get("msp_hub_client_id") == action.client_id]
-            if ours:
-                customer_id = min(ours, key=lambda c: (c.get("created") or 0, c["id"]))["id"]
-        if not customer_id:
-            customer = self.client.create_customer(
-                to_customer_params(action),
-                idempotency_key=idempotency_key(f"customer:{action.client_id}", "create"))
-            customer_id = customer["id"]
+            return customer_id, True
+        found = self._find_customer(action.client_id)
+        if found:
+            context.set_link(action.client_id, NAME, found)
+            return found, True
+        customer = self._send(
+            context, f"customer:{action.client_id}", "create",
+            lambda key: self.client.create_customer(to_customer_params(action), idempotency_key=key),
+            lambda: self._find_customer(action.client_id, consistent=True))
+        customer_id = customer if isinstance(customer, str) else customer["id"]
         context.set_link(action.client_id, NAME, customer_id)
-        return customer_id
+        return customer_id, False
 
-    def _recover_invoice(self, action: Action, customer_id: str, progress: dict) -> dict | None:
-        """The invoice an earlier attempt created for this action, if any."""
+    def _find_customer(self, client_id: str, *, consistent: bool = False) -> str | None:
+        """The oldest customer carrying ``client_id`` in its metadata: by search, and with
+        ``consistent`` also in the newest page of customers (search lags behind a create)."""
+        found = self.client.search_customers(customer_search_query(client_id))
+        if consistent:
+            found += self.client.recent_customers()
+        ours = [c for c in found if (c.get("metadata") or {}).get("msp_hub_client_id") == client_id]
+        return min(ours, key=lambda c: (c.get("created") or 0, c["id"]))["id"] if ours else None
+
+    # --- invoices ---
+
+    def _invoices_of(self, customer_id: str, action_key: str) -> list[dict]:
+        """The customer's invoices made for ``action_key`` (a consistent list, newest first)."""
+        return [inv for inv in self.client.iter_invoices(customer=customer_id)
+                if (inv.get("metadata") or {}).get("msp_hub_action_key") == action_key]
+
+    def _find_invoice(self, action: Action, customer_id: str, existed: bool, progress: dict) -> dict | None:
+        """The invoice Stripe already has for this action, if any: the saved id, else the
+        customer's invoices (when the customer existed before this push), else a search."""
         invoice_id = progress.get("invoice_id")
         if invoice_id:
             try:
-                return self.client.retrieve_invoice(invoice_id)
+                invoice = self.client.retrieve_invoice(invoice_id)
             except VendorError as exc:
                 if exc.status != 404:
                     raise
-        matches = [inv for inv in self.client.iter_invoices(customer=customer_id)
-                   if (inv.get("metadata") or {}).get("msp_hub_action_key") == action.key]
-        if not matches:
-            return None
-        # A live invoice wins over a void one; among equals, the newest (lists come newest first).
-        live = [inv for inv in matches if inv.get("status") != "void"]
-        return (live or matches)[0]
+            else:
+                owner = (invoice.get("metadata") or {}).get("msp_hub_action_key")
+                if owner != action.key:
+                    raise VendorError(VENDOR, None, "GET", f"/v1/invoices/{invoice_id}",
+                                      f"the progress of {action.key} names invoice {invoice_id}, which "
+                                      f"Stripe says was made for {owner!r}; nothing was sent: clear the "
+                                      f"action's progress in the store, then push again")
+                return invoice
+        if existed:
+            return _newest_live(self._invoices_of(customer_id, action.key))
+        found = self.client.search_invoices(invoice_search_query(action.key))
+        return _newest_live([inv for inv in found
+                             if (inv.get("metadata") or {}).get("msp_hub_action_key") == action.key])
 
-    def _count_our_lines(self, invoice: dict) -> int:
-        """How many of this connector's lines a draft already has (pages the lines if needed)."""
+    def _our_lines(self, invoice: dict) -> int:
+        """How many of this connector's lines a draft has (pages the lines if needed)."""
         lines = invoice.get("lines") or {}
         data = lines.get("data") or []
         if lines.get("has_more"):
             data = list(self.client.iter_invoice_lines(invoice["id"]))
         return sum(1 for line in data if is_our_line(line))
 
-    def _add_lines(self, action: Action, payload: dict, invoice: dict, customer_id: str,
-                   present: int, context) -> dict:
-        """Add the lines the draft does not have yet, in order, each request with its own key."""
+
+    def _add_lines(self, action: Action, payload: dict, invoice: dict, present: int, context) -> dict:
+        """Add the lines the draft does not have yet, in order, each request with its own key;
+        return the draft as Stripe has it after."""
         lines = payload["lines"]
-        if present > len(lines):
-            raise VendorError(VENDOR, None, "POST", f"/v1/invoices/{invoice['id']}/add_lines",
-                              f"draft invoice {invoice['id']} already has {present} lines from msp-hub "
-                              f"but the action has {len(lines)}; check the draft in Stripe")
-        start, end = to_epoch(payload["period_start"]), to_epoch(payload["period_end"])
-        params = [to_line_params(line, start, end) for line in lines]
         invoice_id = invoice["id"]
+        if present > len(lines):
+            raise VendorError(VENDOR, None, "POST", f"/v1/invoices/{invoice_id}/add_lines",
+                              f"draft invoice {invoice_id} already has {present} lines from msp-hub "
+                              f"but the action has {len(lines)}; check the draft in Stripe")
+        currency = str(payload["currency"]).lower()
+        start, end = to_epoch(payload["period_start"]), to_epoch(payload["period_end"])
+        params = [to_line_params(line, start, end, currency) for line in lines]
+
+        def has(count: int):  # the draft, if it already has ``count`` of our lines
+            draft = self.client.retrieve_invoice(invoice_id)
+            return draft if self._our_lines(draft) >= count else None
+
         if self.settings.line_mode == "invoiceitems":
-            currency = str(payload["currency"]).lower()
             for i in range(present, len(params)):
-                self.client.create_invoice_item(
-                    to_invoice_item_params(params[i], customer_id=customer_id, invoice_id=invoice_id,
-                                           currency=currency),
-                    idempotency_key=idempotency_key(action.key, f"line:{i}"))
+                item = to_invoice_item_params(params[i], customer_id=invoice["customer"],
+                                              invoice_id=invoice_id, currency=currency)
+                self._send(context, action.key, f"line:{i}",
+                           lambda key, item=item: self.client.create_invoice_item(item, idempotency_key=key),
+                           lambda i=i: has(i + 1))
                 context.save_progress(invoice_id=invoice_id, step=f"line:{i}")
-            return invoice
+            return self.client.retrieve_invoice(invoice_id) if present < len(params) else invoice
         for first in range(present, len(params), LINES_PER_REQUEST):
             chunk = params[first:first + LINES_PER_REQUEST]
             step = "add_lines" if first == 0 else f"add_lines:{first}"
-            invoice = self.client.add_invoice_lines(invoice_id, chunk,
-                                                    idempotency_key=idempotency_key(action.key, step))
+            invoice = self._send(
+                context, action.key, step,
+                lambda key, chunk=chunk: self.client.add_invoice_lines(invoice_id, chunk, idempotency_key=key),
+                lambda count=first + len(chunk): has(count))
             context.save_progress(invoice_id=invoice_id, step=step)
         return invoice
+
+    def _check_subtotal(self, action: Action, payload: dict, invoice: dict) -> None:
+        """Refuse to go on when the draft's lines do not add up to the plan's: it stays a draft."""
+        expected = sum(line["amount"] for line in payload["lines"])
+        subtotal = invoice.get("subtotal")
+        if subtotal is not None and subtotal != expected:
+            currency = str(payload["currency"])
+            raise VendorError(VENDOR, None, "POST", f"/v1/invoices/{invoice['id']}/finalize",
+                              f"draft invoice {invoice['id']} for {action.key} totals "
+                              f"{format_amount(subtotal, currency)} in Stripe but the plan's lines total "
+                              f"{format_amount(expected, currency)}; it was not finalized: correct or "
+                              f"delete the draft in Stripe, then push again")
+
+    def _finalize(self, base: str, invoice_id: str, context) -> dict:
+        """Finalize a draft exactly once; an invoice already finalized is success (returned)."""
+        def finalized() -> dict | None:
+            invoice = self.client.retrieve_invoice(invoice_id)
+            return invoice if invoice["status"] != "draft" else None
+
+        def send(key: str) -> dict:
+            try:
+                return self.client.finalize_invoice(invoice_id, idempotency_key=key)
+            except ReplayedError:
+                raise
+            except VendorError as exc:  # finalized meanwhile (in the dashboard): Stripe says 400
+                if exc.status != 400:
+                    raise
+                done = finalized()
+                if done is None:
+                    raise
+                return done
+
+        return self._send(context, base, "finalize", send, finalized)
+
+    def _push_finalize(self, action: Action, context) -> PushResult:
+        """An ``invoice_finalize`` action: finalize the reviewed draft of ``invoice_key``."""
+        payload = check_finalize_payload(action)
+        invoice_id = str(payload["invoice_id"])
+        try:
+            invoice = self.client.retrieve_invoice(invoice_id)
+        except VendorError as exc:
+            if exc.status != 404:
+                raise
+            raise VendorError(VENDOR, 404, "GET", f"/v1/invoices/{invoice_id}",
+                              f"invoice {invoice_id} of {payload['invoice_key']} does not exist in Stripe "
+                              f"(deleted during review?); push the invoice action again to make a new draft") from None
+        owner = (invoice.get("metadata") or {}).get("msp_hub_action_key")
+        if owner != payload["invoice_key"]:
+            raise VendorError(VENDOR, None, "POST", f"/v1/invoices/{invoice_id}/finalize",
+                              f"invoice {invoice_id} was made for {owner!r}, not {payload['invoice_key']!r}; "
+                              f"nothing was finalized: check the invoice_id of {action.key}")
+        if invoice["status"] != "draft":
+            context.save_progress(invoice_id=invoice_id, step="finalized")
+            return to_push_result(invoice, payload, note=f"already {invoice['status']} in Stripe")
+        invoice = self._finalize(action.key, invoice_id, context)
+        context.save_progress(invoice_id=invoice_id, step="finalized")
+        return to_push_result(invoice, payload)
 
 
 # --- hook ----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """StripeSimulator: a stateful, deterministic fake of the Stripe v1 endpoints the plugin uses.
 
 Serves customers (create, retrieve, list, search), invoices (create a draft, retrieve, list,
-list lines, add_lines, finalize, void) and invoice items (create, list) with Stripe's paths,
+search, list lines, add_lines, finalize, void) and invoice items (create, list) with Stripe's paths,
 form-encoded bracket params, auth, list and error shapes, and idempotency semantics:
 
 - a POST with an ``Idempotency-Key`` seen before with the same path and params gets the stored
@@ -10,11 +10,25 @@ form-encoded bracket params, auth, list and error shapes, and idempotency semant
   validation is not), as Stripe does;
 - ``expire_idempotency_keys()`` forgets every key, as Stripe's pruning after 24 h does.
 
+Lines and invoice items take an ``amount``, or a ``quantity`` with a unit amount (an add_lines
+line's ``price_data[unit_amount]``, an invoice item's ``unit_amount_decimal``): the simulator then
+computes the amount as Stripe does, quantity times unit amount.
+
+Search (``/v1/customers/search``, ``/v1/invoices/search``) takes the subset of Stripe's query
+language the hub uses: clauses ``metadata['key']:'value'`` and ``field:'value'`` (customers:
+``name``, ``email``; invoices: ``customer``, ``status``, ``currency``, ``number``) joined by
+``AND``, with ``\\`` escapes; it pages with ``page`` / ``next_page``.
+
 Knobs: ``fail_next(status, times=1, retry_after=None, path=None, should_retry=None)`` answers the
 next matching requests (``path`` is exact or a glob such as ``/v1/invoices/*/add_lines``) with an
-error before they run; ``garbage_next(times=1, path=None)`` answers 200 with a truncated body;
-``timeout_next(times=1, path=None)`` raises ``httpx.ReadTimeout``; ``search_lag = True`` hides new
-customers from search until ``index_search()`` (Stripe's search is eventually consistent).
+error before they run; ``fail_stored_next(status=500, times=1, path=None, run=False)`` answers
+the next matching keyed POSTs that have no stored answer yet with ``status`` and stores it under
+their key, as Stripe stores a 500 of a request that started (``run=True``: the request did its
+work first, so the object exists although the answer is a 500; the key then replays the 500
+with ``Idempotent-Replayed: true``); ``garbage_next(times=1, path=None)`` answers 200 with a
+truncated body; ``timeout_next(times=1, path=None)`` raises ``httpx.ReadTimeout``;
+``search_lag = True`` hides new customers and invoices from search until ``index_search()``
+(Stripe's search is eventually consistent).
 ``requests`` counts requests served and ``requests_by_path`` counts them per path; ``log`` lists
 each one (method, path, params, idempotency key, status, replayed); ``list_objects(kind)`` returns
 every ``"customer"``, ``"invoice"`` or ``"invoiceitem"`` as the API shows it, oldest first.
@@ -27,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import decimal
 import fnmatch
 import json
 import random
@@ -68,6 +83,8 @@ class _Fault:
     should_retry: bool | None = None
     garbage: bool = False
     timeout: bool = False
+    stored: bool = False
+    run: bool = False
 
 
 def parse_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -155,6 +172,7 @@ class StripeSimulator:
         self._lines: dict[str, list[dict]] = {}  # invoice id -> its line items, oldest first
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}
         self._faults: list[_Fault] = []
+        self._stored_faults: list[_Fault] = []
         self._unsearchable: set[str] = set()
         self.search_lag = False
         self.requests = 0
@@ -167,6 +185,12 @@ class StripeSimulator:
                   path: str | None = None, should_retry: bool | None = None) -> None:
         """Answer the next ``times`` requests (matching ``path``, a glob) with ``status``, unrun."""
         self._faults.append(_Fault(status, times, path, retry_after, should_retry))
+
+    def fail_stored_next(self, status: int = 500, times: int = 1, path: str | None = None,
+                         run: bool = False) -> None:
+        """Answer the next ``times`` keyed POSTs (matching ``path``) with ``status`` and store that
+        answer under their idempotency key, so that the key replays it; ``run``: do the work first."""
+        self._stored_faults.append(_Fault(status, times, path, stored=True, run=run))
 
     def garbage_next(self, times: int = 1, path: str | None = None) -> None:
         """Answer the next ``times`` matching requests with 200 and a truncated JSON body, unrun."""
@@ -181,7 +205,7 @@ class StripeSimulator:
         self._idempotency.clear()
 
     def index_search(self) -> None:
-        """Make every customer visible to search (see ``search_lag``)."""
+        """Make every customer and invoice visible to search (see ``search_lag``)."""
         self._unsearchable.clear()
 
     def posts(self) -> list[dict[str, Any]]:
@@ -216,7 +240,7 @@ class StripeSimulator:
         entry = {"method": method, "path": path, "params": None, "status": None, "replayed": False,
                  "idempotency_key": request.headers.get("Idempotency-Key")}
         self.log.append(entry)
-        fault = self._take_fault(path)
+        fault = self._take_fault(self._faults, path)
         if fault is not None:
             if fault.timeout:
                 raise httpx.ReadTimeout("simulated timeout", request=request)
@@ -240,22 +264,28 @@ class StripeSimulator:
             if replay is not None:
                 entry["status"], entry["replayed"] = replay.status_code, True
                 return replay
-        try:
-            status, body = 200, self._route(method, path, params)
-        except StripeError as exc:
-            status, body = exc.status, {"error": exc.error}
+        stored_fault = self._take_fault(self._stored_faults, path) if key is not None else None
+        if stored_fault is None or stored_fault.run:
+            try:
+                status, body = 200, self._route(method, path, params)
+            except StripeError as exc:
+                status, body = exc.status, {"error": exc.error}
+        if stored_fault is not None:
+            status = stored_fault.status
+            body = {"error": {"type": "api_error", "message": "An unknown error occurred (simulated, stored)."}}
         content = json.dumps(body, indent=2).encode()
         if key is not None and (status < 400 or status >= 500):
             self._idempotency[key] = (self._fingerprint(path, params), status, content)
         entry["status"] = status
         return self._response(status, content, key)
 
-    def _take_fault(self, path: str) -> _Fault | None:
-        for fault in self._faults:
+    @staticmethod
+    def _take_fault(faults: list[_Fault], path: str) -> _Fault | None:
+        for fault in faults:
             if fault.path is None or fnmatch.fnmatchcase(path, fault.path):
                 fault.times -= 1
                 if fault.times <= 0:
-                    self._faults.remove(fault)
+                    faults.remove(fault)
                 return fault
         return None
 
@@ -350,6 +380,8 @@ class StripeSimulator:
                 return self._create_invoice(params)
             if method == "GET" and not rest:
                 return self._list_invoices(params)
+            if method == "GET" and rest == ["search"]:
+                return self._search_invoices(params)
             if rest:
                 invoice_id, action = rest[0], rest[1:]
                 if method == "GET" and not action:
@@ -437,34 +469,54 @@ class StripeSimulator:
         return customer
 
     def _search_customers(self, params: dict) -> dict:
+        return self._search("/v1/customers/search", list(self.customers.values()), params,
+                            {"name", "email"}, lambda c: c)
+
+    def _search_invoices(self, params: dict) -> dict:
+        page = self._search("/v1/invoices/search", list(self.invoices.values()), params,
+                            {"customer", "status", "currency", "number"}, lambda inv: inv)
+        page["data"] = [self._export_invoice(inv) for inv in page["data"]]
+        return page
+
+    def _search(self, url: str, objects: list[dict], params: dict, fields: set[str], view) -> dict:
+        """Stripe's search over ``objects``: ``metadata['k']:'v'`` and ``field:'v'`` clauses, AND."""
         _unknown(params, {"query", "limit", "page", "expand"})
         query = params.get("query")
         if not query:
             raise StripeError(400, "Missing required param: query.", param="query")
         clauses = []
         for clause in re.split(r"\s+AND\s+", query.strip()):
-            match = re.fullmatch(r"(metadata\['((?:[^'\\]|\\.)+)'\]|name|email)\s*:\s*'((?:[^'\\]|\\.)*)'",
+            match = re.fullmatch(r"(metadata\['((?:[^'\\]|\\.)+)'\]|[a-z_]+)\s*:\s*'((?:[^'\\]|\\.)*)'",
                                  clause.strip())
-            if not match:
+            if not match or (not match.group(2) and match.group(1) not in fields):
                 raise StripeError(400, f"The query is invalid: {clause!r} is not supported here.",
                                   param="query")
             unescape = lambda s: re.sub(r"\\(.)", r"\1", s)  # noqa: E731
             field = ("metadata", unescape(match.group(2))) if match.group(2) else (match.group(1), None)
             clauses.append((field, unescape(match.group(3))))
 
-        def keep(customer):
-            if customer["id"] in self._unsearchable:
+        def keep(obj):
+            if obj["id"] in self._unsearchable:
                 return False
             for (name, meta_key), value in clauses:
-                actual = customer["metadata"].get(meta_key) if name == "metadata" else customer.get(name)
+                actual = obj["metadata"].get(meta_key) if name == "metadata" else obj.get(name)
                 if actual != value:
                     return False
             return True
 
         limit = _int(params.get("limit", 10), "limit", minimum=1)
-        found = [c for c in reversed(list(self.customers.values())) if keep(c)]
-        return {"object": "search_result", "data": found[:limit], "has_more": len(found) > limit,
-                "next_page": None, "url": "/v1/customers/search"}
+        if limit > 100:
+            raise StripeError(400, "This value must be less than or equal to 100.", param="limit")
+        offset = 0
+        if params.get("page"):
+            token = str(params["page"])
+            if not re.fullmatch(r"page_\d+", token):
+                raise StripeError(400, f"Invalid page: {token}", param="page")
+            offset = int(token[5:])
+        found = [view(o) for o in reversed(objects) if keep(o)]
+        more = len(found) > offset + limit
+        return {"object": "search_result", "data": found[offset:offset + limit], "has_more": more,
+                "next_page": f"page_{offset + limit}" if more else None, "url": url}
 
     # --- invoices --------------------------------------------------------------------------------
 
@@ -551,6 +603,8 @@ class StripeSimulator:
         }
         self.invoices[invoice_id] = invoice
         self._lines[invoice_id] = []
+        if self.search_lag:
+            self._unsearchable.add(invoice_id)
         if behavior == "include":
             for item in self.invoice_items.values():
                 if item["customer"] == customer["id"] and item["invoice"] is None and item["currency"] == currency:
@@ -580,17 +634,42 @@ class StripeSimulator:
             raise StripeError(400, f"An invoice can have at most {MAX_ITEMS_PER_INVOICE} invoice items.",
                               code="invoice_too_many_items")
 
-    def _line_fields(self, raw: dict, prefix: str) -> dict:
-        """Validate the amount, description, period and metadata of a line (``prefix`` "lines[0]")
-        or of an invoice item (``prefix`` "")."""
+    def _line_fields(self, raw: dict, prefix: str, currency: str) -> dict:
+        """Validate the amount (or quantity and unit amount), description, period and metadata of a
+        line (``prefix`` "lines[0]", unit amount in ``price_data``) or of an invoice item (``prefix``
+        "", unit amount in ``unit_amount_decimal``)."""
         def name(field: str) -> str:
             return f"{prefix}[{field}]" if prefix else field
 
-        if "amount" not in raw:
-            raise StripeError(400, "Missing required param: amount.", param=name("amount"))
-        fields = {"amount": _int(raw["amount"], name("amount")),
-                  "description": raw.get("description"),
+        fields = {"description": raw.get("description"),
                   "metadata": _metadata(raw.get("metadata"), name("metadata"))}
+        priced = raw.get("price_data") if prefix else raw.get("unit_amount_decimal")
+        if priced is not None and "amount" in raw:
+            raise StripeError(400, f"You may only specify one of these parameters: amount, "
+                                   f"{'price_data' if prefix else 'unit_amount_decimal'}.", param=name("amount"))
+        if priced is None:
+            if "amount" not in raw:
+                raise StripeError(400, "Missing required param: amount.", param=name("amount"))
+            fields["amount"] = _int(raw["amount"], name("amount"))
+            fields["unit_amount_decimal"] = str(fields["amount"])
+            if "quantity" in raw and _int(raw["quantity"], name("quantity"), minimum=0) != 1:
+                raise StripeError(400, "When amount is given, quantity must be 1 (or absent).",
+                                  param=name("quantity"))
+        else:
+            if prefix:
+                unit = self._price_data(priced, name("price_data"), currency)
+            else:
+                try:
+                    unit = decimal.Decimal(str(priced))
+                except decimal.InvalidOperation:
+                    raise StripeError(400, f"Invalid decimal: {priced}", param="unit_amount_decimal") from None
+            quantity = _int(raw.get("quantity", 1), name("quantity"), minimum=0)
+            exact = unit * quantity
+            fields["amount"] = int(exact.to_integral_value(rounding=decimal.ROUND_HALF_EVEN))
+            fields["quantity"] = quantity
+            fields["unit_amount_decimal"] = str(unit)
+            if prefix:
+                fields["product_name"] = priced["product_data"]["name"] if "product_data" in priced else None
         period = raw.get("period")
         if period is not None:
             if not isinstance(period, dict) or "start" not in period or "end" not in period:
@@ -603,20 +682,52 @@ class StripeSimulator:
             fields["period"] = {"start": start, "end": end}
         else:
             fields["period"] = {"start": self._clock, "end": self._clock}
-        if "quantity" in raw:
-            fields["quantity"] = _int(raw["quantity"], name("quantity"), minimum=0)
         return fields
+
+    def _price_data(self, data, param: str, currency: str) -> decimal.Decimal:
+        """An inline price's unit amount, validated as Stripe does (one-time, non-negative)."""
+        if not isinstance(data, dict):
+            raise StripeError(400, "Invalid object", param=param)
+        _unknown({f"{param}[{k}]": v for k, v in data.items()},
+                 {f"{param}[{k}]" for k in ("currency", "product", "product_data", "unit_amount",
+                                            "unit_amount_decimal", "tax_behavior")})
+        if data.get("currency") != currency:
+            raise StripeError(400, f"The price currency {data.get('currency')} does not match the invoice's "
+                                   f"{currency}.", param=f"{param}[currency]")
+        product = data.get("product_data")
+        if not data.get("product") and not (isinstance(product, dict) and product.get("name")):
+            raise StripeError(400, "One of product or product_data[name] is required.", param=f"{param}[product]")
+        if ("unit_amount" in data) == ("unit_amount_decimal" in data):
+            raise StripeError(400, "Exactly one of unit_amount and unit_amount_decimal is required.",
+                              param=f"{param}[unit_amount]")
+        if "unit_amount" in data:
+            return decimal.Decimal(_int(data["unit_amount"], f"{param}[unit_amount]", minimum=0))
+        try:
+            unit = decimal.Decimal(str(data["unit_amount_decimal"]))
+        except decimal.InvalidOperation:
+            raise StripeError(400, f"Invalid decimal: {data['unit_amount_decimal']}",
+                              param=f"{param}[unit_amount_decimal]") from None
+        if unit < 0:
+            raise StripeError(400, "This value must be greater than or equal to 0.",
+                              param=f"{param}[unit_amount_decimal]")
+        return unit
 
     def _new_item(self, customer_id: str, currency: str, fields: dict) -> dict:
         item_id = self._id("ii_")
+        details = None
+        if "product_name" in fields:  # an inline price_data line: Stripe makes a price (and product)
+            details = {"price": self._id("price_"), "product": self._id("prod_", 14)}
+        description = fields["description"]
+        if description is None and fields.get("product_name"):
+            description = fields["product_name"]
         item = {
             "id": item_id, "object": "invoiceitem", "amount": fields["amount"], "currency": currency,
             "customer": customer_id, "customer_account": None, "date": self._tick(),
-            "description": fields["description"], "discountable": fields["amount"] >= 0,
+            "description": description, "discountable": fields["amount"] >= 0,
             "discounts": [], "invoice": None, "livemode": False, "metadata": fields["metadata"],
             "net_amount": fields["amount"], "parent": None, "period": fields["period"],
-            "pricing": {"type": "price_details", "price_details": None,
-                        "unit_amount_decimal": str(fields["amount"])},
+            "pricing": {"type": "price_details", "price_details": details,
+                        "unit_amount_decimal": fields["unit_amount_decimal"]},
             "proration": False, "quantity": fields.get("quantity", 1), "quantity_decimal": None,
             "tax_rates": [], "test_clock": None,
         }
@@ -654,8 +765,9 @@ class StripeSimulator:
                 raise StripeError(400, "Invalid object", param=f"lines[{i}]")
             _unknown({f"lines[{i}][{k}]": v for k, v in raw.items()},
                      {f"lines[{i}][{k}]" for k in ("amount", "description", "period", "metadata",
-                                                   "quantity", "discountable", "tax_rates")})
-            checked.append(self._line_fields(raw, f"lines[{i}]"))
+                                                   "quantity", "discountable", "tax_rates",
+                                                   "price_data")})
+            checked.append(self._line_fields(raw, f"lines[{i}]", invoice["currency"]))
         for fields in checked:
             self._attach(invoice, self._new_item(invoice["customer"], invoice["currency"], fields))
         if params.get("invoice_metadata"):
@@ -700,7 +812,7 @@ class StripeSimulator:
 
     def _create_invoice_item(self, params: dict) -> dict:
         _unknown(params, {"customer", "invoice", "amount", "currency", "description", "period",
-                          "metadata", "quantity", "discountable", "expand"})
+                          "metadata", "quantity", "unit_amount_decimal", "discountable", "expand"})
         if not params.get("customer"):
             raise StripeError(400, "Missing required param: customer.", param="customer")
         customer = self._customer(params["customer"], "customer")
@@ -720,7 +832,7 @@ class StripeSimulator:
         if invoice is not None and currency != invoice["currency"]:
             raise StripeError(400, f"The currency {currency} does not match the invoice's "
                                    f"{invoice['currency']}.", param="currency")
-        item = self._new_item(customer["id"], currency, self._line_fields(params, ""))
+        item = self._new_item(customer["id"], currency, self._line_fields(params, "", currency))
         if invoice is not None:
             self._attach(invoice, item)
         return item

@@ -195,7 +195,7 @@ def test_iter_invoice_lines_pages_past_the_embedded_ten(sim, client):
     assert [l["amount"] for l in client.iter_invoice_lines(invoice["id"])] == list(range(130))
 
 
-def test_push_over_real_http_counts_four_requests(sim):
+def test_push_over_real_http_counts_six_requests_for_a_new_client(sim):
     with serve(sim.handler) as url:
         connector = StripeConnector(StripeSettings(api_key=API_KEY, base_url=url),
                                     retrying=quiet_retry_policy)
@@ -203,7 +203,8 @@ def test_push_over_real_http_counts_four_requests(sim):
             result = connector.push(make_action(), FakeContext())
         finally:
             connector.close()
-    assert sim.requests == 4 and connector.client.requests == 4
+    # search customers, create the customer, search invoices, create the draft, add lines, finalize
+    assert sim.requests == 6 and connector.client.requests == 6
     assert sim.invoices[result.vendor_id]["status"] == "open"
     assert json.loads(json.dumps(result.details))["total"] == 13700  # the engine stores details as JSON
 
@@ -219,3 +220,21 @@ def test_a_read_timeout_is_retried(sim, client):
     sim.timeout_next()
     assert client.search_customers("name:'x'") == []
     assert sim.requests == 2
+
+
+def test_search_follows_next_page(sim, client):
+    for n in range(105):
+        sim._create_customer({"name": f"c{n}", "metadata": {"msp_hub_client_id": "same"}})
+    found = client.search_customers("metadata['msp_hub_client_id']:'same'")
+    assert len(found) == 105 and len({c["id"] for c in found}) == 105
+    assert sim.calls("GET", "/v1/customers/search") == 2
+
+
+def test_search_refuses_a_page_token_that_comes_back():
+    page = {"object": "search_result", "has_more": True, "next_page": "tok", "url": "/v1/invoices/search",
+            "data": [{"id": "in_1", "object": "invoice"}]}
+    with respx.mock(base_url=BASE_URL) as router:
+        router.get("/v1/invoices/search").respond(200, json=page)
+        c = StripeClient(BASE_URL, API_KEY, http=httpx.Client(), retrying=quiet_retry_policy)
+        with pytest.raises(MalformedResponseError, match="search page tok came back twice"):
+            c.search_invoices("metadata['k']:'v'")

@@ -7,7 +7,7 @@ import importlib.metadata
 import pytest
 
 import plugins.stripe.plugin as stripe_plugin
-from hub import ConfigError, CredentialsError, MappingError, RetryableError, VendorError
+from hub import Action, ConfigError, CredentialsError, MappingError, RetryableError, VendorError
 from hub.config import config_from_dict
 from hub.plugins import get_plugin_manager
 from plugins.stripe.plugin import (
@@ -86,11 +86,39 @@ def test_to_invoice_params_charge_automatically_has_no_due_days():
 
 def test_to_line_params_keeps_the_hub_amount_and_makes_the_period_end_inclusive():
     line = {"code": "server", "description": "Servers", "quantity": "2.5", "unit_amount": 1000, "amount": 2500}
-    assert to_line_params(line, 1790812800, 1793491200) == {
-        "amount": 2500, "description": "Servers",
+    assert to_line_params(line, 1790812800, 1793491200, "eur") == {
+        "amount": 2500, "description": "Servers (2.5 x 10.00 EUR)",
         "period": {"start": 1790812800, "end": 1793491199},
         "metadata": {"msp_hub_line": "server", "msp_hub_quantity": "2.5", "msp_hub_unit_amount": "1000"},
     }
+
+
+def test_to_line_params_sends_a_whole_quantity_with_its_unit_amount():
+    line = {"code": "ws", "description": "Workstations", "quantity": "5", "unit_amount": 12000, "amount": 60000}
+    assert to_line_params(line, 1790812800, 1793491200, "eur") == {
+        "description": "Workstations", "quantity": 5,
+        "price_data": {"currency": "eur", "product_data": {"name": "Workstations"}, "unit_amount": 12000},
+        "period": {"start": 1790812800, "end": 1793491199},
+        "metadata": {"msp_hub_line": "ws", "msp_hub_quantity": "5", "msp_hub_unit_amount": "12000"},
+    }
+
+
+@pytest.mark.parametrize("quantity, unit_amount, amount, description", [
+    ("1.5", 8000, 12000, "Support (1.5 x 80.00 EUR)"),        # fractional hours
+    ("3", 333, 1000, "Support (3 x 3.33 EUR)"),               # rounded by the plan: 3 x 3.33 != 10.00
+    ("2", -500, -1000, "Support (2 x -5.00 EUR)"),            # a credit: an inline price cannot be negative
+    ("1", 4900, 4900, "Support"),
+])
+def test_to_line_params_sends_the_amount_when_quantity_times_unit_is_not_it(quantity, unit_amount, amount,
+                                                                            description):
+    line = {"code": "support", "description": "Support", "quantity": quantity, "unit_amount": unit_amount,
+            "amount": amount}
+    params = to_line_params(line, 1790812800, 1793491200, "eur")
+    if quantity == "1":  # a single unit is billed as quantity 1 of its price
+        assert params["quantity"] == 1 and "amount" not in params
+    else:
+        assert (params["amount"], params["description"]) == (amount, description)
+        assert "quantity" not in params and "price_data" not in params
 
 
 def test_to_customer_params_tags_the_client_id():
@@ -179,7 +207,8 @@ def test_hook_register_connectors_returns_the_stripe_connector():
     connector = connectors[0]
     try:
         assert isinstance(connector, StripeConnector)
-        assert (connector.name, connector.action_kinds, connector.streams()) == ("stripe", frozenset({"invoice"}), [])
+        assert (connector.name, connector.action_kinds, connector.streams()) == (
+            "stripe", frozenset({"invoice", "invoice_finalize"}), [])
     finally:
         connector.close()
 
@@ -191,12 +220,13 @@ def test_entry_point_loads_this_module():
 
 # --- push: the happy paths -----------------------------------------------------------------------
 
-def test_push_for_a_known_customer_makes_exactly_three_requests(sim, connect, context):
+def test_push_for_a_known_customer_makes_exactly_four_requests(sim, connect, context):
     known_customer(sim, context)
     connector = connect()
     result = connector.push(make_action(), context)
 
-    assert sim.requests == 3 and connector.client.requests == 3
+    assert sim.requests == 4 and connector.client.requests == 4
+    assert requests_since(sim, 0)[0] == "GET /v1/invoices"  # the customer's invoices, looked at first
     (invoice,) = invoices_for(sim)
     assert result.vendor_id == invoice["id"]
     assert invoice["status"] == "open" and invoice["number"]
@@ -206,10 +236,12 @@ def test_push_for_a_known_customer_makes_exactly_three_requests(sim, connect, co
     assert context.progress == {"invoice_id": invoice["id"], "step": "finalized"}
 
 
-def test_push_for_a_new_client_creates_the_customer_in_four_requests(sim, connect, context):
+def test_push_for_a_new_client_creates_the_customer_in_six_requests(sim, connect, context):
     result = connect().push(make_action(), context)
 
-    assert sim.requests == 4
+    assert requests_since(sim, 0) == [
+        "GET /v1/customers/search", "POST /v1/customers", "GET /v1/invoices/search", "POST /v1/invoices",
+        f"POST /v1/invoices/{result.vendor_id}/add_lines", f"POST /v1/invoices/{result.vendor_id}/finalize"]
     (customer,) = sim.customers.values()
     assert customer["name"] == "Acme Dental" and customer["metadata"] == {"msp_hub_client_id": "acme"}
     assert context.get_link("acme", "stripe") == customer["id"]
@@ -234,8 +266,13 @@ def test_the_draft_is_sent_as_stripe_expects(sim, connect, context):
     assert create["params"]["pending_invoice_items_behavior"] == "exclude"
     assert create["params"]["days_until_due"] == "14" and create["params"]["currency"] == "eur"
     add = next(e for e in sim.posts() if e["path"].endswith("/add_lines"))
+    assert add["params"]["lines"][0] == {
+        "quantity": "42", "description": "Managed workstations",
+        "price_data": {"currency": "eur", "product_data": {"name": "Managed workstations"}, "unit_amount": "150"},
+        "period": {"start": "1790812800", "end": "1793491199"},
+        "metadata": {"msp_hub_line": "workstation", "msp_hub_quantity": "42", "msp_hub_unit_amount": "150"}}
     assert add["params"]["lines"][1] == {
-        "amount": "2500", "description": "Managed servers (prorated)",
+        "amount": "2500", "description": "Managed servers (prorated) (2.5 x 10.00 EUR)",
         "period": {"start": "1790812800", "end": "1793491199"},
         "metadata": {"msp_hub_line": "server", "msp_hub_quantity": "2.5", "msp_hub_unit_amount": "1000"}}
 
@@ -266,7 +303,8 @@ def test_invoiceitems_mode_posts_one_item_per_line(sim, connect, context):
     items = [e for e in sim.posts() if e["path"] == "/v1/invoiceitems"]
     assert [e["idempotency_key"] for e in items] == [f"msp-hub:{KEY}:line:{i}" for i in range(3)]
     assert all(e["params"]["invoice"] == result.vendor_id and e["params"]["currency"] == "eur" for e in items)
-    assert sim.requests == 2 + 3
+    # list, create, 3 items, the draft read back to check its total, finalize
+    assert sim.requests == 1 + 1 + 3 + 1 + 1
     assert result.details["total"] == 13700 and result.details["status"] == "open"
 
 
@@ -379,7 +417,8 @@ def test_rerun_a_day_later_finds_the_customer_by_search(sim, connect, context):
     sim.expire_idempotency_keys()
 
     connect().push(make_action(), context.next_attempt())
-    assert len(sim.customers) == 1 and sim.calls("GET", "/v1/customers/search") == 1
+    assert len(sim.customers) == 1 and sim.calls("POST", "/v1/customers") == 1
+    assert sim.calls("GET", "/v1/customers/search") == 2  # once on each run
 
 
 def test_a_voided_invoice_is_not_billed_again(sim, connect, context):
@@ -398,7 +437,7 @@ def test_a_draft_with_more_lines_than_the_action_is_refused(sim, connect, contex
     with pytest.raises(Crash):
         connect(crash_after(sim, "/v1/invoices/*/add_lines")).push(make_action(), context)
     with pytest.raises(VendorError, match="already has 3 lines"):
-        connect().push(make_action(lines=PAYLOAD["lines"][:2]), context.next_attempt())
+        connect().push(make_action(lines=PAYLOAD["lines"][:2], total=6300 + 2500), context.next_attempt())
     assert sim.invoices[context.progress["invoice_id"]]["status"] == "draft"
 
 
@@ -408,7 +447,7 @@ def test_push_survives_429_with_retry_after(sim, connect, context, sleeps):
     known_customer(sim, context)
     sim.fail_next(429, times=2, retry_after=3, path="/v1/invoices")
     result = connect().push(make_action(), context)
-    assert sleeps == [3, 3] and sim.requests == 5
+    assert sleeps == [3, 3] and sim.requests == 6
     assert len(invoices_for(sim)) == 1 and sim.invoices[result.vendor_id]["status"] == "open"
 
 
@@ -428,12 +467,13 @@ def test_push_gives_up_after_the_policy_attempts(sim, connect, context, sleeps):
 
 
 def test_reused_key_with_other_params_is_a_vendor_error(sim, connect, context):
-    known_customer(sim, context)
-    connect().push(make_action(), context)
-
-    changed = make_action(description="Managed services, October 2026 (corrected)")
+    customer_id = known_customer(sim, context)
+    client = connect().client
+    client.create_invoice({"customer": customer_id, "currency": "eur", "description": "October"},
+                          idempotency_key="msp-hub:k:create")
     with pytest.raises(VendorError) as info:
-        connect().push(changed, FakeContext(links=context.links))
+        client.create_invoice({"customer": customer_id, "currency": "eur", "description": "October (corrected)"},
+                              idempotency_key="msp-hub:k:create")
     error = info.value
     assert type(error) is VendorError and error.status == 400
     assert "same parameters" in str(error) and "idempotency_error" in str(error)
@@ -446,3 +486,151 @@ def test_wrong_api_key_is_a_credentials_error_without_the_key(sim, connect, cont
     assert info.value.status == 401
     assert secret not in str(info.value) and "sk_test" not in str(info.value)
     assert "Invalid API Key" in str(info.value)
+
+
+# --- lines: quantity x unit amount, to the cent ----------------------------------------------------
+
+MIXED_LINES = [
+    {"code": "workstation", "description": "Managed workstations", "quantity": "5", "unit_amount": 12000,
+     "amount": 60000},
+    {"code": "hours", "description": "Support hours", "quantity": "1.5", "unit_amount": 8000, "amount": 12000},
+    {"code": "servers", "description": "Servers (prorated)", "quantity": "3", "unit_amount": 333, "amount": 1000},
+    {"code": "credit", "description": "Goodwill credit", "quantity": "1", "unit_amount": -500, "amount": -500},
+]
+MIXED_TOTAL = 60000 + 12000 + 1000 - 500
+
+
+@pytest.mark.parametrize("line_mode", ["add_lines", "invoiceitems"])
+def test_lines_keep_their_quantity_and_add_up_to_the_plan_total(sim, connect, context, line_mode):
+    known_customer(sim, context)
+    result = connect(line_mode=line_mode).push(make_action(lines=MIXED_LINES, total=MIXED_TOTAL), context)
+
+    lines = lines_of(sim, result.vendor_id)
+    assert [(l["quantity"], l["pricing"]["unit_amount_decimal"], l["amount"]) for l in lines] == [
+        (5, "12000", 60000), (1, "12000", 12000), (1, "1000", 1000), (1, "-500", -500)]
+    assert [l["description"] for l in lines] == [
+        "Managed workstations", "Support hours (1.5 x 80.00 EUR)", "Servers (prorated) (3 x 3.33 EUR)",
+        "Goodwill credit"]
+    assert sum(l["amount"] for l in lines) == MIXED_TOTAL
+    assert result.details["total"] == MIXED_TOTAL and sim._export_invoice(sim.invoices[result.vendor_id])[
+        "total"] == MIXED_TOTAL
+
+
+def test_lines_that_do_not_add_up_to_the_total_send_nothing(sim, connect, context):
+    known_customer(sim, context)
+    with pytest.raises(MappingError, match=r"lines add up to 137\.00 EUR but the payload total is 137\.01 EUR"):
+        connect().push(make_action(total=13701), context)
+    assert sim.requests == 0
+
+
+def test_a_quantity_that_is_not_a_number_is_refused(sim, connect, context):
+    lines = [dict(PAYLOAD["lines"][0], quantity="forty-two")]
+    with pytest.raises(MappingError, match=r"line 0 \(workstation\) quantity 'forty-two' is not a number"):
+        connect().push(make_action(lines=lines, total=6300), context)
+
+
+def test_a_draft_whose_total_differs_from_the_plan_is_not_finalized(sim, connect, context):
+    customer_id = known_customer(sim, context)
+    with pytest.raises(Crash):
+        connect(crash_after(sim, "/v1/invoices/*/add_lines")).push(make_action(), context)
+    draft_id = context.progress["invoice_id"]
+    # someone added a line to the draft in the dashboard meanwhile
+    sim._create_invoice_item({"customer": customer_id, "invoice": draft_id, "currency": "eur", "amount": "100"})
+
+    with pytest.raises(VendorError) as info:
+        connect().push(make_action(), context.next_attempt())
+    assert f"draft invoice {draft_id} for {KEY} totals 138.00 EUR in Stripe but the plan's lines total " \
+           "137.00 EUR; it was not finalized" in str(info.value)
+    assert sim.invoices[draft_id]["status"] == "draft" and sim.calls("POST", "/v1/invoices/*/finalize") == 0
+
+
+# --- a client linked by the MSP --------------------------------------------------------------------
+
+def test_a_client_linked_to_an_existing_customer_is_invoiced_on_it(sim, connect):
+    existing = sim._create_customer({"name": "ACME DENTAL LTD", "email": "billing@acme.example"})  # no hub metadata
+    context = FakeContext(links={("acme", "stripe"): existing["id"]})
+
+    result = connect().push(make_action(), context)
+
+    assert sim.invoices[result.vendor_id]["customer"] == existing["id"]
+    assert list(sim.customers) == [existing["id"]]
+    assert sim.calls("POST", "/v1/customers") == 0 and sim.calls("GET", "/v1/customers/search") == 0
+
+
+# --- review window: drafts, then invoice_finalize --------------------------------------------------
+
+def finalize_action(invoice_id, invoice_key=KEY):
+    return Action(key=f"{invoice_key}:finalize", kind="invoice_finalize", connector="stripe", client_id="acme",
+                  payload={"invoice_key": invoice_key, "invoice_id": invoice_id}, period="2026-10")
+
+
+def test_finalize_false_leaves_a_complete_draft_for_review(sim, connect, context):
+    known_customer(sim, context)
+    result = connect().push(make_action(finalize=False), context)
+
+    invoice = sim.invoices[result.vendor_id]
+    assert invoice["status"] == "draft" and invoice["auto_advance"] is False
+    assert result.details["draft"] is True and result.details["invoice_id"] == invoice["id"]
+    assert result.details["total"] == 13700 and len(lines_of(sim, invoice["id"])) == 3
+    assert sim.calls("POST", "/v1/invoices/*/finalize") == 0
+    assert context.progress["step"] == "drafted"
+
+
+def test_finalize_false_rerun_returns_the_draft_without_finalizing(sim, connect, context):
+    known_customer(sim, context)
+    first = connect().push(make_action(finalize=False), context)
+    again = connect().push(make_action(finalize=False), context.next_attempt())
+    assert again.vendor_id == first.vendor_id and again.details["draft"] is True
+    assert len(sim.invoices) == 1 and sim.calls("POST", "/v1/invoices/*/finalize") == 0
+
+
+def test_a_finalize_that_is_not_a_boolean_is_refused(connect, context):
+    with pytest.raises(MappingError, match="finalize must be true or false, got 'no'"):
+        connect().push(make_action(finalize="no"), context)
+
+
+def test_invoice_finalize_finalizes_the_reviewed_draft_once(sim, connect, context):
+    known_customer(sim, context)
+    draft = connect().push(make_action(finalize=False), context)
+    action = finalize_action(draft.vendor_id)
+    finalizing = FakeContext()
+
+    result = connect().push(action, finalizing)
+    invoice = sim.invoices[draft.vendor_id]
+    assert invoice["status"] == "open" and invoice["number"] and result.vendor_id == invoice["id"]
+    assert "draft" not in result.details and result.details["status"] == "open"
+    assert [e["idempotency_key"] for e in sim.posts() if e["path"].endswith("/finalize")] == [
+        f"msp-hub:{KEY}:finalize:finalize"]
+
+    since = len(sim.log)
+    again = connect().push(action, finalizing.next_attempt())  # a retry, or a crash after the finalize
+    assert again.vendor_id == invoice["id"] and "already open" in again.summary
+    assert requests_since(sim, since) == [f"GET /v1/invoices/{invoice['id']}"]
+
+
+def test_invoice_finalize_of_a_draft_finalized_in_the_dashboard_is_success(sim, connect, context):
+    known_customer(sim, context)
+    draft = connect().push(make_action(finalize=False), context)
+    sim._finalize(draft.vendor_id, {})
+    result = connect().push(finalize_action(draft.vendor_id), FakeContext())
+    assert result.details["status"] == "open" and sim.calls("POST", "/v1/invoices/*/finalize") == 0
+
+
+def test_invoice_finalize_refuses_an_invoice_of_another_action(sim, connect, context):
+    known_customer(sim, context)
+    draft = connect().push(make_action(finalize=False), context)
+    with pytest.raises(VendorError, match=r"was made for 'invoice:acme:2026-10', not 'invoice:acme:2026-09'"):
+        connect().push(finalize_action(draft.vendor_id, invoice_key="invoice:acme:2026-09"), FakeContext())
+    assert sim.invoices[draft.vendor_id]["status"] == "draft"
+
+
+def test_invoice_finalize_of_a_deleted_draft_names_the_fix(sim, connect):
+    with pytest.raises(VendorError, match="in_gone of invoice:acme:2026-10 does not exist in Stripe") as info:
+        connect().push(finalize_action("in_gone"), FakeContext())
+    assert "push the invoice action again" in str(info.value)
+
+
+def test_invoice_finalize_needs_its_payload(connect):
+    action = Action(key="f", kind="invoice_finalize", connector="stripe", client_id="acme", payload={})
+    with pytest.raises(MappingError, match="payload has no invoice_key, invoice_id"):
+        connect().push(action, FakeContext())

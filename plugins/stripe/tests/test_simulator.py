@@ -359,3 +359,102 @@ def test_the_simulator_answers_over_real_http(sim):
         response = httpx.post(f"{url}/v1/customers", data={"name": "Acme"},
                               headers={"Authorization": f"Bearer {API_KEY}"})
     assert response.status_code == 200 and response.json()["object"] == "customer"
+
+
+def test_a_stored_500_is_replayed_under_its_key_until_the_key_expires(sim, http):
+    sim.fail_stored_next(500, path="/v1/customers")
+    first = post(http, "/v1/customers", {"name": "Acme"}, key="k1")
+    again = post(http, "/v1/customers", {"name": "Acme"}, key="k1")
+    assert (first.status_code, again.status_code) == (500, 500)
+    assert "Idempotent-Replayed" not in first.headers and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["error"]["type"] == "api_error" and sim.customers == {}
+    other = post(http, "/v1/customers", {"name": "Acme"}, key="k2")  # a successor key runs
+    assert other.status_code == 200 and len(sim.customers) == 1
+    sim.expire_idempotency_keys()
+    assert post(http, "/v1/customers", {"name": "Acme"}, key="k1").status_code == 200
+    assert len(sim.customers) == 2
+
+
+def test_a_stored_500_with_run_did_its_work(sim, http):
+    sim.fail_stored_next(500, path="/v1/customers", run=True)
+    assert post(http, "/v1/customers", {"name": "Acme"}, key="k1").status_code == 500
+    assert len(sim.customers) == 1
+    assert post(http, "/v1/customers", {"name": "Acme"}, key="k1").status_code == 500
+    assert len(sim.customers) == 1
+
+
+def test_a_stored_fault_waits_for_a_keyed_post(sim, http):
+    sim.fail_stored_next(500, path="/v1/customers")
+    assert post(http, "/v1/customers", {"name": "Acme"}).status_code == 200  # no key: nothing to store
+    assert post(http, "/v1/customers", {"name": "Acme"}, key="k1").status_code == 500
+
+
+def test_invoices_are_searched_by_metadata_and_fields(sim, http):
+    customer = new_customer(http)
+    mine = new_draft(http, customer["id"], **{"metadata[msp_hub_action_key]": "invoice:o'brien:2026-10"})
+    new_draft(http, customer["id"], **{"metadata[msp_hub_action_key]": "invoice:acme:2026-10"})
+    query = "metadata['msp_hub_action_key']:'invoice:o\\'brien:2026-10' AND status:'draft'"
+    found = http.get("/v1/invoices/search", params={"query": query}).json()
+    assert found["object"] == "search_result" and [i["id"] for i in found["data"]] == [mine["id"]]
+    assert found["data"][0]["total"] == 0  # shown as the API shows an invoice
+    bad = http.get("/v1/invoices/search", params={"query": "email:'x'"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "query"
+
+
+def test_search_pages_with_next_page(sim, http):
+    customer = new_customer(http)
+    ids = [new_draft(http, customer["id"], **{"metadata[k]": "v"})["id"] for _ in range(5)]
+    first = http.get("/v1/invoices/search", params={"query": "metadata['k']:'v'", "limit": 3}).json()
+    assert first["has_more"] and first["next_page"]
+    rest = http.get("/v1/invoices/search", params={"query": "metadata['k']:'v'", "limit": 3,
+                                                   "page": first["next_page"]}).json()
+    assert not rest["has_more"] and rest["next_page"] is None
+    assert [i["id"] for i in first["data"] + rest["data"]] == ids[::-1]
+
+
+def test_search_lag_hides_new_invoices_until_indexed(sim, http):
+    customer = new_customer(http)
+    sim.search_lag = True
+    new_draft(http, customer["id"], **{"metadata[k]": "v"})
+    assert http.get("/v1/invoices/search", params={"query": "metadata['k']:'v'"}).json()["data"] == []
+    sim.index_search()
+    assert len(http.get("/v1/invoices/search", params={"query": "metadata['k']:'v'"}).json()["data"]) == 1
+
+
+def test_a_priced_line_is_quantity_times_unit_amount(sim, http):
+    customer = new_customer(http)
+    draft = new_draft(http, customer["id"])
+    added = post(http, f"/v1/invoices/{draft['id']}/add_lines", {
+        "lines[0][quantity]": "5", "lines[0][price_data][currency]": "eur",
+        "lines[0][price_data][product_data][name]": "Workstations", "lines[0][price_data][unit_amount]": "12000",
+        "lines[1][amount]": "12000", "lines[1][description]": "Hours (1.5 x 80.00 EUR)"}).json()
+    line = added["lines"]["data"][0]
+    assert (line["quantity"], line["amount"], line["description"]) == (5, 60000, "Workstations")
+    assert line["pricing"]["unit_amount_decimal"] == "12000" and line["pricing"]["price_details"]["price"]
+    assert added["total"] == 72000
+
+
+@pytest.mark.parametrize("data, param", [
+    ({"lines[0][amount]": "5", "lines[0][price_data][currency]": "eur",
+      "lines[0][price_data][product_data][name]": "x", "lines[0][price_data][unit_amount]": "5"}, "lines[0][amount]"),
+    ({"lines[0][price_data][currency]": "usd", "lines[0][price_data][product_data][name]": "x",
+      "lines[0][price_data][unit_amount]": "5"}, "lines[0][price_data][currency]"),
+    ({"lines[0][price_data][currency]": "eur", "lines[0][price_data][unit_amount]": "5"},
+     "lines[0][price_data][product]"),
+    ({"lines[0][price_data][currency]": "eur", "lines[0][price_data][product_data][name]": "x",
+      "lines[0][price_data][unit_amount]": "-5"}, "lines[0][price_data][unit_amount]"),
+    ({"lines[0][amount]": "500", "lines[0][quantity]": "2"}, "lines[0][quantity]"),
+])
+def test_a_line_priced_wrongly_is_refused(http, data, param):
+    customer = new_customer(http)
+    draft = new_draft(http, customer["id"])
+    response = post(http, f"/v1/invoices/{draft['id']}/add_lines", data)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+def test_an_invoice_item_takes_quantity_and_unit_amount_decimal(sim, http):
+    customer = new_customer(http)
+    draft = new_draft(http, customer["id"])
+    item = post(http, "/v1/invoiceitems", {"customer": customer["id"], "invoice": draft["id"], "currency": "eur",
+                                           "quantity": "42", "unit_amount_decimal": "150"}).json()
+    assert (item["quantity"], item["amount"], item["pricing"]["unit_amount_decimal"]) == (42, 6300, "150")
