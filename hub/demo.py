@@ -167,8 +167,8 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
         invoices = stripe_sim.list_objects("invoice")
         customers = len(stripe_sim.list_objects("customer"))
         click.echo(f"\nStripe simulator now holds {len(invoices)} invoice(s) for {customers} customer(s), "
-                   f"after {stripe_sim.requests} requests (minimum: 1 per new customer + 3 per invoice "
-                   f"= {customers + 3 * len(invoices)}):")
+                   f"after {stripe_sim.requests} requests (minimum, looking before every create: 2 per new "
+                   f"customer + 4 per invoice = {2 * customers + 4 * len(invoices)}):")
         for inv in sorted(invoices, key=lambda i: i["metadata"].get("msp_hub_action_key", "")):
             click.echo(f"  {inv['id']}  {inv['status']:<6} {inv['metadata'].get('msp_hub_action_key', '')}"
                        f"  {format_minor(inv['total'], inv['currency'])}  {len(inv['lines']['data'])} line(s)")

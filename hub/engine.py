@@ -288,6 +288,21 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
             progress({"event": "action", "key": row["key"], "status": "sent"})
 
 
+def review_drafts(hub: Hub, report: RunReport, *, clients: Iterable[str] = (), stop=None, progress=None) -> None:
+    """Drafts this run created under the review window: listed as held (cause ``review``) in this
+    run's report, so that the notification names them with their totals and the run to approve."""
+    from hub.planner import held_json, plan_finalizes
+    planned = {i.action.key for i in report.plan if i.action is not None}
+    only = set(clients)
+    late = [i for i in plan_finalizes(hub, hub.clock()) if i.action.key not in planned
+            and (not only or i.client_id in only)]
+    if not late:
+        return
+    report.plan.extend(late)
+    report.held.extend(held_json(i) for i in late if i.status == "held")
+    push(hub, report, late, clients=clients, stop=stop, progress=progress)
+
+
 def explicit_links(hub: Hub) -> dict[str, dict[str, str]]:
     """Each hub client's ids in other systems as the MSP wrote them (contracts, links.toml)."""
     m = hub.mappings
@@ -383,6 +398,8 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
                 items = plan(hub, report, periods, force=force, clients=clients, kinds=kinds)
                 if not dry_run and pull_first:
                     push(hub, report, items, clients=clients, stop=stop, progress=progress, kinds=kinds)
+                    if not report.stopped and (kinds is None or INVOICE in kinds):
+                        review_drafts(hub, report, clients=clients, stop=stop, progress=progress)
         except BaseException as exc:
             status = "crashed"
             report.errors.append(f"run stopped: {exc!r}")

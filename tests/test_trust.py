@@ -5,12 +5,13 @@ that stream feeds, names the stream, its error and the fix, and the next complet
 it, billed once and right.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from hub.connectors import Page, Stream
 from hub.engine import sync_once
 from hub.testing import ConnectorPlugin, make_hub
 from tests.test_alert_tickets import RULES, AlertEnv
+from tests.conftest import NOW
 from tests.test_psa_billing import PsaEnv, at, invoice, lines, psa  # noqa: F401 - the psa fixture
 
 
@@ -193,3 +194,41 @@ def test_a_contract_linked_to_an_id_its_system_does_not_have_holds_that_client(p
                for r in held["invoice:acme:2026-10"]["reasons"])
     assert not [p for p in report.pushed if p["key"].startswith("invoice:acme")]
     assert [p for p in report.pushed if p["key"].startswith("invoice:")]            # the others are billed
+
+
+def test_under_the_review_window_invoices_stay_drafts_until_the_run_is_approved_then_finalize_once(tmp_path):
+    env = PsaEnv(tmp_path, billing={"review": {"enabled": True}})
+    env.cw.add_agreement(env.co["acme"], "Managed Gold")
+    env.cw.add_agreement(env.co["elm"], "Break/Fix")
+    env.time("elm", 1.0, at(10, 4))
+    first = sync_once(env.hub())
+    drafts = [i for i in env.invoices() if i["metadata"]["msp_hub_action_key"].startswith("invoice:")]
+    assert len(drafts) == 2 and {i["status"] for i in drafts} == {"draft"}
+    waiting = [h for h in first.held if h["cause"] == "review"]
+    assert {h["key"] for h in waiting} == {f"finalize:{i['metadata']['msp_hub_action_key']}" for i in drafts}
+    assert all(f"msp-hub approve --run {first.run_id}" in h["reasons"][0] and h["total"] > 0 for h in waiting)
+    again = sync_once(env.hub())                                    # nothing moves without the approval
+    assert not [p for p in again.pushed if p["key"].startswith("finalize:")]
+    assert {i["status"] for i in env.invoices() if i["metadata"]["msp_hub_action_key"].startswith("invoice:")} == {"draft"}
+    hub = env.hub()
+    hub.store.record_approval(f"run:{first.run_id}", "admin@msp.example", "checked the totals")
+    approved = sync_once(hub)
+    assert sorted(p["key"] for p in approved.pushed if p["key"].startswith("finalize:")) == sorted(h["key"] for h in waiting)
+    assert {i["status"] for i in env.invoices() if i["metadata"]["msp_hub_action_key"].startswith("invoice:")} == {"open"}
+    assert not [p for p in sync_once(env.hub()).pushed if p["key"].startswith("finalize:")]    # once
+    assert len(env.invoices()) == 2                                 # finalized, never created twice
+
+
+def test_drafts_are_finalized_after_the_review_delay_when_nothing_was_held(tmp_path):
+    env = PsaEnv(tmp_path, billing={"review": {"enabled": True, "finalize_after": "48h"}})
+    env.cw.add_agreement(env.co["elm"], "Break/Fix")
+    env.time("elm", 1.0, at(10, 4))
+    first = sync_once(env.hub())
+    assert first.held and {h["cause"] for h in first.held} == {"review"}
+    assert env.hub().store.get_run(first.run_id)["status"] in ("ok", "warnings")
+    sent = datetime.fromisoformat(env.hub().store.get_action("invoice:connectwise-%s:2026-10" % env.co["elm"])["sent_at"])
+    soon = sync_once(env.hub(clock=sent + timedelta(hours=47)))
+    assert not [p for p in soon.pushed if p["key"].startswith("finalize:")]
+    later = sync_once(env.hub(clock=sent + timedelta(hours=49)))
+    finalized = {p["key"] for p in later.pushed if p["key"].startswith("finalize:")}
+    assert {h["key"] for h in first.held} <= finalized
