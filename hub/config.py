@@ -152,11 +152,11 @@ def schema_error(exc: ValidationError, model: type[BaseModel], *, file: str, tex
     """The first error of a pydantic validation as a ConfigError naming the file, line, key and fix."""
     errors = exc.errors()
     e = errors[0]
-    loc = tuple(e["loc"])
+    kind, ctx = e["type"], e.get("ctx") or {}
+    loc = tuple(e["loc"]) + (tuple(ctx.get("at", ())) if kind == "hub" else ())
     full = prefix + loc
     key = key_path(full)
     more = f" ({len(errors) - 1} more error(s) in this file after it)" if len(errors) > 1 else ""
-    kind, ctx = e["type"], e.get("ctx") or {}
     got = e.get("input")
     if kind == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
@@ -200,9 +200,10 @@ def read_toml(path: Path, *, missing_fix: str) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path), fix="correct the syntax at that line") from None
 
 
-def fail(message: str, fix: str) -> PydanticCustomError:
-    """An error raised inside a validator; ``schema_error`` shows ``message`` and ``fix`` as they are."""
-    return PydanticCustomError("hub", "{message}", {"message": message, "fix": fix})
+def fail(message: str, fix: str, at: tuple[str | int, ...] = ()) -> PydanticCustomError:
+    """An error raised inside a validator; ``schema_error`` shows ``message`` and ``fix`` as they
+    are, at the validated value's key path followed by ``at``."""
+    return PydanticCustomError("hub", "{message}", {"message": message, "fix": fix, "at": at})
 
 
 def _money(value: Any, info: ValidationInfo) -> Any:
