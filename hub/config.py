@@ -84,10 +84,10 @@ def line_of(text: str | None, loc: tuple[str | int, ...]) -> int | None:
             path, rest = table + _split_dotted(m[1]), m[2]
         else:
             continue
+        if path[:len(want)] == want:          # the key itself, or a table under it
+            return n
         if want[:len(path)] != path:
             continue
-        if len(path) == len(want):
-            return n
         deeper = [p for p in want[len(path):] if not p.isdigit()]
         if rest and deeper and all(re.search(rf'(^|[{{,\s"]){re.escape(p)}"?\s*=', rest) for p in deeper):
             return n
