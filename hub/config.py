@@ -311,9 +311,14 @@ class GuardrailSettings(Schema):
     first_invoice_max: Money = "5000.00"
 
     def first_invoice_max_minor(self, currency: str) -> int:
-        """``first_invoice_max`` in minor units of ``currency`` (the contract's)."""
+        """``first_invoice_max`` in minor units of ``currency`` (the contract's); ConfigError when
+        it has more decimals than that currency allows."""
         from hub.money import to_minor
-        return to_minor(self.first_invoice_max, currency)
+        try:
+            return to_minor(self.first_invoice_max, currency)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="billing.guardrails.first_invoice_max",
+                              fix=f"write an amount {currency.upper()} can hold, e.g. \"5000\"") from None
 
 
 class CompletenessSettings(Schema):

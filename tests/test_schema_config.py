@@ -45,6 +45,10 @@ def test_defaults_are_filled_in_the_plain_dicts_and_the_typed_view(tmp_path):
     assert isinstance(s, BillingSettings) and s.invoice_connector is None and s.review.finalize_delay is None
     assert s.guardrails.first_invoice_max_minor("EUR") == 500000
     assert s.guardrails.first_invoice_max_minor("JPY") == 5000
+    odd = load(tmp_path, '[billing.guardrails]\nfirst_invoice_max = "99.50"\n').billing_settings.guardrails
+    with pytest.raises(ConfigError, match=r"key 'billing\.guardrails\.first_invoice_max': '99\.50' has more decimals "
+                                          r"than JPY allows"):
+        odd.first_invoice_max_minor("JPY")
     assert cfg.health_settings.max_ages() == {} and cfg.notify == {}
 
 
