@@ -8,13 +8,14 @@ a deterministic key so that a rerun never repeats one. No database, HTTP or cloc
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable, Literal
 
-from hub.errors import ConfigError
+from pydantic import Field, PlainValidator, field_validator, model_validator
+
+from hub.config import Ident, Number, Schema, config_error, fail, known_keys_fix, line_of, read_toml, validate
 from hub.records import Alert, AlertEvent
 
 SEVERITIES = ("NONE", "MINOR", "MODERATE", "MAJOR", "CRITICAL")
@@ -79,60 +80,141 @@ class AlertRules:
         return next(r for r in self.rules if r.matches(alert, client_id))
 
 
+def _patterns(value: Any) -> tuple[str, ...]:
+    """A match value: one string or a list of strings."""
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise fail(f"must be a string or a list of strings, got {value!r}", "write severity = [\"MAJOR\", \"CRITICAL\"]")
+    return tuple(values)
+
+
+Patterns = Annotated[tuple[str, ...], PlainValidator(_patterns)]
+
+
+class _Match(Schema):
+    """What a rule matches: every field given must match, any value of a list will do."""
+
+    client: Patterns | None = None
+    device_class: Patterns | None = None
+    source_type: Patterns | None = None
+    severity: Patterns | None = None
+    message: Patterns | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, raw: Any) -> Any:
+        for k in raw if isinstance(raw, dict) else ():
+            if k not in MATCH_FIELDS:
+                raise fail(f"cannot match on {k!r}", known_keys_fix(str(k), MATCH_FIELDS), at=(k,))
+        return raw
+
+    @field_validator("severity")
+    @classmethod
+    def _severities(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for s in v or ():
+            if s not in SEVERITIES:
+                raise fail(f"unknown severity {s!r}", f"use {', '.join(SEVERITIES)} (in capitals)")
+        return v
+
+    @field_validator("message")
+    @classmethod
+    def _regexes(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for pattern in v or ():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise fail(f"bad pattern {pattern!r}: {exc}", "write a Python regular expression") from None
+        return v
+
+
+class _Rule(Schema):
+    name: str
+    match: _Match = _Match()
+    board: str = "Help Desk"
+    type: str | None = None
+    priority: str | None = None
+    auto_close: bool = True
+    action: Literal["ticket", "ignore"] = "ticket"
+
+
+def _moment(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            value = None
+    if not isinstance(value, datetime):
+        raise fail("needs start and end as ISO datetimes",
+                   "write start = \"2026-11-22T22:00:00Z\", end = \"2026-11-23T02:00:00Z\"")
+    return value
+
+
+class _Maintenance(Schema):
+    start: Annotated[datetime, PlainValidator(_moment)]
+    end: Annotated[datetime, PlainValidator(_moment)]
+    client: str | None = None
+    device: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "_Maintenance":
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise fail("start and end need a time zone", "end them with Z or +01:00")
+        if (self.client is None) == (self.device is None):
+            raise fail("name either a client or a device", "client = \"acme\" or device = \"ninjaone:1234\"")
+        if self.end <= self.start:
+            raise fail("ends before it starts", "make end later than start")
+        return self
+
+
+def _severity_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise fail(f"must be a table, got {value!r}", "write [settings.severity_priority] CRITICAL = \"Priority 1\"")
+    out = {}
+    for k, v in value.items():
+        if str(k).upper() not in SEVERITIES:
+            raise fail(f"unknown severity {k!r}", f"use {', '.join(SEVERITIES)}")
+        if not isinstance(v, str):
+            raise fail(f"the priority of {k} must be a string, got {v!r}", "write it in quotes")
+        out[str(k).upper()] = v
+    return out
+
+
+class _Settings(Schema):
+    reopen_within_days: Annotated[Number, Field(ge=0)] = 3
+    storm_threshold: Annotated[int, Field(ge=1)] = 20
+    storm_window_minutes: Annotated[Number, Field(gt=0)] = 10
+    fallback_board: str | None = None
+    fallback_company: Ident | None = None
+    severity_priority: Annotated[dict[str, str], PlainValidator(_severity_map)] = {}
+
+
+class _AlertRulesFile(Schema):
+    settings: _Settings = _Settings()
+    rule: list[_Rule] = []
+    maintenance: list[_Maintenance] = []
+
+
 def load_alert_rules(path: Path) -> AlertRules:
-    """Read ``alert_rules.toml``; errors name the file, the key and the fix. Absent: one catch-all."""
+    """Read ``alert_rules.toml``; errors name the file, the line, the key and the fix (an unknown
+    key, in a rule or anywhere, is one: a misspelt ``match`` must not make a catch-all).
+    Absent file: one catch-all."""
     if not path.exists():
         return AlertRules((AlertRule("catch-all"),))
     file = str(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=file, fix="correct the syntax at that line") from None
-    s = raw.get("settings", {})
-    rules = []
-    for i, r in enumerate(raw.get("rule", [])):
-        where = f"rule[{i}]"
-        if not isinstance(r, dict) or "name" not in r:
-            raise ConfigError("each rule needs a name", file=file, key=where, fix="add name = \"...\"")
-        match = r.get("match", {})
-        for k, v in match.items():
-            if k not in MATCH_FIELDS:
-                raise ConfigError(f"cannot match on {k!r}", file=file, key=f"{where}.match.{k}",
-                                  fix=f"use one of {', '.join(MATCH_FIELDS)}")
-            if k == "message":
-                for pattern in ([v] if isinstance(v, str) else v):
-                    try:
-                        re.compile(pattern)
-                    except re.error as exc:
-                        raise ConfigError(f"bad pattern {pattern!r}: {exc}", file=file, key=f"{where}.match.message",
-                                          fix="write a Python regular expression") from None
-        action = r.get("action", "ticket")
-        if action not in ("ticket", "ignore"):
-            raise ConfigError(f"unknown action {action!r}", file=file, key=f"{where}.action", fix="use ticket or ignore")
-        rules.append(AlertRule(str(r["name"]), {k: tuple([v] if isinstance(v, str) else v) for k, v in match.items()},
-                               str(r.get("board", "Help Desk")), r.get("type"), r.get("priority"),
-                               bool(r.get("auto_close", True)), action))
+    raw, text = read_toml(path, missing_fix="create it (see mappings/ in the repository)")
+    checked: _AlertRulesFile = validate(_AlertRulesFile, raw, file=file, text=text)
+    rules = [AlertRule(r.name, {k: v for k, v in r.match.model_dump().items() if v is not None}, r.board, r.type,
+                       r.priority, r.auto_close, r.action) for r in checked.rule]
     if not rules or rules[-1].match:
-        raise ConfigError("the last rule must be a catch-all (no match)", file=file, key="rule",
-                          fix="end with [[rule]] name = \"catch-all\" and no match table")
-    windows = []
-    for i, w in enumerate(raw.get("maintenance", [])):
-        where = f"maintenance[{i}]"
-        try:
-            start, end = (datetime.fromisoformat(str(w[k]).replace("Z", "+00:00")) for k in ("start", "end"))
-        except (KeyError, ValueError):
-            raise ConfigError("needs start and end as ISO datetimes", file=file, key=where,
-                              fix="write start = \"2026-11-22T22:00:00Z\", end = \"2026-11-23T02:00:00Z\"") from None
-        if start.tzinfo is None or end.tzinfo is None:
-            raise ConfigError("start and end need a time zone", file=file, key=where, fix="end them with Z or +01:00")
-        if ("client" in w) == ("device" in w):
-            raise ConfigError("name either a client or a device", file=file, key=where,
-                              fix="client = \"acme\" or device = \"ninjaone:1234\"")
-        windows.append(Window(start, end, w.get("client"), w.get("device")))
-    return AlertRules(tuple(rules), tuple(windows), {str(k).upper(): str(v) for k, v in s.get("severity_priority", {}).items()},
-                      timedelta(days=float(s.get("reopen_within_days", 3))), int(s.get("storm_threshold", 20)),
-                      timedelta(minutes=float(s.get("storm_window_minutes", 10))),
-                      s.get("fallback_board") or None, str(s["fallback_company"]) if s.get("fallback_company") else None)
+        raise config_error("the last rule must be a catch-all (no match)", file=file, key="rule",
+                           fix="end with [[rule]] name = \"catch-all\" and no match table",
+                           line=line_of(text, ("rule", len(rules) - 1)) if rules else None)
+    windows = [Window(w.start, w.end, w.client, w.device) for w in checked.maintenance]
+    s = checked.settings
+    return AlertRules(tuple(rules), tuple(windows), dict(s.severity_priority),
+                      timedelta(days=float(s.reopen_within_days)), s.storm_threshold,
+                      timedelta(minutes=float(s.storm_window_minutes)), s.fallback_board or None,
+                      s.fallback_company or None)
 
 
 @dataclass

@@ -3,20 +3,399 @@
 A secret is never written inline: a key ``client_secret`` is given as ``client_secret_env =
 "VAR"`` (an environment variable) or ``client_secret_file = "path"`` (a file, stripped). Its
 value is wrapped in ``Secret``, whose repr and str hide it, so it cannot reach a log by accident.
+
+Every file the hub reads by hand (this config, and the files of ``mappings/``) is checked by a
+schema (pydantic models, ``extra="forbid"``, strict types) before any request: an unknown key or a
+wrong type is a ConfigError naming the file, the line, the key path and the fix. The schema
+helpers (``validate``, ``Money``, ``Hours``, ``parse_duration``) live here and mappings use them.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
+import types
+import typing
 import zoneinfo
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 from hub.errors import ConfigError
 
-KNOWN_TOP_LEVEL = {"timezone", "database", "mappings", "connectors", "schedule", "logging", "billing", "admin"}
+# --- schema helpers: shared by the config and the mappings files ------------------------------
+
+
+def config_error(message: str, *, file: str, key: str | None = None, fix: str | None = None,
+                 line: int | None = None) -> ConfigError:
+    """A ConfigError that also names the line of ``file`` (``file, line 12, key 'a.b': ...``)."""
+    err = ConfigError(message, file=file, key=key, fix=fix)
+    err.line = line
+    if line:
+        text = f"{file}, line {line}" + (f", key '{key}'" if key else "") + f": {message}"
+        err.args = (text + (f" (fix: {fix})" if fix else ""),)
+    return err
+
+
+def key_path(loc: Iterable[str | int]) -> str:
+    """``("rule", 2, "matchh")`` -> ``rule[2].matchh``; keys that are not bare are quoted."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
+            out += f".{text}" if out else text
+    return out
+
+
+def _split_dotted(text: str) -> list[str]:
+    return [p.strip().strip('"').strip("'") for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', text.strip())]
+
+
+def line_of(text: str | None, loc: tuple[str | int, ...]) -> int | None:
+    """The line of a TOML text where the key at ``loc`` is written (or the deepest table holding it)."""
+    if not text:
+        return None
+    want = [str(p) for p in loc]
+    table: list[str] = []
+    seen: dict[tuple[str, ...], int] = {}
+    best, best_len = None, 0
+    for n, raw_line in enumerate(text.splitlines(), 1):
+        line = raw_line.strip()
+        rest = ""
+        if m := re.match(r"\[\[\s*(.+?)\s*\]\]", line):
+            parts = _split_dotted(m[1])
+            seen[tuple(parts)] = seen.get(tuple(parts), -1) + 1
+            table = parts + [str(seen[tuple(parts)])]
+            path = table
+        elif m := re.match(r"\[\s*(.+?)\s*\]", line):
+            table = _split_dotted(m[1])
+            path = table
+        elif m := re.match(r'((?:"[^"]*"|\'[^\']*\'|[A-Za-z0-9_.\- ])+?)\s*=(.*)', line):
+            path, rest = table + _split_dotted(m[1]), m[2]
+        else:
+            continue
+        if path[:len(want)] == want:          # the key itself, or a table under it
+            return n
+        if want[:len(path)] != path:
+            continue
+        deeper = [p for p in want[len(path):] if not p.isdigit()]
+        if rest and deeper and all(re.search(rf'(^|[{{,\s"]){re.escape(p)}"?\s*=', rest) for p in deeper):
+            return n
+        if len(path) > best_len:
+            best, best_len = n, len(path)
+    return best
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model or container type behind Annotated[...] and X | None."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    tp: Any = model
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            f = tp.model_fields.get(str(part))
+            if f is None:
+                return None
+            tp = f.annotation
+        elif typing.get_origin(tp) in (dict, list, tuple):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def known_keys_fix(key: str, known: Iterable[str]) -> str:
+    """``use one of a, b, c (did you mean 'b'?)`` for an unknown ``key``."""
+    known = sorted(known)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"use one of {', '.join(known)}" + (f" (did you mean '{close[0]}'?)" if close else "")
+
+
+_TYPE_TEXT = {
+    "bool_type": ("must be true or false", "write true or false, without quotes"),
+    "int_type": ("must be a whole number", "write a whole number without quotes, e.g. 10"),
+    "float_type": ("must be a number", "write a number without quotes, e.g. 25"),
+    "string_type": ("must be a string", "write it in quotes"),
+    "dict_type": ("must be a table", "write it as a table"),
+    "model_type": ("must be a table", "write it as a table"),
+    "list_type": ("must be a list", "write it as a list, e.g. [\"a\", \"b\"]"),
+    "missing": ("missing", "add it"),
+}
+
+
+def schema_error(exc: ValidationError, model: type[BaseModel], *, file: str, text: str | None,
+                 prefix: tuple[str | int, ...] = ()) -> ConfigError:
+    """The first error of a pydantic validation as a ConfigError naming the file, line, key and fix."""
+    errors = exc.errors()
+    e = errors[0]
+    kind, ctx = e["type"], e.get("ctx") or {}
+    loc = tuple(e["loc"]) + (tuple(ctx.get("at", ())) if kind == "hub" else ())
+    full = prefix + loc
+    key = key_path(full)
+    more = f" ({len(errors) - 1} more error(s) in this file after it)" if len(errors) > 1 else ""
+    got = e.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        known = parent.model_fields if parent else ()
+        message, fix = f"unknown key '{loc[-1]}'", known_keys_fix(str(loc[-1]), known)
+    elif kind == "hub":
+        message, fix = ctx["message"], ctx.get("fix")
+    elif kind == "literal_error":
+        message, fix = f"must be {ctx.get('expected')}, got {got!r}", f"use {ctx.get('expected')}"
+    elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        limit = next(iter(ctx.values()), "")
+        message, fix = f"must be {bound} {limit}, got {got!r}", f"use a value {bound} {limit}"
+    elif kind in _TYPE_TEXT:
+        message, fix = _TYPE_TEXT[kind]
+        if kind != "missing":
+            message += f", got {got!r}"
+    else:
+        message, fix = f"{e['msg']}, got {got!r}", "see the comments of the example file"
+    return config_error(message + more, file=file, key=key, fix=fix, line=line_of(text, full))
+
+
+def validate(model: type[BaseModel], raw: Any, *, file: str, text: str | None = None,
+             prefix: tuple[str | int, ...] = (), context: dict[str, Any] | None = None) -> Any:
+    """``model.model_validate(raw)``, a failure being a ConfigError (file, line, key path, fix)."""
+    try:
+        return model.model_validate(raw, context=context)
+    except ValidationError as exc:
+        raise schema_error(exc, model, file=file, text=text, prefix=prefix) from None
+
+
+def read_toml(path: Path, *, missing_fix: str) -> tuple[dict[str, Any], str]:
+    """(parsed table, text) of a TOML file; ConfigError naming the file and the line otherwise."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path), fix=missing_fix) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path), fix="correct the syntax at that line") from None
+
+
+def fail(message: str, fix: str, at: tuple[str | int, ...] = ()) -> PydanticCustomError:
+    """An error raised inside a validator; ``schema_error`` shows ``message`` and ``fix`` as they
+    are, at the validated value's key path followed by ``at``."""
+    return PydanticCustomError("hub", "{message}", {"message": message, "fix": fix, "at": at})
+
+
+def _money(value: Any, info: ValidationInfo) -> Any:
+    """A price: a string ``"120.10"`` or a whole number; to minor units when the currency is known."""
+    if isinstance(value, float):
+        raise fail(f"a price is not written as a float ({value!r})",
+                   f"write it as a string such as \"{value:.2f}\", or as a whole number")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise fail(f"must be an amount, got {value!r}", "write it as a string such as \"120.00\"")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise fail(f"{value!r} is not an amount", "write it as a string such as \"120.00\"") from None
+    if not amount.is_finite():
+        raise fail(f"{value!r} is not an amount", "write it as a string such as \"120.00\"")
+    if amount < 0:
+        raise fail(f"must not be negative, got {value!r}", "use 0 or more")
+    currency = (info.context or {}).get("currency")
+    if currency is None:
+        return str(value)
+    from hub.money import to_minor
+    try:
+        return to_minor(value, currency)
+    except ValueError as exc:
+        raise fail(str(exc), "write it as a string such as \"120.00\"") from None
+
+
+def _hours(value: Any) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise fail(f"must be a number of hours, got {value!r}", "write it like \"2\" or \"0.5\"")
+    try:
+        h = Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        raise fail(f"must be a number of hours, got {value!r}", "write it like \"2\" or \"0.5\"") from None
+    if h < 0:
+        raise fail(f"must not be negative, got {value!r}", "use 0 or more")
+    return h
+
+
+def _number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(f"must be a number, got {value!r}", "write a number without quotes, e.g. 25")
+    return value
+
+
+def _ident(value: Any) -> str:
+    """An id in another system: a string, or a whole number (NinjaOne's ids are numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise fail(f"must be an id (a string), got {value!r}", "write it in quotes, e.g. \"12\"")
+    return str(value)
+
+
+_DURATION = re.compile(r"\s*(\d+)\s*([smhd])\s*")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"72h"`` -> timedelta(hours=72). A whole number and one unit: s, m, h or d; more than 0."""
+    m = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    if not m or int(m[1]) <= 0:
+        raise ValueError(f"{text!r} is not a duration")
+    return timedelta(**{_UNITS[m[2]]: int(m[1])})
+
+
+def _duration(value: Any) -> str:
+    try:
+        parse_duration(value)
+    except ValueError:
+        raise fail(f"{value!r} is not a duration", "write a whole number and a unit: \"30m\", \"72h\" or \"3d\" "
+                   "(s, m, h, d)") from None
+    return value
+
+
+Money = Annotated[Any, PlainValidator(_money)]           # minor units with a currency in context, else text
+Hours = Annotated[Fraction, PlainValidator(_hours)]
+Number = Annotated[float, PlainValidator(_number)]
+Ident = Annotated[str, PlainValidator(_ident)]
+Duration = Annotated[str, PlainValidator(_duration)]
+
+
+class Schema(BaseModel):
+    """Base of every file schema: unknown keys are errors, types are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- the config file --------------------------------------------------------------------------
+
+
+class LoggingSettings(Schema):
+    """``[logging]``. Unset keys stay None: the CLI and the daemon each have their default."""
+
+    format: Literal["json", "console"] | None = None
+    level: Literal["debug", "info", "warning", "error"] | None = None
+
+
+class GuardrailSettings(Schema):
+    """``[billing.guardrails]``: changes that wait for ``msp-hub approve``."""
+
+    allow_zero: bool = False
+    max_change_percent: Annotated[Number, Field(ge=0)] = 25
+    max_change_devices: Annotated[int, Field(ge=0)] = 10
+    invoice_max_change_percent: Annotated[Number, Field(ge=0)] = 30
+    invoice_max_device_change_percent: Annotated[Number, Field(ge=0)] = 30
+    first_invoice_max: Money = "5000.00"
+
+    def first_invoice_max_minor(self, currency: str) -> int:
+        """``first_invoice_max`` in minor units of ``currency`` (the contract's); ConfigError when
+        it has more decimals than that currency allows."""
+        from hub.money import to_minor
+        try:
+            return to_minor(self.first_invoice_max, currency)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="billing.guardrails.first_invoice_max",
+                              fix=f"write an amount {currency.upper()} can hold, e.g. \"5000\"") from None
+
+
+class CompletenessSettings(Schema):
+    """``[billing.completeness]``: a full sweep reading this share fewer records is suspect."""
+
+    max_count_drop_percent: Annotated[Number, Field(ge=0, le=100)] = 50
+
+
+class ReviewSettings(Schema):
+    """``[billing.review]``: invoices are pushed as drafts; finalized after ``finalize_after``."""
+
+    enabled: bool = False
+    finalize_after: Duration | None = None
+
+    @property
+    def finalize_delay(self) -> timedelta | None:
+        return parse_duration(self.finalize_after) if self.finalize_after else None
+
+
+class BillingSettings(Schema):
+    """``[billing]``."""
+
+    invoice_connector: str | None = None
+    client_master: str | None = None
+    notice_board: str = "Help Desk"
+    guardrails: GuardrailSettings = GuardrailSettings()
+    completeness: CompletenessSettings = CompletenessSettings()
+    review: ReviewSettings = ReviewSettings()
+
+
+def _max_ages(value: Any) -> dict[str, str]:
+    """``[health.max_age]``: ``"connector.stream" = "2h"``; ``ninjaone.devices = "2h"`` (a nested
+    table in TOML) is read the same."""
+    if not isinstance(value, dict):
+        raise fail(f"must be a table, got {value!r}", "write [health.max_age] with \"ninjaone.devices\" = \"2h\"")
+    out = {}
+    for name, v in value.items():
+        items = [(f"{name}.{k}", w) for k, w in v.items()] if isinstance(v, dict) else [(name, v)]
+        for stream, d in items:
+            if not re.fullmatch(r"[^.\s]+\.[^.\s]+", stream):
+                raise fail(f"{stream!r} does not name a stream as connector.stream",
+                           "write \"ninjaone.devices\" = \"2h\"")
+            try:
+                parse_duration(d)
+            except ValueError:
+                raise fail(f"max age of {stream} {d!r} is not a duration",
+                           "write a whole number and a unit: \"30m\", \"2h\" or \"1d\"") from None
+            out[stream] = d
+    return out
+
+
+class HealthSettings(Schema):
+    """``[health]``: how old each stream's last complete pass may be."""
+
+    max_age: Annotated[dict[str, str], PlainValidator(_max_ages)] = {}
+
+    def max_ages(self) -> dict[str, timedelta]:
+        return {k: parse_duration(v) for k, v in self.max_age.items()}
+
+
+class ConfigFile(Schema):
+    """The top level of the config file. Connectors, schedule, admin and notify are tables whose
+    contents their own modules check."""
+
+    timezone: str = "UTC"
+    database: str = "msp-hub.db"
+    mappings: str = "mappings"
+    connectors: dict[str, dict[str, Any]] = {}
+    schedule: dict[str, Any] = {}
+    logging: LoggingSettings = LoggingSettings()
+    billing: BillingSettings = BillingSettings()
+    admin: dict[str, Any] = {}
+    notify: dict[str, Any] = {}
+    health: HealthSettings = HealthSettings()
+
+
+KNOWN_TOP_LEVEL = set(ConfigFile.model_fields)
 
 
 class Secret:
@@ -49,7 +428,23 @@ class HubConfig:
     logging: dict[str, Any] = field(default_factory=dict)
     billing: dict[str, Any] = field(default_factory=dict)
     admin: dict[str, Any] = field(default_factory=dict)
+    notify: dict[str, Any] = field(default_factory=dict)     # checked by the notifier
+    health: dict[str, Any] = field(default_factory=dict)
     environ: dict[str, str] | None = None  # for tests; None means os.environ
+
+    # ``billing``, ``logging`` and ``health`` stay plain dicts (defaults filled by load_config) for
+    # ``.get()``; these are their typed, validated views, for new code.
+    @property
+    def billing_settings(self) -> BillingSettings:
+        return validate(BillingSettings, self.billing, file=self.file, prefix=("billing",))
+
+    @property
+    def logging_settings(self) -> LoggingSettings:
+        return validate(LoggingSettings, self.logging, file=self.file, prefix=("logging",))
+
+    @property
+    def health_settings(self) -> HealthSettings:
+        return validate(HealthSettings, self.health, file=self.file, prefix=("health",))
 
     @property
     def file(self) -> str:
@@ -145,42 +540,36 @@ class HubConfig:
 def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> HubConfig:
     """Read and validate the config file; relative paths in it are relative to the file."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(path),
-                          fix="pass --config PATH, or copy examples/msp-hub.toml") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path),
-                          fix="correct the syntax at that line") from None
-    return config_from_dict(raw, path=path, environ=environ)
+    raw, text = read_toml(path, missing_fix="pass --config PATH, or copy examples/msp-hub.toml")
+    return config_from_dict(raw, path=path, environ=environ, text=text)
 
 
 def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
-                     environ: dict[str, str] | None = None) -> HubConfig:
-    """Validate a parsed config table into a HubConfig."""
+                     environ: dict[str, str] | None = None, text: str | None = None) -> HubConfig:
+    """Validate a parsed config table into a HubConfig (``text``, the file's, finds error lines)."""
     file = str(path) if path else "<config>"
-    unknown = sorted(set(raw) - KNOWN_TOP_LEVEL)
-    if unknown:
-        raise ConfigError(f"unknown key '{unknown[0]}'", file=file, key=unknown[0],
-                          fix=f"use one of {', '.join(sorted(KNOWN_TOP_LEVEL))}")
+    checked = validate(ConfigFile, raw, file=file, text=text)
     base = path.parent if path else Path.cwd()
-    tz = raw.get("timezone", "UTC")
+    tz = checked.timezone
     try:
-        zoneinfo.ZoneInfo(str(tz))
+        zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"unknown time zone {tz!r}", file=file, key="timezone",
-                          fix="use an IANA name such as \"Europe/Paris\"") from None
-    for key in ("connectors", "schedule", "logging", "billing", "admin"):
-        if key in raw and not isinstance(raw[key], dict):
-            raise ConfigError("must be a table", file=file, key=key, fix=f"write it as [{key}]")
-    database = str(raw.get("database", "msp-hub.db"))
-    if database != ":memory:" and not Path(database).is_absolute():
-        database = str(base / database)
-    mappings = Path(str(raw.get("mappings", "mappings")))
+        raise config_error(f"unknown time zone {tz!r}", file=file, key="timezone",
+                           fix="use an IANA name such as \"Europe/Paris\"", line=line_of(text, ("timezone",))) from None
+    database = checked.database
+    if database != ":memory:":
+        if not Path(database).is_absolute():
+            database = str(base / database)
+        folder = Path(database).parent
+        if not folder.is_dir():
+            raise config_error(f"the database's folder {folder} does not exist", file=file, key="database",
+                               fix=f"create {folder}, or point database at an existing folder",
+                               line=line_of(text, ("database",)))
+    mappings = Path(checked.mappings)
     if not mappings.is_absolute():
         mappings = base / mappings
-    return HubConfig(path=path, timezone=str(tz), database=database, mappings=mappings,
-                     connectors=dict(raw.get("connectors", {})), schedule=dict(raw.get("schedule", {})),
-                     logging=dict(raw.get("logging", {})), billing=dict(raw.get("billing", {})),
-                     admin=dict(raw.get("admin", {})), environ=environ)
+    return HubConfig(path=path, timezone=tz, database=database, mappings=mappings,
+                     connectors={k: dict(v) for k, v in checked.connectors.items()}, schedule=dict(checked.schedule),
+                     logging=checked.logging.model_dump(exclude_none=True),
+                     billing=checked.billing.model_dump(exclude_none=True), admin=dict(checked.admin),
+                     notify=dict(checked.notify), health=checked.health.model_dump(), environ=environ)

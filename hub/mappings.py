@@ -3,24 +3,37 @@
 Files:
   ``tiers.toml``           currency, ``[tiers.<id>]`` (name, includes, services, prices per class),
                            ``[addons.<id>]`` (name, service, price or prices per class, classes)
-  ``device_classes.toml``  ``[<source>]`` vendor node class -> hub device class
+  ``device_classes.toml``  ``not_billed = [...]`` classes no tier has to price (listed as excluded
+                           on the plan), and ``[<source>]`` vendor node class -> hub device class
+  ``time.toml``            ``[defaults]``, ``[work_types."<name>"]``, ``[blocks."<id>"]``
+  ``agreement_types.toml`` ``[types."<PSA agreement type>"]`` contract terms, ``[additions]``
+  ``links.toml``           ``[clients.<id>]`` name and the client's id in each system
+  ``alert_rules.toml``     see hub.alerting
   ``contracts.toml`` and/or ``contracts/*.toml``   ``[clients.<client id>]`` one contract each
 
-Tiers and device classes are shared by every client: an error there stops the load (ConfigError).
-A contract's error only concerns that client: it is collected in ``Mappings.contract_errors`` and
-the other clients are still billed. A malformed file under ``contracts/`` loses only its clients.
+Every file is checked by a schema (hub.config's helpers): an unknown key or a wrong type is an
+error naming the file, the line, the key path and the fix. Tiers, device classes, time, agreement
+types and alert rules are shared by every client: an error there stops the load (ConfigError).
+A contract's error, or a links.toml entry's, only concerns that client: it is collected in
+``Mappings.contract_errors`` and the other clients are still billed. A contracts or links file
+that is not valid TOML holds the clients whose ``[clients.<id>]`` headers it has; when none can be
+found, the file is in ``Mappings.file_errors`` (and every invoice waits).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, PlainValidator, TypeAdapter, ValidationError, field_validator
+
+from hub.config import (Hours, Ident, Money, Schema, config_error, fail, known_keys_fix, line_of, read_toml,
+                        schema_error, validate)
 from hub.errors import ConfigError
-from hub.money import to_minor
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,9 @@ class Mappings:
     addons: dict[str, Addon]
     device_classes: dict[str, dict[str, str]]      # source -> node class -> device class
     contracts: dict[str, Contract]
-    contract_errors: dict[str, str] = field(default_factory=dict)  # client id or file -> message
+    contract_errors: dict[str, str] = field(default_factory=dict)  # client id -> message (held)
+    file_errors: dict[str, str] = field(default_factory=dict)      # contracts/links file -> message
+    not_billed: frozenset[str] = frozenset()                       # device classes declared not billed
     time: TimeTerms = field(default_factory=TimeTerms)             # defaults every contract starts from
     blocks: dict[str, BlockSize] = field(default_factory=dict)
     agreement_types: dict[str, dict[str, Any]] = field(default_factory=dict)  # PSA type name -> contract terms
@@ -147,202 +162,318 @@ class Mappings:
         return cache
 
 
-def _read(path: Path) -> dict[str, Any]:
+# --- schemas of the files ---------------------------------------------------------------------
+
+Minutes = Annotated[int, Field(ge=1, le=60)]
+Kind = Literal["managed", "block", "time_and_materials"]
+KINDS = ("managed", "block", "time_and_materials")
+
+
+def _currency(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value):
+        raise fail(f"must be an ISO 4217 currency code, got {value!r}", "write currency = \"EUR\"")
+    return value.upper()
+
+
+class TierSchema(Schema):
+    name: str | None = None
+    includes: str | None = None
+    services: list[str] = []
+    prices: Annotated[dict[str, Money], Field(min_length=1)]
+
+
+class AddonSchema(Schema):
+    name: str | None = None
+    service: str | None = None
+    price: Money | None = None
+    prices: Annotated[dict[str, Money], Field(min_length=1)] | None = None
+    classes: list[str] | None = None
+
+
+class TiersFile(Schema):
+    currency: Annotated[str, PlainValidator(_currency)] = "EUR"
+    tiers: Annotated[dict[str, TierSchema], Field(min_length=1)]
+    addons: dict[str, AddonSchema] = {}
+
+
+class TimeDefaults(Schema):
+    increment_minutes: Minutes = 15
+    onsite_minimum_hours: Hours = Fraction(1)
+    warning_hours: Hours = Fraction(2)
+    beyond_balance: Literal["overage", "carry"] = "overage"
+    default_rate: Money | None = None
+
+
+class WorkTypeSchema(Schema):
+    rate: Money | None = None
+    onsite: bool = False
+    service: str | None = None
+    flat_rate: Money | None = None
+
+
+class BlockSchema(Schema):
+    hours: Hours
+    price: Money
+
+    @field_validator("hours")
+    @classmethod
+    def _positive(cls, v: Fraction) -> Fraction:
+        if v <= 0:
+            raise fail("must be more than 0", "write hours = 10")
+        return v
+
+
+class TimeFile(Schema):
+    defaults: TimeDefaults = TimeDefaults()
+    work_types: dict[str, WorkTypeSchema] = {}
+    blocks: dict[str, BlockSchema] = {}
+
+
+class TermsSchema(Schema):
+    """Contract terms: a ``[types."<agreement type>"]`` table, and the core of a contract."""
+
+    kind: Kind = "managed"
+    tier: str | None = None
+    addons: list[str] = []
+    minimum: Money = 0
+    proration: bool = False
+    block: str | None = None
+    renewal: str | None = None
+    beyond_balance: Literal["overage", "carry"] | None = None
+    overage_rate: Money | None = None
+    warning_hours: Hours | None = None
+    increment_minutes: Minutes | None = None
+    onsite_minimum_hours: Hours | None = None
+    default_rate: Money | None = None
+
+
+class ContractSchema(TermsSchema):
+    """A ``[clients.<id>]`` table of contracts.toml."""
+
+    name: str | None = None
+    currency: Annotated[str, PlainValidator(_currency)] | None = None
+    links: dict[str, Ident] = {}
+    agreement: Ident | None = None
+
+
+CONTRACT_KEYS = set(ContractSchema.model_fields)
+
+
+class AgreementTypesFile(Schema):
+    types: dict[str, dict[str, Any]] = {}
+    additions: dict[str, str] = {}
+
+
+class ContractsFile(Schema):
+    clients: dict[str, Any] = {}
+
+
+class LinksFile(Schema):
+    clients: dict[str, Any] = {}
+
+
+_LINK = TypeAdapter(dict[str, Ident])
+_CLASSES = TypeAdapter(dict[str, dict[str, str]])
+_NAMES = TypeAdapter(list[str])
+
+
+def _adapt(adapter: TypeAdapter, raw: Any, *, file: str, text: str | None, prefix: tuple) -> Any:
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(path), fix="create it (see mappings/ in the repository)") from None
+        return adapter.validate_python(raw, strict=True)
+    except ValidationError as exc:
+        raise schema_error(exc, Schema, file=file, text=text, prefix=prefix) from None
+
+
+def _read(path: Path) -> tuple[dict[str, Any], str]:
+    return read_toml(path, missing_fix="create it (see mappings/ in the repository)")
+
+
+_HEADER = re.compile(r'^\s*\[\s*clients\s*\.\s*(?:"([^"]+)"|\'([^\']+)\'|([A-Za-z0-9_-]+))')
+
+
+def _clients_in_text(text: str) -> dict[str, int]:
+    """``[clients.<id>]`` headers of a TOML text that may not parse: client id -> line."""
+    found: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if m := _HEADER.match(line):
+            found.setdefault(next(g for g in m.groups() if g), n)
+    return found
+
+
+def _read_per_client(path: Path, m: "Mappings") -> tuple[dict[str, Any], str] | None:
+    """A contracts or links file; when it is not valid TOML, each client it names is held (or,
+    none found, the file is in ``file_errors``) and None is returned."""
+    text = path.read_text()
+    try:
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path), fix="correct the syntax at that line") from None
+        clients = _clients_in_text(text)
+        for cid, line in clients.items():
+            m.contract_errors[cid] = str(config_error(
+                f"the file is not valid TOML ({exc}), so this client's entry cannot be read", file=str(path),
+                key=f"clients.{cid}", fix="correct the syntax at that line", line=line))
+        if not clients:
+            m.file_errors[str(path)] = str(ConfigError(
+                f"not valid TOML: {exc}; no [clients.<id>] header found, so every client may be concerned",
+                file=str(path), fix="correct the syntax at that line"))
+        return None
 
 
-def _money(value: Any, currency: str, *, file: str, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError(f"must be an amount, got {type(value).__name__}", file=file, key=key,
-                          fix="write it as a string such as \"120.00\"")
-    try:
-        minor = to_minor(value, currency)
-    except ValueError as exc:
-        raise ConfigError(str(exc), file=file, key=key, fix="write it as a string such as \"120.00\"") from None
-    if minor < 0:
-        raise ConfigError("must not be negative", file=file, key=key, fix="use 0 or more")
-    return minor
-
-
-def _prices(raw: Any, currency: str, *, file: str, key: str) -> dict[str, int]:
-    if isinstance(raw, dict):
-        if not raw:
-            raise ConfigError("prices nothing", file=file, key=key, fix="give at least one class, e.g. workstation = \"100.00\"")
-        return {str(k): _money(v, currency, file=file, key=f"{key}.{k}") for k, v in raw.items()}
-    return {"*": _money(raw, currency, file=file, key=key)}
+# --- loaders ------------------------------------------------------------------------------------
 
 
 def load_catalog(path: Path) -> tuple[str, dict[str, Tier], dict[str, Addon]]:
     """Read ``tiers.toml``: (currency, tiers, addons), tiers with their cumulative services."""
-    raw = _read(path)
+    raw, text = _read(path)
     file = str(path)
-    currency = str(raw.get("currency", "EUR")).upper()
-    raw_tiers = raw.get("tiers", {})
-    if not isinstance(raw_tiers, dict) or not raw_tiers:
-        raise ConfigError("no tiers defined", file=file, key="tiers", fix="add a [tiers.<id>] table")
+    cur = raw.get("currency", "EUR")
+    currency = cur.upper() if isinstance(cur, str) else "EUR"
+    checked: TiersFile = validate(TiersFile, raw, file=file, text=text, context={"currency": currency})
+    currency = checked.currency
     tiers: dict[str, Tier] = {}
 
     def build(tid: str, seen: tuple[str, ...]) -> Tier:
         if tid in tiers:
             return tiers[tid]
         if tid in seen:
-            raise ConfigError(f"tiers include each other in a loop: {' -> '.join(seen + (tid,))}",
-                              file=file, key=f"tiers.{tid}.includes", fix="remove one of the includes")
-        t = raw_tiers[tid]
-        if not isinstance(t, dict):
-            raise ConfigError("must be a table", file=file, key=f"tiers.{tid}", fix=f"write [tiers.{tid}]")
-        includes = t.get("includes")
-        services = set(map(str, t.get("services", [])))
-        if includes is not None:
-            if includes not in raw_tiers:
-                raise ConfigError(f"includes unknown tier {includes!r}", file=file, key=f"tiers.{tid}.includes",
-                                  fix=f"use one of {', '.join(sorted(raw_tiers))}")
-            services |= build(includes, seen + (tid,)).services
-        if "prices" not in t:
-            raise ConfigError("missing", file=file, key=f"tiers.{tid}.prices",
-                              fix="add prices = { workstation = \"100.00\", server = \"200.00\" }")
-        tier = Tier(tid, str(t.get("name", tid)), _prices(t["prices"], currency, file=file, key=f"tiers.{tid}.prices"),
-                    frozenset(services), includes)
+            raise config_error(f"tiers include each other in a loop: {' -> '.join(seen + (tid,))}",
+                               file=file, key=f"tiers.{tid}.includes", fix="remove one of the includes",
+                               line=line_of(text, ("tiers", tid, "includes")))
+        t = checked.tiers[tid]
+        services = set(t.services)
+        if t.includes is not None:
+            if t.includes not in checked.tiers:
+                raise config_error(f"includes unknown tier {t.includes!r}", file=file, key=f"tiers.{tid}.includes",
+                                   fix=known_keys_fix(t.includes, checked.tiers),
+                                   line=line_of(text, ("tiers", tid, "includes")))
+            services |= build(t.includes, seen + (tid,)).services
+        tier = Tier(tid, t.name or tid, dict(t.prices), frozenset(services), t.includes)
         tiers[tid] = tier
         return tier
 
-    for tid in raw_tiers:
+    for tid in checked.tiers:
         build(tid, ())
     addons: dict[str, Addon] = {}
-    for aid, a in (raw.get("addons") or {}).items():
-        if not isinstance(a, dict):
-            raise ConfigError("must be a table", file=file, key=f"addons.{aid}", fix=f"write [addons.{aid}]")
-        price_raw = a.get("prices", a.get("price"))
-        if price_raw is None:
-            raise ConfigError("missing", file=file, key=f"addons.{aid}.price",
-                              fix="add price = \"10.00\" or prices = { workstation = \"10.00\" }")
-        classes = a.get("classes")
-        addons[aid] = Addon(aid, str(a.get("name", aid)), _prices(price_raw, currency, file=file, key=f"addons.{aid}.price"),
-                            str(a["service"]) if "service" in a else None,
-                            frozenset(map(str, classes)) if classes is not None else None)
+    for aid, a in checked.addons.items():
+        if (a.price is None) == (a.prices is None):
+            raise config_error("needs either price or prices", file=file, key=f"addons.{aid}",
+                               fix="write price = \"10.00\" or prices = { workstation = \"10.00\" }, not both",
+                               line=line_of(text, ("addons", aid)))
+        prices = dict(a.prices) if a.prices is not None else {"*": a.price}
+        addons[aid] = Addon(aid, a.name or aid, prices, a.service,
+                            frozenset(a.classes) if a.classes is not None else None)
     return currency, tiers, addons
 
 
-def load_device_classes(path: Path) -> dict[str, dict[str, str]]:
-    """Read ``device_classes.toml``: source -> vendor node class -> hub device class."""
-    raw = _read(path)
-    out: dict[str, dict[str, str]] = {}
-    for source, table in raw.items():
-        if not isinstance(table, dict):
-            raise ConfigError("must be a table", file=str(path), key=source, fix=f"write [{source}]")
-        out[source] = {str(k): str(v) for k, v in table.items()}
+def priced_classes(tiers: dict[str, Tier], addons: dict[str, Addon]) -> set[str]:
+    """The device classes some tier or add-on prices."""
+    out = {c for t in tiers.values() for c in t.prices}
+    for a in addons.values():
+        out |= {c for c in a.prices if c != "*"} | set(a.classes or ())
     return out
 
 
-CONTRACT_KEYS = {"name", "tier", "currency", "links", "addons", "minimum", "proration", "kind", "block",
-                 "renewal", "beyond_balance", "overage_rate", "warning_hours", "increment_minutes",
-                 "onsite_minimum_hours", "default_rate", "agreement"}
-KINDS = ("managed", "block", "time_and_materials")
+def load_device_classes(path: Path, priced: set[str] | None = None) -> tuple[dict[str, dict[str, str]], frozenset[str]]:
+    """Read ``device_classes.toml``: (source -> node class -> device class, classes not billed).
+
+    With ``priced`` (the classes tiers price), every device class must be priced or declared in
+    ``not_billed``: a typo such as "sever" is an error, not a device silently left out.
+    """
+    raw, text = _read(path)
+    file = str(path)
+    raw = dict(raw)
+    not_billed = frozenset(_adapt(_NAMES, raw.pop("not_billed", []), file=file, text=text, prefix=("not_billed",)))
+    classes = _adapt(_CLASSES, raw, file=file, text=text, prefix=())
+    if priced is not None:
+        known = set(priced) | not_billed
+        for source, table in classes.items():
+            for node_class, dclass in table.items():
+                if dclass not in known:
+                    close = known_keys_fix(dclass, known).split(" (did you mean ")
+                    hint = f"did you mean {close[1][:-2]}? " if len(close) > 1 else ""
+                    raise config_error(
+                        f"node class {node_class} maps to device class {dclass!r}, which no tier prices and "
+                        f"not_billed does not list", file=file, key=f"{source}.{node_class}",
+                        fix=f"{hint}use a priced class ({', '.join(sorted(priced))}), or add \"{dclass}\" to "
+                            f"not_billed = [...] at the top of device_classes.toml",
+                        line=line_of(text, (source, node_class)))
+    return classes, not_billed
 
 
-def _hours(value: Any, *, file: str, key: str) -> Fraction:
-    try:
-        h = Fraction(str(value))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"must be a number of hours, got {value!r}", file=file, key=key,
-                          fix="write it like \"2\" or \"0.5\"") from None
-    if h < 0:
-        raise ConfigError("must not be negative", file=file, key=key, fix="use 0 or more")
-    return h
+def _where_loc(where: str) -> tuple[str, ...]:
+    return tuple(where.split(".", 1))
 
 
 def contract_terms(raw: dict[str, Any], m: "Mappings", *, file: str, where: str, tiers: dict[str, Tier],
-                   addons: dict[str, Addon]) -> dict[str, Any]:
+                   addons: dict[str, Addon], text: str | None = None,
+                   schema: type[TermsSchema] = TermsSchema) -> dict[str, Any]:
     """Check the contract terms of a ``[clients.<id>]`` or ``[types."<agreement type>"]`` table.
 
     Returns the keyword arguments of ``Contract`` they define (kind, tier, addons, time terms...).
     """
-    for k in raw:
-        if k not in CONTRACT_KEYS:
-            raise ConfigError(f"unknown key {k!r}", file=file, key=f"{where}.{k}",
-                              fix=f"use one of {', '.join(sorted(CONTRACT_KEYS))}")
-    kind = raw.get("kind", "managed")
-    if kind not in KINDS:
-        raise ConfigError(f"unknown contract kind {kind!r}", file=file, key=f"{where}.kind",
-                          fix=f"use one of {', '.join(KINDS)}")
-    tier = raw.get("tier")
-    if kind == "managed" and tier is None:
-        raise ConfigError("missing", file=file, key=f"{where}.tier", fix=f"set tier to one of {', '.join(sorted(tiers))}")
-    if tier is not None and tier not in tiers:
-        raise ConfigError(f"unknown tier {tier!r}", file=file, key=f"{where}.tier",
-                          fix=f"use one of {', '.join(sorted(tiers))}, or add [tiers.{tier}] to tiers.toml")
-    cur = m.currency
-    contract_addons = raw.get("addons", [])
-    if not isinstance(contract_addons, list):
-        raise ConfigError("must be a list", file=file, key=f"{where}.addons", fix="write addons = [\"backup\"]")
-    for a in contract_addons:
+    loc = _where_loc(where)
+
+    def err(message: str, key: str, fix: str) -> ConfigError:
+        return config_error(message, file=file, key=f"{where}.{key}", fix=fix, line=line_of(text, loc + (key,)))
+
+    t: TermsSchema = validate(schema, raw, file=file, text=text, prefix=loc, context={"currency": m.currency})
+    if t.kind == "managed" and t.tier is None:
+        raise err("missing", "tier", f"set tier to one of {', '.join(sorted(tiers))}")
+    if t.tier is not None and t.tier not in tiers:
+        raise err(f"unknown tier {t.tier!r}", "tier",
+                  f"{known_keys_fix(t.tier, tiers)}, or add [tiers.{t.tier}] to tiers.toml")
+    for a in t.addons:
         if a not in addons:
-            raise ConfigError(f"unknown add-on {a!r}", file=file, key=f"{where}.addons",
-                              fix=f"use one of {', '.join(sorted(addons)) or '(none defined)'}, or add [addons.{a}] to tiers.toml")
-    proration = raw.get("proration", False)
-    if not isinstance(proration, bool):
-        raise ConfigError("must be true or false", file=file, key=f"{where}.proration", fix="write proration = true")
+            raise err(f"unknown add-on {a!r}", "addons",
+                      f"use one of {', '.join(sorted(addons)) or '(none defined)'}, or add [addons.{a}] to tiers.toml")
     base = m.time
-    block = renewal = None
+    sizes = {}
     for key in ("block", "renewal"):
-        if key in raw:
-            if raw[key] not in m.blocks:
-                raise ConfigError(f"unknown block size {raw[key]!r}", file=file, key=f"{where}.{key}",
-                                  fix=f"use one of {', '.join(sorted(m.blocks)) or '(none)'} from [blocks] in time.toml")
-            if key == "block":
-                block = m.blocks[raw[key]]
-            else:
-                renewal = m.blocks[raw[key]]
-    if kind == "block" and block is None:
-        raise ConfigError("missing", file=file, key=f"{where}.block",
-                          fix=f"name the block size, one of {', '.join(sorted(m.blocks)) or '(define [blocks] in time.toml)'}")
-    beyond = raw.get("beyond_balance", base.beyond_balance)
-    if beyond not in ("overage", "carry"):
-        raise ConfigError(f"must be \"overage\" or \"carry\", got {beyond!r}", file=file,
-                          key=f"{where}.beyond_balance", fix="write beyond_balance = \"overage\"")
-    increment = raw.get("increment_minutes", base.increment_minutes)
-    if isinstance(increment, bool) or not isinstance(increment, int) or not 1 <= increment <= 60:
-        raise ConfigError(f"must be whole minutes from 1 to 60, got {increment!r}", file=file,
-                          key=f"{where}.increment_minutes", fix="write increment_minutes = 15")
-    included = tiers[tier].services if (kind == "managed" and tier) else frozenset()
+        name = getattr(t, key)
+        if name is not None:
+            if name not in m.blocks:
+                raise err(f"unknown block size {name!r}", key,
+                          f"use one of {', '.join(sorted(m.blocks)) or '(none)'} from [blocks] in time.toml")
+            sizes[key] = m.blocks[name]
+    if t.kind == "block" and "block" not in sizes:
+        raise err("missing", "block",
+                  f"name the block size, one of {', '.join(sorted(m.blocks)) or '(define [blocks] in time.toml)'}")
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    included = tiers[t.tier].services if (t.kind == "managed" and t.tier) else frozenset()
     time = TimeTerms(
         work_types=base.work_types,
-        default_rate=_money(raw["default_rate"], cur, file=file, key=f"{where}.default_rate") if "default_rate" in raw else base.default_rate,
-        increment_minutes=increment,
-        onsite_minimum=_hours(raw["onsite_minimum_hours"], file=file, key=f"{where}.onsite_minimum_hours")
-        if "onsite_minimum_hours" in raw else base.onsite_minimum,
+        default_rate=pick(t.default_rate, base.default_rate),
+        increment_minutes=pick(t.increment_minutes, base.increment_minutes),
+        onsite_minimum=pick(t.onsite_minimum_hours, base.onsite_minimum),
         included_services=included,
-        block=block, renewal=renewal,
-        warning_hours=_hours(raw["warning_hours"], file=file, key=f"{where}.warning_hours") if "warning_hours" in raw else base.warning_hours,
-        beyond_balance=beyond,
-        overage_rate=_money(raw["overage_rate"], cur, file=file, key=f"{where}.overage_rate") if "overage_rate" in raw else base.overage_rate,
+        block=sizes.get("block"), renewal=sizes.get("renewal"),
+        warning_hours=pick(t.warning_hours, base.warning_hours),
+        beyond_balance=pick(t.beyond_balance, base.beyond_balance),
+        overage_rate=pick(t.overage_rate, base.overage_rate),
     )
-    return {"tier": tier, "addons": tuple(contract_addons), "proration": proration, "kind": kind, "time": time,
-            "minimum": _money(raw.get("minimum", 0), cur, file=file, key=f"{where}.minimum")}
+    return {"tier": t.tier, "addons": tuple(t.addons), "proration": t.proration, "kind": t.kind, "time": time,
+            "minimum": t.minimum}
 
 
-def parse_contract(client_id: str, raw: Any, m: "Mappings", *, file: str) -> Contract:
+def parse_contract(client_id: str, raw: Any, m: "Mappings", *, file: str, text: str | None = None) -> Contract:
     """One ``[clients.<id>]`` table -> Contract; ConfigError naming the key and the fix."""
     where = f"clients.{client_id}"
     if not isinstance(raw, dict):
-        raise ConfigError("must be a table", file=file, key=where, fix=f"write [{where}]")
-    cur = str(raw.get("currency", m.currency)).upper()
-    if cur != m.currency:
-        raise ConfigError(f"currency {cur} differs from the tiers' currency {m.currency}", file=file,
-                          key=f"{where}.currency", fix="price this client's tier in its currency in tiers.toml")
-    links = raw.get("links", {})
-    if not isinstance(links, dict):
-        raise ConfigError("must be a table", file=file, key=f"{where}.links", fix="write links = { ninjaone = \"12\" }")
-    terms = contract_terms(raw, m, file=file, where=where, tiers=m.tiers, addons=m.addons)
-    agreement = raw.get("agreement")
-    return Contract(client_id, str(raw.get("name", client_id)), currency=cur,
-                    links={str(k): str(v) for k, v in links.items()}, file=file,
-                    agreement=str(agreement) if agreement is not None else None, **terms)
+        raise config_error("must be a table", file=file, key=where, fix=f"write [{where}]",
+                           line=line_of(text, ("clients", client_id)))
+    cur = raw.get("currency", m.currency)
+    if isinstance(cur, str) and cur.upper() != m.currency:
+        raise config_error(f"currency {cur.upper()} differs from the tiers' currency {m.currency}", file=file,
+                           key=f"{where}.currency", fix="price this client's tier in its currency in tiers.toml",
+                           line=line_of(text, ("clients", client_id, "currency")))
+    terms = contract_terms(raw, m, file=file, where=where, tiers=m.tiers, addons=m.addons, text=text,
+                           schema=ContractSchema)
+    c: ContractSchema = ContractSchema.model_validate(raw, context={"currency": m.currency})
+    return Contract(client_id, c.name or client_id, currency=m.currency, links=dict(c.links), file=file,
+                    agreement=c.agreement, **terms)
 
 
 def contract_from_agreement(client_id: str, name: str, links: dict[str, str], agreement, m: "Mappings") -> Contract:
@@ -379,36 +510,95 @@ def load_time(path: Path, currency: str) -> tuple[TimeTerms, dict[str, BlockSize
     """Read ``time.toml``: defaults, work types, block sizes. Absent file: defaults of BILLING.md."""
     if not path.exists():
         return TimeTerms(), {}
-    raw, file = _read(path), str(path)
-    d = raw.get("defaults", {})
-    work_types = {}
-    for name, w in (raw.get("work_types") or {}).items():
-        where = f"work_types.{name}"
-        if not isinstance(w, dict):
-            raise ConfigError("must be a table", file=file, key=where, fix=f"write [work_types.\"{name}\"]")
-        work_types[name] = WorkType(
-            name, _money(w["rate"], currency, file=file, key=f"{where}.rate") if "rate" in w else None,
-            bool(w.get("onsite", False)), str(w["service"]) if "service" in w else None,
-            _money(w["flat_rate"], currency, file=file, key=f"{where}.flat_rate") if "flat_rate" in w else None)
-    blocks = {}
-    for bid, b in (raw.get("blocks") or {}).items():
-        where = f"blocks.{bid}"
-        if not isinstance(b, dict) or "hours" not in b or "price" not in b:
-            raise ConfigError("needs hours and price", file=file, key=where,
-                              fix=f"write [blocks.\"{bid}\"] hours = 20, price = \"1800.00\"")
-        hours = _hours(b["hours"], file=file, key=f"{where}.hours")
-        if hours <= 0:
-            raise ConfigError("must be more than 0", file=file, key=f"{where}.hours", fix="write hours = 10")
-        blocks[bid] = BlockSize(bid, hours, _money(b["price"], currency, file=file, key=f"{where}.price"))
-    terms = TimeTerms(
-        work_types=work_types,
-        default_rate=_money(d["default_rate"], currency, file=file, key="defaults.default_rate") if "default_rate" in d else None,
-        increment_minutes=int(d.get("increment_minutes", 15)),
-        onsite_minimum=_hours(d.get("onsite_minimum_hours", 1), file=file, key="defaults.onsite_minimum_hours"),
-        warning_hours=_hours(d.get("warning_hours", 2), file=file, key="defaults.warning_hours"),
-        beyond_balance=str(d.get("beyond_balance", "overage")),
-    )
+    raw, text = _read(path)
+    t: TimeFile = validate(TimeFile, raw, file=str(path), text=text, context={"currency": currency})
+    work_types = {name: WorkType(name, w.rate, w.onsite, w.service, w.flat_rate) for name, w in t.work_types.items()}
+    blocks = {bid: BlockSize(bid, b.hours, b.price) for bid, b in t.blocks.items()}
+    d = t.defaults
+    terms = TimeTerms(work_types=work_types, default_rate=d.default_rate, increment_minutes=d.increment_minutes,
+                      onsite_minimum=d.onsite_minimum_hours, warning_hours=d.warning_hours,
+                      beyond_balance=d.beyond_balance)
     return terms, blocks
+
+
+def _load_agreement_types(path: Path, m: Mappings, classes: set[str]) -> None:
+    raw, text = _read(path)
+    file = str(path)
+    checked: AgreementTypesFile = validate(AgreementTypesFile, raw, file=file, text=text)
+    m.__dict__["_agreement_types_file"] = file
+    m.agreement_types = dict(checked.types)
+    for name, table in m.agreement_types.items():
+        contract_terms(table, m, file=file, where=f"types.{name}", tiers=m.tiers, addons=m.addons, text=text)
+    for product, counts in checked.additions.items():
+        addon, _, dclass = counts.rpartition("/")
+        problem = None
+        if addon and addon not in m.addons:
+            problem = (f"names add-on {addon!r}, which tiers.toml does not define",
+                       f"use \"<add-on>/<class>\" with an add-on of {', '.join(sorted(m.addons)) or '(none)'}")
+        elif dclass not in classes:
+            problem = (f"counts device class {dclass!r}, which no tier or add-on prices",
+                       f"use one of {', '.join(sorted(classes))}, or \"<add-on>/<class>\"")
+        if problem:
+            raise config_error(problem[0], file=file, key=f"additions.{product}", fix=problem[1],
+                               line=line_of(text, ("additions", product)))
+    m.addition_products = dict(checked.additions)
+
+
+def _load_links(path: Path, m: Mappings) -> None:
+    read = _read_per_client(path, m)
+    if read is None:
+        return
+    raw, text = read
+    file = str(path)
+    try:
+        checked: LinksFile = validate(LinksFile, raw, file=file, text=text)
+    except ConfigError as exc:
+        m.file_errors[file] = str(exc)
+        return
+    for cid, table in checked.clients.items():
+        try:
+            if not isinstance(table, dict):
+                raise config_error("must be a table", file=file, key=f"clients.{cid}",
+                                   fix=f"write [clients.{cid}] with ninjaone = \"...\", connectwise = \"...\"",
+                                   line=line_of(text, ("clients", cid)))
+            table = dict(table)
+            name = table.pop("name", cid)
+            if not isinstance(name, str):
+                raise config_error(f"must be a string, got {name!r}", file=file, key=f"clients.{cid}.name",
+                                   fix="write it in quotes", line=line_of(text, ("clients", cid, "name")))
+            links = _adapt(_LINK, table, file=file, text=text, prefix=("clients", cid))
+        except ConfigError as exc:
+            m.contract_errors[cid] = str(exc)
+            continue
+        m.links[cid] = (name, links)
+
+
+def _load_contracts(files: list[Path], m: Mappings) -> None:
+    owner: dict[str, str] = {}
+    for f in files:
+        read = _read_per_client(f, m)
+        if read is None:
+            continue
+        raw, text = read
+        file = str(f)
+        try:
+            checked: ContractsFile = validate(ContractsFile, raw, file=file, text=text)
+        except ConfigError as exc:
+            m.file_errors[file] = str(exc)
+            continue
+        for cid, table in checked.clients.items():
+            if cid in owner:
+                m.contract_errors[cid] = str(config_error(
+                    f"client {cid!r} is already defined in {owner[cid]}", file=file, key=f"clients.{cid}",
+                    fix="keep one contract per client", line=line_of(text, ("clients", cid))))
+                continue
+            owner[cid] = file
+            try:
+                m.contracts[cid] = parse_contract(cid, table, m, file=file, text=text)
+            except ConfigError as exc:
+                m.contract_errors[cid] = str(exc)
+    for cid in m.contract_errors:
+        m.contracts.pop(cid, None)
 
 
 def load_mappings(directory: str | Path) -> Mappings:
@@ -418,43 +608,16 @@ def load_mappings(directory: str | Path) -> Mappings:
         raise ConfigError("mappings folder not found", file=str(d), key="mappings",
                           fix="set mappings = \"path/to/mappings\" in the config")
     currency, tiers, addons = load_catalog(d / "tiers.toml")
-    classes = load_device_classes(d / "device_classes.toml")
-    m = Mappings(currency, tiers, addons, classes, {})
+    priced = priced_classes(tiers, addons)
+    classes, not_billed = load_device_classes(d / "device_classes.toml", priced)
+    m = Mappings(currency, tiers, addons, classes, {}, not_billed=not_billed)
     m.time, m.blocks = load_time(d / "time.toml", currency)
     from hub.alerting import load_alert_rules
     m.alert_rules = load_alert_rules(d / "alert_rules.toml")
-    at_file = d / "agreement_types.toml"
-    if at_file.exists():
-        raw = _read(at_file)
-        m.__dict__["_agreement_types_file"] = str(at_file)
-        m.agreement_types = dict(raw.get("types") or {})
-        for name, table in m.agreement_types.items():
-            contract_terms(table, m, file=str(at_file), where=f"types.{name}", tiers=tiers, addons=addons)
-        m.addition_products = {str(k): str(v) for k, v in (raw.get("additions") or {}).items()}
-    links_file = d / "links.toml"
-    if links_file.exists():
-        for cid, table in (_read(links_file).get("clients") or {}).items():
-            if not isinstance(table, dict):
-                raise ConfigError("must be a table", file=str(links_file), key=f"clients.{cid}",
-                                  fix=f"write [clients.{cid}] with ninjaone = \"...\", connectwise = \"...\"")
-            m.links[cid] = (str(table.get("name", cid)), {str(k): str(v) for k, v in table.items() if k != "name"})
+    if (d / "agreement_types.toml").exists():
+        _load_agreement_types(d / "agreement_types.toml", m, priced)
+    if (d / "links.toml").exists():
+        _load_links(d / "links.toml", m)
     files = ([d / "contracts.toml"] if (d / "contracts.toml").exists() else []) + sorted((d / "contracts").glob("*.toml"))
-    owner: dict[str, str] = {}
-    for f in files:
-        try:
-            raw = _read(f)
-        except ConfigError as exc:
-            m.contract_errors[str(f)] = str(exc)
-            continue
-        for cid, table in (raw.get("clients") or {}).items():
-            if cid in owner:
-                m.contract_errors[cid] = str(ConfigError(f"client {cid!r} is already defined in {owner[cid]}",
-                                                         file=str(f), key=f"clients.{cid}", fix="keep one contract per client"))
-                m.contracts.pop(cid, None)
-                continue
-            owner[cid] = str(f)
-            try:
-                m.contracts[cid] = parse_contract(cid, table, m, file=str(f))
-            except ConfigError as exc:
-                m.contract_errors[cid] = str(exc)
+    _load_contracts(files, m)
     return m

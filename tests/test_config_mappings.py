@@ -40,8 +40,9 @@ def test_malformed_contract_file_loses_only_its_clients(mdir):
     (mdir / "contracts" / "broken.toml").write_text('[clients.broken\ntier = "gold"\n')
     m = load_mappings(mdir)
     assert "acme" in m.contracts
-    (key, msg), = m.contract_errors.items()
-    assert key.endswith("broken.toml") and "not valid TOML" in msg and "line 1" in msg
+    (key, msg), = m.contract_errors.items()          # the client its header names is held
+    assert key == "broken" and "broken.toml, line 1, key 'clients.broken'" in msg and "not valid TOML" in msg
+    assert not m.file_errors
 
 
 def test_malformed_tiers_file_stops_the_load_with_its_name(mdir):
@@ -90,7 +91,7 @@ def test_missing_or_inline_secret_is_a_precise_error(section, env, fragment):
 def test_config_file_errors(tmp_path):
     bad = tmp_path / "hub.toml"
     bad.write_text("timezone = 'Mars/Olympus'\n")
-    with pytest.raises(ConfigError, match="hub.toml, key 'timezone': unknown time zone"):
+    with pytest.raises(ConfigError, match="hub.toml, line 1, key 'timezone': unknown time zone"):
         load_config(bad)
     bad.write_text("[connectors\n")
     with pytest.raises(ConfigError, match="hub.toml: not valid TOML"):
