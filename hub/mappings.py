@@ -142,6 +142,9 @@ class Mappings:
     contracts: dict[str, Contract]
     contract_errors: dict[str, str] = field(default_factory=dict)  # client id -> message (held)
     file_errors: dict[str, str] = field(default_factory=dict)      # contracts/links file -> message
+    # Who a client with an error is (its name and the links its entry gave, as far as they read):
+    # the hub keeps knowing it, so that it is held, never re-created from the PSA under a new id.
+    error_links: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     not_billed: frozenset[str] = frozenset()                       # device classes declared not billed
     time: TimeTerms = field(default_factory=TimeTerms)             # defaults every contract starts from
     blocks: dict[str, BlockSize] = field(default_factory=dict)
@@ -598,7 +601,21 @@ def _load_contracts(files: list[Path], m: Mappings) -> None:
             except ConfigError as exc:
                 m.contract_errors[cid] = str(exc)
     for cid in m.contract_errors:
-        m.contracts.pop(cid, None)
+        gone = m.contracts.pop(cid, None)
+        raw = next((c for c in (_raw_contract(f, cid) for f in files) if c), None) if gone is None else None
+        links = gone.links if gone else {str(k): str(v) for k, v in ((raw or {}).get("links") or {}).items()
+                                          if isinstance(v, (str, int)) and not isinstance(v, bool)}
+        name = gone.name if gone else str((raw or {}).get("name", cid))
+        m.error_links.setdefault(cid, (name, links))
+
+
+def _raw_contract(path: Path, cid: str) -> dict | None:
+    """A client's table as written, when its file is valid TOML (for the links of a bad contract)."""
+    try:
+        table = (tomllib.loads(path.read_text()).get("clients") or {}).get(cid)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return table if isinstance(table, dict) and isinstance(table.get("links", {}), dict) else None
 
 
 def load_mappings(directory: str | Path) -> Mappings:

@@ -151,6 +151,9 @@ def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
     m = hub.mappings
     explicit = [HubClient(c.client_id, c.name, dict(c.links)) for c in m.contracts.values()]
     explicit += [HubClient(cid, name, dict(links)) for cid, (name, links) in m.links.items() if cid not in m.contracts]
+    seen = {c.id for c in explicit}
+    explicit += [HubClient(cid, name, dict(links)) for cid, (name, links) in sorted(m.error_links.items())
+                 if cid not in seen]
     master = client_master(hub)
     pulled_clients = list(hub.store.iter_clients())
     registry = link_clients(explicit, pulled_clients, master=master)

@@ -176,10 +176,32 @@ def test_bad_mappings_hold_only_the_clients_they_concern(tmp_path):
     assert "clients.birchwood.tier" in errors and "unknown tier 'diamond'" in errors
     assert "broken.toml" in errors and "not valid TOML" in errors
     assert "'CLOUD-1'" in errors and "node class 'CLOUD_MONITOR_TARGET'" in errors and "device_classes.toml" in errors
-    held = {p.client_id for p in report.plan if p.status == "held" and p.period == "2026-10"}
+    held = {p.client_id: p for p in report.plan if p.status == "held" and p.period == "2026-10"}
     pushed = {p["key"].split(":")[1] for p in report.pushed}
-    assert held == {"cobalt"}                       # birchwood has no valid contract: not planned at all
+    # Each error holds its own client, shown as held with the error: birchwood (a typo in its
+    # tier), fairview (named by the malformed file), cobalt (a device of an unmapped node class).
+    assert set(held) == {"birchwood", "cobalt", "fairview"}
+    assert held["birchwood"].cause == "error" and "unknown tier 'diamond'" in " ".join(held["birchwood"].reasons)
     assert pushed == {"acme", "driftwood", "elmstreet"}
+
+
+def test_a_contract_typo_holds_its_client_and_once_fixed_it_is_invoiced_once_on_its_own_customer(tmp_path):
+    m = mappings_for_tests(tmp_path)
+    good = (m / "contracts.toml").read_text()
+    (m / "contracts.toml").write_text(good.replace('tier = "silver"\nminimum', 'tier = "silvr"\nminimum'))
+    env = Env(tmp_path, mappings=m)
+    report = sync_once(env.hub())
+    assert "invoice:birchwood:2026-10" in {h["key"] for h in report.held}
+    assert not [i for i in env.invoices() if "birchwood" in i["metadata"]["msp_hub_action_key"]]
+    assert not [k for k in report.registry.clients if k.startswith("ninjaone-")]   # never re-created under another id
+    (m / "contracts.toml").write_text(good)
+    fixed = sync_once(env.hub())
+    assert "invoice:birchwood:2026-10" in {p["key"] for p in fixed.pushed}
+    sync_once(env.hub())
+    mine = [i for i in env.invoices() if i["metadata"]["msp_hub_action_key"] == "invoice:birchwood:2026-10"]
+    assert len(mine) == 1
+    customers = [c for c in env.stripe.list_objects("customer") if c["metadata"].get("msp_hub_client_id") == "birchwood"]
+    assert len(customers) == 1 and mine[0]["customer"] == customers[0]["id"]
 
 
 def test_forced_period_invoices_a_period_that_has_not_ended(env):

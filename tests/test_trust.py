@@ -232,3 +232,15 @@ def test_drafts_are_finalized_after_the_review_delay_when_nothing_was_held(tmp_p
     later = sync_once(env.hub(clock=sent + timedelta(hours=49)))
     finalized = {p["key"] for p in later.pushed if p["key"].startswith("finalize:")}
     assert {h["key"] for h in first.held} <= finalized
+
+
+def test_a_contract_error_never_falls_back_to_the_psa_agreement(psa):
+    text = (psa.mappings / "contracts.toml").read_text().replace('tier = "gold"', 'tier = "gould"')
+    (psa.mappings / "contracts.toml").write_text(text)
+    report = sync_once(psa.hub())
+    held = held_by_key(report)
+    assert held["invoice:acme:2026-10"]["cause"] == "error"
+    assert any("unknown tier 'gould'" in r for r in held["invoice:acme:2026-10"]["reasons"])
+    assert f"connectwise-{psa.co['acme']}" not in report.registry.clients
+    assert report.registry.clients["acme"].links.get("connectwise") == str(psa.co["acme"])
+    assert not [p for p in report.pushed if "acme" in p["key"] or str(psa.co["acme"]) in p["key"]]
