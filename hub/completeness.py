@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 BILLING_TABLES = frozenset({"clients", "devices", "agreements", "additions", "time_entries", "products"})
 # Tables whose records decide what ticket the hub opens, notes or closes, and for which company.
 TICKET_TABLES = frozenset({"alerts", "alert_events", "tickets", "clients"})
-DEFAULT_MAX_DROP_PERCENT = 50
 
 
 def resync_command(connector: str, stream: str) -> str:
@@ -51,8 +50,7 @@ class Gate:
         self.streams = [StreamRef(name, s.name, s.table) for name, c in sorted(hub.connectors.items())
                         for s in c.streams()]
         self.states = hub.store.stream_states()
-        completeness = hub.config.billing.get("completeness") or {}
-        self.max_drop = completeness.get("max_count_drop_percent", DEFAULT_MAX_DROP_PERCENT)
+        self.max_drop = hub.config.billing_settings.completeness.max_count_drop_percent
         approved = {a["target"] for a in hub.store.approvals() if a["target"].startswith("pass:")}
         self._suspect: dict[tuple[str, str], str | None] = {}
         for ref in self.streams:

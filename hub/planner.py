@@ -386,9 +386,8 @@ def _vet(hub: "Hub", item: PlanItem) -> PlanItem:
 def review_settings(hub: "Hub") -> tuple[bool, timedelta | None]:
     """``[billing.review]``: whether invoices wait in draft for an approval, and the delay after
     which a run's drafts are finalized when nothing of that run was held."""
-    review = hub.config.billing.get("review") or {}
-    after = review.get("finalize_after")
-    return bool(review.get("enabled", False)), (parse_duration(after) if isinstance(after, str) else after)
+    review = hub.config.billing_settings.review
+    return review.enabled, review.finalize_delay
 
 
 def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool, now: datetime,
@@ -608,15 +607,6 @@ def plan_finalizes(hub: "Hub", now: datetime) -> list[PlanItem]:
 def _run_clean(hub: "Hub", run_id: str) -> bool:
     run = hub.store.get_run(run_id)
     return bool(run) and run["status"] in ("ok", "warnings")
-
-
-def parse_duration(text: str) -> timedelta:
-    """``"72h"``, ``"3d"``, ``"30m"``, ``"45s"``: a duration from the config."""
-    import re
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
-    if not m:
-        raise HubError(f"not a duration: {text!r} (write it like \"72h\" or \"3d\")")
-    return timedelta(seconds=int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
 
 
 def mapping_file_errors(hub: "Hub") -> list[str]:
