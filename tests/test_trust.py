@@ -244,3 +244,32 @@ def test_a_contract_error_never_falls_back_to_the_psa_agreement(psa):
     assert f"connectwise-{psa.co['acme']}" not in report.registry.clients
     assert report.registry.clients["acme"].links.get("connectwise") == str(psa.co["acme"])
     assert not [p for p in report.pushed if "acme" in p["key"] or str(psa.co["acme"]) in p["key"]]
+
+
+def test_after_a_lost_store_recover_rebuilds_what_was_sent_and_nothing_is_billed_twice(tmp_path):
+    import os
+    from hub.recover import recover
+    env = PsaEnv(tmp_path)
+    env.cw.add_agreement(env.co["elm"], "Break/Fix")
+    env.time("elm", 2.0, at(10, 4))
+    first = sync_once(env.hub())
+    sent = {p["key"] for p in first.pushed if p["key"].startswith("invoice:")}
+    assert sent
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(env.db + suffix):
+            os.remove(env.db + suffix)                             # the store is lost
+    env.stripe.expire_idempotency_keys()                           # days later: Stripe forgot the keys
+    hub = env.hub()
+    sync_once(hub, dry_run=True)                                   # pull again, push nothing
+    found = recover(hub)
+    assert {a["key"] for a in found.actions} == sent
+    assert {l["client_id"] for l in found.links} >= {k.split(":")[1] for k in sent}
+    assert all(a["total_now"] == a["total"] for a in found.actions)
+    assert recover(hub).actions == []                              # a second recover finds nothing new
+    again = sync_once(env.hub())
+    assert not [p for p in again.pushed if p["key"] in sent]
+    nov = sync_once(env.hub(), period="2026-11")                   # October's hours are not billed again
+    elm = f"invoice:connectwise-{env.co['elm']}:2026-11"
+    assert elm not in {p["key"] for p in nov.pushed}
+    keys = [i["metadata"]["msp_hub_action_key"] for i in env.invoices()]
+    assert all(keys.count(k) == 1 for k in sent) and all(k.endswith("2026-11") for k in keys if k not in sent)
