@@ -65,13 +65,13 @@ class PreviousInvoice:
 
 def exact(value: Share) -> Fraction:
     """A limit as an exact fraction: ``30``, ``"30.5"``, ``Decimal("30.5")``; a float by its
-    decimal text (``30.1`` is 301/10, not the nearest binary fraction). ValueError otherwise."""
+    shortest decimal text (``30.1`` is 301/10, not the nearest binary fraction). ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a number")
     if isinstance(value, (int, Fraction)):
         return Fraction(value)
     try:
-        d = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+        d = Decimal(str(value).strip())
     except ArithmeticError:
         raise ValueError(f"{value!r} is not a number") from None
     if not d.is_finite():

@@ -215,3 +215,9 @@ def test_previous_invoice_from_a_snapshot():
     mixed = snapshot + [line_json(line("product:X", "1", currency="USD"))]
     assert previous_from_snapshot("2026-09", mixed).currency is None
     assert previous_from_snapshot("2026-09", []) == PreviousInvoice("2026-09", 0, 0, None)
+
+
+def test_a_snapshot_line_without_an_amount_or_a_code_counts_nothing():
+    snapshot = [{"code": "tier:gold:server", "amount": 2400, "currency": "EUR", "items": [{"id": "4"}]},
+                {"code": "note", "currency": "EUR"}, {"amount": 100, "items": [{"id": "5"}]}]
+    assert previous_from_snapshot("2026-09", snapshot) == PreviousInvoice("2026-09", 2500, 1, "EUR")

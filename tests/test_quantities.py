@@ -129,3 +129,42 @@ def test_check_to_json_is_exact():
     assert ok.to_json() == {"client_id": "acme", "agreement_id": "77", "addition_id": "1", "product": "MSP-WS",
                             "line": "tier:gold:workstation", "psa_quantity": "2.50", "rmm_count": 3, "reconciled": 3,
                             "status": "update", "reasons": []}
+
+
+@pytest.mark.parametrize("qty", ["abc", "", "NaN", "Infinity", None])
+def test_unreadable_psa_quantity_is_held_with_its_reason_until_approved(qty):
+    (c,) = check_quantities("acme", "gold", [add(1, "MSP-WS", qty)], PRODUCTS, [line("tier:gold:workstation", 3)],
+                            Guardrails())
+    assert (c.psa_quantity, c.rmm_count, c.reconciled, c.status) == (Decimal(0), 3, 3, "held")
+    assert c.reasons == (f"the PSA quantity {qty!r} of addition 1 is not a number, so the change to 3 cannot be "
+                         f"checked; correct it in the PSA, or approve writing 3",)
+    (ok,) = check_quantities("acme", "gold", [add(1, "MSP-WS", qty)], PRODUCTS, [line("tier:gold:workstation", 3)],
+                             Guardrails(), approved=frozenset({"1"}))
+    assert ok.status == "update" and ok.reconciled == 3
+
+
+def test_an_addition_whose_line_is_absent_counts_zero_devices():
+    (c,) = check_quantities("acme", "gold", [add(2, "MSP-SRV", "1")], PRODUCTS, [line("tier:gold:workstation", 4)],
+                            Guardrails())
+    assert (c.line_code, c.rmm_count, c.status) == ("tier:gold:server", 0, "held")
+    assert c.reasons[0] == "would set the quantity to 0 (from 1); approve it explicitly"
+    (zero,) = check_quantities("acme", "gold", [add(2, "MSP-SRV", "0")], PRODUCTS, [], Guardrails())
+    assert (zero.rmm_count, zero.status) == (0, "ok")
+
+
+def test_unmapped_and_cancelled_additions_are_skipped_not_the_ones_after_them():
+    adds = [add(1, "OTHER", "5"), add(2, "MSP-WS", "1", cancelled="2026-01-01"), add(3, "MSP-WS", "3")]
+    checks = check_quantities("acme", "gold", adds, PRODUCTS, [line("tier:gold:workstation", 3)], Guardrails())
+    assert [(c.addition_id, c.status) for c in checks] == [("3", "ok")]
+
+
+def test_line_code_splits_an_addon_at_its_first_slash_only():
+    assert line_code_for("backup/workstation", "gold") == "addon:backup:workstation"
+    assert line_code_for("backup/nas/raid", "gold") == "addon:backup:nas/raid"
+    assert line_code_for("server", "silver") == "tier:silver:server"
+
+
+def test_addon_lines_no_addition_carries_are_revenue_found_too():
+    lines = [line("addon:backup:workstation", 4), line("tier:gold:workstation", 4), line("time:Remote", 2)]
+    checks = check_quantities("acme", "gold", [add(1, "MSP-WS", "4")], PRODUCTS, lines, Guardrails())
+    assert unbilled_classes(lines, checks) == {"addon:backup:workstation": 4}
