@@ -222,3 +222,21 @@ def test_tier_that_includes_a_missing_or_circular_tier_is_still_labelled():
     m.tiers["orphan"] = Tier("orphan", "Orphan", {"workstation": 100}, frozenset(), "gone")
     assert "tier Loop (includes Loop2):" in bill_devices(contract("loop"), m, [dev(1)], OCT).lines[0].rule
     assert "tier Orphan:" in bill_devices(contract("orphan"), m, [dev(1)], OCT).lines[0].rule
+
+
+def test_a_device_with_no_node_class_holds_only_its_client_end_to_end(tmp_path):
+    """Against the simulators: the device is named on its client's held invoice, never dropped."""
+    from hub.engine import sync_once
+    from tests.conftest import Env
+
+    env = Env(tmp_path)
+    device = env.ninja.add_device(3, node_class="", name="MYSTERY-1", last_contact=env.ninja.now)
+    report = sync_once(env.hub())
+    held = [p for p in report.plan if p.status == "held" and p.period == "2026-10" and p.kind == "invoice"]
+    assert [p.client_id for p in held] == ["cobalt"]
+    assert held[0].reasons == (f"device 'MYSTERY-1' (ninjaone id {device}) has no node class (''), so its billable "
+                               f"class cannot be decided; check the device in ninjaone and the node class the "
+                               f"ninjaone plugin reads, then sync again. It is not billed",)
+    assert f"client cobalt 2026-10: {held[0].reasons[0]}" in report.errors
+    pushed = {p["key"].split(":")[1] for p in report.pushed}
+    assert "cobalt" not in pushed and {"acme", "elmstreet"} <= pushed
