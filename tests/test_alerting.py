@@ -209,3 +209,21 @@ def test_reopen_window_edge(closed_ago, kind):
 def test_maintenance_window_covers_its_start_not_its_end(start, end, covered):
     rules = AlertRules(RULES.rules, (Window(start, end, client="acme"),))
     assert (plan([alert("a1")], rules=rules).intents == []) is covered
+
+
+def test_an_alert_no_rule_matches_is_logged_not_an_exception():
+    rules = AlertRules((AlertRule("servers", {"device_class": ("WINDOWS_SERVER",)}),))
+    p = plan([alert("a1"), alert("a2", device="11", cls="WINDOWS_SERVER")], rules=rules)
+    assert [i.key for i in p.intents] == ["ticket:ninjaone:a2"]
+    assert p.log == [{"uid": "a1", "client": "acme", "what": "no rule of alert_rules.toml matches it: no ticket; end "
+                                                             "the rules with a catch-all [[rule]] (no match table)"}]
+
+
+def test_an_alert_with_a_naive_time_is_logged_and_the_others_planned():
+    naive = alert("a1", at=datetime(2026, 11, 22, 11, 55))
+    p = plan([naive, alert("a2", device="11")])
+    assert [i.key for i in p.intents] == ["ticket:ninjaone:a2"]
+    assert p.log == [{"uid": "a1", "client": None,
+                      "what": "ninjaone alert a1 on PC-10 has time datetime.datetime(2026, 11, 22, 11, 55) with no "
+                              "time zone, so its window, storm and reopen cannot be decided: no ticket; correct its "
+                              "mapping in the ninjaone plugin"}]
