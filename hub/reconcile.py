@@ -110,7 +110,7 @@ def _line(client_id: str, period: Period, currency: str, code: str, description:
     quantity = sum((c.weight for c in counted), Fraction(0))
     items = tuple({"id": c.device.source_id, "name": c.device.name, "class": c.device_class,
                    "weight": format_quantity(c.weight)}
-                  for c in sorted(counted, key=lambda c: (c.device.source, c.device.source_id)))
+                  for c in sorted(counted, key=lambda c: (str(c.device.source), str(c.device.source_id))))
     return BillingLine(client_id, period.name, code, description, format_quantity(quantity), unit,
                        round_half_up(quantity * unit), currency, rule, items)
 

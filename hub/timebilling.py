@@ -272,7 +272,7 @@ def draw_down(entries: Iterable[TimeEntry], blocks: Sequence[Block], terms: Time
     drawing = sorted((e for e in entries if is_billable(e)
                       and (agreement is None or e.agreement_source_id == agreement)
                       and e.source_id not in no_ticket and e.ticket_id not in flat),
-                     key=lambda e: (e.started_at, e.source_id))
+                     key=lambda e: (e.started_at, str(e.source_id)))
     by_number = sorted(blocks, key=lambda b: b.number)
     starts = sorted(blocks, key=lambda b: (b.started_at, b.number))
     balance = {b.number: Fraction(b.hours) for b in blocks}
@@ -497,7 +497,7 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
             dated.append(e)
         elif e.billable not in (DO_NOT_BILL, NO_CHARGE):
             run.errors.append(problem)
-    entries = sorted(dated, key=lambda e: (e.started_at, e.source_id))
+    entries = sorted(dated, key=lambda e: (e.started_at, str(e.source_id)))
     kind = contract.kind
     lines: list[BillingLine] = []
     if kind not in ("managed", "block", "time_and_materials"):
@@ -754,7 +754,7 @@ def _product_lines(run: _Run, products: Iterable[ProductLine]) -> list[BillingLi
         if problem is not None:
             p = replace(p, sold_at=None)      # never billed: its date only labels the report
         checked.append(p)
-    for p in sorted(checked, key=lambda p: (p.sold_at is None, p.sold_at or datetime.min, p.source_id)):
+    for p in sorted(checked, key=lambda p: (p.sold_at is None, p.sold_at or datetime.min, str(p.source_id))):
         date, _ = _local(p.sold_at, run.period)
         label = f"product {p.source_id} ({p.catalog_item}, {date or 'undated'})"
 

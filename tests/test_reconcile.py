@@ -240,3 +240,9 @@ def test_a_device_with_no_node_class_holds_only_its_client_end_to_end(tmp_path):
     assert f"client cobalt 2026-10: {held[0].reasons[0]}" in report.errors
     pushed = {p["key"].split(":")[1] for p in report.pushed}
     assert "cobalt" not in pushed and {"acme", "elmstreet"} <= pushed
+
+
+def test_devices_whose_ids_are_not_text_are_still_ordered():
+    from dataclasses import replace
+    (line,) = bill_devices(contract(), mappings(), [dev(2), replace(dev(1), source_id=1)], OCT).lines
+    assert [i["id"] for i in line.items] == [1, "2"]

@@ -1,5 +1,6 @@
 """Time billing rules of BILLING.md ("Time", "Prepaid blocks", "Money"), on literal records."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from fractions import Fraction as F
 
@@ -686,3 +687,10 @@ def test_negative_hours_hold_only_their_client_end_to_end(tmp_path):
     pushed = {p["key"] for p in report.pushed}
     assert pushed == {f"invoice:{elm}:2026-10", "invoice:acme:2026-10"}
     assert not [p for p in report.plan if p.client_id == drift and p.action.key.startswith("renewal:")]
+
+
+def test_records_whose_ids_are_not_text_are_still_ordered():
+    entries = [entry(2, "1", when=dt(2026, 10, 5)), replace(entry(1, "1", when=dt(2026, 10, 5)), source_id=1)]
+    products = [product(2), replace(product(1), source_id=1)]
+    bill = bill_time("acme", contract(), entries, products, OCT)
+    assert bill.errors == () and [[i["id"] for i in line.items] for line in bill.lines] == [[1, "2"], [1, "2"]]
