@@ -76,8 +76,9 @@ class AlertRules:
     fallback_board: str | None = None
     fallback_company: str | None = None
 
-    def rule_for(self, alert: Alert, client_id: str | None) -> AlertRule:
-        return next(r for r in self.rules if r.matches(alert, client_id))
+    def rule_for(self, alert: Alert, client_id: str | None) -> AlertRule | None:
+        """The first rule that matches, None when none does (the loader requires a catch-all)."""
+        return next((r for r in self.rules if r.matches(alert, client_id)), None)
 
 
 def _patterns(value: Any) -> tuple[str, ...]:
@@ -275,7 +276,17 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         known_uids: alert uids the hub already acted on (created, noted, reopened, logged).
     """
     plan = AlertPlan()
-    active = sorted(alerts, key=lambda a: (_when(a, now), a.source_id))
+    dated = []
+    for a in alerts:
+        moment = _when(a, now)
+        if isinstance(moment, datetime) and moment.utcoffset() is not None:
+            dated.append(a)
+        else:
+            plan.log.append({"uid": a.source_id, "client": None,
+                             "what": f"{a.source} alert {a.source_id} on {a.device_name} has time {moment!r} with no "
+                                     f"time zone, so its window, storm and reopen cannot be decided: no ticket; "
+                                     f"correct its mapping in the {a.source} plugin"})
+    active = sorted(dated, key=lambda a: (_when(a, now), a.source_id))
     active_uids = {a.source_id for a in active}
     by_pair: dict[tuple[str, str], HubTicket] = {}
     by_uid: dict[str, HubTicket] = {}
@@ -301,6 +312,11 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
                              "window": f"{window.start.isoformat()} - {window.end.isoformat()}"})
             continue
         rule = decide(a, client) or rules.rule_for(a, client)
+        if rule is None:
+            plan.log.append({"uid": a.source_id, "client": client,
+                             "what": f"no rule of alert_rules.toml matches it: no ticket; end the rules with a "
+                                     f"catch-all [[rule]] (no match table)"})
+            continue
         if rule.action == "ignore":
             plan.log.append({"uid": a.source_id, "client": client, "what": f"ignored by rule {rule.name}"})
             continue

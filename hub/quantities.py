@@ -82,12 +82,18 @@ def check_quantities(client_id: str, tier: str | None, additions: Iterable[Agree
         if add.product not in products or add.cancelled_date:
             continue
         code = line_code_for(products[add.product], tier)
-        try:
-            psa = Decimal(add.quantity)
-        except InvalidOperation:
-            psa = Decimal(0)
         rmm = counted.get(code, 0)
-        if psa == rmm:
+        try:
+            read: Decimal | None = Decimal(str(add.quantity).strip())
+        except InvalidOperation:
+            read = None
+        psa = read if read is not None and read.is_finite() else Decimal(0)
+        if read is None or not read.is_finite():
+            # Nothing to compare with: never overwritten without a person (BILLING.md: no silent fallback).
+            reasons = (f"the PSA quantity {add.quantity!r} of addition {add.source_id} is not a number, so the "
+                       f"change to {rmm} cannot be checked; correct it in the PSA, or approve writing {rmm}",)
+            status = "held" if add.source_id not in approved else "update"
+        elif psa == rmm:
             status, reasons = "ok", ()
         else:
             reasons = tuple(held_reasons(psa, rmm, rules))

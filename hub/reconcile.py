@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from fractions import Fraction
 from typing import Iterable
 
@@ -63,6 +64,25 @@ def device_weight(device: Device, period: Period, proration: bool) -> Fraction:
     return Fraction(days, period.days)
 
 
+def _moment_problem(name: str, moment: object) -> str | None:
+    if moment is None:
+        return None
+    if not isinstance(moment, datetime):
+        return f"{name} {moment!r} is not a date and time"
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return f"{name} {moment.isoformat()} has no time zone"
+    return None
+
+
+def device_problem(device: Device) -> str | None:
+    """Why a device's dates cannot say whether it counts for a period (None: they can)."""
+    return _moment_problem("created", device.created_at) or _moment_problem("last contact", device.last_contact)
+
+
+def _device_label(d: Device) -> str:
+    return f"device {d.name!r} ({d.source} id {d.source_id})"
+
+
 def why_not_counted(device: Device, period: Period) -> str | None:
     """The reason a device does not count for ``period``, or None when it counts."""
     if device.approval_status != APPROVED:
@@ -77,9 +97,10 @@ def why_not_counted(device: Device, period: Period) -> str | None:
 
 
 def _tier_label(tier: Tier, tiers: dict[str, Tier]) -> str:
-    chain, t = [], tier
-    while t.includes:
+    chain, t, seen = [], tier, {tier.id}
+    while t.includes and t.includes in tiers and t.includes not in seen:
         t = tiers[t.includes]
+        seen.add(t.id)
         chain.append(t.name)
     return f"tier {tier.name}" + (f" (includes {', '.join(chain)})" if chain else "")
 
@@ -89,29 +110,55 @@ def _line(client_id: str, period: Period, currency: str, code: str, description:
     quantity = sum((c.weight for c in counted), Fraction(0))
     items = tuple({"id": c.device.source_id, "name": c.device.name, "class": c.device_class,
                    "weight": format_quantity(c.weight)}
-                  for c in sorted(counted, key=lambda c: (c.device.source, c.device.source_id)))
+                  for c in sorted(counted, key=lambda c: (str(c.device.source), str(c.device.source_id))))
     return BillingLine(client_id, period.name, code, description, format_quantity(quantity), unit,
                        round_half_up(quantity * unit), currency, rule, items)
 
 
 def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Device], period: Period) -> Bill:
-    """Bill one client's devices for one period under its tier and add-ons (BILLING.md, Devices)."""
-    tier = mappings.tiers[contract.tier]
+    """Bill one client's devices for one period under its tier and add-ons (BILLING.md, Devices).
+
+    Nothing here raises for one bad record: a tier or add-on the mappings do not define, a device
+    whose dates are not time-zone-aware, with no node class or a node class that
+    ``device_classes.toml`` does not name, is an error on this client's bill (``Bill.errors``,
+    which holds its invoice) naming the thing and the fix; such a device is never silently
+    dropped. A device whose class the tier does not price (printer, network...) is excluded, listed.
+    """
     cur = contract.currency
+    tier = mappings.tiers.get(contract.tier) if isinstance(contract.tier, str) else None
+    if tier is None:
+        where = contract.file or contract.origin
+        return Bill(contract.client_id, period.name, cur, (), errors=(
+            f"contract of {contract.client_id} ({where}) names tier {contract.tier!r}, which mappings/tiers.toml "
+            f"does not define; define [tiers.{contract.tier}] or name one of "
+            f"{', '.join(sorted(mappings.tiers)) or 'no tier defined'}. Its devices are not billed",))
     excluded: list[Exclusion] = []
     errors: list[str] = []
     notes: list[str] = []
     seen: list[_Counted] = []
     for d in devices:
+        problem = device_problem(d) if d.approval_status == APPROVED else None
+        if problem:
+            errors.append(f"{_device_label(d)}: {problem}, so whether it counts for {period.name} cannot be "
+                          f"decided; correct its mapping in the {d.source} plugin. It is not billed")
+            continue
         reason = why_not_counted(d, period)
         if reason:
             excluded.append(Exclusion(d.source_id, d.name, reason))
             continue
-        dclass = mappings.device_classes.get(d.source, {}).get(d.node_class)
+        if not isinstance(d.node_class, str) or not d.node_class.strip():
+            errors.append(f"{_device_label(d)} has no node class ({d.node_class!r}), so its billable class cannot be "
+                          f"decided; check the device in {d.source} and the node class the {d.source} plugin reads, "
+                          f"then sync again. It is not billed")
+            continue
+        source_classes = mappings.device_classes.get(d.source)
+        dclass = (source_classes or {}).get(d.node_class)
         if dclass is None:
-            errors.append(f"device {d.name!r} ({d.source} id {d.source_id}) has node class {d.node_class!r}, "
-                          f"which device_classes.toml does not map; add {d.node_class} = \"workstation\" "
-                          f"(or another class) under [{d.source}]")
+            section = (f"under [{d.source}]" if source_classes is not None
+                       else f"in a new [{d.source}] section (it has none)")
+            errors.append(f"{_device_label(d)} has node class {d.node_class!r}, which mappings/device_classes.toml "
+                          f"does not map; add {d.node_class} = \"workstation\" (or another class, e.g. \"printer\" "
+                          f"to list it as not billed) {section}. It is not billed")
             continue
         seen.append(_Counted(device_weight(d, period, contract.proration), d, dclass))
 
@@ -133,7 +180,11 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
                            f"{DEVICE_RULE}{prorated}"))
     billed = [c for dclass in by_class for c in by_class[dclass]]
     for aid in contract.addons:
-        addon = mappings.addons[aid]
+        addon = mappings.addons.get(aid)
+        if addon is None:
+            errors.append(f"contract of {contract.client_id} names add-on {aid!r}, which mappings/tiers.toml does "
+                          f"not define; define [addons.{aid}] or remove it from the contract. It is not billed")
+            continue
         if addon.service and addon.service in tier.services:
             notes.append(f"add-on {addon.name} is included in {label}; not billed separately")
             continue

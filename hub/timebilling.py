@@ -31,13 +31,21 @@ behaviour gets an option in ``TimeTerms``):
   never twice, and not when the PSA invoiced the entry. Overage hours before any block started
   are priced at block 1's rate when the contract has no ``overage_rate``.
 * A product with an unparsable or negative quantity, or priced in another currency, is an error.
+* One bad record holds its client, never the run: nothing here raises for a record. An entry whose
+  hours are negative or unparsable, whose start is not a time-zone-aware date, with no work type,
+  or with a PSA rate that is not an amount; on a managed contract, an entry whose work type the
+  mappings do not name (whether the contract includes it cannot be decided); a product with a
+  bad date, no catalog item, price or currency: each is an error naming the record and the fix
+  (``TimeBill.errors``, which holds the client's invoice); the others are billed. A bad entry
+  on a prepaid agreement holds the agreement's overage (its balance is not known) and, in
+  ``draw_down``, any renewal (``warning_block`` is None).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -75,7 +83,27 @@ def _hours_text(h: Fraction) -> str:
 
 
 def _entry_label(entry: TimeEntry) -> str:
-    return f"time entry {entry.source_id} ({entry.member}, {entry.started_at.date().isoformat()})"
+    when = entry.started_at
+    day = when.date().isoformat() if isinstance(when, datetime) else "no start date"
+    return f"time entry {entry.source_id} ({entry.member}, {day})"
+
+
+def _moment_problem(moment: Any) -> str | None:
+    """Why a record's date cannot place it in a period (None: it can): not a date, or no time zone."""
+    if not isinstance(moment, datetime):
+        return f"{moment!r} is not a date and time"
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return f"{moment.isoformat()} has no time zone"
+    return None
+
+
+def entry_problem(entry: TimeEntry) -> str | None:
+    """An error naming the entry when its start cannot place it in a period, else None."""
+    problem = _moment_problem(entry.started_at)
+    if problem is None:
+        return None
+    return (f"time entry {entry.source_id} ({entry.member}): start {problem}, so its period cannot be "
+            f"decided; correct the entry in the PSA (or its mapping in the {entry.source} plugin). It is not billed")
 
 
 def actual_hours(entry: TimeEntry) -> Fraction:
@@ -170,7 +198,11 @@ class Drawdown:
     hours left per block number; ``overage``: hours per entry beyond the balance (billed at the
     overage rate); ``overage_blocks``: the block whose rate prices each entry's overage (None
     when the contract's overage rate does); ``carried``: hours pending for a block not yet sold;
-    ``warning_block``: the latest block whose balance is at or below the warning threshold.
+    ``warning_block``: the latest block whose balance is at or below the warning threshold (None
+    when an entry could not be counted: the balance is not known, so no renewal is decided).
+    ``errors``: one message per entry that could not be counted (negative or unparsable hours, no
+    start date, overage with no rate), or for a policy the hub does not know; ``failed``: the ids
+    of those entries, which neither draw nor bill.
     """
 
     allocations: tuple[Allocation, ...]
@@ -180,6 +212,8 @@ class Drawdown:
     overage_blocks: dict[str, int | None]
     carried: Fraction
     warning_block: int | None
+    errors: tuple[str, ...] = ()
+    failed: frozenset[str] = frozenset()
 
     def for_entry(self, entry_id: str) -> tuple[Allocation, ...]:
         return tuple(a for a in self.allocations if a.entry_id == entry_id)
@@ -211,19 +245,34 @@ def draw_down(entries: Iterable[TimeEntry], blocks: Sequence[Block], terms: Time
     ``terms.beyond_balance == "overage"``, overage priced at ``terms.overage_rate`` (default: the
     hourly rate of the latest block started, block 1 before any); with ``"carry"``, deducted from
     the next block when it starts, and pending until one is sold. Entries of a flat-rate ticket do
-    not draw: the flat price replaces their hours. MappingError for an entry whose hours cannot
-    be billed or for a policy the hub does not know.
+    not draw: the flat price replaces their hours.
+
+    Nothing here raises for one bad record: an entry whose hours or start cannot be counted, or
+    whose overage has no rate, is an error naming it (``errors``, ``failed``) and draws nothing;
+    an unknown ``beyond_balance`` policy is an error and nothing is drawn. With any error the
+    balance is not known, so ``warning_block`` is None (no renewal is decided on a wrong balance).
     """
     if terms.beyond_balance not in (OVERAGE, CARRY):
-        raise MappingError(f"beyond_balance {terms.beyond_balance!r} is not one of \"overage\" or \"carry\"; "
-                           f"set it in the contract's time terms")
-    entries = list(entries)
+        return Drawdown((), {}, {b.number: Fraction(b.hours) for b in blocks}, {}, {}, Fraction(0), None,
+                        (f"beyond_balance {terms.beyond_balance!r} is not one of \"overage\" or \"carry\"; set it "
+                         f"in the contract's time terms (mappings/time.toml [defaults] or the contract)",))
+    errors: list[str] = []
+    failed: set[str] = set()
+    checked = []
+    for e in entries:
+        problem = entry_problem(e)
+        if problem is None:
+            checked.append(e)
+        elif is_billable(e) and (agreement is None or e.agreement_source_id == agreement):
+            errors.append(problem)
+            failed.add(e.source_id)
+    entries = checked
     flat = _flat_work_types(entries, terms, frozenset())
     no_ticket = {e.source_id for e in flat.pop(None, [])}
     drawing = sorted((e for e in entries if is_billable(e)
                       and (agreement is None or e.agreement_source_id == agreement)
                       and e.source_id not in no_ticket and e.ticket_id not in flat),
-                     key=lambda e: (e.started_at, e.source_id))
+                     key=lambda e: (e.started_at, str(e.source_id)))
     by_number = sorted(blocks, key=lambda b: b.number)
     starts = sorted(blocks, key=lambda b: (b.started_at, b.number))
     balance = {b.number: Fraction(b.hours) for b in blocks}
@@ -254,7 +303,12 @@ def draw_down(entries: Iterable[TimeEntry], blocks: Sequence[Block], terms: Time
     for e in drawing:
         while queue and queue[0].started_at <= e.started_at:
             start(queue.pop(0))
-        h = billable_hours(e, terms)
+        try:
+            h = billable_hours(e, terms)
+        except MappingError as exc:
+            errors.append(f"{exc}; it draws nothing from the prepaid block and is not billed")
+            failed.add(e.source_id)
+            continue
         hours[e.source_id] = h
         allocs = per_entry.setdefault(e.source_id, [])
         rest = h
@@ -277,8 +331,13 @@ def draw_down(entries: Iterable[TimeEntry], blocks: Sequence[Block], terms: Time
             priced = started[-1] if started else by_number[0]
             rate, rate_block = priced.rate, priced.number
         else:
-            raise MappingError(f"{_entry_label(e)}: hours beyond the prepaid balance, but the agreement has no "
-                               f"block and the contract no overage_rate; record block 1 or set overage_rate")
+            errors.append(f"{_entry_label(e)}: {_hours_text(rest)} beyond the prepaid balance, but the agreement "
+                          f"has no block and the contract no overage_rate; give the contract a block or set "
+                          f"overage_rate in its time terms. It is not billed")
+            failed.add(e.source_id)
+            del per_entry[e.source_id]
+            del hours[e.source_id]
+            continue
         allocs.append(Allocation(e.source_id, ALLOC_OVERAGE, rest, None, rate))
         overage[e.source_id] = rest
         overage_blocks[e.source_id] = rate_block
@@ -292,7 +351,8 @@ def draw_down(entries: Iterable[TimeEntry], blocks: Sequence[Block], terms: Time
         allocations=tuple(a for e in drawing for a in per_entry.get(e.source_id, ())),
         hours=hours, balances=balance, overage=overage, overage_blocks=overage_blocks,
         carried=sum((h for _, h in pending), Fraction(0)),
-        warning_block=max(warning) if warning else None)
+        warning_block=max(warning) if warning and not errors else None,
+        errors=tuple(errors), failed=frozenset(failed))
 
 
 # --- the bill ---
@@ -430,7 +490,14 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
     """
     run = _Run(client_id, contract, period, already_billed)
     terms = contract.time
-    entries = sorted(entries, key=lambda e: (e.started_at, e.source_id))
+    dated = []
+    for e in entries:
+        problem = entry_problem(e)
+        if problem is None:
+            dated.append(e)
+        elif e.billable not in (DO_NOT_BILL, NO_CHARGE):
+            run.errors.append(problem)
+    entries = sorted(dated, key=lambda e: (e.started_at, str(e.source_id)))
     kind = contract.kind
     lines: list[BillingLine] = []
     if kind not in ("managed", "block", "time_and_materials"):
@@ -469,11 +536,11 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
     if kind == "block":
         on_block = [e for e in time_entries if e.agreement_source_id == contract.agreement]
         time_entries = [e for e in time_entries if e.agreement_source_id != contract.agreement]
-        try:
-            drawdown = draw_down(entries, blocks, terms, agreement=contract.agreement)
-        except MappingError as exc:
-            run.errors.append(f"prepaid agreement {contract.agreement}: {exc}. Its hours are not billed "
-                              f"until this is fixed")
+        drawdown = draw_down(entries, blocks, terms, agreement=contract.agreement)
+        if drawdown.errors:
+            # The balance after a bad entry is not known, so no overage of the agreement is billed.
+            run.errors.extend(f"prepaid agreement {contract.agreement}: {e}; the agreement's overage is not "
+                              f"billed until it is corrected" for e in drawdown.errors)
         else:
             lines += _overage_lines(run, on_block, drawdown)
 
@@ -615,11 +682,26 @@ def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> 
             run.report(e, LATER_PERIOD, "after the period; billed with its own period", h)
             continue
         wt = _work_type(e, terms)
+        if not isinstance(e.work_type, str) or not e.work_type.strip():
+            run.errors.append(f"{_entry_label(e)}: no work type, so neither its rate nor whether contract "
+                              f"{contract.name} includes it can be decided; set its work type in the PSA. "
+                              f"It is not billed")
+            continue
+        if wt is None and contract.kind == "managed":
+            run.errors.append(f"{_entry_label(e)}: work type {e.work_type!r} is not in mappings/time.toml, so "
+                              f"whether managed contract {contract.name} includes it cannot be decided; add "
+                              f"[work_types.\"{e.work_type}\"] with service = \"...\" (included) or a rate. "
+                              f"It is not billed")
+            continue
         if wt is not None and wt.service is not None and wt.service in included:
             run.report(e, INCLUDED, f"work type {e.work_type!r} delivers {wt.service!r}, included in contract "
                                     f"{contract.name}", h)
             continue
         rate = _rate(e, terms)
+        if rate is not None and (isinstance(rate[0], bool) or not isinstance(rate[0], int) or rate[0] < 0):
+            run.errors.append(f"{_entry_label(e)}: hourly rate {rate[0]!r} ({rate[1]}) is not an amount of zero "
+                              f"or more in minor units; correct it where it comes from. It is not billed")
+            continue
         if rate is None:
             run.errors.append(f"{_entry_label(e)}: work type {e.work_type!r} has no rate (none in the mappings, "
                               f"no default rate in the contract, none from the PSA); add "
@@ -647,7 +729,32 @@ def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> 
 def _product_lines(run: _Run, products: Iterable[ProductLine]) -> list[BillingLine]:
     """Parts and products: price × quantity, one line per (catalog item, price)."""
     groups: dict[tuple[str, int], list[tuple[ProductLine, Fraction]]] = defaultdict(list)
-    for p in sorted(products, key=lambda p: (p.sold_at is None, p.sold_at or datetime.min, p.source_id)):
+    checked = []
+    for p in products:
+        what = f"product {p.source_id} ({p.catalog_item!r})"
+        problem = None if p.sold_at is None else _moment_problem(p.sold_at)
+        if p.billable in (DO_NOT_BILL, NO_CHARGE):
+            pass
+        elif problem is not None:
+            run.errors.append(f"{what}: sale date {problem}, so its period cannot be decided; correct it in the "
+                              f"PSA. It is not billed")
+            continue
+        elif not isinstance(p.catalog_item, str) or not p.catalog_item.strip():
+            run.errors.append(f"{what}: no catalog item, so it has no line to go on; set its catalog item in "
+                              f"the PSA. It is not billed")
+            continue
+        elif isinstance(p.unit_price, bool) or not isinstance(p.unit_price, int):
+            run.errors.append(f"{what}: price {p.unit_price!r} is not an amount in minor units; correct its "
+                              f"price in the PSA. It is not billed")
+            continue
+        elif not isinstance(p.currency, str) or not p.currency.strip():
+            run.errors.append(f"{what}: no currency, the contract bills in {run.cur}; price it in {run.cur} in "
+                              f"the PSA. It is not billed")
+            continue
+        if problem is not None:
+            p = replace(p, sold_at=None)      # never billed: its date only labels the report
+        checked.append(p)
+    for p in sorted(checked, key=lambda p: (p.sold_at is None, p.sold_at or datetime.min, str(p.source_id))):
         date, _ = _local(p.sold_at, run.period)
         label = f"product {p.source_id} ({p.catalog_item}, {date or 'undated'})"
 

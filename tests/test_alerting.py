@@ -1,5 +1,6 @@
 """Alert-to-ticket rules as pure functions: match order, windows, dedup, reopen, storms, resets."""
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -136,3 +137,93 @@ def test_rule_file_errors_name_the_key(tmp_path, body, fragment):
     f.write_text(body)
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
         load_alert_rules(f)
+
+
+# --- keys, payloads and limits at their edges ---
+
+
+def storm_of(n, at=NOW - timedelta(minutes=5)):
+    return [alert(f"s{i}", device=str(100 + i), at=at - timedelta(seconds=i)) for i in range(n)]
+
+
+def test_storm_key_is_client_and_window_start_in_utc_minutes():
+    (parent,) = plan(storm_of(6)).intents                        # 11:54:55-11:55:00 UTC: window 11:50
+    assert parent.key == "ticket:storm:acme:20261122T1150"
+    assert parent.payload["external_ref"] == "msp-hub:ticket:storm:acme:20261122T1150"
+    assert parent.payload["initial_description"].startswith("6 alerts from 2026-11-22T11:50:00+00:00:\n- PC-105: ")
+    paris = timezone(timedelta(hours=1))
+    (same,) = plan([replace(a, created_at=a.created_at.astimezone(paris)) for a in storm_of(6)]).intents
+    assert same.key == parent.key                              # an offset never changes the key
+
+
+def test_storm_is_more_than_the_threshold_in_one_window():
+    assert [i.kind for i in plan(storm_of(6)).intents] == ["ticket"]                    # 6 > 5: one parent
+    assert len(plan(storm_of(5)).intents) == 5                                          # 5: one each
+    split = storm_of(3, at=NOW - timedelta(minutes=10, seconds=-2)) + storm_of(3, at=NOW - timedelta(minutes=10, seconds=1))
+    split = [alert(f"x{i}", device=str(200 + i), at=a.created_at) for i, a in enumerate(split)]
+    assert len(plan(split).intents) == 6                       # 11:50:00-11:50:02 and 11:49:57-11:49:59: two windows
+
+
+def test_ticket_payload_is_exact_and_carries_the_rules_type():
+    rules = AlertRules((AlertRule("typed", board="NOC", ticket_type="Incident", priority="P2", auto_close=False),))
+    (t,) = plan([alert("a1", severity="MAJOR")], rules=rules).intents
+    assert t.payload == {
+        "external_ref": "msp-hub:ticket:ninjaone:a1", "summary": "PC-10: CPU high", "board": "NOC",
+        "initial_description": "MAJOR alert on PC-10 (WINDOWS_WORKSTATION), CONDITION_AGENT_CPU\nCPU high\n"
+                               "alert a1, rule typed",
+        "company_id": "250", "uids": ["a1"], "device": "ninjaone:10", "condition": "cpu", "auto_close": False,
+        "rule": "typed", "priority": "P2", "type": "Incident"}
+    (untyped,) = plan([alert("a2")]).intents
+    assert "type" not in untyped.payload
+
+
+def test_a_note_carries_the_uid_of_the_alert_that_triggered_again():
+    open_t = HubTicket("ticket:ninjaone:a1", external_ref("ticket:ninjaone:a1"), "ninjaone:10", "cpu", "acme", {"a1"})
+    (note,) = plan([alert("a1"), alert("a2", message="CPU very high")], tickets=[open_t],
+                   known_uids=frozenset({"a1"})).intents
+    assert note.payload == {"ticket_external_ref": "msp-hub:ticket:ninjaone:a1", "uid": "a2",
+                            "parent": "ticket:ninjaone:a1", "internal": False,
+                            "text": "Alert triggered again on PC-10: CPU very high (severity MINOR, alert a2)"}
+    assert open_t.uids == {"a1", "a2"}
+
+
+@pytest.mark.parametrize("closed_ago, kind", [
+    (timedelta(days=3), "ticket_reopen"),                      # exactly reopen_within: reopened
+    (timedelta(days=3, seconds=1), "ticket"),                  # just after: a new ticket
+])
+def test_reopen_window_edge(closed_ago, kind):
+    moment = NOW - timedelta(minutes=5)
+    closed = HubTicket("ticket:ninjaone:a1", external_ref("ticket:ninjaone:a1"), "ninjaone:10", "cpu", "acme", {"a1"},
+                       closed=True, closed_at=moment - closed_ago)
+    (intent,) = plan([alert("a2", at=moment)], tickets=[closed], known_uids=frozenset({"a1"})).intents
+    assert intent.kind == kind
+    if kind == "ticket_reopen":
+        assert intent.payload["uid"] == "a2" and intent.key == "ticket_reopen:ninjaone:a2"
+
+
+@pytest.mark.parametrize("start, end, covered", [
+    (NOW - timedelta(minutes=5), NOW, True),                   # the alert's moment is the window's start
+    (NOW - timedelta(hours=1), NOW - timedelta(minutes=5), False),   # ... or its end (exclusive)
+    (NOW - timedelta(hours=1), NOW - timedelta(minutes=5) + timedelta(microseconds=1), True),
+])
+def test_maintenance_window_covers_its_start_not_its_end(start, end, covered):
+    rules = AlertRules(RULES.rules, (Window(start, end, client="acme"),))
+    assert (plan([alert("a1")], rules=rules).intents == []) is covered
+
+
+def test_an_alert_no_rule_matches_is_logged_not_an_exception():
+    rules = AlertRules((AlertRule("servers", {"device_class": ("WINDOWS_SERVER",)}),))
+    p = plan([alert("a1"), alert("a2", device="11", cls="WINDOWS_SERVER")], rules=rules)
+    assert [i.key for i in p.intents] == ["ticket:ninjaone:a2"]
+    assert p.log == [{"uid": "a1", "client": "acme", "what": "no rule of alert_rules.toml matches it: no ticket; end "
+                                                             "the rules with a catch-all [[rule]] (no match table)"}]
+
+
+def test_an_alert_with_a_naive_time_is_logged_and_the_others_planned():
+    naive = alert("a1", at=datetime(2026, 11, 22, 11, 55))
+    p = plan([naive, alert("a2", device="11")])
+    assert [i.key for i in p.intents] == ["ticket:ninjaone:a2"]
+    assert p.log == [{"uid": "a1", "client": None,
+                      "what": "ninjaone alert a1 on PC-10 has time datetime.datetime(2026, 11, 22, 11, 55) with no "
+                              "time zone, so its window, storm and reopen cannot be decided: no ticket; correct its "
+                              "mapping in the ninjaone plugin"}]

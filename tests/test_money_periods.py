@@ -1,12 +1,13 @@
 """Money parsing and rounding, and billing periods."""
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from fractions import Fraction
 
 import pytest
 
 from hub.money import format_minor, format_quantity, round_half_up, to_minor
-from hub.periods import last_ended_period, parse_period, period_of
+from hub.periods import last_ended_period, month, parse_period, period_of
 
 
 @pytest.mark.parametrize("text, cur, minor", [("120.00", "EUR", 12000), ("120", "EUR", 12000),
@@ -42,3 +43,81 @@ def test_periods():
     assert period_of(datetime(2026, 10, 31, 23, 30, tzinfo=timezone.utc), "Europe/Paris").name == "2026-11"
     with pytest.raises(ValueError, match="YYYY-MM"):
         parse_period("2026-13")
+
+
+# --- Period.contains at both boundaries, in UTC and across a DST change in Europe/Paris ---
+
+UTC = timezone.utc
+TICK = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize("moment, inside", [
+    (datetime(2026, 10, 1, tzinfo=UTC), True),                       # the start is in
+    (datetime(2026, 10, 1, tzinfo=UTC) - TICK, False),
+    (datetime(2026, 11, 1, tzinfo=UTC), False),                      # the end is out
+    (datetime(2026, 11, 1, tzinfo=UTC) - TICK, True),
+])
+def test_period_contains_its_start_not_its_end(moment, inside):
+    assert parse_period("2026-10").contains(moment) is inside
+
+
+def test_october_in_paris_spans_the_end_of_summer_time():
+    oct_ = month(2026, 10, "Europe/Paris")
+    # Summer time (UTC+2) when it starts, winter time (UTC+1) when it ends, on 25 October.
+    assert oct_.start == datetime(2026, 9, 30, 22, tzinfo=UTC) and oct_.end == datetime(2026, 10, 31, 23, tzinfo=UTC)
+    assert oct_.days == 31 and oct_.end - oct_.start == timedelta(days=31, hours=1)
+    assert oct_.contains(oct_.start) and not oct_.contains(oct_.start - TICK)
+    assert oct_.contains(oct_.end - TICK) and not oct_.contains(oct_.end)
+    assert not oct_.contains(datetime(2026, 10, 31, 23, 30, tzinfo=UTC))     # 00:30 on 1 November in Paris
+    assert month(2026, 11, "Europe/Paris").contains(datetime(2026, 10, 31, 23, 30, tzinfo=UTC))
+    # 02:30 local happens twice on 25 October; both are in October, on the 25th.
+    for moment in (datetime(2026, 10, 25, 0, 30, tzinfo=UTC), datetime(2026, 10, 25, 1, 30, tzinfo=UTC)):
+        assert oct_.contains(moment) and oct_.local_day(moment) == date(2026, 10, 25)
+
+
+def test_march_in_paris_spans_the_start_of_summer_time():
+    mar = month(2026, 3, "Europe/Paris")
+    assert mar.start == datetime(2026, 2, 28, 23, tzinfo=UTC) and mar.end == datetime(2026, 3, 31, 22, tzinfo=UTC)
+    assert mar.end - mar.start == timedelta(days=30, hours=23)
+    assert mar.contains(mar.start) and not mar.contains(mar.start - TICK)
+    assert mar.contains(mar.end - TICK) and not mar.contains(mar.end)
+    assert not mar.contains(datetime(2026, 3, 31, 22, 30, tzinfo=UTC))       # 00:30 on 1 April in Paris
+    assert mar.contains(datetime(2026, 3, 29, 1, 30, tzinfo=UTC))            # 03:30 summer time, just after the change
+
+
+def test_contains_compares_instants_whatever_the_offset_of_the_moment():
+    paris = ZoneInfo("Europe/Paris")
+    oct_ = month(2026, 10, "Europe/Paris")
+    assert oct_.contains(datetime(2026, 10, 1, 0, 0, tzinfo=paris))
+    assert not oct_.contains(datetime(2026, 11, 1, 0, 0, tzinfo=paris))
+    half_past_midnight = datetime(2026, 11, 1, 0, 30, tzinfo=paris)          # 23:30 UTC on 31 October
+    assert parse_period("2026-10", "UTC").contains(half_past_midnight)
+    assert not oct_.contains(half_past_midnight)
+
+
+@pytest.mark.parametrize("now, ended", [
+    (datetime(2026, 10, 31, 23, tzinfo=UTC), True),
+    (datetime(2026, 10, 31, 23, tzinfo=UTC) - TICK, False),
+])
+def test_a_period_has_ended_at_its_end(now, ended):
+    assert month(2026, 10, "Europe/Paris").has_ended(now) is ended
+
+
+@pytest.mark.parametrize("value, rounded", [
+    (Fraction(5, 2), 3), (Fraction(249, 100), 2), (Fraction(251, 100), 3),     # at, below, above one half
+    (Fraction(-5, 2), -3), (Fraction(-249, 100), -2), (Fraction(0), 0), (Fraction(1, 3), 0), (Fraction(2, 3), 1),
+])
+def test_round_half_up_at_its_edge(value, rounded):
+    assert round_half_up(value) == rounded
+
+
+@pytest.mark.parametrize("text, cur, minor", [("0.01", "EUR", 1), ("1.000", "KWD", 1000), ("0.001", "KWD", 1),
+                                              ("-1.50", "EUR", -150), ("1.0", "JPY", 1)])
+def test_to_minor_at_the_currencys_minor_unit(text, cur, minor):
+    assert to_minor(text, cur) == minor
+
+
+@pytest.mark.parametrize("text, cur", [("0.001", "EUR"), ("0.0001", "KWD"), ("1.5", "JPY")])
+def test_to_minor_refuses_one_decimal_more_than_the_currency(text, cur):
+    with pytest.raises(ValueError, match="more decimals than"):
+        to_minor(text, cur)

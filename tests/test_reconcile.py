@@ -142,3 +142,107 @@ def test_monthly_minimum_adds_an_explained_top_up_line():
     assert top.code == "minimum" and top.amount == 50000 - 12000 and "500.00 EUR" in top.rule
     unchanged = bill_devices(contract(minimum=100), mappings(), [dev(1)], OCT)
     assert apply_minimum(unchanged, contract(minimum=100)) is unchanged
+
+
+# --- a bad record holds its client's bill, never the run, and never disappears ---
+
+
+@pytest.mark.parametrize("node_class", [None, "", "  "])
+def test_device_with_no_node_class_is_an_error_naming_it(node_class):
+    bill = bill_devices(contract(), mappings(), [dev(1), dev(9, node_class)], OCT)
+    assert [(l.code, l.quantity) for l in bill.lines] == [("tier:gold:workstation", "1")]
+    assert bill.excluded == ()
+    (error,) = bill.errors
+    assert error == (f"device 'PC-9' (ninjaone id 9) has no node class ({node_class!r}), so its billable class "
+                     f"cannot be decided; check the device in ninjaone and the node class the ninjaone plugin "
+                     f"reads, then sync again. It is not billed")
+
+
+def test_unmapped_node_class_error_names_the_device_the_class_and_the_line_to_add():
+    bill = bill_devices(contract(), mappings(), [dev(1), dev(9, "ANDROID")], OCT)
+    assert bill.excluded == () and [l.quantity for l in bill.lines] == ["1"]
+    assert bill.errors == ("device 'PC-9' (ninjaone id 9) has node class 'ANDROID', which mappings/device_classes.toml "
+                           "does not map; add ANDROID = \"workstation\" (or another class, e.g. \"printer\" to list it "
+                           "as not billed) under [ninjaone]. It is not billed",)
+
+
+def test_device_of_a_source_with_no_section_is_an_error_saying_so():
+    other = Device("datto", "5", "1", "NAS-5", "NAS", "approved", dt(2026, 1, 1), dt(2026, 10, 15))
+    (error,) = bill_devices(contract(), mappings(), [dev(1), other], OCT).errors
+    assert error.startswith("device 'NAS-5' (datto id 5) has node class 'NAS'")
+    assert "in a new [datto] section (it has none)" in error
+
+
+def test_node_class_mapped_to_a_class_the_tier_does_not_price_stays_excluded_not_an_error():
+    bill = bill_devices(contract(), mappings(), [dev(1, "NMS_PRINTER"), dev(2, "NMS_SWITCH")], OCT)
+    assert bill.errors == () and bill.lines == ()
+    assert [(e.source_id, e.reason) for e in bill.excluded] == [
+        ("1", "class 'printer' is not billed by tier Gold"), ("2", "class 'network' is not billed by tier Gold")]
+
+
+def test_device_not_counted_is_excluded_whatever_its_node_class():
+    bill = bill_devices(contract(), mappings(), [dev(1, None, approval="pending"), dev(2, "ANDROID", seen=None)], OCT)
+    assert bill.errors == () and [e.source_id for e in bill.excluded] == ["1", "2"]
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("created_at", datetime(2026, 1, 1), "created 2026-01-01T00:00:00 has no time zone"),
+    ("last_contact", datetime(2026, 10, 15), "last contact 2026-10-15T00:00:00 has no time zone"),
+    ("last_contact", "2026-10-15", "last contact '2026-10-15' is not a date and time"),
+])
+def test_device_whose_dates_cannot_be_compared_is_an_error_naming_it(field, value, problem):
+    from dataclasses import replace
+    bad = replace(dev(9), **{field: value})
+    bill = bill_devices(contract(proration=True), mappings(), [dev(1), bad], OCT)
+    assert [l.quantity for l in bill.lines] == ["1"]
+    assert bill.errors == (f"device 'PC-9' (ninjaone id 9): {problem}, so whether it counts for 2026-10 cannot be "
+                           f"decided; correct its mapping in the ninjaone plugin. It is not billed",)
+    assert bill_devices(contract(), mappings(), [replace(bad, approval_status="pending")], OCT).errors == ()
+
+
+def test_unknown_tier_is_an_error_on_the_bill_not_an_exception():
+    bill = bill_devices(contract("diamond"), mappings(), [dev(1)], OCT)
+    assert bill.lines == () and bill.client_id == "acme" and bill.period == "2026-10"
+    assert bill.errors == ("contract of acme (mappings) names tier 'diamond', which mappings/tiers.toml does not "
+                           "define; define [tiers.diamond] or name one of gold, platinum, silver. Its devices are "
+                           "not billed",)
+
+
+def test_unknown_addon_is_an_error_the_tier_is_still_billed():
+    bill = bill_devices(contract(addons=["archive", "backup"]), mappings(), [dev(1)], OCT)
+    assert [l.code for l in bill.lines] == ["tier:gold:workstation", "addon:backup:workstation"]
+    assert bill.errors == ("contract of acme names add-on 'archive', which mappings/tiers.toml does not define; "
+                           "define [addons.archive] or remove it from the contract. It is not billed",)
+
+
+def test_tier_that_includes_a_missing_or_circular_tier_is_still_labelled():
+    m = mappings()
+    m.tiers["loop"] = Tier("loop", "Loop", {"workstation": 100}, frozenset(), "loop2")
+    m.tiers["loop2"] = Tier("loop2", "Loop2", {"workstation": 100}, frozenset(), "loop")
+    m.tiers["orphan"] = Tier("orphan", "Orphan", {"workstation": 100}, frozenset(), "gone")
+    assert "tier Loop (includes Loop2):" in bill_devices(contract("loop"), m, [dev(1)], OCT).lines[0].rule
+    assert "tier Orphan:" in bill_devices(contract("orphan"), m, [dev(1)], OCT).lines[0].rule
+
+
+def test_a_device_with_no_node_class_holds_only_its_client_end_to_end(tmp_path):
+    """Against the simulators: the device is named on its client's held invoice, never dropped."""
+    from hub.engine import sync_once
+    from tests.conftest import Env
+
+    env = Env(tmp_path)
+    device = env.ninja.add_device(3, node_class="", name="MYSTERY-1", last_contact=env.ninja.now)
+    report = sync_once(env.hub())
+    held = [p for p in report.plan if p.status == "held" and p.period == "2026-10" and p.kind == "invoice"]
+    assert [p.client_id for p in held] == ["cobalt"]
+    assert held[0].reasons == (f"device 'MYSTERY-1' (ninjaone id {device}) has no node class (''), so its billable "
+                               f"class cannot be decided; check the device in ninjaone and the node class the "
+                               f"ninjaone plugin reads, then sync again. It is not billed",)
+    assert f"client cobalt 2026-10: {held[0].reasons[0]}" in report.errors
+    pushed = {p["key"].split(":")[1] for p in report.pushed}
+    assert "cobalt" not in pushed and {"acme", "elmstreet"} <= pushed
+
+
+def test_devices_whose_ids_are_not_text_are_still_ordered():
+    from dataclasses import replace
+    (line,) = bill_devices(contract(), mappings(), [dev(2), replace(dev(1), source_id=1)], OCT).lines
+    assert [i["id"] for i in line.items] == [1, "2"]

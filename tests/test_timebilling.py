@@ -1,5 +1,6 @@
 """Time billing rules of BILLING.md ("Time", "Prepaid blocks", "Money"), on literal records."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from fractions import Fraction as F
 
@@ -250,11 +251,11 @@ def test_an_entry_belongs_to_the_period_of_its_local_time():
 
 def test_managed_contract_includes_its_services_and_bills_time_outside_them():
     c = contract("managed", included_services=frozenset({"remote", "onsite", "security"}))
-    entries = [entry(1, "2"), entry(2, "1", "Onsite"), entry(3, "1.5", "Project"), entry(4, "1", "Cabling", rate=9000)]
+    entries = [entry(1, "2"), entry(2, "1", "Onsite"), entry(3, "1.5", "Project"), entry(4, "1", "Unpriced", rate=9000)]
     bill = bill_time("acme", c, entries, [], OCT)
     assert reasons(bill) == {"1": INCLUDED, "2": INCLUDED}
     lines = by_code(bill)
-    assert set(lines) == {"time:Project", "time:Cabling"}
+    assert set(lines) == {"time:Project", "time:Unpriced"}
     assert lines["time:Project"].amount == 27000
     assert "outside the services included in contract Acme (onsite, remote, security)" in lines["time:Project"].rule
 
@@ -503,7 +504,10 @@ def test_a_bad_entry_on_the_agreement_holds_the_overage_not_the_other_lines():
     entries = [on_block(1, "x", dt(2026, 10, 2)), on_block(2, "12", dt(2026, 10, 3)), entry(3, "1")]
     bill = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1)))
     assert [line.code for line in bill.lines] == ["time:Remote"]
-    assert bill.drawdown is None and "AG1" in bill.errors[0] and "time entry 1" in bill.errors[0]
+    (error,) = bill.errors
+    assert error.startswith("prepaid agreement AG1: time entry 1 (jdoe, 2026-10-02): hours 'x' is not a number")
+    assert "correct the entry in the PSA" in error and "overage is not billed until it is corrected" in error
+    assert bill.drawdown.failed == {"1"} and bill.drawdown.warning_block is None
 
 
 def test_block_contract_without_agreement_bills_no_time():
@@ -512,8 +516,11 @@ def test_block_contract_without_agreement_bills_no_time():
 
 
 def test_overage_without_any_block_or_rate_is_an_error():
-    with pytest.raises(MappingError, match="overage_rate"):
-        draw_down([on_block(1, "1", dt(2026, 10, 2))], [], terms())
+    d = draw_down([on_block(1, "1", dt(2026, 10, 2))], [], terms())
+    assert d.failed == {"1"} and d.overage == {} and d.allocations == () and d.hours == {}
+    (error,) = d.errors
+    assert error.startswith("time entry 1 (jdoe, 2026-10-02): 1 h beyond the prepaid balance")
+    assert "set overage_rate in its time terms" in error
     assert draw_down([on_block(1, "1", dt(2026, 10, 2))], [], terms(beyond_balance="carry")).carried == 1
 
 
@@ -540,3 +547,150 @@ def test_renewal_line_sells_a_new_block_and_explains_why(renewal, code, amount, 
 def test_renewal_without_a_block_size_is_an_error():
     with pytest.raises(MappingError, match="no block size"):
         renewal_lines("acme", contract("block", "AG1"), 1, "2026-10")
+
+
+# --- one bad record holds its client, never the run ---
+
+
+def test_negative_hours_on_a_block_are_an_error_not_an_exception():
+    entries = [on_block(1, "3", dt(2026, 10, 2)), on_block(7, "-2.5", dt(2026, 10, 3), member="asmith"),
+               on_block(3, "1", dt(2026, 10, 4))]
+    d = draw_down(entries, blocks(dt(2026, 9, 1)), terms(warning_hours=F(8)), agreement="AG1")
+    assert d.failed == {"7"} and d.hours == {"1": 3, "3": 1} and d.balances == {1: 6}
+    (error,) = d.errors
+    assert error == ("time entry 7 (asmith, 2026-10-03): hours -2.5 is negative; correct the entry in the PSA; "
+                     "it draws nothing from the prepaid block and is not billed")
+    # The balance (6 h, at or below the 8 h threshold) is not known while an entry is wrong: no renewal.
+    assert d.warning_block is None
+    assert draw_down(entries[:1] + entries[2:], blocks(dt(2026, 9, 1)), terms(warning_hours=F(8)),
+                     agreement="AG1").warning_block == 1
+
+
+def test_negative_hours_on_a_block_hold_the_overage_and_name_the_entry_in_the_bill():
+    c = contract("block", "AG1")
+    entries = [on_block(7, "-1", dt(2026, 10, 3)), on_block(8, "12", dt(2026, 10, 4)), entry(9, "1")]
+    bill = bill_time("acme", c, entries, [product(2)], OCT, blocks=blocks(dt(2026, 9, 1)))
+    assert [line.code for line in bill.lines] == ["time:Remote", "product:SSD-1TB"]
+    (error,) = bill.errors
+    assert error.startswith("prepaid agreement AG1: time entry 7 (jdoe, 2026-10-03): hours -1 is negative")
+    assert "correct the entry in the PSA" in error
+
+
+def test_unknown_overage_policy_is_an_error_and_draws_nothing():
+    d = draw_down([on_block(1, "1", dt(2026, 10, 2))], blocks(dt(2026, 9, 1)), terms(beyond_balance="bill"),
+                  agreement="AG1")
+    assert d.allocations == () and d.balances == {1: 10} and d.warning_block is None
+    assert d.errors == ("beyond_balance 'bill' is not one of \"overage\" or \"carry\"; set it in the contract's "
+                        "time terms (mappings/time.toml [defaults] or the contract)",)
+    bill = bill_time("acme", contract("block", "AG1", beyond_balance="bill"), [on_block(1, "1", dt(2026, 10, 2))],
+                     [], OCT, blocks=blocks(dt(2026, 9, 1)))
+    assert bill.lines == () and bill.errors[0].startswith("prepaid agreement AG1: beyond_balance 'bill'")
+
+
+@pytest.mark.parametrize("when, problem", [
+    (None, "start None is not a date and time"),
+    ("2026-10-05", "start '2026-10-05' is not a date and time"),
+    (datetime(2026, 10, 5, 9), "start 2026-10-05T09:00:00 has no time zone"),
+])
+def test_entry_whose_start_cannot_place_it_in_a_period_is_an_error_naming_it(when, problem):
+    bill = bill_time("acme", contract(), [entry(1, "2"), entry(5, "1", when=when, member="asmith")], [], OCT)
+    assert by_code(bill)["time:Remote"].quantity == "2"
+    (error,) = bill.errors
+    assert error.startswith(f"time entry 5 (asmith): {problem}, so its period cannot be decided")
+    assert "correct the entry in the PSA" in error and "It is not billed" in error
+
+
+def test_entry_with_a_bad_start_on_a_block_is_an_error_and_blocks_no_renewal():
+    entries = [on_block(1, "9", dt(2026, 10, 2)), on_block(5, "1", None)]
+    d = draw_down(entries, blocks(dt(2026, 9, 1)), terms(), agreement="AG1")
+    assert d.failed == {"5"} and d.hours == {"1": 9} and d.warning_block is None
+    assert d.errors[0].startswith("time entry 5 (jdoe): start None is not a date and time")
+
+
+def test_non_billable_entry_with_a_bad_start_is_not_an_error():
+    bill = bill_time("acme", contract(), [entry(1, "2"), entry(5, "1", when=None, billable=DO_NOT_BILL)], [], OCT)
+    assert bill.errors == () and by_code(bill)["time:Remote"].quantity == "2"
+
+
+def test_unknown_work_type_on_a_managed_contract_is_an_error_the_rest_is_billed():
+    c = contract("managed", included_services=frozenset({"remote"}))
+    bill = bill_time("acme", c, [entry(1, "2", "Cabling", rate=9000), entry(2, "1", "Project"), entry(3, "1")],
+                     [], OCT)
+    assert [line.code for line in bill.lines] == ["time:Project"] and reasons(bill) == {"3": INCLUDED}
+    (error,) = bill.errors
+    assert error.startswith("time entry 1 (jdoe, 2026-10-05): work type 'Cabling' is not in mappings/time.toml, "
+                            "so whether managed contract Acme includes it cannot be decided")
+    assert '[work_types."Cabling"]' in error
+
+
+@pytest.mark.parametrize("work_type", ["", "  ", None])
+def test_entry_without_a_work_type_is_an_error(work_type):
+    bill = bill_time("acme", contract(default_rate=10000), [entry(1, "2", work_type), entry(2, "1")], [], OCT)
+    assert [line.code for line in bill.lines] == ["time:Remote"]
+    (error,) = bill.errors
+    assert error.startswith("time entry 1 (jdoe, 2026-10-05): no work type") and "set its work type in the PSA" in error
+
+
+@pytest.mark.parametrize("rate", [-100, "120.00", 1.5, True])
+def test_psa_rate_that_is_not_an_amount_is_an_error(rate):
+    bill = bill_time("acme", contract(), [entry(1, "2", "Cabling", rate=rate), entry(2, "1")], [], OCT)
+    assert [line.code for line in bill.lines] == ["time:Remote"]
+    (error,) = bill.errors
+    assert error.startswith(f"time entry 1 (jdoe, 2026-10-05): hourly rate {rate!r} (the PSA's hourly rate")
+
+
+def test_psa_rate_of_zero_is_a_rate():
+    (line,) = bill_time("acme", contract(), [entry(1, "2", "Cabling", rate=0)], [], OCT).lines
+    assert (line.unit_amount, line.amount) == (0, 0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (product(1, when=datetime(2026, 10, 7)), "product 1 ('SSD-1TB'): sale date 2026-10-07T00:00:00 has no time zone"),
+    (product(1, when="2026-10-07"), "product 1 ('SSD-1TB'): sale date '2026-10-07' is not a date and time"),
+    (product(1, item=""), "product 1 (''): no catalog item"),
+    (product(1, item=None), "product 1 (None): no catalog item"),
+    (product(1, price=None), "product 1 ('SSD-1TB'): price None is not an amount in minor units"),
+    (product(1, price=99.5), "product 1 ('SSD-1TB'): price 99.5 is not an amount in minor units"),
+    (product(1, currency=None), "product 1 ('SSD-1TB'): no currency, the contract bills in EUR"),
+])
+def test_product_with_a_bad_field_is_an_error_naming_it_the_rest_is_billed(bad, message):
+    bill = bill_time("acme", contract(), [entry(3, "1")], [bad, product(2, item="CABLE", when=dt(2026, 10, 8))], OCT)
+    assert [line.code for line in bill.lines] == ["time:Remote", "product:CABLE"]
+    (error,) = bill.errors
+    assert error.startswith(message) and error.endswith("It is not billed")
+
+
+def test_non_billable_product_with_a_bad_date_is_reported_not_an_error():
+    bill = bill_time("acme", contract(), [], [product(1, when=datetime(2026, 10, 7), billable=NO_CHARGE)], OCT)
+    assert bill.errors == () and reasons(bill) == {"1": NOT_CHARGED}
+
+
+def test_negative_hours_hold_only_their_client_end_to_end(tmp_path):
+    """Against the simulators: a negative entry on a block agreement once stopped the whole run."""
+    from hub.engine import sync_once
+    from tests.test_psa_billing import PsaEnv, at, block_agreement, invoice
+
+    env = PsaEnv(tmp_path)
+    env.cw.add_agreement(env.co["acme"], "Managed Gold")
+    env.cw.add_agreement(env.co["driftwood"], "Block Hours", application_units="Hours", application_limit=20)
+    env.cw.add_agreement(env.co["elm"], "Break/Fix")
+    bad = env.time("driftwood", 1.0, at(10, 8), agreement_id=block_agreement(env))
+    env.cw.time_entries.set(bad, actualHours=-1.5)
+    env.time("elm", 1.0, at(10, 9))
+    report = sync_once(env.hub())
+    drift, elm = (f"connectwise-{env.co[n]}" for n in ("driftwood", "elm"))
+    held = invoice(report, drift)
+    assert held.status == "held" and len(held.reasons) == 1
+    assert held.reasons[0].startswith(f"prepaid agreement {block_agreement(env)}: time entry {bad} (jsmith, "
+                                      f"2026-10-08): hours -1.5 is negative; correct the entry in the PSA")
+    assert invoice(report, elm).status in ("create", "sent") and invoice(report, "acme").status in ("create", "sent")
+    pushed = {p["key"] for p in report.pushed}
+    assert pushed == {f"invoice:{elm}:2026-10", "invoice:acme:2026-10"}
+    assert not [p for p in report.plan if p.client_id == drift and p.action.key.startswith("renewal:")]
+
+
+def test_records_whose_ids_are_not_text_are_still_ordered():
+    entries = [entry(2, "1", when=dt(2026, 10, 5)), replace(entry(1, "1", when=dt(2026, 10, 5)), source_id=1)]
+    products = [product(2), replace(product(1), source_id=1)]
+    bill = bill_time("acme", contract(), entries, products, OCT)
+    assert bill.errors == () and [[i["id"] for i in line.items] for line in bill.lines] == [[1, "2"], [1, "2"]]
