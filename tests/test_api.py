@@ -33,9 +33,12 @@ class FakeService:
         self.lock: dict | None = None
         self.triggered: list[dict] = []
         self.opened = self.closed = 0
+        self.config: dict = {}        # attributes set on each hub's config (schedule, health)
 
     def open_hub(self):
         hub = self.env.hub()
+        for name, value in self.config.items():
+            setattr(hub.config, name, value)
         self.opened += 1
         real_close = hub.close
 
@@ -67,6 +70,8 @@ def service(tmp_path):
     run_id, _ = store.start_run("sync")
     store.finish_run(run_id, "partial", {"records": {"ninjaone.clients": 3, "ninjaone.devices": 4}, "pushed": 1,
                                          "failed": 1, "held": 0}, ["push invoice:acme:2026-10: HTTP 500"])
+    for stream, records in (("clients", 3), ("devices", 4)):
+        store.record_pass("ninjaone", stream, run_id, "2026-11-22T11:00:00+00:00", "complete", records)
     store.record_action(Action(KEY, "agreement_quantity", "connectwise", "acme", {"quantity": 0}, "2026-10"), run_id)
     store.mark_failed(KEY, "held: the RMM counts 0 devices", status="held")
     store.record_action(Action("invoice:acme:2026-10", "invoice", "stripe", "acme", {}, "2026-10"), run_id)
@@ -83,11 +88,26 @@ def client(service):
     return make_app(service).test_client()
 
 
-def pull_everything(service):
+def pull_everything(service, status="complete", error=None):
+    """Record a pass of every stream (what a run's pull leaves in the store); return their ids."""
     hub = service.env.hub()
+    ids = {}
     for name, connector in hub.connectors.items():
         for stream in connector.streams():
             hub.store.write_page(stream.table, [], name, stream.name, {"since": "2026-11-22T00:00:00+00:00"})
+            ids[f"{name}.{stream.name}"] = hub.store.record_pass(name, stream.name, "run-pull", "2026-11-22T11:00:00",
+                                                                 status, 0, error=error)
+    hub.close()
+    return ids
+
+
+def age_pass(service, pass_id, hours):
+    """Make a recorded pass end ``hours`` ago."""
+    from datetime import datetime, timedelta, timezone
+    hub = service.env.hub()
+    ended = (datetime.now(timezone.utc) - timedelta(hours=hours)).isoformat()
+    hub.store.db["stream_passes"].update(pass_id, {"finished_at": ended})
+    hub.store.db.conn.commit()
     hub.close()
 
 

@@ -88,7 +88,7 @@ def test_config_mistakes_are_one_clear_line_not_a_traceback(tmp_path, config_tex
     cfg = tmp_path / "bad.toml"
     cfg.write_text(f"mappings = '{(ROOT / 'mappings').as_posix()}'\n" + config_text)
     result = run("sync", "--config", str(cfg), env=env)
-    assert result.exit_code == 1 and fragment in result.output and "bad.toml" in result.output
+    assert result.exit_code == 2 and fragment in result.output and "bad.toml" in result.output
     assert "Traceback" not in result.output and "sk_live_inline" not in result.output
 
 
