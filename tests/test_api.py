@@ -280,6 +280,42 @@ def test_retry_and_cancel_change_an_action_whose_key_holds_colons(client):
     assert [a["key"] for a in client.get("/actions?status=pending", headers=AUTH).get_json()["actions"]] == [KEY]
 
 
+def test_approve_lets_a_held_action_through_recorded_as_the_admin_api_with_why(client, service):
+    approved = client.post(f"/actions/{KEY}/approve", headers=AUTH, json={"why": "the client left"})
+    assert approved.status_code == 200, approved.get_json()
+    action = approved.get_json()["action"]
+    assert action["status"] == "pending"
+    [approval] = action["approvals"]
+    assert approval["who"] == "admin API" and approval["why"] == "the client left" and approval["at"]
+    listed = {a["key"]: a for a in client.get("/actions", headers=AUTH).get_json()["actions"]}
+    assert listed[KEY]["approvals"] == [approval] and listed["invoice:acme:2026-10"]["approvals"] == []
+    hub = service.env.hub()
+    assert hub.store.approvals(KEY) == [dict(approval, id=1, target=KEY)]
+    assert hub.store.get_action(KEY)["approved"] == 1
+    hub.close()
+
+
+def test_approve_without_a_body_records_an_empty_why(client):
+    approved = client.post(f"/actions/{KEY}/approve", headers=AUTH)
+    assert approved.status_code == 200 and approved.get_json()["action"]["approvals"][0]["why"] == ""
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/actions/invoice:nobody:2026-10/approve", {}, 404, "no action 'invoice:nobody:2026-10' in the outbox"),
+    ("/actions/invoice:birch:2026-10/approve", {}, 409, "action 'invoice:birch:2026-10' was already sent; there is "
+                                                        "nothing to approve"),
+    (f"/actions/{KEY}/approve", {"why": 3}, 400, 'the body must be a JSON object {"why": "..."} (or empty)'),
+    (f"/actions/{KEY}/approve", {"who": "me"}, 400, 'the body must be a JSON object {"why": "..."} (or empty)'),
+    (f"/actions/{KEY}/approve", ["why"], 400, 'the body must be a JSON object {"why": "..."} (or empty)'),
+])
+def test_approve_refuses_what_it_cannot_approve_and_records_nothing(client, service, path, body, status, message):
+    response = client.post(path, headers=AUTH, json=body)
+    assert response.status_code == status and response.get_json()["error"] == message
+    hub = service.env.hub()
+    assert hub.store.approvals() == [] and hub.store.get_action(KEY)["status"] == "held"
+    hub.close()
+
+
 @pytest.mark.parametrize("verb", ["retry", "cancel"])
 def test_retry_and_cancel_answer_404_for_an_unknown_key_and_409_for_a_sent_action(client, verb):
     missing = client.post(f"/actions/invoice:nobody:2026-10/{verb}", headers=AUTH)
