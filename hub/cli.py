@@ -426,6 +426,7 @@ def approve(config_path, key, stream, run_id, why, as_json):
     The approval is recorded with the system user, the time and --why; `msp-hub actions` shows
     it. The next sync pushes what it let through. Give exactly one of KEY, --stream and --run.
 
+    \b
     Example:
         msp-hub approve agreement_quantity:4711:88:2026-10 --why "the client cancelled"
         msp-hub approve --stream ninjaone.devices --why "30 devices retired this week"

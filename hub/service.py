@@ -496,6 +496,7 @@ class Service:
             hub = self.open_hub()
             report = sync_once(hub, stop=self.stop, run_id=run_id, holder=f"daemon:{job}", progress=self._progress,
                                **kwargs)
+            recorded = (hub.store.get_run(run_id) or {}).get("status")   # what the engine judged the run
         except LockedError as exc:
             jlog.info("daemon.job_skipped", reason="the sync lock is held", holder=exc.holder, pid=exc.pid,
                       since=str(exc.since))
@@ -510,7 +511,7 @@ class Service:
         finally:
             if hub is not None:
                 hub.close()
-        status = "stopped" if getattr(report, "stopped", False) else ("partial" if report.errors else "ok")
+        status = recorded or ("stopped" if report.stopped else ("partial" if report.errors else "ok"))
         outcome.update(status=status, records=report.records_total, pushed=len(report.pushed),
                        failed=len(report.failed))
         self._note(job, outcome)
