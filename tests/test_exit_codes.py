@@ -194,3 +194,68 @@ def test_the_help_documents_the_exit_codes(args):
                  "4   something is held for an error or incomplete input", "75  another run holds the lock",
                  "the most severe wins: 3, then 4, then 1"):
         assert line in text, (args, line)
+
+
+# --- resync through a daemon --------------------------------------------------------------------------
+
+DAEMON_TOKEN = "tok-exit-daemon-8c1f3e5a"
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A fake daemon's admin API: POST /resync answers ``answer``, GET /runs/<id> the row ``run``."""
+    import httpx
+    state = {"answer": (202, {"run_id": "r1"}), "run": None, "posted": []}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Authorization"] == f"Bearer {DAEMON_TOKEN}"
+        if request.method == "POST" and request.url.path == "/resync":
+            state["posted"].append(request.content)
+            status, body = state["answer"]
+            return httpx.Response(status, json=body)
+        if request.url.path == "/runs/r1":
+            return httpx.Response(200, json=state["run"])
+        return httpx.Response(200, json={})
+    with serve(handler) as url:
+        port = int(url.rsplit(":", 1)[1])
+        cfg = tmp_path / "msp-hub.toml"
+        cfg.write_text(f"""
+database = "hub.db"
+mappings = "{mappings_for_tests(tmp_path).as_posix()}"
+[admin]
+port = {port}
+token_file = "token.txt"
+""")
+        (tmp_path / "token.txt").write_text(DAEMON_TOKEN)
+        yield cfg, state
+
+
+@pytest.mark.parametrize("row, code, line", [
+    ({"id": "r1", "status": "ok", "counts": {"records": {"ninjaone.devices": 4}, "pushed": 1}, "errors": []},
+     EXIT_OK, None),
+    ({"id": "r1", "status": "failed", "counts": {"failed": 0}, "errors": ["pull ninjaone.devices: HTTP 500"]},
+     EXIT_PULL_FAILED, "exit 3: 1 stream(s) failed to pull: ninjaone.devices (HTTP 500)"),
+    ({"id": "r1", "status": "failed", "counts": {"failed": 2}, "errors": ["push invoice:a:2026-10: HTTP 402"]},
+     EXIT_PUSH_FAILED, "exit 1: 1 push(es) failed: 2 action(s)"),
+    ({"id": "r1", "status": "held", "counts": {"held": 3}, "errors": []},
+     EXIT_HELD, "exit 4: 1 action(s) held for an error or incomplete input: 3 action(s) (error)"),
+    ({"id": "r1", "status": "crashed", "counts": {}, "errors": ["run stopped: KeyError('x')"]},
+     cli.EXIT_CRASHED, "exit 70: run r1 crashed; see the daemon's log"),
+])
+def test_resync_through_the_daemon_exits_with_the_code_of_the_run_it_followed(daemon, row, code, line):
+    cfg, state = daemon
+    state["run"] = row
+    for args in ((), ("--json",)):
+        result = run("resync", "--config", str(cfg), *args)
+        assert result.exit_code == code, result.output
+        exits = [l for l in result.stderr.splitlines() if l.startswith("exit ")]
+        assert exits == ([line] if line else [])
+
+
+def test_resync_through_the_daemon_exits_2_when_the_daemon_refuses_the_scope(daemon):
+    cfg, state = daemon
+    state["answer"] = (400, {"error": "streams: no configured connector has a stream 'nosuch'"})
+    result = run("resync", "--config", str(cfg), "--stream", "nosuch")
+    assert result.exit_code == EXIT_USAGE and "no configured connector has a stream 'nosuch'" in result.output
+    bad = run("resync", "--config", str(cfg), "--period", "2026-13")
+    assert bad.exit_code == EXIT_USAGE and len(state["posted"]) == 1   # refused here, never sent
