@@ -41,6 +41,7 @@ OPEN_STATUSES = ("pending", "sending", "failed", "held")   # what GET /actions l
 ACTION_FIELDS = ("key", "kind", "connector", "client_id", "period", "status", "attempts", "last_error",
                  "vendor_id", "summary", "run_id", "created_at", "updated_at", "sent_at")
 MAX_RUNS = 500
+API_APPROVER = "admin API"   # who an approval through the API is recorded as
 
 
 # --- responses -------------------------------------------------------------------------------------
@@ -87,30 +88,27 @@ def action_json(row: dict) -> dict:
     return {name: row.get(name) for name in ACTION_FIELDS}
 
 
-def pull_health(hub: Hub, runs: list[dict]) -> dict[str, dict]:
-    """When each stream of each connector last pulled successfully, from cursors and runs.
+def pull_health(hub: Hub, streams: list[dict] | None = None) -> dict[str, dict]:
+    """Per connector: each stream's last complete pass (its end time, None if it never completed
+    one) and ``last_success``, its stalest stream's (None if one never completed a pass).
 
-    A stream's cursor moves when a page is stored; a run that pulled the stream without an error
-    also counts (an incremental pull with nothing new stores no page). A connector's
-    ``last_success`` is its stalest stream's, None if one never pulled.
-    """
-    cursors = {(c["connector"], c["stream"]): c["updated_at"] for c in hub.store.cursors()}
-    finished = [run_json(r) for r in runs if r.get("finished_at") and r.get("status") in ("ok", "partial", "stopped")]
-    out: dict[str, dict] = {}
-    for name in sorted(hub.connectors):
-        streams: dict[str, str | None] = {}
-        for stream in hub.connectors[name].streams():
-            key = f"{name}.{stream.name}"
-            times = [cursors.get((name, stream.name))]
-            for run in finished:
-                if key in run["counts"].get("records", {}) and not any(
-                        e.startswith(f"pull {key}:") for e in run["errors"]):
-                    times.append(run["finished_at"])
-                    break
-            seen = [t for t in times if t]
-            streams[stream.name] = max(seen) if seen else None
-        stale = list(streams.values())
-        out[name] = {"last_success": min(stale) if stale and all(stale) else None, "streams": streams}
+    ``streams``: ``hub.service.stream_health(hub)``, computed here when not given."""
+    from hub.service import stream_health
+    streams = stream_health(hub) if streams is None else streams
+    out: dict[str, dict] = {name: {"last_success": None, "streams": {}} for name in sorted(hub.connectors)}
+    for s in streams:
+        out[s["connector"]]["streams"][s["stream"]] = s["last_success"]
+    for c in out.values():
+        times = list(c["streams"].values())
+        c["last_success"] = min(times) if times and all(times) else None
+    return out
+
+
+def approvals_by_target(hub: Hub) -> dict[str, list[dict]]:
+    """Every recorded approval (who, at, why), by the target it let through."""
+    out: dict[str, list[dict]] = {}
+    for a in hub.store.approvals():
+        out.setdefault(a["target"], []).append({"who": a["who"], "at": a["at"], "why": a["why"]})
     return out
 
 
@@ -149,23 +147,32 @@ def make_app(service) -> flask.Flask:
 
     @app.get("/health")
     def health():
+        """Live (200 or 503 with a JSON body) and ready only when the scheduler runs and every
+        stream's last pass succeeded within its maximum age (``hub.service.stream_health``)."""
+        from hub.service import stream_health
         reasons: list[str] = []
         connectors: dict[str, dict] = {}
+        streams: list[dict] = []
         try:
             status = service.status()
             with _open(service) as hub:
-                connectors = pull_health(hub, hub.store.runs(limit=50))
+                streams = stream_health(hub)
+                connectors = pull_health(hub, streams)
         except HubError as exc:   # e.g. the database cannot open; the message names the fix
             status = {}
             reasons.append(f"the hub cannot open: {exc}")
         scheduler = status.get("scheduler") or {}
         if not scheduler.get("running"):
             reasons.append("the scheduler is not running")
-        for name, c in connectors.items():
-            reasons += [f"{name}.{s} has never pulled successfully" for s, t in c["streams"].items() if t is None]
+        reasons += [s["reason"] for s in streams if s["reason"]]
         ready = not reasons
         return _json({"status": "ok", "ready": ready, "reasons": reasons, "scheduler": scheduler,
-                      "current_run": status.get("current_run"), "connectors": connectors}, 200 if ready else 503)
+                      "current_run": status.get("current_run"), "connectors": connectors,
+                      "streams": [{k: s[k] for k in ("connector", "stream", "healthy", "reason", "last_success",
+                                                     "age_seconds", "max_age_seconds", "max_age_basis",
+                                                     "last_error")} | {"last_status": (s["last_pass"] or {}).get("status")}
+                                  for s in streams]},
+                     200 if ready else 503)
 
     @app.get("/runs")
     def runs():
@@ -223,9 +230,10 @@ def make_app(service) -> flask.Flask:
             return _error(f"status must be one of {', '.join(ACTION_STATUSES)}", 400)
         with _open(service) as hub:
             rows = hub.store.actions(status=status)
+            approvals = approvals_by_target(hub)
         if status is None:
             rows = [r for r in rows if r["status"] in OPEN_STATUSES]
-        return _json({"actions": [action_json(r) for r in rows]})
+        return _json({"actions": [dict(action_json(r), approvals=approvals.get(r["key"], [])) for r in rows]})
 
     def change_action(key: str, verb: str):
         with _open(service) as hub:
@@ -248,9 +256,32 @@ def make_app(service) -> flask.Flask:
     def cancel_action(key: str):
         return change_action(key, "cancel")
 
+    @app.post("/actions/<path:key>/approve")
+    def approve_action(key: str):
+        """A person lets a held action through; recorded with who ("admin API"), when and why."""
+        body = flask.request.get_json(silent=True) if flask.request.get_data() else {}
+        if not isinstance(body, dict) or set(body) - {"why"} or not isinstance(body.get("why", ""), str):
+            return _error('the body must be a JSON object {"why": "..."} (or empty)', 400)
+        why = body.get("why", "")
+        with _open(service) as hub:
+            row = hub.store.get_action(key)
+            if row is None:
+                return _error(f"no action {key!r} in the outbox", 404)
+            if row["status"] in ("sent", "cancelled"):
+                return _error(f"action {key!r} was already {row['status']}; there is nothing to approve", 409,
+                              action=action_json(row))
+            row = hub.store.approve(key, who=API_APPROVER, why=why)
+            approvals = approvals_by_target(hub).get(key, [])
+        log.info("api.action_approve", action=key, status=row["status"], why=why)
+        return _json({"action": dict(action_json(row), approvals=approvals)})
+
     @app.get("/metrics")
     def metrics():
-        return flask.Response(generate_latest(REGISTRY), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+        from hub.metrics import store_metrics
+        with _open(service) as hub:
+            from_store = store_metrics(hub.store)
+        return flask.Response(generate_latest(REGISTRY) + from_store, mimetype=None,
+                              content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json")
     def openapi():
@@ -350,8 +381,11 @@ OPENAPI: dict[str, Any] = {
     "security": [{"bearer": []}],
     "paths": {
         "/health": {"get": _op(
-            "Liveness and readiness: the scheduler runs and every stream has pulled successfully.",
-            {200: "Ready; each connector's last successful pull.", 503: "Live but not ready; `reasons` says why."})},
+            "Liveness and readiness: the scheduler runs, and every stream's last pass succeeded and its last "
+            "complete pass is within its maximum age ([health] max_age, else 3 x its most frequent job's "
+            "interval, else 26 h).",
+            {200: "Ready; each stream's last complete pass, age and maximum age.",
+             503: "Live but not ready; `reasons` names each stream, its age, its limit and its last error."})},
         "/runs": {"get": _op(
             "The latest runs, newest first, with their counts and errors.",
             {200: "The runs.", 400: "A bad limit."},
@@ -378,7 +412,7 @@ OPENAPI: dict[str, Any] = {
                 "full": {"type": "boolean", "description": "Re-read the streams without moving their cursors."},
                 "dry_run": {"type": "boolean", "description": "Pull and plan, push nothing."}}})},
         "/actions": {"get": _op(
-            "The outbox: actions with their status, attempts and last error.",
+            "The outbox: actions with their status, attempts, last error and approvals (who, when, why).",
             {200: "The actions.", 400: "An unknown status."},
             params=[_param("status", "query", {"type": "string", "enum": list(ACTION_STATUSES)},
                            "Only this status (default: pending, sending, failed and held).")])},
@@ -386,6 +420,13 @@ OPENAPI: dict[str, Any] = {
             "Put a failed, held or cancelled action back in the outbox for the next push.",
             {200: "The action, now pending.", 404: "No such action.", 409: "The action was already sent."},
             params=[_KEY])},
+        "/actions/{key}/approve": {"post": _op(
+            "Approve a held action (a guardrail or a review held it); recorded as approved by \"admin API\", "
+            "with the time and the reason given.",
+            {200: "The action, now pending, with its approvals.", 400: "A bad body.", 404: "No such action.",
+             409: "The action was already sent or cancelled."},
+            params=[_KEY], body={"type": "object", "additionalProperties": False,
+                                 "properties": {"why": {"type": "string", "description": "Why it may go."}}})},
         "/actions/{key}/cancel": {"post": _op(
             "Take an unsent action out of the outbox (kept as cancelled).",
             {200: "The action, now cancelled.", 404: "No such action.", 409: "The action was already sent."},

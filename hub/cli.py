@@ -20,7 +20,73 @@ from hub.logs import configure_logging
 from hub.money import format_minor
 
 DEFAULT_CONFIG = "msp-hub.toml"
-EXIT_LOCKED = 75   # EX_TEMPFAIL: another run holds the lock; try again later
+
+# Exit codes of sync, resync and plan (see EXIT_CODES_HELP). When several apply, the most severe
+# wins: a failed pull, then something held for an error or incomplete input, then a failed push.
+EXIT_OK = 0
+EXIT_PUSH_FAILED = 1     # a vendor refused a push; the action stays in the outbox (msp-hub actions)
+EXIT_USAGE = 2           # a wrong option or config: refused before any request
+EXIT_PULL_FAILED = 3     # a stream's pass failed: what it feeds was not pushed
+EXIT_HELD = 4            # something is held for an error or incomplete input; fix it, then sync again
+EXIT_CRASHED = 70        # EX_SOFTWARE: the run ended on an unexpected exception (see the log)
+EXIT_LOCKED = 75         # EX_TEMPFAIL: another run holds the lock; try again later
+EXIT_STOPPED = 130       # stopped on request (Ctrl-C, SIGTERM) before the end
+HELD_FOR_ERRORS = ("error", "incomplete")   # held causes that make a run exit 4
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0   all good (guardrail or review holds waiting for an approval are printed, not failures)
+  1   a push failed (the action stays in the outbox: msp-hub actions --status failed)
+  2   a wrong option or config, refused before any request
+  3   a pull failed (a stream's pass failed; what it feeds was not pushed)
+  4   something is held for an error or incomplete input
+  70  the run crashed (see the log)
+  75  another run holds the lock
+  130 stopped on request before the end
+When several apply the most severe wins: 3, then 4, then 1. A line on stderr says why."""
+
+
+class Refused(click.ClickException):
+    """A mistake in the command line or the config, refused before any request: exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def exit_reasons(report) -> list[tuple[int, str]]:
+    """Why a run's exit code is not 0: (code, one line) for each cause that applies, most severe first.
+
+    ``report``: a RunReport; its ``passes``, ``held`` (each with a ``cause``), ``failed`` and
+    ``stopped``. A held action without a cause counts as held for an error: never silently fine."""
+    out: list[tuple[int, str]] = []
+    pulls = [f"{key} ({p.get('error') or 'no message'})" for key, p in sorted((report.passes or {}).items())
+             if p.get("status") == "failed"]
+    if pulls:
+        out.append((EXIT_PULL_FAILED, f"{len(pulls)} stream(s) failed to pull: " + "; ".join(pulls)))
+    held = [h for h in report.held if h.get("cause") in HELD_FOR_ERRORS or not h.get("cause")]
+    if held:
+        out.append((EXIT_HELD, f"{len(held)} action(s) held for an error or incomplete input: "
+                    + "; ".join(f"{h['key']} ({h.get('cause') or 'no cause given'})" for h in held)))
+    if report.failed:
+        out.append((EXIT_PUSH_FAILED, f"{len(report.failed)} push(es) failed: "
+                    + "; ".join(f['key'] for f in report.failed)))
+    if not out and getattr(report, "stopped", False):
+        out.append((EXIT_STOPPED, "stopped before the end; the next run goes on from the last committed page"))
+    return out
+
+
+def exit_code(report) -> int:
+    """The exit code of a run (0, 1, 3, 4 or 130; see EXIT_CODES_HELP); the most severe cause wins."""
+    reasons = exit_reasons(report)
+    return reasons[0][0] if reasons else EXIT_OK
+
+
+def _exit(report) -> None:
+    """Print why the exit code is not 0 (one line on stderr), then exit with it."""
+    reasons = exit_reasons(report)
+    code = reasons[0][0] if reasons else EXIT_OK
+    if reasons:
+        click.echo(f"exit {code}: " + "; also ".join(text for _, text in reasons), err=True)
+    sys.exit(code)
 
 
 def _open_hub(config_path: str | None) -> Hub:
@@ -31,19 +97,43 @@ def _open_hub(config_path: str | None) -> Hub:
                           secrets=config.secret_values())
         return Hub(config)
     except HubError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Refused(str(exc)) from None
 
 
-def _run(config_path: str | None, **options) -> RunReport:
-    """One ``sync_once`` on a hub opened from the config; user mistakes become one clear line."""
+def _check_period(period: str | None) -> None:
+    """Refuse a period that is not YYYY-MM at once, before the config is even read."""
+    if period is not None:
+        from hub.periods import parse_period
+        try:
+            parse_period(period)
+        except ValueError as exc:
+            raise Refused(f"--period: {exc} (fix: write --period 2026-10)") from None
+
+
+def _scope_kwargs(hub: Hub, **scope) -> dict[str, Any]:
+    """Check --connector, --stream and --period against the configured connectors (no request)."""
+    from hub.service import ScopeError, normalize_scope
+    try:
+        return normalize_scope({k: v for k, v in scope.items() if v},
+                               {n: [st.name for st in c.streams()] for n, c in hub.connectors.items()})
+    except ScopeError as exc:
+        flag = {"connectors": "--connector", "streams": "--stream", "clients": "--client"}.get(exc.key, f"--{exc.key}")
+        raise Refused(f"{flag}: {str(exc).split(': ', 1)[1]}") from None
+
+
+def _run(config_path: str | None, scope: dict[str, Any] | None = None, **options) -> RunReport:
+    """One ``sync_once`` on a hub opened from the config, its scope checked first; user mistakes
+    become one clear line and exit code 2, a held lock exit code 75."""
     hub = _open_hub(config_path)
     try:
+        if scope is not None:
+            options.update(_scope_kwargs(hub, **scope))
         return sync_once(hub, **options)
     except LockedError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
     except (HubError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Refused(str(exc)) from None
     finally:
         hub.close()
 
@@ -132,11 +222,19 @@ def render_push(report: RunReport, out=None) -> None:
         echo(f"pushed {p['key']} -> {p['vendor_id']} {p['summary']}")
     for f in report.failed:
         echo(f"FAILED {f['key']}: {f['error']}")
-    for h in report.held:
-        echo(f"held {h['key']}: {'; '.join(h['reasons'])} (approve with: msp-hub approve {h['key']})")
+    render_held(report, out=out)
     if not report.pushed and not report.failed:
         sent = sum(1 for p in report.plan if p.status == "unchanged")
         echo(f"nothing new to push: {sent} action(s) due were already sent" if sent else "nothing to push")
+
+
+def render_held(report: RunReport, out=None) -> None:
+    """Every held action with its cause and reasons, and how to let it through when it may go."""
+    for h in report.held:
+        cause = h.get("cause") or "no cause given"
+        hint = (f" (approve with: msp-hub approve {h['key']})" if cause in ("guardrail", "review")
+                else " (fix the cause, then sync again)" if cause in HELD_FOR_ERRORS else "")
+        click.echo(f"held [{cause}] {h['key']}: {'; '.join(h.get('reasons') or ())}{hint}", file=out)
 
 
 def render_errors(report: RunReport) -> None:
@@ -147,7 +245,7 @@ def render_errors(report: RunReport) -> None:
             click.echo(f"error: {e}", err=True)
 
 
-@click.group()
+@click.group(epilog=EXIT_CODES_HELP.replace("Exit codes:", "Exit codes of sync, resync and plan:"))
 @click.version_option(package_name="msp-hub")
 def main():
     """msp-hub: make an RMM, a PSA and a billing system behave as one platform.
@@ -157,7 +255,7 @@ def main():
     """
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @config_option
 @click.option("--dry-run", is_flag=True, help="Pull and plan, but push nothing.")
 @click.option("--period", metavar="YYYY-MM", help="Invoice this period even if it has not ended.")
@@ -176,7 +274,9 @@ def sync(config_path, dry_run, period, connectors, streams, as_json, details):
         msp-hub sync --config msp-hub.toml --dry-run
         msp-hub sync --period 2026-10
     """
-    report = _run(config_path, dry_run=dry_run, period=period, connectors=connectors, streams=streams)
+    _check_period(period)
+    report = _run(config_path, dict(connectors=list(connectors), streams=list(streams), period=period),
+                  dry_run=dry_run)
     if as_json:
         click.echo(dumps(report.to_json()))
     else:
@@ -187,10 +287,10 @@ def sync(config_path, dry_run, period, connectors, streams, as_json, details):
         else:
             render_push(report)
     render_errors(report)
-    sys.exit(1 if report.failed else 0)
+    _exit(report)
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @config_option
 @click.option("--period", metavar="YYYY-MM", help="Plan this period (default: the last ended and the current).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
@@ -202,12 +302,15 @@ def plan(config_path, period, as_json, details):
         msp-hub plan --details
         msp-hub plan --period 2026-10 --json > plan.json
     """
-    report = _run(config_path, dry_run=True, pull_first=False, period=period)
+    _check_period(period)
+    report = _run(config_path, dict(period=period), dry_run=True, pull_first=False)
     if as_json:
         click.echo(dumps(report.to_json()))
     else:
         render_plan(report, details=details)
+        render_held(report)
         render_errors(report)
+    _exit(report)
 
 
 @main.command()
@@ -235,10 +338,11 @@ def plugins(config_path):
 
 @main.command()
 @config_option
-@click.option("--status", type=click.Choice(["pending", "sending", "sent", "failed", "held"]), help="Only this status.")
+@click.option("--status", type=click.Choice(["pending", "sending", "sent", "failed", "held", "cancelled"]),
+              help="Only this status.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def actions(config_path, status, as_json):
-    """List the outbox: every action, its status, attempts, vendor id and last error.
+    """List the outbox: every action, its status, attempts, vendor id, last error and who approved it.
 
     Example:
         msp-hub actions --status failed
@@ -246,14 +350,19 @@ def actions(config_path, status, as_json):
     hub = _open_hub(config_path)
     try:
         rows = hub.store.actions(status=status)
+        approvals: dict[str, list[dict]] = {}
+        for a in hub.store.approvals():
+            approvals.setdefault(a["target"], []).append({"who": a["who"], "at": a["at"], "why": a["why"]})
     finally:
         hub.close()
     if as_json:
-        click.echo(dumps(rows))
+        click.echo(dumps([dict(r, approvals=approvals.get(r["key"], [])) for r in rows]))
         return
     for r in rows:
         click.echo(f"{r['key']}  {r['status']}  attempts={r['attempts']}  vendor_id={r['vendor_id'] or '-'}"
                    + (f"  error={r['last_error']}" if r["last_error"] else ""))
+        for a in approvals.get(r["key"], []):
+            click.echo(f"    approved by {a['who']} at {a['at']}" + (f": {a['why']}" if a["why"] else ""))
     if not rows:
         click.echo("the outbox is empty")
 
@@ -305,23 +414,158 @@ def clients(config_path, as_json):
 
 @main.command()
 @config_option
-@click.argument("key")
-def approve(config_path, key):
-    """Approve an action that a guardrail held (e.g. an agreement quantity set to 0).
+@click.argument("key", required=False)
+@click.option("--stream", "stream", metavar="CONNECTOR.STREAM",
+              help="Approve the stream's latest complete pass (one judged suspect holds what it feeds).")
+@click.option("--run", "run_id", metavar="RUN_ID", help="Approve a run's drafts held for the review window.")
+@click.option("--why", default="", help="Why it may go; recorded with who and when.")
+@click.option("--json", "as_json", is_flag=True, help="Print the approval as JSON.")
+def approve(config_path, key, stream, run_id, why, as_json):
+    """Let through what a guardrail or a review held: one action, a stream's pass or a run.
 
-    The next sync pushes it. Use `msp-hub actions --status held` to list them.
+    The approval is recorded with the system user, the time and --why; `msp-hub actions` shows
+    it. The next sync pushes what it let through. Give exactly one of KEY, --stream and --run.
 
+    \b
     Example:
-        msp-hub approve agreement_quantity:4711:88:2026-10
+        msp-hub approve agreement_quantity:4711:88:2026-10 --why "the client cancelled"
+        msp-hub approve --stream ninjaone.devices --why "30 devices retired this week"
+        msp-hub approve --run 20261101-060000-ab12cd
     """
+    from hub.store import _system_user
+    given = [name for name, value in (("KEY", key), ("--stream", stream), ("--run", run_id)) if value]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of KEY, --stream and --run"
+                               + (f" (got {', '.join(given)})" if given else ""))
+    who = _system_user()
     hub = _open_hub(config_path)
     try:
-        row = hub.store.approve(key)
+        if key:
+            row = hub.store.get_action(key)
+            if row is None:
+                raise Refused(f"no action {key!r} in the outbox; list them with: msp-hub actions --status held")
+            if row["status"] in ("sent", "cancelled"):
+                raise Refused(f"action {key!r} was already {row['status']}; there is nothing to approve")
+            hub.store.approve(key, who=who, why=why)
+            approval = hub.store.approvals(key)[-1]
+            done = f"approved {key}; the next sync pushes it"
+        elif stream:
+            target, done = _approve_pass(hub, stream, who, why)
+            approval = hub.store.approvals(target)[-1]
+        else:
+            run = hub.store.get_run(run_id)
+            if run is None:
+                raise Refused(f"no run {run_id!r}; list them with: msp-hub runs")
+            approval = hub.store.record_approval(f"run:{run_id}", who, why)
+            done = f"approved the drafts of run {run_id} ({run['status']}); the next sync pushes them"
     finally:
         hub.close()
-    if row is None:
-        raise click.ClickException(f"no action {key!r} in the outbox; list them with: msp-hub actions")
-    click.echo(f"approved {key}; the next sync pushes it")
+    if as_json:
+        click.echo(dumps({k: approval[k] for k in ("target", "who", "at", "why")}))
+    else:
+        click.echo(f"{done} (approved by {approval['who']} at {approval['at']}"
+                   + (f": {approval['why']})" if approval["why"] else ")"))
+
+
+def _approve_pass(hub: Hub, stream: str, who: str, why: str) -> tuple[str, str]:
+    """Record the approval of ``connector.stream``'s latest complete pass: (target, message)."""
+    known = sorted(f"{n}.{s.name}" for n, c in hub.connectors.items() for s in c.streams())
+    if stream not in known:
+        raise Refused(f"--stream: no configured stream {stream!r} (fix: use connector.stream, one of "
+                      f"{', '.join(known) or '(none configured)'})")
+    connector, name = stream.split(".", 1)
+    state = hub.store.stream_states().get((connector, name)) or {}
+    last = state.get("last_complete")
+    if last is None:
+        raise Refused(f"{stream} has no complete pass to approve; run: msp-hub sync --stream {name}")
+    target = f"pass:{last['id']}"
+    if hub.store.approvals(target):
+        raise Refused(f"pass {last['id']} of {stream} (ended {last['finished_at']}) is already approved; "
+                      "see: msp-hub streams")
+    hub.store.record_approval(target, who, why)
+    return target, (f"approved pass {last['id']} of {stream} ({last['records']} records, ended "
+                    f"{last['finished_at']}); the next sync plans from it")
+
+
+def _age(seconds: float | None) -> str:
+    from hub.service import human_seconds
+    return "-" if seconds is None else human_seconds(seconds)
+
+
+@main.command()
+@config_option
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500), help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def runs(config_path, limit, as_json):
+    """List the latest runs, newest first: mode, status, records, pushes, holds and errors.
+
+    A run's status: ok; warnings (standing warnings only); held (something held for an error or
+    incomplete input); failed (a pull or a push failed); stopped; crashed; refused (the lock was
+    held); abandoned (its process died); running.
+
+    Example:
+        msp-hub runs --limit 5
+    """
+    import json as json_module
+    hub = _open_hub(config_path)
+    try:
+        rows = [dict(r, counts=json_module.loads(r.get("counts") or "{}"), errors=json_module.loads(r.get("errors") or "[]"))
+                for r in hub.store.runs(limit=limit)]
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    if not rows:
+        click.echo("no run yet; start one with: msp-hub sync")
+        return
+    table = []
+    for r in rows:
+        c = r["counts"]
+        table.append((r["id"], r["mode"] or "-", r["status"] or "-", (r["started_at"] or "")[:19],
+                      str(sum((c.get("records") or {}).values())), str(c.get("pushed", 0)), str(c.get("failed", 0)),
+                      str(c.get("held", 0)), str(len(r["errors"]))))
+    _table(("run", "mode", "status", "started", "records", "pushed", "failed", "held", "errors"), table, click.echo,
+           right=(4, 5, 6, 7, 8))
+    for r in rows:
+        for e in r["errors"]:
+            click.echo(f"{r['id']}: {e}")
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def streams(config_path, as_json):
+    """Each stream's last pass, last complete pass, age, maximum age and last error.
+
+    A stream is unhealthy (the daemon's /health is 503) when its last pass failed, or its last
+    complete pass is older than its maximum age: [health] max_age, else 3 times the interval of
+    the most frequent scheduled job that pulls it, else 26 hours.
+
+    Example:
+        msp-hub streams
+    """
+    from hub.service import stream_health
+    hub = _open_hub(config_path)
+    try:
+        try:
+            rows = stream_health(hub)
+        except HubError as exc:
+            raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    table = [(f"{r['connector']}.{r['stream']}", (r["last_pass"] or {}).get("status", "never"),
+              (r["last_success"] or "-")[:19], _age(r["age_seconds"]), _age(r["max_age_seconds"]),
+              "ok" if r["healthy"] else "NOT OK") for r in rows]
+    _table(("stream", "last pass", "last complete", "age", "max age", "health"), table, click.echo)
+    for r in rows:
+        if r["reason"]:
+            click.echo(f"! {r['reason']}")
+        elif r["last_error"]:
+            click.echo(f"  {r['connector']}.{r['stream']} last error: {r['last_error']}")
 
 
 @main.command()
@@ -445,6 +689,8 @@ def _remote_resync(admin, scope: dict, *, as_json: bool, wait: bool):
             if response.status_code == 401:
                 raise click.ClickException(f"the daemon at {admin.url} refused the token of [admin]; "
                                            "start the CLI with the daemon's token_env or token_file")
+            if response.status_code == 400:
+                raise Refused(f"the daemon at {admin.url} refused the resync: {body.get('error')}")
             if response.status_code != 202:
                 raise click.ClickException(f"the daemon at {admin.url} refused the resync: "
                                            f"{body.get('error') or f'HTTP {response.status_code}'}")
@@ -509,8 +755,35 @@ def _remote_progress(http, run_id: str) -> str:
             + (f" ({p['failed']} failed)" if p["failed"] else "") + (f"; at {p['stream']}" if p.get("stream") else ""))
 
 
+def report_from_row(row: dict):
+    """What ``exit_reasons`` reads, from a run row of the store or the API (a daemon's run).
+
+    The row's counts give the passes and held causes when the run recorded them; otherwise the
+    status and errors say what happened: a failed run whose errors name a pull failed to pull."""
+    from types import SimpleNamespace
+    counts = row.get("counts") or {}
+    errors = row.get("errors") or []
+    status = row.get("status")
+    passes = counts.get("passes")
+    if not isinstance(passes, dict):
+        passes = {}
+        for e in errors:
+            if e.startswith("pull ") and ": " in e and " set aside: " not in e:
+                key, error = e[5:].split(": ", 1)
+                passes[key] = {"status": "failed", "error": error}
+    held = []
+    for cause, n in (counts.get("held_causes") or {}).items():
+        held += [{"key": f"{n} action(s)", "cause": cause}] if n else []
+    if not held and status == "held":
+        held = [{"key": f"{counts.get('held', 0)} action(s)", "cause": "error"}]
+    failed = [{"key": f"{counts.get('failed')} action(s)"}] if counts.get("failed") else []
+    if status == "failed" and not passes and not failed:
+        passes = {"(the run)": {"status": "failed", "error": "; ".join(errors) or "no message"}}
+    return SimpleNamespace(passes=passes, held=held, failed=failed, stopped=status == "stopped")
+
+
 def _print_run_row(row: dict) -> int:
-    """A run the daemon made, in one or two lines; the exit code (0 when it ended ok)."""
+    """A run the daemon made, in one or two lines; its exit code (see EXIT_CODES_HELP)."""
     counts = row.get("counts") or {}
     records = counts.get("records") or {}
     click.echo(f"run {row['id']}: {row['status']}; pulled "
@@ -518,10 +791,24 @@ def _print_run_row(row: dict) -> int:
                + f"; pushed {counts.get('pushed', 0)}, failed {counts.get('failed', 0)}, held {counts.get('held', 0)}")
     for e in row.get("errors") or []:
         click.echo(f"error: {e}", err=True)
-    return 0 if row["status"] == "ok" else 1
+    return _row_exit(row)
 
 
-@main.command()
+def _row_exit(row: dict) -> int:
+    """The exit code of a daemon's run, with the line on stderr saying why it is not 0."""
+    if row.get("status") in ("crashed", "abandoned"):
+        click.echo(f"exit {EXIT_CRASHED}: run {row['id']} {row['status']}; see the daemon's log", err=True)
+        return EXIT_CRASHED
+    if row.get("status") == "refused":
+        click.echo(f"exit {EXIT_LOCKED}: run {row['id']} was refused: another run held the lock", err=True)
+        return EXIT_LOCKED
+    reasons = exit_reasons(report_from_row(row))
+    if reasons:
+        click.echo(f"exit {reasons[0][0]}: " + "; also ".join(text for _, text in reasons), err=True)
+    return reasons[0][0] if reasons else EXIT_OK
+
+
+@main.command(epilog=EXIT_CODES_HELP)
 @config_option
 @click.option("--connector", "connectors", multiple=True, help="Only this connector (repeatable).")
 @click.option("--stream", "streams", multiple=True, help="Only this stream (repeatable).")
@@ -542,18 +829,19 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
         msp-hub resync --connector ninjaone --stream devices --full
         msp-hub resync --client acme --period 2026-10 --dry-run
     """
-    from hub.service import ScopeError, admin_settings, check_clients, normalize_scope
+    from hub.service import ScopeError, admin_settings, check_clients
     path = _config_file(config_path)
     scope: dict[str, Any] = {"connectors": list(connectors), "streams": list(streams), "clients": list(clients),
                              "full": full, "dry_run": dry_run}
     if period:
         scope["period"] = period
     scope = {k: v for k, v in scope.items() if v}
+    _check_period(period)
     try:
         config = load_config(path)
         admin = admin_settings(config)
     except HubError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Refused(str(exc)) from None
     if admin.token is not None:
         row = _remote_resync(admin, scope, as_json=as_json, wait=not no_wait)
         if row is not None:
@@ -561,7 +849,7 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
                 return
             if as_json:
                 click.echo(dumps(row))
-                sys.exit(0 if row["status"] == "ok" else 1)
+                sys.exit(_row_exit(row))
             sys.exit(_print_run_row(row))
     hub = _open_hub(path)
     stop = threading.Event()
@@ -575,7 +863,7 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
-        kwargs = normalize_scope(scope, {n: [st.name for st in c.streams()] for n, c in hub.connectors.items()})
+        kwargs = _scope_kwargs(hub, **scope)
         if kwargs.get("clients"):
             check_clients(hub, kwargs["clients"])
         shown = sys.stderr.isatty() and not as_json
@@ -589,7 +877,7 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
         click.echo(f"locked: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
     except (ScopeError, HubError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Refused(str(exc)) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -606,7 +894,7 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
         else:
             render_push(report)
     render_errors(report)
-    sys.exit(1 if report.failed or report.stopped else 0)
+    _exit(report)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,10 +8,12 @@ so no secret and no unbounded set of values can reach a label.
 
 from __future__ import annotations
 
-from typing import Callable
+from datetime import datetime
+from typing import Callable, Iterator
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 REGISTRY = CollectorRegistry()
 
@@ -29,8 +31,60 @@ VENDOR_RATE_LIMITED = Counter("msp_hub_vendor_rate_limited", "Responses 429 (too
 # A run takes from under a second (a plan) to an hour (a first pull of a large RMM).
 RUN_SECONDS = Histogram("msp_hub_run_seconds", "Duration of a run.", ["mode"], registry=REGISTRY,
                         buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600))
-RUNS = Counter("msp_hub_runs", "Finished runs, by mode and status (ok, partial, crashed, ...).",
-               ["mode", "status"], registry=REGISTRY)
+RUNS = Counter("msp_hub_runs", "Finished runs of this process, by mode and status (ok, warnings, held, failed, "
+               "stopped, crashed, refused).", ["mode", "status"], registry=REGISTRY)
+
+RUN_STATUSES = ("ok", "warnings", "held", "failed", "stopped", "crashed", "refused", "abandoned", "running")
+GAUGED_ACTION_STATUSES = ("pending", "held", "failed")
+
+
+class StoreCollector:
+    """Gauges computed from the store at each scrape, so that they hold whichever process ran:
+
+    - ``msp_hub_stream_last_success_timestamp_seconds{connector,stream}``: when the stream's last
+      complete pass ended (absent until it completed one);
+    - ``msp_hub_stream_up{connector,stream}``: 1 when its last pass was complete, else 0;
+    - ``msp_hub_actions{status}``: actions of the outbox that are pending, held or failed;
+    - ``msp_hub_stored_runs{status}``: the runs recorded in the store, by status.
+    """
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        last_success = GaugeMetricFamily("msp_hub_stream_last_success_timestamp_seconds",
+                                         "When the stream's last complete pass ended (Unix time).",
+                                         labels=["connector", "stream"])
+        up = GaugeMetricFamily("msp_hub_stream_up", "1 when the stream's last pass was complete, else 0.",
+                               labels=["connector", "stream"])
+        for (connector, stream), state in sorted(self.store.stream_states().items()):
+            complete, last = state.get("last_complete"), state.get("last")
+            if complete and complete.get("finished_at"):
+                last_success.add_metric([connector, stream],
+                                        datetime.fromisoformat(complete["finished_at"]).timestamp())
+            if last:
+                up.add_metric([connector, stream], 1.0 if last["status"] == "complete" else 0.0)
+        yield last_success
+        yield up
+        counts = {s: self.store.db["actions"].count_where("status = ?", [s]) for s in GAUGED_ACTION_STATUSES}
+        actions = GaugeMetricFamily("msp_hub_actions", "Actions of the outbox, by status (pending, held, failed).",
+                                    labels=["status"])
+        for status, n in counts.items():
+            actions.add_metric([status], n)
+        yield actions
+        runs = {s: self.store.db["runs"].count_where("status = ?", [s]) for s in RUN_STATUSES}
+        stored = GaugeMetricFamily("msp_hub_stored_runs", "Runs recorded in the store, by status.",
+                                   labels=["status"])
+        for status, n in runs.items():
+            stored.add_metric([status], n)
+        yield stored
+
+
+def store_metrics(store) -> bytes:
+    """The store's gauges (``StoreCollector``) in the Prometheus text format, computed now."""
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    return generate_latest(registry)
 
 
 def status_class(status_code: int) -> str:

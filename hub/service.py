@@ -9,11 +9,12 @@ of another process (``msp-hub sync`` or ``resync`` in-process) keeps the daemon'
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -147,8 +148,181 @@ def check_clients(hub: Hub, clients: Iterable[str]) -> None:
                          fix="list the hub's clients with: msp-hub clients")
 
 
+def mark_abandoned(hub: Hub) -> list[str]:
+    """Mark the runs left ``running`` by a process that died as ``abandoned``; return their ids.
+
+    When the run lock is free, no pulling run is alive anywhere, so every pulling run still
+    ``running`` is abandoned; otherwise only those whose process is gone from this host."""
+    probe = f"daemon:start:{os.getpid()}"
+    held = hub.store.acquire_lock(LOCK, probe) is None
+    try:
+        dead = hub.store.mark_abandoned_runs(lock_held=held)
+    finally:
+        if held:
+            hub.store.release_lock(LOCK, probe)
+    if dead:
+        log.warning("daemon.runs_abandoned", runs=dead, reason="their process ended before they finished")
+    return dead
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
+
+
+# --- stream health ---------------------------------------------------------------------------------
+
+DEFAULT_MAX_AGE = 26 * 3600      # a stream no job pulls: a daily pull with two hours of slack
+SCHEDULE_FACTOR = 3              # a scheduled stream may miss two firings before it is stale
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: Any) -> int:
+    """``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` (or a number of seconds, or a timedelta) -> seconds;
+    ValueError otherwise. Uses ``hub.config.parse_duration`` when the config module offers it."""
+    from datetime import timedelta
+    from hub import config as config_module
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and hasattr(config_module, "parse_duration"):
+        return duration_seconds(config_module.parse_duration(value))
+    else:
+        m = _DURATION.match(value) if isinstance(value, str) else None
+        if not m:
+            raise ValueError(f"{value!r} is not a duration")
+        seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration")
+    return int(seconds)
+
+
+def human_seconds(seconds: float) -> str:
+    """3720 -> "1h2m"; 90 -> "1m30s"; 200000 -> "2d7h"."""
+    seconds = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if seconds >= size:
+            rest = (seconds % size) // sub_size
+            return f"{seconds // size}{unit}" + (f"{rest}{sub}" if rest else "")
+    return f"{seconds}s"
+
+
+def configured_max_ages(config: HubConfig, streams: dict[str, list[str]]) -> dict[str, int]:
+    """``[health] max_age = { "ninjaone.devices" = "2h" }``: "connector.stream" -> seconds.
+
+    Read from the typed section when the config has one, else from the raw table; a key that names
+    no configured stream, or a value that is not a duration, is a ConfigError naming the key."""
+    section = getattr(config, "health", None)
+    if section is None:
+        raw = getattr(config, "raw", None)
+        section = raw.get("health") if isinstance(raw, dict) else None
+    if section is None:
+        return {}
+    table = section.get("max_age") if isinstance(section, dict) else getattr(section, "max_age", None)
+    if not table:
+        return {}
+    if not isinstance(table, dict):
+        raise ConfigError("must be a table of stream = duration", file=config.file, key="health.max_age",
+                          fix='write max_age = { "ninjaone.devices" = "2h" }')
+    known = sorted(f"{c}.{s}" for c, names in streams.items() for s in names)
+    out: dict[str, int] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"no configured stream {key!r}", file=config.file, key=f'health.max_age."{key}"',
+                              fix=f"use connector.stream, one of {', '.join(known) or '(none configured)'}")
+        try:
+            out[key] = duration_seconds(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc), file=config.file, key=f'health.max_age."{key}"',
+                              fix='write a duration such as "90m", "2h" or "1d"') from None
+    return out
+
+
+def _job_interval(job, tz: str, now: datetime) -> int | None:
+    """A job's interval in seconds: ``every``, or for a cron line the gap between its next two firings."""
+    if job.every:
+        return int(job.every)
+    if not job.cron:
+        return None
+    from hub.daemon import cron_trigger
+    trigger = cron_trigger(job.cron, tz)
+    first = trigger.get_next_fire_time(None, now)
+    second = trigger.get_next_fire_time(first, first + timedelta(seconds=1)) if first else None
+    return int((second - first).total_seconds()) if first and second else None
+
+
+def max_ages(config: HubConfig, streams: dict[str, list[str]],
+             now: datetime | None = None) -> dict[str, tuple[int, str]]:
+    """Each stream's maximum age (seconds) and where it comes from: ``[health] max_age``, else
+    ``SCHEDULE_FACTOR`` times the interval of the most frequent scheduled job that pulls it, else
+    ``DEFAULT_MAX_AGE``."""
+    from hub.daemon import parse_schedule
+    now = now or datetime.now(timezone.utc)
+    configured = configured_max_ages(config, streams)
+    jobs = parse_schedule(config, streams) if config.schedule else []
+    out: dict[str, tuple[int, str]] = {}
+    for connector, names in streams.items():
+        for stream in names:
+            key = f"{connector}.{stream}"
+            if key in configured:
+                out[key] = (configured[key], f'[health] max_age "{key}"')
+                continue
+            best: tuple[int, str] | None = None
+            for job in jobs:
+                scope = job.scope
+                if scope.get("connectors") and connector not in scope["connectors"]:
+                    continue
+                if scope.get("streams") and stream not in scope["streams"]:
+                    continue
+                interval = _job_interval(job, config.timezone, now)
+                if interval and (best is None or interval < best[0]):
+                    best = (interval, job.name)
+            if best:
+                out[key] = (SCHEDULE_FACTOR * best[0], f"{SCHEDULE_FACTOR} x the interval of job {best[1]!r} "
+                                                       f"({human_seconds(best[0])})")
+            else:
+                out[key] = (DEFAULT_MAX_AGE, "no scheduled job pulls it: the default")
+    return out
+
+
+def stream_health(hub: Hub, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Each configured stream's last pass, last complete pass, age, maximum age and last error,
+    with ``reason`` saying why it is not healthy (None when it is).
+
+    Unhealthy: its last pass failed, it never completed a pass, or its last complete pass is
+    older than its maximum age (see ``max_ages``). Ages are measured from the passes' real end
+    times, not from the hub's clock."""
+    now = now or datetime.now(timezone.utc)
+    streams = {name: [s.name for s in c.streams()] for name, c in sorted(hub.connectors.items())}
+    limits = max_ages(hub.config, streams, now)
+    states = hub.store.stream_states()
+    out = []
+    for connector, names in streams.items():
+        for stream in names:
+            key = f"{connector}.{stream}"
+            state = states.get((connector, stream)) or {}
+            last, complete, failed = state.get("last"), state.get("last_complete"), state.get("last_failed")
+            limit, basis = limits[key]
+            age = None
+            if complete and complete.get("finished_at"):
+                age = max(0.0, (now - datetime.fromisoformat(complete["finished_at"])).total_seconds())
+            last_error = failed.get("error") if failed else None
+            reason = None
+            if last and last["status"] == "failed":
+                reason = (f"{key}: its last pass failed at {last['finished_at']}: {last.get('error') or 'no message'}"
+                          + (f"; last complete pass {human_seconds(age)} ago" if age is not None else ""))
+            elif complete is None:
+                reason = f"{key} has never pulled successfully" + (f" (last error: {last_error})" if last_error else "")
+            elif age is not None and age > limit:
+                reason = (f"{key}: its last complete pass ended {human_seconds(age)} ago, more than its maximum age "
+                          f"of {human_seconds(limit)} ({basis})" + (f"; last error: {last_error}" if last_error else ""))
+            out.append({"connector": connector, "stream": stream, "healthy": reason is None, "reason": reason,
+                        "last_pass": last, "last_complete": complete,
+                        "last_success": complete.get("finished_at") if complete else None,
+                        "age_seconds": round(age, 1) if age is not None else None,
+                        "max_age_seconds": limit, "max_age_basis": basis, "last_error": last_error})
+    return out
 
 
 class Service:
@@ -176,6 +350,8 @@ class Service:
         hub = self.open_hub()                  # fails now, not at the first run, on a bad connector
         try:
             self.streams = {name: [s.name for s in c.streams()] for name, c in sorted(hub.connectors.items())}
+            configured_max_ages(self.config, self.streams)   # a bad [health] key fails now too
+            self.abandoned = mark_abandoned(hub)
         finally:
             hub.close()
 
@@ -320,6 +496,7 @@ class Service:
             hub = self.open_hub()
             report = sync_once(hub, stop=self.stop, run_id=run_id, holder=f"daemon:{job}", progress=self._progress,
                                **kwargs)
+            recorded = (hub.store.get_run(run_id) or {}).get("status")   # what the engine judged the run
         except LockedError as exc:
             jlog.info("daemon.job_skipped", reason="the sync lock is held", holder=exc.holder, pid=exc.pid,
                       since=str(exc.since))
@@ -334,7 +511,7 @@ class Service:
         finally:
             if hub is not None:
                 hub.close()
-        status = "stopped" if getattr(report, "stopped", False) else ("partial" if report.errors else "ok")
+        status = recorded or ("stopped" if report.stopped else ("partial" if report.errors else "ok"))
         outcome.update(status=status, records=report.records_total, pushed=len(report.pushed),
                        failed=len(report.failed))
         self._note(job, outcome)
@@ -362,7 +539,7 @@ class Service:
             last = dict(self._last)
         hub = self.open_hub()
         try:
-            connectors = pull_health(hub, hub.store.runs(limit=50))
+            connectors = pull_health(hub)
         finally:
             hub.close()
         jobs = [{"id": job_id, "next_run_at": _iso(moment), "last": last.get(job_id)}

@@ -185,6 +185,13 @@ class Store:
 
     def __init__(self, path: str = ":memory:"):
         self.path = path
+        if path != ":memory:":
+            folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+            if not os.path.isdir(folder):
+                from hub.errors import ConfigError
+                raise ConfigError(f"the database folder {folder} does not exist (database = {os.fspath(path)!r})",
+                                  key="database", fix=f"create it (mkdir -p {folder}) or point database at a "
+                                                      "file in an existing folder")
         self.db = Database(memory=True) if path == ":memory:" else Database(path)
         if path != ":memory:":
             self.db.enable_wal()

@@ -33,9 +33,12 @@ class FakeService:
         self.lock: dict | None = None
         self.triggered: list[dict] = []
         self.opened = self.closed = 0
+        self.config: dict = {}        # attributes set on each hub's config (schedule, health)
 
     def open_hub(self):
         hub = self.env.hub()
+        for name, value in self.config.items():
+            setattr(hub.config, name, value)
         self.opened += 1
         real_close = hub.close
 
@@ -67,6 +70,8 @@ def service(tmp_path):
     run_id, _ = store.start_run("sync")
     store.finish_run(run_id, "partial", {"records": {"ninjaone.clients": 3, "ninjaone.devices": 4}, "pushed": 1,
                                          "failed": 1, "held": 0}, ["push invoice:acme:2026-10: HTTP 500"])
+    for stream, records in (("clients", 3), ("devices", 4)):
+        store.record_pass("ninjaone", stream, run_id, "2026-11-22T11:00:00+00:00", "complete", records)
     store.record_action(Action(KEY, "agreement_quantity", "connectwise", "acme", {"quantity": 0}, "2026-10"), run_id)
     store.mark_failed(KEY, "held: the RMM counts 0 devices", status="held")
     store.record_action(Action("invoice:acme:2026-10", "invoice", "stripe", "acme", {}, "2026-10"), run_id)
@@ -83,11 +88,26 @@ def client(service):
     return make_app(service).test_client()
 
 
-def pull_everything(service):
+def pull_everything(service, status="complete", error=None):
+    """Record a pass of every stream (what a run's pull leaves in the store); return their ids."""
     hub = service.env.hub()
+    ids = {}
     for name, connector in hub.connectors.items():
         for stream in connector.streams():
             hub.store.write_page(stream.table, [], name, stream.name, {"since": "2026-11-22T00:00:00+00:00"})
+            ids[f"{name}.{stream.name}"] = hub.store.record_pass(name, stream.name, "run-pull", "2026-11-22T11:00:00",
+                                                                 status, 0, error=error)
+    hub.close()
+    return ids
+
+
+def age_pass(service, pass_id, hours):
+    """Make a recorded pass end ``hours`` ago."""
+    from datetime import datetime, timedelta, timezone
+    hub = service.env.hub()
+    ended = (datetime.now(timezone.utc) - timedelta(hours=hours)).isoformat()
+    hub.store.db["stream_passes"].update(pass_id, {"finished_at": ended})
+    hub.store.db.conn.commit()
     hub.close()
 
 
@@ -258,6 +278,42 @@ def test_retry_and_cancel_change_an_action_whose_key_holds_colons(client):
     retried = client.post(f"/actions/{KEY}/retry", headers=AUTH)
     assert retried.status_code == 200 and retried.get_json()["action"]["status"] == "pending"
     assert [a["key"] for a in client.get("/actions?status=pending", headers=AUTH).get_json()["actions"]] == [KEY]
+
+
+def test_approve_lets_a_held_action_through_recorded_as_the_admin_api_with_why(client, service):
+    approved = client.post(f"/actions/{KEY}/approve", headers=AUTH, json={"why": "the client left"})
+    assert approved.status_code == 200, approved.get_json()
+    action = approved.get_json()["action"]
+    assert action["status"] == "pending"
+    [approval] = action["approvals"]
+    assert approval["who"] == "admin API" and approval["why"] == "the client left" and approval["at"]
+    listed = {a["key"]: a for a in client.get("/actions", headers=AUTH).get_json()["actions"]}
+    assert listed[KEY]["approvals"] == [approval] and listed["invoice:acme:2026-10"]["approvals"] == []
+    hub = service.env.hub()
+    assert hub.store.approvals(KEY) == [dict(approval, id=1, target=KEY)]
+    assert hub.store.get_action(KEY)["approved"] == 1
+    hub.close()
+
+
+def test_approve_without_a_body_records_an_empty_why(client):
+    approved = client.post(f"/actions/{KEY}/approve", headers=AUTH)
+    assert approved.status_code == 200 and approved.get_json()["action"]["approvals"][0]["why"] == ""
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/actions/invoice:nobody:2026-10/approve", {}, 404, "no action 'invoice:nobody:2026-10' in the outbox"),
+    ("/actions/invoice:birch:2026-10/approve", {}, 409, "action 'invoice:birch:2026-10' was already sent; there is "
+                                                        "nothing to approve"),
+    (f"/actions/{KEY}/approve", {"why": 3}, 400, 'the body must be a JSON object {"why": "..."} (or empty)'),
+    (f"/actions/{KEY}/approve", {"who": "me"}, 400, 'the body must be a JSON object {"why": "..."} (or empty)'),
+    (f"/actions/{KEY}/approve", ["why"], 400, 'the body must be a JSON object {"why": "..."} (or empty)'),
+])
+def test_approve_refuses_what_it_cannot_approve_and_records_nothing(client, service, path, body, status, message):
+    response = client.post(path, headers=AUTH, json=body)
+    assert response.status_code == status and response.get_json()["error"] == message
+    hub = service.env.hub()
+    assert hub.store.approvals() == [] and hub.store.get_action(KEY)["status"] == "held"
+    hub.close()
 
 
 @pytest.mark.parametrize("verb", ["retry", "cancel"])

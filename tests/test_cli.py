@@ -1,6 +1,7 @@
 """The msp-hub command against simulators served over real HTTP, and what it never leaks."""
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -88,7 +89,7 @@ def test_config_mistakes_are_one_clear_line_not_a_traceback(tmp_path, config_tex
     cfg = tmp_path / "bad.toml"
     cfg.write_text(f"mappings = '{(ROOT / 'mappings').as_posix()}'\n" + config_text)
     result = run("sync", "--config", str(cfg), env=env)
-    assert result.exit_code == 1 and fragment in result.output and "bad.toml" in result.output
+    assert result.exit_code == 2 and fragment in result.output and "bad.toml" in result.output
     assert "Traceback" not in result.output and "sk_live_inline" not in result.output
 
 
@@ -102,3 +103,95 @@ def test_example_config_loads_with_its_secrets_set():
     hub = Hub(cfg)
     assert sorted(hub.connectors) == ["connectwise", "ninjaone", "stripe"]
     hub.close()
+
+
+# --- approvals, runs --------------------------------------------------------------------------------
+
+@pytest.fixture
+def local(tmp_path, monkeypatch):
+    """The commands on a hub of the test Env (no config file), with one held and one sent action."""
+    from hub.records import Action
+    from tests.conftest import Env
+    env = Env(tmp_path, devices=4)
+    hub = env.hub()
+    for key in ("agreement_quantity:4711:88:2026-10", "invoice:acme:2026-10"):
+        hub.store.record_action(Action(key, key.split(":")[0], "stripe", "acme", {}, "2026-10"), "run-x")
+    hub.store.mark_failed("agreement_quantity:4711:88:2026-10", "the RMM counts 0 devices", status="held")
+    hub.store.mark_sent("invoice:acme:2026-10", "in_1", "invoice")
+    hub.close()
+    monkeypatch.setattr("hub.cli._open_hub", lambda path: env.hub())
+    return env
+
+
+def test_approve_records_the_system_user_when_and_why_and_actions_shows_it(local):
+    from hub.store import _system_user
+    key = "agreement_quantity:4711:88:2026-10"
+    result = run("approve", key, "--why", "the client cancelled every device", "--json")
+    assert result.exit_code == 0, result.output
+    approval = json.loads(result.output)
+    assert approval["target"] == key and approval["who"] == _system_user()
+    assert approval["why"] == "the client cancelled every device" and approval["at"]
+    hub = local.hub()
+    assert hub.store.get_action(key)["status"] == "pending"
+    hub.close()
+    listed = run("actions")
+    assert f"    approved by {_system_user()} at {approval['at']}: the client cancelled every device" in listed.output
+    rows = {r["key"]: r for r in json.loads(run("actions", "--json").output)}
+    assert rows[key]["approvals"] == [{"who": _system_user(), "at": approval["at"],
+                                       "why": "the client cancelled every device"}]
+    assert rows["invoice:acme:2026-10"]["approvals"] == []
+
+
+@pytest.mark.parametrize("args, code, fragment", [
+    (("approve", "nope:1"), 2, "no action 'nope:1' in the outbox"),
+    (("approve", "invoice:acme:2026-10"), 2, "was already sent; there is nothing to approve"),
+    (("approve",), 2, "give exactly one of KEY, --stream and --run"),
+    (("approve", "invoice:acme:2026-10", "--run", "r1"), 2, "give exactly one of KEY, --stream and --run (got KEY, --run)"),
+    (("approve", "--stream", "ninjaone.nosuch"), 2, "--stream: no configured stream 'ninjaone.nosuch' (fix: use "
+                                                    "connector.stream, one of ninjaone.alert_events"),
+    (("approve", "--stream", "ninjaone.devices"), 2, "ninjaone.devices has no complete pass to approve"),
+    (("approve", "--run", "nope"), 2, "no run 'nope'; list them with: msp-hub runs"),
+])
+def test_approve_refuses_what_it_cannot_approve_and_records_nothing(local, args, code, fragment):
+    result = run(*args)
+    assert result.exit_code == code and fragment in result.output, result.output
+    hub = local.hub()
+    assert hub.store.approvals() == []
+    hub.close()
+
+
+def test_approve_a_streams_latest_complete_pass_and_a_runs_drafts(local):
+    hub = local.hub()
+    hub.store.record_pass("ninjaone", "devices", "run-1", "2026-11-22T10:00:00+00:00", "complete", 40)
+    latest = hub.store.record_pass("ninjaone", "devices", "run-2", "2026-11-22T11:00:00+00:00", "complete", 12)
+    hub.store.record_pass("ninjaone", "devices", "run-3", "2026-11-22T12:00:00+00:00", "failed", 0, error="x")
+    run_id, _ = hub.store.start_run("sync")
+    hub.close()
+    result = run("approve", "--stream", "ninjaone.devices", "--why", "28 devices retired")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"approved pass {latest} of ninjaone.devices (12 records, ended ")
+    again = run("approve", "--stream", "ninjaone.devices")
+    assert again.exit_code == 2 and f"pass {latest} of ninjaone.devices" in again.output and "already approved" in again.output
+    drafts = run("approve", "--run", run_id, "--json")
+    assert drafts.exit_code == 0 and json.loads(drafts.output)["target"] == f"run:{run_id}"
+    hub = local.hub()
+    assert [(a["target"], a["why"]) for a in hub.store.approvals()] == [
+        (f"pass:{latest}", "28 devices retired"), (f"run:{run_id}", "")]
+    hub.close()
+
+
+def test_runs_lists_the_runs_with_status_counts_and_errors(local):
+    hub = local.hub()
+    first, _ = hub.store.start_run("sync")
+    hub.store.finish_run(first, "failed", {"records": {"ninjaone.devices": 4, "ninjaone.clients": 2}, "pushed": 1,
+                                           "failed": 1, "held": 2}, ["push invoice:acme:2026-10: HTTP 500"])
+    hub.close()
+    result = run("runs", "--limit", "5")
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if l.startswith(first))
+    assert re.match(rf"{first}\s+sync\s+failed\s+\S+\s+6\s+1\s+1\s+2\s+1$", line), line
+    assert f"{first}: push invoice:acme:2026-10: HTTP 500" in result.output
+    rows = json.loads(run("runs", "--json").output)
+    assert rows[0]["id"] == first and rows[0]["counts"]["held"] == 2 and rows[0]["errors"] == [
+        "push invoice:acme:2026-10: HTTP 500"]
+    assert run("runs", "--limit", "0").exit_code == 2
