@@ -432,12 +432,12 @@ def approve(config_path, key, stream, run_id, why, as_json):
         msp-hub approve --stream ninjaone.devices --why "30 devices retired this week"
         msp-hub approve --run 20261101-060000-ab12cd
     """
-    from hub.store import _system_user
+    from hub.store import system_user
     given = [name for name, value in (("KEY", key), ("--stream", stream), ("--run", run_id)) if value]
     if len(given) != 1:
         raise click.UsageError("give exactly one of KEY, --stream and --run"
                                + (f" (got {', '.join(given)})" if given else ""))
-    who = _system_user()
+    who = system_user()
     hub = _open_hub(config_path)
     try:
         if key:

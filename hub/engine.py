@@ -410,7 +410,8 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
                 status = run_status(report)
             hub.store.finish_run(run_id, status, {"records": report.records, "pushed": len(report.pushed),
                                                   "failed": len(report.failed), "held": len(report.held),
-                                                  "passes": report.passes, "warnings": report.warnings[:200]},
+                                                  "passes": report.passes, "warnings": report.warnings[:200],
+                                                  "held_causes": held_causes(report)},
                                  report.errors)
             RUNS.labels(mode, status).inc()
             RUN_SECONDS.labels(mode).observe(report.seconds)
@@ -419,6 +420,13 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
             hub.store.release_lock(LOCK, lock_holder)
     notify_finished(hub.pm, report)
     return report
+
+
+def held_causes(report: RunReport) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for h in report.held:
+        out[h.get("cause") or "error"] = out.get(h.get("cause") or "error", 0) + 1
+    return out
 
 
 def run_status(report: RunReport) -> str:

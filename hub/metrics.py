@@ -34,7 +34,7 @@ RUN_SECONDS = Histogram("msp_hub_run_seconds", "Duration of a run.", ["mode"], r
 RUNS = Counter("msp_hub_runs", "Finished runs of this process, by mode and status (ok, warnings, held, failed, "
                "stopped, crashed, refused).", ["mode", "status"], registry=REGISTRY)
 
-RUN_STATUSES = ("ok", "warnings", "held", "failed", "stopped", "crashed", "refused", "abandoned", "running")
+RUN_STATUSES = ("ok", "warnings", "partial", "held", "failed", "stopped", "crashed", "refused", "abandoned", "running")
 GAUGED_ACTION_STATUSES = ("pending", "held", "failed")
 
 
@@ -66,13 +66,15 @@ class StoreCollector:
                 up.add_metric([connector, stream], 1.0 if last["status"] == "complete" else 0.0)
         yield last_success
         yield up
-        counts = {s: self.store.db["actions"].count_where("status = ?", [s]) for s in GAUGED_ACTION_STATUSES}
+        by_status = self.store.count_by_status("actions")
+        counts = {s: by_status.get(s, 0) for s in GAUGED_ACTION_STATUSES}
         actions = GaugeMetricFamily("msp_hub_actions", "Actions of the outbox, by status (pending, held, failed).",
                                     labels=["status"])
         for status, n in counts.items():
             actions.add_metric([status], n)
         yield actions
-        runs = {s: self.store.db["runs"].count_where("status = ?", [s]) for s in RUN_STATUSES}
+        by_run = self.store.count_by_status("runs")
+        runs = {s: by_run.get(s, 0) for s in RUN_STATUSES}
         stored = GaugeMetricFamily("msp_hub_stored_runs", "Runs recorded in the store, by status.",
                                    labels=["status"])
         for status, n in runs.items():

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from hub.config import HubConfig, Secret, load_config
-from hub.engine import LOCK, Hub, LockedError, sync_once
+from hub.engine import LOCK, Hub, LockedError, run_status, sync_once
 from hub.errors import ConfigError, HubError, UnavailableError
 from hub.logs import configure_logging
 from hub.periods import parse_period
@@ -511,7 +511,7 @@ class Service:
         finally:
             if hub is not None:
                 hub.close()
-        status = recorded or ("stopped" if report.stopped else ("partial" if report.errors else "ok"))
+        status = recorded or run_status(report)
         outcome.update(status=status, records=report.records_total, pushed=len(report.pushed),
                        failed=len(report.failed))
         self._note(job, outcome)

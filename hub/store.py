@@ -422,6 +422,12 @@ class Store:
             self.db["approvals"].insert(row)
         return row
 
+    def count_by_status(self, table: str) -> dict[str, int]:
+        """How many rows of ``actions`` or ``runs`` have each status."""
+        if table not in ("actions", "runs"):
+            raise ValueError(f"no status in {table}")
+        return {r["status"]: r["n"] for r in self.db.query(f"select status, count(*) as n from [{table}] group by status")}
+
     def approvals(self, target: str | None = None) -> list[dict]:
         if target is None:
             return list(self.db.query("select * from approvals order by id"))
@@ -523,7 +529,7 @@ class Store:
                 return None
             self.db["actions"].update(key, {"approved": 1, "status": PENDING if row["status"] == HELD else row["status"],
                                             "updated_at": now_iso()})
-            self.db["approvals"].insert({"target": key, "who": who or _system_user(), "at": now_iso(), "why": why})
+            self.db["approvals"].insert({"target": key, "who": who or system_user(), "at": now_iso(), "why": why})
         return self.get_action(key)
 
     def retry_action(self, key: str) -> dict | None:
@@ -593,7 +599,7 @@ class Store:
         return [_action_row(r) for r in self.db.query(sql + " order by key", args)]
 
 
-def _system_user() -> str:
+def system_user() -> str:
     try:
         import getpass
         return f"{getpass.getuser()}@{socket.gethostname()}"

@@ -123,21 +123,21 @@ def local(tmp_path, monkeypatch):
     return env
 
 
-def test_approve_records_the_system_user_when_and_why_and_actions_shows_it(local):
-    from hub.store import _system_user
+def test_approve_records_thesystem_user_when_and_why_and_actions_shows_it(local):
+    from hub.store import system_user
     key = "agreement_quantity:4711:88:2026-10"
     result = run("approve", key, "--why", "the client cancelled every device", "--json")
     assert result.exit_code == 0, result.output
     approval = json.loads(result.output)
-    assert approval["target"] == key and approval["who"] == _system_user()
+    assert approval["target"] == key and approval["who"] == system_user()
     assert approval["why"] == "the client cancelled every device" and approval["at"]
     hub = local.hub()
     assert hub.store.get_action(key)["status"] == "pending"
     hub.close()
     listed = run("actions")
-    assert f"    approved by {_system_user()} at {approval['at']}: the client cancelled every device" in listed.output
+    assert f"    approved by {system_user()} at {approval['at']}: the client cancelled every device" in listed.output
     rows = {r["key"]: r for r in json.loads(run("actions", "--json").output)}
-    assert rows[key]["approvals"] == [{"who": _system_user(), "at": approval["at"],
+    assert rows[key]["approvals"] == [{"who": system_user(), "at": approval["at"],
                                        "why": "the client cancelled every device"}]
     assert rows["invoice:acme:2026-10"]["approvals"] == []
 

@@ -481,7 +481,7 @@ def test_resync_without_a_daemon_runs_in_process_and_exits_75_while_locked(servi
     store.release_lock("sync", "daemon:devices:old:1:1")
     store.close()
     bad = CliRunner().invoke(main, ["resync", "--config", cfg, "--stream", "tickets"])
-    assert bad.exit_code == 1 and "streams" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "--stream" in bad.output and "Traceback" not in bad.output
     ran = CliRunner().invoke(main, ["resync", "--config", cfg, "--stream", "devices", "--dry-run", "--json"])
     assert ran.exit_code == 0, ran.output
     report = json.loads(ran.stdout)

@@ -98,7 +98,7 @@ def test_the_maximum_age_comes_from_health_max_age_then_the_schedule_then_the_de
 @pytest.mark.parametrize("table, key, fragment", [
     ({"ninjaone.nosuch": "2h"}, 'health.max_age."ninjaone.nosuch"', "no configured stream 'ninjaone.nosuch'"),
     ({"ninjaone.devices": "soon"}, 'health.max_age."ninjaone.devices"', "'soon' is not a duration"),
-    ({"ninjaone.devices": "0m"}, 'health.max_age."ninjaone.devices"', "not a positive duration"),
+    ({"ninjaone.devices": "0m"}, 'health.max_age."ninjaone.devices"', "is not a duration"),
 ])
 def test_a_wrong_health_max_age_is_a_config_error_naming_the_key(env, table, key, fragment):
     hub = env.hub()

@@ -198,6 +198,6 @@ client_secret_env = "T_NINJA"
 max_change_percent = "lots"
 """)
         result = CliRunner().invoke(main, ["sync", "--config", str(cfg), "--dry-run"], env={"T_NINJA": "s3cret-x"})
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
     assert "msp-hub.toml, line 7, key 'billing.guardrails.max_change_percent': must be a number" in result.output
     assert ninja.requests == 0
