@@ -206,8 +206,11 @@ class NinjaOneClient:
     # --- paging -------------------------------------------------------------------------------
 
     def _iter_pages(self, path: str, after: int | None) -> Iterator[list[dict[str, Any]]]:
-        # Keyset paging: `after` is the last id of the previous page; the API returns no total,
-        # so a page shorter than pageSize is the last one.
+        # Keyset paging: `after` is the last id of the previous page. The spec names no end marker
+        # and no maximum pageSize, and the API returns no total: only an empty page ends a sweep.
+        # A short page is not the end: a server may cap pageSize below what we ask, or cut a page
+        # short, and stopping there would drop every later record without a sound. The cost is one
+        # request per sweep (the empty page after the last one).
         size = self.page_size
         used: set[int] = set()
         while True:
@@ -219,15 +222,17 @@ class NinjaOneClient:
                 used.add(after)
                 params["after"] = after
             page = self._request("GET", path, params=params)
-            if page:
-                yield page
-            if len(page) < size:
+            if not page:
                 return
-            try:
-                after = page[-1]["id"]
-            except (KeyError, TypeError):
-                raise MalformedResponseError(VENDOR, 200, "GET", self.base_url + path,
-                                             "last record of a full page has no id") from None
+            last = page[-1]
+            after = last.get("id") if isinstance(last, dict) else None
+            if isinstance(after, bool) or not isinstance(after, int):
+                raise MalformedResponseError(
+                    VENDOR, 200, "GET", self.base_url + path,
+                    f"the last record of a page (after={params.get('after')}) has no integer id, so the "
+                    f"next page cannot be asked for; the sweep stops here rather than end early "
+                    f"(fix: report it to NinjaOne support; the next run tries again)")
+            yield page
 
     def _walk_back(self, base: dict[str, Any], size: int, *, floor: int | None, start: int | None,
                    limit: int | None = None) -> list[dict[str, Any]]:

@@ -96,6 +96,27 @@ def test_to_device_names_a_missing_field():
         to_device(raw)
 
 
+@pytest.mark.parametrize("key, fix", [("organizationId", "assign the device to an organization"),
+                                      ("nodeClass", "check the device's role")])
+@pytest.mark.parametrize("absent", [True, False])
+def test_to_device_without_organization_or_node_class_names_the_device_and_the_fix(key, fix, absent):
+    raw = {k: v for k, v in DEVICE.items() if k != key} if absent else {**DEVICE, key: None}
+    with pytest.raises(MappingError, match=rf"device 1042 \(Front desk server\) has no {key}") as info:
+        to_device(raw)
+    assert f"fix: {fix}" in str(info.value)
+
+
+def test_to_device_without_an_id_is_a_mapping_error_naming_what_it_has():
+    raw = {k: v for k, v in DEVICE.items() if k != "id"}
+    with pytest.raises(MappingError, match=r"device without an id \(Front desk server, organization 7\)"):
+        to_device(raw)
+
+
+def test_to_device_refuses_a_node_class_that_is_not_a_name():
+    with pytest.raises(MappingError, match="nodeClass 42"):
+        to_device({**DEVICE, "nodeClass": 42})
+
+
 def test_to_device_refuses_a_timestamp_that_is_not_epoch_seconds():
     with pytest.raises(MappingError, match="timestamp"):
         to_device({**DEVICE, "created": "2024-01-01T00:00:00Z"})
@@ -265,8 +286,9 @@ def test_devices_stream_sweeps_with_after_cursors_and_ends_with_swept_at():
     pages = list(stream(connector_for(sim), "devices").iter_pages(None, RUN_START))
     ids = sim.device_ids
     assert [len(p.records) for p in pages] == [10, 10, 5]
-    assert [p.cursor for p in pages] == [{"after": ids[9]}, {"after": ids[19]},
+    assert [p.cursor for p in pages] == [{"after": ids[9], "read": 10}, {"after": ids[19], "read": 20},
                                          {"swept_at": "2025-06-01T12:00:00+00:00"}]
+    assert [p.sweep_count for p in pages] == [None, None, 25]
     assert all(isinstance(d, Device) for p in pages for d in p.records)
     assert [d.source_id for p in pages for d in p.records] == [str(i) for i in ids]
 
@@ -277,6 +299,66 @@ def test_devices_stream_resumes_from_an_after_cursor():
     pages = list(stream(connector_for(sim), "devices").iter_pages({"after": after}, RUN_START))
     assert [d.source_id for p in pages for d in p.records] == [str(i) for i in sim.device_ids[15:]]
     assert pages[-1].cursor == {"swept_at": RUN_START.isoformat()}
+
+
+def test_a_resumed_sweep_counts_on_from_its_cursor():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    after = sim.device_ids[9]
+    pages = list(stream(connector_for(sim), "devices").iter_pages({"after": after, "read": 10}, RUN_START))
+    assert [p.cursor for p in pages[:-1]] == [{"after": sim.device_ids[19], "read": 20}]
+    assert pages[-1].sweep_count == 25
+
+
+def test_a_sweep_resumed_from_a_cursor_without_a_count_gives_no_sweep_count():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    pages = list(stream(connector_for(sim), "devices").iter_pages({"after": sim.device_ids[9]}, RUN_START))
+    assert [p.cursor for p in pages[:-1]] == [{"after": sim.device_ids[19]}]
+    assert [p.sweep_count for p in pages] == [None, None]
+
+
+def test_the_clients_sweep_counts_organizations():
+    sim = NinjaOneSimulator(seed=3, organizations=3, devices=0)
+    pages = list(stream(connector_for(sim, page_size=2), "clients").iter_pages(None, RUN_START))
+    assert [p.sweep_count for p in pages] == [None, 3]
+
+
+@pytest.mark.parametrize("shape", [{"max_page_size": 7}, {"short": 3}])
+def test_every_device_is_stored_when_the_server_caps_or_cuts_pages(shape):
+    sim = NinjaOneSimulator(seed=5, organizations=3, devices=95, max_page_size=shape.get("max_page_size"))
+    if "short" in shape:
+        sim.short_page_next("/v2/devices", drop=shape["short"], times=2)
+    hub = make_hub(ConnectorPlugin(connector_for(sim, page_size=20)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["devices"])
+    assert not report.errors
+    assert sorted(int(r["source_id"]) for r in hub.store.rows("devices")) == sim.device_ids
+    assert hub.store.get_cursor("ninjaone", "devices") == {"swept_at": RUN_START.isoformat()}
+    hub.close()
+
+
+def test_a_short_page_does_not_end_the_sweep():
+    sim = NinjaOneSimulator(seed=5, organizations=3, devices=25, max_page_size=4)
+    pages = list(stream(connector_for(sim, page_size=10), "devices").iter_pages(None, RUN_START))
+    assert [len(p.records) for p in pages] == [4, 4, 4, 4, 4, 4, 1]
+    assert pages[-1].sweep_count == 25
+
+
+@pytest.mark.parametrize("stripped, message", [
+    ("id", "device without an id"), ("organizationId", "has no organizationId"), ("nodeClass", "has no nodeClass")])
+def test_a_device_that_cannot_be_billed_is_set_aside_and_the_sweep_goes_on(stripped, message):
+    sim = NinjaOneSimulator(seed=5, organizations=2, devices=25)
+    odd = sim.device_ids[12]  # in the middle of the second page
+    sim.strip_device_fields(odd, stripped)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["devices"])
+    stored = sorted(int(r["source_id"]) for r in hub.store.rows("devices"))
+    assert stored == [i for i in sim.device_ids if i != odd]
+    [error] = report.errors
+    assert message in error and "set aside" in error and "fix:" in error
+    assert (str(odd) in error) if stripped != "id" else "(no id" not in error and "organization" in error
+    assert hub.store.get_cursor("ninjaone", "devices") == {"swept_at": RUN_START.isoformat()}
+    hub.close()
 
 
 def test_devices_stream_starts_a_fresh_sweep_after_a_finished_one():
@@ -296,7 +378,7 @@ def test_a_full_last_page_still_ends_with_swept_at():
 def test_an_empty_sweep_yields_one_empty_page_with_swept_at():
     sim = NinjaOneSimulator(organizations=0, devices=0)
     pages = list(stream(connector_for(sim), "clients").iter_pages(None, RUN_START))
-    assert pages == [Page([], {"swept_at": RUN_START.isoformat()})]
+    assert pages == [Page([], {"swept_at": RUN_START.isoformat()}, sweep_count=0)]
 
 
 def test_clients_stream_maps_organizations():
