@@ -414,7 +414,36 @@ def test_iter_activities_asks_for_device_alert_activities_only():
     got = [a for p in client.iter_activities(None) for a in p]
     assert {a["statusCode"] for a in got} == {"TRIGGERED", "RESET"} and len(got) == 7
     assert {a["statusCode"] for a in sim.activities} > {"TRIGGERED", "RESET"}      # the log holds others
-    assert activity_queries(sim) == [{"pageSize": "1000", "class": "DEVICE", "status": "TRIGGERED,RESET"}]
+    oldest = min(a["id"] for a in got)
+    assert activity_queries(sim) == [{"pageSize": "1000", "class": "DEVICE", "status": "TRIGGERED,RESET"},
+                                     {"pageSize": "1000", "class": "DEVICE", "status": "TRIGGERED,RESET",
+                                      "olderThan": str(oldest)}]  # a short page is not the end: an empty one is
+
+
+@pytest.mark.parametrize("takes", ["next", "newest"])
+@pytest.mark.parametrize("cut", [{"max_page_size": 4}, {"short": 6}])
+def test_iter_activities_reads_every_activity_past_capped_or_cut_pages(takes, cut):
+    sim = NinjaOneSimulator(seed=1, organizations=3, devices=25, newer_than_takes=takes)
+    sim.alert_storm(30)
+    ids = ids_of(sim.activities)
+    answer, short = sim.handler, [cut.get("short")]
+
+    def capped(request: httpx.Request) -> httpx.Response:
+        # A server that answers fewer activities than pageSize: capped, or one page cut short.
+        response = answer(request)
+        if request.url.path != "/v2/activities":
+            return response
+        body = response.json()
+        keep = cut.get("max_page_size")
+        if short[0] and body["activities"]:
+            keep, short[0] = len(body["activities"]) - short[0], None
+        if keep is not None and body["activities"]:
+            body["activities"] = body["activities"][:max(1, keep)]
+        return httpx.Response(200, json=body)
+
+    client = NinjaOneClient("https://eu.ninjarmm.com", sim.client_id, Secret(SECRET, "test"),
+                            http=mock_client(capped), page_size=10)
+    assert [a for p in client.iter_activities(ids[3]) for a in ids_of(p)] == ids[4:]
 
 
 def test_iter_activities_with_nothing_new_asks_once(storm):
