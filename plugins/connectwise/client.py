@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, quote as url_quote, urlencode, urlsplit
 
@@ -52,6 +53,19 @@ def since_condition(since: datetime | None) -> str | None:
     return None if since is None else f"lastUpdated > {format_datetime(since)}"
 
 
+def server_time(date_header: str | None) -> datetime | None:
+    """The ``Date`` header of a response (RFC 9110 HTTP-date) as an aware UTC datetime, or None."""
+    if not date_header:
+        return None
+    try:
+        moment = parsedate_to_datetime(date_header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 def _links(link_header: str | None) -> tuple[bool, bool, int | None]:
     """From a Link header: (one was sent, it has rel="next", that URL's pageId or None)."""
     if not link_header:
@@ -64,6 +78,12 @@ def _links(link_header: str | None) -> tuple[bool, bool, int | None]:
         value = (values.get("pageId") or values.get("pageid") or [None])[0]
         return True, True, int(value) if value and value.isdigit() else None
     return True, False, None
+
+
+def _ref_prefix_condition(prefix: str) -> str:
+    if any(c in prefix for c in "%_[*"):
+        raise ValueError(f"a ticket reference prefix cannot hold %, _, [ or *: {prefix!r}")
+    return f"externalXRef like {quote(prefix + '%')}"
 
 
 def _resendable(exc: BaseException) -> bool:
@@ -92,7 +112,8 @@ class ConnectWiseClient:
 
     Lists use forward-only paging (``pagination-type: forward-only`` and ``pageId`` = last id), so
     records come in id order and a page costs the same however deep it is. ``requests`` counts
-    every HTTP request sent, retries included.
+    every HTTP request sent, retries included. ``server_time`` is the ``Date`` header of the latest
+    answer (ConnectWise's clock, not the hub's), None until one came with a Date.
     """
 
     def __init__(self, base_url: str, company_id: str, public_key: str, private_key: Secret, client_id: str, *,
@@ -120,6 +141,7 @@ class ConnectWiseClient:
         self._http = make_client(self.base_url, http=http, vendor=VENDOR)
         self._retrying = retrying or retry_policy
         self.requests = 0
+        self.server_time: datetime | None = None
 
     # --- lists --------------------------------------------------------------------------------
 
@@ -162,12 +184,14 @@ class ConnectWiseClient:
         Server reads, so a prefix holding ``%``, ``_`` or ``[`` is refused rather than matched loosely.
         Other args as ``iter_companies``.
         """
-        if any(c in prefix for c in "%_[*"):
-            raise ValueError(f"a ticket reference prefix cannot hold %, _, [ or *: {prefix!r}")
-        conditions = f"externalXRef like {quote(prefix + '%')}"
+        conditions = _ref_prefix_condition(prefix)
         if since is not None:
             conditions += f" and {since_condition(since)}"
         return self.iter_pages("/service/tickets", conditions, after_id)
+
+    def count_tickets_by_ref(self, prefix: str) -> int:
+        """How many tickets ``iter_tickets_by_ref(prefix)`` lists (``GET /service/tickets/count``)."""
+        return self.count("/service/tickets", _ref_prefix_condition(prefix))
 
     def iter_pages(self, path: str, conditions: str | None = None,
                    after_id: int | None = None, *, fields: str | None = None) -> Iterator[list[dict]]:
@@ -180,8 +204,10 @@ class ConnectWiseClient:
             fields: a partial response, e.g. ``id,chargeToId`` (keep ``id``: paging may need it).
         """
         # Forward-only paging: pageId acts as an extra "id > pageId" condition. Once the server has
-        # sent a Link header, follow its rel="next" and stop on a page without one (that saves the
-        # empty request after a full last page); until then, take the last id and stop on a short page.
+        # sent a Link header, follow its rel="next" and stop on a page without one (the vendor's end
+        # marker; it saves the empty request after a full last page). Without Link headers, take the
+        # last id and stop only on an empty page: a short page is not the end, since a server may
+        # cap pageSize or cut a page short (one more request per read, the empty page).
         size, page_id, linked = self.page_size, after_id, False
         used: set[int] = set()
         while True:
@@ -201,7 +227,7 @@ class ConnectWiseClient:
                 yield page
             has_link, has_next, next_id = _links(headers.get("Link"))
             linked = linked or has_link
-            if not page or (linked and not has_next) or (not linked and len(page) < size):
+            if not page or (linked and not has_next):
                 return
             if next_id is None:
                 try:
@@ -365,6 +391,9 @@ class ConnectWiseClient:
             count_request_error(VENDOR)
             raise RetryableError(VENDOR, None, method, url, type(exc).__name__) from exc
         status = response.status_code
+        moment = server_time(response.headers.get("Date"))
+        if moment is not None:
+            self.server_time = moment
         if status >= 300:
             self._raise_for_status(response, method, url)
         if status == 204 or not response.content:

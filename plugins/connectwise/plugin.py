@@ -48,9 +48,11 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import httpx
+import structlog
 import tenacity
 
 from hub import Action, Client, ConfigError, MappingError, Page, PushResult, Stream, VendorError, hookimpl, map_records
+from hub.errors import IncompleteError
 from hub.config import HubConfig, Secret
 from hub.http import retry_policy
 from hub.money import exponent
@@ -59,6 +61,8 @@ from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement
 
 from plugins.connectwise.client import (DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF, MAX_PAGE_SIZE,
                                         VENDOR, ConnectWiseClient)
+
+log = structlog.get_logger()
 
 SOURCE = "connectwise"
 DEFAULT_CURRENCY = "EUR"
@@ -424,9 +428,17 @@ class ConnectWiseConnector:
 
     A stream's cursor is ``{"since": <iso or None>, "after_id": n, "started_at": <iso>}`` while a
     pass is under way (a failed run resumes after the last committed page, with the same query)
-    and ``{"since": <iso>}`` once it finished, where ``since`` is when that pass started: never
-    past the run start, and a record changed behind the pass is read again by the next one. A
-    pass asks for ``lastUpdated > since - overlap_seconds``; the upsert makes the overlap harmless.
+    and ``{"since": <iso>}`` once it finished, where ``since`` is when that pass started **on
+    ConnectWise's clock**: the ``Date`` header of the pass's first answer, so a record changed
+    behind the pass is read again by the next one whatever the hub's clock says. A pass asks for
+    ``lastUpdated > since - overlap_seconds``; the upsert makes the overlap harmless.
+
+    A full pass (no ``since``: the first one, or a backfill) of a stream with a ``/count``
+    endpoint asks it first, with the same conditions, and keeps ``read`` and ``expected`` in its
+    cursor while under way. Reading fewer records than the count said is an IncompleteError (the
+    engine then holds what the stream feeds) and the next run reads the stream from the start
+    again. The page that ends a full pass carries ``sweep_count``: every record it read, those set
+    aside included (a pass resumed from a cursor without ``read`` gives none).
 
     Boards, their statuses and types, and priorities are looked up once per run: a ``tickets``
     pass starts with none kept, and none is kept longer than ``LOOKUP_SECONDS``.
@@ -449,61 +461,148 @@ class ConnectWiseConnector:
     def streams(self) -> list[Stream]:
         currency = self.settings.currency
         return [
-            Stream(SOURCE, "clients", "clients", self._incremental(self.client.iter_companies, _each(to_client))),
+            Stream(SOURCE, "clients", "clients", self._incremental(
+                "clients", self.client.iter_companies, _each(to_client), self._counter("/company/companies"))),
             Stream(SOURCE, "agreements", "agreements", self._incremental(
-                self.client.iter_agreements, _each(to_agreement))),
+                "agreements", self.client.iter_agreements, _each(to_agreement), self._counter("/finance/agreements"))),
             Stream(SOURCE, "additions", "additions", self._additions),
             Stream(SOURCE, "time_entries", "time_entries", self._incremental(
-                self.client.iter_time_entries, _each(lambda raw: to_time_entry(raw, currency)))),
+                "time_entries", self.client.iter_time_entries, _each(lambda raw: to_time_entry(raw, currency)),
+                self._counter("/time/entries"))),
             Stream(SOURCE, "products", "products", self._incremental(
-                self.client.iter_products, _each(lambda raw: to_product_line(raw, currency)))),
-            Stream(SOURCE, "tickets", "tickets", self._incremental(self._iter_hub_tickets, self._to_tickets)),
+                "products", self.client.iter_products, _each(lambda raw: to_product_line(raw, currency)),
+                self._counter("/procurement/products"))),
+            Stream(SOURCE, "tickets", "tickets", self._incremental(
+                "tickets", self._iter_hub_tickets, self._to_tickets,
+                lambda: self.client.count_tickets_by_ref(HUB_REF_PREFIX))),
         ]
+
+    def _counter(self, path: str) -> Callable[[], int]:
+        """The ``/count`` of a collection, unfiltered: what a full pass of it must read."""
+        return lambda: self.client.count(path)
+
+    # Cursors follow ConnectWise's clock, never the hub's: a hub clock ahead of ConnectWise's by
+    # more than the overlap would otherwise skip, for good, what changed in between. A pass's
+    # start is the Date header of its first answer (the count, or the first page). That is safe
+    # where the highest lastUpdated seen is not: a record saved while a long pass reads (after
+    # its page went by) has a lastUpdated below later records the pass does read, and a pass that
+    # reads nothing sees no lastUpdated at all. The overlap still covers the server that stamps
+    # lastUpdated and the one that writes Date being a little apart, and late commits.
+    def _vendor_now(self) -> str | None:
+        moment = self.client.server_time
+        return None if moment is None else moment.isoformat()
+
+    def _pass_end(self, stream: str, started: str | None, since: str | None) -> str | None:
+        """The ``since`` a finished pass leaves: its start on ConnectWise's clock. With no Date
+        header seen (a proxy strips it), the pass cannot tell ConnectWise's time: it keeps the
+        previous ``since`` (the next pass reads the same changes again, never fewer) and says so."""
+        if started is not None:
+            return started
+        log.warning("connectwise.no_date_header", stream=stream, kept_since=since,
+                    fix="let the Date header of ConnectWise's answers through to the hub (a proxy strips it); "
+                        "until then each pass of this stream reads again every change since the cursor")
+        return since
+
+    def _incomplete(self, stream: str, read: int, expected: int, what: str = "records") -> IncompleteError:
+        return IncompleteError(
+            f"connectwise {stream}: the full pass read {read} {what} but ConnectWise counted {expected} when it "
+            f"started (GET .../count with the same conditions); records were lost from a page or deleted while "
+            f"it read, so nothing this stream feeds is pushed and the next run reads {stream} again from the "
+            f"start (fix: msp-hub resync --connector connectwise --stream {stream} --full; if it recurs, check "
+            f"that the API member's security role can see every record)")
 
     def _overlapped(self, since: str | None) -> datetime | None:
         return None if since is None else _iso(since) - timedelta(seconds=self.settings.overlap_seconds)
 
-    def _incremental(self, fetch: Callable[..., Iterator[list[dict]]], to_records: Callable[[list[dict]], list]):
+    def _incremental(self, stream: str, fetch: Callable[..., Iterator[list[dict]]],
+                     to_records: Callable[[list[dict]], list], count: Callable[[], int] | None = None):
         def iter_pages(cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
             cursor = cursor or {}
             since = cursor.get("since")
-            if "after_id" in cursor:  # a pass a failed run left under way: same query, from there
-                after, started = cursor["after_id"], cursor.get("started_at") or run_started_at.isoformat()
-            else:
-                after, started = None, run_started_at.isoformat()
+            resumed = "after_id" in cursor   # a pass a failed run left under way: same query, from there
+            after, started = (cursor["after_id"], cursor.get("started_at")) if resumed else (None, None)
+            full = since is None
+            read = (cursor.get("read") if resumed else 0) if full else None
+            expected = cursor.get("expected") if resumed else None
+            self.client.server_time = None
+            if full and not resumed and count is not None:
+                expected = count()
+                started = self._vendor_now()
             for raw in fetch(since=self._overlapped(since), after_id=after):
+                if started is None:
+                    started = self._vendor_now()
                 records, rejected = to_records(raw)
-                yield Page(records, {"since": since, "after_id": raw[-1]["id"], "started_at": started}, rejected=rejected)
-            yield Page([], {"since": started})
+                page_cursor = {"since": since, "after_id": raw[-1]["id"], "started_at": started}
+                if read is not None:
+                    read += len(raw)
+                    page_cursor["read"] = read
+                    if expected is not None:
+                        page_cursor["expected"] = expected
+                yield Page(records, page_cursor, rejected=rejected)
+            if started is None:
+                started = self._vendor_now()   # a pass that read nothing: its one answer
+            if read is not None and expected is not None and read < expected:
+                yield Page([], {"since": None})   # the next run starts this full pass again
+                raise self._incomplete(stream, read, expected)
+            yield Page([], {"since": self._pass_end(stream, started, since)}, sweep_count=read)
         return iter_pages
 
     def _additions(self, cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
         """Additions of the agreements changed since the cursor, or of every agreement on a sweep."""
+        # On a sweep the cursor also carries what it read so far: additions (for sweep_count) and,
+        # on a first pass, agreements with the count they must reach; "sweep_started_at" is the
+        # hub's clock, for the sweep schedule, which the hub keeps (since follows ConnectWise's).
         cursor = cursor or {}
         since, swept_at = cursor.get("since"), cursor.get("swept_at")
+        self.client.server_time = None
         if "after_id" in cursor:
             after, started, sweep = cursor["after_id"], cursor.get("started_at"), cursor.get("sweep", True)
-            started = started or run_started_at.isoformat()
+            sweep_started = cursor.get("sweep_started_at") or run_started_at.isoformat()
+            read, agreements, expected = cursor.get("read"), cursor.get("agreements_read"), cursor.get("expected")
         else:
-            after, started = None, run_started_at.isoformat()
+            after, started, sweep_started = None, None, run_started_at.isoformat()
             sweep = since is None or swept_at is None or (
                 run_started_at - _iso(swept_at) >= timedelta(hours=self.settings.additions_sweep_hours))
+            read, agreements, expected = (0 if sweep else None), 0, None
+            if since is None:
+                expected = self.client.count("/finance/agreements")
+                started = self._vendor_now()
         currency = self.settings.currency
+
+        def under_way(agreement_id: Any) -> dict[str, Any]:
+            state = {"since": since, "swept_at": swept_at, "sweep": sweep, "after_id": agreement_id,
+                     "started_at": started}
+            if sweep:
+                state["sweep_started_at"] = sweep_started
+            for key, value in (("read", read), ("agreements_read", agreements), ("expected", expected)):
+                if value is not None:
+                    state[key] = value
+            return state
+
         for page in self.client.iter_agreements(since=None if sweep else self._overlapped(since), after_id=after):
+            if started is None:
+                started = self._vendor_now()
             for raw in page:
+                if agreements is not None:
+                    agreements += 1
                 try:
                     agreement = to_agreement(raw)
                 except MappingError as exc:   # its additions cannot be placed; the others go on
-                    yield Page([], {"since": since, "swept_at": swept_at, "sweep": sweep, "after_id": raw["id"],
-                                    "started_at": started}, rejected=((str(raw.get("id")), str(exc)),))
+                    yield Page([], under_way(raw["id"]), rejected=((str(raw.get("id")), str(exc)),))
                     continue
-                records, rejected = map_records(
-                    [r for additions in self.client.iter_additions(raw["id"]) for r in additions],
-                    lambda r: to_addition(r, agreement, currency))
+                raws = [r for additions in self.client.iter_additions(raw["id"]) for r in additions]
+                if read is not None:
+                    read += len(raws)
+                records, rejected = map_records(raws, lambda r: to_addition(r, agreement, currency))
                 if records or rejected:
-                    yield Page(records, {"since": since, "swept_at": swept_at, "sweep": sweep,
-                                         "after_id": raw["id"], "started_at": started}, rejected=rejected)
-        yield Page([], {"since": started, "swept_at": started if sweep else swept_at})
+                    yield Page(records, under_way(raw["id"]), rejected=rejected)
+        if started is None:
+            started = self._vendor_now()
+        if expected is not None and agreements is not None and agreements < expected:
+            yield Page([], {"since": None})   # the next run starts this first pass again
+            raise self._incomplete("additions", agreements, expected, "agreements")
+        yield Page([], {"since": self._pass_end("additions", started, since),
+                        "swept_at": sweep_started if sweep else swept_at}, sweep_count=read)
 
     # --- tickets and whether a person touched them ----------------------------------------------
 

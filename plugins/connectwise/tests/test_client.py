@@ -101,10 +101,12 @@ def test_strings_in_conditions_are_double_quoted_and_escaped(value, literal):
 
 def test_find_tickets_sends_an_exact_external_ref_condition():
     with respx.mock(base_url=ROOT) as router:
-        route = router.get("/service/tickets").respond(200, json=[{"id": 7, "externalXRef": 'a"b'}])
+        route = router.get("/service/tickets")
+        route.side_effect = [httpx.Response(200, json=[{"id": 7, "externalXRef": 'a"b'}]), httpx.Response(200, json=[])]
         client = ConnectWiseClient(SITE, "msphub", "pub", Secret("priv", "test"), "id")
         assert client.find_tickets('a"b') == [{"id": 7, "externalXRef": 'a"b'}]
-    assert route.calls.last.request.url.params["conditions"] == r'externalXRef = "a\"b"'
+    assert route.calls[0].request.url.params["conditions"] == r'externalXRef = "a\"b"'
+    assert route.calls.last.request.url.params["pageId"] == "7"  # no Link header: only an empty page ends
 
 
 def test_find_tickets_matches_quotes_in_the_simulator(sim):
@@ -133,7 +135,7 @@ def test_no_request_after_a_full_last_page_when_links_say_so():
     assert sim.requests_by_path["/time/entries"] == 3
 
 
-def test_without_link_headers_paging_stops_on_a_short_page():
+def test_without_link_headers_paging_reads_on_past_a_short_page_to_an_empty_one():
     seen = []
 
     def no_links(request: httpx.Request) -> httpx.Response:
@@ -143,7 +145,25 @@ def test_without_link_headers_paging_stops_on_a_short_page():
 
     client = ConnectWiseClient(SITE, "c", "p", Secret("k", "test"), "id", http=mock_client(no_links), page_size=10)
     assert [len(p) for p in client.iter_pages("/time/entries")] == [10, 10, 5]
-    assert seen == [0, 10, 20]
+    assert seen == [0, 10, 20, 25]
+
+
+@pytest.mark.parametrize("shape", [{"max_page_size": 7}, {"max_page_size": 7, "links": False}, {"links": False}])
+def test_every_record_is_read_from_a_server_that_caps_pages_with_or_without_links(shape):
+    sim = ConnectWiseSimulator(seed=2, companies=2, agreements=0, time_entries=45, products=0, **shape)
+    pages = list(make_client(sim, page_size=10).iter_time_entries())
+    assert [e["id"] for p in pages for e in p] == sim.ids("time_entries")
+    # With links the last page says it is the last; without, an empty page does.
+    assert sim.requests_by_path["/time/entries"] == len(pages) + (0 if shape.get("links", True) else 1)
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_a_page_cut_short_does_not_end_the_read(links):
+    sim = ConnectWiseSimulator(seed=2, companies=2, agreements=0, time_entries=45, products=0, links=links)
+    sim.short_page_next("/time/entries", drop=3, times=2)
+    pages = list(make_client(sim, page_size=10).iter_time_entries())
+    assert [len(p) for p in pages][:2] == [7, 7]
+    assert [e["id"] for p in pages for e in p] == sim.ids("time_entries")
 
 
 def test_iter_time_entries_resumes_after_an_id(sim):
@@ -193,7 +213,7 @@ def test_works_over_real_http(sim):
         with ConnectWiseClient(url, sim.company_id, sim.public_key, Secret(PRIVATE, "test"), sim.client_id,
                                page_size=10) as client:
             assert sum(len(p) for p in client.iter_time_entries()) == 45
-            assert client.requests == 5
+            assert client.requests == 5  # the last page carries no next link: the end
 
 
 # --- retries -----------------------------------------------------------------------------------
@@ -210,7 +230,7 @@ def test_a_429_with_retry_after_zero_is_survived_with_the_real_policy(sim):
     client = ConnectWiseClient(SITE, sim.company_id, sim.public_key, Secret(PRIVATE, "test"), sim.client_id,
                                http=mock_client(sim.handler))
     assert sum(len(p) for p in client.iter_time_entries()) == 45
-    assert client.requests == 3
+    assert client.requests == 4  # 2 refused, the page, the empty page that ends a read without links
 
 
 def test_a_429_without_retry_after_waits_five_seconds(sim):
@@ -224,7 +244,7 @@ def test_a_429_without_retry_after_waits_five_seconds(sim):
 def test_a_5xx_is_retried(sim, status):
     sim.fail_next(status, times=2, path="/time/entries")
     assert sum(len(p) for p in make_client(sim).iter_time_entries()) == 45
-    assert sim.requests_by_path["/time/entries"] == 3
+    assert sim.requests_by_path["/time/entries"] == 4  # 2 refused, the page, the empty end
 
 
 def test_a_500_mentioning_a_timeout_is_retried(sim):
@@ -236,7 +256,7 @@ def test_a_500_mentioning_a_timeout_is_retried(sim):
 def test_a_timeout_is_retried(sim):
     sim.timeout_next(path="/time/entries")
     assert sum(len(p) for p in make_client(sim).iter_time_entries()) == 45
-    assert sim.requests_by_path["/time/entries"] == 2
+    assert sim.requests_by_path["/time/entries"] == 3  # 1 timed out, the page, the empty end
 
 
 def test_garbage_json_is_retried(sim):
@@ -255,7 +275,7 @@ def test_the_request_counter_includes_retries(sim):
     sim.fail_next(503, times=3, path="/company/companies")
     client = make_client(sim)
     list(client.iter_companies())
-    assert client.requests == sim.requests == 4
+    assert client.requests == sim.requests == 5  # 3 refused, the page, the empty end
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -418,7 +438,8 @@ def test_a_lost_answer_within_one_push_is_recovered_by_looking_again(sim):
     sim.timeout_next(path="/service/tickets", method="POST", after_apply=True)
     result = connector_for(sim).push(ticket_action(sim), Context())
     assert sim.ids("tickets") == [int(result.vendor_id)]
-    assert [m for m, p, _ in sim.log if p == "/service/tickets"] == ["GET", "POST", "GET"]
+    # The second look finds the ticket on a page without a Link header, so one more GET sees the end.
+    assert [m for m, p, _ in sim.log if p == "/service/tickets"] == ["GET", "POST", "GET", "GET"]
 
 
 def test_a_ticket_push_twice_makes_one_ticket(sim):

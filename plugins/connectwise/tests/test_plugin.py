@@ -30,6 +30,7 @@ from plugins.connectwise.simulator import DEFAULT_NOW, ConnectWiseSimulator
 
 UTC = timezone.utc
 RUN_START = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+SIM_NOW = datetime.fromtimestamp(DEFAULT_NOW, UTC).isoformat()   # the simulator's clock: its Date header
 GUID = "3f5e8b0c-4f8e-4c1a-9d3e-6a1b2c3d4e5f"
 ENV = {"CW_PRIVATE_KEY": "sim-private-key"}
 
@@ -301,14 +302,16 @@ def sim() -> ConnectWiseSimulator:
 def test_a_first_pass_reads_everything_with_after_id_cursors_and_ends_with_since(sim):
     pages = list(stream(connector_for(sim), "time_entries").iter_pages(None, RUN_START))
     ids = sim.ids("time_entries")
-    started = RUN_START.isoformat()
+    started = SIM_NOW   # when the pass started on ConnectWise's clock, not the hub's
     assert [len(p.records) for p in pages] == [10, 10, 5, 0]
     assert [p.cursor for p in pages] == [
-        {"since": None, "after_id": ids[9], "started_at": started},
-        {"since": None, "after_id": ids[19], "started_at": started},
-        {"since": None, "after_id": ids[24], "started_at": started}, {"since": started}]
+        {"since": None, "after_id": ids[9], "started_at": started, "read": 10, "expected": 25},
+        {"since": None, "after_id": ids[19], "started_at": started, "read": 20, "expected": 25},
+        {"since": None, "after_id": ids[24], "started_at": started, "read": 25, "expected": 25}, {"since": started}]
+    assert [p.sweep_count for p in pages] == [None, None, None, 25]
     assert [e.source_id for p in pages for e in p.records] == [str(i) for i in ids]
     assert conditions(sim, "/time/entries") == [None, None, None]
+    assert [p for _, p, _ in sim.log][0] == "/time/entries/count"
 
 
 def test_an_incremental_pass_asks_for_changes_since_the_cursor_less_the_overlap(sim):
@@ -318,8 +321,9 @@ def test_an_incremental_pass_asks_for_changes_since_the_cursor_less_the_overlap(
     since = datetime.fromtimestamp(DEFAULT_NOW + 3600, UTC)
     pages = list(stream(connector_for(sim), "time_entries").iter_pages({"since": since.isoformat()}, RUN_START))
     assert [e.source_id for p in pages for e in p.records] == [str(ids[4]), str(ids[20])]
-    assert conditions(sim, "/time/entries") == ["lastUpdated > [2025-06-01T00:55:00Z]"]
-    assert pages[-1].cursor == {"since": RUN_START.isoformat()}
+    assert conditions(sim, "/time/entries") == ["lastUpdated > [2025-06-01T00:55:00Z]"] * 2  # the page, the empty end
+    assert pages[-1].cursor == {"since": "2025-06-01T02:00:00+00:00"}   # ConnectWise's clock at the pass start
+    assert pages[-1].sweep_count is None and "/time/entries/count" not in [p for _, p, _ in sim.log]
 
 
 def test_the_overlap_reads_a_change_made_just_before_the_cursor(sim):
@@ -351,8 +355,8 @@ def test_a_resumed_incremental_pass_keeps_its_since(sim):
     cursor = {"since": since, "after_id": ids[9], "started_at": RUN_START.isoformat()}
     pages = list(stream(connector_for(sim), "time_entries").iter_pages(cursor, RUN_START + timedelta(hours=1)))
     assert [e.source_id for p in pages for e in p.records] == [str(i) for i in ids[10:15]]
-    assert conditions(sim, "/time/entries") == ["lastUpdated > [2025-06-01T00:55:00Z]"]
-    assert [q.get("pageId") for _, p, q in sim.log if p == "/time/entries"] == [str(ids[9])]
+    assert conditions(sim, "/time/entries") == ["lastUpdated > [2025-06-01T00:55:00Z]"] * 2
+    assert [q.get("pageId") for _, p, q in sim.log if p == "/time/entries"] == [str(ids[9]), str(ids[14])]
 
 
 def test_a_failed_pass_resumes_after_the_last_committed_page(sim):
@@ -372,13 +376,13 @@ def test_a_failed_pass_resumes_after_the_last_committed_page(sim):
     assert first.errors and "HTTP 400" in first.errors[0]
     assert hub.store.count("time_entries") == 10
     assert hub.store.get_cursor("connectwise", "time_entries") == {
-        "since": None, "after_id": ids[9], "started_at": RUN_START.isoformat()}
+        "since": None, "after_id": ids[9], "started_at": SIM_NOW, "read": 10, "expected": 25}
     failing = False
     second = RunReport("r2", "sync", RUN_START + timedelta(hours=1))
     pull(hub, second, streams=["time_entries"])
     assert not second.errors and second.records["connectwise.time_entries"] == 15
     assert hub.store.count("time_entries") == 25
-    assert hub.store.get_cursor("connectwise", "time_entries") == {"since": RUN_START.isoformat()}
+    assert hub.store.get_cursor("connectwise", "time_entries") == {"since": SIM_NOW}
     hub.close()
 
 
@@ -411,8 +415,10 @@ def test_a_first_additions_pass_reads_every_agreement(sim):
     assert {a.source_id for a in additions} == {str(i) for i in sim.ids("additions")}
     assert all(a.client_source_id == str(sim.record("agreements", int(a.agreement_source_id))["company"]["id"])
                for a in additions)
-    assert sim.requests == 1 + len(sim.ids("agreements"))  # one list, one request per agreement
-    assert pages[-1].cursor == {"since": RUN_START.isoformat(), "swept_at": RUN_START.isoformat()}
+    # The count, one list, and per agreement its additions and the empty page that ends them.
+    assert sim.requests == 2 + 2 * len(sim.ids("agreements"))
+    assert pages[-1].cursor == {"since": SIM_NOW, "swept_at": RUN_START.isoformat()}
+    assert pages[-1].sweep_count == len(sim.ids("additions"))
 
 
 def test_an_incremental_additions_pass_reads_only_changed_agreements(sim):
@@ -423,8 +429,9 @@ def test_an_incremental_additions_pass_reads_only_changed_agreements(sim):
     cursor = {"since": swept, "swept_at": swept}
     pages = list(stream(connector_for(sim), "additions").iter_pages(cursor, RUN_START))
     assert {a.agreement_source_id for p in pages for a in p.records} == {str(agreements[1])}
-    assert sim.requests == 2
-    assert pages[-1].cursor == {"since": RUN_START.isoformat(), "swept_at": swept}
+    assert sim.requests == 4   # agreements changed (and the empty end), the additions of one (and the end)
+    assert pages[-1].cursor == {"since": "2025-06-01T02:00:00+00:00", "swept_at": swept}
+    assert pages[-1].sweep_count is None
 
 
 def test_an_addition_edited_alone_is_read_by_the_next_sweep(sim):
@@ -438,7 +445,9 @@ def test_an_addition_edited_alone_is_read_by_the_next_sweep(sim):
     later = RUN_START + timedelta(hours=24)
     swept_again = list(additions.iter_pages({"since": RUN_START.isoformat(), "swept_at": swept}, later))
     assert str(addition) in {a.source_id for p in swept_again for a in p.records}
-    assert swept_again[-1].cursor == {"since": later.isoformat(), "swept_at": later.isoformat()}
+    # since on ConnectWise's clock, swept_at (the sweep schedule) on the hub's.
+    assert swept_again[-1].cursor == {"since": "2025-06-01T02:00:00+00:00", "swept_at": later.isoformat()}
+    assert swept_again[-1].sweep_count == len(sim.ids("additions"))
 
 
 # --- pushes ------------------------------------------------------------------------------------
