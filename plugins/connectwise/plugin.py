@@ -219,8 +219,11 @@ def to_time_entry(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Time
     """A ConnectWise time entry as a hub TimeEntry.
 
     What the hub bills on stays as ConnectWise has it: an entry without a company gets an empty
-    ``client_source_id`` and negative hours stay negative, for the hub's checks to report. Only
-    an entry without an id or a ``timeStart`` (both required by the API) is refused.
+    ``client_source_id`` and negative hours stay negative, for the hub's checks to report. An
+    entry without an id or a ``timeStart`` (both required by the API) is refused. ``actualHours``
+    is optional and nullable in the spec: a null is never 0 hours. It is computed as the PSA does,
+    ``timeEnd - timeStart - hoursDeduct`` to the hundredth, when both times are there; else (or
+    when the end is before the start) the entry is refused with the fix.
     """
     # Inlined lookups: this runs a million times on a first pull (see benchmarks/pull_time_entries.py).
     get = raw.get
@@ -265,7 +268,8 @@ def to_time_entry(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Time
             SOURCE, str(entry_id),
             str(company["id"]) if company and company.get("id") is not None else "",
             (member.get("identifier") or member.get("name") or "") if member else "",
-            start, end, "0" if hours is None else _decimal_text(hours), billable,
+            start, end, _decimal_text(hours) if hours is not None else _computed_hours(entry_id, start, end, get),
+            billable,
             (work_type.get("name") or "") if work_type else "", (work_role.get("name") or "") if work_role else "",
             ticket_id, str(agreement["id"]) if agreement and agreement.get("id") is not None else None,
             None if rate is None else _minor(rate, currency),
@@ -275,6 +279,21 @@ def to_time_entry(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Time
         raise
     except (ValueError, TypeError, AttributeError, KeyError, InvalidOperation) as exc:
         raise MappingError(f"connectwise time entry {entry_id}: {exc}") from None
+
+
+def _computed_hours(entry_id: Any, start: datetime, end: datetime | None, get: Callable[[str], Any]) -> str:
+    """The hours of a time entry whose ``actualHours`` is null: ``timeEnd - timeStart - hoursDeduct``."""
+    fix = "enter the end time or the actual hours of the entry in ConnectWise (Time > Time Entries)"
+    if end is None:
+        raise MappingError(f"connectwise time entry {entry_id} has no actualHours and no timeEnd to compute them "
+                           f"from; a null is not 0 hours, so it is set aside (fix: {fix})")
+    if end < start:
+        raise MappingError(f"connectwise time entry {entry_id} has no actualHours and its timeEnd "
+                           f"{end.isoformat()} is before its timeStart {start.isoformat()}; it is set aside "
+                           f"(fix: {fix})")
+    deduct = get("hoursDeduct")
+    hours = Decimal(int((end - start).total_seconds())) / 3600 - (Decimal(repr(deduct)) if deduct else 0)
+    return _decimal_text(hours.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def to_product_line(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> ProductLine:
