@@ -4,16 +4,20 @@ Streams (all incremental on ``lastUpdated``, forward-only by id, one transaction
 
 - ``clients`` (``/company/companies``), ``agreements`` (``/finance/agreements``), ``time_entries``
   (``/time/entries``), ``products`` (``/procurement/products``): one request per 1,000 records
-  changed since the cursor (at least one per run).
+  changed since the cursor (at least one per run), plus one for the empty page that ends a read
+  whose answers carry no Link header (see ``ConnectWiseClient.iter_pages``: a short page is never
+  taken for the end), plus the ``/count`` on a full pass.
 - ``additions``: the API lists additions per agreement only (``/finance/agreements/{id}/additions``),
-  so a run reads the agreements changed since the cursor and asks for the additions of each: one
-  request per agreement, plus one per 1,000 agreements. Editing an addition need not touch its
-  agreement, so every ``additions_sweep_hours`` (default 24; 0 = every run) a run reads the
-  additions of every agreement instead: A + A/1000 requests for A agreements.
+  so a run reads the agreements changed since the cursor and asks for the additions of each: two
+  requests per agreement (its page and the empty one that ends it, when no Link header says so),
+  plus one per 1,000 agreements. Editing an addition need not touch its agreement, so every
+  ``additions_sweep_hours`` (default 24; 0 = every run) a run reads the additions of every
+  agreement instead: about 2A + A/1000 requests for A agreements.
 - ``tickets`` (table ``tickets``): the tickets the hub made, found by ``externalXRef like
   "msp-hub:%"``, each with ``touched`` (see below). One request per 1,000 tickets changed, one per
   board among them (its statuses, once per run), and one per 100 tickets whose record shows no
-  touch (``GET /time/entries`` with ``chargeToId in (...)``, only ``id,chargeToId`` asked for).
+  touch (``GET /time/entries`` with ``chargeToId in (...)``, only ``id,chargeToId`` asked for);
+  each of those reads one more for its empty last page when the answers carry no Link header.
 
 A ticket is **touched** once a person worked on it; the hub never closes such a ticket. Read from
 the ticket itself, for free: ``actualHours`` above 0 (time logged); open in a status other than the
@@ -31,7 +35,9 @@ Pushes (``action_kinds``): ``agreement_quantity`` (one PATCH), ``ticket`` (a loo
 POST), ``ticket_note`` (a ticket lookup, the ticket's notes, then at most a POST),
 ``ticket_close`` (the lookup, the board's statuses once per run, at most one time count, at most a
 PATCH of the status, the notes and at most a POST: 3 to 6 requests) and ``ticket_reopen`` (the
-lookup, the statuses, at most a PATCH, the notes, at most a POST: 3 to 5). ConnectWise has no
+lookup, the statuses, at most a PATCH, the notes, at most a POST: 3 to 5). Each lookup or list
+that finds something costs one more request, for the empty page that ends it, while the answers
+carry no Link header (a single page says nothing of what follows). ConnectWise has no
 idempotency key, so every push looks before it creates, and a create is never resent blindly
 after an unclear failure; closing a closed ticket or reopening an open one changes nothing, and a
 note carries ``[msp-hub:<action key>]`` so that it is added once.

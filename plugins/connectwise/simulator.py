@@ -574,7 +574,8 @@ class ConnectWiseSimulator:
 
     Paging faults: ``max_page_size`` caps every page below the ``pageSize`` asked for (the next
     link still leads on); ``links=False`` sends no Link header (the client then pages by the last
-    id); ``short_page_next`` cuts the next pages short (what is left out comes on the next page);
+    id); ``forward_only=False`` ignores the ``pagination-type`` header (and ``pageId``) and answers
+    numbered pages, as an endpoint without forward-only paging; ``short_page_next`` cuts the next pages short (what is left out comes on the next page);
     ``lose_next`` leaves records out of the next pages for good, as a page that lost records, so
     that only a ``/count`` shows them missing.
 
@@ -597,13 +598,13 @@ class ConnectWiseSimulator:
                  public_key: str = "sim-public-key", private_key: str = "sim-private-key",
                  client_id: str = "3f5e8b0c-4f8e-4c1a-9d3e-6a1b2c3d4e5f", now: float = DEFAULT_NOW,
                  api_member: str = "apimember", cloud: bool = True, clock_offset: float | None = None,
-                 max_page_size: int | None = None, links: bool = True):
+                 max_page_size: int | None = None, links: bool = True, forward_only: bool = True):
         self.company_id, self.public_key, self.private_key = company_id, public_key, private_key
         self.client_id, self.now, self.cloud, self.api_member = client_id, now, cloud, api_member
         self.clock_offset = clock_offset
         if max_page_size is not None and max_page_size < 1:
             raise ValueError("max_page_size must be at least 1")
-        self.max_page_size, self.links = max_page_size, links
+        self.max_page_size, self.links, self.forward_only = max_page_size, links, forward_only
         self._page_faults: list[dict[str, Any]] = []
         self.rng = random.Random(seed)
         self.requests = 0
@@ -1155,7 +1156,7 @@ class ConnectWiseSimulator:
               scope: Callable[[dict], bool] | None = None) -> httpx.Response:
         """A collection: conditions, then forward-only (pageId) or numbered (page) paging, and
         ``fields`` for a partial response."""
-        forward = request.headers.get("pagination-type", "").lower() == "forward-only"
+        forward = self.forward_only and request.headers.get("pagination-type", "").lower() == "forward-only"
         try:
             size = int(query.get("pageSize", DEFAULT_PAGE_SIZE))
             page = int(query.get("page", 1))

@@ -166,6 +166,27 @@ def test_a_page_cut_short_does_not_end_the_read(links):
     assert [e["id"] for p in pages for e in p] == sim.ids("time_entries")
 
 
+@pytest.mark.parametrize("cap", [None, 7])
+def test_an_endpoint_without_forward_only_paging_is_read_by_page_number(cap):
+    sim = ConnectWiseSimulator(seed=2, companies=2, agreements=0, time_entries=45, products=0, forward_only=False,
+                               max_page_size=cap)
+    pages = list(make_client(sim, page_size=10).iter_time_entries())
+    assert [e["id"] for p in pages for e in p] == sim.ids("time_entries")
+    asked = queries(sim, "/time/entries")
+    assert [q.get("page") for q in asked] == [None] + [str(n) for n in range(2, len(pages) + 1)]
+    assert len(asked) == len(pages)   # the last page has no next link: the end
+    assert all("pageId" not in q for q in asked)
+
+
+def test_a_resumed_read_of_an_endpoint_without_forward_only_paging_reads_it_all_again():
+    sim = ConnectWiseSimulator(seed=2, companies=2, agreements=0, time_entries=25, products=0, forward_only=False)
+    ids = sim.ids("time_entries")
+    got = [e["id"] for p in make_client(sim, page_size=10).iter_time_entries(after_id=ids[12]) for e in p]
+    # Page numbers cannot start after an id: the first page (before the resume point) is passed
+    # over, and the read goes on by number with nothing after the resume point skipped.
+    assert got == ids[10:]
+
+
 def test_iter_time_entries_resumes_after_an_id(sim):
     after = sim.ids("time_entries")[17]
     ids = [e["id"] for p in make_client(sim, page_size=10).iter_time_entries(after_id=after) for e in p]
@@ -187,9 +208,9 @@ def test_a_repeated_page_id_raises_instead_of_looping():
 
     client = ConnectWiseClient(SITE, "c", "p", Secret("k", "test"), "id", http=mock_client(ignores_page_id),
                                page_size=10)
-    with pytest.raises(VendorError, match="repeats pageId=10"):
+    with pytest.raises(VendorError, match="repeats page=2"):
         list(client.iter_companies())
-    assert client.requests == 2
+    assert client.requests == 3   # the first page; pageId ignored; page 2 the same as page 1
 
 
 def test_without_the_forward_only_header_page_id_is_ignored(sim):

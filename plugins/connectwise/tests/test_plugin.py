@@ -705,3 +705,17 @@ def test_a_cannot_route_after_some_pages_keeps_the_cursor_at_the_last_committed_
     assert hub.store.count("time_entries") == 20
     assert hub.store.get_cursor("connectwise", "time_entries")["after_id"] == ids[19]
     hub.close()
+
+
+@pytest.mark.parametrize("shape", [{"forward_only": False}, {"links": False, "max_page_size": 4},
+                                   {"max_page_size": 3}])
+def test_every_stream_reads_everything_however_the_server_pages(shape):
+    sim = ConnectWiseSimulator(seed=3, companies=12, agreements=9, time_entries=37, products=11, **shape)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["clients", "agreements", "additions", "time_entries", "products"])
+    assert not report.errors
+    for table, kind in (("clients", "companies"), ("agreements", "agreements"), ("additions", "additions"),
+                        ("time_entries", "time_entries"), ("products", "products")):
+        assert sorted(int(r["source_id"]) for r in hub.store.rows(table)) == sim.ids(kind), table
+    hub.close()
