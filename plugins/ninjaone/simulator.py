@@ -9,6 +9,7 @@ import random
 import threading
 import time
 import uuid
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -69,6 +70,11 @@ class NinjaOneSimulator:
     below X, ``newerThan=X`` the activities just above X (``newer_than_takes="newest"`` makes it
     answer the newest ones above X instead, to test a client against that reading).
 
+    ``now`` (epoch seconds) is the clock for generated data, alerts and activities, and the ``Date``
+    header of every answer; it stands still unless ``clock_offset`` is given: then it is the real
+    time plus that many seconds (negative: behind), as a tenant whose clock differs from the
+    hub's; setting ``now`` stops it again.
+
     Paging of ``/v2/organizations`` and ``/v2/devices``: ``max_page_size`` caps every page below
     the ``pageSize`` asked for (the spec sets no maximum, so a server may); ``short_page_next``
     cuts pages short. Either way the records left out come on the next page (``after`` the last
@@ -78,7 +84,7 @@ class NinjaOneSimulator:
     def __init__(self, seed: int = 0, organizations: int = 3, devices: int = 40, *, alerts: int = 0,
                  client_id: str = "sim-client-id", client_secret: str = "sim-client-secret",
                  token_ttl: float = 3600.0, now: float = DEFAULT_NOW, newer_than_takes: str = "next",
-                 max_page_size: int | None = None):
+                 max_page_size: int | None = None, clock_offset: float | None = None):
         if newer_than_takes not in ("next", "newest"):
             raise ValueError("newer_than_takes must be 'next' or 'newest'")
         if max_page_size is not None and max_page_size < 1:
@@ -88,6 +94,7 @@ class NinjaOneSimulator:
         self.newer_than_takes = newer_than_takes
         self.client_id, self.client_secret = client_id, client_secret
         self.token_ttl, self.now = token_ttl, now
+        self.clock_offset = clock_offset
         self.rng = random.Random(seed)
         self.requests = 0
         self.requests_by_path: collections.Counter[str] = collections.Counter()
@@ -118,6 +125,15 @@ class NinjaOneSimulator:
         self._generate_devices(devices)
         if self._device_ids and alerts > 0:
             self._seed_alerts(alerts)
+
+    @property
+    def now(self) -> float:
+        """The simulator's clock: fixed, or the real time plus ``clock_offset``."""
+        return self._now if self.clock_offset is None else time.time() + self.clock_offset
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._now, self.clock_offset = value, None
 
     # --- shaping data ---------------------------------------------------------------------------
 
@@ -283,7 +299,12 @@ class NinjaOneSimulator:
     # --- the API --------------------------------------------------------------------------------
 
     def handler(self, request: httpx.Request) -> httpx.Response:
-        """Serve one request like the NinjaOne API."""
+        """Serve one request like the NinjaOne API, with a ``Date`` header on the simulator's clock."""
+        response = self._handle(request)
+        response.headers["Date"] = formatdate(self.now, usegmt=True)
+        return response
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         with self._lock:
             self.requests += 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
+import httpx
 import pytest
 
 import hub.testing
@@ -502,3 +505,37 @@ def test_plugin_conforms():
         hub.testing.assert_plugin_conforms(connector, sim)
     finally:
         connector.close()
+
+
+@pytest.mark.parametrize("offset", [3600, -3600])
+def test_what_changes_between_two_runs_is_pulled_whatever_the_clocks_say(offset):
+    # The tenant's clock an hour ahead of the hub's, or an hour behind: no NinjaOne read depends
+    # on the hub's clock (sweeps read everything, the activity log follows activity ids).
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25, alerts=3, clock_offset=offset)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    first = RunReport("r1", "sync", datetime.now(UTC))
+    pull(hub, first)
+    assert not first.errors
+    org = sim.organization_ids[0]
+    device = sim.add_device(org, "WINDOWS_SERVER", name="NEW-SRV")
+    uid = sim.trigger_alert(device)
+    gone = sim.alert_uids[0]
+    sim.reset_alert(gone)
+    second = RunReport("r2", "sync", datetime.now(UTC))
+    pull(hub, second)
+    assert not second.errors
+    assert str(device) in {r["source_id"] for r in hub.store.rows("devices")}
+    events = {(r["series_uid"], r["status"]) for r in hub.store.rows("alert_events")}
+    assert (uid, "triggered") in events and (gone, "reset") in events
+    active = {r["source_id"]: r["active"] for r in hub.store.rows("alerts")}
+    assert (active[uid], active[gone]) == (1, 0)
+    hub.close()
+
+
+def test_every_answer_carries_a_date_header_on_the_simulator_clock():
+    sim = NinjaOneSimulator(seed=3, organizations=1, devices=2, clock_offset=-3600)
+    request = httpx.Request("GET", "https://eu.ninjarmm.com/v2/devices")
+    served = parsedate_to_datetime(sim.handler(request).headers["Date"]).timestamp()
+    assert abs(served - (time.time() - 3600)) < 5
+    sim.now = 1_748_736_000.0          # setting now stops the clock again
+    assert parsedate_to_datetime(sim.handler(request).headers["Date"]).timestamp() == 1_748_736_000.0
