@@ -53,17 +53,22 @@ def since_condition(since: datetime | None) -> str | None:
     return None if since is None else f"lastUpdated > {format_datetime(since)}"
 
 
-def server_time(date_header: str | None) -> datetime | None:
-    """The ``Date`` header of a response (RFC 9110 HTTP-date) as an aware UTC datetime, or None."""
-    if not date_header:
-        return None
-    try:
-        moment = parsedate_to_datetime(date_header)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+def server_time(headers: httpx.Headers) -> datetime | None:
+    """The ``Date`` header of a response (RFC 9110 HTTP-date) as an aware UTC datetime, or None.
+
+    Should an answer carry several (a proxy adding its own), the earliest: a cursor set too early
+    reads some changes twice, one set too late skips them.
+    """
+    moments = []
+    for value in headers.get_list("Date"):
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            continue
+        if moment is not None:
+            moments.append(moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None
+                           else moment.astimezone(timezone.utc))
+    return min(moments) if moments else None
 
 
 def _links(link_header: str | None) -> tuple[bool, bool, int | None, int | None]:
@@ -436,7 +441,7 @@ class ConnectWiseClient:
             count_request_error(VENDOR)
             raise RetryableError(VENDOR, None, method, url, type(exc).__name__) from exc
         status = response.status_code
-        moment = server_time(response.headers.get("Date"))
+        moment = server_time(response.headers)
         if moment is not None:
             self.server_time = moment
         if status >= 300:

@@ -21,7 +21,7 @@ from hub.config import Secret
 from hub.http import retry_policy
 from hub.testing import MemoryPushContext as Context
 from hub.testing import mock_client, serve
-from plugins.connectwise.client import ConnectWiseClient, quote
+from plugins.connectwise.client import ConnectWiseClient, quote, server_time
 from plugins.connectwise.plugin import ConnectWiseConnector, ConnectWiseSettings
 from plugins.connectwise.simulator import DEFAULT_NOW, ConnectWiseSimulator
 
@@ -496,3 +496,23 @@ def test_a_note_whose_answer_was_lost_is_not_duplicated(sim):
     result = connector_for(sim).push(note, Context())
     notes = [n for n in sim.ids("notes") if sim.record("notes", n)["ticketId"] == ticket_id]
     assert notes == [int(result.vendor_id)] and sim.record("notes", notes[0])["detailDescriptionFlag"] is True
+
+
+def test_server_time_is_the_earliest_date_header_of_an_answer():
+    one = httpx.Headers([("Date", "Sun, 01 Jun 2025 00:00:00 GMT")])
+    two = httpx.Headers([("Date", "Sun, 06 Dec 2026 19:52:00 GMT"), ("Date", "Sun, 01 Jun 2025 00:00:00 GMT")])
+    assert server_time(one) == server_time(two) == datetime(2025, 6, 1, tzinfo=UTC)
+    assert server_time(httpx.Headers([("Date", "yesterday")])) is None
+    assert server_time(httpx.Headers()) is None
+
+
+def test_the_client_keeps_the_date_of_the_latest_answer(sim):
+    client = make_client(sim)
+    assert client.server_time is None
+    list(client.iter_companies())
+    assert client.server_time == datetime.fromtimestamp(DEFAULT_NOW, UTC)
+    sim.now = DEFAULT_NOW + 90
+    sim.fail_next(400, path="/company/companies")
+    with pytest.raises(VendorError):
+        list(client.iter_companies())
+    assert client.server_time == datetime.fromtimestamp(DEFAULT_NOW + 90, UTC)   # error answers carry it too
