@@ -574,9 +574,10 @@ class ConnectWiseConnector:
 
     def _additions(self, cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
         """Additions of the agreements changed since the cursor, or of every agreement on a sweep."""
-        # On a sweep the cursor also carries what it read so far: additions (for sweep_count) and,
-        # on a first pass, agreements with the count they must reach; "sweep_started_at" is the
-        # hub's clock, for the sweep schedule, which the hub keeps (since follows ConnectWise's).
+        # On a sweep (every agreement: the first pass and one every additions_sweep_hours) the
+        # cursor also carries what it read so far: additions (for sweep_count) and agreements,
+        # with the /count they must reach; "sweep_started_at" is the hub's clock, for the sweep
+        # schedule, which the hub keeps (since follows ConnectWise's).
         cursor = cursor or {}
         since, swept_at = cursor.get("since"), cursor.get("swept_at")
         self.client.server_time = None
@@ -589,7 +590,7 @@ class ConnectWiseConnector:
             sweep = since is None or swept_at is None or (
                 run_started_at - _iso(swept_at) >= timedelta(hours=self.settings.additions_sweep_hours))
             read, agreements, expected = (0 if sweep else None), 0, None
-            if since is None:
+            if sweep:
                 expected = self.client.count("/finance/agreements")
                 started = self._vendor_now()
         currency = self.settings.currency
@@ -624,7 +625,8 @@ class ConnectWiseConnector:
         if started is None:
             started = self._vendor_now()
         if expected is not None and agreements is not None and agreements < expected:
-            yield Page([], {"since": None})   # the next run starts this first pass again
+            # The next run sweeps again (from the start, or its first pass over).
+            yield Page([], {"since": since, "swept_at": None} if since is not None else {"since": None})
             raise self._incomplete("additions", agreements, expected, "agreements")
         yield Page([], {"since": self._pass_end("additions", started, since),
                         "swept_at": sweep_started if sweep else swept_at}, sweep_count=read)

@@ -719,3 +719,21 @@ def test_every_stream_reads_everything_however_the_server_pages(shape):
                         ("time_entries", "time_entries"), ("products", "products")):
         assert sorted(int(r["source_id"]) for r in hub.store.rows(table)) == sim.ids(kind), table
     hub.close()
+
+
+def test_a_later_additions_sweep_checks_the_agreement_count_too():
+    sim = ConnectWiseSimulator(seed=3, companies=3, agreements=24, time_entries=0, products=0)
+    swept = datetime.fromtimestamp(DEFAULT_NOW - 2 * 86_400, UTC).isoformat()
+    sim.lose_next("/finance/agreements", records=1)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    hub.store.write_page("additions", [], "connectwise", "additions", {"since": swept, "swept_at": swept})
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["additions"])
+    [error] = report.errors
+    assert "connectwise additions: the full pass read 23 agreements but ConnectWise counted 24" in error
+    assert hub.store.get_cursor("connectwise", "additions") == {"since": swept, "swept_at": None}
+    again = RunReport("r2", "sync", RUN_START + timedelta(hours=1))
+    pull(hub, again, streams=["additions"])   # the next run sweeps again, and has them all
+    assert not again.errors
+    assert sorted(int(r["source_id"]) for r in hub.store.rows("additions")) == sim.ids("additions")
+    hub.close()
