@@ -539,3 +539,26 @@ def test_every_answer_carries_a_date_header_on_the_simulator_clock():
     assert abs(served - (time.time() - 3600)) < 5
     sim.now = 1_748_736_000.0          # setting now stops the clock again
     assert parsedate_to_datetime(sim.handler(request).headers["Date"]).timestamp() == 1_748_736_000.0
+
+
+@pytest.mark.parametrize("status", [429, 404])
+def test_a_page_refused_past_the_retries_fails_the_sweep_and_keeps_the_cursor(status):
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    answer, asked = sim.handler, []
+
+    def third_page_refused(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/devices":
+            asked.append(request)
+            if len(asked) >= 3:
+                return httpx.Response(status, json={"resultCode": "FAILURE"}, headers={"Retry-After": "0"})
+        return answer(request)
+
+    hub.connectors["ninjaone"].client._http = mock_client(third_page_refused)
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["devices"])
+    [error] = report.errors
+    assert f"HTTP {status}" in error and "ninjaone.devices" in error
+    assert hub.store.count("devices") == 10    # the first page; the second waits for the next page's answer
+    assert hub.store.get_cursor("ninjaone", "devices") == {"after": sim.device_ids[9]}
+    hub.close()
