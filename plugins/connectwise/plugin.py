@@ -58,7 +58,7 @@ import structlog
 import tenacity
 
 from hub import Action, Client, ConfigError, MappingError, Page, PushResult, Stream, VendorError, hookimpl, map_records
-from hub.errors import IncompleteError
+from hub.errors import IncompleteError, MalformedResponseError
 from hub.config import HubConfig, Secret
 from hub.http import retry_policy
 from hub.money import exponent
@@ -528,6 +528,14 @@ class ConnectWiseConnector:
                         "until then each pass of this stream reads again every change since the cursor")
         return since
 
+    def _last_id(self, stream: str, page: list[dict]) -> Any:
+        last = page[-1]
+        if not isinstance(last, dict) or last.get("id") is None:
+            raise MalformedResponseError(VENDOR, 200, "GET", self.client.api_root,
+                                         f"the last {stream} record of a page has no id, so no cursor can follow "
+                                         f"it; the pass stops here (fix: report it to ConnectWise support)")
+        return last["id"]
+
     def _incomplete(self, stream: str, read: int, expected: int, what: str = "records") -> IncompleteError:
         return IncompleteError(
             f"connectwise {stream}: the full pass read {read} {what} but ConnectWise counted {expected} when it "
@@ -554,17 +562,17 @@ class ConnectWiseConnector:
                 expected = count()
                 started = self._vendor_now()
             for raw in fetch(since=self._overlapped(since), after_id=after):
-                if started is None:
+                if started is None and not resumed:   # a resumed pass keeps the start it had, or none
                     started = self._vendor_now()
                 records, rejected = to_records(raw)
-                page_cursor = {"since": since, "after_id": raw[-1]["id"], "started_at": started}
+                page_cursor = {"since": since, "after_id": self._last_id(stream, raw), "started_at": started}
                 if read is not None:
                     read += len(raw)
                     page_cursor["read"] = read
                     if expected is not None:
                         page_cursor["expected"] = expected
                 yield Page(records, page_cursor, rejected=rejected)
-            if started is None:
+            if started is None and not resumed:
                 started = self._vendor_now()   # a pass that read nothing: its one answer
             if read is not None and expected is not None and read < expected:
                 yield Page([], {"since": None})   # the next run starts this full pass again
@@ -605,16 +613,21 @@ class ConnectWiseConnector:
                     state[key] = value
             return state
 
+        resumed, position = "after_id" in cursor, after
         for page in self.client.iter_agreements(since=None if sweep else self._overlapped(since), after_id=after):
-            if started is None:
+            if started is None and not resumed:   # a resumed pass keeps the start it had, or none
                 started = self._vendor_now()
             for raw in page:
                 if agreements is not None:
                     agreements += 1
+                if isinstance(raw, dict) and raw.get("id") is not None:
+                    position = raw["id"]
                 try:
                     agreement = to_agreement(raw)
                 except MappingError as exc:   # its additions cannot be placed; the others go on
-                    yield Page([], under_way(raw["id"]), rejected=((str(raw.get("id")), str(exc)),))
+                    rid = raw.get("id") if isinstance(raw, dict) else None
+                    yield Page([], under_way(position), rejected=((str(rid) if rid is not None else
+                                                                  "(an agreement without an id)", str(exc)),))
                     continue
                 raws = [r for additions in self.client.iter_additions(raw["id"]) for r in additions]
                 if read is not None:
@@ -622,7 +635,7 @@ class ConnectWiseConnector:
                 records, rejected = map_records(raws, lambda r: to_addition(r, agreement, currency))
                 if records or rejected:
                     yield Page(records, under_way(raw["id"]), rejected=rejected)
-        if started is None:
+        if started is None and not resumed:
             started = self._vendor_now()
         if expected is not None and agreements is not None and agreements < expected:
             # The next run sweeps again (from the start, or its first pass over).

@@ -737,3 +737,43 @@ def test_a_later_additions_sweep_checks_the_agreement_count_too():
     assert not again.errors
     assert sorted(int(r["source_id"]) for r in hub.store.rows("additions")) == sim.ids("additions")
     hub.close()
+
+
+def test_a_resumed_pass_that_saw_no_date_keeps_the_since_it_had(sim):
+    ids = sim.ids("time_entries")
+    since = datetime.fromtimestamp(DEFAULT_NOW - 3600, UTC).isoformat()
+    cursor = {"since": since, "after_id": ids[9], "started_at": None}
+    pages = list(stream(connector_for(sim), "time_entries").iter_pages(cursor, RUN_START))
+    assert pages[-1].cursor == {"since": since}   # not the resuming run's Date: changes behind it stay due
+
+
+def test_a_page_whose_last_record_has_no_id_fails_the_pass_instead_of_the_run(sim):
+    def last_without_id(request: httpx.Request) -> httpx.Response:
+        response = sim.handler(request)
+        if request.url.path.endswith("/company/companies"):
+            return httpx.Response(200, json=[*response.json()[:-1], {"name": "No id"}], headers=response.headers)
+        return response
+
+    connector = ConnectWiseConnector(ConnectWiseSettings.from_config(config(page_size=10)),
+                                     http=mock_client(last_without_id))
+    hub = make_hub(ConnectorPlugin(connector))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["clients", "time_entries"])
+    [error] = report.errors
+    assert "the last clients record of a page has no id" in error
+    assert report.records["connectwise.time_entries"] == len(sim.ids("time_entries"))   # the run went on
+    hub.close()
+
+
+def test_an_agreement_without_an_id_is_set_aside_and_the_additions_go_on(sim):
+    agreements = sim.ids("agreements")
+    sim.agreements.rows[agreements[2]].pop("id")
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["additions"])
+    assert any("(an agreement without an id) set aside" in e for e in report.errors)
+    stored = {r["agreement_source_id"] for r in hub.store.rows("additions")}
+    with_additions = {str(a) for a in agreements if a != agreements[2]
+                      and any(sim.record("additions", x)["agreementId"] == a for x in sim.ids("additions"))}
+    assert stored == with_additions
+    hub.close()
