@@ -575,9 +575,10 @@ class ConnectWiseSimulator:
     Paging faults: ``max_page_size`` caps every page below the ``pageSize`` asked for (the next
     link still leads on); ``links=False`` sends no Link header (the client then pages by the last
     id); ``forward_only=False`` ignores the ``pagination-type`` header (and ``pageId``) and answers
-    numbered pages, as an endpoint without forward-only paging; ``short_page_next`` cuts the next pages short (what is left out comes on the next page);
-    ``lose_next`` leaves records out of the next pages for good, as a page that lost records, so
-    that only a ``/count`` shows them missing.
+    numbered pages, as an endpoint without forward-only paging; ``short_page_next`` cuts the next
+    pages short (what is left out comes on the next page); ``lose_next`` leaves records out of
+    the next pages for good, as a page that lost records, so that only a ``/count`` shows them
+    missing.
 
     Tickets follow their board's statuses (``BOARD_STATUSES``: a status with ``closedStatus`` sets
     ``closedFlag``, ``closedDate`` and ``closedBy``), priorities (``/service/priorities``) and types
