@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, quote as url_quote, urlencode, urlsplit
 
@@ -52,18 +53,54 @@ def since_condition(since: datetime | None) -> str | None:
     return None if since is None else f"lastUpdated > {format_datetime(since)}"
 
 
-def _links(link_header: str | None) -> tuple[bool, bool, int | None]:
-    """From a Link header: (one was sent, it has rel="next", that URL's pageId or None)."""
+def server_time(headers: httpx.Headers) -> datetime | None:
+    """The ``Date`` header of a response (RFC 9110 HTTP-date) as an aware UTC datetime, or None.
+
+    Should an answer carry several (a proxy adding its own), the earliest: a cursor set too early
+    reads some changes twice, one set too late skips them.
+    """
+    moments = []
+    for value in headers.get_list("Date"):
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            continue
+        if moment is not None:
+            moments.append(moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None
+                           else moment.astimezone(timezone.utc))
+    return min(moments) if moments else None
+
+
+def _links(link_header: str | None) -> tuple[bool, bool, int | None, int | None]:
+    """From a Link header: (one was sent, it has rel="next", that URL's pageId, its page), the
+    last two None when absent. A next link with a ``page`` is numbered paging (forward-only links
+    carry a ``pageId`` only; a numbered one may echo the ``pageId`` it ignored)."""
     if not link_header:
-        return False, False, None
+        return False, False, None, None
     for part in link_header.split(","):
         url, _, params = part.partition(";")
         if params.replace(" ", "").replace('"', "").lower() != "rel=next":
             continue
         values = parse_qs(urlsplit(url.strip().strip("<>")).query)
-        value = (values.get("pageId") or values.get("pageid") or [None])[0]
-        return True, True, int(value) if value and value.isdigit() else None
-    return True, False, None
+        page_id = (values.get("pageId") or values.get("pageid") or [None])[0]
+        number = (values.get("page") or [None])[0]
+        return (True, True, int(page_id) if page_id and page_id.isdigit() else None,
+                int(number) if number and number.isdigit() else None)
+    return True, False, None, None
+
+
+def _ids_at_most(page: list, page_id: int) -> bool:
+    """Whether every record of a page has an integer id no greater than ``page_id``."""
+    try:
+        return all(int(record["id"]) <= page_id for record in page)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _ref_prefix_condition(prefix: str) -> str:
+    if any(c in prefix for c in "%_[*"):
+        raise ValueError(f"a ticket reference prefix cannot hold %, _, [ or *: {prefix!r}")
+    return f"externalXRef like {quote(prefix + '%')}"
 
 
 def _resendable(exc: BaseException) -> bool:
@@ -92,7 +129,8 @@ class ConnectWiseClient:
 
     Lists use forward-only paging (``pagination-type: forward-only`` and ``pageId`` = last id), so
     records come in id order and a page costs the same however deep it is. ``requests`` counts
-    every HTTP request sent, retries included.
+    every HTTP request sent, retries included. ``server_time`` is the ``Date`` header of the latest
+    answer (ConnectWise's clock, not the hub's), None until one came with a Date.
     """
 
     def __init__(self, base_url: str, company_id: str, public_key: str, private_key: Secret, client_id: str, *,
@@ -120,6 +158,7 @@ class ConnectWiseClient:
         self._http = make_client(self.base_url, http=http, vendor=VENDOR)
         self._retrying = retrying or retry_policy
         self.requests = 0
+        self.server_time: datetime | None = None
 
     # --- lists --------------------------------------------------------------------------------
 
@@ -162,16 +201,19 @@ class ConnectWiseClient:
         Server reads, so a prefix holding ``%``, ``_`` or ``[`` is refused rather than matched loosely.
         Other args as ``iter_companies``.
         """
-        if any(c in prefix for c in "%_[*"):
-            raise ValueError(f"a ticket reference prefix cannot hold %, _, [ or *: {prefix!r}")
-        conditions = f"externalXRef like {quote(prefix + '%')}"
+        conditions = _ref_prefix_condition(prefix)
         if since is not None:
             conditions += f" and {since_condition(since)}"
         return self.iter_pages("/service/tickets", conditions, after_id)
 
+    def count_tickets_by_ref(self, prefix: str) -> int:
+        """How many tickets ``iter_tickets_by_ref(prefix)`` lists (``GET /service/tickets/count``)."""
+        return self.count("/service/tickets", _ref_prefix_condition(prefix))
+
     def iter_pages(self, path: str, conditions: str | None = None,
                    after_id: int | None = None, *, fields: str | None = None) -> Iterator[list[dict]]:
-        """Yield the pages of any collection under ``/apis/3.0``, forward-only, in id order.
+        """Yield the pages of any collection under ``/apis/3.0``, forward-only, in id order (or by
+        page number from an endpoint that ignores forward-only paging).
 
         Args:
             path: the collection, e.g. ``/service/tickets``.
@@ -180,9 +222,17 @@ class ConnectWiseClient:
             fields: a partial response, e.g. ``id,chargeToId`` (keep ``id``: paging may need it).
         """
         # Forward-only paging: pageId acts as an extra "id > pageId" condition. Once the server has
-        # sent a Link header, follow its rel="next" and stop on a page without one (that saves the
-        # empty request after a full last page); until then, take the last id and stop on a short page.
+        # sent a Link header, follow its rel="next" and stop on a page without one (the vendor's end
+        # marker; it saves the empty request after a full last page). Without Link headers, take the
+        # last id and stop only on an empty page: a short page is not the end, since a server may
+        # cap pageSize or cut a page short (one more request per read, the empty page).
+        # An endpoint without forward-only paging ignores the header and pageId and answers
+        # numbered pages, its next link carrying a page number: the read then follows those
+        # numbers (navigable mode, without the header), ending the same way, on a page without a
+        # next link or an empty page.
         size, page_id, linked = self.page_size, after_id, False
+        number: int | None = None   # the page to ask for in navigable mode
+        last_span: tuple | None = None
         used: set[int] = set()
         while True:
             params: dict[str, Any] = {"pageSize": size}
@@ -190,19 +240,45 @@ class ConnectWiseClient:
                 params["conditions"] = conditions
             if fields:
                 params["fields"] = fields
-            if page_id is not None:
+            if number is not None:
+                params["page"] = number
+            elif page_id is not None:
                 if page_id in used:
                     raise VendorError(VENDOR, 200, "GET", self.api_root + path,
                                       f"paging repeats pageId={page_id}; stopping instead of looping forever")
                 used.add(page_id)
                 params["pageId"] = page_id
-            page, headers = self._request("GET", path, params=params, forward_only=True, expect=list)
+            page, headers = self._request("GET", path, params=params, forward_only=number is None, expect=list)
+            has_link, has_next, next_id, next_number = _links(headers.get("Link"))
+            if number is None and page_id is not None and page and _ids_at_most(page, page_id):
+                # Nothing above pageId: the endpoint ignores it (no forward-only paging) and
+                # answered its first page again, which this read has (or had before it resumed).
+                # Go on by page number: the one its next link names, else page 2, until a page
+                # without a next link or an empty one.
+                if has_link and not has_next:
+                    return
+                number = next_number if next_number is not None else 2
+                continue
             if page:
+                span = (page[0].get("id"), page[-1].get("id")) if isinstance(page[0], dict) and \
+                    isinstance(page[-1], dict) else None
+                if number is not None and span is not None and span == last_span:
+                    raise VendorError(VENDOR, 200, "GET", self.api_root + path,
+                                      f"paging repeats page={number}; stopping instead of looping forever")
+                last_span = span
                 yield page
-            has_link, has_next, next_id = _links(headers.get("Link"))
             linked = linked or has_link
-            if not page or (linked and not has_next) or (not linked and len(page) < size):
+            if not page or (linked and not has_next):
                 return
+            if number is not None or next_number is not None:   # numbered: the link asks for a page
+                # Numbered pages start from the first whatever pageId asked: a resumed read may
+                # read again records it had (the upsert makes that harmless), never skip one.
+                following = next_number if next_number is not None else (number or 1) + 1
+                if number is not None and following <= number:
+                    raise VendorError(VENDOR, 200, "GET", self.api_root + path,
+                                      f"paging repeats page={following}; stopping instead of looping forever")
+                number = following
+                continue
             if next_id is None:
                 try:
                     next_id = int(page[-1]["id"])
@@ -365,6 +441,9 @@ class ConnectWiseClient:
             count_request_error(VENDOR)
             raise RetryableError(VENDOR, None, method, url, type(exc).__name__) from exc
         status = response.status_code
+        moment = server_time(response.headers)
+        if moment is not None:
+            self.server_time = moment
         if status >= 300:
             self._raise_for_status(response, method, url)
         if status == 204 or not response.content:

@@ -4,16 +4,20 @@ Streams (all incremental on ``lastUpdated``, forward-only by id, one transaction
 
 - ``clients`` (``/company/companies``), ``agreements`` (``/finance/agreements``), ``time_entries``
   (``/time/entries``), ``products`` (``/procurement/products``): one request per 1,000 records
-  changed since the cursor (at least one per run).
+  changed since the cursor (at least one per run), plus one for the empty page that ends a read
+  whose answers carry no Link header (see ``ConnectWiseClient.iter_pages``: a short page is never
+  taken for the end), plus the ``/count`` on a full pass.
 - ``additions``: the API lists additions per agreement only (``/finance/agreements/{id}/additions``),
-  so a run reads the agreements changed since the cursor and asks for the additions of each: one
-  request per agreement, plus one per 1,000 agreements. Editing an addition need not touch its
-  agreement, so every ``additions_sweep_hours`` (default 24; 0 = every run) a run reads the
-  additions of every agreement instead: A + A/1000 requests for A agreements.
+  so a run reads the agreements changed since the cursor and asks for the additions of each: two
+  requests per agreement (its page and the empty one that ends it, when no Link header says so),
+  plus one per 1,000 agreements. Editing an addition need not touch its agreement, so every
+  ``additions_sweep_hours`` (default 24; 0 = every run) a run reads the additions of every
+  agreement instead: about 2A + A/1000 requests for A agreements.
 - ``tickets`` (table ``tickets``): the tickets the hub made, found by ``externalXRef like
   "msp-hub:%"``, each with ``touched`` (see below). One request per 1,000 tickets changed, one per
   board among them (its statuses, once per run), and one per 100 tickets whose record shows no
-  touch (``GET /time/entries`` with ``chargeToId in (...)``, only ``id,chargeToId`` asked for).
+  touch (``GET /time/entries`` with ``chargeToId in (...)``, only ``id,chargeToId`` asked for);
+  each of those reads one more for its empty last page when the answers carry no Link header.
 
 A ticket is **touched** once a person worked on it; the hub never closes such a ticket. Read from
 the ticket itself, for free: ``actualHours`` above 0 (time logged); open in a status other than the
@@ -31,7 +35,9 @@ Pushes (``action_kinds``): ``agreement_quantity`` (one PATCH), ``ticket`` (a loo
 POST), ``ticket_note`` (a ticket lookup, the ticket's notes, then at most a POST),
 ``ticket_close`` (the lookup, the board's statuses once per run, at most one time count, at most a
 PATCH of the status, the notes and at most a POST: 3 to 6 requests) and ``ticket_reopen`` (the
-lookup, the statuses, at most a PATCH, the notes, at most a POST: 3 to 5). ConnectWise has no
+lookup, the statuses, at most a PATCH, the notes, at most a POST: 3 to 5). Each lookup or list
+that finds something costs one more request, for the empty page that ends it, while the answers
+carry no Link header (a single page says nothing of what follows). ConnectWise has no
 idempotency key, so every push looks before it creates, and a create is never resent blindly
 after an unclear failure; closing a closed ticket or reopening an open one changes nothing, and a
 note carries ``[msp-hub:<action key>]`` so that it is added once.
@@ -48,9 +54,11 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import httpx
+import structlog
 import tenacity
 
 from hub import Action, Client, ConfigError, MappingError, Page, PushResult, Stream, VendorError, hookimpl, map_records
+from hub.errors import IncompleteError, MalformedResponseError
 from hub.config import HubConfig, Secret
 from hub.http import retry_policy
 from hub.money import exponent
@@ -59,6 +67,8 @@ from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement
 
 from plugins.connectwise.client import (DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF, MAX_PAGE_SIZE,
                                         VENDOR, ConnectWiseClient)
+
+log = structlog.get_logger()
 
 SOURCE = "connectwise"
 DEFAULT_CURRENCY = "EUR"
@@ -215,8 +225,11 @@ def to_time_entry(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Time
     """A ConnectWise time entry as a hub TimeEntry.
 
     What the hub bills on stays as ConnectWise has it: an entry without a company gets an empty
-    ``client_source_id`` and negative hours stay negative, for the hub's checks to report. Only
-    an entry without an id or a ``timeStart`` (both required by the API) is refused.
+    ``client_source_id`` and negative hours stay negative, for the hub's checks to report. An
+    entry without an id or a ``timeStart`` (both required by the API) is refused. ``actualHours``
+    is optional and nullable in the spec: a null is never 0 hours. It is computed as the PSA does,
+    ``timeEnd - timeStart - hoursDeduct`` to the hundredth, when both times are there; else (or
+    when the end is before the start) the entry is refused with the fix.
     """
     # Inlined lookups: this runs a million times on a first pull (see benchmarks/pull_time_entries.py).
     get = raw.get
@@ -261,7 +274,8 @@ def to_time_entry(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Time
             SOURCE, str(entry_id),
             str(company["id"]) if company and company.get("id") is not None else "",
             (member.get("identifier") or member.get("name") or "") if member else "",
-            start, end, "0" if hours is None else _decimal_text(hours), billable,
+            start, end, _decimal_text(hours) if hours is not None else _computed_hours(entry_id, start, end, get),
+            billable,
             (work_type.get("name") or "") if work_type else "", (work_role.get("name") or "") if work_role else "",
             ticket_id, str(agreement["id"]) if agreement and agreement.get("id") is not None else None,
             None if rate is None else _minor(rate, currency),
@@ -271,6 +285,21 @@ def to_time_entry(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Time
         raise
     except (ValueError, TypeError, AttributeError, KeyError, InvalidOperation) as exc:
         raise MappingError(f"connectwise time entry {entry_id}: {exc}") from None
+
+
+def _computed_hours(entry_id: Any, start: datetime, end: datetime | None, get: Callable[[str], Any]) -> str:
+    """The hours of a time entry whose ``actualHours`` is null: ``timeEnd - timeStart - hoursDeduct``."""
+    fix = "enter the end time or the actual hours of the entry in ConnectWise (Time > Time Entries)"
+    if end is None:
+        raise MappingError(f"connectwise time entry {entry_id} has no actualHours and no timeEnd to compute them "
+                           f"from; a null is not 0 hours, so it is set aside (fix: {fix})")
+    if end < start:
+        raise MappingError(f"connectwise time entry {entry_id} has no actualHours and its timeEnd "
+                           f"{end.isoformat()} is before its timeStart {start.isoformat()}; it is set aside "
+                           f"(fix: {fix})")
+    deduct = get("hoursDeduct")
+    hours = Decimal(int((end - start).total_seconds())) / 3600 - (Decimal(repr(deduct)) if deduct else 0)
+    return _decimal_text(hours.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def to_product_line(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> ProductLine:
@@ -424,9 +453,17 @@ class ConnectWiseConnector:
 
     A stream's cursor is ``{"since": <iso or None>, "after_id": n, "started_at": <iso>}`` while a
     pass is under way (a failed run resumes after the last committed page, with the same query)
-    and ``{"since": <iso>}`` once it finished, where ``since`` is when that pass started: never
-    past the run start, and a record changed behind the pass is read again by the next one. A
-    pass asks for ``lastUpdated > since - overlap_seconds``; the upsert makes the overlap harmless.
+    and ``{"since": <iso>}`` once it finished, where ``since`` is when that pass started **on
+    ConnectWise's clock**: the ``Date`` header of the pass's first answer, so a record changed
+    behind the pass is read again by the next one whatever the hub's clock says. A pass asks for
+    ``lastUpdated > since - overlap_seconds``; the upsert makes the overlap harmless.
+
+    A full pass (no ``since``: the first one, or a backfill) of a stream with a ``/count``
+    endpoint asks it first, with the same conditions, and keeps ``read`` and ``expected`` in its
+    cursor while under way. Reading fewer records than the count said is an IncompleteError (the
+    engine then holds what the stream feeds) and the next run reads the stream from the start
+    again. The page that ends a full pass carries ``sweep_count``: every record it read, those set
+    aside included (a pass resumed from a cursor without ``read`` gives none).
 
     Boards, their statuses and types, and priorities are looked up once per run: a ``tickets``
     pass starts with none kept, and none is kept longer than ``LOOKUP_SECONDS``.
@@ -449,61 +486,163 @@ class ConnectWiseConnector:
     def streams(self) -> list[Stream]:
         currency = self.settings.currency
         return [
-            Stream(SOURCE, "clients", "clients", self._incremental(self.client.iter_companies, _each(to_client))),
+            Stream(SOURCE, "clients", "clients", self._incremental(
+                "clients", self.client.iter_companies, _each(to_client), self._counter("/company/companies"))),
             Stream(SOURCE, "agreements", "agreements", self._incremental(
-                self.client.iter_agreements, _each(to_agreement))),
+                "agreements", self.client.iter_agreements, _each(to_agreement), self._counter("/finance/agreements"))),
             Stream(SOURCE, "additions", "additions", self._additions),
             Stream(SOURCE, "time_entries", "time_entries", self._incremental(
-                self.client.iter_time_entries, _each(lambda raw: to_time_entry(raw, currency)))),
+                "time_entries", self.client.iter_time_entries, _each(lambda raw: to_time_entry(raw, currency)),
+                self._counter("/time/entries"))),
             Stream(SOURCE, "products", "products", self._incremental(
-                self.client.iter_products, _each(lambda raw: to_product_line(raw, currency)))),
-            Stream(SOURCE, "tickets", "tickets", self._incremental(self._iter_hub_tickets, self._to_tickets)),
+                "products", self.client.iter_products, _each(lambda raw: to_product_line(raw, currency)),
+                self._counter("/procurement/products"))),
+            Stream(SOURCE, "tickets", "tickets", self._incremental(
+                "tickets", self._iter_hub_tickets, self._to_tickets,
+                lambda: self.client.count_tickets_by_ref(HUB_REF_PREFIX))),
         ]
+
+    def _counter(self, path: str) -> Callable[[], int]:
+        """The ``/count`` of a collection, unfiltered: what a full pass of it must read."""
+        return lambda: self.client.count(path)
+
+    # Cursors follow ConnectWise's clock, never the hub's: a hub clock ahead of ConnectWise's by
+    # more than the overlap would otherwise skip, for good, what changed in between. A pass's
+    # start is the Date header of its first answer (the count, or the first page). That is safe
+    # where the highest lastUpdated seen is not: a record saved while a long pass reads (after
+    # its page went by) has a lastUpdated below later records the pass does read, and a pass that
+    # reads nothing sees no lastUpdated at all. The overlap still covers the server that stamps
+    # lastUpdated and the one that writes Date being a little apart, and late commits.
+    def _vendor_now(self) -> str | None:
+        moment = self.client.server_time
+        return None if moment is None else moment.isoformat()
+
+    def _pass_end(self, stream: str, started: str | None, since: str | None) -> str | None:
+        """The ``since`` a finished pass leaves: its start on ConnectWise's clock. With no Date
+        header seen (a proxy strips it), the pass cannot tell ConnectWise's time: it keeps the
+        previous ``since`` (the next pass reads the same changes again, never fewer) and says so."""
+        if started is not None:
+            return started
+        log.warning("connectwise.no_date_header", stream=stream, kept_since=since,
+                    fix="let the Date header of ConnectWise's answers through to the hub (a proxy strips it); "
+                        "until then each pass of this stream reads again every change since the cursor")
+        return since
+
+    def _last_id(self, stream: str, page: list[dict]) -> Any:
+        last = page[-1]
+        if not isinstance(last, dict) or last.get("id") is None:
+            raise MalformedResponseError(VENDOR, 200, "GET", self.client.api_root,
+                                         f"the last {stream} record of a page has no id, so no cursor can follow "
+                                         f"it; the pass stops here (fix: report it to ConnectWise support)")
+        return last["id"]
+
+    def _incomplete(self, stream: str, read: int, expected: int, what: str = "records") -> IncompleteError:
+        return IncompleteError(
+            f"connectwise {stream}: the full pass read {read} {what} but ConnectWise counted {expected} when it "
+            f"started (GET .../count with the same conditions); records were lost from a page or deleted while "
+            f"it read, so nothing this stream feeds is pushed and the next run reads {stream} again from the "
+            f"start (fix: msp-hub resync --connector connectwise --stream {stream} --full; if it recurs, check "
+            f"that the API member's security role can see every record)")
 
     def _overlapped(self, since: str | None) -> datetime | None:
         return None if since is None else _iso(since) - timedelta(seconds=self.settings.overlap_seconds)
 
-    def _incremental(self, fetch: Callable[..., Iterator[list[dict]]], to_records: Callable[[list[dict]], list]):
+    def _incremental(self, stream: str, fetch: Callable[..., Iterator[list[dict]]],
+                     to_records: Callable[[list[dict]], list], count: Callable[[], int] | None = None):
         def iter_pages(cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
             cursor = cursor or {}
             since = cursor.get("since")
-            if "after_id" in cursor:  # a pass a failed run left under way: same query, from there
-                after, started = cursor["after_id"], cursor.get("started_at") or run_started_at.isoformat()
-            else:
-                after, started = None, run_started_at.isoformat()
+            resumed = "after_id" in cursor   # a pass a failed run left under way: same query, from there
+            after, started = (cursor["after_id"], cursor.get("started_at")) if resumed else (None, None)
+            full = since is None
+            read = (cursor.get("read") if resumed else 0) if full else None
+            expected = cursor.get("expected") if resumed else None
+            self.client.server_time = None
+            if full and not resumed and count is not None:
+                expected = count()
+                started = self._vendor_now()
             for raw in fetch(since=self._overlapped(since), after_id=after):
+                if started is None and not resumed:   # a resumed pass keeps the start it had, or none
+                    started = self._vendor_now()
                 records, rejected = to_records(raw)
-                yield Page(records, {"since": since, "after_id": raw[-1]["id"], "started_at": started}, rejected=rejected)
-            yield Page([], {"since": started})
+                page_cursor = {"since": since, "after_id": self._last_id(stream, raw), "started_at": started}
+                if read is not None:
+                    read += len(raw)
+                    page_cursor["read"] = read
+                    if expected is not None:
+                        page_cursor["expected"] = expected
+                yield Page(records, page_cursor, rejected=rejected)
+            if started is None and not resumed:
+                started = self._vendor_now()   # a pass that read nothing: its one answer
+            if read is not None and expected is not None and read < expected:
+                yield Page([], {"since": None})   # the next run starts this full pass again
+                raise self._incomplete(stream, read, expected)
+            yield Page([], {"since": self._pass_end(stream, started, since)}, sweep_count=read)
         return iter_pages
 
     def _additions(self, cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
         """Additions of the agreements changed since the cursor, or of every agreement on a sweep."""
+        # On a sweep (every agreement: the first pass and one every additions_sweep_hours) the
+        # cursor also carries what it read so far: additions (for sweep_count) and agreements,
+        # with the /count they must reach; "sweep_started_at" is the hub's clock, for the sweep
+        # schedule, which the hub keeps (since follows ConnectWise's).
         cursor = cursor or {}
         since, swept_at = cursor.get("since"), cursor.get("swept_at")
+        self.client.server_time = None
         if "after_id" in cursor:
             after, started, sweep = cursor["after_id"], cursor.get("started_at"), cursor.get("sweep", True)
-            started = started or run_started_at.isoformat()
+            sweep_started = cursor.get("sweep_started_at") or run_started_at.isoformat()
+            read, agreements, expected = cursor.get("read"), cursor.get("agreements_read"), cursor.get("expected")
         else:
-            after, started = None, run_started_at.isoformat()
+            after, started, sweep_started = None, None, run_started_at.isoformat()
             sweep = since is None or swept_at is None or (
                 run_started_at - _iso(swept_at) >= timedelta(hours=self.settings.additions_sweep_hours))
+            read, agreements, expected = (0 if sweep else None), 0, None
+            if sweep:
+                expected = self.client.count("/finance/agreements")
+                started = self._vendor_now()
         currency = self.settings.currency
+
+        def under_way(agreement_id: Any) -> dict[str, Any]:
+            state = {"since": since, "swept_at": swept_at, "sweep": sweep, "after_id": agreement_id,
+                     "started_at": started}
+            if sweep:
+                state["sweep_started_at"] = sweep_started
+            for key, value in (("read", read), ("agreements_read", agreements), ("expected", expected)):
+                if value is not None:
+                    state[key] = value
+            return state
+
+        resumed, position = "after_id" in cursor, after
         for page in self.client.iter_agreements(since=None if sweep else self._overlapped(since), after_id=after):
+            if started is None and not resumed:   # a resumed pass keeps the start it had, or none
+                started = self._vendor_now()
             for raw in page:
+                if agreements is not None:
+                    agreements += 1
+                if isinstance(raw, dict) and raw.get("id") is not None:
+                    position = raw["id"]
                 try:
                     agreement = to_agreement(raw)
                 except MappingError as exc:   # its additions cannot be placed; the others go on
-                    yield Page([], {"since": since, "swept_at": swept_at, "sweep": sweep, "after_id": raw["id"],
-                                    "started_at": started}, rejected=((str(raw.get("id")), str(exc)),))
+                    rid = raw.get("id") if isinstance(raw, dict) else None
+                    yield Page([], under_way(position), rejected=((str(rid) if rid is not None else
+                                                                  "(an agreement without an id)", str(exc)),))
                     continue
-                records, rejected = map_records(
-                    [r for additions in self.client.iter_additions(raw["id"]) for r in additions],
-                    lambda r: to_addition(r, agreement, currency))
+                raws = [r for additions in self.client.iter_additions(raw["id"]) for r in additions]
+                if read is not None:
+                    read += len(raws)
+                records, rejected = map_records(raws, lambda r: to_addition(r, agreement, currency))
                 if records or rejected:
-                    yield Page(records, {"since": since, "swept_at": swept_at, "sweep": sweep,
-                                         "after_id": raw["id"], "started_at": started}, rejected=rejected)
-        yield Page([], {"since": started, "swept_at": started if sweep else swept_at})
+                    yield Page(records, under_way(raw["id"]), rejected=rejected)
+        if started is None and not resumed:
+            started = self._vendor_now()
+        if expected is not None and agreements is not None and agreements < expected:
+            # The next run sweeps again (from the start, or its first pass over).
+            yield Page([], {"since": since, "swept_at": None} if since is not None else {"since": None})
+            raise self._incomplete("additions", agreements, expected, "agreements")
+        yield Page([], {"since": self._pass_end("additions", started, since),
+                        "swept_at": sweep_started if sweep else swept_at}, sweep_count=read)
 
     # --- tickets and whether a person touched them ----------------------------------------------
 

@@ -18,6 +18,7 @@ import threading
 import time
 from array import array
 from datetime import datetime
+from email.utils import formatdate
 from typing import Any, Callable, Iterable
 
 import httpx
@@ -29,6 +30,11 @@ API_VERSION = "2022.1"
 MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE = 1000, 25
 CANNOT_ROUTE = "Cannot route. Codebase/company is invalid"
 _PREFIX = re.compile(r"^/(v4_6_release|v20\d\d_\d+)/apis/3\.0(/.*)$")
+
+
+def _resource_of(path: str) -> str:
+    m = _PREFIX.match(path)
+    return m.group(2).rstrip("/") if m else path
 
 COMPANY_NAMES = ("Acme Dental", "Birchwood Legal", "Cobalt Logistics", "Driftwood Cafe", "Elm Street Clinic",
                  "Fairview Schools", "Granite Builders", "Harbor Insurance", "Ironclad Security",
@@ -77,6 +83,16 @@ ADDITION_FIELDS = ADDITION_NUMBERS | {"product", "billCustomer", "effectiveDate"
                                       "invoiceGrouping", "customFields"}
 ADDITION_READ_ONLY = {"id", "agreementId", "extPrice", "extCost", "margin", "prorateCost", "proratePrice",
                       "extendedProrateCost", "extendedProratePrice", "agreementStatus", "_info"}
+
+
+class _Null:
+    """A field value the simulator serves as JSON null (``None`` removes the field instead)."""
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+NULL = _Null()
 
 
 def iso(epoch: float) -> str:
@@ -482,7 +498,7 @@ class _TimeEntries:
                 if value is None:
                     record.pop(key, None)
                 else:
-                    record[key] = value
+                    record[key] = None if value is NULL else value
             return json.dumps(record).encode()
         return text.encode()
 
@@ -551,7 +567,18 @@ class ConnectWiseSimulator:
     with gaps. Every request must carry Basic auth ``company_id+public_key:private_key`` and the
     ``clientId`` header. ``requests`` counts requests served and ``requests_by_path`` counts them per
     resource path (``/time/entries``); ``log`` keeps the last 1000 as ``(method, path, query dict)``.
-    ``now`` (epoch seconds) is the clock for generated data, ``touch`` and writes.
+    ``now`` (epoch seconds) is the clock for generated data, ``touch`` and writes, and the ``Date``
+    header of every answer. It stands still unless ``clock_offset`` is given: then it is the real
+    time plus that many seconds (negative: behind), as a server whose clock differs from the
+    hub's; setting ``now`` stops it again.
+
+    Paging faults: ``max_page_size`` caps every page below the ``pageSize`` asked for (the next
+    link still leads on); ``links=False`` sends no Link header (the client then pages by the last
+    id); ``forward_only=False`` ignores the ``pagination-type`` header (and ``pageId``) and answers
+    numbered pages, as an endpoint without forward-only paging; ``short_page_next`` cuts the next
+    pages short (what is left out comes on the next page); ``lose_next`` leaves records out of
+    the next pages for good, as a page that lost records, so that only a ``/count`` shows them
+    missing.
 
     Tickets follow their board's statuses (``BOARD_STATUSES``: a status with ``closedStatus`` sets
     ``closedFlag``, ``closedDate`` and ``closedBy``), priorities (``/service/priorities``) and types
@@ -571,9 +598,15 @@ class ConnectWiseSimulator:
                  products: int = 12, tickets: int = 0, *, company_id: str = "msphub",
                  public_key: str = "sim-public-key", private_key: str = "sim-private-key",
                  client_id: str = "3f5e8b0c-4f8e-4c1a-9d3e-6a1b2c3d4e5f", now: float = DEFAULT_NOW,
-                 api_member: str = "apimember", cloud: bool = True):
+                 api_member: str = "apimember", cloud: bool = True, clock_offset: float | None = None,
+                 max_page_size: int | None = None, links: bool = True, forward_only: bool = True):
         self.company_id, self.public_key, self.private_key = company_id, public_key, private_key
         self.client_id, self.now, self.cloud, self.api_member = client_id, now, cloud, api_member
+        self.clock_offset = clock_offset
+        if max_page_size is not None and max_page_size < 1:
+            raise ValueError("max_page_size must be at least 1")
+        self.max_page_size, self.links, self.forward_only = max_page_size, links, forward_only
+        self._page_faults: list[dict[str, Any]] = []
         self.rng = random.Random(seed)
         self.requests = 0
         self.requests_by_path: collections.Counter[str] = collections.Counter()
@@ -612,6 +645,15 @@ class ConnectWiseSimulator:
         self._generate_products(products)
         self._generate_tickets(tickets)
         self.time_entries.build_index()
+
+    @property
+    def now(self) -> float:
+        """The simulator's clock: fixed, or the real time plus ``clock_offset``."""
+        return self._now if self.clock_offset is None else time.time() + self.clock_offset
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._now, self.clock_offset = value, None
 
     # --- shaping data ---------------------------------------------------------------------------
 
@@ -884,6 +926,31 @@ class ConnectWiseSimulator:
         self._faults.append({"kind": "timeout", "times": times, "path": path, "method": method,
                              "after_apply": after_apply})
 
+    def short_page_next(self, path: str, drop: int = 1, times: int = 1) -> None:
+        """Serve the next ``times`` non-empty pages of the collection ``path`` (``/time/entries``)
+        without their last ``drop`` records (one stays); the next page starts after the last one served."""
+        self._page_faults.append({"kind": "short", "path": path, "drop": drop, "times": times})
+
+    def lose_next(self, path: str, records: int = 1, times: int = 1) -> None:
+        """Serve the next ``times`` pages of ``path`` that hold more than ``records`` records without
+        ``records`` of them from the middle: they are skipped for good, and only ``/count`` knows."""
+        self._page_faults.append({"kind": "lose", "path": path, "drop": records, "times": times})
+
+    def _page_fault(self, path: str, chosen: list[int]) -> list[int]:
+        for fault in self._page_faults:
+            if fault["path"] != path or len(chosen) <= fault["drop"]:
+                continue
+            fault["times"] -= 1
+            if fault["times"] <= 0:
+                self._page_faults.remove(fault)
+            drop = fault["drop"]
+            if fault["kind"] == "short":
+                return chosen[:len(chosen) - drop]
+            middle = len(chosen) // 2
+            return chosen[:middle - drop // 2] + chosen[middle - drop // 2 + drop:] if middle - drop // 2 >= 0 \
+                else chosen[drop:]
+        return chosen
+
     def _take_fault(self, method: str, path: str, resource: str | None) -> dict[str, Any] | None:
         for fault in self._faults:
             if fault["path"] not in (None, path, resource) or fault["method"] not in (None, method):
@@ -924,11 +991,16 @@ class ConnectWiseSimulator:
             self.log.append((request.method, resource or path, query))
             fault = self._take_fault(request.method, path, resource)
             if fault is not None and not fault["after_apply"]:
-                return self._fault_response(fault, request)
+                return self._dated(self._fault_response(fault, request))
             response = self._serve(request, resource, query)
             if fault is not None:
-                return self._fault_response(fault, request)
-            return response
+                return self._dated(self._fault_response(fault, request))
+            return self._dated(response)
+
+    def _dated(self, response: httpx.Response) -> httpx.Response:
+        """The answer with the server's ``Date`` header (its own clock, to the second)."""
+        response.headers["Date"] = formatdate(self.now, usegmt=True)
+        return response
 
     def _serve(self, request: httpx.Request, resource: str | None, query: dict[str, str]) -> httpx.Response:
         denied = self._check_auth(request, resource)
@@ -1085,14 +1157,14 @@ class ConnectWiseSimulator:
               scope: Callable[[dict], bool] | None = None) -> httpx.Response:
         """A collection: conditions, then forward-only (pageId) or numbered (page) paging, and
         ``fields`` for a partial response."""
-        forward = request.headers.get("pagination-type", "").lower() == "forward-only"
+        forward = self.forward_only and request.headers.get("pagination-type", "").lower() == "forward-only"
         try:
             size = int(query.get("pageSize", DEFAULT_PAGE_SIZE))
             page = int(query.get("page", 1))
             page_id = int(query["pageId"]) if forward and query.get("pageId") else None
         except ValueError:
             return _error(400, "InvalidObject", "page, pageSize and pageId must be whole numbers")
-        size = max(1, min(size, MAX_PAGE_SIZE))
+        size = max(1, min(size, MAX_PAGE_SIZE, self.max_page_size or MAX_PAGE_SIZE))
         if forward and (query.get("orderBy") or "page" in query):
             return _error(400, "InvalidObject", "orderBy and page cannot be used with forward-only pagination")
         node = None
@@ -1108,6 +1180,10 @@ class ConnectWiseSimulator:
             return _json(200, {"count": len(ids)})
         if forward:
             chosen, more = ids[:size], len(ids) > size
+            if chosen:
+                served = self._page_fault(_resource_of(request.url.path), chosen)
+                more = more or (len(served) < len(chosen) and served == chosen[:len(served)])  # cut short
+                chosen = served
             links = [f'<{request.url.copy_set_param("pageId", chosen[-1])}>; rel="next"'] if more else []
         else:
             chosen = ids[(page - 1) * size:page * size]
@@ -1121,7 +1197,7 @@ class ConnectWiseSimulator:
         else:
             body = b"[" + b",".join([table.encode(i) for i in chosen]) + b"]"
         headers = {"Content-Type": "application/json; charset=utf-8"}
-        if links:
+        if links and self.links:
             headers["Link"] = ", ".join(links)
         return httpx.Response(200, content=body, headers=headers)
 

@@ -12,11 +12,17 @@ reverse chronological order"). So ``olderThan`` pages backward (pass the smalles
 and ``newerThan`` pages forward (pass the largest). The simulator answers the same way, and
 ``tests/test_client.py::test_newer_than_pages_forward_and_older_than_backward`` records it.
 
-Which ids above X a full ``newerThan`` page holds (the next ones after X, or the newest ones) is
+Which ids above X a ``newerThan`` page holds (the next ones after X, or the newest ones) is
 not written anywhere, and guessing wrong would skip activities without a sound. So
-``iter_activities`` checks every full ``newerThan`` page by walking back with ``olderThan`` from
-its oldest id down to X: against an API that answers the next ids that walk is one request that
+``iter_activities`` checks every ``newerThan`` page by walking back with ``olderThan`` from its
+oldest id down to X: against an API that answers the next ids that walk is one request that
 finds nothing; against one that answers the newest ids it fetches the gap.
+
+No paged read ends on a page shorter than ``pageSize``: a server may cap the page size or cut a
+page short, and an API answering the newest ids would then leave a gap. Reads end on an empty
+page, or (walking back) on reaching the cursor or the lookback. That costs one request per
+``newerThan`` page (the walk back) and one per pass (the empty page), when there is anything
+new; a pass with nothing new is still one request.
 """
 
 from __future__ import annotations
@@ -160,16 +166,15 @@ class NinjaOneClient:
         cursor = newer_than
         while True:
             page = self._get_activities({**base, "newerThan": cursor})
+            if not page:
+                return  # the end: nothing above the cursor
             fresh = [a for a in page if a["id"] > cursor]
-            if len(page) < size:
-                # A short page holds every activity above the cursor.
-                yield from _ascending_pages(fresh, size)
-                return
             if not fresh:
                 raise VendorError(VENDOR, 200, "GET", self.base_url + "/v2/activities",
-                                  f"a full page for newerThan={cursor} holds no newer activity; stopping "
+                                  f"a page for newerThan={cursor} holds no newer activity; stopping "
                                   f"instead of looping forever")
-            # A full page: fetch whatever lies between the cursor and its oldest activity.
+            # Fetch whatever lies between the cursor and the page's oldest activity, short page or
+            # full: a short one may be cut short, or capped, and hold the newest ids only.
             fresh += self._walk_back(base, size, floor=cursor, start=min(a["id"] for a in fresh))
             yield from _ascending_pages(fresh, size)
             cursor = max(a["id"] for a in fresh)
@@ -206,8 +211,11 @@ class NinjaOneClient:
     # --- paging -------------------------------------------------------------------------------
 
     def _iter_pages(self, path: str, after: int | None) -> Iterator[list[dict[str, Any]]]:
-        # Keyset paging: `after` is the last id of the previous page; the API returns no total,
-        # so a page shorter than pageSize is the last one.
+        # Keyset paging: `after` is the last id of the previous page. The spec names no end marker
+        # and no maximum pageSize, and the API returns no total: only an empty page ends a sweep.
+        # A short page is not the end: a server may cap pageSize below what we ask, or cut a page
+        # short, and stopping there would drop every later record without a sound. The cost is one
+        # request per sweep (the empty page after the last one).
         size = self.page_size
         used: set[int] = set()
         while True:
@@ -219,21 +227,24 @@ class NinjaOneClient:
                 used.add(after)
                 params["after"] = after
             page = self._request("GET", path, params=params)
-            if page:
-                yield page
-            if len(page) < size:
+            if not page:
                 return
-            try:
-                after = page[-1]["id"]
-            except (KeyError, TypeError):
-                raise MalformedResponseError(VENDOR, 200, "GET", self.base_url + path,
-                                             "last record of a full page has no id") from None
+            last = page[-1]
+            after = last.get("id") if isinstance(last, dict) else None
+            if isinstance(after, bool) or not isinstance(after, int):
+                raise MalformedResponseError(
+                    VENDOR, 200, "GET", self.base_url + path,
+                    f"the last record of a page (after={params.get('after')}) has no integer id, so the "
+                    f"next page cannot be asked for; the sweep stops here rather than end early "
+                    f"(fix: report it to NinjaOne support; the next run tries again)")
+            yield page
 
     def _walk_back(self, base: dict[str, Any], size: int, *, floor: int | None, start: int | None,
                    limit: int | None = None) -> list[dict[str, Any]]:
         """Activities below ``start`` (or the newest) and above ``floor``, newest first, by olderThan.
 
-        Stops at a short page, at the floor, or once ``limit`` activities are in hand.
+        Stops at an empty page, at the floor, or once ``limit`` activities are in hand; never at a
+        short page (a capped or cut one would leave a gap).
         """
         found: list[dict[str, Any]] = []
         older_than = start
@@ -246,8 +257,8 @@ class NinjaOneClient:
             if limit is not None and len(found) >= limit:
                 found.sort(key=_activity_id, reverse=True)
                 return found[:limit]
-            if len(page) < size or not below or len(below) < len(page):
-                return found
+            if not below or len(below) < len(page):
+                return found  # an empty page, or the floor reached
             older_than = min(a["id"] for a in below)
 
     def _get_activities(self, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -40,11 +40,27 @@ def to_client(raw: dict[str, Any]) -> Client:
 def to_device(raw: dict[str, Any]) -> Device:
     """A NinjaOne device (basic record of ``GET /v2/devices``) as a hub Device.
 
-    Timestamps are epoch seconds as floats in NinjaOne; they become aware UTC datetimes.
+    Timestamps are epoch seconds as floats in NinjaOne; they become aware UTC datetimes. The spec
+    marks no field required, so a device without ``id``, ``organizationId`` or ``nodeClass`` (null
+    or absent) is a MappingError: it could not be stored, billed to a client, or priced by tier.
     """
     get = raw.get
-    device_id = str(raw["id"])
+    raw_id = get("id")
+    if raw_id is None:
+        label = get("displayName") or get("systemName") or get("dnsName") or get("uid") or "no name"
+        raise MappingError(f"ninjaone device without an id ({label}, organization {get('organizationId')}) "
+                           f"cannot be stored: it is set aside (fix: check the device in NinjaOne; the next "
+                           f"sweep maps it once the API sends its id)")
+    device_id = str(raw_id)
     name = get("displayName") or get("systemName") or get("dnsName") or device_id
+    for key, fix in (("organizationId", "assign the device to an organization in NinjaOne"),
+                     ("nodeClass", "check the device's role in NinjaOne (Administration > Devices > Roles)")):
+        if get(key) is None:
+            raise MappingError(f"ninjaone device {device_id} ({name}) has no {key}, so it cannot be billed "
+                               f"right; it is set aside (fix: {fix})")
+    if not isinstance(raw["nodeClass"], str) or not raw["nodeClass"]:
+        raise MappingError(f"ninjaone device {device_id} ({name}) has nodeClass {raw['nodeClass']!r}, not a "
+                           f"node class name; it is set aside (fix: check the device's role in NinjaOne)")
     approval = get("approvalStatus")
     status = _APPROVAL.get(approval) if isinstance(approval, str) else None
     if status is None:
@@ -183,7 +199,12 @@ class NinjaOneConnector:
     ``clients`` and ``devices`` are full keyset sweeps, since the API has no updated-since
     filter. Their cursor is ``{"after": <last id>}`` while a sweep is under way (so a failed run
     resumes there) and ``{"swept_at": <run start>}`` once a sweep finished (so the next run sweeps
-    again).
+    again). The page that ends a sweep that began in this pass carries ``sweep_count``, every
+    record the sweep read (those set aside included), for the engine to compare with the last
+    sweep; a resumed sweep gives none, since its cursor keeps no running count. A sweep ends only
+    on an empty page (see ``NinjaOneClient``). ``swept_at`` and ``listed_at`` are the
+    hub's clock on purpose: they filter nothing (the next sweep reads everything again), they only
+    say when the hub read the set; no NinjaOne read depends on the hub's clock.
 
     ``alerts`` is the active list, read whole each run (the API does not page it) as one page
     marked complete, so alerts gone from it become inactive; cursor ``{"listed_at": <run start>}``.
@@ -237,15 +258,20 @@ class NinjaOneConnector:
     def _sweep(fetch: Callable[[int | None], Iterator[list[dict]]], to_record: Callable[[dict], Any]):
         def iter_pages(cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
             after = (cursor or {}).get("after")
+            read = 0 if after is None else None   # a resumed sweep cannot tell how many it read
             held: list[dict] | None = None
             # Hold each page until the next one arrives, so the last one can carry "swept_at".
             for raw in fetch(after):
                 if held is not None:
                     records, rejected = map_records(held, to_record)
+                    if read is not None:
+                        read += len(held)
                     yield Page(records, {"after": held[-1]["id"]}, rejected=rejected)
                 held = raw
             records, rejected = map_records(held, to_record) if held else ([], ())
-            yield Page(records, {"swept_at": run_started_at.isoformat()}, rejected=rejected)
+            if read is not None and held:
+                read += len(held)
+            yield Page(records, {"swept_at": run_started_at.isoformat()}, rejected=rejected, sweep_count=read)
         return iter_pages
 
     def push(self, action, context):

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 import uuid
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -68,16 +69,32 @@ class NinjaOneSimulator:
     The activity log answers like the real one: newest first, ``olderThan=X`` the activities just
     below X, ``newerThan=X`` the activities just above X (``newer_than_takes="newest"`` makes it
     answer the newest ones above X instead, to test a client against that reading).
+
+    ``now`` (epoch seconds) is the clock for generated data, alerts and activities, and the ``Date``
+    header of every answer; it stands still unless ``clock_offset`` is given: then it is the real
+    time plus that many seconds (negative: behind), as a tenant whose clock differs from the
+    hub's; setting ``now`` stops it again.
+
+    Paging of ``/v2/organizations`` and ``/v2/devices``: ``max_page_size`` caps every page below
+    the ``pageSize`` asked for (the spec sets no maximum, so a server may); ``short_page_next``
+    cuts pages short. Either way the records left out come on the next page (``after`` the last
+    id served), and only an empty page says there are no more.
     """
 
     def __init__(self, seed: int = 0, organizations: int = 3, devices: int = 40, *, alerts: int = 0,
                  client_id: str = "sim-client-id", client_secret: str = "sim-client-secret",
-                 token_ttl: float = 3600.0, now: float = DEFAULT_NOW, newer_than_takes: str = "next"):
+                 token_ttl: float = 3600.0, now: float = DEFAULT_NOW, newer_than_takes: str = "next",
+                 max_page_size: int | None = None, clock_offset: float | None = None):
         if newer_than_takes not in ("next", "newest"):
             raise ValueError("newer_than_takes must be 'next' or 'newest'")
+        if max_page_size is not None and max_page_size < 1:
+            raise ValueError("max_page_size must be at least 1")
+        self.max_page_size = max_page_size
+        self._short_pages: list[dict[str, Any]] = []
         self.newer_than_takes = newer_than_takes
         self.client_id, self.client_secret = client_id, client_secret
         self.token_ttl, self.now = token_ttl, now
+        self.clock_offset = clock_offset
         self.rng = random.Random(seed)
         self.requests = 0
         self.requests_by_path: collections.Counter[str] = collections.Counter()
@@ -108,6 +125,15 @@ class NinjaOneSimulator:
         self._generate_devices(devices)
         if self._device_ids and alerts > 0:
             self._seed_alerts(alerts)
+
+    @property
+    def now(self) -> float:
+        """The simulator's clock: fixed, or the real time plus ``clock_offset``."""
+        return self._now if self.clock_offset is None else time.time() + self.clock_offset
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._now, self.clock_offset = value, None
 
     # --- shaping data ---------------------------------------------------------------------------
 
@@ -151,6 +177,13 @@ class NinjaOneSimulator:
         with self._lock:
             self._devices[id]["approvalStatus"] = status
             self._put_device(self._devices[id])
+
+    def strip_device_fields(self, id: int, *fields: str) -> None:  # noqa: A002
+        """Serve a device without ``fields`` (``"id"``, ``"organizationId"``, ``"nodeClass"``...), as a
+        record the API sends incomplete; it keeps its place in id order."""
+        with self._lock:
+            device = {k: v for k, v in self._devices[id].items() if k not in fields}
+            self._device_json[id] = json.dumps(device).encode()
 
     def device(self, id: int) -> dict[str, Any]:  # noqa: A002
         """The device's record as the API serves it (a copy)."""
@@ -253,6 +286,11 @@ class NinjaOneSimulator:
         """Raise httpx.ReadTimeout for the next ``times`` requests (a 500 when served over HTTP)."""
         self._faults.append({"kind": "timeout", "times": times, "path": path})
 
+    def short_page_next(self, path: str = "/v2/devices", drop: int = 1, times: int = 1) -> None:
+        """Serve the next ``times`` non-empty pages of ``path`` with their last ``drop`` records left
+        out (at least one record stays), as a server that cuts a page short."""
+        self._short_pages.append({"path": path, "drop": drop, "times": times})
+
     def expire_tokens(self) -> None:
         """Expire every token issued so far, as the server may do before the announced expiry."""
         with self._lock:
@@ -261,7 +299,12 @@ class NinjaOneSimulator:
     # --- the API --------------------------------------------------------------------------------
 
     def handler(self, request: httpx.Request) -> httpx.Response:
-        """Serve one request like the NinjaOne API."""
+        """Serve one request like the NinjaOne API, with a ``Date`` header on the simulator's clock."""
+        response = self._handle(request)
+        response.headers["Date"] = formatdate(self.now, usegmt=True)
+        return response
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         with self._lock:
             self.requests += 1
@@ -289,8 +332,8 @@ class NinjaOneSimulator:
             if denied is not None:
                 return denied
             if path == "/v2/organizations":
-                return self._list(query, self._org_ids, lambda i: json.dumps(self._orgs[i]).encode())
-            return self._list(query, self._device_ids, self._device_json.__getitem__)
+                return self._list(path, query, self._org_ids, lambda i: json.dumps(self._orgs[i]).encode())
+            return self._list(path, query, self._device_ids, self._device_json.__getitem__)
         if path in ("/v2/alerts", "/v2/activities"):
             if request.method != "GET":
                 return _json(405, {"resultCode": "FAILURE", "errorMessage": "Method not allowed"})
@@ -348,7 +391,7 @@ class NinjaOneSimulator:
             return _json(403, {"resultCode": "FAILURE", "errorMessage": "Insufficient scope"})
         return None
 
-    def _list(self, query: dict[str, str], ids: list[int], encode) -> httpx.Response:
+    def _list(self, path: str, query: dict[str, str], ids: list[int], encode) -> httpx.Response:
         try:
             size = int(query["pageSize"]) if "pageSize" in query else None
             after = int(query["after"]) if "after" in query else None
@@ -356,7 +399,15 @@ class NinjaOneSimulator:
             return _json(400, {"resultCode": "FAILURE", "errorMessage": "Invalid pageSize or after"})
         with self._lock:
             start = 0 if after is None else bisect.bisect_right(ids, after)
+            if self.max_page_size is not None:
+                size = self.max_page_size if size is None else min(size, self.max_page_size)
             chosen = ids[start:] if size is None else ids[start:start + max(size, 0)]
+            cut = next((c for c in self._short_pages if c["path"] == path), None)
+            if cut is not None and len(chosen) > 1:
+                chosen = chosen[:max(1, len(chosen) - cut["drop"])]
+                cut["times"] -= 1
+                if cut["times"] <= 0:
+                    self._short_pages.remove(cut)
             body = b"[" + b",".join([encode(i) for i in chosen]) + b"]"
         return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
 

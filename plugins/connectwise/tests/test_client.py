@@ -21,7 +21,7 @@ from hub.config import Secret
 from hub.http import retry_policy
 from hub.testing import MemoryPushContext as Context
 from hub.testing import mock_client, serve
-from plugins.connectwise.client import ConnectWiseClient, quote
+from plugins.connectwise.client import ConnectWiseClient, quote, server_time
 from plugins.connectwise.plugin import ConnectWiseConnector, ConnectWiseSettings
 from plugins.connectwise.simulator import DEFAULT_NOW, ConnectWiseSimulator
 
@@ -101,10 +101,12 @@ def test_strings_in_conditions_are_double_quoted_and_escaped(value, literal):
 
 def test_find_tickets_sends_an_exact_external_ref_condition():
     with respx.mock(base_url=ROOT) as router:
-        route = router.get("/service/tickets").respond(200, json=[{"id": 7, "externalXRef": 'a"b'}])
+        route = router.get("/service/tickets")
+        route.side_effect = [httpx.Response(200, json=[{"id": 7, "externalXRef": 'a"b'}]), httpx.Response(200, json=[])]
         client = ConnectWiseClient(SITE, "msphub", "pub", Secret("priv", "test"), "id")
         assert client.find_tickets('a"b') == [{"id": 7, "externalXRef": 'a"b'}]
-    assert route.calls.last.request.url.params["conditions"] == r'externalXRef = "a\"b"'
+    assert route.calls[0].request.url.params["conditions"] == r'externalXRef = "a\"b"'
+    assert route.calls.last.request.url.params["pageId"] == "7"  # no Link header: only an empty page ends
 
 
 def test_find_tickets_matches_quotes_in_the_simulator(sim):
@@ -133,7 +135,7 @@ def test_no_request_after_a_full_last_page_when_links_say_so():
     assert sim.requests_by_path["/time/entries"] == 3
 
 
-def test_without_link_headers_paging_stops_on_a_short_page():
+def test_without_link_headers_paging_reads_on_past_a_short_page_to_an_empty_one():
     seen = []
 
     def no_links(request: httpx.Request) -> httpx.Response:
@@ -143,7 +145,46 @@ def test_without_link_headers_paging_stops_on_a_short_page():
 
     client = ConnectWiseClient(SITE, "c", "p", Secret("k", "test"), "id", http=mock_client(no_links), page_size=10)
     assert [len(p) for p in client.iter_pages("/time/entries")] == [10, 10, 5]
-    assert seen == [0, 10, 20]
+    assert seen == [0, 10, 20, 25]
+
+
+@pytest.mark.parametrize("shape", [{"max_page_size": 7}, {"max_page_size": 7, "links": False}, {"links": False}])
+def test_every_record_is_read_from_a_server_that_caps_pages_with_or_without_links(shape):
+    sim = ConnectWiseSimulator(seed=2, companies=2, agreements=0, time_entries=45, products=0, **shape)
+    pages = list(make_client(sim, page_size=10).iter_time_entries())
+    assert [e["id"] for p in pages for e in p] == sim.ids("time_entries")
+    # With links the last page says it is the last; without, an empty page does.
+    assert sim.requests_by_path["/time/entries"] == len(pages) + (0 if shape.get("links", True) else 1)
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_a_page_cut_short_does_not_end_the_read(links):
+    sim = ConnectWiseSimulator(seed=2, companies=2, agreements=0, time_entries=45, products=0, links=links)
+    sim.short_page_next("/time/entries", drop=3, times=2)
+    pages = list(make_client(sim, page_size=10).iter_time_entries())
+    assert [len(p) for p in pages][:2] == [7, 7]
+    assert [e["id"] for p in pages for e in p] == sim.ids("time_entries")
+
+
+@pytest.mark.parametrize("cap", [None, 7])
+def test_an_endpoint_without_forward_only_paging_is_read_by_page_number(cap):
+    sim = ConnectWiseSimulator(seed=2, companies=2, agreements=0, time_entries=45, products=0, forward_only=False,
+                               max_page_size=cap)
+    pages = list(make_client(sim, page_size=10).iter_time_entries())
+    assert [e["id"] for p in pages for e in p] == sim.ids("time_entries")
+    asked = queries(sim, "/time/entries")
+    assert [q.get("page") for q in asked] == [None] + [str(n) for n in range(2, len(pages) + 1)]
+    assert len(asked) == len(pages)   # the last page has no next link: the end
+    assert all("pageId" not in q for q in asked)
+
+
+def test_a_resumed_read_of_an_endpoint_without_forward_only_paging_reads_it_all_again():
+    sim = ConnectWiseSimulator(seed=2, companies=2, agreements=0, time_entries=25, products=0, forward_only=False)
+    ids = sim.ids("time_entries")
+    got = [e["id"] for p in make_client(sim, page_size=10).iter_time_entries(after_id=ids[12]) for e in p]
+    # Page numbers cannot start after an id: the first page (before the resume point) is passed
+    # over, and the read goes on by number with nothing after the resume point skipped.
+    assert got == ids[10:]
 
 
 def test_iter_time_entries_resumes_after_an_id(sim):
@@ -167,9 +208,9 @@ def test_a_repeated_page_id_raises_instead_of_looping():
 
     client = ConnectWiseClient(SITE, "c", "p", Secret("k", "test"), "id", http=mock_client(ignores_page_id),
                                page_size=10)
-    with pytest.raises(VendorError, match="repeats pageId=10"):
+    with pytest.raises(VendorError, match="repeats page=2"):
         list(client.iter_companies())
-    assert client.requests == 2
+    assert client.requests == 3   # the first page; pageId ignored; page 2 the same as page 1
 
 
 def test_without_the_forward_only_header_page_id_is_ignored(sim):
@@ -193,7 +234,7 @@ def test_works_over_real_http(sim):
         with ConnectWiseClient(url, sim.company_id, sim.public_key, Secret(PRIVATE, "test"), sim.client_id,
                                page_size=10) as client:
             assert sum(len(p) for p in client.iter_time_entries()) == 45
-            assert client.requests == 5
+            assert client.requests == 5  # the last page carries no next link: the end
 
 
 # --- retries -----------------------------------------------------------------------------------
@@ -210,7 +251,7 @@ def test_a_429_with_retry_after_zero_is_survived_with_the_real_policy(sim):
     client = ConnectWiseClient(SITE, sim.company_id, sim.public_key, Secret(PRIVATE, "test"), sim.client_id,
                                http=mock_client(sim.handler))
     assert sum(len(p) for p in client.iter_time_entries()) == 45
-    assert client.requests == 3
+    assert client.requests == 4  # 2 refused, the page, the empty page that ends a read without links
 
 
 def test_a_429_without_retry_after_waits_five_seconds(sim):
@@ -224,7 +265,7 @@ def test_a_429_without_retry_after_waits_five_seconds(sim):
 def test_a_5xx_is_retried(sim, status):
     sim.fail_next(status, times=2, path="/time/entries")
     assert sum(len(p) for p in make_client(sim).iter_time_entries()) == 45
-    assert sim.requests_by_path["/time/entries"] == 3
+    assert sim.requests_by_path["/time/entries"] == 4  # 2 refused, the page, the empty end
 
 
 def test_a_500_mentioning_a_timeout_is_retried(sim):
@@ -236,7 +277,7 @@ def test_a_500_mentioning_a_timeout_is_retried(sim):
 def test_a_timeout_is_retried(sim):
     sim.timeout_next(path="/time/entries")
     assert sum(len(p) for p in make_client(sim).iter_time_entries()) == 45
-    assert sim.requests_by_path["/time/entries"] == 2
+    assert sim.requests_by_path["/time/entries"] == 3  # 1 timed out, the page, the empty end
 
 
 def test_garbage_json_is_retried(sim):
@@ -255,7 +296,7 @@ def test_the_request_counter_includes_retries(sim):
     sim.fail_next(503, times=3, path="/company/companies")
     client = make_client(sim)
     list(client.iter_companies())
-    assert client.requests == sim.requests == 4
+    assert client.requests == sim.requests == 5  # 3 refused, the page, the empty end
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -418,7 +459,8 @@ def test_a_lost_answer_within_one_push_is_recovered_by_looking_again(sim):
     sim.timeout_next(path="/service/tickets", method="POST", after_apply=True)
     result = connector_for(sim).push(ticket_action(sim), Context())
     assert sim.ids("tickets") == [int(result.vendor_id)]
-    assert [m for m, p, _ in sim.log if p == "/service/tickets"] == ["GET", "POST", "GET"]
+    # The second look finds the ticket on a page without a Link header, so one more GET sees the end.
+    assert [m for m, p, _ in sim.log if p == "/service/tickets"] == ["GET", "POST", "GET", "GET"]
 
 
 def test_a_ticket_push_twice_makes_one_ticket(sim):
@@ -454,3 +496,23 @@ def test_a_note_whose_answer_was_lost_is_not_duplicated(sim):
     result = connector_for(sim).push(note, Context())
     notes = [n for n in sim.ids("notes") if sim.record("notes", n)["ticketId"] == ticket_id]
     assert notes == [int(result.vendor_id)] and sim.record("notes", notes[0])["detailDescriptionFlag"] is True
+
+
+def test_server_time_is_the_earliest_date_header_of_an_answer():
+    one = httpx.Headers([("Date", "Sun, 01 Jun 2025 00:00:00 GMT")])
+    two = httpx.Headers([("Date", "Sun, 06 Dec 2026 19:52:00 GMT"), ("Date", "Sun, 01 Jun 2025 00:00:00 GMT")])
+    assert server_time(one) == server_time(two) == datetime(2025, 6, 1, tzinfo=UTC)
+    assert server_time(httpx.Headers([("Date", "yesterday")])) is None
+    assert server_time(httpx.Headers()) is None
+
+
+def test_the_client_keeps_the_date_of_the_latest_answer(sim):
+    client = make_client(sim)
+    assert client.server_time is None
+    list(client.iter_companies())
+    assert client.server_time == datetime.fromtimestamp(DEFAULT_NOW, UTC)
+    sim.now = DEFAULT_NOW + 90
+    sim.fail_next(400, path="/company/companies")
+    with pytest.raises(VendorError):
+        list(client.iter_companies())
+    assert client.server_time == datetime.fromtimestamp(DEFAULT_NOW + 90, UTC)   # error answers carry it too

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
 from hub import Action, Client, ConfigError, MappingError, VendorError
+from hub.errors import IncompleteError
 from hub.config import config_from_dict
 from hub.engine import RunReport, pull
 from hub.http import retry_policy
@@ -26,10 +28,11 @@ from plugins.connectwise.plugin import (
     to_product_line,
     to_time_entry,
 )
-from plugins.connectwise.simulator import DEFAULT_NOW, ConnectWiseSimulator
+from plugins.connectwise.simulator import DEFAULT_NOW, NULL, ConnectWiseSimulator
 
 UTC = timezone.utc
 RUN_START = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+SIM_NOW = datetime.fromtimestamp(DEFAULT_NOW, UTC).isoformat()   # the simulator's clock: its Date header
 GUID = "3f5e8b0c-4f8e-4c1a-9d3e-6a1b2c3d4e5f"
 ENV = {"CW_PRIVATE_KEY": "sim-private-key"}
 
@@ -167,6 +170,28 @@ def test_to_time_entry_passes_odd_entries_through():
             entry.hours, entry.work_type) == ("", "", None, None, None, "-0.5", "")
 
 
+@pytest.mark.parametrize("change, hours", [
+    ({}, "1.75"),                                                   # 08:30 to 10:15
+    ({"hoursDeduct": 0.25}, "1.5"),                                 # less the hours deducted
+    ({"timeEnd": "2025-05-12T08:50:00Z"}, "0.33"),                  # 20 minutes, to the hundredth
+    ({"timeEnd": "2025-05-12T08:30:00Z"}, "0"),
+])
+def test_to_time_entry_computes_null_actual_hours_from_the_times(change, hours):
+    assert to_time_entry({**TIME_ENTRY, "actualHours": None, **change}).hours == hours
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"timeEnd": None}, "has no actualHours and no timeEnd"),
+    ({"timeEnd": "2025-05-12T08:00:00Z"}, r"timeEnd 2025-05-12T08:00:00\+00:00 is before its timeStart"),
+])
+def test_to_time_entry_sets_aside_null_actual_hours_it_cannot_compute(change, message):
+    raw = {**TIME_ENTRY, "actualHours": None, **change}
+    with pytest.raises(MappingError, match=message) as info:
+        to_time_entry(raw)
+    assert "time entry 88123" in str(info.value) and "fix: enter the end time" in str(info.value)
+    assert "not 0 hours" in str(info.value) or "set aside" in str(info.value)
+
+
 @pytest.mark.parametrize("raw, message", [
     ({k: v for k, v in TIME_ENTRY.items() if k != "id"}, "time entry without an id"),
     ({**TIME_ENTRY, "timeStart": None}, "time entry 88123 has no timeStart"),
@@ -301,14 +326,16 @@ def sim() -> ConnectWiseSimulator:
 def test_a_first_pass_reads_everything_with_after_id_cursors_and_ends_with_since(sim):
     pages = list(stream(connector_for(sim), "time_entries").iter_pages(None, RUN_START))
     ids = sim.ids("time_entries")
-    started = RUN_START.isoformat()
+    started = SIM_NOW   # when the pass started on ConnectWise's clock, not the hub's
     assert [len(p.records) for p in pages] == [10, 10, 5, 0]
     assert [p.cursor for p in pages] == [
-        {"since": None, "after_id": ids[9], "started_at": started},
-        {"since": None, "after_id": ids[19], "started_at": started},
-        {"since": None, "after_id": ids[24], "started_at": started}, {"since": started}]
+        {"since": None, "after_id": ids[9], "started_at": started, "read": 10, "expected": 25},
+        {"since": None, "after_id": ids[19], "started_at": started, "read": 20, "expected": 25},
+        {"since": None, "after_id": ids[24], "started_at": started, "read": 25, "expected": 25}, {"since": started}]
+    assert [p.sweep_count for p in pages] == [None, None, None, 25]
     assert [e.source_id for p in pages for e in p.records] == [str(i) for i in ids]
     assert conditions(sim, "/time/entries") == [None, None, None]
+    assert [p for _, p, _ in sim.log][0] == "/time/entries/count"
 
 
 def test_an_incremental_pass_asks_for_changes_since_the_cursor_less_the_overlap(sim):
@@ -318,8 +345,9 @@ def test_an_incremental_pass_asks_for_changes_since_the_cursor_less_the_overlap(
     since = datetime.fromtimestamp(DEFAULT_NOW + 3600, UTC)
     pages = list(stream(connector_for(sim), "time_entries").iter_pages({"since": since.isoformat()}, RUN_START))
     assert [e.source_id for p in pages for e in p.records] == [str(ids[4]), str(ids[20])]
-    assert conditions(sim, "/time/entries") == ["lastUpdated > [2025-06-01T00:55:00Z]"]
-    assert pages[-1].cursor == {"since": RUN_START.isoformat()}
+    assert conditions(sim, "/time/entries") == ["lastUpdated > [2025-06-01T00:55:00Z]"] * 2  # the page, the empty end
+    assert pages[-1].cursor == {"since": "2025-06-01T02:00:00+00:00"}   # ConnectWise's clock at the pass start
+    assert pages[-1].sweep_count is None and "/time/entries/count" not in [p for _, p, _ in sim.log]
 
 
 def test_the_overlap_reads_a_change_made_just_before_the_cursor(sim):
@@ -351,8 +379,8 @@ def test_a_resumed_incremental_pass_keeps_its_since(sim):
     cursor = {"since": since, "after_id": ids[9], "started_at": RUN_START.isoformat()}
     pages = list(stream(connector_for(sim), "time_entries").iter_pages(cursor, RUN_START + timedelta(hours=1)))
     assert [e.source_id for p in pages for e in p.records] == [str(i) for i in ids[10:15]]
-    assert conditions(sim, "/time/entries") == ["lastUpdated > [2025-06-01T00:55:00Z]"]
-    assert [q.get("pageId") for _, p, q in sim.log if p == "/time/entries"] == [str(ids[9])]
+    assert conditions(sim, "/time/entries") == ["lastUpdated > [2025-06-01T00:55:00Z]"] * 2
+    assert [q.get("pageId") for _, p, q in sim.log if p == "/time/entries"] == [str(ids[9]), str(ids[14])]
 
 
 def test_a_failed_pass_resumes_after_the_last_committed_page(sim):
@@ -372,13 +400,13 @@ def test_a_failed_pass_resumes_after_the_last_committed_page(sim):
     assert first.errors and "HTTP 400" in first.errors[0]
     assert hub.store.count("time_entries") == 10
     assert hub.store.get_cursor("connectwise", "time_entries") == {
-        "since": None, "after_id": ids[9], "started_at": RUN_START.isoformat()}
+        "since": None, "after_id": ids[9], "started_at": SIM_NOW, "read": 10, "expected": 25}
     failing = False
     second = RunReport("r2", "sync", RUN_START + timedelta(hours=1))
     pull(hub, second, streams=["time_entries"])
     assert not second.errors and second.records["connectwise.time_entries"] == 15
     assert hub.store.count("time_entries") == 25
-    assert hub.store.get_cursor("connectwise", "time_entries") == {"since": RUN_START.isoformat()}
+    assert hub.store.get_cursor("connectwise", "time_entries") == {"since": SIM_NOW}
     hub.close()
 
 
@@ -411,8 +439,10 @@ def test_a_first_additions_pass_reads_every_agreement(sim):
     assert {a.source_id for a in additions} == {str(i) for i in sim.ids("additions")}
     assert all(a.client_source_id == str(sim.record("agreements", int(a.agreement_source_id))["company"]["id"])
                for a in additions)
-    assert sim.requests == 1 + len(sim.ids("agreements"))  # one list, one request per agreement
-    assert pages[-1].cursor == {"since": RUN_START.isoformat(), "swept_at": RUN_START.isoformat()}
+    # The count, one list, and per agreement its additions and the empty page that ends them.
+    assert sim.requests == 2 + 2 * len(sim.ids("agreements"))
+    assert pages[-1].cursor == {"since": SIM_NOW, "swept_at": RUN_START.isoformat()}
+    assert pages[-1].sweep_count == len(sim.ids("additions"))
 
 
 def test_an_incremental_additions_pass_reads_only_changed_agreements(sim):
@@ -423,8 +453,9 @@ def test_an_incremental_additions_pass_reads_only_changed_agreements(sim):
     cursor = {"since": swept, "swept_at": swept}
     pages = list(stream(connector_for(sim), "additions").iter_pages(cursor, RUN_START))
     assert {a.agreement_source_id for p in pages for a in p.records} == {str(agreements[1])}
-    assert sim.requests == 2
-    assert pages[-1].cursor == {"since": RUN_START.isoformat(), "swept_at": swept}
+    assert sim.requests == 4   # agreements changed (and the empty end), the additions of one (and the end)
+    assert pages[-1].cursor == {"since": "2025-06-01T02:00:00+00:00", "swept_at": swept}
+    assert pages[-1].sweep_count is None
 
 
 def test_an_addition_edited_alone_is_read_by_the_next_sweep(sim):
@@ -438,7 +469,9 @@ def test_an_addition_edited_alone_is_read_by_the_next_sweep(sim):
     later = RUN_START + timedelta(hours=24)
     swept_again = list(additions.iter_pages({"since": RUN_START.isoformat(), "swept_at": swept}, later))
     assert str(addition) in {a.source_id for p in swept_again for a in p.records}
-    assert swept_again[-1].cursor == {"since": later.isoformat(), "swept_at": later.isoformat()}
+    # since on ConnectWise's clock, swept_at (the sweep schedule) on the hub's.
+    assert swept_again[-1].cursor == {"since": "2025-06-01T02:00:00+00:00", "swept_at": later.isoformat()}
+    assert swept_again[-1].sweep_count == len(sim.ids("additions"))
 
 
 # --- pushes ------------------------------------------------------------------------------------
@@ -514,3 +547,233 @@ def test_plugin_conforms():
         assert_plugin_conforms(connector, sim)
     finally:
         connector.close()
+
+
+# --- trust: counts, the vendor's clock, errors that end a pass -----------------------------------
+
+def test_a_time_entry_with_null_hours_is_computed_or_set_aside_and_the_stream_goes_on(sim):
+    company = sim.ids("companies")[0]
+    start = DEFAULT_NOW - 86_400
+    computed = sim.add_time_entry(company, 2.0, start=start, actualHours=NULL)
+    unknown = sim.add_time_entry(company, 2.0, start=start, actualHours=NULL, timeEnd=None)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["time_entries"])
+    rows = {r["source_id"]: r for r in hub.store.rows("time_entries")}
+    assert rows[str(computed)]["hours"] == "2" and str(unknown) not in rows
+    assert len(rows) == len(sim.ids("time_entries")) - 1
+    [error] = report.errors
+    assert f"record {unknown} set aside" in error and "no actualHours and no timeEnd" in error and "fix:" in error
+    hub.close()
+
+
+@pytest.mark.parametrize("name, path", [("time_entries", "/time/entries"), ("clients", "/company/companies"),
+                                        ("agreements", "/finance/agreements")])
+def test_a_full_pass_that_reads_fewer_records_than_the_count_is_incomplete(name, path):
+    sim = ConnectWiseSimulator(seed=3, companies=25, agreements=25, time_entries=25, products=0)
+    sim.lose_next(path, records=2)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    first = RunReport("r1", "sync", RUN_START)
+    pull(hub, first, streams=[name])
+    [error] = first.errors
+    assert f"connectwise {name}: the full pass read 23 records but ConnectWise counted 25" in error
+    assert f"fix: msp-hub resync --connector connectwise --stream {name} --full" in error
+    # The next run reads the stream again from the start, and then has every record.
+    assert hub.store.get_cursor("connectwise", name) == {"since": None}
+    second = RunReport("r2", "sync", RUN_START + timedelta(hours=1))
+    pull(hub, second, streams=[name])
+    assert not second.errors and hub.store.count(name if name != "clients" else "clients") >= 25
+    assert hub.store.get_cursor("connectwise", name) == {"since": SIM_NOW}
+    hub.close()
+
+
+def test_the_tickets_stream_checks_its_count_with_the_same_conditions(sim):
+    company = sim.ids("companies")[0]
+    for n in range(12):
+        sim.add_ticket(f"Alert {n}", company, "Alerts", f"msp-hub:ticket:ninjaone:{n}")
+    sim.add_ticket("Not ours", company)
+    sim.lose_next("/service/tickets", records=1)
+    pages = stream(connector_for(sim), "tickets").iter_pages(None, RUN_START)
+    with pytest.raises(IncompleteError, match="connectwise tickets: the full pass read 11 records but ConnectWise "
+                                              "counted 12"):
+        list(pages)
+    [count] = [q for _, p, q in sim.log if p == "/service/tickets/count"]
+    assert count["conditions"] == 'externalXRef like "msp-hub:%"'
+
+
+def test_a_first_additions_pass_checks_the_agreement_count():
+    sim = ConnectWiseSimulator(seed=3, companies=3, agreements=24, time_entries=0, products=0)
+    sim.lose_next("/finance/agreements", records=3)
+    with pytest.raises(IncompleteError, match="connectwise additions: the full pass read 21 agreements but "
+                                              "ConnectWise counted 24"):
+        list(stream(connector_for(sim), "additions").iter_pages(None, RUN_START))
+
+
+def test_an_incremental_pass_asks_no_count_and_gives_no_sweep_count(sim):
+    since = datetime.fromtimestamp(DEFAULT_NOW - 3600, UTC).isoformat()
+    pages = list(stream(connector_for(sim), "clients").iter_pages({"since": since}, RUN_START))
+    assert "/company/companies/count" not in [p for _, p, _ in sim.log]
+    assert pages[-1].sweep_count is None
+
+
+def test_a_resumed_full_pass_counts_on_from_its_cursor(sim):
+    ids = sim.ids("time_entries")
+    cursor = {"since": None, "after_id": ids[9], "started_at": SIM_NOW, "read": 10, "expected": 25}
+    pages = list(stream(connector_for(sim), "time_entries").iter_pages(cursor, RUN_START))
+    assert pages[-1].sweep_count == 25 and pages[-1].cursor == {"since": SIM_NOW}
+    assert "/time/entries/count" not in [p for _, p, _ in sim.log]   # counted when the pass began
+    lost = {**cursor, "expected": 30}                                  # as if 5 went missing on the way
+    with pytest.raises(IncompleteError, match="read 25 records but ConnectWise counted 30"):
+        list(stream(connector_for(sim), "time_entries").iter_pages(lost, RUN_START))
+
+
+def test_a_full_pass_resumed_from_a_cursor_without_a_count_checks_nothing(sim):
+    ids = sim.ids("time_entries")
+    cursor = {"since": None, "after_id": ids[9], "started_at": SIM_NOW}
+    pages = list(stream(connector_for(sim), "time_entries").iter_pages(cursor, RUN_START))
+    assert pages[-1].sweep_count is None and sum(len(p.records) for p in pages) == 15
+
+
+@pytest.mark.parametrize("offset", [3600, -3600])
+def test_a_change_between_two_passes_is_pulled_whatever_the_clocks_say(offset):
+    # The simulator runs an hour ahead of the hub, or an hour behind; lastUpdated and its Date
+    # header follow its clock. Its clock moves on (real time) between the passes.
+    sim = ConnectWiseSimulator(seed=3, companies=2, agreements=2, time_entries=20, products=0, clock_offset=offset)
+    for entry in sim.ids("time_entries"):   # generated entries are dated by the clock at start
+        sim.time_entries.touch(entry, sim.now - 86_400)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    first = RunReport("r1", "sync", datetime.now(UTC))
+    pull(hub, first, streams=["time_entries"])
+    assert not first.errors
+    since = datetime.fromisoformat(hub.store.get_cursor("connectwise", "time_entries")["since"])
+    assert abs(since.timestamp() - (time.time() + offset)) < 60   # ConnectWise's clock, not the hub's
+    changed = sim.ids("time_entries")[4]
+    sim.time_entries.set(changed, notes="edited between the passes")
+    sim.touch("time_entries", [changed])
+    second = RunReport("r2", "sync", datetime.now(UTC))
+    pull(hub, second, streams=["time_entries"])
+    assert not second.errors and second.records["connectwise.time_entries"] == 1
+    [row] = [r for r in hub.store.rows("time_entries") if r["source_id"] == str(changed)]
+    assert row["notes"] == "edited between the passes"
+    hub.close()
+
+
+def test_without_a_date_header_a_pass_keeps_its_since(sim):
+    def no_date(request: httpx.Request) -> httpx.Response:
+        response = sim.handler(request)
+        del response.headers["Date"]
+        return response
+
+    connector = ConnectWiseConnector(ConnectWiseSettings.from_config(config(page_size=10)), http=mock_client(no_date))
+    since = datetime.fromtimestamp(DEFAULT_NOW - 3600, UTC).isoformat()
+    pages = list(stream(connector, "time_entries").iter_pages({"since": since}, RUN_START))
+    assert pages[-1].cursor == {"since": since}   # never the hub's clock, never past what was read
+
+
+@pytest.mark.parametrize("fault", [
+    {"status": 404, "body": "Cannot route. Codebase/company is invalid"}, {"status": 429, "retry_after": 0}])
+def test_a_cannot_route_or_throttled_page_fails_the_pass_and_keeps_the_cursor(sim, fault):
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    sim.fail_next(fault["status"], times=10, path="/time/entries", body=fault.get("body"),
+                  retry_after=fault.get("retry_after"))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["time_entries"])
+    [error] = report.errors
+    assert f"HTTP {fault['status']}" in error
+    assert hub.store.count("time_entries") == 0 and hub.store.get_cursor("connectwise", "time_entries") is None
+    hub.close()
+
+
+def test_a_cannot_route_after_some_pages_keeps_the_cursor_at_the_last_committed_page(sim):
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    answer = sim.handler
+    served = []
+
+    def routes_twice(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/time/entries"):
+            served.append(request)
+            if len(served) == 3:
+                return httpx.Response(404, text="Cannot route. Codebase/company is invalid")
+        return answer(request)
+
+    hub.connectors["connectwise"].client._http = mock_client(routes_twice)
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["time_entries"])
+    [error] = report.errors
+    assert "Cannot route" in error and "HTTP 404" in error
+    ids = sim.ids("time_entries")
+    assert hub.store.count("time_entries") == 20
+    assert hub.store.get_cursor("connectwise", "time_entries")["after_id"] == ids[19]
+    hub.close()
+
+
+@pytest.mark.parametrize("shape", [{"forward_only": False}, {"links": False, "max_page_size": 4},
+                                   {"max_page_size": 3}])
+def test_every_stream_reads_everything_however_the_server_pages(shape):
+    sim = ConnectWiseSimulator(seed=3, companies=12, agreements=9, time_entries=37, products=11, **shape)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["clients", "agreements", "additions", "time_entries", "products"])
+    assert not report.errors
+    for table, kind in (("clients", "companies"), ("agreements", "agreements"), ("additions", "additions"),
+                        ("time_entries", "time_entries"), ("products", "products")):
+        assert sorted(int(r["source_id"]) for r in hub.store.rows(table)) == sim.ids(kind), table
+    hub.close()
+
+
+def test_a_later_additions_sweep_checks_the_agreement_count_too():
+    sim = ConnectWiseSimulator(seed=3, companies=3, agreements=24, time_entries=0, products=0)
+    swept = datetime.fromtimestamp(DEFAULT_NOW - 2 * 86_400, UTC).isoformat()
+    sim.lose_next("/finance/agreements", records=1)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    hub.store.write_page("additions", [], "connectwise", "additions", {"since": swept, "swept_at": swept})
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["additions"])
+    [error] = report.errors
+    assert "connectwise additions: the full pass read 23 agreements but ConnectWise counted 24" in error
+    assert hub.store.get_cursor("connectwise", "additions") == {"since": swept, "swept_at": None}
+    again = RunReport("r2", "sync", RUN_START + timedelta(hours=1))
+    pull(hub, again, streams=["additions"])   # the next run sweeps again, and has them all
+    assert not again.errors
+    assert sorted(int(r["source_id"]) for r in hub.store.rows("additions")) == sim.ids("additions")
+    hub.close()
+
+
+def test_a_resumed_pass_that_saw_no_date_keeps_the_since_it_had(sim):
+    ids = sim.ids("time_entries")
+    since = datetime.fromtimestamp(DEFAULT_NOW - 3600, UTC).isoformat()
+    cursor = {"since": since, "after_id": ids[9], "started_at": None}
+    pages = list(stream(connector_for(sim), "time_entries").iter_pages(cursor, RUN_START))
+    assert pages[-1].cursor == {"since": since}   # not the resuming run's Date: changes behind it stay due
+
+
+def test_a_page_whose_last_record_has_no_id_fails_the_pass_instead_of_the_run(sim):
+    def last_without_id(request: httpx.Request) -> httpx.Response:
+        response = sim.handler(request)
+        if request.url.path.endswith("/company/companies"):
+            return httpx.Response(200, json=[*response.json()[:-1], {"name": "No id"}], headers=response.headers)
+        return response
+
+    connector = ConnectWiseConnector(ConnectWiseSettings.from_config(config(page_size=10)),
+                                     http=mock_client(last_without_id))
+    hub = make_hub(ConnectorPlugin(connector))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["clients", "time_entries"])
+    [error] = report.errors
+    assert "the last clients record of a page has no id" in error
+    assert report.records["connectwise.time_entries"] == len(sim.ids("time_entries"))   # the run went on
+    hub.close()
+
+
+def test_an_agreement_without_an_id_is_set_aside_and_the_additions_go_on(sim):
+    agreements = sim.ids("agreements")
+    sim.agreements.rows[agreements[2]].pop("id")
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["additions"])
+    assert any("(an agreement without an id) set aside" in e for e in report.errors)
+    stored = {r["agreement_source_id"] for r in hub.store.rows("additions")}
+    with_additions = {str(a) for a in agreements if a != agreements[2]
+                      and any(sim.record("additions", x)["agreementId"] == a for x in sim.ids("additions"))}
+    assert stored == with_additions
+    hub.close()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import time
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
 
 from plugins.connectwise.simulator import (
     DEFAULT_NOW,
+    NULL,
     ConnectWiseSimulator,
+    epoch,
     matches,
     parse_conditions,
 )
@@ -259,3 +263,60 @@ def test_generated_tickets_mix_hub_made_worked_and_closed_ones():
     assert len(hub) == 6 and all(t["_info"]["enteredBy"] == sim.api_member for t in hub)
     assert any(t["closedFlag"] for t in hub) and any(t.get("actualHours") for t in hub)
     assert any(t["status"]["name"] == "In Progress" for t in hub)
+
+
+# --- its clock and its paging faults ---------------------------------------------------------------
+
+def test_every_answer_carries_a_date_header_on_the_simulator_clock(sim):
+    assert parsedate_to_datetime(get(sim, "/time/entries").headers["Date"]).timestamp() == DEFAULT_NOW
+    assert parsedate_to_datetime(get(sim, "/nowhere").headers["Date"]).timestamp() == DEFAULT_NOW
+    sim.fail_next(503)
+    assert parsedate_to_datetime(get(sim, "/time/entries").headers["Date"]).timestamp() == DEFAULT_NOW
+
+
+@pytest.mark.parametrize("offset", [3600, -3600])
+def test_a_clock_offset_moves_now_the_date_header_and_last_updated(offset):
+    sim = ConnectWiseSimulator(seed=5, companies=1, agreements=0, time_entries=0, products=0, clock_offset=offset)
+    assert abs(sim.now - (time.time() + offset)) < 5
+    served = parsedate_to_datetime(get(sim, "/company/companies").headers["Date"]).timestamp()
+    assert abs(served - (time.time() + offset)) < 5
+    company = sim.ids("companies")[0]
+    sim.touch("companies", [company])
+    stamp = sim.record("companies", company)["_info"]["lastUpdated"]
+    assert abs(epoch(stamp) - (time.time() + offset)) < 5
+    sim.now = DEFAULT_NOW          # setting now stops the clock again
+    assert sim.now == DEFAULT_NOW and sim.clock_offset is None
+
+
+def test_max_page_size_caps_pages_and_the_next_link_leads_on():
+    sim = ConnectWiseSimulator(seed=5, companies=1, agreements=0, time_entries=30, products=0, max_page_size=7)
+    first = get(sim, "/time/entries", forward=True, pageSize=1000)
+    assert len(first.json()) == 7 and 'rel="next"' in first.headers["Link"]
+
+
+def test_without_links_no_link_header_is_sent():
+    sim = ConnectWiseSimulator(seed=5, companies=1, agreements=0, time_entries=30, products=0, links=False)
+    assert "Link" not in get(sim, "/time/entries", forward=True, pageSize=10).headers
+
+
+def test_a_short_page_leaves_its_tail_for_the_next_page(sim):
+    sim.short_page_next("/time/entries", drop=4)
+    ids = sim.ids("time_entries")
+    first = get(sim, "/time/entries", forward=True, pageSize=30)   # the whole table fits: cut, it still says next
+    assert [e["id"] for e in first.json()] == ids[:26] and 'rel="next"' in first.headers["Link"]
+    rest = get(sim, "/time/entries", forward=True, pageSize=30, pageId=ids[25])
+    assert [e["id"] for e in rest.json()] == ids[26:]
+
+
+def test_lost_records_are_skipped_for_good_and_only_the_count_knows(sim):
+    sim.lose_next("/time/entries", records=3)
+    ids = sim.ids("time_entries")
+    page = [e["id"] for e in get(sim, "/time/entries", forward=True, pageSize=10).json()]
+    assert len(page) == 7 and page[0] == ids[0] and page[-1] == ids[9] and set(page) < set(ids[:10])
+    assert get(sim, "/time/entries/count").json() == {"count": 30}
+
+
+def test_a_null_field_is_served_as_null(sim):
+    entry = sim.add_time_entry(sim.ids("companies")[0], 1.0, actualHours=NULL, timeEnd=None)
+    record = sim.record("time_entries", entry)
+    assert record["actualHours"] is None and "timeEnd" not in record

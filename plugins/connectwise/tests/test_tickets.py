@@ -127,7 +127,11 @@ def test_the_stream_returns_only_tickets_the_hub_made(sim):
     assert tickets == [Ticket("connectwise", str(mine), str(sim.ids("companies")[0]), "msp-hub:ticket:ninjaone:a1",
                               "Alert a1", "Alerts", "New", closed=False, touched=False,
                               updated_at=datetime.fromtimestamp(DEFAULT_NOW, UTC))]
-    assert [q.get("conditions") for _, p, q in sim.log if p == "/service/tickets"] == ['externalXRef like "msp-hub:%"']
+    # The count first (a full pass checks it), then the page, then the empty page that ends a read
+    # whose answers carry no Link header.
+    assert [(p, q.get("conditions")) for _, p, q in sim.log if p.startswith("/service/tickets")] == [
+        ("/service/tickets/count", 'externalXRef like "msp-hub:%"'),
+        ("/service/tickets", 'externalXRef like "msp-hub:%"'), ("/service/tickets", 'externalXRef like "msp-hub:%"')]
 
 
 def test_the_stream_marks_the_tickets_a_person_worked_on(sim):
@@ -142,11 +146,12 @@ def test_the_stream_marks_the_tickets_a_person_worked_on(sim):
     assert {uid: t.touched for uid, t in tickets.items()} == {
         "quiet": False, "worked": True, "moved": True, "closed": False, "closed-by-tech": True, "timed": True}
     assert (tickets["closed"].closed, tickets["closed"].status) == (True, "Closed")
-    # One page of tickets, the Alerts board's statuses, and one question about time for the three
-    # tickets whose record shows no touch.
-    assert requests(sim) == [("GET", "/service/tickets"), ("GET", "/service/boards/2/statuses"),
-                             ("GET", "/time/entries")]
-    time_query = sim.log[-1][2]
+    # The count, one page of tickets, the Alerts board's statuses, and one question about time for
+    # the three tickets whose record shows no touch; each read ends on an empty page (no Link header).
+    assert requests(sim) == [("GET", "/service/tickets/count"), ("GET", "/service/tickets"),
+                             ("GET", "/service/boards/2/statuses"), ("GET", "/service/boards/2/statuses"),
+                             ("GET", "/time/entries"), ("GET", "/time/entries"), ("GET", "/service/tickets")]
+    time_query = sim.log[-3][2]
     assert time_query["conditions"] == (f'chargeToType = "ServiceTicket" and chargeToId in '
                                         f'({ids["quiet"]}, {ids["closed"]}, {ids["timed"]})')
     assert time_query["fields"] == "id,chargeToId"
@@ -169,7 +174,7 @@ def test_an_incremental_pass_asks_for_hub_tickets_changed_since_the_cursor(sim):
     assert [(t.source_id, t.status, t.touched) for t in tickets] == [(str(changed), "Waiting", True)]
     assert old not in [int(t.source_id) for t in tickets]
     assert [q.get("conditions") for _, p, q in sim.log if p == "/service/tickets"] == [
-        'externalXRef like "msp-hub:%" and lastUpdated > [2025-06-01T00:55:00Z]']
+        'externalXRef like "msp-hub:%" and lastUpdated > [2025-06-01T00:55:00Z]'] * 2  # the page, the empty end
 
 
 def test_the_stream_stores_tickets_with_touched(sim):
@@ -189,9 +194,9 @@ def test_board_statuses_are_read_once_per_run(sim):
     connector = connector_for(sim)
     pass_of(connector)
     connector.push(close_action("a"), Context())       # the run's push reuses the pass's statuses
-    assert sim.requests_by_path["/service/boards/2/statuses"] == 1
+    assert sim.requests_by_path["/service/boards/2/statuses"] == 2     # one read: the page and the empty end
     pass_of(connector, started=RUN_START.replace(hour=13))  # the next run reads them again
-    assert sim.requests_by_path["/service/boards/2/statuses"] == 2
+    assert sim.requests_by_path["/service/boards/2/statuses"] == 4
 
 
 # --- closing -----------------------------------------------------------------------------------
@@ -205,11 +210,13 @@ def test_closing_an_untouched_ticket_sets_the_closed_status_and_adds_the_note(si
     assert "closed (Closed)" in result.summary
     assert notes_of(sim, ticket)[-1] == ("The alert cleared in the RMM; closed by msp-hub.\n\n"
                                          "[msp-hub:ticket_close:ticket:ninjaone:a:a]")
-    # Find by externalXRef, the board's statuses, the time count, the PATCH, the notes, the note.
-    assert requests(sim) == [("GET", "/service/tickets"), ("GET", "/service/boards/2/statuses"),
+    # Find by externalXRef, the board's statuses, the time count, the PATCH, the notes, the note;
+    # each read that found something ends on an empty page (the answers carry no Link header).
+    assert requests(sim) == [("GET", "/service/tickets"), ("GET", "/service/tickets"),
+                             ("GET", "/service/boards/2/statuses"), ("GET", "/service/boards/2/statuses"),
                              ("GET", "/time/entries/count"), ("PATCH", f"/service/tickets/{ticket}"),
                              ("GET", f"/service/tickets/{ticket}/notes"), ("POST", f"/service/tickets/{ticket}/notes")]
-    assert sim.log[2][2]["conditions"] == f'chargeToType = "ServiceTicket" and chargeToId = {ticket}'
+    assert sim.log[4][2]["conditions"] == f'chargeToType = "ServiceTicket" and chargeToId = {ticket}'
 
 
 @pytest.mark.parametrize("work, why", [

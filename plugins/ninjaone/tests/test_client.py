@@ -50,7 +50,8 @@ def test_iter_devices_follows_after(sim):
     assert [len(p) for p in pages] == [10, 10, 5]
     assert [d["id"] for p in pages for d in p] == sim.device_ids
     assert device_queries(sim) == [{"pageSize": "10"}, {"pageSize": "10", "after": str(pages[0][-1]["id"])},
-                                   {"pageSize": "10", "after": str(pages[1][-1]["id"])}]
+                                   {"pageSize": "10", "after": str(pages[1][-1]["id"])},
+                                   {"pageSize": "10", "after": str(pages[2][-1]["id"])}]  # the empty end
 
 
 def test_iter_devices_yields_vendor_dicts_unchanged(sim):
@@ -64,6 +65,32 @@ def test_iter_devices_asks_once_more_after_a_full_last_page():
     client = make_client(sim, page_size=10)
     assert [len(p) for p in client.iter_devices()] == [10, 10]
     assert sim.requests_by_path["/v2/devices"] == 3
+
+
+@pytest.mark.parametrize("cap", [1, 3, 9])
+def test_iter_devices_reads_every_device_from_a_server_that_caps_page_size(cap):
+    sim = NinjaOneSimulator(seed=1, organizations=3, devices=25, max_page_size=cap)
+    client = make_client(sim, page_size=10)
+    pages = list(client.iter_devices())
+    assert [d["id"] for p in pages for d in p] == sim.device_ids
+    assert all(len(p) <= cap for p in pages)
+    assert sim.requests_by_path["/v2/devices"] == len(pages) + 1  # the empty page ends the sweep
+
+
+def test_iter_devices_reads_on_past_a_page_cut_short(sim):
+    sim.short_page_next("/v2/devices", drop=4)
+    client = make_client(sim, page_size=10)
+    pages = list(client.iter_devices())
+    assert [len(p) for p in pages] == [6, 10, 9]
+    assert [d["id"] for p in pages for d in p] == sim.device_ids
+
+
+def test_a_page_whose_last_record_has_no_id_stops_the_sweep_loudly(sim):
+    sim.strip_device_fields(sim.device_ids[9], "id")
+    client = make_client(sim, page_size=10)
+    pages = client.iter_devices()
+    with pytest.raises(MalformedResponseError, match="last record of a page .* has no integer id"):
+        list(pages)
 
 
 def test_iter_devices_resumes_after_an_id(sim):
@@ -104,7 +131,7 @@ def test_works_over_real_http(sim):
     with serve(sim.handler) as url:
         with NinjaOneClient(url, sim.client_id, Secret(SECRET, "test"), page_size=10) as client:
             assert sum(len(p) for p in client.iter_devices()) == 25
-            assert client.requests == 4
+            assert client.requests == 5  # token, three pages, the empty page that ends the sweep
 
 
 # --- tokens ------------------------------------------------------------------------------------
@@ -130,7 +157,7 @@ def test_the_token_is_fetched_once_for_many_requests(sim):
     list(client.iter_devices())
     list(client.iter_organizations())
     assert sim.requests_by_path[TOKEN_PATH] == 1
-    assert client.requests == sim.requests == 1 + 6 + 1
+    assert client.requests == sim.requests == 1 + 6 + 2  # 5 device pages and 1 org page, each list + 1 empty
 
 
 def test_the_token_is_refreshed_before_it_expires(sim):
@@ -143,7 +170,7 @@ def test_the_token_is_refreshed_before_it_expires(sim):
     clock.now += 2
     list(client.iter_organizations())
     assert sim.requests_by_path[TOKEN_PATH] == 2
-    assert sim.requests_by_path["/v2/organizations"] == 3  # no request was refused on the way
+    assert sim.requests_by_path["/v2/organizations"] == 6  # a page and the empty end, 3 times; none refused
 
 
 def test_a_token_expired_by_the_server_is_fetched_again_once(sim):
@@ -153,7 +180,7 @@ def test_a_token_expired_by_the_server_is_fetched_again_once(sim):
     sim.expire_tokens()
     assert sum(len(p) for p in pages) == 15
     assert sim.requests_by_path[TOKEN_PATH] == 2
-    assert sim.requests_by_path["/v2/devices"] == 4  # one of them refused with 401
+    assert sim.requests_by_path["/v2/devices"] == 5  # 3 pages, the empty end, one refused with 401
 
 
 def test_a_token_refused_twice_is_a_credentials_error(sim):
@@ -240,14 +267,14 @@ def test_a_5xx_is_retried(sim, status):
     sim.fail_next(status, times=2, path="/v2/devices")
     client = make_client(sim)
     assert sum(len(p) for p in client.iter_devices()) == 25
-    assert sim.requests_by_path["/v2/devices"] == 3
+    assert sim.requests_by_path["/v2/devices"] == 4  # 2 refused, the page, the empty end
 
 
 def test_a_timeout_is_retried(sim):
     sim.timeout_next(path="/v2/devices")
     client = make_client(sim)
     assert sum(len(p) for p in client.iter_devices()) == 25
-    assert sim.requests_by_path["/v2/devices"] == 2
+    assert sim.requests_by_path["/v2/devices"] == 3  # 1 timed out, the page, the empty end
 
 
 def test_malformed_json_is_retried(sim):
@@ -275,7 +302,7 @@ def test_the_request_counter_includes_retries(sim):
     sim.fail_next(500, times=3, path="/v2/devices")
     client = make_client(sim)
     list(client.iter_devices())
-    assert client.requests == sim.requests == 1 + 4
+    assert client.requests == sim.requests == 1 + 4 + 1  # token, 3 refused + the page, the empty end
 
 
 # --- alerts and activities ---------------------------------------------------------------------
@@ -387,7 +414,36 @@ def test_iter_activities_asks_for_device_alert_activities_only():
     got = [a for p in client.iter_activities(None) for a in p]
     assert {a["statusCode"] for a in got} == {"TRIGGERED", "RESET"} and len(got) == 7
     assert {a["statusCode"] for a in sim.activities} > {"TRIGGERED", "RESET"}      # the log holds others
-    assert activity_queries(sim) == [{"pageSize": "1000", "class": "DEVICE", "status": "TRIGGERED,RESET"}]
+    oldest = min(a["id"] for a in got)
+    assert activity_queries(sim) == [{"pageSize": "1000", "class": "DEVICE", "status": "TRIGGERED,RESET"},
+                                     {"pageSize": "1000", "class": "DEVICE", "status": "TRIGGERED,RESET",
+                                      "olderThan": str(oldest)}]  # a short page is not the end: an empty one is
+
+
+@pytest.mark.parametrize("takes", ["next", "newest"])
+@pytest.mark.parametrize("cut", [{"max_page_size": 4}, {"short": 6}])
+def test_iter_activities_reads_every_activity_past_capped_or_cut_pages(takes, cut):
+    sim = NinjaOneSimulator(seed=1, organizations=3, devices=25, newer_than_takes=takes)
+    sim.alert_storm(30)
+    ids = ids_of(sim.activities)
+    answer, short = sim.handler, [cut.get("short")]
+
+    def capped(request: httpx.Request) -> httpx.Response:
+        # A server that answers fewer activities than pageSize: capped, or one page cut short.
+        response = answer(request)
+        if request.url.path != "/v2/activities":
+            return response
+        body = response.json()
+        keep = cut.get("max_page_size")
+        if short[0] and body["activities"]:
+            keep, short[0] = len(body["activities"]) - short[0], None
+        if keep is not None and body["activities"]:
+            body["activities"] = body["activities"][:max(1, keep)]
+        return httpx.Response(200, json=body)
+
+    client = NinjaOneClient("https://eu.ninjarmm.com", sim.client_id, Secret(SECRET, "test"),
+                            http=mock_client(capped), page_size=10)
+    assert [a for p in client.iter_activities(ids[3]) for a in ids_of(p)] == ids[4:]
 
 
 def test_iter_activities_with_nothing_new_asks_once(storm):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
+import httpx
 import pytest
 
 import hub.testing
@@ -94,6 +97,27 @@ def test_to_device_names_a_missing_field():
     raw = {k: v for k, v in DEVICE.items() if k != "organizationId"}
     with pytest.raises(MappingError, match="device 1042 .* has no organizationId"):
         to_device(raw)
+
+
+@pytest.mark.parametrize("key, fix", [("organizationId", "assign the device to an organization"),
+                                      ("nodeClass", "check the device's role")])
+@pytest.mark.parametrize("absent", [True, False])
+def test_to_device_without_organization_or_node_class_names_the_device_and_the_fix(key, fix, absent):
+    raw = {k: v for k, v in DEVICE.items() if k != key} if absent else {**DEVICE, key: None}
+    with pytest.raises(MappingError, match=rf"device 1042 \(Front desk server\) has no {key}") as info:
+        to_device(raw)
+    assert f"fix: {fix}" in str(info.value)
+
+
+def test_to_device_without_an_id_is_a_mapping_error_naming_what_it_has():
+    raw = {k: v for k, v in DEVICE.items() if k != "id"}
+    with pytest.raises(MappingError, match=r"device without an id \(Front desk server, organization 7\)"):
+        to_device(raw)
+
+
+def test_to_device_refuses_a_node_class_that_is_not_a_name():
+    with pytest.raises(MappingError, match="nodeClass 42"):
+        to_device({**DEVICE, "nodeClass": 42})
 
 
 def test_to_device_refuses_a_timestamp_that_is_not_epoch_seconds():
@@ -267,6 +291,7 @@ def test_devices_stream_sweeps_with_after_cursors_and_ends_with_swept_at():
     assert [len(p.records) for p in pages] == [10, 10, 5]
     assert [p.cursor for p in pages] == [{"after": ids[9]}, {"after": ids[19]},
                                          {"swept_at": "2025-06-01T12:00:00+00:00"}]
+    assert [p.sweep_count for p in pages] == [None, None, 25]
     assert all(isinstance(d, Device) for p in pages for d in p.records)
     assert [d.source_id for p in pages for d in p.records] == [str(i) for i in ids]
 
@@ -277,6 +302,58 @@ def test_devices_stream_resumes_from_an_after_cursor():
     pages = list(stream(connector_for(sim), "devices").iter_pages({"after": after}, RUN_START))
     assert [d.source_id for p in pages for d in p.records] == [str(i) for i in sim.device_ids[15:]]
     assert pages[-1].cursor == {"swept_at": RUN_START.isoformat()}
+
+
+def test_a_resumed_sweep_gives_no_sweep_count():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    pages = list(stream(connector_for(sim), "devices").iter_pages({"after": sim.device_ids[9]}, RUN_START))
+    assert [p.cursor for p in pages[:-1]] == [{"after": sim.device_ids[19]}]
+    assert [p.sweep_count for p in pages] == [None, None]
+
+
+def test_the_clients_sweep_counts_organizations():
+    sim = NinjaOneSimulator(seed=3, organizations=3, devices=0)
+    pages = list(stream(connector_for(sim, page_size=2), "clients").iter_pages(None, RUN_START))
+    assert [p.sweep_count for p in pages] == [None, 3]
+
+
+@pytest.mark.parametrize("shape", [{"max_page_size": 7}, {"short": 3}])
+def test_every_device_is_stored_when_the_server_caps_or_cuts_pages(shape):
+    sim = NinjaOneSimulator(seed=5, organizations=3, devices=95, max_page_size=shape.get("max_page_size"))
+    if "short" in shape:
+        sim.short_page_next("/v2/devices", drop=shape["short"], times=2)
+    hub = make_hub(ConnectorPlugin(connector_for(sim, page_size=20)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["devices"])
+    assert not report.errors
+    assert sorted(int(r["source_id"]) for r in hub.store.rows("devices")) == sim.device_ids
+    assert hub.store.get_cursor("ninjaone", "devices") == {"swept_at": RUN_START.isoformat()}
+    hub.close()
+
+
+def test_a_short_page_does_not_end_the_sweep():
+    sim = NinjaOneSimulator(seed=5, organizations=3, devices=25, max_page_size=4)
+    pages = list(stream(connector_for(sim, page_size=10), "devices").iter_pages(None, RUN_START))
+    assert [len(p.records) for p in pages] == [4, 4, 4, 4, 4, 4, 1]
+    assert pages[-1].sweep_count == 25
+
+
+@pytest.mark.parametrize("stripped, message", [
+    ("id", "device without an id"), ("organizationId", "has no organizationId"), ("nodeClass", "has no nodeClass")])
+def test_a_device_that_cannot_be_billed_is_set_aside_and_the_sweep_goes_on(stripped, message):
+    sim = NinjaOneSimulator(seed=5, organizations=2, devices=25)
+    odd = sim.device_ids[12]  # in the middle of the second page
+    sim.strip_device_fields(odd, stripped)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["devices"])
+    stored = sorted(int(r["source_id"]) for r in hub.store.rows("devices"))
+    assert stored == [i for i in sim.device_ids if i != odd]
+    [error] = report.errors
+    assert message in error and "set aside" in error and "fix:" in error
+    assert (str(odd) in error) if stripped != "id" else "(no id" not in error and "organization" in error
+    assert hub.store.get_cursor("ninjaone", "devices") == {"swept_at": RUN_START.isoformat()}
+    hub.close()
 
 
 def test_devices_stream_starts_a_fresh_sweep_after_a_finished_one():
@@ -296,7 +373,7 @@ def test_a_full_last_page_still_ends_with_swept_at():
 def test_an_empty_sweep_yields_one_empty_page_with_swept_at():
     sim = NinjaOneSimulator(organizations=0, devices=0)
     pages = list(stream(connector_for(sim), "clients").iter_pages(None, RUN_START))
-    assert pages == [Page([], {"swept_at": RUN_START.isoformat()})]
+    assert pages == [Page([], {"swept_at": RUN_START.isoformat()}, sweep_count=0)]
 
 
 def test_clients_stream_maps_organizations():
@@ -428,3 +505,60 @@ def test_plugin_conforms():
         hub.testing.assert_plugin_conforms(connector, sim)
     finally:
         connector.close()
+
+
+@pytest.mark.parametrize("offset", [3600, -3600])
+def test_what_changes_between_two_runs_is_pulled_whatever_the_clocks_say(offset):
+    # The tenant's clock an hour ahead of the hub's, or an hour behind: no NinjaOne read depends
+    # on the hub's clock (sweeps read everything, the activity log follows activity ids).
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25, alerts=3, clock_offset=offset)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    first = RunReport("r1", "sync", datetime.now(UTC))
+    pull(hub, first)
+    assert not first.errors
+    org = sim.organization_ids[0]
+    device = sim.add_device(org, "WINDOWS_SERVER", name="NEW-SRV")
+    uid = sim.trigger_alert(device)
+    gone = sim.alert_uids[0]
+    sim.reset_alert(gone)
+    second = RunReport("r2", "sync", datetime.now(UTC))
+    pull(hub, second)
+    assert not second.errors
+    assert str(device) in {r["source_id"] for r in hub.store.rows("devices")}
+    events = {(r["series_uid"], r["status"]) for r in hub.store.rows("alert_events")}
+    assert (uid, "triggered") in events and (gone, "reset") in events
+    active = {r["source_id"]: r["active"] for r in hub.store.rows("alerts")}
+    assert (active[uid], active[gone]) == (1, 0)
+    hub.close()
+
+
+def test_every_answer_carries_a_date_header_on_the_simulator_clock():
+    sim = NinjaOneSimulator(seed=3, organizations=1, devices=2, clock_offset=-3600)
+    request = httpx.Request("GET", "https://eu.ninjarmm.com/v2/devices")
+    served = parsedate_to_datetime(sim.handler(request).headers["Date"]).timestamp()
+    assert abs(served - (time.time() - 3600)) < 5
+    sim.now = 1_748_736_000.0          # setting now stops the clock again
+    assert parsedate_to_datetime(sim.handler(request).headers["Date"]).timestamp() == 1_748_736_000.0
+
+
+@pytest.mark.parametrize("status", [429, 404])
+def test_a_page_refused_past_the_retries_fails_the_sweep_and_keeps_the_cursor(status):
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    answer, asked = sim.handler, []
+
+    def third_page_refused(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/devices":
+            asked.append(request)
+            if len(asked) >= 3:
+                return httpx.Response(status, json={"resultCode": "FAILURE"}, headers={"Retry-After": "0"})
+        return answer(request)
+
+    hub.connectors["ninjaone"].client._http = mock_client(third_page_refused)
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=["devices"])
+    [error] = report.errors
+    assert f"HTTP {status}" in error and "ninjaone.devices" in error
+    assert hub.store.count("devices") == 10    # the first page; the second waits for the next page's answer
+    assert hub.store.get_cursor("ninjaone", "devices") == {"after": sim.device_ids[9]}
+    hub.close()
