@@ -197,12 +197,12 @@ class NinjaOneConnector:
     """NinjaOne as the engine sees it: four streams, nothing to push.
 
     ``clients`` and ``devices`` are full keyset sweeps, since the API has no updated-since
-    filter. Their cursor is ``{"after": <last id>}`` while a sweep is under way (so a failed run
-    resumes there) and ``{"swept_at": <run start>}`` once a sweep finished (so the next run sweeps
-    again). The page that ends a sweep that began in this pass carries ``sweep_count``, every
-    record the sweep read (those set aside included), for the engine to compare with the last
-    sweep; a resumed sweep gives none, since its cursor keeps no running count. A sweep ends only
-    on an empty page (see ``NinjaOneClient``). ``swept_at`` and ``listed_at`` are the
+    filter. Their cursor is ``{"after": <last id>, "read": <records read so far>}`` while a sweep
+    is under way (so a failed run resumes there, still counting) and ``{"swept_at": <run start>}``
+    once a sweep finished (so the next run sweeps again). The page that ends a sweep carries
+    ``sweep_count``, every record the sweep read (those set aside included), for the engine to
+    compare with the last sweep; a sweep resumed from a cursor without ``read`` gives none. A sweep
+    ends only on an empty page (see ``NinjaOneClient``). ``swept_at`` and ``listed_at`` are the
     hub's clock on purpose: they filter nothing (the next sweep reads everything again), they only
     say when the hub read the set; no NinjaOne read depends on the hub's clock.
 
@@ -257,8 +257,10 @@ class NinjaOneConnector:
     @staticmethod
     def _sweep(fetch: Callable[[int | None], Iterator[list[dict]]], to_record: Callable[[dict], Any]):
         def iter_pages(cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
-            after = (cursor or {}).get("after")
-            read = 0 if after is None else None   # a resumed sweep cannot tell how many it read
+            cursor = cursor or {}
+            after = cursor.get("after")
+            # A sweep resumed from a cursor that kept no count cannot tell how many it read.
+            read = cursor.get("read", 0) if after is None or isinstance(cursor.get("read"), int) else None
             held: list[dict] | None = None
             # Hold each page until the next one arrives, so the last one can carry "swept_at".
             for raw in fetch(after):
@@ -266,7 +268,8 @@ class NinjaOneConnector:
                     records, rejected = map_records(held, to_record)
                     if read is not None:
                         read += len(held)
-                    yield Page(records, {"after": held[-1]["id"]}, rejected=rejected)
+                    yield Page(records, {"after": held[-1]["id"], **({} if read is None else {"read": read})},
+                               rejected=rejected)
                 held = raw
             records, rejected = map_records(held, to_record) if held else ([], ())
             if read is not None and held:

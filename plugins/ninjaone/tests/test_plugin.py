@@ -289,7 +289,7 @@ def test_devices_stream_sweeps_with_after_cursors_and_ends_with_swept_at():
     pages = list(stream(connector_for(sim), "devices").iter_pages(None, RUN_START))
     ids = sim.device_ids
     assert [len(p.records) for p in pages] == [10, 10, 5]
-    assert [p.cursor for p in pages] == [{"after": ids[9]}, {"after": ids[19]},
+    assert [p.cursor for p in pages] == [{"after": ids[9], "read": 10}, {"after": ids[19], "read": 20},
                                          {"swept_at": "2025-06-01T12:00:00+00:00"}]
     assert [p.sweep_count for p in pages] == [None, None, 25]
     assert all(isinstance(d, Device) for p in pages for d in p.records)
@@ -304,7 +304,15 @@ def test_devices_stream_resumes_from_an_after_cursor():
     assert pages[-1].cursor == {"swept_at": RUN_START.isoformat()}
 
 
-def test_a_resumed_sweep_gives_no_sweep_count():
+def test_a_resumed_sweep_counts_on_from_its_cursor():
+    sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
+    after = sim.device_ids[9]
+    pages = list(stream(connector_for(sim), "devices").iter_pages({"after": after, "read": 10}, RUN_START))
+    assert [p.cursor for p in pages[:-1]] == [{"after": sim.device_ids[19], "read": 20}]
+    assert pages[-1].sweep_count == 25
+
+
+def test_a_sweep_resumed_from_a_cursor_without_a_count_gives_no_sweep_count():
     sim = NinjaOneSimulator(seed=3, organizations=2, devices=25)
     pages = list(stream(connector_for(sim), "devices").iter_pages({"after": sim.device_ids[9]}, RUN_START))
     assert [p.cursor for p in pages[:-1]] == [{"after": sim.device_ids[19]}]
