@@ -38,7 +38,10 @@ class Stream:
 
     ``table`` is the store table the records go to (``clients``, ``devices``...).
     ``iter_pages(cursor, run_started_at)`` yields Pages starting from the saved ``cursor`` (None on
-    the first run); a timestamp inside a cursor must never pass ``run_started_at``.
+    the first run); a timestamp of the hub's clock inside a cursor must never pass
+    ``run_started_at``. A timestamp of the vendor's clock (e.g. the ``Date`` header of a pass's
+    first answer) follows the vendor and may: the connector names such keys in its
+    ``vendor_clock_keys`` (a frozenset, default empty), which the conformance check leaves alone.
     """
 
     connector: str

@@ -471,6 +471,7 @@ class ConnectWiseConnector:
 
     name = SOURCE
     action_kinds = ACTION_KINDS
+    vendor_clock_keys = frozenset({"since", "started_at"})   # ConnectWise's clock: may pass the hub's
 
     def __init__(self, settings: ConnectWiseSettings, *, http: httpx.Client | None = None,
                  retrying: Callable[[], tenacity.Retrying] | None = None):

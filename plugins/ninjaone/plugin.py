@@ -41,8 +41,10 @@ def to_device(raw: dict[str, Any]) -> Device:
     """A NinjaOne device (basic record of ``GET /v2/devices``) as a hub Device.
 
     Timestamps are epoch seconds as floats in NinjaOne; they become aware UTC datetimes. The spec
-    marks no field required, so a device without ``id``, ``organizationId`` or ``nodeClass`` (null
-    or absent) is a MappingError: it could not be stored, billed to a client, or priced by tier.
+    marks no field required, so a device without ``id`` or ``organizationId`` (null or absent) is
+    a MappingError: it could not be stored or billed to a client, so it is set aside. A device
+    without ``nodeClass`` is kept with an empty node class: its client is known, and the billing
+    rules hold that client's invoice, naming the device, rather than bill it without the device.
     """
     get = raw.get
     raw_id = get("id")
@@ -53,13 +55,12 @@ def to_device(raw: dict[str, Any]) -> Device:
                            f"sweep maps it once the API sends its id)")
     device_id = str(raw_id)
     name = get("displayName") or get("systemName") or get("dnsName") or device_id
-    for key, fix in (("organizationId", "assign the device to an organization in NinjaOne"),
-                     ("nodeClass", "check the device's role in NinjaOne (Administration > Devices > Roles)")):
-        if get(key) is None:
-            raise MappingError(f"ninjaone device {device_id} ({name}) has no {key}, so it cannot be billed "
-                               f"right; it is set aside (fix: {fix})")
-    if not isinstance(raw["nodeClass"], str) or not raw["nodeClass"]:
-        raise MappingError(f"ninjaone device {device_id} ({name}) has nodeClass {raw['nodeClass']!r}, not a "
+    if get("organizationId") is None:
+        raise MappingError(f"ninjaone device {device_id} ({name}) has no organizationId, so it cannot be billed "
+                           f"right; it is set aside (fix: assign the device to an organization in NinjaOne)")
+    node_class = get("nodeClass") or ""
+    if not isinstance(node_class, str):
+        raise MappingError(f"ninjaone device {device_id} ({name}) has nodeClass {node_class!r}, not a "
                            f"node class name; it is set aside (fix: check the device's role in NinjaOne)")
     approval = get("approvalStatus")
     status = _APPROVAL.get(approval) if isinstance(approval, str) else None
@@ -70,7 +71,7 @@ def to_device(raw: dict[str, Any]) -> Device:
                                f"not one of {', '.join(_APPROVAL)}")
     created, last_contact, updated = get("created"), get("lastContact"), get("lastUpdate")
     try:
-        return Device(SOURCE, device_id, str(raw["organizationId"]), name, raw["nodeClass"], status,
+        return Device(SOURCE, device_id, str(raw["organizationId"]), name, node_class, status,
                       None if created is None else _fromtimestamp(created, _UTC),
                       None if last_contact is None else _fromtimestamp(last_contact, _UTC),
                       None if updated is None else _fromtimestamp(updated, _UTC))

@@ -99,10 +99,16 @@ def test_to_device_names_a_missing_field():
         to_device(raw)
 
 
-@pytest.mark.parametrize("key, fix", [("organizationId", "assign the device to an organization"),
-                                      ("nodeClass", "check the device's role")])
 @pytest.mark.parametrize("absent", [True, False])
-def test_to_device_without_organization_or_node_class_names_the_device_and_the_fix(key, fix, absent):
+def test_to_device_without_a_node_class_keeps_the_device_for_the_billing_rules_to_hold_its_client(absent):
+    raw = {k: v for k, v in DEVICE.items() if k != "nodeClass"} if absent else {**DEVICE, "nodeClass": None}
+    device = to_device(raw)
+    assert device.node_class == "" and device.client_source_id == "7"
+
+
+@pytest.mark.parametrize("key, fix", [("organizationId", "assign the device to an organization")])
+@pytest.mark.parametrize("absent", [True, False])
+def test_to_device_without_organization_names_the_device_and_the_fix(key, fix, absent):
     raw = {k: v for k, v in DEVICE.items() if k != key} if absent else {**DEVICE, key: None}
     with pytest.raises(MappingError, match=rf"device 1042 \(Front desk server\) has no {key}") as info:
         to_device(raw)
@@ -347,7 +353,7 @@ def test_a_short_page_does_not_end_the_sweep():
 
 
 @pytest.mark.parametrize("stripped, message", [
-    ("id", "device without an id"), ("organizationId", "has no organizationId"), ("nodeClass", "has no nodeClass")])
+    ("id", "device without an id"), ("organizationId", "has no organizationId")])
 def test_a_device_that_cannot_be_billed_is_set_aside_and_the_sweep_goes_on(stripped, message):
     sim = NinjaOneSimulator(seed=5, organizations=2, devices=25)
     odd = sim.device_ids[12]  # in the middle of the second page
@@ -568,5 +574,5 @@ def test_a_page_refused_past_the_retries_fails_the_sweep_and_keeps_the_cursor(st
     [error] = report.errors
     assert f"HTTP {status}" in error and "ninjaone.devices" in error
     assert hub.store.count("devices") == 10    # the first page; the second waits for the next page's answer
-    assert hub.store.get_cursor("ninjaone", "devices") == {"after": sim.device_ids[9]}
+    assert hub.store.get_cursor("ninjaone", "devices") == {"after": sim.device_ids[9], "read": 10}
     hub.close()
