@@ -361,7 +361,8 @@ def release_command(hub, report, held: dict[str, Any]) -> str:
         return f"msp-hub approve {key}"
     if cause == "incomplete":
         failed = _failed_passes(report)
-        named = [p for p in failed + _stream_names(hub) if f"{p[0]}.{p[1]}" in text]
+        read = [tuple(name.split(".", 1)) for name in sorted(getattr(report, "passes", None) or {}) if "." in name]
+        named = [p for p in failed + read + _stream_names(hub) if f"{p[0]}.{p[1]}" in text]
         chosen = list(dict.fromkeys(named)) or failed
         if chosen:
             return "; ".join(_resync(c, s) for c, s in chosen)
