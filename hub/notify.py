@@ -519,10 +519,10 @@ class Message:
             for i in group:
                 row = f"• {_slack(_what(i))}"
                 if len(releases) > 1:
-                    row += f"\n    release: `{_slack(i['release'])}`"
+                    row += f"\n    release: {_code(i['release'])}"
                 rows.append(row)
             if len(releases) == 1:
-                rows.append(f"Release: `{_slack(group[0]['release'])}`")
+                rows.append(f"Release: {_code(group[0]['release'])}")
             sections.append("\n".join(rows))
         text = "\n\n".join([f"*{_slack(self.summary)}*", _slack(self._intro())] + sections)
         # A section block's text holds at most 3000 characters and a message at most 50 blocks.
@@ -570,6 +570,12 @@ class Message:
 def _slack(text: str) -> str:
     """Escape the three characters Slack's mrkdwn treats as control characters."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _code(release: str) -> str:
+    """A release command as inline code (copied as is); a sentence stays text."""
+    parts = [f"`{_slack(p)}`" if p.startswith("msp-hub ") else _slack(p) for p in release.split("; ")]
+    return "; ".join(parts)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -206,13 +206,15 @@ def test_the_json_webhook_body_is_the_documented_one(smtp, receiver):
 
 def test_the_slack_webhook_body_is_an_incoming_webhook_message_in_mrkdwn(receiver):
     hub = hub_with(notify_table(None, receiver, formats=("slack",)), environ(receiver, ("slack",)))
-    notify_run(hub, report(held(name="Smith & <Sons>")))
+    notify_run(hub, report(held(name="Smith & <Sons>"),
+                           held("invoice:b:2026-10", "b", "B", 1, "error", ["no contract (fix: add one for b)"])))
     [(_, body)] = receiver.posts
+    assert "Release: add one for b\n" in body["text"] + "\n"                # a sentence is not code
     assert set(body) == {"text", "blocks"}
-    assert body["text"].startswith("*msp-hub: 1 held (1200.00 EUR)*")
+    assert body["text"].startswith("*msp-hub: 2 held (1200.01 EUR)*")
     assert "Smith &amp; &lt;Sons&gt;" in body["text"] and "<Sons>" not in body["text"]   # mrkdwn escaped
     assert "`msp-hub approve invoice:acme:2026-10`" in body["text"]
-    assert body["blocks"][0] == {"type": "header", "text": {"type": "plain_text", "text": "msp-hub: 1 held (1200.00 EUR)"}}
+    assert body["blocks"][0] == {"type": "header", "text": {"type": "plain_text", "text": "msp-hub: 2 held (1200.01 EUR)"}}
     sections = [b for b in body["blocks"] if b["type"] == "section"]
     assert all(b["text"]["type"] == "mrkdwn" and len(b["text"]["text"]) <= 3000 for b in sections)
     assert any("1200.00 EUR" in b["text"]["text"] for b in sections)
