@@ -16,6 +16,8 @@ Settings, ``[notify]`` in the hub config::
     smtp_host = "smtp.example.com"
     smtp_port = 587                     # default 587
     starttls = true                     # default true; a server without STARTTLS is an error
+    implicit_tls = false                # true for port 465: TLS from the first byte (starttls unused)
+    ca_file = "relay-ca.pem"            # optional: trust this CA (a relay with a private CA)
     username = "msp-hub@example.com"    # optional: log in when set
     password_env = "SMTP_PASSWORD"      # or password_file = "path"; never written inline
     from = "msp-hub@example.com"
@@ -57,6 +59,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -96,6 +99,7 @@ CAUSES = {
 
 _EXAMPLES = {
     "smtp_host": 'smtp_host = "smtp.example.com"', "smtp_port": "smtp_port = 587", "starttls": "starttls = true",
+    "implicit_tls": "implicit_tls = true", "ca_file": 'ca_file = "/etc/ssl/relay-ca.pem"',
     "username": 'username = "msp-hub@example.com"', "password_env": 'password_env = "SMTP_PASSWORD"',
     "password_file": 'password_file = "/run/secrets/smtp"', "from": 'from = "msp-hub@example.com"',
     "to": 'to = ["billing@example.com"]', "name": 'name = "ops"', "url": 'url = "https://hooks.example.com/hub"',
@@ -118,6 +122,8 @@ class _EmailModel(BaseModel):
     smtp_host: str = Field(min_length=1)
     smtp_port: int = Field(587, ge=1, le=65535)
     starttls: bool = True
+    implicit_tls: bool = False
+    ca_file: str | None = Field(None, min_length=1)
     username: str | None = Field(None, min_length=1)
     password_env: str | None = Field(None, min_length=1)
     password_file: str | None = Field(None, min_length=1)
@@ -168,6 +174,8 @@ class EmailChannel:
     password: Secret | None
     sender: str
     to: tuple[str, ...]
+    implicit_tls: bool = False
+    ca_file: str | None = None
 
     @property
     def label(self) -> str:
@@ -215,7 +223,9 @@ def _config_error(exc: ValidationError, file: str) -> ConfigError:
     loc = tuple(err["loc"])
     key, last = _loc(loc), str(next((p for p in reversed(loc) if isinstance(p, str)), SECTION))
     table = tuple(p for p in loc[:-1] if isinstance(p, str))
-    shown = "" if last in _SECRET_KEYS else f", got {err.get('input')!r}"
+    value = err.get("input")
+    scalar = isinstance(value, (str, int, float, bool)) and last not in _SECRET_KEYS
+    shown = f", got {value!r}" if scalar else ""   # a table or list may hold a secret: never echoed
     kind = err["type"]
     if kind == "extra_forbidden":
         if last == "password":
@@ -286,7 +296,23 @@ def notify_settings(config: HubConfig, raw: dict[str, Any] | None = None) -> Not
         elif m.password_env or m.password_file:
             raise ConfigError("a password without a username is never used", file=file, key="notify.email.username",
                               fix=f"add {_EXAMPLES['username']}, or remove the password")
-        email = EmailChannel(m.smtp_host, m.smtp_port, m.starttls, m.username, password, m.sender, tuple(m.to))
+        if m.smtp_port == 465 and not m.implicit_tls:
+            raise ConfigError("port 465 speaks TLS from the first byte", file=file, key="notify.email.smtp_port",
+                              fix="add implicit_tls = true, or use smtp_port = 587 with starttls = true")
+        ca_file = None
+        if m.ca_file is not None:
+            path = Path(m.ca_file).expanduser()
+            if config.path and not path.is_absolute():
+                path = config.path.parent / path
+            try:
+                ssl.create_default_context(cafile=str(path))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot load CA certificates from {path}: {getattr(exc, 'strerror', None) or exc}",
+                                  file=file, key="notify.email.ca_file",
+                                  fix="point it at a readable PEM file of the relay's CA") from None
+            ca_file = str(path)
+        email = EmailChannel(m.smtp_host, m.smtp_port, m.starttls, m.username, password, m.sender, tuple(m.to),
+                             m.implicit_tls, ca_file)
     hooks = []
     labels: set[str] = set()
     for i, (w, section) in enumerate(zip(model.webhooks, raw.get("webhooks", []))):
@@ -596,8 +622,10 @@ def _redact(text: str, settings: NotifySettings) -> str:
 
 
 def send_email(channel: EmailChannel, message: Message) -> None:
-    """Send the plain-text message through the MSP's SMTP server (STARTTLS when set, login when a
-    username is set). A server that does not offer STARTTLS when it is required is an error."""
+    """Send the plain-text message through the MSP's SMTP server (TLS from the first byte with
+    ``implicit_tls``, else STARTTLS when set; login when a username is set). The server's
+    certificate is verified (against ``ca_file`` when given). A server that does not offer
+    STARTTLS when it is required is an error: nothing is sent in clear."""
     mail = EmailMessage()
     mail["Subject"] = message.summary
     mail["From"] = channel.sender
@@ -606,10 +634,15 @@ def send_email(channel: EmailChannel, message: Message) -> None:
     mail["Message-ID"] = make_msgid(domain=channel.sender.rsplit("@", 1)[-1])
     mail.set_content(message.text())
     try:
-        with smtplib.SMTP(channel.host, channel.port, timeout=SMTP_TIMEOUT) as smtp:
+        context = ssl.create_default_context(cafile=channel.ca_file)
+        if channel.implicit_tls:
+            smtp = smtplib.SMTP_SSL(channel.host, channel.port, timeout=SMTP_TIMEOUT, context=context)
+        else:
+            smtp = smtplib.SMTP(channel.host, channel.port, timeout=SMTP_TIMEOUT)
+        with smtp:
             smtp.ehlo()
-            if channel.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+            if channel.starttls and not channel.implicit_tls:
+                smtp.starttls(context=context)
                 smtp.ehlo()
             if channel.username is not None:
                 smtp.login(channel.username, channel.password.reveal() if channel.password else "")

@@ -8,6 +8,7 @@ import email
 import email.policy
 import json
 import socket
+import ssl
 import threading
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -34,6 +35,61 @@ HOOK_TOKEN = "XyZ-s3cr3t-hook-token-42"
 KEY = "invoice:acme:2026-10"
 
 
+# A self-signed certificate for 127.0.0.1 (valid 2020-2120), made for these tests only, with
+#   openssl ca -selfsign -startdate 20200101000000Z -enddate 21200101000000Z (subjectAltName IP:127.0.0.1)
+TEST_CERT = """\
+-----BEGIN CERTIFICATE-----
+MIIDKDCCAhCgAwIBAgIBATANBgkqhkiG9w0BAQsFADAcMRowGAYDVQQDDBFtc3At
+aHViIHRlc3QgU01UUDAgFw0yMDAxMDEwMDAwMDBaGA8yMTIwMDEwMTAwMDAwMFow
+HDEaMBgGA1UEAwwRbXNwLWh1YiB0ZXN0IFNNVFAwggEiMA0GCSqGSIb3DQEBAQUA
+A4IBDwAwggEKAoIBAQC2zK8PM2tvnMJCg6mqEnlmGmCdYSzV0mVO3puV/XfinU0O
+zNQ/WKIeVoAzJcu7rSk5EUZ2gu7NpRpWBAX6ZDe7uwGXAoGaA/jYiO+3wc9rmJ2m
+C7LML5FrBR/45U8aVaM3+uuEICfObDK5PZPA/2t0zhwENTtBWVEooE5NawmBOeq8
+e3VG8U/2/9rBCkYRyypjWxoSkGyEf9d/Ztn3QxfpvwQ5sIbkhd3mNzPnPGgSXypt
+AcFftLlOEwXnUImJlRrZEUrmA4//DvY76lHq5kywdNCo7j13watwzYkR82mYtsKo
+tbqKP+B3IC+w2f3cOqCrZPLvsLKsLfaedXI904IbAgMBAAGjczBxMA8GA1UdEwEB
+/wQFMAMBAf8wGgYDVR0RBBMwEYcEfwAAAYIJbG9jYWxob3N0MA4GA1UdDwEB/wQE
+AwICpDATBgNVHSUEDDAKBggrBgEFBQcDATAdBgNVHQ4EFgQUEkFqzL0tLQzTgxSE
+9gRsqrH2bV0wDQYJKoZIhvcNAQELBQADggEBAGssrASOu9z5K6/YqZsY6fU3aqWC
+zQAiKsMXSeQpH7SKz6Ld1pqIH7ldGj0HVebgV2E23wWXHwZN4PpkLecXhGGtXKY2
+0x5VxtauQQL0LRJMpkPSCxkp038jKNoJUS566iUzkUw0tSptlSjsCXhRTE83yt+X
+y8cMQd+wf94s5R3tXgaobe2aZWOiZKOLawQkapEjlPzBKfnHhmmSBB0yRK5MlYki
+AxPZQoAd9Y/tOapEfPjiCcIiKowbEflBiXgEbB5DLW/080Kt5p+Htsg9Lj3upBWQ
+sB+rupspfhJmF8wGV4/LqRfP8KVRhp/wevgB4Lpes7t+hv8D6UzBAyNwbmg=
+-----END CERTIFICATE-----
+"""
+TEST_KEY = """\
+-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQC2zK8PM2tvnMJC
+g6mqEnlmGmCdYSzV0mVO3puV/XfinU0OzNQ/WKIeVoAzJcu7rSk5EUZ2gu7NpRpW
+BAX6ZDe7uwGXAoGaA/jYiO+3wc9rmJ2mC7LML5FrBR/45U8aVaM3+uuEICfObDK5
+PZPA/2t0zhwENTtBWVEooE5NawmBOeq8e3VG8U/2/9rBCkYRyypjWxoSkGyEf9d/
+Ztn3QxfpvwQ5sIbkhd3mNzPnPGgSXyptAcFftLlOEwXnUImJlRrZEUrmA4//DvY7
+6lHq5kywdNCo7j13watwzYkR82mYtsKotbqKP+B3IC+w2f3cOqCrZPLvsLKsLfae
+dXI904IbAgMBAAECggEAHhg9m+WNwv7OVpABjz/iX6ZpEI/uhzdPuXfZqoxjv9nA
+1XZwXQt1CUSZb5JB4+CCwGPxM1KkCRQs7UtVRp9YM556iQd/GcGcpt2IhbqxMNgb
+4Dnd0lLkgHeEB4CNENtXd0BmpMZ8dzYF9cxG9oe2g7DpGOJAoqYXP/aAXauJEY6V
+c4I1tLOK/5FuA9BqcQ9m1WuVAgWoqghKguYu4k0rCd2rDNDxzj7WuLQQ5XvFgm53
+EuTy5J91gRtR5CzPZg9zH4qlwzGChF+0El6yntLh6pay94khCkh1XH5OotrEHuVE
+WyGuIy6oyXA+LHKy62XJ7r9SsFo0u984Duh5HfZZLQKBgQDrh/bLebWmSaytQbJS
+TBcro5uHjFbFqMaoRtNgxUektkdWg7yG6RF6Z6udVPKFOC3sODEKOmEj0it5ACZ8
+3JubeiDRCMbHNIjQ19QrFbQBjMVrw0mQYSA9Ci89/kom1I/vd7CQBeINg1HCK/rk
+Q1AdCr3O0VgkEoYTaCboykQrbQKBgQDGr4+6C3ZkyKLZqjs5k7bqgKAQniZSaQFo
+X9DG1GD+FbuiT3conB329IgcHcxM7g1hPgJGGRAyZkILWtzyl1bhuvsfRG451w7x
+rT3b0fIhcLYbhDT+Dt85ZXm3IvSU/9bJ4ZH6Y/v5vko4NlnLVRB+LnAh0Bj3nPFu
+KjqnPe0mpwKBgDsv9qfZVPmNqBP932bo8iWoPoxIiwGu0QU2jyXRTZipqbGm9zhb
+12WQKcMmtq8dmAS1djVgyEptJTmJ/SIBeiUPArIk53blz7/TjOCq2opNKstSzui2
+T5inN4n3ngC2B9mglUEMCWtl5aTK0oiMFdTGfz46w1CFSyYTVTvIoGrdAoGALVRQ
+jjmfQU8lGFPmPzScPtQpsKDkTVj3oUB6+WHq3w1GSbmnjfRQQc94XjHOMp79Hnpv
+Ol7texIpbz3DuvUcNVPbhz6thzSxjCHiQwybGVYFtjFrhasO8qFcK5QmCPh1oIl+
+LIozKr9nX3vG8MTvhlpB6vT3PUbpLiEkUJOoT3ECgYAyBfOR42l5qKeQ4NoDrK8y
+njT2GiCacMH/QFTupCQJCO57PunqG8amVeTwlmRXFXxKGLpRodvSFNXC/2Sb5uQm
+gcz8IPf4Zl0jdyzefdYxmousOARXpYc4+Q7XXKqKVk/gK3WoerxGa4OyHL+PS0Aw
+JAkN+rkM96o8BsGr7+gmxQ==
+-----END PRIVATE KEY-----
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,8 +102,10 @@ class Inbox:
     def __init__(self):
         self.messages: list[email.message.EmailMessage] = []
         self.envelopes = []
+        self.tls: list[bool] = []          # whether each message came over TLS
 
     async def handle_DATA(self, server, session, envelope):
+        self.tls.append(session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None)
         self.envelopes.append(envelope)
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 Message accepted"
@@ -74,6 +132,30 @@ def smtp():
                             auth_require_tls=False)
     controller.start()
     inbox.port, inbox.auth = controller.port, auth
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def cert(tmp_path):
+    """(CA/certificate file, server-side SSLContext) for 127.0.0.1."""
+    (tmp_path / "cert.pem").write_text(TEST_CERT)
+    (tmp_path / "key.pem").write_text(TEST_KEY)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return str(tmp_path / "cert.pem"), context
+
+
+@pytest.fixture
+def tls_smtp(cert):
+    """An SMTP server that offers STARTTLS and refuses mail and logins before it."""
+    inbox, auth = Inbox(), Authenticator()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), authenticator=auth,
+                            tls_context=cert[1], require_starttls=True)
+    controller.start()
+    inbox.port, inbox.auth, inbox.ca_file = controller.port, auth, cert[0]
     try:
         yield inbox
     finally:
@@ -173,7 +255,7 @@ def test_a_held_invoice_reaches_the_mailbox_and_every_webhook_with_its_amount_an
     [mail] = smtp.messages
     assert mail["Subject"] == "msp-hub: 1 held (1200.00 EUR)"
     assert mail["To"] == "billing@msp.example, ops@msp.example" and mail["From"] == "msp-hub@msp.example"
-    assert smtp.envelopes[0].rcpt_tos == ["billing@msp.example", "ops@msp.example"]
+    assert smtp.envelopes[0].rcpt_tos == ["billing@msp.example", "ops@msp.example"] and smtp.tls == [False]
     body = mail.get_content()
     assert "Acme Corp (acme), 2026-10, 1200.00 EUR [invoice:acme:2026-10]" in body
     assert "Held for review" in body and "Why: in the review window until 2026-11-23 06:00" in body
@@ -474,6 +556,36 @@ def test_starttls_required_but_not_offered_fails_instead_of_sending_in_clear(smt
     assert smtp.messages == [] and any(e["event"] == "notify.send_failed" for e in logs)
 
 
+def test_starttls_against_the_relays_ca_logs_in_and_delivers_encrypted(tls_smtp):
+    table = notify_table(tls_smtp, starttls=True, ca_file=tls_smtp.ca_file, username="hub",
+                         password_env="SMTP_PASSWORD")
+    hub = hub_with(table, {"SMTP_PASSWORD": PASSWORD})
+    [result] = notify_run(hub, report(held()))
+    assert result["status"] == "sent" and tls_smtp.tls == [True]
+    assert tls_smtp.auth.tried == [(b"hub", PASSWORD.encode())]
+    assert tls_smtp.messages[0]["Subject"] == "msp-hub: 1 held (1200.00 EUR)"
+
+
+def test_a_certificate_the_hub_does_not_trust_stops_the_mail(tls_smtp):
+    hub = hub_with(notify_table(tls_smtp, starttls=True))          # no ca_file: the system's CAs
+    [result] = notify_run(hub, report(held()))
+    assert result["status"] == "failed" and "CERTIFICATE_VERIFY_FAILED" in result["error"]
+    assert tls_smtp.messages == []
+
+
+def test_implicit_tls_delivers(cert):
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), ssl_context=cert[1])
+    controller.start()
+    try:
+        inbox.port = controller.port
+        hub = hub_with(notify_table(inbox, implicit_tls=True, ca_file=cert[0]))
+        [result] = notify_run(hub, report(held()))
+    finally:
+        controller.stop()
+    assert result["status"] == "sent" and inbox.tls == [True] and len(inbox.messages) == 1
+
+
 def test_a_login_with_the_password_from_the_environment_delivers(smtp):
     hub = hub_with(notify_table(smtp, username="hub", password_env="SMTP_PASSWORD"), {"SMTP_PASSWORD": PASSWORD})
     [result] = notify_run(hub, report(held()))
@@ -550,6 +662,11 @@ EMAIL = {"smtp_host": "smtp.example.com", "from": "hub@msp.example", "to": ["bil
      "smtp_port = 587"),
     ({"email": {**EMAIL, "starttls": "yes"}}, "notify.email.starttls", "valid boolean", "starttls = true"),
     ({"email": "smtp.example.com"}, "notify.email", "must be a table", "[notify.email]"),
+    ({"email": {**EMAIL, "smtp_port": 465}}, "notify.email.smtp_port", "port 465 speaks TLS from the first byte",
+     "implicit_tls = true"),
+    ({"email": {**EMAIL, "ca_file": "/nonexistent/ca.pem"}}, "notify.email.ca_file", "cannot load CA certificates",
+     "readable PEM file"),
+    ({"webhooks": {"url": "https://hooks.example/hunter2"}}, "notify.webhooks", "valid list", "[[notify.webhooks]]"),
     ({"webhooks": [{"url_env": "H", "format": "discord"}]}, "notify.webhooks[0].format", "must be one of",
      'format = "slack"'),
     ({"webhooks": [{"url": "https://hooks.slack.com/services/T/B/x", "format": "slack"}]}, "notify.webhooks[0].url",
