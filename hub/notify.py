@@ -107,6 +107,7 @@ _EXAMPLES = {
     "format": 'format = "slack" (one of "json", "slack", "teams")', "reminder_every": 'reminder_every = "24h"',
     "email": "write it as [notify.email]", "webhooks": "write each one as [[notify.webhooks]]",
 }
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}   # a local relay may take a login without TLS
 _SECRET_KEYS = {"password", "password_env", "password_file", "url", "url_env", "url_file"}
 
 
@@ -296,6 +297,9 @@ def notify_settings(config: HubConfig, raw: dict[str, Any] | None = None) -> Not
         elif m.password_env or m.password_file:
             raise ConfigError("a password without a username is never used", file=file, key="notify.email.username",
                               fix=f"add {_EXAMPLES['username']}, or remove the password")
+        if m.username is not None and not (m.starttls or m.implicit_tls) and m.smtp_host not in _LOOPBACK:
+            raise ConfigError(f"the password would cross the network to {m.smtp_host} in clear", file=file,
+                              key="notify.email.starttls", fix="set starttls = true (or implicit_tls = true on port 465)")
         if m.smtp_port == 465 and not m.implicit_tls:
             raise ConfigError("port 465 speaks TLS from the first byte", file=file, key="notify.email.smtp_port",
                               fix="add implicit_tls = true, or use smtp_port = 587 with starttls = true")

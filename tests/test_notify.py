@@ -662,6 +662,8 @@ EMAIL = {"smtp_host": "smtp.example.com", "from": "hub@msp.example", "to": ["bil
      "smtp_port = 587"),
     ({"email": {**EMAIL, "starttls": "yes"}}, "notify.email.starttls", "valid boolean", "starttls = true"),
     ({"email": "smtp.example.com"}, "notify.email", "must be a table", "[notify.email]"),
+    ({"email": {**EMAIL, "username": "u", "password_env": "P", "starttls": False}}, "notify.email.starttls",
+     "the password would cross the network to smtp.example.com in clear", "starttls = true"),
     ({"email": {**EMAIL, "smtp_port": 465}}, "notify.email.smtp_port", "port 465 speaks TLS from the first byte",
      "implicit_tls = true"),
     ({"email": {**EMAIL, "ca_file": "/nonexistent/ca.pem"}}, "notify.email.ca_file", "cannot load CA certificates",
