@@ -383,13 +383,33 @@ def _stream_names(hub) -> list[tuple[str, str]]:
     return out
 
 
+# An msp-hub command quoted in a reason: the command, an optional key (it has ":", "." or "/"),
+# then flags with their values; the sentence around it is left out.
+_COMMAND = re.compile(r"msp-hub [a-z][\w-]*(?: [^\s;,()-]*[:./][^\s;,().]+[^\s;,()]*)?(?: --[\w-]+(?: (?!--)[^\s;,()]+)?)*")
+
+
+def _commands(reasons: list[str]) -> list[str]:
+    """The msp-hub commands the reasons themselves name (the planner writes the exact release)."""
+    out: list[str] = []
+    for reason in reasons:
+        for m in _COMMAND.finditer(reason):
+            command = m.group(0).rstrip(".")
+            if command not in out:
+                out.append(command)
+    return out
+
+
 def release_command(hub, report, held: dict[str, Any]) -> str:
-    """What releases a held action: an approval, a resync of the stream it needs, or the fix its reason names."""
+    """What releases a held action: the command its reason names, else an approval (guardrail,
+    review), a resync of the stream it needs (incomplete), or the fix its reason names (error, veto)."""
     cause, key, reasons = held.get("cause"), held.get("key"), list(held.get("reasons") or [])
     text = " ".join(reasons)
+    named_commands = _commands(reasons)
     if cause in ("guardrail", "review"):
-        return f"msp-hub approve {key}"
+        return "; ".join(named_commands) or f"msp-hub approve {key}"
     if cause == "incomplete":
+        if named_commands:
+            return "; ".join(named_commands)
         failed = _failed_passes(report)
         read = [tuple(name.split(".", 1)) for name in sorted(getattr(report, "passes", None) or {}) if "." in name]
         named = [p for p in failed + read + _stream_names(hub) if f"{p[0]}.{p[1]}" in text]
@@ -397,7 +417,7 @@ def release_command(hub, report, held: dict[str, Any]) -> str:
         if chosen:
             return "; ".join(_resync(c, s) for c, s in chosen)
         return "msp-hub resync (the reason names no single stream: this re-reads every stream)"
-    fixes = _fixes(reasons)
+    fixes = _fixes(reasons) or named_commands
     if fixes:
         return "; ".join(fixes)
     if cause == "veto":

@@ -434,6 +434,23 @@ def test_release_commands_by_cause():
     assert releases["push:k8"].startswith("the next msp-hub sync retries it")
 
 
+@pytest.mark.parametrize("cause, reason, release", [
+    ("incomplete", "stream ninjaone.devices failed at 2026-11-22T05:00:00 (run r1): HTTP 503; fix the cause, then run: "
+                   "msp-hub resync --connector ninjaone --stream devices", "msp-hub resync --connector ninjaone --stream devices"),
+    ("incomplete", "stream ninjaone.devices is suspect: its last full sweep read 10 records, 90% fewer than the 100 of "
+                   "the sweep before (limit 50%); check the vendor, then let it through with: msp-hub approve --stream "
+                   "ninjaone.devices", "msp-hub approve --stream ninjaone.devices"),
+    ("review", "draft in_1 of 1200.00 EUR waits for review; finalize the run's drafts with: msp-hub approve --run "
+               "abc123", "msp-hub approve --run abc123"),
+    ("guardrail", "quantity 0 (was 40); approve it with msp-hub approve agreement_quantity:4711:88:2026-10 once checked",
+     "msp-hub approve agreement_quantity:4711:88:2026-10"),
+    ("error", "client acme has no tier; fix the contract, then run msp-hub sync again.", "msp-hub sync"),
+])
+def test_a_command_the_reason_names_is_the_release(cause, reason, release):
+    [item] = collect(hub_with(None), report(held("k", cause=cause, reasons=[reason])))
+    assert item["release"] == release
+
+
 def test_an_incomplete_hold_names_the_streams_of_this_run_its_reason_names():
     hub = hub_with(None)
     r = report(held("k1", cause="incomplete", reasons=["connectwise.agreements stopped before it ended"]),
