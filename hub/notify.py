@@ -463,9 +463,21 @@ def collect(hub, report) -> list[dict[str, Any]]:
     return items
 
 
+_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
+_HEX_ID = re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b")
+
+
+def _stable(text: str) -> str:
+    """A reason without what changes from run to run though the reason does not: the moment it
+    was seen, the run id, a vendor's request id ("failed at 05:00 (run 3f2a...)" each run)."""
+    return _HEX_ID.sub("<id>", _UUID.sub("<id>", _MOMENT.sub("<time>", text)))
+
+
 def fingerprint(item: dict[str, Any]) -> str:
-    """What makes a hold the same hold: its cause, reasons, amount and release command."""
-    basis = {k: item.get(k) for k in ("subject", "cause", "reasons", "total", "currency", "release")}
+    """What makes a hold the same hold: its cause, reasons (see ``_stable``), amount and release."""
+    basis = {k: item.get(k) for k in ("subject", "cause", "total", "currency", "release")}
+    basis["reasons"] = [_stable(r) for r in item.get("reasons") or []]
     return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -362,6 +362,24 @@ def test_a_changed_or_new_hold_is_sent_again_and_only_it(smtp):
     assert sent[0]["items"] == ["invoice:gamma:2026-10"]
 
 
+def test_a_stream_failing_again_in_the_next_run_is_not_news_unless_its_error_changed(smtp):
+    hub = hub_with(notify_table(smtp))
+
+    def failing(run_id, at, status=503):
+        error = f"ninjaone: GET /v2/devices failed with HTTP {status}: request 1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+        why = (f"stream ninjaone.devices failed at {at} (run {run_id}): {error}; fix the cause, then run: "
+               f"msp-hub resync --connector ninjaone --stream devices")
+        return report(held(cause="incomplete", reasons=[why]), run_id=run_id,
+                      passes={"ninjaone.devices": {"status": "failed", "records": 0, "error": error.replace(
+                          "1b4e28ba-2fa1-11d2-883f-0016d3cca427", f"{run_id}-0000-0000-0000-000000000000")}})
+
+    assert len(notify_run(hub, failing("3f2a1b9c0d4e", "2026-11-22T05:00:00"))) == 1
+    assert notify_run(hub, failing("77aa00ff1234", "2026-11-22T05:15:00.123+00:00")) == []
+    [sent] = notify_run(hub, failing("9c9c9c9c9c9c", "2026-11-22T05:30:00", status=401))
+    assert sorted(sent["items"]) == [KEY, "stream:ninjaone.devices"]
+    assert "HTTP 401" in smtp.messages[-1].get_content()
+
+
 def test_the_message_groups_items_by_reason_and_gives_each_its_release(smtp):
     hub = hub_with(notify_table(smtp))
     why = "stream ninjaone.devices failed in run run-1: short page"
