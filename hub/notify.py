@@ -503,9 +503,12 @@ def _what(item: dict[str, Any]) -> str:
         parts = [str(item["client"] or "?")]
         if item.get("client_id") and item["client_id"] != item["client"]:
             parts[0] += f" ({item['client_id']})"
+        if item.get("action") and item["action"] != "invoice":   # a ticket, an agreement quantity...
+            parts[0] = f"{str(item['action']).replace('_', ' ')} for {parts[0]}"
         if item.get("period"):
             parts.append(str(item["period"]))
-        parts.append(item["amount"] or "amount unknown")
+        if item["amount"] is not None:
+            parts.append(item["amount"])
         return ", ".join(parts) + f" [{item['key']}]"
     if item["kind"] == "push":
         return f"push of {item['key']}"

@@ -389,18 +389,21 @@ def test_the_message_groups_items_by_reason_and_gives_each_its_release(smtp):
                     ["client c has no contract (fix: add a [[contracts]] entry for c in mappings/contracts.toml)"]),
                held("invoice:d:2026-10", "d", "Delta", 4000, "review"),
                held("invoice:e:2026-10", "e", "Echo", 5000, "review"),
+               {**held("ticket:ninjaone:f1", "f", "Foxtrot", None, "incomplete", [why], period=None),
+                "kind": "ticket", "currency": None},
                passes={"ninjaone.devices": {"status": "failed", "records": 10, "error": "short page"},
                        "ninjaone.organizations": {"status": "complete", "records": 5, "error": None}},
                failed=[{"key": "ticket:ninjaone:a1", "error": "connectwise: POST /service/tickets failed with HTTP 400"}])
     notify_run(hub, r)
     mail = smtp.messages[0]
-    assert mail["Subject"] == "msp-hub: 5 held (150.00 EUR), 1 stream read failed, 1 push failed"
+    assert mail["Subject"] == "msp-hub: 6 held (150.00 EUR), 1 stream read failed, 1 push failed"
     body = mail.get_content()
     # The two holds of one failed stream share a group and its release command.
     assert body.count(f"Why: {why}") == 1
     assert body.count("Release: msp-hub resync --connector ninjaone --stream devices") == 2  # the group + the stream
     assert body.index("Alpha") < body.index("Bravo") < body.index("Held for review")
     assert "Release: add a [[contracts]] entry for c in mappings/contracts.toml" in body
+    assert "  - ticket for Foxtrot (f) [ticket:ninjaone:f1]" in body and "Foxtrot (f)," not in body  # no amount
     # One group, two releases: each item carries its own.
     assert "    release: msp-hub approve invoice:d:2026-10" in body and "    release: msp-hub approve invoice:e:2026-10" in body
     assert "== Stream reads that failed (what they feed is held) ==" in body
