@@ -3,7 +3,8 @@
 The only module that imports APScheduler. A job is a run scope (connectors, streams, clients,
 full, dry_run) and a trigger: ``every = "15m"`` or a crontab line ``cron = "0 6 1 * *"`` read in
 the hub's time zone, where ``L`` in the day field is the month's last day. ``preview_cron`` adds
-a dry run of the same scope (the invoices the day before they are sent).
+a dry run of the same scope (the invoices the day before they are sent). With ``[notify]`` set,
+an hourly job re-sends the reminders of what stays held (``hub.notify.send_reminders``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from hub.config import HubConfig
-from hub.errors import ConfigError
+from hub.errors import ConfigError, HubError
+from hub.notify import NotifySettings, notify_settings, send_reminders
 from hub.service import SCOPE_KEYS, ScopeError, Service, normalize_scope
 
 log = structlog.get_logger()
@@ -35,6 +37,8 @@ DEFAULT_MISFIRE_GRACE = 300
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+REMINDER_JOB = "notify.reminders"    # a dot: no [[schedule.jobs]] name can take it
+REMINDER_EVERY = 3600                # seconds; each reminder waits for its own reminder_every
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")   # crontab numbering: 0 and 7 are Sunday
 
 
@@ -186,6 +190,8 @@ def build_scheduler(service: Service, jobs: list[Job]) -> BackgroundScheduler:
             scheduler.add_job(service.run_job, trigger, args=(job_id, scope, job.misfire_grace_time), id=job_id,
                               name=job_id, max_instances=1, coalesce=True, misfire_grace_time=job.misfire_grace_time)
 
+    add_reminder_job(scheduler, service)
+
     def on_event(event: JobSubmissionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log.info("daemon.job_skipped", job=event.job_id, reason="its previous firing is still running or waiting")
@@ -196,6 +202,30 @@ def build_scheduler(service: Service, jobs: list[Job]) -> BackgroundScheduler:
     service.scheduler_info = lambda: {"running": scheduler.running,
                                       "jobs": {j.id: j.next_run_time for j in scheduler.get_jobs()}}
     return scheduler
+
+
+def add_reminder_job(scheduler: BackgroundScheduler, service: Service) -> None:
+    """The hourly reminder job, when ``[notify]`` has a channel; a wrong ``[notify]`` raises ConfigError now."""
+    settings = notify_settings(service.config)
+    if not settings.enabled:
+        return
+    scheduler.add_job(run_reminders, IntervalTrigger(seconds=REMINDER_EVERY, timezone=timezone.utc),
+                      args=(service, settings), id=REMINDER_JOB, name=REMINDER_JOB, max_instances=1, coalesce=True,
+                      misfire_grace_time=REMINDER_EVERY)
+
+
+def run_reminders(service: Service, settings: NotifySettings) -> list[dict[str, Any]]:
+    """One firing of the reminder job on a fresh hub; every error is logged, none reaches the scheduler."""
+    hub = None
+    try:
+        hub = service.open_hub()
+        return send_reminders(hub, settings=settings)
+    except Exception as exc:  # the scheduler must keep running the other jobs
+        log.error("daemon.reminders_failed", error=str(exc) if isinstance(exc, HubError) else type(exc).__name__)
+        return []
+    finally:
+        if hub is not None:
+            hub.close()
 
 
 def run_daemon(config_path: str | Path, *, environ: dict[str, str] | None = None) -> int:

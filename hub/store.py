@@ -139,6 +139,17 @@ def m008_trust(db: Database) -> None:
     db["runs"].add_column("host", str)
 
 
+@migrations()
+def m009_notifications(db: Database) -> None:
+    # One row per held thing already notified (an action key, ``stream:<c>.<s>``, ``push:<key>``):
+    # the fingerprint of what was sent, so an unchanged hold is not sent again; the item itself
+    # (no secret) for the reminders; when it was first and last sent.
+    db["notifications"].create({"subject": str, "kind": str, "fingerprint": str, "item": str, "run_id": str,
+                                "first_sent_at": str, "last_sent_at": str, "sends": int}, pk="subject",
+                               not_null={"kind", "fingerprint", "item", "first_sent_at", "last_sent_at"},
+                               defaults={"sends": 1})
+
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 
@@ -597,6 +608,39 @@ class Store:
         if where:
             sql += " where " + " and ".join(where)
         return [_action_row(r) for r in self.db.query(sql + " order by key", args)]
+
+    # --- notifications -------------------------------------------------------------------------
+
+    def notifications(self) -> list[dict]:
+        """Every notified item still remembered, by subject (``item`` decoded)."""
+        return [dict(r, item=json.loads(r["item"])) for r in self.db.query("select * from notifications order by subject")]
+
+    def get_notification(self, subject: str) -> dict | None:
+        rows = list(self.db.query("select * from notifications where subject = ?", [subject]))
+        return dict(rows[0], item=json.loads(rows[0]["item"])) if rows else None
+
+    def record_notification(self, subject: str, kind: str, fingerprint: str, item: dict, at: str,
+                            *, run_id: str | None = None) -> None:
+        """Remember that ``item`` was sent at ``at``; a new fingerprint starts its first-sent time again."""
+        with self.db.atomic():
+            old = self.get_notification(subject)
+            first = old["first_sent_at"] if old and old["fingerprint"] == fingerprint else at
+            sends = old["sends"] + 1 if old and old["fingerprint"] == fingerprint else 1
+            self.db["notifications"].upsert({"subject": subject, "kind": kind, "fingerprint": fingerprint,
+                                             "item": json.dumps(item, sort_keys=True, default=str), "run_id": run_id,
+                                             "first_sent_at": first, "last_sent_at": at, "sends": sends},
+                                            pk="subject")
+
+    def touch_notifications(self, subjects: Iterable[str], at: str) -> None:
+        """Record that a reminder about ``subjects`` was sent at ``at``."""
+        with self.db.atomic():
+            self.db.conn.executemany("update notifications set last_sent_at = ?, sends = sends + 1 where subject = ?",
+                                     [(at, s) for s in subjects])
+
+    def forget_notifications(self, subjects: Iterable[str]) -> None:
+        """Forget items no longer held: held again later, they are news again."""
+        with self.db.atomic():
+            self.db.conn.executemany("delete from notifications where subject = ?", [(s,) for s in subjects])
 
 
 def system_user() -> str:
