@@ -534,6 +534,21 @@ class HubConfig:
                 values.append(self.admin_secret().reveal())
             except ConfigError:
                 pass
+        # The notifier's secrets: the SMTP password and the webhook URLs (Slack's, Teams').
+        notify = self.notify if isinstance(self.notify, dict) else {}
+        tables = [("notify.email", notify.get("email"))]
+        hooks = notify.get("webhooks")
+        tables += [(f"notify.webhooks[{i}]", t) for i, t in enumerate(hooks if isinstance(hooks, list) else [])]
+        for where, table in tables:
+            if not isinstance(table, dict):
+                continue
+            for key in ("password", "url"):
+                try:
+                    s = self._secret(table, where, key, False)
+                except ConfigError:
+                    continue
+                if s is not None:
+                    values.append(s.reveal())
         return values
 
 

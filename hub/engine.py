@@ -89,6 +89,8 @@ class Hub:
         self.store = store or Store(config.database)
         self.mappings = mappings or load_mappings(config.mappings)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        from hub.notify import notify_settings
+        self.notify_settings = notify_settings(config)   # a wrong [notify] fails now, before any request
         self.connectors: dict[str, Any] = {}
         for batch in self.pm.hook.register_connectors(config=config):
             for connector in batch or []:
@@ -418,6 +420,9 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
     finally:
         if lock_holder:
             hub.store.release_lock(LOCK, lock_holder)
+    if pull_first:
+        from hub.notify import notify_run
+        notify_run(hub, report)        # people are told what waits; never fails the run
     notify_finished(hub.pm, report)
     return report
 

@@ -647,8 +647,12 @@ def test_secrets_never_reach_the_database_or_the_messages(smtp, receiver, tmp_pa
     assert PASSWORD not in delivered and HOOK_TOKEN not in delivered
 
 
-def test_a_wrong_setting_at_notify_time_is_logged_and_the_run_stands():
-    hub = hub_with({"webhooks": [{"url_env": "NOT_SET", "format": "slack"}]}, {})
+def test_a_wrong_setting_stops_the_hub_at_start_and_at_notify_time_is_logged_and_the_run_stands():
+    table = {"webhooks": [{"url_env": "NOT_SET", "format": "slack"}]}
+    with pytest.raises(ConfigError, match="NOT_SET is not set"):
+        hub_with(table, {})                                       # before any request
+    hub = hub_with(None, {})
+    hub.config.notify, hub.notify_settings = table, None          # changed after start-up
     with structlog.testing.capture_logs() as logs:
         assert notify_run(hub, report(held())) == []
     [event] = [e for e in logs if e["event"] == "notify.failed"]

@@ -11,6 +11,7 @@ from hub.connectors import Page, Stream
 from hub.engine import sync_once
 from hub.testing import ConnectorPlugin, make_hub
 from tests.test_alert_tickets import RULES, AlertEnv
+from tests.test_notify import receiver, smtp  # noqa: F401 - a local SMTP server and webhook receiver
 from tests.conftest import NOW
 from tests.test_psa_billing import PsaEnv, at, invoice, lines, psa  # noqa: F401 - the psa fixture
 
@@ -273,3 +274,34 @@ def test_after_a_lost_store_recover_rebuilds_what_was_sent_and_nothing_is_billed
     assert elm not in {p["key"] for p in nov.pushed}
     keys = [i["metadata"]["msp_hub_action_key"] for i in env.invoices()]
     assert all(keys.count(k) == 1 for k in sent) and all(k.endswith("2026-11") for k in keys if k not in sent)
+
+
+def test_a_held_invoice_reaches_the_local_smtp_server_and_webhook_once_with_its_release(tmp_path, smtp, receiver):
+    from hub.config import HubConfig
+    from hub.store import Store
+    from tests.conftest import NOW
+    from tests.test_notify import environ, notify_table
+
+    class NotifiedEnv(PsaEnv):
+        def hub(self, *plugins, clock=NOW):
+            config = HubConfig(database=":memory:", notify=notify_table(smtp, receiver, formats=("json",)),
+                               environ=environ(receiver, formats=("json",)))
+            return make_hub(ConnectorPlugin(*self.connectors()), *plugins, mappings=self.mappings, config=config,
+                            store=Store(self.db), clock=lambda: clock)
+
+    env = NotifiedEnv(tmp_path)
+    env.cw.add_agreement(env.co["elm"], "Break/Fix")
+    env.time("elm", 1.0, at(10, 4))
+    env.cw.fail_next(500, times=3, path="/time/entries")
+    first = sync_once(env.hub())
+    key = f"invoice:connectwise-{env.co['elm']}:2026-10"
+    assert key in held_by_key(first) and env.invoices() == []
+    [mail] = smtp.messages
+    body = mail.get_content()
+    assert key in body and "connectwise.time_entries" in body
+    assert "msp-hub resync --connector connectwise --stream time_entries" in body
+    [post] = receiver.bodies(f"/json/{environ(receiver, ('json',))['HOOK_JSON'].rsplit('/', 1)[1]}")
+    assert any(i["key"] == key and i["cause"] == "incomplete" for i in post["items"])
+    env.cw.fail_next(500, times=3, path="/time/entries")
+    again = sync_once(env.hub())                 # the same hold again: not sent again
+    assert key in held_by_key(again) and len(smtp.messages) == 1
