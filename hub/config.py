@@ -308,7 +308,7 @@ class GuardrailSettings(Schema):
     max_change_devices: Annotated[int, Field(ge=0)] = 10
     invoice_max_change_percent: Annotated[Number, Field(ge=0)] = 30
     invoice_max_device_change_percent: Annotated[Number, Field(ge=0)] = 30
-    first_invoice_max: Money = "5000.00"
+    first_invoice_max: Money = "10000.00"   # a small MSP's largest client pays a few thousand a month
 
     def first_invoice_max_minor(self, currency: str) -> int:
         """``first_invoice_max`` in minor units of ``currency`` (the contract's); ConfigError when

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from hub import alerting, reconcile, timebilling
 from hub.completeness import Gate
+from hub.guardrails import InvoiceGuardrails, check_invoice, count_billed_devices, previous_from_snapshot
 from hub.errors import HubError
 from hub.linking import HubClient, Registry, link_clients
 from hub.mappings import Contract, contract_from_agreement
@@ -404,9 +405,28 @@ def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool,
     status, reasons = _status_against_outbox(hub, key, action.payload["lines"], period=period, force=force, now=now)
     if status in ("create", "retry", "preview") and not bill.lines:
         status, reasons = "empty", ("nothing to bill in the period",)
+    cause = None
+    if status == "create":
+        surprises = invoice_surprises(hub, contract, period, bill, key)
+        if surprises:
+            status, reasons, cause = "held", surprises, "guardrail"
     item = PlanItem(INVOICE, contract.client_id, contract.name, period.name, status, action, bill, reasons,
-                    ledger=ledger_of(bill.lines), snapshot=snapshot_of(bill.lines))
+                    ledger=ledger_of(bill.lines), snapshot=snapshot_of(bill.lines), cause=cause)
     return _vet(hub, item)
+
+
+def invoice_surprises(hub: "Hub", contract: Contract, period: Period, bill: reconcile.Bill, key: str) -> tuple[str, ...]:
+    """The invoice guardrails (BILLING.md): why this invoice waits for a person, compared with the
+    client's previous invoice; nothing once a person approved its key."""
+    stored = hub.store.get_action(key)
+    if stored and stored["approved"]:
+        return ()
+    g = hub.config.billing_settings.guardrails
+    limits = InvoiceGuardrails(g.invoice_max_change_percent, g.invoice_max_device_change_percent,
+                               g.first_invoice_max_minor(bill.currency))
+    previous = hub.store.previous_invoice(contract.client_id, period.name)
+    before = previous_from_snapshot(*previous) if previous else None
+    return check_invoice(bill.total, count_billed_devices(bill.lines), before, limits, currency=bill.currency, key=key)
 
 
 def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, now: datetime) -> list[PlanItem]:

@@ -524,6 +524,14 @@ class Store:
                                   [client_id, period, CANCELLED]))
         return json.loads(rows[0]["lines"]) if rows else None
 
+    def previous_invoice(self, client_id: str, period: str) -> tuple[str, list[dict]] | None:
+        """The period and lines of the client's latest sent invoice for a period before ``period``."""
+        rows = list(self.db.query(
+            "select s.period, s.lines from snapshots s join actions a on a.key = s.action_key "
+            "where s.client_id = ? and s.period < ? and a.status = ? and a.key like 'invoice:%' "
+            "order by s.period desc limit 1", [client_id, period, SENT]))
+        return (rows[0]["period"], json.loads(rows[0]["lines"])) if rows else None
+
     def blocks(self, client_id: str, agreement: str) -> list[dict]:
         """The renewal blocks the hub sold for an agreement (block 1 is the agreement itself)."""
         return list(self.db.query("select * from blocks where client_id = ? and agreement = ? order by number",

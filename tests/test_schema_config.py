@@ -36,15 +36,15 @@ def test_defaults_are_filled_in_the_plain_dicts_and_the_typed_view(tmp_path):
         "notice_board": "Help Desk",
         "guardrails": {"allow_zero": False, "max_change_percent": 25, "max_change_devices": 10,
                        "invoice_max_change_percent": 30, "invoice_max_device_change_percent": 30,
-                       "first_invoice_max": "5000.00"},
+                       "first_invoice_max": "10000.00"},
         "completeness": {"max_count_drop_percent": 50},
         "review": {"enabled": False},
     }
     assert cfg.logging == {}            # unset: the command and the daemon keep their own defaults
     s = cfg.billing_settings
     assert isinstance(s, BillingSettings) and s.invoice_connector is None and s.review.finalize_delay is None
-    assert s.guardrails.first_invoice_max_minor("EUR") == 500000
-    assert s.guardrails.first_invoice_max_minor("JPY") == 5000
+    assert s.guardrails.first_invoice_max_minor("EUR") == 1000000
+    assert s.guardrails.first_invoice_max_minor("JPY") == 10000
     odd = load(tmp_path, '[billing.guardrails]\nfirst_invoice_max = "99.50"\n').billing_settings.guardrails
     with pytest.raises(ConfigError, match=r"key 'billing\.guardrails\.first_invoice_max': '99\.50' has more decimals "
                                           r"than JPY allows"):
