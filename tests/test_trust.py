@@ -305,3 +305,28 @@ def test_a_held_invoice_reaches_the_local_smtp_server_and_webhook_once_with_its_
     env.cw.fail_next(500, times=3, path="/time/entries")
     again = sync_once(env.hub())                 # the same hold again: not sent again
     assert key in held_by_key(again) and len(smtp.messages) == 1
+
+
+def test_an_invoice_that_moves_sharply_against_the_previous_one_waits_for_approval(tmp_path):
+    from datetime import timezone
+    from tests.conftest import Env
+    env = Env(tmp_path)
+    october = datetime(2026, 10, 15, tzinfo=timezone.utc).timestamp()
+    for i in range(30):                                   # seen in October only: gone in November
+        env.ninja.add_device(1, "WINDOWS_WORKSTATION", created=october, last_contact=october, name=f"OLD-{i}")
+    first = sync_once(env.hub())
+    assert "invoice:acme:2026-10" in {p["key"] for p in first.pushed}
+    nov = sync_once(env.hub(), period="2026-11")
+    held = held_by_key(nov)
+    reasons = " ".join(held["invoice:acme:2026-11"]["reasons"])
+    assert held["invoice:acme:2026-11"]["cause"] == "guardrail"
+    assert "billed devices fell from" in reasons and "more than the limit of 30 %" in reasons
+    assert "msp-hub approve invoice:acme:2026-11" in reasons
+    assert "invoice:acme:2026-11" not in {p["key"] for p in nov.pushed}
+    assert {p["key"] for p in nov.pushed} >= {"invoice:cobalt:2026-11"}     # the others go out
+    hub = env.hub()
+    hub.store.approve("invoice:acme:2026-11", who="ops@msp.example", why="30 PCs decommissioned in October")
+    assert hub.store.approvals("invoice:acme:2026-11")[0]["who"] == "ops@msp.example"
+    released = sync_once(hub, period="2026-11")
+    assert "invoice:acme:2026-11" in {p["key"] for p in released.pushed}
+    assert [i for i in env.invoices() if i["metadata"]["msp_hub_action_key"] == "invoice:acme:2026-11"]
