@@ -569,6 +569,45 @@ def streams(config_path, as_json):
 
 
 @main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Say what would be recorded; record nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was found as JSON.")
+def recover(config_path, dry_run, as_json):
+    """Rebuild from the vendors what the hub sent, after the store was lost or restored.
+
+    Reads back from each connector that can list what the hub sent (Stripe: the customers and
+    invoices carrying the hub's metadata) and records in the store the links and sent invoices it
+    does not know, each invoice with the items it bills, so that nothing is sent or billed twice.
+    Pull first (msp-hub sync --dry-run) so that each recovered invoice is compared with the data.
+
+    Example:
+        msp-hub sync --dry-run && msp-hub recover
+    """
+    from hub.recover import recover as run_recover
+    hub = _open_hub(config_path)
+    try:
+        found = run_recover(hub, dry_run=dry_run)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(found.to_json()))
+        return
+    verb = "would record" if dry_run else "recorded"
+    click.echo(f"{verb} {len(found.links)} link(s) and {len(found.actions)} sent invoice(s); "
+               f"{found.known} already known")
+    for link in found.links:
+        click.echo(f"  link {link['client_id']} -> {link['connector']} {link['external_id']}")
+    for a in found.actions:
+        now = f", {format_minor(a['total_now'], a['currency'] or 'EUR')} from the data now" if "total_now" in a else ""
+        click.echo(f"  sent {a['key']} = {a['vendor_id']} ({a['status']}, "
+                   f"{format_minor(a['total'] or 0, a['currency'] or 'EUR')}{now})")
+    for note in found.notes:
+        click.echo(f"  ! {note}")
+
+
+@main.command()
 @click.option("--devices", default=300, show_default=True, help="How many devices the simulated RMM holds.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's config and database here.")
 def demo(devices, workdir):
