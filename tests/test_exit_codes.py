@@ -10,11 +10,9 @@ from hub.cli import (EXIT_HELD, EXIT_LOCKED, EXIT_OK, EXIT_PULL_FAILED, EXIT_PUS
                      exit_code, main, report_from_row)
 from hub.engine import RunReport
 from hub.testing import serve
-from plugins.ninjaone.simulator import NinjaOneSimulator
-from plugins.stripe.simulator import StripeSimulator
-from tests.conftest import SEEN, mappings_for_tests
+from tests.conftest import mappings_for_tests
+from tests.test_cli import NINJA_SECRET, STRIPE_KEY, served  # noqa: F401 - the fixture
 
-NINJA_SECRET, STRIPE_KEY = "ninja-secret-Ex41tC", "sk_test_exit_9Qw3rT"
 
 
 def report(*, passes=(), held=(), failed=(), stopped=False, warnings=()) -> RunReport:
@@ -72,24 +70,7 @@ def test_a_daemons_run_row_maps_to_the_same_codes(row, code):
 
 # --- the commands ------------------------------------------------------------------------------------
 
-@pytest.fixture
-def served(tmp_path):
-    ninja = NinjaOneSimulator(seed=5, organizations=6, devices=40, now=SEEN, client_secret=NINJA_SECRET)
-    stripe = StripeSimulator(api_key=STRIPE_KEY)
-    with serve(ninja.handler) as n_url, serve(stripe.handler) as s_url:
-        cfg = tmp_path / "msp-hub.toml"
-        cfg.write_text(f"""
-database = "hub.db"
-mappings = "{mappings_for_tests(tmp_path).as_posix()}"
-[connectors.ninjaone]
-base_url = "{n_url}"
-client_id = "{ninja.client_id}"
-client_secret_env = "T_NINJA"
-[connectors.stripe]
-base_url = "{s_url}"
-api_key_env = "T_STRIPE"
-""")
-        yield cfg, ninja, stripe
+# The CLI tests' fixture: a config over the NinjaOne and Stripe simulators served on loopback.
 
 
 def run(*args):
