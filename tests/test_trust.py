@@ -7,6 +7,8 @@ it, billed once and right.
 
 from datetime import datetime, timedelta
 
+import pytest
+
 from hub.connectors import Page, Stream
 from hub.engine import sync_once
 from hub.testing import ConnectorPlugin, make_hub
@@ -330,3 +332,51 @@ def test_an_invoice_that_moves_sharply_against_the_previous_one_waits_for_approv
     released = sync_once(hub, period="2026-11")
     assert "invoice:acme:2026-11" in {p["key"] for p in released.pushed}
     assert [i for i in env.invoices() if i["metadata"]["msp_hub_action_key"] == "invoice:acme:2026-11"]
+
+
+def _stream_path(env, stream):
+    agreement = env.cw.ids("agreements")[0]
+    return {"ninjaone.clients": "/v2/organizations", "ninjaone.devices": "/v2/devices",
+            "connectwise.clients": "/company/companies", "connectwise.agreements": "/finance/agreements",
+            "connectwise.additions": f"/finance/agreements/{agreement}/additions",
+            "connectwise.time_entries": "/time/entries", "connectwise.products": "/procurement/products"}[stream]
+
+
+@pytest.mark.parametrize("stream", ["ninjaone.clients", "ninjaone.devices", "connectwise.clients",
+                                    "connectwise.agreements", "connectwise.additions", "connectwise.time_entries",
+                                    "connectwise.products"])
+def test_500s_past_the_retries_on_any_billing_stream_hold_the_invoices_it_feeds(psa, stream):
+    connector = stream.split(".")[0]
+    sim = psa.ninja if connector == "ninjaone" else psa.cw
+    sim.fail_next(500, times=3, path=_stream_path(psa, stream))
+    report = sync_once(psa.hub())
+    assert report.passes[stream]["status"] == "failed"
+    acme = held_by_key(report)["invoice:acme:2026-10"]
+    assert acme["cause"] == "incomplete"
+    assert any(r.startswith(f"stream {stream} failed") and f"--stream {stream.split('.')[1]}" in r
+               for r in acme["reasons"])
+    assert not [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == "invoice:acme:2026-10"]
+
+
+def test_a_connectwise_page_that_lost_records_fails_its_full_pass_against_the_count(psa):
+    for day in (3, 4, 5):
+        psa.time("elm", 1.0, at(10, day))
+    psa.cw.lose_next("/time/entries", records=1)
+    report = sync_once(psa.hub())
+    assert report.passes["connectwise.time_entries"]["status"] == "failed"
+    elm = held_by_key(report)[f"invoice:connectwise-{psa.co['elm']}:2026-10"]
+    assert any("connectwise.time_entries" in r and "count" in r for r in elm["reasons"])
+    again = sync_once(psa.hub())                                   # the full pass again, complete
+    assert f"invoice:connectwise-{psa.co['elm']}:2026-10" in {p["key"] for p in again.pushed}
+    assert len(lines(invoice(again, f"connectwise-{psa.co['elm']}"))) >= 1
+
+
+def test_a_ninjaone_page_cut_short_loses_no_device(psa):
+    sync_once(psa.hub(), dry_run=True)
+    expected = psa.hub().store.count("devices")
+    psa.ninja.short_page_next(path="/v2/devices")                   # one page cut short
+    psa.ninja.max_page_size = 7                                     # and every page capped below what is asked
+    report = sync_once(psa.hub())
+    assert report.passes["ninjaone.devices"]["status"] == "complete"
+    assert report.passes["ninjaone.devices"]["sweep_count"] == expected
+    assert "invoice:acme:2026-10" in {p["key"] for p in report.pushed}
