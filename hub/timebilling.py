@@ -490,15 +490,21 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
     """
     run = _Run(client_id, contract, period, already_billed)
     terms = contract.time
+    kind = contract.kind
+    received = list(entries)
     dated = []
-    for e in entries:
+    for e in received:
         problem = entry_problem(e)
         if problem is None:
             dated.append(e)
-        elif e.billable not in (DO_NOT_BILL, NO_CHARGE):
+        elif e.billable in (DO_NOT_BILL, NO_CHARGE):
+            continue
+        elif kind == "block" and contract.agreement is not None and is_billable(e) \
+                and e.agreement_source_id == contract.agreement:
+            continue                    # draw_down names it, as an entry of the prepaid agreement
+        else:
             run.errors.append(problem)
     entries = sorted(dated, key=lambda e: (e.started_at, str(e.source_id)))
-    kind = contract.kind
     lines: list[BillingLine] = []
     if kind not in ("managed", "block", "time_and_materials"):
         run.errors.append(f"contract of {client_id} has kind {contract.kind!r}; use managed, block or "
@@ -536,7 +542,8 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
     if kind == "block":
         on_block = [e for e in time_entries if e.agreement_source_id == contract.agreement]
         time_entries = [e for e in time_entries if e.agreement_source_id != contract.agreement]
-        drawdown = draw_down(entries, blocks, terms, agreement=contract.agreement)
+        drawdown = draw_down(received if contract.agreement is not None else [], blocks, terms,
+                             agreement=contract.agreement)
         if drawdown.errors:
             # The balance after a bad entry is not known, so no overage of the agreement is billed.
             run.errors.extend(f"prepaid agreement {contract.agreement}: {e}; the agreement's overage is not "
@@ -733,8 +740,8 @@ def _product_lines(run: _Run, products: Iterable[ProductLine]) -> list[BillingLi
     for p in products:
         what = f"product {p.source_id} ({p.catalog_item!r})"
         problem = None if p.sold_at is None else _moment_problem(p.sold_at)
-        if p.billable in (DO_NOT_BILL, NO_CHARGE):
-            pass
+        if p.billable in (DO_NOT_BILL, NO_CHARGE) or p.invoiced or p.source_id in run.already_billed:
+            pass                        # never billed: reported below, whatever its fields
         elif problem is not None:
             run.errors.append(f"{what}: sale date {problem}, so its period cannot be decided; correct it in the "
                               f"PSA. It is not billed")

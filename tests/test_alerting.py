@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from hub import alerting
 from hub.alerting import (AlertRule, AlertRules, HubTicket, Window, external_ref, load_alert_rules,
                           plan_alert_tickets)
 from hub.errors import ConfigError
@@ -227,3 +228,148 @@ def test_an_alert_with_a_naive_time_is_logged_and_the_others_planned():
                       "what": "ninjaone alert a1 on PC-10 has time datetime.datetime(2026, 11, 22, 11, 55) with no "
                               "time zone, so its window, storm and reopen cannot be decided: no ticket; correct its "
                               "mapping in the ninjaone plugin"}]
+
+
+# --- exact intents and log entries: who gets what, with which uid ---
+
+AUTO = HubTicket("ticket:ninjaone:a1", "msp-hub:ticket:ninjaone:a1", "ninjaone:10", "cpu", "acme", {"a1"})
+
+
+def test_a_reset_closes_with_an_exact_intent():
+    (close,) = plan([], [event("a1", "reset")], [HubTicket(**{**AUTO.__dict__, "uids": {"a1"}})],
+                    known_uids=frozenset({"a1"})).intents
+    reason = "every alert of the ticket was reset"
+    assert close == alerting.TicketIntent("ticket_close", "ticket_close:ticket:ninjaone:a1:a1", "acme", {
+        "external_ref": "msp-hub:ticket:ninjaone:a1", "uid": "a1",
+        "note": f"The alert cleared in the RMM; closed by msp-hub ({reason}).",
+        "touched_note": f"The alert cleared in the RMM ({reason}); the ticket stays open because a technician worked "
+                        f"on it."}, "", reason)
+
+
+def test_a_reset_of_a_ticket_not_auto_closed_is_an_exact_note():
+    manual = HubTicket("ticket:ninjaone:b1", "msp-hub:ticket:ninjaone:b1", "ninjaone:11", "cpu", "beta", {"b1"},
+                       auto_close=False)
+    (note,) = plan([], [], [manual], known_uids=frozenset({"b1"})).intents
+    reason = "every alert of the ticket was reset (not seen in the activity log: caught by the backstop)"
+    assert note == alerting.TicketIntent("ticket_note", "ticket_note:cleared:ticket:ninjaone:b1:b1", "beta", {
+        "ticket_external_ref": "msp-hub:ticket:ninjaone:b1", "uid": "b1",
+        "text": f"The alert cleared in the RMM ({reason}); the rule does not auto-close this ticket.",
+        "internal": False}, "", reason)
+
+
+def test_a_reopen_is_exact_and_a_second_alert_then_notes_the_reopened_ticket():
+    closed = HubTicket("ticket:ninjaone:a1", "msp-hub:ticket:ninjaone:a1", "ninjaone:10", "cpu", "acme", {"a1"},
+                       closed=True, closed_at=NOW - timedelta(days=1))
+    p = plan([alert("a2", at=NOW - timedelta(minutes=6)), alert("a3", message="CPU still high")], tickets=[closed],
+             known_uids=frozenset({"a1"}))
+    reopen, note = p.intents
+    assert reopen == alerting.TicketIntent("ticket_reopen", "ticket_reopen:ninjaone:a2", "acme", {
+        "external_ref": "msp-hub:ticket:ninjaone:a1", "uid": "a2", "parent": "ticket:ninjaone:a1",
+        "note": "Alert triggered again on PC-10: CPU high (alert a2); reopened"}, "catch-all",
+        "triggered within 3 day(s) of the close")
+    assert (note.kind, note.key, note.client_id, note.payload["uid"]) == ("ticket_note", "ticket_note:ninjaone:a3",
+                                                                         "acme", "a3")
+    assert note.rule == "catch-all" and note.reason == "re-triggered while its ticket is open"
+    assert closed.uids == {"a1", "a2", "a3"} and not closed.closed
+
+
+@pytest.mark.parametrize("open_key", ["ticket:ninjaone:a1", "ticket:ninjaone:0"])   # sorted after or before
+def test_a_retrigger_notes_the_open_ticket_of_the_pair_not_a_closed_one(open_key):
+    old = HubTicket("ticket:ninjaone:a0", "msp-hub:ticket:ninjaone:a0", "ninjaone:10", "cpu", "acme", {"a0"},
+                    closed=True, closed_at=NOW - timedelta(days=30))
+    current = HubTicket(open_key, "msp-hub:ticket:ninjaone:a1", "ninjaone:10", "cpu", "acme", {"a1"})
+    for tickets in ([old, current], [current, old]):
+        current.uids = {"a1"}
+        (note,) = plan([alert("a1"), alert("a2")], tickets=tickets, known_uids=frozenset({"a0", "a1"})).intents
+        assert note.payload["ticket_external_ref"] == "msp-hub:ticket:ninjaone:a1"
+
+
+def test_an_alert_already_on_a_ticket_is_not_planned_again_even_if_not_known():
+    assert plan([alert("a1")], tickets=[HubTicket(**{**AUTO.__dict__, "uids": {"a1"}})]).intents == []
+
+
+def test_only_reset_events_suppress_an_active_alert():
+    assert [i.key for i in plan([alert("a1")], [event("a1", "triggered")]).intents] == ["ticket:ninjaone:a1"]
+    assert plan([alert("a1")], [event("a1", "reset")]).intents == []
+    assert plan([], [event("x1", "reset")]).log == []             # a reset alone is nobody's business
+
+
+def test_log_entries_are_exact():
+    window = Window(NOW - timedelta(hours=1), NOW + timedelta(hours=1), client="acme")
+    p = plan([alert("a1")], rules=AlertRules(RULES.rules, (window,)))
+    assert p.log == [{"uid": "a1", "client": "acme", "what": "in a maintenance window",
+                      "window": "2026-11-22T11:00:00+00:00 - 2026-11-22T13:00:00+00:00"}]
+    assert plan([alert("a2", message="Heartbeat missed")]).log == [
+        {"uid": "a2", "client": "acme", "what": "ignored by rule noise"}]
+    assert plan([], [event("x1", "triggered", eid="1"), event("x1", "reset", eid="2")]).log == [
+        {"uid": "x1", "client": None, "what": "triggered and reset before the hub saw it: recorded, no ticket"}]
+    assert plan([alert("u2", org="")]).log == [
+        {"uid": "u2", "client": None, "what": "ninjaone device PC-10 (org ?) belongs to no client linked to the PSA, "
+                                              "and alert_rules.toml sets no fallback board: no ticket"}]
+
+
+def test_fallback_reasons_say_why_and_where():
+    fallback = AlertRules(RULES.rules, fallback_board="Alerts", fallback_company="999")
+    (t,) = plan([alert("u1", org="7")], rules=fallback, client=None).intents
+    assert (t.client_id, t.reason) == (None, "the client of device PC-10 (ninjaone org 7) is linked to no hub client: "
+                                             "fallback board Alerts")
+    (t,) = plan([alert("u2", org="7")], rules=fallback, company=None).intents
+    assert (t.client_id, t.payload["company_id"], t.payload["board"]) == ("acme", "999", "Alerts")
+    assert t.reason == "the client of device PC-10 (ninjaone org 7) (acme) has no PSA company: fallback board Alerts"
+    half = AlertRules(RULES.rules, fallback_board="Alerts")
+    assert plan([alert("u3", org="7")], rules=half, client=None).intents == []
+
+
+def test_a_storm_parent_is_exact_and_priced_by_its_worst_alert():
+    storm = storm_of(5) + [alert("boom", device="99", cls="WINDOWS_SERVER", severity="CRITICAL", message="Down",
+                                 at=NOW - timedelta(minutes=5, seconds=30)),
+                           alert("odd", device="98", severity="WEIRD", at=NOW - timedelta(minutes=5, seconds=40))]
+    (parent,) = plan(storm, company="250").intents
+    assert (parent.kind, parent.client_id, parent.rule) == ("ticket", "acme", "servers")
+    assert parent.reason == "7 alerts within 10 min: one parent ticket"
+    p = parent.payload
+    assert (p["summary"], p["board"], p["priority"], p["company_id"]) == ("Alert storm: 7 alerts in 10 min", "Alerts",
+                                                                          "P1", "250")
+    assert p["uids"] == ["odd", "boom", "s4", "s3", "s2", "s1", "s0"]
+    assert p["initial_description"].split("\n")[:3] == [
+        "7 alerts from 2026-11-22T11:50:00+00:00:", "- PC-98: CPU high (WEIRD, alert odd)",
+        "- PC-99: Down (CRITICAL, alert boom)"]
+    (weird_first,) = plan([alert("odd", device="98", severity="WEIRD")] + storm_of(5)).intents
+    assert weird_first.payload["priority"] == "P4"             # an unknown severity is never the worst
+
+
+def test_summary_and_reference_are_cut_at_a_hundred_characters():
+    (t,) = plan([alert("a" * 120, message="x" * 200)]).intents
+    assert len(t.payload["summary"]) == 100 and t.payload["summary"] == ("PC-10: " + "x" * 200)[:100]
+    assert t.payload["external_ref"] == ("msp-hub:ticket:ninjaone:" + "a" * 120)[:100]
+
+
+def test_an_alert_without_a_creation_time_is_placed_by_its_update_then_now():
+    window = Window(NOW - timedelta(hours=2), NOW - timedelta(hours=1), client="acme")
+    rules = AlertRules(RULES.rules, (window,))
+    updated_in = replace(alert("a1"), created_at=None, updated_at=NOW - timedelta(minutes=90))
+    assert plan([updated_in], rules=rules).log[0]["what"] == "in a maintenance window"
+    created_out = replace(alert("a2"), updated_at=NOW - timedelta(minutes=90))
+    assert [i.key for i in plan([created_out], rules=rules).intents] == ["ticket:ninjaone:a2"]
+    undated = replace(alert("a3"), created_at=None, updated_at=None)
+    assert [i.key for i in plan([undated], rules=AlertRules(RULES.rules, (Window(NOW, NOW + timedelta(1),
+                                                                               client="acme"),))).intents] == []
+
+
+def test_rules_match_the_client_and_messages_without_case():
+    rules = AlertRules((AlertRule("vip", {"client": ("acme",)}, board="VIP"),
+                        AlertRule("quiet", {"message": ("^heartbeat",)}, action="ignore"), AlertRule("all")))
+    assert plan([alert("a1")], rules=rules).intents[0].payload["board"] == "VIP"
+    assert plan([alert("a2", message="HEARTBEAT lost")], rules=rules, client="beta").intents == []
+    assert plan([replace(alert("a3"), message=None)], rules=rules, client="beta").intents[0].rule == "all"
+
+
+def test_a_window_of_another_client_covers_nothing():
+    rules = AlertRules(RULES.rules, (Window(NOW - timedelta(hours=1), NOW + timedelta(hours=1), client="beta"),))
+    assert [i.key for i in plan([alert("a1")], rules=rules).intents] == ["ticket:ninjaone:a1"]
+
+
+def test_a_site_plugin_decides_with_the_alert_and_its_client():
+    seen = []
+    plan([alert("a1")], decide=lambda a, c: seen.append((a.source_id, c)))
+    assert seen == [("a1", "acme")]

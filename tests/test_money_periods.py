@@ -121,3 +121,47 @@ def test_to_minor_at_the_currencys_minor_unit(text, cur, minor):
 def test_to_minor_refuses_one_decimal_more_than_the_currency(text, cur):
     with pytest.raises(ValueError, match="more decimals than"):
         to_minor(text, cur)
+
+
+@pytest.mark.parametrize("q, text", [(Fraction(1, 100000), "0"), (Fraction(-1, 2), "-0.5"), (Fraction(1, 8), "0.125"),
+                                     (Fraction(2, 3), "0.6667"), (Fraction(-7), "-7")])
+def test_format_quantity_keeps_four_places_and_no_trailing_zero_or_point(q, text):
+    assert format_quantity(q) == text
+
+
+@pytest.mark.parametrize("text, cur, message", [
+    ("abc", "EUR", "'abc' is not an amount (write it like \"120.00\")"),
+    ("nan", "EUR", "'nan' is not an amount"),
+    ("12.345", "eur", "'12.345' has more decimals than EUR allows"),
+])
+def test_to_minor_says_what_is_wrong(text, cur, message):
+    with pytest.raises(ValueError) as err:
+        to_minor(text, cur)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("name, previous, next_", [
+    ("2026-01", "2025-12", "2026-02"), ("2026-02", "2026-01", "2026-03"), ("2026-10", "2026-09", "2026-11"),
+    ("2026-12", "2026-11", "2027-01"),
+])
+def test_previous_and_next_period_keep_the_time_zone(name, previous, next_):
+    p = parse_period(name, "Europe/Paris")
+    for other, expected in ((p.previous(), previous), (p.next(), next_)):
+        assert (other.name, other.tz) == (expected, "Europe/Paris")
+        assert other == parse_period(expected, "Europe/Paris")
+    assert p.previous().end == p.start and p.next().start == p.end
+
+
+def test_period_bounds_are_in_utc():
+    p = month(2026, 10, "Europe/Paris")
+    assert p.start.tzinfo is timezone.utc and p.end.tzinfo is timezone.utc
+
+
+def test_the_time_zone_given_is_the_one_used():
+    late = datetime(2026, 10, 31, 23, 30, tzinfo=UTC)                     # 00:30 on 1 November in Paris
+    assert parse_period("2026-10", "Europe/Paris").tz == "Europe/Paris"
+    assert period_of(late).name == "2026-10" and period_of(late).tz == "UTC"
+    assert (period_of(late, "Europe/Paris").name, period_of(late, "Europe/Paris").tz) == ("2026-11", "Europe/Paris")
+    assert last_ended_period(datetime(2026, 11, 30, 23, 30, tzinfo=UTC), "Europe/Paris").name == "2026-11"
+    assert last_ended_period(datetime(2026, 11, 30, 23, 30, tzinfo=UTC)).name == "2026-10"
+    assert last_ended_period(late, "Europe/Paris").tz == "Europe/Paris"

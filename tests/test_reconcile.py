@@ -1,5 +1,6 @@
 """Billing rules of BILLING.md, tested as pure functions on literal records."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from fractions import Fraction
 
@@ -7,8 +8,8 @@ import pytest
 
 from hub.mappings import Addon, Contract, Mappings, Tier
 from hub.periods import month
-from hub.reconcile import apply_minimum, bill_devices, device_weight, why_not_counted
-from hub.records import Device
+from hub.reconcile import Bill, apply_minimum, bill_devices, device_weight, why_not_counted
+from hub.records import BillingLine, Device
 
 UTC = timezone.utc
 OCT = month(2026, 10, "UTC")
@@ -246,3 +247,81 @@ def test_devices_whose_ids_are_not_text_are_still_ordered():
     from dataclasses import replace
     (line,) = bill_devices(contract(), mappings(), [dev(2), replace(dev(1), source_id=1)], OCT).lines
     assert [i["id"] for i in line.items] == [1, "2"]
+
+
+# --- exact lines, and each record skipped without skipping the ones after it ---
+
+
+def test_a_tier_line_is_exact():
+    (line,) = bill_devices(contract(), mappings(), [dev(2), dev(1)], OCT).lines
+    assert line == BillingLine(
+        "acme", "2026-10", "tier:gold:workstation", "Gold managed services, workstation (2026-10)", "2", 12000, 24000,
+        "EUR", "tier Gold (includes Silver): workstation at 120.00 EUR per device per month; counts devices approved "
+        "in the RMM, created on or before the period's end and last seen on or after its start",
+        ({"id": "1", "name": "PC-1", "class": "workstation", "weight": "1"},
+         {"id": "2", "name": "PC-2", "class": "workstation", "weight": "1"}))
+
+
+def test_an_addon_line_is_exact_and_a_chain_of_tiers_is_named():
+    bill = bill_devices(contract("platinum", addons=["mail", "netmon"], proration=True), mappings(),
+                        [dev(1, created=dt(2026, 10, 17)), dev(2, "NMS_SWITCH")], OCT)
+    by_code = {l.code: l for l in bill.lines}
+    assert by_code["tier:platinum:workstation"].rule.startswith("tier Platinum (includes Gold, Silver): ")
+    assert by_code["tier:platinum:workstation"].rule.endswith("; prorated by days from creation (contract option)")
+    assert by_code["addon:mail:workstation"] == BillingLine(
+        "acme", "2026-10", "addon:mail:workstation", "Email security, workstation (2026-10)", "0.4839", 400, 194, "EUR",
+        "add-on Email security: 4.00 EUR per device per month, counting devices of class workstation; prorated by days "
+        "from creation (contract option)",
+        ({"id": "1", "name": "PC-1", "class": "workstation", "weight": "0.4839"},))
+    assert by_code["addon:netmon:network"].amount == 500
+    assert [(e.source_id, e.name, e.reason) for e in bill.excluded] == [
+        ("2", "PC-2", "class 'network' is not billed by tier Platinum")]
+    unprorated = bill_devices(contract(addons=["backup"]), mappings(), [dev(1)], OCT)
+    assert [l.rule.endswith("per device per month, counting the devices billed under the tier")
+            for l in unprorated.lines if l.code.startswith("addon:")] == [True]
+    assert "prorated" not in unprorated.lines[0].rule
+
+
+def test_a_device_set_aside_never_stops_the_ones_after_it():
+    devices = [dev(1, approval="pending"), dev(2, "ANDROID"), dev(3, None), dev(4, "NMS_PRINTER"),
+               replace(dev(5), last_contact=datetime(2026, 10, 15)), dev(6), dev(7, "WINDOWS_SERVER")]
+    bill = bill_devices(contract(), mappings(), devices, OCT)
+    assert {l.code: [i["id"] for i in l.items] for l in bill.lines} == {
+        "tier:gold:server": ["7"], "tier:gold:workstation": ["6"]}
+    assert [(e.source_id, e.name) for e in bill.excluded] == [("1", "PC-1"), ("4", "PC-4")]
+    assert [e.split(" ")[2] for e in bill.errors] == ["(ninjaone", "(ninjaone", "(ninjaone"]
+    assert [e.split(" ")[1] for e in bill.errors] == ["'PC-2'", "'PC-3'", "'PC-5'"]
+
+
+def test_an_addon_class_without_price_is_an_error_the_other_classes_are_billed():
+    m = mappings()
+    m.addons["partial"] = Addon("partial", "Partial", {"workstation": 100}, None, frozenset({"network", "workstation"}))
+    bill = bill_devices(contract(addons=["partial"]), m, [dev(1), dev(2, "NMS_SWITCH")], OCT)
+    assert "addon:partial:workstation" in {l.code for l in bill.lines}
+    assert bill.errors == ("add-on 'partial' has no price for class 'network'; add network = \"0.00\" (or a price) to "
+                           "[addons.partial].prices in tiers.toml",)
+
+
+def test_unknown_tier_bill_is_in_the_contracts_currency():
+    c = Contract("acme", "Acme", "diamond", "USD", {"ninjaone": "1"}, file="mappings/contracts.toml")
+    bill = bill_devices(c, mappings(), [dev(1)], OCT)
+    assert (bill.client_id, bill.period, bill.currency, bill.lines) == ("acme", "2026-10", "USD", ())
+    assert bill.errors[0].startswith("contract of acme (mappings/contracts.toml) names tier 'diamond'")
+
+
+@pytest.mark.parametrize("minimum, total, top_up", [
+    (50000, 49999, 1), (50000, 50000, None), (50000, 50001, None),   # at, below, above the minimum
+    (1, 0, 1), (0, 0, None), (0, -500, None),                         # no minimum never tops up a credit
+])
+def test_minimum_tops_up_only_below_it(minimum, total, top_up):
+    c = contract(minimum=minimum)
+    lines = (BillingLine("acme", "2026-10", "x", "x", "1", total, total, "EUR", "rule"),)
+    bill = apply_minimum(Bill("acme", "2026-10", "EUR", lines), c)
+    if top_up is None:
+        assert bill.lines == lines
+    else:
+        assert bill.lines[-1] == BillingLine(
+            "acme", "2026-10", "minimum", "Monthly minimum top-up (2026-10)", "1", top_up, top_up, "EUR",
+            f"contract minimum {minimum // 100}.{minimum % 100:02d} EUR per month; lines total "
+            f"{total // 100}.{total % 100:02d} EUR")
+        assert bill.total == minimum

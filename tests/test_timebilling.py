@@ -694,3 +694,29 @@ def test_records_whose_ids_are_not_text_are_still_ordered():
     products = [product(2), replace(product(1), source_id=1)]
     bill = bill_time("acme", contract(), entries, products, OCT)
     assert bill.errors == () and [[i["id"] for i in line.items] for line in bill.lines] == [[1, "2"], [1, "2"]]
+
+
+def test_entry_with_a_bad_start_on_the_block_is_named_once_as_an_entry_of_the_agreement():
+    c = contract("block", "AG1")
+    entries = [on_block(1, "12", dt(2026, 10, 2)), on_block(5, "1", None), entry(6, "1", when=None)]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1)))
+    assert bill.lines == () and bill.drawdown.failed == {"5"}
+    assert [e[:60] for e in bill.errors] == [
+        "time entry 6 (jdoe): start None is not a date and time, so i",
+        "prepaid agreement AG1: time entry 5 (jdoe): start None is no"]
+
+
+def test_block_contract_without_agreement_draws_nothing_from_anyone():
+    bill = bill_time("acme", contract("block"), [on_block(1, "12", dt(2026, 10, 2)), entry(2, "1")], [], OCT,
+                     blocks=blocks(dt(2026, 9, 1)))
+    assert bill.lines == () and bill.drawdown.allocations == () and bill.drawdown.balances == {1: 10}
+    assert len(bill.errors) == 1 and "names no PSA agreement" in bill.errors[0]
+
+
+@pytest.mark.parametrize("invoiced, billed", [(True, frozenset()), (False, frozenset({"1"}))])
+def test_a_product_never_billed_again_is_reported_whatever_its_fields(invoiced, billed):
+    bad = replace(product(1, when=datetime(2026, 10, 7), invoiced=invoiced), catalog_item=None, unit_price=None,
+                  currency=None)
+    bill = bill_time("acme", contract(), [], [bad, product(2)], OCT, already_billed=billed)
+    assert bill.errors == () and [l.code for l in bill.lines] == ["product:SSD-1TB"]
+    assert reasons(bill) == {"1": INVOICED_BY_PSA if invoiced else ALREADY_BILLED}
