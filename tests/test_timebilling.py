@@ -720,3 +720,132 @@ def test_a_product_never_billed_again_is_reported_whatever_its_fields(invoiced, 
     bill = bill_time("acme", contract(), [], [bad, product(2)], OCT, already_billed=billed)
     assert bill.errors == () and [l.code for l in bill.lines] == ["product:SSD-1TB"]
     assert reasons(bill) == {"1": INVOICED_BY_PSA if invoiced else ALREADY_BILLED}
+
+
+# --- drawdown and time lines at their edges ---
+
+
+def test_an_entry_starting_at_the_same_instant_as_a_block_draws_on_it():
+    two = blocks(dt(2026, 9, 1), dt(2026, 10, 10))
+    d = draw_down([on_block(1, "10", dt(2026, 9, 2)), on_block(2, "3", dt(2026, 10, 10))], two, terms())
+    assert d.overage == {} and d.balances == {1: 0, 2: 7}
+    one_second_before = draw_down([on_block(1, "10", dt(2026, 9, 2)), on_block(2, "3", dt(2026, 10, 9, 23, 59, 59))],
+                                  two, terms())
+    assert one_second_before.overage == {"2": 3} and one_second_before.balances == {1: 0, 2: 10}
+
+
+@pytest.mark.parametrize("carried_in, balance", [(F(1), F(8)), (F(1, 2), F(17, 2)), (F(0), F(9)), (F(12), F(0))])
+def test_carried_in_hours_at_their_edge(carried_in, balance):
+    b = [Block(1, F(10), 9000, dt(2026, 9, 1), carried_in=carried_in)]
+    assert draw_down([on_block(1, "1", dt(2026, 10, 2))], b, terms()).balances == {1: balance}
+
+
+def test_carried_hours_larger_than_a_block_pass_on_to_the_next_and_come_before_later_entries():
+    c = terms(beyond_balance="carry")
+    two = blocks(dt(2026, 9, 1), dt(2026, 10, 15))
+    entries = [on_block(1, "15", dt(2026, 9, 2)), on_block(2, "2", dt(2026, 9, 3))]
+    d = draw_down(entries, two, c)
+    assert [(a.entry_id, a.kind, a.hours, a.block) for a in d.allocations] == [
+        ("1", "drawn", 10, 1), ("1", "carried", 5, 2), ("2", "carried", 2, 2)]
+    assert d.balances == {1: 0, 2: 3} and d.carried == 0
+    small = [Block(1, F(10), 9000, dt(2026, 9, 1)), Block(2, F(4), 9000, dt(2026, 10, 15), carried_in=F(1))]
+    d = draw_down(entries, small, c)
+    # Block 2 first takes what it was sold owing (1 h), then the entries' pending hours in order.
+    assert [(a.kind, a.hours, a.block) for a in d.for_entry("1")] == [("drawn", 10, 1), ("carried", 3, 2),
+                                                                      ("pending", 2, None)]
+    assert d.carried == 4 and [(a.kind, a.hours) for a in d.for_entry("2")] == [("pending", 2)]
+
+
+def test_a_block_with_exactly_one_hour_left_takes_one_hour_carried():
+    c = terms(beyond_balance="carry")
+    b = [Block(1, F(10), 9000, dt(2026, 9, 1)), Block(2, F(1), 9000, dt(2026, 10, 15))]
+    d = draw_down([on_block(1, "12", dt(2026, 9, 2))], b, c)
+    assert d.balances == {1: 0, 2: 0} and d.carried == 1
+
+
+def test_overage_before_any_block_started_is_priced_by_block_one():
+    two = [Block.of_size(1, BLOCK_10, dt(2026, 10, 1)), Block.of_size(2, BLOCK_20, dt(2026, 10, 20))]
+    d = draw_down([on_block(1, "2", dt(2026, 9, 5))], two, terms())
+    assert d.overage == {"1": 2} and d.overage_blocks == {"1": 1}
+    assert [a.rate for a in d.allocations] == [9000]
+    later = draw_down([on_block(1, "12", dt(2026, 10, 2)), on_block(2, "21", dt(2026, 10, 21))], two, terms())
+    assert later.overage_blocks == {"1": 1, "2": 2} and [a.rate for a in later.for_entry("2") if a.rate] == [8000]
+
+
+def test_an_entry_drawing_several_blocks_stops_once_covered():
+    three = blocks(dt(2026, 9, 1), dt(2026, 9, 2), dt(2026, 9, 3))
+    d = draw_down([on_block(1, "15", dt(2026, 10, 2)), on_block(2, "1", dt(2026, 10, 3))], three, terms())
+    assert [(a.entry_id, a.hours, a.block) for a in d.allocations] == [("1", 10, 1), ("1", 5, 2), ("2", 1, 2)]
+    assert d.balances == {1: 0, 2: 4, 3: 10}
+
+
+def test_a_non_billable_or_other_agreements_entry_with_a_bad_start_is_no_drawdown_error():
+    entries = [on_block(1, "1", None, billable=DO_NOT_BILL), entry(2, "1", when=None, agreement="AG2"),
+               on_block(3, "1", dt(2026, 10, 2))]
+    d = draw_down(entries, blocks(dt(2026, 9, 1)), terms(), agreement="AG1")
+    assert d.errors == () and d.balances == {1: 9}
+
+
+@pytest.mark.parametrize("increment, hours, billed", [(1, "0.01", F(1, 60)), (1, "0.0166", F(1, 60)),
+                                                      (1, "0.0167", F(2, 60)), (2, "0.01", F(1, 30))])
+def test_an_increment_of_one_minute_rounds_to_the_minute(increment, hours, billed):
+    assert billable_hours(entry(1, hours), terms(increment_minutes=increment)) == billed
+
+
+def test_the_increment_note_names_the_increment_or_its_absence():
+    (one,) = bill_time("acme", contract(increment_minutes=1), [entry(1, "0.01")], [], OCT).lines
+    assert "each entry rounded up to 1 min" in one.rule and one.items[0]["adjustment"] == "rounded up to 1 min"
+    (none,) = bill_time("acme", contract(increment_minutes=0), [entry(1, "0.01")], [], OCT).lines
+    assert "actual hours, not rounded (contract increment 0)" in none.rule and none.items[0]["adjustment"] == ""
+
+
+def test_the_onsite_adjustment_names_the_minimum_only_for_onsite_work():
+    c = contract(onsite_minimum=F(1, 2), increment_minutes=30)
+    bill = bill_time("acme", c, [entry(1, "0.1", "Onsite"), entry(2, "0.1", "Remote")], [], OCT)
+    lines = by_code(bill)
+    assert lines["time:Onsite"].items[0]["adjustment"] == "on-site minimum 0.5 h"
+    assert lines["time:Remote"].items[0]["adjustment"] == "rounded up to 30 min"
+
+
+def test_entries_set_aside_never_stop_the_ones_after_them():
+    entries = [entry(1, "0", when=dt(2026, 10, 1)), entry(2, "2", when=dt(2026, 10, 2)),
+               entry(3, "1", "Cabling", when=dt(2026, 10, 3)), entry(4, "1", when=dt(2026, 10, 4)),
+               entry(5, "1", when=dt(2026, 11, 2)), entry(6, "1", "Virus removal", when=dt(2026, 10, 5)),
+               entry(7, "1", "Project", when=dt(2026, 10, 6))]
+    bill = bill_time("acme", contract(), entries, [], OCT)
+    assert {l.code: [i["id"] for i in l.items] for l in bill.lines} == {"time:Remote": ["2", "4"], "time:Project": ["7"]}
+    assert reasons(bill) == {"1": NO_HOURS, "5": LATER_PERIOD}
+    assert [e.split(":")[0] for e in bill.errors] == ["time entry 6 (jdoe, 2026-10-05)", "time entry 3 (jdoe, 2026-10-03)"]
+
+
+def test_managed_entries_included_never_stop_the_ones_after_them():
+    c = contract("managed", included_services=frozenset({"remote"}))
+    bill = bill_time("acme", c, [entry(1, "1"), entry(2, "1", "Project", when=dt(2026, 10, 6))], [], OCT)
+    assert [l.code for l in bill.lines] == ["time:Project"] and reasons(bill) == {"1": INCLUDED}
+
+
+def test_time_lines_are_ordered_by_work_type_then_rate():
+    entries = [entry(1, "1", "Zeta", rate=5000), entry(2, "1", "Alpha", rate=9000), entry(3, "1", "Alpha", rate=7000)]
+    bill = bill_time("acme", contract(), entries, [], OCT)
+    assert [(l.code, l.unit_amount) for l in bill.lines] == [("time:Alpha@7000", 7000), ("time:Alpha@9000", 9000),
+                                                              ("time:Zeta", 5000)]
+
+
+def test_the_overage_of_a_zero_hour_or_later_entry_never_stops_the_others():
+    c = contract("block", "AG1")
+    entries = [on_block(1, "0", dt(2026, 10, 1)), on_block(2, "12", dt(2026, 10, 2)), on_block(3, "1", dt(2026, 10, 3))]
+    (line,) = bill_time("acme", c, entries, [], OCT, blocks=blocks(dt(2026, 9, 1))).lines
+    assert [(i["id"], i["overage_hours"]) for i in line.items] == [("2", "2"), ("3", "1")]
+
+
+def test_a_flat_job_set_aside_never_stops_the_next_ticket():
+    entries = [entry(1, "1", "Virus removal", ticket="T1"), entry(2, "1", "Data recovery", ticket="T1"),
+               entry(3, "1", "Virus removal", ticket="T2"), entry(4, "1", "Virus removal", ticket="T3")]
+    bill = bill_time("acme", contract(), entries, [], OCT, already_billed=frozenset({"flat:T2"}))
+    assert [l.code for l in bill.lines] == ["flat:T3"] and "ticket T1" in bill.errors[0]
+
+
+def test_undated_products_come_after_dated_ones_in_date_order():
+    products = [product(1, when=None), product(2, when=dt(2026, 10, 9)), product(3, when=dt(2026, 10, 2))]
+    (line,) = bill_time("acme", contract(), [], products, OCT).lines
+    assert [i["id"] for i in line.items] == ["3", "2", "1"]
