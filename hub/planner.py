@@ -325,9 +325,16 @@ def contract_segments(contracts: list[Contract], period: Period) -> list[Segment
         return out
     end = runs[-1][0]
     fixed = sorted({c.origin for c, _, _ in runs if not c.proration})
+    if len(runs) == 1:
+        which = "it does not prorate"
+    elif len(fixed) == len({c.origin for c, _, _ in runs}):
+        which = "none of them prorates"
+    else:
+        which = f"{', '.join(fixed)} {'does' if len(fixed) == 1 else 'do'} not prorate"
     note = ("; ".join(span(c, first, last) for c, first, last in runs)
-            + f"; {', '.join(fixed)} {'does' if len(fixed) == 1 else 'do'} not prorate, so {end.origin}, "
-              f"in force at the end, bills the whole period")
+            + f"; {which}, so {end.origin}, "
+            + ("in force at the period's end" if runs[-1][2] == _last_day(period) else "the last one in force")
+            + ", bills the whole period")
     return [whole_period(end, period, note)]
 
 
