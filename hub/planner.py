@@ -411,7 +411,19 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
                                      "rule": rule}
             else:
                 got["quantity"] += quantity
-                got["items"] += items
+                # One contract after another on the same line (same tier): one item per device,
+                # its days added, so that the line counts each device once.
+                known = {str(i["id"]): n for n, i in enumerate(got["items"])}
+                for item in items:
+                    n = known.get(str(item["id"]))
+                    if n is None:
+                        got["items"].append(item)
+                        continue
+                    was = got["items"][n]
+                    days = int(was["days"].split("/")[0]) + int(item["days"].split("/")[0])
+                    got["items"][n] = {**was, "weight": format_quantity(Fraction(days, period.days)),
+                                       "days": f"{days}/{period.days}",
+                                       "contract": f"{was['contract']}; {item['contract']}"}
                 got["description"] += f" and {seg.first.isoformat()} to {seg.last.isoformat()}"
                 got["rule"] += f" | {seg.note}"
     lines = []

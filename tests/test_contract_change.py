@@ -201,3 +201,30 @@ def test_a_segment_is_cut_at_local_midnight_across_a_daylight_saving_change():
     assert (cut.start.isoformat(), cut.end.isoformat()) == ("2026-10-15T22:00:00+00:00", "2026-10-31T23:00:00+00:00")
     assert (cut.name, cut.first_day, cut.days) == ("2026-10", date(2026, 10, 16), 16)
     assert cut.end == paris.end
+
+
+def test_a_change_that_keeps_the_tier_bills_each_device_once_on_one_line(tmp_path):
+    env = PsaEnv(tmp_path)
+    prorating(env)
+    path = env.mappings / "agreement_types.toml"
+    path.write_text(path.read_text() + '\n[types."Managed Gold Backup"]\nkind = "managed"\ntier = "gold"\n'
+                                       'addons = ["backup"]\nproration = true\n')
+    company = env.co["birchwood"]
+    old = env.cw.add_agreement(company, "Managed Gold", end="2026-10-15T00:00:00Z", status="Expired")
+    new = env.cw.add_agreement(company, "Managed Gold Backup", start="2026-10-16T00:00:00Z")
+    hub = env.hub()
+    report = sync_once(hub)
+    ctx = planner.build_context(hub, report, OCTOBER)
+    cid = f"connectwise-{company}"
+    assert [s.contract.agreement for s in ctx.segments[cid]] == [str(old), str(new)]
+    bill = planner.bill_devices_in_force(hub, ctx.contracts[cid], OCTOBER)
+    by_code = {l.code: l for l in bill.lines}
+    ws, _ = counts(hub, ctx.contracts[cid], OCTOBER, set())
+    gold_ws = by_code["tier:gold:workstation"]
+    # Every workstation was there all month: 15 days under one agreement and 16 under the other.
+    assert len(gold_ws.items) == ws and {i["days"] for i in gold_ws.items} == {"31/31"}
+    assert gold_ws.quantity == format_quantity(ws) and gold_ws.amount == round_half_up(ws * 12000)
+    assert "2026-10-01 to 2026-10-15 and 2026-10-16 to 2026-10-31" in gold_ws.description
+    # The backup add-on bills only the new agreement's days.
+    backup = by_code["addon:backup:workstation"]
+    assert backup.quantity == format_quantity(Fraction(16, 31) * ws) and {i["days"] for i in backup.items} == {"16/31"}
