@@ -349,6 +349,12 @@ def segments_for(hub: "Hub", contract: Contract, period: Period) -> tuple[list[S
     return contract_segments(contracts, period), errors
 
 
+def contract_on(segments: list[Segment], day: date) -> Contract | None:
+    """The contract that bills ``day`` (e.g. a time entry's local day): the one whose segment
+    holds it; None when no contract was in force that day."""
+    return next((s.contract for s in segments if s.first <= day <= s.last), None)
+
+
 def _segment_period(period: Period, seg: Segment) -> Period:
     """``period`` cut to the segment's days (same name: its lines keep the period's name)."""
     from zoneinfo import ZoneInfo

@@ -6,6 +6,7 @@ October 16 (the old agreement ends on the 15th), with and without proration; its
 from the NinjaOne simulator. Units: which contract bills which days, with literal contracts.
 """
 
+from dataclasses import replace
 from datetime import date
 from fractions import Fraction
 from types import SimpleNamespace
@@ -228,3 +229,15 @@ def test_a_change_that_keeps_the_tier_bills_each_device_once_on_one_line(tmp_pat
     # The backup add-on bills only the new agreement's days.
     backup = by_code["addon:backup:workstation"]
     assert backup.quantity == format_quantity(Fraction(16, 31) * ws) and {i["days"] for i in backup.items} == {"16/31"}
+
+
+def test_the_contract_that_bills_a_day_is_the_one_whose_segment_holds_it():
+    old = contract("1", "silver", end="2026-10-15", proration=True)
+    new = contract("2", "gold", start="2026-10-16", proration=True)
+    split = planner.contract_segments([old, new], OCTOBER)
+    assert [planner.contract_on(split, date(2026, 10, d)).agreement for d in (1, 15, 16, 31)] == ["1", "1", "2", "2"]
+    # Not prorating: the contract at the end bills every day; before the first contract, none.
+    whole = planner.contract_segments([replace(old, proration=False), new], OCTOBER)
+    assert planner.contract_on(whole, date(2026, 10, 3)).agreement == "2"
+    late = planner.contract_segments([contract("3", "gold", start="2026-10-20", proration=True)], OCTOBER)
+    assert planner.contract_on(late, date(2026, 10, 19)) is None
