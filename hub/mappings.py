@@ -129,6 +129,10 @@ class Contract:
     time: TimeTerms = field(default_factory=TimeTerms)
     agreement: str | None = None   # the PSA agreement id it draws on (blocks), if any
     origin: str = "mappings"
+    # The days it is in force (ISO dates, inclusive), from the PSA agreement; None: open-ended
+    # (a contract in mappings/ is in force every day).
+    start: str | None = None
+    end: str | None = None
 
 
 @dataclass
@@ -506,7 +510,8 @@ def contract_from_agreement(client_id: str, name: str, links: dict[str, str], ag
             terms["time"] = _replace(time, renewal=time.renewal or time.block, block=first)
     return Contract(client_id, name, currency=m.currency, links=dict(links),
                     file=file, agreement=agreement.source_id,
-                    origin=f"{agreement.source} agreement {agreement.source_id} ({agreement.type_name})", **terms)
+                    origin=f"{agreement.source} agreement {agreement.source_id} ({agreement.type_name})",
+                    start=agreement.start_date or None, end=agreement.end_date or None, **terms)
 
 
 def load_time(path: Path, currency: str) -> tuple[TimeTerms, dict[str, BlockSize]]:

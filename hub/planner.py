@@ -10,7 +10,7 @@ stored or sent here; ``hub.engine.push`` records and sends what the plan says.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -133,6 +133,10 @@ class Context:
     contracts: dict[str, Contract]
     errors: dict[str, list[str]] = field(default_factory=dict)
     psa: str | None = None
+    # The contracts whose days bill ``period`` (see ``contract_segments``); ``contracts[cid]`` is
+    # the one in force at the period's end (or the last in force), used for everything else.
+    segments: dict[str, list["Segment"]] = field(default_factory=dict)
+    period: Period | None = None
 
 
 def client_master(hub: "Hub") -> str | None:
@@ -148,7 +152,9 @@ def client_master(hub: "Hub") -> str | None:
 
 
 def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
-    """Link clients across systems and find each one's contract for ``period``."""
+    """Link clients across systems and find each one's contract for ``period``: the one in force
+    at the period's end (``Context.contracts``), and every contract whose days bill the period
+    (``Context.segments``)."""
     m = hub.mappings
     explicit = [HubClient(c.client_id, c.name, dict(c.links)) for c in m.contracts.values()]
     explicit += [HubClient(cid, name, dict(links)) for cid, (name, links) in m.links.items() if cid not in m.contracts]
@@ -158,7 +164,7 @@ def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
     master = client_master(hub)
     pulled_clients = list(hub.store.iter_clients())
     registry = link_clients(explicit, pulled_clients, master=master)
-    ctx = Context(registry, {}, psa=master)
+    ctx = Context(registry, {}, psa=master, period=period)
     # A link the MSP wrote to an id its system does not have would bill the client without that
     # system's devices or time: it holds the client (only systems whose clients are pulled).
     known = {(c.source, c.source_id) for c in pulled_clients}
@@ -180,17 +186,15 @@ def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
             ctx.errors.setdefault(cid, []).append(f"contract error: {m.contract_errors[cid]}")
             continue
         mapped = m.contracts.get(cid)
-        from_psa: list[Contract] = []
-        if master and master in client.links:
-            agreements = [a for a in hub.store.iter_records("agreements", master, client.links[master])
-                          if a.status == "active" and (not a.start_date or a.start_date < period.end.date().isoformat())
-                          and (not a.end_date or a.end_date >= period.start.date().isoformat())]
-            for a in agreements:
-                try:
-                    from_psa.append(contract_from_agreement(cid, client.name, client.links, a, m))
-                except HubError as exc:
-                    ctx.errors.setdefault(cid, []).append(str(exc))
-        from_psa.sort(key=lambda c: (KIND_PRIORITY[c.kind], c.agreement or ""))
+        in_period, problems = psa_contracts(hub, master, client, period)
+        for problem in problems:
+            ctx.errors.setdefault(cid, []).append(problem)
+        segments = contract_segments(in_period, period)
+        # The agreements in force on the last day the client had one in the period (its end, unless
+        # they ended before it), the first by kind priority.
+        last = segments[-1].last if segments else None
+        from_psa = sorted((c for c in in_period if last and in_force_days(c.start, c.end, last, last)),
+                          key=lambda c: (KIND_PRIORITY[c.kind], c.agreement or ""))
         if mapped is not None:
             contract = replace(mapped, links=dict(client.links))
             if from_psa and (from_psa[0].kind, from_psa[0].tier) != (mapped.kind, mapped.tier):
@@ -199,13 +203,249 @@ def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
                        + "; the mappings contract is used")
                 report.discrepancies.append(reconcile.Discrepancy("contract_conflict", cid, msg))
             ctx.contracts[cid] = contract
+            ctx.segments[cid] = [whole_period(contract, period)]
         elif from_psa:
             ctx.contracts[cid] = from_psa[0]
+            ctx.segments[cid] = segments
             if len(from_psa) > 1:
                 report.discrepancies.append(reconcile.Discrepancy(
                     "several_agreements", cid, f"client {cid} has {len(from_psa)} billable agreements "
                     f"({'; '.join(c.origin for c in from_psa)}); {from_psa[0].origin} is used"))
     return ctx
+
+
+# --- contracts that change inside a period --------------------------------------------------------
+
+# Agreement statuses whose days bill: an expired agreement billed the days up to its end date.
+IN_FORCE_STATUSES = ("active", "expired")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A contract and the calendar days of a period (local, inclusive) it bills.
+
+    ``prorated``: it bills ``days`` over the period's days (it prorates and was not in force
+    the whole period); otherwise it bills the whole period. ``note`` explains the split on the
+    lines it bills (empty when one contract was in force the whole period).
+    """
+
+    contract: Contract
+    first: date
+    last: date
+    prorated: bool = False
+    note: str = ""
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+
+def _last_day(period: Period) -> date:
+    return period.first_day + timedelta(days=period.days - 1)
+
+
+def whole_period(contract: Contract, period: Period, note: str = "") -> Segment:
+    return Segment(contract, period.first_day, _last_day(period), False, note)
+
+
+def in_force_days(start: str | None, end: str | None, first: date, last: date) -> tuple[date, date] | None:
+    """The days from ``first`` to ``last`` (inclusive) on which an agreement running from
+    ``start`` to ``end`` (ISO dates, inclusive; None: open) is in force, or None.
+
+    Raises ValueError when a date is not an ISO date."""
+    lo = max(first, date.fromisoformat(start[:10])) if start else first
+    hi = min(last, date.fromisoformat(end[:10])) if end else last
+    return (lo, hi) if lo <= hi else None
+
+
+def psa_contracts(hub: "Hub", master: str | None, client: HubClient, period: Period) -> tuple[list[Contract], list[str]]:
+    """The contracts the client's PSA agreements stand for, in force on at least one day of
+    ``period``, and the errors of those that cannot be read (they hold the client)."""
+    if not master or master not in client.links:
+        return [], []
+    out, errors = [], []
+    first, last = period.first_day, _last_day(period)
+    for a in hub.store.iter_records("agreements", master, client.links[master]):
+        if a.status not in IN_FORCE_STATUSES or (a.status == "expired" and not a.end_date):
+            continue
+        try:
+            days = in_force_days(a.start_date, a.end_date, first, last)
+        except ValueError:
+            errors.append(f"{a.source} agreement {a.name!r} (id {a.source_id}) of client {client.name!r} runs from "
+                          f"{a.start_date!r} to {a.end_date!r}, which are not dates, so the days it is in force in "
+                          f"{period.name} cannot be told; correct its start and end dates in {a.source}")
+            continue
+        if days is None:
+            continue
+        try:
+            out.append(contract_from_agreement(client.id, client.name, client.links, a, hub.mappings))
+        except HubError as exc:
+            errors.append(str(exc))
+    return out, errors
+
+
+def contract_segments(contracts: list[Contract], period: Period) -> list[Segment]:
+    """Which contract bills which days of ``period`` (BILLING.md, Devices).
+
+    Day by day, the contract in force is the first by kind priority (then agreement id) among
+    those in force that day; consecutive days of one contract are one segment. When every one of
+    them prorates, each bills its own days over the period's days; otherwise the one in force at
+    the period's end (or the last one in force) bills the whole period.
+    """
+    ranked = sorted(contracts, key=lambda c: (KIND_PRIORITY[c.kind], c.agreement or ""))
+    runs: list[list] = []
+    for n in range(period.days):
+        day = period.first_day + timedelta(days=n)
+        c = next((c for c in ranked if in_force_days(c.start, c.end, day, day)), None)
+        if c is None:
+            continue
+        if runs and runs[-1][0] is c and runs[-1][2] == day - timedelta(days=1):
+            runs[-1][2] = day
+        else:
+            runs.append([c, day, day])
+    if not runs:
+        return []
+    whole = runs[0][1] == period.first_day and runs[-1][2] == _last_day(period)
+    if len(runs) == 1 and whole:
+        return [whole_period(runs[0][0], period)]
+
+    def span(c, first, last):
+        return f"{c.origin}, from {first.isoformat()} to {last.isoformat()}"
+
+    if all(c.proration for c, _, _ in runs):
+        out = []
+        for i, (c, first, last) in enumerate(runs):
+            days = (last - first).days + 1
+            note = f"{span(c, first, last)}: {days} of {period.days} days (the contract prorates)"
+            if i > 0:
+                note += f", replacing {runs[i - 1][0].origin}"
+            if i + 1 < len(runs):
+                note += f", replaced by {runs[i + 1][0].origin} on {runs[i + 1][1].isoformat()}"
+            out.append(Segment(c, first, last, True, note))
+        return out
+    end = runs[-1][0]
+    fixed = sorted({c.origin for c, _, _ in runs if not c.proration})
+    if len(runs) == 1:
+        which = "it does not prorate"
+    elif len(fixed) == len({c.origin for c, _, _ in runs}):
+        which = "none of them prorates"
+    else:
+        which = f"{', '.join(fixed)} {'does' if len(fixed) == 1 else 'do'} not prorate"
+    note = ("; ".join(span(c, first, last) for c, first, last in runs)
+            + f"; {which}, so {end.origin}, "
+            + ("in force at the period's end" if runs[-1][2] == _last_day(period) else "the last one in force")
+            + ", bills the whole period")
+    return [whole_period(end, period, note)]
+
+
+def segments_for(hub: "Hub", contract: Contract, period: Period) -> tuple[list[Segment], list[str]]:
+    """The segments of ``contract``'s client for ``period`` (any period, not only the one the
+    context was built for), and the errors of agreements that cannot be read. A contract from
+    mappings/ is in force the whole period."""
+    if contract.origin == "mappings":
+        return [whole_period(contract, period)], []
+    client = HubClient(contract.client_id, contract.name, dict(contract.links))
+    contracts, errors = psa_contracts(hub, client_master(hub), client, period)
+    return contract_segments(contracts, period), errors
+
+
+def contract_on(segments: list[Segment], day: date) -> Contract | None:
+    """The contract that bills ``day`` (e.g. a time entry's local day): the one whose segment
+    holds it; None when no contract was in force that day."""
+    return next((s.contract for s in segments if s.first <= day <= s.last), None)
+
+
+def _segment_period(period: Period, seg: Segment) -> Period:
+    """``period`` cut to the segment's days (same name: its lines keep the period's name)."""
+    from zoneinfo import ZoneInfo
+    zone = ZoneInfo(period.tz)
+    start = datetime.combine(seg.first, datetime.min.time(), zone).astimezone(timezone.utc)
+    end = datetime.combine(seg.last + timedelta(days=1), datetime.min.time(), zone).astimezone(timezone.utc)
+    return Period(period.name, period.tz, start, end, seg.first, seg.days)
+
+
+def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
+                          segments: list[Segment] | None = None) -> reconcile.Bill:
+    """The device lines of one client's invoice for ``period``: the sum of the shares of the
+    contracts in force in it (``segments_for``), each line explaining its contract's days.
+
+    A prorating contract in force part of the period counts the devices seen in its days, each
+    weighted by the days it was there (from its creation day, when later) over the period's days.
+    """
+    errors: list[str] = []
+    if segments is None:
+        segments, errors = segments_for(hub, contract, period)
+    segments = [s for s in segments if s.contract.tier]
+    empty = reconcile.Bill(contract.client_id, period.name, contract.currency, (), errors=tuple(errors))
+    if not segments:
+        return empty
+    devices = client_devices(hub, contract)
+    if len(segments) == 1 and not segments[0].prorated:
+        seg = segments[0]
+        bill = reconcile.bill_devices(seg.contract, hub.mappings, devices, period)
+        if seg.note:
+            bill = replace(bill, lines=tuple(replace(l, rule=f"{l.rule}; {seg.note}") for l in bill.lines))
+        return replace(bill, errors=tuple(errors) + bill.errors)
+    by_id = {}
+    for d in devices:
+        by_id.setdefault(str(d.source_id), d)
+    merged: dict[str, dict] = {}
+    excluded, notes, counted = [], [], set()
+    for seg in segments:
+        part = reconcile.bill_devices(seg.contract, hub.mappings, devices, _segment_period(period, seg))
+        errors += [e for e in part.errors if e not in errors]
+        notes += [n for n in part.notes if n not in notes]
+        excluded += part.excluded
+        for line in part.lines:
+            items, quantity = [], Fraction(0)
+            for item in line.items:
+                d = by_id.get(str(item["id"]))
+                since = seg.first
+                if d is not None and seg.contract.proration and d.created_at is not None and d.created_at >= period.start:
+                    since = max(since, period.local_day(d.created_at))
+                days = (seg.last - since).days + 1
+                weight = Fraction(days, period.days)
+                quantity += weight
+                counted.add(str(item["id"]))
+                items.append({**item, "weight": format_quantity(weight), "days": f"{days}/{period.days}",
+                              "contract": seg.contract.origin})
+            description = f"{line.description}, {seg.first.isoformat()} to {seg.last.isoformat()}"
+            rule = f"{line.rule}; {seg.note}"
+            got = merged.get(line.code)
+            if got is None:
+                merged[line.code] = {"line": line, "quantity": quantity, "items": items, "description": description,
+                                     "rule": rule}
+            else:
+                got["quantity"] += quantity
+                # One contract after another on the same line (same tier): one item per device,
+                # its days added, so that the line counts each device once.
+                known = {str(i["id"]): n for n, i in enumerate(got["items"])}
+                for item in items:
+                    n = known.get(str(item["id"]))
+                    if n is None:
+                        got["items"].append(item)
+                        continue
+                    was = got["items"][n]
+                    days = int(was["days"].split("/")[0]) + int(item["days"].split("/")[0])
+                    got["items"][n] = {**was, "weight": format_quantity(Fraction(days, period.days)),
+                                       "days": f"{days}/{period.days}",
+                                       "contract": f"{was['contract']}; {item['contract']}"}
+                got["description"] += f" and {seg.first.isoformat()} to {seg.last.isoformat()}"
+                got["rule"] += f" | {seg.note}"
+    lines = []
+    for g in merged.values():
+        line = g["line"]
+        lines.append(replace(line, description=g["description"], quantity=format_quantity(g["quantity"]),
+                             amount=round_half_up(g["quantity"] * line.unit_amount), rule=g["rule"],
+                             items=tuple(g["items"])))
+    seen_excluded, kept = set(), []
+    for e in excluded:
+        if e.source_id in counted or (e.source_id, e.reason) in seen_excluded:
+            continue
+        seen_excluded.add((e.source_id, e.reason))
+        kept.append(e)
+    return reconcile.Bill(contract.client_id, period.name, contract.currency, tuple(lines), tuple(kept),
+                          tuple(errors), tuple(notes))
 
 
 def report_unbilled(hub: "Hub", report: "RunReport", ctx: Context) -> None:
