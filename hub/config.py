@@ -362,7 +362,12 @@ class BillingSettings(Schema):
     client_master: str | None = None
     notice_board: str = "Help Desk"
     first_period: PeriodName | None = None
-    catch_up_months: Annotated[int, Field(ge=1, le=24)] = DEFAULT_CATCH_UP_MONTHS
+    catch_up_months: Annotated[int, Field(ge=1, le=24)] | None = None   # None: DEFAULT_CATCH_UP_MONTHS
+
+    @property
+    def catch_up(self) -> int:
+        """How many ended periods a run catches up, the last one included."""
+        return self.catch_up_months or DEFAULT_CATCH_UP_MONTHS
     guardrails: GuardrailSettings = GuardrailSettings()
     completeness: CompletenessSettings = CompletenessSettings()
     review: ReviewSettings = ReviewSettings()

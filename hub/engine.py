@@ -337,7 +337,7 @@ def periods_for(hub: Hub, period: str | None) -> tuple[list[Period], bool]:
 def horizon(hub: Hub, last: Period) -> Period:
     """The oldest period a run catches up: ``catch_up_months`` ended periods, ``last`` included."""
     p = last
-    for _ in range(hub.config.billing_settings.catch_up_months - 1):
+    for _ in range(hub.config.billing_settings.catch_up - 1):
         p = p.previous()
     return p
 
@@ -372,7 +372,7 @@ def report_beyond_horizon(hub: Hub, report: RunReport) -> None:
     if first.name >= oldest.name:
         return
     sent = sent_invoice_periods(hub)
-    months = hub.config.billing_settings.catch_up_months
+    months = hub.config.billing_settings.catch_up
     where = f"{hub.config.file}, key 'billing.catch_up_months' = {months}"
     p = first
     while p.name < oldest.name:
