@@ -610,8 +610,9 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
 
 def catch_up_context(hub: "Hub", report: "RunReport", period: Period, only: set[str]) -> Context | None:
     """The clients and contracts of a missed ended period older than the last one, as they were in
-    that period (an agreement that began later does not bill it); None when every one of them was
-    invoiced for it already, so that an invoiced past costs one look-up per client."""
+    that period (an agreement that began later does not bill it, one that ended since still does);
+    None when every one of them was invoiced for it already: no bill is computed for an invoiced
+    past, only its clients are read (``catch_up_months`` - 1 contexts at most per run)."""
     scratch = type(report)(report.run_id, report.mode, report.started_at)   # its findings are the latest period's
     pctx = build_context(hub, scratch, period)
     if only:
