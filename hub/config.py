@@ -338,12 +338,36 @@ class ReviewSettings(Schema):
         return parse_duration(self.finalize_after) if self.finalize_after else None
 
 
+def _period_name(value: Any) -> str:
+    """A billing period written ``"2026-10"``."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value.strip()):
+        raise fail(f"must be a period written YYYY-MM, got {value!r}", "write it like \"2026-10\"")
+    return value.strip()
+
+
+PeriodName = Annotated[str, PlainValidator(_period_name)]
+DEFAULT_CATCH_UP_MONTHS = 3
+
+
 class BillingSettings(Schema):
-    """``[billing]``."""
+    """``[billing]``.
+
+    ``first_period``: the first period the hub invoices (None: the earliest period it sent an
+    invoice for, else the last ended one). ``catch_up_months``: how many ended periods, the last
+    one included, a run invoices when they were missed; an older one is reported, never billed
+    silently (``msp-hub sync --period`` invoices it).
+    """
 
     invoice_connector: str | None = None
     client_master: str | None = None
     notice_board: str = "Help Desk"
+    first_period: PeriodName | None = None
+    catch_up_months: Annotated[int, Field(ge=1, le=24)] | None = None   # None: DEFAULT_CATCH_UP_MONTHS
+
+    @property
+    def catch_up(self) -> int:
+        """How many ended periods a run catches up, the last one included."""
+        return self.catch_up_months or DEFAULT_CATCH_UP_MONTHS
     guardrails: GuardrailSettings = GuardrailSettings()
     completeness: CompletenessSettings = CompletenessSettings()
     review: ReviewSettings = ReviewSettings()

@@ -13,7 +13,7 @@ import re
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -180,15 +180,76 @@ def triggers(job: Job, tz: str) -> list[tuple[str, BaseTrigger, dict[str, Any]]]
     return out
 
 
-def build_scheduler(service: Service, jobs: list[Job]) -> BackgroundScheduler:
+DONE = ("ok", "warnings", "held", "partial", "failed")   # run statuses of a run that went to its end
+LOOKBACK_DAYS = (1, 7, 32, 93, 367)                      # how far back a previous firing is looked for
+
+
+def previous_firing(trigger: BaseTrigger, now: datetime) -> datetime | None:
+    """The last firing time of ``trigger`` at or before ``now`` (within a year), None when none."""
+    for days in LOOKBACK_DAYS:
+        moment, last = trigger.get_next_fire_time(None, now - timedelta(days=days)), None
+        while moment is not None and moment <= now:
+            last = moment
+            moment = trigger.get_next_fire_time(moment, moment + timedelta(seconds=1))
+        if last is not None:
+            return last
+    return None
+
+
+def missed_firings(service: Service, jobs: list[Job], now: datetime | None = None) -> dict[str, datetime]:
+    """The cron jobs whose last firing before ``now`` did not run to its end: job id -> that firing.
+
+    APScheduler keeps its jobs in memory, so a daemon that was down (a deploy, a reboot) when the
+    invoicing job should have fired would only run it a month later. At start, each cron job (not
+    its dry-run preview, not an interval job, which fires soon anyway) is compared with the runs
+    the store recorded for it: when no run of that job started at or after its previous firing
+    time went to its end (a run stopped by SIGTERM, killed or crashed did not), it runs at once.
+    A new database (no run at all) catches nothing up: the first firing comes at its time.
+    """
+    now = now or datetime.now(timezone.utc)
+    jobs = [j for j in jobs if j.cron and not j.scope.get("dry_run")]
+    if not jobs:
+        return {}
+    hub = service.open_hub()
+    try:
+        db = hub.store.db
+        if not next(iter(db.query("select 1 as one from runs limit 1")), None):
+            return {}
+        out: dict[str, datetime] = {}
+        for job in jobs:
+            fired = previous_firing(cron_trigger(job.cron, service.config.timezone), now)
+            if fired is None:
+                continue
+            since = fired.astimezone(timezone.utc)
+            runs = db.query("select status, started_at from runs where json_extract(counts, '$.holder') = ? "
+                            "and started_at >= ?", [f"daemon:{job.name}", (since - timedelta(days=1)).isoformat()])
+            if not any(r["status"] in DONE and datetime.fromisoformat(r["started_at"]) >= since for r in runs):
+                out[job.name] = since
+        return out
+    finally:
+        hub.close()
+
+
+def build_scheduler(service: Service, jobs: list[Job], *, catch_up: bool = True) -> BackgroundScheduler:
     """A UTC BackgroundScheduler running ``service.run_job`` for every job: one instance of a job at
     a time, missed firings coalesced into one, a firing later than ``misfire_grace_time`` skipped;
-    a job waits for another job's run in flight for as long as its grace time, then is skipped."""
+    a job waits for another job's run in flight for as long as its grace time, then is skipped.
+
+    With ``catch_up``, a cron job whose last firing did not run to its end while the daemon was
+    down or stopping (``missed_firings``) runs as soon as the scheduler starts."""
     scheduler = BackgroundScheduler(timezone=timezone.utc)
+    now = datetime.now(timezone.utc)
+    missed = missed_firings(service, jobs, now) if catch_up else {}
     for job in jobs:
         for job_id, trigger, scope in triggers(job, service.config.timezone):
+            first = {"next_run_time": now} if job_id in missed else {}
+            if first:
+                log.warning("daemon.catch_up", job=job_id, missed_firing=missed[job_id].isoformat(),
+                            reason="its last firing did not run to its end (the daemon was down or stopped "
+                                   "mid-run): it runs now")
             scheduler.add_job(service.run_job, trigger, args=(job_id, scope, job.misfire_grace_time), id=job_id,
-                              name=job_id, max_instances=1, coalesce=True, misfire_grace_time=job.misfire_grace_time)
+                              name=job_id, max_instances=1, coalesce=True, misfire_grace_time=job.misfire_grace_time,
+                              **first)
 
     add_reminder_job(scheduler, service)
 

@@ -317,12 +317,69 @@ def explicit_links(hub: Hub) -> dict[str, dict[str, str]]:
 # --- one run -----------------------------------------------------------------------------------
 
 def periods_for(hub: Hub, period: str | None) -> tuple[list[Period], bool]:
-    """The periods a run plans: the forced one, else the last ended and the current (preview)."""
+    """The periods a run plans: the forced one; else every ended period from the first one the hub
+    invoices (``first_period``) up to the last ended, at most ``catch_up_months`` of them, then the
+    current one (a preview). A missed month (a daemon down on the 1st) is invoiced by the next run;
+    the plan bills an older one only for the clients not invoiced for it yet."""
     tz = hub.config.timezone
     if period:
         return [parse_period(period, tz)], True
     last = last_ended_period(hub.clock(), tz)
-    return [last, last.next()], False
+    start = max(first_period(hub, last).name, horizon(hub, last).name)
+    ended: list[Period] = []
+    p = last
+    while p.name >= start:
+        ended.insert(0, p)
+        p = p.previous()
+    return ended + [last.next()], False
+
+
+def horizon(hub: Hub, last: Period) -> Period:
+    """The oldest period a run catches up: ``catch_up_months`` ended periods, ``last`` included."""
+    p = last
+    for _ in range(hub.config.billing_settings.catch_up - 1):
+        p = p.previous()
+    return p
+
+
+def sent_invoice_periods(hub: Hub) -> dict[str, int]:
+    """Each period that has sent invoices -> how many (renewals aside); one query, no payload read."""
+    rows = hub.store.db.query("select period, count(*) as n from actions where kind = ? and status = ? "
+                              "and key like ? and period is not null group by period", [INVOICE, SENT, f"{INVOICE}:%"])
+    return {r["period"]: r["n"] for r in rows}
+
+
+def first_period(hub: Hub, last: Period) -> Period:
+    """``[billing] first_period``; by default the earliest period the hub sent an invoice for (it
+    has been invoicing since then), else the last ended one (a new hub does not bill the past)."""
+    tz = hub.config.timezone
+    configured = hub.config.billing_settings.first_period
+    if configured:
+        return parse_period(configured, tz)
+    sent = sent_invoice_periods(hub)
+    return parse_period(min(sent), tz) if sent else last
+
+
+def report_beyond_horizon(hub: Hub, report: RunReport) -> None:
+    """The ended periods since ``first_period`` older than the catch-up horizon that nothing was
+    invoiced for (a month went uninvoiced): an error of the run naming the period and the fix,
+    never billed nor dropped silently. (A client missing from an invoiced period was planned by
+    every run while the period was within the horizon: its plan said why.)"""
+    last = last_ended_period(hub.clock(), hub.config.timezone)
+    first, oldest = first_period(hub, last), horizon(hub, last)
+    if first.name >= oldest.name:
+        return
+    sent = sent_invoice_periods(hub)
+    months = hub.config.billing_settings.catch_up
+    where = f"{hub.config.file}, key 'billing.catch_up_months' = {months}"
+    p = first
+    while p.name < oldest.name:
+        fix = (f"invoice it with: msp-hub sync --period {p.name}, or if nothing is owed for it set "
+               f"billing.first_period = \"{p.next().name}\"")
+        if not sent.get(p.name):
+            report.errors.append(f"period {p.name}: nothing was invoiced for it, and it is older than the "
+                                 f"{months} ended period(s) a run catches up ({where}): {fix}")
+        p = p.next()
 
 
 ALERT_STREAMS = frozenset({"alerts", "alert_events", "tickets"})
@@ -397,11 +454,16 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
             if not report.stopped:
                 if lock_holder:
                     hub.store.heartbeat(LOCK, lock_holder)
+                billing = kinds is None or INVOICE in kinds
+                if billing and not force:
+                    report_beyond_horizon(hub, report)
                 items = plan(hub, report, periods, force=force, clients=clients, kinds=kinds)
                 if not dry_run and pull_first:
                     push(hub, report, items, clients=clients, stop=stop, progress=progress, kinds=kinds)
-                    if not report.stopped and (kinds is None or INVOICE in kinds):
+                    if not report.stopped and billing:
                         review_drafts(hub, report, clients=clients, stop=stop, progress=progress)
+                    elif not report.stopped and actions is None:
+                        push_recorded_invoices(hub, report, clients=clients, stop=stop, progress=progress)
         except BaseException as exc:
             status = "crashed"
             report.errors.append(f"run stopped: {exc!r}")
@@ -410,7 +472,8 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
             report.seconds = time.perf_counter() - t0
             if status == "ok":
                 status = run_status(report)
-            hub.store.finish_run(run_id, status, {"records": report.records, "pushed": len(report.pushed),
+            hub.store.finish_run(run_id, status, {"holder": holder, "scope": run_scope(period, connectors, streams, clients),
+                                                  "records": report.records, "pushed": len(report.pushed),
                                                   "failed": len(report.failed), "held": len(report.held),
                                                   "passes": report.passes, "warnings": report.warnings[:200],
                                                   "held_causes": held_causes(report)},
@@ -425,6 +488,28 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
         notify_run(hub, report)        # people are told what waits; never fails the run
     notify_finished(hub.pm, report)
     return report
+
+
+def run_scope(period, connectors, streams, clients) -> dict[str, Any]:
+    """What a run was scoped to, recorded with it (empty: an unscoped run)."""
+    scope = {"period": period, "connectors": sorted(connectors or []), "streams": sorted(streams or []),
+             "clients": sorted(clients or [])}
+    return {k: v for k, v in scope.items() if v}
+
+
+def push_recorded_invoices(hub: Hub, report: RunReport, *, clients: Iterable[str] = (),
+                           stop: threading.Event | None = None, progress: Callable[[dict], None] | None = None) -> None:
+    """Send the invoices an earlier run planned and recorded but did not finish sending (stopped
+    mid-push, killed): a scoped run (the alerts or time job) sends them within minutes, rather than
+    the next month's invoicing run. Nothing new is planned: only what an unscoped run stored,
+    checked and let through is sent, with the payload it stored. Only the clients with such an
+    invoice are pushed (their failed invoices, if any, are retried with them)."""
+    only = set(clients)
+    waiting = {r["client_id"] for status in (PENDING, SENDING) for r in hub.store.actions(status=status, kind=INVOICE)
+               if not only or r["client_id"] in only}
+    if waiting:
+        log.info("sync.recorded_invoices", run_id=report.run_id, clients=sorted(waiting))
+        push(hub, report, [], clients=sorted(waiting), stop=stop, progress=progress, kinds=frozenset({INVOICE}))
 
 
 def held_causes(report: RunReport) -> dict[str, int]:

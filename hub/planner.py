@@ -723,10 +723,29 @@ def guardrails(hub: "Hub") -> Guardrails:
 
 def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem, report: "RunReport",
                     *, force: bool, now: datetime) -> list[PlanItem]:
-    """The three counts of each per-device addition, and an update action where they differ."""
+    """The three counts of each per-device addition, and an update action where they differ.
+
+    Agreement quantities follow the latest invoiced period: a run of an older period (``sync
+    --period`` of a past month) writes none, and its plan says why (status ``skipped``).
+    """
+    from hub.periods import last_ended_period
     period = parse_period(item.period, hub.config.timezone)
     if ctx.psa is None or ctx.psa not in contract.links or item.bill is None or not contract.tier:
         return []
+    last = last_ended_period(now, hub.config.timezone)
+    later, p = [], period.next()
+    while p.name <= last.next().name:          # an invoice of a later period (the current one, forced)
+        stored = hub.store.get_action(invoice_key(contract.client_id, p.name))
+        if stored and stored["status"] == SENT:
+            later.append(p.name)
+        p = p.next()
+    if period.name < last.name or later:
+        newer = later[-1] if later else last.name
+        why = (f"agreement quantities follow the latest invoiced period: {period.name} is older than {newer} "
+               f"({'invoiced' if later else 'the last ended period'}), so its counts are not written to the "
+               f"agreement; the run of {newer} sets them")
+        return [PlanItem(AGREEMENT_QUANTITY, contract.client_id, contract.name, period.name, "skipped", None,
+                         reasons=(why,))]
     pusher = connector_for(hub, AGREEMENT_QUANTITY)
     additions = list(hub.store.iter_records("additions", ctx.psa, contract.links[ctx.psa]))
     approved = frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
@@ -769,7 +788,9 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
     for cid, message in sorted(hub.mappings.contract_errors.items()):
         report.errors.append(f"contract {cid}: {message}")
         report.discrepancies.append(reconcile.Discrepancy("contract_error", cid, message))
-    ctx = build_context(hub, report, periods[0])
+    ended = [p for p in periods if force or p.has_ended(now)]
+    latest = ended[-1] if ended else periods[0]   # the period whose counts the agreements follow
+    ctx = build_context(hub, report, latest)
     only = set(clients)
     if only:
         unknown = sorted(only - set(ctx.registry.clients))
@@ -785,22 +806,29 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
     billing = kinds is None or INVOICE in kinds
     for period in (periods if billing else []):
         ended = period.has_ended(now)
-        for cid in sorted(set(ctx.contracts) | set(ctx.errors)):
-            if cid not in ctx.contracts:   # a contract or mapping error: hold, never bill another way
-                items.append(held_for_errors(hub, ctx, cid, period, ctx.errors[cid]))
+        pctx = ctx if period is latest or not ended else catch_up_context(hub, report, period, only)
+        if pctx is None:
+            continue
+        for cid in sorted(set(pctx.contracts) | set(pctx.errors)):
+            if pctx is not ctx:
+                stored = hub.store.get_action(invoice_key(cid, period.name))
+                if stored and stored["status"] == SENT:
+                    continue   # a missed period is planned only for the clients not invoiced for it
+            if cid not in pctx.contracts:   # a contract or mapping error: hold, never bill another way
+                items.append(held_for_errors(hub, pctx, cid, period, pctx.errors[cid]))
                 continue
-            contract = ctx.contracts[cid]
+            contract = pctx.contracts[cid]
             item = plan_invoice(hub, contract, period, force=force, now=now,
                                 claimed=frozenset(claimed.get(cid, ())))
             claimed.setdefault(cid, set()).update(i for _, i, _, _ in item.ledger)
             if item.status == "held" and item.bill and item.bill.errors:
                 report.errors.extend(f"client {cid} {period.name}: {e}" for e in item.bill.errors)
             gated = [item]
-            if period is periods[0]:
+            if period is latest and (force or ended):
                 gated += plan_quantities(hub, ctx, contract, item, report, force=force, now=now)
             problems = gate.problems(gate.billing_streams(contract), after=period.end if ended else None,
                                      this_run=not ended)
-            extra = ctx.errors.get(cid, [])
+            extra = pctx.errors.get(cid, [])
             items.extend(_hold(i, problems, "incomplete", extra_errors=extra, file_errors=file_errors) for i in gated)
     for cid in sorted(ctx.contracts if billing else []):
         contract = ctx.contracts[cid]
@@ -818,6 +846,23 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
     report.plan = items
     report.held = [held_json(i) for i in items if i.status == "held" and i.action is not None]
     return items
+
+
+def catch_up_context(hub: "Hub", report: "RunReport", period: Period, only: set[str]) -> Context | None:
+    """The clients and contracts of a missed ended period older than the last one, as they were in
+    that period (an agreement that began later does not bill it, one that ended since still does);
+    None when every one of them was invoiced for it already: no bill is computed for an invoiced
+    past, only its clients are read (``catch_up_months`` - 1 contexts at most per run)."""
+    scratch = type(report)(report.run_id, report.mode, report.started_at)   # its findings are the latest period's
+    pctx = build_context(hub, scratch, period)
+    if only:
+        pctx.contracts = {c: k for c, k in pctx.contracts.items() if c in only}
+        pctx.errors = {c: e for c, e in pctx.errors.items() if c in only}
+    for cid in sorted(set(pctx.contracts) | set(pctx.errors)):
+        stored = hub.store.get_action(invoice_key(cid, period.name))
+        if not stored or stored["status"] != SENT:
+            return pctx
+    return None
 
 
 FINALIZE = "invoice_finalize"

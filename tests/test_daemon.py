@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 from hub.cli import EXIT_LOCKED, main
 from hub.config import config_from_dict
-from hub.daemon import cron_trigger, parse_every, parse_schedule
+from hub.daemon import Job, cron_trigger, missed_firings, parse_every, parse_schedule, previous_firing
 from hub.demo import seed_connectwise, seed_ninjaone
 from hub.errors import ConfigError
 from hub.periods import last_ended_period
@@ -82,9 +82,10 @@ class World:
         self.cw = seed_connectwise(last_ended_period(datetime.now(timezone.utc), "Europe/Paris"))
         self.stripe = StripeSimulator(api_key="sk_test_daemon")
         self.slow_ninja = Slow(self.ninja.handler)
+        self.slow_stripe = Slow(self.stripe.handler)
         self.urls = {"ninja": stack.enter_context(serve(self.slow_ninja)),
                      "cw": stack.enter_context(serve(self.cw.handler)),
-                     "stripe": stack.enter_context(serve(self.stripe.handler))}
+                     "stripe": stack.enter_context(serve(self.slow_stripe))}
         self.port = free_port()
         self.config = tmp_path / "msp-hub.toml"
         self.env = {**os.environ, NINJA_VAR: self.ninja.client_secret, CW_VAR: self.cw.private_key,
@@ -318,6 +319,63 @@ def test_daemon_runs_jobs_refuses_a_resync_while_locked_stops_on_sigterm_and_res
     assert time.monotonic() - t0 < 50
 
 
+INVOICE_JOB = """
+[[schedule.jobs]]
+name = "invoices"
+cron = "0 6 1 * *"
+preview_cron = "0 6 L * *"
+"""
+
+
+def test_a_daemon_started_after_the_invoicing_time_invoices_at_once_and_finishes_a_stopped_bill_run(world):
+    """Started after 06:00 on the 1st (a deploy, a reboot), the daemon runs the missed invoicing
+    firing at once; stopped by SIGTERM in the middle of it, it runs it again when it restarts:
+    every invoice of the ended month is pushed once, without waiting for the next month."""
+    world.write_config(INVOICE_JOB)
+    # The hub was in use before (a dry run by hand): its first run of the month is due.
+    dry = world.cli("sync", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    month = last_ended_period(datetime.now(timezone.utc), "Europe/Paris").name
+    assert world.read(lambda store: store.actions()) == []
+
+    world.slow_stripe.delay = 0.3                     # each invoice takes a few Stripe requests
+    first = world.start("first")
+    caught = wait_for("the catch-up", lambda: [e for e in world.events("first") if e.get("event") == "daemon.catch_up"],
+                      timeout=10)
+    assert caught[0]["job"] == "invoices"
+
+    def invoices(store):
+        return {a["key"]: a for a in store.actions(kind="invoice")}      # the month's and a block's renewal
+    wait_for("the first invoice to be sent", lambda: any(a["status"] == "sent" for a in world.read(invoices).values()),
+             timeout=30, every=0.05)
+    assert world.stop(first) == 0, world.log("first")
+    stopped = world.read(invoices)
+    waiting = sorted(k for k, a in stopped.items() if a["status"] != "sent")
+    assert waiting, "the bill run ended before it could be stopped"
+    assert [r["status"] for r in world.runs() if json.loads(r["counts"] or "{}").get("holder") == "daemon:invoices"] \
+        == ["stopped"]
+
+    # Restarted at once: the stopped firing runs again and sends the rest, each invoice once.
+    world.slow_stripe.delay = 0.0
+    second = world.start("second")
+    assert [e["job"] for e in world.events("second") if e.get("event") == "daemon.catch_up"] == ["invoices"]
+    done = wait_for("every invoice sent", lambda: (lambda a: a and all(x["status"] == "sent" for x in a.values()) and a)(
+        world.read(invoices)), timeout=30)
+    assert set(waiting) <= set(done) and {a["period"] for k, a in done.items() if k.startswith("invoice:")} == {month}
+    assert world.stop(second) == 0, world.log("second")
+    keys = collections.Counter(i["metadata"].get("msp_hub_action_key") for i in world.stripe.list_objects("invoice"))
+    assert set(keys) == set(done) and max(keys.values()) == 1, keys
+    statuses = [r["status"] for r in world.runs() if json.loads(r["counts"] or "{}").get("holder") == "daemon:invoices"]
+    assert len(statuses) == 2 and statuses[1] == "stopped" and statuses[0] in ("ok", "warnings", "held", "partial")
+
+    # A third start finds the firing done: nothing is caught up, nothing sent.
+    third = world.start("third")
+    wait_for("the scheduler", lambda: [e for e in world.events("third") if e.get("event") == "daemon.started"], timeout=10)
+    assert world.stop(third) == 0
+    assert not [e for e in world.events("third") if e.get("event") in ("daemon.catch_up", "daemon.job_started")]
+    assert len(world.stripe.list_objects("invoice")) == len(done)
+
+
 # --- in process: the schedule's checks -------------------------------------------------------------
 
 def schedule(jobs: list[dict], **extra) -> list:
@@ -501,3 +559,43 @@ def test_example_schedule_fits_the_example_connectors():
         hub.close()
     jobs = {j.name: j for j in parse_schedule(cfg, streams)}
     assert set(jobs) == {"alerts", "devices", "time", "invoices"} and jobs["invoices"].preview_cron == "0 6 L * *"
+
+
+def test_previous_firing_finds_the_last_firing_at_or_before_now():
+    utc = timezone.utc
+    now = datetime(2027, 1, 1, 6, 30, tzinfo=utc)
+    assert previous_firing(cron_trigger("0 6 1 * *", "UTC"), now) == datetime(2027, 1, 1, 6, 0, tzinfo=utc)
+    assert previous_firing(cron_trigger("0 6 1 * *", "UTC"), now.replace(hour=5)) == datetime(2026, 12, 1, 6, 0, tzinfo=utc)
+    assert previous_firing(cron_trigger("0 6 L * *", "UTC"), now) == datetime(2026, 12, 31, 6, 0, tzinfo=utc)
+    assert previous_firing(cron_trigger("0 6 1 1 *", "UTC"), now.replace(month=6)) == datetime(2027, 1, 1, 6, 0, tzinfo=utc)
+    paris = previous_firing(cron_trigger("0 6 1 * *", "Europe/Paris"), now)
+    assert paris.astimezone(utc) == datetime(2027, 1, 1, 5, 0, tzinfo=utc)   # 06:00 in Paris
+
+
+def test_missed_firings_compare_each_cron_job_with_its_recorded_runs(service):
+    utc = timezone.utc
+    now = datetime(2027, 1, 1, 6, 30, tzinfo=utc)      # the service's time zone is UTC
+    jobs = [Job("invoices", {}, cron="0 6 1 * *", preview_cron="0 6 L * *"),
+            Job("preview", {"dry_run": True}, cron="0 6 1 * *"), Job("alerts", {"streams": ["alerts"]}, every=60)]
+    store = Store(service.config.database)
+
+    def run(holder, status, started):
+        rid, _ = store.start_run("sync")
+        store.finish_run(rid, status, {"holder": holder}, [])
+        store.db.execute("update runs set started_at = ? where id = ?", [started.isoformat(), rid])
+        store.db.conn.commit()
+    try:
+        assert missed_firings(service, jobs, now) == {}                      # a new database catches nothing up
+        run("cli", "ok", datetime(2026, 12, 10, tzinfo=utc))                 # the hub is in use
+        missed = {"invoices": datetime(2027, 1, 1, 6, 0, tzinfo=utc)}
+        assert missed_firings(service, jobs, now) == missed
+        run("daemon:invoices", "ok", datetime(2026, 12, 1, 6, 0, 2, tzinfo=utc))   # the previous month's firing
+        run("daemon:invoices", "stopped", datetime(2027, 1, 1, 6, 0, 1, tzinfo=utc))
+        run("daemon:alerts", "ok", datetime(2027, 1, 1, 6, 10, tzinfo=utc))
+        assert missed_firings(service, jobs, now) == missed                  # stopped mid-run: not done
+        run("daemon:invoices", "held", datetime(2027, 1, 1, 6, 5, tzinfo=utc))
+        assert missed_firings(service, jobs, now) == {}                      # went to its end, something held
+        assert missed_firings(service, jobs, datetime(2027, 2, 1, 7, 0, tzinfo=utc)) == {
+            "invoices": datetime(2027, 2, 1, 6, 0, tzinfo=utc)}
+    finally:
+        store.close()

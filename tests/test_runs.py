@@ -1,5 +1,6 @@
 """Runs as a service needs them: the run lock, a clean stop, backfills, scoped runs, metrics."""
 
+import json
 import os
 import threading
 
@@ -113,3 +114,12 @@ def test_metrics_count_requests_that_got_no_answer(env):
     report = sync_once(env.hub(), dry_run=True)
     assert report.records["ninjaone.devices"] == 120 and not [e for e in report.errors if e.startswith("pull")]
     assert value("msp_hub_vendor_requests_total", vendor="ninjaone", status="error") - before == 1
+
+
+def test_a_run_records_who_ran_it_and_its_scope(env):
+    hub = env.hub()
+    scoped = sync_once(hub, streams=["devices"], holder="daemon:devices")
+    whole = sync_once(hub, holder="daemon:invoices")
+    counts = {rid: json.loads(hub.store.get_run(rid)["counts"]) for rid in (scoped.run_id, whole.run_id)}
+    assert (counts[scoped.run_id]["holder"], counts[scoped.run_id]["scope"]) == ("daemon:devices", {"streams": ["devices"]})
+    assert (counts[whole.run_id]["holder"], counts[whole.run_id]["scope"]) == ("daemon:invoices", {})
