@@ -462,8 +462,10 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
 
     Only the client's latest block agreement is renewed (by start date, ``timebilling.prepaid_order``):
     an earlier one was renewed by the agreements after it. Its balance is the one the invoices use
-    (``draw_down_agreements``: hours carried from earlier agreements included)."""
-    if contract.kind != "block":
+    (``draw_down_agreements``: hours carried from earlier agreements included). A block contract
+    that names no agreement is an error that holds the client (``timebilling.bill_time``): no
+    renewal is decided for it."""
+    if contract.kind != "block" or contract.agreement is None:
         return []
     blocks = blocks_for(hub, contract)
     entries, _ = time_records(hub, contract, None)

@@ -141,3 +141,44 @@ def test_hours_an_expired_block_could_not_cover_are_carried_into_the_new_one(tmp
     assert "block 1 has 2 h left" in " ".join(renewal.reasons)
     assert stripe_of(env, drift) == [(f"renewal:{drift}:{new}:2", 255000)]
     assert not [k for k, _ in stripe_of(env, drift) if f":{old}:" in k]
+
+
+def test_blocks_of_every_block_agreement_and_the_renewal_of_the_latest_only(tmp_path):
+    from dataclasses import replace
+
+    from hub import planner
+    from hub.mappings import contract_from_agreement
+    from hub.periods import month
+
+    env = PsaEnv(tmp_path)
+    co = env.co["driftwood"]
+    old = env.cw.add_agreement(co, "Block Hours", application_units="Hours", application_limit=20,
+                               start="2026-09-01T00:00:00Z", end="2026-10-31T00:00:00Z", status="Expired")
+    new = env.cw.add_agreement(co, "Block 10h", application_units="Hours", application_limit=10,
+                               start="2026-11-01T00:00:00Z")
+    env.cw.add_agreement(co, "Managed Gold", start="2026-01-01T00:00:00Z")          # not a block: no block
+    env.time("driftwood", 19.0, at(10, 5), agreement_id=old)                        # old: 1 h left
+    env.time("driftwood", 9.0, at(11, 5), agreement_id=new)                         # new: 1 h left
+    sync_once(env.hub(clock=on(12)), dry_run=True)
+    hub = env.hub(clock=on(12))
+    drift = f"connectwise-{co}"
+    agreements = {a.source_id: a for a in hub.store.iter_records("agreements", "connectwise", str(co))}
+
+    def contract_of(agreement):
+        return contract_from_agreement(drift, "Driftwood Cafe", {"connectwise": str(co)}, agreements[str(agreement)],
+                                       hub.mappings)
+
+    current = contract_of(new)
+    blocks = planner.blocks_for(hub, current)
+    assert sorted((b.agreement, b.number, b.hours, b.rate, b.started_at.date().isoformat()) for b in blocks) == [
+        (str(old), 1, 20, 9000, "2026-09-01"), (str(new), 1, 10, 9500, "2026-11-01")]
+
+    ctx = planner.Context(None, {}, psa="connectwise")
+    now, period = on(12), month(2026, 12, "UTC")
+    keys = {i.action.key for i in planner.plan_renewal(hub, ctx, current, period, now)}
+    assert keys == {f"renewal:{drift}:{new}:2", f"notice:{drift}:{new}:1"}
+    # A month where both agreements are in force and the old one is the contract: the same renewal.
+    keys = {i.action.key for i in planner.plan_renewal(hub, ctx, contract_of(old), period, now)}
+    assert keys == {f"renewal:{drift}:{new}:2", f"notice:{drift}:{new}:1"}
+    # A block contract naming no agreement holds its client: no renewal is decided.
+    assert planner.plan_renewal(hub, ctx, replace(current, agreement=None), period, now) == []
