@@ -491,19 +491,47 @@ def client_devices(hub: "Hub", contract: Contract):
 
 
 def blocks_for(hub: "Hub", contract: Contract) -> list[timebilling.Block]:
-    """Block 1 (the agreement's own hours, from its start) and the renewals the hub sold."""
-    t = contract.time
-    if contract.kind != "block" or t.block is None:
-        return []
-    start = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    psa = [a for s, x in contract.links.items() for a in hub.store.iter_records("agreements", s, x)
-           if a.source_id == contract.agreement]
-    if psa and psa[0].start_date:
-        start = datetime.fromisoformat(psa[0].start_date[:10]).replace(tzinfo=timezone.utc)
-    first = timebilling.Block.of_size(1, t.block, start)
-    sold = [timebilling.Block(r["number"], Fraction(r["hours"]), r["rate"], datetime.fromisoformat(r["started_at"]))
-            for r in hub.store.blocks(contract.client_id, contract.agreement or "")]
-    return [first] + sold
+    """Every prepaid block of the client, each naming its agreement (BILLING.md, "Prepaid blocks").
+
+    The agreements: the contract's own (block contracts) and every PSA agreement of the client
+    whose type agreement_types.toml maps as a block, current or expired, whatever its status and
+    dates (MSPs renew a block as a new agreement; time charged to the old one is still block time).
+    Each has block 1 (its own hours, from its start date: the contract's block for its own
+    agreement, else the one its type gives, the PSA's applicationLimit first) and the renewals the
+    hub sold for it (store table ``blocks``).
+    """
+    m = hub.mappings
+    own = contract.agreement if contract.kind == "block" else None
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+    def blocks_of(agreement: str, size, start: datetime) -> list[timebilling.Block]:
+        first = timebilling.Block.of_size(1, size, start, agreement=agreement)
+        sold = [timebilling.Block(r["number"], Fraction(r["hours"]), r["rate"], datetime.fromisoformat(r["started_at"]),
+                                  agreement=agreement)
+                for r in hub.store.blocks(contract.client_id, agreement)]
+        return [first] + sold
+
+    out: list[timebilling.Block] = []
+    seen: set[str] = set()
+    for system, ext in sorted(contract.links.items()):
+        for a in hub.store.iter_records("agreements", system, ext):
+            if a.source_id in seen:
+                continue
+            if a.source_id == own:
+                size = contract.time.block
+            elif (m.agreement_types.get(a.type_name) or {}).get("kind") == "block":
+                size = contract_from_agreement(contract.client_id, contract.name, contract.links, a, m).time.block
+            else:
+                continue
+            if size is None:
+                continue
+            seen.add(a.source_id)
+            start = (datetime.fromisoformat(a.start_date[:10]).replace(tzinfo=timezone.utc) if a.start_date
+                     else epoch)
+            out += blocks_of(a.source_id, size, start)
+    if own is not None and own not in seen and contract.time.block is not None:
+        out += blocks_of(own, contract.time.block, epoch)
+    return out
 
 
 def time_records(hub: "Hub", contract: Contract, period: Period | None):
@@ -670,26 +698,37 @@ def invoice_surprises(hub: "Hub", contract: Contract, period: Period, bill: reco
 
 
 def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, now: datetime) -> list[PlanItem]:
-    """A renewal invoice and a PSA notice, once per block whose balance fell to the threshold."""
-    if contract.kind != "block":
+    """A renewal invoice and a PSA notice, once per block whose balance fell to the threshold.
+
+    Only the client's latest block agreement is renewed (by start date, ``timebilling.prepaid_order``):
+    an earlier one was renewed by the agreements after it. Its balance is the one the invoices use
+    (``draw_down_agreements``: hours carried from earlier agreements included). A block contract
+    that names no agreement is an error that holds the client (``timebilling.bill_time``): no
+    renewal is decided for it."""
+    if contract.kind != "block" or contract.agreement is None:
         return []
     blocks = blocks_for(hub, contract)
     entries, _ = time_records(hub, contract, None)
-    dd = timebilling.draw_down(entries, blocks, contract.time, agreement=contract.agreement)
-    latest = blocks[-1].number if blocks else 0
+    chain = timebilling.prepaid_order(blocks, contract.agreement)
+    if not chain:
+        return []
+    agreement, own = chain[-1]
+    dd = timebilling.draw_down_agreements(entries, blocks, contract.time, current=contract.agreement)[agreement]
+    latest = own[-1].number if own else 0
     if dd.warning_block is None or dd.warning_block != latest:
         return []
     number = latest + 1
     size = contract.time.renewal or contract.time.block
     balance = dd.balances.get(latest, Fraction(0))
-    lines = timebilling.renewal_lines(contract.client_id, contract, latest, period.name, balance=balance)
+    lines = timebilling.renewal_lines(contract.client_id, contract, latest, period.name, balance=balance,
+                                      agreement=agreement)
     bill = reconcile.Bill(contract.client_id, period.name, contract.currency, tuple(lines))
-    key = f"renewal:{contract.client_id}:{contract.agreement}:{number}"
+    key = f"renewal:{contract.client_id}:{agreement}:{number}"
     payload = invoice_payload(bill, contract.name, period,
                               f"Prepaid block renewal for {contract.name}: {format_quantity(size.hours)} h")
     action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
     status, reasons = _status_against_outbox(hub, key, None, period=period, force=True, now=now, push_now=True)
-    block = {"client_id": contract.client_id, "agreement": contract.agreement or "", "number": number,
+    block = {"client_id": contract.client_id, "agreement": agreement or "", "number": number,
              "hours": str(size.hours), "rate": round_half_up(Fraction(size.price) / size.hours),
              "started_at": now.isoformat(), "source": "renewal"}
     items = [_vet(hub, PlanItem(INVOICE, contract.client_id, contract.name, period.name, status, action, bill,
@@ -699,8 +738,8 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
     ticketer = connector_for(hub, TICKET)
     company = contract.links.get(ctx.psa or "", "")
     if ticketer and company:
-        nkey = f"notice:{contract.client_id}:{contract.agreement}:{latest}"
-        text = (f"The prepaid block {latest} of agreement {contract.agreement} has {format_quantity(balance)} h left "
+        nkey = f"notice:{contract.client_id}:{agreement}:{latest}"
+        text = (f"The prepaid block {latest} of agreement {agreement} has {format_quantity(balance)} h left "
                 f"(threshold {format_quantity(contract.time.warning_hours)} h). A renewal of "
                 f"{format_quantity(size.hours)} h at {format_minor(size.price, contract.currency)} was invoiced.")
         notice = Action(nkey, TICKET, ticketer, contract.client_id,

@@ -30,6 +30,13 @@ behaviour gets an option in ``TimeTerms``):
 * Overage of a block is billed on the invoice of the entry's period (or the next one, if late),
   never twice, and not when the PSA invoiced the entry. Overage hours before any block started
   are priced at block 1's rate when the contract has no ``overage_rate``.
+* Renewed blocks: MSPs renew a block as a new agreement in the PSA, so a client may have several
+  block agreements, current or expired. Time charged to any of them draws down the agreement it
+  was charged to, never time and materials. Hours an agreement cannot cover follow the contract's
+  ``beyond_balance``: its overage (line ``overage:<agreement>``), or carried into the first block
+  of the next agreement. Hours left on an earlier agreement stay its own (its balance is its hours
+  minus the entries charged to it): a late entry charged to it still draws them; they are not
+  moved to the next agreement.
 * A product with an unparsable or negative quantity, or priced in another currency, is an error.
 * One bad record holds its client, never the run: nothing here raises for a record. An entry whose
   hours are negative or unparsable, whose start is not a time-zone-aware date, with no work type,
@@ -45,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -162,20 +169,22 @@ class Block:
     renewals the hub sold. ``rate``: minor units per hour (price / hours), the default overage
     rate. ``carried_in``: hours owed to this block before the entries drawn here (e.g. carried
     from an earlier agreement), deducted from it when it starts, like carried hours (what it
-    cannot cover passes on to the next block)."""
+    cannot cover passes on to the next block). ``agreement``: the PSA agreement the block belongs
+    to (numbers count per agreement); None: the contract's own agreement."""
 
     number: int
     hours: Fraction
     rate: int
     started_at: datetime
     carried_in: Fraction = Fraction(0)
+    agreement: str | None = None
 
     @classmethod
     def of_size(cls, number: int, size: BlockSize, started_at: datetime,
-                carried_in: Fraction = Fraction(0)) -> "Block":
+                carried_in: Fraction = Fraction(0), agreement: str | None = None) -> "Block":
         """A block of ``size``; its hourly rate is price / hours, rounded half up to a minor unit."""
         return cls(number, Fraction(size.hours), round_half_up(Fraction(size.price) / Fraction(size.hours)),
-                   started_at, Fraction(carried_in))
+                   started_at, Fraction(carried_in), agreement)
 
 
 @dataclass(frozen=True)
@@ -355,6 +364,58 @@ def draw_down(entries: Iterable[TimeEntry], blocks: Sequence[Block], terms: Time
         errors=tuple(errors), failed=frozenset(failed))
 
 
+def prepaid_order(blocks: Sequence[Block], current: str | None = None) -> list[tuple[str, list[Block]]]:
+    """The prepaid agreements of ``blocks`` (a block's ``agreement``, else ``current``) with their
+    blocks in number order, oldest agreement first: by the start of its first block, then its id.
+    ``current`` (the contract's own agreement) is included even without a block, after the others."""
+    own: dict[str, list[Block]] = defaultdict(list)
+    for b in blocks:
+        agreement = b.agreement if b.agreement is not None else current
+        if agreement is not None:
+            own[agreement].append(b)
+    order = sorted(own, key=lambda a: (min(b.started_at for b in own[a]), a))
+    if current is not None and current not in own:
+        order.append(current)
+    return [(a, sorted(own.get(a, []), key=lambda b: b.number)) for a in order]
+
+
+def draw_down_agreements(entries: Iterable[TimeEntry], blocks: Sequence[Block], terms: TimeTerms, *,
+                         current: str | None = None) -> dict[str, Drawdown]:
+    """Draw every prepaid agreement of a client down its own blocks (BILLING.md, "Prepaid blocks").
+
+    MSPs renew a block as a new agreement in the PSA: time charged to any block agreement of the
+    client, the current one (``current``, blocks with no ``agreement``) or an earlier, expired one,
+    draws down the blocks of the agreement it was charged to (``draw_down`` per agreement), never
+    another's. Agreements are taken oldest first (``prepaid_order``). Hours beyond an agreement's
+    balance follow ``terms.beyond_balance``: with ``"overage"`` they are that agreement's overage;
+    with ``"carry"`` what its own later blocks cannot absorb is deducted from the first block of
+    the next agreement when it starts (its ``carried_in``), and pending while there is none. Hours
+    left on an earlier agreement stay its own (a block's balance is its hours minus the entries
+    charged to it): an entry still charged to it draws them; they never move to the next one.
+
+    When an agreement's carried hours are not known (one of its entries is an error) under
+    ``"carry"``, every later agreement gets an error saying so and no warning block: no overage or
+    renewal is decided on a balance that is not known.
+    """
+    entries = list(entries)
+    out: dict[str, Drawdown] = {}
+    carried, unknown = Fraction(0), None
+    for agreement, own in prepaid_order(blocks, current):
+        if carried > 0 and own:
+            own = [replace(own[0], carried_in=own[0].carried_in + carried)] + own[1:]
+        d = draw_down(entries, own, terms, agreement=agreement)
+        if unknown is not None:
+            d = replace(d, warning_block=None, errors=d.errors + (
+                f"the hours carried beyond the balance of prepaid agreement {unknown} into this one are not known "
+                f"until that agreement's entries are corrected",))
+        out[agreement] = d
+        if terms.beyond_balance == CARRY:
+            carried = d.carried if own else carried + d.carried
+            if d.errors:
+                unknown = unknown or agreement
+    return out
+
+
 # --- the bill ---
 
 
@@ -381,13 +442,16 @@ class TimeBill:
     """The time-and-materials part of one client's invoice for one period.
 
     ``errors``: records that cannot be billed as the mappings stand (each names the fix; they are
-    not billed, the others are). ``drawdown``: the prepaid agreement's state (block contracts).
+    not billed, the others are). ``drawdown``: the contract's own prepaid agreement's state (block
+    contracts); ``drawdowns``: every prepaid agreement's state, by agreement id (earlier, expired
+    block agreements too).
     """
 
     lines: tuple[BillingLine, ...]
     reported: tuple[ReportedItem, ...] = ()
     errors: tuple[str, ...] = ()
     drawdown: Drawdown | None = None
+    drawdowns: dict[str, Drawdown] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -479,8 +543,12 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
 
     ``entries``/``products``: the client's records as the engine has them, possibly from earlier
     periods (a record never billed is billed now, with its own date). ``blocks``: the prepaid
-    blocks of the contract's agreement (block contracts). ``already_billed``: the item ids the hub
-    already pushed (entry and product source ids, ``flat:<ticket id>``).
+    blocks of the client: of the contract's agreement (block contracts; a block with no
+    ``agreement``) and of its other block agreements, current or expired (a block naming its
+    ``agreement``), whatever the contract's kind. Time charged to any of them is block time, drawn
+    from the agreement it was charged to (``draw_down_agreements``), never time and materials.
+    ``already_billed``: the item ids the hub already pushed (entry and product source ids,
+    ``flat:<ticket id>``).
 
     Non-billable and no-charge records, records invoiced by the PSA or already billed, time
     included in a managed contract's services, time drawn from a block and hours replaced by a
@@ -492,6 +560,8 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
     terms = contract.time
     kind = contract.kind
     received = list(entries)
+    current = contract.agreement if kind == "block" else None
+    prepaid = {a for a, _ in prepaid_order(blocks, current)}
     dated = []
     for e in received:
         problem = entry_problem(e)
@@ -499,8 +569,7 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
             dated.append(e)
         elif e.billable in (DO_NOT_BILL, NO_CHARGE):
             continue
-        elif kind == "block" and contract.agreement is not None and is_billable(e) \
-                and e.agreement_source_id == contract.agreement:
+        elif is_billable(e) and e.agreement_source_id is not None and e.agreement_source_id in prepaid:
             continue                    # draw_down names it, as an entry of the prepaid agreement
         else:
             run.errors.append(problem)
@@ -538,22 +607,27 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
     lines += _flat_lines(run, time_entries, flat_by_ticket)
     time_entries = [e for e in time_entries if e.source_id not in no_ticket and e.ticket_id not in flat_by_ticket]
 
-    drawdown = None
-    if kind == "block":
-        on_block = [e for e in time_entries if e.agreement_source_id == contract.agreement]
-        time_entries = [e for e in time_entries if e.agreement_source_id != contract.agreement]
-        drawdown = draw_down(received if contract.agreement is not None else [], blocks, terms,
-                             agreement=contract.agreement)
-        if drawdown.errors:
-            # The balance after a bad entry is not known, so no overage of the agreement is billed.
-            run.errors.extend(f"prepaid agreement {contract.agreement}: {e}; the agreement's overage is not "
-                              f"billed until it is corrected" for e in drawdown.errors)
-        else:
-            lines += _overage_lines(run, on_block, drawdown)
+    drawdowns: dict[str, Drawdown] = {}
+    if kind not in ("managed", "block", "time_and_materials") or (kind == "block" and contract.agreement is None):
+        pass                            # an error above: nothing of the client is billed
+    elif prepaid:
+        drawdowns = draw_down_agreements(received, blocks, terms, current=current)
+        for agreement, d in drawdowns.items():
+            on_block = [e for e in time_entries if e.agreement_source_id == agreement]
+            if d.errors:
+                # The balance after a bad entry is not known, so no overage of the agreement is billed.
+                run.errors.extend(f"prepaid agreement {agreement}: {e}; the agreement's overage is not "
+                                  f"billed until it is corrected" for e in d.errors)
+            else:
+                lines += _overage_lines(run, on_block, d, agreement)
+        time_entries = [e for e in time_entries if e.agreement_source_id not in drawdowns]
+    drawdown = drawdowns.get(current) if current is not None else None
+    if kind == "block" and drawdown is None:
+        drawdown = draw_down([], [b for b in blocks if b.agreement is None], terms, agreement=contract.agreement)
 
     lines += _tm_lines(run, time_entries, included)
     lines += _product_lines(run, products)
-    return TimeBill(tuple(_unique_codes(lines)), tuple(run.reported), tuple(run.errors), drawdown)
+    return TimeBill(tuple(_unique_codes(lines)), tuple(run.reported), tuple(run.errors), drawdown, drawdowns)
 
 
 def _flat_lines(run: _Run, entries: list[TimeEntry], flat: dict[str | None, list[TimeEntry]]) -> list[BillingLine]:
@@ -611,9 +685,11 @@ def _parsable(e: TimeEntry) -> bool:
     return True
 
 
-def _overage_lines(run: _Run, on_block: list[TimeEntry], d: Drawdown) -> list[BillingLine]:
-    """Report what the blocks absorbed; bill overage of entries of this period or earlier, once."""
-    terms, agreement = run.terms, run.contract.agreement
+def _overage_lines(run: _Run, on_block: list[TimeEntry], d: Drawdown, agreement: str) -> list[BillingLine]:
+    """Report what the blocks of ``agreement`` absorbed; bill overage of entries of this period or
+    earlier, once."""
+    terms = run.terms
+    own = agreement == run.contract.agreement and run.contract.kind == "block"
     groups: dict[int, list[tuple[TimeEntry, Fraction]]] = defaultdict(list)
     priced_by: dict[int, set[int | None]] = defaultdict(set)
     for e in on_block:
@@ -650,7 +726,9 @@ def _overage_lines(run: _Run, on_block: list[TimeEntry], d: Drawdown) -> list[Bi
         quantity = sum((h for _, h in counted), Fraction(0))
         balances = ", ".join(f"block {n} {_hours_text(b)}" for n, b in sorted(d.balances.items())) or "no block"
         lines.append(run.line(
-            f"overage:{agreement}", f"Hours beyond the prepaid block ({run.period.name})", quantity, rate,
+            f"overage:{agreement}", (f"Hours beyond the prepaid block ({run.period.name})" if own else
+                                     f"Hours beyond the prepaid block of agreement {agreement} ({run.period.name})"),
+            quantity, rate,
             f"prepaid block: hours beyond the balance of agreement {agreement} (balance left: {balances}) are "
             f"overage (contract: overage), billed at {format_minor(rate, run.cur)} per hour, {source}; "
             f"{_increment_note(terms)}"
@@ -815,11 +893,12 @@ def _product_lines(run: _Run, products: Iterable[ProductLine]) -> list[BillingLi
 
 
 def renewal_lines(client_id: str, contract: Contract, block_number: int, period_name: str, *,
-                  balance: Fraction | None = None) -> tuple[BillingLine, ...]:
+                  balance: Fraction | None = None, agreement: str | None = None) -> tuple[BillingLine, ...]:
     """The invoice for a new prepaid block, planned once when block ``block_number``'s balance
     reached the warning threshold (BILLING.md, "Prepaid blocks"). Size and price come from
     ``contract.time.renewal``, else ``contract.time.block``; MappingError when neither is set.
-    ``balance``: the block's hours left, for the explanation."""
+    ``balance``: the block's hours left, for the explanation; ``agreement``: the block's agreement
+    when it is not the contract's own (a block renewed as a new agreement in the PSA)."""
     terms = contract.time
     size = terms.renewal or terms.block
     if size is None:
@@ -833,7 +912,7 @@ def renewal_lines(client_id: str, contract: Contract, block_number: int, period_
     rule = (f"prepaid block: {fell}, at or below the warning threshold of {_hours_text(terms.warning_hours)}; "
             f"a new block of {_hours_text(hours)} at {format_minor(size.price, contract.currency)} "
             f"({format_minor(per_hour, contract.currency)} per hour), {which}")
-    item = {"id": f"renewal:{contract.agreement or client_id}:{block_number}", "after_block": block_number,
+    item = {"id": f"renewal:{agreement or contract.agreement or client_id}:{block_number}", "after_block": block_number,
             "block": block_number + 1, "hours": format_quantity(hours),
             "balance": None if balance is None else format_quantity(balance)}
     return (BillingLine(client_id, period_name, f"block:{size.id}",
@@ -844,4 +923,4 @@ def renewal_lines(client_id: str, contract: Contract, block_number: int, period_
 __all__ = ["ALREADY_BILLED", "Allocation", "Block", "DRAWN", "Drawdown", "FLAT_REPLACED", "INCLUDED",
            "INVOICED_BY_PSA", "LATER_PERIOD", "NON_BILLABLE", "NOT_CHARGED", "NO_HOURS", "PENDING",
            "ReportedItem", "TimeBill", "actual_hours", "bill_time", "billable_hours", "draw_down",
-           "is_billable", "renewal_lines"]
+           "draw_down_agreements", "is_billable", "prepaid_order", "renewal_lines"]

@@ -12,7 +12,7 @@ from hub.periods import month
 from hub.records import BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, ProductLine, TimeEntry
 from hub.timebilling import (ALREADY_BILLED, DRAWN, FLAT_REPLACED, INCLUDED, INVOICED_BY_PSA, LATER_PERIOD,
                              NO_HOURS, NON_BILLABLE, NOT_CHARGED, PENDING, Block, bill_time, billable_hours,
-                             draw_down, renewal_lines)
+                             draw_down, draw_down_agreements, prepaid_order, renewal_lines)
 
 UTC = timezone.utc
 OCT = month(2026, 10, "UTC")
@@ -849,3 +849,100 @@ def test_undated_products_come_after_dated_ones_in_date_order():
     products = [product(1, when=None), product(2, when=dt(2026, 10, 9)), product(3, when=dt(2026, 10, 2))]
     (line,) = bill_time("acme", contract(), [], products, OCT).lines
     assert [i["id"] for i in line.items] == ["3", "2", "1"]
+
+
+# --- blocks renewed as new agreements ---
+
+
+def old_and_new(old_size=BLOCK_10, new_size=BLOCK_10):
+    """AG0, a block from August to September, renewed in the PSA as AG1 from October 1."""
+    return [Block.of_size(1, old_size, dt(2026, 8, 1), agreement="AG0"),
+            Block.of_size(1, new_size, dt(2026, 10, 1), agreement="AG1")]
+
+
+def on_old(i, hours, when, **kw):
+    return entry(i, hours, when=when, agreement="AG0", **kw)
+
+
+def test_time_of_an_expired_block_agreement_draws_its_own_block_never_time_and_materials():
+    c = contract("block", "AG1")
+    entries = [on_old(1, "6", dt(2026, 9, 2)), on_old(2, "2", dt(2026, 10, 3)), on_block(3, "3", dt(2026, 10, 4)),
+               entry(4, "1", "Project")]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=old_and_new())
+    assert [line.code for line in bill.lines] == ["time:Project"]
+    assert [(r.id, r.reason, r.hours) for r in bill.reported] == [("1", DRAWN, "6"), ("2", DRAWN, "2"),
+                                                                  ("3", DRAWN, "3")]
+    assert "of agreement AG0" in bill.reported[1].detail and "of agreement AG1" in bill.reported[2].detail
+    assert bill.drawdowns["AG0"].balances == {1: 2} and bill.drawdowns["AG1"].balances == {1: 7}
+    assert bill.drawdown is bill.drawdowns["AG1"]
+
+
+def test_hours_left_on_the_expired_block_stay_its_own():
+    c = contract("block", "AG1")
+    entries = [on_old(1, "4", dt(2026, 9, 2)), on_block(2, "12", dt(2026, 10, 4))]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=old_and_new())
+    over = by_code(bill)["overage:AG1"]
+    assert (over.quantity, over.amount) == ("2", 18000)
+    assert bill.drawdowns["AG0"].balances == {1: 6}
+
+
+def test_overage_of_the_expired_block_is_billed_once_at_its_rate_on_its_own_line():
+    c = contract("block", "AG1")
+    entries = [on_old(1, "9", dt(2026, 9, 2)), on_old(2, "3", dt(2026, 9, 28)), on_block(3, "3", dt(2026, 10, 4))]
+    blocks_ = old_and_new(new_size=BLOCK_20)
+    bill = bill_time("acme", c, entries, [], OCT, blocks=blocks_)
+    (over,) = bill.lines
+    assert (over.code, over.quantity, over.unit_amount, over.amount) == ("overage:AG0", "2", 9000, 18000)
+    assert over.description == "Hours beyond the prepaid block of agreement AG0 (2026-10)"
+    assert [(i["id"], i["overage_hours"], i["period"]) for i in over.items] == [("2", "2", "2026-09")]
+    assert "includes entries of 2026-09 not billed before" in over.rule
+    again = bill_time("acme", c, entries, [], month(2026, 11, "UTC"), blocks=blocks_, already_billed=frozenset({"2"}))
+    assert again.lines == () and reasons(again)["2"] == ALREADY_BILLED
+
+
+def test_carry_moves_what_the_expired_block_could_not_cover_into_the_new_block():
+    c = contract("block", "AG1", beyond_balance="carry")
+    entries = [on_old(1, "12", dt(2026, 9, 2)), on_block(2, "5", dt(2026, 10, 4))]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=old_and_new())
+    assert bill.lines == ()
+    assert [(r.id, r.reason, r.hours) for r in bill.reported] == [("1", DRAWN, "10"), ("1", PENDING, "2"),
+                                                                  ("2", DRAWN, "5")]
+    assert bill.drawdowns["AG1"].balances == {1: 3} and bill.drawdowns["AG1"].warning_block is None
+    assert bill.drawdowns["AG0"].carried == 2 and bill.drawdowns["AG1"].carried == 0
+    # Without the renewal, the 2 h wait for a block; with overage they are billed instead.
+    assert bill_time("acme", c, entries[:1], [], OCT, blocks=old_and_new()[:1]).drawdowns["AG0"].carried == 2
+    over = bill_time("acme", contract("block", "AG1"), entries, [], OCT, blocks=old_and_new())
+    assert [(l.code, l.quantity) for l in over.lines] == [("overage:AG0", "2")]
+    assert over.drawdowns["AG1"].balances == {1: 5}
+
+
+def test_carried_hours_not_known_hold_the_later_agreements_balance():
+    c = contract("block", "AG1", beyond_balance="carry")
+    entries = [on_old(1, "x", dt(2026, 9, 2)), on_block(2, "9", dt(2026, 10, 4))]
+    d = draw_down_agreements(entries, old_and_new(), c.time, current="AG1")
+    assert d["AG0"].failed == {"1"} and d["AG1"].warning_block is None
+    assert "carried beyond the balance of prepaid agreement AG0" in d["AG1"].errors[-1]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=old_and_new())
+    assert any(e.startswith("prepaid agreement AG1: the hours carried") for e in bill.errors)
+    # With overage nothing is carried: the new agreement's balance is known.
+    known = draw_down_agreements(entries, old_and_new(), terms(), current="AG1")
+    assert known["AG1"].errors == () and known["AG1"].warning_block == 1
+
+
+def test_block_agreements_are_taken_oldest_first_the_current_one_even_without_a_block():
+    late_first = [Block.of_size(1, BLOCK_10, dt(2026, 10, 1), agreement="B"),
+                  Block.of_size(2, BLOCK_10, dt(2026, 9, 15), agreement="A"),
+                  Block.of_size(1, BLOCK_10, dt(2026, 8, 1), agreement="A"),
+                  Block.of_size(1, BLOCK_10, dt(2026, 10, 1), agreement="AA")]
+    order = prepaid_order(late_first, "CUR")
+    assert [(a, [b.number for b in bs]) for a, bs in order] == [("A", [1, 2]), ("AA", [1]), ("B", [1]), ("CUR", [])]
+    assert [a for a, _ in prepaid_order(blocks(dt(2026, 9, 1)), "AG1")] == ["AG1"]
+    assert prepaid_order(blocks(dt(2026, 9, 1)), None) == []
+
+
+def test_time_on_a_block_agreement_is_block_time_whatever_the_current_contract():
+    c = contract("managed", "AG9")                  # the client moved from a block to a managed contract
+    entries = [on_old(1, "4", dt(2026, 9, 2)), on_old(2, "7", dt(2026, 10, 3)), entry(3, "1", "Project")]
+    bill = bill_time("acme", c, entries, [], OCT, blocks=old_and_new()[:1])
+    assert [(l.code, l.quantity) for l in bill.lines] == [("overage:AG0", "1"), ("time:Project", "1")]
+    assert bill.drawdown is None and bill.drawdowns["AG0"].balances == {1: 0}
