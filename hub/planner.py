@@ -346,8 +346,13 @@ def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
         if not is_detailed(snap["lines"]):
             continue
         earlier = parse_period(snap["period"], period.tz)
-        lines += _late_devices(hub, contract, period, earlier, snap["lines"], devices, seen, billed)
+        lines += _late_devices(hub, contract, period, earlier, snap, devices, seen, billed)
     return lines
+
+
+def _known_after(seen: dict | None, snap: dict) -> bool:
+    return seen is None or not seen.get("noted_at") or not snap.get("created_at") or \
+        seen["noted_at"] > snap["created_at"]
 
 
 def approved_in_time(device, seen: dict | None, period: Period) -> bool:
@@ -358,8 +363,11 @@ def approved_in_time(device, seen: dict | None, period: Period) -> bool:
     return seen["approved_seen_at"] is not None and seen["approved_seen_at"] < period.end
 
 
-def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Period, snapshot: list[dict],
+def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Period, snap: dict,
                   devices, seen: dict, billed: frozenset[str]) -> list[BillingLine]:
+    """The devices the hub first knew after ``earlier`` was invoiced (reported late by the RMM)
+    that count for it: a device it knew then was decided then, whatever its later contacts say."""
+    snapshot = snap["lines"]
     codes = {line["code"]: line for line in snapshot}
     tiers = {c.split(":")[1] for c in codes if c.startswith("tier:")}
     if len(tiers) != 1:
@@ -370,6 +378,7 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
             if t.get("kind") == "device":
                 billed_on.setdefault(t["on"], set()).add(t["id"])
     candidates = [d for d in devices if str(d.source_id) not in billed_on.get("tier:" + next(iter(tiers)), set())
+                  and _known_after(seen.get((d.source, str(d.source_id))), snap)
                   and approved_in_time(d, seen.get((d.source, str(d.source_id))), earlier)]
     if not candidates:
         return []

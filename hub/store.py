@@ -152,13 +152,16 @@ def m009_notifications(db: Database) -> None:
 
 @migrations()
 def m010_month_after_month(db: Database) -> None:
-    # When the hub first saw each device approved: an approval never reaches back into a period
-    # invoiced before it. ``first_status`` is the state the hub first stored the device in: a
-    # device first stored approved counts as approved since its creation (nothing says otherwise).
+    # When the hub first knew each device and first saw it approved: only a device it did not know
+    # when a period was invoiced can be billed late for it, and an approval never reaches back into
+    # a period invoiced before it. ``first_status`` is the state the hub first stored the device in
+    # (first stored approved: approved since its creation, nothing says otherwise); ``noted_at`` is
+    # the wall-clock time it was first noted, comparable with a snapshot's ``created_at``;
+    # ``first_seen_at`` and ``approved_seen_at`` are the hub's clock.
     db["device_approvals"].create({"source": str, "source_id": str, "first_status": str, "first_seen_at": str,
-                                   "approved_seen_at": str}, pk=("source", "source_id"))
-    db.execute("insert into device_approvals (source, source_id, first_status, first_seen_at, approved_seen_at) "
-               "select source, source_id, approval_status, updated_at, null from devices")
+                                   "approved_seen_at": str, "noted_at": str}, pk=("source", "source_id"))
+    db.execute("insert into device_approvals (source, source_id, first_status, first_seen_at, approved_seen_at, "
+               "noted_at) select source, source_id, approval_status, updated_at, null, ? from devices", [now_iso()])
 
 
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
@@ -674,10 +677,10 @@ class Store:
             where, args = where + " and d.client_source_id = ?", args + [client_source_id]
         with self.db.atomic():
             self.db.execute(
-                "insert into device_approvals (source, source_id, first_status, first_seen_at, approved_seen_at) "
-                "select d.source, d.source_id, d.approval_status, ?, null from devices d "
+                "insert into device_approvals (source, source_id, first_status, first_seen_at, approved_seen_at, "
+                "noted_at) select d.source, d.source_id, d.approval_status, ?, null, ? from devices d "
                 "where not exists (select 1 from device_approvals a where a.source = d.source "
-                "and a.source_id = d.source_id)" + where, [at, *args])
+                "and a.source_id = d.source_id)" + where, [at, now_iso(), *args])
             cur = self.db.execute(
                 "update device_approvals set approved_seen_at = ? where approved_seen_at is null "
                 "and first_status not in ('approved', 'decommissioned') and exists (select 1 from devices d "
@@ -687,19 +690,22 @@ class Store:
 
     def approvals_seen(self, source: str, client_source_id: str | None = None) -> dict[str, dict]:
         """Per device id of ``source`` (optionally one client's): ``first_status`` and
-        ``approved_seen_at`` (None while the hub never saw it approved after another state)."""
-        sql = ("select a.source_id, a.first_status, a.approved_seen_at from device_approvals a "
+        ``approved_seen_at`` (None while the hub never saw it approved after another state) and
+        ``noted_at`` (wall clock, when the hub first knew it)."""
+        sql = ("select a.source_id, a.first_status, a.approved_seen_at, a.noted_at from device_approvals a "
                "join devices d on d.source = a.source and d.source_id = a.source_id where a.source = ?")
         args: list = [source]
         if client_source_id is not None:
             sql, args = sql + " and d.client_source_id = ?", args + [client_source_id]
-        return {r["source_id"]: {"first_status": r["first_status"], "approved_seen_at": _dt(r["approved_seen_at"])}
+        return {r["source_id"]: {"first_status": r["first_status"], "approved_seen_at": _dt(r["approved_seen_at"]),
+                                 "noted_at": r["noted_at"]}
                 for r in self.db.query(sql, args)}
 
     def invoice_snapshots(self, client_id: str, *, before: str, exclude_key: str | None = None) -> list[dict]:
         """The client's invoice snapshots of periods before ``before`` (not cancelled, oldest
-        first): ``period``, ``action_key``, ``status``, ``sent_at`` and ``lines`` (decoded)."""
-        sql = ("select s.period, s.action_key, s.lines, a.status, a.sent_at from snapshots s "
+        first): ``period``, ``action_key``, ``status``, ``sent_at``, ``created_at`` (wall clock, when the
+        snapshot was recorded) and ``lines`` (decoded)."""
+        sql = ("select s.period, s.action_key, s.lines, s.created_at, a.status, a.sent_at from snapshots s "
                "join actions a on a.key = s.action_key where s.client_id = ? and s.period < ? and a.status != ?")
         args: list = [client_id, before, CANCELLED]
         if exclude_key:

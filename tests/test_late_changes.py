@@ -1,0 +1,222 @@
+"""Month after month: the past is never re-priced, late facts are billed once both ways.
+
+End to end against the NinjaOne, ConnectWise and Stripe simulators, one database, the hub's
+clock moved from month to month (the run on the 1st invoices the month that ended). Each
+invoiced period keeps what its snapshot billed, thing by thing (BILLING.md, "Month after month",
+"Devices"): a device reclassified, a tier changed or an approval given later never touches it; a
+time entry edited after it was invoiced is charged or credited the difference once, on the next
+invoice; a credit that makes an invoice negative waits for a person.
+"""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from hub.engine import sync_once
+from tests.test_psa_billing import PsaEnv, at, invoice, lines
+
+UTC = timezone.utc
+DEC_1 = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)     # the monthly run that invoices November
+JAN_1 = datetime(2027, 1, 1, 7, 0, tzinfo=UTC)      # ... December
+FEB_1 = datetime(2027, 2, 1, 7, 0, tzinfo=UTC)      # ... January
+LOOSE = {"guardrails": {"invoice_max_change_percent": 1000, "invoice_max_device_change_percent": 1000}}
+
+
+def ts(year, month, day):
+    return datetime(year, month, day, 9, tzinfo=UTC).timestamp()
+
+
+def edit_device(sim, device_id, **fields):
+    """Change a device's raw NinjaOne fields, as the RMM does (a reclassification, a contact)."""
+    sim._devices[device_id].update(fields)
+    sim._put_device(sim._devices[device_id])
+
+
+def keep_alive(sim, org, when):
+    """Every approved device of ``org`` was seen at ``when`` (the RMM keeps reporting them)."""
+    for d in sim.device_ids:
+        if sim.device(d)["organizationId"] == org:
+            edit_device(sim, d, lastContact=when, lastUpdate=when)
+
+
+def deltas(item):
+    return {c: l for c, l in lines(item).items() if c.startswith("delta:")}
+
+
+def acme_sent(env, period):
+    return [i for i in env.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:acme:{period}"]
+
+
+@pytest.fixture
+def psa(tmp_path):
+    env = PsaEnv(tmp_path, billing=LOOSE)
+    env.cw.add_agreement(env.co["elm"], "Break/Fix")
+    return env
+
+
+def acme_workstation(env):
+    return next(d for d in env.ninja.device_ids if env.ninja.device(d)["organizationId"] == 1
+                and env.ninja.device(d)["nodeClass"] == "WINDOWS_WORKSTATION"
+                and env.ninja.device(d)["approvalStatus"] == "APPROVED")
+
+
+def test_a_reclassified_device_never_touches_the_months_it_was_billed_in(psa):
+    oct_ = invoice(sync_once(psa.hub()), "acme")
+    moved = acme_workstation(psa)
+    assert str(moved) in {i["id"] for i in lines(oct_)["tier:gold:workstation"].items}
+    edit_device(psa.ninja, moved, nodeClass="WINDOWS_SERVER")        # turned into a server in November
+    nov = invoice(sync_once(psa.hub(clock=DEC_1)), "acme", "2026-11")
+    assert nov.status == "create" and deltas(nov) == {}              # October keeps it as a workstation
+    assert str(moved) in {i["id"] for i in lines(nov)["tier:gold:server"].items}
+    assert str(moved) not in {i["id"] for i in lines(nov)["tier:gold:workstation"].items}
+    keep_alive(psa.ninja, 1, ts(2026, 12, 15))
+    dec = invoice(sync_once(psa.hub(clock=JAN_1)), "acme", "2026-12")
+    assert deltas(dec) == {} and len(acme_sent(psa, "2026-10")) == len(acme_sent(psa, "2026-11")) == 1
+
+
+def test_a_tier_upgrade_never_reprices_an_invoiced_month_and_a_late_device_keeps_its_months_price(psa):
+    oct_ = invoice(sync_once(psa.hub()), "acme")
+    gold_ws = lines(oct_)["tier:gold:workstation"].unit_amount
+    contracts = psa.mappings / "contracts.toml"
+    contracts.write_text(contracts.read_text().replace('tier = "gold"', 'tier = "platinum"', 1))
+    # A workstation in use since October 10 that the RMM reports only now.
+    late = psa.ninja.add_device(1, "WINDOWS_WORKSTATION", created=at(10, 10), last_contact=ts(2026, 11, 25),
+                                name="LATE-WS")
+    nov = invoice(sync_once(psa.hub(clock=DEC_1)), "acme", "2026-11")
+    assert {c for c in lines(nov) if c.startswith("tier:")} == {"tier:platinum:workstation", "tier:platinum:server"}
+    got = deltas(nov)
+    assert set(got) == {"delta:2026-10:tier:gold:workstation", "delta:2026-10:addon:backup:workstation"}
+    ws = got["delta:2026-10:tier:gold:workstation"]
+    assert (ws.quantity, ws.unit_amount, ws.amount) == ("1", gold_ws, gold_ws)      # October's Gold price
+    assert [i["ref"] for i in ws.items] == [str(late)] and ws.items[0]["name"] == "LATE-WS"
+    assert ws.description.startswith("Late change for 2026-10:") and "billed once" in ws.rule
+    backup = got["delta:2026-10:addon:backup:workstation"]
+    assert backup.unit_amount == lines(oct_)["addon:backup:workstation"].unit_amount
+    # Billed once: the next month carries no late change for October, and no re-run pushes.
+    keep_alive(psa.ninja, 1, ts(2026, 12, 15))
+    dec = invoice(sync_once(psa.hub(clock=JAN_1)), "acme", "2026-12")
+    assert deltas(dec) == {}
+    again = sync_once(psa.hub(clock=JAN_1))
+    assert not again.pushed and invoice(again, "acme", "2026-12").status == "unchanged"
+
+
+def test_an_approval_never_reaches_back_into_an_invoiced_month(psa):
+    pending = psa.ninja.add_device(1, "WINDOWS_WORKSTATION", approval="PENDING", created=at(10, 5),
+                                   last_contact=ts(2026, 11, 20), name="PENDING-WS")
+    oct_ = invoice(sync_once(psa.hub()), "acme")
+    assert ("PENDING-WS", "not approved in the RMM (pending)") in {(e.name, e.reason) for e in oct_.bill.excluded}
+    nov = invoice(sync_once(psa.hub(clock=DEC_1)), "acme", "2026-11")
+    assert "PENDING-WS" not in {i["name"] for l in nov.bill.lines for i in l.items}
+    # A device in use since November 3 that the RMM first reports on December 3, pending.
+    newcomer = psa.ninja.add_device(1, "WINDOWS_WORKSTATION", approval="PENDING", created=at(11, 3),
+                                    last_contact=ts(2026, 12, 3), name="NEW-WS")
+    sync_once(psa.hub(clock=datetime(2026, 12, 3, 10, tzinfo=UTC)))
+    # Both approved on December 5: they count for December, never for October or November.
+    psa.ninja.set_approval(pending, "APPROVED")
+    psa.ninja.set_approval(newcomer, "APPROVED")
+    seen_dec_5 = psa.hub(clock=datetime(2026, 12, 5, 10, tzinfo=UTC))
+    sync_once(seen_dec_5)
+    keep_alive(psa.ninja, 1, ts(2026, 12, 15))
+    dec = invoice(sync_once(psa.hub(clock=JAN_1)), "acme", "2026-12")
+    assert deltas(dec) == {}
+    assert {str(pending), str(newcomer)} <= {i["id"] for i in lines(dec)["tier:gold:workstation"].items}
+    rows = seen_dec_5.store.approvals_seen("ninjaone", "1")
+    for device in (pending, newcomer):
+        row = rows[str(device)]
+        assert row["first_status"] == "pending" and row["approved_seen_at"] == datetime(2026, 12, 5, 10, tzinfo=UTC)
+
+
+def test_a_decommissioned_device_is_billed_for_the_month_it_was_last_seen_never_after(psa):
+    sync_once(psa.hub())
+    gone = psa.ninja.add_device(1, "WINDOWS_SERVER", created=at(1, 5), last_contact=ts(2026, 11, 10),
+                                name="OLD-SRV")
+    psa.ninja.set_approval(gone, "DECOMMISSIONED")
+    nov = invoice(sync_once(psa.hub(clock=DEC_1)), "acme", "2026-11")
+    assert "OLD-SRV" in {i["name"] for i in lines(nov)["tier:gold:server"].items}
+    keep_alive(psa.ninja, 1, ts(2026, 12, 15))
+    edit_device(psa.ninja, gone, lastContact=ts(2026, 11, 10))
+    dec = invoice(sync_once(psa.hub(clock=JAN_1)), "acme", "2026-12")
+    assert "OLD-SRV" not in {i["name"] for l in dec.bill.lines for i in l.items}
+    assert ("OLD-SRV", "not seen during the period (last contact 2026-11-10)") in \
+        {(e.name, e.reason) for e in dec.bill.excluded}
+
+
+def edit_entry(env, entry, **fields):
+    env.cw.time_entries.set(entry, **fields)
+    env.cw.touch("time_entries", [entry])
+
+
+def test_an_entry_changed_after_invoicing_is_charged_or_credited_once_and_a_negative_invoice_waits(psa):
+    elm = f"connectwise-{psa.co['elm']}"
+    raised = psa.time("elm", 1.0, at(10, 10), "After Hours")
+    dropped = psa.time("elm", 2.0, at(10, 12), "After Hours")
+    oct_ = invoice(sync_once(psa.hub()), elm)
+    billed = lines(oct_)["time:After Hours"]
+    rate = billed.unit_amount
+    assert (billed.quantity, billed.amount) == ("3", 3 * rate)
+    edit_entry(psa, raised, actualHours=2.0)                      # one more hour found after invoicing
+    edit_entry(psa, dropped, billableOption="NoCharge")           # waived after invoicing
+    psa.time("elm", 4.0, at(11, 5), "After Hours")
+    nov = invoice(sync_once(psa.hub(clock=DEC_1)), elm, "2026-11")
+    got = deltas(nov)
+    up, down = got[f"delta:2026-10:time:{raised}"], got[f"delta:2026-10:time:{dropped}"]
+    assert (up.quantity, up.unit_amount, up.amount) == ("1", rate, rate)
+    assert (down.quantity, down.unit_amount, down.amount) == ("-2", rate, -2 * rate)
+    assert "no charge" in down.rule and "credit" in down.rule and "1 h billed, 2 h now" in up.description
+    assert lines(nov)["time:After Hours"].amount == 4 * rate and nov.total == 3 * rate
+    assert nov.status == "create" and set(got) == {f"delta:2026-10:time:{raised}", f"delta:2026-10:time:{dropped}"}
+    stripe_nov = [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-11"]
+    assert len(stripe_nov) == 1 and stripe_nov[0]["total"] == 3 * rate
+    # A re-run pushes nothing; the next month bills no change twice.
+    assert not sync_once(psa.hub(clock=DEC_1)).pushed
+    # Back to 1 hour in December: a credit of the hour charged in November, and nothing else to
+    # bill, so the invoice would be negative: it waits for a person, with the amount and why.
+    edit_entry(psa, raised, actualHours=1.0)
+    run = sync_once(psa.hub(clock=JAN_1))
+    dec = invoice(run, elm, "2026-12")
+    credit = deltas(dec)[f"delta:2026-10:time:{raised}"]
+    assert (credit.quantity, credit.amount) == ("-1", -rate) and dec.total == -rate
+    assert dec.status == "held" and dec.cause == "guardrail"
+    assert any("below zero" in r and f"msp-hub approve invoice:{elm}:2026-12" in r for r in dec.reasons)
+    assert not [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-12"]
+
+
+def test_a_product_changed_after_invoicing_is_charged_the_difference_once(psa):
+    elm = f"connectwise-{psa.co['elm']}"
+    product = psa.cw.add_product(psa.co["elm"], "SSD-1TB", quantity=1, price=90.0, updated=at(10, 15))
+    oct_ = invoice(sync_once(psa.hub()), elm)
+    assert lines(oct_)["product:SSD-1TB"].amount == 9000
+    record = psa.cw.products.get(product)
+    record["quantity"] = 3.0                                     # two more disks delivered on the same line
+    psa.cw.products.put(record)
+    psa.cw.touch("products", [product])
+    psa.time("elm", 1.0, at(11, 5), "After Hours")
+    nov = invoice(sync_once(psa.hub(clock=DEC_1)), elm, "2026-11")
+    line = deltas(nov)[f"delta:2026-10:product:{product}"]
+    assert (line.quantity, line.unit_amount, line.amount) == ("2", 9000, 18000)
+    assert "1 billed, 3 now" in line.description
+    dec = invoice(sync_once(psa.hub(clock=JAN_1)), elm, "2026-12")
+    assert dec.status == "empty" and deltas(dec) == {}
+
+
+def strip_detail(store, client, period):
+    """Make a snapshot as one recorded before things were: its lines only."""
+    snap = store.get_snapshot(client, period)
+    store.db["snapshots"].update((client, period), {"lines": json.dumps(
+        [{k: v for k, v in line.items() if k != "things"} for line in snap])})
+
+
+def test_a_period_invoiced_without_detail_is_final(psa):
+    elm = f"connectwise-{psa.co['elm']}"
+    entry = psa.time("elm", 1.0, at(10, 10), "After Hours")
+    hub = psa.hub()
+    sync_once(hub)
+    strip_detail(hub.store, elm, "2026-10")
+    strip_detail(hub.store, "acme", "2026-10")
+    edit_entry(psa, entry, actualHours=3.0)
+    psa.ninja.add_device(1, "WINDOWS_WORKSTATION", created=at(10, 10), last_contact=ts(2026, 11, 25), name="LATE")
+    psa.time("elm", 1.0, at(11, 5), "After Hours")
+    run = sync_once(psa.hub(clock=DEC_1))
+    assert deltas(invoice(run, elm, "2026-11")) == {} and deltas(invoice(run, "acme", "2026-11")) == {}
+    assert lines(invoice(run, elm, "2026-11"))["time:After Hours"].quantity == "1"
