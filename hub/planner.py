@@ -520,6 +520,43 @@ def credit_surprises(bill: reconcile.Bill, key: str) -> tuple[str, ...]:
             f"msp-hub approve {key}",)
 
 
+def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> list[PlanItem]:
+    """Late changes of a client with no next invoice: its contract ended (a churned client), so no
+    invoice of ``period`` carries the credit or charge of an entry or product changed after it was
+    invoiced. Each is held for a person (cause ``guardrail``) with the amount and the reason, until
+    the hub can issue credit notes; approving its key sends it as an invoice of its own."""
+    if not period.has_ended(now):
+        return []
+    out = []
+    for cid, client in sorted(ctx.registry.clients.items()):
+        if cid in ctx.contracts or cid in ctx.errors:
+            continue
+        contract = Contract(cid, client.name, None, hub.mappings.currency, dict(client.links),
+                            kind="time_and_materials")
+        key = invoice_key(cid, period.name)
+        lines = record_deltas(hub, contract, period, key)
+        if not lines:
+            continue
+        bill = reconcile.Bill(cid, period.name, contract.currency, tuple(lines))
+        action = Action(key, INVOICE, connector_for(hub, INVOICE), cid, invoice_payload(bill, client.name, period),
+                        period.name)
+        status, reasons = _status_against_outbox(hub, key, action.payload["lines"], period=period, force=False,
+                                                 now=now)
+        cause = None
+        stored = hub.store.get_action(key)
+        if status == "create" and not (stored and stored["approved"]):
+            what = "credit" if bill.total < 0 else "charge"
+            status, cause = "held", "guardrail"
+            reasons = (f"client {client.name!r} ({cid}) has no contract for {period.name}, so no next invoice "
+                       f"carries the late changes of its invoiced periods: a {what} of "
+                       f"{format_minor(abs(bill.total), bill.currency)} ({'; '.join(l.description for l in lines)}). "
+                       f"It waits for a person (a credit note, once invoices can be corrected); send it as an "
+                       f"invoice of its own with: msp-hub approve {key}",)
+        out.append(PlanItem(INVOICE, cid, client.name, period.name, status, action, bill, reasons,
+                            ledger=ledger_of(lines), snapshot=snapshot_of(lines), cause=cause))
+    return out
+
+
 def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozenset[str] = frozenset()) -> reconcile.Bill:
     """One client's invoice for one period: devices, time and products, late changes of
     earlier periods, the plugins' lines, then the monthly minimum."""

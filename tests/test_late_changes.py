@@ -220,3 +220,33 @@ def test_a_period_invoiced_without_detail_is_final(psa):
     run = sync_once(psa.hub(clock=DEC_1))
     assert deltas(invoice(run, elm, "2026-11")) == {} and deltas(invoice(run, "acme", "2026-11")) == {}
     assert lines(invoice(run, elm, "2026-11"))["time:After Hours"].quantity == "1"
+
+
+def test_a_credit_for_a_client_with_no_next_invoice_is_held_with_its_amount(psa):
+    from hub.engine import RunReport
+    from hub.periods import parse_period
+    from hub.planner import build_context, held_credits
+    elm = f"connectwise-{psa.co['elm']}"
+    waived = psa.time("elm", 2.0, at(10, 12), "After Hours")
+    rate = lines(invoice(sync_once(psa.hub()), elm))["time:After Hours"].unit_amount
+    # The client leaves at the end of October; an October entry is waived afterwards.
+    agreement = next(i for i in psa.cw.ids("agreements") if psa.cw.record("agreements", i)["company"]["id"] == psa.co["elm"])
+    psa.cw.agreements.get(agreement).update(agreementStatus="Cancelled", cancelledFlag=True)
+    psa.cw.touch("agreements", [agreement])
+    edit_entry(psa, waived, billableOption="NoCharge")
+    hub = psa.hub(clock=DEC_1)
+    run = sync_once(hub)
+    assert not [i for i in run.plan if i.client_id == elm]             # no contract, so no next invoice
+    nov = parse_period("2026-11")
+    items = held_credits(hub, build_context(hub, RunReport("t", "plan", DEC_1), nov), nov, DEC_1)
+    assert [(i.client_id, i.status, i.cause, i.total) for i in items] == [(elm, "held", "guardrail", -2 * rate)]
+    (line,) = items[0].bill.lines
+    assert line.code == f"delta:2026-10:time:{waived}" and line.amount == -2 * rate
+    reason = items[0].reasons[0]
+    assert "has no contract for 2026-11" in reason and "credit of 300.00 EUR" in reason
+    assert f"msp-hub approve invoice:{elm}:2026-11" in reason
+    # Approved by a person, it goes as an invoice of its own, once.
+    hub.store.record_action(items[0].action, "t")
+    hub.store.approve(items[0].action.key, who="ops@msp.example", why="refund the waived hours")
+    again = held_credits(hub, build_context(hub, RunReport("t", "plan", DEC_1), nov), nov, DEC_1)
+    assert [(i.status, i.total) for i in again] == [("create", -2 * rate)]
