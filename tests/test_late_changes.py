@@ -180,6 +180,13 @@ def test_an_entry_changed_after_invoicing_is_charged_or_credited_once_and_a_nega
     assert dec.status == "held" and dec.cause == "guardrail"
     assert any("below zero" in r and f"msp-hub approve invoice:{elm}:2026-12" in r for r in dec.reasons)
     assert not [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-12"]
+    # The held credit is carried by the next invoice that can take it, once.
+    psa.time("elm", 3.0, at(1, 7) + 365 * 86400, "After Hours")          # January 7, 2027
+    jan = invoice(sync_once(psa.hub(clock=FEB_1)), elm, "2027-01")
+    assert jan.status == "create" and jan.total == 2 * rate
+    assert deltas(jan)[f"delta:2026-10:time:{raised}"].amount == -rate
+    mar = invoice(sync_once(psa.hub(clock=datetime(2027, 3, 1, 7, tzinfo=UTC))), elm, "2027-02")
+    assert mar.status == "empty" and deltas(mar) == {}
 
 
 def test_a_product_changed_after_invoicing_is_charged_the_difference_once(psa):
@@ -250,3 +257,32 @@ def test_a_credit_for_a_client_with_no_next_invoice_is_held_with_its_amount(psa)
     hub.store.approve(items[0].action.key, who="ops@msp.example", why="refund the waived hours")
     again = held_credits(hub, build_context(hub, RunReport("t", "plan", DEC_1), nov), nov, DEC_1)
     assert [(i.status, i.total) for i in again] == [("create", -2 * rate)]
+
+
+def test_a_snapshot_records_each_thing_an_invoice_billed():
+    from hub.planner import is_detailed, snapshot_of
+    from hub.records import BillingLine
+    devices = BillingLine("acme", "2026-10", "tier:gold:workstation", "Gold, workstation", "1.5", 12000, 18000, "EUR",
+                          "rule", ({"id": "7", "name": "PC-7", "class": "workstation", "weight": "1"},
+                                   {"id": "8", "name": "PC-8", "class": "workstation", "weight": "0.5"}))
+    time_ = BillingLine("acme", "2026-10", "time:After Hours", "After Hours time", "1.25", 15000, 18750, "EUR", "rule",
+                        ({"id": "10001", "hours": "1.1", "billed_hours": "1.25", "work_type": "After Hours",
+                          "date": "2026-10-09", "period": "2026-09"},))
+    product = BillingLine("acme", "2026-10", "product:SSD-1TB", "SSD", "2", 9000, 18000, "EUR", "rule",
+                          ({"id": "3001", "quantity": "2", "description": "SSD", "date": "2026-10-15",
+                            "period": "2026-10"},))
+    flat = BillingLine("acme", "2026-10", "flat:Virus Removal", "Virus removal", "1", 9900, 9900, "EUR", "rule",
+                       ({"id": "flat:55", "ticket": "55"},))
+    snap = snapshot_of([devices, time_, product, flat])
+    assert is_detailed(snap) and not is_detailed([{k: v for k, v in l.items() if k != "things"} for l in snap])
+    assert snap[0]["things"] == [
+        {"kind": "device", "id": "7", "on": "tier:gold", "class": "workstation", "tier": "gold", "unit": 12000,
+         "quantity": "1", "amount": 12000},
+        {"kind": "device", "id": "8", "on": "tier:gold", "class": "workstation", "tier": "gold", "unit": 12000,
+         "quantity": "0.5", "amount": 6000}]
+    assert snap[1]["things"] == [{"kind": "time", "id": "10001", "hours": "1.1", "billed_hours": "1.25", "rate": 15000,
+                                  "work_type": "After Hours", "date": "2026-10-09", "period": "2026-09",
+                                  "amount": 18750}]
+    assert [(t["kind"], t["id"], t["quantity"], t["unit"], t["amount"]) for t in snap[2]["things"]] == \
+        [("product", "3001", "2", 9000, 18000)]
+    assert snap[3]["things"] == [{"kind": "flat", "id": "flat:55", "amount": 9900}]
