@@ -322,7 +322,7 @@ def time_records(hub: "Hub", contract: Contract, period: Period | None):
 
 
 def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: str,
-                  claimed: frozenset[str] = frozenset()) -> list[BillingLine]:
+                  claimed: frozenset[str] = frozenset(), notes: list[str] | None = None) -> list[BillingLine]:
     """Devices that count for an invoiced period and that its invoice did not bill, thing by thing.
 
     Each invoiced period keeps the tier, prices and classes its snapshot recorded: a device it
@@ -331,22 +331,26 @@ def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     once on the next invoice at that period's price. A device approved after the period (the hub
     first saw it approved at or after the period's end) never counts for it. Devices that stopped
     counting are not credited (a device that disappears during a period is billed for the whole
-    period). Periods whose snapshot has no detail are final.
+    period). Periods whose snapshot has no detail are final. Why a late device is not billed (its
+    period billed no device tier to price it with) is added to ``notes``.
     """
+    for system, ext in sorted(contract.links.items()):       # whatever the contract: it may get a tier
+        hub.store.note_device_approvals(hub.clock().isoformat(), system, ext)
+    if not contract.tier:
+        return []
     billed = hub.store.billed_item_ids(contract.client_id, exclude_key=exclude_key, kinds=("delta",)) | claimed
     devices = client_devices(hub, contract)
     if not devices:
         return []
     seen: dict[tuple[str, str], dict] = {}
     for system, ext in sorted(contract.links.items()):
-        hub.store.note_device_approvals(hub.clock().isoformat(), system, ext)
         seen.update({(system, sid): row for sid, row in hub.store.approvals_seen(system, ext).items()})
     lines: list[BillingLine] = []
     for snap in hub.store.invoice_snapshots(contract.client_id, before=period.name, exclude_key=exclude_key):
         if not is_detailed(snap["lines"]):
             continue
         earlier = parse_period(snap["period"], period.tz)
-        lines += _late_devices(hub, contract, period, earlier, snap, devices, seen, billed)
+        lines += _late_devices(hub, contract, period, earlier, snap, devices, seen, billed, notes)
     return lines
 
 
@@ -364,14 +368,25 @@ def approved_in_time(device, seen: dict | None, period: Period) -> bool:
 
 
 def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Period, snap: dict,
-                  devices, seen: dict, billed: frozenset[str]) -> list[BillingLine]:
+                  devices, seen: dict, billed: frozenset[str], notes: list[str] | None = None) -> list[BillingLine]:
     """The devices the hub first knew after ``earlier`` was invoiced (reported late by the RMM)
     that count for it: a device it knew then was decided then, whatever its later contacts say."""
     snapshot = snap["lines"]
     codes = {line["code"]: line for line in snapshot}
     tiers = {c.split(":")[1] for c in codes if c.startswith("tier:")}
     if len(tiers) != 1:
-        return []          # the period billed no device tier: no device of it is billed late
+        # The period billed no device tier (or several): nothing says at which price a late device
+        # would have been billed then, so none is; each one that counts is named.
+        late = [d for d in devices if _known_after(seen.get((d.source, str(d.source_id))), snap)
+                and approved_in_time(d, seen.get((d.source, str(d.source_id))), earlier)
+                and reconcile.why_not_counted(d, earlier) is None and reconcile.device_problem(d) is None]
+        if late and notes is not None and earlier == period.previous():
+            names = ", ".join(f"{d.name} ({d.source} id {d.source_id})" for d in late[:5])
+            notes.append(f"{len(late)} device(s) reported after the {earlier.name} invoice count for {earlier.name} "
+                         f"({names}{' ...' if len(late) > 5 else ''}), but that invoice billed "
+                         f"{'no device tier' if not tiers else 'several tiers'} to price them with; they are not "
+                         f"billed for {earlier.name}")
+        return []
     billed_on: dict[str, set[str]] = {}
     for line in snapshot:
         for t in line.get("things", []):
@@ -572,9 +587,10 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
                                    blocks=blocks_for(hub, contract), already_billed=already)
         bill = replace(bill, lines=bill.lines + tuple(tb.lines), errors=bill.errors + tuple(tb.errors),
                        reported=bill.reported + tuple(_reported(r) for r in tb.reported))
-    deltas = device_deltas(hub, contract, period, key, claimed) + record_deltas(hub, contract, period, key, claimed)
-    if deltas:
-        bill = replace(bill, lines=bill.lines + tuple(deltas))
+    notes: list[str] = []
+    deltas = device_deltas(hub, contract, period, key, claimed, notes) + record_deltas(hub, contract, period, key, claimed)
+    if deltas or notes:
+        bill = replace(bill, lines=bill.lines + tuple(deltas), notes=bill.notes + tuple(notes))
     extra: list[BillingLine] = []
     for lines in hub.pm.hook.add_billing_lines(client_id=contract.client_id, contract=contract, period=period.name,
                                                lines=bill.lines):

@@ -286,3 +286,22 @@ def test_a_snapshot_records_each_thing_an_invoice_billed():
     assert [(t["kind"], t["id"], t["quantity"], t["unit"], t["amount"]) for t in snap[2]["things"]] == \
         [("product", "3001", "2", 9000, 18000)]
     assert snap[3]["things"] == [{"kind": "flat", "id": "flat:55", "amount": 9900}]
+
+
+def test_a_late_device_of_a_month_billed_without_a_device_tier_is_named_not_billed(psa):
+    contracts = psa.mappings / "contracts.toml"
+    elm_links = f'links = {{ ninjaone = "5", connectwise = "{psa.co["elm"]}" }}'
+    psa.time("elm", 1.0, at(10, 10), "After Hours")
+    sync_once(psa.hub())                                  # October: time and materials, no device tier
+    elm = f"connectwise-{psa.co['elm']}"
+    contracts.write_text(contracts.read_text() + f'\n[clients.{elm}]\nname = "Elm Street Clinic"\n{elm_links}\n'
+                         'tier = "silver"\n')             # managed from November: the same client, a tier
+    late = psa.ninja.add_device(5, "WINDOWS_WORKSTATION", created=at(10, 3), last_contact=ts(2026, 11, 25),
+                                name="ELM-LATE")
+    run = sync_once(psa.hub(clock=DEC_1))
+    nov = invoice(run, elm, "2026-11")
+    assert deltas(nov) == {}
+    assert [n for n in nov.bill.notes if "count for 2026-10" in n] == [
+        "1 device(s) reported after the 2026-10 invoice count for 2026-10 (ELM-LATE (ninjaone id " + str(late) +
+        ")), but that invoice billed no device tier to price them with; they are not billed for 2026-10"]
+    assert "ELM-LATE" in {i["name"] for i in lines(nov)["tier:silver:workstation"].items}
