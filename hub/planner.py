@@ -24,7 +24,7 @@ from hub.money import format_minor, format_quantity, round_half_up
 from hub.periods import Period, parse_period
 from hub.quantities import Guardrails, QuantityCheck, check_quantities, unbilled_classes
 from hub.records import DO_NOT_BILL, NO_CHARGE, Action, BillingLine
-from hub.store import SENT
+from hub.store import SENDING, SENT
 
 if TYPE_CHECKING:  # pragma: no cover
     from hub.engine import Hub, RunReport
@@ -160,6 +160,12 @@ def things_of(line: BillingLine) -> list[dict[str, Any]]:
                         "period": item.get("period"), "amount": item.get("amount", line.amount),
                         "billed_hours": item.get("billed_hours"), "quantity": item.get("now_quantity")})
     return out
+
+
+def is_final(snap: dict) -> bool:
+    """Whether the invoice of a stored snapshot may be at the vendor (sent, or attempted): one never
+    attempted still takes the next plan's lines, late changes included, so it is not compared."""
+    return snap["status"] in (SENT, SENDING) or bool(snap.get("attempts"))
 
 
 def is_detailed(snapshot: list[dict]) -> bool:
@@ -347,7 +353,7 @@ def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
         seen.update({(system, sid): row for sid, row in hub.store.approvals_seen(system, ext).items()})
     lines: list[BillingLine] = []
     for snap in hub.store.invoice_snapshots(contract.client_id, before=period.name, exclude_key=exclude_key):
-        if not is_detailed(snap["lines"]):
+        if not is_detailed(snap["lines"]) or not is_final(snap):
             continue
         earlier = parse_period(snap["period"], period.tz)
         lines += _late_devices(hub, contract, period, earlier, snap, devices, seen, billed, notes)
@@ -434,7 +440,8 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     charge, credits it (a negative line). The rate is the one the entry was billed at; what was
     billed is the snapshot's amount plus every late change billed since. Periods whose snapshot
     has no detail are final."""
-    snaps = hub.store.invoice_snapshots(contract.client_id, before="9999-99", exclude_key=exclude_key)
+    snaps = [s for s in hub.store.invoice_snapshots(contract.client_id, before="9999-99", exclude_key=exclude_key)
+             if is_final(s)]
     billed: dict[tuple[str, str], dict] = {}
     for snap in snaps:
         if snap["period"] >= period.name or not is_detailed(snap["lines"]):

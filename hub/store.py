@@ -703,9 +703,9 @@ class Store:
 
     def invoice_snapshots(self, client_id: str, *, before: str, exclude_key: str | None = None) -> list[dict]:
         """The client's invoice snapshots of periods before ``before`` (not cancelled, oldest
-        first): ``period``, ``action_key``, ``status``, ``sent_at``, ``created_at`` (wall clock, when the
-        snapshot was recorded) and ``lines`` (decoded)."""
-        sql = ("select s.period, s.action_key, s.lines, s.created_at, a.status, a.sent_at from snapshots s "
+        first): ``period``, ``action_key``, ``status``, ``attempts``, ``sent_at``, ``created_at`` (wall
+        clock, when the snapshot was recorded) and ``lines`` (decoded)."""
+        sql = ("select s.period, s.action_key, s.lines, s.created_at, a.status, a.attempts, a.sent_at from snapshots s "
                "join actions a on a.key = s.action_key where s.client_id = ? and s.period < ? and a.status != ?")
         args: list = [client_id, before, CANCELLED]
         if exclude_key:

@@ -305,3 +305,12 @@ def test_a_late_device_of_a_month_billed_without_a_device_tier_is_named_not_bill
         "1 device(s) reported after the 2026-10 invoice count for 2026-10 (ELM-LATE (ninjaone id " + str(late) +
         ")), but that invoice billed no device tier to price them with; they are not billed for 2026-10"]
     assert "ELM-LATE" in {i["name"] for i in lines(nov)["tier:silver:workstation"].items}
+
+
+@pytest.mark.parametrize("status, attempts, final", [
+    ("sent", 1, True), ("sending", 1, True), ("failed", 2, True),   # may be at the vendor
+    ("pending", 0, False), ("held", 0, False), ("failed", 0, False),  # still takes the next plan's lines
+])
+def test_only_an_invoice_that_may_be_at_the_vendor_is_compared_with_late_facts(status, attempts, final):
+    from hub.planner import is_final
+    assert is_final({"status": status, "attempts": attempts, "lines": []}) is final
