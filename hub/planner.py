@@ -580,8 +580,9 @@ def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> lis
 
 
 def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozenset[str] = frozenset()) -> reconcile.Bill:
-    """One client's invoice for one period: devices, time and products, late changes of
-    earlier periods, the plugins' lines, then the monthly minimum."""
+    """One client's invoice for one period: devices, time and products, the plugins' lines, the
+    monthly minimum, then the late changes of earlier periods (outside the minimum: they belong to
+    the periods they change, not to this one)."""
     key = invoice_key(contract.client_id, period.name)
     if contract.tier:
         bill = reconcile.bill_devices(contract, hub.mappings, client_devices(hub, contract), period)
@@ -596,8 +597,6 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
                        reported=bill.reported + tuple(_reported(r) for r in tb.reported))
     notes: list[str] = []
     deltas = device_deltas(hub, contract, period, key, claimed, notes) + record_deltas(hub, contract, period, key, claimed)
-    if deltas or notes:
-        bill = replace(bill, lines=bill.lines + tuple(deltas), notes=bill.notes + tuple(notes))
     extra: list[BillingLine] = []
     for lines in hub.pm.hook.add_billing_lines(client_id=contract.client_id, contract=contract, period=period.name,
                                                lines=bill.lines):
@@ -606,7 +605,10 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         bad = [l.code for l in extra if l.currency != bill.currency]
         errors = bill.errors + tuple(f"a plugin added line {c!r} in another currency than {bill.currency}" for c in bad)
         bill = replace(bill, lines=bill.lines + tuple(sorted(extra, key=lambda l: l.code)), errors=errors)
-    return reconcile.apply_minimum(bill, contract)
+    bill = reconcile.apply_minimum(bill, contract)
+    if deltas or notes:
+        bill = replace(bill, lines=bill.lines + tuple(deltas), notes=bill.notes + tuple(notes))
+    return bill
 
 
 def _reported(item) -> dict:

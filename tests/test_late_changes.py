@@ -20,7 +20,8 @@ UTC = timezone.utc
 DEC_1 = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)     # the monthly run that invoices November
 JAN_1 = datetime(2027, 1, 1, 7, 0, tzinfo=UTC)      # ... December
 FEB_1 = datetime(2027, 2, 1, 7, 0, tzinfo=UTC)      # ... January
-LOOSE = {"guardrails": {"invoice_max_change_percent": 1000, "invoice_max_device_change_percent": 1000}}
+LOOSE = {"guardrails": {"invoice_max_change_percent": 1000, "invoice_max_device_change_percent": 1000,
+                        "first_invoice_max": "1000000.00"}}
 
 
 def ts(year, month, day):
@@ -314,3 +315,17 @@ def test_a_late_device_of_a_month_billed_without_a_device_tier_is_named_not_bill
 def test_only_an_invoice_that_may_be_at_the_vendor_is_compared_with_late_facts(status, attempts, final):
     from hub.planner import is_final
     assert is_final({"status": status, "attempts": attempts, "lines": []}) is final
+
+
+def test_a_late_change_is_outside_the_monthly_minimum_of_the_invoice_that_carries_it(psa):
+    contracts = psa.mappings / "contracts.toml"
+    contracts.write_text(contracts.read_text().replace('addons = ["backup"]', 'addons = ["backup"]\nminimum = "90000.00"', 1))
+    oct_ = invoice(sync_once(psa.hub()), "acme")
+    assert oct_.total == 9_000_000 and lines(oct_)["minimum"].amount > 0
+    psa.ninja.add_device(1, "WINDOWS_WORKSTATION", created=at(10, 10), last_contact=ts(2026, 11, 25), name="LATE-WS")
+    nov = invoice(sync_once(psa.hub(clock=DEC_1)), "acme", "2026-11")
+    late = sum(l.amount for l in deltas(nov).values())
+    assert late == lines(oct_)["tier:gold:workstation"].unit_amount + lines(oct_)["addon:backup:workstation"].unit_amount
+    own = sum(l.amount for c, l in lines(nov).items() if not c.startswith("delta:"))
+    assert own == 9_000_000 and nov.total == 9_000_000 + late     # the top-up does not swallow it
+    assert {l.code for l in nov.bill.lines[-2:]} == set(deltas(nov))       # after the minimum line
