@@ -23,8 +23,8 @@ from hub.mappings import Contract, contract_from_agreement
 from hub.money import format_minor, format_quantity, round_half_up
 from hub.periods import Period, parse_period
 from hub.quantities import Guardrails, QuantityCheck, check_quantities, unbilled_classes
-from hub.records import Action, BillingLine
-from hub.store import SENT
+from hub.records import DO_NOT_BILL, NO_CHARGE, Action, BillingLine
+from hub.store import SENDING, SENT
 
 if TYPE_CHECKING:  # pragma: no cover
     from hub.engine import Hub, RunReport
@@ -120,7 +120,57 @@ def ledger_of(lines) -> tuple[tuple[str, str, str, int], ...]:
 
 
 def snapshot_of(lines) -> list[dict]:
-    return [line_json(line) for line in lines]
+    """What an invoice billed, line by line and thing by thing: each line as ``line_json`` gives it,
+    with ``things``, one per device, time entry, product or flat-rate ticket it billed (its id,
+    class, tier, unit price, quantity or hours, and amount). A late change of the period is
+    compared with these things, never with today's contract, tier, price, class or approval. A
+    snapshot without ``things`` (made before they were recorded) is final: no late change for it."""
+    return [dict(line_json(line), things=things_of(line)) for line in lines]
+
+
+def things_of(line: BillingLine) -> list[dict[str, Any]]:
+    """The things one line billed, each with the amount it billed on its own."""
+    code, unit = line.code, line.unit_amount
+    kind = code.split(":", 1)[0]
+    out: list[dict[str, Any]] = []
+    for item in line.items:
+        if "id" not in item:
+            continue
+        if kind in ("tier", "addon"):
+            on = code.rsplit(":", 1)[0]            # "tier:gold" or "addon:backup"
+            weight = Fraction(str(item.get("weight", "1")))
+            out.append({"kind": "device", "id": str(item["id"]), "on": on, "class": item.get("class"),
+                        "tier": code.split(":")[1] if kind == "tier" else None, "unit": unit,
+                        "quantity": format_quantity(weight), "amount": round_half_up(weight * unit)})
+        elif kind in ("time", "overage"):
+            hours = Fraction(str(item.get("overage_hours", item.get("billed_hours", "0"))))
+            out.append({"kind": kind, "id": str(item["id"]), "hours": item.get("hours"),
+                        "billed_hours": format_quantity(hours), "rate": unit, "work_type": item.get("work_type"),
+                        "date": item.get("date"), "period": item.get("period") or line.period,
+                        "amount": round_half_up(hours * unit)})
+        elif kind == "product":
+            quantity = Fraction(str(item.get("quantity", "0")))
+            out.append({"kind": "product", "id": str(item["id"]), "quantity": format_quantity(quantity), "unit": unit,
+                        "description": item.get("description"), "date": item.get("date"),
+                        "period": item.get("period") or line.period, "amount": round_half_up(quantity * unit)})
+        elif kind == "flat":
+            out.append({"kind": "flat", "id": str(item["id"]), "amount": line.amount})
+        elif kind == "delta":
+            out.append({"kind": "delta", "of": item.get("of"), "id": str(item.get("ref", item["id"])),
+                        "period": item.get("period"), "amount": item.get("amount", line.amount),
+                        "billed_hours": item.get("billed_hours"), "quantity": item.get("now_quantity")})
+    return out
+
+
+def is_final(snap: dict) -> bool:
+    """Whether the invoice of a stored snapshot may be at the vendor (sent, or attempted): one never
+    attempted still takes the next plan's lines, late changes included, so it is not compared."""
+    return snap["status"] in (SENT, SENDING) or bool(snap.get("attempts"))
+
+
+def is_detailed(snapshot: list[dict]) -> bool:
+    """Whether a stored snapshot says what it billed thing by thing (see ``snapshot_of``)."""
+    return any("things" in line for line in snapshot)
 
 
 # --- clients and contracts -----------------------------------------------------------------------
@@ -545,41 +595,262 @@ def time_records(hub: "Hub", contract: Contract, period: Period | None):
     return entries, products
 
 
-def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: str) -> list[BillingLine]:
-    """Devices that count for an already invoiced period but were not on its invoice.
+def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: str,
+                  claimed: frozenset[str] = frozenset(), notes: list[str] | None = None) -> list[BillingLine]:
+    """Devices that count for an invoiced period and that its invoice did not bill, thing by thing.
 
-    A late change never rewrites a sent invoice: it is billed as a delta line on the next one.
-    Devices that stopped counting are not credited (a device that disappears during a period is
-    billed for the whole period).
+    Each invoiced period keeps the tier, prices and classes its snapshot recorded: a device it
+    billed is final (reclassified, moved to another tier or repriced since, it is never billed
+    again); a device it did not bill and that counts for it (reported late by the RMM) is billed
+    once on the next invoice at that period's price. A device approved after the period (the hub
+    first saw it approved at or after the period's end) never counts for it. Devices that stopped
+    counting are not credited (a device that disappears during a period is billed for the whole
+    period). Periods whose snapshot has no detail are final. Why a late device is not billed (its
+    period billed no device tier to price it with) is added to ``notes``.
     """
-    billed = hub.store.billed_item_ids(contract.client_id, exclude_key=exclude_key, kinds=("delta",))
-    lines = []
-    earlier = period
-    for _ in range(3):
-        earlier = earlier.previous()
-        snap = hub.store.get_snapshot(contract.client_id, earlier.name)
-        if snap is None or not contract.tier:
+    for system, ext in sorted(contract.links.items()):       # whatever the contract: it may get a tier
+        hub.store.note_device_approvals(hub.clock().isoformat(), system, ext)
+    if not contract.tier:
+        return []
+    billed = hub.store.billed_item_ids(contract.client_id, exclude_key=exclude_key, kinds=("delta",)) | claimed
+    devices = client_devices(hub, contract)
+    if not devices:
+        return []
+    seen: dict[tuple[str, str], dict] = {}
+    for system, ext in sorted(contract.links.items()):
+        seen.update({(system, sid): row for sid, row in hub.store.approvals_seen(system, ext).items()})
+    lines: list[BillingLine] = []
+    for snap in hub.store.invoice_snapshots(contract.client_id, before=period.name, exclude_key=exclude_key):
+        if not is_detailed(snap["lines"]) or not is_final(snap):
             continue
-        old = {l["code"]: {str(i.get("id")) for i in l.get("items", [])} for l in snap}
-        now = reconcile.bill_devices(contract, hub.mappings, client_devices(hub, contract), earlier)
-        for line in now.lines:
-            new_items = [i for i in line.items if str(i["id"]) not in old.get(line.code, set())
-                         and f"{earlier.name}:{line.code}:{i['id']}" not in billed]
-            if not new_items:
-                continue
-            qty = sum((Fraction(i["weight"]) for i in new_items), Fraction(0))
-            lines.append(BillingLine(
-                contract.client_id, period.name, f"delta:{earlier.name}:{line.code}",
-                f"Late change for {earlier.name}: {line.description}", format_quantity(qty), line.unit_amount,
-                round_half_up(qty * line.unit_amount), line.currency,
-                f"{line.rule}; counted after the {earlier.name} invoice was made, billed on the next one",
-                tuple({**i, "id": f"{earlier.name}:{line.code}:{i['id']}"} for i in new_items)))
+        earlier = parse_period(snap["period"], period.tz)
+        lines += _late_devices(hub, contract, period, earlier, snap, devices, seen, billed, notes)
     return lines
 
 
+def _known_after(seen: dict | None, snap: dict) -> bool:
+    return seen is None or not seen.get("noted_at") or not snap.get("created_at") or \
+        seen["noted_at"] > snap["created_at"]
+
+
+def approved_in_time(device, seen: dict | None, period: Period) -> bool:
+    """Whether ``device`` was approved for ``period`` as the hub knows it: first stored approved
+    (or decommissioned: it was managed), or first seen approved before the period's end."""
+    if seen is None or seen["first_status"] in reconcile.COUNTED_STATES:
+        return True
+    return seen["approved_seen_at"] is not None and seen["approved_seen_at"] < period.end
+
+
+def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Period, snap: dict,
+                  devices, seen: dict, billed: frozenset[str], notes: list[str] | None = None) -> list[BillingLine]:
+    """The devices the hub first knew after ``earlier`` was invoiced (reported late by the RMM)
+    that count for it: a device it knew then was decided then, whatever its later contacts say."""
+    snapshot = snap["lines"]
+    codes = {line["code"]: line for line in snapshot}
+    tiers = {c.split(":")[1] for c in codes if c.startswith("tier:")}
+    if len(tiers) != 1:
+        # The period billed no device tier (or several): nothing says at which price a late device
+        # would have been billed then, so none is; each one that counts is named.
+        late = [d for d in devices if _known_after(seen.get((d.source, str(d.source_id))), snap)
+                and approved_in_time(d, seen.get((d.source, str(d.source_id))), earlier)
+                and reconcile.why_not_counted(d, earlier) is None and reconcile.device_problem(d) is None]
+        if late and notes is not None and earlier == period.previous():
+            names = ", ".join(f"{d.name} ({d.source} id {d.source_id})" for d in late[:5])
+            notes.append(f"{len(late)} device(s) reported after the {earlier.name} invoice count for {earlier.name} "
+                         f"({names}{' ...' if len(late) > 5 else ''}), but that invoice billed "
+                         f"{'no device tier' if not tiers else 'several tiers'} to price them with; they are not "
+                         f"billed for {earlier.name}")
+        return []
+    billed_on: dict[str, set[str]] = {}
+    for line in snapshot:
+        for t in line.get("things", []):
+            if t.get("kind") == "device":
+                billed_on.setdefault(t["on"], set()).add(t["id"])
+    candidates = [d for d in devices if str(d.source_id) not in billed_on.get("tier:" + next(iter(tiers)), set())
+                  and _known_after(seen.get((d.source, str(d.source_id))), snap)
+                  and approved_in_time(d, seen.get((d.source, str(d.source_id))), earlier)]
+    if not candidates:
+        return []
+    addons = tuple(sorted({c.split(":")[1] for c in codes if c.startswith("addon:")}))
+    prorated = any("prorated by days" in (line.get("rule") or "") for line in snapshot)
+    then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0)
+    bill = reconcile.bill_devices(then, hub.mappings, candidates, earlier)
+    out = []
+    for line in bill.lines:
+        on = line.code.rsplit(":", 1)[0]
+        unit = codes[line.code]["unit_amount"] if line.code in codes else line.unit_amount
+        items = []
+        for i in line.items:
+            ref = f"{earlier.name}:{on}:{i['id']}"
+            if str(i["id"]) in billed_on.get(on, set()) or ref in billed:
+                continue
+            weight = Fraction(i["weight"])
+            items.append({**i, "id": ref, "ref": str(i["id"]), "of": "device", "period": earlier.name,
+                          "amount": round_half_up(weight * unit)})
+        if not items:
+            continue
+        qty = sum((Fraction(i["weight"]) for i in items), Fraction(0))
+        price = "its price then" if line.code in codes else "the tier's price (the period billed no such line)"
+        out.append(BillingLine(
+            contract.client_id, period.name, f"delta:{earlier.name}:{line.code}",
+            f"Late change for {earlier.name}: {line.description}", format_quantity(qty), unit,
+            round_half_up(qty * unit), line.currency,
+            f"{line.rule}; counted after the {earlier.name} invoice was made, billed once on the next one at "
+            f"{price}, {format_minor(unit, line.currency)}", tuple(items)))
+    return out
+
+
+def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: str,
+                  claimed: frozenset[str] = frozenset()) -> list[BillingLine]:
+    """Time entries and products an earlier invoice billed whose facts changed since, thing by
+    thing: one line each on this invoice, naming the period and the thing. An increase (more hours,
+    a larger quantity) charges the difference; a decrease, or a record now not billable or no
+    charge, credits it (a negative line). The rate is the one the entry was billed at; what was
+    billed is the snapshot's amount plus every late change billed since. Periods whose snapshot
+    has no detail are final."""
+    snaps = [s for s in hub.store.invoice_snapshots(contract.client_id, before="9999-99", exclude_key=exclude_key)
+             if is_final(s)]
+    billed: dict[tuple[str, str], dict] = {}
+    for snap in snaps:
+        if snap["period"] >= period.name or not is_detailed(snap["lines"]):
+            continue
+        for line in snap["lines"]:
+            for t in line.get("things", []):
+                if t.get("kind") in ("time", "product"):
+                    billed.setdefault((t["kind"], t["id"]), dict(t, invoice=snap["period"]))
+    if not billed:
+        return []
+    for snap in snaps:
+        for line in snap["lines"]:
+            for t in line.get("things", []):
+                thing = billed.get((t.get("of"), t["id"])) if t.get("kind") == "delta" else None
+                if thing is not None:
+                    thing["amount"] += int(t["amount"])
+                    if t.get("billed_hours") is not None:
+                        thing["billed_hours"] = t["billed_hours"]
+                    if t.get("quantity") is not None:
+                        thing["quantity"] = t["quantity"]
+    out = []
+    for (kind, rid), thing in sorted(billed.items(), key=lambda kv: (kv[1].get("period") or "", kv[0])):
+        ref = f"{thing.get('period') or thing['invoice']}:{kind}:{rid}"
+        if ref in claimed:
+            continue
+        table = "time_entries" if kind == "time" else "products"
+        record = next((r for s in sorted(contract.links) if (r := hub.store.record_by_id(table, s, rid))), None)
+        if record is None:
+            continue           # never deleted by a pull: a record the PSA no longer has stays as billed
+        line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref)
+        if line is not None:
+            out.append(line)
+    return out
+
+
+def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str) -> BillingLine | None:
+    rate, was = int(thing["rate"]), Fraction(str(thing["billed_hours"]))
+    if entry.billable in (DO_NOT_BILL, NO_CHARGE):
+        now, why = Fraction(0), f"now {'no charge' if entry.billable == NO_CHARGE else 'not billable'} in the PSA"
+    else:
+        try:
+            now = timebilling.billable_hours(entry, contract.time)
+        except HubError:
+            return None        # its own invoice line names the error
+        why = f"hours now {format_quantity(timebilling.actual_hours(entry))}"
+    amount = round_half_up(now * rate) - thing["amount"]
+    if amount == 0:
+        return None
+    label = f"entry {entry.source_id} ({thing.get('work_type') or entry.work_type}, {thing.get('date') or ''})"
+    sign = "credit" if amount < 0 else "charge"
+    own = thing.get("period") or thing["invoice"]
+    return BillingLine(
+        contract.client_id, period.name, f"delta:{own}:time:{entry.source_id}",
+        f"Late change for {own}: {label}, {format_quantity(was)} h billed, {format_quantity(now)} h now",
+        format_quantity(now - was), rate, amount, contract.currency,
+        f"time entry billed on the {thing['invoice']} invoice for {format_quantity(was)} h at "
+        f"{format_minor(rate, contract.currency)} per hour, {why}: the difference is a {sign}, billed once "
+        f"(BILLING.md, Month after month)",
+        ({"id": ref, "ref": entry.source_id, "of": "time", "period": own, "amount": amount,
+          "billed_hours": format_quantity(now), "was_hours": format_quantity(was)},))
+
+
+def _product_delta(contract: Contract, period: Period, thing: dict, product, ref: str) -> BillingLine | None:
+    unit, was = int(thing["unit"]), Fraction(str(thing["quantity"]))
+    if product.billable in (DO_NOT_BILL, NO_CHARGE):
+        now, why = Fraction(0), "now not billed in the PSA"
+    else:
+        try:
+            now = Fraction(str(product.quantity).strip())
+        except (ValueError, ZeroDivisionError):
+            return None
+        why = f"quantity now {format_quantity(now)}"
+    amount = round_half_up(now * unit) - thing["amount"]
+    if amount == 0:
+        return None
+    own = thing.get("period") or thing["invoice"]
+    sign = "credit" if amount < 0 else "charge"
+    return BillingLine(
+        contract.client_id, period.name, f"delta:{own}:product:{product.source_id}",
+        f"Late change for {own}: product {product.source_id} ({thing.get('description') or product.catalog_item}), "
+        f"{format_quantity(was)} billed, {format_quantity(now)} now", format_quantity(now - was), unit, amount,
+        contract.currency,
+        f"product billed on the {thing['invoice']} invoice, quantity {format_quantity(was)} at "
+        f"{format_minor(unit, contract.currency)}, {why}: the difference is a {sign}, billed once "
+        f"(BILLING.md, Month after month)",
+        ({"id": ref, "ref": product.source_id, "of": "product", "period": own, "amount": amount,
+          "now_quantity": format_quantity(now)},))
+
+
+def credit_surprises(bill: reconcile.Bill, key: str) -> tuple[str, ...]:
+    """A credit that would make an invoice negative waits for a person, with the amount and why."""
+    if bill.total >= 0:
+        return ()
+    credits = -sum(line.amount for line in bill.lines if line.amount < 0)
+    return (f"the late changes credit {format_minor(credits, bill.currency)} and make this invoice "
+            f"{format_minor(bill.total, bill.currency)}, below zero: a negative invoice is not sent. The credit "
+            f"waits for a person (a credit note, once invoices can be corrected); send it as it is with: "
+            f"msp-hub approve {key}",)
+
+
+def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> list[PlanItem]:
+    """Late changes of a client with no next invoice: its contract ended (a churned client), so no
+    invoice of ``period`` carries the credit or charge of an entry or product changed after it was
+    invoiced. Each is held for a person (cause ``guardrail``) with the amount and the reason, until
+    the hub can issue credit notes; approving its key sends it as an invoice of its own."""
+    if not period.has_ended(now):
+        return []
+    out = []
+    for cid, client in sorted(ctx.registry.clients.items()):
+        if cid in ctx.contracts or cid in ctx.errors:
+            continue
+        contract = Contract(cid, client.name, None, hub.mappings.currency, dict(client.links),
+                            kind="time_and_materials")
+        key = invoice_key(cid, period.name)
+        lines = record_deltas(hub, contract, period, key)
+        if not lines:
+            continue
+        bill = reconcile.Bill(cid, period.name, contract.currency, tuple(lines))
+        action = Action(key, INVOICE, connector_for(hub, INVOICE), cid, invoice_payload(bill, client.name, period),
+                        period.name)
+        status, reasons = _status_against_outbox(hub, key, action.payload["lines"], period=period, force=False,
+                                                 now=now)
+        cause = None
+        stored = hub.store.get_action(key)
+        if status == "create" and not (stored and stored["approved"]):
+            what = "credit" if bill.total < 0 else "charge"
+            status, cause = "held", "guardrail"
+            reasons = (f"client {client.name!r} ({cid}) has no contract for {period.name}, so no next invoice "
+                       f"carries the late changes of its invoiced periods: a {what} of "
+                       f"{format_minor(abs(bill.total), bill.currency)} ({'; '.join(l.description for l in lines)}). "
+                       f"It waits for a person (a credit note, once invoices can be corrected); send it as an "
+                       f"invoice of its own with: msp-hub approve {key}",)
+        out.append(PlanItem(INVOICE, cid, client.name, period.name, status, action, bill, reasons,
+                            ledger=ledger_of(lines), snapshot=snapshot_of(lines), cause=cause))
+    return out
+
+
 def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozenset[str] = frozenset()) -> reconcile.Bill:
-    """One client's invoice for one period: devices, time and products, late changes of
-    earlier periods, the plugins' lines, then the monthly minimum."""
+    """One client's invoice for one period: devices, time and products, the plugins' lines, the
+    monthly minimum, then the late changes of earlier periods (outside the minimum: they belong to
+    the periods they change, not to this one)."""
     key = invoice_key(contract.client_id, period.name)
     if contract.tier:
         bill = reconcile.bill_devices(contract, hub.mappings, client_devices(hub, contract), period)
@@ -592,9 +863,8 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
                                    blocks=blocks_for(hub, contract), already_billed=already)
         bill = replace(bill, lines=bill.lines + tuple(tb.lines), errors=bill.errors + tuple(tb.errors),
                        reported=bill.reported + tuple(_reported(r) for r in tb.reported))
-    deltas = device_deltas(hub, contract, period, key)
-    if deltas:
-        bill = replace(bill, lines=bill.lines + tuple(deltas))
+    notes: list[str] = []
+    deltas = device_deltas(hub, contract, period, key, claimed, notes) + record_deltas(hub, contract, period, key, claimed)
     extra: list[BillingLine] = []
     for lines in hub.pm.hook.add_billing_lines(client_id=contract.client_id, contract=contract, period=period.name,
                                                lines=bill.lines):
@@ -603,7 +873,10 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         bad = [l.code for l in extra if l.currency != bill.currency]
         errors = bill.errors + tuple(f"a plugin added line {c!r} in another currency than {bill.currency}" for c in bad)
         bill = replace(bill, lines=bill.lines + tuple(sorted(extra, key=lambda l: l.code)), errors=errors)
-    return reconcile.apply_minimum(bill, contract)
+    bill = reconcile.apply_minimum(bill, contract)
+    if deltas or notes:
+        bill = replace(bill, lines=bill.lines + tuple(deltas), notes=bill.notes + tuple(notes))
+    return bill
 
 
 def _reported(item) -> dict:
@@ -694,7 +967,8 @@ def invoice_surprises(hub: "Hub", contract: Contract, period: Period, bill: reco
                                g.first_invoice_max_minor(bill.currency))
     previous = hub.store.previous_invoice(contract.client_id, period.name)
     before = previous_from_snapshot(*previous) if previous else None
-    return check_invoice(bill.total, count_billed_devices(bill.lines), before, limits, currency=bill.currency, key=key)
+    return credit_surprises(bill, key) + \
+        check_invoice(bill.total, count_billed_devices(bill.lines), before, limits, currency=bill.currency, key=key)
 
 
 def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, now: datetime) -> list[PlanItem]:

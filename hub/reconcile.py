@@ -15,10 +15,13 @@ from typing import Iterable
 from hub.mappings import Contract, Mappings, Tier
 from hub.money import format_minor, format_quantity, round_half_up
 from hub.periods import Period
-from hub.records import APPROVED, BillingLine, Device
+from hub.records import APPROVED, DECOMMISSIONED, BillingLine, Device
 
 DEVICE_RULE = ("counts devices approved in the RMM, created on or before the period's end and "
                "last seen on or after its start")
+# Approval states that count: a device decommissioned in the RMM was managed until it disappeared,
+# so it counts like one that disappears, for the periods in which it was last seen (BILLING.md).
+COUNTED_STATES = (APPROVED, DECOMMISSIONED)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def _device_label(d: Device) -> str:
 
 def why_not_counted(device: Device, period: Period) -> str | None:
     """The reason a device does not count for ``period``, or None when it counts."""
-    if device.approval_status != APPROVED:
+    if device.approval_status not in COUNTED_STATES:
         return f"not approved in the RMM ({device.approval_status})"
     if device.created_at is not None and device.created_at >= period.end:
         return "created after the period"
@@ -137,7 +140,7 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
     notes: list[str] = []
     seen: list[_Counted] = []
     for d in devices:
-        problem = device_problem(d) if d.approval_status == APPROVED else None
+        problem = device_problem(d) if d.approval_status in COUNTED_STATES else None
         if problem:
             errors.append(f"{_device_label(d)}: {problem}, so whether it counts for {period.name} cannot be "
                           f"decided; correct its mapping in the {d.source} plugin. It is not billed")

@@ -150,6 +150,20 @@ def m009_notifications(db: Database) -> None:
                                defaults={"sends": 1})
 
 
+@migrations()
+def m010_month_after_month(db: Database) -> None:
+    # When the hub first knew each device and first saw it approved: only a device it did not know
+    # when a period was invoiced can be billed late for it, and an approval never reaches back into
+    # a period invoiced before it. ``first_status`` is the state the hub first stored the device in
+    # (first stored approved: approved since its creation, nothing says otherwise); ``noted_at`` is
+    # the wall-clock time it was first noted, comparable with a snapshot's ``created_at``;
+    # ``first_seen_at`` and ``approved_seen_at`` are the hub's clock.
+    db["device_approvals"].create({"source": str, "source_id": str, "first_status": str, "first_seen_at": str,
+                                   "approved_seen_at": str, "noted_at": str}, pk=("source", "source_id"))
+    db.execute("insert into device_approvals (source, source_id, first_status, first_seen_at, approved_seen_at, "
+               "noted_at) select source, source_id, approval_status, updated_at, null, ? from devices", [now_iso()])
+
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 
@@ -649,6 +663,58 @@ class Store:
         """Forget items no longer held: held again later, they are news again."""
         with self.db.atomic():
             self.db.conn.executemany("delete from notifications where subject = ?", [(s,) for s in subjects])
+
+    # --- what each invoice billed --------------------------------------------------------------
+
+    def note_device_approvals(self, at: str, source: str | None = None, client_source_id: str | None = None) -> int:
+        """Record, once per device (optionally one source's, one client's), the state the hub
+        first stored it in and when it first saw it approved after another state (``at``, the
+        hub's clock); returns how many devices were first seen approved now."""
+        where, args = "", []
+        if source is not None:
+            where, args = " and d.source = ?", [source]
+        if client_source_id is not None:
+            where, args = where + " and d.client_source_id = ?", args + [client_source_id]
+        with self.db.atomic():
+            self.db.execute(
+                "insert into device_approvals (source, source_id, first_status, first_seen_at, approved_seen_at, "
+                "noted_at) select d.source, d.source_id, d.approval_status, ?, null, ? from devices d "
+                "where not exists (select 1 from device_approvals a where a.source = d.source "
+                "and a.source_id = d.source_id)" + where, [at, now_iso(), *args])
+            cur = self.db.execute(
+                "update device_approvals set approved_seen_at = ? where approved_seen_at is null "
+                "and first_status not in ('approved', 'decommissioned') and exists (select 1 from devices d "
+                "where d.source = device_approvals.source and d.source_id = device_approvals.source_id "
+                "and d.approval_status = 'approved'" + where + ")", [at, *args])
+            return cur.rowcount
+
+    def approvals_seen(self, source: str, client_source_id: str | None = None) -> dict[str, dict]:
+        """Per device id of ``source`` (optionally one client's): ``first_status`` and
+        ``approved_seen_at`` (None while the hub never saw it approved after another state) and
+        ``noted_at`` (wall clock, when the hub first knew it)."""
+        sql = ("select a.source_id, a.first_status, a.approved_seen_at, a.noted_at from device_approvals a "
+               "join devices d on d.source = a.source and d.source_id = a.source_id where a.source = ?")
+        args: list = [source]
+        if client_source_id is not None:
+            sql, args = sql + " and d.client_source_id = ?", args + [client_source_id]
+        return {r["source_id"]: {"first_status": r["first_status"], "approved_seen_at": _dt(r["approved_seen_at"]),
+                                 "noted_at": r["noted_at"]}
+                for r in self.db.query(sql, args)}
+
+    def invoice_snapshots(self, client_id: str, *, before: str, exclude_key: str | None = None) -> list[dict]:
+        """The client's invoice snapshots of periods before ``before`` (not cancelled, oldest
+        first): ``period``, ``action_key``, ``status``, ``attempts``, ``sent_at``, ``created_at`` (wall
+        clock, when the snapshot was recorded) and ``lines`` (decoded)."""
+        sql = ("select s.period, s.action_key, s.lines, s.created_at, a.status, a.attempts, a.sent_at from snapshots s "
+               "join actions a on a.key = s.action_key where s.client_id = ? and s.period < ? and a.status != ?")
+        args: list = [client_id, before, CANCELLED]
+        if exclude_key:
+            sql, args = sql + " and s.action_key != ?", args + [exclude_key]
+        return [dict(r, lines=json.loads(r["lines"])) for r in self.db.query(sql + " order by s.period", args)]
+
+    def record_by_id(self, table: str, source: str, source_id: str):
+        """One stored record of ``table`` by its key, or None."""
+        return next(self.iter_records(table, source, where="source_id = ?", args=[source_id]), None)
 
 
 def system_user() -> str:

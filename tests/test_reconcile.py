@@ -43,7 +43,11 @@ def dev(i, cls="WINDOWS_WORKSTATION", approval="approved", created=dt(2026, 1, 1
 @pytest.mark.parametrize("device, reason", [
     (dev(1), None),
     (dev(2, approval="pending"), "not approved in the RMM (pending)"),
-    (dev(3, approval="decommissioned"), "not approved in the RMM (decommissioned)"),
+    # Decommissioned counts like a device that disappears: for the periods in which it was last seen.
+    (dev(3, approval="decommissioned"), None),
+    (dev(9, approval="decommissioned", seen=dt(2026, 9, 10)), "not seen during the period (last contact 2026-09-10)"),
+    (dev(10, approval="staged"), "not approved in the RMM (staged)"),
+    (dev(11, approval="rejected"), "not approved in the RMM (rejected)"),
     (dev(4, created=dt(2026, 11, 1)), "created after the period"),
     (dev(5, created=dt(2026, 10, 31, 23, 59)), None),
     (dev(6, seen=dt(2026, 9, 30, 23, 59)), "not seen during the period (last contact 2026-09-30)"),
