@@ -852,10 +852,7 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
     monthly minimum, then the late changes of earlier periods (outside the minimum: they belong to
     the periods they change, not to this one)."""
     key = invoice_key(contract.client_id, period.name)
-    if contract.tier:
-        bill = reconcile.bill_devices(contract, hub.mappings, client_devices(hub, contract), period)
-    else:
-        bill = reconcile.Bill(contract.client_id, period.name, contract.currency, ())
+    bill = bill_devices_in_force(hub, contract, period)   # each contract in force its own days
     entries, products = time_records(hub, contract, period)
     if entries or products or contract.kind == "block":
         already = hub.store.billed_item_ids(contract.client_id, exclude_key=key) | claimed

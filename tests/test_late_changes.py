@@ -181,11 +181,14 @@ def test_an_entry_changed_after_invoicing_is_charged_or_credited_once_and_a_nega
     assert dec.status == "held" and dec.cause == "guardrail"
     assert any("below zero" in r and f"msp-hub approve invoice:{elm}:2026-12" in r for r in dec.reasons)
     assert not [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-12"]
-    # The held credit is carried by the next invoice that can take it, once.
+    # December is still an ended month not invoiced: the next run plans it again, its credit still
+    # waiting there for a person; January is billed without taking that credit a second time.
     psa.time("elm", 3.0, at(1, 7) + 365 * 86400, "After Hours")          # January 7, 2027
-    jan = invoice(sync_once(psa.hub(clock=FEB_1)), elm, "2027-01")
-    assert jan.status == "create" and jan.total == 2 * rate
-    assert deltas(jan)[f"delta:2026-10:time:{raised}"].amount == -rate
+    feb = sync_once(psa.hub(clock=FEB_1))
+    jan = invoice(feb, elm, "2027-01")
+    assert jan.status == "create" and jan.total == 3 * rate and deltas(jan) == {}
+    dec_again = invoice(feb, elm, "2026-12")
+    assert dec_again.status == "held" and deltas(dec_again)[f"delta:2026-10:time:{raised}"].amount == -rate
     mar = invoice(sync_once(psa.hub(clock=datetime(2027, 3, 1, 7, tzinfo=UTC))), elm, "2027-02")
     assert mar.status == "empty" and deltas(mar) == {}
 
