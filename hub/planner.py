@@ -1148,6 +1148,9 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
             items.extend(_hold(i, problems, "incomplete", extra_errors=ctx.errors.get(cid, []), file_errors=file_errors)
                          for i in renewals)
     if billing:
+        ended = [p for p in periods if p.has_ended(now)]
+        if ended:   # late changes of a client with no next invoice (a churned client): held
+            items.extend(i for i in held_credits(hub, ctx, ended[-1], now) if not only or i.client_id in only)
         items.extend(i for i in plan_finalizes(hub, now) if not only or i.client_id in only)
     if kinds is None or kinds & set(ALERT_KINDS):
         problems = gate.ticket_problems()

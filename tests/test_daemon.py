@@ -338,7 +338,7 @@ def test_a_daemon_started_after_the_invoicing_time_invoices_at_once_and_finishes
     month = last_ended_period(datetime.now(timezone.utc), "Europe/Paris").name
     assert world.read(lambda store: store.actions()) == []
 
-    world.slow_stripe.delay = 0.3                     # each invoice takes a few Stripe requests
+    world.slow_stripe.delay = 0.5                     # each invoice takes a few Stripe requests
     first = world.start("first")
     caught = wait_for("the catch-up", lambda: [e for e in world.events("first") if e.get("event") == "daemon.catch_up"],
                       timeout=10)

@@ -247,7 +247,10 @@ def test_a_credit_for_a_client_with_no_next_invoice_is_held_with_its_amount(psa)
     edit_entry(psa, waived, billableOption="NoCharge")
     hub = psa.hub(clock=DEC_1)
     run = sync_once(hub)
-    assert not [i for i in run.plan if i.client_id == elm]             # no contract, so no next invoice
+    # No contract, so no next invoice: the run holds the credit on its own, nothing is sent.
+    assert [(i.kind, i.status, i.cause, i.total) for i in run.plan if i.client_id == elm] == [
+        ("invoice", "held", "guardrail", -2 * rate)]
+    assert f"invoice:{elm}:2026-11" not in {p["key"] for p in run.pushed}
     nov = parse_period("2026-11")
     items = held_credits(hub, build_context(hub, RunReport("t", "plan", DEC_1), nov), nov, DEC_1)
     assert [(i.client_id, i.status, i.cause, i.total) for i in items] == [(elm, "held", "guardrail", -2 * rate)]
