@@ -162,6 +162,10 @@ def pull_stream(hub: Hub, report: RunReport, name: str, stream, *, full: bool, s
     pages, read, sweep_count = 0, 0, None
 
     def finish(status: str, error: str | None = None) -> None:
+        if stream.table == "devices" and pages:
+            # When the hub first saw each device approved: an approval never reaches back into a
+            # period invoiced before it (noted at pull time, whichever job pulled the devices).
+            hub.store.note_device_approvals(hub.clock().isoformat(), name)
         hub.store.record_pass(name, stream.name, report.run_id, started, status, read,
                               sweep_count=sweep_count, error=error, finished_at=hub.clock().isoformat())
         report.passes[key] = {"status": status, "records": read, "error": error, "sweep_count": sweep_count}
