@@ -1058,6 +1058,13 @@ def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem
                          reasons=(why,))]
     pusher = connector_for(hub, AGREEMENT_QUANTITY)
     additions = list(hub.store.iter_records("additions", ctx.psa, contract.links[ctx.psa]))
+    if contract.agreement:
+        # Only the additions of agreements in force at the period's end: an expired agreement's
+        # additions (the Silver one a client left mid-month) are never given the new count.
+        last = period.local_day(period.end - timedelta(microseconds=1)).isoformat()
+        in_force = {a.source_id for a in hub.store.iter_records("agreements", ctx.psa, contract.links[ctx.psa])
+                    if (not a.start_date or a.start_date[:10] <= last) and (not a.end_date or a.end_date[:10] >= last)}
+        additions = [a for a in additions if a.agreement_source_id in in_force or a.agreement_source_id == contract.agreement]
     approved = frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
     checks = check_quantities(contract.client_id, contract.tier, additions, hub.mappings.addition_products,
                               item.bill.lines, guardrails(hub), approved=approved)
