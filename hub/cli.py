@@ -161,7 +161,7 @@ def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, o
     discrepancies. ``details``: True explains every line; a tuple of statuses explains only those."""
     echo = (lambda s="": click.echo(s, file=out))
     invoices = [p for p in report.plan if p.bill is not None]
-    others = [p for p in report.plan if p.bill is None and p.kind != "agreement_quantity"]
+    others = [p for p in report.plan if p.bill is None and (p.kind != "agreement_quantity" or p.status == "skipped")]
     rows = [(p.client_id, p.client_name[:24], p.period, _what(p), p.status, format_minor(p.total, p.bill.currency),
              str(len(p.bill.lines))) for p in invoices]
     echo_rows = []

@@ -42,8 +42,9 @@ class PlanItem:
     ``status``: ``create`` (new, will be pushed), ``retry`` (stored, not yet confirmed sent),
     ``unchanged`` (already sent, nothing new), ``changed_after_sent`` (the sent invoice no longer
     matches the data: reported, never rewritten; a late change becomes a delta line on the next
-    invoice), ``preview`` (the period has not ended), ``held`` (an error, a guardrail or a veto
-    keeps it back), ``empty`` (nothing to bill).
+    invoice), ``preview`` (the period has not ended), ``held`` (an error, a guardrail, a veto,
+    incomplete input or the review window keeps it back: see ``cause``), ``empty`` (nothing to
+    bill), ``skipped`` (no action: e.g. an agreement quantity of an older period; the reason says why).
     """
 
     kind: str
