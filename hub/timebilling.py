@@ -749,9 +749,11 @@ def _onsite_note(counted: Iterable[tuple[TimeEntry, Any]], terms: TimeTerms) -> 
 
 
 def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> list[BillingLine]:
-    """Time and materials: one line per (work type, rate), quantity the sum of rounded hours."""
+    """Time and materials: one line per (work type, rate), quantity the sum of rounded hours; the
+    entries of an earlier period billed late (never billed before) on their own line per period,
+    naming it (BILLING.md, "Month after month")."""
     terms, contract = run.terms, run.contract
-    groups: dict[tuple[str, int, str], list[tuple[TimeEntry, Fraction]]] = defaultdict(list)
+    groups: dict[tuple[str, int, str, str], list[tuple[TimeEntry, Fraction]]] = defaultdict(list)
     for e in entries:
         if run.done_before(e):
             continue
@@ -793,21 +795,28 @@ def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> 
                               f"[work_types.\"{e.work_type}\"] rate = \"...\" to mappings/time.toml. "
                               f"It is not billed")
             continue
-        groups[(e.work_type, rate[0], rate[1])].append((e, h))
+        own = _local(e.started_at, run.period)[1]
+        groups[(e.work_type, rate[0], rate[1], own if own and own < run.period.name else "")].append((e, h))
     scope = ""
     if contract.kind == "managed":
         services = ", ".join(sorted(included)) or "no time services"
         scope = f"; outside the services included in contract {contract.name} ({services})"
     lines = []
-    for (work_type, rate, source), counted in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    for (work_type, rate, source, late), counted in sorted(groups.items(),
+                                                          key=lambda kv: (kv[0][3] != "", kv[0][3], kv[0][0], kv[0][1])):
         items = [run.item(e, billed_hours=format_quantity(h), adjustment=_adjustment(e, actual_hours(e), h, terms))
                  for e, h in counted]
         quantity = sum((h for _, h in counted), Fraction(0))
-        lines.append(run.line(
-            f"time:{work_type}", f"{work_type} time ({run.period.name})", quantity, rate,
-            f"time and materials: {work_type} at {format_minor(rate, run.cur)} per hour, {source}; "
-            f"{_increment_note(terms)}{_onsite_note(counted, terms)}{scope}"
-            f"{run.late_note(items)}", items))
+        rule = (f"time and materials: {work_type} at {format_minor(rate, run.cur)} per hour, {source}; "
+                f"{_increment_note(terms)}{_onsite_note(counted, terms)}{scope}")
+        if late:
+            lines.append(run.line(
+                f"time:{work_type}:{late}", f"Late entries of {late}: {work_type} time", quantity, rate,
+                f"{rule}; dated in {late}, entered after it was planned and never billed: billed once, on this "
+                f"invoice", items))
+            continue
+        lines.append(run.line(f"time:{work_type}", f"{work_type} time ({run.period.name})", quantity, rate,
+                              rule, items))
     return lines
 
 

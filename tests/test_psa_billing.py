@@ -172,8 +172,9 @@ def test_a_change_after_invoicing_becomes_a_delta_line_on_the_next_invoice(psa):
     delta = acme_nov["delta:2026-10:tier:gold:workstation"]
     assert delta.quantity == "1" and delta.amount == ws_before.unit_amount and delta.items[0]["name"] == "LATE-WS"
     elm_nov = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))
-    late = elm_nov["time:After Hours"]
+    late = elm_nov["time:After Hours:2026-10"]                     # its own line, naming its period
     assert late.amount == 15000 and late.items[0]["period"] == "2026-10"
+    assert late.description == "Late entries of 2026-10: After Hours time"
     # The sent October invoices are never rewritten.
     assert sum(1 for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == "invoice:acme:2026-10") == 1
     again = sync_once(psa.hub(), period="2026-10")
@@ -282,5 +283,5 @@ def test_time_of_a_cancelled_invoice_is_billed_by_the_next_one(psa):
     hub = psa.hub()
     hub.store.cancel_action(key)
     nov = sync_once(psa.hub(), period="2026-11")
-    line = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))["time:After Hours"]
+    line = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))["time:After Hours:2026-10"]
     assert line.amount == 15000 and line.items[0]["period"] == "2026-10"

@@ -220,14 +220,16 @@ def test_zero_hour_entry_bills_nothing_and_is_reported():
 # --- periods ---
 
 
-def test_late_entry_of_an_earlier_period_is_billed_with_its_own_date():
+def test_late_entry_of_an_earlier_period_is_billed_on_its_own_line_naming_its_period():
     late = entry(1, "1", when=dt(2026, 9, 28, 14))
     bill = bill_time("acme", contract(), [late, entry(2, "1")], [], OCT)
-    (line,) = bill.lines
-    assert line.period == "2026-10" and line.quantity == "2"
-    assert [(i["id"], i["date"], i["period"]) for i in line.items] == [
-        ("1", "2026-09-28", "2026-09"), ("2", "2026-10-05", "2026-10")]
-    assert "includes entries of 2026-09 not billed before" in line.rule
+    own, earlier = bill.lines
+    assert (own.code, own.period, own.quantity) == ("time:Remote", "2026-10", "1")
+    assert [(i["id"], i["date"], i["period"]) for i in own.items] == [("2", "2026-10-05", "2026-10")]
+    assert (earlier.code, earlier.period, earlier.quantity) == ("time:Remote:2026-09", "2026-10", "1")
+    assert earlier.description == "Late entries of 2026-09: Remote time"
+    assert [(i["id"], i["date"], i["period"]) for i in earlier.items] == [("1", "2026-09-28", "2026-09")]
+    assert "dated in 2026-09, entered after it was planned and never billed" in earlier.rule
 
 
 def test_records_after_the_period_wait_for_their_own_invoice():
