@@ -447,3 +447,24 @@ def test_time_included_in_the_contract_of_its_period_is_never_billed_after_a_dow
     billed = {str(i.get("id")) for l in december.bill.lines for i in l.items}
     assert not billed & {str(included), str(late_entry)}
     assert december.total == 0
+
+
+@pytest.mark.xfail(strict=True, reason="a late charge for a client whose contract has ended (no next invoice) is "
+                                       "neither billed nor held: nothing in the plan, no warning (150.00 here)")
+def test_a_late_charge_of_a_churned_client_is_held_for_a_person_never_dropped(tmp_path):
+    env = FiveMonths(tmp_path)
+    cobalt = env.cid("cobalt")
+    agreement = env.cw.add_agreement(env.co["cobalt"], "Managed Gold", start="2024-01-01T00:00:00Z",
+                                     end="2026-12-20T00:00:00Z")
+    env.device(3, "COBALT-WS")
+    env.time("cobalt", 1.0, ts(2026, 12, 5), "After Hours")
+    december = invoice(month_run(env, "2026-12"), cobalt, "2026-12")
+    # 20/31 x 120.00 = 77.419... -> 77.42, and 1 h After Hours, 150.00.
+    assert december.total == 7742 + 15000
+    assert str(agreement) in lines(december)["tier:gold:workstation"].rule
+    late_entry = env.time("cobalt", 1.0, ts(2026, 12, 10), "After Hours")    # December's, entered in January
+    january = month_run(env, "2027-01")
+    # Cobalt has no next invoice: the 150.00 it owes is held for a person, with its amount.
+    carrying = [(p.status, l.amount) for p in january.plan if p.client_id == cobalt and p.bill
+                for l in p.bill.lines if any(str(i.get("id")) == str(late_entry) for i in l.items)]
+    assert carrying in ([("held", 15000)], [("create", 15000)])
