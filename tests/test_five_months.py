@@ -468,3 +468,27 @@ def test_a_late_charge_of_a_churned_client_is_held_for_a_person_never_dropped(tm
     carrying = [(p.status, l.amount) for p in january.plan if p.client_id == cobalt and p.bill
                 for l in p.bill.lines if any(str(i.get("id")) == str(late_entry) for i in l.items)]
     assert carrying in ([("held", 15000)], [("create", 15000)])
+
+
+def test_the_daylight_saving_month_counts_devices_by_their_local_days(tmp_path):
+    env = FiveMonths(tmp_path)
+    birch = env.cid("birchwood")
+    env.cw.add_agreement(env.co["birchwood"], "Managed Silver", start="2024-01-01T00:00:00Z")   # prorating
+    env.device(2, "BIRCH-WS1")
+    last = env.device(2, "BIRCH-LAST")                               # last seen October 31, 23:30 in Paris
+    env.gone.add(last)
+    edit_device(env.ninja, last, lastContact=ts(2026, 10, 31, 22, 30), lastUpdate=ts(2026, 10, 31, 22, 30))
+    env.ninja.set_approval(last, "DECOMMISSIONED")
+    env.device(2, "BIRCH-NOV", created=ts(2026, 10, 31, 23, 30))   # created November 1, 00:30 in Paris
+    env.device(2, "BIRCH-DST", created=ts(2026, 10, 25, 10))          # created the day summer time ends
+    october = invoice(month_run(env, "2026-10"), birch, "2026-10")
+    # BIRCH-WS1 and BIRCH-LAST all month, BIRCH-DST October 25-31 (7 of 31 days, not 7 x 24 + 1
+    # hours): (2 + 7/31) x 100.00 = 222.580... -> 222.58. BIRCH-NOV is November's.
+    assert amounts(october) == {"tier:silver:workstation": ("2.2258", 10000, 22258)}
+    assert {i["name"]: i["weight"] for i in lines(october)["tier:silver:workstation"].items} == {
+        "BIRCH-WS1": "1", "BIRCH-LAST": "1", "BIRCH-DST": "0.2258"}       # 7/31
+    november = invoice(month_run(env, "2026-11"), birch, "2026-11")
+    # BIRCH-WS1, BIRCH-DST and BIRCH-NOV (from November 1: the whole month); BIRCH-LAST never after.
+    assert amounts(november) == {"tier:silver:workstation": ("3", 10000, 30000)}
+    assert {i["name"] for i in lines(november)["tier:silver:workstation"].items} == {"BIRCH-WS1", "BIRCH-DST",
+                                                                                   "BIRCH-NOV"}
