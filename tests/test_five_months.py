@@ -9,6 +9,9 @@ time entries entered late and one edited down after it was invoiced (a credit). 
 invoice is checked line by line, each run is re-run and pushes nothing, and the sum of every Stripe
 invoice equals the sum worked out by hand from BILLING.md.
 
+The smaller tests after it pin cases the hub bills wrongly today, each with the amount BILLING.md
+gives, marked xfail(strict=True) with the wrong amount in the reason: they pass once it is right.
+
 Prices (mappings/tiers.toml, mappings/time.toml): Silver 100.00 a workstation, 200.00 a server;
 Gold 120.00 and 240.00; the backup add-on 15.00 and 45.00; Remote Support 95.00 an hour, Onsite
 125.00 (1 h minimum), After Hours 150.00, Project Work 110.00; the 20 h block 1800.00. Entries are
@@ -153,7 +156,7 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
                                  "addon:backup:server": ("2", 4500, 9000)}
     # 2 workstations at 100.00 and a server at 200.00, all month.
     assert amounts(invoice(october, birch, "2026-10")) == {"tier:silver:workstation": ("2", 10000, 20000),
-                                                "tier:silver:server": ("1", 20000, 20000)}
+                                                           "tier:silver:server": ("1", 20000, 20000)}
     assert amounts(invoice(october, cobalt, "2026-10")) == {"tier:gold:workstation": ("3", 12000, 36000)}
     # 10 of the block's 20 h: drawn from it, nothing to bill.
     assert invoice(october, drift, "2026-10").status == "empty"
@@ -182,7 +185,7 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     assert amounts(invoice(november, cobalt, "2026-11")) == amounts(invoice(october, cobalt, "2026-10"))
     # Remote 1 h (95.00, from October 31 in UTC) and Onsite 0.5 h billed 1 h (125.00).
     assert amounts(invoice(november, elm, "2026-11")) == {"time:Remote Support": ("1", 9500, 9500),
-                                               "time:Onsite": ("1", 12500, 12500)}
+                                                          "time:Onsite": ("1", 12500, 12500)}
     # The block falls to 1.5 h: one renewal (a 20 h block, 1800.00) and one notice.
     assert invoice(november, drift, "2026-11").status == "empty"
     assert {p["key"] for p in november.pushed if p["key"].startswith(("renewal:", "notice:"))} == {
@@ -249,6 +252,10 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     assert drift_dec.status == "empty" and not drift_dec.bill.lines
     assert not [p for p in december.pushed if p["key"].startswith(("renewal:", "notice:"))]
     assert not [l for p in december.plan if p.client_id == drift and p.bill for l in p.bill.lines]
+    drawn = {r["id"]: r for p in december.plan if p.client_id == drift and p.period == "2026-11"
+             for r in p.bill.reported}
+    assert drawn[str(late_block)]["reason"] == "drawn_from_block"
+    assert f"of agreement {old_block}" in drawn[str(late_block)]["detail"]
     assert amounts(invoice(december, birch, "2026-12")) == amounts(invoice(october, birch, "2026-10"))
 
     # ---- January ----
@@ -266,6 +273,7 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
                                  "addon:backup:workstation": ("4", 1500, 6000),
                                  "addon:backup:server": ("2", 4500, 9000)}
     assert ids(acme_jan, "tier:gold:server") == {str(srv), str(moved)}
+    assert ids(acme_jan, "tier:gold:workstation") == {str(d) for d in (ws1, ws2, new_ws, pending)}
     assert late(acme_jan) == set()
     assert ("ACME-OLD-SRV", "not seen during the period (last contact 2026-12-10)") in {
         (e.name, e.reason) for e in acme_jan.bill.excluded}
@@ -278,8 +286,7 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
         "tier:gold:workstation": (12000, 12387), "tier:gold:server": (24000, 12387)}
     assert late(birch_jan) == set()
     # Cobalt churned: no contract, no invoice.
-    assert not [p for p in january.plan if p.client_id == cobalt and p.kind == "invoice" and p.period == "2027-01"
-                and p.status not in ("empty",)]
+    assert not [p for p in january.plan if p.client_id == cobalt and p.bill and p.bill.lines]
     assert amounts(invoice(january, fair, "2027-01")) == {"tier:silver:workstation": ("2", 10000, 20000)}
     assert amounts(invoice(january, elm, "2027-01")) == {"time:Project Work": ("2", 11000, 22000)}
     assert not invoice(january, drift, "2027-01").bill.lines                       # 11 of the new 20 h
@@ -288,10 +295,10 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     february = month_run(env, "2027-02")
     assert amounts(invoice(february, acme, "2027-02")) == amounts(acme_jan)
     assert amounts(invoice(february, birch, "2027-02")) == {"tier:gold:workstation": ("2", 12000, 24000),
-                                                 "tier:gold:server": ("1", 24000, 24000)}
+                                                            "tier:gold:server": ("1", 24000, 24000)}
     assert amounts(invoice(february, fair, "2027-02")) == {"tier:silver:workstation": ("2", 10000, 20000)}
 
-    # An older month forced again in March pushes nothing: no invoice, no agreement quantity.
+    # An older month forced again in March pushes nothing.
     forced = sync_once(env.hub(clock=RUNS["2027-02"]), period="2026-12")
     assert not forced.pushed and not forced.errors
     assert {p.status for p in forced.plan if p.kind == "invoice"} <= {"unchanged", "changed_after_sent", "empty"}
