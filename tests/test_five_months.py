@@ -499,3 +499,35 @@ def test_the_daylight_saving_month_counts_devices_by_their_local_days(tmp_path):
     assert amounts(november) == {"tier:silver:workstation": ("3", 10000, 30000)}
     assert {i["name"] for i in lines(november)["tier:silver:workstation"].items} == {"BIRCH-WS1", "BIRCH-DST",
                                                                                    "BIRCH-NOV"}
+
+
+def test_a_missed_monthly_run_bills_each_late_change_once_on_the_first_invoice_after_it(tmp_path):
+    env = FiveMonths(tmp_path)
+    elm = env.cid("elm")
+    env.cw.add_agreement(env.co["elm"], "Break/Fix", start="2024-01-01T00:00:00Z")
+    env.device(1, "ACME-WS")
+    cut = env.time("elm", 2.0, ts(2026, 10, 10), "After Hours")
+    month_run(env, "2026-10")
+    # In November: an October hour entered late, an invoiced entry cut from 2 h to 1 h, a
+    # workstation in use since October 3 first reported; then no run on December 1.
+    late_entry = env.time("elm", 1.0, ts(2026, 10, 20), "After Hours")
+    edit_entry(env, cut, actualHours=1.0)
+    env.time("elm", 1.0, ts(2026, 11, 20), "Remote Support")
+    env.time("elm", 1.0, ts(2026, 12, 20), "Admin")
+    env.device(1, "ACME-LATE", created=ts(2026, 10, 3))
+    january = month_run(env, "2026-12")
+    # November, caught up: 1 h remote (95.00); October's late hour (150.00) and the hour cut
+    # (-150.00). Acme: 2 workstations at 120.00 + 15.00, and ACME-LATE for October, 135.00.
+    nov, dec = invoice(january, elm, "2026-11"), invoice(january, elm, "2026-12")
+    assert [l.amount for l in nov.bill.lines if any(str(i.get("id")) == str(late_entry) for i in l.items)] == [15000]
+    assert amounts(nov)[f"delta:2026-10:time:{cut}"] == ("-1", 15000, -15000)
+    assert nov.total == 9500 + 15000 - 15000
+    # December: 1 h admin (95.00), and no late change a second time.
+    assert amounts(dec) == {"time:Admin": ("1", 9500, 9500)}
+    acme_nov, acme_dec = invoice(january, "acme", "2026-11"), invoice(january, "acme", "2026-12")
+    assert acme_nov.total == 2 * 13500 + 13500 and late(acme_nov) == {
+        "delta:2026-10:tier:gold:workstation", "delta:2026-10:addon:backup:workstation"}
+    assert acme_dec.total == 2 * 13500 and late(acme_dec) == set()
+    assert sorted((i["metadata"]["msp_hub_action_key"], i["total"]) for i in env.invoices()) == [
+        ("invoice:acme:2026-10", 13500), ("invoice:acme:2026-11", 40500), ("invoice:acme:2026-12", 27000),
+        (f"invoice:{elm}:2026-10", 30000), (f"invoice:{elm}:2026-11", 9500), (f"invoice:{elm}:2026-12", 9500)]
