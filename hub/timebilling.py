@@ -810,8 +810,11 @@ def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> 
         rule = (f"time and materials: {work_type} at {format_minor(rate, run.cur)} per hour, {source}; "
                 f"{_increment_note(terms)}{_onsite_note(counted, terms)}{scope}")
         if late:
+            ids = [str(e.source_id) for e, _ in counted]
+            which = (f"entry {ids[0]}" if len(ids) == 1 else
+                     f"entries {', '.join(ids[:5])}{' and ' + str(len(ids) - 5) + ' more' if len(ids) > 5 else ''}")
             lines.append(run.line(
-                f"time:{work_type}:{late}", f"Late entries of {late}: {work_type} time", quantity, rate,
+                f"time:{work_type}:{late}", f"Late entries of {late}: {work_type} time ({which})", quantity, rate,
                 f"{rule}; dated in {late}, entered after it was planned and never billed: billed once, on this "
                 f"invoice", items))
             continue

@@ -351,9 +351,6 @@ def test_a_late_entry_is_billed_once_at_its_rate_on_the_next_invoice(tmp_path):
     assert [i["period"] for l in nov.bill.lines for i in l.items if str(i["id"]) == str(entry)] == ["2026-10"]
 
 
-@pytest.mark.xfail(strict=True, reason="a late time entry is merged into the next month's own time line, whose "
-                                       "text names only that month, not the period and the entry (BILLING.md, "
-                                       "Month after month)")
 def test_the_line_of_a_late_entry_names_its_period_and_the_entry(tmp_path):
     env, entry, nov = late_entry_env(tmp_path)
     late_lines = [l for l in nov.bill.lines if any(str(i["id"]) == str(entry) for i in l.items)]

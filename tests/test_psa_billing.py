@@ -174,7 +174,7 @@ def test_a_change_after_invoicing_becomes_a_delta_line_on_the_next_invoice(psa):
     elm_nov = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))
     late = elm_nov["time:After Hours:2026-10"]                     # its own line, naming its period
     assert late.amount == 15000 and late.items[0]["period"] == "2026-10"
-    assert late.description == "Late entries of 2026-10: After Hours time"
+    assert late.description == f"Late entries of 2026-10: After Hours time (entry {late.items[0]['id']})"
     # The sent October invoices are never rewritten.
     assert sum(1 for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == "invoice:acme:2026-10") == 1
     again = sync_once(psa.hub(), period="2026-10")

@@ -227,7 +227,7 @@ def test_late_entry_of_an_earlier_period_is_billed_on_its_own_line_naming_its_pe
     assert (own.code, own.period, own.quantity) == ("time:Remote", "2026-10", "1")
     assert [(i["id"], i["date"], i["period"]) for i in own.items] == [("2", "2026-10-05", "2026-10")]
     assert (earlier.code, earlier.period, earlier.quantity) == ("time:Remote:2026-09", "2026-10", "1")
-    assert earlier.description == "Late entries of 2026-09: Remote time"
+    assert earlier.description == "Late entries of 2026-09: Remote time (entry 1)"
     assert [(i["id"], i["date"], i["period"]) for i in earlier.items] == [("1", "2026-09-28", "2026-09")]
     assert "dated in 2026-09, entered after it was planned and never billed" in earlier.rule
 
