@@ -596,6 +596,81 @@ def time_records(hub: "Hub", contract: Contract, period: Period | None):
     return entries, products
 
 
+def _same_contract(a: Contract, b: Contract) -> bool:
+    return (a.origin, a.agreement, a.kind, a.tier) == (b.origin, b.agreement, b.kind, b.tier)
+
+
+def entries_by_own_contract(hub: "Hub", contract: Contract, period: Period, entries: list,
+                            blocks: Iterable[timebilling.Block] = (), *, others_only: bool = False
+                            ) -> tuple[list, list[tuple[Contract, str, list]], list[str]]:
+    """Split a client's time entries by the contract that bills them (BILLING.md, "Month after
+    month"): an entry dated in a period is billed, scope, included services and rates, by the
+    contract in force on its own day (``segments_for``, ``contract_on``), never by today's.
+
+    Returns the entries ``contract`` bills, the groups ``(contract, period name, entries)`` another
+    contract bills, and the errors of agreements whose dates cannot be read for an entry's period
+    (those entries are not billed). Entries ``contract`` keeps: those of its own days, those dated
+    after ``period`` or without a readable date (``bill_time`` reports them), those charged to a
+    prepaid agreement (drawn from their block, whatever the contract), and those dated on a day no
+    contract was in force (``others_only``: left out, as a client with no contract bills none).
+    """
+    prepaid = {b.agreement for b in blocks if b.agreement} | ({contract.agreement} if contract.kind == "block" else set())
+    cache: dict[str, tuple[list[Segment], list[str]]] = {}
+    kept, errors = [], []
+    others: dict[tuple[str, str], tuple[Contract, str, list]] = {}
+    for e in entries:
+        moment = e.started_at
+        if (not isinstance(moment, datetime) or moment.tzinfo is None or moment >= period.end
+                or timebilling.entry_problem(e) is not None or e.agreement_source_id in prepaid):
+            if not others_only:
+                kept.append(e)
+            continue
+        day = period.local_day(moment)
+        name = day.strftime("%Y-%m")
+        if name not in cache:
+            own = period if name == period.name else parse_period(name, period.tz)
+            cache[name] = segments_for(hub, contract, own)
+            for problem in cache[name][1]:
+                errors.append(f"{problem}; the time entries of {name} are not billed until it is corrected")
+        segments, problems = cache[name]
+        if problems:
+            continue
+        billing = contract_on(segments, day)
+        if billing is None:
+            if not others_only:
+                kept.append(e)
+        elif _same_contract(billing, contract):
+            kept.append(e)
+        elif billing.kind == "block" and not others_only:
+            kept.append(e)     # its block is drawn by the contract's own run (blocks_for names every block)
+        else:
+            group = others.setdefault((name, billing.origin), (billing, name, []))
+            group[2].append(e)
+    return kept, sorted(others.values(), key=lambda g: (g[1], g[0].origin)), errors
+
+
+def time_of_own_contracts(hub: "Hub", contract: Contract, period: Period, groups, already: frozenset[str]
+                          ) -> tuple[list[BillingLine], list[dict], list[str]]:
+    """Bill each group of ``entries_by_own_contract`` by its own contract, on ``period``'s invoice:
+    lines naming the entries' period (``bill_time``'s late lines), each saying which contract
+    priced it."""
+    lines, reported, errors = [], [], []
+    for other, name, entries in groups:
+        if other.currency != contract.currency:
+            errors.append(f"time entries of {name} ({', '.join(str(e.source_id) for e in entries)}) are billed by "
+                          f"{other.origin}, in {other.currency}, and client {contract.client_id}'s invoice is in "
+                          f"{contract.currency}; bill them by hand or align the currencies. They are not billed")
+            continue
+        tb = timebilling.bill_time(contract.client_id, other, entries, [], period, already_billed=already)
+        for line in tb.lines:
+            lines.append(replace(line, code=f"{line.code}@{other.agreement or other.origin}",
+                                 rule=f"{line.rule}; priced by {other.origin}, the contract in force on the "
+                                      f"entries' days (BILLING.md, Month after month)"))
+        reported += [_reported(r) for r in tb.reported]
+        errors += list(tb.errors)
+    return lines, reported, errors
+
+
 def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: str,
                   claimed: frozenset[str] = frozenset(), notes: list[str] | None = None) -> list[BillingLine]:
     """Devices that count for an invoiced period and that its invoice did not bill, thing by thing.
@@ -857,10 +932,15 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
     entries, products = time_records(hub, contract, period)
     if entries or products or contract.kind == "block":
         already = hub.store.billed_item_ids(contract.client_id, exclude_key=key) | claimed
+        blocks = blocks_for(hub, contract)
+        # Each entry is billed by the contract in force on its own day, never by today's.
+        entries, others, problems = entries_by_own_contract(hub, contract, period, entries, blocks)
         tb = timebilling.bill_time(contract.client_id, contract, entries, products, period,
-                                   blocks=blocks_for(hub, contract), already_billed=already)
-        bill = replace(bill, lines=bill.lines + tuple(tb.lines), errors=bill.errors + tuple(tb.errors),
-                       reported=bill.reported + tuple(_reported(r) for r in tb.reported))
+                                   blocks=blocks, already_billed=already)
+        own, reported, errors = time_of_own_contracts(hub, contract, period, others, already)
+        bill = replace(bill, lines=bill.lines + tuple(tb.lines) + tuple(own),
+                       errors=bill.errors + tuple(problems) + tuple(tb.errors) + tuple(errors),
+                       reported=bill.reported + tuple(_reported(r) for r in tb.reported) + tuple(reported))
     notes: list[str] = []
     deltas = device_deltas(hub, contract, period, key, claimed, notes) + record_deltas(hub, contract, period, key, claimed)
     extra: list[BillingLine] = []

@@ -406,9 +406,6 @@ def test_an_invoiced_overage_is_credited_when_its_entry_is_edited_down(tmp_path)
     assert november.total == 15000 - 9000
 
 
-@pytest.mark.xfail(strict=True, reason="a late time entry is priced with the contract in force when it is billed, "
-                                       "not the one of its own period: a break/fix hour entered late after the "
-                                       "client moved to Gold is 'included', never billed (190.00 here)")
 def test_a_late_entry_is_billed_by_the_contract_of_its_own_period(tmp_path):
     env = FiveMonths(tmp_path)
     elm = env.cid("elm")
@@ -429,10 +426,6 @@ def test_a_late_entry_is_billed_by_the_contract_of_its_own_period(tmp_path):
     assert december.total == 12000 + 19000
 
 
-@pytest.mark.xfail(strict=True, reason="after a move from Gold to break/fix, November's remote support (included in "
-                                       "Gold, the invoiced hour and a late one) is planned again as time and "
-                                       "materials on December's invoice: 285.00 for nothing owed (held today only "
-                                       "by the zero-device guardrail)")
 def test_time_included_in_the_contract_of_its_period_is_never_billed_after_a_downgrade(tmp_path):
     env = FiveMonths(tmp_path)
     elm = env.cid("elm")
