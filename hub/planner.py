@@ -886,10 +886,27 @@ def credit_surprises(bill: reconcile.Bill, key: str) -> tuple[str, ...]:
             f"msp-hub approve {key}",)
 
 
+def late_time_without_contract(hub: "Hub", contract: Contract, period: Period, key: str
+                               ) -> tuple[list[BillingLine], list[dict], list[str]]:
+    """The time a client with no contract for ``period`` still owes: entries dated in an earlier
+    period on a day a contract was in force, entered after that period was invoiced and never
+    billed, each priced by the contract of its own day (``entries_by_own_contract``)."""
+    entries, _ = time_records(hub, contract, period)
+    already = hub.store.billed_item_ids(contract.client_id, exclude_key=key)
+    earlier = [e for e in entries if isinstance(e.started_at, datetime) and e.started_at.tzinfo is not None
+               and e.started_at < period.start and not e.invoiced and e.source_id not in already]
+    if not earlier:
+        return [], [], []
+    _, groups, problems = entries_by_own_contract(hub, contract, period, earlier, others_only=True)
+    lines, reported, errors = time_of_own_contracts(hub, contract, period, groups, already)
+    return lines, reported, problems + errors
+
+
 def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> list[PlanItem]:
     """Late changes of a client with no next invoice: its contract ended (a churned client), so no
     invoice of ``period`` carries the credit or charge of an entry or product changed after it was
-    invoiced. Each is held for a person (cause ``guardrail``) with the amount and the reason, until
+    invoiced, nor the charge of an entry of an invoiced period entered late (priced by the contract
+    of its own day, ``late_time_without_contract``). Each is held for a person (cause ``guardrail``) with the amount and the reason, until
     the hub can issue credit notes; approving its key sends it as an invoice of its own."""
     if not period.has_ended(now):
         return []
@@ -898,12 +915,15 @@ def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> lis
         if cid in ctx.contracts or cid in ctx.errors:
             continue
         contract = Contract(cid, client.name, None, hub.mappings.currency, dict(client.links),
-                            kind="time_and_materials")
+                            kind="time_and_materials", origin="no contract")
         key = invoice_key(cid, period.name)
         lines = record_deltas(hub, contract, period, key)
-        if not lines:
+        late, reported, errors = late_time_without_contract(hub, contract, period, key)
+        lines += late
+        if not lines and not errors:
             continue
-        bill = reconcile.Bill(cid, period.name, contract.currency, tuple(lines))
+        bill = reconcile.Bill(cid, period.name, contract.currency, tuple(lines), errors=tuple(errors),
+                              reported=tuple(reported))
         action = Action(key, INVOICE, connector_for(hub, INVOICE), cid, invoice_payload(bill, client.name, period),
                         period.name)
         status, reasons = _status_against_outbox(hub, key, action.payload["lines"], period=period, force=False,
@@ -918,8 +938,9 @@ def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> lis
                        f"{format_minor(abs(bill.total), bill.currency)} ({'; '.join(l.description for l in lines)}). "
                        f"It waits for a person (a credit note, once invoices can be corrected); send it as an "
                        f"invoice of its own with: msp-hub approve {key}",)
-        out.append(PlanItem(INVOICE, cid, client.name, period.name, status, action, bill, reasons,
-                            ledger=ledger_of(lines), snapshot=snapshot_of(lines), cause=cause))
+        item = PlanItem(INVOICE, cid, client.name, period.name, status, action, bill, reasons,
+                        ledger=ledger_of(lines), snapshot=snapshot_of(lines), cause=cause)
+        out.append(_hold(item, [], "error", extra_errors=list(errors)) if errors else item)
     return out
 
 

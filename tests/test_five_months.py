@@ -446,8 +446,6 @@ def test_time_included_in_the_contract_of_its_period_is_never_billed_after_a_dow
     assert december.total == 0
 
 
-@pytest.mark.xfail(strict=True, reason="a late charge for a client whose contract has ended (no next invoice) is "
-                                       "neither billed nor held: nothing in the plan, no warning (150.00 here)")
 def test_a_late_charge_of_a_churned_client_is_held_for_a_person_never_dropped(tmp_path):
     env = FiveMonths(tmp_path)
     cobalt = env.cid("cobalt")
