@@ -645,39 +645,38 @@ def approved_in_time(device, seen: dict | None, period: Period) -> bool:
 def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Period, snap: dict,
                   devices, seen: dict, billed: frozenset[str], notes: list[str] | None = None) -> list[BillingLine]:
     """The devices the hub first knew after ``earlier`` was invoiced (reported late by the RMM)
-    that count for it: a device it knew then was decided then, whatever its later contacts say."""
+    that count for it: a device it knew then was decided then, whatever its later contacts say.
+
+    Each is billed with what the snapshot recorded: its tier and, line by line, its price. A month
+    that two contracts shared (an upgrade inside it, both prorating: several tiers billed) bills
+    each contract's share of a late device, its days by the segments of that month
+    (``segments_for``) at the price the snapshot recorded for that contract's tier line."""
     snapshot = snap["lines"]
     codes = {line["code"]: line for line in snapshot}
     tiers = {c.split(":")[1] for c in codes if c.startswith("tier:")}
-    if len(tiers) != 1:
-        # The period billed no device tier (or several): nothing says at which price a late device
-        # would have been billed then, so none is; each one that counts is named.
-        late = [d for d in devices if _known_after(seen.get((d.source, str(d.source_id))), snap)
-                and approved_in_time(d, seen.get((d.source, str(d.source_id))), earlier)
-                and reconcile.why_not_counted(d, earlier) is None and reconcile.device_problem(d) is None]
-        if late and notes is not None and earlier == period.previous():
-            names = ", ".join(f"{d.name} ({d.source} id {d.source_id})" for d in late[:5])
-            notes.append(f"{len(late)} device(s) reported after the {earlier.name} invoice count for {earlier.name} "
-                         f"({names}{' ...' if len(late) > 5 else ''}), but that invoice billed "
-                         f"{'no device tier' if not tiers else 'several tiers'} to price them with; they are not "
-                         f"billed for {earlier.name}")
-        return []
     billed_on: dict[str, set[str]] = {}
     for line in snapshot:
         for t in line.get("things", []):
             if t.get("kind") == "device":
                 billed_on.setdefault(t["on"], set()).add(t["id"])
-    candidates = [d for d in devices if str(d.source_id) not in billed_on.get("tier:" + next(iter(tiers)), set())
+    on_tier = set().union(*(ids for on, ids in billed_on.items() if on.startswith("tier:")))
+    candidates = [d for d in devices if str(d.source_id) not in on_tier
                   and _known_after(seen.get((d.source, str(d.source_id))), snap)
                   and approved_in_time(d, seen.get((d.source, str(d.source_id))), earlier)]
     if not candidates:
         return []
     addons = tuple(sorted({c.split(":")[1] for c in codes if c.startswith("addon:")}))
-    prorated = any("prorated by days" in (line.get("rule") or "") for line in snapshot)
-    then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0)
-    bill = reconcile.bill_devices(then, hub.mappings, candidates, earlier)
+    if len(tiers) == 1:
+        prorated = any("prorated by days" in (line.get("rule") or "") for line in snapshot)
+        then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0)
+        shares = list(reconcile.bill_devices(then, hub.mappings, candidates, earlier).lines)
+    else:
+        shares, why = _shared_month_shares(hub, contract, earlier, tiers, addons, candidates)
+        if why is not None:
+            _note_unpriced(period, earlier, candidates, why, notes)
+            return []
     out = []
-    for line in bill.lines:
+    for line in shares:
         on = line.code.rsplit(":", 1)[0]
         unit = codes[line.code]["unit_amount"] if line.code in codes else line.unit_amount
         items = []
@@ -699,6 +698,74 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
             f"{line.rule}; counted after the {earlier.name} invoice was made, billed once on the next one at "
             f"{price}, {format_minor(unit, line.currency)}", tuple(items)))
     return out
+
+
+def _note_unpriced(period: Period, earlier: Period, candidates, why: str, notes: list[str] | None) -> None:
+    """Name the late devices that count for ``earlier`` but that nothing prices (``why``)."""
+    late = [d for d in candidates if reconcile.why_not_counted(d, earlier) is None
+            and reconcile.device_problem(d) is None]
+    if late and notes is not None and earlier == period.previous():
+        names = ", ".join(f"{d.name} ({d.source} id {d.source_id})" for d in late[:5])
+        notes.append(f"{len(late)} device(s) reported after the {earlier.name} invoice count for {earlier.name} "
+                     f"({names}{' ...' if len(late) > 5 else ''}), but {why}; they are not billed for "
+                     f"{earlier.name}")
+
+
+def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers: set[str], addons: tuple[str, ...],
+                         candidates) -> tuple[list[BillingLine], str | None]:
+    """The device lines of ``candidates`` for an invoiced period whose snapshot billed several tiers
+    (contracts that shared it): each contract in force its own days (``segments_for``), each device
+    weighted by the days it was there in them (from its creation day, when later, if the contract
+    prorates) over the period's days, one line per tier and class, a device's days of one tier added
+    up. The contracts are the period's own agreements (their dates, their tiers); a tier the snapshot
+    did not bill is not one that priced that period, so then nothing is billed and the reason is
+    returned instead (as when the agreements cannot be read)."""
+    if not tiers:
+        return [], "that invoice billed no device tier to price them with"
+    segments, errors = segments_for(hub, contract, earlier)
+    segments = [s for s in segments if s.contract.tier]
+    if errors:
+        return [], f"the agreements in force in {earlier.name} cannot be read ({'; '.join(errors)})"
+    unknown = sorted({s.contract.tier for s in segments} - tiers)
+    if not segments or unknown:
+        return [], (f"that invoice billed several tiers ({', '.join(sorted(tiers))}) and the agreements in force "
+                    f"in {earlier.name} now give {', '.join(unknown) or 'none'}, so which of its prices each day "
+                    f"had is not known")
+    by_id = {str(d.source_id): d for d in candidates}
+    merged: dict[str, BillingLine] = {}
+    for seg in segments:
+        then = replace(seg.contract, addons=tuple(a for a in seg.contract.addons if a in addons), minimum=0)
+        part = reconcile.bill_devices(then, hub.mappings, candidates, _segment_period(earlier, seg))
+        for line in part.lines:
+            items = []
+            for item in line.items:
+                d = by_id.get(str(item["id"]))
+                since = seg.first
+                if d is not None and then.proration and d.created_at is not None and d.created_at >= earlier.start:
+                    since = max(since, earlier.local_day(d.created_at))
+                days = (seg.last - since).days + 1
+                items.append({**item, "weight": format_quantity(Fraction(days, earlier.days)),
+                              "days": f"{days}/{earlier.days}", "contract": then.origin})
+            got = merged.get(line.code)
+            if got is None:
+                merged[line.code] = replace(line, description=f"{line.description}, {seg.first.isoformat()} to "
+                                                              f"{seg.last.isoformat()}",
+                                            rule=f"{line.rule}; {seg.note}", items=tuple(items))
+                continue
+            known = {str(i["id"]): n for n, i in enumerate(got.items)}
+            kept = list(got.items)
+            for item in items:
+                n = known.get(str(item["id"]))
+                if n is None:
+                    kept.append(item)
+                    continue
+                days = int(kept[n]["days"].split("/")[0]) + int(item["days"].split("/")[0])
+                kept[n] = {**kept[n], "weight": format_quantity(Fraction(days, earlier.days)),
+                           "days": f"{days}/{earlier.days}", "contract": f"{kept[n]['contract']}; {item['contract']}"}
+            merged[line.code] = replace(got, items=tuple(kept), rule=f"{got.rule} | {seg.note}",
+                                        description=f"{got.description} and {seg.first.isoformat()} to "
+                                                    f"{seg.last.isoformat()}")
+    return list(merged.values()), None
 
 
 def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: str,

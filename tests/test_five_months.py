@@ -360,9 +360,6 @@ def test_the_line_of_a_late_entry_names_its_period_and_the_entry(tmp_path):
     assert (own.quantity, own.amount) == ("2", 30000)
 
 
-@pytest.mark.xfail(strict=True, reason="a device reported after the invoice of a month that two contracts shared "
-                                       "is only noted ('billed several tiers to price them with'), never billed "
-                                       "for that month: 80.00 short in this case")
 def test_a_device_reported_late_for_a_month_two_contracts_shared_is_billed_each_its_days(tmp_path):
     env = FiveMonths(tmp_path)
     birch = env.cid("birchwood")
