@@ -145,10 +145,13 @@ def things_of(line: BillingLine) -> list[dict[str, Any]]:
                         "quantity": format_quantity(weight), "amount": round_half_up(weight * unit)})
         elif kind in ("time", "overage"):
             hours = Fraction(str(item.get("overage_hours", item.get("billed_hours", "0"))))
-            out.append({"kind": kind, "id": str(item["id"]), "hours": item.get("hours"),
-                        "billed_hours": format_quantity(hours), "rate": unit, "work_type": item.get("work_type"),
-                        "date": item.get("date"), "period": item.get("period") or line.period,
-                        "amount": round_half_up(hours * unit)})
+            thing = {"kind": kind, "id": str(item["id"]), "hours": item.get("hours"),
+                     "billed_hours": format_quantity(hours), "rate": unit, "work_type": item.get("work_type"),
+                     "date": item.get("date"), "period": item.get("period") or line.period,
+                     "amount": round_half_up(hours * unit)}
+            if kind == "overage":
+                thing["agreement"] = code.split(":", 1)[1]     # "overage:<agreement>": the block it overdrew
+            out.append(thing)
         elif kind == "product":
             quantity = Fraction(str(item.get("quantity", "0")))
             out.append({"kind": "product", "id": str(item["id"]), "quantity": format_quantity(quantity), "unit": unit,
@@ -775,7 +778,12 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     a larger quantity) charges the difference; a decrease, or a record now not billable or no
     charge, credits it (a negative line). The rate is the one the entry was billed at; what was
     billed is the snapshot's amount plus every late change billed since. Periods whose snapshot
-    has no detail are final."""
+    has no detail are final.
+
+    The overage of a prepaid block (``overage`` things: the hours of an entry billed beyond its
+    block's balance) is compared with what is beyond that balance now (``_overage_now``): an entry
+    edited down, or an earlier entry of the block edited down, credits the overage hours no longer
+    beyond it; more hours beyond it charge the difference."""
     snaps = [s for s in hub.store.invoice_snapshots(contract.client_id, before="9999-99", exclude_key=exclude_key)
              if is_final(s)]
     billed: dict[tuple[str, str], dict] = {}
@@ -784,7 +792,7 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
             continue
         for line in snap["lines"]:
             for t in line.get("things", []):
-                if t.get("kind") in ("time", "product"):
+                if t.get("kind") in ("time", "product", "overage"):
                     billed.setdefault((t["kind"], t["id"]), dict(t, invoice=snap["period"]))
     if not billed:
         return []
@@ -799,18 +807,70 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
                     if t.get("quantity") is not None:
                         thing["quantity"] = t["quantity"]
     out = []
+    drawdowns: dict[str, timebilling.Drawdown] | None = None
     for (kind, rid), thing in sorted(billed.items(), key=lambda kv: (kv[1].get("period") or "", kv[0])):
         ref = f"{thing.get('period') or thing['invoice']}:{kind}:{rid}"
         if ref in claimed:
             continue
-        table = "time_entries" if kind == "time" else "products"
+        table = "products" if kind == "product" else "time_entries"
         record = next((r for s in sorted(contract.links) if (r := hub.store.record_by_id(table, s, rid))), None)
         if record is None:
             continue           # never deleted by a pull: a record the PSA no longer has stays as billed
-        line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref)
+        if kind == "overage":
+            if drawdowns is None:
+                drawdowns = _overage_drawdowns(hub, contract)
+            line = _overage_delta(contract, period, thing, record, ref, drawdowns)
+        else:
+            line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref)
         if line is not None:
             out.append(line)
     return out
+
+
+def _overage_drawdowns(hub: "Hub", contract: Contract) -> dict[str, timebilling.Drawdown]:
+    """Every prepaid agreement of the client drawn down by all its time entries as the PSA has
+    them now (``timebilling.draw_down_agreements``, as ``bill_time`` draws them). Entries draw in
+    date order, so an entry's overage depends only on the entries before it on its block."""
+    entries = [e for system, ext in sorted(contract.links.items())
+               for e in hub.store.iter_records("time_entries", system, ext)]
+    current = contract.agreement if contract.kind == "block" else None
+    return timebilling.draw_down_agreements(entries, blocks_for(hub, contract), contract.time, current=current)
+
+
+def _overage_delta(contract: Contract, period: Period, thing: dict, entry, ref: str,
+                   drawdowns: dict[str, timebilling.Drawdown]) -> BillingLine | None:
+    """The late change of an entry's invoiced overage: its hours beyond its block's balance now
+    against those billed, at the overage rate it was billed at. Nothing when the balance is not
+    known now (an entry of the block is an error, named on this invoice's own lines), when the
+    agreement is no longer a prepaid block the hub draws down, or when hours beyond the balance
+    are no longer overage (the contract now carries them): what the period billed then stays."""
+    rate, was = int(thing["rate"]), Fraction(str(thing["billed_hours"]))
+    agreement = thing.get("agreement") or entry.agreement_source_id
+    d = drawdowns.get(str(agreement)) if agreement is not None else None
+    if d is None or d.errors or contract.time.beyond_balance != timebilling.OVERAGE:
+        return None
+    now = d.overage.get(entry.source_id, Fraction(0))
+    amount = round_half_up(now * rate) - thing["amount"]
+    if amount == 0:
+        return None
+    if entry.billable in (DO_NOT_BILL, NO_CHARGE):
+        why = f"the entry is now {'no charge' if entry.billable == NO_CHARGE else 'not billable'} in the PSA"
+    else:
+        why = (f"the entry now has {format_quantity(d.hours.get(entry.source_id, Fraction(0)))} h, "
+               f"{format_quantity(now)} h of them beyond the balance")
+    own = thing.get("period") or thing["invoice"]
+    sign = "credit" if amount < 0 else "charge"
+    label = f"entry {entry.source_id} ({thing.get('work_type') or entry.work_type}, {thing.get('date') or ''})"
+    return BillingLine(
+        contract.client_id, period.name, f"delta:{own}:overage:{entry.source_id}",
+        f"Late change for {own}: hours beyond the prepaid block of agreement {agreement}, {label}, "
+        f"{format_quantity(was)} h billed, {format_quantity(now)} h now",
+        format_quantity(now - was), rate, amount, contract.currency,
+        f"overage billed on the {thing['invoice']} invoice for {format_quantity(was)} h beyond the balance of "
+        f"prepaid agreement {agreement} at {format_minor(rate, contract.currency)} per hour; {why}: the "
+        f"difference is a {sign}, billed once (BILLING.md, Month after month)",
+        ({"id": ref, "ref": entry.source_id, "of": "overage", "period": own, "amount": amount,
+          "billed_hours": format_quantity(now), "was_hours": format_quantity(was)},))
 
 
 def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str) -> BillingLine | None:

@@ -381,8 +381,6 @@ def test_a_device_reported_late_for_a_month_two_contracts_shared_is_billed_each_
     assert december.total == 24000 + 2000 + 6000
 
 
-@pytest.mark.xfail(strict=True, reason="an entry whose block overage was invoiced, edited down after invoicing, "
-                                       "is not credited: the overage billed stays charged (90.00 in this case)")
 def test_an_invoiced_overage_is_credited_when_its_entry_is_edited_down(tmp_path):
     env = FiveMonths(tmp_path)
     drift = env.cid("driftwood")
