@@ -722,18 +722,20 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
     prorates) over the period's days, one line per tier and class, a device's days of one tier added
     up. The contracts are the period's own agreements (their dates, their tiers); a tier the snapshot
     did not bill is not one that priced that period, so then nothing is billed and the reason is
-    returned instead (as when the agreements cannot be read)."""
+    returned instead (as when the agreements cannot be read, or no longer give every tier it billed)."""
     if not tiers:
         return [], "that invoice billed no device tier to price them with"
     segments, errors = segments_for(hub, contract, earlier)
     segments = [s for s in segments if s.contract.tier]
     if errors:
         return [], f"the agreements in force in {earlier.name} cannot be read ({'; '.join(errors)})"
-    unknown = sorted({s.contract.tier for s in segments} - tiers)
-    if not segments or unknown:
+    now = {s.contract.tier for s in segments}
+    if now != tiers:
+        # The month's agreements no longer split it as its invoice did (a tier it did not bill, or
+        # one of its tiers no longer in force): which of its prices each day had is not known.
         return [], (f"that invoice billed several tiers ({', '.join(sorted(tiers))}) and the agreements in force "
-                    f"in {earlier.name} now give {', '.join(unknown) or 'none'}, so which of its prices each day "
-                    f"had is not known")
+                    f"in {earlier.name} now give {', '.join(sorted(now)) or 'none'}, so which of its prices each "
+                    f"day had is not known")
     by_id = {str(d.source_id): d for d in candidates}
     merged: dict[str, BillingLine] = {}
     for seg in segments:

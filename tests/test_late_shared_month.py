@@ -88,7 +88,7 @@ def test_a_late_device_is_named_not_billed_when_the_month_s_agreements_now_give_
     late = [n for n in december.bill.notes if "reported after the 2026-11 invoice" in n]
     assert len(late) == 1
     note = late[0]
-    assert "BIRCH-LATE" in note and "several tiers (gold, silver)" in note and "platinum" in note
+    assert "BIRCH-LATE" in note and "several tiers (gold, silver)" in note and "now give platinum," in note
     assert note.endswith("they are not billed for 2026-11")
 
 
