@@ -145,10 +145,13 @@ def things_of(line: BillingLine) -> list[dict[str, Any]]:
                         "quantity": format_quantity(weight), "amount": round_half_up(weight * unit)})
         elif kind in ("time", "overage"):
             hours = Fraction(str(item.get("overage_hours", item.get("billed_hours", "0"))))
-            out.append({"kind": kind, "id": str(item["id"]), "hours": item.get("hours"),
-                        "billed_hours": format_quantity(hours), "rate": unit, "work_type": item.get("work_type"),
-                        "date": item.get("date"), "period": item.get("period") or line.period,
-                        "amount": round_half_up(hours * unit)})
+            thing = {"kind": kind, "id": str(item["id"]), "hours": item.get("hours"),
+                     "billed_hours": format_quantity(hours), "rate": unit, "work_type": item.get("work_type"),
+                     "date": item.get("date"), "period": item.get("period") or line.period,
+                     "amount": round_half_up(hours * unit)}
+            if kind == "overage":
+                thing["agreement"] = code.split(":", 1)[1]     # "overage:<agreement>": the block it overdrew
+            out.append(thing)
         elif kind == "product":
             quantity = Fraction(str(item.get("quantity", "0")))
             out.append({"kind": "product", "id": str(item["id"]), "quantity": format_quantity(quantity), "unit": unit,
@@ -720,39 +723,38 @@ def approved_in_time(device, seen: dict | None, period: Period) -> bool:
 def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Period, snap: dict,
                   devices, seen: dict, billed: frozenset[str], notes: list[str] | None = None) -> list[BillingLine]:
     """The devices the hub first knew after ``earlier`` was invoiced (reported late by the RMM)
-    that count for it: a device it knew then was decided then, whatever its later contacts say."""
+    that count for it: a device it knew then was decided then, whatever its later contacts say.
+
+    Each is billed with what the snapshot recorded: its tier and, line by line, its price. A month
+    that two contracts shared (an upgrade inside it, both prorating: several tiers billed) bills
+    each contract's share of a late device, its days by the segments of that month
+    (``segments_for``) at the price the snapshot recorded for that contract's tier line."""
     snapshot = snap["lines"]
     codes = {line["code"]: line for line in snapshot}
     tiers = {c.split(":")[1] for c in codes if c.startswith("tier:")}
-    if len(tiers) != 1:
-        # The period billed no device tier (or several): nothing says at which price a late device
-        # would have been billed then, so none is; each one that counts is named.
-        late = [d for d in devices if _known_after(seen.get((d.source, str(d.source_id))), snap)
-                and approved_in_time(d, seen.get((d.source, str(d.source_id))), earlier)
-                and reconcile.why_not_counted(d, earlier) is None and reconcile.device_problem(d) is None]
-        if late and notes is not None and earlier == period.previous():
-            names = ", ".join(f"{d.name} ({d.source} id {d.source_id})" for d in late[:5])
-            notes.append(f"{len(late)} device(s) reported after the {earlier.name} invoice count for {earlier.name} "
-                         f"({names}{' ...' if len(late) > 5 else ''}), but that invoice billed "
-                         f"{'no device tier' if not tiers else 'several tiers'} to price them with; they are not "
-                         f"billed for {earlier.name}")
-        return []
     billed_on: dict[str, set[str]] = {}
     for line in snapshot:
         for t in line.get("things", []):
             if t.get("kind") == "device":
                 billed_on.setdefault(t["on"], set()).add(t["id"])
-    candidates = [d for d in devices if str(d.source_id) not in billed_on.get("tier:" + next(iter(tiers)), set())
+    on_tier = set().union(*(ids for on, ids in billed_on.items() if on.startswith("tier:")))
+    candidates = [d for d in devices if str(d.source_id) not in on_tier
                   and _known_after(seen.get((d.source, str(d.source_id))), snap)
                   and approved_in_time(d, seen.get((d.source, str(d.source_id))), earlier)]
     if not candidates:
         return []
     addons = tuple(sorted({c.split(":")[1] for c in codes if c.startswith("addon:")}))
-    prorated = any("prorated by days" in (line.get("rule") or "") for line in snapshot)
-    then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0)
-    bill = reconcile.bill_devices(then, hub.mappings, candidates, earlier)
+    if len(tiers) == 1:
+        prorated = any("prorated by days" in (line.get("rule") or "") for line in snapshot)
+        then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0)
+        shares = list(reconcile.bill_devices(then, hub.mappings, candidates, earlier).lines)
+    else:
+        shares, why = _shared_month_shares(hub, contract, earlier, tiers, addons, candidates)
+        if why is not None:
+            _note_unpriced(period, earlier, candidates, why, notes)
+            return []
     out = []
-    for line in bill.lines:
+    for line in shares:
         on = line.code.rsplit(":", 1)[0]
         unit = codes[line.code]["unit_amount"] if line.code in codes else line.unit_amount
         items = []
@@ -776,6 +778,76 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
     return out
 
 
+def _note_unpriced(period: Period, earlier: Period, candidates, why: str, notes: list[str] | None) -> None:
+    """Name the late devices that count for ``earlier`` but that nothing prices (``why``)."""
+    late = [d for d in candidates if reconcile.why_not_counted(d, earlier) is None
+            and reconcile.device_problem(d) is None]
+    if late and notes is not None and earlier == period.previous():
+        names = ", ".join(f"{d.name} ({d.source} id {d.source_id})" for d in late[:5])
+        notes.append(f"{len(late)} device(s) reported after the {earlier.name} invoice count for {earlier.name} "
+                     f"({names}{' ...' if len(late) > 5 else ''}), but {why}; they are not billed for "
+                     f"{earlier.name}")
+
+
+def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers: set[str], addons: tuple[str, ...],
+                         candidates) -> tuple[list[BillingLine], str | None]:
+    """The device lines of ``candidates`` for an invoiced period whose snapshot billed several tiers
+    (contracts that shared it): each contract in force its own days (``segments_for``), each device
+    weighted by the days it was there in them (from its creation day, when later, if the contract
+    prorates) over the period's days, one line per tier and class, a device's days of one tier added
+    up. The contracts are the period's own agreements (their dates, their tiers); a tier the snapshot
+    did not bill is not one that priced that period, so then nothing is billed and the reason is
+    returned instead (as when the agreements cannot be read, or no longer give every tier it billed)."""
+    if not tiers:
+        return [], "that invoice billed no device tier to price them with"
+    segments, errors = segments_for(hub, contract, earlier)
+    segments = [s for s in segments if s.contract.tier]
+    if errors:
+        return [], f"the agreements in force in {earlier.name} cannot be read ({'; '.join(errors)})"
+    now = {s.contract.tier for s in segments}
+    if now != tiers:
+        # The month's agreements no longer split it as its invoice did (a tier it did not bill, or
+        # one of its tiers no longer in force): which of its prices each day had is not known.
+        return [], (f"that invoice billed several tiers ({', '.join(sorted(tiers))}) and the agreements in force "
+                    f"in {earlier.name} now give {', '.join(sorted(now)) or 'none'}, so which of its prices each "
+                    f"day had is not known")
+    by_id = {str(d.source_id): d for d in candidates}
+    merged: dict[str, BillingLine] = {}
+    for seg in segments:
+        then = replace(seg.contract, addons=tuple(a for a in seg.contract.addons if a in addons), minimum=0)
+        part = reconcile.bill_devices(then, hub.mappings, candidates, _segment_period(earlier, seg))
+        for line in part.lines:
+            items = []
+            for item in line.items:
+                d = by_id.get(str(item["id"]))
+                since = seg.first
+                if d is not None and then.proration and d.created_at is not None and d.created_at >= earlier.start:
+                    since = max(since, earlier.local_day(d.created_at))
+                days = (seg.last - since).days + 1
+                items.append({**item, "weight": format_quantity(Fraction(days, earlier.days)),
+                              "days": f"{days}/{earlier.days}", "contract": then.origin})
+            got = merged.get(line.code)
+            if got is None:
+                merged[line.code] = replace(line, description=f"{line.description}, {seg.first.isoformat()} to "
+                                                              f"{seg.last.isoformat()}",
+                                            rule=f"{line.rule}; {seg.note}", items=tuple(items))
+                continue
+            known = {str(i["id"]): n for n, i in enumerate(got.items)}
+            kept = list(got.items)
+            for item in items:
+                n = known.get(str(item["id"]))
+                if n is None:
+                    kept.append(item)
+                    continue
+                days = int(kept[n]["days"].split("/")[0]) + int(item["days"].split("/")[0])
+                kept[n] = {**kept[n], "weight": format_quantity(Fraction(days, earlier.days)),
+                           "days": f"{days}/{earlier.days}", "contract": f"{kept[n]['contract']}; {item['contract']}"}
+            merged[line.code] = replace(got, items=tuple(kept), rule=f"{got.rule} | {seg.note}",
+                                        description=f"{got.description} and {seg.first.isoformat()} to "
+                                                    f"{seg.last.isoformat()}")
+    return list(merged.values()), None
+
+
 def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: str,
                   claimed: frozenset[str] = frozenset()) -> list[BillingLine]:
     """Time entries and products an earlier invoice billed whose facts changed since, thing by
@@ -783,7 +855,12 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     a larger quantity) charges the difference; a decrease, or a record now not billable or no
     charge, credits it (a negative line). The rate is the one the entry was billed at; what was
     billed is the snapshot's amount plus every late change billed since. Periods whose snapshot
-    has no detail are final."""
+    has no detail are final.
+
+    The overage of a prepaid block (``overage`` things: the hours of an entry billed beyond its
+    block's balance) is compared with what is beyond that balance now (``_overage_now``): an entry
+    edited down, or an earlier entry of the block edited down, credits the overage hours no longer
+    beyond it; more hours beyond it charge the difference."""
     snaps = [s for s in hub.store.invoice_snapshots(contract.client_id, before="9999-99", exclude_key=exclude_key)
              if is_final(s)]
     billed: dict[tuple[str, str], dict] = {}
@@ -792,7 +869,7 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
             continue
         for line in snap["lines"]:
             for t in line.get("things", []):
-                if t.get("kind") in ("time", "product"):
+                if t.get("kind") in ("time", "product", "overage"):
                     billed.setdefault((t["kind"], t["id"]), dict(t, invoice=snap["period"]))
     if not billed:
         return []
@@ -807,18 +884,70 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
                     if t.get("quantity") is not None:
                         thing["quantity"] = t["quantity"]
     out = []
+    drawdowns: dict[str, timebilling.Drawdown] | None = None
     for (kind, rid), thing in sorted(billed.items(), key=lambda kv: (kv[1].get("period") or "", kv[0])):
         ref = f"{thing.get('period') or thing['invoice']}:{kind}:{rid}"
         if ref in claimed:
             continue
-        table = "time_entries" if kind == "time" else "products"
+        table = "products" if kind == "product" else "time_entries"
         record = next((r for s in sorted(contract.links) if (r := hub.store.record_by_id(table, s, rid))), None)
         if record is None:
             continue           # never deleted by a pull: a record the PSA no longer has stays as billed
-        line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref)
+        if kind == "overage":
+            if drawdowns is None:
+                drawdowns = _overage_drawdowns(hub, contract)
+            line = _overage_delta(contract, period, thing, record, ref, drawdowns)
+        else:
+            line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref)
         if line is not None:
             out.append(line)
     return out
+
+
+def _overage_drawdowns(hub: "Hub", contract: Contract) -> dict[str, timebilling.Drawdown]:
+    """Every prepaid agreement of the client drawn down by all its time entries as the PSA has
+    them now (``timebilling.draw_down_agreements``, as ``bill_time`` draws them). Entries draw in
+    date order, so an entry's overage depends only on the entries before it on its block."""
+    entries = [e for system, ext in sorted(contract.links.items())
+               for e in hub.store.iter_records("time_entries", system, ext)]
+    current = contract.agreement if contract.kind == "block" else None
+    return timebilling.draw_down_agreements(entries, blocks_for(hub, contract), contract.time, current=current)
+
+
+def _overage_delta(contract: Contract, period: Period, thing: dict, entry, ref: str,
+                   drawdowns: dict[str, timebilling.Drawdown]) -> BillingLine | None:
+    """The late change of an entry's invoiced overage: its hours beyond its block's balance now
+    against those billed, at the overage rate it was billed at. Nothing when the balance is not
+    known now (an entry of the block is an error, named on this invoice's own lines), when the
+    agreement is no longer a prepaid block the hub draws down, or when hours beyond the balance
+    are no longer overage (the contract now carries them): what the period billed then stays."""
+    rate, was = int(thing["rate"]), Fraction(str(thing["billed_hours"]))
+    agreement = thing.get("agreement") or entry.agreement_source_id
+    d = drawdowns.get(str(agreement)) if agreement is not None else None
+    if d is None or d.errors or contract.time.beyond_balance != timebilling.OVERAGE:
+        return None
+    now = d.overage.get(entry.source_id, Fraction(0))
+    amount = round_half_up(now * rate) - thing["amount"]
+    if amount == 0:
+        return None
+    if entry.billable in (DO_NOT_BILL, NO_CHARGE):
+        why = f"the entry is now {'no charge' if entry.billable == NO_CHARGE else 'not billable'} in the PSA"
+    else:
+        why = (f"the entry now has {format_quantity(d.hours.get(entry.source_id, Fraction(0)))} h, "
+               f"{format_quantity(now)} h of them beyond the balance")
+    own = thing.get("period") or thing["invoice"]
+    sign = "credit" if amount < 0 else "charge"
+    label = f"entry {entry.source_id} ({thing.get('work_type') or entry.work_type}, {thing.get('date') or ''})"
+    return BillingLine(
+        contract.client_id, period.name, f"delta:{own}:overage:{entry.source_id}",
+        f"Late change for {own}: hours beyond the prepaid block of agreement {agreement}, {label}, "
+        f"{format_quantity(was)} h billed, {format_quantity(now)} h now",
+        format_quantity(now - was), rate, amount, contract.currency,
+        f"overage billed on the {thing['invoice']} invoice for {format_quantity(was)} h beyond the balance of "
+        f"prepaid agreement {agreement} at {format_minor(rate, contract.currency)} per hour; {why}: the "
+        f"difference is a {sign}, billed once (BILLING.md, Month after month)",
+        ({"id": ref, "ref": entry.source_id, "of": "overage", "period": own, "amount": amount,
+          "billed_hours": format_quantity(now), "was_hours": format_quantity(was)},))
 
 
 def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str) -> BillingLine | None:

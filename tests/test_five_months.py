@@ -360,9 +360,6 @@ def test_the_line_of_a_late_entry_names_its_period_and_the_entry(tmp_path):
     assert (own.quantity, own.amount) == ("2", 30000)
 
 
-@pytest.mark.xfail(strict=True, reason="a device reported after the invoice of a month that two contracts shared "
-                                       "is only noted ('billed several tiers to price them with'), never billed "
-                                       "for that month: 80.00 short in this case")
 def test_a_device_reported_late_for_a_month_two_contracts_shared_is_billed_each_its_days(tmp_path):
     env = FiveMonths(tmp_path)
     birch = env.cid("birchwood")
@@ -384,8 +381,6 @@ def test_a_device_reported_late_for_a_month_two_contracts_shared_is_billed_each_
     assert december.total == 24000 + 2000 + 6000
 
 
-@pytest.mark.xfail(strict=True, reason="an entry whose block overage was invoiced, edited down after invoicing, "
-                                       "is not credited: the overage billed stays charged (90.00 in this case)")
 def test_an_invoiced_overage_is_credited_when_its_entry_is_edited_down(tmp_path):
     env = FiveMonths(tmp_path)
     drift = env.cid("driftwood")
