@@ -9,8 +9,10 @@ time entries entered late and one edited down after it was invoiced (a credit). 
 invoice is checked line by line, each run is re-run and pushes nothing, and the sum of every Stripe
 invoice equals the sum worked out by hand from BILLING.md.
 
-The smaller tests after it pin cases the hub bills wrongly today, each with the amount BILLING.md
-gives, marked xfail(strict=True) with the wrong amount in the reason: they pass once it is right.
+The smaller tests after it take the edge cases one by one, each with the amount BILLING.md gives:
+a late device of a month two contracts shared, an invoiced overage credited, late time priced by
+the contract of its own month (after an upgrade and after a downgrade), a churned client's late
+charge held for a person, and the line a late entry is billed on.
 
 Prices (mappings/tiers.toml, mappings/time.toml): Silver 100.00 a workstation, 200.00 a server;
 Gold 120.00 and 240.00; the backup add-on 15.00 and 45.00; Remote Support 95.00 an hour, Onsite
