@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, Iterable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from hub.engine import Hub, RunReport
-    from hub.mappings import Contract
+from hub.mappings import Contract
 
 # Tables whose records decide what a client is billed.
 BILLING_TABLES = frozenset({"clients", "devices", "agreements", "additions", "time_entries", "products"})
@@ -45,7 +43,8 @@ class StreamRef:
 class Gate:
     """The completeness of every configured stream, as the store recorded its passes."""
 
-    def __init__(self, hub: "Hub", report: "RunReport"):
+    def __init__(self, hub: Any, report: Any):
+        """``hub``: the engine's Hub (its connectors, config and store); ``report``: the run's report."""
         self.run_id = report.run_id
         self.streams = [StreamRef(name, s.name, s.table) for name, c in sorted(hub.connectors.items())
                         for s in c.streams()]
@@ -56,7 +55,7 @@ class Gate:
         for ref in self.streams:
             self._suspect[(ref.connector, ref.stream)] = self._judge_sweep(hub, ref, approved)
 
-    def _judge_sweep(self, hub: "Hub", ref: StreamRef, approved: set[str]) -> str | None:
+    def _judge_sweep(self, hub: Any, ref: StreamRef, approved: set[str]) -> str | None:
         """Why the stream's latest complete sweep is suspect, or None (believable or approved)."""
         state = self.states.get((ref.connector, ref.stream))
         if not state or not state["last_sweep"]:
@@ -109,7 +108,7 @@ class Gate:
                 out.append(suspect)
         return out
 
-    def billing_streams(self, contract: "Contract") -> list[StreamRef]:
+    def billing_streams(self, contract: Contract) -> list[StreamRef]:
         """The streams a client's invoice, renewal and quantities depend on.
 
         Every connector's clients (they decide how clients are linked), and the client's systems'
