@@ -247,9 +247,14 @@ def test_daemon_runs_jobs_refuses_a_resync_while_locked_stops_on_sigterm_and_res
 
     # A long resync of the devices (NinjaOne slowed down): 15 pages of 20, about 6 s.
     world.slow_ninja.delay = 0.4
-    started = httpx.post(f"{world.api}/resync", headers=world.auth, timeout=5,
-                         json={"connectors": ["ninjaone"], "streams": ["devices"]})
-    assert started.status_code == 202, started.text
+
+    def start_resync():
+        # Refused, not queued, while a job holds the lock: the every-2-s alerts job may hold it now.
+        answer = httpx.post(f"{world.api}/resync", headers=world.auth, timeout=5,
+                            json={"connectors": ["ninjaone"], "streams": ["devices"]})
+        assert answer.status_code in (202, 409), answer.text
+        return [answer] if answer.status_code == 202 else None
+    (started,) = wait_for("the resync to be accepted", start_resync, timeout=15, every=0.2)
     run_id = started.json()["run_id"]
     wait_for("the resync to hold the lock", lambda: world.lock_holder().startswith(f"daemon:resync:{run_id}"),
              timeout=10)
