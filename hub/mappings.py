@@ -4,7 +4,8 @@ Files:
   ``tiers.toml``           currency, ``[tiers.<id>]`` (name, includes, services, prices per class),
                            ``[addons.<id>]`` (name, service, price or prices per class, classes)
   ``device_classes.toml``  ``not_billed = [...]`` classes no tier has to price (listed as excluded
-                           on the plan), and ``[<source>]`` vendor node class -> hub device class
+                           on the plan), ``unlisted = "not_billed" | "error"`` (a node class no
+                           section names), and ``[<source>]`` vendor node class -> hub device class
   ``time.toml``            ``[defaults]``, ``[work_types."<name>"]``, ``[blocks."<id>"]``
   ``agreement_types.toml`` ``[types."<PSA agreement type>"]`` contract terms, ``[additions]``
   ``links.toml``           ``[clients.<id>]`` name and the client's id in each system
@@ -150,6 +151,9 @@ class Mappings:
     # the hub keeps knowing it, so that it is held, never re-created from the PSA under a new id.
     error_links: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     not_billed: frozenset[str] = frozenset()                       # device classes declared not billed
+    # A node class device_classes.toml does not name: "not_billed" (summarised once per class on the
+    # plan) or "error" (holds the client's invoice, for an MSP that lists every class).
+    unlisted: str = "not_billed"
     time: TimeTerms = field(default_factory=TimeTerms)             # defaults every contract starts from
     blocks: dict[str, BlockSize] = field(default_factory=dict)
     agreement_types: dict[str, dict[str, Any]] = field(default_factory=dict)  # PSA type name -> contract terms
@@ -282,6 +286,7 @@ class LinksFile(Schema):
 _LINK = TypeAdapter(dict[str, Ident])
 _CLASSES = TypeAdapter(dict[str, dict[str, str]])
 _NAMES = TypeAdapter(list[str])
+_UNLISTED = TypeAdapter(Literal["not_billed", "error"])
 
 
 def _adapt(adapter: TypeAdapter, raw: Any, *, file: str, text: str | None, prefix: tuple) -> Any:
@@ -386,10 +391,19 @@ def load_device_classes(path: Path, priced: set[str] | None = None) -> tuple[dic
     With ``priced`` (the classes tiers price), every device class must be priced or declared in
     ``not_billed``: a typo such as "sever" is an error, not a device silently left out.
     """
+    classes, not_billed, _ = load_device_class_file(path, priced)
+    return classes, not_billed
+
+
+def load_device_class_file(path: Path, priced: set[str] | None = None
+                           ) -> tuple[dict[str, dict[str, str]], frozenset[str], str]:
+    """``load_device_classes`` and the ``unlisted`` option: what a node class no section names is,
+    "not_billed" (the default) or "error"."""
     raw, text = _read(path)
     file = str(path)
     raw = dict(raw)
     not_billed = frozenset(_adapt(_NAMES, raw.pop("not_billed", []), file=file, text=text, prefix=("not_billed",)))
+    unlisted = _adapt(_UNLISTED, raw.pop("unlisted", "not_billed"), file=file, text=text, prefix=("unlisted",))
     classes = _adapt(_CLASSES, raw, file=file, text=text, prefix=())
     if priced is not None:
         known = set(priced) | not_billed
@@ -404,7 +418,7 @@ def load_device_classes(path: Path, priced: set[str] | None = None) -> tuple[dic
                         fix=f"{hint}use a priced class ({', '.join(sorted(priced))}), or add \"{dclass}\" to "
                             f"not_billed = [...] at the top of device_classes.toml",
                         line=line_of(text, (source, node_class)))
-    return classes, not_billed
+    return classes, not_billed, unlisted
 
 
 def _where_loc(where: str) -> tuple[str, ...]:
@@ -631,8 +645,8 @@ def load_mappings(directory: str | Path) -> Mappings:
                           fix="set mappings = \"path/to/mappings\" in the config")
     currency, tiers, addons = load_catalog(d / "tiers.toml")
     priced = priced_classes(tiers, addons)
-    classes, not_billed = load_device_classes(d / "device_classes.toml", priced)
-    m = Mappings(currency, tiers, addons, classes, {}, not_billed=not_billed)
+    classes, not_billed, unlisted = load_device_class_file(d / "device_classes.toml", priced)
+    m = Mappings(currency, tiers, addons, classes, {}, not_billed=not_billed, unlisted=unlisted)
     m.time, m.blocks = load_time(d / "time.toml", currency)
     from hub.alerting import load_alert_rules
     m.alert_rules = load_alert_rules(d / "alert_rules.toml")

@@ -86,6 +86,12 @@ def _device_label(d: Device) -> str:
     return f"device {d.name!r} ({d.source} id {d.source_id})"
 
 
+def _names(devices: list[Device], shown: int = 3) -> str:
+    names = sorted(str(d.name) for d in devices)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(n) for n in names[:shown]) + more
+
+
 def why_not_counted(device: Device, period: Period) -> str | None:
     """The reason a device does not count for ``period``, or None when it counts."""
     if device.approval_status not in COUNTED_STATES:
@@ -122,10 +128,12 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
     """Bill one client's devices for one period under its tier and add-ons (BILLING.md, Devices).
 
     Nothing here raises for one bad record: a tier or add-on the mappings do not define, a device
-    whose dates are not time-zone-aware, with no node class or a node class that
-    ``device_classes.toml`` does not name, is an error on this client's bill (``Bill.errors``,
-    which holds its invoice) naming the thing and the fix; such a device is never silently
-    dropped. A device whose class the tier does not price (printer, network...) is excluded, listed.
+    whose dates are not time-zone-aware or with no node class, is an error on this client's bill
+    (``Bill.errors``, which holds its invoice) naming the thing and the fix; such a device is never
+    silently dropped. A node class that ``device_classes.toml`` does not name is not billed, one
+    note per class (how many devices, which, and the line to add); with ``unlisted = "error"`` in
+    that file it is an error per device instead. A device whose class the tier does not price
+    (printer, network...) is excluded, listed.
     """
     cur = contract.currency
     tier = mappings.tiers.get(contract.tier) if isinstance(contract.tier, str) else None
@@ -139,6 +147,7 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
     errors: list[str] = []
     notes: list[str] = []
     seen: list[_Counted] = []
+    unlisted: dict[tuple[str, str, bool], list[Device]] = defaultdict(list)
     for d in devices:
         problem = device_problem(d) if d.approval_status in COUNTED_STATES else None
         if problem:
@@ -156,6 +165,9 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
             continue
         source_classes = mappings.device_classes.get(d.source)
         dclass = (source_classes or {}).get(d.node_class)
+        if dclass is None and mappings.unlisted != "error":
+            unlisted[(d.source, d.node_class, source_classes is not None)].append(d)
+            continue
         if dclass is None:
             section = (f"under [{d.source}]" if source_classes is not None
                        else f"in a new [{d.source}] section (it has none)")
@@ -165,6 +177,11 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
             continue
         seen.append(_Counted(device_weight(d, period, contract.proration), d, dclass))
 
+    for (source, node_class, has_section), found in sorted(unlisted.items()):
+        section = f"under [{source}]" if has_section else f"in a new [{source}] section"
+        notes.append(f"{source} node class {node_class!r} is named by no mapping: {len(found)} device(s) not billed "
+                     f"({_names(found)}); add {node_class} = \"workstation\" (or another class) {section} of "
+                     f"mappings/device_classes.toml to bill it")
     by_class: dict[str, list[_Counted]] = defaultdict(list)
     for c in seen:
         if c.device_class in tier.prices:

@@ -29,7 +29,7 @@ def mappings(**kw):
               "netmon": Addon("netmon", "Network monitoring", {"network": 500}, None, frozenset({"network"}))}
     classes = {"ninjaone": {"WINDOWS_WORKSTATION": "workstation", "WINDOWS_SERVER": "server",
                             "NMS_PRINTER": "printer", "NMS_SWITCH": "network"}}
-    return Mappings("EUR", {"silver": silver, "gold": gold, "platinum": plat}, addons, classes, {})
+    return Mappings("EUR", {"silver": silver, "gold": gold, "platinum": plat}, addons, classes, {}, **kw)
 
 
 def contract(tier="gold", addons=(), minimum=0, proration=False):
@@ -82,10 +82,35 @@ def test_tier_lines_count_devices_per_class_and_explain_themselves():
     assert reasons == {"4": "not approved in the RMM (pending)", "5": "class 'printer' is not billed by tier Gold"}
 
 
-def test_unmapped_node_class_is_an_error_naming_the_device_and_the_fix():
-    bill = bill_devices(contract(), mappings(), [dev(1), dev(9, "ANDROID")], OCT)
-    assert len(bill.errors) == 1
+def test_unmapped_node_class_is_an_error_naming_the_device_and_the_fix_when_unlisted_is_error():
+    bill = bill_devices(contract(), mappings(unlisted="error"), [dev(1), dev(9, "ANDROID")], OCT)
+    assert len(bill.errors) == 1 and bill.notes == ()
     assert "'PC-9'" in bill.errors[0] and "ANDROID" in bill.errors[0] and "device_classes.toml" in bill.errors[0]
+
+
+def test_unmapped_node_class_is_not_billed_by_default_with_one_note_per_class():
+    devices = [dev(1), dev(2, "CLOUD_MONITOR_TARGET"), dev(3, "ANDROID"), dev(4, "CLOUD_MONITOR_TARGET"),
+               dev(5, "CLOUD_MONITOR_TARGET"), dev(6, "CLOUD_MONITOR_TARGET"), dev(7, "CLOUD_MONITOR_TARGET", seen=None)]
+    bill = bill_devices(contract(), mappings(), devices, OCT)
+    assert bill.errors == ()
+    assert [(l.code, l.quantity) for l in bill.lines] == [("tier:gold:workstation", "1")]
+    # The one not seen in the period is excluded for that reason, like any device; the others are
+    # counted once in their class's note, not one exclusion each.
+    assert [(e.source_id, e.reason) for e in bill.excluded] == [("7", "never seen by the RMM")]
+    assert bill.notes == (
+        "ninjaone node class 'ANDROID' is named by no mapping: 1 device(s) not billed ('PC-3'); add "
+        "ANDROID = \"workstation\" (or another class) under [ninjaone] of mappings/device_classes.toml to bill it",
+        "ninjaone node class 'CLOUD_MONITOR_TARGET' is named by no mapping: 4 device(s) not billed ('PC-2', 'PC-4', "
+        "'PC-5' and 1 more); add CLOUD_MONITOR_TARGET = \"workstation\" (or another class) under [ninjaone] of "
+        "mappings/device_classes.toml to bill it")
+
+
+def test_unmapped_node_class_not_billed_does_not_reach_an_addon():
+    bill = bill_devices(contract(addons=["mail", "backup"]), mappings(), [dev(1), dev(2, "CLOUD_MONITOR_TARGET")], OCT)
+    assert bill.errors == ()
+    assert sorted((l.code, l.quantity) for l in bill.lines) == [
+        ("addon:backup:workstation", "1"), ("addon:mail:workstation", "1"), ("tier:gold:workstation", "1")]
+    assert [i["name"] for l in bill.lines for i in l.items] == ["PC-1", "PC-1", "PC-1"]
 
 
 def test_addon_counts_devices_billed_under_the_tier():
@@ -152,9 +177,10 @@ def test_monthly_minimum_adds_an_explained_top_up_line():
 # --- a bad record holds its client's bill, never the run, and never disappears ---
 
 
+@pytest.mark.parametrize("unlisted", ["not_billed", "error"])
 @pytest.mark.parametrize("node_class", [None, "", "  "])
-def test_device_with_no_node_class_is_an_error_naming_it(node_class):
-    bill = bill_devices(contract(), mappings(), [dev(1), dev(9, node_class)], OCT)
+def test_device_with_no_node_class_is_an_error_naming_it(node_class, unlisted):
+    bill = bill_devices(contract(), mappings(unlisted=unlisted), [dev(1), dev(9, node_class)], OCT)
     assert [(l.code, l.quantity) for l in bill.lines] == [("tier:gold:workstation", "1")]
     assert bill.excluded == ()
     (error,) = bill.errors
@@ -164,7 +190,7 @@ def test_device_with_no_node_class_is_an_error_naming_it(node_class):
 
 
 def test_unmapped_node_class_error_names_the_device_the_class_and_the_line_to_add():
-    bill = bill_devices(contract(), mappings(), [dev(1), dev(9, "ANDROID")], OCT)
+    bill = bill_devices(contract(), mappings(unlisted="error"), [dev(1), dev(9, "ANDROID")], OCT)
     assert bill.excluded == () and [l.quantity for l in bill.lines] == ["1"]
     assert bill.errors == ("device 'PC-9' (ninjaone id 9) has node class 'ANDROID', which mappings/device_classes.toml "
                            "does not map; add ANDROID = \"workstation\" (or another class, e.g. \"printer\" to list it "
@@ -173,9 +199,13 @@ def test_unmapped_node_class_error_names_the_device_the_class_and_the_line_to_ad
 
 def test_device_of_a_source_with_no_section_is_an_error_saying_so():
     other = Device("datto", "5", "1", "NAS-5", "NAS", "approved", dt(2026, 1, 1), dt(2026, 10, 15))
-    (error,) = bill_devices(contract(), mappings(), [dev(1), other], OCT).errors
+    (error,) = bill_devices(contract(), mappings(unlisted="error"), [dev(1), other], OCT).errors
     assert error.startswith("device 'NAS-5' (datto id 5) has node class 'NAS'")
     assert "in a new [datto] section (it has none)" in error
+    bill = bill_devices(contract(), mappings(), [dev(1), other], OCT)
+    assert bill.errors == () and bill.notes == (
+        "datto node class 'NAS' is named by no mapping: 1 device(s) not billed ('NAS-5'); add NAS = \"workstation\" "
+        "(or another class) in a new [datto] section of mappings/device_classes.toml to bill it",)
 
 
 def test_node_class_mapped_to_a_class_the_tier_does_not_price_stays_excluded_not_an_error():
@@ -286,15 +316,19 @@ def test_an_addon_line_is_exact_and_a_chain_of_tiers_is_named():
     assert "prorated" not in unprorated.lines[0].rule
 
 
-def test_a_device_set_aside_never_stops_the_ones_after_it():
+@pytest.mark.parametrize("unlisted", ["not_billed", "error"])
+def test_a_device_set_aside_never_stops_the_ones_after_it(unlisted):
     devices = [dev(1, approval="pending"), dev(2, "ANDROID"), dev(3, None), dev(4, "NMS_PRINTER"),
                replace(dev(5), last_contact=datetime(2026, 10, 15)), dev(6), dev(7, "WINDOWS_SERVER")]
-    bill = bill_devices(contract(), mappings(), devices, OCT)
+    bill = bill_devices(contract(), mappings(unlisted=unlisted), devices, OCT)
     assert {l.code: [i["id"] for i in l.items] for l in bill.lines} == {
         "tier:gold:server": ["7"], "tier:gold:workstation": ["6"]}
     assert [(e.source_id, e.name) for e in bill.excluded] == [("1", "PC-1"), ("4", "PC-4")]
-    assert [e.split(" ")[2] for e in bill.errors] == ["(ninjaone", "(ninjaone", "(ninjaone"]
-    assert [e.split(" ")[1] for e in bill.errors] == ["'PC-2'", "'PC-3'", "'PC-5'"]
+    in_error = ["'PC-2'", "'PC-3'", "'PC-5'"] if unlisted == "error" else ["'PC-3'", "'PC-5'"]
+    assert [e.split(" ")[2] for e in bill.errors] == ["(ninjaone"] * len(in_error)
+    assert [e.split(" ")[1] for e in bill.errors] == in_error
+    assert [n.split(":")[0] for n in bill.notes] == (
+        [] if unlisted == "error" else ["ninjaone node class 'ANDROID' is named by no mapping"])
 
 
 def test_an_addon_class_without_price_is_an_error_the_other_classes_are_billed():
