@@ -51,7 +51,7 @@ def test_the_repository_mappings_load_the_same_model():
                                                frozenset({"workstation"}))
     assert m.addons["backup"].prices == {"workstation": 1500, "server": 4500} and m.addons["backup"].classes is None
     assert m.device_classes["ninjaone"]["NMS_PRINTER"] == "printer" and len(m.device_classes["ninjaone"]) == 18
-    assert m.not_billed == {"network", "printer", "mobile"}
+    assert m.not_billed == {"network", "printer", "mobile"} and m.unlisted == "not_billed"
     assert m.blocks["30h"] == BlockSize("30h", Fraction(30), 255000)
     assert m.time.work_types["Onsite"] == WorkType("Onsite", 12500, True, "onsite_support", None)
     assert m.time.work_types["Virus Removal"].flat_rate == 14900
@@ -143,6 +143,24 @@ def test_classes_the_tiers_do_not_price_must_be_declared_not_billed(mdir):
     assert "device_classes.toml, line 1, key 'not_billed': must be a list" in msg
     msg = stops(mdir, "device_classes.toml", 'ninjaone = "workstation"\n')
     assert "device_classes.toml, line 1, key 'ninjaone': must be a table" in msg
+
+
+def test_unlisted_node_classes_are_not_billed_unless_the_file_says_error(mdir):
+    text = (mdir / "device_classes.toml").read_text()
+    assert 'unlisted = "not_billed"' in text
+    (mdir / "device_classes.toml").write_text(text.replace('unlisted = "not_billed"\n', ""))
+    assert load_mappings(mdir).unlisted == "not_billed"                   # the default, when unset
+    (mdir / "device_classes.toml").write_text(text.replace('unlisted = "not_billed"', 'unlisted = "error"'))
+    assert load_mappings(mdir).unlisted == "error"
+
+
+@pytest.mark.parametrize("value, got", [('"eror"', "'eror'"), ('"not billed"', "'not billed'"), ("true", "True")])
+def test_an_unknown_unlisted_value_stops_the_load_naming_the_values(mdir, value, got):
+    text = (mdir / "device_classes.toml").read_text()
+    n = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("unlisted"))
+    msg = stops(mdir, "device_classes.toml", text.replace('unlisted = "not_billed"', f"unlisted = {value}"))
+    assert f"device_classes.toml, line {n}, key 'unlisted': must be 'not_billed' or 'error', got {got} " \
+           f"(fix: use 'not_billed' or 'error')" in msg
 
 
 @pytest.mark.parametrize("body, where, fragments", [
