@@ -162,27 +162,48 @@ def test_cursor_resumes_a_sweep_from_the_last_committed_page(env):
     assert set(hub.store.get_cursor("ninjaone", "devices")) == {"swept_at"}
 
 
-def test_bad_mappings_hold_only_the_clients_they_concern(tmp_path):
+@pytest.mark.parametrize("unlisted", ["not_billed", "error"])
+def test_bad_mappings_hold_only_the_clients_they_concern(tmp_path, unlisted):
     m = mappings_for_tests(tmp_path)
     text = (m / "contracts.toml").read_text().replace('tier = "silver"\nminimum', 'tier = "diamond"\nminimum')
     (m / "contracts.toml").write_text(text)
     (m / "contracts").mkdir(exist_ok=True)
     (m / "contracts" / "broken.toml").write_text("[clients.fairview\nlinks = 6\n")
+    classes = (m / "device_classes.toml").read_text()
+    (m / "device_classes.toml").write_text(classes.replace('unlisted = "not_billed"', f'unlisted = "{unlisted}"'))
     env = Env(tmp_path, mappings=m)
-    env.ninja.add_device(3, node_class="CLOUD_MONITOR_TARGET", name="CLOUD-1", last_contact=env.ninja.now)
+    for name in ("CLOUD-1", "CLOUD-2", "CLOUD-3"):
+        env.ninja.add_device(3, node_class="CLOUD_MONITOR_TARGET", name=name, last_contact=env.ninja.now)
     hub = env.hub()
     report = sync_once(hub)
     errors = "\n".join(report.errors)
     assert "clients.birchwood.tier" in errors and "unknown tier 'diamond'" in errors
     assert "broken.toml" in errors and "not valid TOML" in errors
-    assert "'CLOUD-1'" in errors and "node class 'CLOUD_MONITOR_TARGET'" in errors and "device_classes.toml" in errors
     held = {p.client_id: p for p in report.plan if p.status == "held" and p.period == "2026-10"}
     pushed = {p["key"].split(":")[1] for p in report.pushed}
-    # Each error holds its own client, shown as held with the error: birchwood (a typo in its
-    # tier), fairview (named by the malformed file), cobalt (a device of an unmapped node class).
-    assert set(held) == {"birchwood", "cobalt", "fairview"}
     assert held["birchwood"].cause == "error" and "unknown tier 'diamond'" in " ".join(held["birchwood"].reasons)
-    assert pushed == {"acme", "driftwood", "elmstreet"}
+    if unlisted == "error":
+        # Each error holds its own client, shown as held with the error: birchwood (a typo in its
+        # tier), fairview (named by the malformed file), cobalt (devices of an unlisted node class).
+        for name in ("CLOUD-1", "CLOUD-2", "CLOUD-3"):
+            assert f"'{name}'" in errors
+        assert "node class 'CLOUD_MONITOR_TARGET'" in errors and "device_classes.toml" in errors
+        assert set(held) == {"birchwood", "cobalt", "fairview"}
+        assert pushed == {"acme", "driftwood", "elmstreet"}
+        return
+    # By default an unlisted node class is not billed: cobalt is invoiced without those devices,
+    # and its plan says so once for the class, not once per device.
+    assert "CLOUD_MONITOR_TARGET" not in errors
+    assert set(held) == {"birchwood", "fairview"}
+    assert pushed == {"acme", "cobalt", "driftwood", "elmstreet"}
+    (cobalt,) = [p for p in report.plan if p.client_id == "cobalt" and p.period == "2026-10" and p.bill]
+    assert [n for n in cobalt.bill.notes if "CLOUD_MONITOR_TARGET" in n] == [
+        "ninjaone node class 'CLOUD_MONITOR_TARGET' is named by no mapping: 3 device(s) not billed ('CLOUD-1', "
+        "'CLOUD-2', 'CLOUD-3'); add CLOUD_MONITOR_TARGET = \"workstation\" (or another class) under [ninjaone] of "
+        "mappings/device_classes.toml to bill it"]
+    billed = [item["name"] for line in cobalt.bill.lines for item in line.items]
+    assert billed and not [name for name in billed if name.startswith("CLOUD-")]
+    assert not [e for e in cobalt.bill.excluded if e.name.startswith("CLOUD-")]
 
 
 def test_a_contract_typo_holds_its_client_and_once_fixed_it_is_invoiced_once_on_its_own_customer(tmp_path):
