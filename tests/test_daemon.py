@@ -346,7 +346,7 @@ def test_a_daemon_started_after_the_invoicing_time_invoices_at_once_and_finishes
     world.slow_stripe.delay = 0.5                     # each invoice takes a few Stripe requests
     first = world.start("first")
     caught = wait_for("the catch-up", lambda: [e for e in world.events("first") if e.get("event") == "daemon.catch_up"],
-                      timeout=10)
+                      timeout=40)
     assert caught[0]["job"] == "invoices"
 
     def invoices(store):
@@ -375,7 +375,7 @@ def test_a_daemon_started_after_the_invoicing_time_invoices_at_once_and_finishes
 
     # A third start finds the firing done: nothing is caught up, nothing sent.
     third = world.start("third")
-    wait_for("the scheduler", lambda: [e for e in world.events("third") if e.get("event") == "daemon.started"], timeout=10)
+    wait_for("the scheduler", lambda: [e for e in world.events("third") if e.get("event") == "daemon.started"], timeout=40)
     assert world.stop(third) == 0
     assert not [e for e in world.events("third") if e.get("event") in ("daemon.catch_up", "daemon.job_started")]
     assert len(world.stripe.list_objects("invoice")) == len(done)
