@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from hub import ConfigError
@@ -105,13 +108,24 @@ def test_the_error_names_base_url_when_that_is_the_key_used():
     assert info.value.key == "connectors.connectwise.base_url"
 
 
-def test_the_host_and_codebase_used_are_said_back_without_a_secret():
-    with capture_logs() as logs:
-        ConnectWiseSettings.from_config(config(site="https://api-eu.myconnectwise.net/v2025_1/apis/3.0/"))
-        ConnectWiseSettings.from_config(config(site="api-na.myconnectwise.net", codebase="v2024_1"))
-        ConnectWiseSettings.from_config(config(site="api-au.myconnectwise.net"))
+@pytest.fixture
+def info_logs():
+    """Info lines captured whatever level an earlier test left structlog filtering at."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**saved)
+
+
+def test_the_host_and_codebase_used_are_said_back_without_a_secret(info_logs):
+    ConnectWiseSettings.from_config(config(site="https://api-eu.myconnectwise.net/v2025_1/apis/3.0/"))
+    ConnectWiseSettings.from_config(config(site="api-na.myconnectwise.net", codebase="v2024_1"))
+    ConnectWiseSettings.from_config(config(site="api-au.myconnectwise.net"))
     said = [(e["host"], e["codebase"], e["codebase_from"], e["api_root"], e["log_level"])
-            for e in logs if e["event"] == "connectwise.site"]
+            for e in info_logs if e["event"] == "connectwise.site"]
     assert said == [
         ("https://api-eu.myconnectwise.net", "v2025_1", "site URL",
          "https://api-eu.myconnectwise.net/v2025_1/apis/3.0", "info"),
@@ -119,7 +133,7 @@ def test_the_host_and_codebase_used_are_said_back_without_a_secret():
          "https://api-na.myconnectwise.net/v2024_1/apis/3.0", "info"),
         ("https://api-au.myconnectwise.net", "v4_6_release", "default",
          "https://api-au.myconnectwise.net/v4_6_release/apis/3.0", "info")]
-    assert "sim-private-key" not in repr(logs) and "sim-public-key" not in repr(logs)
+    assert "sim-private-key" not in repr(info_logs) and "sim-public-key" not in repr(info_logs)
 
 
 # --- against the simulator --------------------------------------------------------------------
