@@ -52,6 +52,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -65,8 +66,8 @@ from hub.money import exponent
 from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement, AgreementAddition, ProductLine,
                          Ticket, TimeEntry)
 
-from plugins.connectwise.client import (DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF, MAX_PAGE_SIZE,
-                                        VENDOR, ConnectWiseClient)
+from plugins.connectwise.client import (API_PATH, DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF,
+                                        MAX_PAGE_SIZE, VENDOR, ConnectWiseClient)
 
 log = structlog.get_logger()
 
@@ -338,12 +339,57 @@ def to_ticket(raw: dict[str, Any], touched: bool) -> Ticket:
 
 # --- settings ----------------------------------------------------------------------------------
 
+_SITE_EXAMPLE = 'site = "https://api-eu.myconnectwise.net" (api-na, api-au... or your own host)'
+_SITE_FORMS = ("use the host (api-eu.myconnectwise.net), https://<host>, or the API URL "
+               "https://<host>/v4_6_release/apis/3.0 (any codebase, or /apis/3.0 without one)")
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}   # a local simulator or tunnel may speak plain http
+
+
+def _split_site(value: Any, fail: Callable[[str, str], ConfigError]) -> tuple[str, str | None]:
+    """``(https://host[:port], codebase or None)`` from a bare host, ``https://host`` or a pasted API URL.
+
+    Accepted: ``host``, ``https://host``, ``https://host/<codebase>``, ``https://host/<codebase>/apis/3.0``
+    and ``https://host/apis/3.0``, with or without trailing slashes; the codebase is ``v4_6_release``
+    or ``vYYYY_N``. Anything else (another path, a query, a login, http:// to a remote host) is refused.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise fail("missing" if value is None else "must be a non-empty string", _SITE_EXAMPLE)
+    text = value.strip()
+    url = text if "://" in text else "https://" + text
+    if "@" in re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]:   # never echoed: may hold a key
+        raise fail("must not carry a login (user:password@)",
+                   "drop the user:password@ part; the keys go in public_key and private_key_env")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise fail(f"is not a URL ({exc}), got {text!r}", _SITE_EXAMPLE) from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise fail(f"must be an https URL, got {text!r}", _SITE_EXAMPLE)
+    if not host:
+        raise fail(f"has no host, got {text!r}", _SITE_EXAMPLE)
+    if scheme == "http" and host not in _LOOPBACK:
+        raise fail(f"is plain http to {host}, which would send the API keys unencrypted, got {text!r}",
+                   f"use https://{parts.netloc} (http:// is only for 127.0.0.1 or localhost)")
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        raise fail(f"must not carry a query or fragment, got {text!r}", _SITE_FORMS)
+    segments = parts.path.rstrip("/").split("/")[1:] if parts.path.rstrip("/") else []
+    codebase = None
+    if segments and _CODEBASE.match(segments[0]):
+        codebase, segments = segments[0], segments[1:]
+    if segments not in ([], ["apis", "3.0"]):
+        raise fail(f"is not a ConnectWise API URL: unexpected path {parts.path!r} in {text!r}", _SITE_FORMS)
+    netloc = host if ":" not in host else f"[{host}]"
+    return f"{scheme}://{netloc}{'' if port is None else f':{port}'}", codebase
+
+
 @dataclass(frozen=True)
 class ConnectWiseSettings:
     """The ``[connectors.connectwise]`` section, validated::
 
         [connectors.connectwise]
-        site = "https://api-eu.myconnectwise.net"    # or your on-premise host
+        site = "https://api-eu.myconnectwise.net"    # or your on-premise host, or the pasted API URL
         company_id = "mycompany"                      # the company you log in with
         public_key = "..."                            # an API member's key pair
         private_key_env = "CW_PRIVATE_KEY"            # or private_key_file = "secrets/cw"
@@ -377,19 +423,7 @@ class ConnectWiseSettings:
         if "site" in section and "base_url" in section:
             raise fail("base_url", "given together with site", "keep only site")
         key = "site" if "site" in section or "base_url" not in section else "base_url"
-        site = section.get(key)
-        example = 'site = "https://api-eu.myconnectwise.net" (api-na, api-au... or your own host)'
-        if not isinstance(site, str) or not site.strip():
-            raise fail(key, "missing" if site is None else "must be a non-empty string", example)
-        site = site.strip().rstrip("/")
-        if "://" not in site:
-            site = "https://" + site
-        if not site.startswith(("https://", "http://")):
-            raise fail(key, f"must be an http(s) URL, got {site!r}", example)
-        if "/" in site.split("://", 1)[1]:
-            raise fail(key, f"must be the host only, got {site!r}",
-                       "drop the path; the codebase goes in codebase and the client adds /apis/3.0")
-
+        site, site_codebase = _split_site(section.get(key), lambda message, fix: fail(key, message, fix))
         def text(key: str, fix: str) -> str:
             value = section.get(key)
             if not isinstance(value, str) or not value.strip():
@@ -403,11 +437,15 @@ class ConnectWiseSettings:
             raise fail("client_id", f"must be a GUID, got {client_id!r}",
                        "paste the clientId GUID from https://developer.connectwise.com (My Account > Client IDs)")
 
-        codebase = section.get("codebase", DEFAULT_CODEBASE)
+        codebase = section.get("codebase", site_codebase or DEFAULT_CODEBASE)
         if not isinstance(codebase, str) or not _CODEBASE.match(codebase.strip("/")):
             raise fail("codebase", f"must look like v4_6_release or v2024_1, got {codebase!r}",
                        f'use codebase = "{DEFAULT_CODEBASE}", or the Codebase of '
                        f"https://<site>/login/companyinfo/<company_id>")
+        if site_codebase and codebase.strip("/") != site_codebase:
+            raise fail("codebase", f"is {codebase.strip('/')!r} but {key} names the codebase {site_codebase!r}",
+                       f"keep one: remove codebase, or make {key} the host only "
+                       f"(e.g. {key} = {site.split('://', 1)[1]!r})")
         api_version = section.get("api_version", DEFAULT_API_VERSION)
         if not isinstance(api_version, str) or not re.match(r"^\d{4}\.\d+$", api_version):
             raise fail("api_version", f"must look like 2022.1, got {api_version!r}",
@@ -436,6 +474,9 @@ class ConnectWiseSettings:
                        "use the Member ID of the API member (System > Members > API Members), or leave it out")
 
         private_key = config.secret(SOURCE, "private_key")
+        log.info("connectwise.site", host=site, codebase=codebase.strip("/"),
+                 codebase_from=f"{key} URL" if site_codebase else "codebase" if "codebase" in section else "default",
+                 api_root=f"{site}/{codebase.strip('/')}{API_PATH}")
         return cls(site=site, company_id=company_id, public_key=public_key, private_key=private_key,
                    client_id=client_id, codebase=codebase.strip("/"), api_version=api_version,
                    page_size=page_size, currency=currency.upper(), overlap_seconds=overlap,

@@ -253,7 +253,7 @@ def test_settings_take_a_bare_host_a_base_url_and_a_pinned_codebase():
 
 @pytest.mark.parametrize("section, key, fix", [
     ({"site": None}, "site", "api-eu.myconnectwise.net"),
-    ({"site": "https://api-eu.myconnectwise.net/v4_6_release/apis/3.0"}, "site", "drop the path"),
+    ({"site": "https://api-eu.myconnectwise.net/v4_6_release/apis/3.0/company"}, "site", "/v4_6_release/apis/3.0"),
     ({"base_url": "https://x.example"}, "base_url", "keep only site"),
     ({"site": "ftp://cw.example"}, "site", "api-eu.myconnectwise.net"),
     ({"company_id": None}, "company_id", "log in"),
