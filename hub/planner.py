@@ -687,8 +687,6 @@ def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     period). Periods whose snapshot has no detail are final. Why a late device is not billed (its
     period billed no device tier to price it with) is added to ``notes``.
     """
-    for system, ext in sorted(contract.links.items()):       # whatever the contract: it may get a tier
-        hub.store.note_device_approvals(hub.clock().isoformat(), system, ext)
     if not contract.tier:
         return []
     billed = hub.store.billed_item_ids(contract.client_id, exclude_key=exclude_key, kinds=("delta",)) | claimed
