@@ -66,20 +66,17 @@ class StoreCollector:
                 up.add_metric([connector, stream], 1.0 if last["status"] == "complete" else 0.0)
         yield last_success
         yield up
-        by_status = self.store.count_by_status("actions")
-        counts = {s: by_status.get(s, 0) for s in GAUGED_ACTION_STATUSES}
-        actions = GaugeMetricFamily("msp_hub_actions", "Actions of the outbox, by status (pending, held, failed).",
-                                    labels=["status"])
-        for status, n in counts.items():
-            actions.add_metric([status], n)
-        yield actions
-        by_run = self.store.count_by_status("runs")
-        runs = {s: by_run.get(s, 0) for s in RUN_STATUSES}
-        stored = GaugeMetricFamily("msp_hub_stored_runs", "Runs recorded in the store, by status.",
-                                   labels=["status"])
-        for status, n in runs.items():
-            stored.add_metric([status], n)
-        yield stored
+        yield self._by_status("actions", "msp_hub_actions", "Actions of the outbox, by status (pending, held, failed).",
+                              GAUGED_ACTION_STATUSES)
+        yield self._by_status("runs", "msp_hub_stored_runs", "Runs recorded in the store, by status.", RUN_STATUSES)
+
+    def _by_status(self, table: str, name: str, documentation: str, statuses) -> GaugeMetricFamily:
+        """One gauge per status of ``table`` (0 for a status no row has)."""
+        counts = self.store.count_by_status(table)
+        gauge = GaugeMetricFamily(name, documentation, labels=["status"])
+        for status in statuses:
+            gauge.add_metric([status], counts.get(status, 0))
+        return gauge
 
 
 def store_metrics(store) -> bytes:
