@@ -348,9 +348,7 @@ def horizon(hub: Hub, last: Period) -> Period:
 
 def sent_invoice_periods(hub: Hub) -> dict[str, int]:
     """Each period that has sent invoices -> how many (renewals aside); one query, no payload read."""
-    rows = hub.store.db.query("select period, count(*) as n from actions where kind = ? and status = ? "
-                              "and key like ? and period is not null group by period", [INVOICE, SENT, f"{INVOICE}:%"])
-    return {r["period"]: r["n"] for r in rows}
+    return hub.store.sent_per_period(INVOICE, f"{INVOICE}:")
 
 
 def first_period(hub: Hub, last: Period) -> Period:

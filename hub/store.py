@@ -447,6 +447,12 @@ class Store:
             self.db["approvals"].insert(row)
         return row
 
+    def sent_per_period(self, kind: str, key_prefix: str) -> dict[str, int]:
+        """Each period with sent actions of ``kind`` whose key starts with ``key_prefix`` -> how many."""
+        rows = self.db.query("select period, count(*) as n from actions where kind = ? and status = ? "
+                             "and key like ? and period is not null group by period", [kind, SENT, f"{key_prefix}%"])
+        return {r["period"]: r["n"] for r in rows}
+
     def count_by_status(self, table: str) -> dict[str, int]:
         """How many rows of ``actions`` or ``runs`` have each status."""
         if table not in ("actions", "runs"):
