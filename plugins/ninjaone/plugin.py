@@ -183,7 +183,7 @@ class NinjaOneSettings:
     scope: str = "monitoring"
     page_size: int = MAX_PAGE_SIZE
     console_url: str | None = None     # the console's address for device links; None: base_url
-    device_details: bool = False       # sweep /v2/devices-detailed (OS, IP addresses, serial number)
+    device_details: bool = True        # sweep /v2/devices-detailed (OS, IP addresses, serial number)
 
     @property
     def console(self) -> str:
@@ -234,7 +234,7 @@ class NinjaOneSettings:
                 raise fail("console_url", f"must be the console's address only, got {console_url!r}",
                            f"drop the path: console_url = \"{'/'.join(console_url.split('#')[0].split('/')[:3])}\"")
 
-        device_details = section.get("device_details", False)
+        device_details = section.get("device_details", True)
         if not isinstance(device_details, bool):
             raise fail("device_details", f"must be true or false, got {device_details!r}",
                        "write device_details = true to read OS, IP addresses and serial numbers")

@@ -86,7 +86,7 @@ def test_the_devices_stream_reads_details_only_when_asked(details, path):
 def test_the_console_defaults_to_the_api_host_and_can_be_set():
     assert NinjaOneSettings.from_config(config(base_url="https://eu.ninjarmm.com/")).console == "https://eu.ninjarmm.com"
     settings = NinjaOneSettings.from_config(config(console_url="https://acme.rmmservice.eu/"))
-    assert settings.console == "https://acme.rmmservice.eu" and settings.device_details is False
+    assert settings.console == "https://acme.rmmservice.eu" and settings.device_details is True
 
 
 @pytest.mark.parametrize("key, value, fix", [
