@@ -8,6 +8,7 @@ a deterministic key so that a rerun never repeats one. No database, HTTP or cloc
 from __future__ import annotations
 
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Callable, Iterable, Literal
 from pydantic import Field, PlainValidator, field_validator, model_validator
 
 from hub.config import Ident, Number, Schema, config_error, fail, known_keys_fix, line_of, read_toml, validate
-from hub.records import Alert, AlertEvent
+from hub.records import Alert, AlertEvent, Device
 
 SEVERITIES = ("NONE", "MINOR", "MODERATE", "MAJOR", "CRITICAL")
 MATCH_FIELDS = ("client", "device_class", "source_type", "severity", "message")
@@ -263,7 +264,8 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
                        rules: AlertRules, client_of: Callable[[Alert], str | None],
                        company_of: Callable[[str | None], str | None], now: datetime, *,
                        decide: Callable[[Alert, str | None], AlertRule | None] = lambda a, c: None,
-                       known_uids: frozenset[str] = frozenset()) -> AlertPlan:
+                       known_uids: frozenset[str] = frozenset(),
+                       facts: TicketFacts | None = None) -> AlertPlan:
     """Decide the ticket intents for the alerts as they stand.
 
     Args:
@@ -274,7 +276,9 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         client_of / company_of: an alert's hub client (None: unmapped); a client's PSA company.
         decide: a site plugin's choice of rule (first answer wins), else the rules' first match.
         known_uids: alert uids the hub already acted on (created, noted, reopened, logged).
+        facts: what the ticket text tells beyond the alert (the device, names, the MSP's time zone).
     """
+    facts = facts or TicketFacts()
     plan = AlertPlan()
     dated = []
     for a in alerts:
@@ -350,16 +354,15 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
             start = datetime.fromtimestamp(bucket * span, timezone.utc)
             key = f"ticket:storm:{client}:{start.strftime('%Y%m%dT%H%M')}"
             worst = max(items, key=lambda i: SEVERITIES.index(i[0].severity) if i[0].severity in SEVERITIES else 0)
-            listed = "\n".join(f"- {a.device_name}: {a.message} ({a.severity}, alert {a.source_id})" for a, _, _ in items)
             plan.intents.append(TicketIntent("ticket", key, client, _ticket_payload(
                 key, worst[0], worst[2], rules, company_of(client),
                 summary=f"Alert storm: {len(items)} alerts in {int(rules.storm_window.total_seconds() // 60)} min",
-                description=f"{len(items)} alerts from {start.isoformat()}:\n{listed}",
-                uids=[a.source_id for a, _, _ in items]), worst[2].name,
+                description=_storm_description([a for a, _, _ in items], client, start, rules, facts),
+                uids=[a.source_id for a, _, _ in items], facts=facts), worst[2].name,
                 f"{len(items)} alerts within {int(rules.storm_window.total_seconds() // 60)} min: one parent ticket"))
             continue
         for a, client, rule in items:
-            plan.intents.extend(_create(a, client, rule, rules, company_of, plan))
+            plan.intents.extend(_create(a, client, rule, rules, company_of, plan, facts))
 
     # Resets: close (untouched, auto-close) or note; the backstop treats a vanished alert as reset.
     for t in sorted({id(t): t for t in by_uid.values()}.values(), key=lambda t: t.key):
@@ -388,8 +391,9 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
 
 
 def _ticket_payload(key: str, a: Alert, rule: AlertRule, rules: AlertRules, company: str | None, *,
-                    summary: str, description: str, uids: list[str], board: str | None = None) -> dict[str, Any]:
-    payload = {"external_ref": external_ref(key), "summary": summary[:100], "board": board or rule.board,
+                    summary: str, description: str, uids: list[str], board: str | None = None,
+                    facts: TicketFacts | None = None, single: bool = False) -> dict[str, Any]:
+    payload = {"external_ref": external_ref(key), "summary": _summary(summary), "board": board or rule.board,
                "initial_description": description, "company_id": company, "uids": uids,
                "device": f"{a.source}:{a.device_source_id}", "condition": a.condition, "auto_close": rule.auto_close,
                "rule": rule.name}
@@ -398,10 +402,19 @@ def _ticket_payload(key: str, a: Alert, rule: AlertRule, rules: AlertRules, comp
         payload["priority"] = priority
     if rule.ticket_type:
         payload["type"] = rule.ticket_type
+    if single:
+        # What the PSA may match the device's configuration by: its serial number, then its name.
+        device = (facts or TicketFacts()).device(a)
+        match = {"name": a.device_name}
+        if device is not None and device.serial_number:
+            match["serial_number"] = device.serial_number
+        payload["configuration"] = match
     return payload
 
 
-def _create(a: Alert, client: str | None, rule: AlertRule, rules: AlertRules, company_of, plan: AlertPlan) -> list[TicketIntent]:
+def _create(a: Alert, client: str | None, rule: AlertRule, rules: AlertRules, company_of, plan: AlertPlan,
+            facts: TicketFacts | None = None) -> list[TicketIntent]:
+    facts = facts or TicketFacts()
     key = f"ticket:{a.source}:{a.source_id}"
     company = company_of(client) if client else None
     board = None
@@ -417,8 +430,130 @@ def _create(a: Alert, client: str | None, rule: AlertRule, rules: AlertRules, co
                                      f"client linked to the PSA, and alert_rules.toml sets no fallback board: no ticket"})
             return []
     summary = f"{a.device_name}: {a.message or a.source_type}"
-    description = (f"{a.severity} alert on {a.device_name} ({a.device_class}), {a.source_type}\n{a.message}\n"
-                   f"alert {a.source_id}, rule {rule.name}")
-    return [TicketIntent("ticket", key, client, _ticket_payload(key, a, rule, rules, company, summary=summary,
-                                                                description=description, uids=[a.source_id], board=board),
-                         rule.name, reason)]
+    return [TicketIntent("ticket", key, client, _ticket_payload(
+        key, a, rule, rules, company, summary=summary, description=_description(a, client, rule, facts),
+        uids=[a.source_id], board=board, facts=facts, single=True), rule.name, reason)]
+
+
+# --- the ticket text ---------------------------------------------------------------------------
+
+SYSTEM_NAMES = {"ninjaone": "NinjaOne", "connectwise": "ConnectWise"}
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+@dataclass(frozen=True)
+class TicketFacts:
+    """What an alert ticket tells a technician beyond the alert itself.
+
+    ``device``: the device as the RMM last reported it (OS, IP addresses, serial number, last
+    contact, console link), None when the hub has not stored it; ``client_name``: a hub client's
+    name; ``organization``: the name of the alert's organization in the RMM; ``timezone``: the
+    MSP's (config ``timezone``), in which every time is shown, with UTC beside it.
+    """
+
+    timezone: str = "UTC"
+    device: Callable[[Alert], Device | None] = lambda a: None
+    client_name: Callable[[str | None], str | None] = lambda c: None
+    organization: Callable[[Alert], str | None] = lambda a: None
+
+
+def system_name(source: str) -> str:
+    return SYSTEM_NAMES.get(source, source)
+
+
+def local_time(moment: datetime | None, tz: str) -> str | None:
+    """``2026-11-04 14:32 CET (13:32 UTC)``: the moment in the MSP's time zone, UTC beside it (with
+    its date when the day differs); ``2026-11-04 13:32 UTC`` when the MSP's zone is UTC."""
+    if moment is None or moment.utcoffset() is None:
+        return None
+    utc = moment.astimezone(timezone.utc)
+    try:
+        zone = zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = None
+    if zone is None or tz.upper() in ("UTC", "ETC/UTC", "Z"):
+        return f"{utc:%Y-%m-%d %H:%M} UTC"
+    local = utc.astimezone(zone)
+    if local.utcoffset() == timedelta(0) and local.tzname() in ("UTC", "GMT"):
+        return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+    beside = f"{utc:%H:%M}" if utc.date() == local.date() else f"{utc:%Y-%m-%d %H:%M}"
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({beside} UTC)"
+
+
+def _summary(text: str, limit: int = 100) -> str:
+    """One line of at most ``limit`` characters, cut at a word when one ends in its last third."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1].rstrip()
+    space = cut.rfind(" ")
+    if space < limit * 2 // 3:
+        return text[:limit]
+    return cut[:space].rstrip(" ,;:-") + "…"
+
+
+def _device_lines(a: Alert, device: Device | None, tz: str) -> list[str]:
+    """``Device: PC-10 (WINDOWS_WORKSTATION)`` then OS, last contact, IP addresses, serial number:
+    what the RMM reports; what it does not is left out."""
+    lines = [f"Device: {a.device_name} ({a.device_class})" if a.device_class else f"Device: {a.device_name}"]
+    if device is None:
+        return lines
+    seen = local_time(device.last_contact, tz)
+    for label, value in (("OS", device.os_name), ("Last contact", seen), ("IP addresses", device.ip_addresses),
+                         ("Serial number", device.serial_number)):
+        if value:
+            lines.append(f"{label}: {value}")
+    return lines
+
+
+def _condition(a: Alert) -> str:
+    """The source type, and the condition when it is a name rather than a config uid."""
+    if a.condition and a.condition != a.source_type and not _UUID.match(a.condition):
+        return f"{a.source_type}, condition {a.condition}" if a.source_type else a.condition
+    return a.source_type or a.condition or "?"
+
+
+def _description(a: Alert, client: str | None, rule: AlertRule, facts: TicketFacts) -> str:
+    rmm = system_name(a.source)
+    device = facts.device(a)
+    lines = [f"{a.severity or 'Unrated'} alert on {a.device_name}"]
+    triggered = local_time(a.created_at or a.updated_at, facts.timezone)
+    if triggered:
+        lines.append(f"Triggered: {triggered}")
+    name = facts.client_name(client) if client else None
+    lines.append(f"Client: {name} ({client})" if name else f"Client: {client}" if client
+                 else "Client: none (the organization is linked to no hub client)")
+    org = facts.organization(a)
+    if org or a.client_source_id:
+        lines.append(f"{rmm} organization: {org} (id {a.client_source_id})" if org and a.client_source_id
+                     else f"{rmm} organization: {org or a.client_source_id}")
+    lines.extend(_device_lines(a, device, facts.timezone))
+    if device is not None and device.console_url:
+        lines.append(f"Open in {rmm}: {device.console_url}")
+    lines += ["", "Alert message:", a.message or "(none)", "",
+              f"Source: {_condition(a)}", f"Severity: {a.severity or '?'}" + (f", priority {a.priority}" if a.priority
+                                                                               and a.priority != "NONE" else ""),
+              f"Alert id: {a.source_id}", f"Rule: {rule.name}"]
+    return "\n".join(lines)
+
+
+def _storm_description(alerts: list[Alert], client: str | None, start: datetime, rules: AlertRules,
+                       facts: TicketFacts) -> str:
+    """The storm's window, its client, then one compact block per alert: the device (class, OS,
+    last contact, IP addresses), the alert message, severity and id, the console link."""
+    minutes = int(rules.storm_window.total_seconds() // 60)
+    name = facts.client_name(client) if client else None
+    lines = [f"{len(alerts)} alerts within {minutes} min from {local_time(start, facts.timezone)}",
+             f"Client: {name} ({client})" if name else f"Client: {client}", ""]
+    for a in alerts:
+        device = facts.device(a)
+        about = [a.device_class] if a.device_class else []
+        if device is not None:
+            seen = local_time(device.last_contact, facts.timezone)
+            about += [v for v in (device.os_name, seen and f"last contact {seen}",
+                                  device.ip_addresses and f"IP {device.ip_addresses}") if v]
+        lines.append(f"- {a.device_name}" + (f" ({'; '.join(about)})" if about else ""))
+        lines.append(f"  {a.message or a.source_type} ({a.severity or '?'}, alert {a.source_id})")
+        if device is not None and device.console_url:
+            lines.append(f"  {device.console_url}")
+    return "\n".join(lines)

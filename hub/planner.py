@@ -1554,6 +1554,30 @@ def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
     return list(tickets.values()), frozenset(known)
 
 
+def _ticket_facts(hub: "Hub", registry, alerts: list) -> alerting.TicketFacts:
+    """What alert tickets tell beyond the alert: the alerting devices and organizations as the RMM
+    last reported them (read for those alerts only), the clients' names, the MSP's time zone."""
+    devices, orgs = {}, {}
+    wanted: dict[str, tuple[set[str], set[str]]] = {}
+    for a in alerts:
+        ids = wanted.setdefault(a.source, (set(), set()))
+        ids[0].add(a.device_source_id)
+        ids[1].add(a.client_source_id)
+    for source, (device_ids, org_ids) in wanted.items():
+        for table, ids, found in (("devices", device_ids, devices), ("clients", org_ids, orgs)):
+            ids = sorted(i for i in ids if i)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                for record in hub.store.iter_records(table, source, where=f"source_id in ({', '.join('?' * len(chunk))})",
+                                                     args=chunk):
+                    found[(source, record.source_id)] = record
+    return alerting.TicketFacts(
+        timezone=hub.config.timezone,
+        device=lambda a: devices.get((a.source, a.device_source_id)),
+        client_name=lambda c: registry.clients[c].name if c in registry.clients else None,
+        organization=lambda a: getattr(orgs.get((a.source, a.client_source_id)), "name", None))
+
+
 def plan_alerts(hub: "Hub", report: "RunReport", ctx: Context, now: datetime) -> list[PlanItem]:
     """Ticket actions for the RMM's alerts (hub.alerting), compared with the outbox."""
     rules = hub.mappings.alert_rules
@@ -1576,7 +1600,7 @@ def plan_alerts(hub: "Hub", report: "RunReport", ctx: Context, now: datetime) ->
 
     plan_ = alerting.plan_alert_tickets(alerts, events, tickets, rules, client_of, company_of, now,
                                         decide=lambda a, c: hub.pm.hook.alert_rule(alert=a, client_id=c),
-                                        known_uids=known)
+                                        known_uids=known, facts=_ticket_facts(hub, registry, alerts))
     report.alert_log.extend(plan_.log)
     for entry in plan_.log:
         if "no ticket" in entry["what"] and "before the hub saw it" not in entry["what"]:

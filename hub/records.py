@@ -43,6 +43,13 @@ class Device:
     created_at: datetime | None = None
     last_contact: datetime | None = None
     updated_at: datetime | None = None
+    # What a technician needs to find the device, where the RMM reports it (None otherwise):
+    # the operating system's name, the IP addresses (comma-separated), the serial number, and
+    # the device's page in the RMM's console.
+    os_name: str | None = None
+    ip_addresses: str | None = None
+    serial_number: str | None = None
+    console_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -750,3 +750,11 @@ def _action_row(r: dict) -> dict:
 
 def action_from_row(row: dict) -> Action:
     return Action(row["key"], row["kind"], row["connector"], row["client_id"], row["payload"], row["period"])
+
+
+@migrations()
+def m012_device_details(db: Database) -> None:
+    # What an alert ticket tells a technician about its device, where the RMM reports it: the
+    # operating system, IP addresses (comma-separated), serial number and the console page.
+    for column in ("os_name", "ip_addresses", "serial_number", "console_url"):
+        db["devices"].add_column(column, str)

@@ -151,7 +151,8 @@ def test_storm_key_is_client_and_window_start_in_utc_minutes():
     (parent,) = plan(storm_of(6)).intents                        # 11:54:55-11:55:00 UTC: window 11:50
     assert parent.key == "ticket:storm:acme:20261122T1150"
     assert parent.payload["external_ref"] == "msp-hub:ticket:storm:acme:20261122T1150"
-    assert parent.payload["initial_description"].startswith("6 alerts from 2026-11-22T11:50:00+00:00:\n- PC-105: ")
+    assert parent.payload["initial_description"].startswith("6 alerts within 10 min from 2026-11-22 11:50 UTC\n"
+                                                            "Client: acme\n\n- PC-105 (WINDOWS_WORKSTATION)\n")
     paris = timezone(timedelta(hours=1))
     (same,) = plan([replace(a, created_at=a.created_at.astimezone(paris)) for a in storm_of(6)]).intents
     assert same.key == parent.key                              # an offset never changes the key
@@ -170,10 +171,12 @@ def test_ticket_payload_is_exact_and_carries_the_rules_type():
     (t,) = plan([alert("a1", severity="MAJOR")], rules=rules).intents
     assert t.payload == {
         "external_ref": "msp-hub:ticket:ninjaone:a1", "summary": "PC-10: CPU high", "board": "NOC",
-        "initial_description": "MAJOR alert on PC-10 (WINDOWS_WORKSTATION), CONDITION_AGENT_CPU\nCPU high\n"
-                               "alert a1, rule typed",
+        "initial_description": "MAJOR alert on PC-10\nTriggered: 2026-11-22 11:55 UTC\nClient: acme\n"
+                               "NinjaOne organization: 1\nDevice: PC-10 (WINDOWS_WORKSTATION)\n\nAlert message:\n"
+                               "CPU high\n\nSource: CONDITION_AGENT_CPU, condition cpu\nSeverity: MAJOR\n"
+                               "Alert id: a1\nRule: typed",
         "company_id": "250", "uids": ["a1"], "device": "ninjaone:10", "condition": "cpu", "auto_close": False,
-        "rule": "typed", "priority": "P2", "type": "Incident"}
+        "rule": "typed", "priority": "P2", "type": "Incident", "configuration": {"name": "PC-10"}}
     (untyped,) = plan([alert("a2")]).intents
     assert "type" not in untyped.payload
 
@@ -331,9 +334,9 @@ def test_a_storm_parent_is_exact_and_priced_by_its_worst_alert():
     assert (p["summary"], p["board"], p["priority"], p["company_id"]) == ("Alert storm: 7 alerts in 10 min", "Alerts",
                                                                           "P1", "250")
     assert p["uids"] == ["odd", "boom", "s4", "s3", "s2", "s1", "s0"]
-    assert p["initial_description"].split("\n")[:3] == [
-        "7 alerts from 2026-11-22T11:50:00+00:00:", "- PC-98: CPU high (WEIRD, alert odd)",
-        "- PC-99: Down (CRITICAL, alert boom)"]
+    assert p["initial_description"].split("\n")[3:7] == [
+        "- PC-98 (WINDOWS_WORKSTATION)", "  CPU high (WEIRD, alert odd)",
+        "- PC-99 (WINDOWS_SERVER)", "  Down (CRITICAL, alert boom)"]
     (weird_first,) = plan([alert("odd", device="98", severity="WEIRD")] + storm_of(5)).intents
     assert weird_first.payload["priority"] == "P4"             # an unknown severity is never the worst
 

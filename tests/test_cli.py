@@ -69,7 +69,7 @@ def test_plan_json_explains_every_line(served):
 
 def test_secrets_never_reach_logs_output_or_database(served, capsys):
     cfg, ninja, stripe = served
-    ninja.fail_next(401, times=5, path="/v2/devices")
+    ninja.fail_next(401, times=5, path="/v2/devices-detailed")
     result = run("sync", "--config", str(cfg), "--period", "2026-10")
     captured = capsys.readouterr()
     text = result.output + captured.out + captured.err

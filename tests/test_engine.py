@@ -119,7 +119,7 @@ def test_a_vendor_error_on_one_invoice_fails_that_action_only_and_the_next_run_r
 def test_a_failed_pull_holds_every_invoice_it_feeds_until_a_complete_pass(env):
     hub = env.hub()
     sync_once(hub, dry_run=True)                       # devices complete once, nothing pushed
-    env.ninja.garbage_next(times=3, path="/v2/devices")    # every retry of the run
+    env.ninja.garbage_next(times=3, path="/v2/devices-detailed")    # every retry of the run
     report = sync_once(hub)
     assert any("ninjaone.devices" in e for e in report.errors)
     assert report.passes["ninjaone.devices"]["status"] == "failed"
@@ -142,7 +142,7 @@ def test_cursor_resumes_a_sweep_from_the_last_committed_page(env):
     real, calls = env.ninja.handler, []
 
     def handler(request):
-        if request.url.path == "/v2/devices":
+        if request.url.path == "/v2/devices-detailed":
             calls.append(request.url.params.get("after"))
             if len(calls) == 3:   # the third page: a non-retryable error
                 return httpx.Response(404, json={"resultCode": "NOT_FOUND"})

@@ -82,7 +82,7 @@ def test_metrics_count_records_pushes_requests_and_rate_limits(env):
     pulled = value("msp_hub_records_pulled_total", connector="ninjaone", stream="devices")
     pushed = value("msp_hub_actions_pushed_total", kind="invoice", connector="stripe")
     limited = value("msp_hub_vendor_rate_limited_total", vendor="ninjaone")
-    env.ninja.fail_next(429, times=1, retry_after=0, path="/v2/devices")
+    env.ninja.fail_next(429, times=1, retry_after=0, path="/v2/devices-detailed")
     sync_once(env.hub())
     assert value("msp_hub_records_pulled_total", connector="ninjaone", stream="devices") - pulled == 120
     assert value("msp_hub_actions_pushed_total", kind="invoice", connector="stripe") - pushed == 5
@@ -110,7 +110,7 @@ def test_a_refused_run_that_was_promised_leaves_a_run_row_saying_why(env):
 
 def test_metrics_count_requests_that_got_no_answer(env):
     before = value("msp_hub_vendor_requests_total", vendor="ninjaone", status="error")
-    env.ninja.timeout_next(times=1, path="/v2/devices")
+    env.ninja.timeout_next(times=1, path="/v2/devices-detailed")
     report = sync_once(env.hub(), dry_run=True)
     assert report.records["ninjaone.devices"] == 120 and not [e for e in report.errors if e.startswith("pull")]
     assert value("msp_hub_vendor_requests_total", vendor="ninjaone", status="error") - before == 1

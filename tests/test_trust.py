@@ -45,7 +45,7 @@ def test_a_refused_ninjaone_secret_on_a_fresh_store_sends_nothing(psa):
 
 def test_ninjaone_500s_past_the_retries_hold_what_devices_feed_and_nothing_else(psa):
     sync_once(psa.hub(), dry_run=True)
-    psa.ninja.fail_next(500, times=3, path="/v2/devices")
+    psa.ninja.fail_next(500, times=3, path="/v2/devices-detailed")
     report = sync_once(psa.hub())
     held = held_by_key(report)
     assert "invoice:acme:2026-10" in held                                  # billed by its devices
@@ -336,7 +336,7 @@ def test_an_invoice_that_moves_sharply_against_the_previous_one_waits_for_approv
 
 def _stream_path(env, stream):
     agreement = env.cw.ids("agreements")[0]
-    return {"ninjaone.clients": "/v2/organizations", "ninjaone.devices": "/v2/devices",
+    return {"ninjaone.clients": "/v2/organizations", "ninjaone.devices": "/v2/devices-detailed",
             "connectwise.clients": "/company/companies", "connectwise.agreements": "/finance/agreements",
             "connectwise.additions": f"/finance/agreements/{agreement}/additions",
             "connectwise.time_entries": "/time/entries", "connectwise.products": "/procurement/products"}[stream]
@@ -374,7 +374,7 @@ def test_a_connectwise_page_that_lost_records_fails_its_full_pass_against_the_co
 def test_a_ninjaone_page_cut_short_loses_no_device(psa):
     sync_once(psa.hub(), dry_run=True)
     expected = psa.hub().store.count("devices")
-    psa.ninja.short_page_next(path="/v2/devices")                   # one page cut short
+    psa.ninja.short_page_next(path="/v2/devices-detailed")                   # one page cut short
     psa.ninja.max_page_size = 7                                     # and every page capped below what is asked
     report = sync_once(psa.hub())
     assert report.passes["ninjaone.devices"]["status"] == "complete"

@@ -32,7 +32,9 @@ parsing free text. A status set back to the board's default, or time logged with
 
 Pushes (``action_kinds``): ``agreement_quantity`` (one PATCH), ``ticket`` (a lookup by
 ``externalXRef``, then at most a board, a priority and a type lookup, each once per run, and a
-POST), ``ticket_note`` (a ticket lookup, the ticket's notes, then at most a POST),
+POST; then, when the payload names the device's ``configuration``, the ticket's configurations,
+one or two configuration lookups (serial number, then name), at most a POST associating it and
+its internal note), ``ticket_note`` (a ticket lookup, the ticket's notes, then at most a POST),
 ``ticket_close`` (the lookup, the board's statuses once per run, at most one time count, at most a
 PATCH of the status, the notes and at most a POST: 3 to 6 requests) and ``ticket_reopen`` (the
 lookup, the statuses, at most a PATCH, the notes, at most a POST: 3 to 5). Each lookup or list
@@ -67,7 +69,7 @@ from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement
                          Ticket, TimeEntry)
 
 from plugins.connectwise.client import (API_PATH, DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF,
-                                        MAX_PAGE_SIZE, VENDOR, ConnectWiseClient)
+                                        MAX_PAGE_SIZE, VENDOR, ConnectWiseClient, _resendable, quote)
 
 log = structlog.get_logger()
 
@@ -871,8 +873,57 @@ class ConnectWiseConnector:
 
         ticket, created = self._retrying()(lookup_or_create)
         verb = "created" if created else "found by externalXRef"
+        associated = self._retrying()(lambda: self._associate_configuration(action, int(ticket["id"]), company))
         return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {verb} on {board}: {summary[:60]}",
-                          {"created": created, "external_ref": ref})
+                          {"created": created, "external_ref": ref, **associated})
+
+    def _associate_configuration(self, action: Action, ticket_id: int, company: str) -> dict[str, Any]:
+        """Associate the ticket with its device's configuration, found in the ticket's company by
+        serial number, else by name (``payload["configuration"]``), and say so in an internal note.
+
+        Once only: the ticket's configurations are read first (a retry, or a technician, may have
+        associated it), and the note carries its marker. Several configurations matching, or none,
+        associate nothing; the action's details say which and why. Returns those details.
+        """
+        wanted = (action.payload or {}).get("configuration")
+        if not isinstance(wanted, dict):
+            return {}
+        owner = f"company/id = {int(company)}" if company.isdigit() else f"company/identifier = {quote(company)}"
+        tried, found, how, matched_by = [], [], "", ""
+        for field, label, value in (("serialNumber", "serial number", wanted.get("serial_number")),
+                                    ("name", "name", wanted.get("name"))):
+            if not isinstance(value, str) or not value.strip() or (field == "serialNumber" and not _real_serial(value)):
+                continue
+            value = value.strip()
+            tried.append(f"{label} {value!r}")
+            found = [c for page in self.client.iter_pages("/company/configurations", f"{owner} and {field} = "
+                                                                                     f"{quote(value)}") for c in page]
+            active = [c for c in found if c.get("activeFlag") is not False]
+            found = active or found
+            if found:
+                how, matched_by = f"matched by {label} {value}", label
+                break
+        if not found:
+            why = (f"no configuration of company {company} has {' or '.join(tried)}" if tried
+                   else "the device has no serial number or name to match")
+            return {"configuration": None, "configuration_match": f"{why}: none associated"}
+        if len(found) > 1:
+            ids = ", ".join(str(c["id"]) for c in found)
+            return {"configuration": None,
+                    "configuration_match": f"{len(found)} configurations of company {company} are "
+                                           f"{how} ({ids}): none associated; make the {matched_by} unique in "
+                                           f"ConnectWise or mark the old configurations inactive"}
+        config = found[0]
+        config_id, name = int(config["id"]), config.get("name") or f"configuration {config['id']}"
+        linked = {c.get("id") for page in self.client.iter_pages(f"/service/tickets/{ticket_id}/configurations")
+                  for c in page}
+        if config_id not in linked:
+            self.client._request("POST", f"/service/tickets/{ticket_id}/configurations", json_body={"id": config_id},
+                                 expect=dict, resend=_resendable)
+        note, _ = self._note_once(ticket_id, f"Associated with configuration {name} (id {config_id}), {how}.",
+                                  f"{action.key}:configuration", True)
+        return {"configuration": str(config_id), "configuration_match": f"{name} (id {config_id}), {how}",
+                "configuration_note_id": str(note["id"])}
 
     def _push_note(self, action: Action) -> PushResult:
         payload = action.payload or {}
@@ -973,6 +1024,17 @@ class ConnectWiseConnector:
 
     def close(self) -> None:
         self.client.close()
+
+
+# Serial numbers a machine reports when its maker set none: matching them would pick any machine.
+_PLACEHOLDER_SERIALS = {"0", "none", "n/a", "na", "default string", "to be filled by o.e.m.", "system serial number",
+                        "not specified", "not applicable", "0123456789", "123456789", "chassis serial number"}
+
+
+def _real_serial(value: str) -> bool:
+    """Whether a serial number can identify one machine (not blank, not a maker's placeholder)."""
+    text = value.strip().lower()
+    return len(text) >= 4 and text not in _PLACEHOLDER_SERIALS and len(set(text)) > 1
 
 
 def _each(to_record: Callable[[dict], Any]) -> Callable[[list[dict]], tuple[list, tuple]]:

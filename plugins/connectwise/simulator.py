@@ -580,6 +580,11 @@ class ConnectWiseSimulator:
     the next pages for good, as a page that lost records, so that only a ``/count`` shows them
     missing.
 
+    Configurations (``/company/configurations``, ``add_configuration``) can be associated with a
+    ticket (``POST /service/tickets/{id}/configurations`` with ``{"id": <configuration id>}``, listed
+    by ``GET`` on the same path as ConfigurationReference; an association made twice is refused with
+    400); ``ticket_configurations`` says which are.
+
     Tickets follow their board's statuses (``BOARD_STATUSES``: a status with ``closedStatus`` sets
     ``closedFlag``, ``closedDate`` and ``closedBy``), priorities (``/service/priorities``) and types
     (``/service/boards/{id}/types``). What the API writes is done as the API member ``api_member``
@@ -624,6 +629,9 @@ class ConnectWiseSimulator:
         self.statuses = _Records("boardStatus")
         self.types = _Records("boardType")
         self.priorities = _Records("priority")
+        # Configurations (CIs) and, per ticket, the configuration ids associated with it.
+        self.configurations = _Records("configuration")
+        self._ticket_configurations: dict[int, list[int]] = {}
         self.time_entries = _TimeEntries(self.companies, self.agreements)
         for priority_id, name, sort, default in PRIORITIES:
             self.add_priority(name, sort_order=sort, default=default, id=priority_id)
@@ -872,6 +880,31 @@ class ConnectWiseSimulator:
             raise ValueError(response.text)
         return json.loads(response.content)["id"]
 
+    def add_configuration(self, company_id: int, name: str, serial_number: str | None = None, *,
+                          type_name: str = "Managed Workstation", active: bool = True, id: int | None = None,  # noqa: A002
+                          device_identifier: str | None = None) -> int:
+        """Add a configuration (a CI) of a company; return its id (the next free one from 3000 unless
+        given). A field given None is left out of the record, as the API leaves out what is not set."""
+        with self._lock:
+            company = self.companies.get(company_id)
+            if company is None:
+                raise ValueError(f"no company {company_id}")
+            config_id = id if id is not None else self.configurations.next_id(3000)
+            record = {"id": config_id, "name": name, "type": {"id": 1, "name": type_name},
+                      "status": {"id": 1, "name": "Active" if active else "Inactive"},
+                      "company": {"id": company_id, "identifier": company["identifier"], "name": company["name"]},
+                      "activeFlag": active, "billFlag": False, "_info": self._info()}
+            if serial_number is not None:
+                record["serialNumber"] = serial_number
+            if device_identifier is not None:
+                record["deviceIdentifier"] = device_identifier
+            self.configurations.put(record)
+            return config_id
+
+    def ticket_configurations(self, ticket_id: int) -> list[int]:
+        """The ids of the configurations associated with a ticket, in the order they were added."""
+        return list(self._ticket_configurations.get(ticket_id, []))
+
     def touch(self, kind: str, ids: Iterable[int]) -> None:
         """Bump ``_info.lastUpdated`` to ``now`` for records of ``kind`` (``time_entries``, ``companies``,
         ``agreements``, ``additions``, ``products``, ``tickets``), as an edit in ConnectWise would."""
@@ -896,7 +929,7 @@ class ConnectWiseSimulator:
         tables = {"companies": self.companies, "agreements": self.agreements, "additions": self.additions,
                   "time_entries": self.time_entries, "products": self.products, "tickets": self.tickets,
                   "notes": self.notes, "boards": self.boards, "statuses": self.statuses, "types": self.types,
-                  "priorities": self.priorities}
+                  "priorities": self.priorities, "configurations": self.configurations}
         if kind not in tables:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(tables)}")
         return tables[kind]
@@ -1063,6 +1096,9 @@ class ConnectWiseSimulator:
         (re.compile(r"^/service/boards/(\d+)/types(/count)?$"), "board_list", "types"),
         (re.compile(r"^/service/boards/(\d+)/types/(\d+)$"), "board_one", "types"),
         (re.compile(r"^/service/priorities(/count)?$"), "list", "priorities"),
+        (re.compile(r"^/company/configurations(/count)?$"), "list", "configurations"),
+        (re.compile(r"^/company/configurations/(\d+)$"), "one", "configurations"),
+        (re.compile(r"^/service/tickets/(\d+)/configurations(/count)?$"), "ticket_configurations", None),
         (re.compile(r"^/service/priorities/(\d+)$"), "one", "priorities"),
     )
 
@@ -1113,6 +1149,8 @@ class ConnectWiseSimulator:
                 if method == "PATCH":
                     return self._patch_addition(addition, self._body(request, list, "addition"))
                 return self._only(method, "GET") or _json(200, addition)
+            if kind == "ticket_configurations":
+                return self._ticket_configurations_route(request, int(m.group(1)), query, bool(m.group(2)))
             if kind in ("notes", "note"):
                 ticket_id = int(m.group(1))
                 if self.tickets.get(ticket_id) is None:
@@ -1127,6 +1165,38 @@ class ConnectWiseSimulator:
                     return _error(404, "NotFound", f"Note with id {m.group(2)} was not found.")
                 return self._only(method, "GET") or _json(200, note)
         return _error(404, "NotFound", f"No resource at {resource}")
+
+    def _ticket_configurations_route(self, request: httpx.Request, ticket_id: int, query: dict[str, str],
+                                     count: bool) -> httpx.Response:
+        """``GET`` the configurations of a ticket (ConfigurationReference: id, deviceIdentifier),
+        ``POST {"id": <configuration id>}`` to associate one (201 with its reference)."""
+        if self.tickets.get(ticket_id) is None:
+            return _error(404, "NotFound", f"Ticket with id {ticket_id} was not found.")
+        linked = self._ticket_configurations.setdefault(ticket_id, [])
+        if request.method == "POST" and not count:
+            body = self._body(request, dict, "configurationReference")
+            config_id = body.get("id")
+            config = self.configurations.get(config_id) if isinstance(config_id, int) and \
+                not isinstance(config_id, bool) else None
+            if config is None:
+                return _error(400, "InvalidObject", f"configuration id {config_id!r} was not found",
+                              [{"code": "InvalidObject", "message": "The configuration was not found.",
+                                "resource": "configurationReference", "field": "id"}])
+            if config_id in linked:
+                return _error(400, "InvalidObject", "The configuration is already associated with this ticket.")
+            linked.append(config_id)
+            return _json(201, self._configuration_reference(config_id))
+        refs = _Records("configurationReference")
+        for config_id in linked:
+            refs.put(self._configuration_reference(config_id))
+        return self._only(request.method, "GET") or self._list(request, refs, query, count)
+
+    def _configuration_reference(self, config_id: int) -> dict[str, Any]:
+        config = self.configurations.get(config_id) or {}
+        reference = {"id": config_id, "_info": {"configuration_href": f"/company/configurations/{config_id}"}}
+        if config.get("deviceIdentifier") is not None:
+            reference["deviceIdentifier"] = config["deviceIdentifier"]
+        return reference
 
     @staticmethod
     def _only(method: str, allowed: str) -> httpx.Response | None:

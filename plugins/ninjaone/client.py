@@ -113,15 +113,17 @@ class NinjaOneClient:
         """
         return self._iter_pages("/v2/organizations", after)
 
-    def iter_devices(self, after: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    def iter_devices(self, after: int | None = None, *, detailed: bool = False) -> Iterator[list[dict[str, Any]]]:
         """Yield pages of devices (``GET /v2/devices``, basic records) in id order.
 
         Args:
             after: start after this device id (the last id of a previous page).
+            detailed: read ``GET /v2/devices-detailed`` instead, whose records add ``ipAddresses``,
+                ``os`` and ``system`` (serial number); it pages the same way (``pageSize``, ``after``).
         Yields:
             non-empty lists of the vendor's device dicts, unchanged.
         """
-        return self._iter_pages("/v2/devices", after)
+        return self._iter_pages("/v2/devices-detailed" if detailed else "/v2/devices", after)
 
     def list_alerts(self, source_type: str | None = None) -> list[dict[str, Any]]:
         """Every active alert (``GET /v2/alerts``): one unpaged list, each alert with its ``device``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -18,7 +19,8 @@ from plugins.ninjaone.client import MAX_PAGE_SIZE, NinjaOneClient
 SOURCE = "ninjaone"
 DEFAULT_BASE_URL = "https://app.ninjarmm.com"
 SCOPES = ("monitoring", "management", "control")
-SETTINGS_KEYS = ("base_url", "client_id", "client_secret_env", "client_secret_file", "scope", "page_size")
+SETTINGS_KEYS = ("base_url", "client_id", "client_secret_env", "client_secret_file", "scope", "page_size",
+                 "console_url", "device_details")
 
 _UTC = timezone.utc
 _fromtimestamp = datetime.fromtimestamp
@@ -37,8 +39,14 @@ def to_client(raw: dict[str, Any]) -> Client:
     return Client(source=SOURCE, source_id=org_id, name=raw.get("name") or org_id)
 
 
-def to_device(raw: dict[str, Any]) -> Device:
-    """A NinjaOne device (basic record of ``GET /v2/devices``) as a hub Device.
+def to_device(raw: dict[str, Any], console: str | None = None) -> Device:
+    """A NinjaOne device (``GET /v2/devices`` or ``/v2/devices-detailed``) as a hub Device.
+
+    ``console`` is the NinjaOne console's address (``https://eu.ninjarmm.com``): the device's
+    page there is ``<console>/#/deviceDashboard/<id>/overview``. A detailed record adds the
+    operating system (``os.name``), the IP addresses (``ipAddresses``) and the serial number
+    (``system.serialNumber``, else ``system.biosSerialNumber``); a basic record, or a detailed one
+    without them, leaves them None (never a made-up value).
 
     Timestamps are epoch seconds as floats in NinjaOne; they become aware UTC datetimes. The spec
     marks no field required, so a device without ``id`` or ``organizationId`` (null or absent) is
@@ -70,16 +78,37 @@ def to_device(raw: dict[str, Any]) -> Device:
             raise MappingError(f"ninjaone device {device_id} ({name}) has approvalStatus {approval!r}, "
                                f"not one of {', '.join(_APPROVAL)}")
     created, last_contact, updated = get("created"), get("lastContact"), get("lastUpdate")
+    os_name = ip_addresses = serial = None
+    details = get("os"), get("system"), get("ipAddresses")
+    if details != (None, None, None):
+        os_name, ip_addresses, serial = _details(*details)
     try:
         return Device(SOURCE, device_id, str(raw["organizationId"]), name, node_class, status,
                       None if created is None else _fromtimestamp(created, _UTC),
                       None if last_contact is None else _fromtimestamp(last_contact, _UTC),
-                      None if updated is None else _fromtimestamp(updated, _UTC))
+                      None if updated is None else _fromtimestamp(updated, _UTC),
+                      os_name, ip_addresses, serial,
+                      None if console is None else f"{console}/#/deviceDashboard/{device_id}/overview")
     except KeyError as exc:
         raise MappingError(f"ninjaone device {device_id} ({name}) has no {exc.args[0]}") from None
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise MappingError(f"ninjaone device {device_id} ({name}) has a timestamp that is not "
                            f"epoch seconds: {exc}") from None
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string, stripped; anything else (null, a number, "") is None."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _details(os: Any, system: Any, ips: Any) -> tuple[str | None, str | None, str | None]:
+    """(OS name, IP addresses comma-separated, serial number) of a detailed device record."""
+    os_name = _text(os.get("name")) if isinstance(os, dict) else None
+    serial = None
+    if isinstance(system, dict):
+        serial = _text(system.get("serialNumber")) or _text(system.get("biosSerialNumber"))
+    addresses = [a.strip() for a in ips if isinstance(a, str) and a.strip()] if isinstance(ips, list) else []
+    return os_name, ", ".join(dict.fromkeys(addresses)) or None, serial
 
 
 def _when(value: Any) -> datetime | None:
@@ -153,6 +182,13 @@ class NinjaOneSettings:
     base_url: str = DEFAULT_BASE_URL
     scope: str = "monitoring"
     page_size: int = MAX_PAGE_SIZE
+    console_url: str | None = None     # the console's address for device links; None: base_url
+    device_details: bool = True        # sweep /v2/devices-detailed (OS, IP addresses, serial number)
+
+    @property
+    def console(self) -> str:
+        """The NinjaOne console's address, where a device's page is ``#/deviceDashboard/<id>/overview``."""
+        return self.console_url or self.base_url
 
     @classmethod
     def from_config(cls, config: HubConfig) -> NinjaOneSettings:
@@ -187,9 +223,26 @@ class NinjaOneSettings:
             raise fail("page_size", f"must be an integer from 1 to {MAX_PAGE_SIZE}, got {page_size!r}",
                        f"use page_size = {MAX_PAGE_SIZE} or leave it out")
 
+        console_url = section.get("console_url")
+        if console_url is not None:
+            if not isinstance(console_url, str) or not console_url.startswith(("https://", "http://")):
+                raise fail("console_url", f"must be an http(s) URL, got {console_url!r}",
+                           "use the address you open NinjaOne at, e.g. \"https://eu.ninjarmm.com\", or leave "
+                           "it out to use base_url")
+            console_url = console_url.strip().rstrip("/")
+            if "#" in console_url or console_url.count("/") > 2:
+                raise fail("console_url", f"must be the console's address only, got {console_url!r}",
+                           f"drop the path: console_url = \"{'/'.join(console_url.split('#')[0].split('/')[:3])}\"")
+
+        device_details = section.get("device_details", True)
+        if not isinstance(device_details, bool):
+            raise fail("device_details", f"must be true or false, got {device_details!r}",
+                       "write device_details = true to read OS, IP addresses and serial numbers")
+
         secret = config.secret(SOURCE, "client_secret")
         return cls(client_id=client_id.strip(), client_secret=secret, base_url=base_url,
-                   scope=" ".join(words), page_size=page_size)
+                   scope=" ".join(words), page_size=page_size, console_url=console_url,
+                   device_details=device_details)
 
 
 # --- the connector -----------------------------------------------------------------------------
@@ -232,7 +285,9 @@ class NinjaOneConnector:
     def streams(self) -> list[Stream]:
         return [
             Stream(SOURCE, "clients", "clients", self._sweep(self.client.iter_organizations, to_client)),
-            Stream(SOURCE, "devices", "devices", self._sweep(self.client.iter_devices, to_device)),
+            Stream(SOURCE, "devices", "devices", self._sweep(
+                partial(self.client.iter_devices, detailed=self.settings.device_details),
+                partial(to_device, console=self.settings.console))),
             Stream(SOURCE, "alerts", "alerts", self._alerts),
             Stream(SOURCE, "alert_events", "alert_events", self._alert_events),
         ]

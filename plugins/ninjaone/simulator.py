@@ -40,6 +40,11 @@ CONDITIONS = (
     ("AGENT_OFFLINE", "Device offline", "MAJOR", "MEDIUM"),
 )
 ACTIVITY_CLASSES = ("SYSTEM", "DEVICE", "USER", "ALL")
+# The operating system a generated device of each class reports in /v2/devices-detailed (network
+# devices report none: NinjaOne monitors them by SNMP, without an agent).
+OS_NAMES = {"WINDOWS_WORKSTATION": "Windows 11 Pro", "WINDOWS_SERVER": "Windows Server 2022 Standard",
+            "MAC": "macOS 14.5 Sonoma", "LINUX_SERVER": "Ubuntu 22.04.4 LTS",
+            "LINUX_WORKSTATION": "Ubuntu 24.04 LTS", "VMWARE_VM_GUEST": "Windows Server 2019 Standard"}
 # Activity ids are account-wide in NinjaOne; a tenant's first one is far from 1.
 FIRST_ACTIVITY_ID = 7_000_000
 # Condition config uids are stable per condition, as a policy's condition is.
@@ -54,7 +59,9 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> http
 class NinjaOneSimulator:
     """Organizations, devices, alerts and activities served like the NinjaOne API v2.
 
-    Endpoints: ``/ws/oauth/token``, ``/v2/organizations``, ``/v2/devices``, ``/v2/alerts``,
+    Endpoints: ``/ws/oauth/token``, ``/v2/organizations``, ``/v2/devices``, ``/v2/devices-detailed``
+    (the same devices, paged the same way, each with ``ipAddresses``, ``macAddresses``, ``publicIP``
+    and, for agent devices, ``os`` and ``system``; see ``set_device_details``), ``/v2/alerts``,
     ``/v2/activities``, ``POST /v2/alert/{uid}/reset`` and ``DELETE /v2/alert/{uid}`` (these two
     need the ``management`` scope).
     Mount with ``httpx.MockTransport(sim.handler)`` or serve over HTTP with ``hub.testing.serve``.
@@ -108,6 +115,8 @@ class NinjaOneSimulator:
         self._devices: dict[int, dict[str, Any]] = {}
         self._device_ids: list[int] = []
         self._device_json: dict[int, bytes] = {}  # serialised once: pages of 1000 stay cheap
+        self._device_details: dict[int, dict[str, Any]] = {}   # what /v2/devices-detailed adds
+        self._detailed_json: dict[int, bytes] = {}              # serialised when first served
         # Active alerts by uid, serialised once without their closing brace (the device is
         # spliced in when served, so that it is the device as it is now).
         self._alerts: dict[str, dict[str, Any]] = {}
@@ -170,6 +179,8 @@ class NinjaOneSimulator:
         with self._lock:
             del self._devices[id]
             del self._device_json[id]
+            self._device_details.pop(id, None)
+            self._detailed_json.pop(id, None)
             self._device_ids.pop(bisect.bisect_left(self._device_ids, id))
 
     def set_approval(self, id: int, status: str) -> None:  # noqa: A002
@@ -184,10 +195,24 @@ class NinjaOneSimulator:
         with self._lock:
             device = {k: v for k, v in self._devices[id].items() if k not in fields}
             self._device_json[id] = json.dumps(device).encode()
+            self._detailed_json.pop(id, None)
 
-    def device(self, id: int) -> dict[str, Any]:  # noqa: A002
-        """The device's record as the API serves it (a copy)."""
-        return json.loads(self._device_json[id])
+    def device(self, id: int, detailed: bool = False) -> dict[str, Any]:  # noqa: A002
+        """The device's record as the API serves it (a copy), from ``/v2/devices-detailed`` if ``detailed``."""
+        return json.loads(self._detailed_bytes(id) if detailed else self._device_json[id])
+
+    def set_device_details(self, id: int, **details: Any) -> None:  # noqa: A002
+        """Replace what ``/v2/devices-detailed`` adds to a device: ``os``, ``system``, ``ipAddresses``,
+        ``macAddresses``, ``publicIP``... A value of None leaves that field out, as the API does
+        for what it does not know; a field not named keeps its value."""
+        with self._lock:
+            current = self._device_details.setdefault(id, self._generated_details(self._devices[id]))
+            for key, value in details.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+            self._detailed_json.pop(id, None)
 
     # --- alerts and the activity log -----------------------------------------------------------
 
@@ -325,7 +350,7 @@ class NinjaOneSimulator:
                                            "incidentId": f"sim-{self.requests}"}, headers)
         if path == TOKEN_PATH:
             return self._token(request) if request.method == "POST" else _json(405, {"resultCode": "FAILURE"})
-        if path in ("/v2/organizations", "/v2/devices"):
+        if path in ("/v2/organizations", "/v2/devices", "/v2/devices-detailed"):
             if request.method != "GET":
                 return _json(405, {"resultCode": "FAILURE", "errorMessage": "Method not allowed"})
             denied = self._check_token(request)
@@ -333,6 +358,8 @@ class NinjaOneSimulator:
                 return denied
             if path == "/v2/organizations":
                 return self._list(path, query, self._org_ids, lambda i: json.dumps(self._orgs[i]).encode())
+            if path == "/v2/devices-detailed":
+                return self._list(path, query, self._device_ids, self._detailed_bytes)
             return self._list(path, query, self._device_ids, self._device_json.__getitem__)
         if path in ("/v2/alerts", "/v2/activities"):
             if request.method != "GET":
@@ -588,6 +615,36 @@ class NinjaOneSimulator:
     def _put_device(self, device: dict[str, Any]) -> None:
         self._devices[device["id"]] = device
         self._device_json[device["id"]] = json.dumps(device).encode()
+        self._detailed_json.pop(device["id"], None)
+
+    def _generated_details(self, device: dict[str, Any]) -> dict[str, Any]:
+        """What /v2/devices-detailed adds, derived from the id (the seeded data stays as it was)."""
+        device_id, org_id = device["id"], device["organizationId"]
+        details: dict[str, Any] = {
+            "ipAddresses": [f"10.{org_id % 256}.{device_id // 256 % 256}.{device_id % 256}"],
+            "macAddresses": [f"00:50:56:{device_id >> 16 & 255:02x}:{device_id >> 8 & 255:02x}:{device_id & 255:02x}"],
+            "publicIP": f"203.0.113.{org_id % 256}"}
+        os_name = OS_NAMES.get(device.get("nodeClass"))
+        if os_name is not None:
+            details["os"] = {"manufacturer": "Apple Inc." if os_name.startswith("macOS") else "Microsoft Corporation"
+                             if os_name.startswith("Windows") else "Canonical", "name": os_name,
+                             "architecture": "64-bit", "needsReboot": False}
+            details["system"] = {"name": device.get("systemName"), "manufacturer": "Dell Inc.",
+                                 "model": "OptiPlex 7010", "serialNumber": f"SN{device_id:08d}",
+                                 "biosSerialNumber": f"SN{device_id:08d}", "domain": "corp.local"}
+        return details
+
+    def _detailed_bytes(self, device_id: int) -> bytes:
+        """The device as /v2/devices-detailed serves it (callers hold the lock)."""
+        cached = self._detailed_json.get(device_id)
+        if cached is None:
+            record = json.loads(self._device_json[device_id])
+            device = self._devices.get(device_id)
+            if device is not None:
+                details = self._device_details.get(device_id) or self._generated_details(device)
+                record.update(details)
+            cached = self._detailed_json[device_id] = json.dumps(record).encode()
+        return cached
 
     def _generate_devices(self, count: int) -> None:
         if count and not self._org_ids:

@@ -335,7 +335,7 @@ def test_the_clients_sweep_counts_organizations():
 def test_every_device_is_stored_when_the_server_caps_or_cuts_pages(shape):
     sim = NinjaOneSimulator(seed=5, organizations=3, devices=95, max_page_size=shape.get("max_page_size"))
     if "short" in shape:
-        sim.short_page_next("/v2/devices", drop=shape["short"], times=2)
+        sim.short_page_next("/v2/devices-detailed", drop=shape["short"], times=2)
     hub = make_hub(ConnectorPlugin(connector_for(sim, page_size=20)))
     report = RunReport("r1", "sync", RUN_START)
     pull(hub, report, streams=["devices"])
@@ -562,7 +562,7 @@ def test_a_page_refused_past_the_retries_fails_the_sweep_and_keeps_the_cursor(st
     answer, asked = sim.handler, []
 
     def third_page_refused(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v2/devices":
+        if request.url.path == "/v2/devices-detailed":
             asked.append(request)
             if len(asked) >= 3:
                 return httpx.Response(status, json={"resultCode": "FAILURE"}, headers={"Retry-After": "0"})
