@@ -164,6 +164,13 @@ def m010_month_after_month(db: Database) -> None:
                "noted_at) select source, source_id, approval_status, updated_at, null, ? from devices", [now_iso()])
 
 
+@migrations()
+def m011_ticket_adoption(db: Database) -> None:
+    # The PSA ticket the RMM's own integration made for an alert (NinjaOne's psaTicketId): the
+    # hub adopts it instead of making a second one.
+    db["alerts"].add_column("psa_ticket_id", str)
+
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 
