@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Literal
@@ -465,10 +465,18 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
 def _adopting(a: Alert, rules: AlertRules, intents: list[TicketIntent]) -> list[TicketIntent]:
     """The create intents of ``a`` with the keys that let the PSA plugin adopt its existing ticket."""
     keys = adoption(a, rules)
+    if not keys:
+        return intents
+    ways = ([f"the ticket {a.source} says its PSA integration made ({a.psa_ticket_id})"] if a.psa_ticket_id else []) + \
+        [f"a ticket with externalXRef {ref!r}" for ref in keys.get("adopt_refs", ())]
+    out = []
     for intent in intents:
-        if intent.kind == "ticket" and keys:
+        if intent.kind == "ticket":
             intent.payload.update(keys)
-    return intents
+            intent = replace(intent, reason=f"{intent.reason}; adopts {' or '.join(ways)} if the PSA has it for "
+                                            f"the same company, else creates one")
+        out.append(intent)
+    return out
 
 
 def _ticket_payload(key: str, a: Alert, rule: AlertRule, rules: AlertRules, company: str | None, *,

@@ -1535,6 +1535,8 @@ def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
                                                    auto_close=bool(p.get("auto_close", True)),
                                                    ticket_id=str(r["vendor_id"]) if adopted else None,
                                                    adopt=adopt if ("psa_ticket_id" in adopt or "adopt_refs" in adopt) else {})
+            if adopted and r["details"].get("ticket_closed"):   # adopted as a person had left it: closed
+                tickets[r["key"]].closed, tickets[r["key"]].closed_at = True, datetime.fromisoformat(r["sent_at"])
     last_hub_action: dict[str, tuple[str, str]] = {}
     for r in sorted(rows, key=lambda r: r["sent_at"] or r["created_at"] or ""):
         p = r["payload"]

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 
 from hub.alerting import load_alert_rules
+from hub.engine import sync_once
 from hub.errors import ConfigError, MappingError
 from hub.store import SENDING, Store
 from plugins.ninjaone.plugin import to_alert
@@ -280,3 +281,30 @@ def test_a_bad_adopt_template_is_a_config_error_naming_the_key_and_the_placehold
     text = str(err.value)
     assert "alert_rules.toml" in text and "line 2" in text and "settings.adopt_external_ref" in text
     assert said in text and fix in text
+
+
+def test_the_plan_says_which_ticket_a_create_would_adopt(tmp_path):
+    env = AlertEnv(tmp_path, TEMPLATE_RULES)
+    uid = trigger(env)
+    env.ninja.link_psa_ticket(uid, 77)
+    report = sync_once(env.hub(clock=env.now), dry_run=True)
+    item = next(p for p in report.plan if p.action and p.action.key == f"ticket:ninjaone:{uid}")
+    assert any(f"adopts the ticket ninjaone says its PSA integration made (77) or a ticket with externalXRef "
+               f"'NinjaOne-{uid}' if the PSA has it for the same company, else creates one" in r for r in item.reasons)
+
+
+def test_a_ticket_adopted_closed_is_reopened_by_a_trigger_within_the_window(env):
+    uid = trigger(env)
+    ticket = outside_ticket(env, ref="NINJA-TICKET-77")
+    env.cw.technician_sets_status(ticket, "Closed")                # a person closed it, the alert is still active
+    env.ninja.link_psa_ticket(uid, ticket)
+    first = env.sync()
+    adopted = next(p for p in first.pushed if p["key"] == f"ticket:ninjaone:{uid}")
+    assert "adopted" in adopted["summary"] and ", closed)" in adopted["summary"]
+
+    env.ninja.reset_alert(uid)
+    assert not [p for p in env.sync().pushed if p["key"].startswith("ticket_close:")]   # nothing to close
+    again = trigger(env)
+    report = env.sync(advance=timedelta(hours=2))
+    assert f"ticket_reopen:ninjaone:{again}" in {p["key"] for p in report.pushed}
+    assert env.cw.record("tickets", ticket)["closedFlag"] is False and env.hub_tickets() == []

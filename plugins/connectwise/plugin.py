@@ -886,13 +886,15 @@ class ConnectWiseConnector:
             details["not_adopted"] = list(passed_over)
         if found_by:
             note, added = adoption_note
+            closed = bool(ticket.get("closedFlag"))
             details.update(adopted=True, found_by=found_by[0], ticket_id=str(ticket["id"]),
-                           ticket_external_ref=ticket.get("externalXRef") or "", note_id=str(note["id"]),
-                           note_created=added)
+                           ticket_external_ref=ticket.get("externalXRef") or "", ticket_closed=closed,
+                           note_id=str(note["id"]), note_created=added)
             return PushResult(str(ticket["id"]),
                               f"ticket {ticket['id']} adopted (found by {found_by[0]}, on "
-                              f"{_ref_name(ticket.get('board')) or 'its board'}): {ticket.get('summary', '')[:60]}; "
-                              f"note {note['id']} {'added' if added else 'already there'}", details)
+                              f"{_ref_name(ticket.get('board')) or 'its board'}{', closed' if closed else ''}): "
+                              f"{str(ticket.get('summary') or '')[:60]}; note {note['id']} "
+                              f"{'added' if added else 'already there'}", details)
         verb = "created" if created else "found by externalXRef"
         why = f" ({'; '.join(passed_over)})" if passed_over else ""
         return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {verb} on {board}: {summary[:60]}{why}",
@@ -925,7 +927,11 @@ class ConnectWiseConnector:
                         return ticket, f"psaTicketId {psa_id}", passed
                     passed.append(f"psaTicketId {psa_id} is a ticket of company {other}, not of company {company}")
         for adopt_ref in hints.get("adopt_refs") or ():
-            if not isinstance(adopt_ref, str) or not adopt_ref.strip() or len(adopt_ref) > MAX_EXTERNAL_REF:
+            if not isinstance(adopt_ref, str) or not adopt_ref.strip():
+                continue
+            if len(adopt_ref) > MAX_EXTERNAL_REF:
+                passed.append(f"externalXRef {adopt_ref!r} is longer than ConnectWise's {MAX_EXTERNAL_REF} "
+                              f"characters: no ticket can carry it, not looked for")
                 continue
             found = self.client.find_tickets(adopt_ref)
             mine = [t for t in found if _other_company(t, company) is None]

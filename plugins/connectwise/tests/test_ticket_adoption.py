@@ -77,8 +77,8 @@ def test_a_psa_ticket_id_of_the_alerts_company_is_adopted_with_one_internal_note
     assert body["text"].endswith("[msp-hub:ticket:ninjaone:a1]")
     assert result.vendor_id == "77" and "adopted (found by psaTicketId 77" in result.summary
     assert result.details == {"created": False, "adopted": True, "found_by": "psaTicketId 77", "ticket_id": "77",
-                              "ticket_external_ref": "NINJA-77", "external_ref": HUB_REF, "note_id": "900",
-                              "note_created": True}
+                              "ticket_external_ref": "NINJA-77", "ticket_closed": False, "external_ref": HUB_REF,
+                              "note_id": "900", "note_created": True}
 
 
 def test_the_hubs_own_reference_wins_over_the_psa_ticket_id():
@@ -131,6 +131,20 @@ def test_a_server_error_on_the_psa_ticket_is_not_taken_for_a_missing_ticket():
         with pytest.raises(VendorError, match="403"):
             connector().push(create_action(psa_ticket_id="77"), Context())
     assert not create.called
+
+
+def test_a_template_reference_longer_than_connectwise_keeps_is_not_looked_for_and_said():
+    long_ref = "NinjaOne-" + "x" * 95
+    with respx.mock(base_url=ROOT, assert_all_called=False) as router:
+        search = router.get("/service/tickets").mock(side_effect=by_conditions({}))
+        router.get("/service/boards").mock(side_effect=lambda r: httpx.Response(
+            200, json=[] if "pageId" in r.url.params else [{"id": 2, "name": "Alerts"}]))
+        router.post("/service/tickets").respond(201, json=ticket(5004, ref=HUB_REF))
+        result = connector().push(create_action(adopt_refs=[long_ref]), Context())
+        asked = [c.request.url.params["conditions"] for c in search.calls]
+    assert asked == [f'externalXRef = "{HUB_REF}"']
+    assert result.details["not_adopted"] == [
+        f"externalXRef {long_ref!r} is longer than ConnectWise's 100 characters: no ticket can carry it, not looked for"]
 
 
 def close_action(**payload) -> Action:
