@@ -1529,7 +1529,9 @@ def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
             known.add(p["uid"])
         if r["kind"] == "ticket":
             adopted = r["status"] == SENT and bool((r["details"] or {}).get("adopted")) and r["vendor_id"]
-            adopt = {k: p[k] for k in ("psa_ticket_id", "adopt_refs", "company_id") if p.get(k)}
+            # Until its result is recorded, a create that may adopt is found again as it looks.
+            adopt = {k: p[k] for k in ("psa_ticket_id", "adopt_refs", "company_id") if p.get(k)} \
+                if r["status"] != SENT else {}
             tickets[r["key"]] = alerting.HubTicket(r["key"], p["external_ref"], p.get("device", ""), p.get("condition", ""),
                                                    r["client_id"] or None, set(p.get("uids", [])),
                                                    auto_close=bool(p.get("auto_close", True)),
