@@ -208,7 +208,8 @@ def _adopt_templates(value: Any) -> tuple[str, ...]:
             parts = list(string.Formatter().parse(template))
         except ValueError as exc:
             raise fail(f"template {template!r} is not valid ({exc})",
-                       f"write each placeholder as {{name}} and a literal brace as {{{{ or }}}}; placeholders: {allowed}") from None
+                       f"write each placeholder as {{name}} and a literal brace as {{{{ or }}}}; "
+                       f"placeholders: {allowed}") from None
         names = []
         for _, name, spec, conversion in parts:
             if name is None:
