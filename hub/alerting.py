@@ -8,8 +8,9 @@ a deterministic key so that a rerun never repeats one. No database, HTTP or cloc
 from __future__ import annotations
 
 import re
+import string
 import zoneinfo
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Literal
@@ -21,6 +22,15 @@ from hub.records import Alert, AlertEvent, Device
 
 SEVERITIES = ("NONE", "MINOR", "MODERATE", "MAJOR", "CRITICAL")
 MATCH_FIELDS = ("client", "device_class", "source_type", "severity", "message")
+# The placeholders of ``adopt_external_ref``: what another integration may have written in the
+# external reference of the ticket it made for an alert.
+ADOPT_PLACEHOLDERS = {
+    "alert_uid": lambda a: a.source_id,
+    "device_id": lambda a: a.device_source_id,
+    "organization_id": lambda a: a.client_source_id,
+    "source_type": lambda a: a.source_type,
+    "condition": lambda a: a.condition,
+}
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,12 @@ class AlertRules:
     storm_window: timedelta = timedelta(minutes=10)
     fallback_board: str | None = None
     fallback_company: str | None = None
+    adopt_external_refs: tuple[str, ...] = ()   # templates, see ADOPT_PLACEHOLDERS
+
+    def adopt_refs(self, alert: Alert) -> list[str]:
+        """The external references another integration would have given ``alert``'s ticket."""
+        values = {name: str(get(alert) or "") for name, get in ADOPT_PLACEHOLDERS.items()}
+        return list(dict.fromkeys(t.format(**values) for t in self.adopt_external_refs))
 
     def rule_for(self, alert: Alert, client_id: str | None) -> AlertRule | None:
         """The first rule that matches, None when none does (the loader requires a catch-all)."""
@@ -181,6 +197,35 @@ def _severity_map(value: Any) -> dict[str, str]:
     return out
 
 
+def _adopt_templates(value: Any) -> tuple[str, ...]:
+    """``adopt_external_ref``: one template or a list; each names ``{alert_uid}`` and only known placeholders."""
+    templates = [value] if isinstance(value, str) else value
+    allowed = ", ".join(f"{{{p}}}" for p in ADOPT_PLACEHOLDERS)
+    example = "write adopt_external_ref = \"NinjaOne-{alert_uid}\""
+    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
+        raise fail(f"must be a string or a list of strings, got {value!r}", example)
+    for template in templates:
+        try:
+            parts = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise fail(f"template {template!r} is not valid ({exc})",
+                       f"write each placeholder as {{name}} and a literal brace as {{{{ or }}}}; "
+                       f"placeholders: {allowed}") from None
+        names = []
+        for _, name, spec, conversion in parts:
+            if name is None:
+                continue
+            if name not in ADOPT_PLACEHOLDERS or spec or conversion:
+                shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                raise fail(f"template {template!r} has unknown placeholder {shown}",
+                           f"use only {allowed} (no format or conversion)")
+            names.append(name)
+        if "alert_uid" not in names:
+            raise fail(f"template {template!r} does not name {{alert_uid}}: every alert would adopt the same ticket",
+                       f"put {{alert_uid}} in it, e.g. \"NinjaOne-{{alert_uid}}\"; placeholders: {allowed}")
+    return tuple(dict.fromkeys(templates))
+
+
 class _Settings(Schema):
     reopen_within_days: Annotated[Number, Field(ge=0)] = 3
     storm_threshold: Annotated[int, Field(ge=1)] = 20
@@ -188,6 +233,7 @@ class _Settings(Schema):
     fallback_board: str | None = None
     fallback_company: Ident | None = None
     severity_priority: Annotated[dict[str, str], PlainValidator(_severity_map)] = {}
+    adopt_external_ref: Annotated[tuple[str, ...], PlainValidator(_adopt_templates)] = ()
 
 
 class _AlertRulesFile(Schema):
@@ -216,12 +262,18 @@ def load_alert_rules(path: Path) -> AlertRules:
     return AlertRules(tuple(rules), tuple(windows), dict(s.severity_priority),
                       timedelta(days=float(s.reopen_within_days)), s.storm_threshold,
                       timedelta(minutes=float(s.storm_window_minutes)), s.fallback_board or None,
-                      s.fallback_company or None)
+                      s.fallback_company or None, s.adopt_external_ref)
 
 
 @dataclass
 class HubTicket:
-    """A ticket the hub made, as the outbox and the PSA know it."""
+    """A ticket the hub made or adopted, as the outbox and the PSA know it.
+
+    An adopted ticket (one the PSA already had for the alert: the RMM's ``psa_ticket_id``, or an
+    ``adopt_external_ref``) keeps its own external reference: the hub addresses it by
+    ``ticket_id`` once its create action recorded the adoption, else by ``adopt`` (how the create
+    looks for it) so that the PSA plugin finds the same ticket the create did.
+    """
 
     key: str                 # the create action's key: ticket:<source>:<uid> or ticket:storm:...
     external_ref: str
@@ -232,6 +284,25 @@ class HubTicket:
     closed: bool = False
     closed_at: datetime | None = None
     auto_close: bool = True
+    ticket_id: str | None = None          # the PSA's id of an adopted ticket, once recorded
+    adopt: dict[str, Any] = field(default_factory=dict)   # psa_ticket_id, adopt_refs, company_id
+
+    def address(self) -> dict[str, Any]:
+        """What a note, close or reopen payload carries besides the hub's reference."""
+        if self.ticket_id:
+            return {"ticket_id": self.ticket_id}
+        return {"adopt": dict(self.adopt)} if self.adopt else {}
+
+
+def adoption(a: Alert, rules: AlertRules) -> dict[str, Any]:
+    """The create payload's keys that let the PSA plugin adopt the ticket the alert already has."""
+    out: dict[str, Any] = {}
+    if a.psa_ticket_id:
+        out["psa_ticket_id"] = a.psa_ticket_id
+    refs = rules.adopt_refs(a)
+    if refs:
+        out["adopt_refs"] = refs
+    return out
 
 
 @dataclass(frozen=True)
@@ -328,7 +399,7 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         open_t = by_pair.get((device, a.condition))
         if open_t and not open_t.closed:
             plan.intents.append(TicketIntent("ticket_note", f"ticket_note:{a.source}:{a.source_id}", open_t.client_id, {
-                "ticket_external_ref": open_t.external_ref, "uid": a.source_id, "parent": open_t.key,
+                "ticket_external_ref": open_t.external_ref, **open_t.address(), "uid": a.source_id, "parent": open_t.key,
                 "text": f"Alert triggered again on {a.device_name}: {a.message} (severity {a.severity}, alert {a.source_id})",
                 "internal": False}, rule.name, "re-triggered while its ticket is open"))
             open_t.uids.add(a.source_id)
@@ -336,7 +407,7 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
             continue
         if open_t and open_t.closed and open_t.closed_at and moment - open_t.closed_at <= rules.reopen_within:
             plan.intents.append(TicketIntent("ticket_reopen", f"ticket_reopen:{a.source}:{a.source_id}", open_t.client_id, {
-                "external_ref": open_t.external_ref, "uid": a.source_id, "parent": open_t.key,
+                "external_ref": open_t.external_ref, **open_t.address(), "uid": a.source_id, "parent": open_t.key,
                 "note": f"Alert triggered again on {a.device_name}: {a.message} (alert {a.source_id}); reopened"},
                 rule.name, f"triggered within {rules.reopen_within.days} day(s) of the close"))
             open_t.closed, open_t.uids = False, open_t.uids | {a.source_id}
@@ -348,6 +419,8 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
     buckets: dict[tuple[str | None, int], list[tuple[Alert, str | None, AlertRule]]] = {}
     span = max(int(rules.storm_window.total_seconds()), 1)
     for item in new:
+        if item[0].psa_ticket_id:
+            continue      # it has its own ticket in the PSA already: adopted below, never in a storm
         buckets.setdefault((item[1], int(_when(item[0], now).timestamp()) // span), []).append(item)
     for (client, bucket), items in sorted(buckets.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         if client is not None and len(items) > rules.storm_threshold:
@@ -362,7 +435,10 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
                 f"{len(items)} alerts within {int(rules.storm_window.total_seconds() // 60)} min: one parent ticket"))
             continue
         for a, client, rule in items:
-            plan.intents.extend(_create(a, client, rule, rules, company_of, plan, facts))
+            plan.intents.extend(_adopting(a, rules, _create(a, client, rule, rules, company_of, plan, facts)))
+    for a, client, rule in new:
+        if a.psa_ticket_id:
+            plan.intents.extend(_adopting(a, rules, _create(a, client, rule, rules, company_of, plan, facts)))
 
     # Resets: close (untouched, auto-close) or note; the backstop treats a vanished alert as reset.
     for t in sorted({id(t): t for t in by_uid.values()}.values(), key=lambda t: t.key):
@@ -376,18 +452,35 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         reason = "every alert of the ticket was reset" + (" (not seen in the activity log: caught by the backstop)" if missed else "")
         if t.auto_close:
             plan.intents.append(TicketIntent("ticket_close", f"ticket_close:{t.key}:{last}", t.client_id, {
-                "external_ref": t.external_ref, "uid": last,
+                "external_ref": t.external_ref, **t.address(), "uid": last,
                 "note": f"The alert cleared in the RMM; closed by msp-hub ({reason}).",
                 "touched_note": f"The alert cleared in the RMM ({reason}); the ticket stays open because a "
                                 f"technician worked on it."}, "", reason))
         else:
             plan.intents.append(TicketIntent("ticket_note", f"ticket_note:cleared:{t.key}:{last}", t.client_id, {
-                "ticket_external_ref": t.external_ref, "uid": last,
+                "ticket_external_ref": t.external_ref, **t.address(), "uid": last,
                 "text": f"The alert cleared in the RMM ({reason}); the rule does not auto-close this ticket.",
                 "internal": False}, "", reason))
     for uid in sorted((triggered & resets) - set(by_uid) - active_uids - set(known_uids)):
         plan.log.append({"uid": uid, "client": None, "what": "triggered and reset before the hub saw it: recorded, no ticket"})
     return plan
+
+
+def _adopting(a: Alert, rules: AlertRules, intents: list[TicketIntent]) -> list[TicketIntent]:
+    """The create intents of ``a`` with the keys that let the PSA plugin adopt its existing ticket."""
+    keys = adoption(a, rules)
+    if not keys:
+        return intents
+    ways = ([f"the ticket {a.source} says its PSA integration made ({a.psa_ticket_id})"] if a.psa_ticket_id else []) + \
+        [f"a ticket with externalXRef {ref!r}" for ref in keys.get("adopt_refs", ())]
+    out = []
+    for intent in intents:
+        if intent.kind == "ticket":
+            intent.payload.update(keys)
+            intent = replace(intent, reason=f"{intent.reason}; adopts {' or '.join(ways)} if the PSA has it for "
+                                            f"the same company, else creates one")
+        out.append(intent)
+    return out
 
 
 def _ticket_payload(key: str, a: Alert, rule: AlertRule, rules: AlertRules, company: str | None, *,

@@ -1516,7 +1516,9 @@ ALERT_KINDS = ("ticket", "ticket_note", "ticket_close", "ticket_reopen")
 
 
 def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
-    """The tickets the hub made, from the outbox and the PSA's copy, and every alert uid acted on."""
+    """The tickets the hub made or adopted, from the outbox and the PSA's copy, and every alert uid
+    acted on. An adopted ticket (its create action's result says ``adopted``) is addressed by its id
+    from then on; until that result is recorded, by how the create looks for it."""
     rows = [r for kind in ALERT_KINDS for r in hub.store.actions(kind=kind)]
     known: set[str] = set()
     tickets: dict[str, alerting.HubTicket] = {}
@@ -1526,9 +1528,17 @@ def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
         if p.get("uid"):
             known.add(p["uid"])
         if r["kind"] == "ticket":
+            adopted = r["status"] == SENT and bool((r["details"] or {}).get("adopted")) and r["vendor_id"]
+            # Until its result is recorded, a create that may adopt is found again as it looks.
+            adopt = {k: p[k] for k in ("psa_ticket_id", "adopt_refs", "company_id") if p.get(k)} \
+                if r["status"] != SENT else {}
             tickets[r["key"]] = alerting.HubTicket(r["key"], p["external_ref"], p.get("device", ""), p.get("condition", ""),
                                                    r["client_id"] or None, set(p.get("uids", [])),
-                                                   auto_close=bool(p.get("auto_close", True)))
+                                                   auto_close=bool(p.get("auto_close", True)),
+                                                   ticket_id=str(r["vendor_id"]) if adopted else None,
+                                                   adopt=adopt if ("psa_ticket_id" in adopt or "adopt_refs" in adopt) else {})
+            if adopted and r["details"].get("ticket_closed"):   # adopted as a person had left it: closed
+                tickets[r["key"]].closed, tickets[r["key"]].closed_at = True, datetime.fromisoformat(r["sent_at"])
     last_hub_action: dict[str, tuple[str, str]] = {}
     for r in sorted(rows, key=lambda r: r["sent_at"] or r["created_at"] or ""):
         p = r["payload"]

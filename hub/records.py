@@ -196,6 +196,8 @@ class Alert:
     ``condition`` identifies what fired on the device (the condition's config uid, else its name),
     so that one (device, condition) pair has at most one open ticket. ``severity`` is the vendor's
     (NONE, MINOR, MODERATE, MAJOR, CRITICAL); ``device_class`` the RMM's node class.
+    ``psa_ticket_id`` is the PSA ticket the RMM's own PSA integration made for the alert (NinjaOne's
+    ``psaTicketId``), None when it made none: the hub adopts that ticket instead of making one.
     """
 
     source: str
@@ -211,6 +213,7 @@ class Alert:
     message: str
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    psa_ticket_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,8 @@ class AlertEvent:
 @dataclass(frozen=True)
 class Ticket:
     """A PSA service ticket the hub made (found by its external reference), as the PSA has it now.
+    (A ticket the hub adopted keeps the reference its maker gave it: it is known from the create
+    action's result, by its id, and not read by the stream.)
 
     ``closed`` is the PSA's closed flag; ``touched`` is True once a person worked on it (time
     logged, or a status change that the hub did not make): such a ticket is never auto-closed.

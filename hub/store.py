@@ -164,6 +164,21 @@ def m010_month_after_month(db: Database) -> None:
                "noted_at) select source, source_id, approval_status, updated_at, null, ? from devices", [now_iso()])
 
 
+@migrations()
+def m011_ticket_adoption(db: Database) -> None:
+    # The PSA ticket the RMM's own integration made for an alert (NinjaOne's psaTicketId): the
+    # hub adopts it instead of making a second one.
+    db["alerts"].add_column("psa_ticket_id", str)
+
+
+@migrations()
+def m012_device_details(db: Database) -> None:
+    # What an alert ticket tells a technician about its device, where the RMM reports it: the
+    # operating system, IP addresses (comma-separated), serial number and the console page.
+    for column in ("os_name", "ip_addresses", "serial_number", "console_url"):
+        db["devices"].add_column(column, str)
+
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 
@@ -750,11 +765,3 @@ def _action_row(r: dict) -> dict:
 
 def action_from_row(row: dict) -> Action:
     return Action(row["key"], row["kind"], row["connector"], row["client_id"], row["payload"], row["period"])
-
-
-@migrations()
-def m012_device_details(db: Database) -> None:
-    # What an alert ticket tells a technician about its device, where the RMM reports it: the
-    # operating system, IP addresses (comma-separated), serial number and the console page.
-    for column in ("os_name", "ip_addresses", "serial_number", "console_url"):
-        db["devices"].add_column(column, str)

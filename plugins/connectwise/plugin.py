@@ -863,6 +863,14 @@ class ConnectWiseConnector:
             found = self.client.find_tickets(ref)
             if found:
                 return min(found, key=lambda t: t["id"]), False
+            # Then for the ticket the alert already has (another integration's, or a person's).
+            adopted, how, passed = self._adoptable(payload, company)
+            passed_over[:] = passed
+            if adopted is not None:
+                found_by[:] = [how]
+                note, added = self._note_once(adopted["id"], _adoption_note(payload, how), action.key, True)
+                adoption_note[:] = [note, added]
+                return adopted, False
             board_id = self._board_id(board)
             extra: dict[str, Any] = {"board": {"id": board_id}}
             if priority is not None:
@@ -871,11 +879,30 @@ class ConnectWiseConnector:
                 extra["type"] = {"id": self._type_id(board_id, board, ticket_type)}
             return self.client.create_ticket({**body, **extra}), True
 
+        passed_over: list[str] = []
+        found_by: list[str] = []
+        adoption_note: list[Any] = []
         ticket, created = self._retrying()(lookup_or_create)
+        details: dict[str, Any] = {"created": created, "external_ref": ref}
+        if passed_over:
+            details["not_adopted"] = list(passed_over)
+        if found_by:
+            note, added = adoption_note
+            closed = bool(ticket.get("closedFlag"))
+            details.update(adopted=True, found_by=found_by[0], ticket_id=str(ticket["id"]),
+                           ticket_external_ref=ticket.get("externalXRef") or "", ticket_closed=closed,
+                           note_id=str(note["id"]), note_created=added)
+            return PushResult(str(ticket["id"]),
+                              f"ticket {ticket['id']} adopted (found by {found_by[0]}, on "
+                              f"{_ref_name(ticket.get('board')) or 'its board'}{', closed' if closed else ''}): "
+                              f"{str(ticket.get('summary') or '')[:60]}; note {note['id']} "
+                              f"{'added' if added else 'already there'}", details)
         verb = "created" if created else "found by externalXRef"
         associated = self._retrying()(lambda: self._associate_configuration(action, int(ticket["id"]), company))
-        return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {verb} on {board}: {summary[:60]}",
-                          {"created": created, "external_ref": ref, **associated})
+        details.update(associated)
+        why = f" ({'; '.join(passed_over)})" if passed_over else ""
+        return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {verb} on {board}: {summary[:60]}{why}",
+                          details)
 
     def _associate_configuration(self, action: Action, ticket_id: int, company: str) -> dict[str, Any]:
         """Associate the ticket with its device's configuration, found in the ticket's company by
@@ -925,6 +952,66 @@ class ConnectWiseConnector:
         return {"configuration": str(config_id), "configuration_match": f"{name} (id {config_id}), {how}",
                 "configuration_note_id": str(note["id"])}
 
+    def _adoptable(self, hints: dict, company: str) -> tuple[dict | None, str, list[str]]:
+        """The ticket an alert already has in ConnectWise, from a create payload's ``psa_ticket_id``
+        (the RMM's own integration made it) then its ``adopt_refs`` (the external references another
+        integration writes), each only if it belongs to the alert's ``company``: (ticket or None,
+        how it was found, why each candidate was passed over)."""
+        passed: list[str] = []
+        company = str(company or "").strip()
+        if not company:
+            return None, "", ["no company to check a ticket against: nothing adopted"]
+        psa_id = str(hints.get("psa_ticket_id") or "").strip()
+        if psa_id:
+            if not psa_id.isdigit():
+                passed.append(f"psaTicketId {psa_id!r} is not a ConnectWise ticket id")
+            else:
+                try:
+                    ticket = self.client.get_ticket(int(psa_id))
+                except VendorError as exc:
+                    if exc.status != 404:
+                        raise
+                    ticket = None
+                    passed.append(f"psaTicketId {psa_id}: no such ticket in ConnectWise")
+                if ticket is not None:
+                    other = _other_company(ticket, company)
+                    if other is None:
+                        return ticket, f"psaTicketId {psa_id}", passed
+                    passed.append(f"psaTicketId {psa_id} is a ticket of company {other}, not of company {company}")
+        for adopt_ref in hints.get("adopt_refs") or ():
+            if not isinstance(adopt_ref, str) or not adopt_ref.strip():
+                continue
+            if len(adopt_ref) > MAX_EXTERNAL_REF:
+                passed.append(f"externalXRef {adopt_ref!r} is longer than ConnectWise's {MAX_EXTERNAL_REF} "
+                              f"characters: no ticket can carry it, not looked for")
+                continue
+            found = self.client.find_tickets(adopt_ref)
+            mine = [t for t in found if _other_company(t, company) is None]
+            if mine:
+                return min(mine, key=lambda t: t["id"]), f"externalXRef {adopt_ref!r}", passed
+            for t in found:
+                passed.append(f"ticket {t.get('id')} with externalXRef {adopt_ref!r} is of company "
+                              f"{_other_company(t, company)}, not of company {company}")
+        return None, "", passed
+
+    def _alert_ticket(self, action: Action, ref: str | None) -> dict:
+        """The ticket a note, close or reopen addresses: by ``ticket_id`` (an adopted ticket), else
+        by the hub's externalXRef, else found as its create found it (``adopt``: the create's
+        result is not recorded yet); a 404 VendorError if none."""
+        payload = action.payload or {}
+        if payload.get("ticket_id") not in (None, ""):
+            return self.client.get_ticket(_payload_id(action, "ticket_id"))
+        found = self.client.find_tickets(ref) if ref else []
+        if found:
+            return min(found, key=lambda t: t["id"])
+        adopt = payload.get("adopt")
+        if isinstance(adopt, dict) and adopt:
+            ticket, _, _ = self._adoptable(adopt, str(adopt.get("company_id") or ""))
+            if ticket is not None:
+                return ticket
+        raise VendorError(VENDOR, 404, "GET", self.client.api_root + "/service/tickets",
+                          f"no ticket with externalXRef {ref!r} yet")
+
     def _push_note(self, action: Action) -> PushResult:
         payload = action.payload or {}
         text = _payload_text(action, "text")
@@ -949,9 +1036,9 @@ class ConnectWiseConnector:
         internal = bool(payload.get("internal", False))
 
         def close_once() -> tuple[dict, bool, str | None, dict, bool]:
-            ticket = self._ticket_by_ref(ref)
+            ticket = self._alert_ticket(action, ref)
             was_closed = bool(ticket.get("closedFlag"))
-            why = None if was_closed else self._touched(ticket)
+            why = None if was_closed else (_opened_by_hand(ticket) or self._touched(ticket))
             if not was_closed and why is None:
                 status = self._closing_status(int(_ref_id(ticket.get("board")) or 0))
                 ticket = self.client.patch_ticket(ticket["id"], [
@@ -980,7 +1067,7 @@ class ConnectWiseConnector:
         internal = bool(payload.get("internal", False))
 
         def reopen_once() -> tuple[dict, bool, dict, bool]:
-            ticket = self._ticket_by_ref(ref)
+            ticket = self._alert_ticket(action, ref)
             was_closed = bool(ticket.get("closedFlag"))
             if was_closed:
                 status = self._opening_status(int(_ref_id(ticket.get("board")) or 0))
@@ -1005,14 +1092,6 @@ class ConnectWiseConnector:
             "text": f"{text}\n\n{marker}", "detailDescriptionFlag": not internal,
             "internalAnalysisFlag": internal}), True
 
-    def _ticket_by_ref(self, ref: str) -> dict:
-        """The ticket whose externalXRef is ``ref`` (the oldest if several); a 404 VendorError if none."""
-        found = self.client.find_tickets(ref)
-        if not found:
-            raise VendorError(VENDOR, 404, "GET", self.client.api_root + "/service/tickets",
-                              f"no ticket with externalXRef {ref!r} yet")
-        return min(found, key=lambda t: t["id"])
-
     def _note_ticket(self, action: Action) -> int:
         payload = action.payload or {}
         if payload.get("ticket_id") not in (None, ""):
@@ -1020,7 +1099,7 @@ class ConnectWiseConnector:
         ref = payload.get("ticket_external_ref")
         if not isinstance(ref, str) or not ref.strip():
             raise MappingError(f"action {action.key}: payload needs ticket_id or ticket_external_ref")
-        return self._ticket_by_ref(ref)["id"]
+        return self._alert_ticket(action, ref)["id"]
 
     def close(self) -> None:
         self.client.close()
@@ -1035,6 +1114,39 @@ def _real_serial(value: str) -> bool:
     """Whether a serial number can identify one machine (not blank, not a maker's placeholder)."""
     text = value.strip().lower()
     return len(text) >= 4 and text not in _PLACEHOLDER_SERIALS and len(set(text)) > 1
+
+
+def _other_company(ticket: dict, company: str) -> str | None:
+    """None when ``ticket`` belongs to ``company`` (an id, or an identifier), else the company it names."""
+    theirs = ticket.get("company") if isinstance(ticket.get("company"), dict) else {}
+    if company.isdigit():
+        same = str(theirs.get("id")) == company
+    else:
+        same = str(theirs.get("identifier") or "").strip().lower() == company.lower()
+    if same:
+        return None
+    return str(theirs.get("identifier") or theirs.get("name") or theirs.get("id") or "(none)") + (
+        f" (id {theirs['id']})" if theirs.get("id") is not None and theirs.get("identifier") else "")
+
+
+def _opened_by_hand(ticket: dict) -> str | None:
+    """Why an adopted ticket counts as touched from the start: it carries no external reference,
+    so no integration made it: a person opened it (the hub never closes such a ticket)."""
+    if str(ticket.get("externalXRef") or "").strip():
+        return None
+    info = ticket.get("_info") if isinstance(ticket.get("_info"), dict) else {}
+    by = str(info.get("enteredBy") or "").strip()
+    return f"opened by hand{f' by {by}' if by else ''}"
+
+
+def _adoption_note(payload: dict, how: str) -> str:
+    """The internal note that says, on a ticket the hub adopted, which alert it follows now."""
+    uids = ", ".join(str(u) for u in payload.get("uids") or ()) or "?"
+    device = payload.get("device") or "?"
+    cleared = ("closed when the alert clears, unless a technician worked on it" if payload.get("auto_close", True)
+               else "noted when the alert clears (the rule does not auto-close)")
+    return (f"Linked to msp-hub for alert {uids} (device {device}, rule {payload.get('rule') or '?'}), found by "
+            f"{how}: msp-hub made no second ticket. Re-triggers are noted here; the ticket is {cleared}.")
 
 
 def _each(to_record: Callable[[dict], Any]) -> Callable[[list[dict]], tuple[list, tuple]]:

@@ -122,12 +122,16 @@ def to_alert(raw: dict[str, Any]) -> Alert:
     The client is the device's organization (empty when the alert carries no device). The
     condition is the condition's config uid, else its name, else the source's name, else the
     source type (an offline device, say), so that it names what fired on the device.
+    ``psaTicketId`` (the ticket NinjaOne's own PSA integration made; the spec types it only as an
+    object) is kept as text: a number, a numeric string or ``{"id": ...}``; absent, null, 0 or ""
+    is None, anything else a MappingError (the hub must not guess which ticket is the alert's).
     """
     get = raw.get
     try:
         uid = raw["uid"]
     except KeyError:
         raise MappingError(f"ninjaone alert without uid: {raw.get('subject') or raw.get('message')!r}") from None
+    psa_ticket_id = _psa_ticket_id(uid, get("psaTicketId"))
     device = get("device") or {}
     device_id = get("deviceId")
     if device_id is None:
@@ -142,9 +146,28 @@ def to_alert(raw: dict[str, Any]) -> Alert:
             device.get("nodeClass") or "", source_type,
             get("sourceConfigUid") or get("conditionName") or get("sourceName") or source_type,
             get("severity") or "", get("priority") or "", get("message") or get("subject") or "",
-            _when(get("createTime")), _when(get("updateTime")))
+            _when(get("createTime")), _when(get("updateTime")), psa_ticket_id)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise MappingError(f"ninjaone alert {uid} has a timestamp that is not epoch seconds: {exc}") from None
+
+
+def _psa_ticket_id(uid: Any, value: Any) -> str | None:
+    """An alert's ``psaTicketId`` as text, None when NinjaOne made no ticket for it."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if value is None or value == "" or (value == 0 and not isinstance(value, bool)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return str(value)
+    if isinstance(value, str) and value.strip() and value.strip() != "0":
+        return value.strip()
+    if isinstance(value, str):
+        return None
+    raise MappingError(f"ninjaone alert {uid} has psaTicketId {value!r}, not a ticket id; the hub cannot tell "
+                       f"which ticket is the alert's: check the alert in NinjaOne (Activities) and its PSA "
+                       f"integration")
 
 
 def to_alert_event(raw: dict[str, Any]) -> AlertEvent | None:

@@ -238,6 +238,16 @@ class NinjaOneSimulator:
         with self._lock:
             self._reset(uid, data, at, log_activity=log_activity)
 
+    def link_psa_ticket(self, uid: str, ticket_id: Any) -> None:
+        """NinjaOne's own PSA integration made a ticket for an active alert: its ``psaTicketId``
+        becomes ``ticket_id`` (as the integration writes it: a number, else as given)."""
+        with self._lock:
+            alert = self._alerts.get(uid)
+            if alert is None:
+                raise KeyError(f"no active alert {uid}")
+            alert["psaTicketId"] = ticket_id
+            self._alert_json[uid] = json.dumps(alert).encode()[:-1]
+
     def flap_alert(self, device_id: int, condition: str = "CPU above 90% for 15 minutes",
                    source_type: str = "CONDITION_AGENT_CPU", severity: str = "MAJOR", *,
                    at: float | None = None) -> str:
