@@ -86,6 +86,9 @@ class Connector(Protocol):
     Action it can push (e.g. ``{"invoice"}``). ``streams()``: what it can pull.
     ``push(action, context)``: send one action exactly once (use ``action.key`` as the idempotency
     key); return a PushResult, or raise ``hub.errors.VendorError``.
+    Optional ``follow_tickets(ids)``: before it pulls a stream of table ``tickets``, the engine
+    hands the connector the ids of the tickets made outside the hub that its pushes adopted for an
+    alert (a result whose details say ``adopted``), for the stream to read them too.
     """
 
     name: str

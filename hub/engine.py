@@ -171,6 +171,9 @@ def pull_stream(hub: Hub, report: RunReport, name: str, stream, *, full: bool, s
         report.passes[key] = {"status": status, "records": read, "error": error, "sweep_count": sweep_count}
 
     try:
+        follow = getattr(hub.connectors.get(name), "follow_tickets", None)
+        if stream.table == "tickets" and callable(follow):
+            follow(hub.store.adopted_tickets(name))   # the tickets it adopted, which it must read too
         for page in stream.iter_pages(None if full else saved, report.started_at):
             n = hub.store.write_page(stream.table, page.records, name, stream.name,
                                      saved if full else page.cursor, complete=page.complete,

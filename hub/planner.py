@@ -1552,9 +1552,10 @@ def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
                 tickets[parent].closed = r["kind"] == "ticket_close" and r["details"].get("closed", True)
                 tickets[parent].closed_at = datetime.fromisoformat(r["sent_at"]) if r["kind"] == "ticket_close" else None
                 last_hub_action[parent] = (r["kind"], r["sent_at"])
+    adopted = {t.ticket_id: k for k, t in tickets.items() if t.ticket_id}
     for source in {r["connector"] for r in rows if r["kind"] == "ticket"}:
         for t in hub.store.iter_records("tickets", source):
-            key = t.external_ref.removeprefix("msp-hub:")
+            key = adopted.get(t.source_id) or t.external_ref.removeprefix("msp-hub:")
             mine = tickets.get(key)
             if mine is None:
                 continue

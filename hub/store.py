@@ -468,6 +468,12 @@ class Store:
                              "and key like ? and period is not null group by period", [kind, SENT, f"{key_prefix}%"])
         return {r["period"]: r["n"] for r in rows}
 
+    def adopted_tickets(self, connector: str) -> frozenset[str]:
+        """The ids of the tickets made outside the hub that ``connector`` adopted for an alert."""
+        rows = self.db.query("select vendor_id from actions where kind = 'ticket' and connector = ? and status = ? "
+                             "and json_extract(details, '$.adopted') and vendor_id is not null", [connector, SENT])
+        return frozenset(str(r["vendor_id"]) for r in rows)
+
     def count_by_status(self, table: str) -> dict[str, int]:
         """How many rows of ``actions`` or ``runs`` have each status."""
         if table not in ("actions", "runs"):

@@ -308,3 +308,25 @@ def test_a_ticket_adopted_closed_is_reopened_by_a_trigger_within_the_window(env)
     report = env.sync(advance=timedelta(hours=2))
     assert f"ticket_reopen:ninjaone:{again}" in {p["key"] for p in report.pushed}
     assert env.cw.record("tickets", ticket)["closedFlag"] is False and env.hub_tickets() == []
+
+
+def test_a_person_closing_an_adopted_ticket_is_seen_and_a_new_trigger_reopens_it(env):
+    uid = trigger(env)
+    ticket = outside_ticket(env, ref="NINJA-TICKET-78")
+    env.ninja.link_psa_ticket(uid, ticket)
+    env.sync()
+    assert action(env, f"ticket:ninjaone:{uid}")["details"]["adopted"] is True
+
+    env.cw.technician_sets_status(ticket, "Closed")          # a technician closes it in ConnectWise
+    report = env.sync()
+    assert report.passes["connectwise.adopted_tickets"]["records"] == 1   # read by id: no hub reference
+    [seen] = [t for t in env.hub().store.iter_records("tickets", "connectwise") if t.source_id == str(ticket)]
+    assert seen.closed is True
+
+    env.ninja.reset_alert(uid)
+    again = trigger(env)                                      # same device and condition, soon after
+    report = env.sync(advance=timedelta(days=1))
+    keys = {p["key"] for p in report.pushed}
+    assert f"ticket_reopen:ninjaone:{again}" in keys and f"ticket_note:ninjaone:{again}" not in keys
+    assert env.cw.record("tickets", ticket)["closedFlag"] is False
+    assert env.hub_tickets() == []                            # still no ticket of the hub's own

@@ -544,7 +544,23 @@ class ConnectWiseConnector:
             Stream(SOURCE, "tickets", "tickets", self._incremental(
                 "tickets", self._iter_hub_tickets, self._to_tickets,
                 lambda: self.client.count_tickets_by_ref(HUB_REF_PREFIX))),
+            Stream(SOURCE, "adopted_tickets", "tickets", self._adopted_tickets),
         ]
+
+    def follow_tickets(self, ids: frozenset[str]) -> None:
+        """The tickets made outside the hub that it adopted (their ids): ``adopted_tickets`` reads them."""
+        self._followed = frozenset(str(i) for i in ids if str(i).isdigit())
+
+    def _adopted_tickets(self, cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
+        """Every pass reads the adopted tickets whole (``id in (...)``, 100 a request): they carry
+        another integration's reference, or none, so the ``tickets`` stream never lists them. A
+        person closing or working on one is seen like on the hub's own tickets."""
+        ids = sorted(int(i) for i in getattr(self, "_followed", frozenset()))
+        for start in range(0, len(ids), 100):
+            part = ids[start:start + 100]
+            for raws in self.client.iter_pages("/service/tickets", f"id in ({', '.join(map(str, part))})"):
+                records, rejected = self._to_tickets(raws)
+                yield Page(records, None, rejected=rejected)
 
     def _counter(self, path: str) -> Callable[[], int]:
         """The ``/count`` of a collection, unfiltered: what a full pass of it must read."""

@@ -297,7 +297,8 @@ def test_hook_register_connectors_returns_the_connector():
         assert [(s.connector, s.name, s.table) for s in connector.streams()] == [
             ("connectwise", "clients", "clients"), ("connectwise", "agreements", "agreements"),
             ("connectwise", "additions", "additions"), ("connectwise", "time_entries", "time_entries"),
-            ("connectwise", "products", "products"), ("connectwise", "tickets", "tickets")]
+            ("connectwise", "products", "products"), ("connectwise", "tickets", "tickets"),
+            ("connectwise", "adopted_tickets", "tickets")]
     finally:
         connector.close()
 
@@ -543,6 +544,7 @@ def test_an_unknown_action_kind_is_refused(sim):
 def test_plugin_conforms():
     sim = ConnectWiseSimulator(seed=0, tickets=12)
     connector = connector_for(sim)
+    connector.follow_tickets(frozenset({str(sim.ids("tickets")[0])}))   # as if the hub had adopted one
     try:
         assert_plugin_conforms(connector, sim)
     finally:
