@@ -22,7 +22,7 @@ Neither reading is taken on trust: it is checked on every answer. A page asked f
 ``newerThan=X`` must hold ids above X only, one asked for with ``olderThan=X`` ids below X only.
 When one does not, the other parameter is asked at the same cursor; if its answer proves it
 pages the needed way, the two swap for the client's life (logged once, ``ninjaone.
-activity_cursors_reversed``), else the read raises a VendorError naming the assumption: the
+activity_cursors_reversed``), else the read raises an IncompleteError naming the assumption: the
 stream fails and its cursor stays where it is. Likewise the ``status`` filter is assumed to
 select on each activity's ``statusCode`` (``status`` is also a free-text field of an activity):
 an answer holding another statusCode shows the filter is not applied that way, and an empty
@@ -51,7 +51,7 @@ import structlog
 import tenacity
 
 from hub.config import Secret
-from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
+from hub.errors import CredentialsError, IncompleteError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
 from hub.metrics import count_request_error
 
@@ -184,7 +184,7 @@ class NinjaOneClient:
             non-empty lists of the vendor's activity dicts, unchanged. ``last_activity_id`` holds
             the account's newest activity id of the latest answer, whatever the filters.
         Raises:
-            VendorError: neither ``newerThan`` nor ``olderThan`` can be shown to page the way
+            IncompleteError: neither ``newerThan`` nor ``olderThan`` can be shown to page the way
                 the read needs; nothing past the pages already yielded is yielded.
         """
         size = min(max(page_size or self.page_size, MIN_ACTIVITY_PAGE_SIZE), MAX_PAGE_SIZE)
@@ -353,22 +353,30 @@ class NinjaOneClient:
                     fallback="the status filter is no longer sent; statusCodes are filtered by the hub")
 
     def _status_filter_hides(self, base: dict[str, Any], cursor: int | None, wanted: frozenset[str] | None) -> bool:
-        """After an empty filtered answer: whether the newest activities, read without the status
-        filter, hold one of ``wanted`` above ``cursor`` (the filter hid it). If so the filter is
-        dropped (logged once) and True is returned: the caller reads again without it.
+        """After an empty filtered answer: whether it hid activities of ``wanted`` above ``cursor``.
 
-        The probe reads the ``PROBE_PAGE_SIZE`` newest activities of the class, with no cursor
-        parameter, so that it depends on neither reading it checks.
+        The probe reads the ``PROBE_PAGE_SIZE`` newest activities of the class without the status
+        filter and with no cursor parameter, so that it depends on neither reading it checks. If
+        none of them is one of ``wanted`` above the cursor, the answer stands (False). Otherwise
+        the empty answer was wrong: when the cursor parameter, asked without the filter, does not
+        answer ids above the cursor, the direction reading is at fault (``_fall_back_direction``);
+        else the status filter is dropped (logged once). Either way True: read again.
         """
-        probe = self._get_activities_once({**{k: v for k, v in base.items() if k != "status"},
-                                           "pageSize": PROBE_PAGE_SIZE})
+        unfiltered = {k: v for k, v in base.items() if k != "status"}
+        probe = self._get_activities_once({**unfiltered, "pageSize": PROBE_PAGE_SIZE})
         hidden = [a for a in probe if a.get("statusCode") in (wanted or ()) and (cursor is None or a["id"] > cursor)]
         if not hidden:
             return False
+        if cursor is not None:
+            check = self._get_activities_once({**unfiltered, "pageSize": MIN_ACTIVITY_PAGE_SIZE,
+                                               self._forward: cursor})
+            if not check or any(a["id"] <= cursor for a in check):
+                self._fall_back_direction(unfiltered, cursor, check, upward=True)
+                return True
         self._drop_status_filter(f"status={base['status']} answered nothing"
                                  f"{'' if cursor is None else f' above {self._forward}={cursor}'}, yet the "
                                  f"newest activities hold {len(hidden)} of those statusCodes (ids "
-                                 f"{', '.join(str(a['id']) for a in hidden[:5])})")
+                                 f"{_sample(hidden)})")
         return True
 
     def _fall_back_direction(self, base: dict[str, Any], cursor: int, seen: list[dict[str, Any]], *,
@@ -377,14 +385,16 @@ class NinjaOneClient:
 
         The other parameter takes over when its own answer at the same cursor proves it pages the
         needed way: every id it answers is on the needed side, and it answers some, or the failed
-        parameter's answer lay wholly on the other side (it was reversed, and nothing is new).
-        Then the two swap for the rest of this client's life (logged once). Otherwise a
-        VendorError names the assumption: the read stops before yielding anything of this page.
+        parameter's (non-empty) answer lay wholly on the other side (it was reversed, and nothing
+        is new).
+        Then the two swap for the rest of this client's life (logged once). Otherwise an
+        IncompleteError names the assumption (the pass fails): the read stops before yielding
+        anything of this page.
         """
         failed, other = (self._forward, self._backward) if upward else (self._backward, self._forward)
         beyond = (lambda i: i > cursor) if upward else (lambda i: i < cursor)
         answer = self._get_activities({**base, other: cursor})
-        wholly_reversed = all((i < cursor) if upward else (i > cursor) for i in (a["id"] for a in seen))
+        wholly_reversed = bool(seen) and all((i < cursor) if upward else (i > cursor) for i in (a["id"] for a in seen))
         if all(beyond(a["id"]) for a in answer) and (answer or wholly_reversed):
             self._forward, self._backward = self._backward, self._forward
             log.warning("ninjaone.activity_cursors_reversed", assumption=DIRECTION_ASSUMPTION,
@@ -392,13 +402,12 @@ class NinjaOneClient:
                         fallback=f"{self._forward} now pages forward and {self._backward} backward")
             return
         side = "above" if upward else "below"
-        raise VendorError(
-            VENDOR, 200, "GET", self.base_url + "/v2/activities",
-            f"assumption broken: {DIRECTION_ASSUMPTION}. {failed}={cursor} answered ids {_sample(seen)}, "
-            f"not all {side} {cursor}, and {other}={cursor} answered ids {_sample(answer)}, so neither "
-            f"parameter reads the activities {side} the cursor; the activity stream stops with its cursor "
-            f"where it is, so that no trigger or reset is skipped (fix: report it to NinjaOne support; the "
-            f"next run tries again)")
+        raise IncompleteError(
+            f"ninjaone GET /v2/activities: assumption broken: {DIRECTION_ASSUMPTION}. {failed}={cursor} answered "
+            f"ids {_sample(seen)}, not all {side} {cursor}, and {other}={cursor} answered ids {_sample(answer)}, "
+            f"so neither parameter reads the activities {side} the cursor. The activity stream stops with its "
+            f"cursor where it is, so that no trigger or reset is skipped (fix: report it to NinjaOne support "
+            f"with these ids; the next run checks again)")
 
     # --- requests -----------------------------------------------------------------------------
 
