@@ -255,6 +255,8 @@ class ConnectWiseClient:
         size, page_id, linked = self.page_size, after_id, False
         number: int | None = None   # the page to ask for in navigable mode
         seen: set = set()           # the ids read in this pass
+        catching_up = False         # reading numbered pages again from page 1, up to the new ones
+        last_ids: list[int] = []
         while True:
             params: dict[str, Any] = {"pageSize": size}
             if conditions:
@@ -281,13 +283,17 @@ class ConnectWiseClient:
                 if all(i <= page_id or i in seen for i in ids):
                     number = next_number if next_number is not None else 2
                 else:
-                    number = 1
+                    number, catching_up = 1, True
                 continue
             empty = not page
             if not empty:
                 if number is not None:
                     fresh = [(r, i) for r, i in zip(page, _page_ids(page)) if i is None or i not in seen]
-                    if not fresh and any(i in seen for i in ids):
+                    # Pages of what was read are expected while catching up, not the same one twice.
+                    repeated = not fresh and any(i in seen for i in ids) and (not catching_up or ids == last_ids)
+                    catching_up = catching_up and not fresh
+                    last_ids = ids
+                    if repeated:
                         raise IncompleteError(
                             f"connectwise GET {path}: assumption broken: numbered pages (page=N, the fallback "
                             f"of an endpoint without forward-only paging) never repeat a whole page read "
