@@ -183,7 +183,7 @@ def company_currency(raw: dict[str, Any]) -> str | None:
         code = ref["isoCode"]
         if "currency.isoCode" not in _SAID:
             _SAID.add("currency.isoCode")
-            log.info("connectwise.currency_iso_code", company=raw.get("id"),
+            log.warning("connectwise.currency_iso_code", company=raw.get("id"),
                      detail="companies carry currency.isoCode where the 2022.1 type has currency.currencyCode; "
                             "it is read as the currency code")
     return code.strip().upper() if isinstance(code, str) and code.strip() else None
