@@ -141,7 +141,11 @@ class ConnectWiseClient:
         page_size: ``pageSize`` of list requests (1..1000).
 
     Lists use forward-only paging (``pagination-type: forward-only`` and ``pageId`` = last id), so
-    records come in id order and a page costs the same however deep it is. ``requests`` counts
+    records come in id order and a page costs the same however deep it is. Not every endpoint
+    supports it, so every page is checked (ids above pageId, none read earlier in the pass); an
+    endpoint that fails the check is read by page number (logged once per endpoint, listed in
+    ``numbered_paths``), and numbered pages that repeat a whole page read already fail the read
+    with an IncompleteError naming the endpoint (see ``iter_pages``). ``requests`` counts
     every HTTP request sent, retries included. ``server_time`` is the ``Date`` header of the latest
     answer (ConnectWise's clock, not the hub's), None until one came with a Date.
     """

@@ -6,8 +6,8 @@ round::
     olderThan: "Return activities recorded that are newer than specified activity ID"
     newerThan: "Return activities recorded that are older than specified activity ID"
 
-The names are right and the descriptions are swapped: ``olderThan=X`` answers activities with
-ids below X, ``newerThan=X`` those above X, each page newest first ("Returns activity log in
+The client reads them by the names (the descriptions swapped): ``olderThan=X`` answers activities
+with ids below X, ``newerThan=X`` those above X, each page newest first ("Returns activity log in
 reverse chronological order"). So ``olderThan`` pages backward (pass the smallest id of a page)
 and ``newerThan`` pages forward (pass the largest). The simulator answers the same way, and
 ``tests/test_client.py::test_newer_than_pages_forward_and_older_than_backward`` records it.
@@ -27,17 +27,26 @@ stream fails and its cursor stays where it is. Likewise the ``status`` filter is
 select on each activity's ``statusCode`` (``status`` is also a free-text field of an activity):
 an answer holding another statusCode shows the filter is not applied that way, and an empty
 answer while ``lastActivityId`` lies beyond the cursor is checked against the newest activities
-read without the filter (one request of ``PROBE_PAGE_SIZE``; an alert activity there above the
-cursor shows the filter hid it). Either way the filter is dropped for the client's life (logged
-once, ``ninjaone.status_filter_not_applied``) and the request is sent again without it: the
-pages then hold every status and the caller keeps the statuses it wants. No page that broke an
-assumption is yielded, so a caller's cursor never passes an activity it did not get.
+read without the filter and without a cursor parameter (one request of ``PROBE_PAGE_SIZE``, so
+it depends on neither reading): an alert activity there above the cursor shows the empty answer
+was wrong. Then one more request, the cursor parameter without the filter, tells which reading
+failed: if it answers nothing above the cursor, the direction (handled as above); else the
+filter. A dropped filter is dropped for the client's life (logged once, ``ninjaone.
+status_filter_not_applied``) and the request is sent again without it: the pages then hold every
+status and the caller keeps the statuses it wants. No page that broke an assumption is
+yielded, so a caller's cursor never passes an activity it did not get.
+
+What the probe cannot see: alert activities above the cursor that are older than the newest
+``PROBE_PAGE_SIZE`` activities of the class, while a broken filter answers nothing. The next
+alert activity among the newest shows the filter broken, and the read from the unmoved cursor
+then gets every one of them.
 
 No paged read ends on a page shorter than ``pageSize``: a server may cap the page size or cut a
 page short, and an API answering the newest ids would then leave a gap. Reads end on an empty
 page, or (walking back) on reaching the cursor or the lookback. That costs one request per
 ``newerThan`` page (the walk back) and one per pass (the empty page), when there is anything
-new; a pass with nothing new is still one request.
+new; a pass with nothing new is one request, or two (the probe) when the account logged other
+activities since the cursor.
 """
 
 from __future__ import annotations
