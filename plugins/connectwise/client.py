@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, quote as url_quote, urlencode, urlsplit
 
 import httpx
+import structlog
 import tenacity
 
 from hub.config import Secret
-from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
+from hub.errors import CredentialsError, IncompleteError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
 from hub.metrics import count_request_error
+
+log = structlog.get_logger()
 
 VENDOR = "connectwise"
 API_PATH = "/apis/3.0"
@@ -89,12 +93,21 @@ def _links(link_header: str | None) -> tuple[bool, bool, int | None, int | None]
     return True, False, None, None
 
 
-def _ids_at_most(page: list, page_id: int) -> bool:
-    """Whether every record of a page has an integer id no greater than ``page_id``."""
-    try:
-        return all(int(record["id"]) <= page_id for record in page)
-    except (KeyError, TypeError, ValueError):
-        return False
+def _page_ids(page: list) -> list[int | None]:
+    """The integer ids of a page's records, in order; None for a record without one (the mapping
+    sets it aside; paging only needs the last record's id)."""
+    ids: list[int | None] = []
+    for record in page:
+        try:
+            ids.append(int(record["id"]))
+        except (KeyError, TypeError, ValueError):
+            ids.append(None)
+    return ids
+
+
+def _sample_ids(ids: list[int]) -> str:
+    ordered = sorted(ids)
+    return ", ".join(map(str, ordered)) if len(ordered) <= 4 else f"{ordered[0]}..{ordered[-1]} ({len(ordered)})"
 
 
 def _ref_prefix_condition(prefix: str) -> str:
@@ -128,7 +141,11 @@ class ConnectWiseClient:
         page_size: ``pageSize`` of list requests (1..1000).
 
     Lists use forward-only paging (``pagination-type: forward-only`` and ``pageId`` = last id), so
-    records come in id order and a page costs the same however deep it is. ``requests`` counts
+    records come in id order and a page costs the same however deep it is. Not every endpoint
+    supports it, so every page is checked (ids above pageId, none read earlier in the pass); an
+    endpoint that fails the check is read by page number (logged once per endpoint, listed in
+    ``numbered_paths``), and numbered pages that repeat a whole page read already fail the read
+    with an IncompleteError naming the endpoint (see ``iter_pages``). ``requests`` counts
     every HTTP request sent, retries included. ``server_time`` is the ``Date`` header of the latest
     answer (ConnectWise's clock, not the hub's), None until one came with a Date.
     """
@@ -159,6 +176,8 @@ class ConnectWiseClient:
         self._retrying = retrying or retry_policy
         self.requests = 0
         self.server_time: datetime | None = None
+        # The endpoints seen not to honour forward-only paging (each read by page number).
+        self.numbered_paths: set[str] = set()
 
     # --- lists --------------------------------------------------------------------------------
 
@@ -226,14 +245,22 @@ class ConnectWiseClient:
         # marker; it saves the empty request after a full last page). Without Link headers, take the
         # last id and stop only on an empty page: a short page is not the end, since a server may
         # cap pageSize or cut a page short (one more request per read, the empty page).
+        #
+        # That forward-only paging works on this endpoint is checked on every page, not assumed:
+        # every id must lie above the pageId asked for and none may have been read earlier in this
+        # pass. A missing Link header proves nothing by itself (a last page has none either): the
+        # next page, asked by the last id, is what shows whether pageId was honoured.
         # An endpoint without forward-only paging ignores the header and pageId and answers
-        # numbered pages, its next link carrying a page number: the read then follows those
-        # numbers (navigable mode, without the header), ending the same way, on a page without a
-        # next link or an empty page.
+        # numbered pages: once a page shows that, the read goes on by page number (navigable mode,
+        # without the header), ending the same way, on a page without a next link or an empty
+        # page. A numbered page may repeat a record read already (a record added meanwhile shifts
+        # the pages): those are dropped; a page holding nothing but repeats fails the read loudly
+        # rather than loop, or end early.
         size, page_id, linked = self.page_size, after_id, False
         number: int | None = None   # the page to ask for in navigable mode
-        last_span: tuple | None = None
-        used: set[int] = set()
+        seen: set = set()           # the ids read in this pass
+        catching_up = False         # reading numbered pages again from page 1, up to the new ones
+        last_ids: list[int] = []
         while True:
             params: dict[str, Any] = {"pageSize": size}
             if conditions:
@@ -243,49 +270,79 @@ class ConnectWiseClient:
             if number is not None:
                 params["page"] = number
             elif page_id is not None:
-                if page_id in used:
-                    raise VendorError(VENDOR, 200, "GET", self.api_root + path,
-                                      f"paging repeats pageId={page_id}; stopping instead of looping forever")
-                used.add(page_id)
                 params["pageId"] = page_id
             page, headers = self._request("GET", path, params=params, forward_only=number is None, expect=list)
             has_link, has_next, next_id, next_number = _links(headers.get("Link"))
-            if number is None and page_id is not None and page and _ids_at_most(page, page_id):
-                # Nothing above pageId: the endpoint ignores it (no forward-only paging) and
-                # answered its first page again, which this read has (or had before it resumed).
-                # Go on by page number: the one its next link names, else page 2, until a page
-                # without a next link or an empty one.
-                if has_link and not has_next:
+            ids = [i for i in _page_ids(page) if i is not None]
+            if number is None and page_id is not None and page and \
+                    any(i <= page_id or i in seen for i in ids):
+                # Ids at or below pageId, or read already: the endpoint ignores pageId (no
+                # forward-only paging). Go on by page number. A page of records this read has (or
+                # had before it resumed) is its first page again: the next is the one its next link
+                # names, else page 2. A page mixing in others is not known to be the first: read
+                # from page 1, dropping what was read.
+                if has_link and not has_next and all(i <= page_id or i in seen for i in ids):
                     return
-                number = next_number if next_number is not None else 2
+                self._say_numbered(path, page_id, ids)
+                if all(i <= page_id or i in seen for i in ids):
+                    number = next_number if next_number is not None else 2
+                else:
+                    number, catching_up = 1, True
                 continue
-            if page:
-                span = (page[0].get("id"), page[-1].get("id")) if isinstance(page[0], dict) and \
-                    isinstance(page[-1], dict) else None
-                if number is not None and span is not None and span == last_span:
-                    raise VendorError(VENDOR, 200, "GET", self.api_root + path,
-                                      f"paging repeats page={number}; stopping instead of looping forever")
-                last_span = span
-                yield page
+            empty = not page
+            if not empty:
+                if number is not None:
+                    fresh = [(r, i) for r, i in zip(page, _page_ids(page)) if i is None or i not in seen]
+                    # Pages of what was read are expected while catching up, not the same one twice.
+                    repeated = not fresh and any(i in seen for i in ids) and (not catching_up or ids == last_ids)
+                    catching_up = catching_up and not fresh
+                    last_ids = ids
+                    if repeated:
+                        raise IncompleteError(
+                            f"connectwise GET {path}: assumption broken: numbered pages (page=N, the fallback "
+                            f"of an endpoint without forward-only paging) never repeat a whole page read "
+                            f"earlier in the pass, yet page={number} holds only ids read already "
+                            f"({_sample_ids(ids)}). The read stops rather than loop or end early: the pass "
+                            f"fails and its cursor stays where it is (fix: report it to ConnectWise support "
+                            f"naming {path}; the next run reads it again)")
+                    page = [r for r, _ in fresh]
+                    seen.update(i for _, i in fresh if i is not None)
+                else:
+                    seen.update(ids)
+                if page:
+                    yield page
             linked = linked or has_link
-            if not page or (linked and not has_next):
+            if empty or (linked and not has_next):
                 return
             if number is not None or next_number is not None:   # numbered: the link asks for a page
+                if number is None:
+                    self._say_numbered(path, page_id, ids)
                 # Numbered pages start from the first whatever pageId asked: a resumed read may
                 # read again records it had (the upsert makes that harmless), never skip one.
                 following = next_number if next_number is not None else (number or 1) + 1
                 if number is not None and following <= number:
-                    raise VendorError(VENDOR, 200, "GET", self.api_root + path,
-                                      f"paging repeats page={following}; stopping instead of looping forever")
+                    raise IncompleteError(
+                        f"connectwise GET {path}: assumption broken: the next link of page={number} leads "
+                        f"forward, yet it names page={following}; the read stops rather than loop (fix: "
+                        f"report it to ConnectWise support naming {path}; the next run reads it again)")
                 number = following
                 continue
             if next_id is None:
-                try:
-                    next_id = int(page[-1]["id"])
-                except (KeyError, TypeError, ValueError):
+                next_id = _page_ids(page[-1:])[0]
+                if next_id is None:
                     raise MalformedResponseError(VENDOR, 200, "GET", self.api_root + path,
-                                                 "last record of a page has no id") from None
+                                                 "last record of a page has no id")
             page_id = next_id
+
+    def _say_numbered(self, path: str, page_id: int | None, ids: list[int]) -> None:
+        """Log, once per endpoint for this client, that it is read by page number."""
+        endpoint = re.sub(r"/\d+(?=/|$)", "/{id}", path)
+        if endpoint not in self.numbered_paths:
+            self.numbered_paths.add(endpoint)
+            log.warning("connectwise.forward_only_not_supported", path=endpoint,
+                        assumption="pageId with pagination-type forward-only answers ids above pageId only",
+                        observed=f"pageId={page_id} answered ids {_sample_ids(ids)}",
+                        fallback="numbered pages (page=N), dropping records read already")
 
     # --- reads and writes for pushes ----------------------------------------------------------
 

@@ -72,6 +72,8 @@ from plugins.connectwise.client import (API_PATH, DEFAULT_API_VERSION, DEFAULT_C
                                         MAX_PAGE_SIZE, VENDOR, ConnectWiseClient, _resendable, quote)
 
 log = structlog.get_logger()
+# What the mapping has said once in this process (a vendor variant it accepts).
+_SAID: set[str] = set()
 
 SOURCE = "connectwise"
 DEFAULT_CURRENCY = "EUR"
@@ -168,11 +170,44 @@ def _updated(raw: dict) -> datetime | None:
     return _when(info.get("lastUpdated")) if isinstance(info, dict) else None
 
 
-def to_client(raw: dict[str, Any]) -> Client:
-    """A ConnectWise company as a hub Client."""
+def company_currency(raw: dict[str, Any]) -> str | None:
+    """A company's currency code, upper case, or None when it has none.
+
+    The 2022.1 ``CurrencyReference`` carries the code in ``currencyCode``. A reference with
+    ``isoCode`` in its place (as other versions and fakes send) is read too, and said once in the
+    log, so that it is not mistaken for a company without a currency.
+    """
+    ref = raw.get("currency")
+    if not isinstance(ref, dict):
+        return None
+    code = ref.get("currencyCode")
+    if code is None and ref.get("isoCode") is not None:
+        code = ref["isoCode"]
+        if "currency.isoCode" not in _SAID:
+            _SAID.add("currency.isoCode")
+            log.warning("connectwise.currency_iso_code", company=raw.get("id"),
+                     detail="companies carry currency.isoCode where the 2022.1 type has currency.currencyCode; "
+                            "it is read as the currency code")
+    return code.strip().upper() if isinstance(code, str) and code.strip() else None
+
+
+def to_client(raw: dict[str, Any], currency: str | None = None) -> Client:
+    """A ConnectWise company as a hub Client.
+
+    With ``currency`` (the connector's, that every ConnectWise amount is read in), a company whose
+    own currency is another is a MappingError: its agreement and time amounts would be billed in
+    the wrong currency.
+    """
     company_id = _record_id(raw, "company")
+    name = raw.get("name") or raw.get("identifier") or company_id
+    own = company_currency(raw) if currency is not None else None
+    if own is not None and own != currency.upper():
+        raise MappingError(f"connectwise company {company_id} ({name}) is in {own} in ConnectWise, but "
+                           f"[connectors.connectwise] currency is {currency.upper()}: its amounts would be billed "
+                           f"in the wrong currency, so it is set aside (fix: set currency = \"{own}\" if every "
+                           f"company uses it, or correct the company's currency in ConnectWise)")
     try:
-        return Client(SOURCE, company_id, raw.get("name") or raw.get("identifier") or company_id, _updated(raw))
+        return Client(SOURCE, company_id, name, _updated(raw))
     except ValueError as exc:
         raise MappingError(f"connectwise company {company_id} has a bad lastUpdated: {exc}") from None
 
@@ -531,7 +566,8 @@ class ConnectWiseConnector:
         currency = self.settings.currency
         return [
             Stream(SOURCE, "clients", "clients", self._incremental(
-                "clients", self.client.iter_companies, _each(to_client), self._counter("/company/companies"))),
+                "clients", self.client.iter_companies, _each(lambda raw: to_client(raw, currency)),
+                self._counter("/company/companies"))),
             Stream(SOURCE, "agreements", "agreements", self._incremental(
                 "agreements", self.client.iter_agreements, _each(to_agreement), self._counter("/finance/agreements"))),
             Stream(SOURCE, "additions", "additions", self._additions),

@@ -36,6 +36,13 @@ def _resource_of(path: str) -> str:
     m = _PREFIX.match(path)
     return m.group(2).rstrip("/") if m else path
 
+
+def _endpoint_of(path: str) -> str:
+    """The collection a path lists, ids as ``{id}``: ``/finance/agreements/{id}/additions``."""
+    return re.sub(r"/\d+(?=/|$)", "/{id}", _resource_of(path))
+
+# Currencies as ConnectWise references them (2022.1 CurrencyReference): code -> (id, symbol, name).
+CURRENCIES = {"EUR": (7, "€", "Euro"), "USD": (1, "$", "US Dollar"), "GBP": (3, "£", "Pound Sterling")}
 COMPANY_NAMES = ("Acme Dental", "Birchwood Legal", "Cobalt Logistics", "Driftwood Cafe", "Elm Street Clinic",
                  "Fairview Schools", "Granite Builders", "Harbor Insurance", "Ironclad Security",
                  "Juniper Accounting", "Kestrel Aviation", "Lumen Architects")
@@ -344,8 +351,22 @@ def _pick(record: dict, fields: list[str]) -> dict:
 
 # --- record stores -------------------------------------------------------------------------------
 
+def _present(value: Any) -> Any:
+    """A record as the API sends it: fields without a value left out, in nested objects too."""
+    if isinstance(value, dict):
+        return {k: _present(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_present(v) for v in value]
+    return value
+
+
 class _Records:
-    """Records kept as dicts, ids sorted: companies, agreements, additions, tickets..."""
+    """Records kept as dicts, ids sorted: companies, agreements, additions, tickets...
+
+    Served without their None fields, as the API leaves out a field without a value, unless
+    ``keep_nulls`` (then as explicit nulls)."""
+
+    keep_nulls = False
 
     def __init__(self, resource: str):
         self.resource = resource
@@ -368,7 +389,8 @@ class _Records:
         return self.rows.get(record_id)
 
     def encode(self, record_id: int) -> bytes:
-        return json.dumps(self.rows[record_id]).encode()
+        record = self.rows[record_id]
+        return json.dumps(record if self.keep_nulls else _present(record)).encode()
 
     def touch(self, record_id: int, when: float) -> None:
         self.rows[record_id].setdefault("_info", {})["lastUpdated"] = iso(when)
@@ -397,6 +419,10 @@ class _TimeEntries:
         '"invoiceHours": %s, "enteredBy": "%s", "dateEntered": "%s", "invoice": %s, "hourlyRate": %s, '
         '"overageRate": 0.0, "agreementHours": 0.0, "agreementAmount": 0.0, "status": "%s", '
         '"ticket": %s, "_info": {"lastUpdated": "%s", "updatedBy": "%s", "dateEntered": "%s"}}')
+
+    # The fields the template may fill with null, left out unless ``keep_nulls`` (never the last).
+    _NULLABLE = tuple(f'"{k}": null, ' for k in ("chargeToId", "agreement", "invoice", "ticket"))
+    keep_nulls = False
 
     def __init__(self, companies: _Records, agreements: _Records):
         self._companies, self._agreements = companies, agreements
@@ -491,6 +517,9 @@ class _TimeEntries:
             member, member_name, wt_id, wt, wr_id, wr, agreement, iso(start), entered, hours,
             billable, f"{wt} for ticket {charge_id}", billed, billed, member, entered, invoice,
             repr(self._rate_cents[i] / 100), STATUSES[self._status[i]], ticket, iso(self._updated[i]), member, entered)
+        if not self.keep_nulls:
+            for key in self._NULLABLE:
+                text = text.replace(key, "")
         extra = self.extra.get(entry_id)
         if extra:
             record = json.loads(text)
@@ -575,7 +604,11 @@ class ConnectWiseSimulator:
     Paging faults: ``max_page_size`` caps every page below the ``pageSize`` asked for (the next
     link still leads on); ``links=False`` sends no Link header (the client then pages by the last
     id); ``forward_only=False`` ignores the ``pagination-type`` header (and ``pageId``) and answers
-    numbered pages, as an endpoint without forward-only paging; ``short_page_next`` cuts the next
+    numbered pages, as an endpoint without forward-only paging; ``without_links`` and
+    ``without_forward_only`` do either for the endpoints named only (``/time/entries``,
+    ``/finance/agreements/{id}/additions``), as a server where forward-only paging is not
+    supported on every endpoint (attributes too, sets to change between requests);
+    ``short_page_next`` cuts the next
     pages short (what is left out comes on the next page); ``lose_next`` leaves records out of
     the next pages for good, as a page that lost records, so that only a ``/count`` shows them
     missing.
@@ -584,6 +617,9 @@ class ConnectWiseSimulator:
     ticket (``POST /service/tickets/{id}/configurations`` with ``{"id": <configuration id>}``, listed
     by ``GET`` on the same path as ConfigurationReference; an association made twice is refused with
     400); ``ticket_configurations`` says which are.
+    Fields without a value are left out of every record served, as the API does; ``nulls=True``
+    sends them as explicit nulls instead. Companies carry ``currency.currencyCode`` (the 2022.1
+    ``CurrencyReference``); ``add_company(currency=...)`` sets it.
 
     Tickets follow their board's statuses (``BOARD_STATUSES``: a status with ``closedStatus`` sets
     ``closedFlag``, ``closedDate`` and ``closedBy``), priorities (``/service/priorities``) and types
@@ -604,13 +640,16 @@ class ConnectWiseSimulator:
                  public_key: str = "sim-public-key", private_key: str = "sim-private-key",
                  client_id: str = "3f5e8b0c-4f8e-4c1a-9d3e-6a1b2c3d4e5f", now: float = DEFAULT_NOW,
                  api_member: str = "apimember", cloud: bool = True, clock_offset: float | None = None,
-                 max_page_size: int | None = None, links: bool = True, forward_only: bool = True):
+                 max_page_size: int | None = None, links: bool = True, forward_only: bool = True,
+                 without_links: Iterable[str] = (), without_forward_only: Iterable[str] = (), nulls: bool = False):
         self.company_id, self.public_key, self.private_key = company_id, public_key, private_key
         self.client_id, self.now, self.cloud, self.api_member = client_id, now, cloud, api_member
         self.clock_offset = clock_offset
         if max_page_size is not None and max_page_size < 1:
             raise ValueError("max_page_size must be at least 1")
         self.max_page_size, self.links, self.forward_only = max_page_size, links, forward_only
+        self.without_links, self.without_forward_only = set(without_links), set(without_forward_only)
+        self.nulls = nulls
         self._page_faults: list[dict[str, Any]] = []
         self.rng = random.Random(seed)
         self.requests = 0
@@ -633,6 +672,10 @@ class ConnectWiseSimulator:
         self.configurations = _Records("configuration")
         self._ticket_configurations: dict[int, list[int]] = {}
         self.time_entries = _TimeEntries(self.companies, self.agreements)
+        if nulls:
+            for table in (self.companies, self.agreements, self.additions, self.products, self.tickets, self.notes,
+                          self.boards, self.statuses, self.types, self.priorities, self.time_entries):
+                table.keep_nulls = True
         for priority_id, name, sort, default in PRIORITIES:
             self.add_priority(name, sort_order=sort, default=default, id=priority_id)
         self._initial_descriptions: dict[int, str] = {}
@@ -670,7 +713,7 @@ class ConnectWiseSimulator:
         return {"lastUpdated": stamp, "updatedBy": by, "dateEntered": stamp, "enteredBy": by}
 
     def add_company(self, name: str, identifier: str | None = None, id: int | None = None,  # noqa: A002
-                    updated: float | None = None) -> int:
+                    updated: float | None = None, currency: str = "EUR") -> int:
         """Add a company; return its id (the next free one from 250 unless given)."""
         with self._lock:
             company_id = id if id is not None else self.companies.next_id(250)
@@ -679,7 +722,8 @@ class ConnectWiseSimulator:
                 "id": company_id, "identifier": identifier, "name": name[:50],
                 "status": {"id": 1, "name": "Active"}, "addressLine1": "1 Main Street", "city": "Lyon",
                 "types": [{"id": 1, "name": "Client"}], "deletedFlag": False,
-                "currency": {"id": 7, "symbol": "€", "isoCode": "EUR", "name": "Euro"},
+                "currency": {"id": CURRENCIES.get(currency, (99, "", ""))[0], "symbol": CURRENCIES.get(currency, (99, "", ""))[1],
+                             "currencyCode": currency, "name": CURRENCIES.get(currency, (99, "", currency))[2]},
                 "_info": self._info(updated)})
             self.time_entries.forget_names()
             return company_id
@@ -1227,7 +1271,9 @@ class ConnectWiseSimulator:
               scope: Callable[[dict], bool] | None = None) -> httpx.Response:
         """A collection: conditions, then forward-only (pageId) or numbered (page) paging, and
         ``fields`` for a partial response."""
-        forward = self.forward_only and request.headers.get("pagination-type", "").lower() == "forward-only"
+        endpoint = _endpoint_of(request.url.path)
+        forward = self.forward_only and endpoint not in self.without_forward_only and \
+            request.headers.get("pagination-type", "").lower() == "forward-only"
         try:
             size = int(query.get("pageSize", DEFAULT_PAGE_SIZE))
             page = int(query.get("page", 1))
@@ -1267,7 +1313,7 @@ class ConnectWiseSimulator:
         else:
             body = b"[" + b",".join([table.encode(i) for i in chosen]) + b"]"
         headers = {"Content-Type": "application/json; charset=utf-8"}
-        if links and self.links:
+        if links and self.links and endpoint not in self.without_links:
             headers["Link"] = ", ".join(links)
         return httpx.Response(200, content=body, headers=headers)
 

@@ -6,8 +6,8 @@ round::
     olderThan: "Return activities recorded that are newer than specified activity ID"
     newerThan: "Return activities recorded that are older than specified activity ID"
 
-The names are right and the descriptions are swapped: ``olderThan=X`` answers activities with
-ids below X, ``newerThan=X`` those above X, each page newest first ("Returns activity log in
+The client reads them by the names (the descriptions swapped): ``olderThan=X`` answers activities
+with ids below X, ``newerThan=X`` those above X, each page newest first ("Returns activity log in
 reverse chronological order"). So ``olderThan`` pages backward (pass the smallest id of a page)
 and ``newerThan`` pages forward (pass the largest). The simulator answers the same way, and
 ``tests/test_client.py::test_newer_than_pages_forward_and_older_than_backward`` records it.
@@ -18,11 +18,35 @@ not written anywhere, and guessing wrong would skip activities without a sound. 
 oldest id down to X: against an API that answers the next ids that walk is one request that
 finds nothing; against one that answers the newest ids it fetches the gap.
 
+Neither reading is taken on trust: it is checked on every answer. A page asked for with
+``newerThan=X`` must hold ids above X only, one asked for with ``olderThan=X`` ids below X only.
+When one does not, the other parameter is asked at the same cursor; if its answer proves it
+pages the needed way, the two swap for the client's life (logged once, ``ninjaone.
+activity_cursors_reversed``), else the read raises an IncompleteError naming the assumption: the
+stream fails and its cursor stays where it is. Likewise the ``status`` filter is assumed to
+select on each activity's ``statusCode`` (``status`` is also a free-text field of an activity):
+an answer holding another statusCode shows the filter is not applied that way, and an empty
+answer while ``lastActivityId`` lies beyond the cursor is checked against the newest activities
+read without the filter and without a cursor parameter (one request of ``PROBE_PAGE_SIZE``, so
+it depends on neither reading): an alert activity there above the cursor shows the empty answer
+was wrong. Then one more request, the cursor parameter without the filter, tells which reading
+failed: if it answers nothing above the cursor, the direction (handled as above); else the
+filter. A dropped filter is dropped for the client's life (logged once, ``ninjaone.
+status_filter_not_applied``) and the request is sent again without it: the pages then hold every
+status and the caller keeps the statuses it wants. No page that broke an assumption is
+yielded, so a caller's cursor never passes an activity it did not get.
+
+What the probe cannot see: alert activities above the cursor that are older than the newest
+``PROBE_PAGE_SIZE`` activities of the class, while a broken filter answers nothing. The next
+alert activity among the newest shows the filter broken, and the read from the unmoved cursor
+then gets every one of them.
+
 No paged read ends on a page shorter than ``pageSize``: a server may cap the page size or cut a
 page short, and an API answering the newest ids would then leave a gap. Reads end on an empty
 page, or (walking back) on reaching the cursor or the lookback. That costs one request per
 ``newerThan`` page (the walk back) and one per pass (the empty page), when there is anything
-new; a pass with nothing new is still one request.
+new; a pass with nothing new is one request, or two (the probe) when the account logged other
+activities since the cursor.
 """
 
 from __future__ import annotations
@@ -36,7 +60,7 @@ import structlog
 import tenacity
 
 from hub.config import Secret
-from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
+from hub.errors import CredentialsError, IncompleteError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
 from hub.metrics import count_request_error
 
@@ -47,6 +71,11 @@ TOKEN_PATH = "/ws/oauth/token"
 MAX_PAGE_SIZE = 1000
 # /v2/activities takes pageSize from 10 to 1000 (default 200).
 MIN_ACTIVITY_PAGE_SIZE = 10
+# How many of the newest activities an empty filtered answer is checked against.
+PROBE_PAGE_SIZE = 50
+STATUS_ASSUMPTION = "the status filter of /v2/activities selects on each activity's statusCode"
+DIRECTION_ASSUMPTION = ("newerThan=X answers activities with ids above X and olderThan=X those below X "
+                        "(the spec's descriptions say the reverse)")
 # The statusCodes of an alert series' life in the activity log, asked for with ``status``.
 ALERT_STATUSES = ("TRIGGERED", "RESET")
 # With no cursor yet, how many of the newest activities to read: the log goes back months, and a
@@ -100,6 +129,11 @@ class NinjaOneClient:
         self._token_expires_at = 0.0
         self.requests = 0
         self.last_activity_id: int | None = None
+        # How /v2/activities is read: which parameter pages forward (newer ids) and which
+        # backward, and whether the status filter is sent. Each is checked on every page and
+        # changed (and logged) once an answer shows the assumption does not hold.
+        self._forward, self._backward = "newerThan", "olderThan"
+        self.status_filter = True
 
     # --- public -------------------------------------------------------------------------------
 
@@ -145,41 +179,57 @@ class NinjaOneClient:
         so a caller may commit ``page[-1]["id"]`` as its cursor after each page: resuming from
         it neither skips nor repeats an activity.
 
+        Every answer is checked against the two readings the spec leaves open (see the module
+        docstring): its ids lie on the side of the cursor the parameter names, and its
+        statusCodes are among those asked for. A page that breaks either is never yielded.
+
         Args:
             newer_than: the last activity id already seen; None reads the ``lookback`` newest.
             page_size: ``pageSize`` of each request, kept within 10..1000; default the client's.
             lookback: with no ``newer_than``, how many of the newest activities to read.
             activity_class: the ``class`` filter (SYSTEM, DEVICE, USER, ALL); None sends none.
             statuses: statusCodes to ask for, comma-separated in ``status``; None sends none.
-                The filter only saves transfer: callers still check each activity's statusCode.
+                Once the API is seen not to filter by statusCode, the filter is no longer sent
+                and the pages hold every status: callers check each activity's statusCode.
         Yields:
             non-empty lists of the vendor's activity dicts, unchanged. ``last_activity_id`` holds
             the account's newest activity id of the latest answer, whatever the filters.
+        Raises:
+            IncompleteError: neither ``newerThan`` nor ``olderThan`` can be shown to page the way
+                the read needs; nothing past the pages already yielded is yielded.
         """
         size = min(max(page_size or self.page_size, MIN_ACTIVITY_PAGE_SIZE), MAX_PAGE_SIZE)
-        base: dict[str, Any] = {"pageSize": size}
-        if activity_class:
-            base["class"] = activity_class
-        if statuses:
-            base["status"] = ",".join(statuses)
-        if newer_than is None:
-            yield from _ascending_pages(self._walk_back(base, size, floor=None, start=None, limit=lookback), size)
-            return
-        cursor = newer_than
+        wanted = frozenset(statuses) if statuses else None
+        probed = False
         while True:
-            page = self._get_activities({**base, "newerThan": cursor})
+            base = self._activity_params(size, activity_class, statuses)
+            if newer_than is None:
+                found = self._walk_back(base, size, floor=None, start=None, limit=lookback)
+                if not found and not probed and "status" in base and self.last_activity_id is not None:
+                    probed = True
+                    if self._status_filter_hides(base, None, wanted):
+                        continue   # read the lookback again, without the status filter
+                yield from _ascending_pages(found, size)
+                return
+            page = self._get_activities({**base, self._forward: newer_than})
             if not page:
+                if (not probed and "status" in base and self.last_activity_id is not None
+                        and self.last_activity_id > newer_than):
+                    # Empty, though the account holds newer activities: nothing new for these
+                    # statuses, or a status filter that selects something else. One probe tells.
+                    probed = True
+                    if self._status_filter_hides(base, newer_than, wanted):
+                        continue
                 return  # the end: nothing above the cursor
-            fresh = [a for a in page if a["id"] > cursor]
-            if not fresh:
-                raise VendorError(VENDOR, 200, "GET", self.base_url + "/v2/activities",
-                                  f"a page for newerThan={cursor} holds no newer activity; stopping "
-                                  f"instead of looping forever")
+            if any(a["id"] <= newer_than for a in page):
+                self._fall_back_direction(base, newer_than, page, upward=True)
+                continue   # ask again with the parameter now known to page forward
+            probed = True
             # Fetch whatever lies between the cursor and the page's oldest activity, short page or
             # full: a short one may be cut short, or capped, and hold the newest ids only.
-            fresh += self._walk_back(base, size, floor=cursor, start=min(a["id"] for a in fresh))
+            fresh = page + self._walk_back(base, size, floor=newer_than, start=min(a["id"] for a in page))
             yield from _ascending_pages(fresh, size)
-            cursor = max(a["id"] for a in fresh)
+            newer_than = max(a["id"] for a in fresh)
 
     def reset_alert(self, uid: str, data: dict[str, Any] | None = None) -> bool:
         """Reset an alert (``POST /v2/alert/{uid}/reset``); needs the ``management`` scope.
@@ -246,15 +296,18 @@ class NinjaOneClient:
         """Activities below ``start`` (or the newest) and above ``floor``, newest first, by olderThan.
 
         Stops at an empty page, at the floor, or once ``limit`` activities are in hand; never at a
-        short page (a capped or cut one would leave a gap).
+        short page (a capped or cut one would leave a gap). A page holding an id at or above the
+        ``start`` it was asked below breaks the direction assumption (``_fall_back_direction``).
         """
         found: list[dict[str, Any]] = []
         older_than = start
         while True:
-            params = base if older_than is None else {**base, "olderThan": older_than}
+            params = base if older_than is None else {**base, self._backward: older_than}
             page = self._get_activities(params)
-            below = [a for a in page if (older_than is None or a["id"] < older_than)
-                     and (floor is None or a["id"] > floor)]
+            if older_than is not None and any(a["id"] >= older_than for a in page):
+                self._fall_back_direction(base, older_than, page, upward=False)
+                continue
+            below = [a for a in page if floor is None or a["id"] > floor]
             found += below
             if limit is not None and len(found) >= limit:
                 found.sort(key=_activity_id, reverse=True)
@@ -263,17 +316,109 @@ class NinjaOneClient:
                 return found  # an empty page, or the floor reached
             older_than = min(a["id"] for a in below)
 
+    def _activity_params(self, size: int, activity_class: str | None,
+                         statuses: tuple[str, ...] | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"pageSize": size}
+        if activity_class:
+            params["class"] = activity_class
+        if statuses and self.status_filter:
+            params["status"] = ",".join(statuses)
+        return params
+
     def _get_activities(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """One ``GET /v2/activities``: its activities (each with an integer id); notes lastActivityId."""
+        """One ``GET /v2/activities``: its activities (each with an integer id); notes lastActivityId.
+
+        With a ``status`` filter, every activity's statusCode must be one of those asked for:
+        otherwise the API does not filter by statusCode (it ignores the filter, or reads it as
+        the free-text ``status``), so the filter is dropped for good and this request is sent
+        again without it (the caller checks statusCodes itself; logged once).
+        """
+        asked = params.get("status")
+        if asked and not self.status_filter:
+            params = {k: v for k, v in params.items() if k != "status"}
+        activities = self._get_activities_once(params)
+        if asked and self.status_filter:
+            wanted = set(asked.split(","))
+            odd = sorted({str(a.get("statusCode")) for a in activities if a.get("statusCode") not in wanted})
+            if odd:
+                self._drop_status_filter(f"status={asked} answered activities with statusCode "
+                                         f"{', '.join(odd[:5])}")
+                activities = self._get_activities_once({k: v for k, v in params.items() if k != "status"})
+        return activities
+
+    def _get_activities_once(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         body = self._request("GET", "/v2/activities", params=params, kind=dict)
         activities, last = body.get("activities"), body.get("lastActivityId")
         if not isinstance(activities, list) or not all(
-                isinstance(a, dict) and isinstance(a.get("id"), int) for a in activities):
+                isinstance(a, dict) and isinstance(a.get("id"), int) and not isinstance(a.get("id"), bool)
+                for a in activities):
             raise MalformedResponseError(VENDOR, 200, "GET", self.base_url + "/v2/activities",
                                          "expected {lastActivityId, activities: [...]} with an id on every activity")
         if isinstance(last, int):
             self.last_activity_id = last
         return activities
+
+    def _drop_status_filter(self, why: str) -> None:
+        self.status_filter = False
+        log.warning("ninjaone.status_filter_not_applied", assumption=STATUS_ASSUMPTION, observed=why,
+                    fallback="the status filter is no longer sent; statusCodes are filtered by the hub")
+
+    def _status_filter_hides(self, base: dict[str, Any], cursor: int | None, wanted: frozenset[str] | None) -> bool:
+        """After an empty filtered answer: whether it hid activities of ``wanted`` above ``cursor``.
+
+        The probe reads the ``PROBE_PAGE_SIZE`` newest activities of the class without the status
+        filter and with no cursor parameter, so that it depends on neither reading it checks. If
+        none of them is one of ``wanted`` above the cursor, the answer stands (False). Otherwise
+        the empty answer was wrong: when the cursor parameter, asked without the filter, does not
+        answer ids above the cursor, the direction reading is at fault (``_fall_back_direction``);
+        else the status filter is dropped (logged once). Either way True: read again.
+        """
+        unfiltered = {k: v for k, v in base.items() if k != "status"}
+        probe = self._get_activities_once({**unfiltered, "pageSize": PROBE_PAGE_SIZE})
+        hidden = [a for a in probe if a.get("statusCode") in (wanted or ()) and (cursor is None or a["id"] > cursor)]
+        if not hidden:
+            return False
+        if cursor is not None:
+            check = self._get_activities_once({**unfiltered, "pageSize": MIN_ACTIVITY_PAGE_SIZE,
+                                               self._forward: cursor})
+            if not check or any(a["id"] <= cursor for a in check):
+                self._fall_back_direction(unfiltered, cursor, check, upward=True)
+                return True
+        self._drop_status_filter(f"status={base['status']} answered nothing"
+                                 f"{'' if cursor is None else f' above {self._forward}={cursor}'}, yet the "
+                                 f"newest activities hold {len(hidden)} of those statusCodes (ids "
+                                 f"{_sample(hidden)})")
+        return True
+
+    def _fall_back_direction(self, base: dict[str, Any], cursor: int, seen: list[dict[str, Any]], *,
+                             upward: bool) -> None:
+        """A page asked for ids above (``upward``) or below ``cursor`` holds ids on the other side.
+
+        The other parameter takes over when its own answer at the same cursor proves it pages the
+        needed way: every id it answers is on the needed side, and it answers some, or the failed
+        parameter's (non-empty) answer lay wholly on the other side (it was reversed, and nothing
+        is new).
+        Then the two swap for the rest of this client's life (logged once). Otherwise an
+        IncompleteError names the assumption (the pass fails): the read stops before yielding
+        anything of this page.
+        """
+        failed, other = (self._forward, self._backward) if upward else (self._backward, self._forward)
+        beyond = (lambda i: i > cursor) if upward else (lambda i: i < cursor)
+        answer = self._get_activities({**base, other: cursor})
+        wholly_reversed = bool(seen) and all((i < cursor) if upward else (i > cursor) for i in (a["id"] for a in seen))
+        if all(beyond(a["id"]) for a in answer) and (answer or wholly_reversed):
+            self._forward, self._backward = self._backward, self._forward
+            log.warning("ninjaone.activity_cursors_reversed", assumption=DIRECTION_ASSUMPTION,
+                        observed=f"{failed}={cursor} answered ids {_sample(seen)}",
+                        fallback=f"{self._forward} now pages forward and {self._backward} backward")
+            return
+        side = "above" if upward else "below"
+        raise IncompleteError(
+            f"ninjaone GET /v2/activities: assumption broken: {DIRECTION_ASSUMPTION}. {failed}={cursor} answered "
+            f"ids {_sample(seen)}, not all {side} {cursor}, and {other}={cursor} answered ids {_sample(answer)}, "
+            f"so neither parameter reads the activities {side} the cursor. The activity stream stops with its "
+            f"cursor where it is, so that no trigger or reset is skipped (fix: report it to NinjaOne support "
+            f"with these ids; the next run checks again)")
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -384,6 +529,13 @@ class NinjaOneClient:
 
 def _activity_id(activity: dict[str, Any]) -> int:
     return activity["id"]
+
+
+def _sample(activities: list[dict[str, Any]]) -> str:
+    ids = sorted(a["id"] for a in activities)
+    if not ids:
+        return "none"
+    return ", ".join(map(str, ids)) if len(ids) <= 4 else f"{ids[0]}..{ids[-1]} ({len(ids)})"
 
 
 def _ascending_pages(activities: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -292,7 +292,11 @@ class NinjaOneConnector:
     runs. The first run reads back the newest 1000 such activities (one request at the default
     page size), not a time window: it needs no clock agreement with the tenant, and what happened
     before it is history the active list already sums up. When there is nothing to read back, the
-    cursor starts at the account's ``lastActivityId``.
+    cursor starts at the account's ``lastActivityId``. The client checks every page against the
+    readings the spec leaves open (the status filter, the direction of newerThan/olderThan) and
+    falls back or fails the pass naming the one that broke (see ``NinjaOneClient``); the pages may
+    then hold other statuses, which ``to_alert_event`` leaves out while the cursor still moves to
+    the last activity read.
     """
 
     name = SOURCE

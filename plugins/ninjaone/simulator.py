@@ -45,6 +45,10 @@ ACTIVITY_CLASSES = ("SYSTEM", "DEVICE", "USER", "ALL")
 OS_NAMES = {"WINDOWS_WORKSTATION": "Windows 11 Pro", "WINDOWS_SERVER": "Windows Server 2022 Standard",
             "MAC": "macOS 14.5 Sonoma", "LINUX_SERVER": "Ubuntu 22.04.4 LTS",
             "LINUX_WORKSTATION": "Ubuntu 24.04 LTS", "VMWARE_VM_GUEST": "Windows Server 2019 Standard"}
+
+# How the simulator reads the readings of /v2/activities the spec leaves open (see the class).
+STATUS_FILTERS = ("statusCode", "ignored", "status")
+ACTIVITY_CURSORS = ("as_named", "reversed", "ignored")
 # Activity ids are account-wide in NinjaOne; a tenant's first one is far from 1.
 FIRST_ACTIVITY_ID = 7_000_000
 # Condition config uids are stable per condition, as a policy's condition is.
@@ -54,6 +58,11 @@ _CONDITION_NS = uuid.UUID("6c5e9a52-1f0b-4d7e-9a3c-2b8f4e1d0a77")
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.Response(status, content=json.dumps(body).encode(),
                           headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _present(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without its None fields, in nested objects too."""
+    return {k: _present(v) if isinstance(v, dict) else v for k, v in record.items() if v is not None}
 
 
 class NinjaOneSimulator:
@@ -76,6 +85,16 @@ class NinjaOneSimulator:
     The activity log answers like the real one: newest first, ``olderThan=X`` the activities just
     below X, ``newerThan=X`` the activities just above X (``newer_than_takes="newest"`` makes it
     answer the newest ones above X instead, to test a client against that reading).
+    The readings the spec leaves open can be turned the other way, to prove a client checks
+    them: ``status_filter="ignored"`` answers every status whatever ``status`` asks, and
+    ``status_filter="status"`` matches ``status`` against the free-text ``status`` field
+    (``Triggered``) instead of ``statusCode`` (``TRIGGERED``), so it selects nothing;
+    ``activity_cursors="reversed"`` reads ``newerThan`` as ``olderThan`` and the reverse (as the
+    spec's descriptions say), ``activity_cursors="ignored"`` ignores both. Each is an attribute
+    too, to change between requests.
+
+    Fields without a value are left out of every record, as the real API does; ``nulls=True``
+    sends them as explicit nulls instead.
 
     ``now`` (epoch seconds) is the clock for generated data, alerts and activities, and the ``Date``
     header of every answer; it stands still unless ``clock_offset`` is given: then it is the real
@@ -91,9 +110,15 @@ class NinjaOneSimulator:
     def __init__(self, seed: int = 0, organizations: int = 3, devices: int = 40, *, alerts: int = 0,
                  client_id: str = "sim-client-id", client_secret: str = "sim-client-secret",
                  token_ttl: float = 3600.0, now: float = DEFAULT_NOW, newer_than_takes: str = "next",
-                 max_page_size: int | None = None, clock_offset: float | None = None):
+                 max_page_size: int | None = None, clock_offset: float | None = None,
+                 status_filter: str = "statusCode", activity_cursors: str = "as_named", nulls: bool = False):
         if newer_than_takes not in ("next", "newest"):
             raise ValueError("newer_than_takes must be 'next' or 'newest'")
+        if status_filter not in STATUS_FILTERS:
+            raise ValueError(f"status_filter must be one of {', '.join(STATUS_FILTERS)}")
+        if activity_cursors not in ACTIVITY_CURSORS:
+            raise ValueError(f"activity_cursors must be one of {', '.join(ACTIVITY_CURSORS)}")
+        self.status_filter, self.activity_cursors, self.nulls = status_filter, activity_cursors, nulls
         if max_page_size is not None and max_page_size < 1:
             raise ValueError("max_page_size must be at least 1")
         self.max_page_size = max_page_size
@@ -194,7 +219,7 @@ class NinjaOneSimulator:
         record the API sends incomplete; it keeps its place in id order."""
         with self._lock:
             device = {k: v for k, v in self._devices[id].items() if k not in fields}
-            self._device_json[id] = json.dumps(device).encode()
+            self._device_json[id] = self._encode(device)
             self._detailed_json.pop(id, None)
 
     def device(self, id: int, detailed: bool = False) -> dict[str, Any]:  # noqa: A002
@@ -246,7 +271,7 @@ class NinjaOneSimulator:
             if alert is None:
                 raise KeyError(f"no active alert {uid}")
             alert["psaTicketId"] = ticket_id
-            self._alert_json[uid] = json.dumps(alert).encode()[:-1]
+            self._alert_json[uid] = self._encode(alert)[:-1]
 
     def flap_alert(self, device_id: int, condition: str = "CPU above 90% for 15 minutes",
                    source_type: str = "CONDITION_AGENT_CPU", severity: str = "MAJOR", *,
@@ -367,7 +392,7 @@ class NinjaOneSimulator:
             if denied is not None:
                 return denied
             if path == "/v2/organizations":
-                return self._list(path, query, self._org_ids, lambda i: json.dumps(self._orgs[i]).encode())
+                return self._list(path, query, self._org_ids, lambda i: self._encode(self._orgs[i]))
             if path == "/v2/devices-detailed":
                 return self._list(path, query, self._device_ids, self._detailed_bytes)
             return self._list(path, query, self._device_ids, self._device_json.__getitem__)
@@ -469,11 +494,20 @@ class NinjaOneSimulator:
         if cls not in ACTIVITY_CLASSES:
             return _json(400, {"resultCode": "FAILURE", "errorMessage": f"Invalid class {cls}"})
         statuses = {v for v in query.get("status", "").split(",") if v} or None
+        if self.status_filter == "ignored":
+            statuses = None
+        free_text = self.status_filter == "status"
+        if self.activity_cursors == "reversed":
+            older, newer = newer, older
+        elif self.activity_cursors == "ignored":
+            older = newer = None
         kind = query.get("type") or None
         series = query.get("seriesUid") or None
 
         def wanted(i: int) -> bool:
             a_cls, a_status, a_type = self._activity_keys[i]
+            if free_text:
+                a_status = self._activities[i].get("status", "")
             return ((cls == "ALL" or a_cls == cls) and (statuses is None or a_status in statuses)
                     and (kind is None or a_type == kind)
                     and (series is None or self._activities[i].get("seriesUid") == series))
@@ -538,7 +572,7 @@ class NinjaOneSimulator:
             "conditionHealthStatus": "UNHEALTHY" if severity == "CRITICAL" else "NEEDS_ATTENTION",
         }
         self._alerts[uid] = alert
-        self._alert_json[uid] = json.dumps(alert).encode()[:-1]
+        self._alert_json[uid] = self._encode(alert)[:-1]
         self._log_activity("DEVICE", {
             "activityTime": when, "deviceId": device_id, "severity": severity, "priority": priority,
             "seriesUid": uid, "activityType": "CONDITION", "statusCode": "TRIGGERED", "status": "Triggered",
@@ -568,9 +602,13 @@ class NinjaOneSimulator:
         activity = {"id": activity_id, **fields}
         ids.append(activity_id)
         self._activities.append(activity)
-        self._activity_json.append(json.dumps(activity).encode())
+        self._activity_json.append(self._encode(activity))
         self._activity_keys.append((cls, fields.get("statusCode", ""), fields.get("activityType", "")))
         return activity_id
+
+    def _encode(self, record: dict[str, Any]) -> bytes:
+        """A record as the API sends it: fields without a value left out (unless ``nulls``)."""
+        return json.dumps(record if self.nulls else _present(record)).encode()
 
     def _alert_bytes(self, uid: str) -> bytes:
         device = self._device_json.get(self._alerts[uid]["deviceId"])
@@ -624,7 +662,7 @@ class NinjaOneSimulator:
 
     def _put_device(self, device: dict[str, Any]) -> None:
         self._devices[device["id"]] = device
-        self._device_json[device["id"]] = json.dumps(device).encode()
+        self._device_json[device["id"]] = self._encode(device)
         self._detailed_json.pop(device["id"], None)
 
     def _generated_details(self, device: dict[str, Any]) -> dict[str, Any]:
@@ -653,7 +691,7 @@ class NinjaOneSimulator:
             if device is not None:
                 details = self._device_details.get(device_id) or self._generated_details(device)
                 record.update(details)
-            cached = self._detailed_json[device_id] = json.dumps(record).encode()
+            cached = self._detailed_json[device_id] = self._encode(record)
         return cached
 
     def _generate_devices(self, count: int) -> None:

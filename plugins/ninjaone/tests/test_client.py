@@ -9,6 +9,7 @@ import pytest
 import respx
 
 from hub import CredentialsError, MalformedResponseError, RetryableError, VendorError
+from hub.errors import IncompleteError
 from hub.config import Secret
 from hub.http import retry_policy
 from hub.testing import mock_client, serve
@@ -465,7 +466,7 @@ def test_a_full_newer_than_page_without_newer_activities_raises_instead_of_loopi
         return httpx.Response(200, json={"lastActivityId": 20, "activities": [{"id": i} for i in range(20, 10, -1)]})
 
     client = NinjaOneClient("https://app.ninjarmm.com", "id", Secret("s", "test"), http=mock_client(ignores_newer_than))
-    with pytest.raises(VendorError, match="newerThan=50"):
+    with pytest.raises(IncompleteError, match="newerThan=50 answered ids 11..20"):
         list(client.iter_activities(50, page_size=10))
 
 
