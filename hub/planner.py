@@ -150,7 +150,9 @@ def things_of(line: BillingLine) -> list[dict[str, Any]]:
                      "date": item.get("date"), "period": item.get("period") or line.period,
                      "amount": round_half_up(hours * unit)}
             if kind == "overage":
-                thing["agreement"] = code.split(":", 1)[1]     # "overage:<agreement>": the block it overdrew
+                # The block it overdrew: its item says (the code has the entry or ticket after it in
+                # the entry and ticket layouts); a snapshot from before says it in "overage:<agreement>".
+                thing["agreement"] = str(item.get("agreement") or code.split(":", 1)[1])
             out.append(thing)
         elif kind == "product":
             quantity = Fraction(str(item.get("quantity", "0")))
