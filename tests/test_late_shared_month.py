@@ -100,7 +100,8 @@ def overdrawn_block(tmp_path):
     first = env.time("driftwood", 15.0, ts(2026, 10, 5), agreement_id=block)
     second = env.time("driftwood", 6.0, ts(2026, 10, 8), agreement_id=block)
     october = invoice(month_run(env, "2026-10"), env.cid("driftwood"), "2026-10")
-    assert amounts(october) == {f"overage:{block}": ("1", 9000, 9000)}
+    # The second entry's hour beyond the balance, on a line of its own (time_lines "entry").
+    assert amounts(october) == {f"overage:{block}:entry:{second}": ("1", 9000, 9000)}
     thing = october.snapshot[0]["things"][0]
     assert (thing["kind"], thing["id"], thing["agreement"]) == ("overage", str(second), str(block))
     return env, block, first, second
