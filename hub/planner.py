@@ -19,7 +19,7 @@ from hub.completeness import Gate
 from hub.guardrails import InvoiceGuardrails, check_invoice, count_billed_devices, previous_from_snapshot
 from hub.errors import HubError
 from hub.linking import HubClient, Registry, link_clients
-from hub.mappings import Contract, contract_from_agreement
+from hub.mappings import Contract, contract_from_agreement, options_note
 from hub.money import format_minor, format_quantity, round_half_up
 from hub.periods import Period, parse_period
 from hub.quantities import Guardrails, QuantityCheck, check_quantities, unbilled_classes
@@ -1091,7 +1091,9 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         bill = replace(bill, lines=bill.lines + tuple(tb.lines) + tuple(own),
                        errors=bill.errors + tuple(problems) + tuple(tb.errors) + tuple(errors),
                        reported=bill.reported + tuple(_reported(r) for r in tb.reported) + tuple(reported))
-    notes: list[str] = []
+    # Where each contract option that is not BILLING.md's default came from (defaults.toml, the
+    # agreement type, the contract), said once per invoice.
+    notes: list[str] = [n for n in (options_note(contract),) if n]
     deltas = device_deltas(hub, contract, period, key, claimed, notes) + record_deltas(hub, contract, period, key, claimed)
     extra: list[BillingLine] = []
     for lines in hub.pm.hook.add_billing_lines(client_id=contract.client_id, contract=contract, period=period.name,
