@@ -37,6 +37,12 @@ behaviour gets an option in ``TimeTerms``):
   of the next agreement. Hours left on an earlier agreement stay its own (its balance is its hours
   minus the entries charged to it): a late entry charged to it still draws them; they are not
   moved to the next agreement.
+* Lines the client reads (``TimeTerms.time_lines``, default ``entry``): time and materials one
+  line per entry, per ticket and rate, or per work type and rate (``_tm_lines``). A block's
+  overage follows the same option (one line per entry's hours beyond the balance, per ticket, or
+  one per rate): a client that reads each intervention reads each one that overdrew its block,
+  with the hours of it beyond the balance. A flat-rate job is one line per ticket whatever the
+  option. Every layout's items carry each entry id, so what was billed is compared entry by entry.
 * A product with an unparsable or negative quantity, or priced in another currency, is an error.
 * One bad record holds its client, never the run: nothing here raises for a record. An entry whose
   hours are negative or unparsable, whose start is not a time-zone-aware date, with no work type,
@@ -552,8 +558,9 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
 
     Non-billable and no-charge records, records invoiced by the PSA or already billed, time
     included in a managed contract's services, time drawn from a block and hours replaced by a
-    flat rate are reported, not billed. The rest is billed: one line per (work type, rate) for
-    time and materials, one per flat-rate ticket, one for a block's overage, one per catalog item.
+    flat rate are reported, not billed. The rest is billed: time and materials and a block's
+    overage laid out by the contract's ``time_lines`` (per entry, per ticket, per work type: see
+    ``_tm_lines``), one line per flat-rate ticket, one per catalog item.
     See the module docstring for the choices made where BILLING.md leaves one.
     """
     run = _Run(client_id, contract, period, already_billed)
