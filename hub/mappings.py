@@ -627,7 +627,7 @@ def load_defaults(directory: Path, m: "Mappings") -> None:
     (``[types."<name>"]``) or a contract (``[clients.<id>]``) overrides any of them."""
     d = Path(directory)
     found: dict[str, tuple[Any, str]] = {}
-    time_lines_at: dict[str, int | None] = {}
+    time_toml_line: dict[str, int | None] = {}
     time_path = d / "time.toml"
     if time_path.exists():
         raw, text = _read(time_path)
@@ -636,7 +636,7 @@ def load_defaults(directory: Path, m: "Mappings") -> None:
                                               prefix=("defaults",), context={"currency": m.currency})
         for key in sorted(checked_time.model_fields_set):
             found[key] = (getattr(checked_time, key), "time.toml [defaults]")
-            time_lines_at[key] = line_of(text, ("defaults", key))
+            time_toml_line[key] = line_of(text, ("defaults", key))
     path = d / DEFAULTS_FILE
     if path.exists():
         raw, text = _read(path)
@@ -644,7 +644,7 @@ def load_defaults(directory: Path, m: "Mappings") -> None:
                                          context={"currency": m.currency})
         for key in sorted(checked.model_fields_set):
             if key in found:
-                at = f", line {time_lines_at[key]}" if time_lines_at.get(key) else ""
+                at = f", line {time_toml_line[key]}" if time_toml_line.get(key) else ""
                 raise config_error(
                     f"{key} is set both here and in {time_path} [defaults]{at}: an option has one global default",
                     file=str(path), key=key, line=line_of(text, (key,)),

@@ -12,12 +12,11 @@ import pytest
 
 from hub.engine import sync_once
 from hub.errors import MappingError
-from hub.mappings import Contract, TimeTerms, WorkType
+from hub.mappings import BlockSize, Contract, TimeTerms, WorkType
 from hub.periods import month
 from hub.planner import ledger_of, snapshot_of
 from hub.records import BILLABLE, Action, TimeEntry
 from hub.timebilling import Block, bill_time
-from hub.mappings import BlockSize
 from plugins.stripe.plugin import check_payload, line_description, to_line_params
 from tests.test_late_changes import LOOSE, edit_entry
 from tests.test_psa_billing import PsaEnv, at, invoice, lines
