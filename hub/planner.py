@@ -963,12 +963,16 @@ def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str
     amount = round_half_up(now * rate) - thing["amount"]
     if amount == 0:
         return None
-    label = f"entry {entry.source_id} ({thing.get('work_type') or entry.work_type}, {thing.get('date') or ''})"
+    # The facts a per-entry line states (day, technician, ticket, work type), and hours × rate.
+    ticket = f"ticket {entry.ticket_id}" if entry.ticket_id is not None else "no ticket"
+    label = (f"entry {entry.source_id} ({thing.get('date') or 'no date'}, {entry.member or 'no technician'}, "
+             f"{ticket}, {thing.get('work_type') or entry.work_type})")
     sign = "credit" if amount < 0 else "charge"
     own = thing.get("period") or thing["invoice"]
     return BillingLine(
         contract.client_id, period.name, f"delta:{own}:time:{entry.source_id}",
-        f"Late change for {own}: {label}, {format_quantity(was)} h billed, {format_quantity(now)} h now",
+        f"Late change for {own}: {label}, {format_quantity(was)} h billed, {format_quantity(now)} h now, "
+        f"{format_quantity(now - was)} h × {format_minor(rate, contract.currency)}",
         format_quantity(now - was), rate, amount, contract.currency,
         f"time entry billed on the {thing['invoice']} invoice for {format_quantity(was)} h at "
         f"{format_minor(rate, contract.currency)} per hour, {why}: the difference is a {sign}, billed once "

@@ -214,6 +214,10 @@ def test_stripe_sends_a_time_line_s_text_as_the_hub_wrote_it():
     assert line_description(stated, "EUR") == stated["description"]                # no second "(1.25 x ...)"
     params = to_line_params(stated, 0, 10, "EUR")
     assert (params["amount"], params["description"]) == (11875, stated["description"])
+    # A credit of a late change states its negative hours × rate the same way.
+    credit = payload_line("Late change for 2026-10: entry 7 (2026-10-09, jdoe, ticket 4521, After Hours), 2 h billed, "
+                          "0.5 h now, -1.5 h × 150.00 EUR", "-1.5", 15000, -22500)
+    assert line_description(credit, "EUR") == credit["description"]
     # A line that does not state its quantity still gets it from the plugin.
     plain = payload_line("Support hours", "1.5", 8000, 12000)
     assert line_description(plain, "EUR") == "Support hours (1.5 x 80.00 EUR)"
@@ -288,15 +292,15 @@ def test_under_per_entry_lines_a_late_entry_and_a_late_change_are_each_billed_on
         f"time:entry:{own}": ("2026-11-03, jsmith, ticket 4531, Remote Support, 1 h × 95.00 EUR", 9500),
         f"time:entry:{late}": (f"Late entry {late} of 2026-10: 2026-10-20, jsmith, ticket 4530, Remote Support, "
                                f"0.5 h × 95.00 EUR", 4750),
-        f"delta:2026-10:time:{edited}": (f"Late change for 2026-10: entry {edited} (After Hours, 2026-10-09), "
-                                         f"1 h billed, 1.5 h now", 7500)}
+        f"delta:2026-10:time:{edited}": (f"Late change for 2026-10: entry {edited} (2026-10-09, jsmith, ticket 4521, "
+                                         f"After Hours), 1 h billed, 1.5 h now, 0.5 h × 150.00 EUR", 7500)}
     assert nov.status == "create", (nov.status, nov.reasons)
     assert sent_lines(env, f"invoice:{elm}:2026-11") == sorted([
         ("2026-11-03, jsmith, ticket 4531, Remote Support, 1 h × 95.00 EUR", 1, 9500, f"time:entry:{own}"),
         (f"Late entry {late} of 2026-10: 2026-10-20, jsmith, ticket 4530, Remote Support, 0.5 h × 95.00 EUR",
          1, 4750, f"time:entry:{late}"),
-        (f"Late change for 2026-10: entry {edited} (After Hours, 2026-10-09), 1 h billed, 1.5 h now "
-         f"(0.5 x 150.00 EUR)", 1, 7500, f"delta:2026-10:time:{edited}")])
+        (f"Late change for 2026-10: entry {edited} (2026-10-09, jsmith, ticket 4521, After Hours), 1 h billed, "
+         f"1.5 h now, 0.5 h × 150.00 EUR", 1, 7500, f"delta:2026-10:time:{edited}")])
     # The next month bills neither again.
     jan_1 = datetime(2027, 1, 1, 7, tzinfo=UTC)
     dec = invoice(sync_once(env.hub(clock=jan_1)), elm, "2026-12")
