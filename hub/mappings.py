@@ -6,7 +6,11 @@ Files:
   ``device_classes.toml``  ``not_billed = [...]`` classes no tier has to price (listed as excluded
                            on the plan), ``unlisted = "not_billed" | "error"`` (a node class no
                            section names), and ``[<source>]`` vendor node class -> hub device class
-  ``time.toml``            ``[defaults]``, ``[work_types."<name>"]``, ``[blocks."<id>"]``
+  ``defaults.toml``        the global default of each contract option (proration, minimum, rounding,
+                           on-site minimum, block warning and overage, default rate, time_lines),
+                           overridden per agreement type or per contract (``load_defaults``)
+  ``time.toml``            ``[defaults]`` (its time options; still read), ``[work_types."<name>"]``,
+                           ``[blocks."<id>"]``
   ``agreement_types.toml`` ``[types."<PSA agreement type>"]`` contract terms, ``[additions]``
   ``links.toml``           ``[clients.<id>]`` name and the client's id in each system
   ``alert_rules.toml``     see hub.alerting
@@ -25,16 +29,17 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, TypeAdapter, ValidationError, field_validator
 
-from hub.config import (Hours, Ident, Money, Schema, config_error, fail, known_keys_fix, line_of, read_toml,
-                        schema_error, validate)
+from hub.config import (Hours, Ident, Money, Schema, config_error, fail, key_path, known_keys_fix, line_of,
+                        read_toml, schema_error, validate)
 from hub.errors import ConfigError
+from hub.money import format_minor, format_quantity
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ class TimeTerms:
     none of them such time is an error).
     ``included_services``: a managed contract's tier services; time delivering one of them is
     included, not billed. Block fields apply to ``kind == "block"`` contracts.
+    ``time_lines``: the invoice lines of time and materials (and of a block's overage): one per
+    ``entry`` (BILLING.md's default), per ``ticket`` or per ``work_type``.
+    ``sources``: where each contract option set in a file came from (option key as written, e.g.
+    ``proration``, -> ``defaults.toml`` or ``contracts.toml [clients.acme]``), for the plan's
+    explanations; an option absent from it is BILLING.md's default.
     """
 
     work_types: dict[str, WorkType] = field(default_factory=dict)
@@ -106,6 +116,8 @@ class TimeTerms:
     warning_hours: Fraction = Fraction(2)
     beyond_balance: str = "overage"          # or "carry"
     overage_rate: int | None = None           # None: the block's hourly rate
+    time_lines: str = "entry"                # or "ticket", "work_type"
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,8 @@ class Mappings:
 # --- schemas of the files ---------------------------------------------------------------------
 
 Minutes = Annotated[int, Field(ge=1, le=60)]
+TimeLines = Literal["entry", "ticket", "work_type"]
+TIME_LINES = ("entry", "ticket", "work_type")
 Kind = Literal["managed", "block", "time_and_materials"]
 KINDS = ("managed", "block", "time_and_materials")
 
@@ -240,14 +254,35 @@ class TimeFile(Schema):
     blocks: dict[str, BlockSchema] = {}
 
 
+class DefaultsFile(Schema):
+    """``defaults.toml``: the global default of each contract option; a key left out is BILLING.md's."""
+
+    proration: bool | None = None
+    minimum: Money | None = None
+    increment_minutes: Minutes | None = None
+    onsite_minimum_hours: Hours | None = None
+    warning_hours: Hours | None = None
+    beyond_balance: Literal["overage", "carry"] | None = None
+    default_rate: Money | None = None
+    time_lines: TimeLines | None = None
+
+
+# Each contract option and BILLING.md's rule for it: the value a contract has when no file sets it.
+RULE_DEFAULTS: dict[str, Any] = {
+    "proration": False, "minimum": 0, "increment_minutes": 15, "onsite_minimum_hours": Fraction(1),
+    "warning_hours": Fraction(2), "beyond_balance": "overage", "default_rate": None, "time_lines": "entry",
+}
+DEFAULTS_FILE = "defaults.toml"
+
+
 class TermsSchema(Schema):
     """Contract terms: a ``[types."<agreement type>"]`` table, and the core of a contract."""
 
     kind: Kind = "managed"
     tier: str | None = None
     addons: list[str] = []
-    minimum: Money = 0
-    proration: bool = False
+    minimum: Money | None = None          # None: the global default (defaults.toml), else 0
+    proration: bool | None = None         # None: the global default (defaults.toml), else off
     block: str | None = None
     renewal: str | None = None
     beyond_balance: Literal["overage", "carry"] | None = None
@@ -256,6 +291,7 @@ class TermsSchema(Schema):
     increment_minutes: Minutes | None = None
     onsite_minimum_hours: Hours | None = None
     default_rate: Money | None = None
+    time_lines: TimeLines | None = None
 
 
 class ContractSchema(TermsSchema):
@@ -460,23 +496,46 @@ def contract_terms(raw: dict[str, Any], m: "Mappings", *, file: str, where: str,
         raise err("missing", "block",
                   f"name the block size, one of {', '.join(sorted(m.blocks)) or '(define [blocks] in time.toml)'}")
 
-    def pick(value: Any, default: Any) -> Any:
-        return default if value is None else value
+    # Each option: this table's value, else the global default (defaults.toml, time.toml's
+    # [defaults]), else BILLING.md's rule; ``sources`` says where each one set in a file came from.
+    defaults = contract_defaults(m)
+    label = _table_label(file, loc)
+    sources: dict[str, str] = {}
+
+    def pick(key: str) -> Any:
+        value = getattr(t, key)
+        if value is not None:
+            sources[key] = label
+            return value
+        value, source = defaults[key]
+        if source is not None:
+            sources[key] = source
+        return value
 
     included = tiers[t.tier].services if (t.kind == "managed" and t.tier) else frozenset()
     time = TimeTerms(
         work_types=base.work_types,
-        default_rate=pick(t.default_rate, base.default_rate),
-        increment_minutes=pick(t.increment_minutes, base.increment_minutes),
-        onsite_minimum=pick(t.onsite_minimum_hours, base.onsite_minimum),
+        default_rate=pick("default_rate"),
+        increment_minutes=pick("increment_minutes"),
+        onsite_minimum=pick("onsite_minimum_hours"),
         included_services=included,
         block=sizes.get("block"), renewal=sizes.get("renewal"),
-        warning_hours=pick(t.warning_hours, base.warning_hours),
-        beyond_balance=pick(t.beyond_balance, base.beyond_balance),
-        overage_rate=pick(t.overage_rate, base.overage_rate),
+        warning_hours=pick("warning_hours"),
+        beyond_balance=pick("beyond_balance"),
+        overage_rate=base.overage_rate if t.overage_rate is None else t.overage_rate,
+        time_lines=pick("time_lines"),
     )
-    return {"tier": t.tier, "addons": tuple(t.addons), "proration": t.proration, "kind": t.kind, "time": time,
-            "minimum": t.minimum}
+    proration, minimum = pick("proration"), pick("minimum")
+    time = replace(time, sources=sources)
+    return {"tier": t.tier, "addons": tuple(t.addons), "proration": proration, "kind": t.kind, "time": time,
+            "minimum": minimum}
+
+
+def _table_label(file: str, loc: tuple[str, ...]) -> str:
+    """``contracts.toml [clients.acme]``, ``agreement_types.toml [types."Managed Gold"]``."""
+    path = Path(file)
+    name = f"{path.parent.name}/{path.name}" if path.parent.name == "contracts" else path.name
+    return f"{name} [{key_path(loc)}]"
 
 
 def parse_contract(client_id: str, raw: Any, m: "Mappings", *, file: str, text: str | None = None) -> Contract:
@@ -541,6 +600,98 @@ def load_time(path: Path, currency: str) -> tuple[TimeTerms, dict[str, BlockSize
                       onsite_minimum=d.onsite_minimum_hours, warning_hours=d.warning_hours,
                       beyond_balance=d.beyond_balance)
     return terms, blocks
+
+
+GLOBAL_SOURCES = (DEFAULTS_FILE, "time.toml [defaults]")
+
+
+def contract_defaults(m: "Mappings") -> dict[str, tuple[Any, str | None]]:
+    """The global default of each contract option: option -> (value, where it was set; None for
+    BILLING.md's rule). Read by ``load_defaults``; a Mappings built by hand starts from its
+    ``time`` terms and the rules."""
+    loaded = m.__dict__.get("_defaults")
+    if loaded is not None:
+        return loaded
+    base = m.time
+    values = dict(RULE_DEFAULTS, increment_minutes=base.increment_minutes, onsite_minimum_hours=base.onsite_minimum,
+                  warning_hours=base.warning_hours, beyond_balance=base.beyond_balance,
+                  default_rate=base.default_rate, time_lines=base.time_lines)
+    return {key: (value, base.sources.get(key)) for key, value in values.items()}
+
+
+def load_defaults(directory: Path, m: "Mappings") -> None:
+    """Read the global default of each contract option (BILLING.md, "Defaults"): ``defaults.toml``
+    (every option: proration, minimum, increment_minutes, onsite_minimum_hours, warning_hours,
+    beyond_balance, default_rate, time_lines), and ``time.toml``'s ``[defaults]``, still read for
+    its time options. A key set in both is a ConfigError naming both places. An agreement type
+    (``[types."<name>"]``) or a contract (``[clients.<id>]``) overrides any of them."""
+    d = Path(directory)
+    found: dict[str, tuple[Any, str]] = {}
+    time_toml_line: dict[str, int | None] = {}
+    time_path = d / "time.toml"
+    if time_path.exists():
+        raw, text = _read(time_path)
+        table = raw.get("defaults", {})
+        checked_time: TimeDefaults = validate(TimeDefaults, table, file=str(time_path), text=text,
+                                              prefix=("defaults",), context={"currency": m.currency})
+        for key in sorted(checked_time.model_fields_set):
+            found[key] = (getattr(checked_time, key), "time.toml [defaults]")
+            time_toml_line[key] = line_of(text, ("defaults", key))
+    path = d / DEFAULTS_FILE
+    if path.exists():
+        raw, text = _read(path)
+        checked: DefaultsFile = validate(DefaultsFile, raw, file=str(path), text=text,
+                                         context={"currency": m.currency})
+        for key in sorted(checked.model_fields_set):
+            if key in found:
+                at = f", line {time_toml_line[key]}" if time_toml_line.get(key) else ""
+                raise config_error(
+                    f"{key} is set both here and in {time_path} [defaults]{at}: an option has one global default",
+                    file=str(path), key=key, line=line_of(text, (key,)),
+                    fix=f"delete {key} from one of the two files (defaults.toml holds every contract option; "
+                        f"time.toml's [defaults] is still read for its time options)")
+            found[key] = (getattr(checked, key), DEFAULTS_FILE)
+    defaults = {key: found.get(key, (rule, None)) for key, rule in RULE_DEFAULTS.items()}
+    m.__dict__["_defaults"] = defaults
+
+    def value(key: str) -> Any:
+        return defaults[key][0]
+
+    m.time = replace(m.time, increment_minutes=value("increment_minutes"),
+                     onsite_minimum=value("onsite_minimum_hours"), warning_hours=value("warning_hours"),
+                     beyond_balance=value("beyond_balance"), default_rate=value("default_rate"),
+                     time_lines=value("time_lines"), sources={k: src for k, (_, src) in defaults.items() if src})
+
+
+def _shown(key: str, value: Any, currency: str) -> str:
+    if key == "proration":
+        return "on" if value else "off"
+    if key in ("minimum", "default_rate"):
+        return "none" if value is None else format_minor(value, currency)
+    if key in ("onsite_minimum_hours", "warning_hours"):
+        return f"{format_quantity(Fraction(value))} h"
+    if key == "increment_minutes":
+        return f"{value} min"
+    if key == "time_lines":
+        return f"one line per {str(value).replace('_', ' ')}"
+    return str(value)
+
+
+def options_note(contract: Contract) -> str | None:
+    """The contract's options set in a file, each with where it came from (for the plan), leaving
+    out a global default equal to BILLING.md's rule: ``contract options: proration: on
+    (defaults.toml); time_lines: one line per ticket (contracts.toml [clients.acme])``."""
+    t = contract.time
+    values = {"proration": contract.proration, "minimum": contract.minimum, "increment_minutes": t.increment_minutes,
+              "onsite_minimum_hours": t.onsite_minimum, "warning_hours": t.warning_hours,
+              "beyond_balance": t.beyond_balance, "default_rate": t.default_rate, "time_lines": t.time_lines}
+    parts = []
+    for key, value in values.items():
+        source = t.sources.get(key)
+        if source is None or (source in GLOBAL_SOURCES and value == RULE_DEFAULTS[key]):
+            continue
+        parts.append(f"{key}: {_shown(key, value, contract.currency)} ({source})")
+    return f"contract options: {'; '.join(parts)}" if parts else None
 
 
 def _load_agreement_types(path: Path, m: Mappings, classes: set[str]) -> None:
@@ -648,6 +799,7 @@ def load_mappings(directory: str | Path) -> Mappings:
     classes, not_billed, unlisted = load_device_class_file(d / "device_classes.toml", priced)
     m = Mappings(currency, tiers, addons, classes, {}, not_billed=not_billed, unlisted=unlisted)
     m.time, m.blocks = load_time(d / "time.toml", currency)
+    load_defaults(d, m)
     from hub.alerting import load_alert_rules
     m.alert_rules = load_alert_rules(d / "alert_rules.toml")
     if (d / "agreement_types.toml").exists():

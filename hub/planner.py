@@ -19,7 +19,7 @@ from hub.completeness import Gate
 from hub.guardrails import InvoiceGuardrails, check_invoice, count_billed_devices, previous_from_snapshot
 from hub.errors import HubError
 from hub.linking import HubClient, Registry, link_clients
-from hub.mappings import Contract, contract_from_agreement
+from hub.mappings import Contract, contract_from_agreement, options_note
 from hub.money import format_minor, format_quantity, round_half_up
 from hub.periods import Period, parse_period
 from hub.quantities import Guardrails, QuantityCheck, check_quantities, unbilled_classes
@@ -150,7 +150,9 @@ def things_of(line: BillingLine) -> list[dict[str, Any]]:
                      "date": item.get("date"), "period": item.get("period") or line.period,
                      "amount": round_half_up(hours * unit)}
             if kind == "overage":
-                thing["agreement"] = code.split(":", 1)[1]     # "overage:<agreement>": the block it overdrew
+                # The block it overdrew: its item says (the code has the entry or ticket after it in
+                # the entry and ticket layouts); a snapshot from before says it in "overage:<agreement>".
+                thing["agreement"] = str(item.get("agreement") or code.split(":", 1)[1])
             out.append(thing)
         elif kind == "product":
             quantity = Fraction(str(item.get("quantity", "0")))
@@ -961,12 +963,16 @@ def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str
     amount = round_half_up(now * rate) - thing["amount"]
     if amount == 0:
         return None
-    label = f"entry {entry.source_id} ({thing.get('work_type') or entry.work_type}, {thing.get('date') or ''})"
+    # The facts a per-entry line states (day, technician, ticket, work type), and hours × rate.
+    ticket = f"ticket {entry.ticket_id}" if entry.ticket_id is not None else "no ticket"
+    label = (f"entry {entry.source_id} ({thing.get('date') or 'no date'}, {entry.member or 'no technician'}, "
+             f"{ticket}, {thing.get('work_type') or entry.work_type})")
     sign = "credit" if amount < 0 else "charge"
     own = thing.get("period") or thing["invoice"]
     return BillingLine(
         contract.client_id, period.name, f"delta:{own}:time:{entry.source_id}",
-        f"Late change for {own}: {label}, {format_quantity(was)} h billed, {format_quantity(now)} h now",
+        f"Late change for {own}: {label}, {format_quantity(was)} h billed, {format_quantity(now)} h now, "
+        f"{format_quantity(now - was)} h × {format_minor(rate, contract.currency)}",
         format_quantity(now - was), rate, amount, contract.currency,
         f"time entry billed on the {thing['invoice']} invoice for {format_quantity(was)} h at "
         f"{format_minor(rate, contract.currency)} per hour, {why}: the difference is a {sign}, billed once "
@@ -1089,7 +1095,9 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         bill = replace(bill, lines=bill.lines + tuple(tb.lines) + tuple(own),
                        errors=bill.errors + tuple(problems) + tuple(tb.errors) + tuple(errors),
                        reported=bill.reported + tuple(_reported(r) for r in tb.reported) + tuple(reported))
-    notes: list[str] = []
+    # Where each contract option that is not BILLING.md's default came from (defaults.toml, the
+    # agreement type, the contract), said once per invoice.
+    notes: list[str] = [n for n in (options_note(contract),) if n]
     deltas = device_deltas(hub, contract, period, key, claimed, notes) + record_deltas(hub, contract, period, key, claimed)
     extra: list[BillingLine] = []
     for lines in hub.pm.hook.add_billing_lines(client_id=contract.client_id, contract=contract, period=period.name,

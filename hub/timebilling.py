@@ -37,6 +37,12 @@ behaviour gets an option in ``TimeTerms``):
   of the next agreement. Hours left on an earlier agreement stay its own (its balance is its hours
   minus the entries charged to it): a late entry charged to it still draws them; they are not
   moved to the next agreement.
+* Lines the client reads (``TimeTerms.time_lines``, default ``entry``): time and materials one
+  line per entry, per ticket and rate, or per work type and rate (``_tm_lines``). A block's
+  overage follows the same option (one line per entry's hours beyond the balance, per ticket, or
+  one per rate): a client that reads each intervention reads each one that overdrew its block,
+  with the hours of it beyond the balance. A flat-rate job is one line per ticket whatever the
+  option. Every layout's items carry each entry id, so what was billed is compared entry by entry.
 * A product with an unparsable or negative quantity, or priced in another currency, is an error.
 * One bad record holds its client, never the run: nothing here raises for a record. An entry whose
   hours are negative or unparsable, whose start is not a time-zone-aware date, with no work type,
@@ -552,8 +558,9 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
 
     Non-billable and no-charge records, records invoiced by the PSA or already billed, time
     included in a managed contract's services, time drawn from a block and hours replaced by a
-    flat rate are reported, not billed. The rest is billed: one line per (work type, rate) for
-    time and materials, one per flat-rate ticket, one for a block's overage, one per catalog item.
+    flat rate are reported, not billed. The rest is billed: time and materials and a block's
+    overage laid out by the contract's ``time_lines`` (per entry, per ticket, per work type: see
+    ``_tm_lines``), one line per flat-rate ticket, one per catalog item.
     See the module docstring for the choices made where BILLING.md leaves one.
     """
     run = _Run(client_id, contract, period, already_billed)
@@ -715,30 +722,73 @@ def _overage_lines(run: _Run, on_block: list[TimeEntry], d: Drawdown, agreement:
         groups[rate].append((e, over))
         priced_by[rate].add(d.overage_blocks[e.source_id])
     lines = []
+    balances = ", ".join(f"block {n} {_hours_text(b)}" for n, b in sorted(d.balances.items())) or "no block"
+    title = ("Hours beyond the prepaid block" if own else f"Hours beyond the prepaid block of agreement {agreement}")
     for rate in sorted(groups):
         numbers = sorted(n for n in priced_by[rate] if n is not None)
         source = ("the contract's overage rate" if not numbers else
                   f"the hourly rate of block {', '.join(map(str, numbers))} (price over hours)")
-        counted = groups[rate]
-        items = [run.item(e, billed_hours=format_quantity(d.hours[e.source_id]),
-                          overage_hours=format_quantity(h), adjustment=_adjustment(
-                              e, actual_hours(e), d.hours[e.source_id], terms)) for e, h in counted]
-        quantity = sum((h for _, h in counted), Fraction(0))
-        balances = ", ".join(f"block {n} {_hours_text(b)}" for n, b in sorted(d.balances.items())) or "no block"
-        lines.append(run.line(
-            f"overage:{agreement}", (f"Hours beyond the prepaid block ({run.period.name})" if own else
-                                     f"Hours beyond the prepaid block of agreement {agreement} ({run.period.name})"),
-            quantity, rate,
-            f"prepaid block: hours beyond the balance of agreement {agreement} (balance left: {balances}) are "
-            f"overage (contract: overage), billed at {format_minor(rate, run.cur)} per hour, {source}; "
-            f"{_increment_note(terms)}"
-            f"{_onsite_note(counted, terms)}{run.late_note(items)}", items))
+        rule = (f"prepaid block: hours beyond the balance of agreement {agreement} (balance left: {balances}) are "
+                f"overage (contract: overage), billed at {format_minor(rate, run.cur)} per hour, {source}; "
+                f"{_increment_note(terms)}")
+        # The contract's time_lines (see _tm_lines) lays out the overage too: the hours of each
+        # entry beyond the balance, of each ticket, or (work_type) all of them at this rate.
+        for code, description, counted in _overage_groups(run, agreement, title, rate, groups[rate]):
+            items = [run.item(e, billed_hours=format_quantity(d.hours[e.source_id]), agreement=agreement,
+                              overage_hours=format_quantity(h), adjustment=_adjustment(
+                                  e, actual_hours(e), d.hours[e.source_id], terms)) for e, h in counted]
+            quantity = sum((h for _, h in counted), Fraction(0))
+            lines.append(run.line(code, description, quantity, rate,
+                                  f"{rule}{_onsite_note(counted, terms)}{run.late_note(items)}", items))
     return lines
 
 
+def _overage_groups(run: "_Run", agreement: str, title: str, rate: int, counted: list[tuple[TimeEntry, Fraction]]
+                    ) -> list[tuple[str, str, list[tuple[TimeEntry, Fraction]]]]:
+    """(code, description, entries) of the overage lines at one rate, by the contract's time_lines."""
+    mode = run.terms.time_lines
+    price = format_minor(rate, run.cur)
+    if mode == "entry":
+        out = []
+        for e, h in counted:
+            own = _local(e.started_at, run.period)[1]
+            late = f"late entry {e.source_id} of {own}, " if own and own < run.period.name else ""
+            out.append((f"overage:{agreement}:entry:{e.source_id}",
+                        f"{title} ({run.period.name}): {late}{_entry_facts(e, run.period)}, "
+                        f"{_hours_text(h)} × {price}", [(e, h)]))
+        return out
+    if mode == "ticket":
+        by_ticket: dict[str | None, list[tuple[TimeEntry, Fraction]]] = defaultdict(list)
+        for e, h in counted:
+            by_ticket[e.ticket_id].append((e, h))
+        out = []
+        for ticket in sorted(by_ticket, key=lambda t: (t is None, str(t))):
+            group = by_ticket[ticket]
+            hours = sum((h for _, h in group), Fraction(0))
+            which = f"ticket {ticket}" if ticket is not None else "no ticket"
+            out.append((f"overage:{agreement}:ticket:{ticket}" if ticket is not None else f"overage:{agreement}:no-ticket",
+                        f"{title} ({run.period.name}), {which}: {_hours_text(hours)} × {price} "
+                        f"({_count(len(group), 'entry', 'entries')})", group))
+        return out
+    return [(f"overage:{agreement}", f"{title} ({run.period.name})", counted)]
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _entry_facts(e: TimeEntry, period: Period) -> str:
+    """What a client reads of one entry: its day (MSP's time zone), technician, ticket, work type."""
+    day = _local(e.started_at, period)[0] or "no date"
+    ticket = f"ticket {e.ticket_id}" if e.ticket_id is not None else "no ticket"
+    return f"{day}, {e.member or 'no technician'}, {ticket}, {e.work_type}"
+
+
 def _increment_note(terms: TimeTerms) -> str:
+    source = terms.sources.get("increment_minutes")
+    where = f" ({source})" if source is not None and terms.increment_minutes != 15 else ""
     if terms.increment_minutes > 0:
-        return f"each entry rounded up to {terms.increment_minutes} min"
+        return f"each entry rounded up to {terms.increment_minutes} min{where}"
     return "actual hours, not rounded (contract increment 0)"
 
 
@@ -749,10 +799,27 @@ def _onsite_note(counted: Iterable[tuple[TimeEntry, Any]], terms: TimeTerms) -> 
 
 
 def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> list[BillingLine]:
-    """Time and materials: one line per (work type, rate), quantity the sum of rounded hours; the
-    entries of an earlier period billed late (never billed before) on their own line per period,
-    naming it (BILLING.md, "Month after month")."""
+    """Time and materials, laid out by the contract's ``time_lines`` (BILLING.md, "Lines the
+    client reads"); every line is quantity (hours as rounded) × hourly rate:
+
+    * ``entry`` (the default): one line per billable entry, stating its day in the MSP's time
+      zone, technician, ticket, work type, hours as rounded and rate (``time:entry:<entry id>``);
+    * ``ticket``: one line per ticket and rate, hours summed after each entry's rounding, entries
+      without a ticket on one "no ticket" line (``time:ticket:<ticket id>``, ``time:no-ticket``);
+    * ``work_type``: one line per work type and rate (``time:<work type>``).
+
+    The entries of an earlier period billed late (never billed before) are on lines of their own
+    that name the period (and, per entry, the entry) (BILLING.md, "Month after month"): the code
+    gets ``:<period>`` in the ticket and work type layouts. Each line's items carry every entry id
+    it bills, so what an invoice billed is compared entry by entry whatever the layout."""
     terms, contract = run.terms, run.contract
+    if terms.time_lines not in ("entry", "ticket", "work_type"):
+        billable = [e for e in entries if not e.invoiced and e.source_id not in run.already_billed]
+        if billable:
+            run.errors.append(f"contract of {run.client_id} has time_lines {terms.time_lines!r}; use \"entry\", "
+                              f"\"ticket\" or \"work_type\" (mappings/defaults.toml or the contract). Its "
+                              f"{len(billable)} time entries are not billed")
+        return []
     groups: dict[tuple[str, int, str, str], list[tuple[TimeEntry, Fraction]]] = defaultdict(list)
     for e in entries:
         if run.done_before(e):
@@ -801,6 +868,10 @@ def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> 
     if contract.kind == "managed":
         services = ", ".join(sorted(included)) or "no time services"
         scope = f"; outside the services included in contract {contract.name} ({services})"
+    if terms.time_lines == "entry":
+        return _entry_lines(run, groups, scope)
+    if terms.time_lines == "ticket":
+        return _ticket_lines(run, groups, scope)
     lines = []
     for (work_type, rate, source, late), counted in sorted(groups.items(),
                                                           key=lambda kv: (kv[0][3] != "", kv[0][3], kv[0][0], kv[0][1])):
@@ -811,15 +882,79 @@ def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> 
                 f"{_increment_note(terms)}{_onsite_note(counted, terms)}{scope}")
         if late:
             ids = [str(e.source_id) for e, _ in counted]
-            which = (f"entry {ids[0]}" if len(ids) == 1 else
-                     f"entries {', '.join(ids[:5])}{' and ' + str(len(ids) - 5) + ' more' if len(ids) > 5 else ''}")
             lines.append(run.line(
-                f"time:{work_type}:{late}", f"Late entries of {late}: {work_type} time ({which})", quantity, rate,
-                f"{rule}; dated in {late}, entered after it was planned and never billed: billed once, on this "
-                f"invoice", items))
+                f"time:{work_type}:{late}", f"Late entries of {late}: {work_type} time ({_which(ids)})", quantity,
+                rate, f"{rule}{_late_rule(late)}", items))
             continue
         lines.append(run.line(f"time:{work_type}", f"{work_type} time ({run.period.name})", quantity, rate,
                               rule, items))
+    return lines
+
+
+def _which(ids: list[str]) -> str:
+    if len(ids) == 1:
+        return f"entry {ids[0]}"
+    return f"entries {', '.join(ids[:5])}{' and ' + str(len(ids) - 5) + ' more' if len(ids) > 5 else ''}"
+
+
+def _late_rule(late: str) -> str:
+    return f"; dated in {late}, entered after it was planned and never billed: billed once, on this invoice"
+
+
+def _entry_lines(run: _Run, groups: dict[tuple[str, int, str, str], list[tuple[TimeEntry, Fraction]]],
+                 scope: str) -> list[BillingLine]:
+    """One line per entry (``_tm_lines``): the period's entries by date, then the late ones."""
+    terms = run.terms
+    flat = [(late, e, h, rate, source) for (_, rate, source, late), counted in groups.items() for e, h in counted]
+    lines = []
+    for late, e, h, rate, source in sorted(flat, key=lambda f: (f[0] != "", f[0], f[1].started_at, str(f[1].source_id))):
+        actual = actual_hours(e)
+        adjustment = _adjustment(e, actual, h, terms)
+        price = format_minor(rate, run.cur)
+        text = f"{_entry_facts(e, run.period)}, {_hours_text(h)} × {price}"
+        logged = f"{_hours_text(actual)} logged" + (f", {adjustment}" if adjustment else ", not rounded")
+        rule = (f"time and materials, one line per entry: {e.work_type} at {price} per hour, {source}; {logged} "
+                f"({_increment_note(terms)}){_onsite_note([(e, h)], terms)}{scope}")
+        item = run.item(e, billed_hours=format_quantity(h), adjustment=adjustment)
+        if late:
+            lines.append(run.line(f"time:entry:{e.source_id}", f"Late entry {e.source_id} of {late}: {text}", h, rate,
+                                  f"{rule}{_late_rule(late)}", [item]))
+        else:
+            lines.append(run.line(f"time:entry:{e.source_id}", text, h, rate, rule, [item]))
+    return lines
+
+
+def _ticket_lines(run: _Run, groups: dict[tuple[str, int, str, str], list[tuple[TimeEntry, Fraction]]],
+                  scope: str) -> list[BillingLine]:
+    """One line per ticket and rate (``_tm_lines``); entries without a ticket on one line per rate."""
+    terms = run.terms
+    tickets: dict[tuple[str, str | None, int], list[tuple[TimeEntry, Fraction, str]]] = defaultdict(list)
+    for (_, rate, source, late), counted in groups.items():
+        for e, h in counted:
+            tickets[(late, e.ticket_id, rate)].append((e, h, source))
+    lines = []
+    for (late, ticket, rate), got in sorted(tickets.items(), key=lambda kv: (kv[0][0] != "", kv[0][0],
+                                                                          kv[0][1] is None, str(kv[0][1]), kv[0][2])):
+        got.sort(key=lambda g: (g[0].started_at, str(g[0].source_id)))
+        counted = [(e, h) for e, h, _ in got]
+        quantity = sum((h for _, h in counted), Fraction(0))
+        price = format_minor(rate, run.cur)
+        kinds = ", ".join(dict.fromkeys(e.work_type for e, _ in counted))
+        sources = "; ".join(dict.fromkeys(source for _, _, source in got))
+        which = f"Ticket {ticket}" if ticket is not None else "Time without a ticket"
+        ids = [str(e.source_id) for e, _ in counted]
+        n = _count(len(ids), "entry", "entries") if not late else _which(ids)
+        text = f"{kinds}, {_hours_text(quantity)} × {price} ({n})"
+        code = f"time:ticket:{ticket}" if ticket is not None else "time:no-ticket"
+        items = [run.item(e, billed_hours=format_quantity(h), adjustment=_adjustment(e, actual_hours(e), h, terms))
+                 for e, h in counted]
+        rule = (f"time and materials, one line per ticket: hours of each entry as rounded, summed, at {price} per "
+                f"hour, {sources}; {_increment_note(terms)}{_onsite_note(counted, terms)}{scope}")
+        if late:
+            lines.append(run.line(f"{code}:{late}", f"Late entries of {late}, {which[0].lower() + which[1:]}: {text}",
+                                  quantity, rate, f"{rule}{_late_rule(late)}", items))
+        else:
+            lines.append(run.line(code, f"{which}: {text}", quantity, rate, rule, items))
     return lines
 
 

@@ -78,20 +78,20 @@ def test_time_of_the_expired_block_is_never_billed_as_time_and_materials(renewed
     expire(env, int(old))
     late = env.time("driftwood", 4.0, at(10, 28), agreement_id=int(old))
     env.time("driftwood", 5.0, at(11, 6), agreement_id=int(new))
-    env.time("driftwood", 1.0, at(11, 9), "After Hours")
+    after_hours = env.time("driftwood", 1.0, at(11, 9), "After Hours")
     november = run_twice(env, on(12))
     # October had nothing to bill when it was first planned; the late entry gives it something, and
     # every ended period with something to bill is invoiced: its overage goes on an October invoice.
     octo = invoice(november, drift, "2026-10")
-    assert octo.status == "create" and set(lines(octo)) == {f"overage:{old}"}
-    over = lines(octo)[f"overage:{old}"]
+    assert octo.status == "create" and set(lines(octo)) == {f"overage:{old}:entry:{late}"}
+    over = lines(octo)[f"overage:{old}:entry:{late}"]
     assert (over.quantity, over.unit_amount, over.amount) == ("1", 9000, 9000)
     assert [(i["id"], i["overage_hours"], i["period"]) for i in over.items] == [(str(late), "1", "2026-10")]
     nov = invoice(november, drift, "2026-11")
     assert nov.status == "create"
     nov_lines = lines(nov)
-    assert set(nov_lines) == {"time:After Hours"}                  # never the old block's hours as T&M
-    assert nov_lines["time:After Hours"].amount == 15000
+    assert set(nov_lines) == {f"time:entry:{after_hours}"}         # never the old block's hours as T&M
+    assert nov_lines[f"time:entry:{after_hours}"].amount == 15000
     drawn = {i: r for i, r in reported(nov).items() if r["reason"] == "drawn_from_block"}
     assert str(late) not in drawn and drawn
     assert f"of agreement {new}" in next(r["detail"] for r in drawn.values() if r["hours"] == "5")

@@ -144,10 +144,10 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     # Elm Street: break/fix. October in Paris runs from 2026-09-30 22:00 UTC (summer time) to
     # 2026-10-31 23:00 UTC (winter time).
     env.cw.add_agreement(co["elm"], "Break/Fix", start="2024-01-01T00:00:00Z")
-    env.time("elm", 1.0, ts(2026, 9, 30, 22, 30))                       # October 1, 00:30 in Paris
+    first = env.time("elm", 1.0, ts(2026, 9, 30, 22, 30))               # October 1, 00:30 in Paris
     waived = env.time("elm", 2.0, ts(2026, 10, 10), "After Hours")
-    env.time("elm", 1.5, ts(2026, 10, 31, 22, 30))                      # October 31, 23:30 in Paris
-    env.time("elm", 1.0, ts(2026, 10, 31, 23, 30))                      # November 1, 00:30 in Paris
+    last = env.time("elm", 1.5, ts(2026, 10, 31, 22, 30))               # October 31, 23:30 in Paris
+    november_1 = env.time("elm", 1.0, ts(2026, 10, 31, 23, 30))         # November 1, 00:30 in Paris
 
     # ---- 2026-10, invoiced on November 1 ----
     october = month_run(env, "2026-10")
@@ -163,16 +163,19 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     # 10 of the block's 20 h: drawn from it, nothing to bill.
     assert invoice(october, drift, "2026-10").status == "empty"
     # Remote 1 h (95.00) + 1.5 h (142.50) on either side of the daylight-saving month; After Hours
-    # 2 h (300.00). The entry at 23:30 UTC on October 31 is November's.
+    # 2 h (300.00), one line per entry, dated in Paris. The entry at 23:30 UTC on October 31 is November's.
     elm_oct = invoice(october, elm, "2026-10")
-    assert amounts(elm_oct) == {"time:Remote Support": ("2.5", 9500, 23750), "time:After Hours": ("2", 15000, 30000)}
+    assert amounts(elm_oct) == {f"time:entry:{first}": ("1", 9500, 9500), f"time:entry:{last}": ("1.5", 9500, 14250),
+                                f"time:entry:{waived}": ("2", 15000, 30000)}
+    assert lines(elm_oct)[f"time:entry:{first}"].description.startswith("2026-10-01, ")
+    assert lines(elm_oct)[f"time:entry:{last}"].description.startswith("2026-10-31, ")
     assert not [p for p in october.plan if p.client_id == fair and p.kind == "invoice" and p.period == "2026-10"]
 
     # ---- November ----
     new_ws = env.device(1, "ACME-NEW", created=ts(2026, 11, 15))         # added mid-month (no proration)
     pending = env.device(1, "ACME-PEND", created=ts(2026, 11, 3), approval="PENDING")
     env.time("driftwood", 8.5, ts(2026, 11, 12), agreement_id=old_block)   # 18.5 of 20 h: 1.5 h left
-    env.time("elm", 0.5, ts(2026, 11, 12), "Onsite")                       # the 1 h on-site minimum
+    onsite = env.time("elm", 0.5, ts(2026, 11, 12), "Onsite")              # the 1 h on-site minimum
     env.device(6, "FAIR-WS1", created=ts(2026, 11, 20))                    # Fairview, before its contract
 
     # ---- 2026-11, invoiced on December 1 ----
@@ -186,8 +189,8 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     assert amounts(invoice(november, birch, "2026-11")) == amounts(invoice(october, birch, "2026-10"))
     assert amounts(invoice(november, cobalt, "2026-11")) == amounts(invoice(october, cobalt, "2026-10"))
     # Remote 1 h (95.00, from October 31 in UTC) and Onsite 0.5 h billed 1 h (125.00).
-    assert amounts(invoice(november, elm, "2026-11")) == {"time:Remote Support": ("1", 9500, 9500),
-                                                          "time:Onsite": ("1", 12500, 12500)}
+    assert amounts(invoice(november, elm, "2026-11")) == {f"time:entry:{november_1}": ("1", 9500, 9500),
+                                                          f"time:entry:{onsite}": ("1", 12500, 12500)}
     # The block falls to 1.5 h: one renewal (a 20 h block, 1800.00) and one notice.
     assert invoice(november, drift, "2026-11").status == "empty"
     assert {p["key"] for p in november.pushed if p["key"].startswith(("renewal:", "notice:"))} == {
@@ -208,7 +211,7 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     # Elm: an October entry waived to 0.5 h, a November entry entered late, December's own work.
     edit_entry(env, waived, actualHours=0.5)
     late_entry = env.time("elm", 1.0, ts(2026, 11, 20), "After Hours")
-    env.time("elm", 3.0, ts(2026, 12, 8))
+    december_remote = env.time("elm", 3.0, ts(2026, 12, 8))
     # Cobalt leaves: its agreement ends on December 20.
     env.set_agreement(cobalt_gold, endDate="2026-12-20T00:00:00Z", noEndingDateFlag=False)
     # Fairview is onboarded: Managed Silver from December 1; a second workstation on December 17
@@ -243,7 +246,7 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     # October entry waived from 2 h to 0.5 h, credited 1.5 h x 150.00 (-225.00).
     elm_dec = invoice(december, elm, "2026-12")
     got = amounts(elm_dec)
-    assert got["time:Remote Support"] == ("3", 9500, 28500)
+    assert got[f"time:entry:{december_remote}"] == ("3", 9500, 28500)
     assert got[f"delta:2026-10:time:{waived}"] == ("-1.5", 15000, -22500)
     late_lines = [l for l in elm_dec.bill.lines if any(str(i.get("id")) == str(late_entry) for i in l.items)]
     assert [(l.amount, l.items[0]["period"]) for l in late_lines] == [(15000, "2026-11")]
@@ -265,7 +268,7 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     env.set_agreement(silver, endDate="2027-01-15T00:00:00Z", noEndingDateFlag=False, agreementStatus="Expired")
     env.cw.add_agreement(co["birchwood"], "Managed Gold", start="2027-01-16T00:00:00Z")
     env.time("driftwood", 5.0, ts(2027, 1, 14), agreement_id=new_block)
-    env.time("elm", 2.0, ts(2027, 1, 12), "Project Work")
+    project = env.time("elm", 2.0, ts(2027, 1, 12), "Project Work")
 
     # ---- 2027-01, invoiced on February 1 ----
     january = month_run(env, "2027-01")
@@ -290,7 +293,7 @@ def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
     # Cobalt churned: no contract, no invoice.
     assert not [p for p in january.plan if p.client_id == cobalt and p.bill and p.bill.lines]
     assert amounts(invoice(january, fair, "2027-01")) == {"tier:silver:workstation": ("2", 10000, 20000)}
-    assert amounts(invoice(january, elm, "2027-01")) == {"time:Project Work": ("2", 11000, 22000)}
+    assert amounts(invoice(january, elm, "2027-01")) == {f"time:entry:{project}": ("2", 11000, 22000)}
     assert not invoice(january, drift, "2027-01").bill.lines                       # 11 of the new 20 h
 
     # ---- 2027-02, invoiced on March 1 ----
@@ -358,8 +361,8 @@ def test_the_line_of_a_late_entry_names_its_period_and_the_entry(tmp_path):
     late_lines = [l for l in nov.bill.lines if any(str(i["id"]) == str(entry) for i in l.items)]
     assert [(l.quantity, l.amount) for l in late_lines] == [("1", 15000)]       # a line of its own
     assert "2026-10" in late_lines[0].description and str(entry) in late_lines[0].description
-    own = lines(nov)["time:After Hours"]
-    assert (own.quantity, own.amount) == ("2", 30000)
+    own = [line for line in nov.bill.lines if line.code.startswith("time:") and line not in late_lines]
+    assert [(line.quantity, line.amount, line.items[0]["period"]) for line in own] == [("2", 30000, "2026-11")]
 
 
 def test_a_device_reported_late_for_a_month_two_contracts_shared_is_billed_each_its_days(tmp_path):
@@ -391,14 +394,14 @@ def test_an_invoiced_overage_is_credited_when_its_entry_is_edited_down(tmp_path)
     env.time("driftwood", 15.0, ts(2026, 10, 5), agreement_id=block)
     entry = env.time("driftwood", 6.0, ts(2026, 10, 8), agreement_id=block)
     october = invoice(month_run(env, "2026-10"), drift, "2026-10")
-    # 21 h on a 20 h block: 1 h beyond the balance at the overage rate, 90.00.
-    assert amounts(october) == {f"overage:{block}": ("1", 9000, 9000)}
+    # 21 h on a 20 h block: 1 h of the second entry beyond the balance at the overage rate, 90.00.
+    assert amounts(october) == {f"overage:{block}:entry:{entry}": ("1", 9000, 9000)}
     edit_entry(env, entry, actualHours=5.0)                 # one hour too many, corrected in November
-    env.time("driftwood", 1.0, ts(2026, 11, 8), "After Hours")
+    after_hours = env.time("driftwood", 1.0, ts(2026, 11, 8), "After Hours")
     november = invoice(month_run(env, "2026-11"), drift, "2026-11")
     # November: 1 h After Hours, 150.00; October's block is no longer overdrawn (20 of 20 h): the
     # hour of overage billed in October is credited, -90.00.
-    assert lines(november)["time:After Hours"].amount == 15000
+    assert lines(november)[f"time:entry:{after_hours}"].amount == 15000
     assert sum(l.amount for c, l in lines(november).items() if c.startswith("delta:2026-10:")) == -9000
     assert november.total == 15000 - 9000
 
@@ -408,8 +411,8 @@ def test_a_late_entry_is_billed_by_the_contract_of_its_own_period(tmp_path):
     elm = env.cid("elm")
     break_fix = env.cw.add_agreement(env.co["elm"], "Break/Fix", start="2024-01-01T00:00:00Z")
     env.device(5, "ELM-WS")
-    env.time("elm", 1.0, ts(2026, 11, 11), "Remote Support")
-    assert amounts(invoice(month_run(env, "2026-11"), elm, "2026-11")) == {"time:Remote Support": ("1", 9500, 9500)}
+    remote = env.time("elm", 1.0, ts(2026, 11, 11), "Remote Support")
+    assert amounts(invoice(month_run(env, "2026-11"), elm, "2026-11")) == {f"time:entry:{remote}": ("1", 9500, 9500)}
     # From December 1 Elm is on Managed Gold, which includes remote support.
     env.set_agreement(break_fix, endDate="2026-11-30T00:00:00Z", noEndingDateFlag=False, agreementStatus="Expired")
     env.cw.add_agreement(env.co["elm"], "Managed Gold", start="2026-12-01T00:00:00Z")
@@ -498,7 +501,7 @@ def test_a_missed_monthly_run_bills_each_late_change_once_on_the_first_invoice_a
     late_entry = env.time("elm", 1.0, ts(2026, 10, 20), "After Hours")
     edit_entry(env, cut, actualHours=1.0)
     env.time("elm", 1.0, ts(2026, 11, 20), "Remote Support")
-    env.time("elm", 1.0, ts(2026, 12, 20), "Admin")
+    admin = env.time("elm", 1.0, ts(2026, 12, 20), "Admin")
     env.device(1, "ACME-LATE", created=ts(2026, 10, 3))
     january = month_run(env, "2026-12")
     # November, caught up: 1 h remote (95.00); October's late hour (150.00) and the hour cut
@@ -508,7 +511,7 @@ def test_a_missed_monthly_run_bills_each_late_change_once_on_the_first_invoice_a
     assert amounts(nov)[f"delta:2026-10:time:{cut}"] == ("-1", 15000, -15000)
     assert nov.total == 9500 + 15000 - 15000
     # December: 1 h admin (95.00), and no late change a second time.
-    assert amounts(dec) == {"time:Admin": ("1", 9500, 9500)}
+    assert amounts(dec) == {f"time:entry:{admin}": ("1", 9500, 9500)}
     acme_nov, acme_dec = invoice(january, "acme", "2026-11"), invoice(january, "acme", "2026-12")
     assert acme_nov.total == 2 * 13500 + 13500 and late(acme_nov) == {
         "delta:2026-10:tier:gold:workstation", "delta:2026-10:addon:backup:workstation"}

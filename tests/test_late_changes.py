@@ -153,19 +153,19 @@ def test_an_entry_changed_after_invoicing_is_charged_or_credited_once_and_a_nega
     raised = psa.time("elm", 1.0, at(10, 10), "After Hours")
     dropped = psa.time("elm", 2.0, at(10, 12), "After Hours")
     oct_ = invoice(sync_once(psa.hub()), elm)
-    billed = lines(oct_)["time:After Hours"]
-    rate = billed.unit_amount
-    assert (billed.quantity, billed.amount) == ("3", 3 * rate)
+    rate = lines(oct_)[f"time:entry:{raised}"].unit_amount
+    assert [(c, l.quantity, l.amount) for c, l in lines(oct_).items() if c.startswith("time:")] == [
+        (f"time:entry:{raised}", "1", rate), (f"time:entry:{dropped}", "2", 2 * rate)]
     edit_entry(psa, raised, actualHours=2.0)                      # one more hour found after invoicing
     edit_entry(psa, dropped, billableOption="NoCharge")           # waived after invoicing
-    psa.time("elm", 4.0, at(11, 5), "After Hours")
+    november = psa.time("elm", 4.0, at(11, 5), "After Hours")
     nov = invoice(sync_once(psa.hub(clock=DEC_1)), elm, "2026-11")
     got = deltas(nov)
     up, down = got[f"delta:2026-10:time:{raised}"], got[f"delta:2026-10:time:{dropped}"]
     assert (up.quantity, up.unit_amount, up.amount) == ("1", rate, rate)
     assert (down.quantity, down.unit_amount, down.amount) == ("-2", rate, -2 * rate)
     assert "no charge" in down.rule and "credit" in down.rule and "1 h billed, 2 h now" in up.description
-    assert lines(nov)["time:After Hours"].amount == 4 * rate and nov.total == 3 * rate
+    assert lines(nov)[f"time:entry:{november}"].amount == 4 * rate and nov.total == 3 * rate
     assert nov.status == "create" and set(got) == {f"delta:2026-10:time:{raised}", f"delta:2026-10:time:{dropped}"}
     stripe_nov = [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-11"]
     assert len(stripe_nov) == 1 and stripe_nov[0]["total"] == 3 * rate
@@ -227,10 +227,10 @@ def test_a_period_invoiced_without_detail_is_final(psa):
     strip_detail(hub.store, "acme", "2026-10")
     edit_entry(psa, entry, actualHours=3.0)
     psa.ninja.add_device(1, "WINDOWS_WORKSTATION", created=at(10, 10), last_contact=ts(2026, 11, 25), name="LATE")
-    psa.time("elm", 1.0, at(11, 5), "After Hours")
+    november = psa.time("elm", 1.0, at(11, 5), "After Hours")
     run = sync_once(psa.hub(clock=DEC_1))
     assert deltas(invoice(run, elm, "2026-11")) == {} and deltas(invoice(run, "acme", "2026-11")) == {}
-    assert lines(invoice(run, elm, "2026-11"))["time:After Hours"].quantity == "1"
+    assert lines(invoice(run, elm, "2026-11"))[f"time:entry:{november}"].quantity == "1"
 
 
 def test_a_credit_for_a_client_with_no_next_invoice_is_held_with_its_amount(psa):
@@ -239,7 +239,7 @@ def test_a_credit_for_a_client_with_no_next_invoice_is_held_with_its_amount(psa)
     from hub.planner import build_context, held_credits
     elm = f"connectwise-{psa.co['elm']}"
     waived = psa.time("elm", 2.0, at(10, 12), "After Hours")
-    rate = lines(invoice(sync_once(psa.hub()), elm))["time:After Hours"].unit_amount
+    rate = lines(invoice(sync_once(psa.hub()), elm))[f"time:entry:{waived}"].unit_amount
     # The client leaves at the end of October; an October entry is waived afterwards.
     agreement = next(i for i in psa.cw.ids("agreements") if psa.cw.record("agreements", i)["company"]["id"] == psa.co["elm"])
     psa.cw.agreements.get(agreement).update(agreementStatus="Cancelled", cancelledFlag=True)

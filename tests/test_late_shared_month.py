@@ -48,7 +48,8 @@ def test_each_contract_bills_its_days_of_the_late_device_once_and_names_them(tmp
     assert [(i["ref"], i["days"], i["period"]) for i in gold.items] == [(str(late), "15/30", "2026-11")]
     assert "2026-11-01 to 2026-11-15" in silver.description and "2026-11-16 to 2026-11-30" in gold.description
     assert "Late change for 2026-11" in silver.description
-    assert not december.bill.notes
+    # No device left unbilled to note; the one note says where the prorating option came from.
+    assert december.bill.notes == ('contract options: proration: on (agreement_types.toml [types."Managed Gold"])',)
     # January bills the device for January only: its November shares were billed once, in December.
     january = invoice(month_run(env, "2027-01"), birch, "2027-01")
     assert not [c for c in lines(january) if c.startswith("delta:")]
@@ -100,7 +101,8 @@ def overdrawn_block(tmp_path):
     first = env.time("driftwood", 15.0, ts(2026, 10, 5), agreement_id=block)
     second = env.time("driftwood", 6.0, ts(2026, 10, 8), agreement_id=block)
     october = invoice(month_run(env, "2026-10"), env.cid("driftwood"), "2026-10")
-    assert amounts(october) == {f"overage:{block}": ("1", 9000, 9000)}
+    # The second entry's hour beyond the balance, on a line of its own (time_lines "entry").
+    assert amounts(october) == {f"overage:{block}:entry:{second}": ("1", 9000, 9000)}
     thing = october.snapshot[0]["things"][0]
     assert (thing["kind"], thing["id"], thing["agreement"]) == ("overage", str(second), str(block))
     return env, block, first, second

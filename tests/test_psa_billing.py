@@ -83,11 +83,11 @@ def block_agreement(env):
 
 def test_each_contract_kind_is_billed_by_its_rules(psa):
     agreement = block_agreement(psa)
-    psa.time("acme", 2.0, at(10, 6), "Remote Support")                      # in Gold's services: included
-    psa.time("acme", 0.5, at(10, 7), "Onsite")                              # not in Gold: 1 h minimum at 125
+    remote = psa.time("acme", 2.0, at(10, 6), "Remote Support")             # in Gold's services: included
+    onsite = psa.time("acme", 0.5, at(10, 7), "Onsite")                     # not in Gold: 1 h minimum at 125
     psa.time("driftwood", 5.0, at(10, 8), agreement_id=agreement)          # drawn from the block
-    psa.time("elm", 70 / 60, at(10, 9), "Remote Support")                   # 1.25 h at 95
-    psa.time("elm", 0.5, at(10, 10), "After Hours")                         # 0.5 h at 150
+    elm_remote = psa.time("elm", 70 / 60, at(10, 9), "Remote Support")      # 1.25 h at 95
+    after = psa.time("elm", 0.5, at(10, 10), "After Hours")                 # 0.5 h at 150
     psa.time("elm", 1.0, at(10, 11), "Remote Support", charge_id=77)       # replaced by the flat rate
     psa.time("elm", 0.5, at(10, 11, 14), "Virus Removal", charge_id=77)    # ticket 77: 149 once
     psa.time("elm", 1.0, at(10, 12), billable="NoCharge")
@@ -96,13 +96,14 @@ def test_each_contract_kind_is_billed_by_its_rules(psa):
     report = sync_once(psa.hub())
 
     acme = lines(invoice(report, "acme"))
-    assert acme["time:Onsite"].amount == 12500 and acme["time:Onsite"].quantity == "1"
-    assert "time:Remote Support" not in acme and "tier:gold:workstation" in acme
+    # One line per entry (the default layout of time and materials).
+    assert acme[f"time:entry:{onsite}"].amount == 12500 and acme[f"time:entry:{onsite}"].quantity == "1"
+    assert f"time:entry:{remote}" not in acme and "tier:gold:workstation" in acme
     drift = invoice(report, "connectwise-" + str(psa.co["driftwood"]))
     assert drift.status == "empty" and any(r["reason"] == "drawn_from_block" for r in drift.bill.reported)
     elm = lines(invoice(report, "connectwise-" + str(psa.co["elm"])))
-    assert elm["time:Remote Support"].amount == 11875 and elm["time:Remote Support"].quantity == "1.25"
-    assert elm["time:After Hours"].amount == 7500
+    assert elm[f"time:entry:{elm_remote}"].amount == 11875 and elm[f"time:entry:{elm_remote}"].quantity == "1.25"
+    assert elm[f"time:entry:{after}"].amount == 7500
     assert elm["flat:77"].amount == 14900
     assert elm["product:SSD-1TB"].amount == 21998
     assert sum(l.amount for l in elm.values()) == 11875 + 7500 + 14900 + 21998
@@ -143,11 +144,13 @@ def test_block_threshold_plans_one_renewal_and_one_notice_across_reruns(psa):
 def test_hours_beyond_the_balance_are_billed_as_overage(psa):
     agreement = block_agreement(psa)
     psa.time("driftwood", 15.0, at(10, 5), agreement_id=agreement)
-    psa.time("driftwood", 8.0, at(10, 6), agreement_id=agreement)          # 3 h beyond the 20 h block
+    second = psa.time("driftwood", 8.0, at(10, 6), agreement_id=agreement)  # 3 h beyond the 20 h block
     report = sync_once(psa.hub())
     drift = invoice(report, f"connectwise-{psa.co['driftwood']}")
-    over = lines(drift)[f"overage:{agreement}"]
-    assert over.quantity == "3" and over.unit_amount == 9000 and over.amount == 27000
+    over = [line for code, line in lines(drift).items() if code.startswith(f"overage:{agreement}")]
+    # The hours of the second entry beyond the balance, on its own line (time_lines "entry").
+    assert [(o.code, o.quantity, o.unit_amount, o.amount) for o in over] == [
+        (f"overage:{agreement}:entry:{second}", "3", 9000, 27000)]
 
 
 def test_carry_policy_moves_the_excess_into_the_next_block_instead_of_billing_it(tmp_path):
@@ -166,15 +169,16 @@ def test_a_change_after_invoicing_becomes_a_delta_line_on_the_next_invoice(psa):
     ws_before = lines(oct_acme)["tier:gold:workstation"]
     # A workstation created in October that the RMM reports only now, and a late October entry.
     psa.ninja.add_device(1, "WINDOWS_WORKSTATION", created=at(10, 10), last_contact=SEEN, name="LATE-WS")
-    psa.time("elm", 1.0, at(10, 30), "After Hours")
+    entry = psa.time("elm", 1.0, at(10, 30), "After Hours")
     nov = sync_once(psa.hub(), period="2026-11")
     acme_nov = lines(invoice(nov, "acme", "2026-11"))
     delta = acme_nov["delta:2026-10:tier:gold:workstation"]
     assert delta.quantity == "1" and delta.amount == ws_before.unit_amount and delta.items[0]["name"] == "LATE-WS"
     elm_nov = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))
-    late = elm_nov["time:After Hours:2026-10"]                     # its own line, naming its period
+    late = elm_nov[f"time:entry:{entry}"]                          # its own line, naming its period
     assert late.amount == 15000 and late.items[0]["period"] == "2026-10"
-    assert late.description == f"Late entries of 2026-10: After Hours time (entry {late.items[0]['id']})"
+    assert late.description.startswith(f"Late entry {entry} of 2026-10: 2026-10-30, ")
+    assert late.description.endswith(", jsmith, ticket 0, After Hours, 1 h × 150.00 EUR")
     # The sent October invoices are never rewritten.
     assert sum(1 for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == "invoice:acme:2026-10") == 1
     again = sync_once(psa.hub(), period="2026-10")
@@ -275,7 +279,7 @@ def test_a_connectwise_400_fails_that_action_with_its_error_body(psa):
 
 
 def test_time_of_a_cancelled_invoice_is_billed_by_the_next_one(psa):
-    psa.time("elm", 1.0, at(10, 9), "After Hours")
+    entry = psa.time("elm", 1.0, at(10, 9), "After Hours")
     psa.stripe.fail_next(400, times=2, path="/v1/invoices")          # acme's and elm's invoices
     first = sync_once(psa.hub())
     key = f"invoice:connectwise-{psa.co['elm']}:2026-10"
@@ -283,5 +287,5 @@ def test_time_of_a_cancelled_invoice_is_billed_by_the_next_one(psa):
     hub = psa.hub()
     hub.store.cancel_action(key)
     nov = sync_once(psa.hub(), period="2026-11")
-    line = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))["time:After Hours:2026-10"]
+    line = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))[f"time:entry:{entry}"]
     assert line.amount == 15000 and line.items[0]["period"] == "2026-10"

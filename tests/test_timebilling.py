@@ -35,7 +35,9 @@ BLOCK_20 = BlockSize("20h", F(20), 160000)     # 80.00 EUR per hour
 
 
 def terms(**kw):
-    return TimeTerms(work_types=WORK_TYPES, **kw)
+    """These tests read the rules on lines per work type; each layout of time_lines (one line per
+    entry is the default) is tested in test_time_lines.py."""
+    return TimeTerms(work_types=WORK_TYPES, **{"time_lines": "work_type", **kw})
 
 
 def contract(kind="time_and_materials", agreement=None, **kw):
@@ -165,7 +167,8 @@ def test_psa_rates_differing_within_a_work_type_give_one_line_per_rate():
 
 def test_rounding_happens_once_per_line_half_up():
     odd = WorkType("Odd", rate=3333)                     # 33.33 per hour
-    c = Contract("acme", "Acme", None, "EUR", kind="time_and_materials", time=TimeTerms(work_types={"Odd": odd}))
+    c = Contract("acme", "Acme", None, "EUR", kind="time_and_materials",
+                 time=TimeTerms(work_types={"Odd": odd}, time_lines="work_type"))
     three = [entry(i, "0.25", "Odd") for i in range(3)]
     (line,) = bill_time("acme", c, three, [], OCT).lines
     assert (line.quantity, line.amount) == ("0.75", 2500)    # 2499.75 -> 2500, not 3 × 833 = 2499

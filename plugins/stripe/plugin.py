@@ -17,7 +17,9 @@ An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
    per line. A line is sent as quantity x unit amount when that is the plan's amount to the cent
    (an add_lines line takes its unit amount in ``price_data``, with an inline product named like
    the line; an invoice item in ``unit_amount_decimal``), else as the plan's amount, its
-   description stating the quantity: ``"Support hours (1.5 x 80.00 EUR)"``;
+   description stating the quantity: ``"Support hours (1.5 x 80.00 EUR)"``, unless the hub's
+   text already states it (a time line: ``"2026-11-03, jdoe, ticket 4521, Remote Support,
+   1.25 h × 95.00 EUR"``), which is then sent as it is;
 5. the draft's subtotal checked against the plan's lines: if they differ (a line added in the
    dashboard...), the draft is left as it is and the push fails, naming both totals;
 6. ``POST /v1/invoices/{id}/finalize`` -- unless the payload says ``"finalize": false``: then the
@@ -55,6 +57,7 @@ to rebuild the links and the outbox of a lost store.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -79,6 +82,10 @@ SETTING_KEYS = {"base_url", "api_key_env", "api_key_file", "days_until_due", "co
 # invoice items (https://docs.stripe.com/changelog/2016-02-22/no-more-than-250-invoice-items,
 # raisable on request). Chunks of 50 keep each request small; MSP invoices rarely need two.
 LINES_PER_REQUEST = 50
+MAX_LINES = 250                 # invoice items per invoice (above)
+# A line's description (and the inline product's name, made from it) is at most 5000 characters
+# (maxLength of `description` on POST /v1/invoiceitems and of `product_data.name`, Stripe's OpenAPI).
+MAX_DESCRIPTION = 5000
 MAX_IDEMPOTENCY_KEY = 255
 # Currencies whose minor unit is not 1/100 (https://docs.stripe.com/currencies#zero-decimal).
 _ZERO_DECIMAL = {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND",
@@ -167,8 +174,10 @@ def check_payload(action: Action) -> dict[str, Any]:
     """The invoice payload, or a MappingError naming what is missing or wrong.
 
     Refused: a missing field, a line without code, description or integer amount, a quantity
-    that is not a number, a ``finalize`` that is not true or false, and lines whose amounts do not
-    add up to the payload's ``total`` (nothing is sent that would not bill the plan's total).
+    that is not a number, a description Stripe would refuse (over ``MAX_DESCRIPTION`` characters as
+    sent), more lines than an invoice takes (``MAX_LINES``), a ``finalize`` that is not true or
+    false, and lines whose amounts do not add up to the payload's ``total`` (nothing is sent that
+    would not bill the plan's total).
     """
     payload = action.payload or {}
     missing = [k for k in ("client_name", "currency", "period_start", "period_end", "lines")
@@ -186,6 +195,15 @@ def check_payload(action: Action) -> dict[str, Any]:
         if "quantity" in line and _decimal(line["quantity"]) is None:
             raise MappingError(f"action {action.key}: line {i} ({line['code']}) quantity "
                                f"{line['quantity']!r} is not a number")
+        sent = line_description(line, str(payload["currency"]))
+        if len(sent) > MAX_DESCRIPTION:
+            raise MappingError(f"action {action.key}: line {i} ({line['code']}) description has {len(sent)} "
+                               f"characters, Stripe takes at most {MAX_DESCRIPTION}; shorten it where it is made. "
+                               f"Nothing was sent")
+    if len(payload["lines"]) > MAX_LINES:
+        raise MappingError(f"action {action.key}: the invoice has {len(payload['lines'])} lines, Stripe takes at most "
+                           f"{MAX_LINES} per invoice; give this client's contract fewer lines (time_lines = "
+                           f"\"ticket\" or \"work_type\" in its contract or agreement type). Nothing was sent")
     if "finalize" in payload and not isinstance(payload["finalize"], bool):
         raise MappingError(f"action {action.key}: payload finalize must be true or false, "
                            f"got {payload['finalize']!r}")
@@ -271,11 +289,24 @@ def whole_quantity(line: dict[str, Any]) -> int | None:
     return int(quantity)
 
 
+def states_quantity(line: dict[str, Any], currency: str) -> bool:
+    """Whether the line's own description states its quantity × unit amount, as the hub's time
+    lines do (``"... Remote Support, 1.25 h × 95.00 EUR"``)."""
+    unit = line.get("unit_amount")
+    if "quantity" not in line or isinstance(unit, bool) or not isinstance(unit, int):
+        return False
+    said = rf"(?<![\d.]){re.escape(str(line['quantity']))}(?: h)? [×x] {re.escape(format_amount(unit, currency))}"
+    return re.search(said, str(line["description"])) is not None
+
+
 def line_description(line: dict[str, Any], currency: str) -> str:
     """The description of a line sent as one amount: ``"Support (1.5 x 80.00 EUR)"`` when the
-    line has a quantity other than 1 and a unit amount, else the line's own description."""
+    line has a quantity other than 1 and a unit amount that its description does not state
+    (``states_quantity``), else the line's own description."""
     quantity, unit = _decimal(line.get("quantity")), line.get("unit_amount")
     if quantity is None or quantity == 1 or isinstance(unit, bool) or not isinstance(unit, int):
+        return str(line["description"])
+    if states_quantity(line, currency):
         return str(line["description"])
     return f"{line['description']} ({line['quantity']} x {format_amount(unit, currency)})"
 
