@@ -1,0 +1,177 @@
+"""Agreement additions drive contracts: an MSP whose contracts are ConnectWise agreements runs with
+no contracts.toml and no links.toml (examples/psa-driven/), its additions switching add-ons on,
+counting several classes and naming a tier; end to end against the simulators."""
+
+import re
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from hub.config import load_config
+from hub.engine import Hub, sync_once
+from hub.errors import ConfigError
+from hub.mappings import load_mappings
+from hub.testing import serve
+from plugins.connectwise.simulator import ConnectWiseSimulator
+from plugins.ninjaone.simulator import NinjaOneSimulator
+from plugins.stripe.simulator import StripeSimulator
+from tests.conftest import NOW, ROOT, SEEN
+
+EXAMPLE = ROOT / "examples" / "psa-driven"
+CREATED = datetime(2026, 6, 1, tzinfo=timezone.utc).timestamp()
+
+
+def _set(text: str, section: str, key: str, value: str) -> str:
+    """``key = "..."`` of ``[section]`` set to ``value`` (the example's simulator addresses and ids)."""
+    head = text.index(f"[{section}]")
+    end = text.find("\n[", head + 1)
+    end = len(text) if end < 0 else end
+    part, n = re.subn(rf'(?m)^{key} = "[^"]*"', f'{key} = "{value}"', text[head:end], count=1)
+    assert n == 1, f"{section}.{key} not in the example"
+    return text[:head] + part + text[end:]
+
+
+class PsaDriven:
+    """The example folder copied, the three simulators served over HTTP and its config pointing at them."""
+
+    def __init__(self, tmp_path: Path):
+        self.folder = tmp_path / "psa-driven"
+        shutil.copytree(EXAMPLE, self.folder)
+        self.ninja = NinjaOneSimulator(seed=5, organizations=0, devices=0, now=SEEN)
+        self.cw = ConnectWiseSimulator(seed=5, companies=0, agreements=0, time_entries=0, products=0,
+                                       now=time.time())
+        self.stripe = StripeSimulator(api_key="sk_test_psa_driven")
+        self.orgs, self.co = {}, {}
+        for name in ("Acme Dental", "Birchwood Legal"):
+            self.orgs[name] = self.ninja.add_organization(name)
+            self.co[name] = self.cw.add_company(name)
+
+    def devices(self, name: str, node_class: str, n: int) -> None:
+        for _ in range(n):
+            self.ninja.add_device(self.orgs[name], node_class, created=CREATED, last_contact=SEEN)
+
+    def client(self, name: str) -> str:
+        return f"connectwise-{self.co[name]}"
+
+    def sync(self, urls: dict[str, str], clock=NOW):
+        config = self.folder / "msp-hub.toml"
+        text = config.read_text()
+        text = _set(text, "connectors.ninjaone", "base_url", urls["ninja"])
+        text = _set(text, "connectors.connectwise", "site", urls["cw"])
+        text = _set(text, "connectors.stripe", "base_url", urls["stripe"])
+        config.write_text(text)
+        cfg = load_config(config, environ={"NINJAONE_CLIENT_SECRET": self.ninja.client_secret,
+                                           "CONNECTWISE_PRIVATE_KEY": self.cw.private_key,
+                                           "STRIPE_API_KEY": self.stripe.api_key})
+        hub = Hub(cfg, clock=lambda: clock)
+        try:
+            return sync_once(hub)
+        finally:
+            hub.close()
+
+
+def _invoice(report, client, period="2026-10"):
+    return next(p for p in report.plan if p.client_id == client and p.period == period and p.kind == "invoice"
+                and p.action.key.startswith("invoice:"))
+
+
+def _quantities(report, client):
+    return {q.product: q for q in report.quantities if q.client_id == client}
+
+
+def test_the_example_has_no_contract_file_and_its_additions_load():
+    folder = EXAMPLE / "mappings"
+    assert not (folder / "contracts.toml").exists() and not (folder / "links.toml").exists()
+    assert not (folder / "contracts").exists()
+    m = load_mappings(folder)
+    assert m.contracts == {} and m.links == {}
+    backup = m.addition_products["BACKUP-DEV"]
+    assert (backup.addon, backup.classes) == ("backup", frozenset({"workstation", "server"}))
+    silver = m.addition_products["ARGENT-POSTE"]
+    assert (silver.tier, silver.classes) == ("silver", frozenset({"workstation"}))
+
+
+def test_psa_driven_msp_bills_add_ons_and_tiers_from_agreement_additions(tmp_path):
+    env = PsaDriven(tmp_path)
+    env.devices("Acme Dental", "WINDOWS_WORKSTATION", 5)
+    env.devices("Acme Dental", "WINDOWS_SERVER", 2)
+    env.devices("Birchwood Legal", "WINDOWS_WORKSTATION", 3)
+    env.devices("Birchwood Legal", "WINDOWS_SERVER", 1)
+    acme = env.cw.add_agreement(env.co["Acme Dental"], "Managed Gold")
+    env.cw.add_addition(acme, "MS-WS", quantity=5)
+    env.cw.add_addition(acme, "MS-SRV", quantity=2)
+    backup = env.cw.add_addition(acme, "BACKUP-DEV", quantity=6, unit_price=15.0)   # 7 devices: one more
+    birch = env.cw.add_agreement(env.co["Birchwood Legal"], "Managed Gold")
+    env.cw.add_addition(birch, "ARGENT-POSTE", quantity=3, unit_price=100.0)
+    env.cw.add_addition(birch, "MS-SRV", quantity=1)
+    env.cw.add_addition(birch, "BACKUP-DEV", quantity=4, unit_price=15.0, cancelled="2026-09-30T00:00:00Z")
+
+    with serve(env.ninja.handler) as n, serve(env.cw.handler) as c, serve(env.stripe.handler) as s:
+        report = env.sync({"ninja": n, "cw": c, "stripe": s})
+
+    assert not report.errors, report.errors
+    a = _invoice(report, env.client("Acme Dental"))
+    lines = {l.code: l for l in a.bill.lines}
+    # The agreement type (Managed Gold) has no add-on: backup is on because of the BACKUP-DEV addition,
+    # counting its workstations and its servers.
+    assert set(lines) == {"tier:gold:workstation", "tier:gold:server", "addon:backup:workstation",
+                          "addon:backup:server"}
+    assert (lines["addon:backup:workstation"].quantity, lines["addon:backup:workstation"].amount) == ("5", 7500)
+    assert (lines["addon:backup:server"].quantity, lines["addon:backup:server"].amount) == ("2", 9000)
+    assert "switched on by an agreement addition" in lines["addon:backup:server"].rule
+    assert a.status == "create"
+    q = _quantities(report, env.client("Acme Dental"))
+    assert (q["BACKUP-DEV"].psa_quantity, q["BACKUP-DEV"].rmm_count, q["BACKUP-DEV"].status) == (6, 7, "update")
+    assert q["BACKUP-DEV"].line_codes == ("addon:backup:server", "addon:backup:workstation")
+    assert (q["MS-WS"].rmm_count, q["MS-WS"].status) == (5, "ok")
+    assert (q["MS-SRV"].rmm_count, q["MS-SRV"].status) == (2, "ok")
+    # The reconciled quantity reached the PSA.
+    assert env.cw.record("additions", backup)["quantity"] == 7
+
+    b = _invoice(report, env.client("Birchwood Legal"))
+    lines = {l.code: l for l in b.bill.lines}
+    # ARGENT-POSTE bills Birchwood's workstations at Silver, its server stays at the agreement's Gold;
+    # its backup addition was cancelled before the period's end: no backup.
+    assert set(lines) == {"tier:silver:workstation", "tier:gold:server"}
+    assert (lines["tier:silver:workstation"].quantity, lines["tier:silver:workstation"].amount) == ("3", 30000)
+    assert "by agreement addition ARGENT-POSTE" in lines["tier:silver:workstation"].rule
+    assert lines["tier:gold:server"].amount == 24000
+    q = _quantities(report, env.client("Birchwood Legal"))
+    assert (q["ARGENT-POSTE"].line_code, q["ARGENT-POSTE"].rmm_count, q["ARGENT-POSTE"].status) == \
+        ("tier:silver:workstation", 3, "ok")
+    assert (q["MS-SRV"].line_code, q["MS-SRV"].status) == ("tier:gold:server", "ok")
+    assert "BACKUP-DEV" not in q
+
+    invoices = {i["metadata"]["msp_hub_action_key"]: i for i in env.stripe.list_objects("invoice")}
+    assert invoices[f"invoice:{env.client('Acme Dental')}:2026-10"]["total"] == 5 * 12000 + 2 * 24000 + 7500 + 9000
+    assert invoices[f"invoice:{env.client('Birchwood Legal')}:2026-10"]["total"] == 30000 + 24000
+
+
+@pytest.mark.parametrize("table, key, words", [
+    ('[additions."BK"]\naddon = "backups"\n', "additions.BK.addon", "unknown add-on 'backups'"),
+    ('[additions."AP"]\ntier = "argent"\n', "additions.AP.tier", "unknown tier 'argent'"),
+    ('[additions."BK"]\naddon = "backup"\nclasses = ["sever"]\n', "additions.BK.classes",
+     "device class 'sever'"),
+    ('[additions."BK"]\naddon = "backup"\ntier = "silver"\n', "additions.BK", "both add-on 'backup' and tier"),
+    ('[additions."BK"]\naddon = "backup"\nclasses = []\n', "additions.BK.classes", "is empty"),
+    ('[additions."BK"]\naddon = "backup"\ncolour = "red"\n', "additions.BK.colour", ""),
+    ('[additions."AP"]\ntier = "silver"\nclasses = ["network"]\n', "additions.AP.classes",
+     "tier 'silver' does not price"),
+    ('[additions."BK"]\naddon = "backup"\nclasses = ["network"]\n', "additions.BK.classes",
+     "add-on 'backup' does not price"),
+])
+def test_a_wrong_addition_table_names_the_file_key_line_and_fix(tmp_path, table, key, words):
+    folder = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", folder)
+    (folder / "contracts.toml").unlink()
+    (folder / "agreement_types.toml").write_text('[types."Managed Gold"]\nkind = "managed"\ntier = "gold"\n\n' + table)
+    with pytest.raises(ConfigError) as exc:
+        load_mappings(folder)
+    text = str(exc.value)
+    last = key.rsplit(".", 1)[1]
+    line = next((5 + n for n, row in enumerate(table.splitlines()) if row.startswith(f"{last} =")), 5)
+    assert f"agreement_types.toml, line {line}, key '{key}'" in text, text
+    assert words in text and "fix:" in text
