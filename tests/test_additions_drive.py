@@ -175,3 +175,94 @@ def test_a_wrong_addition_table_names_the_file_key_line_and_fix(tmp_path, table,
     line = next((5 + n for n, row in enumerate(table.splitlines()) if row.startswith(f"{last} =")), 5)
     assert f"agreement_types.toml, line {line}, key '{key}'" in text, text
     assert words in text and "fix:" in text
+
+
+# --- against the in-process simulators (tests/test_psa_billing.py's setup) ------------------------
+
+from tests.test_psa_billing import PsaEnv, at, invoice, lines  # noqa: E402
+
+
+def _agreement(env, company, type_name="Managed Silver"):
+    return env.cw.add_agreement(env.co[company], type_name)
+
+
+def test_a_contract_in_mappings_wins_and_the_plan_names_the_ignored_additions(tmp_path):
+    env = PsaEnv(tmp_path)
+    gold = _agreement(env, "acme", "Managed Gold")        # acme has a contract in mappings/contracts.toml
+    env.cw.add_addition(gold, "ARGENT-POSTE", quantity=3)
+    env.cw.add_addition(gold, "MAIL-SEC", quantity=3)
+    report = sync_once(env.hub(), dry_run=True)
+    acme = lines(invoice(report, "acme"))
+    assert "tier:silver:workstation" not in acme and "tier:gold:workstation" in acme
+    assert not [c for c in acme if c.startswith("addon:email_security")]
+    ignored = [d for d in report.discrepancies if d.kind == "additions_ignored"]
+    assert len(ignored) == 1 and ignored[0].subject == "acme"
+    assert "ARGENT-POSTE" in ignored[0].message and "MAIL-SEC" in ignored[0].message
+    assert "contracts.toml wins over the PSA" in ignored[0].message
+
+
+def test_two_additions_naming_two_tiers_for_one_class_hold_the_client(tmp_path):
+    env = PsaEnv(tmp_path)
+    with open(env.mappings / "agreement_types.toml", "a") as f:
+        f.write('\n[additions."OR-POSTE"]\ntier = "gold"\nclasses = ["workstation"]\n')
+    silver = _agreement(env, "birchwood")
+    env.cw.add_addition(silver, "ARGENT-POSTE", quantity=3)
+    env.cw.add_addition(silver, "OR-POSTE", quantity=3)
+    report = sync_once(env.hub())
+    birch = invoice(report, f"connectwise-{env.co['birchwood']}")
+    assert (birch.status, birch.cause) == ("held", "error")
+    problem = next(r for r in birch.reasons if "two tiers" in r)
+    assert "ARGENT-POSTE" in problem and "OR-POSTE" in problem and "cancel one of them" in problem
+    assert not [i for i in env.invoices() if i["metadata"]["msp_hub_client_id"] == birch.client_id]
+    # Other clients are billed.
+    assert invoice(report, "acme").status == "create"
+
+
+def test_an_add_on_addition_on_an_agreement_that_bills_no_devices_holds_the_client(tmp_path):
+    env = PsaEnv(tmp_path)
+    breakfix = _agreement(env, "elm", "Break/Fix")
+    env.cw.add_addition(breakfix, "BACKUP-DEV", quantity=4)
+    report = sync_once(env.hub(), dry_run=True)
+    elm = invoice(report, f"connectwise-{env.co['elm']}")
+    assert elm.status == "held"
+    assert any("BACKUP-DEV" in r and "bills no devices" in r for r in elm.reasons)
+
+
+def test_only_billable_effective_additions_switch_an_add_on_on(tmp_path):
+    env = PsaEnv(tmp_path)
+    silver = _agreement(env, "birchwood")
+    env.cw.add_addition(silver, "BACKUP-DEV", quantity=4, bill_customer="DoNotBill")
+    env.cw.add_addition(silver, "MAIL-SEC", quantity=4, effective="2026-11-01T00:00:00Z")   # after October
+    report = sync_once(env.hub(), dry_run=True)
+    birch = lines(invoice(report, f"connectwise-{env.co['birchwood']}"))
+    assert "tier:silver:workstation" in birch
+    assert not [c for c in birch if c.startswith("addon:")]
+
+
+def test_an_add_on_from_a_cancelled_addition_stops_and_its_month_keeps_what_it_billed(tmp_path):
+    env = PsaEnv(tmp_path)
+    silver = _agreement(env, "birchwood")
+    backup = env.cw.add_addition(silver, "BACKUP-DEV", quantity=1)
+    october = sync_once(env.hub())
+    birch = f"connectwise-{env.co['birchwood']}"
+    oct_lines = lines(invoice(october, birch))
+    assert "addon:backup:workstation" in oct_lines
+    snapshot = next(p for p in october.plan if p.client_id == birch and p.kind == "invoice").snapshot
+    assert any(t["on"] == "addon:backup" for line in snapshot for t in line["things"])
+
+    # Cancelled on 10 November; a workstation created in October is reported only now.
+    env.cw.add_addition(silver, "BACKUP-DEV", quantity=1, id=backup, cancelled="2026-11-10T00:00:00Z")
+    env.cw.touch("agreements", [silver])
+    org = int(next(c.source_id for c in env.hub().store.iter_clients() if c.name == "Birchwood Legal"
+                   and c.source == "ninjaone"))
+    env.ninja.add_device(org, "WINDOWS_WORKSTATION", created=at(10, 10), last_contact=SEEN, name="LATE-WS")
+    december = datetime(2026, 12, 3, 12, tzinfo=timezone.utc)
+    november = sync_once(env.hub(clock=december), period="2026-11")
+    nov = lines(invoice(november, birch, "2026-11"))
+    assert not [c for c in nov if c.startswith("addon:")]            # no longer in force at November's end
+    late = nov["delta:2026-10:addon:backup:workstation"]              # October billed backup: once, for it
+    assert late.quantity == "1" and late.items[0]["name"] == "LATE-WS"
+    assert late.unit_amount == oct_lines["addon:backup:workstation"].unit_amount
+    assert "delta:2026-10:tier:silver:workstation" in nov
+    again = sync_once(env.hub(clock=datetime(2027, 1, 4, 12, tzinfo=timezone.utc)), period="2026-12")
+    assert not [c for c in lines(invoice(again, birch, "2026-12")) if c.startswith("delta:2026-10")]
