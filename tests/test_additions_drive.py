@@ -266,3 +266,22 @@ def test_an_add_on_from_a_cancelled_addition_stops_and_its_month_keeps_what_it_b
     assert "delta:2026-10:tier:silver:workstation" in nov
     again = sync_once(env.hub(clock=datetime(2027, 1, 4, 12, tzinfo=timezone.utc)), period="2026-12")
     assert not [c for c in lines(invoice(again, birch, "2026-12")) if c.startswith("delta:2026-10")]
+
+
+def test_a_late_device_of_a_month_billed_at_two_tiers_by_an_addition_is_billed_at_its_class_tier(tmp_path):
+    env = PsaEnv(tmp_path)
+    gold = _agreement(env, "birchwood", "Managed Gold")
+    env.cw.add_addition(gold, "ARGENT-POSTE", quantity=1)
+    birch = f"connectwise-{env.co['birchwood']}"
+    october = lines(invoice(sync_once(env.hub()), birch))
+    assert {"tier:silver:workstation", "tier:gold:server"} <= set(october)
+    org = int(next(c.source_id for c in env.hub().store.iter_clients() if c.name == "Birchwood Legal"
+                   and c.source == "ninjaone"))
+    env.ninja.add_device(org, "WINDOWS_WORKSTATION", created=at(10, 10), last_contact=SEEN, name="LATE-WS")
+    env.ninja.add_device(org, "WINDOWS_SERVER", created=at(10, 10), last_contact=SEEN, name="LATE-SRV")
+    november = sync_once(env.hub(clock=datetime(2026, 12, 3, 12, tzinfo=timezone.utc)), period="2026-11")
+    nov = lines(invoice(november, birch, "2026-11"))
+    ws, srv = nov["delta:2026-10:tier:silver:workstation"], nov["delta:2026-10:tier:gold:server"]
+    assert (ws.items[0]["name"], ws.unit_amount) == ("LATE-WS", october["tier:silver:workstation"].unit_amount)
+    assert (srv.items[0]["name"], srv.unit_amount) == ("LATE-SRV", october["tier:gold:server"].unit_amount)
+    assert not [c for c in nov if c.startswith("delta:") and c not in (ws.code, srv.code)]
