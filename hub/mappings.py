@@ -7,7 +7,8 @@ Files:
                            on the plan), ``unlisted = "not_billed" | "error"`` (a node class no
                            section names), and ``[<source>]`` vendor node class -> hub device class
   ``time.toml``            ``[defaults]``, ``[work_types."<name>"]``, ``[blocks."<id>"]``
-  ``agreement_types.toml`` ``[types."<PSA agreement type>"]`` contract terms, ``[additions]``
+  ``agreement_types.toml`` ``[types."<PSA agreement type>"]`` contract terms, ``[additions]`` what
+                           each agreement addition bills: an add-on, a tier, the classes it counts
   ``links.toml``           ``[clients.<id>]`` name and the client's id in each system
   ``alert_rules.toml``     see hub.alerting
   ``contracts.toml`` and/or ``contracts/*.toml``   ``[clients.<client id>]`` one contract each
@@ -618,9 +619,7 @@ def addition_terms(origin: str, client_name: str, terms: dict[str, Any], additio
         classes = ", ".join(sorted(spec.classes)) if spec.classes else None
         if spec.addon is not None:
             if spec.addon in terms["addons"]:
-                said.append(f"{what}: add-on {spec.addon} is already in the agreement type; the addition is "
-                            f"reconciled with its count")
-                continue
+                continue          # the type's own add-on, counted by its rule: the addition is only reconciled
             if spec.addon not in addons:
                 addons.append(spec.addon)
                 addon_classes[spec.addon] = spec.classes

@@ -1,8 +1,9 @@
 """Agreement quantities: the PSA's quantity, the RMM's count, and the reconciled quantity.
 
 For each per-device agreement addition, the quantity the PSA bills should be the number of
-devices the invoice counted on the lines it carries (an add-on or a tier, one class or several) (BILLING.md, "Devices": a mid-period device counts as one). The
-reconciled quantity is written back unless a guardrail holds it for approval.
+devices the invoice counted on the lines it carries (an add-on's or a tier's, one class or several;
+BILLING.md, "Devices": a mid-period device counts as one). The reconciled quantity is written back
+unless a guardrail holds it for approval.
 """
 
 from __future__ import annotations

@@ -285,3 +285,41 @@ def test_a_late_device_of_a_month_billed_at_two_tiers_by_an_addition_is_billed_a
     assert (ws.items[0]["name"], ws.unit_amount) == ("LATE-WS", october["tier:silver:workstation"].unit_amount)
     assert (srv.items[0]["name"], srv.unit_amount) == ("LATE-SRV", october["tier:gold:server"].unit_amount)
     assert not [c for c in nov if c.startswith("delta:") and c not in (ws.code, srv.code)]
+
+
+# --- the contract an agreement and its additions stand for ----------------------------------------
+
+from hub.mappings import contract_from_agreement  # noqa: E402
+from hub.records import Agreement, AgreementAddition  # noqa: E402
+
+
+def _addition(i, product, *, agreement="40", cancelled=None, effective=None, bill="billable"):
+    return AgreementAddition("connectwise", str(i), agreement, "250", product, "", "1", 0, "EUR", bill,
+                             effective_date=effective, cancelled_date=cancelled)
+
+
+def _contract(type_name, additions, on="2026-10-31"):
+    m = load_mappings(ROOT / "mappings")
+    a = Agreement("connectwise", "40", "250", "Acme", type_name, "active", "2024-01-01")
+    return contract_from_agreement("c", "Acme", {}, a, m, additions, on)
+
+
+def test_the_add_on_of_the_type_stays_its_own_and_additions_of_one_add_on_add_up_their_classes():
+    platinum = _contract("Managed Platinum", [_addition(1, "BACKUP-WS")])
+    assert (platinum.addons, platinum.addon_classes, platinum.from_additions) == (("backup",), {}, ())
+    gold = _contract("Managed Gold", [_addition(1, "BACKUP-WS"), _addition(2, "BACKUP-SRV"),
+                                      _addition(3, "MAIL-SEC", agreement="41")])     # another agreement's
+    assert gold.addons == ("backup",)
+    assert gold.addon_classes == {"backup": frozenset({"workstation", "server"})}
+    assert [s.split(":")[0] for s in gold.from_additions] == [
+        "addition BACKUP-SRV (id 2) of connectwise agreement 40 (Managed Gold)",
+        "addition BACKUP-WS (id 1) of connectwise agreement 40 (Managed Gold)"]
+
+
+@pytest.mark.parametrize("kw, active", [
+    ({}, True), ({"cancelled": "2026-10-31"}, False), ({"cancelled": "2026-11-01"}, True),
+    ({"effective": "2026-10-31"}, True), ({"effective": "2026-11-01"}, False), ({"bill": "no_charge"}, False),
+])
+def test_an_addition_acts_when_billable_effective_and_not_cancelled_on_the_day(kw, active):
+    c = _contract("Managed Gold", [_addition(1, "ARGENT-POSTE", **kw)])
+    assert (c.class_tiers == {"workstation": ("silver", "ARGENT-POSTE")}) is active
