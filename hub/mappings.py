@@ -315,7 +315,7 @@ class AdditionSchema(Schema):
 
 class AgreementTypesFile(Schema):
     types: dict[str, dict[str, Any]] = {}
-    additions: dict[str, str | dict[str, Any]] = {}
+    additions: dict[str, Any] = {}          # a string or a table each (checked by _load_agreement_types)
 
 
 class ContractsFile(Schema):
@@ -670,6 +670,11 @@ def _load_agreement_types(path: Path, m: Mappings, classes: set[str]) -> None:
         if isinstance(spec, str):
             _check_addition_string(product, spec, m, classes, file=file, text=text)
             products[product] = spec
+        elif not isinstance(spec, dict):
+            raise config_error(f"must be a string or a table, got {spec!r}", file=file,
+                               key=key_path(("additions", product)), line=line_of(text, ("additions", product)),
+                               fix=f"write \"{product}\" = \"workstation\" (a class, or \"<add-on>/<class>\"), or a "
+                                   f"table [additions.\"{product}\"] with addon or tier and classes")
         else:
             products[product] = _addition_table(product, spec, m, classes, file=file, text=text)
     m.addition_products = products

@@ -162,6 +162,7 @@ def test_psa_driven_msp_bills_add_ons_and_tiers_from_agreement_additions(tmp_pat
      "tier 'silver' does not price"),
     ('[additions."BK"]\naddon = "backup"\nclasses = ["network"]\n', "additions.BK.classes",
      "add-on 'backup' does not price"),
+    ('[additions]\n"MS-WS" = 3\n', "additions.MS-WS", "must be a string or a table, got 3"),
 ])
 def test_a_wrong_addition_table_names_the_file_key_line_and_fix(tmp_path, table, key, words):
     folder = tmp_path / "mappings"
@@ -172,7 +173,7 @@ def test_a_wrong_addition_table_names_the_file_key_line_and_fix(tmp_path, table,
         load_mappings(folder)
     text = str(exc.value)
     last = key.rsplit(".", 1)[1]
-    line = next((5 + n for n, row in enumerate(table.splitlines()) if row.startswith(f"{last} =")), 5)
+    line = next((5 + n for n, row in enumerate(table.splitlines()) if re.match(rf'"?{last}"? =', row)), 5)
     assert f"agreement_types.toml, line {line}, key '{key}'" in text, text
     assert words in text and "fix:" in text
 
