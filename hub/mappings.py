@@ -11,7 +11,8 @@ Files:
                            overridden per agreement type or per contract (``load_defaults``)
   ``time.toml``            ``[defaults]`` (its time options; still read), ``[work_types."<name>"]``,
                            ``[blocks."<id>"]``
-  ``agreement_types.toml`` ``[types."<PSA agreement type>"]`` contract terms, ``[additions]``
+  ``agreement_types.toml`` ``[types."<PSA agreement type>"]`` contract terms, ``[additions]`` what
+                           each agreement addition bills: an add-on, a tier, the classes it counts
   ``links.toml``           ``[clients.<id>]`` name and the client's id in each system
   ``alert_rules.toml``     see hub.alerting
   ``contracts.toml`` and/or ``contracts/*.toml``   ``[clients.<client id>]`` one contract each
@@ -32,7 +33,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterable, Literal
 
 from pydantic import Field, PlainValidator, TypeAdapter, ValidationError, field_validator
 
@@ -146,6 +147,38 @@ class Contract:
     # (a contract in mappings/ is in force every day).
     start: str | None = None
     end: str | None = None
+    # What the agreement's active additions change (``[additions]`` of agreement_types.toml): the
+    # classes an add-on they switched on counts (None: the add-on's own), the tier a device class
+    # is billed at (class -> (tier, product)), and what each of them did, said on the plan.
+    addon_classes: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    class_tiers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    from_additions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdditionProduct:
+    """What a PSA agreement addition (a catalog item) bills and counts, by ``[additions]``.
+
+    ``addon``: an active addition switches that add-on on for the client's contract and counts
+    the devices it bills; ``tier``: the devices of ``classes`` are billed at that tier, whatever
+    the agreement type's; neither: it counts devices billed under the agreement's tier.
+    ``classes`` None: every device billed under the tier (an add-on: the devices it counts).
+    """
+
+    product: str
+    addon: str | None = None
+    tier: str | None = None
+    classes: frozenset[str] | None = None
+
+
+def addition_product(product: str, spec: "str | AdditionProduct") -> AdditionProduct:
+    """An ``[additions]`` entry as written: ``"workstation"``, ``"backup/server"`` or a table."""
+    if isinstance(spec, AdditionProduct):
+        return spec
+    if "/" in spec:
+        addon, dclass = spec.split("/", 1)
+        return AdditionProduct(product, addon=addon, classes=frozenset({dclass}))
+    return AdditionProduct(product, classes=frozenset({spec}))
 
 
 @dataclass
@@ -169,7 +202,9 @@ class Mappings:
     time: TimeTerms = field(default_factory=TimeTerms)             # defaults every contract starts from
     blocks: dict[str, BlockSize] = field(default_factory=dict)
     agreement_types: dict[str, dict[str, Any]] = field(default_factory=dict)  # PSA type name -> contract terms
-    addition_products: dict[str, str] = field(default_factory=dict)  # catalog item -> what it counts
+    # catalog item -> what it counts: the string form as written ("workstation", "backup/server"),
+    # or an AdditionProduct (table form); ``addition_product`` reads both.
+    addition_products: dict[str, "str | AdditionProduct"] = field(default_factory=dict)
     links: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # client id -> (name, links)
     alert_rules: Any = None                                        # hub.alerting.AlertRules
 
@@ -306,9 +341,17 @@ class ContractSchema(TermsSchema):
 CONTRACT_KEYS = set(ContractSchema.model_fields)
 
 
+class AdditionSchema(Schema):
+    """A table of ``[additions]``: ``addon`` or ``tier`` (or neither), and the classes it counts."""
+
+    addon: str | None = None
+    tier: str | None = None
+    classes: list[str] | None = None
+
+
 class AgreementTypesFile(Schema):
     types: dict[str, dict[str, Any]] = {}
-    additions: dict[str, str] = {}
+    additions: dict[str, Any] = {}          # a string or a table each (checked by _load_agreement_types)
 
 
 class ContractsFile(Schema):
@@ -556,10 +599,14 @@ def parse_contract(client_id: str, raw: Any, m: "Mappings", *, file: str, text: 
                     agreement=c.agreement, **terms)
 
 
-def contract_from_agreement(client_id: str, name: str, links: dict[str, str], agreement, m: "Mappings") -> Contract:
-    """The hub contract a PSA agreement stands for, by its type (``agreement_types.toml``).
+def contract_from_agreement(client_id: str, name: str, links: dict[str, str], agreement, m: "Mappings",
+                            additions: Iterable = (), on: str | None = None) -> Contract:
+    """The hub contract a PSA agreement stands for, by its type (``agreement_types.toml``), with
+    what its additions active on the day ``on`` (ISO date; None: not cancelled) change: an add-on
+    they switch on, a tier they name for classes (``addition_terms``).
 
-    Raises MappingError naming the agreement, its type and the fix when the type is not mapped.
+    Raises MappingError naming the agreement, its type and the fix when the type is not mapped, or
+    naming the additions when they cannot be applied (two tiers for one class...).
     """
     from hub.errors import MappingError
     raw = m.agreement_types.get(agreement.type_name)
@@ -581,10 +628,77 @@ def contract_from_agreement(client_id: str, name: str, links: dict[str, str], ag
             first = same or BlockSize(f"{format(float(hours), 'g')}h", hours,
                                       round(time.block.price * hours / time.block.hours))
             terms["time"] = _replace(time, renewal=time.renewal or time.block, block=first)
+    origin = f"{agreement.source} agreement {agreement.source_id} ({agreement.type_name})"
+    mine = [a for a in additions if a.agreement_source_id == agreement.source_id]
+    terms.update(addition_terms(origin, name, terms, mine, m, on))
     return Contract(client_id, name, currency=m.currency, links=dict(links),
-                    file=file, agreement=agreement.source_id,
-                    origin=f"{agreement.source} agreement {agreement.source_id} ({agreement.type_name})",
+                    file=file, agreement=agreement.source_id, origin=origin,
                     start=agreement.start_date or None, end=agreement.end_date or None, **terms)
+
+
+def addition_active(addition, on: str | None) -> bool:
+    """Whether an agreement addition bills on the day ``on`` (ISO date; None: any day it is not
+    cancelled): billed to the customer, effective by then, not cancelled on or before it."""
+    from hub.records import BILLABLE
+    if addition.bill_customer != BILLABLE:
+        return False
+    if on is None:
+        return not addition.cancelled_date
+    if addition.effective_date and addition.effective_date[:10] > on:
+        return False
+    return not (addition.cancelled_date and addition.cancelled_date[:10] <= on)
+
+
+def addition_terms(origin: str, client_name: str, terms: dict[str, Any], additions: Iterable, m: "Mappings",
+                   on: str | None) -> dict[str, Any]:
+    """What the active mapped additions of one agreement change in its contract's ``terms``:
+    ``addons`` (the type's own, then those additions switch on), ``addon_classes``, ``class_tiers``
+    and ``from_additions`` (what each did, in words). An addition of an add-on or naming a tier on
+    an agreement that bills no devices, or two naming different tiers for one class, is a
+    MappingError (the client is held: its devices would be billed wrong)."""
+    from hub.errors import MappingError
+    addons = list(terms["addons"])
+    addon_classes: dict[str, frozenset[str] | None] = {}
+    class_tiers: dict[str, tuple[str, str]] = {}
+    said: list[str] = []
+    for add in sorted(additions, key=lambda a: (str(a.product), str(a.source_id))):
+        spec = m.addition_products.get(add.product)
+        if spec is None or not addition_active(add, on):
+            continue
+        spec = addition_product(add.product, spec)
+        if spec.addon is None and spec.tier is None:
+            continue
+        what = f"addition {add.product} (id {add.source_id}) of {origin}"
+        if terms["kind"] != "managed" or not terms["tier"]:
+            raise MappingError(
+                f"{what} of client {client_name!r} "
+                + (f"switches add-on {spec.addon!r} on" if spec.addon else f"names tier {spec.tier!r}")
+                + f", but that agreement is {terms['kind'].replace('_', ' ')} and bills no devices; move the addition "
+                  f"to the client's managed agreement, cancel it, or map its type to kind = \"managed\" with a tier")
+        classes = ", ".join(sorted(spec.classes)) if spec.classes else None
+        if spec.addon is not None:
+            if spec.addon in terms["addons"]:
+                continue          # the type's own add-on, counted by its rule: the addition is only reconciled
+            if spec.addon not in addons:
+                addons.append(spec.addon)
+                addon_classes[spec.addon] = spec.classes
+            elif addon_classes.get(spec.addon) is not None:
+                addon_classes[spec.addon] = None if spec.classes is None else addon_classes[spec.addon] | spec.classes
+            said.append(f"{what}: switches add-on {spec.addon} on"
+                        + (f", counting the {classes} devices" if classes else ""))
+            continue
+        tier = m.tiers.get(spec.tier)
+        for dclass in sorted(spec.classes if spec.classes is not None else (tier.prices if tier else ())):
+            got = class_tiers.get(dclass)
+            if got is not None and got[0] != spec.tier:
+                raise MappingError(
+                    f"additions {got[1]} and {add.product} of {origin} (client {client_name!r}) bill class "
+                    f"{dclass!r} at two tiers ({got[0]} and {spec.tier}); cancel one of them in the PSA, or map "
+                    f"them in agreement_types.toml [additions] to different classes")
+            class_tiers[dclass] = (spec.tier, add.product)
+        said.append(f"{what}: bills the {classes or 'devices'} at tier {spec.tier}")
+    return {"addons": tuple(addons), "addon_classes": addon_classes, "class_tiers": class_tiers,
+            "from_additions": tuple(said)}
 
 
 def load_time(path: Path, currency: str) -> tuple[TimeTerms, dict[str, BlockSize]]:
@@ -702,19 +816,74 @@ def _load_agreement_types(path: Path, m: Mappings, classes: set[str]) -> None:
     m.agreement_types = dict(checked.types)
     for name, table in m.agreement_types.items():
         contract_terms(table, m, file=file, where=f"types.{name}", tiers=m.tiers, addons=m.addons, text=text)
-    for product, counts in checked.additions.items():
-        addon, _, dclass = counts.rpartition("/")
-        problem = None
-        if addon and addon not in m.addons:
-            problem = (f"names add-on {addon!r}, which tiers.toml does not define",
-                       f"use \"<add-on>/<class>\" with an add-on of {', '.join(sorted(m.addons)) or '(none)'}")
-        elif dclass not in classes:
-            problem = (f"counts device class {dclass!r}, which no tier or add-on prices",
-                       f"use one of {', '.join(sorted(classes))}, or \"<add-on>/<class>\"")
-        if problem:
-            raise config_error(problem[0], file=file, key=f"additions.{product}", fix=problem[1],
-                               line=line_of(text, ("additions", product)))
-    m.addition_products = dict(checked.additions)
+    products: dict[str, str | AdditionProduct] = {}
+    for product, spec in checked.additions.items():
+        if isinstance(spec, str):
+            _check_addition_string(product, spec, m, classes, file=file, text=text)
+            products[product] = spec
+        elif not isinstance(spec, dict):
+            raise config_error(f"must be a string or a table, got {spec!r}", file=file,
+                               key=key_path(("additions", product)), line=line_of(text, ("additions", product)),
+                               fix=f"write \"{product}\" = \"workstation\" (a class, or \"<add-on>/<class>\"), or a "
+                                   f"table [additions.\"{product}\"] with addon or tier and classes")
+        else:
+            products[product] = _addition_table(product, spec, m, classes, file=file, text=text)
+    m.addition_products = products
+
+
+def _check_addition_string(product: str, counts: str, m: Mappings, classes: set[str], *, file: str,
+                           text: str | None) -> None:
+    """The string form: ``"<class>"`` or ``"<add-on>/<class>"``."""
+    addon, _, dclass = counts.rpartition("/")
+    problem = None
+    if addon and addon not in m.addons:
+        problem = (f"names add-on {addon!r}, which tiers.toml does not define",
+                   f"use \"<add-on>/<class>\" with an add-on of {', '.join(sorted(m.addons)) or '(none)'}")
+    elif dclass not in classes:
+        problem = (f"counts device class {dclass!r}, which no tier or add-on prices",
+                   f"use one of {', '.join(sorted(classes))}, or \"<add-on>/<class>\"")
+    if problem:
+        raise config_error(problem[0], file=file, key=f"additions.{product}", fix=problem[1],
+                           line=line_of(text, ("additions", product)))
+
+
+def _addition_table(product: str, raw: dict[str, Any], m: Mappings, classes: set[str], *, file: str,
+                    text: str | None) -> AdditionProduct:
+    """The table form: ``addon = "backup"`` or ``tier = "silver"`` (or neither), ``classes = [...]``."""
+    loc = ("additions", product)
+    a: AdditionSchema = validate(AdditionSchema, raw, file=file, text=text, prefix=loc)
+
+    def err(message: str, key: str | None, fix: str) -> ConfigError:
+        where = loc + ((key,) if key else ())
+        return config_error(message, file=file, key=key_path(where), fix=fix, line=line_of(text, where))
+
+    if a.addon is not None and a.tier is not None:
+        raise err(f"names both add-on {a.addon!r} and tier {a.tier!r}; an addition either switches an add-on on "
+                  f"or bills its classes at a tier", None,
+                  "keep addon or tier, and map the other product to the other one")
+    if a.addon is not None and a.addon not in m.addons:
+        raise err(f"unknown add-on {a.addon!r}", "addon",
+                  f"{known_keys_fix(a.addon, m.addons)}, or add [addons.{a.addon}] to tiers.toml")
+    if a.tier is not None and a.tier not in m.tiers:
+        raise err(f"unknown tier {a.tier!r}", "tier", f"{known_keys_fix(a.tier, m.tiers)}, or add [tiers.{a.tier}] "
+                                                      f"to tiers.toml")
+    if a.classes is not None:
+        if not a.classes:
+            raise err("is empty, so the addition would count no device", "classes",
+                      "name at least one class, e.g. classes = [\"workstation\"], or leave classes out to count every "
+                      "device billed under the tier")
+        for dclass in a.classes:
+            if dclass not in classes:
+                raise err(f"names device class {dclass!r}, which no tier or add-on prices", "classes",
+                          f"{known_keys_fix(dclass, classes)}; the classes are those of device_classes.toml")
+            if a.addon is not None and m.addons[a.addon].price_for(dclass) is None:
+                raise err(f"names device class {dclass!r}, which add-on {a.addon!r} does not price", "classes",
+                          f"add {dclass} = \"0.00\" (or a price) to [addons.{a.addon}].prices in tiers.toml, or remove "
+                          f"it from classes")
+            if a.tier is not None and dclass not in m.tiers[a.tier].prices:
+                raise err(f"names device class {dclass!r}, which tier {a.tier!r} does not price", "classes",
+                          f"add {dclass} to [tiers.{a.tier}].prices in tiers.toml, or remove it from classes")
+    return AdditionProduct(product, a.addon, a.tier, None if a.classes is None else frozenset(a.classes))
 
 
 def _load_links(path: Path, m: Mappings) -> None:

@@ -258,6 +258,13 @@ def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
                        + f", the PSA's {from_psa[0].origin} says {from_psa[0].kind} {from_psa[0].tier or ''}".rstrip()
                        + "; the mappings contract is used")
                 report.discrepancies.append(reconcile.Discrepancy("contract_conflict", cid, msg))
+            ignored = [said for c in in_period for said in c.from_additions]
+            if ignored:
+                msg = (f"client {cid}: its contract in {mapped.file or 'mappings/'} wins over the PSA, so these "
+                       f"agreement additions are ignored: {'; '.join(ignored)}; add the add-on or tier to that "
+                       f"contract, or remove the contract to bill from the PSA")
+                report.discrepancies.append(reconcile.Discrepancy("additions_ignored", cid, msg))
+                report.warnings.append(msg)
             ctx.contracts[cid] = contract
             ctx.segments[cid] = [whole_period(contract, period)]
         elif from_psa:
@@ -321,6 +328,7 @@ def psa_contracts(hub: "Hub", master: str | None, client: HubClient, period: Per
         return [], []
     out, errors = [], []
     first, last = period.first_day, _last_day(period)
+    additions = list(hub.store.iter_records("additions", master, client.links[master]))
     for a in hub.store.iter_records("agreements", master, client.links[master]):
         if a.status not in IN_FORCE_STATUSES or (a.status == "expired" and not a.end_date):
             continue
@@ -334,7 +342,10 @@ def psa_contracts(hub: "Hub", master: str | None, client: HubClient, period: Per
         if days is None:
             continue
         try:
-            out.append(contract_from_agreement(client.id, client.name, client.links, a, hub.mappings))
+            # Its additions bill as they stand on its last day in the period (an add-on whose addition
+            # was cancelled stops from the first period it is not in force at the end of).
+            out.append(contract_from_agreement(client.id, client.name, client.links, a, hub.mappings,
+                                               additions, days[1].isoformat()))
         except HubError as exc:
             errors.append(str(exc))
     return out, errors
@@ -746,7 +757,10 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
     addons = tuple(sorted({c.split(":")[1] for c in codes if c.startswith("addon:")}))
     if len(tiers) == 1:
         prorated = any("prorated by days" in (line.get("rule") or "") for line in snapshot)
-        then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0)
+        # One tier billed every class: no addition named another then (whatever they name now); an
+        # add-on an addition switched on counts the classes it counts today.
+        then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0,
+                       class_tiers={}, addon_classes={a: c for a, c in contract.addon_classes.items() if a in addons})
         shares = list(reconcile.bill_devices(then, hub.mappings, candidates, earlier).lines)
     else:
         shares, why = _shared_month_shares(hub, contract, earlier, tiers, addons, candidates)
@@ -804,8 +818,11 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
     segments = [s for s in segments if s.contract.tier]
     if errors:
         return [], f"the agreements in force in {earlier.name} cannot be read ({'; '.join(errors)})"
+    # The tiers those contracts bill: their own, and those their additions name for some classes (a
+    # named tier whose classes had no device that month is not on its invoice).
     now = {s.contract.tier for s in segments}
-    if now != tiers:
+    named = {t for s in segments for t, _ in s.contract.class_tiers.values()}
+    if not now <= tiers <= now | named:
         # The month's agreements no longer split it as its invoice did (a tier it did not bill, or
         # one of its tiers no longer in force): which of its prices each day had is not known.
         return [], (f"that invoice billed several tiers ({', '.join(sorted(tiers))}) and the agreements in force "
@@ -1304,7 +1321,8 @@ def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem
         additions = [a for a in additions if a.agreement_source_id in in_force or a.agreement_source_id == contract.agreement]
     approved = frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
     checks = check_quantities(contract.client_id, contract.tier, additions, hub.mappings.addition_products,
-                              item.bill.lines, guardrails(hub), approved=approved)
+                              item.bill.lines, guardrails(hub), approved=approved,
+                              class_tiers={c: t for c, (t, _) in contract.class_tiers.items()})
     report.quantities.extend(checks)
     if additions:
         for code, n in sorted(unbilled_classes(item.bill.lines, checks).items()):

@@ -1,8 +1,9 @@
 """Agreement quantities: the PSA's quantity, the RMM's count, and the reconciled quantity.
 
 For each per-device agreement addition, the quantity the PSA bills should be the number of
-devices the invoice counted (BILLING.md, "Devices": a mid-period device counts as one). The
-reconciled quantity is written back unless a guardrail holds it for approval.
+devices the invoice counted on the lines it carries (an add-on's or a tier's, one class or several;
+BILLING.md, "Devices": a mid-period device counts as one). The reconciled quantity is written back
+unless a guardrail holds it for approval.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Iterable
 
+from hub.mappings import AdditionProduct, addition_product
 from hub.records import AgreementAddition, BillingLine
 
 
@@ -37,6 +39,7 @@ class QuantityCheck:
     reconciled: int
     status: str
     reasons: tuple[str, ...] = ()
+    line_codes: tuple[str, ...] = ()     # the lines it counts (``line_code`` joins them with "+")
 
     def to_json(self) -> dict:
         return {"client_id": self.client_id, "agreement_id": self.agreement_id, "addition_id": self.addition_id,
@@ -66,23 +69,55 @@ def held_reasons(old: Decimal, new: int, rules: Guardrails) -> list[str]:
     return reasons
 
 
+def counted_codes(spec: "str | AdditionProduct", product: str, tier: str | None, codes: Iterable[str],
+                  class_tiers: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The invoice lines whose devices an addition counts (``[additions]`` of agreement_types.toml).
+
+    An add-on: its lines of the classes named (none named: all of its lines); a tier named: that
+    tier's lines of the classes named (or all of them); neither: the line of each class named at
+    the tier it is billed at (the contract's, or one an addition names), none named: every tier
+    line (every device billed under the tier). A line not on the invoice counts 0 devices.
+    """
+    spec = addition_product(product, spec)
+    codes = sorted(set(codes))
+    names = sorted(spec.classes) if spec.classes is not None else None
+    if spec.addon is not None:
+        prefix = f"addon:{spec.addon}:"
+    elif spec.tier is not None:
+        prefix = f"tier:{spec.tier}:"
+    elif names is None:
+        return tuple(c for c in codes if c.startswith("tier:")) or (f"tier:{tier}:*",)
+    else:
+        return tuple(f"tier:{(class_tiers or {}).get(n, tier)}:{n}" for n in names)
+    if names is None:
+        return tuple(c for c in codes if c.startswith(prefix)) or (f"{prefix}*",)
+    return tuple(f"{prefix}{n}" for n in names)
+
+
 def check_quantities(client_id: str, tier: str | None, additions: Iterable[AgreementAddition],
-                     products: dict[str, str], lines: Iterable[BillingLine], rules: Guardrails,
-                     *, approved: frozenset[str] = frozenset()) -> list[QuantityCheck]:
-    """Compare each mapped, active addition with the devices its invoice line counted.
+                     products: dict[str, "str | AdditionProduct"], lines: Iterable[BillingLine], rules: Guardrails,
+                     *, approved: frozenset[str] = frozenset(),
+                     class_tiers: dict[str, str] | None = None) -> list[QuantityCheck]:
+    """Compare each mapped, active addition with the devices its invoice lines counted.
 
     Args:
-        products: catalog item -> what it counts (``"workstation"``, ``"backup/workstation"``).
+        products: catalog item -> what it counts (``"workstation"``, ``"backup/workstation"``, or an
+            AdditionProduct: an add-on or a tier and several classes, see ``counted_codes``).
         lines: the client's billing lines of the period (device lines carry the devices counted).
         approved: addition ids whose held change a person approved.
+        class_tiers: device class -> the tier an addition bills it at, when not the contract's.
     """
-    counted = {line.code: len(line.items) for line in lines}
+    lines = list(lines)
+    devices: dict[str, set[str]] = {}
+    for line in lines:
+        devices.setdefault(line.code, set()).update(str(i.get("id", n)) for n, i in enumerate(line.items))
     out = []
     for add in sorted(additions, key=lambda a: (a.agreement_source_id, a.source_id)):
         if add.product not in products or add.cancelled_date:
             continue
-        code = line_code_for(products[add.product], tier)
-        rmm = counted.get(code, 0)
+        codes = counted_codes(products[add.product], add.product, tier, devices, class_tiers)
+        code = "+".join(codes)
+        rmm = len(set().union(*(devices.get(c, set()) for c in codes)))
         try:
             read: Decimal | None = Decimal(str(add.quantity).strip())
         except InvalidOperation:
@@ -99,12 +134,12 @@ def check_quantities(client_id: str, tier: str | None, additions: Iterable[Agree
             reasons = tuple(held_reasons(psa, rmm, rules))
             status = "held" if reasons and add.source_id not in approved else "update"
         out.append(QuantityCheck(client_id, add.agreement_source_id, add.source_id, add.product, code,
-                                 psa, rmm, rmm, status, reasons))
+                                 psa, rmm, rmm, status, reasons, codes))
     return out
 
 
 def unbilled_classes(lines: Iterable[BillingLine], checks: Iterable[QuantityCheck]) -> dict[str, int]:
     """Device lines the invoice bills but no PSA addition carries ("revenue found" in the PSA)."""
-    covered = {c.line_code for c in checks}
+    covered = {code for c in checks for code in (c.line_codes or (c.line_code,))}
     return {l.code: len(l.items) for l in lines if l.code.startswith(("tier:", "addon:"))
             and l.code not in covered and l.items}

@@ -182,23 +182,38 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
         notes.append(f"{source} node class {node_class!r} is named by no mapping: {len(found)} device(s) not billed "
                      f"({_names(found)}); add {node_class} = \"workstation\" (or another class) {section} of "
                      f"mappings/device_classes.toml to bill it")
-    by_class: dict[str, list[_Counted]] = defaultdict(list)
+    # The tier each class is billed at: the contract's, or the one an agreement addition names.
+    named: dict[str, tuple[Tier, str]] = {}
+    for dclass, (tid, product) in sorted(contract.class_tiers.items()):
+        if tid in mappings.tiers:
+            named[dclass] = (mappings.tiers[tid], product)
+        else:
+            errors.append(f"agreement addition {product} of {contract.origin} bills class {dclass!r} at tier {tid!r}, "
+                          f"which mappings/tiers.toml does not define; define [tiers.{tid}] or map {product} to "
+                          f"another tier in agreement_types.toml. Its {dclass} devices are not billed")
+    by_class: dict[tuple[str, str], list[_Counted]] = defaultdict(list)
     for c in seen:
-        if c.device_class in tier.prices:
-            by_class[c.device_class].append(c)
+        if c.device_class in contract.class_tiers and c.device_class not in named:
+            continue
+        at = named.get(c.device_class, (tier, None))[0]
+        if c.device_class in at.prices:
+            by_class[(at.id, c.device_class)].append(c)
         else:
             excluded.append(Exclusion(c.device.source_id, c.device.name,
-                                      f"class {c.device_class!r} is not billed by tier {tier.name}"))
-    label = _tier_label(tier, mappings.tiers)
+                                      f"class {c.device_class!r} is not billed by tier {at.name}"))
     prorated = "; prorated by days from creation (contract option)" if contract.proration else ""
     lines = []
-    for dclass in sorted(by_class):
-        unit = tier.prices[dclass]
-        lines.append(_line(contract.client_id, period, cur, f"tier:{tier.id}:{dclass}",
-                           f"{tier.name} managed services, {dclass} ({period.name})", by_class[dclass], unit,
-                           f"{label}: {dclass} at {format_minor(unit, cur)} per device per month; "
-                           f"{DEVICE_RULE}{prorated}"))
-    billed = [c for dclass in by_class for c in by_class[dclass]]
+    for tid, dclass in sorted(by_class):
+        at, product = named.get(dclass, (tier, None))
+        unit = at.prices[dclass]
+        by = (f"; billed at tier {at.name} by agreement addition {product} of {contract.origin}"
+              if product is not None else "")
+        lines.append(_line(contract.client_id, period, cur, f"tier:{at.id}:{dclass}",
+                           f"{at.name} managed services, {dclass} ({period.name})", by_class[(tid, dclass)], unit,
+                           f"{_tier_label(at, mappings.tiers)}: {dclass} at {format_minor(unit, cur)} per device per "
+                           f"month; {DEVICE_RULE}{prorated}{by}"))
+    label = _tier_label(tier, mappings.tiers)
+    billed = [c for key in by_class for c in by_class[key]]
     for aid in contract.addons:
         addon = mappings.addons.get(aid)
         if addon is None:
@@ -208,10 +223,13 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
         if addon.service and addon.service in tier.services:
             notes.append(f"add-on {addon.name} is included in {label}; not billed separately")
             continue
-        if addon.classes is None:
+        classes = contract.addon_classes.get(aid) or addon.classes
+        if classes is None:
             pool, scope = billed, "the devices billed under the tier"
         else:
-            pool, scope = [c for c in seen if c.device_class in addon.classes], f"devices of class {', '.join(sorted(addon.classes))}"
+            pool, scope = [c for c in seen if c.device_class in classes], f"devices of class {', '.join(sorted(classes))}"
+        if aid in contract.addon_classes:
+            scope += f"; switched on by an agreement addition of {contract.origin}"
         groups: dict[str, list[_Counted]] = defaultdict(list)
         for c in pool:
             groups[c.device_class].append(c)

@@ -289,3 +289,15 @@ def test_time_of_a_cancelled_invoice_is_billed_by_the_next_one(psa):
     nov = sync_once(psa.hub(), period="2026-11")
     line = lines(invoice(nov, f"connectwise-{psa.co['elm']}", "2026-11"))[f"time:entry:{entry}"]
     assert line.amount == 15000 and line.items[0]["period"] == "2026-10"
+
+
+def test_an_addition_of_an_add_on_in_its_short_form_switches_it_on_for_its_class(tmp_path):
+    env = PsaEnv(tmp_path)
+    silver = env.cw.add_agreement(env.co["birchwood"], "Managed Silver")       # the type has no add-on
+    backup = env.cw.add_addition(silver, "BACKUP-WS", quantity=1)            # "backup/workstation"
+    report = sync_once(env.hub())
+    birch = lines(invoice(report, f"connectwise-{env.co['birchwood']}"))
+    assert [c for c in birch if c.startswith("addon:")] == ["addon:backup:workstation"]
+    assert len(birch["addon:backup:workstation"].items) == len(birch["tier:silver:workstation"].items)
+    check = next(q for q in report.quantities if q.addition_id == str(backup))
+    assert (check.line_code, check.rmm_count) == ("addon:backup:workstation", len(birch["tier:silver:workstation"].items))

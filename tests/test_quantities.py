@@ -168,3 +168,48 @@ def test_addon_lines_no_addition_carries_are_revenue_found_too():
     lines = [line("addon:backup:workstation", 4), line("tier:gold:workstation", 4), line("time:Remote", 2)]
     checks = check_quantities("acme", "gold", [add(1, "MSP-WS", "4")], PRODUCTS, lines, Guardrails())
     assert unbilled_classes(lines, checks) == {"addon:backup:workstation": 4}
+
+
+# --- additions that name an add-on or a tier and several classes (agreement_types.toml tables) ---
+
+from hub.mappings import AdditionProduct  # noqa: E402
+
+
+def devices_line(code, ids):
+    return BillingLine("acme", "2026-10", code, code, str(len(ids)), 100, 100 * len(ids), "EUR", "rule",
+                       tuple({"id": i} for i in ids))
+
+
+RICH = {"BACKUP-DEV": AdditionProduct("BACKUP-DEV", addon="backup", classes=frozenset({"workstation", "server"})),
+        "BACKUP-ANY": AdditionProduct("BACKUP-ANY", addon="backup"),
+        "ARGENT-POSTE": AdditionProduct("ARGENT-POSTE", tier="silver", classes=frozenset({"workstation"})),
+        "MS-ALL": AdditionProduct("MS-ALL"),
+        "MS-WS": "workstation"}
+
+
+def test_an_addition_counts_the_devices_of_every_class_it_names():
+    lines = [devices_line("tier:gold:server", ["s1", "s2"]), devices_line("tier:silver:workstation", ["w1", "w2", "w3"]),
+             devices_line("addon:backup:workstation", ["w1", "w2", "w3"]), devices_line("addon:backup:server", ["s1"]),
+             devices_line("addon:backup:nas", ["n1"])]
+    checks = {c.product: c for c in check_quantities(
+        "acme", "gold", [add(1, "BACKUP-DEV", "4"), add(2, "BACKUP-ANY", "5"), add(3, "ARGENT-POSTE", "3"),
+                         add(4, "MS-ALL", "5"), add(5, "MS-WS", "3")],
+        RICH, lines, Guardrails(), class_tiers={"workstation": "silver"})}
+    assert (checks["BACKUP-DEV"].line_code, checks["BACKUP-DEV"].rmm_count, checks["BACKUP-DEV"].status) == \
+        ("addon:backup:server+addon:backup:workstation", 4, "ok")
+    # No classes named: every line of the add-on.
+    assert (checks["BACKUP-ANY"].rmm_count, checks["BACKUP-ANY"].status) == (5, "ok")
+    assert (checks["ARGENT-POSTE"].line_code, checks["ARGENT-POSTE"].rmm_count) == ("tier:silver:workstation", 3)
+    # No classes and no tier: every device billed under a tier; a class an addition bills at another
+    # tier is counted on that tier's line.
+    assert (checks["MS-ALL"].rmm_count, checks["MS-ALL"].status) == (5, "ok")
+    assert (checks["MS-WS"].line_code, checks["MS-WS"].rmm_count) == ("tier:silver:workstation", 3)
+    assert unbilled_classes(lines, list(checks.values())) == {}
+
+
+def test_a_line_counted_by_no_addition_is_still_revenue_found_with_several_classes():
+    lines = [devices_line("addon:backup:workstation", ["w1"]), devices_line("addon:backup:server", ["s1", "s2"])]
+    only_ws = {"BK": AdditionProduct("BK", addon="backup", classes=frozenset({"workstation"}))}
+    checks = check_quantities("acme", "gold", [add(1, "BK", "1")], only_ws, lines, Guardrails())
+    assert (checks[0].rmm_count, checks[0].status) == (1, "ok")
+    assert unbilled_classes(lines, checks) == {"addon:backup:server": 2}
