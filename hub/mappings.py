@@ -201,6 +201,9 @@ class Mappings:
     unlisted: str = "not_billed"
     time: TimeTerms = field(default_factory=TimeTerms)             # defaults every contract starts from
     blocks: dict[str, BlockSize] = field(default_factory=dict)
+    # Each contract option -> (its global default, the file that set it or None): defaults.toml, time.toml.
+    defaults: dict[str, tuple[Any, str | None]] = field(default_factory=dict)
+    agreement_types_file: str = "agreement_types.toml"
     agreement_types: dict[str, dict[str, Any]] = field(default_factory=dict)  # PSA type name -> contract terms
     # catalog item -> what it counts: the string form as written ("workstation", "backup/server"),
     # or an AdditionProduct (table form); ``addition_product`` reads both.
@@ -615,7 +618,7 @@ def contract_from_agreement(client_id: str, name: str, links: dict[str, str], ag
                            f"{name!r} has type {agreement.type_name!r}, which agreement_types.toml does not map; "
                            f"add [types.\"{agreement.type_name}\"] with kind = \"managed\" | \"block\" | "
                            f"\"time_and_materials\"")
-    file = str(m.__dict__.get("_agreement_types_file", "agreement_types.toml"))
+    file = str(m.agreement_types_file)
     terms = contract_terms(raw, m, file=file, where=f"types.{agreement.type_name}", tiers=m.tiers, addons=m.addons)
     time = terms["time"]
     if terms["kind"] == "block" and agreement.application_limit and time.block is not None:
@@ -723,9 +726,8 @@ def contract_defaults(m: "Mappings") -> dict[str, tuple[Any, str | None]]:
     """The global default of each contract option: option -> (value, where it was set; None for
     BILLING.md's rule). Read by ``load_defaults``; a Mappings built by hand starts from its
     ``time`` terms and the rules."""
-    loaded = m.__dict__.get("_defaults")
-    if loaded is not None:
-        return loaded
+    if m.defaults:
+        return m.defaults
     base = m.time
     values = dict(RULE_DEFAULTS, increment_minutes=base.increment_minutes, onsite_minimum_hours=base.onsite_minimum,
                   warning_hours=base.warning_hours, beyond_balance=base.beyond_balance,
@@ -766,7 +768,7 @@ def load_defaults(directory: Path, m: "Mappings") -> None:
                         f"time.toml's [defaults] is still read for its time options)")
             found[key] = (getattr(checked, key), DEFAULTS_FILE)
     defaults = {key: found.get(key, (rule, None)) for key, rule in RULE_DEFAULTS.items()}
-    m.__dict__["_defaults"] = defaults
+    m.defaults = defaults
 
     def value(key: str) -> Any:
         return defaults[key][0]
@@ -812,7 +814,7 @@ def _load_agreement_types(path: Path, m: Mappings, classes: set[str]) -> None:
     raw, text = _read(path)
     file = str(path)
     checked: AgreementTypesFile = validate(AgreementTypesFile, raw, file=file, text=text)
-    m.__dict__["_agreement_types_file"] = file
+    m.agreement_types_file = file
     m.agreement_types = dict(checked.types)
     for name, table in m.agreement_types.items():
         contract_terms(table, m, file=file, where=f"types.{name}", tiers=m.tiers, addons=m.addons, text=text)
