@@ -365,6 +365,15 @@ class ConnectWiseClient:
         created, _ = self._request("POST", "/service/tickets", json_body=body, expect=dict, resend=_resendable)
         return created
 
+    def associate_configuration(self, ticket_id: int, configuration_id: int) -> dict:
+        """Associate a configuration with a ticket (``POST /service/tickets/{id}/configurations``).
+
+        Not sent twice on an unclear failure: the caller reads the ticket's configurations first.
+        """
+        body, _ = self._request("POST", f"/service/tickets/{int(ticket_id)}/configurations",
+                                json_body={"id": int(configuration_id)}, expect=dict, resend=_resendable)
+        return body
+
     def list_ticket_notes(self, ticket_id: int) -> list[dict]:
         """Every note of a ticket (``GET /service/tickets/{id}/notes``), by id."""
         return [n for page in self.iter_pages(f"/service/tickets/{int(ticket_id)}/notes") for n in page]

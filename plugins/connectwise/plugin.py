@@ -18,6 +18,9 @@ Streams (all incremental on ``lastUpdated``, forward-only by id, one transaction
   board among them (its statuses, once per run), and one per 100 tickets whose record shows no
   touch (``GET /time/entries`` with ``chargeToId in (...)``, only ``id,chargeToId`` asked for);
   each of those reads one more for its empty last page when the answers carry no Link header.
+- ``adopted_tickets`` (table ``tickets``): the tickets made outside the hub that it adopted for
+  an alert (their ids, from the engine through ``follow_tickets``), read whole on every pass: one
+  request per 100, with ``touched`` as above.
 
 A ticket is **touched** once a person worked on it; the hub never closes such a ticket. Read from
 the ticket itself, for free: ``actualHours`` above 0 (time logged); open in a status other than the
@@ -31,10 +34,13 @@ parsing free text. A status set back to the board's default, or time logged with
 ``lastUpdated``, is not seen by the stream; the close push asks again right before it acts.
 
 Pushes (``action_kinds``): ``agreement_quantity`` (one PATCH), ``ticket`` (a lookup by
-``externalXRef``, then at most a board, a priority and a type lookup, each once per run, and a
-POST; then, when the payload names the device's ``configuration``, the ticket's configurations,
+``externalXRef``; then, when the payload has ``psa_ticket_id`` or ``adopt_refs``, a GET of that
+ticket and one lookup per reference, and a ticket of the alert's company found that way is
+adopted, for its notes and at most a POST of one internal note instead of the create; else at
+most a board, a priority and a type lookup, each once per run, and a POST; then, when the payload names the device's ``configuration``, the ticket's configurations,
 one or two configuration lookups (serial number, then name), at most a POST associating it and
 its internal note), ``ticket_note`` (a ticket lookup, the ticket's notes, then at most a POST),
+an adopted ticket is read by its id (``ticket_id``) instead of the lookup;
 ``ticket_close`` (the lookup, the board's statuses once per run, at most one time count, at most a
 PATCH of the status, the notes and at most a POST: 3 to 6 requests) and ``ticket_reopen`` (the
 lookup, the statuses, at most a PATCH, the notes, at most a POST: 3 to 5). Each lookup or list
@@ -69,7 +75,7 @@ from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement
                          Ticket, TimeEntry)
 
 from plugins.connectwise.client import (API_PATH, DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF,
-                                        MAX_PAGE_SIZE, VENDOR, ConnectWiseClient, _resendable, quote)
+                                        MAX_PAGE_SIZE, VENDOR, ConnectWiseClient, quote)
 
 log = structlog.get_logger()
 # What the mapping has said once in this process (a vendor variant it accepts).
@@ -997,8 +1003,7 @@ class ConnectWiseConnector:
         linked = {c.get("id") for page in self.client.iter_pages(f"/service/tickets/{ticket_id}/configurations")
                   for c in page}
         if config_id not in linked:
-            self.client._request("POST", f"/service/tickets/{ticket_id}/configurations", json_body={"id": config_id},
-                                 expect=dict, resend=_resendable)
+            self.client.associate_configuration(ticket_id, config_id)
         note, _ = self._note_once(ticket_id, f"Associated with configuration {name} (id {config_id}), {how}.",
                                   f"{action.key}:configuration", True)
         return {"configuration": str(config_id), "configuration_match": f"{name} (id {config_id}), {how}",
