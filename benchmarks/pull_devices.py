@@ -69,7 +69,8 @@ def plain_pull(url, client_id, secret, db_path, out) -> None:
     # The same table the hub keeps: keyed by (source, source_id), indexed by client.
     db["devices"].create({"source": str, "source_id": str, "client_source_id": str, "name": str,
                           "node_class": str, "approval_status": str, "created_at": float,
-                          "last_contact": float}, pk=("source", "source_id"))
+                          "last_contact": float, "os_name": str, "ip_addresses": str, "serial_number": str},
+                         pk=("source", "source_id"))
     db["devices"].create_index(["source", "client_source_id"])
     with httpx.Client(base_url=url, timeout=30) as http:
         token = http.post("/ws/oauth/token", data={"grant_type": "client_credentials", "client_id": client_id,
@@ -78,14 +79,17 @@ def plain_pull(url, client_id, secret, db_path, out) -> None:
         after, n, requests = None, 0, 1
         while True:
             params = {"pageSize": 1000, **({"after": after} if after is not None else {})}
-            page = http.get("/v2/devices", params=params, headers=headers).json()
+            page = http.get("/v2/devices-detailed", params=params, headers=headers).json()
             requests += 1
             if page:
                 db["devices"].upsert_all(({"source": "ninjaone", "source_id": str(d["id"]),
                                            "client_source_id": str(d["organizationId"]),
                                            "name": d["displayName"], "node_class": d["nodeClass"],
                                            "approval_status": d["approvalStatus"], "created_at": d["created"],
-                                           "last_contact": d["lastContact"]}
+                                           "last_contact": d["lastContact"],
+                                           "os_name": (d.get("os") or {}).get("name"),
+                                           "ip_addresses": ",".join(d.get("ipAddresses") or ()),
+                                           "serial_number": (d.get("system") or {}).get("serialNumber")}
                                           for d in page), pk=("source", "source_id"))
                 n += len(page)
                 after = page[-1]["id"]

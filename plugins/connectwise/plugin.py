@@ -37,9 +37,9 @@ Pushes (``action_kinds``): ``agreement_quantity`` (one PATCH), ``ticket`` (a loo
 ``externalXRef``; then, when the payload has ``psa_ticket_id`` or ``adopt_refs``, a GET of that
 ticket and one lookup per reference, and a ticket of the alert's company found that way is
 adopted, for its notes and at most a POST of one internal note instead of the create; else at
-most a board, a priority and a type lookup, each once per run, and a POST; then, when the payload names the device's ``configuration``, the ticket's configurations,
-one or two configuration lookups (serial number, then name), at most a POST associating it and
-its internal note), ``ticket_note`` (a ticket lookup, the ticket's notes, then at most a POST),
+most a board, a priority and a type lookup, each once per run, and a POST; then, when the payload names the device's ``configuration``, one configuration lookup
+(serial number or name), and on a match the ticket's configurations, at most a POST associating
+it and its internal note), ``ticket_note`` (a ticket lookup, the ticket's notes, then at most a POST),
 an adopted ticket is read by its id (``ticket_id``) instead of the lookup;
 ``ticket_close`` (the lookup, the board's statuses once per run, at most one time count, at most a
 PATCH of the status, the notes and at most a POST: 3 to 6 requests) and ``ticket_reopen`` (the
@@ -974,20 +974,23 @@ class ConnectWiseConnector:
         if not isinstance(wanted, dict):
             return {}
         owner = f"company/id = {int(company)}" if company.isdigit() else f"company/identifier = {quote(company)}"
-        tried, found, how, matched_by = [], [], "", ""
-        for field, label, value in (("serialNumber", "serial number", wanted.get("serial_number")),
-                                    ("name", "name", wanted.get("name"))):
-            if not isinstance(value, str) or not value.strip() or (field == "serialNumber" and not _real_serial(value)):
-                continue
-            value = value.strip()
-            tried.append(f"{label} {value!r}")
-            found = [c for page in self.client.iter_pages("/company/configurations", f"{owner} and {field} = "
-                                                                                     f"{quote(value)}") for c in page]
-            active = [c for c in found if c.get("activeFlag") is not False]
-            found = active or found
-            if found:
-                how, matched_by = f"matched by {label} {value}", label
-                break
+        keys = [(field, label, value.strip()) for field, label, value in (
+            ("serialNumber", "serial number", wanted.get("serial_number")), ("name", "name", wanted.get("name")))
+            if isinstance(value, str) and value.strip() and (field != "serialNumber" or _real_serial(value))]
+        tried = [f"{label} {value!r}" for _, label, value in keys]
+        found, how, matched_by = [], "", ""
+        if keys:
+            # One request for both keys; the serial number wins over the name, as ConnectWise compares
+            # (without regard to case).
+            either = " or ".join(f"{field} = {quote(value)}" for field, _, value in keys)
+            every = [c for page in self.client.iter_pages("/company/configurations", f"{owner} and ({either})")
+                     for c in page]
+            for field, label, value in keys:
+                found = [c for c in every if str(c.get(field) or "").strip().casefold() == value.casefold()]
+                found = [c for c in found if c.get("activeFlag") is not False] or found
+                if found:
+                    how, matched_by = f"matched by {label} {value}", label
+                    break
         if not found:
             why = (f"no configuration of company {company} has {' or '.join(tried)}" if tried
                    else "the device has no serial number or name to match")

@@ -47,7 +47,7 @@ def test_a_serial_number_match_wins_over_a_name_match(sim):
         f"[msp-hub:ticket:ninjaone:a1:configuration]"]
     assert result.details["configuration"] == str(wanted)
     assert list(dict.fromkeys(q["conditions"] for _, p, q in sim.log if p == "/company/configurations")) == [
-        f'company/id = {acme} and serialNumber = "CZ2345ABCD"']
+        f'company/id = {acme} and (serialNumber = "CZ2345ABCD" or name = "PC-10")']   # one request for both
 
 
 @pytest.mark.parametrize("serial", [None, "To be filled by O.E.M.", "0", "00000000", "   "])
@@ -58,7 +58,7 @@ def test_without_a_usable_serial_number_the_name_is_matched(sim, serial):
     assert sim.ticket_configurations(int(result.vendor_id)) == [wanted]
     assert result.details["configuration_match"] == f"PC-10 (id {wanted}), matched by name PC-10"
     assert list(dict.fromkeys(q["conditions"] for _, p, q in sim.log if p == "/company/configurations")) == [
-        f'company/id = {acme} and name = "PC-10"']                             # a placeholder is never asked for
+        f'company/id = {acme} and (name = "PC-10")']                           # a placeholder is never asked for
 
 
 def test_a_configuration_of_another_company_is_never_associated(sim):
@@ -116,8 +116,17 @@ def test_the_requests_are_the_documented_ones():
         connector = ConnectWiseConnector(settings, http=httpx.Client(base_url=API),
                                          retrying=lambda: retry_policy(attempts=1, sleep=lambda s: None))
         result = connector.push(ticket_action("AcmeDental", name="PC-10"), Context())
-    assert lookup.calls[0].request.url.params["conditions"] == 'company/identifier = "AcmeDental" and name = "PC-10"'
+    assert lookup.calls[0].request.url.params["conditions"] == 'company/identifier = "AcmeDental" and (name = "PC-10")'
     assert linked.called and json.loads(associate.calls.last.request.content) == {"id": 31}
     sent = json.loads(note.calls.last.request.content)
     assert (sent["internalAnalysisFlag"], sent["detailDescriptionFlag"]) == (True, False)
     assert result.details["configuration"] == "31"
+
+
+def test_a_name_is_matched_without_regard_to_case_as_connectwise_compares(sim):
+    acme = sim.ids("companies")[0]
+    wanted = sim.add_configuration(acme, "pc-10", serial_number=None)
+    result = connector_for(sim).push(ticket_action(acme, serial_number="CZ2345ABCD", name="PC-10"), Context())
+    assert sim.ticket_configurations(int(result.vendor_id)) == [wanted]
+    assert result.details["configuration_match"] == f"pc-10 (id {wanted}), matched by name PC-10"
+    assert sim.requests_by_path["/company/configurations"] == 1 + 1   # one lookup and its empty last page
