@@ -313,7 +313,8 @@ def to_time_entry(raw: dict[str, Any], currency: str = DEFAULT_CURRENCY) -> Time
         ticket_id = None
         if get("chargeToType") in _TICKET_CHARGES:
             charge = get("chargeToId")
-            ticket_id = str(charge) if charge is not None else _ref_id(get("ticket"))
+            # No ticket has id 0: a charge to ticket 0 is charged to no ticket.
+            ticket_id = str(charge) if charge not in (None, 0, "0") else _ref_id(get("ticket"))
         return TimeEntry(
             SOURCE, str(entry_id),
             str(company["id"]) if company and company.get("id") is not None else "",

@@ -779,3 +779,12 @@ def test_an_agreement_without_an_id_is_set_aside_and_the_additions_go_on(sim):
                       and any(sim.record("additions", x)["agreementId"] == a for x in sim.ids("additions"))}
     assert stored == with_additions
     hub.close()
+
+
+def test_a_time_entry_charged_to_ticket_0_is_charged_to_no_ticket():
+    raw = {"id": 5, "company": {"id": 1}, "member": {"identifier": "jsmith"}, "chargeToType": "ServiceTicket",
+           "chargeToId": 0, "timeStart": "2026-11-02T09:00:00Z", "timeEnd": "2026-11-02T10:00:00Z",
+           "actualHours": 1.0, "billableOption": "Billable", "workType": {"name": "Remote Support"},
+           "workRole": {"name": "Technician"}, "_info": {"lastUpdated": "2026-11-02T10:00:00Z"}}
+    assert to_time_entry(raw).ticket_id is None
+    assert to_time_entry({**raw, "chargeToId": 4521}).ticket_id == "4521"
