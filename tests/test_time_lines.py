@@ -17,6 +17,7 @@ from hub.periods import month
 from hub.planner import ledger_of, snapshot_of
 from hub.records import BILLABLE, Action, TimeEntry
 from hub.timebilling import Block, bill_time
+from plugins.stripe import plugin as stripe_plugin
 from plugins.stripe.plugin import check_payload, line_description, to_line_params
 from tests.test_late_changes import LOOSE, edit_entry
 from tests.test_psa_billing import PsaEnv, at, invoice, lines
@@ -305,3 +306,23 @@ def test_under_per_entry_lines_a_late_entry_and_a_late_change_are_each_billed_on
     jan_1 = datetime(2027, 1, 1, 7, tzinfo=UTC)
     dec = invoice(sync_once(env.hub(clock=jan_1)), elm, "2026-12")
     assert dec.status == "empty" and not dec.bill.lines
+
+
+def test_an_invoice_stripe_would_refuse_is_held_in_the_plan_naming_the_fix(tmp_path):
+    env = PsaEnv(tmp_path)
+    env.cw.add_agreement(env.co["elm"], "Break/Fix")
+    for i in range(251):                                      # a busy month billed one line per entry
+        env.time("elm", 0.25, at(10, 1 + i % 28, 8 + i % 10), "Remote Support", charge_id=5000 + i % 20)
+    elm = f"connectwise-{env.co['elm']}"
+    report = sync_once(env.hub(stripe_plugin))   # its veto_action, as its entry point registers it
+    item = invoice(report, elm)
+    assert item.status == "held" and len(item.bill.lines) == 251
+    assert any("the invoice has 251 lines, Stripe takes at most 250 per invoice" in r and 'time_lines = "ticket"' in r
+               for r in item.reasons), item.reasons
+    assert not [i for i in env.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-10"]
+
+    (env.mappings / "defaults.toml").write_text('time_lines = "ticket"\n')   # the fix the reason names
+    item = invoice(sync_once(env.hub(stripe_plugin)), elm)
+    assert item.status == "create" and len(item.bill.lines) == 20, (item.status, item.reasons)
+    [sent] = [i for i in env.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-10"]
+    assert sent["total"] == 251 * 2375                        # a quarter hour at 95.00 EUR, each entry once

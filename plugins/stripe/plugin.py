@@ -668,6 +668,19 @@ class StripeConnector:
 # --- hook ----------------------------------------------------------------------------------------
 
 @hookimpl
+def veto_action(action):
+    """Hold, in the plan already, an invoice Stripe would refuse (``check_payload``): too many
+    lines, a description too long, lines that do not add up. The reason names the fix."""
+    if action.kind != "invoice" or action.connector != NAME or not (action.payload or {}).get("lines"):
+        return None
+    try:
+        check_payload(action)
+    except MappingError as exc:
+        return str(exc).replace(". Nothing was sent", "").replace("; nothing was sent", "")
+    return None
+
+
+@hookimpl
 def register_connectors(config):
     """The Stripe connector when ``[connectors.stripe]`` is configured, else nothing."""
     settings = StripeSettings.from_config(config)
