@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+from array import array
+from bisect import bisect_left
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator
@@ -124,6 +126,31 @@ def _resendable(exc: BaseException) -> bool:
         return True
     return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
+
+
+class _ReadIds:
+    """The ids a pass has read, for ``in``: ascending runs (forward-only pages, the usual case) in
+    one array of 8 bytes an id, anything else in a set. A million ids take 8 MB, not 60."""
+
+    __slots__ = ("_sorted", "_other")
+
+    def __init__(self) -> None:
+        self._sorted, self._other = array("q"), set()
+
+    def update(self, ids: list[int]) -> None:
+        for i in ids:
+            if not self._sorted or i > self._sorted[-1]:
+                self._sorted.append(i)
+            else:
+                self._other.add(i)
+
+    def __contains__(self, i: int) -> bool:
+        ordered = self._sorted
+        if ordered and i <= ordered[-1]:
+            k = bisect_left(ordered, i)
+            if ordered[k] == i:
+                return True
+        return i in self._other
 
 class ConnectWiseClient:
     """A ConnectWise PSA REST 3.0 client: yields vendor dicts unchanged, one page (a list) at a time.
@@ -258,7 +285,7 @@ class ConnectWiseClient:
         # rather than loop, or end early.
         size, page_id, linked = self.page_size, after_id, False
         number: int | None = None   # the page to ask for in navigable mode
-        seen: set = set()           # the ids read in this pass
+        seen = _ReadIds()           # the ids read in this pass
         catching_up = False         # reading numbered pages again from page 1, up to the new ones
         last_ids: list[int] = []
         while True:
@@ -306,7 +333,7 @@ class ConnectWiseClient:
                             f"fails and its cursor stays where it is (fix: report it to ConnectWise support "
                             f"naming {path}; the next run reads it again)")
                     page = [r for r, _ in fresh]
-                    seen.update(i for _, i in fresh if i is not None)
+                    seen.update([i for _, i in fresh if i is not None])
                 else:
                     seen.update(ids)
                 if page:
