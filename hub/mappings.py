@@ -153,6 +153,9 @@ class Contract:
     addon_classes: dict[str, frozenset[str] | None] = field(default_factory=dict)
     class_tiers: dict[str, tuple[str, str]] = field(default_factory=dict)
     from_additions: tuple[str, ...] = ()
+    # The client's billing details contracts.toml sets (email, vat_number, locale, address: a
+    # dict of line1, line2, city, postal_code, state, country), over its PSA company's.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,53 @@ class TermsSchema(Schema):
     time_lines: TimeLines | None = None
 
 
+def _email(value: Any) -> str:
+    from hub.clientdetails import is_email
+    if not is_email(value):
+        raise fail(f"must be an e-mail address, got {value!r}", "write email = \"billing@client.fr\"")
+    return value.strip()
+
+
+def _vat_number(value: Any) -> str:
+    from hub.clientdetails import clean_vat, vat_problem
+    if not isinstance(value, str):
+        raise fail(f"must be a VAT number as a string, got {value!r}", "write vat_number = \"FR40303265045\"")
+    number = clean_vat(value)
+    why = vat_problem(number)
+    if why:
+        raise fail(f"{value!r} {why}", "write the client's intra-community VAT number with its country prefix, "
+                                       "e.g. vat_number = \"FR40303265045\" (Greece: EL...)")
+    return number
+
+
+def _locale(value: Any) -> str:
+    from hub.clientdetails import is_locale
+    if not is_locale(value):
+        raise fail(f"must be a locale tag such as \"fr-FR\", got {value!r}", "write locale = \"fr-FR\" (or \"en-GB\")")
+    return value
+
+
+def _country(value: Any) -> str:
+    from hub.clientdetails import country_code
+    code = country_code(value) if isinstance(value, str) and len(value.strip()) == 2 else None
+    if code is None:
+        named = country_code(value)
+        hint = f"write country = \"{named}\"" if named else "write the ISO 3166-1 alpha-2 code, e.g. country = \"FR\""
+        raise fail(f"must be an ISO 3166-1 alpha-2 country code, got {value!r}", hint)
+    return code
+
+
+class AddressSchema(Schema):
+    """``[clients.<id>.address]``: the client's postal address on its invoices."""
+
+    line1: str | None = None
+    line2: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    state: str | None = None
+    country: Annotated[str, PlainValidator(_country)]
+
+
 class ContractSchema(TermsSchema):
     """A ``[clients.<id>]`` table of contracts.toml."""
 
@@ -339,6 +389,18 @@ class ContractSchema(TermsSchema):
     currency: Annotated[str, PlainValidator(_currency)] | None = None
     links: dict[str, Ident] = {}
     agreement: Ident | None = None
+    # The client's billing details, over its PSA company's (hub.clientdetails).
+    email: Annotated[str, PlainValidator(_email)] | None = None
+    vat_number: Annotated[str, PlainValidator(_vat_number)] | None = None
+    locale: Annotated[str, PlainValidator(_locale)] | None = None
+    address: AddressSchema | None = None
+
+    def details(self) -> dict[str, Any]:
+        """The billing details this table sets (``Contract.details``)."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("email", "vat_number", "locale") if getattr(self, k)}
+        if self.address is not None:
+            out["address"] = {k: v for k, v in self.address.model_dump().items() if v}
+        return out
 
 
 CONTRACT_KEYS = set(ContractSchema.model_fields)
@@ -599,7 +661,7 @@ def parse_contract(client_id: str, raw: Any, m: "Mappings", *, file: str, text: 
                            schema=ContractSchema)
     c: ContractSchema = ContractSchema.model_validate(raw, context={"currency": m.currency})
     return Contract(client_id, c.name or client_id, currency=m.currency, links=dict(c.links), file=file,
-                    agreement=c.agreement, **terms)
+                    agreement=c.agreement, details=c.details(), **terms)
 
 
 def contract_from_agreement(client_id: str, name: str, links: dict[str, str], agreement, m: "Mappings",

@@ -24,6 +24,19 @@ class Client:
     source_id: str
     name: str
     updated_at: datetime | None = None
+    # The billing details the system holds for it, as read (None where it has none): the postal
+    # address, ``country`` as an ISO 3166-1 alpha-2 code (or the system's name for a country the
+    # hub cannot code), the tax (VAT) number, the billing e-mail and where it was found
+    # (``email_from``: ``invoiceToEmailAddress``, ``billing contact 12``, ``default contact 7``).
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+    vat_number: str | None = None
+    email: str | None = None
+    email_from: str | None = None
 
 
 @dataclass(frozen=True)

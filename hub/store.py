@@ -179,6 +179,15 @@ def m012_device_details(db: Database) -> None:
         db["devices"].add_column(column, str)
 
 
+@migrations()
+def m013_client_details(db: Database) -> None:
+    # A client's billing details as its system holds them (a PSA company's address, tax number
+    # and billing e-mail), which the invoice's customer carries.
+    for column in ("address_line1", "address_line2", "city", "state", "postal_code", "country", "vat_number",
+                   "email", "email_from"):
+        db["clients"].add_column(column, str)
+
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 

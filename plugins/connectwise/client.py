@@ -77,6 +77,17 @@ def server_time(headers: httpx.Headers) -> datetime | None:
     return min(moments) if moments else None
 
 
+def contact_email(contact: dict) -> str | None:
+    """A contact's e-mail address: its default Email communication item, else its first one."""
+    emails = [item for item in contact.get("communicationItems") or () if isinstance(item, dict)
+              and (item.get("communicationType") == "Email"
+                   or (item.get("communicationType") is None
+                       and "mail" in str((item.get("type") or {}).get("name", "")).lower()))
+              and isinstance(item.get("value"), str) and item["value"].strip()]
+    chosen = next((item for item in emails if item.get("defaultFlag")), emails[0] if emails else None)
+    return chosen["value"].strip() if chosen else None
+
+
 def _links(link_header: str | None) -> tuple[bool, bool, int | None, int | None]:
     """From a Link header: (one was sent, it has rel="next", that URL's pageId, its page), the
     last two None when absent. A next link with a ``page`` is numbered paging (forward-only links
@@ -438,6 +449,25 @@ class ConnectWiseClient:
             conditions = f'chargeToType = "ServiceTicket" and chargeToId in ({", ".join(map(str, part))})'
             for page in self.iter_pages("/time/entries", conditions, fields="id,chargeToId"):
                 found.update(int(e["chargeToId"]) for e in page if e.get("chargeToId") is not None)
+        return found
+
+    def contact_emails(self, contact_ids: list[int], chunk: int = 100) -> dict[int, str | None]:
+        """The e-mail address of each contact of ``contact_ids`` (``GET /company/contacts``), None
+        for one without any; a contact that does not exist (deleted) is left out.
+
+        One request per ``chunk`` contacts (``id in (...)``), asking only for
+        ``id,communicationItems``; of a contact's Email items, the default one (``defaultFlag``),
+        else the first.
+        """
+        found: dict[int, str | None] = {}
+        ids = sorted({int(i) for i in contact_ids})
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            for page in self.iter_pages("/company/contacts", f"id in ({', '.join(map(str, part))})",
+                                        fields="id,communicationItems"):
+                for contact in page:
+                    if isinstance(contact, dict) and contact.get("id") is not None:
+                        found[int(contact["id"])] = contact_email(contact)
         return found
 
     def count(self, path: str, conditions: str | None = None) -> int:

@@ -197,12 +197,51 @@ def company_currency(raw: dict[str, Any]) -> str | None:
     return code.strip().upper() if isinstance(code, str) and code.strip() else None
 
 
-def to_client(raw: dict[str, Any], currency: str | None = None) -> Client:
-    """A ConnectWise company as a hub Client.
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def company_country(raw: dict[str, Any]) -> str | None:
+    """A company's country (a ``CountryReference``): its ISO 3166-1 alpha-2 code when the hub can
+    tell it (from ``identifier`` when that is a code, else from ``name``), else the name as read
+    (``hub.clientdetails`` names it as a country it cannot code)."""
+    from hub.clientdetails import country_code
+    ref = raw.get("country")
+    if not isinstance(ref, dict):
+        return _text(ref)
+    for key in ("identifier", "name"):
+        code = country_code(ref.get(key))
+        if code is not None:
+            return code
+    return _text(ref.get("name")) or _text(ref.get("identifier")) or \
+        (f"country id {ref['id']}" if ref.get("id") is not None else None)
+
+
+def billing_contact_id(raw: dict[str, Any]) -> tuple[int, str] | None:
+    """(contact id, how it is named) whose e-mail a company is invoiced at, when the company has
+    no ``invoiceToEmailAddress``: its billing contact, else its default contact; None: neither."""
+    if _text(raw.get("invoiceToEmailAddress")):
+        return None
+    for key, label in (("billingContact", "billing contact"), ("defaultContact", "default contact")):
+        ref = raw.get(key)
+        if isinstance(ref, dict) and str(ref.get("id", "")).isdigit():
+            return int(ref["id"]), label
+    return None
+
+
+def to_client(raw: dict[str, Any], currency: str | None = None,
+              contact_emails: dict[int, str | None] | None = None) -> Client:
+    """A ConnectWise company as a hub Client, with its billing details as ConnectWise has them.
 
     With ``currency`` (the connector's, that every ConnectWise amount is read in), a company whose
     own currency is another is a MappingError: its agreement and time amounts would be billed in
     the wrong currency.
+
+    The address (``addressLine1``, ``addressLine2``, ``city``, ``state``, ``zip``, ``country``),
+    ``taxIdentifier`` as the VAT number, and the billing e-mail: ``invoiceToEmailAddress``, else
+    the e-mail of the billing contact, else of the default contact, from ``contact_emails``
+    (contact id -> e-mail, read by the connector). Values are kept as read: ``hub.clientdetails``
+    judges them.
     """
     company_id = _record_id(raw, "company")
     name = raw.get("name") or raw.get("identifier") or company_id
@@ -212,8 +251,19 @@ def to_client(raw: dict[str, Any], currency: str | None = None) -> Client:
                            f"[connectors.connectwise] currency is {currency.upper()}: its amounts would be billed "
                            f"in the wrong currency, so it is set aside (fix: set currency = \"{own}\" if every "
                            f"company uses it, or correct the company's currency in ConnectWise)")
+    email, email_from = _text(raw.get("invoiceToEmailAddress")), None
+    if email is not None:
+        email_from = "invoiceToEmailAddress"
+    else:
+        contact = billing_contact_id(raw)
+        if contact is not None and contact_emails and contact_emails.get(contact[0]):
+            email, email_from = contact_emails[contact[0]], f"{contact[1]} {contact[0]}"
     try:
-        return Client(SOURCE, company_id, name, _updated(raw))
+        return Client(SOURCE, company_id, name, _updated(raw),
+                      address_line1=_text(raw.get("addressLine1")), address_line2=_text(raw.get("addressLine2")),
+                      city=_text(raw.get("city")), state=_text(raw.get("state")), postal_code=_text(raw.get("zip")),
+                      country=company_country(raw), vat_number=_text(raw.get("taxIdentifier")),
+                      email=email, email_from=email_from)
     except ValueError as exc:
         raise MappingError(f"connectwise company {company_id} has a bad lastUpdated: {exc}") from None
 
@@ -572,9 +622,8 @@ class ConnectWiseConnector:
     def streams(self) -> list[Stream]:
         currency = self.settings.currency
         return [
-            Stream(SOURCE, "clients", "clients", self._incremental(
-                "clients", self.client.iter_companies, _each(lambda raw: to_client(raw, currency)),
-                self._counter("/company/companies"))),
+            Stream(SOURCE, "clients", "clients", self._clients(self._incremental(
+                "clients", self.client.iter_companies, self._to_clients, self._counter("/company/companies")))),
             Stream(SOURCE, "agreements", "agreements", self._incremental(
                 "agreements", self.client.iter_agreements, _each(to_agreement), self._counter("/finance/agreements"))),
             Stream(SOURCE, "additions", "additions", self._additions),
@@ -589,6 +638,26 @@ class ConnectWiseConnector:
                 lambda: self.client.count_tickets_by_ref(HUB_REF_PREFIX))),
             Stream(SOURCE, "adopted_tickets", "tickets", self._adopted_tickets),
         ]
+
+    def _clients(self, iter_pages: Callable[..., Iterator[Page]]) -> Callable[..., Iterator[Page]]:
+        """The clients stream: each pass starts with an empty cache of contacts' e-mails."""
+        def pages(cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
+            self._contact_emails: dict[int, str | None] = {}
+            yield from iter_pages(cursor, run_started_at)
+        return pages
+
+    def _to_clients(self, raws: list[dict]) -> tuple[list, tuple]:
+        """A page of companies as Clients, reading the e-mail of the contacts they are invoiced at
+        (those without ``invoiceToEmailAddress``) in one request per 100 not read in this pass."""
+        cache = getattr(self, "_contact_emails", None)
+        if cache is None:
+            cache = self._contact_emails = {}
+        wanted = {c[0] for raw in raws if isinstance(raw, dict) and (c := billing_contact_id(raw)) is not None} - set(cache)
+        if wanted:
+            found = self.client.contact_emails(sorted(wanted))
+            cache.update({i: found.get(i) for i in wanted})
+        currency = self.settings.currency
+        return map_records(raws, lambda raw: to_client(raw, currency, cache))
 
     def follow_tickets(self, ids: frozenset[str]) -> None:
         """The tickets made outside the hub that it adopted (their ids): ``adopted_tickets`` reads them."""

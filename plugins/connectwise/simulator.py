@@ -46,6 +46,22 @@ CURRENCIES = {"EUR": (7, "€", "Euro"), "USD": (1, "$", "US Dollar"), "GBP": (3
 COMPANY_NAMES = ("Acme Dental", "Birchwood Legal", "Cobalt Logistics", "Driftwood Cafe", "Elm Street Clinic",
                  "Fairview Schools", "Granite Builders", "Harbor Insurance", "Ironclad Security",
                  "Juniper Accounting", "Kestrel Aviation", "Lumen Architects")
+# The seeded companies' addresses, in France by default: (addressLine1, zip, city).
+FRENCH_ADDRESSES = (("12 rue de la République", "69002", "Lyon"), ("4 place Bellecour", "69002", "Lyon"),
+                    ("27 avenue Jean Jaurès", "13001", "Marseille"), ("8 rue Sainte-Catherine", "33000", "Bordeaux"),
+                    ("15 boulevard Haussmann", "75009", "Paris"), ("3 quai de la Fosse", "44000", "Nantes"),
+                    ("21 rue du Faubourg de Pierre", "67000", "Strasbourg"), ("6 allée Jean Jaurès", "31000", "Toulouse"))
+# Country references (CountryReference: id, name) for the countries companies may be put in.
+COUNTRY_REFS = {"France": 75, "Belgium": 21, "Germany": 82, "United Kingdom": 225, "United States": 1,
+                "Switzerland": 206, "Spain": 195, "Italy": 107}
+_DEFAULT = object()
+
+
+def french_vat(siren: int) -> str:
+    """The intra-community VAT number of a French SIREN: FR, its key, the SIREN."""
+    return f"FR{(12 + 3 * (siren % 97)) % 97:02d}{siren:09d}"
+
+
 # (type name, applicationUnits, applicationLimit, billing cycle): managed tiers and a block of hours.
 AGREEMENT_TYPES = (("Managed Gold", None, None, "Monthly"), ("Managed Silver", None, None, "Monthly"),
                    ("Block Hours", "Hours", 20.0, "Monthly"), ("Managed Bronze", None, None, "Quarterly"))
@@ -670,11 +686,13 @@ class ConnectWiseSimulator:
         self.priorities = _Records("priority")
         # Configurations (CIs) and, per ticket, the configuration ids associated with it.
         self.configurations = _Records("configuration")
+        # Contacts (``/company/contacts``): a company's ``defaultContact`` or ``billingContact``.
+        self.contacts = _Records("contact")
         self._ticket_configurations: dict[int, list[int]] = {}
         self.time_entries = _TimeEntries(self.companies, self.agreements)
         if nulls:
             for table in (self.companies, self.agreements, self.additions, self.products, self.tickets, self.notes,
-                          self.boards, self.statuses, self.types, self.priorities, self.time_entries):
+                          self.boards, self.statuses, self.types, self.priorities, self.time_entries, self.contacts):
                 table.keep_nulls = True
         for priority_id, name, sort, default in PRIORITIES:
             self.add_priority(name, sort_order=sort, default=default, id=priority_id)
@@ -713,20 +731,73 @@ class ConnectWiseSimulator:
         return {"lastUpdated": stamp, "updatedBy": by, "dateEntered": stamp, "enteredBy": by}
 
     def add_company(self, name: str, identifier: str | None = None, id: int | None = None,  # noqa: A002
-                    updated: float | None = None, currency: str = "EUR") -> int:
-        """Add a company; return its id (the next free one from 250 unless given)."""
+                    updated: float | None = None, currency: str = "EUR", *, address: Any = _DEFAULT,
+                    country: str | None = "France", tax_identifier: Any = _DEFAULT, email: Any = _DEFAULT,
+                    invoice_email: str | None = None) -> int:
+        """Add a company; return its id (the next free one from 250 unless given).
+
+        By default it is in France: a French address (``FRENCH_ADDRESSES``, by id), its VAT number
+        as ``taxIdentifier`` (from a SIREN made of its id) and a default contact whose e-mail is
+        ``billing@<identifier>.example.fr``. ``address``: ``(addressLine1, zip, city)`` or None;
+        ``country``: a name of ``COUNTRY_REFS`` (or any name: id 999) or None; ``tax_identifier``:
+        the text or None; ``email``: the default contact's e-mail, or None for no contact;
+        ``invoice_email``: the company's ``invoiceToEmailAddress``.
+        """
         with self._lock:
             company_id = id if id is not None else self.companies.next_id(250)
             identifier = identifier or re.sub(r"\W", "", name)[:25]
-            self.companies.put({
+            record: dict[str, Any] = {
                 "id": company_id, "identifier": identifier, "name": name[:50],
-                "status": {"id": 1, "name": "Active"}, "addressLine1": "1 Main Street", "city": "Lyon",
+                "status": {"id": 1, "name": "Active"},
                 "types": [{"id": 1, "name": "Client"}], "deletedFlag": False,
                 "currency": {"id": CURRENCIES.get(currency, (99, "", ""))[0], "symbol": CURRENCIES.get(currency, (99, "", ""))[1],
                              "currencyCode": currency, "name": CURRENCIES.get(currency, (99, "", currency))[2]},
-                "_info": self._info(updated)})
+                "_info": self._info(updated)}
+            if address is _DEFAULT:
+                address = FRENCH_ADDRESSES[company_id % len(FRENCH_ADDRESSES)]
+            if address is not None:
+                record.update({"addressLine1": address[0], "zip": address[1], "city": address[2]})
+            if country is not None:
+                record["country"] = {"id": COUNTRY_REFS.get(country, 999), "name": country}
+            if tax_identifier is _DEFAULT:
+                tax_identifier = french_vat(400_000_000 + company_id * 1_009)
+            if tax_identifier is not None:
+                record["taxIdentifier"] = tax_identifier
+            if invoice_email is not None:
+                record["invoiceToEmailAddress"] = invoice_email
+            self.companies.put(record)
+            if email is _DEFAULT:
+                email = f"billing@{identifier.lower()}.example.fr"
+            if email is not None:
+                self.add_contact(company_id, "Service", "Comptabilité", email, default=True, updated=updated)
             self.time_entries.forget_names()
             return company_id
+
+    def add_contact(self, company_id: int, first_name: str, last_name: str, email: str | None = None, *,
+                    default: bool = False, billing: bool = False, id: int | None = None,  # noqa: A002
+                    updated: float | None = None) -> int:
+        """Add a contact of a company (``/company/contacts``) with its e-mail as a default Email
+        communication item; ``default``/``billing`` make it the company's ``defaultContact`` /
+        ``billingContact`` (without touching the company's ``lastUpdated``, as in ConnectWise)."""
+        with self._lock:
+            company = self.companies.get(company_id)
+            if company is None:
+                raise ValueError(f"no company {company_id}")
+            contact_id = id if id is not None else self.contacts.next_id(500)
+            items = [] if email is None else [
+                {"id": contact_id * 10, "type": {"id": 1, "name": "Email"}, "value": email, "defaultFlag": True,
+                 "communicationType": "Email"}]
+            self.contacts.put({
+                "id": contact_id, "firstName": first_name, "lastName": last_name,
+                "company": {"id": company_id, "identifier": company["identifier"], "name": company["name"]},
+                "defaultFlag": default, "communicationItems": items, "_info": self._info(updated)})
+            reference = {"id": contact_id, "name": f"{first_name} {last_name}"}
+            if default:
+                company["defaultContact"] = reference
+            if billing:
+                company["billingContact"] = reference
+            self.companies.put(company)
+            return contact_id
 
     def add_agreement(self, company_id: int, type_name: str = "Managed Gold", *, name: str | None = None,
                       application_units: str | None = None, application_limit: float | None = None,
@@ -973,7 +1044,7 @@ class ConnectWiseSimulator:
         tables = {"companies": self.companies, "agreements": self.agreements, "additions": self.additions,
                   "time_entries": self.time_entries, "products": self.products, "tickets": self.tickets,
                   "notes": self.notes, "boards": self.boards, "statuses": self.statuses, "types": self.types,
-                  "priorities": self.priorities, "configurations": self.configurations}
+                  "priorities": self.priorities, "configurations": self.configurations, "contacts": self.contacts}
         if kind not in tables:
             raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(tables)}")
         return tables[kind]
@@ -1140,6 +1211,8 @@ class ConnectWiseSimulator:
         (re.compile(r"^/service/boards/(\d+)/types(/count)?$"), "board_list", "types"),
         (re.compile(r"^/service/boards/(\d+)/types/(\d+)$"), "board_one", "types"),
         (re.compile(r"^/service/priorities(/count)?$"), "list", "priorities"),
+        (re.compile(r"^/company/contacts(/count)?$"), "list", "contacts"),
+        (re.compile(r"^/company/contacts/(\d+)$"), "one", "contacts"),
         (re.compile(r"^/company/configurations(/count)?$"), "list", "configurations"),
         (re.compile(r"^/company/configurations/(\d+)$"), "one", "configurations"),
         (re.compile(r"^/service/tickets/(\d+)/configurations(/count)?$"), "ticket_configurations", None),
