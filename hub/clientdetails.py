@@ -98,7 +98,8 @@ def country_code(value: Any) -> str | None:
     if len(text) == 2 and text.isalpha():
         code = text.upper()
         code = "GR" if code == "EL" else code
-        return code if code in COUNTRIES else None
+        if code in COUNTRIES:
+            return code
     return _BY_NAME.get(_fold(text))
 
 

@@ -364,7 +364,7 @@ def _locale(value: Any) -> str:
 def _country(value: Any) -> str:
     from hub.clientdetails import country_code
     code = country_code(value) if isinstance(value, str) and len(value.strip()) == 2 else None
-    if code is None:
+    if code is None or code != value.strip().upper().replace("EL", "GR"):
         named = country_code(value)
         hint = f"write country = \"{named}\"" if named else "write the ISO 3166-1 alpha-2 code, e.g. country = \"FR\""
         raise fail(f"must be an ISO 3166-1 alpha-2 country code, got {value!r}", hint)
