@@ -7,6 +7,14 @@ Streams (all incremental on ``lastUpdated``, forward-only by id, one transaction
   changed since the cursor (at least one per run), plus one for the empty page that ends a read
   whose answers carry no Link header (see ``ConnectWiseClient.iter_pages``: a short page is never
   taken for the end), plus the ``/count`` on a full pass.
+  A company carries its billing details (address, ``country`` coded ISO 3166-1 alpha-2,
+  ``taxIdentifier`` as the VAT number) and its billing e-mail is its ``invoiceToEmailAddress``,
+  else the e-mail of its ``billingContact``, else of its ``defaultContact``: those contacts are
+  read with ``GET /company/contacts`` (``id in (...)``, only ``id,communicationItems``), one
+  request per 100 contacts of a page of companies (plus the empty page ending each read, without
+  Link headers), and only for the companies the pass reads (changed since the cursor), each
+  contact once per pass. A contact's e-mail changed without its company changing is seen on the
+  next full pass (``msp-hub resync --connector connectwise --stream clients --full``).
 - ``additions``: the API lists additions per agreement only (``/finance/agreements/{id}/additions``),
   so a run reads the agreements changed since the cursor and asks for the additions of each: two
   requests per agreement (its page and the empty one that ends it, when no Link header says so),
