@@ -221,3 +221,20 @@ def test_a_prefix_is_added_from_the_country_only_when_missing():
     assert with_prefix("094259216", "GR") == ("EL094259216", "EL")
     assert with_prefix("DE123456789", "FR") == ("DE123456789", None)      # its own prefix is kept
     assert with_prefix("40303265045", None) == ("40303265045", None)
+
+
+def test_without_a_psa_the_contract_alone_says(tmp_path):
+    from tests.conftest import Env
+    env = Env(tmp_path)
+    contracts = (env.mappings / "contracts.toml").read_text()
+    (env.mappings / "contracts.toml").write_text(
+        contracts + '\n[clients.hermes]\nname = "Hermes"\ntier = "gold"\nvat_number = "0123.456.749"\n'
+                    'email = "ap@hermes.be"\n[clients.hermes.address]\ncity = "Bruxelles"\ncountry = "BE"\n')
+    hub = env.hub()
+    details = details_for(hub, "hermes", "Hermes", hub.mappings.contracts["hermes"])
+    assert details.vat_number == "BE0123456749"
+    assert details.sources["vat_number"] == "contracts.toml [clients.hermes] (prefix BE added: the address's country)"
+    assert details.to_payload() == {"name": "Hermes", "email": "ap@hermes.be", "vat_number": "BE0123456749",
+                                    "address": {"city": "Bruxelles", "country": "BE"}}
+    acme = details_for(hub, "acme", "Acme Dental", hub.mappings.contracts["acme"])
+    assert acme == ClientDetails("Acme Dental")
