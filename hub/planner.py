@@ -153,9 +153,15 @@ def line_vat_rate(line: BillingLine, contract: Contract, m, default: str) -> tup
 
     An add-on line takes its add-on's ``vat_rate`` (tiers.toml), a product line its catalog
     item's (``[vat_rates]`` of tiers.toml), a time, flat-rate or overage line its work type's
-    (time.toml); else (and for a late change of an earlier period) ``default``: the contract's
-    ``vat_rate``, else ``[billing.tax] default_rate``."""
+    (time.toml), a late change of an earlier period's add-on line its add-on's; else (and for a
+    late change of time or a product) ``default``: the contract's ``vat_rate``, else
+    ``[billing.tax] default_rate``."""
     code = line.code
+    if code.startswith("delta:"):      # a late change of an earlier period: its add-on's rate
+        rest = code.split(":", 2)[2] if code.count(":") >= 2 else ""
+        if rest.startswith("addon:"):
+            return line_vat_rate(replace(line, code=rest), contract, m, default)
+        return default, None
     if code.startswith("addon:"):
         addon = m.addons.get(code.split(":")[1]) if m is not None else None
         return (addon.vat_rate if addon is not None and addon.vat_rate else default), None

@@ -18,6 +18,7 @@ from hub.records import BillingLine
 from hub.store import Store
 from hub.testing import ConnectorPlugin, make_hub
 from tests.conftest import NOW
+from tests.test_psa_billing import at, invoice, psa  # noqa: F401 - the psa fixture
 
 CLIENTS = ("acme", "birchwood", "cobalt", "driftwood", "elmstreet")
 REVERSE = "Autoliquidation — TVA due par le preneur, article 283-2 du CGI"
@@ -261,3 +262,71 @@ def test_a_change_of_treatment_alone_trips_no_guardrail_and_leaves_the_sent_invo
         * 100 > 10 * sent.total                                           # with tax: it would not be
     assert november.status == "create" and november.reasons == ()
     assert "invoice:acme:2026-11" in {p["key"] for p in report.pushed}
+
+
+def test_a_work_type_and_a_psa_catalog_item_name_their_rates(psa):
+    append(psa.mappings / "tiers.toml", '\n[vat_rates]\n"SSD-1TB" = "5.5"\n')
+    time_toml = psa.mappings / "time.toml"
+    time_toml.write_text(time_toml.read_text().replace('[work_types."After Hours"]\nrate = "150.00"',
+                                                       '[work_types."After Hours"]\nrate = "150.00"\nvat_rate = "10"'))
+    elm_remote = psa.time("elm", 1.25, at(10, 9), "Project Work")
+    after = psa.time("elm", 0.5, at(10, 10), "After Hours")
+    psa.cw.add_product(psa.co["elm"], "SSD-1TB", quantity=2, price=109.99, updated=at(10, 14))
+    elm = invoice(sync_once(psa.hub(), dry_run=True), "connectwise-" + str(psa.co["elm"]))
+    rates = {l["code"]: l["tax"]["percent"] for l in elm.action.payload["lines"]}
+    assert rates[f"time:entry:{elm_remote}"] == "20" and rates[f"time:entry:{after}"] == "10"
+    assert rates["product:SSD-1TB"] == "5.5"
+    block = elm.action.payload["tax"]
+    assert [(r["percent"], r["base"], r["tax"]) for r in block["by_rate"]] == [
+        ("20", elm.total - 7500 - 21998, sum((a * 20 + 50) // 100 for c, a in
+                                             ((l.code, l.amount) for l in elm.bill.lines) if rates[c] == "20")),
+        ("10", 7500, 750), ("5.5", 21998, 1210)]                        # 219.98 × 5.5 % = 12.0989 -> 12.10
+
+
+def test_a_line_of_work_types_at_two_rates_is_held_with_the_fix(psa):
+    # Admin and Project Work at one hourly rate, on one ticket: one line, two VAT rates.
+    time_toml = psa.mappings / "time.toml"
+    time_toml.write_text(time_toml.read_text().replace('[work_types."Admin"]\nrate = "95.00"',
+                                                       '[work_types."Admin"]\nrate = "110.00"\nvat_rate = "10"'))
+    defaults = psa.mappings / "defaults.toml"
+    defaults.write_text(defaults.read_text().replace('time_lines = "entry"', 'time_lines = "ticket"'))
+    psa.time("acme", 1.0, at(10, 9), "Project Work", charge_id=5)
+    psa.time("acme", 1.0, at(10, 10), "Admin", charge_id=5)
+    acme = invoice(sync_once(psa.hub()), "acme")
+    assert acme.status == "held" and acme.cause == "error"
+    assert any("bills work types Admin, Project Work, which time.toml gives different VAT rates (10, 20 %)"
+               in r and "set time_lines = \"entry\"" in r for r in acme.reasons)
+
+
+def test_a_wrong_tax_option_names_the_file_the_key_and_the_fix(env):
+    from hub.errors import ConfigError
+    from hub.mappings import load_mappings
+    contracts = env.mappings / "contracts.toml"
+    contracts.write_text(contracts.read_text().replace('name = "Acme Dental"', 'name = "Acme Dental"\ntax = "reverse"'))
+    m = load_mappings(env.mappings)
+    assert "acme" in m.contract_errors and "tax" in m.contract_errors["acme"]
+    tiers = env.mappings / "tiers.toml"
+    tiers.write_text(tiers.read_text().replace('[addons.backup]\nname = "Cloud backup"',
+                                               '[addons.backup]\nname = "Cloud backup"\nvat_rate = "vingt"'))
+    with pytest.raises(ConfigError) as exc:
+        load_mappings(env.mappings)
+    assert "addons.backup.vat_rate" in str(exc.value) and "tiers.toml" in str(exc.value)
+
+
+def test_a_late_change_of_an_add_on_takes_its_rate_and_other_late_changes_the_contracts(env):
+    from hub.mappings import load_mappings
+    from hub.planner import line_vat_rate
+    tiers = env.mappings / "tiers.toml"
+    tiers.write_text(tiers.read_text().replace('[addons.backup]\nname = "Cloud backup"',
+                                               '[addons.backup]\nname = "Cloud backup"\nvat_rate = "5.5"'))
+    m = load_mappings(env.mappings)
+    acme = m.contracts["acme"]
+
+    def rate(code):
+        return line_vat_rate(BillingLine("acme", "2026-11", code, "x", "1", -100, -100, "EUR", "r"), acme, m, "20")
+
+    assert rate("delta:2026-10:addon:backup:workstation") == ("5.5", None)
+    assert rate("delta:2026-10:tier:gold:workstation") == ("20", None)
+    assert rate("delta:2026-10:time:4711") == ("20", None)
+    assert rate("addon:email_security:workstation") == ("20", None)
+    assert rate("minimum") == ("20", None)
