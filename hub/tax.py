@@ -157,6 +157,10 @@ def decide(details, rules: TaxRules, contract_tax: str | None = None, contract_m
             problems.append(f"client {name!r}: VAT number {details.vat_number!r}{src('vat_number')} is malformed "
                             f"(an EU VAT number is its country prefix and 2 to 13 letters or digits, e.g. "
                             f"DE123456789); correct it in the PSA company's tax identifier or the contract")
+        elif vat[:2] in COUNTRY_VAT_PREFIX:
+            problems.append(f"client {name!r}: VAT number {vat}{src('vat_number')} starts with {vat[:2]}, but a "
+                            f"VAT number of {vat[:2]} starts with {COUNTRY_VAT_PREFIX[vat[:2]]}; correct it in the "
+                            f"PSA company's tax identifier or the contract")
         else:
             vat_from = vat_country(vat)
             if address_country is not None and vat_from != address_country:
