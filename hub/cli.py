@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from hub import tax
 from hub.config import load_config
 from hub.engine import Hub, LockedError, RunReport, dumps, sync_once
 from hub.errors import HubError
@@ -156,23 +157,45 @@ def _what(p) -> str:
     return p.kind.replace("_", " ")
 
 
+def _tax_block(p) -> dict | None:
+    """An invoice's ``tax`` block (hub.planner.invoice_payload), None when it has none (held)."""
+    return p.action.payload.get("tax") if p.action is not None and p.kind == "invoice" else None
+
+
+def _tax_cells(p) -> tuple[str, str]:
+    """The tax and the total with tax of an invoice row; "-" when the plan has no tax for it."""
+    block = _tax_block(p)
+    if block is None:
+        return "-", "-"
+    mark = "~" if block.get("automatic") else ""      # Stripe Tax computes it: an estimate
+    return (mark + format_minor(block["total_tax"], p.bill.currency),
+            mark + format_minor(block["total_with_tax"], p.bill.currency))
+
+
 def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, out=None) -> None:
     """Print the plan as a readable table, the three counts of agreement additions, then the
     discrepancies. ``details``: True explains every line; a tuple of statuses explains only those."""
     echo = (lambda s="": click.echo(s, file=out))
     invoices = [p for p in report.plan if p.bill is not None]
     others = [p for p in report.plan if p.bill is None and (p.kind != "agreement_quantity" or p.status == "skipped")]
-    rows = [(p.client_id, p.client_name[:24], p.period, _what(p), p.status, format_minor(p.total, p.bill.currency),
-             str(len(p.bill.lines))) for p in invoices]
+    rows = [(p.client_id, p.client_name[:24], p.period, _what(p), p.status, format_minor(p.total, p.bill.currency))
+            + _tax_cells(p) + (str(len(p.bill.lines)),) for p in invoices]
     echo_rows = []
-    _table(("client", "name", "period", "action", "status", "total", "lines"), rows, echo_rows.append, right=(5,))
+    _table(("client", "name", "period", "action", "status", "before tax", "tax", "with tax", "lines"), rows,
+           echo_rows.append, right=(5, 6, 7))
     echo(echo_rows[0])
     echo(echo_rows[1])
     for p, line in zip(invoices, echo_rows[2:]):
         echo(line)
         for reason in p.reasons:
             echo(f"    ! {reason}")
-        if p.bill and (details is True or (details and p.status in details)):
+        shown = p.bill and (details is True or (details and p.status in details))
+        block = _tax_block(p)
+        if block is not None and (shown or len(block["by_rate"]) > 1 or block["treatment"] != "standard"
+                                  or block.get("automatic")):
+            for text in tax.describe(block, p.bill.currency):
+                echo(f"    tax: {text}")
+        if shown:
             for l in p.bill.lines:
                 names = ", ".join(str(d.get("name") or d.get("id")) for d in l.items[:4])
                 more = f" and {len(l.items) - 4} more" if len(l.items) > 4 else ""
@@ -193,6 +216,7 @@ def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, o
                 echo("    not billed: " + "; ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(why.items())))
             for note in p.bill.notes:
                 echo(f"    note: {note}")
+
     for p in others:
         echo(f"{p.client_id}  {p.client_name}  {_what(p)}  {p.status}  {p.action.key if p.action else ''}")
         for reason in p.reasons:

@@ -346,6 +346,52 @@ def _period_name(value: Any) -> str:
 
 
 PeriodName = Annotated[str, PlainValidator(_period_name)]
+
+
+def _vat_rate(value: Any) -> str:
+    """A VAT rate in percent: ``"20"``, ``"5.5"`` or ``20``; its shortest decimal text."""
+    from hub.tax import normalize_rate
+    try:
+        return normalize_rate(value)
+    except ValueError as exc:
+        raise fail(str(exc), "write the percent as a string such as \"20\" or \"5.5\"") from None
+
+
+def _country(value: Any) -> str:
+    from hub.tax import COUNTRIES
+    if not isinstance(value, str) or value.strip().upper() not in COUNTRIES:
+        raise fail(f"must be an ISO 3166-1 country code, got {value!r}", "write country = \"FR\"")
+    return value.strip().upper()
+
+
+VatRate = Annotated[str, PlainValidator(_vat_rate)]
+Country = Annotated[str, PlainValidator(_country)]
+
+
+class TaxSettings(Schema):
+    """``[billing.tax]``: the MSP's VAT (BILLING.md, "Tax").
+
+    ``country``: where the MSP is established; ``default_rate``: the percent of a line whose
+    product, add-on, work type or contract names none; ``name``: the tax's name on invoices;
+    the legal mentions of a reverse-charge, outside-the-EU and exempt invoice; ``automatic``:
+    Stripe Tax computes the tax (the plan's figures are then an estimate, and a client needs an
+    address with a country).
+    """
+
+    country: Country = "FR"
+    default_rate: VatRate = "20"
+    name: Annotated[str, Field(min_length=1, max_length=40)] = "TVA"
+    reverse_charge_mention: Annotated[str, Field(min_length=1)] = \
+        "Autoliquidation — TVA due par le preneur, article 283-2 du CGI"
+    outside_eu_mention: Annotated[str, Field(min_length=1)] = "TVA non applicable, article 259-1 du CGI"
+    exempt_mention: Annotated[str, Field(min_length=1)] = "Exonération de TVA"
+    automatic: bool = False
+
+    def rules(self):
+        """These settings as ``hub.tax.TaxRules``."""
+        from hub.tax import TaxRules
+        return TaxRules(self.country, self.default_rate, self.name, self.reverse_charge_mention,
+                        self.outside_eu_mention, self.exempt_mention, self.automatic)
 DEFAULT_CATCH_UP_MONTHS = 3
 
 
@@ -371,6 +417,7 @@ class BillingSettings(Schema):
     guardrails: GuardrailSettings = GuardrailSettings()
     completeness: CompletenessSettings = CompletenessSettings()
     review: ReviewSettings = ReviewSettings()
+    tax: TaxSettings = TaxSettings()
 
 
 def _max_ages(value: Any) -> dict[str, str]:

@@ -17,6 +17,10 @@ Decisions where BILLING.md leaves a choice:
   checked like a first invoice's (above ``first_invoice_max`` it is held).
 * A device count growing from 0 gives no share either: it is not held on the device count (the
   total's guardrails still apply).
+* Totals are compared before tax, like with like: the new invoice's ``total`` (the sum of its
+  lines before VAT) against the previous invoice's lines as billed, before VAT. A change of the
+  client's VAT treatment alone (standard to reverse charge, a new rate) moves no total and holds
+  nothing; the tax is the plan's to show, not a surprise in what is billed.
 * Billed devices are the distinct device ids on the tier and add-on lines of the period
   (``tier:...``, ``addon:...``); late lines of earlier periods (``delta:...``) do not count.
 """
@@ -54,8 +58,8 @@ class InvoiceGuardrails:
 
 @dataclass(frozen=True)
 class PreviousInvoice:
-    """What the hub invoiced the client for its previous invoiced period: ``total`` in minor
-    units, ``devices`` billed (see ``count_billed_devices``), ``currency`` when known."""
+    """What the hub invoiced the client for its previous invoiced period: ``total`` before tax in
+    minor units, ``devices`` billed (see ``count_billed_devices``), ``currency`` when known."""
 
     period: str
     total: int
@@ -97,7 +101,7 @@ def check_invoice(new_total: int, new_devices: int, previous: PreviousInvoice | 
     """The reasons to hold an invoice until a person approves it; empty: let it through.
 
     Args:
-        new_total: the invoice's total, minor units of ``currency``.
+        new_total: the invoice's total before tax, minor units of ``currency``.
         new_devices: the devices it bills (``count_billed_devices``).
         previous: the client's previous invoice; None for its first one.
         g: the limits.

@@ -37,8 +37,8 @@ from typing import Annotated, Any, Iterable, Literal
 
 from pydantic import Field, PlainValidator, TypeAdapter, ValidationError, field_validator
 
-from hub.config import (Hours, Ident, Money, Schema, config_error, fail, key_path, known_keys_fix, line_of,
-                        read_toml, schema_error, validate)
+from hub.config import (Hours, Ident, Money, Schema, VatRate, config_error, fail, key_path, known_keys_fix,
+                        line_of, read_toml, schema_error, validate)
 from hub.errors import ConfigError
 from hub.money import format_minor, format_quantity
 
@@ -63,6 +63,7 @@ class Addon:
     prices: dict[str, int]          # device class -> minor units; "*" prices every class
     service: str | None = None
     classes: frozenset[str] | None = None
+    vat_rate: str | None = None     # percent; None: the contract's rate
 
     def price_for(self, device_class: str) -> int | None:
         return self.prices.get(device_class, self.prices.get("*"))
@@ -79,6 +80,7 @@ class WorkType:
     onsite: bool = False
     service: str | None = None
     flat_rate: int | None = None
+    vat_rate: str | None = None     # percent; None: the contract's rate
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,12 @@ class Contract:
     # The client's billing details contracts.toml sets (email, vat_number, locale, address: a
     # dict of line1, line2, city, postal_code, state, country), over its PSA company's.
     details: dict[str, Any] = field(default_factory=dict)
+    # VAT (BILLING.md, "Tax"): the percent of a line whose product, add-on or work type names none
+    # (None: [billing.tax] default_rate); ``tax``: "standard", "reverse_charge" or "exempt" (None:
+    # decided from the client's country and VAT number); ``tax_mention``: an exempt invoice's mention.
+    vat_rate: str | None = None
+    tax: str | None = None
+    tax_mention: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,7 @@ class Mappings:
     addition_products: dict[str, "str | AdditionProduct"] = field(default_factory=dict)
     links: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # client id -> (name, links)
     alert_rules: Any = None                                        # hub.alerting.AlertRules
+    vat_rates: dict[str, str] = field(default_factory=dict)        # PSA catalog item -> VAT percent ([vat_rates])
 
     def client_for(self, system: str, external_id: str) -> str | None:
         """The hub client id linked to ``external_id`` in ``system``, if a contract names it."""
@@ -233,6 +242,7 @@ TimeLines = Literal["entry", "ticket", "work_type"]
 TIME_LINES = ("entry", "ticket", "work_type")
 Kind = Literal["managed", "block", "time_and_materials"]
 KINDS = ("managed", "block", "time_and_materials")
+ContractTax = Literal["standard", "reverse_charge", "exempt"]
 
 
 def _currency(value: Any) -> str:
@@ -254,12 +264,14 @@ class AddonSchema(Schema):
     price: Money | None = None
     prices: Annotated[dict[str, Money], Field(min_length=1)] | None = None
     classes: list[str] | None = None
+    vat_rate: VatRate | None = None
 
 
 class TiersFile(Schema):
     currency: Annotated[str, PlainValidator(_currency)] = "EUR"
     tiers: Annotated[dict[str, TierSchema], Field(min_length=1)]
     addons: dict[str, AddonSchema] = {}
+    vat_rates: dict[str, VatRate] = {}      # PSA catalog item (a product line) -> VAT percent
 
 
 class TimeDefaults(Schema):
@@ -275,6 +287,7 @@ class WorkTypeSchema(Schema):
     onsite: bool = False
     service: str | None = None
     flat_rate: Money | None = None
+    vat_rate: VatRate | None = None
 
 
 class BlockSchema(Schema):
@@ -306,12 +319,16 @@ class DefaultsFile(Schema):
     beyond_balance: Literal["overage", "carry"] | None = None
     default_rate: Money | None = None
     time_lines: TimeLines | None = None
+    vat_rate: VatRate | None = None
+    tax: ContractTax | None = None
+    tax_mention: str | None = None
 
 
 # Each contract option and BILLING.md's rule for it: the value a contract has when no file sets it.
 RULE_DEFAULTS: dict[str, Any] = {
     "proration": False, "minimum": 0, "increment_minutes": 15, "onsite_minimum_hours": Fraction(1),
     "warning_hours": Fraction(2), "beyond_balance": "overage", "default_rate": None, "time_lines": "entry",
+    "vat_rate": None, "tax": None, "tax_mention": None,
 }
 DEFAULTS_FILE = "defaults.toml"
 
@@ -333,6 +350,9 @@ class TermsSchema(Schema):
     onsite_minimum_hours: Hours | None = None
     default_rate: Money | None = None
     time_lines: TimeLines | None = None
+    vat_rate: VatRate | None = None       # None: the global default (defaults.toml), else [billing.tax]
+    tax: ContractTax | None = None        # None: decided from the client's country and VAT number
+    tax_mention: str | None = None        # an exempt invoice's legal mention (None: [billing.tax])
 
 
 def _email(value: Any) -> str:
@@ -517,8 +537,17 @@ def load_catalog(path: Path) -> tuple[str, dict[str, Tier], dict[str, Addon]]:
                                line=line_of(text, ("addons", aid)))
         prices = dict(a.prices) if a.prices is not None else {"*": a.price}
         addons[aid] = Addon(aid, a.name or aid, prices, a.service,
-                            frozenset(a.classes) if a.classes is not None else None)
+                            frozenset(a.classes) if a.classes is not None else None, a.vat_rate)
     return currency, tiers, addons
+
+
+def load_vat_rates(path: Path) -> dict[str, str]:
+    """``[vat_rates]`` of ``tiers.toml``: PSA catalog item -> VAT percent of its product lines."""
+    raw, text = _read(path)
+    cur = raw.get("currency", "EUR")
+    checked: TiersFile = validate(TiersFile, raw, file=str(path), text=text,
+                                  context={"currency": cur.upper() if isinstance(cur, str) else "EUR"})
+    return dict(checked.vat_rates)
 
 
 def priced_classes(tiers: dict[str, Tier], addons: dict[str, Addon]) -> set[str]:
@@ -634,9 +663,10 @@ def contract_terms(raw: dict[str, Any], m: "Mappings", *, file: str, where: str,
         time_lines=pick("time_lines"),
     )
     proration, minimum = pick("proration"), pick("minimum")
+    vat_rate, tax, tax_mention = pick("vat_rate"), pick("tax"), pick("tax_mention")
     time = replace(time, sources=sources)
     return {"tier": t.tier, "addons": tuple(t.addons), "proration": proration, "kind": t.kind, "time": time,
-            "minimum": minimum}
+            "minimum": minimum, "vat_rate": vat_rate, "tax": tax, "tax_mention": tax_mention}
 
 
 def _table_label(file: str, loc: tuple[str, ...]) -> str:
@@ -772,7 +802,8 @@ def load_time(path: Path, currency: str) -> tuple[TimeTerms, dict[str, BlockSize
         return TimeTerms(), {}
     raw, text = _read(path)
     t: TimeFile = validate(TimeFile, raw, file=str(path), text=text, context={"currency": currency})
-    work_types = {name: WorkType(name, w.rate, w.onsite, w.service, w.flat_rate) for name, w in t.work_types.items()}
+    work_types = {name: WorkType(name, w.rate, w.onsite, w.service, w.flat_rate, w.vat_rate)
+                  for name, w in t.work_types.items()}
     blocks = {bid: BlockSize(bid, b.hours, b.price) for bid, b in t.blocks.items()}
     d = t.defaults
     terms = TimeTerms(work_types=work_types, default_rate=d.default_rate, increment_minutes=d.increment_minutes,
@@ -852,6 +883,8 @@ def _shown(key: str, value: Any, currency: str) -> str:
         return f"{value} min"
     if key == "time_lines":
         return f"one line per {str(value).replace('_', ' ')}"
+    if key == "vat_rate":
+        return f"{value} %"
     return str(value)
 
 
@@ -862,7 +895,8 @@ def options_note(contract: Contract) -> str | None:
     t = contract.time
     values = {"proration": contract.proration, "minimum": contract.minimum, "increment_minutes": t.increment_minutes,
               "onsite_minimum_hours": t.onsite_minimum, "warning_hours": t.warning_hours,
-              "beyond_balance": t.beyond_balance, "default_rate": t.default_rate, "time_lines": t.time_lines}
+              "beyond_balance": t.beyond_balance, "default_rate": t.default_rate, "time_lines": t.time_lines,
+              "vat_rate": contract.vat_rate, "tax": contract.tax, "tax_mention": contract.tax_mention}
     parts = []
     for key, value in values.items():
         source = t.sources.get(key)
@@ -1030,7 +1064,8 @@ def load_mappings(directory: str | Path) -> Mappings:
     currency, tiers, addons = load_catalog(d / "tiers.toml")
     priced = priced_classes(tiers, addons)
     classes, not_billed, unlisted = load_device_class_file(d / "device_classes.toml", priced)
-    m = Mappings(currency, tiers, addons, classes, {}, not_billed=not_billed, unlisted=unlisted)
+    m = Mappings(currency, tiers, addons, classes, {}, not_billed=not_billed, unlisted=unlisted,
+                 vat_rates=load_vat_rates(d / "tiers.toml"))
     m.time, m.blocks = load_time(d / "time.toml", currency)
     load_defaults(d, m)
     from hub.alerting import load_alert_rules

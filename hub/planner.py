@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterable
 
-from hub import alerting, reconcile, timebilling
+from hub import alerting, clientdetails, reconcile, tax, timebilling
 from hub.completeness import Gate
 from hub.guardrails import InvoiceGuardrails, check_invoice, count_billed_devices, previous_from_snapshot
 from hub.errors import HubError
@@ -76,10 +76,18 @@ class PlanItem:
         if self.cause:
             out["cause"] = self.cause
         if bill is not None:
+            payload = self.action.payload if self.action is not None and self.kind == INVOICE else {}
+            taxes = [l.get("tax") for l in payload.get("lines", ())] if "tax" in payload else []
             out.update({"total": self.total, "currency": bill.currency,
-                        "lines": [line_json(line) for line in bill.lines],
+                        "lines": [dict(line_json(line), **({"tax": taxes[i]} if i < len(taxes) else {}))
+                                  for i, line in enumerate(bill.lines)],
                         "excluded": [vars(e) for e in bill.excluded], "notes": list(bill.notes),
                         "not_billed": [dict(r) for r in bill.reported]})
+        if bill is not None and self.action is not None and "tax" in self.action.payload:
+            block = self.action.payload["tax"]
+            out.update({"tax": block, "total_tax": block["total_tax"], "total_with_tax": block["total_with_tax"]})
+            if "customer" in self.action.payload:
+                out["customer"] = self.action.payload["customer"]
         if self.quantity is not None:
             out["quantities"] = self.quantity.to_json()
         if self.action is not None and self.kind != INVOICE:
@@ -97,13 +105,103 @@ def invoice_key(client_id: str, period: str) -> str:
     return f"{INVOICE}:{client_id}:{period}"
 
 
-def invoice_payload(bill: reconcile.Bill, client_name: str, period: Period, description: str | None = None) -> dict[str, Any]:
-    return {"client_name": client_name, "currency": bill.currency, "period": period.name,
-            "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
-            "description": description or f"Managed services for {client_name}, {period.name}",
-            "total": bill.total,
-            "lines": [{"code": l.code, "description": l.description, "quantity": l.quantity,
-                       "unit_amount": l.unit_amount, "amount": l.amount} for l in bill.lines]}
+def invoice_payload(bill: reconcile.Bill, client_name: str, period: Period, description: str | None = None,
+                    vat: "InvoiceTax | None" = None) -> dict[str, Any]:
+    """What the invoicing connector sends: the lines before tax and their ``total``; with ``vat``
+    (``invoice_tax``), each taxed line's ``tax`` (percent and name), the invoice's ``tax`` block
+    (treatment, mention, per rate the base and the tax, total_tax, total_with_tax, automatic) and
+    the ``customer`` (its billing details and Stripe's ``tax_exempt``)."""
+    payload = {"client_name": client_name, "currency": bill.currency, "period": period.name,
+               "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
+               "description": description or f"Managed services for {client_name}, {period.name}",
+               "total": bill.total,
+               "lines": [{"code": l.code, "description": l.description, "quantity": l.quantity,
+                          "unit_amount": l.unit_amount, "amount": l.amount} for l in bill.lines]}
+    if vat is not None and not vat.problems:
+        per_line, block = tax.invoice_tax([l.amount for l in bill.lines], vat.rates, vat.decision, vat.rules)
+        for line, t in zip(payload["lines"], per_line):
+            if t is not None:
+                line["tax"] = t
+        payload["tax"] = block
+        payload["customer"] = dict(vat.details.to_payload(), tax_exempt=vat.decision.tax_exempt)
+    return payload
+
+
+@dataclass(frozen=True)
+class InvoiceTax:
+    """The VAT of one invoice: the client's ``details``, its treatment (``decision``), the rate
+    of each line (``rates``, one percent per line of the bill), the MSP's ``rules``, and the
+    ``problems`` that hold it (the treatment cannot be decided, a line's rate is ambiguous)."""
+
+    details: clientdetails.ClientDetails
+    decision: tax.Decision
+    rates: tuple[str, ...]
+    rules: tax.TaxRules
+    problems: tuple[str, ...] = ()
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self.decision.notes
+
+
+def tax_rules(hub: "Hub") -> tax.TaxRules:
+    return hub.config.billing_settings.tax.rules()
+
+
+def line_vat_rate(line: BillingLine, contract: Contract, m, default: str) -> tuple[str, str | None]:
+    """The VAT percent of one line and, when its work types name different rates, the problem.
+
+    An add-on line takes its add-on's ``vat_rate`` (tiers.toml), a product line its catalog
+    item's (``[vat_rates]`` of tiers.toml), a time, flat-rate or overage line its work type's
+    (time.toml), a late change of an earlier period's add-on line its add-on's; else (and for a
+    late change of time or a product) ``default``: the contract's ``vat_rate``, else
+    ``[billing.tax] default_rate``."""
+    code = line.code
+    if code.startswith("delta:"):      # a late change of an earlier period: its add-on's rate
+        rest = code.split(":", 2)[2] if code.count(":") >= 2 else ""
+        if rest.startswith("addon:"):
+            return line_vat_rate(replace(line, code=rest), contract, m, default)
+        return default, None
+    if code.startswith("addon:"):
+        addon = m.addons.get(code.split(":")[1]) if m is not None else None
+        return (addon.vat_rate if addon is not None and addon.vat_rate else default), None
+    if code.startswith("product:"):
+        item = code[len("product:"):].split("@")[0]
+        return ((m.vat_rates.get(item) if m is not None else None) or default), None
+    if code.startswith(("time:", "flat:", "overage:")):
+        kinds = contract.time.work_types or (m.time.work_types if m is not None else {})
+        items = line.items[:1] if code.startswith("flat:") else line.items
+        named = {str(i["work_type"]) for i in items if i.get("work_type") is not None}
+        rates = {(kinds[w].vat_rate if w in kinds and kinds[w].vat_rate else default) for w in named}
+        if len(rates) > 1:
+            return default, (f"line {line.code!r} bills work types {', '.join(sorted(named))}, which time.toml "
+                             f"gives different VAT rates ({', '.join(sorted(rates))} %); one invoice line has one "
+                             f"rate: set time_lines = \"entry\" or \"work_type\" for this contract, or give "
+                             f"these work types the same vat_rate in time.toml")
+        return (rates.pop() if rates else default), None
+    return default, None
+
+
+def invoice_tax(hub: "Hub", contract: Contract, bill: reconcile.Bill, name: str | None = None) -> InvoiceTax:
+    """The VAT of ``contract``'s invoice ``bill`` (BILLING.md, "Tax")."""
+    rules = tax_rules(hub)
+    details = clientdetails.details_for(hub, contract.client_id, name or contract.name, contract)
+    where = (f"{contract.file} [clients.{contract.client_id}]" if contract.origin == "mappings"
+             else f"{contract.file} (agreement type of {contract.origin})")
+    decision = tax.decide(details, rules, contract.tax, contract.tax_mention, where=where)
+    default = contract.vat_rate or rules.default_rate
+    m = getattr(hub, "mappings", None)
+    rates, problems = [], list(decision.problems)
+    for line in bill.lines:
+        rate, problem = line_vat_rate(line, contract, m, default)
+        rates.append(rate)
+        if problem and decision.taxed:
+            problems.append(f"client {contract.name!r}: {problem}")
+    return InvoiceTax(details, decision, tuple(rates), rules, tuple(problems))
+
+
+def _tax_reasons(vat: InvoiceTax) -> tuple[str, ...]:
+    return tuple(f"VAT: {p}" for p in vat.problems)
 
 
 def ledger_of(lines) -> tuple[tuple[str, str, str, int], ...]:
@@ -1149,7 +1247,7 @@ def _status_against_outbox(hub: "Hub", key: str, payload_lines, *, period: Perio
                            push_now: bool = False) -> tuple[str, tuple[str, ...]]:
     stored = hub.store.get_action(key)
     if stored and stored["status"] == SENT:
-        same = payload_lines is None or stored["payload"].get("lines") == payload_lines
+        same = payload_lines is None or _pre_tax(stored["payload"].get("lines")) == _pre_tax(payload_lines)
         if same:
             return "unchanged", ()
         return "changed_after_sent", (f"sent as {stored['vendor_id']}; the data has changed since. The sent invoice is "
@@ -1160,6 +1258,15 @@ def _status_against_outbox(hub: "Hub", key: str, payload_lines, *, period: Perio
     if stored and stored["attempts"] > 0:
         return "retry", (f"attempted {stored['attempts']} time(s): {stored['last_error'] or 'outcome unknown'}",)
     return "create", ()
+
+
+def _pre_tax(lines) -> list | None:
+    """Invoice lines without their ``tax``: what was billed, compared with what would be billed now
+    (an invoice sent before the hub computed VAT, or whose client's treatment changed, bills the
+    same lines)."""
+    if lines is None:
+        return None
+    return [{k: v for k, v in line.items() if k != "tax"} for line in lines]
 
 
 def _vet(hub: "Hub", item: PlanItem) -> PlanItem:
@@ -1187,7 +1294,10 @@ def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool,
                  claimed: frozenset[str] = frozenset()) -> PlanItem:
     bill = compute_bill(hub, contract, period, claimed)
     key = invoice_key(contract.client_id, period.name)
-    payload = invoice_payload(bill, contract.name, period)
+    vat = invoice_tax(hub, contract, bill)
+    if vat.notes:
+        bill = replace(bill, notes=tuple(bill.notes) + vat.notes)
+    payload = invoice_payload(bill, contract.name, period, vat=vat)
     if review_settings(hub)[0]:
         payload["finalize"] = False      # created as a draft; finalized once the run is approved
     action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
@@ -1198,6 +1308,10 @@ def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool,
     if status in ("create", "retry", "preview") and not bill.lines:
         status, reasons = "empty", ("nothing to bill in the period",)
     cause = None
+    if vat.problems and status in ("create", "retry"):
+        status, reasons, cause = "held", _tax_reasons(vat), "error"
+    elif vat.problems and status == "preview":
+        reasons = reasons + _tax_reasons(vat)
     if status == "create":
         surprises = invoice_surprises(hub, contract, period, bill, key)
         if surprises:
@@ -1249,17 +1363,21 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
                                       agreement=agreement)
     bill = reconcile.Bill(contract.client_id, period.name, contract.currency, tuple(lines))
     key = f"renewal:{contract.client_id}:{agreement}:{number}"
+    vat = invoice_tax(hub, contract, bill)
     payload = invoice_payload(bill, contract.name, period,
-                              f"Prepaid block renewal for {contract.name}: {format_quantity(size.hours)} h")
+                              f"Prepaid block renewal for {contract.name}: {format_quantity(size.hours)} h", vat=vat)
     action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
     status, reasons = _status_against_outbox(hub, key, None, period=period, force=True, now=now, push_now=True)
+    cause = None
+    if vat.problems and status in ("create", "retry"):
+        status, reasons, cause = "held", reasons + _tax_reasons(vat), "error"
     block = {"client_id": contract.client_id, "agreement": agreement or "", "number": number,
              "hours": str(size.hours), "rate": round_half_up(Fraction(size.price) / size.hours),
              "started_at": now.isoformat(), "source": "renewal"}
     items = [_vet(hub, PlanItem(INVOICE, contract.client_id, contract.name, period.name, status, action, bill,
                                 reasons + (f"block {latest} has {format_quantity(balance)} h left, at or below "
                                            f"the warning threshold of {format_quantity(contract.time.warning_hours)} h",),
-                                block=block))]
+                                block=block, cause=cause))]
     ticketer = connector_for(hub, TICKET)
     company = contract.links.get(ctx.psa or "", "")
     if ticketer and company:

@@ -39,6 +39,10 @@ def test_defaults_are_filled_in_the_plain_dicts_and_the_typed_view(tmp_path):
                        "first_invoice_max": "10000.00"},
         "completeness": {"max_count_drop_percent": 50},
         "review": {"enabled": False},
+        "tax": {"country": "FR", "default_rate": "20", "name": "TVA",
+                "reverse_charge_mention": "Autoliquidation — TVA due par le preneur, article 283-2 du CGI",
+                "outside_eu_mention": "TVA non applicable, article 259-1 du CGI",
+                "exempt_mention": "Exonération de TVA", "automatic": False},
     }
     assert cfg.logging == {}            # unset: the command and the daemon keep their own defaults
     s = cfg.billing_settings
