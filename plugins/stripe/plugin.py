@@ -4,14 +4,26 @@ An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
 
 1. the customer: the link (an MSP's mapping, or an earlier push; never a new customer for a
    linked client), else the customer found by search on ``metadata.msp_hub_client_id``, else a
-   create;
+   create, with the client's details when the payload has them (``customer``: ``email``,
+   ``address``, ``preferred_locales`` from its ``locale``, ``tax_exempt``, its VAT number as
+   ``tax_id_data`` of type ``eu_vat``, or ``gb_vat``/``ch_vat``/``no_vat`` by its prefix);
 2. the invoice Stripe may already have for the action (``metadata.msp_hub_action_key``): the id
    saved in the action's progress, else the customer's invoices listed (consistent) when the
    customer existed before this push, else a search of invoices (it finds one sent on another
    customer); found open, paid or void, the push is done and returns it;
+   otherwise, for a customer that existed and a payload with the client's details: the customer
+   read (``GET /v1/customers/{id}``, tax ids embedded) and compared, and only what differs
+   written, once (``POST /v1/customers/{id}``; a changed VAT number is added with ``POST
+   .../tax_ids`` and the old one deleted); a rerun compares equal and writes nothing, and the
+   result says what was updated (``details["customer_updated"]``);
+   and the tax rates the lines use (``lines[].tax``): found by ``metadata.msp_hub_tax_rate``
+   (``FR:20:TVA``) among the active tax rates (listed once per connector, then remembered), else
+   created once (``POST /v1/tax_rates``, exclusive, its idempotency key from the rate's key);
 3. else a draft invoice (``POST /v1/invoices``, ``auto_advance=false``,
    ``pending_invoice_items_behavior=exclude``: nothing else is swept onto it and Stripe does not
-   finalize it on its own);
+   finalize it on its own), with the MSP's legal mentions (``footer``, ``custom_fields``) and, when
+   Stripe Tax computes the tax (``tax.automatic`` and ``[connectors.stripe] automatic_tax``, which
+   must agree; the client needs an address), ``automatic_tax[enabled]=true`` and no tax rates;
 4. the lines the draft lacks in one ``POST /v1/invoices/{id}/add_lines`` (chunked above
    ``LINES_PER_REQUEST``), or with ``line_mode = "invoiceitems"`` one ``POST /v1/invoiceitems``
    per line. A line is sent as quantity x unit amount when that is the plan's amount to the cent
@@ -19,9 +31,12 @@ An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
    the line; an invoice item in ``unit_amount_decimal``), else as the plan's amount, its
    description stating the quantity: ``"Support hours (1.5 x 80.00 EUR)"``, unless the hub's
    text already states it (a time line: ``"2026-11-03, jdoe, ticket 4521, Remote Support,
-   1.25 h × 95.00 EUR"``), which is then sent as it is;
-5. the draft's subtotal checked against the plan's lines: if they differ (a line added in the
-   dashboard...), the draft is left as it is and the push fails, naming both totals;
+   1.25 h × 95.00 EUR"``), which is then sent as it is; a taxed line carries its rate
+   (``tax_rates``), an untaxed one none;
+5. the draft's subtotal checked against the plan's lines, and (with tax rates) Stripe's tax and
+   total against the plan's ``tax.total_tax`` and ``total_with_tax`` (per line, half up): if they
+   differ (a line added in the dashboard, a rate edited...), the draft is left as it is and the
+   push fails, naming both figures;
 6. ``POST /v1/invoices/{id}/finalize`` -- unless the payload says ``"finalize": false``: then the
    draft stays for the MSP to review and the result says ``{"draft": true, "invoice_id": ...}``;
    an ``invoice_finalize`` action (``{"invoice_key", "invoice_id"}``) finalizes it later, once
@@ -30,7 +45,12 @@ An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
 Requests per invoice: 4 for a known customer (list its invoices, create, add_lines, finalize), 6
 with a new customer (search customers, create it, search invoices, create, add_lines, finalize);
 with ``invoiceitems``, one per line plus one read of the draft instead of add_lines. Pushed again
-after the store was lost, a sent invoice costs 2 GETs and no POST.
+after the store was lost, a sent invoice costs 2 GETs and no POST. The client's details add one
+GET for a known customer (5 a month for a French client once its rates are known), plus one POST
+when they changed and a POST and a DELETE when its VAT number changed; the tax rates add one GET
+per connector (the first taxed invoice of a run), plus one POST per rate Stripe does not have yet:
+a new French client's first invoice costs 8 (search, create customer, search invoices, list tax
+rates, create the rate, create, add_lines, finalize).
 
 Exactly once rests on four things. Every POST carries an ``Idempotency-Key`` derived from the
 action key and the step (``msp-hub:invoice:acme:2026-10:create``), so a retry within Stripe's

@@ -68,6 +68,8 @@ import httpx
 API_VERSION = "2026-10-28.endive"
 EPOCH = 1_790_000_000  # the simulator's clock starts here and ticks one second per object
 MAX_ITEMS_PER_INVOICE = 250
+TAX_TYPES = {"amusement_tax", "communications_tax", "gst", "hst", "igst", "jct", "lease_tax", "pst", "qst", "rst",
+             "sales_tax", "service_tax", "vat"}
 ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 # Tax id types the simulator validates, with the format of their value (spaces, dots, dashes removed).
 TAX_ID_FORMATS = {"eu_vat": r"(AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI)"
@@ -652,8 +654,10 @@ class StripeSimulator:
         if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
             raise StripeError(400, f"Invalid country: {country}", param="country")
         for key in ("description", "jurisdiction"):
-            if key in params and len(params[key]) > (500 if key == "description" else 50):
+            if key in params and len(params[key]) > (5000 if key == "description" else 50):
                 raise StripeError(400, f"{key} is too long.", param=key)
+        if params.get("tax_type") is not None and params["tax_type"] not in TAX_TYPES:
+            raise StripeError(400, f"Invalid tax_type: {params['tax_type']}", param="tax_type")
         rate = {"id": self._id("txr_"), "object": "tax_rate",
                 "active": _bool(params["active"], "active") if "active" in params else True,
                 "country": country, "created": self._tick(), "description": params.get("description"),

@@ -396,3 +396,81 @@ def test_a_sent_invoice_pushed_again_does_not_touch_the_customer(sim, connect, c
     since = len(sim.log)
     result = connect().push(action(taxed(customer=details)), FakeContext(links=context.links))
     assert paths(sim, since) == ["GET /v1/invoices"] and "already open" in result.summary
+
+
+def test_a_french_invoice_of_a_known_client_costs_five_requests_once_its_rate_is_known(sim, connect, context):
+    details = {"email": "compta@acme.fr", "address": ADDRESS, "vat_number": "FR12123456789", "locale": "fr-FR"}
+    connector = connect()
+    connector.push(action(taxed(customer=details)), context)
+    since = len(sim.log)
+    result = connector.push(action(taxed(customer=details), period="2026-11"), FakeContext(links=context.links))
+    assert [p.split("/in_")[0] for p in paths(sim, since)] == [
+        "GET /v1/invoices", f"GET /v1/customers/{result.details['customer']}", "POST /v1/invoices",
+        "POST /v1/invoices", "POST /v1/invoices"]
+    assert result.details["total"] == 16440 and "customer_updated" not in result.details
+
+
+# --- the simulator validates these requests as Stripe does ---------------------------------------
+
+@pytest.fixture
+def client(sim):
+    from hub.testing import mock_client
+    from plugins.stripe.client import StripeClient
+    from plugins.stripe.tests.helpers import BASE_URL, quiet_retry_policy
+    made = StripeClient(BASE_URL, API_KEY, http=mock_client(sim.handler, BASE_URL), retrying=quiet_retry_policy)
+    yield made
+    made.close()
+
+
+@pytest.mark.parametrize("params, param", [
+    ({"display_name": "TVA", "inclusive": False}, "percentage"),
+    ({"display_name": "T" * 51, "inclusive": False, "percentage": "20"}, "display_name"),
+    ({"display_name": "TVA", "inclusive": False, "percentage": "120"}, "percentage"),
+    ({"display_name": "TVA", "inclusive": False, "percentage": "20", "country": "France"}, "country"),
+    ({"display_name": "TVA", "inclusive": False, "percentage": "20", "tax_type": "tva"}, "tax_type"),
+    ({"display_name": "TVA", "inclusive": False, "percentage": "20", "rate": "20"}, "rate"),
+])
+def test_simulated_tax_rate_params_are_validated(client, params, param):
+    with pytest.raises(VendorError) as info:
+        client.create_tax_rate(params, idempotency_key="k")
+    assert info.value.status == 400 and f"(param: {param})" in info.value.detail
+
+
+def test_simulated_tax_ids_are_validated_and_deleted_once(sim, client):
+    customer = client.create_customer({"name": "A"}, idempotency_key="c")
+    with pytest.raises(VendorError, match="tax_id_invalid"):
+        client.create_customer_tax_id(customer["id"], {"type": "eu_vat", "value": "US123"}, idempotency_key="t1")
+    with pytest.raises(VendorError, match="param: tax_id_data"):
+        client.create_customer({"name": "B", "tax_id_data": [{"type": "fr_vat", "value": "FR12123456789"}]},
+                               idempotency_key="c2")
+    made = client.create_customer_tax_id(customer["id"], {"type": "eu_vat", "value": "FR12123456789"},
+                                         idempotency_key="t2")
+    assert made["country"] == "FR" and made["owner"] == {"customer": customer["id"], "type": "customer"}
+    assert client.delete_customer_tax_id(customer["id"], made["id"])["deleted"] is True
+    with pytest.raises(VendorError) as gone:
+        client.delete_customer_tax_id(customer["id"], made["id"])
+    assert gone.value.status == 404 and not sim.tax_ids
+
+
+def test_simulated_invoice_refuses_five_custom_fields_and_an_archived_rate(sim, client):
+    customer = client.create_customer({"name": "A"}, idempotency_key="c")
+    base = {"customer": customer["id"], "currency": "eur", "collection_method": "charge_automatically"}
+    with pytest.raises(VendorError, match="param: custom_fields"):
+        client.create_invoice({**base, "custom_fields": FIELDS * 2 + [FIELDS[0]]}, idempotency_key="i1")
+    archived = client.create_tax_rate({"display_name": "TVA", "inclusive": False, "percentage": "20",
+                                       "active": False}, idempotency_key="r1")
+    with pytest.raises(VendorError, match=r"param: default_tax_rates\[0\]"):
+        client.create_invoice({**base, "default_tax_rates": [archived["id"]]}, idempotency_key="i2")
+
+
+def test_simulated_default_tax_rates_apply_to_lines_without_their_own(sim, client):
+    customer = client.create_customer({"name": "A"}, idempotency_key="c")
+    r20 = client.create_tax_rate({"display_name": "TVA", "inclusive": False, "percentage": "20"}, idempotency_key="r")
+    r10 = client.create_tax_rate({"display_name": "TVA", "inclusive": False, "percentage": "10"}, idempotency_key="s")
+    invoice = client.create_invoice({"customer": customer["id"], "currency": "eur", "default_tax_rates": [r20["id"]],
+                                     "collection_method": "charge_automatically"}, idempotency_key="i")
+    invoice = client.add_invoice_lines(invoice["id"], [{"amount": 1005, "description": "a"},
+                                                       {"amount": 1005, "description": "b", "tax_rates": [r10["id"]]}],
+                                       idempotency_key="l")
+    assert sorted(t["amount"] for t in invoice["total_taxes"]) == [101, 201]   # 100.5 and 201.0, half up
+    assert (invoice["subtotal"], invoice["total"], invoice["amount_due"]) == (2010, 2312, 2312)
