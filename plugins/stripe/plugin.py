@@ -17,8 +17,9 @@ An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
    .../tax_ids`` and the old one deleted); a rerun compares equal and writes nothing, and the
    result says what was updated (``details["customer_updated"]``);
    and the tax rates the lines use (``lines[].tax``): found by ``metadata.msp_hub_tax_rate``
-   (``FR:20:TVA``) among the active tax rates (listed once per connector, then remembered), else
-   created once (``POST /v1/tax_rates``, exclusive, its idempotency key from the rate's key);
+   (``FR:20:TVA``) among the active tax rates (listed once per connector, then remembered, and
+   forgotten when a push fails), else created once (``POST /v1/tax_rates``, exclusive, its
+   idempotency key from the rate's key and how many of that key were archived);
 3. else a draft invoice (``POST /v1/invoices``, ``auto_advance=false``,
    ``pending_invoice_items_behavior=exclude``: nothing else is swept onto it and Stripe does not
    finalize it on its own), with the MSP's legal mentions (``footer``, ``custom_fields``) and, when
@@ -319,6 +320,12 @@ def is_automatic(payload: dict[str, Any]) -> bool:
     return bool((payload.get("tax") or {}).get("automatic"))
 
 
+def uses_stripe_tax(payload: dict[str, Any], settings: StripeSettings) -> bool:
+    """Whether the invoice is sent with ``automatic_tax[enabled]``: ``automatic_tax = true`` in the
+    settings, and the plan asks it too (or, from an older plan, says nothing of tax)."""
+    return settings.automatic_tax and (payload.get("tax") is None or is_automatic(payload))
+
+
 def check_tax(action: Action, payload: dict[str, Any]) -> None:
     """The payload's ``lines[].tax`` and ``tax`` block, when present: well formed, and the tax per
     line (half up) adding up to ``tax.total_tax``, the total with tax to ``total_with_tax``."""
@@ -455,11 +462,13 @@ def customer_locale(payload: dict[str, Any]) -> str | None:
 
 
 def wanted_customer(payload: dict[str, Any]) -> dict[str, Any]:
-    """The Stripe customer fields the payload asks for (only those it names), as Stripe shows them:
-    ``name``, ``email``, ``address`` (all six keys, None when unset), ``preferred_locales``,
+    """The Stripe customer fields the payload's ``customer`` asks for (only those it names; the
+    client's name only from there), as Stripe shows them: ``name``, ``email``, ``address`` (all six keys, None when unset), ``preferred_locales``,
     ``tax_exempt``, ``vat_number``."""
     customer = payload.get("customer") or {}
-    wanted: dict[str, Any] = {"name": customer.get("name") or payload["client_name"]}
+    wanted: dict[str, Any] = {}
+    if customer.get("name"):
+        wanted["name"] = customer["name"]
     if customer.get("email"):
         wanted["email"] = customer["email"]
     if customer.get("address"):
@@ -480,7 +489,8 @@ def to_customer_params(action: Action) -> dict[str, Any]:
     """POST /v1/customers params for the action's client: its name and, when the payload has them,
     e-mail, address, preferred locale, tax-exempt status and VAT number (``tax_id_data``)."""
     wanted = wanted_customer(action.payload)
-    params: dict[str, Any] = {"name": wanted["name"], "metadata": {"msp_hub_client_id": action.client_id}}
+    params: dict[str, Any] = {"name": wanted.get("name") or action.payload["client_name"],
+                              "metadata": {"msp_hub_client_id": action.client_id}}
     if "email" in wanted:
         params["email"] = wanted["email"]
     if "address" in wanted:
@@ -559,7 +569,7 @@ def to_invoice_params(action: Action, customer_id: str, settings: StripeSettings
         params["footer"] = payload["footer"]
     if payload.get("custom_fields"):
         params["custom_fields"] = [{"name": f["name"], "value": f["value"]} for f in payload["custom_fields"]]
-    if settings.automatic_tax and is_automatic(payload):
+    if uses_stripe_tax(payload, settings):
         params["automatic_tax"] = {"enabled": True}
     return params
 
@@ -733,7 +743,15 @@ class StripeConnector:
         self.client.close()
 
     def push(self, action: Action, context) -> PushResult:
-        """Send one action exactly once; return the Stripe invoice as a PushResult."""
+        """Send one action exactly once; return the Stripe invoice as a PushResult. A failed push
+        forgets the tax rates remembered (one archived meanwhile is looked up again next time)."""
+        try:
+            return self._push(action, context)
+        except Exception:
+            self._rate_ids.clear()
+            raise
+
+    def _push(self, action: Action, context) -> PushResult:
         if action.kind == FINALIZE:
             return self._push_finalize(action, context)
         if action.kind != INVOICE:
@@ -835,7 +853,7 @@ class StripeConnector:
         """Whether Stripe Tax computes this invoice's tax: the plan (``tax.automatic``) and
         ``[connectors.stripe] automatic_tax`` must agree, and the client needs an address."""
         block = payload.get("tax")
-        wants = self.settings.automatic_tax if block is None else is_automatic(payload)
+        wants = uses_stripe_tax(payload, self.settings) or is_automatic(payload)
         if block is not None and wants != self.settings.automatic_tax:
             if wants:
                 raise MappingError(f"action {action.key}: the plan asks Stripe Tax (tax.automatic) but "
@@ -858,8 +876,9 @@ class StripeConnector:
 
     def _tax_rates(self, action: Action, payload: dict, context) -> dict[str, str]:
         """Rate key -> Stripe tax rate id for every rate the lines use: found by its
-        ``metadata.msp_hub_tax_rate`` among the active tax rates (one list per connector, then
-        remembered), else created once (idempotency key from the rate key)."""
+        ``metadata.msp_hub_tax_rate`` among the active tax rates (listed once per connector, then
+        remembered), else created once (idempotency key from the rate key; a rate archived in
+        Stripe is replaced by a new one under the key's next step, ``create:a1``...)."""
         country = (payload.get("tax") or {}).get("country")
         wanted: dict[str, tuple[str, str]] = {}
         for line in payload["lines"]:
@@ -868,31 +887,33 @@ class StripeConnector:
                 wanted[tax_rate_key(tax["percent"], tax["name"], country)] = (tax["percent"], tax["name"])
         if not wanted:
             return {}
-        missing = [k for k in wanted if k not in self._rate_ids]
-        if missing:
-            self._rate_ids.update(self._listed_rates())
-        for key in [k for k in wanted if k not in self._rate_ids]:
-            percent, name = wanted[key]
-            params = to_tax_rate_params(percent, name, country)
-            rate = self._send(context, f"tax_rate:{key}", "create",
-                              lambda k, params=params: self.client.create_tax_rate(params, idempotency_key=k),
-                              lambda key=key: self._listed_rates().get(key))
-            rate = rate if isinstance(rate, dict) else {"id": rate, "active": True}
-            if rate.get("active") is False:
-                raise VendorError(VENDOR, None, "POST", "/v1/tax_rates",
-                                  f"tax rate {rate['id']} ({key}) was archived in Stripe; reactivate it in the "
-                                  f"dashboard (Tax rates), then push again; nothing was sent for the invoice")
-            self._rate_ids[key] = rate["id"]
+        if any(k not in self._rate_ids for k in wanted):
+            active, archived = self._listed_rates()
+            self._rate_ids.update(active)
+            for key in [k for k in wanted if k not in self._rate_ids]:
+                percent, name = wanted[key]
+                params = to_tax_rate_params(percent, name, country)
+                step = f"create:a{archived[key]}" if archived.get(key) else "create"
+                rate = self._send(context, f"tax_rate:{key}", step,
+                                  lambda k, params=params: self.client.create_tax_rate(params, idempotency_key=k),
+                                  lambda key=key: self._listed_rates()[0].get(key))
+                self._rate_ids[key] = rate if isinstance(rate, str) else rate["id"]
         return {k: self._rate_ids[k] for k in wanted}
 
-    def _listed_rates(self) -> dict[str, str]:
-        """Rate key -> id of the active tax rates this hub made (the oldest of each key)."""
-        found: dict[str, str] = {}
-        for rate in sorted(self.client.iter_tax_rates(active=True), key=lambda r: (r.get("created") or 0, r["id"])):
+    def _listed_rates(self) -> tuple[dict[str, str], dict[str, int]]:
+        """The tax rates this hub made, by key: the id of the oldest active one, and how many of
+        that key were archived (``GET /v1/tax_rates``, every page)."""
+        active: dict[str, str] = {}
+        archived: dict[str, int] = {}
+        for rate in sorted(self.client.iter_tax_rates(), key=lambda r: (r.get("created") or 0, r["id"])):
             key = (rate.get("metadata") or {}).get("msp_hub_tax_rate")
-            if key and key not in found:
-                found[key] = rate["id"]
-        return found
+            if not key:
+                continue
+            if rate.get("active", True):
+                active.setdefault(key, rate["id"])
+            else:
+                archived[key] = archived.get(key, 0) + 1
+        return active, archived
 
     # --- customers ---
 

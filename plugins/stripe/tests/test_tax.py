@@ -474,3 +474,36 @@ def test_simulated_default_tax_rates_apply_to_lines_without_their_own(sim, clien
                                        idempotency_key="l")
     assert sorted(t["amount"] for t in invoice["total_taxes"]) == [101, 201]   # 100.5 and 201.0, half up
     assert (invoice["subtotal"], invoice["total"], invoice["amount_due"]) == (2010, 2312, 2312)
+
+
+def test_a_rate_archived_while_remembered_is_looked_up_again_after_the_failure(sim, connect, context):
+    connector = connect()
+    connector.push(action(taxed()), context)
+    (old,) = sim.tax_rates.values()
+    old["active"] = False                          # archived in the dashboard between two pushes
+    with pytest.raises(VendorError, match="archived"):
+        connector.push(action(taxed(), period="2026-11"), FakeContext(links=context.links))
+    retry = FakeContext(links=context.links)
+    result = connector.push(action(taxed(), period="2026-11"), retry)
+    (new,) = [r for r in sim.tax_rates.values() if r["active"]]
+    assert new["id"] != old["id"] and result.details["tax"] == 2740
+    assert [e["idempotency_key"] for e in sim.posts() if e["path"] == "/v1/tax_rates"] == [
+        "msp-hub:tax_rate:FR:20:TVA:create", "msp-hub:tax_rate:FR:20:TVA:create:a1"]
+
+
+def test_stripe_tax_on_and_an_older_payload_without_tax_asks_stripe_tax(sim, connect, context):
+    payload = copy.deepcopy(PAYLOAD)
+    payload["customer"] = {"address": ADDRESS}
+    connect(automatic_tax=True).push(action(payload), context)
+    create = next(e for e in sim.posts() if e["path"] == "/v1/invoices")
+    assert create["params"]["automatic_tax"] == {"enabled": "true"}
+
+
+def test_a_client_name_is_not_written_over_a_linked_customers_name_without_a_customer_block(sim, connect,
+                                                                                           context):
+    customer_id = linked_customer(sim, context)
+    sim.customers[customer_id]["name"] = "ACME DENTAL SARL (legal name)"
+    result = connect().push(action(taxed(locale="fr-FR")), context)
+    assert sim.customers[customer_id]["name"] == "ACME DENTAL SARL (legal name)"
+    assert sim.customers[customer_id]["preferred_locales"] == ["fr-FR"]
+    assert result.details["customer_updated"] == ["preferred_locales"]
