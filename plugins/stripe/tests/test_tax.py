@@ -507,3 +507,25 @@ def test_a_client_name_is_not_written_over_a_linked_customers_name_without_a_cus
     assert sim.customers[customer_id]["name"] == "ACME DENTAL SARL (legal name)"
     assert sim.customers[customer_id]["preferred_locales"] == ["fr-FR"]
     assert result.details["customer_updated"] == ["preferred_locales"]
+
+
+@pytest.mark.parametrize("method, glob", [
+    ("POST", "/v1/customers/cus_*"), ("POST", "/v1/customers/*/tax_ids"), ("DELETE", "/v1/customers/*/tax_ids/*"),
+    ("POST", "/v1/tax_rates"), ("POST", "/v1/invoices"), ("POST", "/v1/invoices/*/add_lines"),
+    ("POST", "/v1/invoices/*/finalize"),
+])
+def test_a_crash_at_any_step_of_a_changed_client_leaves_one_invoice_and_the_new_details(sim, connect, context,
+                                                                                       method, glob):
+    customer_id = linked_customer(sim, context, email="old@acme.fr")
+    sim._create_tax_id(sim.customers[customer_id], {"type": "eu_vat", "value": "FR99999999999"})
+    details = {"email": "compta@acme.fr", "vat_number": "FR12123456789", "address": ADDRESS}
+    with pytest.raises(Crash):
+        connect(crash_after(sim, glob, method)).push(action(taxed(customer=details)), context)
+    result = connect().push(action(taxed(customer=details)), context.next_attempt())
+
+    (invoice,) = sim.invoices.values()
+    assert invoice["status"] == "open" and result.vendor_id == invoice["id"] and result.details["total"] == 16440
+    assert [t["value"] for t in sim._tax_ids_of(customer_id)] == ["FR12123456789"]
+    assert sim.customers[customer_id]["email"] == "compta@acme.fr" and len(sim.tax_rates) == 1
+    assert sim.calls("POST", f"/v1/customers/{customer_id}") == 1
+    assert sim.calls("POST", f"/v1/customers/{customer_id}/tax_ids") == 1
