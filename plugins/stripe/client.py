@@ -75,7 +75,7 @@ class _HttpxTransport(stripe.HTTPXClient):
 
 
 class StripeClient:
-    """Stripe's v1 API as the hub uses it: customers, invoices, invoice items.
+    """Stripe's v1 API as the hub uses it: customers and their tax ids, tax rates, invoices, invoice items.
 
     Args:
         base_url: ``https://api.stripe.com``, or a simulator's / a Stripe-compatible server's URL.
@@ -122,6 +122,49 @@ class StripeClient:
     def recent_customers(self) -> list[dict]:
         """GET /v1/customers, the newest page only (consistent, unlike search)."""
         return self._call("GET", "/v1/customers", self._sdk.v1.customers.list, {"limit": PAGE_SIZE})["data"]
+
+    def retrieve_customer(self, customer_id: str, *, expand: list[str] | None = None) -> dict:
+        """GET /v1/customers/{id} (``expand=["tax_ids"]`` embeds its first tax ids)."""
+        params = {"expand": expand} if expand else {}
+        return self._call("GET", f"/v1/customers/{customer_id}",
+                          lambda p: self._sdk.v1.customers.retrieve(customer_id, p), params)
+
+    def update_customer(self, customer_id: str, params: dict, *, idempotency_key: str) -> dict:
+        """POST /v1/customers/{id}."""
+        return self._call("POST", f"/v1/customers/{customer_id}",
+                          lambda p, o: self._sdk.v1.customers.update(customer_id, p, o),
+                          params, {"idempotency_key": idempotency_key})
+
+    def iter_customer_tax_ids(self, customer_id: str) -> Iterator[dict]:
+        """GET /v1/customers/{id}/tax_ids, every page."""
+        yield from self._iter_pages(f"/v1/customers/{customer_id}/tax_ids",
+                                    lambda p: self._sdk.v1.customers.tax_ids.list(customer_id, p),
+                                    {"limit": PAGE_SIZE})
+
+    def create_customer_tax_id(self, customer_id: str, params: dict, *, idempotency_key: str) -> dict:
+        """POST /v1/customers/{id}/tax_ids (``type``, ``value``)."""
+        return self._call("POST", f"/v1/customers/{customer_id}/tax_ids",
+                          lambda p, o: self._sdk.v1.customers.tax_ids.create(customer_id, p, o),
+                          params, {"idempotency_key": idempotency_key})
+
+    def delete_customer_tax_id(self, customer_id: str, tax_id: str) -> dict:
+        """DELETE /v1/customers/{id}/tax_ids/{tax_id}."""
+        return self._call("DELETE", f"/v1/customers/{customer_id}/tax_ids/{tax_id}",
+                          lambda: self._sdk.v1.customers.tax_ids.delete(customer_id, tax_id))
+
+    # --- tax rates ---------------------------------------------------------------------------
+
+    def create_tax_rate(self, params: dict, *, idempotency_key: str) -> dict:
+        """POST /v1/tax_rates."""
+        return self._call("POST", "/v1/tax_rates", self._sdk.v1.tax_rates.create,
+                          params, {"idempotency_key": idempotency_key})
+
+    def iter_tax_rates(self, *, active: bool | None = None) -> Iterator[dict]:
+        """GET /v1/tax_rates, every page, newest first (Stripe has no search for tax rates)."""
+        params: dict = {"limit": PAGE_SIZE}
+        if active is not None:
+            params["active"] = active
+        yield from self._iter_pages("/v1/tax_rates", self._sdk.v1.tax_rates.list, params)
 
     # --- invoices ----------------------------------------------------------------------------
 

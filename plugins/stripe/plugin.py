@@ -4,14 +4,27 @@ An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
 
 1. the customer: the link (an MSP's mapping, or an earlier push; never a new customer for a
    linked client), else the customer found by search on ``metadata.msp_hub_client_id``, else a
-   create;
+   create, with the client's details when the payload has them (``customer``: ``email``,
+   ``address``, ``preferred_locales`` from its ``locale``, ``tax_exempt``, its VAT number as
+   ``tax_id_data`` of type ``eu_vat``, or ``gb_vat``/``ch_vat``/``no_vat`` by its prefix);
 2. the invoice Stripe may already have for the action (``metadata.msp_hub_action_key``): the id
    saved in the action's progress, else the customer's invoices listed (consistent) when the
    customer existed before this push, else a search of invoices (it finds one sent on another
    customer); found open, paid or void, the push is done and returns it;
+   otherwise, for a customer that existed and a payload with the client's details: the customer
+   read (``GET /v1/customers/{id}``, tax ids embedded) and compared, and only what differs
+   written, once (``POST /v1/customers/{id}``; a changed VAT number is added with ``POST
+   .../tax_ids`` and the old one deleted); a rerun compares equal and writes nothing, and the
+   result says what was updated (``details["customer_updated"]``);
+   and the tax rates the lines use (``lines[].tax``): found by ``metadata.msp_hub_tax_rate``
+   (``FR:20:TVA``) among the active tax rates (listed once per connector, then remembered, and
+   forgotten when a push fails), else created once (``POST /v1/tax_rates``, exclusive, its
+   idempotency key from the rate's key and how many of that key were archived);
 3. else a draft invoice (``POST /v1/invoices``, ``auto_advance=false``,
    ``pending_invoice_items_behavior=exclude``: nothing else is swept onto it and Stripe does not
-   finalize it on its own);
+   finalize it on its own), with the MSP's legal mentions (``footer``, ``custom_fields``) and, when
+   Stripe Tax computes the tax (``tax.automatic`` and ``[connectors.stripe] automatic_tax``, which
+   must agree; the client needs an address), ``automatic_tax[enabled]=true`` and no tax rates;
 4. the lines the draft lacks in one ``POST /v1/invoices/{id}/add_lines`` (chunked above
    ``LINES_PER_REQUEST``), or with ``line_mode = "invoiceitems"`` one ``POST /v1/invoiceitems``
    per line. A line is sent as quantity x unit amount when that is the plan's amount to the cent
@@ -19,9 +32,12 @@ An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
    the line; an invoice item in ``unit_amount_decimal``), else as the plan's amount, its
    description stating the quantity: ``"Support hours (1.5 x 80.00 EUR)"``, unless the hub's
    text already states it (a time line: ``"2026-11-03, jdoe, ticket 4521, Remote Support,
-   1.25 h × 95.00 EUR"``), which is then sent as it is;
-5. the draft's subtotal checked against the plan's lines: if they differ (a line added in the
-   dashboard...), the draft is left as it is and the push fails, naming both totals;
+   1.25 h × 95.00 EUR"``), which is then sent as it is; a taxed line carries its rate
+   (``tax_rates``), an untaxed one none;
+5. the draft's subtotal checked against the plan's lines, and (with tax rates) Stripe's tax and
+   total against the plan's ``tax.total_tax`` and ``total_with_tax`` (per line, half up): if they
+   differ (a line added in the dashboard, a rate edited...), the draft is left as it is and the
+   push fails, naming both figures;
 6. ``POST /v1/invoices/{id}/finalize`` -- unless the payload says ``"finalize": false``: then the
    draft stays for the MSP to review and the result says ``{"draft": true, "invoice_id": ...}``;
    an ``invoice_finalize`` action (``{"invoice_key", "invoice_id"}``) finalizes it later, once
@@ -30,7 +46,12 @@ An ``invoice`` action becomes one finalized Stripe invoice, exactly once:
 Requests per invoice: 4 for a known customer (list its invoices, create, add_lines, finalize), 6
 with a new customer (search customers, create it, search invoices, create, add_lines, finalize);
 with ``invoiceitems``, one per line plus one read of the draft instead of add_lines. Pushed again
-after the store was lost, a sent invoice costs 2 GETs and no POST.
+after the store was lost, a sent invoice costs 2 GETs and no POST. The client's details add one
+GET for a known customer (5 a month for a French client once its rates are known), plus one POST
+when they changed and a POST and a DELETE when its VAT number changed; the tax rates add one GET
+per connector (the first taxed invoice of a run), plus one POST per rate Stripe does not have yet:
+a new French client's first invoice costs 8 (search, create customer, search invoices, list tax
+rates, create the rate, create, add_lines, finalize).
 
 Exactly once rests on four things. Every POST carries an ``Idempotency-Key`` derived from the
 action key and the step (``msp-hub:invoice:acme:2026-10:create``), so a retry within Stripe's
@@ -60,7 +81,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -77,7 +98,7 @@ MAX_KEYS_PER_PUSH = 3           # successive idempotency keys one step may use i
 LINE_MODES = ("add_lines", "invoiceitems")
 COLLECTION_METHODS = ("send_invoice", "charge_automatically")
 SETTING_KEYS = {"base_url", "api_key_env", "api_key_file", "days_until_due", "collection_method",
-                "line_mode"}
+                "line_mode", "automatic_tax"}
 # Stripe documents no limit on lines per add_lines request; it does limit an invoice to 250
 # invoice items (https://docs.stripe.com/changelog/2016-02-22/no-more-than-250-invoice-items,
 # raisable on request). Chunks of 50 keep each request small; MSP invoices rarely need two.
@@ -107,7 +128,11 @@ class StripeSettings:
         days_until_due = 30                   # with collection_method = "send_invoice"
         collection_method = "send_invoice"    # or "charge_automatically"
         line_mode = "add_lines"               # or "invoiceitems"
+        automatic_tax = false                 # true: Stripe Tax computes the VAT (automatic_tax)
         # base_url = "https://api.stripe.com"
+
+    ``automatic_tax = true`` asks Stripe Tax for the tax of every invoice (``automatic_tax[enabled]``,
+    no tax rates sent); the plan must say so too (``tax.automatic``), and the client needs an address.
     """
 
     api_key: Secret
@@ -115,6 +140,7 @@ class StripeSettings:
     days_until_due: int = 30
     collection_method: str = "send_invoice"
     line_mode: str = "add_lines"
+    automatic_tax: bool = False
 
     def __post_init__(self):
         if isinstance(self.api_key, str):
@@ -145,8 +171,12 @@ class StripeSettings:
         if mode not in LINE_MODES:
             raise ConfigError(f"unknown line mode {mode!r}", file=file, key=f"{where}.line_mode",
                               fix=f"use one of {', '.join(repr(m) for m in LINE_MODES)}")
+        automatic = section.get("automatic_tax", cls.automatic_tax)
+        if not isinstance(automatic, bool):
+            raise ConfigError(f"must be true or false, got {automatic!r}", file=file, key=f"{where}.automatic_tax",
+                              fix="write automatic_tax = true (Stripe Tax) or automatic_tax = false (tax rates)")
         return cls(api_key=api_key, base_url=base_url.rstrip("/"), days_until_due=days,
-                   collection_method=method, line_mode=mode)
+                   collection_method=method, line_mode=mode, automatic_tax=automatic)
 
 
 # --- mapping: hub actions to Stripe params (pure) ------------------------------------------------
@@ -213,7 +243,208 @@ def check_payload(action: Action) -> dict[str, Any]:
         currency = str(payload["currency"])
         raise MappingError(f"action {action.key}: the lines add up to {format_amount(lines_sum, currency)} "
                            f"but the payload total is {format_amount(total, currency)}; nothing was sent")
+    check_tax(action, payload)
+    check_customer(action, payload)
+    check_legal_mentions(action, payload)
     return payload
+
+
+# --- tax, the client's details, legal mentions (all optional in the payload) ---------------------
+
+TAX_TREATMENTS = ("standard", "reverse_charge", "outside_eu", "exempt")
+TAX_EXEMPT = ("none", "exempt", "reverse")
+ADDRESS_KEYS = ("line1", "line2", "city", "postal_code", "state", "country")
+MAX_CUSTOM_FIELDS = 4          # Stripe: custom_fields, at most 4
+MAX_CUSTOM_FIELD_NAME = 40     # custom_fields[][name] maxLength
+MAX_CUSTOM_FIELD_VALUE = 140   # custom_fields[][value] maxLength
+MAX_FOOTER = 5000              # footer maxLength
+MAX_TAX_NAME = 50              # tax_rates display_name maxLength
+# Tax id types by the VAT number's country prefix (Stripe's ``tax_id_data[][type]``); EL is Greece.
+EU_VAT_PREFIXES = {"AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "EL", "ES", "FI", "FR", "HR", "HU", "IE",
+                   "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK", "XI"}
+OTHER_VAT_TYPES = {"GB": "gb_vat", "CH": "ch_vat", "NO": "no_vat"}
+VAT_TYPES = ("eu_vat", *OTHER_VAT_TYPES.values())
+NOT_SENT = "Nothing was sent"
+
+
+def percent_text(value: Any) -> str:
+    """A tax percentage as a plain decimal string: ``"20"``, ``"5.5"``."""
+    number = _decimal(value)
+    if number is None:
+        raise ValueError(f"not a number: {value!r}")
+    return format(number.normalize(), "f")
+
+
+def line_tax(amount: int, percent: Any) -> int:
+    """The tax on one line: amount x percent / 100, rounded half up to the minor unit (as the plan
+    does, and Stripe with tax rates on invoice items)."""
+    exact = Decimal(amount) * Decimal(percent_text(percent)) / 100
+    return int(exact.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def tax_rate_key(percent: Any, name: str, country: str | None) -> str:
+    """The deterministic key of a tax rate, kept in its ``metadata.msp_hub_tax_rate``: ``FR:20:TVA``."""
+    return f"{(country or '-').upper()}:{percent_text(percent)}:{name}"
+
+
+def to_tax_rate_params(percent: Any, name: str, country: str | None) -> dict[str, Any]:
+    """POST /v1/tax_rates params: an exclusive rate (prices are before tax), tagged with its key."""
+    text = percent_text(percent)
+    params: dict[str, Any] = {"display_name": name, "percentage": text, "inclusive": False,
+                              "description": f"{name} {text} %" + (f" ({country.upper()})" if country else "")
+                                             + ", made by msp-hub",
+                              "metadata": {"msp_hub_tax_rate": tax_rate_key(percent, name, country)}}
+    if country:
+        params["country"] = country.upper()
+        params["jurisdiction"] = country.upper()
+    return params
+
+
+def vat_type(number: str) -> str | None:
+    """Stripe's tax id type for a VAT number, by its country prefix; None when unknown."""
+    prefix = normal_vat(number)[:2]
+    if prefix in EU_VAT_PREFIXES:
+        return "eu_vat"
+    if normal_vat(number).startswith("CHE"):
+        return "ch_vat"
+    return OTHER_VAT_TYPES.get(prefix)
+
+
+def normal_vat(number: str) -> str:
+    """A VAT number without spaces, dots or dashes, upper case (to compare two spellings)."""
+    return re.sub(r"[\s.\-]", "", str(number)).upper()
+
+
+def is_automatic(payload: dict[str, Any]) -> bool:
+    """Whether the plan asks Stripe Tax for this invoice (``tax.automatic``)."""
+    return bool((payload.get("tax") or {}).get("automatic"))
+
+
+def uses_stripe_tax(payload: dict[str, Any], settings: StripeSettings) -> bool:
+    """Whether the invoice is sent with ``automatic_tax[enabled]``: ``automatic_tax = true`` in the
+    settings, and the plan asks it too (or, from an older plan, says nothing of tax)."""
+    return settings.automatic_tax and (payload.get("tax") is None or is_automatic(payload))
+
+
+def check_tax(action: Action, payload: dict[str, Any]) -> None:
+    """The payload's ``lines[].tax`` and ``tax`` block, when present: well formed, and the tax per
+    line (half up) adding up to ``tax.total_tax``, the total with tax to ``total_with_tax``."""
+    where = f"action {action.key}"
+    for i, line in enumerate(payload["lines"]):
+        tax = line.get("tax")
+        if tax is None:
+            continue
+        name = tax.get("name") if isinstance(tax, dict) else None
+        percent = _decimal(tax.get("percent")) if isinstance(tax, dict) else None
+        if percent is None or not 0 <= percent <= 100 or not isinstance(name, str) or not name.strip():
+            raise MappingError(f"{where}: line {i} ({line['code']}) tax must be {{\"percent\": \"20\", "
+                               f"\"name\": \"TVA\"}} (a percentage from 0 to 100 and a name), got {tax!r}; "
+                               f"correct the rate in [billing.tax] or in the contract. {NOT_SENT}")
+        if len(name) > MAX_TAX_NAME:
+            raise MappingError(f"{where}: line {i} ({line['code']}) tax name {name!r} has {len(name)} characters, "
+                               f"Stripe takes at most {MAX_TAX_NAME}; shorten the name in [billing.tax]. {NOT_SENT}")
+    block = payload.get("tax")
+    if block is None:
+        return
+    currency = str(payload["currency"])
+    if not isinstance(block, dict):
+        raise MappingError(f"{where}: payload tax must be an object, got {block!r}. {NOT_SENT}")
+    if block.get("treatment", "standard") not in TAX_TREATMENTS:
+        raise MappingError(f"{where}: unknown tax treatment {block.get('treatment')!r}; use one of "
+                           f"{', '.join(TAX_TREATMENTS)}. {NOT_SENT}")
+    if "automatic" in block and not isinstance(block["automatic"], bool):
+        raise MappingError(f"{where}: tax.automatic must be true or false, got {block['automatic']!r}. {NOT_SENT}")
+    for key in ("total_tax", "total_with_tax"):
+        value = block.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MappingError(f"{where}: tax.{key} must be integer minor units, got {value!r}. {NOT_SENT}")
+    lines_sum = sum(line["amount"] for line in payload["lines"])
+    if block["total_with_tax"] != lines_sum + block["total_tax"]:
+        raise MappingError(f"{where}: tax.total_with_tax is {format_amount(block['total_with_tax'], currency)} but "
+                           f"the lines ({format_amount(lines_sum, currency)}) plus the tax "
+                           f"({format_amount(block['total_tax'], currency)}) make "
+                           f"{format_amount(lines_sum + block['total_tax'], currency)}. {NOT_SENT}")
+    if block.get("automatic"):
+        return
+    taxed = sum(line_tax(line["amount"], line["tax"]["percent"]) for line in payload["lines"] if line.get("tax"))
+    if taxed != block["total_tax"]:
+        raise MappingError(f"{where}: the tax of the lines, each rounded half up, adds up to "
+                           f"{format_amount(taxed, currency)} but tax.total_tax is "
+                           f"{format_amount(block['total_tax'], currency)}; Stripe would bill the former. {NOT_SENT}")
+
+
+def check_customer(action: Action, payload: dict[str, Any]) -> None:
+    """The payload's ``customer`` block, when present: known keys, a tax-exempt status Stripe
+    knows, a VAT number Stripe can type, and no VAT on the lines of an exempt or reverse-charge
+    customer (Stripe would print both)."""
+    customer = payload.get("customer")
+    if customer is None:
+        return
+    where = f"action {action.key}"
+    if not isinstance(customer, dict):
+        raise MappingError(f"{where}: payload customer must be an object, got {customer!r}. {NOT_SENT}")
+    for key in ("name", "email", "vat_number", "locale"):
+        if key in customer and customer[key] is not None and not isinstance(customer[key], str):
+            raise MappingError(f"{where}: customer {key} must be text, got {customer[key]!r}. {NOT_SENT}")
+    exempt = customer.get("tax_exempt")
+    if exempt is not None and exempt not in TAX_EXEMPT:
+        raise MappingError(f"{where}: customer tax_exempt {exempt!r} is not one of {', '.join(TAX_EXEMPT)}. "
+                           f"{NOT_SENT}")
+    address = customer.get("address")
+    if address is not None:
+        if not isinstance(address, dict) or any(k not in ADDRESS_KEYS for k in address):
+            raise MappingError(f"{where}: customer address must have only the keys {', '.join(ADDRESS_KEYS)}, "
+                               f"got {address!r}. {NOT_SENT}")
+        country = address.get("country")
+        if country is not None and not re.fullmatch(r"[A-Za-z]{2}", str(country)):
+            raise MappingError(f"{where}: customer address country {country!r} is not a two-letter ISO code; "
+                               f"correct the client's country in the PSA. {NOT_SENT}")
+    vat = customer.get("vat_number")
+    if vat and vat_type(vat) is None:
+        raise MappingError(f"{where}: the VAT number {vat!r} of {payload['client_name']} does not start with a "
+                           f"country Stripe takes a VAT number from (EU, GB, CH, NO); correct it in the PSA "
+                           f"company's tax identifier. {NOT_SENT}")
+    if exempt in ("exempt", "reverse"):
+        taxed = [str(line["code"]) for line in payload["lines"] if line.get("tax")]
+        if taxed:
+            raise MappingError(f"{where}: customer tax_exempt is {exempt!r} but lines {', '.join(taxed)} carry "
+                               f"VAT; an invoice cannot be both, correct the client's tax treatment. {NOT_SENT}")
+
+
+def check_legal_mentions(action: Action, payload: dict[str, Any]) -> None:
+    """``footer`` (at most ``MAX_FOOTER`` characters) and ``custom_fields`` (at most 4, name at most
+    40, value at most 140 characters), as Stripe takes them; ``locale`` text."""
+    where = f"action {action.key}"
+    footer = payload.get("footer")
+    if footer is not None:
+        if not isinstance(footer, str):
+            raise MappingError(f"{where}: footer must be text, got {footer!r}. {NOT_SENT}")
+        if len(footer) > MAX_FOOTER:
+            raise MappingError(f"{where}: the footer has {len(footer)} characters, Stripe takes at most "
+                               f"{MAX_FOOTER}; shorten footer in [billing.invoice]. {NOT_SENT}")
+    fields = payload.get("custom_fields")
+    if fields is not None:
+        if not isinstance(fields, list) or not all(isinstance(f, dict) for f in fields):
+            raise MappingError(f"{where}: custom_fields must be a list of {{name, value}}, got {fields!r}. {NOT_SENT}")
+        if len(fields) > MAX_CUSTOM_FIELDS:
+            raise MappingError(f"{where}: {len(fields)} custom fields, Stripe takes at most {MAX_CUSTOM_FIELDS} per "
+                               f"invoice; move the others into footer in [billing.invoice]. {NOT_SENT}")
+        for i, field in enumerate(fields):
+            name, value = field.get("name"), field.get("value")
+            if not isinstance(name, str) or not name or not isinstance(value, str) or not value:
+                raise MappingError(f"{where}: custom field {i} needs a name and a value, got {field!r}; "
+                                   f"complete it in [billing.invoice]. {NOT_SENT}")
+            if len(name) > MAX_CUSTOM_FIELD_NAME:
+                raise MappingError(f"{where}: custom field {i} name {name!r} has {len(name)} characters, Stripe "
+                                   f"takes at most {MAX_CUSTOM_FIELD_NAME}; shorten it in [billing.invoice]. {NOT_SENT}")
+            if len(value) > MAX_CUSTOM_FIELD_VALUE:
+                raise MappingError(f"{where}: custom field {i} ({name}) value has {len(value)} characters, Stripe "
+                                   f"takes at most {MAX_CUSTOM_FIELD_VALUE}; shorten it in [billing.invoice], or "
+                                   f"move the text into footer. {NOT_SENT}")
+    locale = payload.get("locale")
+    if locale is not None and (not isinstance(locale, str) or not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*", locale)):
+        raise MappingError(f"{where}: locale {locale!r} is not a language tag such as \"fr-FR\"; correct "
+                           f"locale in [billing.invoice]. {NOT_SENT}")
 
 
 def check_finalize_payload(action: Action) -> dict[str, Any]:
@@ -225,10 +456,81 @@ def check_finalize_payload(action: Action) -> dict[str, Any]:
     return payload
 
 
+def customer_locale(payload: dict[str, Any]) -> str | None:
+    """The client's preferred locale: the customer block's, else the payload's ``locale``."""
+    return (payload.get("customer") or {}).get("locale") or payload.get("locale")
+
+
+def wanted_customer(payload: dict[str, Any]) -> dict[str, Any]:
+    """The Stripe customer fields the payload's ``customer`` asks for (only those it names; the
+    client's name only from there), as Stripe shows them: ``name``, ``email``, ``address`` (all six keys, None when unset), ``preferred_locales``,
+    ``tax_exempt``, ``vat_number``."""
+    customer = payload.get("customer") or {}
+    wanted: dict[str, Any] = {}
+    if customer.get("name"):
+        wanted["name"] = customer["name"]
+    if customer.get("email"):
+        wanted["email"] = customer["email"]
+    if customer.get("address"):
+        address = customer["address"]
+        wanted["address"] = {k: (str(address[k]).upper() if k == "country" else str(address[k]))
+                             if address.get(k) else None for k in ADDRESS_KEYS}
+    locale = customer_locale(payload)
+    if locale:
+        wanted["preferred_locales"] = [locale]
+    if customer.get("tax_exempt"):
+        wanted["tax_exempt"] = customer["tax_exempt"]
+    if customer.get("vat_number"):
+        wanted["vat_number"] = customer["vat_number"]
+    return wanted
+
+
 def to_customer_params(action: Action) -> dict[str, Any]:
-    """POST /v1/customers params for the action's client."""
-    return {"name": action.payload["client_name"],
-            "metadata": {"msp_hub_client_id": action.client_id}}
+    """POST /v1/customers params for the action's client: its name and, when the payload has them,
+    e-mail, address, preferred locale, tax-exempt status and VAT number (``tax_id_data``)."""
+    wanted = wanted_customer(action.payload)
+    params: dict[str, Any] = {"name": wanted.get("name") or action.payload["client_name"],
+                              "metadata": {"msp_hub_client_id": action.client_id}}
+    if "email" in wanted:
+        params["email"] = wanted["email"]
+    if "address" in wanted:
+        params["address"] = {k: v for k, v in wanted["address"].items() if v}
+    if "preferred_locales" in wanted:
+        params["preferred_locales"] = wanted["preferred_locales"]
+    if "tax_exempt" in wanted:
+        params["tax_exempt"] = wanted["tax_exempt"]
+    if "vat_number" in wanted:
+        params["tax_id_data"] = [{"type": vat_type(wanted["vat_number"]), "value": wanted["vat_number"]}]
+    return params
+
+
+def customer_changes(wanted: dict[str, Any], customer: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """POST /v1/customers/{id} params that make Stripe's ``customer`` what the payload wants (only
+    the fields the payload names; an unset address field is sent empty, which unsets it), and the
+    names of the fields changed. The VAT number is not here (see ``vat_changes``)."""
+    params: dict[str, Any] = {}
+    for key in ("name", "email", "tax_exempt"):
+        if key in wanted and customer.get(key) != wanted[key]:
+            params[key] = wanted[key]
+    if "address" in wanted:
+        current = customer.get("address") or {}
+        if any((current.get(k) or None) != v for k, v in wanted["address"].items()):
+            params["address"] = {k: v or "" for k, v in wanted["address"].items()}
+    if "preferred_locales" in wanted and list(customer.get("preferred_locales") or []) != wanted["preferred_locales"]:
+        params["preferred_locales"] = wanted["preferred_locales"]
+    return params, list(params)
+
+
+def vat_changes(wanted: dict[str, Any], tax_ids: list[dict]) -> tuple[dict[str, str] | None, list[str]]:
+    """The tax id to add (``{"type", "value"}``, None when Stripe has it) and the ids of the VAT
+    numbers to delete (other VAT numbers: the client's changed), when the payload has one."""
+    if "vat_number" not in wanted:
+        return None, []
+    number = wanted["vat_number"]
+    vats = [t for t in tax_ids if t.get("type") in VAT_TYPES]
+    same = [t for t in vats if normal_vat(t.get("value") or "") == normal_vat(number)]
+    stale = [t["id"] for t in vats if t not in same]
+    return (None if same else {"type": vat_type(number), "value": number}), stale
 
 
 def _quote(value: str) -> str:
@@ -246,7 +548,9 @@ def invoice_search_query(action_key: str) -> str:
 
 
 def to_invoice_params(action: Action, customer_id: str, settings: StripeSettings) -> dict[str, Any]:
-    """POST /v1/invoices params: a draft that sweeps nothing and waits for us to finalize it."""
+    """POST /v1/invoices params: a draft that sweeps nothing and waits for us to finalize it; with
+    the payload's ``footer`` and ``custom_fields`` (the MSP's legal mentions), and
+    ``automatic_tax[enabled]`` when Stripe Tax computes the tax (settings and payload agree)."""
     payload = action.payload
     params: dict[str, Any] = {
         "customer": customer_id,
@@ -261,6 +565,12 @@ def to_invoice_params(action: Action, customer_id: str, settings: StripeSettings
         params["days_until_due"] = settings.days_until_due
     if payload.get("description"):
         params["description"] = payload["description"]
+    if payload.get("footer"):
+        params["footer"] = payload["footer"]
+    if payload.get("custom_fields"):
+        params["custom_fields"] = [{"name": f["name"], "value": f["value"]} for f in payload["custom_fields"]]
+    if uses_stripe_tax(payload, settings):
+        params["automatic_tax"] = {"enabled": True}
     return params
 
 
@@ -311,12 +621,14 @@ def line_description(line: dict[str, Any], currency: str) -> str:
     return f"{line['description']} ({line['quantity']} x {format_amount(unit, currency)})"
 
 
-def to_line_params(line: dict[str, Any], period_start: int, period_end: int, currency: str) -> dict[str, Any]:
+def to_line_params(line: dict[str, Any], period_start: int, period_end: int, currency: str,
+                   tax_rate: str | None = None) -> dict[str, Any]:
     """One add_lines line: quantity x unit amount when that is the hub's amount to the cent
     (``price_data`` with an inline product named like the line, as this API version takes a unit
     amount on a line), else the hub's amount, with the quantity written in the description.
 
     ``period_end`` is the hub's exclusive end; Stripe's ``period.end`` is inclusive, hence -1.
+    ``tax_rate``: the id of the line's Stripe tax rate (``tax_rates``), none for an untaxed line.
     """
     metadata = {"msp_hub_line": str(line["code"])}
     if "quantity" in line:
@@ -335,6 +647,8 @@ def to_line_params(line: dict[str, Any], period_start: int, period_end: int, cur
         params["price_data"] = {"currency": currency.lower(),
                                 "product_data": {"name": str(line["description"] or line["code"])},
                                 "unit_amount": line["unit_amount"]}
+    if tax_rate:
+        params["tax_rates"] = [tax_rate]
     return params
 
 
@@ -363,8 +677,16 @@ def is_our_line(line: dict[str, Any]) -> bool:
     return "msp_hub_line" in (line.get("metadata") or {})
 
 
-def to_push_result(invoice: dict[str, Any], payload: dict[str, Any], note: str = "") -> PushResult:
-    """The engine's PushResult for a Stripe invoice (``details["draft"]`` when it is one)."""
+def invoice_tax(invoice: dict[str, Any]) -> int | None:
+    """The tax Stripe computed on an invoice: the sum of its ``total_taxes`` (None if it has none)."""
+    taxes = invoice.get("total_taxes")
+    return None if taxes is None else sum(int(t.get("amount") or 0) for t in taxes)
+
+
+def to_push_result(invoice: dict[str, Any], payload: dict[str, Any], note: str = "",
+                   updated: list[str] | None = None) -> PushResult:
+    """The engine's PushResult for a Stripe invoice (``details["draft"]`` when it is one;
+    ``details["customer_updated"]``: the customer fields this push changed in Stripe)."""
     number = invoice.get("number") or invoice["id"]
     total = invoice.get("total")
     currency = str(invoice.get("currency") or payload.get("currency") or "")
@@ -372,11 +694,20 @@ def to_push_result(invoice: dict[str, Any], payload: dict[str, Any], note: str =
     summary = f"Stripe invoice {number} ({invoice.get('status')}) for {who}"
     if total is not None and currency:
         summary += f": {format_amount(total, currency)}"
+    tax = invoice_tax(invoice)
+    if tax and currency:
+        summary += f" (tax {format_amount(tax, currency)})"
     if note:
         summary += f"; {note}"
+    if updated:
+        summary += f"; customer {invoice.get('customer')} updated: {', '.join(updated)}"
     details = {"number": invoice.get("number"), "total": total, "currency": currency.upper(),
                "status": invoice.get("status"), "customer": invoice.get("customer"),
                "hosted_invoice_url": invoice.get("hosted_invoice_url"), "invoice_id": invoice["id"]}
+    if tax:
+        details["tax"] = tax
+    if updated:
+        details["customer_updated"] = list(updated)
     if invoice.get("status") == "draft":
         details["draft"] = True
     return PushResult(vendor_id=invoice["id"], summary=summary, details=details)
@@ -403,6 +734,7 @@ class StripeConnector:
                  retrying: Callable[[], tenacity.Retrying] | None = None):
         self.settings = settings
         self.client = StripeClient(settings.base_url, settings.api_key, http=http, retrying=retrying)
+        self._rate_ids: dict[str, str] = {}   # tax rate key -> Stripe id, found or made by this connector
 
     def streams(self) -> list:
         return []
@@ -411,16 +743,30 @@ class StripeConnector:
         self.client.close()
 
     def push(self, action: Action, context) -> PushResult:
-        """Send one action exactly once; return the Stripe invoice as a PushResult."""
+        """Send one action exactly once; return the Stripe invoice as a PushResult. A failed push
+        forgets the tax rates remembered (one archived meanwhile is looked up again next time)."""
+        try:
+            return self._push(action, context)
+        except Exception:
+            self._rate_ids.clear()
+            raise
+
+    def _push(self, action: Action, context) -> PushResult:
         if action.kind == FINALIZE:
             return self._push_finalize(action, context)
         if action.kind != INVOICE:
             raise ValueError(f"the stripe connector cannot push {action.kind!r} actions")
         payload = check_payload(action)
+        automatic = self._automatic(action, payload)
         progress = context.progress or {}
 
         customer_id, existed = self._customer(action, context)
         invoice = self._find_invoice(action, customer_id, existed, progress)
+        updated: list[str] = []
+        if invoice is None or invoice["status"] == "draft":
+            if existed and (payload.get("customer") or payload.get("locale")):
+                updated = self._update_customer(action, payload, customer_id, context)
+            rates = {} if automatic else self._tax_rates(action, payload, context)
         if invoice is None:
             invoice = self._send(
                 context, action.key, "create",
@@ -435,14 +781,16 @@ class StripeConnector:
             return to_push_result(invoice, payload, note=f"already {invoice['status']} in Stripe")
         present = self._our_lines(invoice)
 
-        invoice = self._add_lines(action, payload, invoice, present, context)
+        invoice = self._add_lines(action, payload, invoice, present, context, rates)
         self._check_subtotal(action, payload, invoice)
+        if not automatic:
+            self._check_tax(action, payload, invoice)
         if payload.get("finalize", True) is False:
             context.save_progress(invoice_id=invoice["id"], step="drafted")
-            return to_push_result(invoice, payload, note="a draft, left for review")
+            return to_push_result(invoice, payload, note="a draft, left for review", updated=updated)
         invoice = self._finalize(action.key, invoice["id"], context)
         context.save_progress(invoice_id=invoice["id"], step="finalized")
-        return to_push_result(invoice, payload)
+        return to_push_result(invoice, payload, updated=updated)
 
     def sent_objects(self) -> Iterator[dict[str, Any]]:
         """Everything the hub sent to this Stripe account, from Stripe itself (no store needed).
@@ -499,7 +847,109 @@ class StripeConnector:
                           f"keys for step {step} of {base}, and the object was not created; the next "
                           f"attempt continues with a new key: push again later ({error.detail})")
 
+    # --- tax ---
+
+    def _automatic(self, action: Action, payload: dict) -> bool:
+        """Whether Stripe Tax computes this invoice's tax: the plan (``tax.automatic``) and
+        ``[connectors.stripe] automatic_tax`` must agree, and the client needs an address."""
+        block = payload.get("tax")
+        wants = uses_stripe_tax(payload, self.settings) or is_automatic(payload)
+        if block is not None and wants != self.settings.automatic_tax:
+            if wants:
+                raise MappingError(f"action {action.key}: the plan asks Stripe Tax (tax.automatic) but "
+                                   f"[connectors.stripe] automatic_tax is false; set automatic_tax = true once "
+                                   f"Stripe Tax is active in the Stripe account, or let the plan use tax rates. "
+                                   f"{NOT_SENT}")
+            raise MappingError(f"action {action.key}: [connectors.stripe] automatic_tax = true asks Stripe Tax, but "
+                               f"the plan computed the VAT by rate (tax.automatic is false); make them agree: "
+                               f"automatic_tax = false in [connectors.stripe], or Stripe Tax in the plan's "
+                               f"[billing.tax]. {NOT_SENT}")
+        if not wants:
+            return False
+        address = (payload.get("customer") or {}).get("address") or {}
+        if not address.get("country"):
+            raise MappingError(f"action {action.key}: Stripe Tax needs the address of {payload['client_name']} (at "
+                               f"least its country) and the payload has none; fill in the company's address in "
+                               f"the PSA (or the contract), or set automatic_tax = false in [connectors.stripe]. "
+                               f"{NOT_SENT}")
+        return True
+
+    def _tax_rates(self, action: Action, payload: dict, context) -> dict[str, str]:
+        """Rate key -> Stripe tax rate id for every rate the lines use: found by its
+        ``metadata.msp_hub_tax_rate`` among the active tax rates (listed once per connector, then
+        remembered), else created once (idempotency key from the rate key; a rate archived in
+        Stripe is replaced by a new one under the key's next step, ``create:a1``...)."""
+        country = (payload.get("tax") or {}).get("country")
+        wanted: dict[str, tuple[str, str]] = {}
+        for line in payload["lines"]:
+            if line.get("tax"):
+                tax = line["tax"]
+                wanted[tax_rate_key(tax["percent"], tax["name"], country)] = (tax["percent"], tax["name"])
+        if not wanted:
+            return {}
+        if any(k not in self._rate_ids for k in wanted):
+            active, archived = self._listed_rates()
+            self._rate_ids.update(active)
+            for key in [k for k in wanted if k not in self._rate_ids]:
+                percent, name = wanted[key]
+                params = to_tax_rate_params(percent, name, country)
+                step = f"create:a{archived[key]}" if archived.get(key) else "create"
+                rate = self._send(context, f"tax_rate:{key}", step,
+                                  lambda k, params=params: self.client.create_tax_rate(params, idempotency_key=k),
+                                  lambda key=key: self._listed_rates()[0].get(key))
+                self._rate_ids[key] = rate if isinstance(rate, str) else rate["id"]
+        return {k: self._rate_ids[k] for k in wanted}
+
+    def _listed_rates(self) -> tuple[dict[str, str], dict[str, int]]:
+        """The tax rates this hub made, by key: the id of the oldest active one, and how many of
+        that key were archived (``GET /v1/tax_rates``, every page)."""
+        active: dict[str, str] = {}
+        archived: dict[str, int] = {}
+        for rate in sorted(self.client.iter_tax_rates(), key=lambda r: (r.get("created") or 0, r["id"])):
+            key = (rate.get("metadata") or {}).get("msp_hub_tax_rate")
+            if not key:
+                continue
+            if rate.get("active", True):
+                active.setdefault(key, rate["id"])
+            else:
+                archived[key] = archived.get(key, 0) + 1
+        return active, archived
+
     # --- customers ---
+
+    def _update_customer(self, action: Action, payload: dict, customer_id: str, context) -> list[str]:
+        """Make an existing customer's details what the payload says, once: compare, then write
+        only what differs (a rerun writes nothing). Returns the names of the fields changed."""
+        customer = self.client.retrieve_customer(customer_id, expand=["tax_ids"])
+        if customer.get("deleted"):
+            raise VendorError(VENDOR, None, "GET", f"/v1/customers/{customer_id}",
+                              f"the Stripe customer {customer_id} of {action.client_id} was deleted; remove the "
+                              f"client's stripe link (or link another customer), then push again. {NOT_SENT}")
+        wanted = wanted_customer(payload)
+        params, changed = customer_changes(wanted, customer)
+        tax_ids = customer.get("tax_ids") or {}
+        ids = list(tax_ids.get("data") or [])
+        if tax_ids.get("has_more"):
+            ids = list(self.client.iter_customer_tax_ids(customer_id))
+        add, stale = vat_changes(wanted, ids)
+        if params:
+            digest = hashlib.sha256(repr(sorted(params.items())).encode()).hexdigest()[:12]
+            self._send(context, action.key, f"customer:{digest}",
+                       lambda key: self.client.update_customer(customer_id, params, idempotency_key=key),
+                       lambda: None)
+        if add:
+            self._send(context, action.key, f"tax_id:{normal_vat(add['value'])}",
+                       lambda key: self.client.create_customer_tax_id(customer_id, add, idempotency_key=key),
+                       lambda: None)
+        for tax_id in stale:
+            try:
+                self.client.delete_customer_tax_id(customer_id, tax_id)
+            except VendorError as exc:
+                if exc.status != 404:  # 404: deleted already (an earlier attempt, or the dashboard)
+                    raise
+        if add or stale:
+            changed.append("VAT number")
+        return changed
 
     def _customer(self, action: Action, context) -> tuple[str, bool]:
         """The client's Stripe customer id, and whether it existed before this push.
@@ -571,9 +1021,11 @@ class StripeConnector:
         return sum(1 for line in data if is_our_line(line))
 
 
-    def _add_lines(self, action: Action, payload: dict, invoice: dict, present: int, context) -> dict:
-        """Add the lines the draft does not have yet, in order, each request with its own key;
-        return the draft as Stripe has it after."""
+    def _add_lines(self, action: Action, payload: dict, invoice: dict, present: int, context,
+                   rates: dict[str, str] | None = None) -> dict:
+        """Add the lines the draft does not have yet, in order, each request with its own key, a
+        taxed line with its tax rate (``rates``: rate key -> Stripe id); return the draft as Stripe
+        has it after."""
         lines = payload["lines"]
         invoice_id = invoice["id"]
         if present > len(lines):
@@ -582,7 +1034,12 @@ class StripeConnector:
                               f"but the action has {len(lines)}; check the draft in Stripe")
         currency = str(payload["currency"]).lower()
         start, end = to_epoch(payload["period_start"]), to_epoch(payload["period_end"])
-        params = [to_line_params(line, start, end, currency) for line in lines]
+        country = (payload.get("tax") or {}).get("country")
+        rates = rates or {}
+        params = [to_line_params(line, start, end, currency,
+                                 rates.get(tax_rate_key(line["tax"]["percent"], line["tax"]["name"], country))
+                                 if line.get("tax") else None)
+                  for line in lines]
 
         def has(count: int):  # the draft, if it already has ``count`` of our lines
             draft = self.client.retrieve_invoice(invoice_id)
@@ -618,6 +1075,23 @@ class StripeConnector:
                               f"{format_amount(subtotal, currency)} in Stripe but the plan's lines total "
                               f"{format_amount(expected, currency)}; it was not finalized: correct or "
                               f"delete the draft in Stripe, then push again")
+
+    def _check_tax(self, action: Action, payload: dict, invoice: dict) -> None:
+        """Refuse to finalize when Stripe's tax or total with tax is not the plan's (the plan
+        computes the tax per line, half up): the draft stays, both figures are in the error."""
+        block = payload.get("tax")
+        if not block:
+            return
+        currency = str(payload["currency"])
+        tax, total = invoice_tax(invoice) or 0, invoice.get("total")
+        if tax != block["total_tax"] or (total is not None and total != block["total_with_tax"]):
+            raise VendorError(VENDOR, None, "POST", f"/v1/invoices/{invoice['id']}/finalize",
+                              f"draft invoice {invoice['id']} for {action.key} has tax {format_amount(tax, currency)} "
+                              f"and total {format_amount(total if total is not None else 0, currency)} in Stripe "
+                              f"but the plan has tax {format_amount(block['total_tax'], currency)} and total "
+                              f"{format_amount(block['total_with_tax'], currency)}; it was not finalized: check "
+                              f"the tax rates on the draft's lines and the customer's tax status in Stripe, "
+                              f"then delete the draft and push again")
 
     def _finalize(self, base: str, invoice_id: str, context) -> dict:
         """Finalize a draft exactly once; an invoice already finalized is success (returned)."""

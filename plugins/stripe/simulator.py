@@ -1,6 +1,7 @@
 """StripeSimulator: a stateful, deterministic fake of the Stripe v1 endpoints the plugin uses.
 
-Serves customers (create, retrieve, list, search), invoices (create a draft, retrieve, list,
+Serves customers (create, retrieve, update, list, search; their tax ids: create, list, delete),
+tax rates (create, retrieve, list), invoices (create a draft, retrieve, list,
 search, list lines, add_lines, finalize, void) and invoice items (create, list) with Stripe's paths,
 form-encoded bracket params, auth, list and error shapes, and idempotency semantics:
 
@@ -13,6 +14,15 @@ form-encoded bracket params, auth, list and error shapes, and idempotency semant
 Lines and invoice items take an ``amount``, or a ``quantity`` with a unit amount (an add_lines
 line's ``price_data[unit_amount]``, an invoice item's ``unit_amount_decimal``): the simulator then
 computes the amount as Stripe does, quantity times unit amount.
+
+Tax: a line (or invoice item) takes ``tax_rates`` (ids of exclusive percentage tax rates; else the
+invoice's ``default_tax_rates`` apply); each rate's tax is computed on the line's amount and rounded
+half up, shown in the line's ``taxes`` and, summed per rate, in the invoice's ``total_taxes``;
+``total`` is the subtotal plus the tax. An invoice with ``automatic_tax[enabled]`` is taxed as
+Stripe Tax would, simply: ``automatic_tax_percent`` (20) on every line of a customer whose
+``tax_exempt`` is ``none``, none otherwise; it cannot be finalized without the customer's country
+(``customer_tax_location_invalid``). The customer's address, e-mail, name, tax-exempt status and
+tax ids are copied onto the invoice when it is finalized, as Stripe does.
 
 Search (``/v1/customers/search``, ``/v1/invoices/search``) takes the subset of Stripe's query
 language the hub uses: clauses ``metadata['key']:'value'`` and ``field:'value'`` (customers:
@@ -31,7 +41,8 @@ truncated body; ``timeout_next(times=1, path=None)`` raises ``httpx.ReadTimeout`
 (Stripe's search is eventually consistent).
 ``requests`` counts requests served and ``requests_by_path`` counts them per path; ``log`` lists
 each one (method, path, params, idempotency key, status, replayed); ``list_objects(kind)`` returns
-every ``"customer"``, ``"invoice"`` or ``"invoiceitem"`` as the API shows it, oldest first.
+every ``"customer"``, ``"invoice"``, ``"invoiceitem"``, ``"tax_rate"`` or ``"tax_id"`` as the API
+shows it, oldest first.
 
 Mount it with ``httpx.MockTransport(sim.handler)`` or serve it with ``hub.testing.serve(sim.handler)``.
 Objects follow the shapes of the current API (``shared/vendor-specs/stripe/fixtures3.json``).
@@ -57,6 +68,14 @@ import httpx
 API_VERSION = "2026-10-28.endive"
 EPOCH = 1_790_000_000  # the simulator's clock starts here and ticks one second per object
 MAX_ITEMS_PER_INVOICE = 250
+TAX_TYPES = {"amusement_tax", "communications_tax", "gst", "hst", "igst", "jct", "lease_tax", "pst", "qst", "rst",
+             "sales_tax", "service_tax", "vat"}
+ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
+# Tax id types the simulator validates, with the format of their value (spaces, dots, dashes removed).
+TAX_ID_FORMATS = {"eu_vat": r"(AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI)"
+                            r"[0-9A-Z]{2,13}",
+                  "gb_vat": r"GB([0-9]{9}|[0-9]{12}|(GD|HA)[0-9]{3})", "ch_vat": r"CHE[0-9]{9}(MWST|TVA|IVA)?",
+                  "no_vat": r"(NO)?[0-9]{9}(MVA)?"}
 LINES_IN_INVOICE = 10  # an invoice embeds its first 10 lines, like Stripe
 
 
@@ -169,6 +188,9 @@ class StripeSimulator:
         self.customers: dict[str, dict] = {}
         self.invoices: dict[str, dict] = {}
         self.invoice_items: dict[str, dict] = {}
+        self.tax_rates: dict[str, dict] = {}
+        self.tax_ids: dict[str, dict] = {}
+        self.automatic_tax_percent = "20"
         self._lines: dict[str, list[dict]] = {}  # invoice id -> its line items, oldest first
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}
         self._faults: list[_Fault] = []
@@ -225,7 +247,11 @@ class StripeSimulator:
                 return [self._export_invoice(inv) for inv in self.invoices.values()]
             if kind == "invoiceitem":
                 return [dict(i) for i in self.invoice_items.values()]
-        raise ValueError(f"unknown kind {kind!r}; use customer, invoice or invoiceitem")
+            if kind == "tax_rate":
+                return [dict(r) for r in self.tax_rates.values()]
+            if kind == "tax_id":
+                return [dict(t) for t in self.tax_ids.values()]
+        raise ValueError(f"unknown kind {kind!r}; use customer, invoice, invoiceitem, tax_rate or tax_id")
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -373,8 +399,30 @@ class StripeSimulator:
                 return self._list("/v1/customers", list(self.customers.values()), params, {"email"},
                                   lambda c: not params.get("email") or c["email"] == params["email"])
             if method == "GET" and len(rest) == 1:
+                return self._retrieve_customer(rest[0], params)
+            if method == "POST" and len(rest) == 1:
+                return self._update_customer(rest[0], params)
+            if len(rest) >= 2 and rest[1] == "tax_ids":
+                customer = self._customer(rest[0], "id")
+                if method == "POST" and len(rest) == 2:
+                    return self._create_tax_id(customer, params)
+                if method == "GET" and len(rest) == 2:
+                    return self._list(f"/v1/customers/{customer['id']}/tax_ids", self._tax_ids_of(customer["id"]),
+                                      params, set(), None)
+                if method == "DELETE" and len(rest) == 3:
+                    return self._delete_tax_id(customer, rest[2], params)
+        if resource == "tax_rates":
+            if method == "POST" and not rest:
+                return self._create_tax_rate(params)
+            if method == "GET" and not rest:
+                active = _bool(params["active"], "active") if "active" in params else None
+                inclusive = _bool(params["inclusive"], "inclusive") if "inclusive" in params else None
+                return self._list("/v1/tax_rates", list(self.tax_rates.values()), params, {"active", "inclusive"},
+                                  lambda r: (active is None or r["active"] == active)
+                                  and (inclusive is None or r["inclusive"] == inclusive))
+            if method == "GET" and len(rest) == 1:
                 _unknown(params, {"expand"})
-                return self._customer(rest[0], "id")
+                return self._tax_rate(rest[0], "id")
         if resource == "invoices":
             if method == "POST" and not rest:
                 return self._create_invoice(params)
@@ -448,8 +496,76 @@ class StripeSimulator:
                               code="resource_missing", param=param)
         return customer
 
+    def _address(self, value, param: str) -> dict | None:
+        """A customer address (line1, line2, city, postal_code, state, country); "" unsets it."""
+        if value == "":
+            return None
+        if not isinstance(value, dict):
+            raise StripeError(400, "Invalid object", param=param)
+        _unknown({f"{param}[{k}]": v for k, v in value.items()},
+                 {f"{param}[{k}]" for k in ADDRESS_FIELDS})
+        country = value.get("country")
+        if country and not re.fullmatch(r"[A-Z]{2}", country):
+            raise StripeError(400, f"Country '{country}' is unknown. Try using a 2-character alphanumeric "
+                                   "country code instead, such as 'US', 'EG', or 'GB'.", param=f"{param}[country]")
+        return {k: (value.get(k) or None) for k in ADDRESS_FIELDS}
+
+    def _customer_fields(self, params: dict) -> dict:
+        """The fields shared by a customer's create and update params, validated."""
+        fields: dict[str, Any] = {}
+        for key in ("name", "email", "description", "phone"):
+            if key in params:
+                if not isinstance(params[key], str):
+                    raise StripeError(400, "Invalid string", param=key)
+                fields[key] = params[key] or None
+        if fields.get("email") and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", fields["email"]):
+            raise StripeError(400, f"Invalid email address: {fields['email']}", code="email_invalid", param="email")
+        if "address" in params:
+            fields["address"] = self._address(params["address"], "address")
+        if "preferred_locales" in params:
+            locales = params["preferred_locales"]
+            locales = [] if locales == "" else locales
+            if not isinstance(locales, list) or not all(
+                    isinstance(x, str) and re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*", x) for x in locales):
+                raise StripeError(400, f"Invalid preferred_locales: {locales}", param="preferred_locales")
+            fields["preferred_locales"] = locales
+        if "tax_exempt" in params:
+            if params["tax_exempt"] not in ("none", "exempt", "reverse"):
+                raise StripeError(400, f"Invalid tax_exempt: must be one of none, exempt, or reverse",
+                                  param="tax_exempt")
+            fields["tax_exempt"] = params["tax_exempt"]
+        return fields
+
+    def _retrieve_customer(self, customer_id: str, params: dict) -> dict:
+        _unknown(params, {"expand"})
+        expand = params.get("expand") or []
+        if not isinstance(expand, list) or any(x != "tax_ids" for x in expand):
+            raise StripeError(400, f"This property cannot be expanded ({expand}).", param="expand")
+        customer = dict(self._customer(customer_id, "id"))
+        if expand:
+            ids = list(reversed(self._tax_ids_of(customer_id)))
+            customer["tax_ids"] = {"object": "list", "data": ids[:10], "has_more": len(ids) > 10,
+                                   "total_count": len(ids), "url": f"/v1/customers/{customer_id}/tax_ids"}
+        return customer
+
+    def _update_customer(self, customer_id: str, params: dict) -> dict:
+        customer = self._customer(customer_id, "id")
+        _unknown(params, {"name", "email", "description", "metadata", "phone", "address", "preferred_locales",
+                          "tax_exempt", "expand"})
+        fields = self._customer_fields(params)
+        if "metadata" in params:
+            customer["metadata"].update(_metadata(params["metadata"]))
+        customer.update(fields)
+        return customer
+
     def _create_customer(self, params: dict) -> dict:
-        _unknown(params, {"name", "email", "description", "metadata", "phone", "expand"})
+        _unknown(params, {"name", "email", "description", "metadata", "phone", "address", "preferred_locales",
+                          "tax_exempt", "tax_id_data", "expand"})
+        fields = self._customer_fields(params)
+        data = params.get("tax_id_data") or []
+        if not isinstance(data, list):
+            raise StripeError(400, "Invalid array", param="tax_id_data")
+        checked = [self._tax_id_fields(d, f"tax_id_data[{i}]") for i, d in enumerate(data)]
         customer_id = self._id("cus_", 14)
         customer = {
             "id": customer_id, "object": "customer",
@@ -463,10 +579,132 @@ class StripeSimulator:
             "name": params.get("name"), "next_invoice_sequence": 1, "phone": params.get("phone"),
             "preferred_locales": [], "shipping": None, "tax_exempt": "none", "test_clock": None,
         }
+        customer.update(fields)
         self.customers[customer_id] = customer
+        for kind, value in checked:
+            self._new_tax_id(customer_id, kind, value)
         if self.search_lag:
             self._unsearchable.add(customer_id)
         return customer
+
+    # --- customer tax ids ------------------------------------------------------------------------
+
+    def _tax_ids_of(self, customer_id: str) -> list[dict]:
+        return [t for t in self.tax_ids.values() if t["customer"] == customer_id]
+
+    def _tax_id_fields(self, raw, param: str) -> tuple[str, str]:
+        if not isinstance(raw, dict):
+            raise StripeError(400, "Invalid object", param=param)
+        _unknown({f"{param}[{k}]": v for k, v in raw.items()}, {f"{param}[type]", f"{param}[value]"})
+        kind, value = raw.get("type"), raw.get("value")
+        if kind not in TAX_ID_FORMATS:
+            raise StripeError(400, f"Invalid value for type: {kind}", param=f"{param}[type]")
+        if not value:
+            raise StripeError(400, "Missing required param: value.", param=f"{param}[value]")
+        if not re.fullmatch(TAX_ID_FORMATS[kind], re.sub(r"[\s.\-]", "", value).upper()):
+            raise StripeError(400, f"Invalid value for {kind}.", code="tax_id_invalid", param=f"{param}[value]")
+        return kind, value
+
+    def _new_tax_id(self, customer_id: str, kind: str, value: str) -> dict:
+        tax_id = {"id": self._id("txi_"), "object": "tax_id", "country": value[:2].upper().replace("EL", "GR"),
+                  "created": self._tick(), "customer": customer_id, "livemode": False,
+                  "owner": {"customer": customer_id, "type": "customer"}, "type": kind, "value": value,
+                  "verification": {"status": "pending", "verified_address": None, "verified_name": None}}
+        self.tax_ids[tax_id["id"]] = tax_id
+        return tax_id
+
+    def _create_tax_id(self, customer: dict, params: dict) -> dict:
+        _unknown(params, {"type", "value", "expand"})
+        kind, value = self._tax_id_fields(params, "")
+        return self._new_tax_id(customer["id"], kind, value)
+
+    def _delete_tax_id(self, customer: dict, tax_id: str, params: dict) -> dict:
+        _unknown(params, set())
+        found = self.tax_ids.get(tax_id)
+        if found is None or found["customer"] != customer["id"]:
+            raise StripeError(404, f"No such tax_id: '{tax_id}'", code="resource_missing", param="id")
+        del self.tax_ids[tax_id]
+        return {"id": tax_id, "object": "tax_id", "deleted": True}
+
+    # --- tax rates -------------------------------------------------------------------------------
+
+    def _tax_rate(self, rate_id: str, param: str) -> dict:
+        rate = self.tax_rates.get(rate_id)
+        if rate is None:
+            raise StripeError(404 if param == "id" else 400, f"No such tax rate: '{rate_id}'",
+                              code="resource_missing", param=param)
+        return rate
+
+    def _create_tax_rate(self, params: dict) -> dict:
+        _unknown(params, {"display_name", "percentage", "inclusive", "active", "country", "description",
+                          "jurisdiction", "metadata", "state", "tax_type", "expand"})
+        for required in ("display_name", "inclusive", "percentage"):
+            if required not in params:
+                raise StripeError(400, f"Missing required param: {required}.", param=required)
+        name = params["display_name"]
+        if not name or len(name) > 50:
+            raise StripeError(400, "display_name must be 1 to 50 characters.", param="display_name")
+        try:
+            percentage = decimal.Decimal(str(params["percentage"]))
+        except decimal.InvalidOperation:
+            raise StripeError(400, f"Invalid decimal: {params['percentage']}", param="percentage") from None
+        if not percentage.is_finite() or not 0 <= percentage <= 100:
+            raise StripeError(400, "percentage must be between 0 and 100.", param="percentage")
+        country = params.get("country")
+        if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
+            raise StripeError(400, f"Invalid country: {country}", param="country")
+        for key in ("description", "jurisdiction"):
+            if key in params and len(params[key]) > (5000 if key == "description" else 50):
+                raise StripeError(400, f"{key} is too long.", param=key)
+        if params.get("tax_type") is not None and params["tax_type"] not in TAX_TYPES:
+            raise StripeError(400, f"Invalid tax_type: {params['tax_type']}", param="tax_type")
+        rate = {"id": self._id("txr_"), "object": "tax_rate",
+                "active": _bool(params["active"], "active") if "active" in params else True,
+                "country": country, "created": self._tick(), "description": params.get("description"),
+                "display_name": name, "effective_percentage": float(percentage), "flat_amount": None,
+                "inclusive": _bool(params["inclusive"], "inclusive"), "jurisdiction": params.get("jurisdiction"),
+                "jurisdiction_level": None, "livemode": False, "metadata": _metadata(params.get("metadata")),
+                "percentage": float(percentage), "rate_type": "percentage", "state": params.get("state"),
+                "tax_type": params.get("tax_type")}
+        self.tax_rates[rate["id"]] = rate
+        return rate
+
+    def _rate_ids(self, value, param: str) -> list[str]:
+        """``tax_rates`` / ``default_tax_rates``: ids of existing, active tax rates ("" = none)."""
+        if value in (None, ""):
+            return []
+        if not isinstance(value, list):
+            raise StripeError(400, "Invalid array", param=param)
+        for i, rate_id in enumerate(value):
+            rate = self._tax_rate(rate_id, f"{param}[{i}]")
+            if not rate["active"]:
+                raise StripeError(400, f"Tax rate {rate_id} is archived and cannot be applied.", param=f"{param}[{i}]")
+        if len(value) > 5:
+            raise StripeError(400, "At most 5 tax rates can be applied.", param=param)
+        return list(value)
+
+    def _taxes(self, invoice: dict, rate_ids: list[str], amount: int) -> list[dict]:
+        """A line's ``taxes``: each exclusive rate on its amount, half up (or Stripe Tax's)."""
+        def tax(percent: decimal.Decimal) -> int:
+            return int((decimal.Decimal(amount) * percent / 100).to_integral_value(rounding=decimal.ROUND_HALF_UP))
+
+        if invoice["automatic_tax"]["enabled"]:
+            customer = self.customers[invoice["customer"]]
+            exempt = customer["tax_exempt"] != "none"
+            return [{"amount": 0 if exempt else tax(decimal.Decimal(self.automatic_tax_percent)),
+                     "tax_behavior": "exclusive", "tax_rate_details": None,
+                     "taxability_reason": {"none": "standard_rated", "exempt": "customer_exempt",
+                                           "reverse": "reverse_charge"}[customer["tax_exempt"]],
+                     "taxable_amount": amount, "type": "tax_rate_details"}]
+        out = []
+        for rate_id in rate_ids or invoice["default_tax_rates"]:
+            rate = self.tax_rates[rate_id]
+            percent = decimal.Decimal(str(rate["percentage"]))
+            out.append({"amount": 0 if rate["inclusive"] else tax(percent), "tax_behavior":
+                        "inclusive" if rate["inclusive"] else "exclusive",
+                        "tax_rate_details": {"tax_rate": rate_id}, "taxability_reason": "standard_rated",
+                        "taxable_amount": amount, "type": "tax_rate_details"})
+        return out
 
     def _search_customers(self, params: dict) -> dict:
         return self._search("/v1/customers/search", list(self.customers.values()), params,
@@ -530,12 +768,21 @@ class StripeSimulator:
         """The invoice with its totals and first lines, as Stripe shows it."""
         lines = self._lines[invoice["id"]]
         subtotal = sum(line["amount"] for line in lines)
-        paid = subtotal if invoice["status"] == "paid" else 0
+        by_rate: dict[Any, dict] = {}
+        for line in lines:
+            for tax in line["taxes"]:
+                rate = (tax["tax_rate_details"] or {}).get("tax_rate")
+                entry = by_rate.setdefault(rate, {**tax, "amount": 0, "taxable_amount": 0})
+                entry["amount"] += tax["amount"]
+                entry["taxable_amount"] += tax["taxable_amount"]
+        tax_amount = sum(t["amount"] for t in by_rate.values())
+        total = subtotal + tax_amount
+        paid = total if invoice["status"] == "paid" else 0
         return {
             **{k: v for k, v in invoice.items() if not k.startswith("_")},
-            "amount_due": subtotal, "amount_paid": paid, "amount_remaining": subtotal - paid,
+            "amount_due": total, "amount_paid": paid, "amount_remaining": total - paid,
             "subtotal": subtotal, "subtotal_excluding_tax": subtotal,
-            "total": subtotal, "total_excluding_tax": subtotal,
+            "total": total, "total_excluding_tax": subtotal, "total_taxes": list(by_rate.values()),
             "lines": {"object": "list", "data": lines[:LINES_IN_INVOICE],
                       "has_more": len(lines) > LINES_IN_INVOICE, "total_count": len(lines),
                       "url": f"/v1/invoices/{invoice['id']}/lines"},
@@ -544,7 +791,34 @@ class StripeSimulator:
     def _create_invoice(self, params: dict) -> dict:
         _unknown(params, {"customer", "currency", "collection_method", "days_until_due", "due_date",
                           "auto_advance", "pending_invoice_items_behavior", "description", "footer",
-                          "metadata", "expand"})
+                          "custom_fields", "default_tax_rates", "automatic_tax", "metadata", "expand"})
+        custom_fields = params.get("custom_fields") or None
+        if custom_fields is not None:
+            if not isinstance(custom_fields, list) or len(custom_fields) > 4:
+                raise StripeError(400, "custom_fields can have at most 4 entries.", param="custom_fields")
+            for i, field in enumerate(custom_fields):
+                if not isinstance(field, dict) or set(field) != {"name", "value"}:
+                    raise StripeError(400, "Each custom field needs a name and a value.", param=f"custom_fields[{i}]")
+                if not field["name"] or len(field["name"]) > 40:
+                    raise StripeError(400, "A custom field's name must be 1 to 40 characters.",
+                                      param=f"custom_fields[{i}][name]")
+                if not field["value"] or len(field["value"]) > 140:
+                    raise StripeError(400, "A custom field's value must be 1 to 140 characters.",
+                                      param=f"custom_fields[{i}][value]")
+        footer = params.get("footer")
+        if footer is not None and len(footer) > 5000:
+            raise StripeError(400, "footer must be at most 5000 characters.", param="footer")
+        automatic = params.get("automatic_tax")
+        if automatic is not None:
+            if not isinstance(automatic, dict) or "enabled" not in automatic:
+                raise StripeError(400, "Missing required param: automatic_tax[enabled].", param="automatic_tax[enabled]")
+            _unknown({f"automatic_tax[{k}]": v for k, v in automatic.items()},
+                     {"automatic_tax[enabled]", "automatic_tax[liability]"})
+            automatic = _bool(automatic["enabled"], "automatic_tax[enabled]")
+        default_rates = self._rate_ids(params.get("default_tax_rates"), "default_tax_rates")
+        if automatic and default_rates:
+            raise StripeError(400, "You cannot use default_tax_rates with automatic_tax enabled.",
+                              param="default_tax_rates")
         if not params.get("customer"):
             raise StripeError(400, "Missing required param: customer.", param="customer")
         customer = self._customer(params["customer"], "customer")
@@ -573,18 +847,21 @@ class StripeSimulator:
             "account_country": "US", "account_name": "msp-hub simulator", "account_tax_ids": None,
             "amount_overpaid": 0, "amount_shipping": 0, "application": None,
             "attempt_count": 0, "attempted": False, "auto_advance": auto_advance,
-            "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None,
-                              "provider": None, "status": None},
+            "automatic_tax": {"disabled_reason": None, "enabled": bool(automatic),
+                              "liability": {"type": "self"} if automatic else None,
+                              "provider": "stripe" if automatic else None,
+                              "status": "requires_location_inputs" if automatic and not
+                              (customer["address"] or {}).get("country") else "complete" if automatic else None},
             "automatically_finalizes_at": None, "billing_reason": "manual",
             "collection_method": method, "created": created, "currency": currency,
-            "custom_fields": None, "customer": customer["id"], "customer_account": None,
+            "custom_fields": custom_fields, "customer": customer["id"], "customer_account": None,
             "customer_address": customer["address"], "customer_email": customer["email"],
             "customer_name": customer["name"], "customer_phone": customer["phone"],
             "customer_shipping": None, "customer_tax_exempt": customer["tax_exempt"],
             "customer_tax_ids": [], "default_payment_method": None, "default_source": None,
-            "default_tax_rates": [], "description": params.get("description"), "discounts": [],
+            "default_tax_rates": default_rates, "description": params.get("description"), "discounts": [],
             "due_date": None, "effective_at": None, "ending_balance": None,
-            "footer": params.get("footer"), "from_invoice": None, "hosted_invoice_url": None,
+            "footer": footer, "from_invoice": None, "hosted_invoice_url": None,
             "invoice_pdf": None, "issuer": {"type": "self"}, "last_finalization_error": None,
             "latest_revision": None, "livemode": False,
             "metadata": _metadata(params.get("metadata")), "next_payment_attempt": None,
@@ -642,7 +919,8 @@ class StripeSimulator:
             return f"{prefix}[{field}]" if prefix else field
 
         fields = {"description": raw.get("description"),
-                  "metadata": _metadata(raw.get("metadata"), name("metadata"))}
+                  "metadata": _metadata(raw.get("metadata"), name("metadata")),
+                  "tax_rates": self._rate_ids(raw.get("tax_rates"), name("tax_rates"))}
         priced = raw.get("price_data") if prefix else raw.get("unit_amount_decimal")
         if priced is not None and "amount" in raw:
             raise StripeError(400, f"You may only specify one of these parameters: amount, "
@@ -729,7 +1007,7 @@ class StripeSimulator:
             "pricing": {"type": "price_details", "price_details": details,
                         "unit_amount_decimal": fields["unit_amount_decimal"]},
             "proration": False, "quantity": fields.get("quantity", 1), "quantity_decimal": None,
-            "tax_rates": [], "test_clock": None,
+            "tax_rates": [dict(self.tax_rates[r]) for r in fields["tax_rates"]], "test_clock": None,
         }
         self.invoice_items[item_id] = item
         return item
@@ -748,7 +1026,8 @@ class StripeSimulator:
                        "subscription_item_details": None},
             "period": dict(item["period"]), "pretax_credit_amounts": [],
             "pricing": dict(item["pricing"]), "quantity": item["quantity"], "quantity_decimal": None,
-            "subscription": None, "subtotal": item["amount"], "taxes": [],
+            "subscription": None, "subtotal": item["amount"],
+            "taxes": self._taxes(invoice, [r["id"] for r in item["tax_rates"]], item["amount"]),
         })
 
     def _add_lines(self, invoice_id: str, params: dict) -> dict:
@@ -781,10 +1060,18 @@ class StripeSimulator:
             raise StripeError(400, "This invoice is already finalized, you can't re-finalize a "
                                    "non-draft invoice.", code="invoice_unexpected_state")
         customer = self.customers[invoice["customer"]]
+        if invoice["automatic_tax"]["enabled"] and not (customer["address"] or {}).get("country"):
+            raise StripeError(400, "The customer's location isn't recognized: automatic tax needs a valid "
+                                   "address to finalize this invoice.", code="customer_tax_location_invalid")
         now = self._tick()
         invoice["number"] = f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
         customer["next_invoice_sequence"] += 1
-        total = sum(line["amount"] for line in self._lines[invoice_id])
+        invoice.update({"customer_address": customer["address"], "customer_email": customer["email"],
+                        "customer_name": customer["name"], "customer_phone": customer["phone"],
+                        "customer_tax_exempt": customer["tax_exempt"],
+                        "customer_tax_ids": [{"type": t["type"], "value": t["value"]}
+                                             for t in self._tax_ids_of(customer["id"])]})
+        total = self._export_invoice(invoice)["total"]
         invoice["status"] = "paid" if total <= 0 else "open"
         invoice["status_transitions"]["finalized_at"] = now
         if invoice["status"] == "paid":
@@ -812,7 +1099,7 @@ class StripeSimulator:
 
     def _create_invoice_item(self, params: dict) -> dict:
         _unknown(params, {"customer", "invoice", "amount", "currency", "description", "period",
-                          "metadata", "quantity", "unit_amount_decimal", "discountable", "expand"})
+                          "metadata", "quantity", "unit_amount_decimal", "discountable", "tax_rates", "expand"})
         if not params.get("customer"):
             raise StripeError(400, "Missing required param: customer.", param="customer")
         customer = self._customer(params["customer"], "customer")

@@ -11,6 +11,15 @@ pending invoice items, and its error answers. What it cannot: it has no one-off 
 500), no ``add_lines``, ``finalize`` or search, no idempotency keys, and it refuses an invoice
 item's ``period``, ``quantity`` and ``unit_amount_decimal``. A push, which looks for the
 customer by search before it creates one, therefore stops at the search, as tested below.
+
+Tax and the client's details: localstripe has tax rates (create and list, with ``display_name``,
+``percentage``, ``inclusive``, ``jurisdiction``, ``description`` and ``metadata``) but refuses a
+rate's ``country`` and the list's ``active`` filter. It has a customer's ``address``, ``email``,
+``preferred_locales`` and ``tax_id_data``, the customer update, and its tax ids (create, list,
+delete), but not ``tax_exempt``, and its list of tax ids refuses ``limit`` (the connector pages
+that list only past 10 tax ids). An invoice item takes ``tax_rates``. It has no ``automatic_tax``
+and no one-off invoice to carry ``footer`` or ``custom_fields``. The tests below check each of these
+requests as the connector sends them.
 """
 
 from __future__ import annotations
@@ -30,9 +39,11 @@ from plugins.stripe.client import StripeClient  # noqa: E402
 from plugins.stripe.plugin import (  # noqa: E402
     StripeConnector,
     StripeSettings,
+    tax_rate_key,
     to_customer_params,
     to_invoice_item_params,
     to_line_params,
+    to_tax_rate_params,
 )
 from plugins.stripe.tests.helpers import FakeContext, make_action, quiet_retry_policy  # noqa: E402
 
@@ -159,3 +170,72 @@ def test_localstripe_errors_map_to_hub_errors(localstripe_url):
     assert denied.value.status == 401 and "not-a-stripe-key" not in str(denied.value)
     assert type(missing.value) is VendorError and missing.value.status == 404
     assert "Not Found" in missing.value.detail
+
+
+# --- tax rates and the client's details ----------------------------------------------------------
+
+def test_a_tax_rate_is_created_with_its_key_and_found_again_in_the_list(localstripe_url):
+    client = StripeClient(localstripe_url, KEY, retrying=quiet_retry_policy)
+    try:
+        params = to_tax_rate_params("5.5", "TVA", None)  # localstripe refuses a rate's country
+        created = client.create_tax_rate(params, idempotency_key="msp-hub:tax_rate:-:5.5:TVA:create")
+        with pytest.raises(VendorError, match="Unexpected country"):
+            client.create_tax_rate(to_tax_rate_params("20", "TVA", "FR"), idempotency_key="msp-hub:test:rate")
+        listed = [r for r in client.iter_tax_rates()
+                  if (r.get("metadata") or {}).get("msp_hub_tax_rate") == tax_rate_key("5.5", "TVA", None)]
+    finally:
+        client.close()
+    assert [r["id"] for r in listed] == [created["id"]]
+    assert (created["percentage"], created["inclusive"], created["display_name"]) == (5.5, False, "TVA")
+    assert created["description"] == "TVA 5.5 %, made by msp-hub"
+
+
+def test_an_invoice_item_takes_its_tax_rate(localstripe_url):
+    client = StripeClient(localstripe_url, KEY, retrying=quiet_retry_policy)
+    try:
+        rate = client.create_tax_rate(to_tax_rate_params("20", "TVA", None), idempotency_key="msp-hub:test:r20")
+        customer = client.create_customer({"name": "Initech", "metadata": {"msp_hub_client_id": "initech"}},
+                                          idempotency_key="msp-hub:customer:initech:create")
+        line = to_line_params(make_action().payload["lines"][1], 1790812800, 1793491200, "eur", rate["id"])
+        params = to_invoice_item_params(line, customer_id=customer["id"], invoice_id="unused", currency="eur")
+        del params["invoice"], params["period"]
+        item = client.create_invoice_item(params, idempotency_key="msp-hub:test:taxed-item")
+    finally:
+        client.close()
+    assert [r["id"] for r in item["tax_rates"]] == [rate["id"]] and item["amount"] == 2500
+
+
+def test_the_customer_is_created_with_the_clients_details(localstripe_url):
+    details = {"email": "compta@acme.fr", "vat_number": "FR12123456789", "locale": "fr-FR",
+               "address": {"line1": "12 rue de la Paix", "city": "Paris", "postal_code": "75002", "country": "FR"}}
+    client = StripeClient(localstripe_url, KEY, retrying=quiet_retry_policy)
+    try:
+        created = client.create_customer(to_customer_params(make_action(client_id="acme-fr", customer=details)),
+                                          idempotency_key="msp-hub:customer:acme-fr:create")
+        tax_ids = client.retrieve_customer(created["id"], expand=["tax_ids"])["tax_ids"]["data"]
+    finally:
+        client.close()
+    customer = get(localstripe_url, f"/v1/customers/{created['id']}")
+    assert customer["email"] == "compta@acme.fr" and customer["preferred_locales"] == ["fr-FR"]
+    assert customer["address"]["city"] == "Paris" and customer["address"]["country"] == "FR"
+    assert [(t["type"], t["value"]) for t in tax_ids] == [("eu_vat", "FR12123456789")]
+
+
+def test_changed_details_are_written_once_then_nothing(localstripe_url):
+    conn = connector(localstripe_url)
+    try:
+        old = conn.client.create_customer(
+            {"name": "Acme Dental", "email": "old@acme.fr", "tax_id_data": [{"type": "eu_vat", "value": "FR99999999999"}],
+             "metadata": {"msp_hub_client_id": "acme-up"}}, idempotency_key="msp-hub:customer:acme-up:create")
+        details = {"email": "compta@acme.fr", "vat_number": "FR12123456789", "locale": "fr-FR",
+                   "address": {"line1": "12 rue de la Paix", "city": "Paris", "country": "FR"}}
+        action = make_action(client_id="acme-up", customer=details)
+        first = conn._update_customer(action, action.payload, old["id"], FakeContext())
+        second = conn._update_customer(action, action.payload, old["id"], FakeContext())
+        tax_ids = conn.client.retrieve_customer(old["id"], expand=["tax_ids"])["tax_ids"]["data"]
+    finally:
+        conn.close()
+    assert first == ["email", "address", "preferred_locales", "VAT number"] and second == []
+    customer = get(localstripe_url, f"/v1/customers/{old['id']}")
+    assert (customer["email"], customer["address"]["line1"]) == ("compta@acme.fr", "12 rue de la Paix")
+    assert [t["value"] for t in tax_ids] == ["FR12123456789"]
