@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterable
 from hub.errors import HubError
 from hub.money import format_minor
 from hub.records import Action
-from hub.store import CANCELLED, SENT, system_user
+from hub.store import CANCELLED, FAILED, SENT, system_user
 
 if TYPE_CHECKING:  # pragma: no cover
     from hub.engine import Hub, RunReport
@@ -165,6 +165,10 @@ def request_credit(hub: "Hub", key: str, *, reason: str, lines: Iterable[str] = 
     if bool(codes) == (amount is not None):
         raise CorrectionError(f"credit of {key!r}: give either --lines CODE ... or --amount X")
     row = sent_invoice(hub, key)
+    for c in hub.store.corrections(key):
+        if c["kind"] == VOID and c["status"] == FAILED:
+            # The vendor refused the void (a paid invoice): the credit note replaces it.
+            hub.store.cancel_action(c["action_key"])
     _refuse_if_voided(hub, key)
     payload = row["payload"]
     currency = str(payload.get("currency") or "")
