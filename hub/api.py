@@ -343,7 +343,7 @@ def make_app(service) -> flask.Flask:
             try:
                 out = corrections.history(hub, key)
             except corrections.CorrectionError as exc:
-                return _error(str(exc), 404 if hub.store.get_action(key) is None else 409)
+                return _error(str(exc), 404)
         out["corrections"] = [corrections.correction_json(c) for c in out["corrections"]]
         return _json(out)
 
@@ -526,8 +526,9 @@ OPENAPI: dict[str, Any] = {
                 "lines": {"type": "array", "items": {"type": "string"}, "description": "Codes of lines credited whole."},
                 "amount": {"type": "string", "description": "An amount to credit, e.g. \"120.00\"."}}})},
         "/invoices/{key}/history": {"get": _op(
-            "A sent invoice, its corrections (who, when, why, what was sent) and its re-issues.",
-            {200: "The invoice and its corrections.", 404: "No such action.", 409: "Not an invoice."},
+            "An action (an invoice), its corrections (who, when, why, what was sent) and its re-issues; any "
+            "other action has no correction.",
+            {200: "The action and its corrections.", 404: "No such action."},
             params=[_KEY])},
         "/metrics": {"get": _op("Prometheus metrics of the process (msp_hub_*).", {200: "Text exposition format."},
                                 content="text/plain")},

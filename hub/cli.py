@@ -642,6 +642,11 @@ def invoice():
     action that is not a sent invoice, an invoice voided already, a line credited already, an
     amount above what is left to credit. With --now: exit 1 when the push failed (the action
     stays in the outbox), 75 when a run holds the lock.
+
+    \b
+    Example:
+        msp-hub invoice void invoice:acme:2026-10 --reason "billed on the wrong tier" --reissue
+        msp-hub invoice history invoice:acme:2026-10
     """
 
 

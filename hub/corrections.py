@@ -242,12 +242,11 @@ def _items_of(hub: "Hub", row: dict, codes: list[str]) -> list[list[str]]:
 
 
 def history(hub: "Hub", key: str) -> dict:
-    """An invoice action and every correction of it (and of its successors), oldest first."""
+    """An action and every correction of it (and of its successors), oldest first: only an
+    invoice is ever corrected, so any other action has none."""
     row = hub.store.get_action(key)
     if row is None:
         raise CorrectionError(f"no action {key!r} in the outbox; list the invoices with: msp-hub actions")
-    if row["kind"] != "invoice":
-        raise CorrectionError(f"{key!r} is a {row['kind']} action, not an invoice (give invoice:<client>:<period>)")
     chain, seen, out = [key], set(), []
     while chain:
         k = chain.pop(0)
