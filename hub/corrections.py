@@ -99,9 +99,12 @@ def _refuse_if_voided(hub: "Hub", key: str) -> None:
 def _successor(hub: "Hub", key: str, row: dict) -> str:
     """The next successor key of the period's invoice: ``invoice:<client>:<period>:r<n>``."""
     for c in _live(hub.store.corrections(key)):
-        if c["reissue_key"]:
-            raise CorrectionError(f"invoice {key!r} is already re-issued under {c['reissue_key']} "
-                                  f"({c['action_key']}); correct that one instead")
+        done = hub.store.get_action(c["reissue_key"]) if c["reissue_key"] else None
+        if c["reissue_key"] and (c["kind"] == VOID or done is None or done["status"] != SENT):
+            state = "sent" if done and done["status"] == SENT else "not sent yet"
+            raise CorrectionError(f"invoice {key!r} has a re-issue under {c['reissue_key']} ({state}, after "
+                                  f"{c['action_key']}): let it be sent, then correct {c['reissue_key']} instead "
+                                  f"(see msp-hub invoice history {key})")
     taken = {c["reissue_key"] for c in hub.store.corrections(client_id=row["client_id"], period=row["period"])
              if c["reissue_key"]}
     base = base_invoice_key(key)
@@ -235,7 +238,9 @@ def _with_tax(line: dict) -> int:
 def _items_of(hub: "Hub", row: dict, codes: list[str]) -> list[list[str]]:
     """The ledger items (kind, id) the invoice's lines ``codes`` billed (from its snapshot)."""
     from hub.planner import LEDGER_PREFIXES
-    lines = hub.store.snapshot_lines(row["key"]) or []
+    # The period's snapshot is the latest invoice's (a credit note's re-issue keeps the lines it
+    # did not bill, as the invoice it corrects recorded them).
+    lines = hub.store.snapshot_lines(row["key"]) or hub.store.get_snapshot(row["client_id"], row["period"]) or []
     return [[code.split(":", 1)[0], str(item["id"])] for line in lines
             if (code := str(line.get("code"))) in codes and code.startswith(LEDGER_PREFIXES)
             for item in line.get("items") or [] if "id" in item]

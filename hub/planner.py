@@ -1065,7 +1065,7 @@ def late_time_without_contract(hub: "Hub", contract: Contract, period: Period, k
     period on a day a contract was in force, entered after that period was invoiced and never
     billed, each priced by the contract of its own day (``entries_by_own_contract``)."""
     entries, _ = time_records(hub, contract, period)
-    already = hub.store.billed_item_ids(contract.client_id, exclude_key=key)
+    already = hub.store.live_billed_item_ids(contract.client_id, exclude_key=key)
     earlier = [e for e in entries if isinstance(e.started_at, datetime) and e.started_at.tzinfo is not None
                and e.started_at < period.start and not e.invoiced and e.source_id not in already]
     if not earlier:

@@ -367,3 +367,23 @@ def test_the_api_voids_credits_and_shows_the_history_behind_the_token(env):
         (f"void:{KEY}", "api", "sent")]
     paths = client.get("/openapi.json", headers=AUTH).get_json()["paths"]
     assert {"/invoices/{key}/void", "/invoices/{key}/credit", "/invoices/{key}/history"} <= set(paths)
+
+
+def test_a_second_credit_note_with_a_reissue_waits_for_the_first_then_reissues_its_own_lines(elm):
+    wrong, right = f"time:entry:{elm.wrong}", f"time:entry:{elm.right}"
+    correct(elm, corrections.request_credit, elm.key, lines=[wrong], reason="first", reissue=True)
+    with pytest.raises(CorrectionError, match=f"has a re-issue under {elm.key}:r1 \\(not sent yet"):
+        correct(elm, corrections.request_credit, elm.key, lines=[right], reason="second", reissue=True)
+    run(elm)
+    run(elm)                                                     # the credit note, then r1
+    edit_entry(elm, elm.right, actualHours=4.0)
+    c = correct(elm, corrections.request_credit, elm.key, lines=[right], reason="second", reissue=True)
+    assert c["reissue_key"] == f"{elm.key}:r2"
+    run(elm)
+    report = run(elm)
+    assert [p["key"] for p in report.pushed] == [f"{elm.key}:r2"]
+    assert [(l.code, l.amount) for l in invoice(report, elm.elm).bill.lines] == [(right, 4 * elm.rate)]
+    assert [i["total"] for i in elm.invoices() if i["metadata"]["msp_hub_action_key"].startswith(f"{elm.key}:r")] \
+        == [elm.rate, 4 * elm.rate]
+    nov = invoice(run(elm, clock=DEC_1), elm.elm, "2026-11")
+    assert deltas(nov) == {} and wrong not in lines(nov) and right not in lines(nov)
