@@ -313,7 +313,7 @@ def make_app(service) -> flask.Flask:
                             return _error(f"amount: {exc}", 400)
                     row = corrections.request_credit(hub, key, reason=body["reason"], lines=lines, amount=amount,
                                                      by=who, reissue=body.get("reissue", False), run_id="api")
-            except corrections.CorrectionError as exc:
+            except HubError as exc:      # a CorrectionError, or no connector able to send it
                 missing = hub.store.get_action(key) is None
                 return _error(str(exc), 404 if missing else 409)
             if body.get("now"):

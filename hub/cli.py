@@ -675,7 +675,7 @@ def _correct(config_path: str | None, now: bool, as_json: bool, record) -> None:
     try:
         try:
             row = record(hub)
-        except corrections.CorrectionError as exc:
+        except HubError as exc:          # a CorrectionError, or no connector able to send it
             raise Refused(str(exc)) from None
         if now:
             try:

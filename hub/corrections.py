@@ -67,7 +67,8 @@ def sent_invoice(hub: "Hub", key: str) -> dict:
     if row["status"] != SENT or not row["vendor_id"]:
         fix = "correct the data and let the next sync send it, or wait until it is sent (msp-hub actions)"
         raise CorrectionError(f"invoice {key!r} is {row['status']}, not sent: nothing at the vendor to correct; {fix}")
-    if row["details"].get("draft"):
+    finalized = hub.store.get_action(f"finalize:{key}")
+    if row["details"].get("draft") and not (finalized and finalized["status"] == SENT):
         raise CorrectionError(f"invoice {key!r} is a draft waiting for review (vendor id {row['vendor_id']}): "
                               f"nothing was issued to correct; delete the draft at the vendor or let the review finalize it")
     return row
@@ -150,6 +151,7 @@ def request_void(hub: "Hub", key: str, *, reason: str, by: str | None = None, re
                     row["period"])
     if existing is not None:        # cancelled before: asked again, it goes back in the outbox
         hub.store.retry_action(action.key)
+        hub.store.record_approval(action.key, who, f"asked again: {reason}")
         return hub.store.get_correction(action.key)
     return hub.store.record_correction(action, run_id, {
         "invoice_key": key, "kind": VOID, "client_id": row["client_id"], "period": row["period"],

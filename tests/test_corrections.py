@@ -387,3 +387,27 @@ def test_a_second_credit_note_with_a_reissue_waits_for_the_first_then_reissues_i
         == [elm.rate, 4 * elm.rate]
     nov = invoice(run(elm, clock=DEC_1), elm.elm, "2026-11")
     assert deltas(nov) == {} and wrong not in lines(nov) and right not in lines(nov)
+
+
+def test_an_invoice_finalized_after_its_review_can_be_voided_but_a_draft_cannot(env):
+    hub = env.hub()
+    hub.store.record_action(Action("invoice:cobalt:2026-09", "invoice", "stripe", "cobalt",
+                                   {"total": 100, "currency": "EUR"}, "2026-09"), "r")
+    hub.store.mark_sent("invoice:cobalt:2026-09", "in_draft", "a draft", {"draft": True})
+    with pytest.raises(CorrectionError, match="is a draft waiting for review"):
+        corrections.request_void(hub, "invoice:cobalt:2026-09", reason="x")
+    hub.store.record_action(Action("finalize:invoice:cobalt:2026-09", "invoice_finalize", "stripe", "cobalt", {},
+                                   "2026-09"), "r")
+    hub.store.mark_sent("finalize:invoice:cobalt:2026-09", "in_draft", "finalized")
+    assert corrections.request_void(hub, "invoice:cobalt:2026-09", reason="x")["status"] == "pending"
+    hub.close()
+
+
+def test_a_cancelled_void_asked_again_goes_back_in_the_outbox_with_who_asked(env):
+    hub = env.hub()
+    corrections.request_void(hub, KEY, reason="first", by="ann")
+    hub.store.cancel_action(f"void:{KEY}")
+    again = corrections.request_void(hub, KEY, reason="after all", by="ben")
+    assert again["status"] == "pending"
+    assert [(a["who"], a["why"]) for a in hub.store.approvals(f"void:{KEY}")] == [("ben", "asked again: after all")]
+    hub.close()
