@@ -523,7 +523,8 @@ OPENAPI: dict[str, Any] = {
              "already or an amount above what is left.", 502: "Recorded, but the push failed (now)."},
             params=[_KEY], body={**_CORRECTION_BODY, "properties": {
                 **_CORRECTION_BODY["properties"],
-                "lines": {"type": "array", "items": {"type": "string"}, "description": "Codes of lines credited whole."},
+                "lines": {"type": "array", "items": {"type": "string"},
+                          "description": "Codes of lines credited whole."},
                 "amount": {"type": "string", "description": "An amount to credit, e.g. \"120.00\"."}}})},
         "/invoices/{key}/history": {"get": _op(
             "An action (an invoice), its corrections (who, when, why, what was sent) and its re-issues; any "

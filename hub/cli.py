@@ -703,7 +703,8 @@ def _correct(config_path: str | None, now: bool, as_json: bool, record) -> None:
 
 _correction_options = [
     click.option("--reason", required=True, help="Why it is corrected (recorded; the credit note's memo)."),
-    click.option("--reissue", is_flag=True, help="Once sent, bill the period again under invoice:<client>:<period>:r<n>."),
+    click.option("--reissue", is_flag=True,
+                 help="Once sent, bill the period again under invoice:<client>:<period>:r<n>."),
     click.option("--by", metavar="WHO", help="Who asks (default: the system user)."),
     click.option("--now", is_flag=True, help="Send it at once instead of on the next sync."),
     click.option("--json", "as_json", is_flag=True, help="Print the correction as JSON."),

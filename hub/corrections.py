@@ -70,7 +70,8 @@ def sent_invoice(hub: "Hub", key: str) -> dict:
     finalized = hub.store.get_action(f"finalize:{key}")
     if row["details"].get("draft") and not (finalized and finalized["status"] == SENT):
         raise CorrectionError(f"invoice {key!r} is a draft waiting for review (vendor id {row['vendor_id']}): "
-                              f"nothing was issued to correct; delete the draft at the vendor or let the review finalize it")
+                              f"nothing was issued to correct; delete the draft at the vendor or let the review "
+                              f"finalize it")
     return row
 
 
@@ -94,7 +95,8 @@ def _refuse_if_voided(hub: "Hub", key: str) -> None:
         if c["kind"] == VOID:
             state = "voided" if c["status"] == SENT else f"being voided ({c['action_key']} is {c['status']})"
             raise CorrectionError(f"invoice {key!r} is already {state} (asked by {c['requested_by']} at "
-                                  f"{c['requested_at']}); nothing more to correct on it: see msp-hub invoice history {key}")
+                                  f"{c['requested_at']}); nothing more to correct on it: see "
+                                  f"msp-hub invoice history {key}")
 
 
 def _successor(hub: "Hub", key: str, row: dict) -> str:
@@ -118,7 +120,8 @@ def _successor(hub: "Hub", key: str, row: dict) -> str:
 def _check_reason(reason: str | None, key: str) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise CorrectionError(f"a correction of {key!r} needs --reason: why it is corrected is recorded with who and when")
+        raise CorrectionError(f"a correction of {key!r} needs --reason: why it is corrected is recorded with who "
+                              f"and when")
     return reason
 
 
@@ -140,7 +143,8 @@ def request_void(hub: "Hub", key: str, *, reason: str, by: str | None = None, re
     existing = hub.store.get_correction(void_key(key))
     _refuse_if_voided(hub, key)
     if credited(hub, key):
-        raise CorrectionError(f"invoice {key!r} already has credit notes ({format_minor(credited(hub, key), row['payload'].get('currency', ''))} "
+        done = format_minor(credited(hub, key), str(row["payload"].get("currency") or ""))
+        raise CorrectionError(f"invoice {key!r} already has credit notes ({done} "
                               f"credited): it is not voided; credit what is left instead: msp-hub invoice credit {key} "
                               f"--amount ... --reason ...")
     who = by or system_user()
@@ -184,7 +188,8 @@ def request_credit(hub: "Hub", key: str, *, reason: str, lines: Iterable[str] = 
         unknown = [c for c in codes if c not in by_code]
         if unknown:
             raise CorrectionError(f"credit of {key!r}: no line {', '.join(map(repr, unknown))} on the invoice; "
-                                  f"its lines are {', '.join(sorted(by_code)) or '(none)'}: see msp-hub invoice history {key}")
+                                  f"its lines are {', '.join(sorted(by_code)) or '(none)'}: see "
+                                  f"msp-hub invoice history {key}")
         taken = {line["code"] for c in _live(hub.store.corrections(key)) if c["kind"] == CREDIT
                  for line in c["lines"] or []}
         twice = [c for c in codes if c in taken]
@@ -207,7 +212,8 @@ def request_credit(hub: "Hub", key: str, *, reason: str, lines: Iterable[str] = 
         raise CorrectionError(f"credit of {key!r}: {format_minor(amount, currency)} would credit "
                               f"{format_minor(already + amount, currency)} in all, above the invoice's "
                               f"{format_minor(total, currency)} ({format_minor(already, currency)} "
-                              f"credited already, {format_minor(total - already, currency)} left): credit at most what is left")
+                              f"credited already, {format_minor(total - already, currency)} left): credit at most "
+                              f"what is left")
     who = by or system_user()
     successor = _successor(hub, key, row) if reissue else None
     connector = _connector(hub, CREDIT, key)

@@ -411,3 +411,10 @@ def test_a_cancelled_void_asked_again_goes_back_in_the_outbox_with_who_asked(env
     assert again["status"] == "pending"
     assert [(a["who"], a["why"]) for a in hub.store.approvals(f"void:{KEY}")] == [("ben", "asked again: after all")]
     hub.close()
+
+
+def test_a_void_after_a_credit_note_is_refused_naming_the_credit_of_what_is_left(env):
+    correct(env, corrections.request_credit, KEY, amount=1200, reason="goodwill")
+    with pytest.raises(CorrectionError, match=r"already has credit notes \(12.00 EUR credited\): it is not voided; "
+                                              rf"credit what is left instead: msp-hub invoice credit {KEY}"):
+        correct(env, corrections.request_void, KEY, reason="wrong")

@@ -52,6 +52,15 @@ customer create is checked against the newest page of customers as well.
 
 ``sent_objects()`` lists every customer and invoice the hub sent, from Stripe's list endpoints,
 to rebuild the links and the outbox of a lost store.
+
+Corrections (``hub.corrections``): an ``invoice_void`` action reads the invoice first (already
+void: done, nothing sent; paid, draft or uncollectible: refused, a paid one naming a credit note)
+then ``POST /v1/invoices/{id}/void``; a ``credit_note`` action looks for the credit note it may
+already have made (``GET /v1/credit_notes?invoice=``, ``metadata.msp_hub_action_key``) before
+``POST /v1/credit_notes`` with the invoice's lines (found by the ``msp_hub_line`` metadata, each
+credited whole with its taxes) or an amount, Stripe's ``reason``, the person's reason in
+``memo``, and on a paid invoice ``credit_amount`` (the customer's balance). Both go through
+``_send``: the action key's idempotency key, a replayed 5xx looked up before a successor key.
 """
 
 from __future__ import annotations
@@ -397,7 +406,7 @@ def _newest_live(matches: list[dict]) -> dict | None:
 # --- the connector -------------------------------------------------------------------------------
 
 class StripeConnector:
-    """Pushes ``invoice`` and ``invoice_finalize`` actions to Stripe (see the module docstring);
+    """Pushes ``invoice``, ``invoice_finalize``, ``invoice_void`` and ``credit_note`` actions to Stripe (see the module docstring);
     pulls nothing. ``sent_objects()`` lists what the hub sent, to rebuild a lost store."""
 
     name = NAME

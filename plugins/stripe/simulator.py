@@ -32,7 +32,8 @@ truncated body; ``timeout_next(times=1, path=None)`` raises ``httpx.ReadTimeout`
 (Stripe's search is eventually consistent).
 ``requests`` counts requests served and ``requests_by_path`` counts them per path; ``log`` lists
 each one (method, path, params, idempotency key, status, replayed); ``list_objects(kind)`` returns
-every ``"customer"``, ``"invoice"`` or ``"invoiceitem"`` as the API shows it, oldest first.
+every ``"customer"``, ``"invoice"``, ``"invoiceitem"`` or ``"credit_note"`` as the API shows it,
+oldest first; ``mark_paid(invoice_id)`` makes an open invoice paid, as the client's payment would.
 
 Mount it with ``httpx.MockTransport(sim.handler)`` or serve it with ``hub.testing.serve(sim.handler)``.
 Objects follow the shapes of the current API (``shared/vendor-specs/stripe/fixtures3.json``).
@@ -219,7 +220,7 @@ class StripeSimulator:
         return sum(1 for e in self.log if e["method"] == method and fnmatch.fnmatchcase(e["path"], path))
 
     def list_objects(self, kind: str) -> list[dict]:
-        """Every object of ``kind`` ("customer", "invoice", "invoiceitem") as the API shows it."""
+        """Every object of ``kind`` ("customer", "invoice", "invoiceitem", "credit_note") as the API shows it."""
         with self._lock:
             if kind == "customer":
                 return [dict(c) for c in self.customers.values()]
