@@ -42,6 +42,7 @@ ACTION_FIELDS = ("key", "kind", "connector", "client_id", "period", "status", "a
                  "vendor_id", "summary", "run_id", "created_at", "updated_at", "sent_at")
 MAX_RUNS = 500
 API_APPROVER = "admin API"   # who an approval through the API is recorded as
+API_REQUESTER = "api"        # who a correction through the API is recorded as (the token has no name)
 
 
 # --- responses -------------------------------------------------------------------------------------
@@ -275,6 +276,77 @@ def make_app(service) -> flask.Flask:
         log.info("api.action_approve", action=key, status=row["status"], why=why)
         return _json({"action": dict(action_json(row), approvals=approvals)})
 
+    def correction_body(allowed: set[str]) -> dict | flask.Response:
+        body = flask.request.get_json(silent=True) if flask.request.get_data() else None
+        if not isinstance(body, dict) or set(body) - allowed:
+            return _error(f"the body must be a JSON object with {', '.join(sorted(allowed))} (reason required)", 400)
+        if not isinstance(body.get("reason"), str) or not body["reason"].strip():
+            return _error("reason is required: why the invoice is corrected is recorded with who and when", 400)
+        if not isinstance(body.get("reissue", False), bool) or not isinstance(body.get("now", False), bool):
+            return _error("reissue and now are true or false", 400)
+        return body
+
+    def correct(key: str, kind: str):
+        from hub import corrections
+        from hub.money import to_minor
+        allowed = {"reason", "reissue", "now"} | ({"lines", "amount"} if kind == "credit" else set())
+        body = correction_body(allowed)
+        if isinstance(body, flask.Response):
+            return body
+        who = getattr(service, "token_name", None) or API_REQUESTER
+        with _open(service) as hub:
+            try:
+                if kind == "void":
+                    row = corrections.request_void(hub, key, reason=body["reason"], by=who,
+                                                   reissue=body.get("reissue", False), run_id="api")
+                else:
+                    lines = body.get("lines") or []
+                    if not isinstance(lines, list) or not all(isinstance(c, str) for c in lines):
+                        return _error("lines is a list of line codes", 400)
+                    amount = body.get("amount")
+                    if amount is not None:
+                        invoice = hub.store.get_action(key)
+                        currency = str((invoice or {}).get("payload", {}).get("currency") or "EUR")
+                        try:
+                            amount = to_minor(str(amount), currency)
+                        except ValueError as exc:
+                            return _error(f"amount: {exc}", 400)
+                    row = corrections.request_credit(hub, key, reason=body["reason"], lines=lines, amount=amount,
+                                                     by=who, reissue=body.get("reissue", False), run_id="api")
+            except HubError as exc:      # a CorrectionError, or no connector able to send it
+                missing = hub.store.get_action(key) is None
+                return _error(str(exc), 404 if missing else 409)
+            if body.get("now"):
+                try:
+                    report = corrections.push_corrections(hub, row["client_id"], holder="api")
+                except LockedError as exc:
+                    return _error(f"recorded; not sent now: {exc}", 409, correction=corrections.correction_json(row))
+                row = hub.store.get_correction(row["action_key"])
+                if report.failed:
+                    return _error(f"recorded; the push failed: {report.failed[0]['error']}", 502,
+                                  correction=corrections.correction_json(row))
+        log.info(f"api.invoice_{kind}", invoice=key, action=row["action_key"], by=who)
+        return _json({"correction": corrections.correction_json(row)}, 201 if row["status"] != "sent" else 200)
+
+    @app.post("/invoices/<path:key>/void")
+    def void_invoice(key: str):
+        return correct(key, "void")
+
+    @app.post("/invoices/<path:key>/credit")
+    def credit_invoice(key: str):
+        return correct(key, "credit")
+
+    @app.get("/invoices/<path:key>/history")
+    def invoice_history(key: str):
+        from hub import corrections
+        with _open(service) as hub:
+            try:
+                out = corrections.history(hub, key)
+            except corrections.CorrectionError as exc:
+                return _error(str(exc), 404)
+        out["corrections"] = [corrections.correction_json(c) for c in out["corrections"]]
+        return _json(out)
+
     @app.get("/metrics")
     def metrics():
         from hub.metrics import store_metrics
@@ -367,6 +439,11 @@ def _param(name: str, where: str, schema: dict, description: str) -> dict:
 
 
 _KEY = _param("key", "path", {"type": "string"}, "The action's key, e.g. invoice:acme:2026-10.")
+_CORRECTION_BODY = {"type": "object", "additionalProperties": False, "required": ["reason"], "properties": {
+    "reason": {"type": "string", "description": "Why the invoice is corrected (recorded, and the credit note's memo)."},
+    "reissue": {"type": "boolean", "description": "Once sent, re-issue the corrected invoice under invoice:<client>:"
+                                                  "<period>:r<n> (a void: everything; a credit note: its lines)."},
+    "now": {"type": "boolean", "description": "Send it at once (under the run lock) instead of on the next sync."}}}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -430,6 +507,29 @@ OPENAPI: dict[str, Any] = {
         "/actions/{key}/cancel": {"post": _op(
             "Take an unsent action out of the outbox (kept as cancelled).",
             {200: "The action, now cancelled.", 404: "No such action.", 409: "The action was already sent."},
+            params=[_KEY])},
+        "/invoices/{key}/void": {"post": _op(
+            "Void a sent, open invoice: records an invoice_void action (key void:<key>) with who (the token's "
+            "name, else \"api\"), when and why; the next sync sends it, or at once with now.",
+            {200: "Sent now (now: true); the correction.", 201: "Recorded; the correction.",
+             400: "A bad body.", 404: "No such action.", 409: "Not a sent invoice, already voided or credited, "
+             "or a run holds the lock (now).", 502: "Recorded, but the push failed (now)."},
+            params=[_KEY], body=_CORRECTION_BODY)},
+        "/invoices/{key}/credit": {"post": _op(
+            "Issue a credit note on a sent invoice: whole lines (their codes) or an amount (\"120.00\"); "
+            "records a credit_note action (key credit:<key>:<n>); never more in all than the invoice.",
+            {200: "Sent now (now: true); the correction.", 201: "Recorded; the correction.",
+             400: "A bad body.", 404: "No such action.", 409: "Not a sent invoice, voided, a line credited "
+             "already or an amount above what is left.", 502: "Recorded, but the push failed (now)."},
+            params=[_KEY], body={**_CORRECTION_BODY, "properties": {
+                **_CORRECTION_BODY["properties"],
+                "lines": {"type": "array", "items": {"type": "string"},
+                          "description": "Codes of lines credited whole."},
+                "amount": {"type": "string", "description": "An amount to credit, e.g. \"120.00\"."}}})},
+        "/invoices/{key}/history": {"get": _op(
+            "An action (an invoice), its corrections (who, when, why, what was sent) and its re-issues; any "
+            "other action has no correction.",
+            {200: "The action and its corrections.", 404: "No such action."},
             params=[_KEY])},
         "/metrics": {"get": _op("Prometheus metrics of the process (msp_hub_*).", {200: "Text exposition format."},
                                 content="text/plain")},

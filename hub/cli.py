@@ -651,6 +651,189 @@ def demo(devices, workdir):
         raise click.ClickException(str(exc)) from None
 
 
+# --- correcting a sent invoice --------------------------------------------------------------------
+
+@main.group()
+def invoice():
+    """Correct a sent invoice: void it or credit it, re-issue it, and see its history.
+
+    A sent invoice is never rewritten: a void (`void:<KEY>`) or a credit note (`credit:<KEY>:<n>`)
+    is recorded in the outbox with who asked (--by, default the system user), why (--reason) and
+    when, and sent by the next sync (or at once with --now). With --reissue, once it is sent, the
+    next sync bills the period again under `invoice:<client>:<period>:r<n>`: everything after a
+    void, the credited lines after a credit note (use `sync --period YYYY-MM` for a period older
+    than the catch-up window). Refused (exit 2) before anything is recorded: an unknown key, an
+    action that is not a sent invoice, an invoice voided already, a line credited already, an
+    amount above what is left to credit. With --now: exit 1 when the push failed (the action
+    stays in the outbox), 75 when a run holds the lock.
+
+    \b
+    Example:
+        msp-hub invoice void invoice:acme:2026-10 --reason "billed on the wrong tier" --reissue
+        msp-hub invoice history invoice:acme:2026-10
+    """
+
+
+def _correction_by(by: str | None) -> str:
+    from hub.store import system_user
+    return by or system_user()
+
+
+def _print_correction(c: dict) -> None:
+    amount = format_minor(c["amount"], c["currency"]) if c.get("amount") is not None and c.get("currency") else "-"
+    what = ", ".join(line["code"] for line in c["lines"]) if c.get("lines") else amount
+    click.echo(f"{c['action_key']}  {c['status']}  {what}  asked by {c['requested_by']} at {c['requested_at']}: "
+               f"{c['reason']}")
+    if c.get("summary"):
+        click.echo(f"    sent: {c['summary']}" + (f" at {c['sent_at']}" if c.get("sent_at") else ""))
+    if c.get("last_error") and c["status"] != "sent":
+        click.echo(f"    error: {c['last_error']}")
+    if c.get("reissue_key"):
+        click.echo(f"    re-issued as {c['reissue_key']} once sent")
+
+
+def _correct(config_path: str | None, now: bool, as_json: bool, record) -> None:
+    from hub import corrections
+    hub = _open_hub(config_path)
+    code = EXIT_OK
+    try:
+        try:
+            row = record(hub)
+        except HubError as exc:          # a CorrectionError, or no connector able to send it
+            raise Refused(str(exc)) from None
+        if now:
+            try:
+                report = corrections.push_corrections(hub, row["client_id"], kinds=(row["kind"],))
+            except LockedError as exc:
+                click.echo(f"recorded {row['action_key']}; not sent now: {exc}; the next sync sends it", err=True)
+                code = EXIT_LOCKED
+            else:
+                if report.failed:
+                    click.echo(f"exit {EXIT_PUSH_FAILED}: {report.failed[0]['key']}: {report.failed[0]['error']}",
+                               err=True)
+                    code = EXIT_PUSH_FAILED
+            row = hub.store.get_correction(row["action_key"])
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(corrections.correction_json(row)))
+    else:
+        _print_correction(row)
+        if row["status"] != "sent":
+            click.echo(f"recorded {row['action_key']}; the next sync sends it")
+    if code:
+        sys.exit(code)
+
+
+_correction_options = [
+    click.option("--reason", required=True, help="Why it is corrected (recorded; the credit note's memo)."),
+    click.option("--reissue", is_flag=True,
+                 help="Once sent, bill the period again under invoice:<client>:<period>:r<n>."),
+    click.option("--by", metavar="WHO", help="Who asks (default: the system user)."),
+    click.option("--now", is_flag=True, help="Send it at once instead of on the next sync."),
+    click.option("--json", "as_json", is_flag=True, help="Print the correction as JSON."),
+]
+
+
+def correction_options(fn):
+    for option in reversed(_correction_options):
+        fn = option(fn)
+    return fn
+
+
+@invoice.command("void")
+@config_option
+@click.argument("key")
+@correction_options
+def invoice_void(config_path, key, reason, reissue, by, now, as_json):
+    """Void the sent, open invoice KEY (Stripe: POST /v1/invoices/{id}/void).
+
+    The push reads the invoice's status first: already void is done (nothing sent); paid is
+    refused, naming a credit note instead.
+
+    \b
+    Example:
+        msp-hub invoice void invoice:acme:2026-10 --reason "billed on the wrong tier" --reissue
+    """
+    from hub import corrections
+    _correct(config_path, now, as_json, lambda hub: corrections.request_void(
+        hub, key, reason=reason, by=_correction_by(by), reissue=reissue))
+
+
+@invoice.command("credit")
+@config_option
+@click.argument("key")
+@click.option("--lines", "lines", multiple=True, metavar="CODE", help="Credit this line whole (repeatable).")
+@click.option("--amount", metavar="X", help="Credit this amount, e.g. 120.00 (in the invoice's currency).")
+@correction_options
+def invoice_credit(config_path, key, lines, amount, reason, reissue, by, now, as_json):
+    """Issue a credit note on the sent invoice KEY: some lines whole, or an amount.
+
+    What all the credit notes of an invoice credit never passes its total (refused before
+    anything is sent, naming the amounts). With --reissue (lines only) the credited lines are
+    billed again, as the data has them now, under the successor key.
+
+    \b
+    Example:
+        msp-hub invoice credit invoice:acme:2026-10 --lines time:4711 --reason "hours entered twice"
+        msp-hub invoice credit invoice:acme:2026-10 --amount 120.00 --reason "goodwill: outage of 3 Nov"
+    """
+    from hub import corrections
+    from hub.money import to_minor
+
+    def record(hub):
+        minor = None
+        if amount is not None:
+            row = hub.store.get_action(key)
+            currency = str(((row or {}).get("payload") or {}).get("currency") or "EUR")
+            try:
+                minor = to_minor(amount, currency)
+            except ValueError as exc:
+                raise corrections.CorrectionError(f"--amount: {exc} (fix: write it like 120.00)") from None
+        return corrections.request_credit(hub, key, reason=reason, lines=lines, amount=minor,
+                                          by=_correction_by(by), reissue=reissue)
+
+    _correct(config_path, now, as_json, record)
+
+
+@invoice.command("history")
+@config_option
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def invoice_history(config_path, key, as_json):
+    """Show the invoice KEY, every correction of it (who, when, why, what was sent) and its re-issues.
+
+    \b
+    Example:
+        msp-hub invoice history invoice:acme:2026-10
+    """
+    from hub import corrections
+    hub = _open_hub(config_path)
+    try:
+        try:
+            out = corrections.history(hub, key)
+        except corrections.CorrectionError as exc:
+            raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(dict(out, corrections=[corrections.correction_json(c) for c in out["corrections"]])))
+        return
+    inv = out["invoice"]
+    click.echo(f"{inv['key']}  {inv['status']}  {format_minor(inv['total'], inv['currency'] or 'EUR')}  "
+               f"vendor_id={inv['vendor_id'] or '-'}" + (f"  sent at {inv['sent_at']}" if inv["sent_at"] else ""))
+    if out["credited"]:
+        click.echo(f"  credited {format_minor(out['credited'], inv['currency'] or 'EUR')} of "
+                   f"{format_minor(out['total'], inv['currency'] or 'EUR')}")
+    for c in out["corrections"]:
+        _print_correction(c)
+    for r in out["reissues"]:
+        click.echo(f"re-issue {r['key']}  {r['status']}  {format_minor(r['total'], r['currency'] or 'EUR')}  "
+                   f"vendor_id={r['vendor_id'] or '-'}")
+    if not out["corrections"]:
+        click.echo("no correction")
+
+
 # --- the daemon and manual resync ------------------------------------------------------------------
 
 def _config_file(config_path: str | None) -> str:

@@ -204,6 +204,29 @@ def _tax_reasons(vat: InvoiceTax) -> tuple[str, ...]:
     return tuple(f"VAT: {p}" for p in vat.problems)
 
 
+def reissue_of(hub: "Hub", client_id: str, period: str) -> dict | None:
+    """The latest sent correction of the client's invoice for ``period`` that asked for a re-issue
+    (``hub.corrections``), or None: its ``reissue_key`` is the key the period is invoiced under."""
+    rows = [c for c in hub.store.corrections(client_id=client_id, period=period)
+            if c["reissue_key"] and c["status"] == SENT]
+    return rows[-1] if rows else None
+
+
+def current_invoice_key(hub: "Hub", client_id: str, period: str) -> str:
+    """The key the client's invoice for ``period`` is planned under: ``invoice:<client>:<period>``,
+    or the successor key (``...:r<n>``) of a sent void or credit note that asked for a re-issue."""
+    correction = reissue_of(hub, client_id, period)
+    return correction["reissue_key"] if correction else invoice_key(client_id, period)
+
+
+def live_snapshots(hub: "Hub", client_id: str, *, before: str, exclude_key: str | None = None) -> list[dict]:
+    """``invoice_snapshots`` without those of voided invoices: a voided period is billed by its
+    re-issue, or not at all, never by a late-change delta on a later invoice."""
+    voided = hub.store.voided_keys(client_id)
+    return [s for s in hub.store.invoice_snapshots(client_id, before=before, exclude_key=exclude_key)
+            if s["action_key"] not in voided]
+
+
 def ledger_of(lines) -> tuple[tuple[str, str, str, int], ...]:
     """What an invoice bills, item by item: (kind, item id, quantity, amount) for the ledger."""
     rows = []
@@ -800,7 +823,7 @@ def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     """
     if not contract.tier:
         return []
-    billed = hub.store.billed_item_ids(contract.client_id, exclude_key=exclude_key, kinds=("delta",)) | claimed
+    billed = hub.store.live_billed_item_ids(contract.client_id, exclude_key=exclude_key, kinds=("delta",)) | claimed
     devices = client_devices(hub, contract)
     if not devices:
         return []
@@ -808,7 +831,7 @@ def device_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     for system, ext in sorted(contract.links.items()):
         seen.update({(system, sid): row for sid, row in hub.store.approvals_seen(system, ext).items()})
     lines: list[BillingLine] = []
-    for snap in hub.store.invoice_snapshots(contract.client_id, before=period.name, exclude_key=exclude_key):
+    for snap in live_snapshots(hub, contract.client_id, before=period.name, exclude_key=exclude_key):
         if not is_detailed(snap["lines"]) or not is_final(snap):
             continue
         earlier = parse_period(snap["period"], period.tz)
@@ -976,7 +999,7 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     block's balance) is compared with what is beyond that balance now (``_overage_now``): an entry
     edited down, or an earlier entry of the block edited down, credits the overage hours no longer
     beyond it; more hours beyond it charge the difference."""
-    snaps = [s for s in hub.store.invoice_snapshots(contract.client_id, before="9999-99", exclude_key=exclude_key)
+    snaps = [s for s in live_snapshots(hub, contract.client_id, before="9999-99", exclude_key=exclude_key)
              if is_final(s)]
     billed: dict[tuple[str, str], dict] = {}
     for snap in snaps:
@@ -1140,7 +1163,7 @@ def late_time_without_contract(hub: "Hub", contract: Contract, period: Period, k
     period on a day a contract was in force, entered after that period was invoiced and never
     billed, each priced by the contract of its own day (``entries_by_own_contract``)."""
     entries, _ = time_records(hub, contract, period)
-    already = hub.store.billed_item_ids(contract.client_id, exclude_key=key)
+    already = hub.store.live_billed_item_ids(contract.client_id, exclude_key=key)
     earlier = [e for e in entries if isinstance(e.started_at, datetime) and e.started_at.tzinfo is not None
                and e.started_at < period.start and not e.invoiced and e.source_id not in already]
     if not earlier:
@@ -1196,11 +1219,11 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
     """One client's invoice for one period: devices, time and products, the plugins' lines, the
     monthly minimum, then the late changes of earlier periods (outside the minimum: they belong to
     the periods they change, not to this one)."""
-    key = invoice_key(contract.client_id, period.name)
+    key = current_invoice_key(hub, contract.client_id, period.name)
     bill = bill_devices_in_force(hub, contract, period)   # each contract in force its own days
     entries, products = time_records(hub, contract, period)
     if entries or products or contract.kind == "block":
-        already = hub.store.billed_item_ids(contract.client_id, exclude_key=key) | claimed
+        already = hub.store.live_billed_item_ids(contract.client_id, exclude_key=key) | claimed
         blocks = blocks_for(hub, contract)
         # Each entry is billed by the contract in force on its own day, never by today's.
         entries, others, problems = entries_by_own_contract(hub, contract, period, entries, blocks)
@@ -1293,7 +1316,17 @@ def review_settings(hub: "Hub") -> tuple[bool, timedelta | None]:
 def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool, now: datetime,
                  claimed: frozenset[str] = frozenset()) -> PlanItem:
     bill = compute_bill(hub, contract, period, claimed)
-    key = invoice_key(contract.client_id, period.name)
+    key = current_invoice_key(hub, contract.client_id, period.name)
+    correction = reissue_of(hub, contract.client_id, period.name) if key != invoice_key(contract.client_id, period.name) else None
+    credited = correction is not None and correction["kind"] == "credit_note"
+    snapshot = None
+    if credited:
+        # The re-issue after a credit note bills the credited lines again, as they are now; the
+        # other lines of the credited invoice still stand (its snapshot keeps them).
+        codes = {line["code"] for line in correction["lines"] or []}
+        bill = replace(bill, lines=tuple(l for l in bill.lines if l.code in codes))
+        before = hub.store.get_snapshot(contract.client_id, period.name) or []
+        snapshot = [line for line in before if line.get("code") not in codes] + snapshot_of(bill.lines)
     vat = invoice_tax(hub, contract, bill)
     if vat.notes:
         bill = replace(bill, notes=tuple(bill.notes) + vat.notes)
@@ -1313,11 +1346,17 @@ def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool,
     elif vat.problems and status == "preview":
         reasons = reasons + _tax_reasons(vat)
     if status == "create":
-        surprises = invoice_surprises(hub, contract, period, bill, key)
+        # A re-issue after a credit note is a part of an invoice: no month-to-month change to
+        # compare it with, only its credits are checked.
+        surprises = credit_surprises(bill, key) if credited else invoice_surprises(hub, contract, period, bill, key)
         if surprises:
             status, reasons, cause = "held", surprises, "guardrail"
+    if correction is not None:
+        reasons = reasons + (f"re-issue of {correction['invoice_key']} after {correction['action_key']} "
+                             f"({correction['reason']}, asked by {correction['requested_by']})",)
     item = PlanItem(INVOICE, contract.client_id, contract.name, period.name, status, action, bill, reasons,
-                    ledger=ledger_of(bill.lines), snapshot=snapshot_of(bill.lines), cause=cause)
+                    ledger=ledger_of(bill.lines), snapshot=snapshot if credited else snapshot_of(bill.lines),
+                    cause=cause)
     return _vet(hub, item)
 
 
@@ -1501,7 +1540,7 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
             continue
         for cid in sorted(set(pctx.contracts) | set(pctx.errors)):
             if pctx is not ctx:
-                stored = hub.store.get_action(invoice_key(cid, period.name))
+                stored = hub.store.get_action(current_invoice_key(hub, cid, period.name))
                 if stored and stored["status"] == SENT:
                     continue   # a missed period is planned only for the clients not invoiced for it
             if cid not in pctx.contracts:   # a contract or mapping error: hold, never bill another way
@@ -1552,7 +1591,7 @@ def catch_up_context(hub: "Hub", report: "RunReport", period: Period, only: set[
         pctx.contracts = {c: k for c, k in pctx.contracts.items() if c in only}
         pctx.errors = {c: e for c, e in pctx.errors.items() if c in only}
     for cid in sorted(set(pctx.contracts) | set(pctx.errors)):
-        stored = hub.store.get_action(invoice_key(cid, period.name))
+        stored = hub.store.get_action(current_invoice_key(hub, cid, period.name))
         if not stored or stored["status"] != SENT:
             return pctx
     return None

@@ -188,6 +188,22 @@ def m013_client_details(db: Database) -> None:
         db["clients"].add_column(column, str)
 
 
+@migrations()
+def m014_corrections(db: Database) -> None:
+    # Every correction of a sent invoice (a void or a credit note): the invoice action it corrects,
+    # the outbox action that sends it, who asked and why, when, what it credits, and the key the
+    # corrected invoice is re-issued under (none: no re-issue). ``frees`` says what the invoice
+    # billed that the re-issue bills again once the correction is sent: "all" (a void) or the codes
+    # of the credited lines (JSON list); nothing without a re-issue.
+    db["corrections"].create({"action_key": str, "invoice_key": str, "kind": str, "client_id": str,
+                              "period": str, "requested_by": str, "reason": str, "requested_at": str,
+                              "amount": int, "currency": str, "lines": str, "reissue_key": str,
+                              "frees": str}, pk="action_key", not_null={"invoice_key", "kind", "requested_by",
+                                                                        "reason", "requested_at"})
+    db["corrections"].create_index(["invoice_key"])
+    db["corrections"].create_index(["client_id", "period"])
+
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 
@@ -753,6 +769,95 @@ class Store:
         return next(self.iter_records(table, source, where="source_id = ?", args=[source_id]), None)
 
 
+    # --- corrections of sent invoices ---------------------------------------------------------
+
+    def record_correction(self, action: Action, run_id: str, correction: dict) -> dict:
+        """Store a correction's outbox action and its audit row in one transaction (before anything
+        is sent); ``correction``: the ``corrections`` columns but ``action_key`` and ``requested_at``.
+        A key already in the outbox is left as it is (exactly once). Returns the correction row."""
+        with self.db.atomic():
+            if self.get_action(action.key) is None:
+                self.db["actions"].insert({
+                    "key": action.key, "kind": action.kind, "connector": action.connector,
+                    "client_id": action.client_id, "period": action.period,
+                    "payload": json.dumps(action.payload, sort_keys=True), "status": PENDING, "attempts": 0,
+                    "progress": "{}", "run_id": run_id, "created_at": now_iso(), "updated_at": now_iso()})
+                row = dict(correction, action_key=action.key, requested_at=now_iso())
+                row["lines"] = json.dumps(row.get("lines")) if row.get("lines") is not None else None
+                row["frees"] = json.dumps(row.get("frees")) if row.get("frees") is not None else None
+                self.db["corrections"].insert(row, pk="action_key")
+        return self.get_correction(action.key)
+
+    def get_correction(self, action_key: str) -> dict | None:
+        rows = list(self.db.query("select c.*, a.status, a.vendor_id, a.summary, a.sent_at, a.last_error "
+                                  "from corrections c join actions a on a.key = c.action_key "
+                                  "where c.action_key = ?", [action_key]))
+        return _correction_row(rows[0]) if rows else None
+
+    def corrections(self, invoice_key: str | None = None, *, client_id: str | None = None,
+                    period: str | None = None) -> list[dict]:
+        """Corrections (each with its action's ``status``, ``vendor_id``, ``summary``, ``sent_at``,
+        ``last_error``), oldest first; of one invoice key, or of one client and period."""
+        sql, args, where = ("select c.*, a.status, a.vendor_id, a.summary, a.sent_at, a.last_error "
+                            "from corrections c join actions a on a.key = c.action_key"), [], []
+        if invoice_key is not None:
+            where, args = where + ["c.invoice_key = ?"], args + [invoice_key]
+        if client_id is not None:
+            where, args = where + ["c.client_id = ?"], args + [client_id]
+        if period is not None:
+            where, args = where + ["c.period = ?"], args + [period]
+        if where:
+            sql += " where " + " and ".join(where)
+        return [_correction_row(r) for r in self.db.query(sql + " order by c.requested_at, c.action_key", args)]
+
+    def freed_by_corrections(self, client_id: str) -> dict[str, object]:
+        """What the client's sent corrections with a re-issue freed: invoice key -> ``"all"`` (a
+        void: everything it billed) or a set of ``(kind, item id)`` (a credit note's lines)."""
+        out: dict[str, object] = {}
+        for r in self.db.query("select c.invoice_key, c.frees from corrections c join actions a on a.key = c.action_key "
+                               "where c.client_id = ? and a.status = ? and c.reissue_key is not null "
+                               "and c.frees is not null", [client_id, SENT]):
+            frees = json.loads(r["frees"])
+            if frees == "all" or out.get(r["invoice_key"]) == "all":
+                out[r["invoice_key"]] = "all"
+            else:
+                out[r["invoice_key"]] = set(out.get(r["invoice_key"]) or set()) | {(k, i) for k, i in frees}
+        return out
+
+    def live_billed_item_ids(self, client_id: str, *, exclude_key: str | None = None,
+                             kinds: Iterable[str] = ()) -> frozenset[str]:
+        """``billed_item_ids`` without what a sent correction with a re-issue freed (the re-issue
+        bills it again; once recorded, its own ledger rows hold it)."""
+        freed = self.freed_by_corrections(client_id)
+        if not freed:
+            return self.billed_item_ids(client_id, exclude_key=exclude_key, kinds=kinds)
+        sql = ("select b.kind, b.item_id, b.action_key from billed_items b join actions a on a.key = b.action_key "
+               "where b.client_id = ? and a.status != ?")
+        args: list = [client_id, CANCELLED]
+        if exclude_key:
+            sql, args = sql + " and b.action_key != ?", args + [exclude_key]
+        kinds = list(kinds)
+        if kinds:
+            sql, args = sql + f" and b.kind in ({', '.join('?' for _ in kinds)})", args + kinds
+        out = set()
+        for r in self.db.query(sql, args):
+            f = freed.get(r["action_key"])
+            if f is None or (f != "all" and (r["kind"], r["item_id"]) not in f):
+                out.add(r["item_id"])
+        return frozenset(out)
+
+    def snapshot_lines(self, action_key: str) -> list[dict] | None:
+        """The lines the snapshot recorded by ``action_key`` counted (None: none, or replaced since)."""
+        rows = list(self.db.query("select lines from snapshots where action_key = ?", [action_key]))
+        return json.loads(rows[0]["lines"]) if rows else None
+
+    def voided_keys(self, client_id: str) -> frozenset[str]:
+        """The client's invoice keys a sent void corrected (with or without a re-issue)."""
+        return frozenset(r["invoice_key"] for r in self.db.query(
+            "select c.invoice_key from corrections c join actions a on a.key = c.action_key "
+            "where c.client_id = ? and c.kind = 'invoice_void' and a.status = ?", [client_id, SENT]))
+
+
 def system_user() -> str:
     try:
         import getpass
@@ -776,6 +881,11 @@ def _pid_alive(pid: int | None) -> bool:
 def _action_row(r: dict) -> dict:
     return dict(r, payload=json.loads(r["payload"] or "{}"), progress=json.loads(r["progress"] or "{}"),
                 details=json.loads(r.get("details") or "{}"))
+
+
+def _correction_row(r: dict) -> dict:
+    return dict(r, lines=json.loads(r["lines"]) if r.get("lines") else None,
+                frees=json.loads(r["frees"]) if r.get("frees") else None)
 
 
 def action_from_row(row: dict) -> Action:

@@ -73,6 +73,15 @@ customer create is checked against the newest page of customers as well.
 
 ``sent_objects()`` lists every customer and invoice the hub sent, from Stripe's list endpoints,
 to rebuild the links and the outbox of a lost store.
+
+Corrections (``hub.corrections``): an ``invoice_void`` action reads the invoice first (already
+void: done, nothing sent; paid, draft or uncollectible: refused, a paid one naming a credit note)
+then ``POST /v1/invoices/{id}/void``; a ``credit_note`` action looks for the credit note it may
+already have made (``GET /v1/credit_notes?invoice=``, ``metadata.msp_hub_action_key``) before
+``POST /v1/credit_notes`` with the invoice's lines (found by the ``msp_hub_line`` metadata, each
+credited whole with its taxes) or an amount, Stripe's ``reason``, the person's reason in
+``memo``, and on a paid invoice ``credit_amount`` (the customer's balance). Both go through
+``_send``: the action key's idempotency key, a replayed 5xx looked up before a successor key.
 """
 
 from __future__ import annotations
@@ -94,6 +103,10 @@ from plugins.stripe.client import VENDOR, ReplayedError, StripeClient
 NAME = "stripe"
 INVOICE = "invoice"
 FINALIZE = "invoice_finalize"   # finalizes a draft an invoice action left for review
+VOID = "invoice_void"           # voids a sent, open invoice (hub.corrections)
+CREDIT_NOTE = "credit_note"     # issues a credit note on a sent invoice (hub.corrections)
+# Stripe's credit note reasons (``reason`` of POST /v1/credit_notes); the person's own words go in ``memo``.
+CREDIT_NOTE_REASONS = ("duplicate", "fraudulent", "order_change", "product_unsatisfactory")
 MAX_KEYS_PER_PUSH = 3           # successive idempotency keys one step may use in one push
 LINE_MODES = ("add_lines", "invoiceitems")
 COLLECTION_METHODS = ("send_invoice", "charge_automatically")
@@ -724,11 +737,11 @@ def _newest_live(matches: list[dict]) -> dict | None:
 # --- the connector -------------------------------------------------------------------------------
 
 class StripeConnector:
-    """Pushes ``invoice`` and ``invoice_finalize`` actions to Stripe (see the module docstring);
+    """Pushes ``invoice``, ``invoice_finalize``, ``invoice_void`` and ``credit_note`` actions to Stripe (see the module docstring);
     pulls nothing. ``sent_objects()`` lists what the hub sent, to rebuild a lost store."""
 
     name = NAME
-    action_kinds = frozenset({INVOICE, FINALIZE})
+    action_kinds = frozenset({INVOICE, FINALIZE, VOID, CREDIT_NOTE})
 
     def __init__(self, settings: StripeSettings, *, http: httpx.Client | None = None,
                  retrying: Callable[[], tenacity.Retrying] | None = None):
@@ -754,6 +767,10 @@ class StripeConnector:
     def _push(self, action: Action, context) -> PushResult:
         if action.kind == FINALIZE:
             return self._push_finalize(action, context)
+        if action.kind == VOID:
+            return self._push_void(action, context)
+        if action.kind == CREDIT_NOTE:
+            return self._push_credit_note(action, context)
         if action.kind != INVOICE:
             raise ValueError(f"the stripe connector cannot push {action.kind!r} actions")
         payload = check_payload(action)
@@ -1137,6 +1154,172 @@ class StripeConnector:
         invoice = self._finalize(action.key, invoice_id, context)
         context.save_progress(invoice_id=invoice_id, step="finalized")
         return to_push_result(invoice, payload)
+
+
+    # --- corrections: void, credit note ---
+
+    def _corrected_invoice(self, action: Action, payload: dict[str, Any], path: str) -> dict:
+        """The Stripe invoice a correction names, checked to be the one the hub sent for ``invoice_key``."""
+        invoice_id = str(payload["invoice_id"])
+        try:
+            invoice = self.client.retrieve_invoice(invoice_id)
+        except VendorError as exc:
+            if exc.status != 404:
+                raise
+            raise VendorError(VENDOR, 404, "GET", f"/v1/invoices/{invoice_id}",
+                              f"invoice {invoice_id} of {payload['invoice_key']} does not exist in Stripe; "
+                              f"nothing was sent for {action.key}: check the invoice in the dashboard") from None
+        owner = (invoice.get("metadata") or {}).get("msp_hub_action_key")
+        if owner != payload["invoice_key"]:
+            raise VendorError(VENDOR, None, "POST", path,
+                              f"invoice {invoice_id} was made for {owner!r}, not {payload['invoice_key']!r}; "
+                              f"nothing was sent for {action.key}: check its invoice_id")
+        return invoice
+
+    def _push_void(self, action: Action, context) -> PushResult:
+        """An ``invoice_void`` action: void the open invoice ``invoice_id``, exactly once. Its status
+        is read first: already void is done (nothing sent); paid, draft or uncollectible is refused
+        (a paid invoice is corrected by a credit note)."""
+        payload = check_correction_payload(action)
+        invoice_id = str(payload["invoice_id"])
+        path = f"/v1/invoices/{invoice_id}/void"
+        invoice = self._corrected_invoice(action, payload, path)
+        status = invoice.get("status")
+        if status == "void":
+            context.save_progress(invoice_id=invoice_id, step="voided")
+            return void_result(invoice, payload, note="already void in Stripe, nothing sent")
+        if status != "open":
+            fix = (f"a paid invoice is not voided: cancel {action.key} and credit it instead with "
+                   f"msp-hub invoice credit {payload['invoice_key']} --lines CODE ... (or --amount X) --reason ...")
+            if status == "draft":
+                fix = "a draft is not voided: delete it in the Stripe dashboard, then cancel " + action.key
+            raise VendorError(VENDOR, None, "POST", path, f"invoice {invoice.get('number') or invoice_id} of "
+                              f"{payload['invoice_key']} is {status} in Stripe; nothing was sent: {fix}")
+
+        def voided() -> dict | None:
+            found = self.client.retrieve_invoice(invoice_id)
+            return found if found.get("status") == "void" else None
+
+        def send(key: str) -> dict:
+            try:
+                return self.client._call("POST", path, lambda p, o: self.client._sdk.v1.invoices.void_invoice(
+                    invoice_id, p, o), {}, {"idempotency_key": key})
+            except ReplayedError:
+                raise
+            except VendorError as exc:   # voided meanwhile (the dashboard, a lost answer): Stripe says 400
+                done = voided() if exc.status == 400 else None
+                if done is None:
+                    raise
+                return done
+
+        invoice = self._send(context, action.key, "void", send, voided)
+        context.save_progress(invoice_id=invoice_id, step="voided")
+        return void_result(invoice, payload)
+
+    def _credit_notes_of(self, invoice_id: str, action_key: str) -> dict | None:
+        """The credit note the hub issued for ``action_key`` on the invoice (its metadata), or None."""
+        for note in self.client._iter_pages("/v1/credit_notes", self.client._sdk.v1.credit_notes.list,
+                                            {"invoice": invoice_id, "limit": 100}):
+            if (note.get("metadata") or {}).get("msp_hub_action_key") == action_key:
+                return note
+        return None
+
+    def _push_credit_note(self, action: Action, context) -> PushResult:
+        """A ``credit_note`` action: one Stripe credit note on ``invoice_id``, exactly once (found by
+        its metadata before anything is sent; the POST carries the action's idempotency key)."""
+        payload = check_correction_payload(action)
+        invoice_id = str(payload["invoice_id"])
+        found = self._credit_notes_of(invoice_id, action.key)
+        if found is not None:
+            context.save_progress(credit_note_id=found["id"], step="issued")
+            return credit_note_result(found, payload, "already issued in Stripe, nothing sent")
+        invoice = self._corrected_invoice(action, payload, "/v1/credit_notes")
+        if invoice.get("status") not in ("open", "paid"):
+            raise VendorError(VENDOR, None, "POST", "/v1/credit_notes",
+                              f"invoice {invoice.get('number') or invoice_id} of {payload['invoice_key']} is "
+                              f"{invoice.get('status')} in Stripe: only an open or paid invoice takes a credit note; "
+                              f"nothing was sent: cancel {action.key}")
+        lines = list(self.client.iter_invoice_lines(invoice_id)) if payload.get("lines") else []
+        params = to_credit_note_params(action, invoice, lines)
+        note = self._send(context, action.key, "credit_note",
+                          lambda key: self.client._call("POST", "/v1/credit_notes", self.client._sdk.v1.credit_notes.create,
+                                                        params, {"idempotency_key": key}),
+                          lambda: self._credit_notes_of(invoice_id, action.key))
+        context.save_progress(credit_note_id=note["id"], step="issued")
+        return credit_note_result(note, payload)
+
+
+def check_correction_payload(action: Action) -> dict[str, Any]:
+    """The payload of an ``invoice_void`` or ``credit_note`` action (``hub.corrections``), checked."""
+    payload = action.payload or {}
+    required = ["invoice_key", "invoice_id", "reason", "requested_by"]
+    if action.kind == CREDIT_NOTE:
+        required.append("currency")
+    missing = [k for k in required if not payload.get(k)]
+    if action.kind == CREDIT_NOTE and bool(payload.get("lines")) == (payload.get("amount") is not None):
+        missing.append("lines or amount (exactly one)")
+    if action.kind == CREDIT_NOTE and payload.get("reason_code", "order_change") not in CREDIT_NOTE_REASONS:
+        missing.append(f"reason_code one of {', '.join(CREDIT_NOTE_REASONS)}")
+    if missing:
+        raise MappingError(f"action {action.key}: its payload lacks {', '.join(missing)}; nothing was sent "
+                           f"(record corrections with msp-hub invoice void|credit)")
+    return payload
+
+
+def to_credit_note_params(action: Action, invoice: dict[str, Any], stripe_lines: list[dict]) -> dict[str, Any]:
+    """POST /v1/credit_notes params: the hub's lines credited whole (each Stripe line found by the
+    ``msp_hub_line`` metadata the invoice push wrote, its amount with its taxes), or an ``amount``;
+    Stripe's ``reason`` (``order_change`` unless the payload says ``reason_code``) and the person's
+    reason and name in ``memo``; on a paid invoice the amount goes to the customer's balance
+    (``credit_amount``), applied to their next invoice."""
+    payload = action.payload
+    params: dict[str, Any] = {
+        "invoice": invoice["id"], "reason": payload.get("reason_code", "order_change"),
+        "memo": f"{payload['reason']} (asked by {payload['requested_by']})"[:MAX_DESCRIPTION],
+        "metadata": {"msp_hub_action_key": action.key, "msp_hub_invoice_key": str(payload["invoice_key"]),
+                     "msp_hub_client_id": str(action.client_id or "")},
+    }
+    if payload.get("lines"):
+        by_code = {(line.get("metadata") or {}).get("msp_hub_line"): line for line in stripe_lines}
+        missing = [line["code"] for line in payload["lines"] if line["code"] not in by_code]
+        if missing:
+            raise VendorError(VENDOR, None, "POST", "/v1/credit_notes",
+                              f"invoice {invoice.get('number') or invoice['id']} has no line {', '.join(map(repr, missing))} "
+                              f"in Stripe (edited in the dashboard?); nothing was sent: cancel {action.key} and "
+                              f"credit an --amount instead")
+        params["lines"] = []
+        for line in payload["lines"]:
+            theirs = by_code[line["code"]]
+            amount = int(theirs["amount"]) + sum(int(t.get("amount", 0)) for t in theirs.get("taxes") or [])
+            params["lines"].append({"type": "invoice_line_item", "invoice_line_item": theirs["id"], "amount": amount})
+        total = sum(line["amount"] for line in params["lines"])
+    else:
+        params["amount"] = total = int(payload["amount"])
+    if invoice.get("status") == "paid":
+        params["credit_amount"] = total
+    return params
+
+
+def void_result(invoice: dict[str, Any], payload: dict[str, Any], note: str = "") -> PushResult:
+    number = invoice.get("number") or invoice["id"]
+    summary = f"Stripe invoice {number} of {payload['invoice_key']} voided ({payload['reason']})"
+    if note:
+        summary += f"; {note}"
+    return PushResult(vendor_id=invoice["id"], summary=summary,
+                      details={"invoice_id": invoice["id"], "number": invoice.get("number"),
+                               "status": invoice.get("status"), "invoice_key": payload["invoice_key"]})
+
+
+def credit_note_result(note: dict[str, Any], payload: dict[str, Any], text: str = "") -> PushResult:
+    currency = str(note.get("currency") or payload.get("currency") or "")
+    summary = (f"Stripe credit note {note.get('number') or note['id']} of {format_amount(int(note['total']), currency)} "
+               f"on {payload['invoice_key']} ({payload['reason']})")
+    if text:
+        summary += f"; {text}"
+    return PushResult(vendor_id=note["id"], summary=summary,
+                      details={"credit_note_id": note["id"], "number": note.get("number"), "total": note.get("total"),
+                               "currency": currency.upper(), "type": note.get("type"), "invoice_id": note.get("invoice"),
+                               "invoice_key": payload["invoice_key"], "pdf": note.get("pdf")})
 
 
 # --- hook ----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Serves customers (create, retrieve, update, list, search; their tax ids: create, list, delete),
 tax rates (create, retrieve, list), invoices (create a draft, retrieve, list,
-search, list lines, add_lines, finalize, void) and invoice items (create, list) with Stripe's paths,
+search, list lines, add_lines, finalize, void), invoice items (create, list) and credit notes
+(create, retrieve, list by invoice or customer) with Stripe's paths,
 form-encoded bracket params, auth, list and error shapes, and idempotency semantics:
 
 - a POST with an ``Idempotency-Key`` seen before with the same path and params gets the stored
@@ -41,8 +42,9 @@ truncated body; ``timeout_next(times=1, path=None)`` raises ``httpx.ReadTimeout`
 (Stripe's search is eventually consistent).
 ``requests`` counts requests served and ``requests_by_path`` counts them per path; ``log`` lists
 each one (method, path, params, idempotency key, status, replayed); ``list_objects(kind)`` returns
-every ``"customer"``, ``"invoice"``, ``"invoiceitem"``, ``"tax_rate"`` or ``"tax_id"`` as the API
-shows it, oldest first.
+every ``"customer"``, ``"invoice"``, ``"invoiceitem"``, ``"tax_rate"``, ``"tax_id"`` or
+``"credit_note"`` as the API shows it, oldest first; ``mark_paid(invoice_id)`` makes an open invoice
+paid, as the client's payment would.
 
 Mount it with ``httpx.MockTransport(sim.handler)`` or serve it with ``hub.testing.serve(sim.handler)``.
 Objects follow the shapes of the current API (``shared/vendor-specs/stripe/fixtures3.json``).
@@ -192,6 +194,7 @@ class StripeSimulator:
         self.tax_ids: dict[str, dict] = {}
         self.automatic_tax_percent = "20"
         self._lines: dict[str, list[dict]] = {}  # invoice id -> its line items, oldest first
+        self.credit_notes: dict[str, dict] = {}
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}
         self._faults: list[_Fault] = []
         self._stored_faults: list[_Fault] = []
@@ -239,7 +242,7 @@ class StripeSimulator:
         return sum(1 for e in self.log if e["method"] == method and fnmatch.fnmatchcase(e["path"], path))
 
     def list_objects(self, kind: str) -> list[dict]:
-        """Every object of ``kind`` ("customer", "invoice", "invoiceitem") as the API shows it."""
+        """Every object of ``kind`` ("customer", "invoice", "invoiceitem", "credit_note") as the API shows it."""
         with self._lock:
             if kind == "customer":
                 return [dict(c) for c in self.customers.values()]
@@ -251,7 +254,9 @@ class StripeSimulator:
                 return [dict(r) for r in self.tax_rates.values()]
             if kind == "tax_id":
                 return [dict(t) for t in self.tax_ids.values()]
-        raise ValueError(f"unknown kind {kind!r}; use customer, invoice, invoiceitem, tax_rate or tax_id")
+            if kind == "credit_note":
+                return [dict(n) for n in self.credit_notes.values()]
+        raise ValueError(f"unknown kind {kind!r}; use customer, invoice, invoiceitem, tax_rate, tax_id or credit_note")
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -445,6 +450,20 @@ class StripeSimulator:
                     return self._finalize(invoice_id, params)
                 if method == "POST" and action == ["void"]:
                     return self._void(invoice_id, params)
+        if resource == "credit_notes":
+            if method == "POST" and not rest:
+                return self._create_credit_note(params)
+            if method == "GET" and not rest:
+                invoice, customer = params.get("invoice"), params.get("customer")
+                return self._list("/v1/credit_notes", list(self.credit_notes.values()), params, {"invoice", "customer"},
+                                  lambda cn: (not invoice or cn["invoice"] == invoice)
+                                  and (not customer or cn["customer"] == customer))
+            if method == "GET" and len(rest) == 1:
+                _unknown(params, {"expand"})
+                note = self.credit_notes.get(rest[0])
+                if note is None:
+                    raise StripeError(404, f"No such credit note: '{rest[0]}'", code="resource_missing", param="id")
+                return note
         if resource == "invoiceitems":
             if method == "POST" and not rest:
                 return self._create_invoice_item(params)
@@ -1094,6 +1113,145 @@ class StripeSimulator:
         invoice["status"] = "void"
         invoice["status_transitions"]["voided_at"] = self._tick()
         return self._export_invoice(invoice)
+
+    def mark_paid(self, invoice_id: str) -> dict:
+        """The client paid an open invoice (as a payment, or ``POST /v1/invoices/{id}/pay``, would)."""
+        with self._lock:
+            invoice = self._invoice(invoice_id)
+            if invoice["status"] != "open":
+                raise ValueError(f"invoice {invoice_id} is {invoice['status']}, not open")
+            invoice["status"] = "paid"
+            invoice["status_transitions"]["paid_at"] = self._tick()
+            return self._export_invoice(invoice)
+
+    # --- credit notes ----------------------------------------------------------------------------
+
+    def _create_credit_note(self, params: dict) -> dict:
+        """``POST /v1/credit_notes``: on an open invoice (pre-payment: it lowers what is due; fully
+        credited, the invoice is paid) or a paid one (post-payment: refund, customer balance credit
+        and out-of-band amounts must add up to the note's total), by ``lines`` (``invoice_line_item``
+        with an ``amount`` or ``quantity``, or ``custom_line_item`` with ``unit_amount`` and
+        ``quantity``) or by ``amount``; never above what the invoice has left to credit."""
+        _unknown(params, {"invoice", "amount", "lines", "reason", "memo", "metadata", "credit_amount",
+                          "refund_amount", "out_of_band_amount", "effective_at", "email_type", "expand"})
+        if not params.get("invoice"):
+            raise StripeError(400, "Missing required param: invoice.", param="invoice")
+        invoice = self.invoices.get(params["invoice"])
+        if invoice is None:
+            raise StripeError(400, f"No such invoice: '{params['invoice']}'", code="resource_missing", param="invoice")
+        if invoice["status"] not in ("open", "paid"):
+            raise StripeError(400, f"You can only create a credit note for an open or paid invoice; this one is "
+                                   f"{invoice['status']}.", code="invoice_unexpected_state")
+        reason = params.get("reason")
+        if reason is not None and reason not in ("duplicate", "fraudulent", "order_change", "product_unsatisfactory"):
+            raise StripeError(400, "Invalid reason: must be one of duplicate, fraudulent, order_change, or "
+                                   "product_unsatisfactory", param="reason")
+        if params.get("memo") is not None and len(str(params["memo"])) > 5000:
+            raise StripeError(400, "Invalid string: memo must be at most 5000 characters", param="memo")
+        by_id = {line["id"]: line for line in self._lines[invoice["id"]]}
+        lines = params.get("lines")
+        note_lines: list[dict] = []
+        if lines is not None:
+            if not isinstance(lines, list) or not lines:
+                raise StripeError(400, "Invalid array", param="lines")
+            for i, raw in enumerate(lines):
+                if not isinstance(raw, dict):
+                    raise StripeError(400, "Invalid object", param=f"lines[{i}]")
+                _unknown(raw, {"type", "invoice_line_item", "amount", "quantity", "description", "unit_amount",
+                               "unit_amount_decimal", "tax_rates"})
+                kind = raw.get("type")
+                if kind == "invoice_line_item":
+                    line = by_id.get(raw.get("invoice_line_item") or "")
+                    if line is None:
+                        raise StripeError(400, f"No such invoice line item: '{raw.get('invoice_line_item')}' on "
+                                               f"invoice {invoice['id']}", param=f"lines[{i}][invoice_line_item]")
+                    full = line["amount"] + sum(int(t.get("amount", 0)) for t in line.get("taxes") or [])
+                    if "amount" in raw:
+                        amount = _int(raw["amount"], f"lines[{i}][amount]", minimum=0)
+                    elif "quantity" in raw:
+                        quantity = _int(raw["quantity"], f"lines[{i}][quantity]", minimum=1)
+                        amount = round(full * quantity / max(1, line["quantity"] or 1))
+                    else:
+                        raise StripeError(400, "Missing required param: lines[][amount] or lines[][quantity].",
+                                          param=f"lines[{i}]")
+                    before = sum(cl["amount"] for note in self.credit_notes.values() if note["invoice"] == invoice["id"]
+                                 for cl in note["lines"]["data"] if cl.get("invoice_line_item") == line["id"])
+                    if before + amount > full:
+                        raise StripeError(400, f"The credit note amount for line item {line['id']} ({amount}) "
+                                               f"exceeds what is left to credit on it ({full - before}).",
+                                          param=f"lines[{i}][amount]")
+                    note_lines.append({"amount": amount, "description": line["description"],
+                                       "invoice_line_item": line["id"], "quantity": line["quantity"],
+                                       "type": kind, "unit_amount": None, "unit_amount_decimal": None})
+                elif kind == "custom_line_item":
+                    unit = _int(raw.get("unit_amount"), f"lines[{i}][unit_amount]", minimum=0)
+                    quantity = _int(raw.get("quantity", 1), f"lines[{i}][quantity]", minimum=1)
+                    if not raw.get("description"):
+                        raise StripeError(400, "Missing required param: lines[][description].",
+                                          param=f"lines[{i}][description]")
+                    note_lines.append({"amount": unit * quantity, "description": raw["description"],
+                                       "quantity": quantity, "type": kind, "unit_amount": unit,
+                                       "unit_amount_decimal": str(unit)})
+                else:
+                    raise StripeError(400, "Invalid lines[][type]: must be one of custom_line_item or "
+                                           "invoice_line_item", param=f"lines[{i}][type]")
+            total = sum(line["amount"] for line in note_lines)
+            if "amount" in params and _int(params["amount"], "amount") != total:
+                raise StripeError(400, f"The amount ({params['amount']}) must equal the sum of the lines ({total}).",
+                                  param="amount")
+        elif "amount" in params:
+            total = _int(params["amount"], "amount", minimum=1)
+        else:
+            raise StripeError(400, "You must pass either amount or lines.", param="lines")
+        shown = self._export_invoice(invoice)
+        done = invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
+        if done + total > shown["total"]:
+            raise StripeError(400, f"The credit note total ({total}) is greater than the amount left to credit on "
+                                   f"the invoice ({shown['total'] - done}).", param="amount")
+        parts = {k: _int(params[k], k, minimum=0) for k in ("credit_amount", "refund_amount", "out_of_band_amount")
+                 if k in params}
+        customer = self.customers[invoice["customer"]]
+        if invoice["status"] == "paid":
+            if sum(parts.values()) != total:
+                raise StripeError(400, f"The sum of credit amount, refund amount and out of band amount "
+                                       f"({sum(parts.values())}) must equal the credit note amount ({total}).")
+            kind = "post_payment"
+            invoice["post_payment_credit_notes_amount"] += total
+            customer["balance"] -= parts.get("credit_amount", 0)
+        else:
+            if parts:
+                raise StripeError(400, "credit_amount, refund_amount and out_of_band_amount are only for a paid "
+                                       "invoice.", param=next(iter(parts)))
+            kind = "pre_payment"
+            invoice["pre_payment_credit_notes_amount"] += total
+            if invoice["pre_payment_credit_notes_amount"] >= shown["total"]:
+                invoice["status"] = "paid"
+                invoice["status_transitions"]["paid_at"] = self._tick()
+        note_id = self._id("cn_")
+        created = self._tick()
+        count = sum(1 for n in self.credit_notes.values() if n["invoice"] == invoice["id"]) + 1
+        for line in note_lines:
+            line.update({"id": self._id("cnli_"), "object": "credit_note_line_item", "discount_amount": 0,
+                         "discount_amounts": [], "livemode": False, "tax_rates": [], "taxes": None,
+                         "pretax_credit_amounts": [], "metadata": None})
+        note = {
+            "id": note_id, "object": "credit_note", "amount": total, "amount_shipping": 0, "created": created,
+            "currency": invoice["currency"], "customer": invoice["customer"], "customer_account": None,
+            "customer_balance_transaction": None, "discount_amount": 0, "discount_amounts": [],
+            "effective_at": created, "invoice": invoice["id"],
+            "lines": {"object": "list", "data": note_lines, "has_more": False,
+                      "url": f"/v1/credit_notes/{note_id}/lines"},
+            "livemode": False, "memo": params.get("memo"), "metadata": _metadata(params.get("metadata")),
+            "number": f"{invoice['number']}-CN-{count:02d}", "out_of_band_amount": parts.get("out_of_band_amount"),
+            "pdf": f"https://pay.stripe.com/credit_notes/{note_id}/pdf", "reason": reason, "refunds": [],
+            "shipping_cost": None, "status": "issued", "subtotal": total, "subtotal_excluding_tax": total,
+            "total": total, "total_excluding_tax": total, "total_taxes": [], "pretax_credit_amounts": [],
+            "type": kind, "voided_at": None,
+            "pre_payment_amount": total if kind == "pre_payment" else 0,
+            "post_payment_amount": total if kind == "post_payment" else 0,
+        }
+        self.credit_notes[note_id] = note
+        return note
 
     # --- invoice items ---------------------------------------------------------------------------
 
