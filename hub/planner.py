@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterable
 
-from hub import alerting, reconcile, timebilling
+from hub import alerting, i18n, reconcile, timebilling
 from hub.completeness import Gate
 from hub.guardrails import InvoiceGuardrails, check_invoice, count_billed_devices, previous_from_snapshot
 from hub.errors import HubError
@@ -431,6 +431,12 @@ def _segment_period(period: Period, seg: Segment) -> Period:
     return Period(period.name, period.tz, start, end, seg.first, seg.days)
 
 
+def invoice_language(hub: "Hub") -> str:
+    """The language of what the hub writes for clients: invoice lines, notices, alert tickets
+    (``[billing.invoice] language``)."""
+    return hub.config.billing_settings.invoice_settings.language
+
+
 def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
                           segments: list[Segment] | None = None) -> reconcile.Bill:
     """The device lines of one client's invoice for ``period``: the sum of the shares of the
@@ -449,7 +455,7 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
     devices = client_devices(hub, contract)
     if len(segments) == 1 and not segments[0].prorated:
         seg = segments[0]
-        bill = reconcile.bill_devices(seg.contract, hub.mappings, devices, period)
+        bill = reconcile.bill_devices(seg.contract, hub.mappings, devices, period, invoice_language(hub))
         if seg.note:
             bill = replace(bill, lines=tuple(replace(l, rule=f"{l.rule}; {seg.note}") for l in bill.lines))
         return replace(bill, errors=tuple(errors) + bill.errors)
@@ -459,7 +465,8 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
     merged: dict[str, dict] = {}
     excluded, notes, counted = [], [], set()
     for seg in segments:
-        part = reconcile.bill_devices(seg.contract, hub.mappings, devices, _segment_period(period, seg))
+        part = reconcile.bill_devices(seg.contract, hub.mappings, devices, _segment_period(period, seg),
+                                      invoice_language(hub))
         errors += [e for e in part.errors if e not in errors]
         notes += [n for n in part.notes if n not in notes]
         excluded += part.excluded
@@ -677,7 +684,8 @@ def time_of_own_contracts(hub: "Hub", contract: Contract, period: Period, groups
                           f"{other.origin}, in {other.currency}, and client {contract.client_id}'s invoice is in "
                           f"{contract.currency}; bill them by hand or align the currencies. They are not billed")
             continue
-        tb = timebilling.bill_time(contract.client_id, other, entries, [], period, already_billed=already)
+        tb = timebilling.bill_time(contract.client_id, other, entries, [], period, already_billed=already,
+                                   language=invoice_language(hub))
         for line in tb.lines:
             lines.append(replace(line, code=f"{line.code}@{other.agreement or other.origin}",
                                  rule=f"{line.rule}; priced by {other.origin}, the contract in force on the "
@@ -761,7 +769,7 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
         # add-on an addition switched on counts the classes it counts today.
         then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0,
                        class_tiers={}, addon_classes={a: c for a, c in contract.addon_classes.items() if a in addons})
-        shares = list(reconcile.bill_devices(then, hub.mappings, candidates, earlier).lines)
+        shares = list(reconcile.bill_devices(then, hub.mappings, candidates, earlier, invoice_language(hub)).lines)
     else:
         shares, why = _shared_month_shares(hub, contract, earlier, tiers, addons, candidates)
         if why is not None:
@@ -832,7 +840,8 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
     merged: dict[str, BillingLine] = {}
     for seg in segments:
         then = replace(seg.contract, addons=tuple(a for a in seg.contract.addons if a in addons), minimum=0)
-        part = reconcile.bill_devices(then, hub.mappings, candidates, _segment_period(earlier, seg))
+        part = reconcile.bill_devices(then, hub.mappings, candidates, _segment_period(earlier, seg),
+                                      invoice_language(hub))
         for line in part.lines:
             items = []
             for item in line.items:
@@ -1107,7 +1116,7 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         # Each entry is billed by the contract in force on its own day, never by today's.
         entries, others, problems = entries_by_own_contract(hub, contract, period, entries, blocks)
         tb = timebilling.bill_time(contract.client_id, contract, entries, products, period,
-                                   blocks=blocks, already_billed=already)
+                                   blocks=blocks, already_billed=already, language=invoice_language(hub))
         own, reported, errors = time_of_own_contracts(hub, contract, period, others, already)
         bill = replace(bill, lines=bill.lines + tuple(tb.lines) + tuple(own),
                        errors=bill.errors + tuple(problems) + tuple(tb.errors) + tuple(errors),
@@ -1124,7 +1133,7 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         bad = [l.code for l in extra if l.currency != bill.currency]
         errors = bill.errors + tuple(f"a plugin added line {c!r} in another currency than {bill.currency}" for c in bad)
         bill = replace(bill, lines=bill.lines + tuple(sorted(extra, key=lambda l: l.code)), errors=errors)
-    bill = reconcile.apply_minimum(bill, contract)
+    bill = reconcile.apply_minimum(bill, contract, invoice_language(hub))
     if deltas or notes:
         bill = replace(bill, lines=bill.lines + tuple(deltas), notes=bill.notes + tuple(notes))
     return bill
@@ -1245,12 +1254,14 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
     number = latest + 1
     size = contract.time.renewal or contract.time.block
     balance = dd.balances.get(latest, Fraction(0))
+    lang = invoice_language(hub)
     lines = timebilling.renewal_lines(contract.client_id, contract, latest, period.name, balance=balance,
-                                      agreement=agreement)
+                                      agreement=agreement, language=lang)
     bill = reconcile.Bill(contract.client_id, period.name, contract.currency, tuple(lines))
     key = f"renewal:{contract.client_id}:{agreement}:{number}"
     payload = invoice_payload(bill, contract.name, period,
-                              f"Prepaid block renewal for {contract.name}: {format_quantity(size.hours)} h")
+                              i18n.text("invoice.renewal", lang, client=contract.name,
+                                        hours=i18n.number(Fraction(size.hours), lang)))
     action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
     status, reasons = _status_against_outbox(hub, key, None, period=period, force=True, now=now, push_now=True)
     block = {"client_id": contract.client_id, "agreement": agreement or "", "number": number,
@@ -1264,13 +1275,14 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
     company = contract.links.get(ctx.psa or "", "")
     if ticketer and company:
         nkey = f"notice:{contract.client_id}:{agreement}:{latest}"
-        text = (f"The prepaid block {latest} of agreement {agreement} has {format_quantity(balance)} h left "
-                f"(threshold {format_quantity(contract.time.warning_hours)} h). A renewal of "
-                f"{format_quantity(size.hours)} h at {format_minor(size.price, contract.currency)} was invoiced.")
+        text = i18n.text("notice.low.text", lang, block=latest, agreement=agreement,
+                         hours=i18n.number(balance, lang), threshold=i18n.number(contract.time.warning_hours, lang),
+                         size=i18n.number(Fraction(size.hours), lang),
+                         price=i18n.money(size.price, contract.currency, lang))
         notice = Action(nkey, TICKET, ticketer, contract.client_id,
                         {"external_ref": f"msp-hub:{nkey}"[:100], "company_id": company,
                          "board": str(hub.config.billing.get("notice_board", "Help Desk")),
-                         "summary": f"Prepaid hours low: {format_quantity(balance)} h left"[:100],
+                         "summary": i18n.text("notice.low.summary", lang, hours=i18n.number(balance, lang))[:100],
                          "initial_description": text}, period.name)
         nstatus, nreasons = _status_against_outbox(hub, nkey, None, period=period, force=True, now=now, push_now=True)
         items.append(_vet(hub, PlanItem(TICKET, contract.client_id, contract.name, period.name, nstatus, notice,
