@@ -114,6 +114,11 @@ CATALOG: dict[str, dict[str, str]] = {
     "alert.cleared": {"en": "The alert cleared in the RMM ({reason}); the rule does not auto-close this ticket.",
                       "fr": "L'alerte est levée dans le RMM ({reason}) ; la règle ne ferme pas ce ticket "
                             "automatiquement."},
+    "alert.reset": {"en": "every alert of the ticket was reset", "fr": "toutes les alertes du ticket sont levées"},
+    "alert.reset_missed": {"en": "every alert of the ticket was reset (not seen in the activity log: caught by the "
+                                 "backstop)",
+                           "fr": "toutes les alertes du ticket sont levées (absentes du journal d'activité : "
+                                 "constaté par le contrôle de secours)"},
     "alert.title": {"en": "{severity} alert on {device}", "fr": "Alerte {severity} sur {device}"},
     "alert.unrated": {"en": "Unrated", "fr": "non classée"},
     "alert.triggered": {"en": "Triggered: {when}", "fr": "Déclenchée : {when}"},

@@ -1621,7 +1621,7 @@ def _ticket_facts(hub: "Hub", registry, alerts: list) -> alerting.TicketFacts:
                                                      args=chunk):
                     found[(source, record.source_id)] = record
     return alerting.TicketFacts(
-        timezone=hub.config.timezone,
+        timezone=hub.config.timezone, language=invoice_language(hub),
         device=lambda a: devices.get((a.source, a.device_source_id)),
         client_name=lambda c: registry.clients[c].name if c in registry.clients else None,
         organization=lambda a: getattr(orgs.get((a.source, a.client_source_id)), "name", None))
