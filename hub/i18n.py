@@ -74,6 +74,11 @@ CATALOG: dict[str, dict[str, str]] = {
                                 "fr": "saisie tardive {id} de {own}, "},
     "line.overage_ticket": {"en": "{title} ({period}), {which}: {hours} × {price} ({entries})",
                             "fr": "{title} ({period}), {which} : {hours} × {price} ({entries})"},
+    # a line of contracts in force part of the period, and a late change of an earlier period (hub/planner.py)
+    "line.days": {"en": "{description}, {first} to {last}", "fr": "{description}, du {first} au {last}"},
+    "line.more_days": {"en": "{description} and {first} to {last}", "fr": "{description} et du {first} au {last}"},
+    "line.late_change": {"en": "Late change for {period}: {description}",
+                         "fr": "Modification tardive de {period} : {description}"},
     # the parts of a line
     "facts": {"en": "{day}, {member}, {ticket}, {work_type}",
               "fr": "{day}, {member}, {ticket}, {work_type}"},

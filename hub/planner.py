@@ -464,6 +464,7 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
         by_id.setdefault(str(d.source_id), d)
     merged: dict[str, dict] = {}
     excluded, notes, counted = [], [], set()
+    lang = invoice_language(hub)
     for seg in segments:
         part = reconcile.bill_devices(seg.contract, hub.mappings, devices, _segment_period(period, seg),
                                       invoice_language(hub))
@@ -483,7 +484,8 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
                 counted.add(str(item["id"]))
                 items.append({**item, "weight": format_quantity(weight), "days": f"{days}/{period.days}",
                               "contract": seg.contract.origin})
-            description = f"{line.description}, {seg.first.isoformat()} to {seg.last.isoformat()}"
+            description = i18n.text("line.days", lang, description=line.description,
+                                    first=i18n.day(seg.first.isoformat(), lang), last=i18n.day(seg.last.isoformat(), lang))
             rule = f"{line.rule}; {seg.note}"
             got = merged.get(line.code)
             if got is None:
@@ -504,7 +506,9 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
                     got["items"][n] = {**was, "weight": format_quantity(Fraction(days, period.days)),
                                        "days": f"{days}/{period.days}",
                                        "contract": f"{was['contract']}; {item['contract']}"}
-                got["description"] += f" and {seg.first.isoformat()} to {seg.last.isoformat()}"
+                got["description"] = i18n.text("line.more_days", lang, description=got["description"],
+                                               first=i18n.day(seg.first.isoformat(), lang),
+                                               last=i18n.day(seg.last.isoformat(), lang))
                 got["rule"] += f" | {seg.note}"
     lines = []
     for g in merged.values():
@@ -793,7 +797,8 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
         price = "its price then" if line.code in codes else "the tier's price (the period billed no such line)"
         out.append(BillingLine(
             contract.client_id, period.name, f"delta:{earlier.name}:{line.code}",
-            f"Late change for {earlier.name}: {line.description}", format_quantity(qty), unit,
+            i18n.text("line.late_change", invoice_language(hub), period=i18n.period(earlier.name, invoice_language(hub)),
+                      description=line.description), format_quantity(qty), unit,
             round_half_up(qty * unit), line.currency,
             f"{line.rule}; counted after the {earlier.name} invoice was made, billed once on the next one at "
             f"{price}, {format_minor(unit, line.currency)}", tuple(items)))
@@ -838,6 +843,7 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
                     f"day had is not known")
     by_id = {str(d.source_id): d for d in candidates}
     merged: dict[str, BillingLine] = {}
+    lang = invoice_language(hub)
     for seg in segments:
         then = replace(seg.contract, addons=tuple(a for a in seg.contract.addons if a in addons), minimum=0)
         part = reconcile.bill_devices(then, hub.mappings, candidates, _segment_period(earlier, seg),
@@ -854,8 +860,10 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
                               "days": f"{days}/{earlier.days}", "contract": then.origin})
             got = merged.get(line.code)
             if got is None:
-                merged[line.code] = replace(line, description=f"{line.description}, {seg.first.isoformat()} to "
-                                                              f"{seg.last.isoformat()}",
+                merged[line.code] = replace(line, description=i18n.text(
+                                                "line.days", lang, description=line.description,
+                                                first=i18n.day(seg.first.isoformat(), lang),
+                                                last=i18n.day(seg.last.isoformat(), lang)),
                                             rule=f"{line.rule}; {seg.note}", items=tuple(items))
                 continue
             known = {str(i["id"]): n for n, i in enumerate(got.items)}
@@ -869,8 +877,9 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
                 kept[n] = {**kept[n], "weight": format_quantity(Fraction(days, earlier.days)),
                            "days": f"{days}/{earlier.days}", "contract": f"{kept[n]['contract']}; {item['contract']}"}
             merged[line.code] = replace(got, items=tuple(kept), rule=f"{got.rule} | {seg.note}",
-                                        description=f"{got.description} and {seg.first.isoformat()} to "
-                                                    f"{seg.last.isoformat()}")
+                                        description=i18n.text("line.more_days", lang, description=got.description,
+                                                              first=i18n.day(seg.first.isoformat(), lang),
+                                                              last=i18n.day(seg.last.isoformat(), lang)))
     return list(merged.values()), None
 
 

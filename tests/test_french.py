@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hub import i18n
+from hub import i18n, planner
 from hub.config import HubConfig, InvoiceSettings, config_from_dict, load_config
 from hub.engine import sync_once
 from hub.errors import ConfigError
@@ -24,7 +24,10 @@ from hub.store import Store
 from hub.testing import make_hub
 from hub.timebilling import Block, bill_time, renewal_lines
 from tests.conftest import ConnectorPlugin
-from tests.test_psa_billing import PsaEnv, at, block_agreement
+from tests.test_contract_change import prorating
+from tests.test_five_months import month_run, ts
+from tests.test_late_shared_month import upgraded_in_november
+from tests.test_psa_billing import PsaEnv, at, block_agreement, invoice, lines
 from tests.test_reconcile import contract as device_contract, dev, mappings
 from tests.test_ticket_text import TextEnv, trigger
 
@@ -395,3 +398,38 @@ def test_a_french_msp_s_alert_ticket_is_in_french(tmp_path):
     assert lines[-8:] == ["", "Message de l'alerte :", "CPU au-dessus de 90 %", "",
                           "Source : CONDITION_AGENT_CPU", "Gravité : MAJOR, priorité HIGH", f"Id de l'alerte : {uid}",
                           "Règle : cpu"]
+
+
+def test_a_late_device_of_a_month_two_contracts_shared_is_described_in_french(tmp_path):
+    env, _ = upgraded_in_november(tmp_path)
+    env.billing = {**env.billing, "invoice": {"language": "fr"}}
+    birch = env.cid("birchwood")
+    env.device(2, "BIRCH-LATE", created=ts(2026, 11, 10))
+    december = invoice(month_run(env, "2026-12"), birch, "2026-12")
+    assert {c: l.description for c, l in lines(december).items()} == {
+        "tier:gold:workstation": "Infogérance Gold, poste de travail (décembre 2026)",
+        "delta:2026-11:tier:silver:workstation": "Modification tardive de novembre 2026 : Infogérance Silver, poste "
+                                                 "de travail (novembre 2026), du 01/11/2026 au 15/11/2026",
+        "delta:2026-11:tier:gold:workstation": "Modification tardive de novembre 2026 : Infogérance Gold, poste "
+                                               "de travail (novembre 2026), du 16/11/2026 au 30/11/2026"}
+
+
+def test_a_line_of_two_contracts_in_force_names_their_days_in_french(tmp_path):
+    env = PsaEnv(tmp_path, billing={"invoice": {"language": "fr"}})
+    prorating(env)
+    company = env.co["birchwood"]
+    env.cw.add_agreement(company, "Managed Silver", end="2026-10-15T00:00:00Z", status="Expired")
+    env.cw.add_agreement(company, "Managed Gold", start="2026-10-16T00:00:00Z")
+    env.cw.add_agreement(env.co["cobalt"], "Managed Gold", end="2026-10-15T00:00:00Z", status="Expired")
+    env.cw.add_agreement(env.co["cobalt"], "Managed Gold", start="2026-10-16T00:00:00Z")
+    hub = env.hub()
+    report = sync_once(hub)
+    ctx = planner.build_context(hub, report, OCT)
+    split = planner.bill_devices_in_force(hub, ctx.contracts[f"connectwise-{company}"], OCT)
+    assert {l.code: l.description for l in split.lines if "workstation" in l.code} == {
+        "tier:silver:workstation": "Infogérance Silver, poste de travail (octobre 2026), du 01/10/2026 au 15/10/2026",
+        "tier:gold:workstation": "Infogérance Gold, poste de travail (octobre 2026), du 16/10/2026 au 31/10/2026"}
+    kept = planner.bill_devices_in_force(hub, ctx.contracts[f"connectwise-{env.co['cobalt']}"], OCT)
+    assert {l.code: l.description for l in kept.lines if "workstation" in l.code} == {
+        "tier:gold:workstation": "Infogérance Gold, poste de travail (octobre 2026), du 01/10/2026 au 15/10/2026 "
+                                 "et du 16/10/2026 au 31/10/2026"}
