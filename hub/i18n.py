@@ -42,20 +42,20 @@ CATALOG: dict[str, dict[str, str]] = {
     # --- invoice lines: time, products and blocks (hub/timebilling.py) ---
     "line.time": {"en": "{work_type} time ({period})",
                   "fr": "{work_type}, temps passé ({period})"},
-    "line.time_late": {"en": "Late entries of {late}: {work_type} time ({which})",
-                       "fr": "Saisies tardives de {late} : {work_type}, temps passé ({which})"},
+    "line.time_late": {"en": "Late entries {of_late}: {work_type} time ({which})",
+                       "fr": "Saisies tardives {of_late} : {work_type}, temps passé ({which})"},
     "line.entry": {"en": "{facts}, {hours} × {price}",
                    "fr": "{facts}, {hours} × {price}"},
-    "line.entry_late": {"en": "Late entry {id} of {late}: {text}",
-                        "fr": "Saisie tardive {id} de {late} : {text}"},
+    "line.entry_late": {"en": "Late entry {id} {of_late}: {text}",
+                        "fr": "Saisie tardive {id} {of_late} : {text}"},
     "line.ticket": {"en": "Ticket {ticket}: {text}",
                     "fr": "Ticket {ticket} : {text}"},
     "line.no_ticket": {"en": "Time without a ticket: {text}",
                        "fr": "Temps sans ticket : {text}"},
-    "line.ticket_late": {"en": "Late entries of {late}, ticket {ticket}: {text}",
-                         "fr": "Saisies tardives de {late}, ticket {ticket} : {text}"},
-    "line.no_ticket_late": {"en": "Late entries of {late}, time without a ticket: {text}",
-                            "fr": "Saisies tardives de {late}, temps sans ticket : {text}"},
+    "line.ticket_late": {"en": "Late entries {of_late}, ticket {ticket}: {text}",
+                         "fr": "Saisies tardives {of_late}, ticket {ticket} : {text}"},
+    "line.no_ticket_late": {"en": "Late entries {of_late}, time without a ticket: {text}",
+                            "fr": "Saisies tardives {of_late}, temps sans ticket : {text}"},
     "line.ticket_text": {"en": "{kinds}, {hours} × {price} ({entries})",
                          "fr": "{kinds}, {hours} × {price} ({entries})"},
     "line.flat": {"en": "{work_type}, ticket {ticket} (flat rate)",
@@ -70,15 +70,25 @@ CATALOG: dict[str, dict[str, str]] = {
                      "fr": "{title} ({period})"},
     "line.overage_entry": {"en": "{title} ({period}): {late}{facts}, {hours} × {price}",
                            "fr": "{title} ({period}) : {late}{facts}, {hours} × {price}"},
-    "line.overage_entry_late": {"en": "late entry {id} of {own}, ",
-                                "fr": "saisie tardive {id} de {own}, "},
+    "line.overage_entry_late": {"en": "late entry {id} {of_own}, ",
+                                "fr": "saisie tardive {id} {of_own}, "},
     "line.overage_ticket": {"en": "{title} ({period}), {which}: {hours} × {price} ({entries})",
                             "fr": "{title} ({period}), {which} : {hours} × {price} ({entries})"},
     # a line of contracts in force part of the period, and a late change of an earlier period (hub/planner.py)
     "line.days": {"en": "{description}, {first} to {last}", "fr": "{description}, du {first} au {last}"},
     "line.more_days": {"en": "{description} and {first} to {last}", "fr": "{description} et du {first} au {last}"},
     "line.late_change": {"en": "Late change for {period}: {description}",
-                         "fr": "Modification tardive de {period} : {description}"},
+                         "fr": "Régularisation sur {period} : {description}"},
+    "line.late_time": {"en": "Late change for {period}: entry {id} ({facts}), {was} billed, {now} now, {diff} × {price}",
+                       "fr": "Régularisation sur {period} : saisie {id} ({facts}), {was} facturées, {now} "
+                             "désormais, {diff} × {price}"},
+    "line.late_overage": {"en": "Late change for {period}: hours beyond the prepaid block of agreement {agreement}, "
+                                "entry {id} ({work_type}, {day}), {was} billed, {now} now",
+                          "fr": "Régularisation sur {period} : heures au-delà du bloc prépayé du contrat "
+                                "{agreement}, saisie {id} ({work_type}, {day}), {was} facturées, {now} désormais"},
+    "line.late_product": {"en": "Late change for {period}: product {id} ({description}), {was} billed, {now} now",
+                          "fr": "Régularisation sur {period} : produit {id} ({description}), {was} facturé(s), "
+                                "{now} désormais"},
     # the parts of a line
     "facts": {"en": "{day}, {member}, {ticket}, {work_type}",
               "fr": "{day}, {member}, {ticket}, {work_type}"},
@@ -228,6 +238,14 @@ def period(name: str, language: str = DEFAULT_LANGUAGE) -> str:
     return f"{_MONTHS_FR[int(m) - 1]} {y}"
 
 
+def of_period(name: str, language: str = DEFAULT_LANGUAGE) -> str:
+    """``of 2026-10``; in French ``d'octobre 2026`` or ``de novembre 2026`` (elided before a vowel)."""
+    if _check_language(language) == "en":
+        return f"of {name}"
+    month = period(name, language)
+    return f"d'{month}" if month[0] in "aeiouyéè" else f"de {month}"
+
+
 def device_class(name: str, language: str = DEFAULT_LANGUAGE) -> str:
     """A device class as a client reads it: ``server``; ``serveur`` in French. A class of the MSP's
     own stays as written."""
@@ -250,4 +268,4 @@ def which_entries(ids: list[str], language: str = DEFAULT_LANGUAGE, shown: int =
 
 
 __all__ = ["CATALOG", "DEFAULT_LANGUAGE", "LANGUAGES", "count_entries", "day", "device_class", "hours", "money",
-           "number", "period", "placeholders", "text", "which_entries"]
+           "number", "of_period", "period", "placeholders", "text", "which_entries"]

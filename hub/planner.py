@@ -931,9 +931,10 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
         if kind == "overage":
             if drawdowns is None:
                 drawdowns = _overage_drawdowns(hub, contract)
-            line = _overage_delta(contract, period, thing, record, ref, drawdowns)
+            line = _overage_delta(contract, period, thing, record, ref, drawdowns, invoice_language(hub))
         else:
-            line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref)
+            line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref,
+                                                                        invoice_language(hub))
         if line is not None:
             out.append(line)
     return out
@@ -950,7 +951,7 @@ def _overage_drawdowns(hub: "Hub", contract: Contract) -> dict[str, timebilling.
 
 
 def _overage_delta(contract: Contract, period: Period, thing: dict, entry, ref: str,
-                   drawdowns: dict[str, timebilling.Drawdown]) -> BillingLine | None:
+                   drawdowns: dict[str, timebilling.Drawdown], lang: str = i18n.DEFAULT_LANGUAGE) -> BillingLine | None:
     """The late change of an entry's invoiced overage: its hours beyond its block's balance now
     against those billed, at the overage rate it was billed at. Nothing when the balance is not
     known now (an entry of the block is an error, named on this invoice's own lines), when the
@@ -972,11 +973,11 @@ def _overage_delta(contract: Contract, period: Period, thing: dict, entry, ref: 
                f"{format_quantity(now)} h of them beyond the balance")
     own = thing.get("period") or thing["invoice"]
     sign = "credit" if amount < 0 else "charge"
-    label = f"entry {entry.source_id} ({thing.get('work_type') or entry.work_type}, {thing.get('date') or ''})"
     return BillingLine(
         contract.client_id, period.name, f"delta:{own}:overage:{entry.source_id}",
-        f"Late change for {own}: hours beyond the prepaid block of agreement {agreement}, {label}, "
-        f"{format_quantity(was)} h billed, {format_quantity(now)} h now",
+        i18n.text("line.late_overage", lang, period=i18n.period(own, lang), agreement=agreement, id=entry.source_id,
+                  work_type=thing.get("work_type") or entry.work_type, day=i18n.day(thing.get("date"), lang) or "",
+                  was=i18n.hours(was, lang), now=i18n.hours(now, lang)),
         format_quantity(now - was), rate, amount, contract.currency,
         f"overage billed on the {thing['invoice']} invoice for {format_quantity(was)} h beyond the balance of "
         f"prepaid agreement {agreement} at {format_minor(rate, contract.currency)} per hour; {why}: the "
@@ -985,7 +986,8 @@ def _overage_delta(contract: Contract, period: Period, thing: dict, entry, ref: 
           "billed_hours": format_quantity(now), "was_hours": format_quantity(was)},))
 
 
-def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str) -> BillingLine | None:
+def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str,
+                lang: str = i18n.DEFAULT_LANGUAGE) -> BillingLine | None:
     rate, was = int(thing["rate"]), Fraction(str(thing["billed_hours"]))
     if entry.billable in (DO_NOT_BILL, NO_CHARGE):
         now, why = Fraction(0), f"now {'no charge' if entry.billable == NO_CHARGE else 'not billable'} in the PSA"
@@ -999,15 +1001,18 @@ def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str
     if amount == 0:
         return None
     # The facts a per-entry line states (day, technician, ticket, work type), and hours × rate.
-    ticket = f"ticket {entry.ticket_id}" if entry.ticket_id is not None else "no ticket"
-    label = (f"entry {entry.source_id} ({thing.get('date') or 'no date'}, {entry.member or 'no technician'}, "
-             f"{ticket}, {thing.get('work_type') or entry.work_type})")
+    ticket = (i18n.text("ticket", lang, ticket=entry.ticket_id) if entry.ticket_id is not None
+              else i18n.text("no_ticket", lang))
+    facts = i18n.text("facts", lang, day=i18n.day(thing.get("date"), lang) or i18n.text("no_date", lang),
+                      member=entry.member or i18n.text("no_technician", lang), ticket=ticket,
+                      work_type=thing.get("work_type") or entry.work_type)
     sign = "credit" if amount < 0 else "charge"
     own = thing.get("period") or thing["invoice"]
     return BillingLine(
         contract.client_id, period.name, f"delta:{own}:time:{entry.source_id}",
-        f"Late change for {own}: {label}, {format_quantity(was)} h billed, {format_quantity(now)} h now, "
-        f"{format_quantity(now - was)} h × {format_minor(rate, contract.currency)}",
+        i18n.text("line.late_time", lang, period=i18n.period(own, lang), id=entry.source_id, facts=facts,
+                  was=i18n.hours(was, lang), now=i18n.hours(now, lang), diff=i18n.hours(now - was, lang),
+                  price=i18n.money(rate, contract.currency, lang)),
         format_quantity(now - was), rate, amount, contract.currency,
         f"time entry billed on the {thing['invoice']} invoice for {format_quantity(was)} h at "
         f"{format_minor(rate, contract.currency)} per hour, {why}: the difference is a {sign}, billed once "
@@ -1016,7 +1021,8 @@ def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str
           "billed_hours": format_quantity(now), "was_hours": format_quantity(was)},))
 
 
-def _product_delta(contract: Contract, period: Period, thing: dict, product, ref: str) -> BillingLine | None:
+def _product_delta(contract: Contract, period: Period, thing: dict, product, ref: str,
+                   lang: str = i18n.DEFAULT_LANGUAGE) -> BillingLine | None:
     unit, was = int(thing["unit"]), Fraction(str(thing["quantity"]))
     if product.billable in (DO_NOT_BILL, NO_CHARGE):
         now, why = Fraction(0), "now not billed in the PSA"
@@ -1033,8 +1039,9 @@ def _product_delta(contract: Contract, period: Period, thing: dict, product, ref
     sign = "credit" if amount < 0 else "charge"
     return BillingLine(
         contract.client_id, period.name, f"delta:{own}:product:{product.source_id}",
-        f"Late change for {own}: product {product.source_id} ({thing.get('description') or product.catalog_item}), "
-        f"{format_quantity(was)} billed, {format_quantity(now)} now", format_quantity(now - was), unit, amount,
+        i18n.text("line.late_product", lang, period=i18n.period(own, lang), id=product.source_id,
+                  description=thing.get("description") or product.catalog_item, was=i18n.number(was, lang),
+                  now=i18n.number(now, lang)), format_quantity(now - was), unit, amount,
         contract.currency,
         f"product billed on the {thing['invoice']} invoice, quantity {format_quantity(was)} at "
         f"{format_minor(unit, contract.currency)}, {why}: the difference is a {sign}, billed once "

@@ -760,7 +760,7 @@ def _overage_groups(run: "_Run", agreement: str, title: str, rate: int, counted:
         out = []
         for e, h in counted:
             own = _local(e.started_at, run.period)[1]
-            late = (i18n.text("line.overage_entry_late", lang, id=e.source_id, own=i18n.period(own, lang))
+            late = (i18n.text("line.overage_entry_late", lang, id=e.source_id, of_own=i18n.of_period(own, lang))
                     if own and own < run.period.name else "")
             out.append((f"overage:{agreement}:entry:{e.source_id}",
                         i18n.text("line.overage_entry", lang, title=title, period=period, late=late,
@@ -893,7 +893,7 @@ def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> 
             ids = [str(e.source_id) for e, _ in counted]
             lines.append(run.line(
                 f"time:{work_type}:{late}",
-                i18n.text("line.time_late", run.lang, late=i18n.period(late, run.lang), work_type=work_type,
+                i18n.text("line.time_late", run.lang, of_late=i18n.of_period(late, run.lang), work_type=work_type,
                           which=i18n.which_entries(ids, run.lang)), quantity,
                 rate, f"{rule}{_late_rule(late)}", items))
             continue
@@ -926,7 +926,7 @@ def _entry_lines(run: _Run, groups: dict[tuple[str, int, str, str], list[tuple[T
         if late:
             lines.append(run.line(f"time:entry:{e.source_id}",
                                   i18n.text("line.entry_late", run.lang, id=e.source_id,
-                                            late=i18n.period(late, run.lang), text=text), h, rate,
+                                            of_late=i18n.of_period(late, run.lang), text=text), h, rate,
                                   f"{rule}{_late_rule(late)}", [item]))
         else:
             lines.append(run.line(f"time:entry:{e.source_id}", text, h, rate, rule, [item]))
@@ -962,7 +962,7 @@ def _ticket_lines(run: _Run, groups: dict[tuple[str, int, str, str], list[tuple[
                 f"hour, {sources}; {_increment_note(terms)}{_onsite_note(counted, terms)}{scope}")
         if late:
             key = "line.ticket_late" if ticket is not None else "line.no_ticket_late"
-            lines.append(run.line(f"{code}:{late}", i18n.text(key, lang, late=i18n.period(late, lang), ticket=ticket,
+            lines.append(run.line(f"{code}:{late}", i18n.text(key, lang, of_late=i18n.of_period(late, lang), ticket=ticket,
                                                               text=text),
                                   quantity, rate, f"{rule}{_late_rule(late)}", items))
         else:

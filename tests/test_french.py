@@ -26,6 +26,7 @@ from hub.timebilling import Block, bill_time, renewal_lines
 from tests.conftest import ConnectorPlugin
 from tests.test_contract_change import prorating
 from tests.test_five_months import month_run, ts
+from tests.test_late_changes import LOOSE, edit_entry
 from tests.test_late_shared_month import upgraded_in_november
 from tests.test_psa_billing import PsaEnv, at, block_agreement, invoice, lines
 from tests.test_reconcile import contract as device_contract, dev, mappings
@@ -87,6 +88,9 @@ def test_every_text_exists_in_both_languages_with_the_same_placeholders():
     (lambda lang: i18n.day(None, lang), None, None),
     (lambda lang: i18n.period("2026-11", lang), "2026-11", "novembre 2026"),
     (lambda lang: i18n.period("2026-02", lang), "2026-02", "février 2026"),
+    (lambda lang: i18n.of_period("2026-10", lang), "of 2026-10", "d'octobre 2026"),
+    (lambda lang: i18n.of_period("2026-08", lang), "of 2026-08", "d'août 2026"),
+    (lambda lang: i18n.of_period("2026-09", lang), "of 2026-09", "de septembre 2026"),
     (lambda lang: i18n.device_class("server", lang), "server", "serveur"),
     (lambda lang: i18n.device_class("workstation", lang), "workstation", "poste de travail"),
     (lambda lang: i18n.device_class("kiosk", lang), "kiosk", "kiosk"),       # the MSP's own class: as written
@@ -408,9 +412,9 @@ def test_a_late_device_of_a_month_two_contracts_shared_is_described_in_french(tm
     december = invoice(month_run(env, "2026-12"), birch, "2026-12")
     assert {c: l.description for c, l in lines(december).items()} == {
         "tier:gold:workstation": "Infogérance Gold, poste de travail (décembre 2026)",
-        "delta:2026-11:tier:silver:workstation": "Modification tardive de novembre 2026 : Infogérance Silver, poste "
+        "delta:2026-11:tier:silver:workstation": "Régularisation sur novembre 2026 : Infogérance Silver, poste "
                                                  "de travail (novembre 2026), du 01/11/2026 au 15/11/2026",
-        "delta:2026-11:tier:gold:workstation": "Modification tardive de novembre 2026 : Infogérance Gold, poste "
+        "delta:2026-11:tier:gold:workstation": "Régularisation sur novembre 2026 : Infogérance Gold, poste "
                                                "de travail (novembre 2026), du 16/11/2026 au 30/11/2026"}
 
 
@@ -433,3 +437,27 @@ def test_a_line_of_two_contracts_in_force_names_their_days_in_french(tmp_path):
     assert {l.code: l.description for l in kept.lines if "workstation" in l.code} == {
         "tier:gold:workstation": "Infogérance Gold, poste de travail (octobre 2026), du 01/10/2026 au 15/10/2026 "
                                  "et du 16/10/2026 au 31/10/2026"}
+
+
+def test_late_entries_and_late_changes_of_time_and_products_in_french(tmp_path):
+    env = PsaEnv(tmp_path, billing={**LOOSE, "invoice": {"language": "fr"}})
+    env.cw.add_agreement(env.co["elm"], "Break/Fix")
+    elm = f"connectwise-{env.co['elm']}"
+    edited = env.time("elm", 1.0, at(10, 9), "After Hours", charge_id=4521)
+    product = env.cw.add_product(env.co["elm"], "SSD-1TB", quantity=1, price=90.0, updated=at(10, 15))
+    sync_once(env.hub())
+    late = env.time("elm", 0.5, at(10, 20), "Remote Support", charge_id=4530)        # October's, entered later
+    edit_entry(env, edited, actualHours=1.5)
+    record = env.cw.products.get(product)
+    record["quantity"] = 3.0
+    env.cw.products.put(record)
+    env.cw.touch("products", [product])
+    nov = invoice(sync_once(env.hub(clock=datetime(2026, 12, 1, 7, tzinfo=UTC))), elm, "2026-11")
+    assert {c: (l.description, l.amount) for c, l in lines(nov).items()} == {
+        f"time:entry:{late}": (f"Saisie tardive {late} d'octobre 2026 : 20/10/2026, jsmith, ticket 4530, "
+                               f"Remote Support, 0,5 h × 95,00 EUR", 4750),
+        f"delta:2026-10:time:{edited}": (f"Régularisation sur octobre 2026 : saisie {edited} (09/10/2026, jsmith, "
+                                         f"ticket 4521, After Hours), 1 h facturées, 1,5 h désormais, "
+                                         f"0,5 h × 150,00 EUR", 7500),
+        f"delta:2026-10:product:{product}": (f"Régularisation sur octobre 2026 : produit {product} (1 TB SSD), "
+                                             f"1 facturé(s), 3 désormais", 18000)}
