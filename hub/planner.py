@@ -795,10 +795,11 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
             continue
         qty = sum((Fraction(i["weight"]) for i in items), Fraction(0))
         price = "its price then" if line.code in codes else "the tier's price (the period billed no such line)"
+        lang = invoice_language(hub)
         out.append(BillingLine(
             contract.client_id, period.name, f"delta:{earlier.name}:{line.code}",
-            i18n.text("line.late_change", invoice_language(hub), period=i18n.period(earlier.name, invoice_language(hub)),
-                      description=line.description), format_quantity(qty), unit,
+            i18n.text("line.late_change", lang, period=i18n.period(earlier.name, lang), description=line.description),
+            format_quantity(qty), unit,
             round_half_up(qty * unit), line.currency,
             f"{line.rule}; counted after the {earlier.name} invoice was made, billed once on the next one at "
             f"{price}, {format_minor(unit, line.currency)}", tuple(items)))
