@@ -17,6 +17,7 @@ from typing import Annotated, Any, Callable, Iterable, Literal
 
 from pydantic import Field, PlainValidator, field_validator, model_validator
 
+from hub import i18n
 from hub.config import Ident, Number, Schema, config_error, fail, known_keys_fix, line_of, read_toml, validate
 from hub.records import Alert, AlertEvent, Device
 
@@ -350,6 +351,7 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         facts: what the ticket text tells beyond the alert (the device, names, the MSP's time zone).
     """
     facts = facts or TicketFacts()
+    lang = facts.language
     plan = AlertPlan()
     dated = []
     for a in alerts:
@@ -400,7 +402,8 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         if open_t and not open_t.closed:
             plan.intents.append(TicketIntent("ticket_note", f"ticket_note:{a.source}:{a.source_id}", open_t.client_id, {
                 "ticket_external_ref": open_t.external_ref, **open_t.address(), "uid": a.source_id, "parent": open_t.key,
-                "text": f"Alert triggered again on {a.device_name}: {a.message} (severity {a.severity}, alert {a.source_id})",
+                "text": i18n.text("alert.again", lang, device=a.device_name, message=a.message, severity=a.severity,
+                                  uid=a.source_id),
                 "internal": False}, rule.name, "re-triggered while its ticket is open"))
             open_t.uids.add(a.source_id)
             by_uid[a.source_id] = open_t
@@ -408,7 +411,7 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         if open_t and open_t.closed and open_t.closed_at and moment - open_t.closed_at <= rules.reopen_within:
             plan.intents.append(TicketIntent("ticket_reopen", f"ticket_reopen:{a.source}:{a.source_id}", open_t.client_id, {
                 "external_ref": open_t.external_ref, **open_t.address(), "uid": a.source_id, "parent": open_t.key,
-                "note": f"Alert triggered again on {a.device_name}: {a.message} (alert {a.source_id}); reopened"},
+                "note": i18n.text("alert.reopen", lang, device=a.device_name, message=a.message, uid=a.source_id)},
                 rule.name, f"triggered within {rules.reopen_within.days} day(s) of the close"))
             open_t.closed, open_t.uids = False, open_t.uids | {a.source_id}
             by_uid[a.source_id] = open_t
@@ -429,7 +432,8 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
             worst = max(items, key=lambda i: SEVERITIES.index(i[0].severity) if i[0].severity in SEVERITIES else 0)
             plan.intents.append(TicketIntent("ticket", key, client, _ticket_payload(
                 key, worst[0], worst[2], rules, company_of(client),
-                summary=f"Alert storm: {len(items)} alerts in {int(rules.storm_window.total_seconds() // 60)} min",
+                summary=i18n.text("alert.storm", lang, count=len(items),
+                                  minutes=int(rules.storm_window.total_seconds() // 60)),
                 description=_storm_description([a for a, _, _ in items], client, start, rules, facts),
                 uids=[a.source_id for a, _, _ in items], facts=facts), worst[2].name,
                 f"{len(items)} alerts within {int(rules.storm_window.total_seconds() // 60)} min: one parent ticket"))
@@ -450,16 +454,16 @@ def plan_alert_tickets(alerts: Iterable[Alert], events: Iterable[AlertEvent], ti
         last = sorted(t.uids)[-1]
         missed = not (t.uids & resets)
         reason = "every alert of the ticket was reset" + (" (not seen in the activity log: caught by the backstop)" if missed else "")
+        said = i18n.text("alert.reset_missed" if missed else "alert.reset", lang)
         if t.auto_close:
             plan.intents.append(TicketIntent("ticket_close", f"ticket_close:{t.key}:{last}", t.client_id, {
                 "external_ref": t.external_ref, **t.address(), "uid": last,
-                "note": f"The alert cleared in the RMM; closed by msp-hub ({reason}).",
-                "touched_note": f"The alert cleared in the RMM ({reason}); the ticket stays open because a "
-                                f"technician worked on it."}, "", reason))
+                "note": i18n.text("alert.closed", lang, reason=said),
+                "touched_note": i18n.text("alert.touched", lang, reason=said)}, "", reason))
         else:
             plan.intents.append(TicketIntent("ticket_note", f"ticket_note:cleared:{t.key}:{last}", t.client_id, {
                 "ticket_external_ref": t.external_ref, **t.address(), "uid": last,
-                "text": f"The alert cleared in the RMM ({reason}); the rule does not auto-close this ticket.",
+                "text": i18n.text("alert.cleared", lang, reason=said),
                 "internal": False}, "", reason))
     for uid in sorted((triggered & resets) - set(by_uid) - active_uids - set(known_uids)):
         plan.log.append({"uid": uid, "client": None, "what": "triggered and reset before the hub saw it: recorded, no ticket"})
@@ -541,10 +545,12 @@ class TicketFacts:
     ``device``: the device as the RMM last reported it (OS, IP addresses, serial number, last
     contact, console link), None when the hub has not stored it; ``client_name``: a hub client's
     name; ``organization``: the name of the alert's organization in the RMM; ``timezone``: the
-    MSP's (config ``timezone``), in which every time is shown, with UTC beside it.
+    MSP's (config ``timezone``), in which every time is shown, with UTC beside it; ``language``:
+    of the ticket texts (``[billing.invoice] language``, hub.i18n).
     """
 
     timezone: str = "UTC"
+    language: str = i18n.DEFAULT_LANGUAGE
     device: Callable[[Alert], Device | None] = lambda a: None
     client_name: Callable[[str | None], str | None] = lambda c: None
     organization: Callable[[Alert], str | None] = lambda a: None
@@ -585,48 +591,52 @@ def _summary(text: str, limit: int = 100) -> str:
     return cut[:space].rstrip(" ,;:-") + "…"
 
 
-def _device_lines(a: Alert, device: Device | None, tz: str) -> list[str]:
+def _device_lines(a: Alert, device: Device | None, tz: str, lang: str = i18n.DEFAULT_LANGUAGE) -> list[str]:
     """``Device: PC-10 (WINDOWS_WORKSTATION)`` then OS, last contact, IP addresses, serial number:
     what the RMM reports; what it does not is left out."""
-    lines = [f"Device: {a.device_name} ({a.device_class})" if a.device_class else f"Device: {a.device_name}"]
+    lines = [i18n.text("alert.device_class", lang, device=a.device_name, device_class=a.device_class)
+             if a.device_class else i18n.text("alert.device", lang, device=a.device_name)]
     if device is None:
         return lines
     seen = local_time(device.last_contact, tz)
-    for label, value in (("OS", device.os_name), ("Last contact", seen), ("IP addresses", device.ip_addresses),
-                         ("Serial number", device.serial_number)):
+    for key, value in (("alert.os", device.os_name), ("alert.last_contact", seen), ("alert.ip", device.ip_addresses),
+                       ("alert.serial", device.serial_number)):
         if value:
-            lines.append(f"{label}: {value}")
+            lines.append(i18n.text(key, lang, value=value))
     return lines
 
 
 def _condition(a: Alert) -> str:
     """The source type, and the condition when it is a name rather than a config uid."""
     if a.condition and a.condition != a.source_type and not _UUID.match(a.condition):
-        return f"{a.source_type}, condition {a.condition}" if a.source_type else a.condition
+        return (i18n.text("alert.condition", source_type=a.source_type, condition=a.condition) if a.source_type
+                else a.condition)
     return a.source_type or a.condition or "?"
 
 
 def _description(a: Alert, client: str | None, rule: AlertRule, facts: TicketFacts) -> str:
     rmm = system_name(a.source)
     device = facts.device(a)
-    lines = [f"{a.severity or 'Unrated'} alert on {a.device_name}"]
+    lang = facts.language
+    t = lambda key, **kw: i18n.text(key, lang, **kw)   # noqa: E731
+    lines = [t("alert.title", severity=a.severity or t("alert.unrated"), device=a.device_name)]
     triggered = local_time(a.created_at or a.updated_at, facts.timezone)
     if triggered:
-        lines.append(f"Triggered: {triggered}")
+        lines.append(t("alert.triggered", when=triggered))
     name = facts.client_name(client) if client else None
-    lines.append(f"Client: {name} ({client})" if name else f"Client: {client}" if client
-                 else "Client: none (the organization is linked to no hub client)")
+    lines.append(t("alert.client", name=name, client=client) if name else t("alert.client_id", client=client)
+                 if client else t("alert.no_client"))
     org = facts.organization(a)
     if org or a.client_source_id:
-        lines.append(f"{rmm} organization: {org} (id {a.client_source_id})" if org and a.client_source_id
-                     else f"{rmm} organization: {org or a.client_source_id}")
-    lines.extend(_device_lines(a, device, facts.timezone))
+        lines.append(t("alert.organization", rmm=rmm, org=org, id=a.client_source_id) if org and a.client_source_id
+                     else t("alert.organization_only", rmm=rmm, org=org or a.client_source_id))
+    lines.extend(_device_lines(a, device, facts.timezone, lang))
     if device is not None and device.console_url:
-        lines.append(f"Open in {rmm}: {device.console_url}")
-    lines += ["", "Alert message:", a.message or "(none)", "",
-              f"Source: {_condition(a)}", f"Severity: {a.severity or '?'}" + (f", priority {a.priority}" if a.priority
-                                                                               and a.priority != "NONE" else ""),
-              f"Alert id: {a.source_id}", f"Rule: {rule.name}"]
+        lines.append(t("alert.open_in", rmm=rmm, url=device.console_url))
+    priority = t("alert.priority", value=a.priority) if a.priority and a.priority != "NONE" else ""
+    lines += ["", t("alert.message"), a.message or t("alert.no_message"), "",
+              t("alert.source", value=_condition(a)), t("alert.severity", value=a.severity or "?") + priority,
+              t("alert.id", value=a.source_id), t("alert.rule", value=rule.name)]
     return "\n".join(lines)
 
 
@@ -636,17 +646,21 @@ def _storm_description(alerts: list[Alert], client: str | None, start: datetime,
     last contact, IP addresses), the alert message, severity and id, the console link."""
     minutes = int(rules.storm_window.total_seconds() // 60)
     name = facts.client_name(client) if client else None
-    lines = [f"{len(alerts)} alerts within {minutes} min from {local_time(start, facts.timezone)}",
-             f"Client: {name} ({client})" if name else f"Client: {client}", ""]
+    lang = facts.language
+    lines = [i18n.text("alert.storm_head", lang, count=len(alerts), minutes=minutes,
+                       start=local_time(start, facts.timezone)),
+             i18n.text("alert.client", lang, name=name, client=client) if name
+             else i18n.text("alert.client_id", lang, client=client), ""]
     for a in alerts:
         device = facts.device(a)
         about = [a.device_class] if a.device_class else []
         if device is not None:
             seen = local_time(device.last_contact, facts.timezone)
-            about += [v for v in (device.os_name, seen and f"last contact {seen}",
+            about += [v for v in (device.os_name, seen and i18n.text("alert.storm_last_contact", lang, value=seen),
                                   device.ip_addresses and f"IP {device.ip_addresses}") if v]
         lines.append(f"- {a.device_name}" + (f" ({'; '.join(about)})" if about else ""))
-        lines.append(f"  {a.message or a.source_type} ({a.severity or '?'}, alert {a.source_id})")
+        lines.append("  " + i18n.text("alert.storm_alert", lang, message=a.message or a.source_type,
+                                      severity=a.severity or "?", uid=a.source_id))
         if device is not None and device.console_url:
             lines.append(f"  {device.console_url}")
     return "\n".join(lines)

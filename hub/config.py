@@ -26,7 +26,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, ValidationInfo
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationError, ValidationInfo,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from hub.errors import ConfigError
@@ -338,6 +339,110 @@ class ReviewSettings(Schema):
         return parse_duration(self.finalize_after) if self.finalize_after else None
 
 
+def _digits(count: int, name: str, example: str):
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise fail(f"must be a string, got {value!r}", f"write it in quotes, e.g. \"{example}\"")
+        digits = re.sub(r"[\s.]", "", value)
+        if not re.fullmatch(rf"\d{{{count}}}", digits):
+            raise fail(f"a {name} is {count} digits, got {value!r}", f"write the {count} digits, e.g. \"{example}\"")
+        return digits
+    return PlainValidator(check)
+
+
+def _vat_number(value: Any) -> str:
+    if not isinstance(value, str):
+        raise fail(f"must be a string, got {value!r}", "write it in quotes, e.g. \"FR40123456789\"")
+    number = re.sub(r"[\s.-]", "", value).upper()
+    if not re.fullmatch(r"[A-Z]{2}[0-9A-Z]{2,12}", number):
+        raise fail(f"{value!r} is not a VAT number (two letters of the country, then 2 to 12 letters or digits)",
+                   "write it like \"FR40123456789\"")
+    return number
+
+
+def _locale(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z]{2}(-[A-Z]{2}|-[0-9]{3})?", value):
+        raise fail(f"{value!r} is not a locale", "write a language and a country, e.g. \"fr-FR\" (or just \"fr\")")
+    return value
+
+
+def _mention(limit: int):
+    """A mention's text: one line, at most ``limit`` characters (what Stripe takes)."""
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise fail(f"must be a string, got {value!r}", "write it in quotes")
+        text = " ".join(value.split()) if limit <= 140 else value.strip()
+        if not text:
+            raise fail("is empty", "write the text, or remove the key")
+        if len(text) > limit:
+            raise fail(f"is {len(text)} characters long; an invoice takes at most {limit} here",
+                       f"shorten it to {limit} characters")
+        return text
+    return PlainValidator(check)
+
+
+class InvoiceSettings(Schema):
+    """``[billing.invoice]``: the language of what the hub writes for clients and the MSP's legal
+    mentions (``hub.mentions.invoice_mentions`` makes the invoice's footer and custom fields).
+
+    ``language``: of the invoice lines, notices and alert tickets ("en" or "fr"). ``locale``: the
+    clients' preferred locale on the invoicing system unless a client has its own (default: "fr-FR"
+    when the language is French, else none). A French B2B invoice carries the seller's legal name,
+    address, SIREN (or SIRET), VAT number, payment terms, the late-payment penalty rate and the
+    fixed recovery indemnity (Code de commerce L441-9); when ``language = "fr"`` and any mention is
+    set, the mandatory ones must all be set (checked at start, naming the key).
+    """
+
+    language: Literal["en", "fr"] = "en"
+    locale: Annotated[str, PlainValidator(_locale)] | None = None
+    legal_name: Annotated[str, _mention(140)] | None = None
+    address: Annotated[str, _mention(140)] | None = None
+    siren: Annotated[str, _digits(9, "SIREN", "123 456 789")] | None = None
+    siret: Annotated[str, _digits(14, "SIRET", "123 456 789 00012")] | None = None
+    vat_number: Annotated[str, PlainValidator(_vat_number)] | None = None
+    rcs: Annotated[str, _mention(140)] | None = None                  # "RCS Paris 123 456 789"
+    share_capital: Annotated[str, _mention(60)] | None = None         # "10 000 €"
+    payment_terms: Annotated[str, _mention(140)] | None = None        # "30 jours à réception de facture"
+    late_penalty: Annotated[str, _mention(140)] | None = None         # None: 3 times the legal interest rate
+    recovery_indemnity: Money = "40"                                   # EUR; fixed by law in France (D441-5)
+    early_payment_discount: Annotated[str, _mention(140)] | None = None   # None: "no discount"
+    footer: Annotated[str, _mention(2000)] | None = None              # free text after the mentions
+
+    MENTIONS: typing.ClassVar[tuple[str, ...]] = ("legal_name", "address", "siren", "siret", "vat_number", "rcs",
+                                                   "share_capital", "payment_terms", "late_penalty")
+    REQUIRED_FR: typing.ClassVar[tuple[tuple[str, str], ...]] = (
+        ("legal_name", "legal_name = \"Exemple Infogérance SAS\""),
+        ("address", "address = \"12 rue de la Paix, 75002 Paris\""),
+        ("siren", "siren = \"123 456 789\" (or siret = \"123 456 789 00012\")"),
+        ("vat_number", "vat_number = \"FR40123456789\""),
+        ("payment_terms", "payment_terms = \"30 jours à réception de facture\""),
+    )
+
+    @property
+    def has_mentions(self) -> bool:
+        """Whether the MSP configured any legal mention."""
+        return any(getattr(self, name) is not None for name in self.MENTIONS)
+
+    @property
+    def customer_locale(self) -> str | None:
+        """The locale for customers that have none of their own."""
+        return self.locale or ("fr-FR" if self.language == "fr" else None)
+
+    @model_validator(mode="after")
+    def _french_mentions(self) -> "InvoiceSettings":
+        if self.language != "fr" or not self.has_mentions:
+            return self
+        for name, example in self.REQUIRED_FR:
+            if getattr(self, name) is None and not (name == "siren" and self.siret is not None):
+                raise fail(f"a French invoice must carry the seller's {name.replace('_', ' ')} (language \"fr\" "
+                           f"with legal mentions set)", f"add {example} to [billing.invoice]", at=(name,))
+        if self.siren and self.siret and not self.siret.startswith(self.siren):
+            raise fail(f"SIRET {self.siret} does not start with SIREN {self.siren}",
+                       "write the SIRET of this company (its SIREN and 5 digits), or only one of the two",
+                       at=("siret",))
+        return self
+
+
 def _period_name(value: Any) -> str:
     """A billing period written ``"2026-10"``."""
     if not isinstance(value, str) or not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value.strip()):
@@ -418,6 +523,12 @@ class BillingSettings(Schema):
     completeness: CompletenessSettings = CompletenessSettings()
     review: ReviewSettings = ReviewSettings()
     tax: TaxSettings = TaxSettings()
+    invoice: InvoiceSettings | None = None       # None: not written (the plain dict stays as it was)
+
+    @property
+    def invoice_settings(self) -> InvoiceSettings:
+        """``[billing.invoice]`` as written, else its defaults (English, no mentions)."""
+        return self.invoice or InvoiceSettings()
 
 
 def _max_ages(value: Any) -> dict[str, str]:

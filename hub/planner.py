@@ -14,7 +14,8 @@ from datetime import date, datetime, timedelta, timezone
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterable
 
-from hub import alerting, clientdetails, reconcile, tax, timebilling
+from hub import alerting, clientdetails, i18n, reconcile, tax, timebilling
+from hub.mentions import invoice_mentions
 from hub.completeness import Gate
 from hub.guardrails import InvoiceGuardrails, check_invoice, count_billed_devices, previous_from_snapshot
 from hub.errors import HubError
@@ -106,14 +107,18 @@ def invoice_key(client_id: str, period: str) -> str:
 
 
 def invoice_payload(bill: reconcile.Bill, client_name: str, period: Period, description: str | None = None,
-                    vat: "InvoiceTax | None" = None) -> dict[str, Any]:
+                    vat: "InvoiceTax | None" = None, *, language: str = "en",
+                    mentions: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the invoicing connector sends: the lines before tax and their ``total``; with ``vat``
     (``invoice_tax``), each taxed line's ``tax`` (percent and name), the invoice's ``tax`` block
     (treatment, mention, per rate the base and the tax, total_tax, total_with_tax, automatic) and
-    the ``customer`` (its billing details and Stripe's ``tax_exempt``)."""
+    the ``customer`` (its billing details and Stripe's ``tax_exempt``); with ``mentions``
+    (``hub.mentions.invoice_mentions``), the MSP's legal mentions as ``footer`` and ``custom_fields``,
+    and the customer's ``locale`` (its own, else the MSP's default)."""
     payload = {"client_name": client_name, "currency": bill.currency, "period": period.name,
                "period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
-               "description": description or f"Managed services for {client_name}, {period.name}",
+               "description": description or i18n.text("invoice.description", language, client=client_name,
+                                                        period=i18n.period(period.name, language)),
                "total": bill.total,
                "lines": [{"code": l.code, "description": l.description, "quantity": l.quantity,
                           "unit_amount": l.unit_amount, "amount": l.amount} for l in bill.lines]}
@@ -124,7 +129,20 @@ def invoice_payload(bill: reconcile.Bill, client_name: str, period: Period, desc
                 line["tax"] = t
         payload["tax"] = block
         payload["customer"] = dict(vat.details.to_payload(), tax_exempt=vat.decision.tax_exempt)
+    mentions = mentions or {}
+    payload.update({k: v for k, v in mentions.items() if k in ("footer", "custom_fields")})
+    locale = (vat.details.locale if vat is not None else None) or mentions.get("locale")
+    if locale:
+        payload["locale"] = locale
+        if "customer" in payload:
+            payload["customer"].setdefault("locale", locale)
     return payload
+
+
+def invoice_dress(hub: "Hub") -> dict[str, Any]:
+    """The language and the legal mentions every invoice of this MSP carries (``[billing.invoice]``)."""
+    settings = hub.config.billing_settings.invoice_settings
+    return {"language": settings.language, "mentions": invoice_mentions(settings)}
 
 
 @dataclass(frozen=True)
@@ -552,6 +570,12 @@ def _segment_period(period: Period, seg: Segment) -> Period:
     return Period(period.name, period.tz, start, end, seg.first, seg.days)
 
 
+def invoice_language(hub: "Hub") -> str:
+    """The language of what the hub writes for clients: invoice lines, notices, alert tickets
+    (``[billing.invoice] language``)."""
+    return hub.config.billing_settings.invoice_settings.language
+
+
 def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
                           segments: list[Segment] | None = None) -> reconcile.Bill:
     """The device lines of one client's invoice for ``period``: the sum of the shares of the
@@ -570,7 +594,7 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
     devices = client_devices(hub, contract)
     if len(segments) == 1 and not segments[0].prorated:
         seg = segments[0]
-        bill = reconcile.bill_devices(seg.contract, hub.mappings, devices, period)
+        bill = reconcile.bill_devices(seg.contract, hub.mappings, devices, period, invoice_language(hub))
         if seg.note:
             bill = replace(bill, lines=tuple(replace(l, rule=f"{l.rule}; {seg.note}") for l in bill.lines))
         return replace(bill, errors=tuple(errors) + bill.errors)
@@ -579,8 +603,10 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
         by_id.setdefault(str(d.source_id), d)
     merged: dict[str, dict] = {}
     excluded, notes, counted = [], [], set()
+    lang = invoice_language(hub)
     for seg in segments:
-        part = reconcile.bill_devices(seg.contract, hub.mappings, devices, _segment_period(period, seg))
+        part = reconcile.bill_devices(seg.contract, hub.mappings, devices, _segment_period(period, seg),
+                                      invoice_language(hub))
         errors += [e for e in part.errors if e not in errors]
         notes += [n for n in part.notes if n not in notes]
         excluded += part.excluded
@@ -597,7 +623,8 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
                 counted.add(str(item["id"]))
                 items.append({**item, "weight": format_quantity(weight), "days": f"{days}/{period.days}",
                               "contract": seg.contract.origin})
-            description = f"{line.description}, {seg.first.isoformat()} to {seg.last.isoformat()}"
+            description = i18n.text("line.days", lang, description=line.description,
+                                    first=i18n.day(seg.first.isoformat(), lang), last=i18n.day(seg.last.isoformat(), lang))
             rule = f"{line.rule}; {seg.note}"
             got = merged.get(line.code)
             if got is None:
@@ -618,7 +645,9 @@ def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
                     got["items"][n] = {**was, "weight": format_quantity(Fraction(days, period.days)),
                                        "days": f"{days}/{period.days}",
                                        "contract": f"{was['contract']}; {item['contract']}"}
-                got["description"] += f" and {seg.first.isoformat()} to {seg.last.isoformat()}"
+                got["description"] = i18n.text("line.more_days", lang, description=got["description"],
+                                               first=i18n.day(seg.first.isoformat(), lang),
+                                               last=i18n.day(seg.last.isoformat(), lang))
                 got["rule"] += f" | {seg.note}"
     lines = []
     for g in merged.values():
@@ -798,7 +827,8 @@ def time_of_own_contracts(hub: "Hub", contract: Contract, period: Period, groups
                           f"{other.origin}, in {other.currency}, and client {contract.client_id}'s invoice is in "
                           f"{contract.currency}; bill them by hand or align the currencies. They are not billed")
             continue
-        tb = timebilling.bill_time(contract.client_id, other, entries, [], period, already_billed=already)
+        tb = timebilling.bill_time(contract.client_id, other, entries, [], period, already_billed=already,
+                                   language=invoice_language(hub))
         for line in tb.lines:
             lines.append(replace(line, code=f"{line.code}@{other.agreement or other.origin}",
                                  rule=f"{line.rule}; priced by {other.origin}, the contract in force on the "
@@ -882,7 +912,7 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
         # add-on an addition switched on counts the classes it counts today.
         then = replace(contract, tier=next(iter(tiers)), addons=addons, proration=prorated, minimum=0,
                        class_tiers={}, addon_classes={a: c for a, c in contract.addon_classes.items() if a in addons})
-        shares = list(reconcile.bill_devices(then, hub.mappings, candidates, earlier).lines)
+        shares = list(reconcile.bill_devices(then, hub.mappings, candidates, earlier, invoice_language(hub)).lines)
     else:
         shares, why = _shared_month_shares(hub, contract, earlier, tiers, addons, candidates)
         if why is not None:
@@ -904,9 +934,11 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
             continue
         qty = sum((Fraction(i["weight"]) for i in items), Fraction(0))
         price = "its price then" if line.code in codes else "the tier's price (the period billed no such line)"
+        lang = invoice_language(hub)
         out.append(BillingLine(
             contract.client_id, period.name, f"delta:{earlier.name}:{line.code}",
-            f"Late change for {earlier.name}: {line.description}", format_quantity(qty), unit,
+            i18n.text("line.late_change", lang, period=i18n.period(earlier.name, lang), description=line.description),
+            format_quantity(qty), unit,
             round_half_up(qty * unit), line.currency,
             f"{line.rule}; counted after the {earlier.name} invoice was made, billed once on the next one at "
             f"{price}, {format_minor(unit, line.currency)}", tuple(items)))
@@ -951,9 +983,11 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
                     f"day had is not known")
     by_id = {str(d.source_id): d for d in candidates}
     merged: dict[str, BillingLine] = {}
+    lang = invoice_language(hub)
     for seg in segments:
         then = replace(seg.contract, addons=tuple(a for a in seg.contract.addons if a in addons), minimum=0)
-        part = reconcile.bill_devices(then, hub.mappings, candidates, _segment_period(earlier, seg))
+        part = reconcile.bill_devices(then, hub.mappings, candidates, _segment_period(earlier, seg),
+                                      invoice_language(hub))
         for line in part.lines:
             items = []
             for item in line.items:
@@ -966,8 +1000,10 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
                               "days": f"{days}/{earlier.days}", "contract": then.origin})
             got = merged.get(line.code)
             if got is None:
-                merged[line.code] = replace(line, description=f"{line.description}, {seg.first.isoformat()} to "
-                                                              f"{seg.last.isoformat()}",
+                merged[line.code] = replace(line, description=i18n.text(
+                                                "line.days", lang, description=line.description,
+                                                first=i18n.day(seg.first.isoformat(), lang),
+                                                last=i18n.day(seg.last.isoformat(), lang)),
                                             rule=f"{line.rule}; {seg.note}", items=tuple(items))
                 continue
             known = {str(i["id"]): n for n, i in enumerate(got.items)}
@@ -981,8 +1017,9 @@ def _shared_month_shares(hub: "Hub", contract: Contract, earlier: Period, tiers:
                 kept[n] = {**kept[n], "weight": format_quantity(Fraction(days, earlier.days)),
                            "days": f"{days}/{earlier.days}", "contract": f"{kept[n]['contract']}; {item['contract']}"}
             merged[line.code] = replace(got, items=tuple(kept), rule=f"{got.rule} | {seg.note}",
-                                        description=f"{got.description} and {seg.first.isoformat()} to "
-                                                    f"{seg.last.isoformat()}")
+                                        description=i18n.text("line.more_days", lang, description=got.description,
+                                                              first=i18n.day(seg.first.isoformat(), lang),
+                                                              last=i18n.day(seg.last.isoformat(), lang)))
     return list(merged.values()), None
 
 
@@ -1034,9 +1071,10 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
         if kind == "overage":
             if drawdowns is None:
                 drawdowns = _overage_drawdowns(hub, contract)
-            line = _overage_delta(contract, period, thing, record, ref, drawdowns)
+            line = _overage_delta(contract, period, thing, record, ref, drawdowns, invoice_language(hub))
         else:
-            line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref)
+            line = (_time_delta if kind == "time" else _product_delta)(contract, period, thing, record, ref,
+                                                                        invoice_language(hub))
         if line is not None:
             out.append(line)
     return out
@@ -1053,7 +1091,7 @@ def _overage_drawdowns(hub: "Hub", contract: Contract) -> dict[str, timebilling.
 
 
 def _overage_delta(contract: Contract, period: Period, thing: dict, entry, ref: str,
-                   drawdowns: dict[str, timebilling.Drawdown]) -> BillingLine | None:
+                   drawdowns: dict[str, timebilling.Drawdown], lang: str = i18n.DEFAULT_LANGUAGE) -> BillingLine | None:
     """The late change of an entry's invoiced overage: its hours beyond its block's balance now
     against those billed, at the overage rate it was billed at. Nothing when the balance is not
     known now (an entry of the block is an error, named on this invoice's own lines), when the
@@ -1075,11 +1113,11 @@ def _overage_delta(contract: Contract, period: Period, thing: dict, entry, ref: 
                f"{format_quantity(now)} h of them beyond the balance")
     own = thing.get("period") or thing["invoice"]
     sign = "credit" if amount < 0 else "charge"
-    label = f"entry {entry.source_id} ({thing.get('work_type') or entry.work_type}, {thing.get('date') or ''})"
     return BillingLine(
         contract.client_id, period.name, f"delta:{own}:overage:{entry.source_id}",
-        f"Late change for {own}: hours beyond the prepaid block of agreement {agreement}, {label}, "
-        f"{format_quantity(was)} h billed, {format_quantity(now)} h now",
+        i18n.text("line.late_overage", lang, period=i18n.period(own, lang), agreement=agreement, id=entry.source_id,
+                  work_type=thing.get("work_type") or entry.work_type, day=i18n.day(thing.get("date"), lang) or "",
+                  was=i18n.hours(was, lang), now=i18n.hours(now, lang)),
         format_quantity(now - was), rate, amount, contract.currency,
         f"overage billed on the {thing['invoice']} invoice for {format_quantity(was)} h beyond the balance of "
         f"prepaid agreement {agreement} at {format_minor(rate, contract.currency)} per hour; {why}: the "
@@ -1088,7 +1126,8 @@ def _overage_delta(contract: Contract, period: Period, thing: dict, entry, ref: 
           "billed_hours": format_quantity(now), "was_hours": format_quantity(was)},))
 
 
-def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str) -> BillingLine | None:
+def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str,
+                lang: str = i18n.DEFAULT_LANGUAGE) -> BillingLine | None:
     rate, was = int(thing["rate"]), Fraction(str(thing["billed_hours"]))
     if entry.billable in (DO_NOT_BILL, NO_CHARGE):
         now, why = Fraction(0), f"now {'no charge' if entry.billable == NO_CHARGE else 'not billable'} in the PSA"
@@ -1102,15 +1141,18 @@ def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str
     if amount == 0:
         return None
     # The facts a per-entry line states (day, technician, ticket, work type), and hours × rate.
-    ticket = f"ticket {entry.ticket_id}" if entry.ticket_id is not None else "no ticket"
-    label = (f"entry {entry.source_id} ({thing.get('date') or 'no date'}, {entry.member or 'no technician'}, "
-             f"{ticket}, {thing.get('work_type') or entry.work_type})")
+    ticket = (i18n.text("ticket", lang, ticket=entry.ticket_id) if entry.ticket_id is not None
+              else i18n.text("no_ticket", lang))
+    facts = i18n.text("facts", lang, day=i18n.day(thing.get("date"), lang) or i18n.text("no_date", lang),
+                      member=entry.member or i18n.text("no_technician", lang), ticket=ticket,
+                      work_type=thing.get("work_type") or entry.work_type)
     sign = "credit" if amount < 0 else "charge"
     own = thing.get("period") or thing["invoice"]
     return BillingLine(
         contract.client_id, period.name, f"delta:{own}:time:{entry.source_id}",
-        f"Late change for {own}: {label}, {format_quantity(was)} h billed, {format_quantity(now)} h now, "
-        f"{format_quantity(now - was)} h × {format_minor(rate, contract.currency)}",
+        i18n.text("line.late_time", lang, period=i18n.period(own, lang), id=entry.source_id, facts=facts,
+                  was=i18n.hours(was, lang), now=i18n.hours(now, lang), diff=i18n.hours(now - was, lang),
+                  price=i18n.money(rate, contract.currency, lang)),
         format_quantity(now - was), rate, amount, contract.currency,
         f"time entry billed on the {thing['invoice']} invoice for {format_quantity(was)} h at "
         f"{format_minor(rate, contract.currency)} per hour, {why}: the difference is a {sign}, billed once "
@@ -1119,7 +1161,8 @@ def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str
           "billed_hours": format_quantity(now), "was_hours": format_quantity(was)},))
 
 
-def _product_delta(contract: Contract, period: Period, thing: dict, product, ref: str) -> BillingLine | None:
+def _product_delta(contract: Contract, period: Period, thing: dict, product, ref: str,
+                   lang: str = i18n.DEFAULT_LANGUAGE) -> BillingLine | None:
     unit, was = int(thing["unit"]), Fraction(str(thing["quantity"]))
     if product.billable in (DO_NOT_BILL, NO_CHARGE):
         now, why = Fraction(0), "now not billed in the PSA"
@@ -1136,8 +1179,9 @@ def _product_delta(contract: Contract, period: Period, thing: dict, product, ref
     sign = "credit" if amount < 0 else "charge"
     return BillingLine(
         contract.client_id, period.name, f"delta:{own}:product:{product.source_id}",
-        f"Late change for {own}: product {product.source_id} ({thing.get('description') or product.catalog_item}), "
-        f"{format_quantity(was)} billed, {format_quantity(now)} now", format_quantity(now - was), unit, amount,
+        i18n.text("line.late_product", lang, period=i18n.period(own, lang), id=product.source_id,
+                  description=thing.get("description") or product.catalog_item, was=i18n.number(was, lang),
+                  now=i18n.number(now, lang)), format_quantity(now - was), unit, amount,
         contract.currency,
         f"product billed on the {thing['invoice']} invoice, quantity {format_quantity(was)} at "
         f"{format_minor(unit, contract.currency)}, {why}: the difference is a {sign}, billed once "
@@ -1153,8 +1197,8 @@ def credit_surprises(bill: reconcile.Bill, key: str) -> tuple[str, ...]:
     credits = -sum(line.amount for line in bill.lines if line.amount < 0)
     return (f"the late changes credit {format_minor(credits, bill.currency)} and make this invoice "
             f"{format_minor(bill.total, bill.currency)}, below zero: a negative invoice is not sent. The credit "
-            f"waits for a person (a credit note, once invoices can be corrected); send it as it is with: "
-            f"msp-hub approve {key}",)
+            f"waits for a person: send it as it is with: msp-hub approve {key}, or credit the invoice it "
+            f"corrects with: msp-hub invoice credit <invoice key> --amount ... --reason ...",)
 
 
 def late_time_without_contract(hub: "Hub", contract: Contract, period: Period, key: str
@@ -1195,8 +1239,9 @@ def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> lis
             continue
         bill = reconcile.Bill(cid, period.name, contract.currency, tuple(lines), errors=tuple(errors),
                               reported=tuple(reported))
-        action = Action(key, INVOICE, connector_for(hub, INVOICE), cid, invoice_payload(bill, client.name, period),
-                        period.name)
+        vat = invoice_tax(hub, contract, bill, client.name)   # a credit carries the VAT its charge did
+        action = Action(key, INVOICE, connector_for(hub, INVOICE), cid,
+                        invoice_payload(bill, client.name, period, vat=vat, **invoice_dress(hub)), period.name)
         status, reasons = _status_against_outbox(hub, key, action.payload["lines"], period=period, force=False,
                                                  now=now)
         cause = None
@@ -1207,11 +1252,13 @@ def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> lis
             reasons = (f"client {client.name!r} ({cid}) has no contract for {period.name}, so no next invoice "
                        f"carries the late changes of its invoiced periods: a {what} of "
                        f"{format_minor(abs(bill.total), bill.currency)} ({'; '.join(l.description for l in lines)}). "
-                       f"It waits for a person (a credit note, once invoices can be corrected); send it as an "
-                       f"invoice of its own with: msp-hub approve {key}",)
+                       f"It waits for a person: send it as an invoice of its own with: msp-hub approve {key}, "
+                       f"or credit an invoice it concerns with: msp-hub invoice credit <invoice key> --amount "
+                       f"... --reason ...",)
         item = PlanItem(INVOICE, cid, client.name, period.name, status, action, bill, reasons,
                         ledger=ledger_of(lines), snapshot=snapshot_of(lines), cause=cause)
-        out.append(_hold(item, [], "error", extra_errors=list(errors)) if errors else item)
+        errors = list(errors) + list(_tax_reasons(vat))
+        out.append(_hold(item, [], "error", extra_errors=errors) if errors else item)
     return out
 
 
@@ -1228,7 +1275,7 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         # Each entry is billed by the contract in force on its own day, never by today's.
         entries, others, problems = entries_by_own_contract(hub, contract, period, entries, blocks)
         tb = timebilling.bill_time(contract.client_id, contract, entries, products, period,
-                                   blocks=blocks, already_billed=already)
+                                   blocks=blocks, already_billed=already, language=invoice_language(hub))
         own, reported, errors = time_of_own_contracts(hub, contract, period, others, already)
         bill = replace(bill, lines=bill.lines + tuple(tb.lines) + tuple(own),
                        errors=bill.errors + tuple(problems) + tuple(tb.errors) + tuple(errors),
@@ -1245,7 +1292,7 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         bad = [l.code for l in extra if l.currency != bill.currency]
         errors = bill.errors + tuple(f"a plugin added line {c!r} in another currency than {bill.currency}" for c in bad)
         bill = replace(bill, lines=bill.lines + tuple(sorted(extra, key=lambda l: l.code)), errors=errors)
-    bill = reconcile.apply_minimum(bill, contract)
+    bill = reconcile.apply_minimum(bill, contract, invoice_language(hub))
     if deltas or notes:
         bill = replace(bill, lines=bill.lines + tuple(deltas), notes=bill.notes + tuple(notes))
     return bill
@@ -1330,7 +1377,7 @@ def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool,
     vat = invoice_tax(hub, contract, bill)
     if vat.notes:
         bill = replace(bill, notes=tuple(bill.notes) + vat.notes)
-    payload = invoice_payload(bill, contract.name, period, vat=vat)
+    payload = invoice_payload(bill, contract.name, period, vat=vat, **invoice_dress(hub))
     if review_settings(hub)[0]:
         payload["finalize"] = False      # created as a draft; finalized once the run is approved
     action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
@@ -1398,13 +1445,16 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
     number = latest + 1
     size = contract.time.renewal or contract.time.block
     balance = dd.balances.get(latest, Fraction(0))
+    lang = invoice_language(hub)
     lines = timebilling.renewal_lines(contract.client_id, contract, latest, period.name, balance=balance,
-                                      agreement=agreement)
+                                      agreement=agreement, language=lang)
     bill = reconcile.Bill(contract.client_id, period.name, contract.currency, tuple(lines))
     key = f"renewal:{contract.client_id}:{agreement}:{number}"
     vat = invoice_tax(hub, contract, bill)
     payload = invoice_payload(bill, contract.name, period,
-                              f"Prepaid block renewal for {contract.name}: {format_quantity(size.hours)} h", vat=vat)
+                              i18n.text("invoice.renewal", lang, client=contract.name,
+                                        hours=i18n.number(Fraction(size.hours), lang)), vat=vat,
+                              **invoice_dress(hub))
     action = Action(key, INVOICE, connector_for(hub, INVOICE), contract.client_id, payload, period.name)
     status, reasons = _status_against_outbox(hub, key, None, period=period, force=True, now=now, push_now=True)
     cause = None
@@ -1421,13 +1471,14 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
     company = contract.links.get(ctx.psa or "", "")
     if ticketer and company:
         nkey = f"notice:{contract.client_id}:{agreement}:{latest}"
-        text = (f"The prepaid block {latest} of agreement {agreement} has {format_quantity(balance)} h left "
-                f"(threshold {format_quantity(contract.time.warning_hours)} h). A renewal of "
-                f"{format_quantity(size.hours)} h at {format_minor(size.price, contract.currency)} was invoiced.")
+        text = i18n.text("notice.low.text", lang, block=latest, agreement=agreement,
+                         hours=i18n.number(balance, lang), threshold=i18n.number(contract.time.warning_hours, lang),
+                         size=i18n.number(Fraction(size.hours), lang),
+                         price=i18n.money(size.price, contract.currency, lang))
         notice = Action(nkey, TICKET, ticketer, contract.client_id,
                         {"external_ref": f"msp-hub:{nkey}"[:100], "company_id": company,
                          "board": str(hub.config.billing.get("notice_board", "Help Desk")),
-                         "summary": f"Prepaid hours low: {format_quantity(balance)} h left"[:100],
+                         "summary": i18n.text("notice.low.summary", lang, hours=i18n.number(balance, lang))[:100],
                          "initial_description": text}, period.name)
         nstatus, nreasons = _status_against_outbox(hub, nkey, None, period=period, force=True, now=now, push_now=True)
         items.append(_vet(hub, PlanItem(TICKET, contract.client_id, contract.name, period.name, nstatus, notice,
@@ -1678,7 +1729,7 @@ def held_for_errors(hub: "Hub", ctx: Context, cid: str, period: Period, errors: 
     name = client.name if client else cid
     bill = reconcile.Bill(cid, period.name, hub.mappings.currency, ())
     action = Action(invoice_key(cid, period.name), INVOICE, connector_for(hub, INVOICE), cid,
-                    invoice_payload(bill, name, period), period.name)
+                    invoice_payload(bill, name, period, **invoice_dress(hub)), period.name)
     return PlanItem(INVOICE, cid, name, period.name, "held", action, bill,
                     tuple(errors) + ("fix the contract, then run a sync: the client is invoiced once, on its own "
                                      "customer",), cause="error")
@@ -1766,7 +1817,7 @@ def _ticket_facts(hub: "Hub", registry, alerts: list) -> alerting.TicketFacts:
                                                      args=chunk):
                     found[(source, record.source_id)] = record
     return alerting.TicketFacts(
-        timezone=hub.config.timezone,
+        timezone=hub.config.timezone, language=invoice_language(hub),
         device=lambda a: devices.get((a.source, a.device_source_id)),
         client_name=lambda c: registry.clients[c].name if c in registry.clients else None,
         organization=lambda a: getattr(orgs.get((a.source, a.client_source_id)), "name", None))

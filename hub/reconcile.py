@@ -12,6 +12,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Iterable
 
+from hub import i18n
 from hub.mappings import Contract, Mappings, Tier
 from hub.money import format_minor, format_quantity, round_half_up
 from hub.periods import Period
@@ -124,7 +125,8 @@ def _line(client_id: str, period: Period, currency: str, code: str, description:
                        round_half_up(quantity * unit), currency, rule, items)
 
 
-def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Device], period: Period) -> Bill:
+def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Device], period: Period,
+                 language: str = i18n.DEFAULT_LANGUAGE) -> Bill:
     """Bill one client's devices for one period under its tier and add-ons (BILLING.md, Devices).
 
     Nothing here raises for one bad record: a tier or add-on the mappings do not define, a device
@@ -133,7 +135,7 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
     silently dropped. A node class that ``device_classes.toml`` does not name is not billed, one
     note per class (how many devices, which, and the line to add); with ``unlisted = "error"`` in
     that file it is an error per device instead. A device whose class the tier does not price
-    (printer, network...) is excluded, listed.
+    (printer, network...) is excluded, listed. ``language``: that of the line descriptions (hub.i18n).
     """
     cur = contract.currency
     tier = mappings.tiers.get(contract.tier) if isinstance(contract.tier, str) else None
@@ -209,7 +211,9 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
         by = (f"; billed at tier {at.name} by agreement addition {product} of {contract.origin}"
               if product is not None else "")
         lines.append(_line(contract.client_id, period, cur, f"tier:{at.id}:{dclass}",
-                           f"{at.name} managed services, {dclass} ({period.name})", by_class[(tid, dclass)], unit,
+                           i18n.text("line.device", language, tier=at.name,
+                                     device_class=i18n.device_class(dclass, language),
+                                     period=i18n.period(period.name, language)), by_class[(tid, dclass)], unit,
                            f"{_tier_label(at, mappings.tiers)}: {dclass} at {format_minor(unit, cur)} per device per "
                            f"month; {DEVICE_RULE}{prorated}{by}"))
     label = _tier_label(tier, mappings.tiers)
@@ -240,18 +244,22 @@ def bill_devices(contract: Contract, mappings: Mappings, devices: Iterable[Devic
                               f"(or a price) to [addons.{aid}].prices in tiers.toml")
                 continue
             lines.append(_line(contract.client_id, period, cur, f"addon:{aid}:{dclass}",
-                               f"{addon.name}, {dclass} ({period.name})", groups[dclass], unit,
+                               i18n.text("line.addon", language, addon=addon.name,
+                                         device_class=i18n.device_class(dclass, language),
+                                         period=i18n.period(period.name, language)), groups[dclass], unit,
                                f"add-on {addon.name}: {format_minor(unit, cur)} per device per month, "
                                f"counting {scope}{prorated}"))
     return Bill(contract.client_id, period.name, cur, tuple(lines), tuple(excluded), tuple(errors), tuple(notes))
 
 
-def apply_minimum(bill: Bill, contract: Contract) -> Bill:
-    """Top the bill up to the contract's monthly minimum with one explained line."""
+def apply_minimum(bill: Bill, contract: Contract, language: str = i18n.DEFAULT_LANGUAGE) -> Bill:
+    """Top the bill up to the contract's monthly minimum with one explained line (its description
+    in ``language``)."""
     if contract.minimum <= 0 or bill.total >= contract.minimum:
         return bill
     top_up = contract.minimum - bill.total
-    line = BillingLine(contract.client_id, bill.period, "minimum", f"Monthly minimum top-up ({bill.period})",
+    line = BillingLine(contract.client_id, bill.period, "minimum",
+                       i18n.text("line.minimum", language, period=i18n.period(bill.period, language)),
                        "1", top_up, top_up, contract.currency,
                        f"contract minimum {format_minor(contract.minimum, contract.currency)} per month; "
                        f"lines total {format_minor(bill.total, contract.currency)}")

@@ -64,6 +64,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
+from hub import i18n
 from hub.errors import MappingError
 from hub.mappings import BlockSize, Contract, TimeTerms, WorkType
 from hub.money import format_minor, format_quantity, round_half_up
@@ -502,8 +503,10 @@ def _unique_codes(lines: list[BillingLine]) -> list[BillingLine]:
 class _Run:
     """The state of one bill_time call: lines, reported items and errors as they are found."""
 
-    def __init__(self, client_id: str, contract: Contract, period: Period, already_billed: frozenset[str]):
+    def __init__(self, client_id: str, contract: Contract, period: Period, already_billed: frozenset[str],
+                 language: str = i18n.DEFAULT_LANGUAGE):
         self.client_id, self.contract, self.period = client_id, contract, period
+        self.lang = language
         self.terms = contract.time
         self.cur = contract.currency
         self.already_billed = already_billed
@@ -544,7 +547,8 @@ class _Run:
 
 
 def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], products: Iterable[ProductLine],
-              period: Period, *, blocks: Sequence[Block] = (), already_billed: frozenset[str] = frozenset()) -> TimeBill:
+              period: Period, *, blocks: Sequence[Block] = (), already_billed: frozenset[str] = frozenset(),
+              language: str = i18n.DEFAULT_LANGUAGE) -> TimeBill:
     """Bill one client's time and products for one period (BILLING.md, "Time", "Prepaid blocks").
 
     ``entries``/``products``: the client's records as the engine has them, possibly from earlier
@@ -554,7 +558,8 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
     ``agreement``), whatever the contract's kind. Time charged to any of them is block time, drawn
     from the agreement it was charged to (``draw_down_agreements``), never time and materials.
     ``already_billed``: the item ids the hub already pushed (entry and product source ids,
-    ``flat:<ticket id>``).
+    ``flat:<ticket id>``). ``language``: that of the line descriptions (hub.i18n); the rules
+    explaining them stay in English.
 
     Non-billable and no-charge records, records invoiced by the PSA or already billed, time
     included in a managed contract's services, time drawn from a block and hours replaced by a
@@ -563,7 +568,7 @@ def bill_time(client_id: str, contract: Contract, entries: Iterable[TimeEntry], 
     ``_tm_lines``), one line per flat-rate ticket, one per catalog item.
     See the module docstring for the choices made where BILLING.md leaves one.
     """
-    run = _Run(client_id, contract, period, already_billed)
+    run = _Run(client_id, contract, period, already_billed, language)
     terms = contract.time
     kind = contract.kind
     received = list(entries)
@@ -677,7 +682,8 @@ def _flat_lines(run: _Run, entries: list[TimeEntry], flat: dict[str | None, list
                 items.append(run.item(e, billed_hours="0"))
                 run.report(e, FLAT_REPLACED, replaced)
         hours = sum((actual_hours(e) for e in on_ticket if _parsable(e)), Fraction(0))
-        lines.append(run.line(key, f"{first.work_type}, ticket {ticket} (flat rate)", Fraction(1), price,
+        lines.append(run.line(key, i18n.text("line.flat", run.lang, work_type=first.work_type, ticket=ticket),
+                              Fraction(1), price,
                               f"flat rate: {first.work_type} is billed once per ticket at "
                               f"{format_minor(price, run.cur)}, replacing the hours of the ticket's "
                               f"{len(on_ticket)} entries ({_hours_text(hours)} logged)", items))
@@ -723,7 +729,8 @@ def _overage_lines(run: _Run, on_block: list[TimeEntry], d: Drawdown, agreement:
         priced_by[rate].add(d.overage_blocks[e.source_id])
     lines = []
     balances = ", ".join(f"block {n} {_hours_text(b)}" for n, b in sorted(d.balances.items())) or "no block"
-    title = ("Hours beyond the prepaid block" if own else f"Hours beyond the prepaid block of agreement {agreement}")
+    title = (i18n.text("line.overage_title", run.lang) if own
+             else i18n.text("line.overage_title_of", run.lang, agreement=agreement))
     for rate in sorted(groups):
         numbers = sorted(n for n in priced_by[rate] if n is not None)
         source = ("the contract's overage rate" if not numbers else
@@ -746,16 +753,19 @@ def _overage_lines(run: _Run, on_block: list[TimeEntry], d: Drawdown, agreement:
 def _overage_groups(run: "_Run", agreement: str, title: str, rate: int, counted: list[tuple[TimeEntry, Fraction]]
                     ) -> list[tuple[str, str, list[tuple[TimeEntry, Fraction]]]]:
     """(code, description, entries) of the overage lines at one rate, by the contract's time_lines."""
-    mode = run.terms.time_lines
-    price = format_minor(rate, run.cur)
+    mode, lang = run.terms.time_lines, run.lang
+    price = i18n.money(rate, run.cur, lang)
+    period = i18n.period(run.period.name, lang)
     if mode == "entry":
         out = []
         for e, h in counted:
             own = _local(e.started_at, run.period)[1]
-            late = f"late entry {e.source_id} of {own}, " if own and own < run.period.name else ""
+            late = (i18n.text("line.overage_entry_late", lang, id=e.source_id, of_own=i18n.of_period(own, lang))
+                    if own and own < run.period.name else "")
             out.append((f"overage:{agreement}:entry:{e.source_id}",
-                        f"{title} ({run.period.name}): {late}{_entry_facts(e, run.period)}, "
-                        f"{_hours_text(h)} × {price}", [(e, h)]))
+                        i18n.text("line.overage_entry", lang, title=title, period=period, late=late,
+                                  facts=_entry_facts(e, run.period, lang), hours=i18n.hours(h, lang), price=price),
+                        [(e, h)]))
         return out
     if mode == "ticket":
         by_ticket: dict[str | None, list[tuple[TimeEntry, Fraction]]] = defaultdict(list)
@@ -765,23 +775,22 @@ def _overage_groups(run: "_Run", agreement: str, title: str, rate: int, counted:
         for ticket in sorted(by_ticket, key=lambda t: (t is None, str(t))):
             group = by_ticket[ticket]
             hours = sum((h for _, h in group), Fraction(0))
-            which = f"ticket {ticket}" if ticket is not None else "no ticket"
+            which = i18n.text("ticket", lang, ticket=ticket) if ticket is not None else i18n.text("no_ticket", lang)
             out.append((f"overage:{agreement}:ticket:{ticket}" if ticket is not None else f"overage:{agreement}:no-ticket",
-                        f"{title} ({run.period.name}), {which}: {_hours_text(hours)} × {price} "
-                        f"({_count(len(group), 'entry', 'entries')})", group))
+                        i18n.text("line.overage_ticket", lang, title=title, period=period, which=which,
+                                  hours=i18n.hours(hours, lang), price=price,
+                                  entries=i18n.count_entries(len(group), lang)), group))
         return out
-    return [(f"overage:{agreement}", f"{title} ({run.period.name})", counted)]
+    return [(f"overage:{agreement}", i18n.text("line.overage", lang, title=title, period=period), counted)]
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
-def _entry_facts(e: TimeEntry, period: Period) -> str:
+def _entry_facts(e: TimeEntry, period: Period, language: str = i18n.DEFAULT_LANGUAGE) -> str:
     """What a client reads of one entry: its day (MSP's time zone), technician, ticket, work type."""
-    day = _local(e.started_at, period)[0] or "no date"
-    ticket = f"ticket {e.ticket_id}" if e.ticket_id is not None else "no ticket"
-    return f"{day}, {e.member or 'no technician'}, {ticket}, {e.work_type}"
+    day = i18n.day(_local(e.started_at, period)[0], language) or i18n.text("no_date", language)
+    ticket = (i18n.text("ticket", language, ticket=e.ticket_id) if e.ticket_id is not None
+              else i18n.text("no_ticket", language))
+    return i18n.text("facts", language, day=day, member=e.member or i18n.text("no_technician", language),
+                     ticket=ticket, work_type=e.work_type)
 
 
 def _increment_note(terms: TimeTerms) -> str:
@@ -883,18 +892,15 @@ def _tm_lines(run: _Run, entries: list[TimeEntry], included: frozenset[str]) -> 
         if late:
             ids = [str(e.source_id) for e, _ in counted]
             lines.append(run.line(
-                f"time:{work_type}:{late}", f"Late entries of {late}: {work_type} time ({_which(ids)})", quantity,
+                f"time:{work_type}:{late}",
+                i18n.text("line.time_late", run.lang, of_late=i18n.of_period(late, run.lang), work_type=work_type,
+                          which=i18n.which_entries(ids, run.lang)), quantity,
                 rate, f"{rule}{_late_rule(late)}", items))
             continue
-        lines.append(run.line(f"time:{work_type}", f"{work_type} time ({run.period.name})", quantity, rate,
-                              rule, items))
+        lines.append(run.line(f"time:{work_type}", i18n.text("line.time", run.lang, work_type=work_type,
+                                                             period=i18n.period(run.period.name, run.lang)),
+                              quantity, rate, rule, items))
     return lines
-
-
-def _which(ids: list[str]) -> str:
-    if len(ids) == 1:
-        return f"entry {ids[0]}"
-    return f"entries {', '.join(ids[:5])}{' and ' + str(len(ids) - 5) + ' more' if len(ids) > 5 else ''}"
 
 
 def _late_rule(late: str) -> str:
@@ -911,13 +917,16 @@ def _entry_lines(run: _Run, groups: dict[tuple[str, int, str, str], list[tuple[T
         actual = actual_hours(e)
         adjustment = _adjustment(e, actual, h, terms)
         price = format_minor(rate, run.cur)
-        text = f"{_entry_facts(e, run.period)}, {_hours_text(h)} × {price}"
+        text = i18n.text("line.entry", run.lang, facts=_entry_facts(e, run.period, run.lang),
+                         hours=i18n.hours(h, run.lang), price=i18n.money(rate, run.cur, run.lang))
         logged = f"{_hours_text(actual)} logged" + (f", {adjustment}" if adjustment else ", not rounded")
         rule = (f"time and materials, one line per entry: {e.work_type} at {price} per hour, {source}; {logged} "
                 f"({_increment_note(terms)}){_onsite_note([(e, h)], terms)}{scope}")
         item = run.item(e, billed_hours=format_quantity(h), adjustment=adjustment)
         if late:
-            lines.append(run.line(f"time:entry:{e.source_id}", f"Late entry {e.source_id} of {late}: {text}", h, rate,
+            lines.append(run.line(f"time:entry:{e.source_id}",
+                                  i18n.text("line.entry_late", run.lang, id=e.source_id,
+                                            of_late=i18n.of_period(late, run.lang), text=text), h, rate,
                                   f"{rule}{_late_rule(late)}", [item]))
         else:
             lines.append(run.line(f"time:entry:{e.source_id}", text, h, rate, rule, [item]))
@@ -941,20 +950,24 @@ def _ticket_lines(run: _Run, groups: dict[tuple[str, int, str, str], list[tuple[
         price = format_minor(rate, run.cur)
         kinds = ", ".join(dict.fromkeys(e.work_type for e, _ in counted))
         sources = "; ".join(dict.fromkeys(source for _, _, source in got))
-        which = f"Ticket {ticket}" if ticket is not None else "Time without a ticket"
+        lang = run.lang
         ids = [str(e.source_id) for e, _ in counted]
-        n = _count(len(ids), "entry", "entries") if not late else _which(ids)
-        text = f"{kinds}, {_hours_text(quantity)} × {price} ({n})"
+        n = i18n.count_entries(len(ids), lang) if not late else i18n.which_entries(ids, lang)
+        text = i18n.text("line.ticket_text", lang, kinds=kinds, hours=i18n.hours(quantity, lang),
+                         price=i18n.money(rate, run.cur, lang), entries=n)
         code = f"time:ticket:{ticket}" if ticket is not None else "time:no-ticket"
         items = [run.item(e, billed_hours=format_quantity(h), adjustment=_adjustment(e, actual_hours(e), h, terms))
                  for e, h in counted]
         rule = (f"time and materials, one line per ticket: hours of each entry as rounded, summed, at {price} per "
                 f"hour, {sources}; {_increment_note(terms)}{_onsite_note(counted, terms)}{scope}")
         if late:
-            lines.append(run.line(f"{code}:{late}", f"Late entries of {late}, {which[0].lower() + which[1:]}: {text}",
+            key = "line.ticket_late" if ticket is not None else "line.no_ticket_late"
+            lines.append(run.line(f"{code}:{late}", i18n.text(key, lang, of_late=i18n.of_period(late, lang), ticket=ticket,
+                                                              text=text),
                                   quantity, rate, f"{rule}{_late_rule(late)}", items))
         else:
-            lines.append(run.line(code, f"{which}: {text}", quantity, rate, rule, items))
+            key = "line.ticket" if ticket is not None else "line.no_ticket"
+            lines.append(run.line(code, i18n.text(key, lang, ticket=ticket, text=text), quantity, rate, rule, items))
     return lines
 
 
@@ -1040,12 +1053,14 @@ def _product_lines(run: _Run, products: Iterable[ProductLine]) -> list[BillingLi
 
 
 def renewal_lines(client_id: str, contract: Contract, block_number: int, period_name: str, *,
-                  balance: Fraction | None = None, agreement: str | None = None) -> tuple[BillingLine, ...]:
+                  balance: Fraction | None = None, agreement: str | None = None,
+                  language: str = i18n.DEFAULT_LANGUAGE) -> tuple[BillingLine, ...]:
     """The invoice for a new prepaid block, planned once when block ``block_number``'s balance
     reached the warning threshold (BILLING.md, "Prepaid blocks"). Size and price come from
     ``contract.time.renewal``, else ``contract.time.block``; MappingError when neither is set.
     ``balance``: the block's hours left, for the explanation; ``agreement``: the block's agreement
-    when it is not the contract's own (a block renewed as a new agreement in the PSA)."""
+    when it is not the contract's own (a block renewed as a new agreement in the PSA); ``language``:
+    that of the line's description."""
     terms = contract.time
     size = terms.renewal or terms.block
     if size is None:
@@ -1063,7 +1078,8 @@ def renewal_lines(client_id: str, contract: Contract, block_number: int, period_
             "block": block_number + 1, "hours": format_quantity(hours),
             "balance": None if balance is None else format_quantity(balance)}
     return (BillingLine(client_id, period_name, f"block:{size.id}",
-                        f"Prepaid block of {format_quantity(hours)} hours (block {block_number + 1})", "1",
+                        i18n.text("line.renewal", language, hours=i18n.number(hours, language),
+                                  block=block_number + 1), "1",
                         size.price, size.price, contract.currency, rule, (item,)),)
 
 
