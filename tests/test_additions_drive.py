@@ -146,8 +146,8 @@ def test_psa_driven_msp_bills_add_ons_and_tiers_from_agreement_additions(tmp_pat
     assert "BACKUP-DEV" not in q
 
     invoices = {i["metadata"]["msp_hub_action_key"]: i for i in env.stripe.list_objects("invoice")}
-    assert invoices[f"invoice:{env.client('Acme Dental')}:2026-10"]["total"] == 5 * 12000 + 2 * 24000 + 7500 + 9000
-    assert invoices[f"invoice:{env.client('Birchwood Legal')}:2026-10"]["total"] == 30000 + 24000
+    assert invoices[f"invoice:{env.client('Acme Dental')}:2026-10"]["subtotal"] == 5 * 12000 + 2 * 24000 + 7500 + 9000
+    assert invoices[f"invoice:{env.client('Birchwood Legal')}:2026-10"]["subtotal"] == 30000 + 24000
 
 
 @pytest.mark.parametrize("table, key, words", [

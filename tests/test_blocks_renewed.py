@@ -31,7 +31,7 @@ def expire(env, agreement):
 
 
 def stripe_of(env, client):
-    return sorted((i["metadata"]["msp_hub_action_key"], i["total"]) for i in env.invoices()
+    return sorted((i["metadata"]["msp_hub_action_key"], i["subtotal"]) for i in env.invoices()
                   if i["metadata"]["msp_hub_client_id"] == client)
 
 

@@ -117,15 +117,15 @@ def test_a_partial_credit_note_and_its_reissue_bill_the_corrected_line_once(elm)
     edit_entry(elm, elm.wrong, actualHours=3.0)      # it was 3 hours, not 1
     c = correct(elm, corrections.request_credit, elm.key, lines=[code], reason="1 h instead of 3 h", by="carol",
                 reissue=True)
-    assert c["amount"] == elm.rate and c["lines"][0]["code"] == code and c["reissue_key"] == f"{elm.key}:r1"
+    assert c["amount"] == elm.rate * 12 // 10 and c["lines"][0]["code"] == code and c["reissue_key"] == f"{elm.key}:r1"
     assert [p["key"] for p in run(elm).pushed] == [f"credit:{elm.key}:1"]
     notes = elm.stripe.list_objects("credit_note")
-    assert len(notes) == 1 and notes[0]["total"] == elm.rate and notes[0]["memo"] == "1 h instead of 3 h (asked by carol)"
+    assert len(notes) == 1 and notes[0]["total"] == elm.rate * 12 // 10 and notes[0]["memo"] == "1 h instead of 3 h (asked by carol)"
     second = run(elm)
     assert [p["key"] for p in second.pushed] == [f"{elm.key}:r1"]
     reissue = invoice(second, elm.elm)
     assert [(l.code, l.amount) for l in reissue.bill.lines] == [(code, 3 * elm.rate)]   # only the credited line
-    assert [i["total"] for i in elm.invoices() if i["metadata"]["msp_hub_action_key"] == f"{elm.key}:r1"] == [3 * elm.rate]
+    assert [i["subtotal"] for i in elm.invoices() if i["metadata"]["msp_hub_action_key"] == f"{elm.key}:r1"] == [3 * elm.rate]
     # November: no delta for the corrected entry (its re-issue billed it as it is), nothing billed twice.
     nov = invoice(run(elm, clock=DEC_1), elm.elm, "2026-11")
     assert deltas(nov) == {} and code not in lines(nov)
@@ -134,7 +134,7 @@ def test_a_partial_credit_note_and_its_reissue_bill_the_corrected_line_once(elm)
 
 def test_a_full_credit_note_leaves_nothing_to_credit(elm):
     hub = elm.hub()
-    total = hub.store.get_action(elm.key)["payload"]["total"]
+    total = hub.store.get_action(elm.key)["payload"]["tax"]["total_with_tax"]
     hub.close()
     correct(elm, corrections.request_credit, elm.key, amount=total, reason="not ours to bill", by="dan")
     run(elm)
@@ -147,7 +147,7 @@ def test_a_full_credit_note_leaves_nothing_to_credit(elm):
 def test_an_over_credit_is_refused_naming_the_amounts_and_nothing_is_recorded(elm):
     correct(elm, corrections.request_credit, elm.key, amount=elm.rate, reason="goodwill")
     hub = elm.hub()
-    total = hub.store.get_action(elm.key)["payload"]["total"]
+    total = hub.store.get_action(elm.key)["payload"]["tax"]["total_with_tax"]
     hub.close()
     with pytest.raises(CorrectionError) as info:
         correct(elm, corrections.request_credit, elm.key, amount=total, reason="too much")
@@ -266,7 +266,7 @@ def test_a_crash_after_stripe_issued_the_credit_note_issues_one_and_reissues_onc
     second = run(elm)
     assert [p["key"] for p in second.pushed] == [f"{elm.key}:r1"]
     assert len(elm.stripe.list_objects("credit_note")) == 1
-    assert [i["total"] for i in elm.invoices() if i["metadata"]["msp_hub_action_key"] == f"{elm.key}:r1"] == [elm.rate]
+    assert [i["subtotal"] for i in elm.invoices() if i["metadata"]["msp_hub_action_key"] == f"{elm.key}:r1"] == [elm.rate]
     assert run(elm).pushed == []
 
 
@@ -311,7 +311,7 @@ def test_the_command_voids_now_records_who_and_why_and_shows_the_history(cli):
     assert (c["status"], c["requested_by"], c["reason"], c["reissue_key"]) == ("sent", system_user(), "wrong tier", R1)
     assert stripe_invoices(cli, KEY)[0]["status"] == "void"
     text = invoke("invoice", "history", KEY)
-    assert text.exit_code == 0 and f"void:{KEY}  sent  552.00 EUR  asked by {system_user()}" in text.output
+    assert text.exit_code == 0 and f"void:{KEY}  sent  662.40 EUR  asked by {system_user()}" in text.output
     assert f"re-issued as {R1} once sent" in text.output
     listed = invoke("actions", "--json")
     row = next(r for r in json.loads(listed.output) if r["key"] == f"void:{KEY}")
@@ -329,7 +329,7 @@ def test_the_command_credits_an_amount_by_a_named_person_on_the_next_sync(cli):
 @pytest.mark.parametrize("args, fragment", [
     (("void", "nope:1", "--reason", "x"), "no action 'nope:1' in the outbox"),
     (("credit", KEY, "--amount", "1.001", "--reason", "x"), "--amount: '1.001' has more decimals than EUR allows"),
-    (("credit", KEY, "--amount", "999.00", "--reason", "x"), "above the invoice's 552.00 EUR"),
+    (("credit", KEY, "--amount", "999.00", "--reason", "x"), "above the invoice's 662.40 EUR"),
     (("credit", KEY, "--reason", "x"), "give either --lines CODE ... or --amount X"),
     (("history", "nope:1"), "no action 'nope:1' in the outbox"),
 ])
@@ -383,7 +383,7 @@ def test_a_second_credit_note_with_a_reissue_waits_for_the_first_then_reissues_i
     report = run(elm)
     assert [p["key"] for p in report.pushed] == [f"{elm.key}:r2"]
     assert [(l.code, l.amount) for l in invoice(report, elm.elm).bill.lines] == [(right, 4 * elm.rate)]
-    assert [i["total"] for i in elm.invoices() if i["metadata"]["msp_hub_action_key"].startswith(f"{elm.key}:r")] \
+    assert [i["subtotal"] for i in elm.invoices() if i["metadata"]["msp_hub_action_key"].startswith(f"{elm.key}:r")] \
         == [elm.rate, 4 * elm.rate]
     nov = invoice(run(elm, clock=DEC_1), elm.elm, "2026-11")
     assert deltas(nov) == {} and wrong not in lines(nov) and right not in lines(nov)

@@ -27,7 +27,7 @@ def test_first_sync_invoices_each_client_once_and_a_second_sync_pushes_nothing(e
     # The hub's totals are Stripe's totals.
     plan = {p.action.key: p for p in report.plan if p.action}
     for inv in invoices:
-        assert inv["total"] == plan[inv["metadata"]["msp_hub_action_key"]].total
+        assert inv["subtotal"] == plan[inv["metadata"]["msp_hub_action_key"]].total
     # The current period is planned as a preview, never pushed.
     assert {p.status for p in report.plan if p.period == "2026-11"} == {"preview"}
     # The client without a contract is reported, not billed: a standing warning, not an error.

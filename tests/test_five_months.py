@@ -114,7 +114,7 @@ def late(item):
 
 
 def stripe(env):
-    return {i["metadata"]["msp_hub_action_key"]: i["total"] for i in env.invoices()}
+    return {i["metadata"]["msp_hub_action_key"]: i["subtotal"] for i in env.invoices()}
 
 
 def test_five_months_of_changes_are_each_billed_once_to_the_cent(tmp_path):
@@ -351,7 +351,7 @@ def test_a_late_entry_is_billed_once_at_its_rate_on_the_next_invoice(tmp_path):
     env, entry, nov = late_entry_env(tmp_path)
     # 1 h of October, late, and 2 h of November, at 150.00: 450.00, once.
     assert nov.total == 45000
-    assert [i["total"] for i in env.invoices()
+    assert [i["subtotal"] for i in env.invoices()
             if i["metadata"]["msp_hub_action_key"] == f"invoice:{env.cid('elm')}:2026-11"] == [45000]
     assert [i["period"] for l in nov.bill.lines for i in l.items if str(i["id"]) == str(entry)] == ["2026-10"]
 
@@ -516,6 +516,6 @@ def test_a_missed_monthly_run_bills_each_late_change_once_on_the_first_invoice_a
     assert acme_nov.total == 2 * 13500 + 13500 and late(acme_nov) == {
         "delta:2026-10:tier:gold:workstation", "delta:2026-10:addon:backup:workstation"}
     assert acme_dec.total == 2 * 13500 and late(acme_dec) == set()
-    assert sorted((i["metadata"]["msp_hub_action_key"], i["total"]) for i in env.invoices()) == [
+    assert sorted((i["metadata"]["msp_hub_action_key"], i["subtotal"]) for i in env.invoices()) == [
         ("invoice:acme:2026-10", 13500), ("invoice:acme:2026-11", 40500), ("invoice:acme:2026-12", 27000),
         (f"invoice:{elm}:2026-10", 30000), (f"invoice:{elm}:2026-11", 9500), (f"invoice:{elm}:2026-12", 9500)]

@@ -376,7 +376,7 @@ def test_a_french_msp_s_renewal_invoice_and_notice_are_in_french(tmp_path):
     assert description.startswith(f"Le bloc prépayé 1 du contrat {agreement} n'a plus que 1,5 h (seuil 2 h). "
                                   "Un renouvellement de 20 h à ")
     (renewal,) = [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"].startswith("renewal:")]
-    assert renewal["total"] == 180000 and renewal["description"].startswith("Renouvellement du bloc prépayé pour ")
+    assert renewal["subtotal"] == 180000 and renewal["description"].startswith("Renouvellement du bloc prépayé pour ")
     items = [i for i in psa.stripe.list_objects("invoiceitem") if i.get("invoice") == renewal["id"]]
     assert [i["description"] for i in items] == ["Bloc prépayé de 20 heures (bloc 2)"]
 
@@ -461,3 +461,13 @@ def test_late_entries_and_late_changes_of_time_and_products_in_french(tmp_path):
                                          f"0,5 h × 150,00 EUR", 7500),
         f"delta:2026-10:product:{product}": (f"Régularisation sur octobre 2026 : produit {product} (1 TB SSD), "
                                              f"1 facturé(s), 3 désormais", 18000)}
+
+
+def test_stripe_sends_a_french_time_line_as_written_without_an_english_quantity():
+    from plugins.stripe.plugin import line_description
+    line = {"code": "time:entry:1", "description": "05/10/2026, jdoe, ticket 4521, Assistance à distance, "
+                                                   "1,25 h × 95,00 EUR",
+            "quantity": "1.25", "unit_amount": 9500, "amount": 11875}
+    assert line_description(line, "EUR") == line["description"]
+    other = dict(line, description="Assistance, 1,5 h × 95,00 EUR")       # another quantity: stated
+    assert line_description(other, "EUR") == "Assistance, 1,5 h × 95,00 EUR (1.25 x 95.00 EUR)"

@@ -113,7 +113,7 @@ def test_a_churned_clients_late_charge_waits_for_a_person_then_is_billed_once(tm
     Store(env.db).approve(key, who="ops", why="bill the late hour")
     sent = sync_once(env.hub(clock=RUNS["2027-01"]))
     assert key in {p.action.key for p in sent.plan if p.status == "create"}
-    assert {i["metadata"]["msp_hub_action_key"]: i["total"] for i in env.invoices()}[key] == 15000
+    assert {i["metadata"]["msp_hub_action_key"]: i["subtotal"] for i in env.invoices()}[key] == 15000
     february = month_run(env, "2027-02")
     assert not [p for p in february.plan if p.client_id == cobalt and p.bill and carrying(p, late_entry)]
 

@@ -168,7 +168,7 @@ def test_an_entry_changed_after_invoicing_is_charged_or_credited_once_and_a_nega
     assert lines(nov)[f"time:entry:{november}"].amount == 4 * rate and nov.total == 3 * rate
     assert nov.status == "create" and set(got) == {f"delta:2026-10:time:{raised}", f"delta:2026-10:time:{dropped}"}
     stripe_nov = [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-11"]
-    assert len(stripe_nov) == 1 and stripe_nov[0]["total"] == 3 * rate
+    assert len(stripe_nov) == 1 and stripe_nov[0]["subtotal"] == 3 * rate
     # A re-run pushes nothing; the next month bills no change twice.
     assert not sync_once(psa.hub(clock=DEC_1)).pushed
     # Back to 1 hour in December: a credit of the hour charged in November, and nothing else to

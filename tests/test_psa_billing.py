@@ -110,7 +110,7 @@ def test_each_contract_kind_is_billed_by_its_rules(psa):
     pushed = {p["key"] for p in report.pushed}
     assert f"invoice:connectwise-{psa.co['elm']}:2026-10" in pushed and "invoice:acme:2026-10" in pushed
     stripe_elm = [i for i in psa.invoices() if i["metadata"]["msp_hub_client_id"] == f"connectwise-{psa.co['elm']}"]
-    assert len(stripe_elm) == 1 and stripe_elm[0]["total"] == 11875 + 7500 + 14900 + 21998
+    assert len(stripe_elm) == 1 and stripe_elm[0]["subtotal"] == 11875 + 7500 + 14900 + 21998
 
 
 def test_block_threshold_plans_one_renewal_and_one_notice_across_reruns(psa):
@@ -122,7 +122,7 @@ def test_block_threshold_plans_one_renewal_and_one_notice_across_reruns(psa):
     assert f"renewal:{drift}:{agreement}:2" in {p["key"] for p in report.pushed}
     assert f"notice:{drift}:{agreement}:1" in {p["key"] for p in report.pushed}
     renewal = [i for i in psa.invoices() if i["metadata"]["msp_hub_action_key"].startswith("renewal:")]
-    assert len(renewal) == 1 and renewal[0]["total"] == 180000
+    assert len(renewal) == 1 and renewal[0]["subtotal"] == 180000
     notices = [t for t in psa.tickets() if t.get("externalXRef", "").startswith("msp-hub:notice:")]
     assert len(notices) == 1 and notices[0]["company"]["id"] == psa.co["driftwood"]
 

@@ -325,4 +325,4 @@ def test_an_invoice_stripe_would_refuse_is_held_in_the_plan_naming_the_fix(tmp_p
     item = invoice(sync_once(env.hub(stripe_plugin)), elm)
     assert item.status == "create" and len(item.bill.lines) == 20, (item.status, item.reasons)
     [sent] = [i for i in env.invoices() if i["metadata"]["msp_hub_action_key"] == f"invoice:{elm}:2026-10"]
-    assert sent["total"] == 251 * 2375                        # a quarter hour at 95.00 EUR, each entry once
+    assert sent["subtotal"] == 251 * 2375                        # a quarter hour at 95.00 EUR, each entry once

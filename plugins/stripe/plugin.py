@@ -96,7 +96,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import tenacity
 
-from hub import Action, ConfigError, MappingError, PushResult, VendorError, hookimpl
+from hub import Action, ConfigError, MappingError, PushResult, VendorError, hookimpl, i18n
 from hub.config import Secret
 from plugins.stripe.client import VENDOR, ReplayedError, StripeClient
 
@@ -618,7 +618,11 @@ def states_quantity(line: dict[str, Any], currency: str) -> bool:
     unit = line.get("unit_amount")
     if "quantity" not in line or isinstance(unit, bool) or not isinstance(unit, int):
         return False
-    said = rf"(?<![\d.]){re.escape(str(line['quantity']))}(?: h)? [×x] {re.escape(format_amount(unit, currency))}"
+    q = str(line["quantity"])
+    forms = [(q, format_amount(unit, currency))]             # "1.25 h × 95.00 EUR"
+    if _decimal(q) is not None:                               # "1,25 h × 95,00 EUR", as French lines say it
+        forms.append((i18n.number(q, "fr"), i18n.money(unit, currency, "fr")))
+    said = "|".join(rf"(?<![\d.,]){re.escape(a)}(?: h)? [×x] {re.escape(b)}" for a, b in forms)
     return re.search(said, str(line["description"])) is not None
 
 
@@ -814,8 +818,8 @@ class StripeConnector:
 
         Yields ``{"object": "customer", "client_id", "customer_id", "name"}`` for every customer
         carrying ``metadata.msp_hub_client_id``, then ``{"object": "invoice", "action_key",
-        "invoice_id", "status", "customer", "total", "currency", "number", "client_id",
-        "period"}`` for every invoice carrying ``metadata.msp_hub_action_key``, newest first,
+        "invoice_id", "status", "customer", "total" (before tax: Stripe's subtotal), "currency", "number",
+        "client_id", "period"}`` for every invoice carrying ``metadata.msp_hub_action_key``, newest first,
         paging through ``GET /v1/customers`` and ``GET /v1/invoices`` (consistent, unlike search).
         """
         for customer in self.client.iter_customers():
@@ -828,7 +832,7 @@ class StripeConnector:
             if metadata.get("msp_hub_action_key"):
                 yield {"object": "invoice", "action_key": metadata["msp_hub_action_key"],
                        "invoice_id": invoice["id"], "status": invoice.get("status"),
-                       "customer": invoice.get("customer"), "total": invoice.get("total"),
+                       "customer": invoice.get("customer"), "total": invoice.get("subtotal", invoice.get("total")),
                        "currency": invoice.get("currency"), "number": invoice.get("number"),
                        "client_id": metadata.get("msp_hub_client_id"),
                        "period": metadata.get("msp_hub_period")}

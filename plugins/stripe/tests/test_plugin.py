@@ -208,7 +208,7 @@ def test_hook_register_connectors_returns_the_stripe_connector():
     try:
         assert isinstance(connector, StripeConnector)
         assert (connector.name, connector.action_kinds, connector.streams()) == (
-            "stripe", frozenset({"invoice", "invoice_finalize"}), [])
+            "stripe", frozenset({"invoice", "invoice_finalize", "invoice_void", "credit_note"}), [])
     finally:
         connector.close()
 
