@@ -89,7 +89,10 @@ def seed_connectwise(period: Period):
     from plugins.connectwise.simulator import ConnectWiseSimulator
     cw = ConnectWiseSimulator(seed=7, companies=0, agreements=0, time_entries=0, products=0, now=time.time())
     co = {n.split()[0].lower(): cw.add_company(n) for n in (
-        "Acme Dental", "Birchwood Legal", "Cobalt Logistics", "Driftwood Cafe", "Elm Street Clinic", "Fairview Schools")}
+        "Acme Dental", "Birchwood Legal", "Cobalt Logistics", "Driftwood Cafe", "Fairview Schools")}
+    # A Belgian business client with its VAT number: reverse charge, no French VAT ("Autoliquidation").
+    co["elm"] = cw.add_company("Elm Street Clinic", country="Belgium", address=("Rue de la Loi 16", "1000", "Bruxelles"),
+                               tax_identifier="BE0403170701")
     day = lambda d, h=9: (period.start + timedelta(days=d - 1, hours=h)).timestamp()  # noqa: E731
     gold = cw.add_agreement(co["acme"], "Managed Gold")
     cw.add_addition(gold, "MS-WS", quantity=28)
