@@ -175,10 +175,15 @@ def line_vat_rate(line: BillingLine, contract: Contract, m, default: str) -> tup
     late change of time or a product) ``default``: the contract's ``vat_rate``, else
     ``[billing.tax] default_rate``."""
     code = line.code
-    if code.startswith("delta:"):      # a late change of an earlier period: its add-on's rate
+    if code.startswith("delta:"):      # a late change of an earlier period: the rate of what it changes
         rest = code.split(":", 2)[2] if code.count(":") >= 2 else ""
         if rest.startswith("addon:"):
             return line_vat_rate(replace(line, code=rest), contract, m, default)
+        if rest.startswith("time:"):
+            return line_vat_rate(replace(line, code=rest), contract, m, default)
+        if rest.startswith("product:"):
+            item = next((str(i["catalog_item"]) for i in line.items if i.get("catalog_item")), None)
+            return ((m.vat_rates.get(item) if m is not None and item else None) or default), None
         return default, None
     if code.startswith("addon:"):
         addon = m.addons.get(code.split(":")[1]) if m is not None else None
@@ -1158,6 +1163,7 @@ def _time_delta(contract: Contract, period: Period, thing: dict, entry, ref: str
         f"{format_minor(rate, contract.currency)} per hour, {why}: the difference is a {sign}, billed once "
         f"(BILLING.md, Month after month)",
         ({"id": ref, "ref": entry.source_id, "of": "time", "period": own, "amount": amount,
+          "work_type": thing.get("work_type") or entry.work_type,
           "billed_hours": format_quantity(now), "was_hours": format_quantity(was)},))
 
 
@@ -1187,7 +1193,7 @@ def _product_delta(contract: Contract, period: Period, thing: dict, product, ref
         f"{format_minor(unit, contract.currency)}, {why}: the difference is a {sign}, billed once "
         f"(BILLING.md, Month after month)",
         ({"id": ref, "ref": product.source_id, "of": "product", "period": own, "amount": amount,
-          "now_quantity": format_quantity(now)},))
+          "now_quantity": format_quantity(now), "catalog_item": product.catalog_item},))
 
 
 def credit_surprises(bill: reconcile.Bill, key: str) -> tuple[str, ...]:
@@ -1481,8 +1487,14 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
                          "summary": i18n.text("notice.low.summary", lang, hours=i18n.number(balance, lang))[:100],
                          "initial_description": text}, period.name)
         nstatus, nreasons = _status_against_outbox(hub, nkey, None, period=period, force=True, now=now, push_now=True)
+        ncause = None
+        renewal = items[0]
+        if renewal.status == "held" and nstatus in ("create", "retry"):
+            # The notice says the renewal was invoiced: it waits for it, never goes before it.
+            nstatus, ncause = "held", renewal.cause
+            nreasons = nreasons + (f"waits for its renewal invoice {key}, held: {'; '.join(renewal.reasons[:1])}",)
         items.append(_vet(hub, PlanItem(TICKET, contract.client_id, contract.name, period.name, nstatus, notice,
-                                        reasons=nreasons)))
+                                        reasons=nreasons, cause=ncause)))
     return items
 
 

@@ -301,3 +301,26 @@ def test_an_addition_of_an_add_on_in_its_short_form_switches_it_on_for_its_class
     assert len(birch["addon:backup:workstation"].items) == len(birch["tier:silver:workstation"].items)
     check = next(q for q in report.quantities if q.addition_id == str(backup))
     assert (check.line_code, check.rmm_count) == ("addon:backup:workstation", len(birch["tier:silver:workstation"].items))
+
+
+def test_a_renewal_held_for_its_vat_holds_its_notice_too_then_both_go_once(psa):
+    agreement = block_agreement(psa)
+    for day, hours in ((5, 8.0), (12, 6.5), (19, 4.0)):                     # 18.5 of 20 h: 1.5 h left
+        psa.time("driftwood", hours, at(10, day), agreement_id=agreement)
+    company = psa.cw.companies.get(psa.co["driftwood"])
+    vat = company.pop("taxIdentifier")                                       # a Belgian client, no VAT number
+    company["country"] = {"id": 21, "name": "Belgium"}
+    report = sync_once(psa.hub())
+    drift = f"connectwise-{psa.co['driftwood']}"
+    plan = {p.action.key: p for p in report.plan if p.action}
+    renewal, notice = plan[f"renewal:{drift}:{agreement}:2"], plan[f"notice:{drift}:{agreement}:1"]
+    assert renewal.status == "held" and any(r.startswith("VAT: ") for r in renewal.reasons)
+    assert notice.status == "held" and any(f"waits for its renewal invoice renewal:{drift}" in r for r in notice.reasons)
+    assert not [p for p in report.pushed if p["key"].startswith(("renewal:", "notice:"))]
+
+    company["taxIdentifier"] = "BE0403170701"                               # the fix: its VAT number
+    company["country"] = {"id": 21, "name": "Belgium"}
+    psa.cw.companies.touch(psa.co["driftwood"], time.time())
+    report = sync_once(psa.hub())
+    assert {f"renewal:{drift}:{agreement}:2", f"notice:{drift}:{agreement}:1"} <= {p["key"] for p in report.pushed}
+    assert vat and not sync_once(psa.hub()).pushed

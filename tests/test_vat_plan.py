@@ -283,6 +283,26 @@ def test_a_work_type_and_a_psa_catalog_item_name_their_rates(psa):
         ("10", 7500, 750), ("5.5", 21998, 1210)]                        # 219.98 × 5.5 % = 12.0989 -> 12.10
 
 
+def test_a_late_change_of_time_or_a_product_keeps_the_rate_of_its_work_type_or_catalog_item(psa):
+    from hub.mappings import load_mappings
+    from hub.planner import line_vat_rate
+    append(psa.mappings / "tiers.toml", '\n[vat_rates]\n"SSD-1TB" = "5.5"\n')
+    time_toml = psa.mappings / "time.toml"
+    time_toml.write_text(time_toml.read_text().replace('[work_types."After Hours"]\nrate = "150.00"',
+                                                       '[work_types."After Hours"]\nrate = "150.00"\nvat_rate = "10"'))
+    m = load_mappings(psa.mappings)
+    contract = next(iter(m.contracts.values()))
+
+    def rate(code, **item):
+        line = BillingLine("x", "2026-11", code, "late", "1", -100, -100, "EUR", "r", ({"id": "1", **item},))
+        return line_vat_rate(line, contract, m, "20")
+
+    assert rate("delta:2026-10:time:4711", work_type="After Hours") == ("10", None)
+    assert rate("delta:2026-10:time:4711", work_type="Remote Support") == ("20", None)
+    assert rate("delta:2026-10:product:88", catalog_item="SSD-1TB") == ("5.5", None)
+    assert rate("delta:2026-10:product:88", catalog_item="CABLE") == ("20", None)
+
+
 def test_a_line_of_work_types_at_two_rates_is_held_with_the_fix(psa):
     # Admin and Project Work at one hourly rate, on one ticket: one line, two VAT rates.
     time_toml = psa.mappings / "time.toml"
