@@ -209,6 +209,24 @@ class StripeClient:
                           lambda p, o: self._sdk.v1.invoices.finalize_invoice(invoice_id, p, o),
                           {}, {"idempotency_key": idempotency_key})
 
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> dict:
+        """POST /v1/invoices/{id}/void; returns the voided invoice."""
+        return self._call("POST", f"/v1/invoices/{invoice_id}/void",
+                          lambda p, o: self._sdk.v1.invoices.void_invoice(invoice_id, p, o),
+                          {}, {"idempotency_key": idempotency_key})
+
+    # --- credit notes ------------------------------------------------------------------------
+
+    def create_credit_note(self, params: dict, *, idempotency_key: str) -> dict:
+        """POST /v1/credit_notes."""
+        return self._call("POST", "/v1/credit_notes", self._sdk.v1.credit_notes.create,
+                          params, {"idempotency_key": idempotency_key})
+
+    def iter_credit_notes(self, invoice_id: str) -> Iterator[dict]:
+        """GET /v1/credit_notes?invoice=..., every page."""
+        return self._iter_pages("/v1/credit_notes", self._sdk.v1.credit_notes.list,
+                                {"invoice": invoice_id, "limit": 100})
+
     # --- invoice items -----------------------------------------------------------------------
 
     def create_invoice_item(self, params: dict, *, idempotency_key: str) -> dict:

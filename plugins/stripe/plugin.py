@@ -1206,8 +1206,7 @@ class StripeConnector:
 
         def send(key: str) -> dict:
             try:
-                return self.client._call("POST", path, lambda p, o: self.client._sdk.v1.invoices.void_invoice(
-                    invoice_id, p, o), {}, {"idempotency_key": key})
+                return self.client.void_invoice(invoice_id, idempotency_key=key)
             except ReplayedError:
                 raise
             except VendorError as exc:   # voided meanwhile (the dashboard, a lost answer): Stripe says 400
@@ -1222,8 +1221,7 @@ class StripeConnector:
 
     def _credit_notes_of(self, invoice_id: str, action_key: str) -> dict | None:
         """The credit note the hub issued for ``action_key`` on the invoice (its metadata), or None."""
-        for note in self.client._iter_pages("/v1/credit_notes", self.client._sdk.v1.credit_notes.list,
-                                            {"invoice": invoice_id, "limit": 100}):
+        for note in self.client.iter_credit_notes(invoice_id):
             if (note.get("metadata") or {}).get("msp_hub_action_key") == action_key:
                 return note
         return None
@@ -1246,8 +1244,7 @@ class StripeConnector:
         lines = list(self.client.iter_invoice_lines(invoice_id)) if payload.get("lines") else []
         params = to_credit_note_params(action, invoice, lines)
         note = self._send(context, action.key, "credit_note",
-                          lambda key: self.client._call("POST", "/v1/credit_notes", self.client._sdk.v1.credit_notes.create,
-                                                        params, {"idempotency_key": key}),
+                          lambda key: self.client.create_credit_note(params, idempotency_key=key),
                           lambda: self._credit_notes_of(invoice_id, action.key))
         context.save_progress(credit_note_id=note["id"], step="issued")
         return credit_note_result(note, payload)
