@@ -377,14 +377,20 @@ def actions(config_path, status, as_json):
         approvals: dict[str, list[dict]] = {}
         for a in hub.store.approvals():
             approvals.setdefault(a["target"], []).append({"who": a["who"], "at": a["at"], "why": a["why"]})
+        asked = {c["action_key"]: c for c in hub.store.corrections()}
     finally:
         hub.close()
     if as_json:
-        click.echo(dumps([dict(r, approvals=approvals.get(r["key"], [])) for r in rows]))
+        click.echo(dumps([dict(r, approvals=approvals.get(r["key"], []),
+                               **({"correction": {k: asked[r["key"]][k] for k in ("requested_by", "requested_at", "reason")}}
+                                  if r["key"] in asked else {})) for r in rows]))
         return
     for r in rows:
         click.echo(f"{r['key']}  {r['status']}  attempts={r['attempts']}  vendor_id={r['vendor_id'] or '-'}"
                    + (f"  error={r['last_error']}" if r["last_error"] else ""))
+        if r["key"] in asked:
+            c = asked[r["key"]]
+            click.echo(f"    asked by {c['requested_by']} at {c['requested_at']}: {c['reason']}")
         for a in approvals.get(r["key"], []):
             click.echo(f"    approved by {a['who']} at {a['at']}" + (f": {a['why']}" if a["why"] else ""))
     if not rows:

@@ -316,6 +316,8 @@ def test_the_command_voids_now_records_who_and_why_and_shows_the_history(cli):
     listed = invoke("actions", "--json")
     row = next(r for r in json.loads(listed.output) if r["key"] == f"void:{KEY}")
     assert row["payload"]["reason"] == "wrong tier" and row["payload"]["requested_by"] == system_user()
+    assert (row["correction"]["requested_by"], row["correction"]["reason"]) == (system_user(), "wrong tier")
+    assert f"    asked by {system_user()} at " in invoke("actions").output                # who and why, in text too
 
 
 def test_the_command_credits_an_amount_by_a_named_person_on_the_next_sync(cli):
