@@ -22,9 +22,11 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hub.config import table_label
+from hub.connectors import client_master
+from hub.linking import normalise_name
+
 if TYPE_CHECKING:  # pragma: no cover
-    from hub.engine import Hub
-    from hub.mappings import Contract
     from hub.records import Client
 
 ADDRESS_KEYS = ("line1", "line2", "city", "postal_code", "state", "country")
@@ -195,13 +197,11 @@ class ClientDetails:
         return out
 
 
-def psa_company(hub: "Hub", client_id: str, name: str, contract: "Contract | None",
+def psa_company(hub: Any, client_id: str, name: str, contract: Any,
                 psa_id: str | None = None) -> "Client | None":
     """The PSA company record of a hub client: ``psa_id`` when the caller knows it (the registry's
     link), else the contract's link, else the company a PSA-only client stands for
     (``connectwise-250``), else the one PSA company of the same name (as linking matches)."""
-    from hub.linking import normalise_name
-    from hub.planner import client_master
     psa = client_master(hub)
     if psa is None:
         return None
@@ -253,7 +253,7 @@ def _from_company(company: "Client") -> tuple[dict[str, Any], dict[str, str], di
     return fields, sources, problems
 
 
-def details_for(hub: "Hub", client_id: str, name: str, contract: "Contract | None", *,
+def details_for(hub: Any, client_id: str, name: str, contract: Any, *,
                 psa_id: str | None = None) -> ClientDetails:
     """The billing details of ``client_id`` (named ``name``): its PSA company's, then its contract's.
 
@@ -274,8 +274,7 @@ def details_for(hub: "Hub", client_id: str, name: str, contract: "Contract | Non
         contract = getattr(hub.mappings, "contracts", {}).get(client_id) or contract
     own = dict(getattr(contract, "details", None) or {}) if contract is not None else {}
     if own:
-        from hub.mappings import _table_label
-        label = _table_label(contract.file, ("clients", contract.client_id)) if contract.file \
+        label = table_label(contract.file, ("clients", contract.client_id)) if contract.file \
             else f"contracts.toml [clients.{contract.client_id}]"
         for key in ("email", "vat_number", "locale", "address"):
             if own.get(key):

@@ -58,6 +58,13 @@ def key_path(loc: Iterable[str | int]) -> str:
     return out
 
 
+def table_label(file: str, loc: tuple[str, ...]) -> str:
+    """``contracts.toml [clients.acme]``, ``agreement_types.toml [types."Managed Gold"]``."""
+    path = Path(file)
+    name = f"{path.parent.name}/{path.name}" if path.parent.name == "contracts" else path.name
+    return f"{name} [{key_path(loc)}]"
+
+
 def _split_dotted(text: str) -> list[str]:
     return [p.strip().strip('"').strip("'") for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', text.strip())]
 

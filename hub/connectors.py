@@ -123,3 +123,15 @@ def map_records(raws: list[dict], to_record: Callable[[dict], Any]) -> tuple[lis
             why = str(exc) if isinstance(exc, MappingError) else f"cannot be mapped: {exc.__class__.__name__} {exc}"
             rejected.append((str(rid), why))
     return records, tuple(rejected)
+
+
+def client_master(hub: Any) -> str | None:
+    """The system whose companies are the hub's clients (of ``hub``, a ``hub.engine.Hub``):
+    ``billing.client_master``, else a configured connector that pulls agreements (the PSA), else none."""
+    chosen = hub.config.billing.get("client_master")
+    if chosen:
+        return str(chosen)
+    for name, connector in sorted(hub.connectors.items()):
+        if any(s.table == "agreements" for s in connector.streams()):
+            return name
+    return None

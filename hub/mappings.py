@@ -37,7 +37,7 @@ from typing import Annotated, Any, Iterable, Literal
 
 from pydantic import Field, PlainValidator, TypeAdapter, ValidationError, field_validator
 
-from hub.config import (Hours, Ident, Money, Schema, VatRate, config_error, fail, key_path, known_keys_fix,
+from hub.config import (Hours, Ident, Money, Schema, VatRate, config_error, fail, key_path, known_keys_fix, table_label,
                         line_of, read_toml, schema_error, validate)
 from hub.errors import ConfigError
 from hub.money import format_minor, format_quantity
@@ -636,7 +636,7 @@ def contract_terms(raw: dict[str, Any], m: "Mappings", *, file: str, where: str,
     # Each option: this table's value, else the global default (defaults.toml, time.toml's
     # [defaults]), else BILLING.md's rule; ``sources`` says where each one set in a file came from.
     defaults = contract_defaults(m)
-    label = _table_label(file, loc)
+    label = table_label(file, loc)
     sources: dict[str, str] = {}
 
     def pick(key: str) -> Any:
@@ -667,13 +667,6 @@ def contract_terms(raw: dict[str, Any], m: "Mappings", *, file: str, where: str,
     time = replace(time, sources=sources)
     return {"tier": t.tier, "addons": tuple(t.addons), "proration": proration, "kind": t.kind, "time": time,
             "minimum": minimum, "vat_rate": vat_rate, "tax": tax, "tax_mention": tax_mention}
-
-
-def _table_label(file: str, loc: tuple[str, ...]) -> str:
-    """``contracts.toml [clients.acme]``, ``agreement_types.toml [types."Managed Gold"]``."""
-    path = Path(file)
-    name = f"{path.parent.name}/{path.name}" if path.parent.name == "contracts" else path.name
-    return f"{name} [{key_path(loc)}]"
 
 
 def parse_contract(client_id: str, raw: Any, m: "Mappings", *, file: str, text: str | None = None) -> Contract:

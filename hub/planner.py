@@ -15,12 +15,13 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterable
 
 from hub import alerting, clientdetails, i18n, reconcile, tax, timebilling
-from hub.mentions import invoice_mentions
 from hub.completeness import Gate
+from hub.connectors import client_master
 from hub.guardrails import InvoiceGuardrails, check_invoice, count_billed_devices, previous_from_snapshot
 from hub.errors import HubError
 from hub.linking import HubClient, Registry, link_clients
 from hub.mappings import Contract, contract_from_agreement, options_note
+from hub.mentions import invoice_mentions
 from hub.money import format_minor, format_quantity, round_half_up
 from hub.periods import Period, parse_period
 from hub.quantities import Guardrails, QuantityCheck, check_quantities, unbilled_classes
@@ -338,17 +339,6 @@ class Context:
     segments: dict[str, list["Segment"]] = field(default_factory=dict)
     period: Period | None = None
 
-
-def client_master(hub: "Hub") -> str | None:
-    """The system whose companies are the hub's clients: ``billing.client_master``, else a
-    configured connector that pulls agreements (the PSA), else none."""
-    chosen = hub.config.billing.get("client_master")
-    if chosen:
-        return str(chosen)
-    for name, connector in sorted(hub.connectors.items()):
-        if any(s.table == "agreements" for s in connector.streams()):
-            return name
-    return None
 
 
 def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
