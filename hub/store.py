@@ -573,7 +573,11 @@ class Store:
 
         Items of a cancelled action are free again: they will be billed by the next invoice.
         """
-        sql = ("select b.item_id from billed_items b join actions a on a.key = b.action_key "
+        return frozenset(r["item_id"] for r in self._billed_rows(client_id, exclude_key, kinds))
+
+    def _billed_rows(self, client_id: str, exclude_key: str | None, kinds: Iterable[str]) -> Iterable[dict]:
+        """The client's ledger rows (kind, item_id, action_key) of actions not cancelled."""
+        sql = ("select b.kind, b.item_id, b.action_key from billed_items b join actions a on a.key = b.action_key "
                "where b.client_id = ? and a.status != ?")
         args: list = [client_id, CANCELLED]
         if exclude_key:
@@ -581,7 +585,7 @@ class Store:
         kinds = list(kinds)
         if kinds:
             sql, args = sql + f" and b.kind in ({', '.join('?' for _ in kinds)})", args + kinds
-        return frozenset(r["item_id"] for r in self.db.query(sql, args))
+        return self.db.query(sql, args)
 
     def get_snapshot(self, client_id: str, period: str) -> list[dict] | None:
         """The lines an invoice for the period counted (none if that invoice was cancelled)."""
@@ -831,16 +835,8 @@ class Store:
         freed = self.freed_by_corrections(client_id)
         if not freed:
             return self.billed_item_ids(client_id, exclude_key=exclude_key, kinds=kinds)
-        sql = ("select b.kind, b.item_id, b.action_key from billed_items b join actions a on a.key = b.action_key "
-               "where b.client_id = ? and a.status != ?")
-        args: list = [client_id, CANCELLED]
-        if exclude_key:
-            sql, args = sql + " and b.action_key != ?", args + [exclude_key]
-        kinds = list(kinds)
-        if kinds:
-            sql, args = sql + f" and b.kind in ({', '.join('?' for _ in kinds)})", args + kinds
         out = set()
-        for r in self.db.query(sql, args):
+        for r in self._billed_rows(client_id, exclude_key, kinds):
             f = freed.get(r["action_key"])
             if f is None or (f != "all" and (r["kind"], r["item_id"]) not in f):
                 out.add(r["item_id"])

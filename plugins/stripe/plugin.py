@@ -1139,19 +1139,9 @@ class StripeConnector:
         """An ``invoice_finalize`` action: finalize the reviewed draft of ``invoice_key``."""
         payload = check_finalize_payload(action)
         invoice_id = str(payload["invoice_id"])
-        try:
-            invoice = self.client.retrieve_invoice(invoice_id)
-        except VendorError as exc:
-            if exc.status != 404:
-                raise
-            raise VendorError(VENDOR, 404, "GET", f"/v1/invoices/{invoice_id}",
-                              f"invoice {invoice_id} of {payload['invoice_key']} does not exist in Stripe "
-                              f"(deleted during review?); push the invoice action again to make a new draft") from None
-        owner = (invoice.get("metadata") or {}).get("msp_hub_action_key")
-        if owner != payload["invoice_key"]:
-            raise VendorError(VENDOR, None, "POST", f"/v1/invoices/{invoice_id}/finalize",
-                              f"invoice {invoice_id} was made for {owner!r}, not {payload['invoice_key']!r}; "
-                              f"nothing was finalized: check the invoice_id of {action.key}")
+        invoice = self._hub_invoice(payload, f"/v1/invoices/{invoice_id}/finalize",
+                                    " (deleted during review?); push the invoice action again to make a new draft",
+                                    f"nothing was finalized: check the invoice_id of {action.key}")
         if invoice["status"] != "draft":
             context.save_progress(invoice_id=invoice_id, step="finalized")
             return to_push_result(invoice, payload, note=f"already {invoice['status']} in Stripe")
@@ -1164,6 +1154,13 @@ class StripeConnector:
 
     def _corrected_invoice(self, action: Action, payload: dict[str, Any], path: str) -> dict:
         """The Stripe invoice a correction names, checked to be the one the hub sent for ``invoice_key``."""
+        return self._hub_invoice(payload, path, f"; nothing was sent for {action.key}: check the invoice in the "
+                                                f"dashboard", f"nothing was sent for {action.key}: check its invoice_id")
+
+    def _hub_invoice(self, payload: dict[str, Any], path: str, missing: str, mismatch: str) -> dict:
+        """The invoice ``payload["invoice_id"]``, checked to be the one the hub sent for
+        ``payload["invoice_key"]`` (its metadata); a VendorError whose text ends with ``missing``
+        when Stripe has none, with ``mismatch`` when it was made for another action."""
         invoice_id = str(payload["invoice_id"])
         try:
             invoice = self.client.retrieve_invoice(invoice_id)
@@ -1171,13 +1168,13 @@ class StripeConnector:
             if exc.status != 404:
                 raise
             raise VendorError(VENDOR, 404, "GET", f"/v1/invoices/{invoice_id}",
-                              f"invoice {invoice_id} of {payload['invoice_key']} does not exist in Stripe; "
-                              f"nothing was sent for {action.key}: check the invoice in the dashboard") from None
+                              f"invoice {invoice_id} of {payload['invoice_key']} does not exist in Stripe"
+                              f"{missing}") from None
         owner = (invoice.get("metadata") or {}).get("msp_hub_action_key")
         if owner != payload["invoice_key"]:
             raise VendorError(VENDOR, None, "POST", path,
                               f"invoice {invoice_id} was made for {owner!r}, not {payload['invoice_key']!r}; "
-                              f"nothing was sent for {action.key}: check its invoice_id")
+                              f"{mismatch}")
         return invoice
 
     def _push_void(self, action: Action, context) -> PushResult:
