@@ -339,25 +339,43 @@ def plan(config_path, period, as_json, details):
 
 @main.command()
 @config_option
-def plugins(config_path):
-    """List the installed plugins and the connectors they provide.
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def plugins(config_path, as_json):
+    """List the installed plugins (distribution, version, hooks; broken ones marked) and the
+    connectors they provide. Exits 1 when a plugin is broken.
 
     Example:
         msp-hub plugins
+        msp-hub plugins --json
     """
-    from hub.plugins import get_plugin_manager, plugin_names
-    pm = get_plugin_manager()
-    for name in plugin_names(pm):
-        click.echo(name)
+    from hub.plugins import describe_plugins, get_plugin_manager
+    connectors: list[dict[str, Any]] = []
     if config_path or os.environ.get("MSP_HUB_CONFIG") or Path(DEFAULT_CONFIG).exists():
         hub = _open_hub(config_path)
         try:
+            pm = hub.pm       # its register_connectors ran: a plugin broken there is marked too
             for name, c in sorted(hub.connectors.items()):
-                streams = ", ".join(s.name for s in c.streams()) or "-"
-                kinds = ", ".join(sorted(c.action_kinds)) or "-"
-                click.echo(f"connector {name}: pulls {streams}; pushes {kinds}")
+                connectors.append({"name": name, "streams": [s.name for s in c.streams()],
+                                   "pushes": sorted(c.action_kinds)})
         finally:
             hub.close()
+    else:
+        pm = get_plugin_manager()
+    described = describe_plugins(pm)
+    if as_json:
+        click.echo(dumps({"plugins": described, "connectors": connectors}))
+    else:
+        for p in described:
+            origin = " ".join(x for x in (p["distribution"], p["version"]) if x) or "no distribution"
+            if p["status"] == "broken":
+                click.echo(f"{p['name']} ({origin}): BROKEN: {p['error']}; fix: {p['fix']}")
+            else:
+                click.echo(f"{p['name']} ({origin}): hooks {', '.join(p['hooks']) or '-'}")
+        for c in connectors:
+            click.echo(f"connector {c['name']}: pulls {', '.join(c['streams']) or '-'}; "
+                       f"pushes {', '.join(c['pushes']) or '-'}")
+    if any(p["status"] == "broken" for p in described):
+        sys.exit(1)
 
 
 @main.command()

@@ -26,7 +26,7 @@ from hub.quantities import QuantityCheck
 from hub.errors import ConfigError, HubError
 from hub.mappings import Mappings, load_mappings
 from hub.periods import Period, last_ended_period, parse_period
-from hub.plugins import get_plugin_manager
+from hub.plugins import broken_plugins, collect_connectors, get_plugin_manager
 from hub.store import (FAILED, HELD, PASS_COMPLETE, PASS_FAILED, PASS_STOPPED, PENDING, SENDING, SENT, Store,
                        action_from_row)
 
@@ -91,14 +91,8 @@ class Hub:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         from hub.notify import notify_settings
         self.notify_settings = notify_settings(config)   # a wrong [notify] fails now, before any request
-        self.connectors: dict[str, Any] = {}
-        for batch in self.pm.hook.register_connectors(config=config):
-            for connector in batch or []:
-                if connector.name in self.connectors:
-                    raise ConfigError(f"two plugins provide a connector named {connector.name!r}",
-                                      file=config.file, key=f"connectors.{connector.name}",
-                                      fix="uninstall one of the plugins")
-                self.connectors[connector.name] = connector
+        # A plugin whose register_connectors raises (not a config error) is left out as broken.
+        self.connectors: dict[str, Any] = collect_connectors(self.pm, config)
 
     def close(self) -> None:
         for c in self.connectors.values():
@@ -133,6 +127,12 @@ def pull(hub: Hub, report: RunReport, *, connectors: Iterable[str] | None = None
     after every committed page: the run ends there, nothing half-written.
     """
     wanted_c, wanted_s = set(connectors or []), set(streams or [])
+    if not wanted_c and not wanted_s:
+        for broken in broken_plugins(hub.pm):
+            # Its connectors are missing from this run: a failed pass, so the run does not end 0.
+            report.passes[f"plugin:{broken.name}"] = {"status": PASS_FAILED, "records": 0,
+                                                      "error": broken.message, "sweep_count": None}
+            report.errors.append(f"pull plugin:{broken.name}: {broken.message}")
     for name in sorted(hub.connectors):
         if wanted_c and name not in wanted_c:
             continue
@@ -280,11 +280,20 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
         attempts = hub.store.mark_sending(row["key"])
         try:
             result = target.push(action, _PushContext(hub.store, row["key"], attempts, row["progress"], links))
-        except HubError as exc:   # a vendor's refusal, or a payload the connector cannot send
-            hub.store.mark_failed(row["key"], str(exc))
-            report.failed.append({"key": row["key"], "error": str(exc)})
-            report.errors.append(f"push {row['key']}: {exc}")
-            alog.error("push.failed", error=str(exc), attempt=attempts + 1)
+        except Exception as exc:  # noqa: BLE001 - a vendor's refusal, or a plugin's bug: this action only
+            if isinstance(exc, HubError):
+                error = str(exc)
+                alog.error("push.failed", error=error, attempt=attempts + 1)
+            else:
+                # Raised after mark_sending: the request may have reached the vendor, as after a
+                # timeout. It stays in the outbox as failed with its attempt counted; the next run
+                # sends it again with the same idempotency key, so it is never sent twice.
+                error = (f"{exc.__class__.__name__}: {exc} (raised by the {target.name} connector while "
+                         f"pushing; outcome unknown: the next sync retries it with the same key)")
+                alog.exception("push.crashed", error=error, attempt=attempts + 1)
+            hub.store.mark_failed(row["key"], error)
+            report.failed.append({"key": row["key"], "error": error})
+            report.errors.append(f"push {row['key']}: {error}")
             ACTIONS_FAILED.labels(row["kind"], target.name).inc()
             if progress:
                 progress({"event": "action", "key": row["key"], "status": "failed"})

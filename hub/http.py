@@ -19,11 +19,17 @@ def make_client(base_url: str, *, http: httpx.Client | None = None, headers: dic
                 timeout: float | httpx.Timeout | None = None, vendor: str | None = None) -> httpx.Client:
     """Return ``http`` if given (tests inject a MockTransport client), else a new httpx.Client.
 
-    With ``vendor``, every response is counted in the process metrics (requests by status
-    class, and 429s) whichever client it is.
+    ``headers`` are sent by either client: merged into a given ``http`` client (a header of the
+    same name is replaced), never dropped. With ``vendor``, every response is counted in the
+    process metrics (requests by status class, and 429s) whichever client it is.
     """
-    client = http if http is not None else httpx.Client(
-        base_url=base_url, timeout=timeout or DEFAULT_TIMEOUT, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    if http is not None:
+        client = http
+        if headers:
+            client.headers.update(headers)
+    else:
+        client = httpx.Client(base_url=base_url, timeout=timeout or DEFAULT_TIMEOUT,
+                              headers={"User-Agent": USER_AGENT, **(headers or {})})
     if vendor:
         from hub.metrics import count_response
         hook = count_response(vendor)
