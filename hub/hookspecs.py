@@ -3,6 +3,15 @@
 Call hooks with keyword arguments only. An implementation takes just the arguments it uses, with
 no default values (pluggy does not pass arguments that have defaults). The last registered plugin
 runs first: never depend on that order.
+
+Isolation: a plugin whose import raises, whose hooks do not match these specs (a misspelt hook
+name), or whose ``register_connectors`` raises anything but a ``hub.errors.HubError`` is left out
+as *broken*: none of its hooks runs, the failure is logged once naming the entry point, its
+distribution and the fix, ``msp-hub plugins`` marks it, and a sync runs the other connectors and
+exits 3. A stream whose ``iter_pages`` raises anything fails only that stream's pass; a connector's
+``push`` raising anything fails only that action (an unexpected exception counts as "outcome
+unknown": the action is retried by the next sync with the same key, so push idempotently).
+Entry points are read once per process: a running daemon keeps the plugins it started with.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ def register_connectors(config):
     :param config: the whole ``hub.config.HubConfig``; read your own section with
         ``config.connector_section("<name>")`` (None when absent) and secrets with
         ``config.secret(section, "<key>")``. Raise ``hub.errors.ConfigError`` naming the key and
-        the fix when your section is wrong.
+        the fix when your section is wrong: it stops the hub with that message. Any other
+        exception marks your plugin broken (see the module docstring), the other plugins go on.
     :return: a list of objects following ``hub.connectors.Connector``.
     """
 
