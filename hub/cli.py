@@ -350,6 +350,7 @@ def plugins(config_path, as_json):
     """
     from hub.plugins import describe_plugins, get_plugin_manager
     connectors: list[dict[str, Any]] = []
+    pm = get_plugin_manager(report=False)     # the listing shows the broken ones: no log line too
     if config_path or os.environ.get("MSP_HUB_CONFIG") or Path(DEFAULT_CONFIG).exists():
         hub = _open_hub(config_path)
         try:
@@ -359,8 +360,6 @@ def plugins(config_path, as_json):
                                    "pushes": sorted(c.action_kinds)})
         finally:
             hub.close()
-    else:
-        pm = get_plugin_manager()
     described = describe_plugins(pm)
     if as_json:
         click.echo(dumps({"plugins": described, "connectors": connectors}))

@@ -158,11 +158,12 @@ def _base_manager() -> pluggy.PluginManager:
     return pm
 
 
-def get_plugin_manager(*plugins, load_entrypoints: bool = True) -> pluggy.PluginManager:
+def get_plugin_manager(*plugins, load_entrypoints: bool = True, report: bool = True) -> pluggy.PluginManager:
     """Return a fresh plugin manager: specs, default plugins, entry points, then ``plugins``.
 
     ``check_pending()`` makes a misspelt hook name fail here instead of never running (for an
-    entry-point plugin: that plugin is broken, the others load).
+    entry-point plugin: that plugin is broken, the others load). ``report=False``: the caller
+    shows the broken plugins itself (``msp-hub plugins``), they are not logged.
     """
     pm = _base_manager()
     if load_entrypoints:
@@ -173,7 +174,10 @@ def get_plugin_manager(*plugins, load_entrypoints: bool = True) -> pluggy.Plugin
             pm.register(item.plugin, name=item.name)
             pm.msp_hub_dists[item.name] = (item.distribution, item.version)
         for b in broken:
-            report_broken(b)
+            if report:
+                report_broken(b)
+            else:
+                _reported.add((b.name, b.stage, b.error))    # shown by the caller: not logged later
         pm.msp_hub_broken.extend(broken)
     for plugin in plugins:
         pm.register(plugin)

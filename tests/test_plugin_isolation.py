@@ -291,6 +291,13 @@ def test_plugins_command_shows_distribution_version_hooks_and_broken_ones(instal
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MSP_HUB_CONFIG", raising=False)
     installed(FakeEntryPoint("psa_extra", "acme_psa_extra_not_installed", dist="acme-psa", version="4.2"))
+    # The listing is the report: JSON alone on stdout, no log line besides it.
+    as_json = json.loads(CliRunner().invoke(main, ["plugins", "--json"]).output)
+    by_name = {p["name"]: p for p in as_json["plugins"]}
+    assert "hub.summary" not in by_name
+    assert by_name["stripe"]["hooks"] == ["register_connectors", "veto_action"] and by_name["stripe"]["status"] == "ok"
+    assert by_name["psa_extra"]["status"] == "broken" and by_name["psa_extra"]["version"] == "4.2"
+
     result = CliRunner().invoke(main, ["plugins"])
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
@@ -300,12 +307,7 @@ def test_plugins_command_shows_distribution_version_hooks_and_broken_ones(instal
     assert any(line.startswith("psa_extra (acme-psa 4.2): BROKEN: ModuleNotFoundError") and
                "pip install --force-reinstall acme-psa" in line for line in lines)
     assert "hub.summary" not in result.output and "Traceback" not in result.output
-
-    as_json = json.loads(CliRunner().invoke(main, ["plugins", "--json"]).output)
-    by_name = {p["name"]: p for p in as_json["plugins"]}
-    assert "hub.summary" not in by_name
-    assert by_name["stripe"]["hooks"] == ["register_connectors", "veto_action"] and by_name["stripe"]["status"] == "ok"
-    assert by_name["psa_extra"]["status"] == "broken" and by_name["psa_extra"]["version"] == "4.2"
+    assert "plugin.broken" not in result.output
 
 
 def test_plugins_command_exits_0_with_no_broken_plugin_and_lists_the_connectors(installed, served):  # noqa: F811
