@@ -244,6 +244,7 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
     only = set(clients)
     links = explicit_links(hub)
     items = [i for i in items if kinds is None or (i.action is not None and i.action.kind in kinds)]
+    items = hold_for_broken_plugins(hub, report, items)
     for item in items:
         action = item.action
         if action is None:
@@ -304,6 +305,29 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
         ACTIONS_PUSHED.labels(row["kind"], target.name).inc()
         if progress:
             progress({"event": "action", "key": row["key"], "status": "sent"})
+
+
+def hold_for_broken_plugins(hub: Hub, report: RunReport, items: list[PlanItem]) -> list[PlanItem]:
+    """While a plugin is broken, new billing actions wait (held, cause ``incomplete``).
+
+    A broken plugin's hooks do not run: it may have added billing lines, amended or vetoed an
+    action, and a sent invoice is final. Tickets go on; an action already attempted is completed
+    with the payload it was sent with; the first sync after the plugin is fixed pushes the rest.
+    """
+    broken = broken_plugins(hub.pm)
+    if not broken:
+        return items
+    from dataclasses import replace
+    from hub.planner import held_json
+    why = "; ".join(b.message for b in broken)
+    out = []
+    for item in items:
+        if item.status == "create" and item.action is not None and item.action.kind not in TICKET_KINDS:
+            item = replace(item, status="held", cause="incomplete", reasons=(
+                *item.reasons, f"held while a plugin is broken (its hooks may change or hold it): {why}"))
+            report.held.append(held_json(item))
+        out.append(item)
+    return out
 
 
 def review_drafts(hub: Hub, report: RunReport, *, clients: Iterable[str] = (), stop=None, progress=None) -> None:

@@ -24,6 +24,7 @@ from tests.conftest import NOW
 from tests.test_cli import run, served  # noqa: F401 - the fixture
 
 REAL = list(importlib.metadata.entry_points(group="msp_hub"))
+INVOICES = [f"invoice:{c}:2026-10" for c in ("acme", "birchwood", "cobalt", "driftwood", "elmstreet")]
 
 
 class FakeDist:
@@ -180,9 +181,13 @@ def test_a_plugin_whose_register_connectors_raises_is_broken_and_none_of_its_hoo
         report = sync_once(hub)
     finally:
         hub.close()
-    assert len(report.pushed) == 5 and report.held == []
     assert report.passes["plugin:raiser"]["status"] == "failed" and "KeyError" in report.passes["plugin:raiser"]["error"]
+    assert report.passes["ninjaone.devices"]["status"] == "complete"
     assert exit_code(report) == EXIT_PULL_FAILED
+    # Its hooks might have changed the invoices: they wait, and nothing was sent.
+    assert report.pushed == [] and env.invoices() == []
+    assert sorted(h["key"] for h in report.held) == INVOICES
+    assert all(h["cause"] == "incomplete" and any("plugin 'raiser'" in r for r in h["reasons"]) for h in report.held)
 
 
 def test_a_config_error_from_register_connectors_still_stops_the_hub_with_its_message(env):
@@ -193,7 +198,7 @@ def test_a_config_error_from_register_connectors_still_stops_the_hub_with_its_me
             store=Store(":memory:"), mappings=load_mappings(env.mappings))
 
 
-def test_a_sync_with_a_plugin_that_failed_to_load_pushes_the_others_and_exits_3(env, installed):
+def test_a_sync_with_a_plugin_that_failed_to_load_pulls_the_others_holds_invoices_and_exits_3(env, installed):
     installed(FakeEntryPoint("psa_extra", "acme_psa_extra_not_installed", dist="acme-psa"))
     hub = hub_with(env, get_plugin_manager(ConnectorPlugin(*env.connectors())))
     try:
@@ -201,9 +206,10 @@ def test_a_sync_with_a_plugin_that_failed_to_load_pushes_the_others_and_exits_3(
         run = hub.store.get_run(report.run_id)
     finally:
         hub.close()
-    assert sorted(p["key"].split(":")[1] for p in report.pushed) == ["acme", "birchwood", "cobalt", "driftwood", "elmstreet"]
     assert exit_code(report) == EXIT_PULL_FAILED and run["status"] == "failed"
     assert any("plugin 'psa_extra'" in e and "ModuleNotFoundError" in e and "acme-psa" in e for e in report.errors)
+    assert report.passes["ninjaone.devices"]["status"] == "complete" and report.records["ninjaone.devices"] == 120
+    assert report.pushed == [] and sorted(h["key"] for h in report.held) == INVOICES
     # A scoped run pulls only what it names: a missing plugin is not its failure.
     hub = hub_with(env, get_plugin_manager(ConnectorPlugin(*env.connectors())))
     try:
@@ -211,6 +217,15 @@ def test_a_sync_with_a_plugin_that_failed_to_load_pushes_the_others_and_exits_3(
     finally:
         hub.close()
     assert "plugin:psa_extra" not in scoped.passes
+    # Fixed (uninstalled): the next sync sends each invoice, once.
+    installed()
+    hub = hub_with(env, get_plugin_manager(ConnectorPlugin(*env.connectors())))
+    try:
+        fixed = sync_once(hub)
+    finally:
+        hub.close()
+    assert sorted(p["key"] for p in fixed.pushed) == INVOICES and exit_code(fixed) == 0
+    assert sorted(i["metadata"]["msp_hub_action_key"] for i in env.invoices()) == INVOICES
 
 
 # --- pulling and pushing -----------------------------------------------------------------------
@@ -328,5 +343,6 @@ def test_cli_sync_with_a_broken_plugin_runs_the_others_and_says_a_connector_is_m
     assert result.exit_code == EXIT_PULL_FAILED, result.output
     assert "plugin:extras" in result.output and "JSONDecodeError" in result.output
     assert "Traceback" not in result.output
-    assert stripe.list_objects("invoice")       # the other connectors did their work
+    assert "ninjaone.devices" not in result.output.split("exit 3:")[-1]    # the other streams pulled
+    assert stripe.list_objects("invoice") == []       # invoices wait while a plugin is broken
     assert run("plan", "--config", str(cfg)).exit_code in (0, 4)
