@@ -8,7 +8,8 @@ Isolation: a plugin whose import raises, whose hooks do not match these specs (a
 name), or whose ``register_connectors`` raises anything but a ``hub.errors.HubError`` is left out
 as *broken*: none of its hooks runs, the failure is logged once naming the entry point, its
 distribution and the fix, ``msp-hub plugins`` marks it, and a sync runs the other connectors and
-exits 3. A stream whose ``iter_pages`` raises anything fails only that stream's pass; a connector's
+exits 3; its new billing actions wait (held, cause ``incomplete``) until the plugin is fixed,
+since the broken plugin's hooks might have changed or held them. A stream whose ``iter_pages`` raises anything fails only that stream's pass; a connector's
 ``push`` raising anything fails only that action (an unexpected exception counts as "outcome
 unknown": the action is retried by the next sync with the same key, so push idempotently).
 Entry points are read once per process: a running daemon keeps the plugins it started with.

@@ -4,7 +4,8 @@ A plugin that fails to load (its import raises, its hooks do not match the specs
 ``register_connectors`` raises something that is not a hub error is *broken*: it is left out,
 reported once per process naming the entry point, its distribution, the exception and the fix,
 and every other plugin and command goes on. ``broken_plugins(pm)`` lists them; a sync records
-each as a failed pass (``plugin:<name>``), so that its exit code says a connector is missing.
+each as a failed pass (``plugin:<name>``), so that its exit code says a connector is missing,
+and holds its new billing actions until the plugin is fixed (``hold_for_broken_plugins``).
 
 Entry points are scanned once per process: a long-running daemon keeps the plugins it started
 with, and a plugin installed (or broken) while it runs is seen at its next start only.
