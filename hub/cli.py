@@ -640,19 +640,28 @@ def recover(config_path, dry_run, as_json):
 @main.command()
 @click.option("--devices", default=300, show_default=True, help="How many devices the simulated RMM holds.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's config and database here.")
-def demo(devices, workdir):
+@click.option("--keep", is_flag=True,
+              help="Keep the simulators up until Ctrl-C and print the lines to use every command against them.")
+def demo(devices, workdir, keep):
     """Run the whole hub against simulated NinjaOne and Stripe servers on 127.0.0.1.
 
     Seeds an MSP (clients on different tiers and add-ons, devices of mixed classes, some not
     approved), syncs, prints the plan with explanations and the invoices created, then syncs
     again to show that nothing is pushed twice. Needs no credentials and no network.
 
-    Example:
+    With --keep the simulators stay up (HTTP on 127.0.0.1) until Ctrl-C, the folder (--workdir,
+    or a new one it prints) keeps the config, the database and secrets.env, and the demo prints
+    the lines to paste in another shell so that every command, the daemon and its API work
+    against it.
+
+    \b
+    Examples:
         msp-hub demo --devices 300
+        msp-hub demo --keep --workdir ./demo
     """
     from hub.demo import run_demo
     try:
-        run_demo(devices=devices, workdir=workdir)
+        run_demo(devices=devices, workdir=workdir, keep=keep)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
 
