@@ -666,6 +666,36 @@ def demo(devices, workdir, keep):
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@config_option
+@click.argument("path", required=False, type=click.Path(dir_okay=True))
+def backup(config_path, path):
+    """Copy the store (the config's database) to PATH while the daemon may be running.
+
+    Uses SQLite's online backup: the copy is the database as of one commit, in one file. Without
+    PATH the copy is a timestamped file next to the database; a folder as PATH gets a timestamped
+    file in it. Never overwrites. Restore: stop the daemon, copy the backup over the database,
+    remove the database's -wal and -shm files, start it.
+
+    \b
+    Examples:
+        msp-hub backup --config /etc/msp-hub/msp-hub.toml
+        msp-hub backup /var/backups/msp-hub/
+    """
+    from hub.backup import backup_store
+    from hub.errors import ConfigError
+    file = config_path or os.environ.get("MSP_HUB_CONFIG") or DEFAULT_CONFIG
+    try:
+        config = load_config(file)
+        target = backup_store(config.database, path)
+    except ConfigError as exc:
+        raise Refused(str(exc)) from None
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    size = target.stat().st_size
+    click.echo(f"backed up {config.database} to {target} ({size} bytes, {size / 1_048_576:.1f} MiB)")
+
+
 # --- correcting a sent invoice --------------------------------------------------------------------
 
 @main.group()
