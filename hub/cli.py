@@ -666,6 +666,29 @@ def demo(devices, workdir, keep):
         raise click.ClickException(str(exc)) from None
 
 
+@main.command("init")
+@click.argument("folder", required=False, default=".", type=click.Path(file_okay=False))
+def init_command(folder):
+    """Write a new MSP's config and mappings in FOLDER (default: here); they bill nobody until edited.
+
+    The config names secrets by environment variable (*_env), never by value. No contract, no PSA
+    agreement type and no alert rule is active: tiers, device classes and time are examples to
+    edit. Refuses to overwrite any existing file (and names it).
+
+    \b
+    Examples:
+        msp-hub init /etc/msp-hub
+        msp-hub init
+    """
+    from hub.init import init, next_steps
+    try:
+        init(folder)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in next_steps(Path(folder)):
+        click.echo(line)
+
+
 @main.command()
 @config_option
 @click.argument("path", required=False, type=click.Path(dir_okay=True))
