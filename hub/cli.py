@@ -655,7 +655,7 @@ def demo(devices, workdir, keep):
     against it.
 
     \b
-    Examples:
+    Example:
         msp-hub demo --devices 300
         msp-hub demo --keep --workdir ./demo
     """
@@ -676,7 +676,7 @@ def init_command(folder):
     edit. Refuses to overwrite any existing file (and names it).
 
     \b
-    Examples:
+    Example:
         msp-hub init /etc/msp-hub
         msp-hub init
     """
@@ -701,7 +701,7 @@ def backup(config_path, path):
     remove the database's -wal and -shm files, start it.
 
     \b
-    Examples:
+    Example:
         msp-hub backup --config /etc/msp-hub/msp-hub.toml
         msp-hub backup /var/backups/msp-hub/
     """

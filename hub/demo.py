@@ -36,6 +36,7 @@ def demo_mappings() -> Path:
 MAPPINGS = demo_mappings()
 NINJA_SECRET_VAR, STRIPE_KEY_VAR = "MSP_HUB_DEMO_NINJAONE_SECRET", "MSP_HUB_DEMO_STRIPE_KEY"
 CW_KEY_VAR = "MSP_HUB_DEMO_CONNECTWISE_KEY"
+ADMIN_TOKEN_VAR = "MSP_HUB_DEMO_ADMIN_TOKEN"
 
 CONFIG = """\
 # Written by `msp-hub demo`: the simulators below run only while the demo runs.
@@ -64,6 +65,32 @@ client_id = "{cw_client_id}"
 format = "console"
 level = "warning"
 """
+
+# `demo --keep` only: the daemon's admin API on a free port of 127.0.0.1, and jobs to watch it run.
+KEEP_CONFIG = """
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
+token_env = "{admin_var}"
+
+[[schedule.jobs]]
+name = "alerts"
+connectors = ["ninjaone"]
+streams = ["alerts", "alert_events"]
+every = "1m"
+
+[[schedule.jobs]]
+name = "everything"
+every = "15m"
+"""
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free now (for the demo's admin API)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def seed_ninjaone(devices: int):
@@ -152,7 +179,7 @@ def wait_for_interrupt() -> None:
             signal.signal(sig, handler)
 
 
-def keep_lines(folder: Path) -> list[str]:
+def keep_lines(folder: Path, admin_port: int | None = None) -> list[str]:
     """What to paste in another shell to work against the running demo."""
     config, secrets = shlex.quote(str(folder / "msp-hub.toml")), shlex.quote(str(folder / "secrets.env"))
     return [
@@ -164,7 +191,8 @@ def keep_lines(folder: Path) -> list[str]:
         f"  msp-hub plan --config {config}",
         f"  msp-hub sync --config {config}",
         f"  msp-hub daemon --config {config}",
-    ]
+    ] + ([f"  curl -H \"Authorization: Bearer ${ADMIN_TOKEN_VAR}\" http://127.0.0.1:{admin_port}/health"
+          "   (while the daemon runs)"] if admin_port else [])
 
 
 def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = False) -> None:
@@ -187,13 +215,18 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
         for leftover in folder.glob("demo.db*"):
             leftover.unlink()
         config_path = folder / "msp-hub.toml"
-        config_path.write_text(CONFIG.format(mappings=MAPPINGS.as_posix(), ninja_url=ninja_url,
+        admin_port = free_port() if keep else None
+        config_path.write_text((CONFIG + (KEEP_CONFIG if keep else "")).format(admin_port=admin_port, admin_var=ADMIN_TOKEN_VAR,
+                                             mappings=MAPPINGS.as_posix(), ninja_url=ninja_url,
                                              ninja_client_id=ninja.client_id, ninja_var=NINJA_SECRET_VAR,
                                              stripe_url=stripe_url, stripe_var=STRIPE_KEY_VAR,
                                              cw_url=cw_url, cw_company=cw.company_id, cw_public=cw.public_key,
                                              cw_var=CW_KEY_VAR, cw_client_id=cw.client_id))
         secrets = {NINJA_SECRET_VAR: ninja.client_secret, CW_KEY_VAR: cw.private_key,
                    STRIPE_KEY_VAR: stripe_sim.api_key}
+        if keep:
+            import secrets as token_source
+            secrets[ADMIN_TOKEN_VAR] = token_source.token_hex(16)
         os.environ.update(secrets)
         write_secrets(folder / "secrets.env", secrets)
         config = load_config(config_path)
@@ -237,7 +270,7 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
 
         if keep:
             click.echo(f"\n== the demo keeps running: simulators up until Ctrl-C; the folder {folder} stays ==")
-            for line in keep_lines(folder):
+            for line in keep_lines(folder, admin_port):
                 click.echo(line)
             click.echo("Press Ctrl-C to stop the simulators.")
             sys.stdout.flush()

@@ -7,7 +7,10 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +60,27 @@ def test_demo_keep_serves_until_interrupted(tmp_path):
         # A sync reaches the simulators (still up): nothing new to create, no pull error.
         again = _cli("sync", "--config", str(config), "--json", env=shell, cwd=tmp_path)
         assert "connection" not in (again.stdout + again.stderr).lower(), again.stdout + again.stderr
+
+        # The daemon and its admin API, with the token from the same secrets file.
+        port = int(next(l for l in config.read_text().splitlines() if l.startswith("port = ")).split("=")[1])
+        daemon = subprocess.Popen([sys.executable, "-m", "hub.cli", "daemon", "--config", str(config)],
+                                  env=shell, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            headers = {"Authorization": f"Bearer {shell['MSP_HUB_DEMO_ADMIN_TOKEN']}"}
+            health = None
+            for _ in range(200):
+                try:
+                    health = httpx.get(f"http://127.0.0.1:{port}/health", headers=headers, timeout=2)
+                    break
+                except httpx.TransportError:
+                    assert daemon.poll() is None, daemon.stderr.read()
+                    threading.Event().wait(0.1)
+            assert health is not None and health.status_code == 200, health and health.text
+            assert {"alerts", "everything"} <= {j["id"] for j in health.json()["scheduler"]["jobs"]}
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+        assert f"http://127.0.0.1:{port}/health" in "\n".join(lines)
 
         proc.send_signal(signal.SIGINT)
         rest = proc.stdout.read()
