@@ -657,21 +657,83 @@ def recover(config_path, dry_run, as_json):
 @main.command()
 @click.option("--devices", default=300, show_default=True, help="How many devices the simulated RMM holds.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's config and database here.")
-def demo(devices, workdir):
+@click.option("--keep", is_flag=True,
+              help="Keep the simulators up until Ctrl-C and print the lines to use every command against them.")
+def demo(devices, workdir, keep):
     """Run the whole hub against simulated NinjaOne and Stripe servers on 127.0.0.1.
 
     Seeds an MSP (clients on different tiers and add-ons, devices of mixed classes, some not
     approved), syncs, prints the plan with explanations and the invoices created, then syncs
     again to show that nothing is pushed twice. Needs no credentials and no network.
 
+    With --keep the simulators stay up (HTTP on 127.0.0.1) until Ctrl-C, the folder (--workdir,
+    or a new one it prints) keeps the config, the database and secrets.env, and the demo prints
+    the lines to paste in another shell so that every command, the daemon and its API work
+    against it.
+
+    \b
     Example:
         msp-hub demo --devices 300
+        msp-hub demo --keep --workdir ./demo
     """
     from hub.demo import run_demo
     try:
-        run_demo(devices=devices, workdir=workdir)
+        run_demo(devices=devices, workdir=workdir, keep=keep)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command("init")
+@click.argument("folder", required=False, default=".", type=click.Path(file_okay=False))
+def init_command(folder):
+    """Write a new MSP's config and mappings in FOLDER (default: here); they bill nobody until edited.
+
+    The config names secrets by environment variable (*_env), never by value. No contract, no PSA
+    agreement type and no alert rule is active: tiers, device classes and time are examples to
+    edit. Refuses to overwrite any existing file (and names it).
+
+    \b
+    Example:
+        msp-hub init /etc/msp-hub
+        msp-hub init
+    """
+    from hub.init import init, next_steps
+    try:
+        init(folder)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in next_steps(Path(folder)):
+        click.echo(line)
+
+
+@main.command()
+@config_option
+@click.argument("path", required=False, type=click.Path(dir_okay=True))
+def backup(config_path, path):
+    """Copy the store (the config's database) to PATH while the daemon may be running.
+
+    Uses SQLite's online backup: the copy is the database as of one commit, in one file. Without
+    PATH the copy is a timestamped file next to the database; a folder as PATH gets a timestamped
+    file in it. Never overwrites. Restore: stop the daemon, copy the backup over the database,
+    remove the database's -wal and -shm files, start it.
+
+    \b
+    Example:
+        msp-hub backup --config /etc/msp-hub/msp-hub.toml
+        msp-hub backup /var/backups/msp-hub/
+    """
+    from hub.backup import backup_store
+    from hub.errors import ConfigError
+    file = config_path or os.environ.get("MSP_HUB_CONFIG") or DEFAULT_CONFIG
+    try:
+        config = load_config(file)
+        target = backup_store(config.database, path)
+    except ConfigError as exc:
+        raise Refused(str(exc)) from None
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    size = target.stat().st_size
+    click.echo(f"backed up {config.database} to {target} ({size} bytes, {size / 1_048_576:.1f} MiB)")
 
 
 # --- correcting a sent invoice --------------------------------------------------------------------

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import signal
+import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,12 +23,24 @@ from hub.money import format_minor
 from hub.periods import Period, last_ended_period
 from hub.testing import serve
 
-MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+def demo_mappings() -> Path:
+    """The demo's mappings: the repository's ``mappings/`` in a checkout, else the copy the wheel
+    ships as ``hub/_demo_mappings`` (the same files; see setup.py)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "mappings", here / "_demo_mappings"):
+        if (folder / "tiers.toml").is_file():
+            return folder
+    return here / "_demo_mappings"  # absent: load_mappings names it and the fix
+
+
+MAPPINGS = demo_mappings()
 NINJA_SECRET_VAR, STRIPE_KEY_VAR = "MSP_HUB_DEMO_NINJAONE_SECRET", "MSP_HUB_DEMO_STRIPE_KEY"
 CW_KEY_VAR = "MSP_HUB_DEMO_CONNECTWISE_KEY"
+ADMIN_TOKEN_VAR = "MSP_HUB_DEMO_ADMIN_TOKEN"
 
 CONFIG = """\
 # Written by `msp-hub demo`: the simulators below run only while the demo runs.
+# Its secrets are in secrets.env next to this file: set -a; . ./secrets.env; set +a
 timezone = "Europe/Paris"
 database = "demo.db"
 mappings = "{mappings}"
@@ -49,6 +65,32 @@ client_id = "{cw_client_id}"
 format = "console"
 level = "warning"
 """
+
+# `demo --keep` only: the daemon's admin API on a free port of 127.0.0.1, and jobs to watch it run.
+KEEP_CONFIG = """
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
+token_env = "{admin_var}"
+
+[[schedule.jobs]]
+name = "alerts"
+connectors = ["ninjaone"]
+streams = ["alerts", "alert_events"]
+every = "1m"
+
+[[schedule.jobs]]
+name = "everything"
+every = "15m"
+"""
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free now (for the demo's admin API)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def seed_ninjaone(devices: int):
@@ -115,7 +157,45 @@ def seed_connectwise(period: Period):
     return cw
 
 
-def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
+def write_secrets(path: Path, values: dict[str, str]) -> None:
+    """The demo's secrets as a file to source (``set -a; . secrets.env; set +a``) or to give systemd
+    as its EnvironmentFile; readable by its owner only."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("# The demo's secrets (simulators on 127.0.0.1 only): set -a; . ./secrets.env; set +a\n")
+        out.writelines(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM; return normally for either."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def keep_lines(folder: Path, admin_port: int | None = None) -> list[str]:
+    """What to paste in another shell to work against the running demo."""
+    config, secrets = shlex.quote(str(folder / "msp-hub.toml")), shlex.quote(str(folder / "secrets.env"))
+    return [
+        f"config: {folder / 'msp-hub.toml'}",
+        f"secrets: {folder / 'secrets.env'}",
+        "In another shell, every command works against this demo while it runs:",
+        f"  set -a; . {secrets}; set +a",
+        f"  msp-hub actions --config {config}",
+        f"  msp-hub plan --config {config}",
+        f"  msp-hub sync --config {config}",
+        f"  msp-hub daemon --config {config}",
+    ] + ([f"  curl -H \"Authorization: Bearer ${ADMIN_TOKEN_VAR}\" http://127.0.0.1:{admin_port}/health"
+          "   (while the daemon runs)"] if admin_port else [])
+
+
+def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = False) -> None:
     from plugins.stripe.simulator import StripeSimulator
 
     ninja = seed_ninjaone(devices)
@@ -125,19 +205,30 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
         ninja_url = stack.enter_context(serve(ninja.handler))
         stripe_url = stack.enter_context(serve(stripe_sim.handler))
         cw_url = stack.enter_context(serve(cw.handler))
-        folder = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="msp-hub-demo-")))
+        if workdir:
+            folder = Path(workdir).resolve()
+        elif keep:  # a folder that outlives the demo: the user goes on exploring it
+            folder = Path(tempfile.mkdtemp(prefix="msp-hub-demo-"))
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="msp-hub-demo-")))
         folder.mkdir(parents=True, exist_ok=True)
         for leftover in folder.glob("demo.db*"):
             leftover.unlink()
         config_path = folder / "msp-hub.toml"
-        config_path.write_text(CONFIG.format(mappings=MAPPINGS.as_posix(), ninja_url=ninja_url,
+        admin_port = free_port() if keep else None
+        config_path.write_text((CONFIG + (KEEP_CONFIG if keep else "")).format(admin_port=admin_port, admin_var=ADMIN_TOKEN_VAR,
+                                             mappings=MAPPINGS.as_posix(), ninja_url=ninja_url,
                                              ninja_client_id=ninja.client_id, ninja_var=NINJA_SECRET_VAR,
                                              stripe_url=stripe_url, stripe_var=STRIPE_KEY_VAR,
                                              cw_url=cw_url, cw_company=cw.company_id, cw_public=cw.public_key,
                                              cw_var=CW_KEY_VAR, cw_client_id=cw.client_id))
-        os.environ[NINJA_SECRET_VAR] = ninja.client_secret
-        os.environ[CW_KEY_VAR] = cw.private_key
-        os.environ[STRIPE_KEY_VAR] = stripe_sim.api_key
+        secrets = {NINJA_SECRET_VAR: ninja.client_secret, CW_KEY_VAR: cw.private_key,
+                   STRIPE_KEY_VAR: stripe_sim.api_key}
+        if keep:
+            import secrets as token_source
+            secrets[ADMIN_TOKEN_VAR] = token_source.token_hex(16)
+        os.environ.update(secrets)
+        write_secrets(folder / "secrets.env", secrets)
         config = load_config(config_path)
         configure_logging(fmt="console", level="warning", secrets=config.secret_values())
 
@@ -176,3 +267,12 @@ def run_demo(*, devices: int = 300, workdir: str | None = None) -> None:
             click.echo(f"  {inv['id']}  {inv['status']:<6} {inv['metadata'].get('msp_hub_action_key', '')}"
                        f"  {format_minor(inv['total'], inv['currency'])}  {len(inv['lines']['data'])} line(s)")
         assert len(invoices) + len(tickets) <= len(report.pushed), "the second sync must not create anything"
+
+        if keep:
+            click.echo(f"\n== the demo keeps running: simulators up until Ctrl-C; the folder {folder} stays ==")
+            for line in keep_lines(folder, admin_port):
+                click.echo(line)
+            click.echo("Press Ctrl-C to stop the simulators.")
+            sys.stdout.flush()
+            wait_for_interrupt()
+            click.echo(f"simulators stopped; config, secrets and database stay in {folder}")
