@@ -461,7 +461,7 @@ def _adapt(adapter: TypeAdapter, raw: Any, *, file: str, text: str | None, prefi
 
 
 def _read(path: Path) -> tuple[dict[str, Any], str]:
-    return read_toml(path, missing_fix="create it (see mappings/ in the repository)")
+    return read_toml(path, missing_fix="create it (msp-hub init DIR writes a starting set)")
 
 
 _HEADER = re.compile(r'^\s*\[\s*clients\s*\.\s*(?:"([^"]+)"|\'([^\']+)\'|([A-Za-z0-9_-]+))')
@@ -1053,7 +1053,8 @@ def load_mappings(directory: str | Path) -> Mappings:
     d = Path(directory)
     if not d.is_dir():
         raise ConfigError("mappings folder not found", file=str(d), key="mappings",
-                          fix="set mappings = \"path/to/mappings\" in the config")
+                          fix="set mappings = \"path/to/mappings\" in the config, or write a starting set with: "
+                              "msp-hub init DIR")
     currency, tiers, addons = load_catalog(d / "tiers.toml")
     priced = priced_classes(tiers, addons)
     classes, not_billed, unlisted = load_device_class_file(d / "device_classes.toml", priced)
