@@ -244,6 +244,7 @@ def build_scheduler(service: Service, jobs: list[Job], *, catch_up: bool = True)
         for job_id, trigger, scope in triggers(job, service.config.timezone):
             first = {"next_run_time": now} if job_id in missed else {}
             if first:
+                service.catch_up.add(job_id)   # its run is recorded with trigger "catch-up"
                 log.warning("daemon.catch_up", job=job_id, missed_firing=missed[job_id].isoformat(),
                             reason="its last firing did not run to its end (the daemon was down or stopped "
                                    "mid-run): it runs now")
