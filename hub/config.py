@@ -568,15 +568,6 @@ class HealthSettings(Schema):
         return {k: parse_duration(v) for k, v in self.max_age.items()}
 
 
-class DaemonSettings(Schema):
-    """``[daemon]``: how long the runs (and their stream passes) are kept before the daemon prunes them."""
-
-    keep_runs: Duration = "90d"
-
-    def keep_runs_delta(self) -> timedelta:
-        return parse_duration(self.keep_runs)
-
-
 class ConfigFile(Schema):
     """The top level of the config file. Connectors, schedule, admin and notify are tables whose
     contents their own modules check."""
@@ -591,7 +582,6 @@ class ConfigFile(Schema):
     admin: dict[str, Any] = {}
     notify: dict[str, Any] = {}
     health: HealthSettings = HealthSettings()
-    daemon: DaemonSettings = DaemonSettings()
 
 
 KNOWN_TOP_LEVEL = set(ConfigFile.model_fields)
@@ -629,7 +619,6 @@ class HubConfig:
     admin: dict[str, Any] = field(default_factory=dict)
     notify: dict[str, Any] = field(default_factory=dict)     # checked by the notifier
     health: dict[str, Any] = field(default_factory=dict)
-    daemon: dict[str, Any] = field(default_factory=dict)
     environ: dict[str, str] | None = None  # for tests; None means os.environ
 
     # ``billing``, ``logging`` and ``health`` stay plain dicts (defaults filled by load_config) for
@@ -641,10 +630,6 @@ class HubConfig:
     @property
     def logging_settings(self) -> LoggingSettings:
         return validate(LoggingSettings, self.logging, file=self.file, prefix=("logging",))
-
-    @property
-    def daemon_settings(self) -> DaemonSettings:
-        return validate(DaemonSettings, self.daemon, file=self.file, prefix=("daemon",))
 
     @property
     def health_settings(self) -> HealthSettings:
@@ -791,5 +776,4 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
                      connectors={k: dict(v) for k, v in checked.connectors.items()}, schedule=dict(checked.schedule),
                      logging=checked.logging.model_dump(exclude_none=True),
                      billing=checked.billing.model_dump(exclude_none=True), admin=dict(checked.admin),
-                     notify=dict(checked.notify), health=checked.health.model_dump(),
-                     daemon=checked.daemon.model_dump(), environ=environ)
+                     notify=dict(checked.notify), health=checked.health.model_dump(), environ=environ)

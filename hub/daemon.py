@@ -32,7 +32,7 @@ from hub.service import SCOPE_KEYS, ScopeError, Service, normalize_scope
 log = structlog.get_logger()
 
 JOB_KEYS = ("name", "every", "cron", "preview_cron", "misfire_grace_time") + SCOPE_KEYS
-SCHEDULE_KEYS = ("jobs", "misfire_grace_time")
+SCHEDULE_KEYS = ("jobs", "misfire_grace_time", "keep_runs")   # keep_runs: hub.service.keep_runs
 DEFAULT_MISFIRE_GRACE = 300
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -165,6 +165,21 @@ def mark_abandoned(hub: Hub) -> list[str]:
     return dead
 
 
+DEFAULT_KEEP_RUNS = "90d"
+
+
+def keep_runs(config: HubConfig) -> timedelta:
+    """``[schedule] keep_runs``: how long the daemon keeps the runs (and their stream passes)
+    before it prunes them; ``"90d"`` by default. A ConfigError names the key and the fix."""
+    from hub.config import parse_duration
+    value = (config.schedule or {}).get("keep_runs", DEFAULT_KEEP_RUNS)
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ConfigError(f"{value!r} is not a duration", file=config.file, key="schedule.keep_runs",
+                          fix=f'write keep_runs = "{DEFAULT_KEEP_RUNS}" (a whole number and a unit: h or d)') from None
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -366,7 +381,7 @@ class Service:
         configure_logging(fmt=self.config.logging.get("format", "console"),
                           level=self.config.logging.get("level", "info"), secrets=self.config.secret_values())
         self.admin = admin_settings(self.config, require_token=True)
-        self.keep_runs = self.config.daemon_settings.keep_runs_delta()   # a bad [daemon] fails now
+        self.keep_runs = keep_runs(self.config)   # a bad [schedule] keep_runs fails now
         self.stop = threading.Event()          # set on shutdown: runs stop after their current page
         self._busy = threading.Lock()          # held while a run of this process is in flight
         self._state = threading.Lock()         # guards the fields below
@@ -425,7 +440,7 @@ class Service:
             from hub.plugins import get_plugin_manager
             config = self.config if shared is None else load_config(self.config_path, environ=self.environ)
             if shared is not None:
-                config.daemon_settings.keep_runs_delta()
+                keep_runs(config)
             fingerprint = self._fingerprint()   # read before building: a change meanwhile rebuilds again
             pm = get_plugin_manager()
             mappings = load_mappings(config.mappings)
@@ -435,7 +450,7 @@ class Service:
             if shared is not None:
                 log.info("daemon.config_reloaded", config=config.file, reason="the config file or the mappings changed")
                 self._retired += list(shared.connectors.values())
-            self.config, self.keep_runs = config, config.daemon_settings.keep_runs_delta()
+            self.config, self.keep_runs = config, keep_runs(config)
             self.streams = {name: [s.name for s in c.streams()] for name, c in sorted(new.connectors.items())}
             self._shared = new
         self._close_retired()
@@ -597,7 +612,7 @@ class Service:
              job_name: str | None = None) -> str | None:
         """One ``sync_once`` on the shared connectors; every error is logged, none reaches the
         scheduler. The run is recorded with its ``trigger`` and scheduled job (``job=``); old
-        runs are pruned after it (``[daemon] keep_runs``)."""
+        runs are pruned after it (``[schedule] keep_runs``)."""
         jlog = log.bind(run_id=run_id, job=job)
         jlog.info("daemon.job_started", scope=kwargs, trigger=trigger)
         t0 = time.perf_counter()
@@ -632,14 +647,14 @@ class Service:
         return run_id
 
     def prune(self, hub: Hub, now: datetime | None = None) -> dict[str, int]:
-        """Delete the runs (and their stream passes) older than ``[daemon] keep_runs``; never fails a run."""
+        """Delete the runs (and their stream passes) older than ``[schedule] keep_runs``; never fails a run."""
         try:
             gone = hub.store.prune_runs((now or datetime.now(timezone.utc)) - self.keep_runs)
         except Exception as exc:   # a busy database: the next run prunes
             log.warning("daemon.prune_failed", error=repr(exc))
             return {"runs": 0, "stream_passes": 0}
         if gone["runs"]:
-            log.info("daemon.runs_pruned", **gone, keep_runs=self.config.daemon_settings.keep_runs)
+            log.info("daemon.runs_pruned", **gone, keep_runs=human_seconds(self.keep_runs.total_seconds()))
         return gone
 
     def join(self, timeout: float | None = None) -> None:

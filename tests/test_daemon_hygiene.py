@@ -1,5 +1,5 @@
 """Daemon hygiene: connectors (and their OAuth tokens) kept across runs until the config changes,
-runs pruned after [daemon] keep_runs, and every library's log lines through one JSON pipeline."""
+runs pruned after [schedule] keep_runs, and every library's log lines through one JSON pipeline."""
 
 import io
 import json
@@ -15,7 +15,7 @@ import structlog
 from hub.config import load_config
 from hub.errors import ConfigError
 from hub.logs import configure_logging
-from hub.service import Service
+from hub.service import Service, keep_runs
 from hub.store import Store
 from hub.testing import serve
 from tests.conftest import Env
@@ -87,7 +87,7 @@ def test_runs_share_one_oauth_token_until_the_config_changes(daemon):
 
     # A changed config builds new connectors, which get their own token; the old ones are closed.
     old = service.open_hub().connectors["ninjaone"]
-    daemon.write('[daemon]\nkeep_runs = "30d"\n')
+    daemon.write('[schedule]\nkeep_runs = "30d"\n')
     daemon.touch(daemon.cfg)
     service.run_job("devices", NINJA)
     service.run_job("devices", NINJA)
@@ -159,7 +159,7 @@ def test_pruning_deletes_old_finished_runs_and_their_passes_but_each_streams_lat
 
 
 def test_the_daemon_prunes_at_each_run_end_after_keep_runs(daemon):
-    daemon.write('[daemon]\nkeep_runs = "30d"\n')
+    daemon.write('[schedule]\nkeep_runs = "30d"\n')
     store = daemon.store()
     forty, five = _old_run(store, 40), _old_run(store, 5)
     service = Service(daemon.cfg)
@@ -169,11 +169,11 @@ def test_the_daemon_prunes_at_each_run_end_after_keep_runs(daemon):
 
 
 def test_keep_runs_defaults_to_90_days_and_a_wrong_one_names_the_key(daemon):
-    assert load_config(daemon.cfg).daemon_settings.keep_runs_delta() == timedelta(days=90)
-    daemon.write('[daemon]\nkeep_runs = "ninety days"\n')
+    assert keep_runs(load_config(daemon.cfg)) == timedelta(days=90)
+    daemon.write('[schedule]\nkeep_runs = "ninety days"\n')
     with pytest.raises(ConfigError) as exc:
         Service(daemon.cfg)
-    assert "daemon.keep_runs" in str(exc.value) and "not a duration" in str(exc.value)
+    assert "schedule.keep_runs" in str(exc.value) and "not a duration" in str(exc.value) and 'keep_runs = "90d"' in str(exc.value)
 
 
 # --- one log pipeline -----------------------------------------------------------------------------
