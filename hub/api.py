@@ -5,10 +5,18 @@ the ``service``, which offers:
 
     token: Secret                 the bearer token every request must carry
     open_hub() -> Hub             a hub for the calling thread; the API closes it after use
+    shared_hub() -> Hub           (optional) the serving thread's hub, kept across requests and
+                                  rebuilt only when the config or the mappings change; used
+                                  instead of open_hub() when offered
     trigger(scope: dict) -> str   start a run in the background and return its id; raises
                                   HubError for a bad scope, LockedError when a run holds the lock
     status() -> dict              {"scheduler": {"running": bool, "jobs": [...]},
-                                   "current_run": dict | None, ...}
+                                   "current_run": dict | None, ...}; it may take (hub, streams),
+                                  which /health passes so that stream health is computed once
+
+``POST /resync`` needs an explicit scope: ``{"connector": ...}``, ``{"stream": ...}``,
+``{"client": ...}`` (or their lists) or ``{"all": true}``; its body is read as JSON whatever its
+Content-Type. The run is recorded with trigger "api".
 
 Every endpoint, health and metrics included, answers 401 without the token. Every answer is
 JSON (metrics excepted); an unexpected exception is logged and answered "internal error".

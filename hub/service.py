@@ -431,6 +431,8 @@ class Service:
         fingerprint = self._fingerprint()
         shared = self._shared
         if shared is not None and shared.fingerprint == fingerprint:
+            if self._retired:
+                self._close_retired()
             return shared
         with self._shared_lock:
             shared = self._shared
