@@ -5,10 +5,18 @@ the ``service``, which offers:
 
     token: Secret                 the bearer token every request must carry
     open_hub() -> Hub             a hub for the calling thread; the API closes it after use
+    shared_hub() -> Hub           (optional) the serving thread's hub, kept across requests and
+                                  rebuilt only when the config or the mappings change; used
+                                  instead of open_hub() when offered
     trigger(scope: dict) -> str   start a run in the background and return its id; raises
                                   HubError for a bad scope, LockedError when a run holds the lock
     status() -> dict              {"scheduler": {"running": bool, "jobs": [...]},
-                                   "current_run": dict | None, ...}
+                                   "current_run": dict | None, ...}; it may take (hub, streams),
+                                  which /health passes so that stream health is computed once
+
+``POST /resync`` needs an explicit scope: ``{"connector": ...}``, ``{"stream": ...}``,
+``{"client": ...}`` (or their lists) or ``{"all": true}``; its body is read as JSON whatever its
+Content-Type. The run is recorded with trigger "api".
 
 Every endpoint, health and metrics included, answers 401 without the token. Every answer is
 JSON (metrics excepted); an unexpected exception is logged and answered "internal error".
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import inspect
 import json
 import threading
 import time
@@ -70,7 +79,10 @@ def _authorized(header: str, token: str) -> bool:
 
 @contextlib.contextmanager
 def _open(service) -> Iterator[Hub]:
-    hub = service.open_hub()
+    """The serving thread's hub: the service's ``shared_hub()`` (kept for the thread's next
+    request, rebuilt only when the config changes) when it offers one, else ``open_hub()``."""
+    shared = getattr(service, "shared_hub", None)
+    hub = shared() if shared is not None else service.open_hub()
     try:
         yield hub
     finally:
@@ -80,8 +92,44 @@ def _open(service) -> Iterator[Hub]:
 # --- shapes --------------------------------------------------------------------------------------
 
 def run_json(row: dict) -> dict:
-    """A row of the runs table with its counts and errors decoded."""
-    return dict(row, counts=json.loads(row.get("counts") or "{}"), errors=json.loads(row.get("errors") or "[]"))
+    """A row of the runs table with its counts, errors and scope decoded; ``trigger`` (cron, api,
+    cli, catch-up) and ``job`` say what started it (None for a run recorded before they were)."""
+    scope = row.get("scope")
+    return dict(row, counts=json.loads(row.get("counts") or "{}"), errors=json.loads(row.get("errors") or "[]"),
+                trigger=row.get("trigger"), job=row.get("job"), scope=json.loads(scope) if scope else None)
+
+
+RESYNC_FIX = ('send a JSON object naming the scope: {"connector": "ninjaone"}, {"stream": "devices"}, '
+              '{"client": "acme"} (or their lists "connectors", "streams", "clients"), or {"all": true} for everything')
+_SINGULAR = {"connector": "connectors", "stream": "streams", "client": "clients"}
+RESYNC_KEYS = ("all", "connector", "stream", "client", "connectors", "streams", "clients", "period", "full", "dry_run")
+
+
+def resync_scope(body: Any) -> dict:
+    """The scope of ``POST /resync``: a JSON object that names what to run, ``connector``,
+    ``stream``, ``client`` (or their plural lists) or ``{"all": true}``, with ``period``, ``full``
+    and ``dry_run`` as options. Raises ValueError with the message to answer."""
+    if not isinstance(body, dict):
+        raise ValueError(f"the body must be a JSON object (the run's scope); {RESYNC_FIX}")
+    unknown = sorted(set(body) - set(RESYNC_KEYS))
+    if unknown:
+        raise ValueError(f"unknown scope key {unknown[0]!r}; use one of {', '.join(RESYNC_KEYS)}")
+    scope = dict(body)
+    every = scope.pop("all", None)
+    if every is not None and every is not True:
+        raise ValueError(f'"all" must be true, got {every!r}; {RESYNC_FIX}')
+    for one, many in _SINGULAR.items():
+        if one in scope:
+            if many in scope:
+                raise ValueError(f'give "{one}" or "{many}", not both')
+            value = scope.pop(one)
+            scope[many] = value if isinstance(value, list) else [value]
+    named = [k for k in _SINGULAR.values() if scope.get(k)]
+    if every and named:
+        raise ValueError(f'"all" runs everything: remove {", ".join(named)}, or remove "all"')
+    if not every and not named:
+        raise ValueError(f"the scope is missing: {RESYNC_FIX}")
+    return scope
 
 
 def action_json(row: dict) -> dict:
@@ -155,10 +203,11 @@ def make_app(service) -> flask.Flask:
         connectors: dict[str, dict] = {}
         streams: list[dict] = []
         try:
-            status = service.status()
-            with _open(service) as hub:
+            with _open(service) as hub:     # one hub, the streams' health computed once
                 streams = stream_health(hub)
                 connectors = pull_health(hub, streams)
+                takes_hub = "hub" in inspect.signature(service.status).parameters
+                status = service.status(hub, streams) if takes_hub else service.status()
         except HubError as exc:   # e.g. the database cannot open; the message names the fix
             status = {}
             reasons.append(f"the hub cannot open: {exc}")
@@ -206,12 +255,17 @@ def make_app(service) -> flask.Flask:
 
     @app.post("/resync")
     def resync():
-        if flask.request.get_data():
-            scope = flask.request.get_json(silent=True)
-            if not isinstance(scope, dict):
-                return _error("the body must be a JSON object (the run's scope)", 400)
-        else:
-            scope = {}
+        raw = flask.request.get_data()
+        if not raw.strip():
+            return _error(f"the scope is missing: {RESYNC_FIX}", 400)
+        try:   # read as JSON whatever the Content-Type says (curl -d sends a form's)
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(f"the body is not JSON ({exc}); {RESYNC_FIX}", 400)
+        try:
+            scope = resync_scope(body)
+        except ValueError as exc:
+            return _error(str(exc), 400)
         try:
             run_id = service.trigger(scope)
         except LockedError as exc:
@@ -464,7 +518,8 @@ OPENAPI: dict[str, Any] = {
             {200: "Ready; each stream's last complete pass, age and maximum age.",
              503: "Live but not ready; `reasons` names each stream, its age, its limit and its last error."})},
         "/runs": {"get": _op(
-            "The latest runs, newest first, with their counts and errors.",
+            "The latest runs, newest first, with their trigger (cron, api, cli, catch-up), job, scope, counts "
+            "and errors.",
             {200: "The runs.", 400: "A bad limit."},
             params=[_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_RUNS, "default": 20},
                            "How many runs.")])},
@@ -477,11 +532,15 @@ OPENAPI: dict[str, Any] = {
             params=[_param("period", "query", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
                            "Plan this period (default: the last ended and the current).")])},
         "/resync": {"post": _op(
-            "Start a run in the background; an empty body runs everything.",
+            "Start a run in the background of an explicit scope: a connector, a stream, a client (or their "
+            "lists), or {\"all\": true} for everything; an empty body is refused. The body is read as JSON "
+            "whatever its Content-Type.",
             {202: "Started; `run_id` names it (GET /runs/{run_id}).", 400: "A bad scope.",
              409: "A run of that scope holds the lock; `holder` says which.",
              503: "The daemon is stopping; try again after it restarts."},
             body={"type": "object", "additionalProperties": False, "properties": {
+                "all": {"type": "boolean", "enum": [True], "description": "Run everything."},
+                "connector": {"type": "string"}, "stream": {"type": "string"}, "client": {"type": "string"},
                 "connectors": {"type": "array", "items": {"type": "string"}},
                 "streams": {"type": "array", "items": {"type": "string"}},
                 "clients": {"type": "array", "items": {"type": "string"}},

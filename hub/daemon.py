@@ -32,7 +32,7 @@ from hub.service import SCOPE_KEYS, ScopeError, Service, normalize_scope
 log = structlog.get_logger()
 
 JOB_KEYS = ("name", "every", "cron", "preview_cron", "misfire_grace_time") + SCOPE_KEYS
-SCHEDULE_KEYS = ("jobs", "misfire_grace_time")
+SCHEDULE_KEYS = ("jobs", "misfire_grace_time", "keep_runs")   # keep_runs: hub.service.keep_runs
 DEFAULT_MISFIRE_GRACE = 300
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -244,6 +244,7 @@ def build_scheduler(service: Service, jobs: list[Job], *, catch_up: bool = True)
         for job_id, trigger, scope in triggers(job, service.config.timezone):
             first = {"next_run_time": now} if job_id in missed else {}
             if first:
+                service.catch_up.add(job_id)   # its run is recorded with trigger "catch-up"
                 log.warning("daemon.catch_up", job=job_id, missed_firing=missed[job_id].isoformat(),
                             reason="its last firing did not run to its end (the daemon was down or stopped "
                                    "mid-run): it runs now")

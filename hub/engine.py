@@ -63,6 +63,11 @@ class RunReport:
     lock_holder: str | None = None
     registry: Registry | None = None
     seconds: float = 0.0
+    # What started the run: cron, api, cli, catch-up; the scheduled job (None outside the
+    # daemon); the scope it was given ({} for everything).
+    trigger: str | None = None
+    job: str | None = None
+    scope: dict[str, Any] = field(default_factory=dict)
 
     @property
     def records_total(self) -> int:
@@ -74,7 +79,7 @@ class RunReport:
                 "discrepancies": [vars(d) for d in self.discrepancies], "pushed": self.pushed,
                 "failed": self.failed, "held": self.held, "errors": self.errors,
                 "quantities": [q.to_json() for q in self.quantities], "alert_log": self.alert_log,
-                "stopped": self.stopped,
+                "stopped": self.stopped, "trigger": self.trigger, "job": self.job, "scope": self.scope,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -449,7 +454,8 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
               connectors: Iterable[str] | None = None, streams: Iterable[str] | None = None,
               clients: Iterable[str] = (), full: bool = False, stop: threading.Event | None = None,
               run_id: str | None = None, holder: str = "cli",
-              progress: Callable[[dict], None] | None = None, actions: Iterable[str] | None = None) -> RunReport:
+              progress: Callable[[dict], None] | None = None, actions: Iterable[str] | None = None,
+              trigger: str = "cli", job: str | None = None) -> RunReport:
     """Pull, plan and (unless ``dry_run``) push; record the run; tell the plugins it finished.
 
     A run that pulls or pushes takes the store's run lock, so that two never overlap whoever
@@ -461,7 +467,13 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
     ``actions``: the action kinds the run may plan and push. By default an unscoped run does
     everything, and a run scoped to connectors or streams only what those streams feed (the alert
     streams feed tickets; billing waits for an unscoped run, such as the scheduled invoice job).
+
+    ``trigger`` (cron, api, cli, catch-up) and ``job`` (the scheduled job's name) are recorded
+    with the run, with its scope, so that a listing of runs says what started each.
     """
+    scope = run_scope(period, connectors, streams, clients) | ({"full": True} if full else {}) \
+        | ({"dry_run": True} if dry_run and pull_first else {})
+    origin = {"trigger": trigger, "job": job, "scope": scope}
     mode = "plan" if not pull_first else ("dry-run" if dry_run else "sync")
     lock_holder = None
     if pull_first:
@@ -469,7 +481,7 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
         taken = hub.store.acquire_lock(LOCK, lock_holder)
         if taken is not None:
             if run_id:   # a run someone was promised (an API 202) says why it did not happen
-                hub.store.start_run(mode, run_id)
+                hub.store.start_run(mode, run_id, **origin)
                 hub.store.finish_run(run_id, "refused", {}, [str(LockedError(taken))])
             raise LockedError(taken)
     kinds = allowed_kinds(hub, connectors, streams, actions)
@@ -480,10 +492,10 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
             hub.store.release_lock(LOCK, lock_holder)
         raise HubError(f"--period: {exc} (fix: write it as YYYY-MM, e.g. 2026-10)") from None
     try:
-        run_id, started = hub.store.start_run(mode, run_id)
+        run_id, started = hub.store.start_run(mode, run_id, **origin)
         for dead in hub.store.mark_abandoned_runs(lock_held=lock_holder is not None, keep=run_id):
             log.warning("sync.run_abandoned", run_id=dead)
-        report = RunReport(run_id, mode, started, lock_holder=lock_holder)
+        report = RunReport(run_id, mode, started, lock_holder=lock_holder, **origin)
         t0 = time.perf_counter()
         status = "ok"
         try:

@@ -31,20 +31,51 @@ class Redactor:
         return self._clean(event_dict) if self.secrets else event_dict
 
 
+class _Handler(logging.StreamHandler):
+    """The process's one log handler: writes each rendered line, with its newline, in one call
+    under the handler's lock. With no stream given it writes to the current ``sys.stderr``."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream or sys.stderr)
+        self._fixed = stream is not None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._fixed:
+            self.stream = sys.stderr
+        super().emit(record)
+
+
 def configure_logging(*, fmt: str = "console", level: str = "info", secrets: Iterable[str] = (),
                       stream=None) -> None:
-    """Configure structlog for the process: ``fmt`` is ``json`` (one object a line) or ``console``."""
+    """Configure logging for the process: ``fmt`` is ``json`` (one object a line) or ``console``.
+
+    Every line goes through one pipeline: structlog's events and the standard library's records
+    (APScheduler, waitress, ``warnings``) reach one handler on the root logger, whose structlog
+    ``ProcessorFormatter`` stamps, redacts and renders them; in JSON mode each is one object on
+    its own line, written whole under the handler's lock, so two threads never fuse lines.
+    APScheduler logs from ``warning`` up (its per-firing info lines are the daemon's own events).
+    """
+    number = getattr(logging, level.upper(), logging.INFO)
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    stamped = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            Redactor(secrets),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        processors=[structlog.contextvars.merge_contextvars, *stamped, structlog.processors.format_exc_info,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(number),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
+                    Redactor(secrets), renderer])
+    handler = _Handler(stream)
+    handler.setFormatter(formatter)
+    handler._msp_hub = True   # type: ignore[attr-defined]  # replaced, not added to, by the next call
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_msp_hub", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(number)
+    logging.getLogger("apscheduler").setLevel(max(number, logging.WARNING))
+    logging.captureWarnings(True)

@@ -165,6 +165,21 @@ def mark_abandoned(hub: Hub) -> list[str]:
     return dead
 
 
+DEFAULT_KEEP_RUNS = "90d"
+
+
+def keep_runs(config: HubConfig) -> timedelta:
+    """``[schedule] keep_runs``: how long the daemon keeps the runs (and their stream passes)
+    before it prunes them; ``"90d"`` by default. A ConfigError names the key and the fix."""
+    from hub.config import parse_duration
+    value = (config.schedule or {}).get("keep_runs", DEFAULT_KEEP_RUNS)
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ConfigError(f"{value!r} is not a duration", file=config.file, key="schedule.keep_runs",
+                          fix=f'write keep_runs = "{DEFAULT_KEEP_RUNS}" (a whole number and a unit: h or d)') from None
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat() if moment else None
 
@@ -325,6 +340,32 @@ def stream_health(hub: Hub, now: datetime | None = None) -> list[dict[str, Any]]
     return out
 
 
+@dataclass(frozen=True)
+class _Shared:
+    fingerprint: tuple
+    config: HubConfig
+    pm: Any
+    mappings: Any
+    connectors: dict[str, Any]
+    notify_settings: Any
+
+
+class _SharedHub(Hub):
+    """A Hub on a process's shared plugin manager, mappings and connectors, with its own store.
+    ``close()`` closes the store only (unless ``keep_open``): the connectors outlive it."""
+
+    def __init__(self, shared: _Shared, store: Store, *, keep_open: bool = False):   # noqa: super() builds anew
+        self.shared, self.keep_open = shared, keep_open
+        self.config, self.pm, self.store, self.mappings = shared.config, shared.pm, store, shared.mappings
+        self.clock = lambda: datetime.now(timezone.utc)
+        self.notify_settings = shared.notify_settings
+        self.connectors = dict(shared.connectors)
+
+    def close(self) -> None:
+        if not self.keep_open:
+            self.store.close()
+
+
 class Service:
     """A configured hub run as a service: one run at a time, a stop event, and its status.
 
@@ -335,21 +376,29 @@ class Service:
 
     def __init__(self, config_path: str | Path, *, environ: dict[str, str] | None = None):
         self.config_path = str(config_path)
+        self.environ = environ
         self.config = load_config(config_path, environ=environ)
         configure_logging(fmt=self.config.logging.get("format", "console"),
                           level=self.config.logging.get("level", "info"), secrets=self.config.secret_values())
         self.admin = admin_settings(self.config, require_token=True)
+        self.keep_runs = keep_runs(self.config)   # a bad [schedule] keep_runs fails now
         self.stop = threading.Event()          # set on shutdown: runs stop after their current page
         self._busy = threading.Lock()          # held while a run of this process is in flight
         self._state = threading.Lock()         # guards the fields below
         self._current: dict[str, Any] | None = None
         self._last: dict[str, dict[str, Any]] = {}       # each job's last outcome
         self._workers: list[threading.Thread] = []
+        self.catch_up: set[str] = set()        # jobs whose next firing is a catch-up (hub.daemon)
+        # The process's one set of plugins, mappings and connectors (their HTTP clients and OAuth
+        # tokens kept across runs), rebuilt only when the config file or the mappings change.
+        self._shared_lock = threading.Lock()
+        self._shared: _Shared | None = None
+        self._retired: list[Any] = []          # connectors of an older config, closed when no run uses them
+        self._local = threading.local()        # each serving thread's store (a SQLite connection serves one thread)
         # Set by the daemon: whether the scheduler runs, and each job's next run time.
         self.scheduler_info: Callable[[], dict[str, Any]] = lambda: {"running": False, "jobs": {}}
         hub = self.open_hub()                  # fails now, not at the first run, on a bad connector
         try:
-            self.streams = {name: [s.name for s in c.streams()] for name, c in sorted(hub.connectors.items())}
             configured_max_ages(self.config, self.streams)   # a bad [health] key fails now too
             self.abandoned = mark_abandoned(hub)
         finally:
@@ -359,9 +408,82 @@ class Service:
     def token(self) -> Secret:
         return self.admin.token
 
+    # --- the process's hub -----------------------------------------------------------------------
+
+    def _fingerprint(self) -> tuple:
+        """What the shared hub was built from: the config file's and each mappings file's
+        modification time and size (a few stat calls)."""
+        def stat(path: Path) -> tuple:
+            try:
+                st = path.stat()
+            except OSError:
+                return (str(path), None)
+            return (str(path), st.st_mtime_ns, st.st_size)
+        out = [stat(Path(self.config_path))]
+        folder = Path(self.config.mappings)
+        out.append(stat(folder))
+        if folder.is_dir():
+            out += [stat(p) for p in sorted(folder.rglob("*")) if p.is_file()]
+        return tuple(out)
+
+    def _refresh(self) -> _Shared:
+        """The shared plugins, mappings and connectors, rebuilt when the config or mappings changed."""
+        fingerprint = self._fingerprint()
+        shared = self._shared
+        if shared is not None and shared.fingerprint == fingerprint:
+            if self._retired:
+                self._close_retired()
+            return shared
+        with self._shared_lock:
+            shared = self._shared
+            if shared is not None and shared.fingerprint == fingerprint:
+                return shared
+            from hub.mappings import load_mappings
+            from hub.plugins import get_plugin_manager
+            config = self.config if shared is None else load_config(self.config_path, environ=self.environ)
+            if shared is not None:
+                keep_runs(config)
+            fingerprint = self._fingerprint()   # read before building: a change meanwhile rebuilds again
+            pm = get_plugin_manager()
+            mappings = load_mappings(config.mappings)
+            built = Hub(config, pm=pm, mappings=mappings)
+            built.store.close()
+            new = _Shared(fingerprint, config, pm, mappings, built.connectors, built.notify_settings)
+            if shared is not None:
+                log.info("daemon.config_reloaded", config=config.file, reason="the config file or the mappings changed")
+                self._retired += list(shared.connectors.values())
+            self.config, self.keep_runs = config, keep_runs(config)
+            self.streams = {name: [s.name for s in c.streams()] for name, c in sorted(new.connectors.items())}
+            self._shared = new
+        self._close_retired()
+        return new
+
+    def _close_retired(self) -> None:
+        if self._retired and self._busy.acquire(blocking=False):
+            try:
+                retired, self._retired = self._retired, []
+                for connector in retired:
+                    connector.close()
+            finally:
+                self._busy.release()
+
     def open_hub(self) -> Hub:
-        """A fresh Hub for the calling thread (a SQLite connection serves one thread); close it after."""
-        return Hub(self.config)
+        """A Hub for the calling thread on the process's shared plugins, mappings and connectors,
+        with its own store (a SQLite connection serves one thread); close it after."""
+        shared = self._refresh()
+        return _SharedHub(shared, Store(shared.config.database))
+
+    def shared_hub(self) -> Hub:
+        """The calling thread's hub, kept open for the thread's next request (the admin API's
+        serving threads); ``close()`` on it leaves it open. Rebuilt when the config changes."""
+        shared = self._refresh()
+        hub = getattr(self._local, "hub", None)
+        if hub is None or hub.shared is not shared:
+            if hub is not None:
+                hub.store.close()
+            hub = _SharedHub(shared, Store(shared.config.database), keep_open=True)
+            self._local.hub = hub
+        return hub
 
     def check_scope(self, scope: dict[str, Any]) -> dict[str, Any]:
         return normalize_scope(scope, self.streams)
@@ -381,7 +503,7 @@ class Service:
         return LockedError({"holder": cur.get("holder", "daemon"), "pid": os.getpid(), "host": socket.gethostname(),
                             "since": cur.get("since")})
 
-    def trigger(self, scope: dict[str, Any]) -> str:
+    def trigger(self, scope: dict[str, Any], trigger: str = "api") -> str:
         """Start a run of ``scope`` in a worker thread and return its run id at once.
 
         Raises ScopeError (a HubError) for a bad scope and LockedError when a run is in flight,
@@ -408,7 +530,7 @@ class Service:
                 hub.close()
             run_id = Store.new_run_id()
             self._begin(run_id, "resync", kwargs)
-            worker = threading.Thread(target=self._run_triggered, args=(run_id, kwargs), name=f"resync-{run_id}",
+            worker = threading.Thread(target=self._run_triggered, args=(run_id, kwargs, trigger), name=f"resync-{run_id}",
                                       daemon=True)
             with self._state:
                 self._workers = [w for w in self._workers if w.is_alive()] + [worker]
@@ -420,9 +542,9 @@ class Service:
         log.info("daemon.resync_started", run_id=run_id, scope=kwargs)
         return run_id
 
-    def _run_triggered(self, run_id: str, kwargs: dict[str, Any]) -> None:
+    def _run_triggered(self, run_id: str, kwargs: dict[str, Any], trigger: str = "api") -> None:
         try:
-            self._run(run_id, "resync", kwargs)
+            self._run(run_id, "resync", kwargs, trigger=trigger)
         finally:
             self._end()
             self._busy.release()
@@ -452,7 +574,10 @@ class Service:
                 return None
             run_id = Store.new_run_id()
             self._begin(run_id, name, scope)
-            return self._run(run_id, name, scope)
+            with self._state:
+                trigger = "catch-up" if name in self.catch_up else "cron"
+                self.catch_up.discard(name)
+            return self._run(run_id, name, scope, trigger=trigger, job_name=name)
         finally:
             self._end()
             self._busy.release()
@@ -485,18 +610,22 @@ class Service:
         with self._state:
             self._last[job] = outcome
 
-    def _run(self, run_id: str, job: str, kwargs: dict[str, Any]) -> str | None:
-        """One ``sync_once`` on a fresh hub; every error is logged, none reaches the scheduler."""
+    def _run(self, run_id: str, job: str, kwargs: dict[str, Any], *, trigger: str = "cron",
+             job_name: str | None = None) -> str | None:
+        """One ``sync_once`` on the shared connectors; every error is logged, none reaches the
+        scheduler. The run is recorded with its ``trigger`` and scheduled job (``job=``); old
+        runs are pruned after it (``[schedule] keep_runs``)."""
         jlog = log.bind(run_id=run_id, job=job)
-        jlog.info("daemon.job_started", scope=kwargs)
+        jlog.info("daemon.job_started", scope=kwargs, trigger=trigger)
         t0 = time.perf_counter()
         outcome: dict[str, Any] = {"run_id": run_id, "at": _iso(datetime.now(timezone.utc))}
         hub = None
         try:
             hub = self.open_hub()
             report = sync_once(hub, stop=self.stop, run_id=run_id, holder=f"daemon:{job}", progress=self._progress,
-                               **kwargs)
+                               trigger=trigger, job=job_name, **kwargs)
             recorded = (hub.store.get_run(run_id) or {}).get("status")   # what the engine judged the run
+            self.prune(hub)
         except LockedError as exc:
             jlog.info("daemon.job_skipped", reason="the sync lock is held", holder=exc.holder, pid=exc.pid,
                       since=str(exc.since))
@@ -519,6 +648,17 @@ class Service:
                   failed=len(report.failed), seconds=round(time.perf_counter() - t0, 3))
         return run_id
 
+    def prune(self, hub: Hub, now: datetime | None = None) -> dict[str, int]:
+        """Delete the runs (and their stream passes) older than ``[schedule] keep_runs``; never fails a run."""
+        try:
+            gone = hub.store.prune_runs((now or datetime.now(timezone.utc)) - self.keep_runs)
+        except Exception as exc:   # a busy database: the next run prunes
+            log.warning("daemon.prune_failed", error=repr(exc))
+            return {"runs": 0, "stream_passes": 0}
+        if gone["runs"]:
+            log.info("daemon.runs_pruned", **gone, keep_runs=human_seconds(self.keep_runs.total_seconds()))
+        return gone
+
     def join(self, timeout: float | None = None) -> None:
         """Wait for the triggered runs still in flight (after ``stop`` is set they end soon)."""
         with self._state:
@@ -529,19 +669,22 @@ class Service:
 
     # --- status --------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self, hub: Hub | None = None, streams: list[dict] | None = None) -> dict[str, Any]:
         """The scheduler (running, each job's next run time and last outcome), the run in flight
-        (None when idle) and each connector's last successful pull."""
+        (None when idle) and each connector's last successful pull, read with ``hub`` (else a
+        hub of its own) from ``streams`` (``stream_health``, computed when not given)."""
         from hub.api import pull_health
         info = self.scheduler_info()
         with self._state:
             current = dict(self._current, progress=dict(self._current["progress"])) if self._current else None
             last = dict(self._last)
-        hub = self.open_hub()
+        own = hub is None
+        hub = self.open_hub() if own else hub
         try:
-            connectors = pull_health(hub)
+            connectors = pull_health(hub, streams)
         finally:
-            hub.close()
+            if own:
+                hub.close()
         jobs = [{"id": job_id, "next_run_at": _iso(moment), "last": last.get(job_id)}
                 for job_id, moment in sorted(info["jobs"].items())]
         return {"pid": os.getpid(), "stopping": self.stop.is_set(),

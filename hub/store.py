@@ -204,6 +204,17 @@ def m014_corrections(db: Database) -> None:
     db["corrections"].create_index(["client_id", "period"])
 
 
+@migrations()
+def m015_run_origin(db: Database) -> None:
+    # What started each run: its trigger ("cron", "api", "cli", "catch-up"), the scheduled job's
+    # name (none outside the daemon) and its scope (JSON, {} for everything). started_at is indexed
+    # for pruning and for the newest-first listing.
+    for column in ("trigger", "job", "scope"):
+        db["runs"].add_column(column, str)
+    db["runs"].create_index(["started_at"])
+    db["stream_passes"].create_index(["run_id"])
+
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 
@@ -413,12 +424,34 @@ class Store:
     def new_run_id() -> str:
         return uuid.uuid4().hex[:12]
 
-    def start_run(self, mode: str, run_id: str | None = None) -> tuple[str, datetime]:
+    def start_run(self, mode: str, run_id: str | None = None, *, trigger: str | None = None,
+                  job: str | None = None, scope: dict | None = None) -> tuple[str, datetime]:
+        """Record a run as running, with what started it: ``trigger`` (cron, api, cli, catch-up),
+        the scheduled ``job`` (None outside the daemon) and its ``scope`` ({} for everything)."""
         run_id, started = run_id or self.new_run_id(), datetime.now(timezone.utc)
         with self.db.atomic():
             self.db["runs"].insert({"id": run_id, "mode": mode, "started_at": started.isoformat(),
-                                    "status": "running", "pid": os.getpid(), "host": socket.gethostname()})
+                                    "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                                    "trigger": trigger, "job": job,
+                                    "scope": json.dumps(scope if scope is not None else {}, sort_keys=True)})
         return run_id, started
+
+    def prune_runs(self, before: datetime) -> dict[str, int]:
+        """Delete the finished runs started before ``before`` and their stream passes; return how
+        many of each went. A run still ``running`` stays, and so does each stream's latest pass of
+        every kind (last, last complete, last failed, last sweep): health is judged from them."""
+        cutoff = before.astimezone(timezone.utc).isoformat()
+        keep = ("select max(id) from stream_passes group by connector, stream union "
+                "select max(id) from stream_passes where status = 'complete' group by connector, stream union "
+                "select max(id) from stream_passes where status != 'complete' group by connector, stream union "
+                "select max(id) from stream_passes where status = 'complete' and sweep_count is not null "
+                "group by connector, stream")
+        with self.db.atomic():
+            passes = self.db.execute(
+                "delete from stream_passes where run_id in (select id from runs where started_at < ? "
+                f"and status != 'running') and id not in ({keep})", [cutoff]).rowcount
+            runs = self.db.execute("delete from runs where started_at < ? and status != 'running'", [cutoff]).rowcount
+        return {"runs": runs, "stream_passes": passes}
 
     def mark_abandoned_runs(self, *, lock_held: bool = False, keep: str | None = None) -> list[str]:
         """Runs left ``running`` by a process that died: marked ``abandoned``; returns their ids.
