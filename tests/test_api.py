@@ -151,6 +151,8 @@ def test_every_route_answers_with_the_token(client, service, method, path):
     response = client.open(path, method=method, headers=AUTH, json={})
     if method == "POST" and path.startswith("/invoices/"):   # a correction without a reason is refused
         assert response.status_code == 400 and "reason is required" in response.get_json()["error"]
+    elif path == "/resync":                                    # a resync without a scope is refused
+        assert response.status_code == 400 and '{"all": true}' in response.get_json()["error"]
     else:
         assert response.status_code in (200, 202, 404)   # 404: the sample run id "x" does not exist
         assert response.status_code != 404 or path == "/runs/x"
@@ -239,14 +241,14 @@ def test_resync_starts_a_run_with_the_scope_and_answers_202(client, service):
     response = client.post("/resync", headers=AUTH, json=scope)
     assert response.status_code == 202 and response.get_json() == {"run_id": "run1"}
     assert response.headers["Location"] == "/runs/run1"
-    assert client.post("/resync", headers=AUTH).status_code == 202   # no body: everything
-    assert service.triggered == [scope, {}]
+    assert client.post("/resync", headers=AUTH).status_code == 400   # no body: no scope, refused
+    assert client.post("/resync", headers=AUTH, json={"all": True}).status_code == 202
+    assert len(service.triggered) == 2 and service.triggered[0] == scope
 
 
 @pytest.mark.parametrize("body, message", [
-    (json.dumps({"bogus": 1}), "unknown scope key 'bogus'"),
-    (json.dumps(["ninjaone"]), "the body must be a JSON object (the run's scope)"),
-    ("{not json", "the body must be a JSON object (the run's scope)"),
+    (json.dumps({"bogus": 1}), "unknown scope key 'bogus'; use one of all, connector, stream, client, connectors, "
+                               "streams, clients, period, full, dry_run"),
 ])
 def test_resync_answers_400_with_the_message_for_a_bad_scope(client, service, body, message):
     response = client.post("/resync", headers={**AUTH, "Content-Type": "application/json"}, data=body)
@@ -436,5 +438,5 @@ def test_resync_while_the_daemon_stops_is_503():
     class Stopping(FakeService):
         def trigger(self, scope):
             raise UnavailableError("the daemon is stopping; run the resync after it restarts")
-    answer = make_app(Stopping()).test_client().post("/resync", json={}, headers=AUTH)
+    answer = make_app(Stopping()).test_client().post("/resync", json={"all": True}, headers=AUTH)
     assert answer.status_code == 503 and "stopping" in answer.get_json()["error"]

@@ -260,7 +260,7 @@ def test_daemon_runs_jobs_refuses_a_resync_while_locked_stops_on_sigterm_and_res
              timeout=10)
 
     # While it runs, a resync is refused through the API and through the CLI, naming the holder.
-    refused = httpx.post(f"{world.api}/resync", headers=world.auth, json={}, timeout=5)
+    refused = httpx.post(f"{world.api}/resync", headers=world.auth, json={"all": True}, timeout=5)
     assert refused.status_code == 409 and refused.json()["holder"]["holder"].startswith("daemon:resync")
     cli = world.cli("resync", "--stream", "devices")
     assert cli.exit_code == EXIT_LOCKED, cli.output
