@@ -90,12 +90,34 @@ def _exit(report) -> None:
     sys.exit(code)
 
 
-def _open_hub(config_path: str | None) -> Hub:
+# -q / -v of the main command: the log level that overrides the config's [logging] level (None: keep it).
+_LOG_LEVEL: list[str | None] = [None]
+
+
+def _read_only(config) -> None:
+    """Let a command that reads the store only open the hub without the vendors' secrets.
+
+    Every secret of the config resolves to a placeholder that is never sent: these commands make
+    no request (``plan`` plans from the data already pulled and pushes nothing)."""
+    from hub.config import Secret
+
+    def placeholder(section, table, key, required):
+        return Secret("unused-by-a-read-only-command", "(not read: this command makes no request)")
+
+    config._secret = placeholder
+
+
+def _open_hub(config_path: str | None, *, read_only: bool = False) -> Hub:
+    """Open the hub of the config. ``read_only``: for commands that read the store only (plan,
+    actions, clients, runs, streams): no vendor secret is needed."""
     path = config_path or os.environ.get("MSP_HUB_CONFIG") or DEFAULT_CONFIG
     try:
         config = load_config(path)
-        configure_logging(fmt=config.logging.get("format", "console"), level=config.logging.get("level", "warning"),
+        configure_logging(fmt=config.logging.get("format", "console"),
+                          level=_LOG_LEVEL[0] or config.logging.get("level", "warning"),
                           secrets=config.secret_values())
+        if read_only:
+            _read_only(config)
         return Hub(config)
     except HubError as exc:
         raise Refused(str(exc)) from None
@@ -122,10 +144,11 @@ def _scope_kwargs(hub: Hub, **scope) -> dict[str, Any]:
         raise Refused(f"{flag}: {str(exc).split(': ', 1)[1]}") from None
 
 
-def _run(config_path: str | None, scope: dict[str, Any] | None = None, **options) -> RunReport:
+def _run(config_path: str | None, scope: dict[str, Any] | None = None, *, read_only: bool = False,
+         **options) -> RunReport:
     """One ``sync_once`` on a hub opened from the config, its scope checked first; user mistakes
     become one clear line and exit code 2, a held lock exit code 75."""
-    hub = _open_hub(config_path)
+    hub = _open_hub(config_path, read_only=read_only)
     try:
         if scope is not None:
             options.update(_scope_kwargs(hub, **scope))
@@ -176,6 +199,11 @@ def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, o
     """Print the plan as a readable table, the three counts of agreement additions, then the
     discrepancies. ``details``: True explains every line; a tuple of statuses explains only those."""
     echo = (lambda s="": click.echo(s, file=out))
+    if not report.plan and not report.quantities:
+        echo("nothing to plan")
+        for d in report.discrepancies:
+            echo(f"discrepancy [{d.kind}] {d.message}")
+        return
     invoices = [p for p in report.plan if p.bill is not None]
     others = [p for p in report.plan if p.bill is None and (p.kind != "agreement_quantity" or p.status == "skipped")]
     rows = [(p.client_id, p.client_name[:24], p.period, _what(p), p.status, format_minor(p.total, p.bill.currency))
@@ -264,19 +292,31 @@ def render_held(report: RunReport, out=None) -> None:
 def render_errors(report: RunReport) -> None:
     """Print the run's errors to stderr, leaving out the discrepancies already shown."""
     shown = {d.message for d in report.discrepancies}
+    # A failed pull is named by the exit line (exit 3: ... failed to pull: ...): not twice.
+    failed = {f"pull {key}: {p.get('error')}" for key, p in (report.passes or {}).items()
+              if p.get("status") == "failed"}
     for e in report.errors:
-        if e not in shown:
+        if e not in shown and e not in failed:
             click.echo(f"error: {e}", err=True)
 
 
-@click.group(epilog=EXIT_CODES_HELP.replace("Exit codes:", "Exit codes of sync, resync and plan:"))
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP.replace("Exit codes:", "Exit codes of sync, resync and plan:"))
 @click.version_option(package_name="msp-hub")
-def main():
+@click.option("-v", "--verbose", count=True,
+              help="Log more: -v info, -vv debug (overrides the config's [logging] level).")
+@click.option("-q", "--quiet", is_flag=True, help="Log errors only (overrides the config's [logging] level).")
+def main(verbose, quiet):
     """msp-hub: make an RMM, a PSA and a billing system behave as one platform.
 
+    \b
     Example:
         msp-hub demo
+        msp-hub -v sync --dry-run
     """
+    if verbose and quiet:
+        raise click.UsageError("give -q or -v, not both")
+    _LOG_LEVEL[0] = "error" if quiet else ("info" if verbose == 1 else "debug") if verbose else None
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -294,6 +334,7 @@ def sync(config_path, dry_run, period, connectors, streams, as_json, details):
     --connector or --stream pushes only what those streams feed (alert streams: tickets);
     invoices, renewals and agreement quantities wait for an unscoped sync.
 
+    \b
     Example:
         msp-hub sync --config msp-hub.toml --dry-run
         msp-hub sync --period 2026-10
@@ -322,12 +363,13 @@ def sync(config_path, dry_run, period, connectors, streams, as_json, details):
 def plan(config_path, period, as_json, details):
     """Show what a sync would push, from the data already pulled (no request is made).
 
+    \b
     Example:
         msp-hub plan --details
         msp-hub plan --period 2026-10 --json > plan.json
     """
     _check_period(period)
-    report = _run(config_path, dict(period=period), dry_run=True, pull_first=False)
+    report = _run(config_path, dict(period=period), read_only=True, dry_run=True, pull_first=False)
     if as_json:
         click.echo(dumps(report.to_json()))
     else:
@@ -368,6 +410,7 @@ def plugins(config_path):
 def actions(config_path, status, as_json):
     """List the outbox: every action, its status, attempts, vendor id, last error and who approved it.
 
+    \b
     Example:
         msp-hub actions --status failed
     """
@@ -406,6 +449,7 @@ def clients(config_path, as_json):
     A client linked to no hub client is never billed. Names that match once normalised (case,
     accents, punctuation, legal suffixes) are linked; close names are only suggested.
 
+    \b
     Example:
         msp-hub clients
     """
@@ -533,6 +577,7 @@ def runs(config_path, limit, as_json):
     incomplete input); failed (a pull or a push failed); stopped; crashed; refused (the lock was
     held); abandoned (its process died); running.
 
+    \b
     Example:
         msp-hub runs --limit 5
     """
@@ -572,6 +617,7 @@ def streams(config_path, as_json):
     complete pass is older than its maximum age: [health] max_age, else 3 times the interval of
     the most frequent scheduled job that pulls it, else 26 hours.
 
+    \b
     Example:
         msp-hub streams
     """
@@ -610,6 +656,7 @@ def recover(config_path, dry_run, as_json):
     does not know, each invoice with the items it bills, so that nothing is sent or billed twice.
     Pull first (msp-hub sync --dry-run) so that each recovered invoice is compared with the data.
 
+    \b
     Example:
         msp-hub sync --dry-run && msp-hub recover
     """
@@ -856,6 +903,7 @@ def daemon(config_path):
     flight ends after its current page or push, committed, and the daemon exits 0.
     deploy/msp-hub.service runs it under systemd.
 
+    \b
     Example:
         export MSP_HUB_ADMIN_TOKEN=$(openssl rand -hex 32)
         msp-hub daemon --config /etc/msp-hub/msp-hub.toml
@@ -1077,6 +1125,7 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
     follows it by its run id. Without a daemon the run happens here, with its progress on a
     terminal. When another run holds the lock, it says which and exits with code 75.
 
+    \b
     Example:
         msp-hub resync --connector ninjaone --stream devices --full
         msp-hub resync --client acme --period 2026-10 --dry-run
