@@ -1254,6 +1254,52 @@ class RunProgress:
             self.progress.update(task, rate=f"{t.completed / t.elapsed:,.0f}/s")
 
 
+QUIET_SECONDS = 8.0   # a run with no page and no push for this long says what it waits for
+
+
+class Watchdog:
+    """Passes a run's progress events on; when none came for ``QUIET_SECONDS``, says on stderr
+    what the run waits for: a vendor address that does not answer is retried with backoff (the
+    retry policy of hub.http: 5 tries, about 10 s), for each of its streams, before it fails."""
+
+    def __init__(self, hub: Hub, connectors, inner=None):
+        self.inner = inner
+        names = sorted(connectors or [n for n, c in hub.connectors.items() if c.streams()])
+        self.where = ", ".join(f"{n} ({self._address(hub, n)})" for n in names) or "the vendors"
+        self.last = time.monotonic()
+        self.said = False
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="msp-hub-watchdog", daemon=True)
+
+    @staticmethod
+    def _address(hub: Hub, name: str) -> str:
+        section = hub.config.connector_section(name) or {}
+        return str(section.get("base_url") or section.get("site") or "its default address")
+
+    def __call__(self, event: dict) -> None:
+        self.last, self.said = time.monotonic(), False
+        if self.inner is not None:
+            self.inner(event)
+
+    def __enter__(self) -> "Watchdog":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.2):
+            quiet = time.monotonic() - self.last
+            if not self.said and quiet >= QUIET_SECONDS:
+                self.said = True
+                click.echo(f"waiting for an answer from {self.where}: nothing received for {quiet:.0f} s. A request "
+                           "without an answer (connection refused, timeout) is tried 5 times with backoff, about "
+                           "10 s, for each stream, before the stream fails; Ctrl-C stops after the current page. "
+                           "`msp-hub check` tests every connector with one request.", err=True)
+
+
 def _remote_resync(admin, scope: dict, *, as_json: bool, wait: bool):
     """POST /resync to the daemon at ``admin.url``; None when no daemon answers there."""
     import httpx
@@ -1452,11 +1498,13 @@ def _sync_here(path: str, scope: dict[str, Any], *, as_json: bool, details: bool
             check_clients(hub, kwargs["clients"])
         shown = sys.stderr.isatty() and not as_json
         progress = RunProgress() if shown else None
-        if progress:
-            with progress:
-                report = sync_once(hub, holder="cli", stop=stop, progress=progress, **kwargs)
-        else:
-            report = sync_once(hub, holder="cli", stop=stop, **kwargs)
+        watchdog = Watchdog(hub, kwargs.get("connectors"), progress)
+        with watchdog:
+            if progress:
+                with progress:
+                    report = sync_once(hub, holder="cli", stop=stop, progress=watchdog, **kwargs)
+            else:
+                report = sync_once(hub, holder="cli", stop=stop, progress=watchdog, **kwargs)
     except LockedError as exc:
         click.echo(f"locked: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
