@@ -90,12 +90,34 @@ def _exit(report) -> None:
     sys.exit(code)
 
 
-def _open_hub(config_path: str | None) -> Hub:
+# -q / -v of the main command: the log level that overrides the config's [logging] level (None: keep it).
+_LOG_LEVEL: list[str | None] = [None]
+
+
+def _read_only(config) -> None:
+    """Let a command that reads the store only open the hub without the vendors' secrets.
+
+    Every secret of the config resolves to a placeholder that is never sent: these commands make
+    no request (``plan`` plans from the data already pulled and pushes nothing)."""
+    from hub.config import Secret
+
+    def placeholder(section, table, key, required):
+        return Secret("unused-by-a-read-only-command", "(not read: this command makes no request)")
+
+    config._secret = placeholder
+
+
+def _open_hub(config_path: str | None, *, read_only: bool = False) -> Hub:
+    """Open the hub of the config. ``read_only``: for commands that read the store only (plan,
+    actions, clients, runs, streams): no vendor secret is needed."""
     path = config_path or os.environ.get("MSP_HUB_CONFIG") or DEFAULT_CONFIG
     try:
         config = load_config(path)
-        configure_logging(fmt=config.logging.get("format", "console"), level=config.logging.get("level", "warning"),
+        configure_logging(fmt=config.logging.get("format", "console"),
+                          level=_LOG_LEVEL[0] or config.logging.get("level", "warning"),
                           secrets=config.secret_values())
+        if read_only:
+            _read_only(config)
         return Hub(config)
     except HubError as exc:
         raise Refused(str(exc)) from None
@@ -122,10 +144,11 @@ def _scope_kwargs(hub: Hub, **scope) -> dict[str, Any]:
         raise Refused(f"{flag}: {str(exc).split(': ', 1)[1]}") from None
 
 
-def _run(config_path: str | None, scope: dict[str, Any] | None = None, **options) -> RunReport:
+def _run(config_path: str | None, scope: dict[str, Any] | None = None, *, read_only: bool = False,
+         **options) -> RunReport:
     """One ``sync_once`` on a hub opened from the config, its scope checked first; user mistakes
     become one clear line and exit code 2, a held lock exit code 75."""
-    hub = _open_hub(config_path)
+    hub = _open_hub(config_path, read_only=read_only)
     try:
         if scope is not None:
             options.update(_scope_kwargs(hub, **scope))
@@ -176,6 +199,11 @@ def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, o
     """Print the plan as a readable table, the three counts of agreement additions, then the
     discrepancies. ``details``: True explains every line; a tuple of statuses explains only those."""
     echo = (lambda s="": click.echo(s, file=out))
+    if not report.plan and not report.quantities:
+        echo("nothing to plan")
+        for d in report.discrepancies:
+            echo(f"discrepancy [{d.kind}] {d.message}")
+        return
     invoices = [p for p in report.plan if p.bill is not None]
     others = [p for p in report.plan if p.bill is None and (p.kind != "agreement_quantity" or p.status == "skipped")]
     rows = [(p.client_id, p.client_name[:24], p.period, _what(p), p.status, format_minor(p.total, p.bill.currency))
@@ -264,54 +292,80 @@ def render_held(report: RunReport, out=None) -> None:
 def render_errors(report: RunReport) -> None:
     """Print the run's errors to stderr, leaving out the discrepancies already shown."""
     shown = {d.message for d in report.discrepancies}
+    # A failed pull is named by the exit line (exit 3: ... failed to pull: ...): not twice.
+    failed = {f"pull {key}: {p.get('error')}" for key, p in (report.passes or {}).items()
+              if p.get("status") == "failed"}
     for e in report.errors:
-        if e not in shown:
+        if e not in shown and e not in failed:
             click.echo(f"error: {e}", err=True)
 
 
-@click.group(epilog=EXIT_CODES_HELP.replace("Exit codes:", "Exit codes of sync, resync and plan:"))
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP.replace("Exit codes:", "Exit codes of sync, resync and plan:"))
 @click.version_option(package_name="msp-hub")
-def main():
+@click.option("-v", "--verbose", count=True,
+              help="Log more: -v info, -vv debug (overrides the config's [logging] level).")
+@click.option("-q", "--quiet", is_flag=True, help="Log errors only (overrides the config's [logging] level).")
+def main(verbose, quiet):
     """msp-hub: make an RMM, a PSA and a billing system behave as one platform.
 
+    \b
     Example:
         msp-hub demo
+        msp-hub -v sync --dry-run
     """
+    if verbose and quiet:
+        raise click.UsageError("give -q or -v, not both")
+    _LOG_LEVEL[0] = "error" if quiet else ("info" if verbose == 1 else "debug") if verbose else None
+
+
+_scope_options = [
+    click.option("--connector", "connectors", multiple=True, help="Pull only this connector (repeatable)."),
+    click.option("--stream", "streams", multiple=True, help="Pull only this stream (repeatable)."),
+    click.option("--client", "clients", multiple=True, help="Plan and push only this hub client (repeatable)."),
+    click.option("--period", metavar="YYYY-MM", help="Invoice this period even if it has not ended."),
+    click.option("--full", is_flag=True, help="Re-read the streams from the start; their saved cursors stay as they are."),
+    click.option("--dry-run", is_flag=True, help="Pull and plan, but push nothing."),
+    click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON."),
+    click.option("--details", is_flag=True, help="Explain every line of the plan."),
+]
+
+
+def scope_options(fn):
+    """The options of a run's scope and output, the same on ``sync`` and ``resync``."""
+    for option in reversed(_scope_options):
+        fn = option(fn)
+    return fn
+
+
+def _scope(connectors, streams, clients, period, full, dry_run) -> dict[str, Any]:
+    """The run's scope from the options (as ``POST /resync`` takes it); the period checked first."""
+    _check_period(period)
+    scope: dict[str, Any] = {"connectors": list(connectors), "streams": list(streams), "clients": list(clients),
+                             "full": full, "dry_run": dry_run, "period": period}
+    return {k: v for k, v in scope.items() if v}
 
 
 @main.command(epilog=EXIT_CODES_HELP)
 @config_option
-@click.option("--dry-run", is_flag=True, help="Pull and plan, but push nothing.")
-@click.option("--period", metavar="YYYY-MM", help="Invoice this period even if it has not ended.")
-@click.option("--connector", "connectors", multiple=True, help="Pull only this connector (repeatable).")
-@click.option("--stream", "streams", multiple=True, help="Pull only this stream (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
-@click.option("--details", is_flag=True, help="Explain every line of the plan.")
-def sync(config_path, dry_run, period, connectors, streams, as_json, details):
-    """Pull from every connector, plan the invoices and tickets, and push what is new.
+@scope_options
+def sync(config_path, connectors, streams, clients, period, full, dry_run, as_json, details):
+    """Pull from every connector, plan the invoices and tickets, and push what is new, here.
 
     A second sync over the same period pushes nothing and says so. A sync scoped with
     --connector or --stream pushes only what those streams feed (alert streams: tickets);
-    invoices, renewals and agreement quantities wait for an unscoped sync.
+    invoices, renewals and agreement quantities wait for an unscoped sync. An unknown connector,
+    stream or client is refused (exit 2) naming the known ones. `msp-hub resync` takes the same
+    options and hands the run to the daemon when one answers.
 
+    \b
     Example:
         msp-hub sync --config msp-hub.toml --dry-run
         msp-hub sync --period 2026-10
+        msp-hub sync --connector ninjaone --stream devices --full
     """
-    _check_period(period)
-    report = _run(config_path, dict(connectors=list(connectors), streams=list(streams), period=period),
-                  dry_run=dry_run)
-    if as_json:
-        click.echo(dumps(report.to_json()))
-    else:
-        click.echo(f"run {report.run_id}: pulled " + ", ".join(f"{k} {v}" for k, v in sorted(report.records.items())))
-        render_plan(report, details=details)
-        if dry_run:
-            click.echo("dry run: nothing was pushed")
-        else:
-            render_push(report)
-    render_errors(report)
-    _exit(report)
+    _sync_here(_config_file(config_path), _scope(connectors, streams, clients, period, full, dry_run),
+               as_json=as_json, details=details)
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -322,12 +376,13 @@ def sync(config_path, dry_run, period, connectors, streams, as_json, details):
 def plan(config_path, period, as_json, details):
     """Show what a sync would push, from the data already pulled (no request is made).
 
+    \b
     Example:
         msp-hub plan --details
         msp-hub plan --period 2026-10 --json > plan.json
     """
     _check_period(period)
-    report = _run(config_path, dict(period=period), dry_run=True, pull_first=False)
+    report = _run(config_path, dict(period=period), read_only=True, dry_run=True, pull_first=False)
     if as_json:
         click.echo(dumps(report.to_json()))
     else:
@@ -377,18 +432,30 @@ def plugins(config_path, as_json):
         sys.exit(1)
 
 
-@main.command()
+def _when(value: str | None) -> str:
+    return (value or "-")[:19].replace("T", " ")
+
+
+@main.group(invoke_without_command=True)
 @config_option
 @click.option("--status", type=click.Choice(["pending", "sending", "sent", "failed", "held", "cancelled"]),
               help="Only this status.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def actions(config_path, status, as_json):
-    """List the outbox: every action, its status, attempts, vendor id, last error and who approved it.
+@click.pass_context
+def actions(ctx, config_path, status, as_json):
+    """List the outbox: every action, its status, attempts, times, vendor id, why it is held or
+    failed, and who approved it. `actions retry|cancel|approve KEY` change one.
 
+    \b
     Example:
         msp-hub actions --status failed
+        msp-hub actions retry invoice:acme:2026-10
+        msp-hub actions approve agreement_quantity:4711:88:2026-10 --why "the client cancelled"
     """
-    hub = _open_hub(config_path)
+    ctx.ensure_object(dict)["config"] = config_path
+    if ctx.invoked_subcommand is not None:
+        return
+    hub = _open_hub(config_path, read_only=True)
     try:
         rows = hub.store.actions(status=status)
         approvals: dict[str, list[dict]] = {}
@@ -402,16 +469,161 @@ def actions(config_path, status, as_json):
                                **({"correction": {k: asked[r["key"]][k] for k in ("requested_by", "requested_at", "reason")}}
                                   if r["key"] in asked else {})) for r in rows]))
         return
-    for r in rows:
-        click.echo(f"{r['key']}  {r['status']}  attempts={r['attempts']}  vendor_id={r['vendor_id'] or '-'}"
-                   + (f"  error={r['last_error']}" if r["last_error"] else ""))
+    if not rows:
+        click.echo("the outbox is empty" if status is None else f"no {status} action")
+        return
+    table = [(r["key"], r["status"], str(r["attempts"]), _when(r.get("created_at")), _when(r.get("sent_at")),
+              r["vendor_id"] or "-") for r in rows]
+    lines: list[str] = []
+    _table(("action", "status", "attempts", "created", "sent", "vendor id"), table, lines.append, right=(2,))
+    click.echo(lines[0])
+    click.echo(lines[1])
+    for r, line in zip(rows, lines[2:]):
+        click.echo(line)
+        if r["last_error"]:
+            click.echo(f"    {'held' if r['status'] == 'held' else 'error'}: {r['last_error']}")
         if r["key"] in asked:
             c = asked[r["key"]]
             click.echo(f"    asked by {c['requested_by']} at {c['requested_at']}: {c['reason']}")
         for a in approvals.get(r["key"], []):
             click.echo(f"    approved by {a['who']} at {a['at']}" + (f": {a['why']}" if a["why"] else ""))
-    if not rows:
-        click.echo("the outbox is empty")
+
+
+def _action_or_refuse(hub: Hub, key: str) -> dict:
+    row = hub.store.get_action(key)
+    if row is None:
+        raise Refused(f"no action {key!r} in the outbox; list them with: msp-hub actions")
+    return row
+
+
+def _sent_text(row: dict) -> str:
+    return (f"was already sent" + (f" as {row['vendor_id']}" if row.get("vendor_id") else "")
+            + (f" at {row['sent_at']}" if row.get("sent_at") else ""))
+
+
+def retry_refusal(row: dict) -> str | None:
+    """Why the action ``row`` cannot be retried (None: it can). A held action is not retried: the
+    next sync would plan it again and hold it again for the same reason; it is approved instead."""
+    key = row["key"]
+    if row["status"] == "sent":
+        return f"action {key!r} {_sent_text(row)}; there is nothing to retry"
+    if row["status"] == "sending":
+        return f"action {key!r} is being sent; wait for the run sending it (msp-hub runs)"
+    if row["status"] == "held":
+        return (f"action {key!r} is held ({row.get('last_error') or 'no reason recorded'}); a retry would hold it "
+                f"again: if it may go, approve it (msp-hub actions approve {key} --why \"...\"), "
+                "else fix the cause and sync again")
+    return None
+
+
+def _action_result(row: dict, done: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(dumps({k: row.get(k) for k in ("key", "status", "attempts", "vendor_id", "last_error",
+                                                   "created_at", "sent_at")}))
+    else:
+        click.echo(done)
+
+
+@actions.command("retry")
+@config_option
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the action as JSON.")
+@click.pass_context
+def actions_retry(ctx, config_path, key, as_json):
+    """Put a failed or cancelled action back in the outbox: the next sync sends it.
+
+    A held action is refused: a retry would hold it again; approve it instead (`actions
+    approve`), or fix the cause. A sent action, or one being sent, is refused too (exit 2).
+
+    \b
+    Example:
+        msp-hub actions retry invoice:acme:2026-10
+    """
+    hub = _open_hub(config_path or (ctx.obj or {}).get("config"), read_only=True)
+    try:
+        row = _action_or_refuse(hub, key)
+        why = retry_refusal(row)
+        if why:
+            raise Refused(why)
+        row = hub.store.retry_action(key)
+    finally:
+        hub.close()
+    _action_result(row, f"{key} is {row['status']} again; the next sync sends it", as_json)
+
+
+@actions.command("cancel")
+@config_option
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the action as JSON.")
+@click.pass_context
+def actions_cancel(ctx, config_path, key, as_json):
+    """Take an unsent action out of the outbox (kept, as cancelled); what it billed is free again.
+
+    A sent action, or one being sent, is refused (exit 2): correct a sent invoice with `msp-hub
+    invoice void|credit`.
+
+    \b
+    Example:
+        msp-hub actions cancel ticket:alert:9f2c
+    """
+    hub = _open_hub(config_path or (ctx.obj or {}).get("config"), read_only=True)
+    try:
+        row = _action_or_refuse(hub, key)
+        if row["status"] == "sent":
+            raise Refused(f"action {key!r} {_sent_text(row)}; it cannot be cancelled "
+                          f"(an invoice is corrected with: msp-hub invoice void {key} --reason \"...\")")
+        if row["status"] == "sending":
+            raise Refused(f"action {key!r} is being sent; it cannot be cancelled now")
+        if row["status"] == "cancelled":
+            raise Refused(f"action {key!r} is already cancelled")
+        row = hub.store.cancel_action(key)
+    finally:
+        hub.close()
+    _action_result(row, f"cancelled {key}; it is kept in the outbox as cancelled and never sent", as_json)
+
+
+@actions.command("approve")
+@config_option
+@click.argument("key")
+@click.option("--why", default="", help="Why it may go; recorded with who and when.")
+@click.option("--json", "as_json", is_flag=True, help="Print the approval as JSON.")
+@click.pass_context
+def actions_approve(ctx, config_path, key, why, as_json):
+    """Let through an action a guardrail or a review held (the same as `msp-hub approve KEY`).
+
+    \b
+    Example:
+        msp-hub actions approve agreement_quantity:4711:88:2026-10 --why "the client cancelled"
+    """
+    from hub.store import system_user
+    hub = _open_hub(config_path or (ctx.obj or {}).get("config"), read_only=True)
+    try:
+        approval, done = _approve_action(hub, key, system_user(), why)
+    finally:
+        hub.close()
+    _print_approval(approval, done, as_json)
+
+
+def _approve_action(hub: Hub, key: str, who: str, why: str) -> tuple[dict, str]:
+    """Record the approval of the action ``key``: (approval, message); refused when it was sent."""
+    row = hub.store.get_action(key)
+    if row is None:
+        raise Refused(f"no action {key!r} in the outbox; list them with: msp-hub actions --status held")
+    if row["status"] == "sent":
+        raise Refused(f"action {key!r} {_sent_text(row)}; there is nothing to approve")
+    if row["status"] == "cancelled":
+        raise Refused(f"action {key!r} was cancelled; there is nothing to approve "
+                      f"(put it back with: msp-hub actions retry {key})")
+    hub.store.approve(key, who=who, why=why)
+    return hub.store.approvals(key)[-1], f"approved {key}; the next sync pushes it"
+
+
+def _print_approval(approval: dict, done: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(dumps({k: approval[k] for k in ("target", "who", "at", "why")}))
+    else:
+        click.echo(f"{done} (approved by {approval['who']} at {approval['at']}"
+                   + (f": {approval['why']})" if approval["why"] else ")"))
 
 
 @main.command()
@@ -423,12 +635,13 @@ def clients(config_path, as_json):
     A client linked to no hub client is never billed. Names that match once normalised (case,
     accents, punctuation, legal suffixes) are linked; close names are only suggested.
 
+    \b
     Example:
         msp-hub clients
     """
     from hub.planner import build_context, report_unbilled
     from hub.periods import last_ended_period
-    hub = _open_hub(config_path)
+    hub = _open_hub(config_path, read_only=True)
     try:
         report = RunReport("clients", "clients", hub.clock())
         ctx = build_context(hub, report, last_ended_period(hub.clock(), hub.config.timezone))
@@ -485,17 +698,10 @@ def approve(config_path, key, stream, run_id, why, as_json):
         raise click.UsageError("give exactly one of KEY, --stream and --run"
                                + (f" (got {', '.join(given)})" if given else ""))
     who = system_user()
-    hub = _open_hub(config_path)
+    hub = _open_hub(config_path, read_only=True)
     try:
         if key:
-            row = hub.store.get_action(key)
-            if row is None:
-                raise Refused(f"no action {key!r} in the outbox; list them with: msp-hub actions --status held")
-            if row["status"] in ("sent", "cancelled"):
-                raise Refused(f"action {key!r} was already {row['status']}; there is nothing to approve")
-            hub.store.approve(key, who=who, why=why)
-            approval = hub.store.approvals(key)[-1]
-            done = f"approved {key}; the next sync pushes it"
+            approval, done = _approve_action(hub, key, who, why)
         elif stream:
             target, done = _approve_pass(hub, stream, who, why)
             approval = hub.store.approvals(target)[-1]
@@ -507,11 +713,7 @@ def approve(config_path, key, stream, run_id, why, as_json):
             done = f"approved the drafts of run {run_id} ({run['status']}); the next sync pushes them"
     finally:
         hub.close()
-    if as_json:
-        click.echo(dumps({k: approval[k] for k in ("target", "who", "at", "why")}))
-    else:
-        click.echo(f"{done} (approved by {approval['who']} at {approval['at']}"
-                   + (f": {approval['why']})" if approval["why"] else ")"))
+    _print_approval(approval, done, as_json)
 
 
 def _approve_pass(hub: Hub, stream: str, who: str, why: str) -> tuple[str, str]:
@@ -539,25 +741,56 @@ def _age(seconds: float | None) -> str:
     return "-" if seconds is None else human_seconds(seconds)
 
 
-@main.command()
+def _run_row(row: dict) -> dict:
+    """A runs row with counts and errors decoded, and its trigger, job and scope ("-" when the
+    run did not record them; the trigger falls back on the holder its counts name)."""
+    import json as json_module
+    out = dict(row, counts=json_module.loads(row.get("counts") or "{}"),
+               errors=json_module.loads(row.get("errors") or "[]"))
+    for key in ("trigger", "job", "scope"):
+        value = row.get(key)
+        if isinstance(value, str) and key == "scope":
+            try:
+                value = json_module.loads(value)
+            except ValueError:
+                pass
+        if value in (None, ""):
+            value = out["counts"].get({"trigger": "holder"}.get(key, key))
+        out[key] = value if value not in (None, "") else None
+    return out
+
+
+def _scope_text(scope) -> str:
+    if scope is None:
+        return "-"
+    if isinstance(scope, dict):
+        return ", ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in sorted(scope.items())) or "all"
+    return str(scope)
+
+
+@main.group(invoke_without_command=True)
 @config_option
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500), help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def runs(config_path, limit, as_json):
+@click.pass_context
+def runs(ctx, config_path, limit, as_json):
     """List the latest runs, newest first: mode, status, records, pushes, holds and errors.
 
     A run's status: ok; warnings (standing warnings only); held (something held for an error or
     incomplete input); failed (a pull or a push failed); stopped; crashed; refused (the lock was
-    held); abandoned (its process died); running.
+    held); abandoned (its process died); running. `msp-hub runs show RUN_ID` details one.
 
+    \b
     Example:
         msp-hub runs --limit 5
+        msp-hub runs show 20261101-060000-ab12cd
     """
-    import json as json_module
-    hub = _open_hub(config_path)
+    ctx.ensure_object(dict)["config"] = config_path
+    if ctx.invoked_subcommand is not None:
+        return
+    hub = _open_hub(config_path, read_only=True)
     try:
-        rows = [dict(r, counts=json_module.loads(r.get("counts") or "{}"), errors=json_module.loads(r.get("errors") or "[]"))
-                for r in hub.store.runs(limit=limit)]
+        rows = [_run_row(r) for r in hub.store.runs(limit=limit)]
     finally:
         hub.close()
     if as_json:
@@ -569,14 +802,64 @@ def runs(config_path, limit, as_json):
     table = []
     for r in rows:
         c = r["counts"]
-        table.append((r["id"], r["mode"] or "-", r["status"] or "-", (r["started_at"] or "")[:19],
+        table.append((r["id"], r["trigger"] or "-", r["mode"] or "-", r["status"] or "-", (r["started_at"] or "")[:19],
                       str(sum((c.get("records") or {}).values())), str(c.get("pushed", 0)), str(c.get("failed", 0)),
                       str(c.get("held", 0)), str(len(r["errors"]))))
-    _table(("run", "mode", "status", "started", "records", "pushed", "failed", "held", "errors"), table, click.echo,
-           right=(4, 5, 6, 7, 8))
+    _table(("run", "trigger", "mode", "status", "started", "records", "pushed", "failed", "held", "errors"), table,
+           click.echo, right=(5, 6, 7, 8, 9))
     for r in rows:
         for e in r["errors"]:
             click.echo(f"{r['id']}: {e}")
+
+
+@runs.command("show")
+@config_option
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def runs_show(ctx, config_path, run_id, as_json):
+    """Show one run: its trigger, job and scope, what it pulled and pushed, its holds and errors.
+
+    \b
+    Example:
+        msp-hub runs show 20261101-060000-ab12cd
+    """
+    hub = _open_hub(config_path or (ctx.obj or {}).get("config"), read_only=True)
+    try:
+        row = hub.store.get_run(run_id)
+        if row is None:
+            known = [r["id"] for r in hub.store.runs(limit=5)]
+            raise Refused(f"no run {run_id!r}; the latest are {', '.join(known) or '(none yet)'} "
+                          "(list them with: msp-hub runs)")
+        actions = [a for a in hub.store.actions() if a.get("run_id") == run_id]
+    finally:
+        hub.close()
+    run = _run_row(row)
+    run["actions"] = [{k: a.get(k) for k in ("key", "status", "vendor_id", "last_error", "created_at", "sent_at")}
+                      for a in actions]
+    if as_json:
+        click.echo(dumps(run))
+        return
+    c = run["counts"]
+    click.echo(f"run {run['id']}: {run['status'] or '-'}")
+    for label, value in (("trigger", run["trigger"]), ("job", run["job"]), ("scope", _scope_text(run["scope"])),
+                         ("mode", run["mode"]), ("started", run["started_at"]), ("finished", run["finished_at"])):
+        click.echo(f"  {label + ':':<10}{value if value not in (None, '') else '-'}")
+    records = c.get("records") or {}
+    click.echo("  pulled:   " + (", ".join(f"{k} {v}" for k, v in sorted(records.items())) or "nothing"))
+    for key, p in sorted((c.get("passes") or {}).items()):
+        if p.get("status") == "failed":
+            click.echo(f"  pull failed: {key}: {p.get('error') or 'no message'}")
+    click.echo(f"  pushed:   {c.get('pushed', 0)}, failed {c.get('failed', 0)}, held {c.get('held', 0)}"
+               + (" (" + ", ".join(f"{n} for {cause}" for cause, n in sorted((c.get("held_causes") or {}).items()))
+                  + ")" if c.get("held_causes") else ""))
+    for a in run["actions"]:
+        click.echo(f"    {a['key']}  {a['status']}" + (f"  -> {a['vendor_id']}" if a["vendor_id"] else "")
+                   + (f"  {'held' if a['status'] == 'held' else 'error'}: {a['last_error']}" if a["last_error"] else ""))
+    for e in run["errors"]:
+        click.echo(f"  error: {e}")
+    for w in (c.get("warnings") or [])[:20]:
+        click.echo(f"  warning: {w}")
 
 
 @main.command()
@@ -589,11 +872,12 @@ def streams(config_path, as_json):
     complete pass is older than its maximum age: [health] max_age, else 3 times the interval of
     the most frequent scheduled job that pulls it, else 26 hours.
 
+    \b
     Example:
         msp-hub streams
     """
     from hub.service import stream_health
-    hub = _open_hub(config_path)
+    hub = _open_hub(config_path, read_only=True)
     try:
         try:
             rows = stream_health(hub)
@@ -627,6 +911,7 @@ def recover(config_path, dry_run, as_json):
     does not know, each invoice with the items it bills, so that nothing is sent or billed twice.
     Pull first (msp-hub sync --dry-run) so that each recovered invoice is compared with the data.
 
+    \b
     Example:
         msp-hub sync --dry-run && msp-hub recover
     """
@@ -734,6 +1019,54 @@ def backup(config_path, path):
         raise click.ClickException(str(exc)) from None
     size = target.stat().st_size
     click.echo(f"backed up {config.database} to {target} ({size} bytes, {size / 1_048_576:.1f} MiB)")
+
+
+@main.command()
+@config_option
+@click.option("--connector", "connectors", multiple=True, help="Check only this connector (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def check(config_path, connectors, as_json):
+    """Test each configured connector's credentials with one cheap authenticated request.
+
+    One request per connector, tried once (NinjaOne: a token and GET /v2/organizations?pageSize=1;
+    ConnectWise: GET /company/companies?pageSize=1; Stripe: GET /v1/customers?limit=1). A failure
+    names the connector, the HTTP status, the vendor's message and the config key or secret to
+    fix. Exit 0 when every check passed, 1 when one failed, 2 for a wrong option or config.
+
+    \b
+    Example:
+        msp-hub check
+        msp-hub check --connector stripe --json
+    """
+    from hub.check import check_connectors
+    hub = _open_hub(config_path)
+    try:
+        unknown = sorted(set(connectors) - set(hub.connectors))
+        if unknown:
+            raise Refused(f"--connector: {', '.join(repr(u) for u in unknown)} is not configured "
+                          f"(fix: use one of {', '.join(sorted(hub.connectors)) or '(none configured)'})")
+        results = check_connectors(hub, list(connectors) or None)
+    finally:
+        hub.close()
+    failed = [r for r in results if r["ok"] is False]
+    if as_json:
+        click.echo(dumps({"ok": not failed, "connectors": results}))
+    else:
+        if not results:
+            click.echo("no connector is configured; add a [connectors.<name>] section to the config")
+        for r in results:
+            if r["ok"]:
+                click.echo(f"ok      {r['connector']}: {r['request']}")
+            elif r["ok"] is None:
+                click.echo(f"-       {r['connector']}: {r['message']}")
+            else:
+                status = f"HTTP {r['status']}" if r["status"] is not None else "no answer"
+                click.echo(f"FAILED  {r['connector']}: {r['request'] or 'check'} -> {status}: {r['message']}")
+                click.echo(f"        fix: {r['fix']}")
+    if failed:
+        click.echo(f"exit {EXIT_PUSH_FAILED}: {len(failed)} connector check(s) failed: "
+                   + ", ".join(r["connector"] for r in failed), err=True)
+        sys.exit(EXIT_PUSH_FAILED)
 
 
 # --- correcting a sent invoice --------------------------------------------------------------------
@@ -893,7 +1226,7 @@ def invoice_history(config_path, key, as_json):
         msp-hub invoice history invoice:acme:2026-10
     """
     from hub import corrections
-    hub = _open_hub(config_path)
+    hub = _open_hub(config_path, read_only=True)
     try:
         try:
             out = corrections.history(hub, key)
@@ -935,6 +1268,7 @@ def daemon(config_path):
     flight ends after its current page or push, committed, and the daemon exits 0.
     deploy/msp-hub.service runs it under systemd.
 
+    \b
     Example:
         export MSP_HUB_ADMIN_TOKEN=$(openssl rand -hex 32)
         msp-hub daemon --config /etc/msp-hub/msp-hub.toml
@@ -999,6 +1333,52 @@ class RunProgress:
             self.progress.update(task, rate=f"{t.completed / t.elapsed:,.0f}/s")
 
 
+QUIET_SECONDS = 8.0   # a run with no page and no push for this long says what it waits for
+
+
+class Watchdog:
+    """Passes a run's progress events on; when none came for ``QUIET_SECONDS``, says on stderr
+    what the run waits for: a vendor address that does not answer is retried with backoff (the
+    retry policy of hub.http: 5 tries, about 10 s), for each of its streams, before it fails."""
+
+    def __init__(self, hub: Hub, connectors, inner=None):
+        self.inner = inner
+        names = sorted(connectors or [n for n, c in hub.connectors.items() if c.streams()])
+        self.where = ", ".join(f"{n} ({self._address(hub, n)})" for n in names) or "the vendors"
+        self.last = time.monotonic()
+        self.said = False
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="msp-hub-watchdog", daemon=True)
+
+    @staticmethod
+    def _address(hub: Hub, name: str) -> str:
+        section = hub.config.connector_section(name) or {}
+        return str(section.get("base_url") or section.get("site") or "its default address")
+
+    def __call__(self, event: dict) -> None:
+        self.last, self.said = time.monotonic(), False
+        if self.inner is not None:
+            self.inner(event)
+
+    def __enter__(self) -> "Watchdog":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.2):
+            quiet = time.monotonic() - self.last
+            if not self.said and quiet >= QUIET_SECONDS:
+                self.said = True
+                click.echo(f"waiting for an answer from {self.where}: nothing received for {quiet:.0f} s. A request "
+                           "without an answer (connection refused, timeout) is tried 5 times with backoff, about "
+                           "10 s, for each stream, before the stream fails; Ctrl-C stops after the current page. "
+                           "`msp-hub check` tests every connector with one request.", err=True)
+
+
 def _remote_resync(admin, scope: dict, *, as_json: bool, wait: bool):
     """POST /resync to the daemon at ``admin.url``; None when no daemon answers there."""
     import httpx
@@ -1060,7 +1440,7 @@ def _wait_for_run(http, run_id: str) -> dict:
                                    f"{time.monotonic() - t0:.0f} s")
             time.sleep(0.5)
     except KeyboardInterrupt:
-        click.echo(f"\nstopped waiting; run {run_id} goes on in the daemon (msp-hub runs lists it)", err=True)
+        click.echo(f"\nstopped waiting; run {run_id} goes on in the daemon (see it with: msp-hub runs show {run_id})", err=True)
         sys.exit(130)
     finally:
         if status_line:
@@ -1141,33 +1521,24 @@ def _row_exit(row: dict) -> int:
 
 @main.command(epilog=EXIT_CODES_HELP)
 @config_option
-@click.option("--connector", "connectors", multiple=True, help="Only this connector (repeatable).")
-@click.option("--stream", "streams", multiple=True, help="Only this stream (repeatable).")
-@click.option("--client", "clients", multiple=True, help="Plan and push only this hub client (repeatable).")
-@click.option("--period", metavar="YYYY-MM", help="Invoice this period even if it has not ended.")
-@click.option("--full", is_flag=True, help="Re-read the streams from the start; their saved cursors stay as they are.")
-@click.option("--dry-run", is_flag=True, help="Pull and plan, but push nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@scope_options
 @click.option("--no-wait", is_flag=True, help="With a daemon: print the run id and return at once.")
-def resync(config_path, connectors, streams, clients, period, full, dry_run, as_json, no_wait):
-    """Run a sync now, through the daemon when one answers at [admin], else in this process.
+def resync(config_path, connectors, streams, clients, period, full, dry_run, as_json, details, no_wait):
+    """`msp-hub sync` through the daemon when one answers at [admin], else here.
 
-    A daemon found at the admin address (with the [admin] token) starts the run and the command
-    follows it by its run id. Without a daemon the run happens here, with its progress on a
-    terminal. When another run holds the lock, it says which and exits with code 75.
+    The same options, checks and output as `msp-hub sync`. A daemon found at the admin address
+    (with the [admin] token) starts the run and the command follows it by its run id (`msp-hub
+    runs show RUN_ID` details it later). Without a daemon the run happens here, with its progress
+    on a terminal. When another run holds the lock, it says which and exits with code 75.
 
+    \b
     Example:
         msp-hub resync --connector ninjaone --stream devices --full
         msp-hub resync --client acme --period 2026-10 --dry-run
     """
-    from hub.service import ScopeError, admin_settings, check_clients
+    from hub.service import admin_settings
     path = _config_file(config_path)
-    scope: dict[str, Any] = {"connectors": list(connectors), "streams": list(streams), "clients": list(clients),
-                             "full": full, "dry_run": dry_run}
-    if period:
-        scope["period"] = period
-    scope = {k: v for k, v in scope.items() if v}
-    _check_period(period)
+    scope = _scope(connectors, streams, clients, period, full, dry_run)
     try:
         config = load_config(path)
         admin = admin_settings(config)
@@ -1182,6 +1553,13 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
                 click.echo(dumps(row))
                 sys.exit(_row_exit(row))
             sys.exit(_print_run_row(row))
+    _sync_here(path, scope, as_json=as_json, details=details)
+
+
+def _sync_here(path: str, scope: dict[str, Any], *, as_json: bool, details: bool) -> None:
+    """Run a sync in this process: the scope checked (unknown connector, stream or client: exit
+    2), progress on a terminal, Ctrl-C stops after the current page; print the run and exit."""
+    from hub.service import ScopeError, check_clients
     hub = _open_hub(path)
     stop = threading.Event()
 
@@ -1199,11 +1577,13 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
             check_clients(hub, kwargs["clients"])
         shown = sys.stderr.isatty() and not as_json
         progress = RunProgress() if shown else None
-        if progress:
-            with progress:
-                report = sync_once(hub, holder="cli", stop=stop, progress=progress, **kwargs)
-        else:
-            report = sync_once(hub, holder="cli", stop=stop, **kwargs)
+        watchdog = Watchdog(hub, kwargs.get("connectors"), progress)
+        with watchdog:
+            if progress:
+                with progress:
+                    report = sync_once(hub, holder="cli", stop=stop, progress=watchdog, **kwargs)
+            else:
+                report = sync_once(hub, holder="cli", stop=stop, progress=watchdog, **kwargs)
     except LockedError as exc:
         click.echo(f"locked: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
@@ -1218,9 +1598,10 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
     else:
         click.echo(f"run {report.run_id}: pulled " + (", ".join(f"{k} {v}" for k, v in sorted(report.records.items()))
                                                       or "nothing") + f" in {report.seconds:.1f} s")
+        render_plan(report, details=details)
         if report.stopped:
             click.echo("stopped before the end; the next run goes on from the last committed page")
-        elif dry_run:
+        elif scope.get("dry_run"):
             click.echo("dry run: nothing was pushed")
         else:
             render_push(report)

@@ -89,6 +89,9 @@ class Connector(Protocol):
     Optional ``follow_tickets(ids)``: before it pulls a stream of table ``tickets``, the engine
     hands the connector the ids of the tickets made outside the hub that its pushes adopted for an
     alert (a result whose details say ``adopted``), for the stream to read them too.
+    Optional ``check()``: one cheap authenticated request, tried once (no retry), for
+    ``msp-hub check``; returns a short description of the request, raises ``hub.errors.VendorError``
+    (``CredentialsError`` for refused credentials) naming the HTTP status and the vendor's message.
     """
 
     name: str

@@ -153,6 +153,8 @@ def test_every_route_answers_with_the_token(client, service, method, path):
         assert response.status_code == 400 and "reason is required" in response.get_json()["error"]
     elif path == "/resync":                                    # a resync without a scope is refused
         assert response.status_code == 400 and '{"all": true}' in response.get_json()["error"]
+    elif method == "POST" and path.endswith("/retry"):    # the sample action is held: it is approved, not retried
+        assert response.status_code == 409 and "/approve" in response.get_json()["error"]
     else:
         assert response.status_code in (200, 202, 404)   # 404: the sample run id "x" does not exist
         assert response.status_code != 404 or path == "/runs/x"

@@ -119,7 +119,7 @@ def local(tmp_path, monkeypatch):
     hub.store.mark_failed("agreement_quantity:4711:88:2026-10", "the RMM counts 0 devices", status="held")
     hub.store.mark_sent("invoice:acme:2026-10", "in_1", "invoice")
     hub.close()
-    monkeypatch.setattr("hub.cli._open_hub", lambda path: env.hub())
+    monkeypatch.setattr("hub.cli._open_hub", lambda path, **_: env.hub())
     return env
 
 
@@ -144,7 +144,7 @@ def test_approve_records_thesystem_user_when_and_why_and_actions_shows_it(local)
 
 @pytest.mark.parametrize("args, code, fragment", [
     (("approve", "nope:1"), 2, "no action 'nope:1' in the outbox"),
-    (("approve", "invoice:acme:2026-10"), 2, "was already sent; there is nothing to approve"),
+    (("approve", "invoice:acme:2026-10"), 2, "was already sent as in_1 at "),
     (("approve",), 2, "give exactly one of KEY, --stream and --run"),
     (("approve", "invoice:acme:2026-10", "--run", "r1"), 2, "give exactly one of KEY, --stream and --run (got KEY, --run)"),
     (("approve", "--stream", "ninjaone.nosuch"), 2, "--stream: no configured stream 'ninjaone.nosuch' (fix: use "
@@ -189,7 +189,7 @@ def test_runs_lists_the_runs_with_status_counts_and_errors(local):
     result = run("runs", "--limit", "5")
     assert result.exit_code == 0, result.output
     line = next(l for l in result.output.splitlines() if l.startswith(first))
-    assert re.match(rf"{first}\s+sync\s+failed\s+\S+\s+6\s+1\s+1\s+2\s+1$", line), line
+    assert re.match(rf"{first}\s+-\s+sync\s+failed\s+\S+\s+6\s+1\s+1\s+2\s+1$", line), line
     assert f"{first}: push invoice:acme:2026-10: HTTP 500" in result.output
     rows = json.loads(run("runs", "--json").output)
     assert rows[0]["id"] == first and rows[0]["counts"]["held"] == 2 and rows[0]["errors"] == [

@@ -296,7 +296,7 @@ def test_the_ledger_frees_what_a_sent_correction_with_a_reissue_billed_and_nothi
 
 @pytest.fixture
 def cli(env, monkeypatch):
-    monkeypatch.setattr("hub.cli._open_hub", lambda path: env.hub())
+    monkeypatch.setattr("hub.cli._open_hub", lambda path, **_: env.hub())
     return env
 
 

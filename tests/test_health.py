@@ -141,7 +141,7 @@ def test_streams_command_shows_each_streams_passes_age_and_health(tmp_path, monk
     record(hub, "devices", hours_ago=30)
     record(hub, "devices", "failed", hours_ago=1, error="HTTP 500 from /v2/devices")
     record(hub, "clients", hours_ago=1)
-    monkeypatch.setattr("hub.cli._open_hub", lambda path: env.hub())
+    monkeypatch.setattr("hub.cli._open_hub", lambda path, **_: env.hub())
     result = CliRunner().invoke(main, ["streams"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

@@ -1239,6 +1239,12 @@ class ConnectWiseConnector:
             raise MappingError(f"action {action.key}: payload needs ticket_id or ticket_external_ref")
         return self._alert_ticket(action, ref)["id"]
 
+    def check(self) -> str:
+        """One cheap authenticated request, tried once: GET /company/companies?pageSize=1.
+        Returns what it did; raises the VendorError of the failure (hub.check names the fix)."""
+        self.client._attempt("GET", "/company/companies", {"pageSize": 1}, None, False, list)
+        return "GET /company/companies?pageSize=1"
+
     def close(self) -> None:
         self.client.close()
 

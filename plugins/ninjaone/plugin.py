@@ -360,6 +360,12 @@ class NinjaOneConnector:
             yield Page(records, {"swept_at": run_started_at.isoformat()}, rejected=rejected, sweep_count=read)
         return iter_pages
 
+    def check(self) -> str:
+        """One cheap authenticated request, tried once: a token, then GET /v2/organizations?pageSize=1.
+        Returns what it did; raises the VendorError of the first failure (hub.check names the fix)."""
+        self.client._attempt("GET", "/v2/organizations", {"pageSize": 1}, None, list)
+        return "GET /v2/organizations?pageSize=1 (OAuth token accepted)"
+
     def push(self, action, context):
         raise NotImplementedError("the ninjaone connector pushes nothing")
 

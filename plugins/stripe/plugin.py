@@ -759,6 +759,16 @@ class StripeConnector:
     def close(self) -> None:
         self.client.close()
 
+    def check(self) -> str:
+        """One cheap authenticated request, tried once: GET /v1/customers?limit=1.
+        Returns what it did; raises the VendorError of the failure (hub.check names the fix)."""
+        import stripe
+        try:
+            self.client._sdk.v1.customers.list({"limit": 1})
+        except stripe.StripeError as exc:
+            raise self.client._to_hub_error(exc, "GET", "/v1/customers") from None
+        return "GET /v1/customers?limit=1"
+
     def push(self, action: Action, context) -> PushResult:
         """Send one action exactly once; return the Stripe invoice as a PushResult. A failed push
         forgets the tax rates remembered (one archived meanwhile is looked up again next time)."""
