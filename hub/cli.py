@@ -1338,8 +1338,9 @@ QUIET_SECONDS = 8.0   # a run with no page and no push for this long says what i
 
 class Watchdog:
     """Passes a run's progress events on; when none came for ``QUIET_SECONDS``, says on stderr
-    what the run waits for: a vendor address that does not answer is retried with backoff (the
-    retry policy of hub.http: 5 tries, about 10 s), for each of its streams, before it fails."""
+    what the run waits for: a vendor that does not answer is retried with backoff (the retry
+    policy of hub.http: a refused connection twice, a timeout 5 times, about 10 s), for each of
+    its streams, before it fails."""
 
     def __init__(self, hub: Hub, connectors, inner=None):
         self.inner = inner
@@ -1374,8 +1375,9 @@ class Watchdog:
             if not self.said and quiet >= QUIET_SECONDS:
                 self.said = True
                 click.echo(f"waiting for an answer from {self.where}: nothing received for {quiet:.0f} s. A request "
-                           "without an answer (connection refused, timeout) is tried 5 times with backoff, about "
-                           "10 s, for each stream, before the stream fails; Ctrl-C stops after the current page. "
+                           "without an answer is tried again with backoff (a refused connection twice, a timeout 5 "
+                           "times, about 10 s) for each stream, before the stream fails; Ctrl-C stops after the "
+                           "current page. "
                            "`msp-hub check` tests every connector with one request.", err=True)
 
 

@@ -67,16 +67,24 @@ class _WaitRetryAfter(tenacity.wait.wait_base):
         return self.fallback(retry_state)
 
 
+def _refused_twice(state: tenacity.RetryCallState) -> bool:
+    """Stop after a second refused connection: nothing listens at the address (a wrong host or
+    port, a vendor down), so five tries with backoff for every stream would only delay the error."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return state.attempt_number >= 2 and isinstance(getattr(exc, "__cause__", None), httpx.ConnectError)
+
+
 def retry_policy(*, attempts: int = 5, max_wait: float = 60.0, initial: float = 0.5,
                  sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
-    """The retry policy for vendor requests: RetryableError only, Retry-After honoured.
+    """The retry policy for vendor requests: RetryableError only, Retry-After honoured; a
+    connection refused twice is not tried again.
 
     Returns a ``tenacity.Retrying``; use it as ``policy(fn, *args)`` or ``for attempt in policy``.
     After the last attempt the RetryableError itself is raised (``reraise=True``).
     """
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(RetryableError),
-        stop=tenacity.stop_after_attempt(attempts),
+        stop=tenacity.stop_after_attempt(attempts) | _refused_twice,
         wait=_WaitRetryAfter(tenacity.wait_exponential_jitter(multiplier=initial, max=max_wait), cap=max_wait),
         sleep=sleep,
         reraise=True,

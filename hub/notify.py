@@ -367,7 +367,7 @@ def _resync(connector: str, stream: str) -> str:
 def _failed_passes(report) -> list[tuple[str, str]]:
     out = []
     for name, p in sorted((getattr(report, "passes", None) or {}).items()):
-        if (p or {}).get("status") == "failed" and "." in name:
+        if (p or {}).get("status") == "failed" and "." in name and not name.startswith("plugin:"):
             connector, stream = name.split(".", 1)
             out.append((connector, stream))
     return out

@@ -42,3 +42,24 @@ def test_a_new_client_sends_the_user_agent_and_the_headers():
         assert str(client.base_url).rstrip("/") == "http://vendor.test"
     finally:
         client.close()
+
+
+def test_a_connection_refused_twice_is_not_tried_again_but_a_timeout_is():
+    import httpx
+    from hub.errors import RetryableError
+    from hub.http import retry_policy
+    tries = {"refused": 0, "timeout": 0}
+
+    def fail(kind, cause):
+        tries[kind] += 1
+        try:
+            raise cause
+        except type(cause) as exc:
+            raise RetryableError("acme", None, "GET", "http://127.0.0.1:9/x", "no response") from exc
+
+    for kind, cause in (("refused", httpx.ConnectError("refused")), ("timeout", httpx.ReadTimeout("slow"))):
+        try:
+            retry_policy(sleep=lambda s: None)(fail, kind, cause)
+        except RetryableError:
+            pass
+    assert tries == {"refused": 2, "timeout": 5}
