@@ -22,16 +22,7 @@ from hub.logs import configure_logging
 from hub.money import format_minor
 from hub.periods import Period, last_ended_period
 from hub.testing import serve
-
-def demo_mappings() -> Path:
-    """The demo's mappings: the repository's ``mappings/`` in a checkout, else the copy the wheel
-    ships as ``hub/_demo_mappings`` (the same files; see setup.py)."""
-    here = Path(__file__).resolve().parent
-    for folder in (here.parent / "mappings", here / "_demo_mappings"):
-        if (folder / "tiers.toml").is_file():
-            return folder
-    return here / "_demo_mappings"  # absent: load_mappings names it and the fix
-
+from hub.init import demo_mappings
 
 MAPPINGS = demo_mappings()
 NINJA_SECRET_VAR, STRIPE_KEY_VAR = "MSP_HUB_DEMO_NINJAONE_SECRET", "MSP_HUB_DEMO_STRIPE_KEY"

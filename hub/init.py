@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hub.demo import demo_mappings
 from hub.errors import HubError
 
 CONFIG_NAME = "msp-hub.toml"
@@ -38,6 +37,16 @@ EXAMPLE_HEADER = ("# Written by `msp-hub init` from the demo: example values to 
 
 class InitError(HubError):
     """``init`` refused: it names the files it would overwrite."""
+
+
+def demo_mappings() -> Path:
+    """The demo's mappings: the repository's ``mappings/`` in a checkout, else the copy the wheel
+    ships as ``hub/_demo_mappings`` (the same files; see setup.py)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "mappings", here / "_demo_mappings"):
+        if (folder / "tiers.toml").is_file():
+            return folder
+    return here / "_demo_mappings"  # absent: load_mappings names it and the fix
 
 
 def example_config() -> Path:

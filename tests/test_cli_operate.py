@@ -14,36 +14,9 @@ from hub.testing import serve
 from plugins.ninjaone.simulator import NinjaOneSimulator
 from plugins.stripe.simulator import StripeSimulator
 from tests.conftest import SEEN, mappings_for_tests
+from tests.test_cli import NINJA_SECRET, STRIPE_KEY, run, served  # noqa: F401 - the CLI's simulators, shared
 
-NINJA_SECRET, STRIPE_KEY = "ninja-secret-Op2xK", "sk_test_operate_7Hc2pQ"
 HELD = "agreement_quantity:4711:88:2026-10"
-
-
-@pytest.fixture
-def served(tmp_path):
-    ninja = NinjaOneSimulator(seed=5, organizations=6, devices=40, now=SEEN, client_secret=NINJA_SECRET)
-    stripe = StripeSimulator(api_key=STRIPE_KEY)
-    with serve(ninja.handler) as n_url, serve(stripe.handler) as s_url:
-        cfg = tmp_path / "msp-hub.toml"
-        cfg.write_text(f"""
-database = "hub.db"
-mappings = "{mappings_for_tests(tmp_path).as_posix()}"
-[connectors.ninjaone]
-base_url = "{n_url}"
-client_id = "{ninja.client_id}"
-client_secret_env = "T_NINJA"
-[connectors.stripe]
-base_url = "{s_url}"
-api_key_env = "T_STRIPE"
-[logging]
-format = "json"
-level = "debug"
-""")
-        yield cfg, ninja, stripe
-
-
-def run(*args, env=None):
-    return CliRunner().invoke(main, list(args), env={"T_NINJA": NINJA_SECRET, "T_STRIPE": STRIPE_KEY, **(env or {})})
 
 
 def outbox(cfg) -> Store:
@@ -107,7 +80,7 @@ def test_runs_show_gives_trigger_scope_what_was_pulled_and_pushed(served):
     assert re.search(r"^  trigger:\s+cli$", out, re.M), out
     assert re.search(r"^  job:\s+-$", out, re.M)                 # a run from the CLI has no job
     assert re.search(r"^  scope:\s+clients=acme, period=2026-10$", out, re.M), out
-    assert re.search(r"^  pulled:\s+.*ninjaone\.clients 6, ninjaone\.devices 40$", out, re.M), out
+    assert re.search(r"^  pulled:\s+.*ninjaone\.clients 6, ninjaone\.devices 80$", out, re.M), out
     assert re.search(r"^  pushed:\s+1, failed 0, held 0", out, re.M), out
     assert re.search(r"^    invoice:acme:2026-10  sent  -> in_", out, re.M), out
     as_json = json.loads(run("runs", "--config", str(cfg), "show", run_id, "--json").stdout)
