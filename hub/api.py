@@ -16,14 +16,14 @@ the ``service``, which offers:
 
 ``POST /resync`` needs an explicit scope: ``{"connector": ...}``, ``{"stream": ...}``,
 ``{"client": ...}`` (or their lists) or ``{"all": true}``; its body is read as JSON whatever its
-Content-Type. The run is recorded with trigger "api".
+Content-Type. The run is recorded with trigger "api" ("cli" when the header X-MSP-Hub-Trigger says
+so: ``msp-hub resync`` sends it).
 
 Every endpoint, health and metrics included, answers 401 without the token. Every answer is
 JSON (metrics excepted); an unexpected exception is logged and answered "internal error".
 """
 
 from __future__ import annotations
-
 
 import contextlib
 import hmac
@@ -46,6 +46,7 @@ from hub.periods import parse_period
 
 log = structlog.get_logger()
 
+TRIGGER_HEADER = "X-MSP-Hub-Trigger"   # "cli": the run was asked by msp-hub resync
 ACTION_STATUSES = ("pending", "sending", "failed", "held", "sent", "cancelled")
 OPEN_STATUSES = ("pending", "sending", "failed", "held")   # what GET /actions lists by default
 ACTION_FIELDS = ("key", "kind", "connector", "client_id", "period", "status", "attempts", "last_error",
@@ -267,8 +268,9 @@ def make_app(service) -> flask.Flask:
             scope = resync_scope(body)
         except ValueError as exc:
             return _error(str(exc), 400)
-        try:
-            run_id = service.trigger(scope)
+        try:   # a resync the CLI hands over says so (msp-hub resync); any other caller is "api"
+            by_cli = flask.request.headers.get(TRIGGER_HEADER, "").strip().lower() == "cli"
+            run_id = service.trigger(scope, "cli") if by_cli else service.trigger(scope)
         except LockedError as exc:
             return _error(str(exc), 409, holder={"holder": exc.holder, "pid": exc.pid, "host": exc.host,
                                                  "since": exc.since})

@@ -1388,7 +1388,7 @@ def _remote_resync(admin, scope: dict, *, as_json: bool, wait: bool):
     try:
         with httpx.Client(base_url=admin.url, headers=headers, timeout=httpx.Timeout(30.0, connect=2.0)) as http:
             try:
-                response = http.post("/resync", json=scope or {"all": True})
+                response = http.post("/resync", json=scope or {"all": True}, headers={"X-MSP-Hub-Trigger": "cli"})
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 return None
             body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}

@@ -48,13 +48,14 @@ class FakeService:
         hub.close = close
         return hub
 
-    def trigger(self, scope: dict) -> str:
+    def trigger(self, scope: dict, trigger: str = "api") -> str:
         unknown = sorted(set(scope) - {"connectors", "streams", "clients", "period", "full", "dry_run"})
         if unknown:
             raise HubError(f"unknown scope key {unknown[0]!r}")
         if self.lock:
             raise LockedError(self.lock)
         self.triggered.append(scope)
+        self.triggers = getattr(self, "triggers", []) + [trigger]
         return f"run{len(self.triggered)}"
 
     def status(self) -> dict:
@@ -442,3 +443,10 @@ def test_resync_while_the_daemon_stops_is_503():
             raise UnavailableError("the daemon is stopping; run the resync after it restarts")
     answer = make_app(Stopping()).test_client().post("/resync", json={"all": True}, headers=AUTH)
     assert answer.status_code == 503 and "stopping" in answer.get_json()["error"]
+
+
+def test_a_resync_the_cli_hands_over_is_recorded_as_the_cli_s(client, service):
+    assert client.post("/resync", headers={**AUTH, "X-MSP-Hub-Trigger": "cli"}, json={"all": True}).status_code == 202
+    assert client.post("/resync", headers={**AUTH, "X-MSP-Hub-Trigger": "cron"}, json={"all": True}).status_code == 202
+    assert client.post("/resync", headers=AUTH, json={"all": True}).status_code == 202
+    assert service.triggers == ["cli", "api", "api"]          # only "cli" is taken from the header
