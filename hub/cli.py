@@ -1137,7 +1137,9 @@ def _correct(config_path: str | None, now: bool, as_json: bool, record) -> None:
         click.echo(dumps(corrections.correction_json(row)))
     else:
         _print_correction(row)
-        if row["status"] != "sent":
+        if row["status"] == "held":
+            click.echo(f"recorded {row['action_key']}, held for an approval: {row['last_error']}")
+        elif row["status"] != "sent":
             click.echo(f"recorded {row['action_key']}; the next sync sends it")
     if code:
         sys.exit(code)

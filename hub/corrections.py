@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Iterable
 
 from hub.errors import HubError
 from hub.money import format_minor
+from hub.plugins import broken_plugins
 from hub.records import Action
-from hub.store import CANCELLED, FAILED, SENT, system_user
+from hub.store import CANCELLED, FAILED, HELD, SENT, system_user
 
 if TYPE_CHECKING:  # pragma: no cover
     from hub.engine import Hub, RunReport
@@ -134,6 +135,17 @@ def _connector(hub: "Hub", kind: str, key: str) -> str:
     return c.name
 
 
+def _holds(hub: "Hub", action: Action) -> str | None:
+    """Why a correction must wait for a person, as a planned action would: a plugin's veto
+    (``veto_action``), or a broken plugin whose hooks cannot be asked. None: it may go."""
+    reasons = [str(r) for r in hub.pm.hook.veto_action(action=action) if r]
+    broken = broken_plugins(hub.pm)
+    if broken:
+        reasons.append("held while a plugin is broken (its hooks may change or hold it): "
+                       + "; ".join(b.message for b in broken))
+    return "; ".join(reasons) + f" (let it go with: msp-hub actions approve {action.key} --why ...)" if reasons else None
+
+
 def request_void(hub: "Hub", key: str, *, reason: str, by: str | None = None, reissue: bool = False,
                  run_id: str = "correction") -> dict:
     """Record the void of the sent invoice ``key`` (and, with ``reissue``, its re-issue once the
@@ -153,11 +165,14 @@ def request_void(hub: "Hub", key: str, *, reason: str, by: str | None = None, re
     action = Action(void_key(key), VOID, connector, row["client_id"],
                     {"invoice_key": key, "invoice_id": row["vendor_id"], "reason": reason, "requested_by": who},
                     row["period"])
+    held = _holds(hub, action)
     if existing is not None:        # cancelled before: asked again, it goes back in the outbox
         hub.store.retry_action(action.key)
         hub.store.record_approval(action.key, who, f"asked again: {reason}")
+        if held:
+            hub.store.mark_failed(action.key, held, status=HELD)
         return hub.store.get_correction(action.key)
-    return hub.store.record_correction(action, run_id, {
+    return hub.store.record_correction(action, run_id, held=held, correction={
         "invoice_key": key, "kind": VOID, "client_id": row["client_id"], "period": row["period"],
         "requested_by": who, "reason": reason, "amount": _invoice_total(row),
         "currency": row["payload"].get("currency"), "lines": None, "reissue_key": successor,
@@ -227,7 +242,7 @@ def request_credit(hub: "Hub", key: str, *, reason: str, lines: Iterable[str] = 
     frees = None
     if reissue:
         frees = _items_of(hub, row, codes)
-    return hub.store.record_correction(action, run_id, {
+    return hub.store.record_correction(action, run_id, held=_holds(hub, action), correction={
         "invoice_key": key, "kind": CREDIT, "client_id": row["client_id"], "period": row["period"],
         "requested_by": who, "reason": reason, "amount": amount, "currency": currency,
         "lines": credit_lines, "reissue_key": successor, "frees": frees})

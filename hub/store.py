@@ -808,17 +808,19 @@ class Store:
 
     # --- corrections of sent invoices ---------------------------------------------------------
 
-    def record_correction(self, action: Action, run_id: str, correction: dict) -> dict:
+    def record_correction(self, action: Action, run_id: str, correction: dict, *, held: str | None = None) -> dict:
         """Store a correction's outbox action and its audit row in one transaction (before anything
-        is sent); ``correction``: the ``corrections`` columns but ``action_key`` and ``requested_at``.
-        A key already in the outbox is left as it is (exactly once). Returns the correction row."""
+        is sent); ``correction``: the ``corrections`` columns but ``action_key`` and ``requested_at``;
+        ``held``: why it waits for an approval (a plugin's veto), else it is pending. A key already
+        in the outbox is left as it is (exactly once). Returns the correction row."""
         with self.db.atomic():
             if self.get_action(action.key) is None:
                 self.db["actions"].insert({
                     "key": action.key, "kind": action.kind, "connector": action.connector,
                     "client_id": action.client_id, "period": action.period,
-                    "payload": json.dumps(action.payload, sort_keys=True), "status": PENDING, "attempts": 0,
-                    "progress": "{}", "run_id": run_id, "created_at": now_iso(), "updated_at": now_iso()})
+                    "payload": json.dumps(action.payload, sort_keys=True), "status": HELD if held else PENDING,
+                    "attempts": 0, "last_error": held, "progress": "{}", "run_id": run_id,
+                    "created_at": now_iso(), "updated_at": now_iso()})
                 row = dict(correction, action_key=action.key, requested_at=now_iso())
                 row["lines"] = json.dumps(row.get("lines")) if row.get("lines") is not None else None
                 row["frees"] = json.dumps(row.get("frees")) if row.get("frees") is not None else None

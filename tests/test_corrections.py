@@ -420,3 +420,32 @@ def test_a_void_after_a_credit_note_is_refused_naming_the_credit_of_what_is_left
     with pytest.raises(CorrectionError, match=r"already has credit notes \(12.00 EUR credited\): it is not voided; "
                                               rf"credit what is left instead: msp-hub invoice credit {KEY}"):
         correct(env, corrections.request_void, KEY, reason="wrong")
+
+
+class Freeze:
+    """A site plugin that vetoes every void (an accounting freeze)."""
+
+    from hub.hookspecs import hookimpl
+
+    @hookimpl
+    def veto_action(self, action):
+        return "accounting freeze until the audit ends" if action.kind == corrections.VOID else None
+
+
+def test_a_correction_a_plugin_vetoes_waits_held_until_a_person_approves_it(env):
+    hub = env.hub(Freeze())
+    try:
+        c = corrections.request_void(hub, KEY, reason="wrong tier", by="alice")
+    finally:
+        hub.close()
+    assert c["status"] == "held" and "accounting freeze until the audit ends" in c["last_error"]
+    assert f"msp-hub actions approve void:{KEY}" in c["last_error"]
+    assert run(env).pushed == [] and stripe_invoices(env, KEY)[0]["status"] == "open"   # never sent held
+
+    hub = env.hub()
+    try:
+        hub.store.approve(f"void:{KEY}", who="bob", why="the audit is over")
+    finally:
+        hub.close()
+    assert [p["key"] for p in run(env).pushed] == [f"void:{KEY}"]
+    assert stripe_invoices(env, KEY)[0]["status"] == "void"
