@@ -43,6 +43,7 @@ from hub.engine import Hub, LockedError, sync_once
 from hub.errors import HubError, UnavailableError
 from hub.metrics import REGISTRY
 from hub.periods import parse_period
+from hub.store import retry_refusal
 
 log = structlog.get_logger()
 
@@ -298,11 +299,9 @@ def make_app(service) -> flask.Flask:
             row = hub.store.get_action(key)
             if row is None:
                 return _error(f"no action {key!r} in the outbox", 404)
-            if verb == "retry" and row["status"] == "held":
-                # Retried, it would only be planned and held again: a held action is approved.
-                return _error(f"action {key!r} is held ({row.get('last_error') or 'no reason recorded'}); a retry "
-                              f"would hold it again: if it may go, POST /actions/{key}/approve with "
-                              '{"why": "..."}, else fix the cause and sync again', 409, action=action_json(row))
+            why = retry_refusal(row, f'POST /actions/{key}/approve with {{"why": "..."}}') if verb == "retry" else None
+            if why:
+                return _error(why, 409, action=action_json(row))
             row = getattr(hub.store, f"{verb}_action")(key)
         if row["status"] == "sent":
             return _error(f"action {key!r} was already sent", 409, action=action_json(row))

@@ -19,6 +19,7 @@ from hub.engine import Hub, LockedError, RunReport, dumps, sync_once
 from hub.errors import HubError
 from hub.logs import configure_logging
 from hub.money import format_minor
+from hub.store import retry_refusal, sent_text
 
 DEFAULT_CONFIG = "msp-hub.toml"
 
@@ -496,26 +497,6 @@ def _action_or_refuse(hub: Hub, key: str) -> dict:
     return row
 
 
-def _sent_text(row: dict) -> str:
-    return (f"was already sent" + (f" as {row['vendor_id']}" if row.get("vendor_id") else "")
-            + (f" at {row['sent_at']}" if row.get("sent_at") else ""))
-
-
-def retry_refusal(row: dict) -> str | None:
-    """Why the action ``row`` cannot be retried (None: it can). A held action is not retried: the
-    next sync would plan it again and hold it again for the same reason; it is approved instead."""
-    key = row["key"]
-    if row["status"] == "sent":
-        return f"action {key!r} {_sent_text(row)}; there is nothing to retry"
-    if row["status"] == "sending":
-        return f"action {key!r} is being sent; wait for the run sending it (msp-hub runs)"
-    if row["status"] == "held":
-        return (f"action {key!r} is held ({row.get('last_error') or 'no reason recorded'}); a retry would hold it "
-                f"again: if it may go, approve it (msp-hub actions approve {key} --why \"...\"), "
-                "else fix the cause and sync again")
-    return None
-
-
 def _action_result(row: dict, done: str, as_json: bool) -> None:
     if as_json:
         click.echo(dumps({k: row.get(k) for k in ("key", "status", "attempts", "vendor_id", "last_error",
@@ -542,7 +523,7 @@ def actions_retry(ctx, config_path, key, as_json):
     hub = _open_hub(config_path or (ctx.obj or {}).get("config"), read_only=True)
     try:
         row = _action_or_refuse(hub, key)
-        why = retry_refusal(row)
+        why = retry_refusal(row, f'msp-hub actions approve {key} --why "..."')
         if why:
             raise Refused(why)
         row = hub.store.retry_action(key)
@@ -570,7 +551,7 @@ def actions_cancel(ctx, config_path, key, as_json):
     try:
         row = _action_or_refuse(hub, key)
         if row["status"] == "sent":
-            raise Refused(f"action {key!r} {_sent_text(row)}; it cannot be cancelled "
+            raise Refused(f"action {key!r} {sent_text(row)}; it cannot be cancelled "
                           f"(an invoice is corrected with: msp-hub invoice void {key} --reason \"...\")")
         if row["status"] == "sending":
             raise Refused(f"action {key!r} is being sent; it cannot be cancelled now")
@@ -610,7 +591,7 @@ def _approve_action(hub: Hub, key: str, who: str, why: str) -> tuple[dict, str]:
     if row is None:
         raise Refused(f"no action {key!r} in the outbox; list them with: msp-hub actions --status held")
     if row["status"] == "sent":
-        raise Refused(f"action {key!r} {_sent_text(row)}; there is nothing to approve")
+        raise Refused(f"action {key!r} {sent_text(row)}; there is nothing to approve")
     if row["status"] == "cancelled":
         raise Refused(f"action {key!r} was cancelled; there is nothing to approve "
                       f"(put it back with: msp-hub actions retry {key})")

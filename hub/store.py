@@ -919,5 +919,26 @@ def _correction_row(r: dict) -> dict:
                 frees=json.loads(r["frees"]) if r.get("frees") else None)
 
 
+
+def sent_text(row: dict) -> str:
+    """``was already sent as <vendor id> at <time>``, of a sent action's row."""
+    return (f"was already sent" + (f" as {row['vendor_id']}" if row.get("vendor_id") else "")
+            + (f" at {row['sent_at']}" if row.get("sent_at") else ""))
+
+
+def retry_refusal(row: dict, approve: str) -> str | None:
+    """Why the action ``row`` cannot be retried (None: it can). A held action is not retried: the
+    next sync would plan it again and hold it again for the same reason; it is approved instead
+    (``approve``: how, in the caller's words)."""
+    key = row["key"]
+    if row["status"] == SENT:
+        return f"action {key!r} {sent_text(row)}; there is nothing to retry"
+    if row["status"] == SENDING:
+        return f"action {key!r} is being sent; wait for the run sending it (msp-hub runs)"
+    if row["status"] == HELD:
+        return (f"action {key!r} is held ({row.get('last_error') or 'no reason recorded'}); a retry would hold it "
+                f"again: if it may go, approve it ({approve}), else fix the cause and sync again")
+    return None
+
 def action_from_row(row: dict) -> Action:
     return Action(row["key"], row["kind"], row["connector"], row["client_id"], row["payload"], row["period"])
