@@ -206,10 +206,20 @@ def line_vat_rate(line: BillingLine, contract: Contract, m, default: str) -> tup
     return default, None
 
 
-def invoice_tax(hub: "Hub", contract: Contract, bill: reconcile.Bill, name: str | None = None) -> InvoiceTax:
-    """The VAT of ``contract``'s invoice ``bill`` (BILLING.md, "Tax")."""
+def psa_id_of(ctx: Context | None, client_id: str) -> str | None:
+    """The client's company id in the PSA, as the registry linked it (None: not linked, or no
+    registry at hand)."""
+    registry = getattr(ctx, "registry", None)
+    client = registry.clients.get(client_id) if registry is not None else None
+    return client.links.get(ctx.psa) if client is not None and ctx.psa else None
+
+
+def invoice_tax(hub: "Hub", contract: Contract, bill: reconcile.Bill, name: str | None = None, *,
+                psa_id: str | None = None) -> InvoiceTax:
+    """The VAT of ``contract``'s invoice ``bill`` (BILLING.md, "Tax"); ``psa_id``: the client's PSA
+    company as the registry linked it (else found from the contract, its id or its name)."""
     rules = tax_rules(hub)
-    details = clientdetails.details_for(hub, contract.client_id, name or contract.name, contract)
+    details = clientdetails.details_for(hub, contract.client_id, name or contract.name, contract, psa_id=psa_id)
     where = (f"{contract.file} [clients.{contract.client_id}]" if contract.origin == "mappings"
              else f"{contract.file} (agreement type of {contract.origin})")
     decision = tax.decide(details, rules, contract.tax, contract.tax_mention, where=where)
@@ -1235,7 +1245,7 @@ def held_credits(hub: "Hub", ctx: Context, period: Period, now: datetime) -> lis
             continue
         bill = reconcile.Bill(cid, period.name, contract.currency, tuple(lines), errors=tuple(errors),
                               reported=tuple(reported))
-        vat = invoice_tax(hub, contract, bill, client.name)   # a credit carries the VAT its charge did
+        vat = invoice_tax(hub, contract, bill, client.name, psa_id=psa_id_of(ctx, cid))   # a credit carries its VAT
         action = Action(key, INVOICE, connector_for(hub, INVOICE), cid,
                         invoice_payload(bill, client.name, period, vat=vat, **invoice_dress(hub)), period.name)
         status, reasons = _status_against_outbox(hub, key, action.payload["lines"], period=period, force=False,
@@ -1357,7 +1367,7 @@ def review_settings(hub: "Hub") -> tuple[bool, timedelta | None]:
 
 
 def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool, now: datetime,
-                 claimed: frozenset[str] = frozenset()) -> PlanItem:
+                 claimed: frozenset[str] = frozenset(), psa_id: str | None = None) -> PlanItem:
     bill = compute_bill(hub, contract, period, claimed)
     key = current_invoice_key(hub, contract.client_id, period.name)
     correction = reissue_of(hub, contract.client_id, period.name) if key != invoice_key(contract.client_id, period.name) else None
@@ -1370,7 +1380,7 @@ def plan_invoice(hub: "Hub", contract: Contract, period: Period, *, force: bool,
         bill = replace(bill, lines=tuple(l for l in bill.lines if l.code in codes))
         before = hub.store.get_snapshot(contract.client_id, period.name) or []
         snapshot = [line for line in before if line.get("code") not in codes] + snapshot_of(bill.lines)
-    vat = invoice_tax(hub, contract, bill)
+    vat = invoice_tax(hub, contract, bill, psa_id=psa_id)
     if vat.notes:
         bill = replace(bill, notes=tuple(bill.notes) + vat.notes)
     payload = invoice_payload(bill, contract.name, period, vat=vat, **invoice_dress(hub))
@@ -1446,7 +1456,7 @@ def plan_renewal(hub: "Hub", ctx: Context, contract: Contract, period: Period, n
                                       agreement=agreement, language=lang)
     bill = reconcile.Bill(contract.client_id, period.name, contract.currency, tuple(lines))
     key = f"renewal:{contract.client_id}:{agreement}:{number}"
-    vat = invoice_tax(hub, contract, bill)
+    vat = invoice_tax(hub, contract, bill, psa_id=psa_id_of(ctx, contract.client_id))
     payload = invoice_payload(bill, contract.name, period,
                               i18n.text("invoice.renewal", lang, client=contract.name,
                                         hours=i18n.number(Fraction(size.hours), lang)), vat=vat,
@@ -1601,7 +1611,7 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
                 continue
             contract = pctx.contracts[cid]
             item = plan_invoice(hub, contract, period, force=force, now=now,
-                                claimed=frozenset(claimed.get(cid, ())))
+                                claimed=frozenset(claimed.get(cid, ())), psa_id=psa_id_of(pctx, cid))
             claimed.setdefault(cid, set()).update(i for _, i, _, _ in item.ledger)
             if item.status == "held" and item.bill and item.bill.errors:
                 report.errors.extend(f"client {cid} {period.name}: {e}" for e in item.bill.errors)

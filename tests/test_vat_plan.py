@@ -30,7 +30,7 @@ class Details:
     def __init__(self, **by_client):
         self.by_client = by_client
 
-    def __call__(self, hub, client_id, name, contract):
+    def __call__(self, hub, client_id, name, contract, psa_id=None):
         spec = self.by_client.get(client_id)
         if spec is None:
             return ClientDetails(name)
