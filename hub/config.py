@@ -620,6 +620,7 @@ class HubConfig:
     notify: dict[str, Any] = field(default_factory=dict)     # checked by the notifier
     health: dict[str, Any] = field(default_factory=dict)
     environ: dict[str, str] | None = None  # for tests; None means os.environ
+    tenant: str = "default"   # the MSP this config serves (hub.tenants); "default" without tenants.toml
 
     # ``billing``, ``logging`` and ``health`` stay plain dicts (defaults filled by load_config) for
     # ``.get()``; these are their typed, validated views, for new code.

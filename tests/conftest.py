@@ -67,3 +67,20 @@ class Env:
 @pytest.fixture
 def env(tmp_path):
     return Env(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session (initdb/pg_ctl in a temporary folder)."""
+    from hub.pgserver import PostgresServer
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres, request):
+    """A fresh, empty database of the session's server for one test."""
+    import re
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    return postgres.create_database(name)
