@@ -92,10 +92,10 @@ def load_tenants(path: str | Path) -> dict[str, Tenant]:
     path = Path(path)
     raw, _text = read_toml(path, missing_fix="write a tenants.toml with one [tenants.NAME] table per MSP")
     file = str(path)
-    unknown = set(raw) - {"tenants"}
+    unknown = set(raw) - {"tenants", "workers"}   # [workers]: the Procrastinate workers (hub.workers)
     if unknown:
         raise ConfigError(f"unknown key {sorted(unknown)[0]!r}", file=file, key=sorted(unknown)[0],
-                          fix="tenants.toml holds only [tenants.NAME] tables")
+                          fix="tenants.toml holds [tenants.NAME] tables and a [workers] table")
     tables = raw.get("tenants")
     if not isinstance(tables, dict) or not tables:
         raise ConfigError("no tenant", file=file, key="tenants", fix="add a [tenants.NAME] table with config = \"...\"")
