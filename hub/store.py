@@ -215,6 +215,13 @@ def m015_run_origin(db: Database) -> None:
     db["stream_passes"].create_index(["run_id"])
 
 
+@migrations()
+def m016_rate_limits(db: Database) -> None:
+    # One row per vendor account (a hashed key, never a credential): the next free time, in epoch
+    # seconds, of its client-side rate limit, shared by every process using this database.
+    db["rate_limits"].create({"limiter": str, "tat": float}, pk="limiter")
+
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 
@@ -888,6 +895,35 @@ class Store:
             "select c.invoice_key from corrections c join actions a on a.key = c.action_key "
             "where c.client_id = ? and c.kind = 'invoice_void' and a.status = ?", [client_id, SENT]))
 
+    # --- shared rate limits and batched pushes ------------------------------------------------
+
+    def reserve_rate_slot(self, limiter: str, interval: float, now: float) -> float:
+        """Reserve the next request slot of the rate limit ``limiter``: one atomic statement (GCRA).
+
+        The row holds the limiter's next free time (``tat``); the slot starts at the later of it
+        and ``now``, and the row moves ``interval`` seconds past that start. Returns the slot's
+        start (epoch seconds): the caller waits until then. Processes sharing the database share
+        the pace, whichever sends first.
+        """
+        with self.db.atomic():
+            rows = list(self.db.query(
+                "INSERT INTO rate_limits (limiter, tat) VALUES (?, ?) ON CONFLICT (limiter) DO UPDATE SET "
+                "tat = CASE WHEN rate_limits.tat > ? THEN rate_limits.tat + ? ELSE ? END RETURNING tat",
+                [limiter, now + interval, now, interval, now + interval]))
+        return float(rows[0]["tat"]) - interval
+
+    def unsent_actions(self, connector: str, kinds: Iterable[str]) -> list[dict]:
+        """The actions of ``connector`` of ``kinds`` a push would send (pending, sending or failed),
+        by key, as the push loop meets them: ``key``, ``kind``, ``payload`` (decoded), ``attempts``."""
+        kinds = sorted(set(kinds))
+        if not kinds:
+            return []
+        rows = self.db.query(
+            f"SELECT key, kind, payload, attempts FROM actions WHERE connector = ? AND status IN (?, ?, ?) "
+            f"AND kind IN ({', '.join('?' for _ in kinds)}) ORDER BY key",
+            [connector, PENDING, SENDING, FAILED, *kinds])
+        return [dict(r, payload=json.loads(r["payload"]) if r.get("payload") else {}) for r in rows]
+
 
 def system_user() -> str:
     try:
@@ -912,6 +948,7 @@ def _pid_alive(pid: int | None) -> bool:
 def _action_row(r: dict) -> dict:
     return dict(r, payload=json.loads(r["payload"] or "{}"), progress=json.loads(r["progress"] or "{}"),
                 details=json.loads(r.get("details") or "{}"))
+
 
 
 def _correction_row(r: dict) -> dict:

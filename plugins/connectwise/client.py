@@ -20,6 +20,7 @@ from hub.config import Secret
 from hub.errors import CredentialsError, IncompleteError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
 from hub.metrics import count_request_error
+from hub.ratelimit import RateLimiter
 
 log = structlog.get_logger()
 
@@ -177,6 +178,8 @@ class ConnectWiseClient:
         http: an ``httpx.Client`` to use (tests inject a MockTransport); the caller then owns it.
         retrying: a callable returning a ``tenacity.Retrying``; default ``hub.http.retry_policy``.
         page_size: ``pageSize`` of list requests (1..1000).
+        limiter: the account's client-side rate limit (``hub.ratelimit``), waited on before every
+            request, retries included; None: no limit.
 
     Lists use forward-only paging (``pagination-type: forward-only`` and ``pageId`` = last id), so
     records come in id order and a page costs the same however deep it is. Not every endpoint
@@ -191,7 +194,7 @@ class ConnectWiseClient:
     def __init__(self, base_url: str, company_id: str, public_key: str, private_key: Secret, client_id: str, *,
                  codebase: str = DEFAULT_CODEBASE, api_version: str = DEFAULT_API_VERSION,
                  http: httpx.Client | None = None, retrying: Callable[[], tenacity.Retrying] | None = None,
-                 page_size: int = MAX_PAGE_SIZE):
+                 page_size: int = MAX_PAGE_SIZE, limiter: RateLimiter | None = None):
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be from 1 to {MAX_PAGE_SIZE}")
         self.base_url = base_url.rstrip("/")
@@ -212,6 +215,7 @@ class ConnectWiseClient:
         self._owns_http = http is None
         self._http = make_client(self.base_url, http=http, vendor=VENDOR)
         self._retrying = retrying or retry_policy
+        self.limiter = limiter
         self.requests = 0
         self.server_time: datetime | None = None
         # The endpoints seen not to honour forward-only paging (each read by page number).
@@ -557,6 +561,8 @@ class ConnectWiseClient:
         if json_body is not None:
             kwargs["content"] = json.dumps(json_body).encode()
             headers["Content-Type"] = "application/json"
+        if self.limiter is not None:
+            self.limiter.acquire()
         self.requests += 1
         try:
             response = self._http.request(method, target, **kwargs)

@@ -78,6 +78,7 @@ from hub import Action, Client, ConfigError, MappingError, Page, PushResult, Str
 from hub.errors import IncompleteError, MalformedResponseError
 from hub.config import HubConfig, Secret
 from hub.http import retry_policy
+from hub.ratelimit import RateLimiter, account_key, limiter_for, read_rate
 from hub.money import exponent
 from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement, AgreementAddition, ProductLine,
                          Ticket, TimeEntry)
@@ -96,7 +97,7 @@ DEFAULT_SWEEP_HOURS = 24
 MAX_SUMMARY = 100  # Ticket.summary, "Max length: 100" in the spec
 SETTINGS_KEYS = ("site", "base_url", "codebase", "company_id", "public_key", "private_key_env", "private_key_file",
                  "client_id", "api_version", "page_size", "currency", "overlap_seconds", "additions_sweep_hours",
-                 "api_member")
+                 "api_member", "rate_limit")
 ACTION_KINDS = frozenset({"agreement_quantity", "ticket", "ticket_note", "ticket_close", "ticket_reopen"})
 HUB_REF_PREFIX = "msp-hub:"   # the externalXRef of every ticket the hub makes starts with it
 LOOKUP_SECONDS = 900          # boards, statuses, priorities and types are read again after this
@@ -499,6 +500,12 @@ class ConnectWiseSettings:
         # codebase = "v4_6_release"   api_version = "2022.1"   page_size = 1000
         # currency = "EUR"   overlap_seconds = 300   additions_sweep_hours = 24
         # api_member = "msphub-api"   # the API member's identifier; default: who created each hub ticket
+        # rate_limit = 10             # requests a second, 0 (the default) = none
+
+    ConnectWise publishes no fixed quota: its "PSA API Requests" guide answers volume beyond
+    capacity with 429 and a numeric Retry-After, which the client honours. So ``rate_limit`` is
+    off by default; set it to pace the hub below what your site allows (shared by every process
+    using the hub's database).
     """
 
     site: str
@@ -513,6 +520,7 @@ class ConnectWiseSettings:
     overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
     additions_sweep_hours: int = DEFAULT_SWEEP_HOURS
     api_member: str | None = None
+    rate_limit: float = 0.0
 
     @classmethod
     def from_config(cls, config: HubConfig) -> ConnectWiseSettings:
@@ -575,6 +583,8 @@ class ConnectWiseSettings:
             raise fail("api_member", f"must be a member identifier, got {api_member!r}",
                        "use the Member ID of the API member (System > Members > API Members), or leave it out")
 
+        rate = read_rate(section, config=config, connector=SOURCE, default=0.0,
+                         why="ConnectWise publishes no quota; set one to pace the hub below what your site allows")
         private_key = config.secret(SOURCE, "private_key")
         log.info("connectwise.site", host=site, codebase=codebase.strip("/"),
                  codebase_from=f"{key} URL" if site_codebase else "codebase" if "codebase" in section else "default",
@@ -582,7 +592,8 @@ class ConnectWiseSettings:
         return cls(site=site, company_id=company_id, public_key=public_key, private_key=private_key,
                    client_id=client_id, codebase=codebase.strip("/"), api_version=api_version,
                    page_size=page_size, currency=currency.upper(), overlap_seconds=overlap,
-                   additions_sweep_hours=sweep, api_member=api_member.strip() if api_member else None)
+                   additions_sweep_hours=sweep, api_member=api_member.strip() if api_member else None,
+                   rate_limit=rate)
 
 
 # --- the connector -----------------------------------------------------------------------------
@@ -617,13 +628,15 @@ class ConnectWiseConnector:
     vendor_clock_keys = frozenset({"since", "started_at"})   # ConnectWise's clock: may pass the hub's
 
     def __init__(self, settings: ConnectWiseSettings, *, http: httpx.Client | None = None,
-                 retrying: Callable[[], tenacity.Retrying] | None = None):
+                 retrying: Callable[[], tenacity.Retrying] | None = None, limiter: RateLimiter | None = None):
         self.settings = settings
         self._retrying = retrying or retry_policy
+        if limiter is None:   # this process only; register_connectors shares it through the store
+            limiter = RateLimiter(account_key(VENDOR, *rate_account(settings)), settings.rate_limit)
         self.client = ConnectWiseClient(settings.site, settings.company_id, settings.public_key,
                                         settings.private_key, settings.client_id, codebase=settings.codebase,
                                         api_version=settings.api_version, http=http, retrying=retrying,
-                                        page_size=settings.page_size)
+                                        page_size=settings.page_size, limiter=limiter)
         self._lookups: dict[tuple, Any] = {}
         self._lookups_at = time.monotonic()
 
@@ -1317,4 +1330,11 @@ def register_connectors(config):
     """The ConnectWise connector when ``[connectors.connectwise]`` is configured."""
     if config.connector_section(SOURCE) is None:
         return []
-    return [ConnectWiseConnector(ConnectWiseSettings.from_config(config))]
+    settings = ConnectWiseSettings.from_config(config)
+    return [ConnectWiseConnector(settings, limiter=limiter_for(config, VENDOR, rate_account(settings),
+                                                               settings.rate_limit))]
+
+
+def rate_account(settings: ConnectWiseSettings) -> tuple[str, str]:
+    """What names the ConnectWise account of a rate limit (hashed into its key): site and company."""
+    return settings.site, settings.company_id.lower()

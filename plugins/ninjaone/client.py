@@ -62,6 +62,7 @@ import tenacity
 from hub.config import Secret
 from hub.errors import CredentialsError, IncompleteError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
+from hub.ratelimit import RateLimiter
 from hub.metrics import count_request_error
 
 log = structlog.get_logger()
@@ -104,6 +105,8 @@ class NinjaOneClient:
         page_size: ``pageSize`` of list requests.
         default_retry_after: seconds to wait after a 429 that carries no Retry-After.
         clock: a monotonic clock in seconds, for the token's lifetime.
+        limiter: the account's client-side rate limit (``hub.ratelimit``), waited on before every
+            request, token requests and retries included; None: no limit.
 
     ``requests`` counts every HTTP request sent, token requests and retries included.
     """
@@ -112,7 +115,7 @@ class NinjaOneClient:
                  http: httpx.Client | None = None,
                  retrying: Callable[[], tenacity.Retrying] | None = None,
                  page_size: int = MAX_PAGE_SIZE, default_retry_after: float = DEFAULT_RETRY_AFTER,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, limiter: RateLimiter | None = None):
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.base_url = base_url.rstrip("/")
@@ -124,6 +127,7 @@ class NinjaOneClient:
         self._owns_http = http is None
         self._http = make_client(self.base_url, http=http, vendor=VENDOR)
         self._retrying = retrying or retry_policy
+        self.limiter = limiter
         self._clock = clock
         self._token: str | None = None
         self._token_expires_at = 0.0
@@ -479,6 +483,8 @@ class NinjaOneClient:
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one HTTP request; a transport error or timeout becomes a RetryableError."""
+        if self.limiter is not None:
+            self.limiter.acquire()
         self.requests += 1
         try:
             return self._http.request(method, self.base_url + path, **kwargs)

@@ -12,6 +12,7 @@ import tenacity
 
 from hub import Client, ConfigError, Device, MappingError, Page, Stream, hookimpl, map_records
 from hub.config import HubConfig, Secret
+from hub.ratelimit import RateLimiter, account_key, limiter_for, read_rate
 from hub.records import APPROVAL_STATES, Alert, AlertEvent
 
 from plugins.ninjaone.client import MAX_PAGE_SIZE, NinjaOneClient
@@ -20,7 +21,7 @@ SOURCE = "ninjaone"
 DEFAULT_BASE_URL = "https://app.ninjarmm.com"
 SCOPES = ("monitoring", "management", "control")
 SETTINGS_KEYS = ("base_url", "client_id", "client_secret_env", "client_secret_file", "scope", "page_size",
-                 "console_url", "device_details")
+                 "console_url", "device_details", "rate_limit")
 
 _UTC = timezone.utc
 _fromtimestamp = datetime.fromtimestamp
@@ -207,6 +208,9 @@ class NinjaOneSettings:
     page_size: int = MAX_PAGE_SIZE
     console_url: str | None = None     # the console's address for device links; None: base_url
     device_details: bool = True        # sweep /v2/devices-detailed (OS, IP addresses, serial number)
+    # Requests a second (0 = none). NinjaOne publishes no rate limit (its API answers 429 with
+    # Retry-After when it must, and the client waits as told), so none is the default.
+    rate_limit: float = 0.0
 
     @property
     def console(self) -> str:
@@ -262,10 +266,12 @@ class NinjaOneSettings:
             raise fail("device_details", f"must be true or false, got {device_details!r}",
                        "write device_details = true to read OS, IP addresses and serial numbers")
 
+        rate = read_rate(section, config=config, connector=SOURCE, default=0.0,
+                         why="NinjaOne publishes no limit; set one to pace the hub below what your instance allows")
         secret = config.secret(SOURCE, "client_secret")
         return cls(client_id=client_id.strip(), client_secret=secret, base_url=base_url,
                    scope=" ".join(words), page_size=page_size, console_url=console_url,
-                   device_details=device_details)
+                   device_details=device_details, rate_limit=rate)
 
 
 # --- the connector -----------------------------------------------------------------------------
@@ -303,11 +309,13 @@ class NinjaOneConnector:
     action_kinds: frozenset[str] = frozenset()
 
     def __init__(self, settings: NinjaOneSettings, *, http: httpx.Client | None = None,
-                 retrying: Callable[[], tenacity.Retrying] | None = None):
+                 retrying: Callable[[], tenacity.Retrying] | None = None, limiter: RateLimiter | None = None):
         self.settings = settings
+        if limiter is None:   # this process only; register_connectors shares it through the store
+            limiter = RateLimiter(account_key(SOURCE, *rate_account(settings)), settings.rate_limit)
         self.client = NinjaOneClient(settings.base_url, settings.client_id, settings.client_secret,
                                      scope=settings.scope, http=http, retrying=retrying,
-                                     page_size=settings.page_size)
+                                     page_size=settings.page_size, limiter=limiter)
 
     def streams(self) -> list[Stream]:
         return [
@@ -378,4 +386,11 @@ def register_connectors(config):
     """The NinjaOne connector when ``[connectors.ninjaone]`` is configured."""
     if config.connector_section(SOURCE) is None:
         return []
-    return [NinjaOneConnector(NinjaOneSettings.from_config(config))]
+    settings = NinjaOneSettings.from_config(config)
+    return [NinjaOneConnector(settings, limiter=limiter_for(config, SOURCE, rate_account(settings),
+                                                            settings.rate_limit))]
+
+
+def rate_account(settings: NinjaOneSettings) -> tuple[str, str]:
+    """What names the NinjaOne account of a rate limit (hashed into its key): instance and API app."""
+    return settings.base_url, settings.client_id

@@ -27,6 +27,7 @@ import tenacity
 from hub.config import Secret
 from hub.errors import CredentialsError, MalformedResponseError, RetryableError, VendorError
 from hub.http import make_client, parse_retry_after, retry_policy
+from hub.ratelimit import RateLimiter
 from hub.metrics import count_request_error
 
 VENDOR = "stripe"
@@ -50,8 +51,9 @@ class _HttpxTransport(stripe.HTTPXClient):
     it is given (timeouts, proxies and transport are that client's) and builds nothing else.
     """
 
-    def __init__(self, http: httpx.Client, *, owned: bool):
+    def __init__(self, http: httpx.Client, *, owned: bool, limiter: RateLimiter | None = None):
         stripe.HTTPClient.__init__(self)
+        self.limiter = limiter
         self.httpx = httpx
         self._client = http
         self._client_async = None
@@ -60,6 +62,8 @@ class _HttpxTransport(stripe.HTTPXClient):
         self.requests = 0
 
     def request(self, method, url, headers, post_data=None):
+        if self.limiter is not None:
+            self.limiter.acquire()
         self.requests += 1
         try:
             # content=, not data=: the SDK hands over an already encoded form body.
@@ -83,16 +87,19 @@ class StripeClient:
         http: an ``httpx.Client`` to send through (tests inject a MockTransport); the caller then owns it.
         retrying: a callable returning the ``tenacity.Retrying`` wrapped around each request;
             default ``hub.http.retry_policy``.
+        limiter: the account's client-side rate limit (``hub.ratelimit``), waited on before every
+            request, retries included; None: no limit.
 
     ``requests`` counts the HTTP requests sent, retries included. ``close()`` closes the httpx
     client only when this object made it.
     """
 
     def __init__(self, base_url: str, api_key: Secret | str, *, http: httpx.Client | None = None,
-                 retrying: Callable[[], tenacity.Retrying] | None = None):
+                 retrying: Callable[[], tenacity.Retrying] | None = None, limiter: RateLimiter | None = None):
         key = api_key.reveal() if isinstance(api_key, Secret) else str(api_key)
         self._secret = key
-        self._transport = _HttpxTransport(make_client(base_url, http=http, vendor=VENDOR), owned=http is None)
+        self._transport = _HttpxTransport(make_client(base_url, http=http, vendor=VENDOR), owned=http is None,
+                                          limiter=limiter)
         self._retrying = retrying or retry_policy
         self._sdk = stripe.StripeClient(key, base_addresses={"api": base_url.rstrip("/")},
                                         http_client=self._transport, max_network_retries=0)

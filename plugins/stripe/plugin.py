@@ -98,6 +98,7 @@ import tenacity
 
 from hub import Action, ConfigError, MappingError, PushResult, VendorError, hookimpl, i18n
 from hub.config import Secret
+from hub.ratelimit import RateLimiter, account_key, limiter_for, read_rate
 from plugins.stripe.client import VENDOR, ReplayedError, StripeClient
 
 NAME = "stripe"
@@ -111,7 +112,23 @@ MAX_KEYS_PER_PUSH = 3           # successive idempotency keys one step may use i
 LINE_MODES = ("add_lines", "invoiceitems")
 COLLECTION_METHODS = ("send_invoice", "charge_automatically")
 SETTING_KEYS = {"base_url", "api_key_env", "api_key_file", "days_until_due", "collection_method",
-                "line_mode", "automatic_tax"}
+                "line_mode", "automatic_tax", "rate_limit"}
+# Stripe's published rate limits (https://docs.stripe.com/rate-limits): 100 requests a second in
+# live mode, 25 in test mode (a sandbox). They bind api.stripe.com only: a Stripe-compatible server
+# (the simulator, localstripe) publishes none, so none is the default there.
+STRIPE_API = "https://api.stripe.com"
+LIVE_RATE, TEST_RATE = 100.0, 25.0
+
+
+def default_rate_limit(api_key: str, base_url: str) -> tuple[float, str]:
+    """The default ``rate_limit`` (requests a second) for a key and a server, and why: Stripe's
+    live limit for a live key (``sk_live_``/``rk_live_``), else its test limit, on api.stripe.com;
+    0 (none) on any other server."""
+    if base_url.rstrip("/") != STRIPE_API:
+        return 0.0, "no limit is published for a server other than api.stripe.com"
+    if api_key.startswith(("sk_live_", "rk_live_")):
+        return LIVE_RATE, "Stripe's live-mode limit, https://docs.stripe.com/rate-limits"
+    return TEST_RATE, "Stripe's test-mode limit, https://docs.stripe.com/rate-limits"
 # Stripe documents no limit on lines per add_lines request; it does limit an invoice to 250
 # invoice items (https://docs.stripe.com/changelog/2016-02-22/no-more-than-250-invoice-items,
 # raisable on request). Chunks of 50 keep each request small; MSP invoices rarely need two.
@@ -143,9 +160,14 @@ class StripeSettings:
         line_mode = "add_lines"               # or "invoiceitems"
         automatic_tax = false                 # true: Stripe Tax computes the VAT (automatic_tax)
         # base_url = "https://api.stripe.com"
+        # rate_limit = 25                     # requests a second, 0 = none; see below
 
     ``automatic_tax = true`` asks Stripe Tax for the tax of every invoice (``automatic_tax[enabled]``,
     no tax rates sent); the plan must say so too (``tax.automatic``), and the client needs an address.
+
+    ``rate_limit`` (requests a second, shared by every process using the hub's database; 0 = none)
+    defaults to Stripe's published limits on api.stripe.com: 100 for a live key (``sk_live_``,
+    ``rk_live_``), 25 for any other (test mode); no limit on another server.
     """
 
     api_key: Secret
@@ -154,6 +176,7 @@ class StripeSettings:
     collection_method: str = "send_invoice"
     line_mode: str = "add_lines"
     automatic_tax: bool = False
+    rate_limit: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.api_key, str):
@@ -188,8 +211,10 @@ class StripeSettings:
         if not isinstance(automatic, bool):
             raise ConfigError(f"must be true or false, got {automatic!r}", file=file, key=f"{where}.automatic_tax",
                               fix="write automatic_tax = true (Stripe Tax) or automatic_tax = false (tax rates)")
+        default, why = default_rate_limit(api_key.reveal(), base_url)
+        rate = read_rate(section, config=config, connector=NAME, default=default, why=why)
         return cls(api_key=api_key, base_url=base_url.rstrip("/"), days_until_due=days,
-                   collection_method=method, line_mode=mode, automatic_tax=automatic)
+                   collection_method=method, line_mode=mode, automatic_tax=automatic, rate_limit=rate)
 
 
 # --- mapping: hub actions to Stripe params (pure) ------------------------------------------------
@@ -748,9 +773,12 @@ class StripeConnector:
     action_kinds = frozenset({INVOICE, FINALIZE, VOID, CREDIT_NOTE})
 
     def __init__(self, settings: StripeSettings, *, http: httpx.Client | None = None,
-                 retrying: Callable[[], tenacity.Retrying] | None = None):
+                 retrying: Callable[[], tenacity.Retrying] | None = None, limiter: RateLimiter | None = None):
         self.settings = settings
-        self.client = StripeClient(settings.base_url, settings.api_key, http=http, retrying=retrying)
+        if limiter is None:   # this process only; register_connectors shares it through the store
+            limiter = RateLimiter(rate_key(settings), settings.rate_limit)
+        self.client = StripeClient(settings.base_url, settings.api_key, http=http, retrying=retrying,
+                                   limiter=limiter)
         self._rate_ids: dict[str, str] = {}   # tax rate key -> Stripe id, found or made by this connector
 
     def streams(self) -> list:
@@ -1349,4 +1377,15 @@ def veto_action(action):
 def register_connectors(config):
     """The Stripe connector when ``[connectors.stripe]`` is configured, else nothing."""
     settings = StripeSettings.from_config(config)
-    return [] if settings is None else [StripeConnector(settings)]
+    if settings is None:
+        return []
+    return [StripeConnector(settings, limiter=limiter_for(config, VENDOR, rate_account(settings), settings.rate_limit))]
+
+
+def rate_account(settings: StripeSettings) -> tuple[str, str]:
+    """What names the Stripe account of a rate limit (hashed into its key, never stored)."""
+    return settings.base_url, settings.api_key.reveal()
+
+
+def rate_key(settings: StripeSettings) -> str:
+    return account_key(VENDOR, *rate_account(settings))
