@@ -914,12 +914,13 @@ class Store:
 
     def unsent_actions(self, connector: str, kinds: Iterable[str]) -> list[dict]:
         """The actions of ``connector`` of ``kinds`` a push would send (pending, sending or failed),
-        by key, as the push loop meets them: ``key``, ``kind``, ``payload`` (decoded), ``attempts``."""
+        by key, as the push loop meets them: ``key``, ``kind``, ``client_id``, ``payload`` (decoded),
+        ``attempts``."""
         kinds = sorted(set(kinds))
         if not kinds:
             return []
         rows = self.db.query(
-            f"SELECT key, kind, payload, attempts FROM actions WHERE connector = ? AND status IN (?, ?, ?) "
+            f"SELECT key, kind, client_id, payload, attempts FROM actions WHERE connector = ? AND status IN (?, ?, ?) "
             f"AND kind IN ({', '.join('?' for _ in kinds)}) ORDER BY key",
             [connector, PENDING, SENDING, FAILED, *kinds])
         return [dict(r, payload=json.loads(r["payload"]) if r.get("payload") else {}) for r in rows]

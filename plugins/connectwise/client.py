@@ -34,6 +34,10 @@ MAX_PAGE_SIZE = 1000
 # ConnectWise sends a numeric Retry-After with its 429s; this covers one that comes without.
 DEFAULT_RETRY_AFTER = 5.0
 MAX_EXTERNAL_REF = 100
+# The longest ``conditions`` value (URL-encoded) a batched lookup sends. IIS, which serves the
+# API, refuses a query string above 2048 characters by default (request filtering's
+# maxQueryString, answered 404.15); this leaves room for pageSize, pageId and fields.
+MAX_CONDITIONS_URL = 1800
 
 CREDENTIALS_FIX = ("check company_id, public_key and private_key_env/private_key_file in "
                    "[connectors.connectwise], and that site and codebase point at your ConnectWise "
@@ -128,6 +132,27 @@ def _ref_prefix_condition(prefix: str) -> str:
     if any(c in prefix for c in "%_[*"):
         raise ValueError(f"a ticket reference prefix cannot hold %, _, [ or *: {prefix!r}")
     return f"externalXRef like {quote(prefix + '%')}"
+
+
+def _encoded_length(text: str) -> int:
+    return len(url_quote(text, safe=""))
+
+
+def ref_batches(refs: list[str], limit: int = MAX_CONDITIONS_URL) -> list[list[str]]:
+    """``refs`` cut, in order, into batches whose ``externalXRef in (...)`` condition stays within
+    ``limit`` characters once URL-encoded (at least one reference a batch)."""
+    batches: list[list[str]] = []
+    head, sep = _encoded_length("externalXRef in ()"), _encoded_length(", ")
+    size = head
+    for ref in refs:
+        cost = _encoded_length(quote(ref))
+        if batches and batches[-1] and size + sep + cost <= limit:
+            batches[-1].append(ref)
+            size += sep + cost
+        else:
+            batches.append([ref])
+            size = head + cost
+    return batches
 
 
 def _resendable(exc: BaseException) -> bool:
@@ -393,6 +418,30 @@ class ConnectWiseClient:
         return [t for page in self.iter_pages("/service/tickets", f"externalXRef = {quote(external_ref)}")
                 for t in page]
 
+    def find_tickets_by_refs(self, refs: list[str]) -> dict[str, list[dict]]:
+        """The tickets of each of ``refs`` by ``externalXRef`` (``GET /service/tickets``), by id.
+
+        One request per batch of references (``externalXRef in ("a", "b", ...)``, ``= "a"`` for one; cut by
+        ``ref_batches`` so that the URL stays short), plus a page for each further 1,000 tickets
+        and, without Link headers, the empty page that ends each batch. References compare without
+        regard to case, as ConnectWise's SQL Server does (and ``find_tickets``): each reference gets
+        every ticket a lookup of it alone would have found.
+        """
+        found: dict[str, list[dict]] = {ref: [] for ref in refs}
+        by_case: dict[str, list[str]] = {}
+        for ref in found:
+            by_case.setdefault(ref.lower(), []).append(ref)
+        for batch in ref_batches(list(found)):
+            conditions = (f"externalXRef = {quote(batch[0])}" if len(batch) == 1
+                          else f"externalXRef in ({', '.join(quote(ref) for ref in batch)})")
+            for page in self.iter_pages("/service/tickets", conditions):
+                for ticket in page:
+                    for ref in by_case.get(str(ticket.get("externalXRef") or "").lower(), ()):
+                        found[ref].append(ticket)
+        for tickets in found.values():
+            tickets.sort(key=lambda t: t.get("id") or 0)
+        return found
+
     def get_ticket(self, ticket_id: int) -> dict:
         """One ticket (``GET /service/tickets/{id}``); a VendorError with status 404 if there is none."""
         body, _ = self._request("GET", f"/service/tickets/{int(ticket_id)}", expect=dict)
@@ -598,6 +647,11 @@ class ConnectWiseClient:
             # ConnectWise answers 500 for database timeouts too; all 5xx are worth another try.
             raise RetryableError(VENDOR, status, method, url, detail,
                                  retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        if status == 404 and error is None and "404.15" in response.text[:2000]:
+            # IIS refused the URL before ConnectWise saw it (request filtering): not the credentials.
+            raise VendorError(VENDOR, status, method, url,
+                              f"the server refused the query string as too long (IIS HTTP Error 404.15, "
+                              f"maxQueryString; {len(response.request.url.query)} characters were sent)")
         if "cannot route" in detail.lower() or (status == 404 and error is None):
             # The cloud answers a wrong company id, key pair or codebase with 404 (sometimes 400)
             # and a plain or HTML body, not its JSON error.

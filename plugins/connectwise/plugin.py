@@ -68,7 +68,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import quote as url_quote, urlsplit
 
 import httpx
 import structlog
@@ -83,8 +83,9 @@ from hub.money import exponent
 from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement, AgreementAddition, ProductLine,
                          Ticket, TimeEntry)
 
-from plugins.connectwise.client import (API_PATH, DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_EXTERNAL_REF,
-                                        MAX_PAGE_SIZE, VENDOR, ConnectWiseClient, quote)
+from plugins.connectwise.client import (API_PATH, DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_CONDITIONS_URL,
+                                        MAX_EXTERNAL_REF, MAX_PAGE_SIZE, VENDOR, ConnectWiseClient, quote,
+                                        ref_batches)
 
 log = structlog.get_logger()
 # What the mapping has said once in this process (a vendor variant it accepts).
@@ -101,6 +102,8 @@ SETTINGS_KEYS = ("site", "base_url", "codebase", "company_id", "public_key", "pr
 ACTION_KINDS = frozenset({"agreement_quantity", "ticket", "ticket_note", "ticket_close", "ticket_reopen"})
 HUB_REF_PREFIX = "msp-hub:"   # the externalXRef of every ticket the hub makes starts with it
 LOOKUP_SECONDS = 900          # boards, statuses, priorities and types are read again after this
+REF_SECONDS = 300             # a batched ticket lookup serves the pushes of the next 5 minutes only
+BATCHED_KINDS = ("ticket", "ticket_note")   # the pushes whose ticket lookups are batched
 LEFT_OPEN_NOTE = "The alert cleared in the RMM; the ticket was left open because a technician worked on it ({why})."
 
 _UTC = timezone.utc
@@ -639,6 +642,12 @@ class ConnectWiseConnector:
                                         page_size=settings.page_size, limiter=limiter)
         self._lookups: dict[tuple, Any] = {}
         self._lookups_at = time.monotonic()
+        # Batched ticket lookups: reference (lower case) -> (when looked up, the tickets found),
+        # each answer used once; and the unsent actions' references in push order (see _by_ref).
+        self._refs: dict[str, tuple[float, list[dict]]] = {}
+        self._queue: tuple[float, list[dict], dict[str, int]] | None = None
+        # Batched configuration lookups: action key -> (when looked up, the configurations found).
+        self._configs: dict[str, tuple[float, list[dict]]] = {}
 
     def streams(self) -> list[Stream]:
         currency = self.settings.currency
@@ -959,7 +968,7 @@ class ConnectWiseConnector:
         if action.kind == "ticket":
             return self._push_ticket(action, context)
         if action.kind == "ticket_note":
-            return self._push_note(action)
+            return self._push_note(action, context)
         if action.kind == "ticket_close":
             return self._push_close(action)
         if action.kind == "ticket_reopen":
@@ -1009,7 +1018,8 @@ class ConnectWiseConnector:
 
         def lookup_or_create() -> tuple[dict, bool]:
             # Always look first: a create whose answer was lost may have made the ticket.
-            found = self.client.find_tickets(ref)
+            tries.append(1)
+            found = self._by_ref(ref, action, context, first_try=len(tries) == 1)
             if found:
                 return min(found, key=lambda t: t["id"]), False
             # Then for the ticket the alert already has (another integration's, or a person's).
@@ -1026,8 +1036,12 @@ class ConnectWiseConnector:
                 extra["priority"] = {"id": self._priority_id(priority)}
             if ticket_type is not None:
                 extra["type"] = {"id": self._type_id(board_id, board, ticket_type)}
-            return self.client.create_ticket({**body, **extra}), True
+            created = self.client.create_ticket({**body, **extra})
+            # A note of this run on the new ticket finds it here, without a lookup.
+            self._refs[ref.lower()] = (time.monotonic(), [created])
+            return created, True
 
+        tries: list[int] = []
         passed_over: list[str] = []
         found_by: list[str] = []
         adoption_note: list[Any] = []
@@ -1047,13 +1061,20 @@ class ConnectWiseConnector:
                               f"{str(ticket.get('summary') or '')[:60]}; note {note['id']} "
                               f"{'added' if added else 'already there'}", details)
         verb = "created" if created else "found by externalXRef"
-        associated = self._retrying()(lambda: self._associate_configuration(action, int(ticket["id"]), company))
+        tries.clear()
+
+        def associate() -> dict[str, Any]:
+            tries.append(1)
+            return self._associate_configuration(action, int(ticket["id"]), company, context, len(tries) == 1)
+
+        associated = self._retrying()(associate)
         details.update(associated)
         why = f" ({'; '.join(passed_over)})" if passed_over else ""
         return PushResult(str(ticket["id"]), f"ticket {ticket['id']} {verb} on {board}: {summary[:60]}{why}",
                           details)
 
-    def _associate_configuration(self, action: Action, ticket_id: int, company: str) -> dict[str, Any]:
+    def _associate_configuration(self, action: Action, ticket_id: int, company: str, context=None,
+                                 first_try: bool = False) -> dict[str, Any]:
         """Associate the ticket with its device's configuration, found in the ticket's company by
         serial number, else by name (``payload["configuration"]``), and say so in an internal note.
 
@@ -1064,18 +1085,13 @@ class ConnectWiseConnector:
         wanted = (action.payload or {}).get("configuration")
         if not isinstance(wanted, dict):
             return {}
-        owner = f"company/id = {int(company)}" if company.isdigit() else f"company/identifier = {quote(company)}"
-        keys = [(field, label, value.strip()) for field, label, value in (
-            ("serialNumber", "serial number", wanted.get("serial_number")), ("name", "name", wanted.get("name")))
-            if isinstance(value, str) and value.strip() and (field != "serialNumber" or _real_serial(value))]
+        keys = _configuration_keys(wanted)
         tried = [f"{label} {value!r}" for _, label, value in keys]
         found, how, matched_by = [], "", ""
         if keys:
-            # One request for both keys; the serial number wins over the name, as ConnectWise compares
-            # (without regard to case).
-            either = " or ".join(f"{field} = {quote(value)}" for field, _, value in keys)
-            every = [c for page in self.client.iter_pages("/company/configurations", f"{owner} and ({either})")
-                     for c in page]
+            # One request for both keys (and, batched, for the next pushes' too); the serial number
+            # wins over the name, as ConnectWise compares (without regard to case).
+            every = self._configurations(action, company, keys, context, first_try)
             for field, label, value in keys:
                 found = [c for c in every if str(c.get(field) or "").strip().casefold() == value.casefold()]
                 found = [c for c in found if c.get("activeFlag") is not False] or found
@@ -1145,14 +1161,16 @@ class ConnectWiseConnector:
                               f"{_other_company(t, company)}, not of company {company}")
         return None, "", passed
 
-    def _alert_ticket(self, action: Action, ref: str | None) -> dict:
+    def _alert_ticket(self, action: Action, ref: str | None, found: list[dict] | None = None) -> dict:
         """The ticket a note, close or reopen addresses: by ``ticket_id`` (an adopted ticket), else
-        by the hub's externalXRef, else found as its create found it (``adopt``: the create's
-        result is not recorded yet); a 404 VendorError if none."""
+        by the hub's externalXRef (``found``: the tickets a lookup of it found already), else found
+        as its create found it (``adopt``: the create's result is not recorded yet); a 404
+        VendorError if none."""
         payload = action.payload or {}
         if payload.get("ticket_id") not in (None, ""):
             return self.client.get_ticket(_payload_id(action, "ticket_id"))
-        found = self.client.find_tickets(ref) if ref else []
+        if found is None:
+            found = self.client.find_tickets(ref) if ref else []
         if found:
             return min(found, key=lambda t: t["id"])
         adopt = payload.get("adopt")
@@ -1163,13 +1181,15 @@ class ConnectWiseConnector:
         raise VendorError(VENDOR, 404, "GET", self.client.api_root + "/service/tickets",
                           f"no ticket with externalXRef {ref!r} yet")
 
-    def _push_note(self, action: Action) -> PushResult:
+    def _push_note(self, action: Action, context=None) -> PushResult:
         payload = action.payload or {}
         text = _payload_text(action, "text")
         internal = bool(payload.get("internal", False))
+        tries: list[int] = []
 
         def lookup_or_create() -> tuple[int, dict, bool]:
-            ticket_id = self._note_ticket(action)
+            tries.append(1)
+            ticket_id = self._note_ticket(action, context, first_try=len(tries) == 1)
             return (ticket_id, *self._note_once(ticket_id, text, action.key, internal))
 
         ticket_id, note, created = self._retrying()(lookup_or_create)
@@ -1243,14 +1263,133 @@ class ConnectWiseConnector:
             "text": f"{text}\n\n{marker}", "detailDescriptionFlag": not internal,
             "internalAnalysisFlag": internal}), True
 
-    def _note_ticket(self, action: Action) -> int:
+    def _note_ticket(self, action: Action, context=None, *, first_try: bool = False) -> int:
         payload = action.payload or {}
         if payload.get("ticket_id") not in (None, ""):
             return _payload_id(action, "ticket_id")
         ref = payload.get("ticket_external_ref")
         if not isinstance(ref, str) or not ref.strip():
             raise MappingError(f"action {action.key}: payload needs ticket_id or ticket_external_ref")
-        return self._alert_ticket(action, ref)["id"]
+        found = self._by_ref(ref.strip(), action, context, first_try=first_try) if context is not None else None
+        return self._alert_ticket(action, ref, found)["id"]
+
+    # --- batched ticket lookups ----------------------------------------------------------------
+
+    def _by_ref(self, ref: str, action: Action, context, *, first_try: bool) -> list[dict]:
+        """The tickets whose ``externalXRef`` is ``ref``, for a ``ticket`` or ``ticket_note`` push,
+        from a batched lookup when one answered for it (looking one up for the next unsent pushes
+        of this connector when none did), else looked up alone.
+
+        Exactly once: a batch's answer is used once, by the first try of the push it was asked
+        for, within ``REF_SECONDS``. A ticket it found is used (a ticket found stays found). That
+        it found none is believed only by a ``ticket`` push never attempted before
+        (``context.attempts == 0``): such a ticket can only be made by that push, so none can have
+        appeared since the batch was read. A push tried before (its create may have reached
+        ConnectWise, even from another process), a retry within the push, and a note all look
+        again, alone.
+        """
+        key = ref.lower()
+        entry = self._refs.pop(key, None)
+        if entry is None and first_try:
+            self._look_up_batch(ref, action.key, context)
+            entry = self._refs.pop(key, None)
+        if entry is not None and time.monotonic() - entry[0] <= REF_SECONDS:
+            looked_at, found = entry
+            if found or (first_try and action.kind == "ticket" and getattr(context, "attempts", 1) == 0):
+                return list(found)
+        return self.client.find_tickets(ref)
+
+    def _look_up_batch(self, ref: str, key: str, context) -> None:
+        """Look up ``ref`` with the references of the unsent pushes after action ``key`` (as the
+        engine sends them, by key), as many as one request holds; keep each answer."""
+        refs = [ref]
+        following = self._following_refs(key, context)
+        seen = {ref.lower()}
+        for other in following:
+            if other.lower() not in seen and other.lower() not in self._refs:
+                seen.add(other.lower())
+                refs.append(other)
+            if len(refs) >= 200:   # far more than one batch holds
+                break
+        batch = ref_batches(refs)[0]
+        found = self.client.find_tickets_by_refs(batch)
+        now = time.monotonic()
+        for stale in [k for k, (at, _) in self._refs.items() if now - at > REF_SECONDS]:
+            del self._refs[stale]
+        for other in batch:
+            self._refs[other.lower()] = (now, found[other])
+
+    def _configurations(self, action: Action, company: str, keys: list[tuple[str, str, str]], context,
+                        first_try: bool) -> list[dict]:
+        """The configurations of ``company`` matching any of ``keys``, from a batched lookup made for
+        this push (configurations are not the hub's: an answer only has to be recent), else alone."""
+        entry = self._configs.pop(action.key, None)
+        if entry is None and first_try and context is not None:
+            self._look_up_configurations(action, company, keys, context)
+            entry = self._configs.pop(action.key, None)
+        if entry is not None and time.monotonic() - entry[0] <= REF_SECONDS:
+            return entry[1]
+        return [c for page in self.client.iter_pages("/company/configurations",
+                                                     _configuration_conditions([(company, keys)]))
+                for c in page]
+
+    def _look_up_configurations(self, action: Action, company: str, keys: list[tuple[str, str, str]],
+                                context) -> None:
+        """Look up the configurations of this push and of the next unsent ``ticket`` pushes in one
+        request (as many as fit the URL); keep each push's share."""
+        wanted = [(action.key, company, keys)]
+        for row in self._following(action.key, context):
+            if row["kind"] != "ticket" or row["key"] in self._configs:
+                continue
+            payload = row["payload"]
+            other_keys = _configuration_keys(payload.get("configuration"))
+            other = str(payload.get("company_id") or context.get_link(row["client_id"], SOURCE) or "").strip()
+            if not other_keys or not other:
+                continue
+            trial = wanted + [(row["key"], other, other_keys)]
+            if len(url_quote(_configuration_conditions([(c, k) for _, c, k in trial]), safe="")) > MAX_CONDITIONS_URL:
+                break
+            wanted = trial
+        if len(wanted) == 1:
+            return   # nothing to batch with: the push looks alone
+        every = [c for page in self.client.iter_pages(
+            "/company/configurations", _configuration_conditions([(c, k) for _, c, k in wanted])) for c in page]
+        now = time.monotonic()
+        for stale in [k for k, (at, _) in self._configs.items() if now - at > REF_SECONDS]:
+            del self._configs[stale]
+        for key, owner, owner_keys in wanted:
+            self._configs[key] = (now, [c for c in every if _owned_by(c, owner)
+                                        and any(_same(c.get(f), v) for f, _, v in owner_keys)])
+
+    def _following(self, key: str, context) -> list[dict]:
+        """This connector's unsent ``ticket``/``ticket_note`` actions after ``key`` (as the engine
+        sends them, by key), read from the outbox once (again when ``key`` is not among them, or
+        after ``REF_SECONDS``); [] when the push context offers no outbox."""
+        unsent = getattr(getattr(context, "store", None), "unsent_actions", None)
+        if unsent is None:
+            return []
+        now = time.monotonic()
+        if self._queue is None or key not in self._queue[2] or now - self._queue[0] > REF_SECONDS:
+            rows = [dict(r, payload=r["payload"] if isinstance(r["payload"], dict) else {})
+                    for r in unsent(SOURCE, BATCHED_KINDS)]
+            self._queue = (now, rows, {r["key"]: i for i, r in enumerate(rows)})
+        _, rows, index = self._queue
+        at = index.get(key)
+        return rows[at + 1:] if at is not None else []
+
+    def _following_refs(self, key: str, context) -> list[str]:
+        """The ticket references of this connector's unsent ``ticket``/``ticket_note`` actions
+        after ``key``, read from the outbox once (again when ``key`` is not among them, or after
+        ``REF_SECONDS``); [] when the push context offers no outbox."""
+        refs = []
+        for row in self._following(key, context):
+            payload = row["payload"]
+            if row["kind"] == "ticket_note" and payload.get("ticket_id") not in (None, ""):
+                continue
+            other = payload.get("external_ref" if row["kind"] == "ticket" else "ticket_external_ref")
+            if isinstance(other, str) and other.strip() and len(other.strip()) <= MAX_EXTERNAL_REF:
+                refs.append(other.strip())
+        return refs
 
     def check(self) -> str:
         """One cheap authenticated request, tried once: GET /company/companies?pageSize=1.
@@ -1265,6 +1404,49 @@ class ConnectWiseConnector:
 # Serial numbers a machine reports when its maker set none: matching them would pick any machine.
 _PLACEHOLDER_SERIALS = {"0", "none", "n/a", "na", "default string", "to be filled by o.e.m.", "system serial number",
                         "not specified", "not applicable", "0123456789", "123456789", "chassis serial number"}
+
+
+def _configuration_keys(wanted: Any) -> list[tuple[str, str, str]]:
+    """(field, label, value) of what finds a device's configuration: its real serial number, its name."""
+    if not isinstance(wanted, dict):
+        return []
+    return [(field, label, value.strip()) for field, label, value in (
+        ("serialNumber", "serial number", wanted.get("serial_number")), ("name", "name", wanted.get("name")))
+        if isinstance(value, str) and value.strip() and (field != "serialNumber" or _real_serial(value))]
+
+
+def _configuration_conditions(wanted: list[tuple[str, list[tuple[str, str, str]]]]) -> str:
+    """The conditions finding the configurations of each (company, keys): for one, ``company/id = 5
+    and (serialNumber = "..." or name = "...")``; for several, ``in (...)`` lists of companies and
+    of each field's values (a superset, each push keeps its company's matches)."""
+    if len(wanted) == 1:
+        company, keys = wanted[0]
+        owner = f"company/id = {int(company)}" if company.isdigit() else f"company/identifier = {quote(company)}"
+        either = " or ".join(f"{field} = {quote(value)}" for field, _, value in keys)
+        return f"{owner} and ({either})"
+    ids = sorted({int(c) for c, _ in wanted if c.isdigit()})
+    names = sorted({c for c, _ in wanted if not c.isdigit()})
+    owners = ([f"company/id in ({', '.join(map(str, ids))})"] if ids else []) + \
+             ([f"company/identifier in ({', '.join(map(quote, names))})"] if names else [])
+    values: dict[str, list[str]] = {}
+    for _, keys in wanted:
+        for field, _, value in keys:
+            if value not in values.setdefault(field, []):
+                values[field].append(value)
+    either = " or ".join(f"{field} in ({', '.join(map(quote, vs))})" for field, vs in values.items())
+    return f"({' or '.join(owners)}) and ({either})"
+
+
+def _owned_by(configuration: dict, company: str) -> bool:
+    """Whether a configuration belongs to ``company`` (an id, or an identifier)."""
+    ref = configuration.get("company") if isinstance(configuration.get("company"), dict) else {}
+    if company.isdigit():
+        return str(ref.get("id")) == company
+    return str(ref.get("identifier") or "").casefold() == company.casefold()
+
+
+def _same(actual: Any, value: str) -> bool:
+    return str(actual or "").strip().casefold() == value.casefold()
 
 
 def _real_serial(value: str) -> bool:

@@ -154,6 +154,10 @@ class BadRequest(Exception):
         self.response = response
 
 
+# IIS, which serves the API, refuses a query string longer than this by default (request
+# filtering's maxQueryString) with "HTTP Error 404.15".
+MAX_QUERY_STRING = 2048
+
 # --- conditions ----------------------------------------------------------------------------------
 # The subset of ConnectWise's conditions grammar the hub uses, and a little more: comparisons
 # (= != < <= > >=, contains, like, in, not in) of a field path with a "string", a [datetime], a
@@ -666,6 +670,9 @@ class ConnectWiseSimulator:
         self.max_page_size, self.links, self.forward_only = max_page_size, links, forward_only
         self.without_links, self.without_forward_only = set(without_links), set(without_forward_only)
         self.nulls = nulls
+        # The longest query string served (IIS's default maxQueryString); longer ones get 404.15.
+        self.max_query_string = MAX_QUERY_STRING
+        self.refused_queries = 0
         self._page_faults: list[dict[str, Any]] = []
         self.rng = random.Random(seed)
         self.requests = 0
@@ -1137,6 +1144,14 @@ class ConnectWiseSimulator:
             self.requests_by_path[resource or path] += 1
             query = dict(request.url.params)
             self.log.append((request.method, resource or path, query))
+            if len(request.url.query) > self.max_query_string:
+                # IIS request filtering (maxQueryString, 2048 by default) refuses it before the API
+                # sees it, with its own HTML page.
+                self.refused_queries += 1
+                return self._dated(httpx.Response(404, headers={"Content-Type": "text/html"}, text=(
+                    "<!DOCTYPE html><html><head><title>404 - File or directory not found.</title></head>"
+                    "<body><h2>HTTP Error 404.15 - Not Found</h2><p>The request filtering module is "
+                    "configured to deny a request where the query string is too long.</p></body></html>")))
             fault = self._take_fault(request.method, path, resource)
             if fault is not None and not fault["after_apply"]:
                 return self._dated(self._fault_response(fault, request))

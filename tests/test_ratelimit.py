@@ -1,0 +1,223 @@
+"""Client-side rate limits: the pace of one vendor account, in one thread, several threads, several
+store connections and several processes; the rate_limit settings and their defaults; 429s still
+honoured on top."""
+
+import multiprocessing as mp
+import threading
+
+import httpx
+import pytest
+
+from hub.config import Secret, config_from_dict
+from hub.errors import ConfigError
+from hub.http import retry_policy
+from hub.ratelimit import RateLimiter, account_key, forget, limiter_for
+from hub.store import Store
+from plugins.connectwise.plugin import ConnectWiseSettings
+from plugins.ninjaone.plugin import NinjaOneSettings
+from plugins.stripe.client import StripeClient
+from plugins.stripe.plugin import StripeSettings, default_rate_limit
+from plugins.stripe.simulator import StripeSimulator
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when someone sleeps."""
+
+    def __init__(self, start: float = 1_000_000.0):
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def max_in_any_window(times: list[float], width: float = 1.0) -> int:
+    """The most of ``times`` in any half-open window [t, t + width)."""
+    ordered, best, j = sorted(times), 0, 0
+    for i, t in enumerate(ordered):
+        while ordered[j] <= t - width:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+@pytest.fixture(autouse=True)
+def fresh_slots():
+    forget()
+    yield
+    forget()
+
+
+def test_a_limiter_never_lets_more_than_its_rate_through_any_one_second_window():
+    clock = FakeClock()
+    limiter = RateLimiter("test:pace", 25, clock=clock, sleep=clock.sleep)
+    sent = []
+    for _ in range(200):
+        limiter.acquire()
+        sent.append(clock())
+    assert max_in_any_window(sent) == 25
+    assert min(b - a for a, b in zip(sent, sent[1:])) == pytest.approx(1 / 25)
+    assert sent[-1] - sent[0] == pytest.approx(199 / 25)   # paced, not slower
+
+
+def test_a_limiter_waits_nothing_once_the_account_was_idle_long_enough():
+    clock = FakeClock()
+    limiter = RateLimiter("test:idle", 10, clock=clock, sleep=clock.sleep)
+    assert limiter.acquire() == 0
+    clock.now += 5
+    assert limiter.acquire() == 0 and limiter.acquire() == pytest.approx(0.1)
+
+
+def test_rate_zero_lets_every_request_go_and_writes_nothing(tmp_path):
+    store = Store(str(tmp_path / "hub.db"))
+    clock = FakeClock()
+    limiter = RateLimiter("test:off", 0, store=store, clock=clock, sleep=clock.sleep)
+    assert all(limiter.acquire() == 0 for _ in range(100)) and clock.sleeps == []
+    assert list(store.db.query("select * from rate_limits")) == []
+
+
+def test_two_limiters_of_one_account_in_one_process_share_its_pace():
+    clock = FakeClock()
+    first = RateLimiter("test:shared", 4, clock=clock, sleep=clock.sleep)
+    second = RateLimiter("test:shared", 4, clock=clock, sleep=clock.sleep)
+    other = RateLimiter("test:other", 4, clock=clock, sleep=clock.sleep)
+    assert [first.reserve(), second.reserve(), first.reserve(), other.reserve()] == [0, 0.25, 0.5, 0]
+
+
+def test_two_threads_share_one_account_slot_by_slot():
+    clock = FakeClock()   # frozen: each reservation must take the next free slot
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def send(limiter: RateLimiter) -> None:
+        for _ in range(100):
+            wait = limiter.reserve()
+            with lock:
+                starts.append(clock() + wait)
+
+    threads = [threading.Thread(target=send, args=(RateLimiter("test:threads", 50, clock=clock),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(starts) == pytest.approx([clock() + k / 50 for k in range(200)])
+    assert max_in_any_window(starts) == 50
+
+
+def test_two_store_connections_share_the_pace_through_the_database(tmp_path):
+    path = str(tmp_path / "hub.db")
+    a, b = Store(path), Store(path)
+    clock = FakeClock()
+    left = RateLimiter("test:db", 10, store=a, clock=clock)
+    right = RateLimiter("test:db", 10, store=b, clock=clock)
+    waits = [limiter.reserve() for _ in range(5) for limiter in (left, right)]
+    assert waits == pytest.approx([k / 10 for k in range(10)])
+    clock.now += 100   # idle: the next request goes at once, whichever connection sends it
+    assert right.reserve() == 0 and left.reserve() == pytest.approx(0.1)
+    assert [r["limiter"] for r in a.db.query("select limiter from rate_limits")] == ["test:db"]
+
+
+def _reserve_in_a_process(path: str, count: int, start: float, queue) -> None:
+    limiter = RateLimiter("test:processes", 20, database=path, clock=lambda: start)
+    queue.put([start + limiter.reserve() for _ in range(count)])
+
+
+def test_two_processes_share_the_pace_through_the_database(tmp_path):
+    path = str(tmp_path / "hub.db")
+    Store(path).close()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    start = 2_000_000.0
+    workers = [ctx.Process(target=_reserve_in_a_process, args=(path, 40, start, queue)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    starts = queue.get(timeout=120) + queue.get(timeout=120)
+    for w in workers:
+        w.join(timeout=60)
+    assert sorted(starts) == pytest.approx([start + k / 20 for k in range(80)])
+    assert max_in_any_window(starts) == 20
+
+
+def test_a_limiter_key_and_the_database_never_hold_the_credential(tmp_path):
+    secret = "sk_live_51SuperSecretKeyValue"
+    config = config_from_dict({"database": str(tmp_path / "hub.db"),
+                               "connectors": {"stripe": {"api_key_env": "K"}}}, environ={"K": secret})
+    settings = StripeSettings.from_config(config)
+    limiter = limiter_for(config, "stripe", (settings.base_url, secret), settings.rate_limit)
+    limiter.acquire()
+    assert secret not in limiter.key and limiter.key.startswith("stripe:") and limiter.shared
+    assert secret.encode() not in (tmp_path / "hub.db").read_bytes()
+    assert account_key("stripe", "https://api.stripe.com", secret) == limiter.key
+    assert account_key("stripe", "https://api.stripe.com", secret + "x") != limiter.key
+
+
+@pytest.mark.parametrize("key, base_url, rate", [
+    ("sk_test_abc", "https://api.stripe.com", 25.0),
+    ("rk_test_abc", "https://api.stripe.com/", 25.0),
+    ("sk_live_abc", "https://api.stripe.com", 100.0),
+    ("rk_live_abc", "https://api.stripe.com", 100.0),
+    ("sk_live_abc", "http://localhost:12111", 0.0),    # a Stripe-compatible server: no published limit
+])
+def test_stripe_defaults_to_its_published_limit_by_key_prefix(key, base_url, rate):
+    assert default_rate_limit(key, base_url)[0] == rate
+    config = config_from_dict({"database": ":memory:", "connectors": {"stripe": {
+        "api_key_env": "K", "base_url": base_url}}}, environ={"K": key})
+    assert StripeSettings.from_config(config).rate_limit == rate
+
+
+def cw_section(**extra):
+    return {"site": "https://api-eu.myconnectwise.net", "company_id": "msphub", "public_key": "pub",
+            "private_key_env": "CW", "client_id": "3f5e8b0c-4f8e-4c1a-9d3e-6a1b2c3d4e5f", **extra}
+
+
+def test_connectwise_and_ninjaone_have_no_limit_unless_one_is_set():
+    config = config_from_dict({"database": ":memory:", "connectors": {
+        "connectwise": cw_section(), "ninjaone": {"client_id": "id", "client_secret_env": "N"}}},
+        environ={"CW": "x", "N": "y"})
+    assert ConnectWiseSettings.from_config(config).rate_limit == 0
+    assert NinjaOneSettings.from_config(config).rate_limit == 0
+    config = config_from_dict({"database": ":memory:", "connectors": {
+        "connectwise": cw_section(rate_limit=8), "ninjaone": {"client_id": "id", "client_secret_env": "N",
+                                                              "rate_limit": 2.5},
+        "stripe": {"api_key_env": "S", "rate_limit": 0}}}, environ={"CW": "x", "N": "y", "S": "sk_test_1"})
+    assert ConnectWiseSettings.from_config(config).rate_limit == 8
+    assert NinjaOneSettings.from_config(config).rate_limit == 2.5
+    assert StripeSettings.from_config(config).rate_limit == 0
+
+
+@pytest.mark.parametrize("value", [-1, "25", True, 20_000])
+def test_a_wrong_rate_limit_names_the_key_and_the_fix(value):
+    config = config_from_dict({"database": ":memory:", "connectors": {"connectwise": cw_section(rate_limit=value)}},
+                              environ={"CW": "x"})
+    with pytest.raises(ConfigError) as caught:
+        ConnectWiseSettings.from_config(config)
+    message = str(caught.value)
+    assert "connectors.connectwise.rate_limit" in message and "fix: write rate_limit = 0" in message
+
+
+def test_a_429_is_still_honoured_on_top_of_the_limit():
+    """The limit paces every request, the retry after a 429 included; the wait the 429 asked for
+    comes on top of it."""
+    sim = StripeSimulator(api_key="sk_test_limits")
+    sim.fail_next(429, times=2, retry_after=3)
+    clock = FakeClock()
+    limiter = RateLimiter("test:stripe", 25, clock=clock, sleep=clock.sleep)
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        clock.sleep(seconds)
+
+    client = StripeClient("https://api.stripe.test", Secret(sim.api_key, "test"),
+                          http=httpx.Client(transport=httpx.MockTransport(sim.handler), base_url="https://api.stripe.test"),
+                          retrying=lambda: retry_policy(attempts=5, sleep=sleep), limiter=limiter)
+    client.create_customer({"name": "Acme"}, idempotency_key="k1")
+    assert waited == [3.0, 3.0]                 # Retry-After, twice
+    assert client.requests == 3 and limiter.waited == 0   # the 429 waits spaced the requests already
+    for n in range(3):
+        client.create_customer({"name": "Acme"}, idempotency_key=f"k{n + 2}")
+    assert limiter.waited == pytest.approx(3 / 25)   # back to back: each waits its slot
