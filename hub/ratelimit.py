@@ -2,7 +2,8 @@
 thread of the process and, through the store, by every process using the same database.
 
 A limit is a GCRA (generic cell rate algorithm) with a burst of one: each request reserves the
-next free slot of its account, ``interval = 1 / rate`` after the previous one, and waits for it.
+next free slot of its account, ``interval = 1.01 / rate`` after the previous one (see MARGIN), and
+waits for it.
 So no two requests of an account are closer than ``interval``, and no window of one second holds
 more than ``rate`` of them, whichever thread or process sends them. A vendor's 429 is honoured on
 top (``Retry-After``, see ``hub.http.retry_policy``).
@@ -38,6 +39,10 @@ from hub.errors import ConfigError
 log = structlog.get_logger()
 
 MAX_RATE = 10_000.0   # requests per second; more than any vendor allows, so a typo shows
+# Slots are 1% longer than 1/rate: rate + 1 requests then span at least 1.01 s, so up to 10 ms of
+# jitter between leaving here and reaching the vendor (a sleep that overshoots, the network) cannot
+# put rate + 1 of them into one second of the vendor's clock.
+MARGIN = 0.01
 SETTING = "rate_limit"
 
 # In-process slots: key -> the next free time (seconds, the limiter's clock), with one lock a key.
@@ -99,7 +104,7 @@ class RateLimiter:
         if rate < 0 or rate > MAX_RATE:
             raise ValueError(f"rate must be from 0 to {MAX_RATE:g} requests a second, got {rate!r}")
         self.key, self.rate = key, float(rate)
-        self.interval = 1.0 / rate if rate else 0.0
+        self.interval = (1.0 + MARGIN) / rate if rate else 0.0
         self._clock, self._sleep = clock, sleep
         if store is not None:
             self._slots: Any = _FixedStore(store)
