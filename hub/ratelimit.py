@@ -1,19 +1,22 @@
 """Client-side rate limits per vendor account: requests per second, shared by every client and
 thread of the process and, through the store, by every process using the same database.
 
-A limit is a GCRA (generic cell rate algorithm) with a burst of one: each request reserves the
-next free slot of its account, ``interval = 1.01 / rate`` after the previous one (see MARGIN), and
-waits for it.
-So no two requests of an account are closer than ``interval``, and no window of one second holds
-more than ``rate`` of them, whichever thread or process sends them. A vendor's 429 is honoured on
-top (``Retry-After``, see ``hub.http.retry_policy``).
+A limit is a GCRA (generic cell rate algorithm) with a burst of one: a request takes its
+account's slot only when the slot is free *now* (the next one is then ``interval = 1.02 / rate``
+later, see MARGIN), else it sleeps until the slot frees and asks again. Taking a slot at the moment
+of sending (not reserving one ahead and sleeping to it) means a sender delayed after its wait (a
+busy machine) cannot be caught up by the next one. So no two requests of an account leave closer
+than ``interval``, and no window of one second holds more than ``rate`` of them, whichever thread
+or process sends them. A vendor's 429 is honoured on top (``Retry-After``, see
+``hub.http.retry_policy``).
 
 - In one process the slots live in memory (one lock per account), shared by every limiter of the
   same key: two connectors, clients or threads of one account share one pace.
-- With a database (a SQLite file or a PostgreSQL URL), the slot is reserved in the store, one
-  atomic statement a request (``Store.reserve_rate_slot``: a row per account holding its next
-  free time), so processes on one machine or several share it too. The clocks of the machines
-  must agree (NTP); a machine whose clock runs ahead only waits longer.
+- With a database (a SQLite file or a PostgreSQL URL), the slot is taken in the store, one
+  atomic statement a try (``Store.take_rate_slot``: a row per account holding its next free
+  time), so processes on one machine or several share it too. The clocks of the machines
+  must agree (NTP): a clock running ahead by d can bring two requests d closer than
+  ``interval``, which MARGIN absorbs up to 20 ms.
 
 A limiter key is ``<vendor>:<hash>``: the hash (SHA-256, 16 hex digits) of what names the vendor
 account (its URL, a public id, or the API key for Stripe), so a credential never appears in a
@@ -30,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import uuid
 from typing import Any, Callable
 
 import structlog
@@ -39,10 +43,10 @@ from hub.errors import ConfigError
 log = structlog.get_logger()
 
 MAX_RATE = 10_000.0   # requests per second; more than any vendor allows, so a typo shows
-# Slots are 1% longer than 1/rate: rate + 1 requests then span at least 1.01 s, so up to 10 ms of
-# jitter between leaving here and reaching the vendor (a sleep that overshoots, the network) cannot
-# put rate + 1 of them into one second of the vendor's clock.
-MARGIN = 0.01
+# Slots are 2% longer than 1/rate: rate + 1 requests then span at least 1.02 s, so up to 20 ms of
+# jitter between taking a slot and reaching the vendor (the network, a busy machine) cannot put
+# rate + 1 of them into one second of the vendor's clock.
+MARGIN = 0.02
 SETTING = "rate_limit"
 
 # In-process slots: key -> the next free time (seconds, the limiter's clock), with one lock a key.
@@ -63,7 +67,7 @@ def _lock(key: str) -> threading.Lock:
 
 
 class _StoreSlots:
-    """Slots reserved in the store of ``database``: one connection a thread (a SQLite connection
+    """Slots taken in the store of ``database``: one connection a thread (a SQLite connection
     belongs to the thread that opened it), opened on the first request of that thread."""
 
     def __init__(self, database: str, schema: str | None = None):
@@ -81,8 +85,8 @@ class _StoreSlots:
             self._local.store = store
         return store
 
-    def reserve(self, key: str, interval: float, now: float) -> float:
-        return self.store().reserve_rate_slot(key, interval, now)
+    def take(self, key: str, interval: float, now: float) -> float:
+        return self.store().take_rate_slot(key, interval, now, uuid.uuid4().hex)
 
 
 class RateLimiter:
@@ -94,7 +98,7 @@ class RateLimiter:
         database: the hub's database (a SQLite path or a PostgreSQL URL) to share the pace with
             other processes; None or ``":memory:"``: this process only.
         schema: the PostgreSQL schema of the tenant (``hub.tenants.schema_of``).
-        store: a Store to reserve slots in (tests); used from the calling thread only.
+        store: a Store to take slots in (tests); used from the calling thread only.
         clock: wall-clock seconds (shared across machines); sleep: how to wait.
     """
 
@@ -119,34 +123,39 @@ class RateLimiter:
         """Whether the pace is shared through the store (with other processes)."""
         return self._slots is not None
 
-    def reserve(self) -> float:
-        """Reserve the next slot; return how long to wait before sending (0: now)."""
+    def take(self) -> float:
+        """Take the slot for a request sent now if it is free: 0, else the seconds until it frees."""
         if not self.interval:
             return 0.0
         now = self._clock()
         if self._slots is not None:
-            start = self._slots.reserve(self.key, self.interval, now)
-        else:
-            with _lock(self.key):
-                start = max(_NEXT.get(self.key, now), now)
-                _NEXT[self.key] = start + self.interval
-        return max(0.0, start - now)
+            return self._slots.take(self.key, self.interval, now)
+        with _lock(self.key):
+            free = _NEXT.get(self.key, now)
+            if free <= now:
+                _NEXT[self.key] = now + self.interval
+                return 0.0
+            return free - now
 
     def acquire(self) -> float:
-        """Wait for this request's slot; return the seconds waited. Call it once per HTTP request."""
-        wait = self.reserve()
-        if wait > 0:
-            self.waited += wait
+        """Wait until this request may go, and take its slot; return the seconds waited. Call it
+        right before each HTTP request (retries included)."""
+        waited = 0.0
+        while True:
+            wait = self.take()
+            if wait <= 0:
+                self.waited += waited
+                return waited
+            waited += wait
             self._sleep(wait)
-        return wait
 
 
 class _FixedStore:
     def __init__(self, store: Any):
         self.store = store
 
-    def reserve(self, key: str, interval: float, now: float) -> float:
-        return self.store.reserve_rate_slot(key, interval, now)
+    def take(self, key: str, interval: float, now: float) -> float:
+        return self.store.take_rate_slot(key, interval, now, uuid.uuid4().hex)
 
 
 def forget(key: str | None = None) -> None:

@@ -218,8 +218,9 @@ def m015_run_origin(db: Database) -> None:
 @migrations()
 def m016_rate_limits(db: Database) -> None:
     # One row per vendor account (a hashed key, never a credential): the next free time, in epoch
-    # seconds, of its client-side rate limit, shared by every process using this database.
-    db["rate_limits"].create({"limiter": str, "tat": float}, pk="limiter")
+    # seconds, of its client-side rate limit, shared by every process using this database, and
+    # the one-off token of the request that took the last slot.
+    db["rate_limits"].create({"limiter": str, "tat": float, "holder": str}, pk="limiter")
 
 
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
@@ -897,20 +898,23 @@ class Store:
 
     # --- shared rate limits and batched pushes ------------------------------------------------
 
-    def reserve_rate_slot(self, limiter: str, interval: float, now: float) -> float:
-        """Reserve the next request slot of the rate limit ``limiter``: one atomic statement (GCRA).
+    def take_rate_slot(self, limiter: str, interval: float, now: float, token: str) -> float:
+        """Take the rate limit ``limiter``'s slot for a request sent now, if it is free: one atomic
+        statement (GCRA). Returns 0 when taken (the request goes; the next slot is ``interval``
+        later), else the seconds until the slot frees (ask again then).
 
-        The row holds the limiter's next free time (``tat``); the slot starts at the later of it
-        and ``now``, and the row moves ``interval`` seconds past that start. Returns the slot's
-        start (epoch seconds): the caller waits until then. Processes sharing the database share
-        the pace, whichever sends first.
+        The row holds the next free time (``tat``) and who took the slot last (``holder``, the
+        caller's one-off ``token``), so a caller knows it won even when two ask at one instant.
+        Processes sharing the database share the pace.
         """
         with self.db.atomic():
             rows = list(self.db.query(
-                "INSERT INTO rate_limits (limiter, tat) VALUES (?, ?) ON CONFLICT (limiter) DO UPDATE SET "
-                "tat = CASE WHEN rate_limits.tat > ? THEN rate_limits.tat + ? ELSE ? END RETURNING tat",
-                [limiter, now + interval, now, interval, now + interval]))
-        return float(rows[0]["tat"]) - interval
+                "INSERT INTO rate_limits (limiter, tat, holder) VALUES (?, ?, ?) ON CONFLICT (limiter) DO UPDATE SET "
+                "tat = CASE WHEN rate_limits.tat <= ? THEN ? ELSE rate_limits.tat END, "
+                "holder = CASE WHEN rate_limits.tat <= ? THEN ? ELSE rate_limits.holder END RETURNING tat, holder",
+                [limiter, now + interval, token, now, now + interval, now, token]))
+        row = rows[0]
+        return 0.0 if row["holder"] == token else max(float(row["tat"]) - now, 1e-6)
 
     def unsent_actions(self, connector: str, kinds: Iterable[str]) -> list[dict]:
         """The actions of ``connector`` of ``kinds`` a push would send (pending, sending or failed),

@@ -42,7 +42,7 @@ parsing free text. A status set back to the board's default, or time logged with
 ``lastUpdated``, is not seen by the stream; the close push asks again right before it acts.
 
 Pushes (``action_kinds``): ``agreement_quantity`` (one PATCH), ``ticket`` (a lookup by
-``externalXRef``; then, when the payload has ``psa_ticket_id`` or ``adopt_refs``, a GET of that
+``externalXRef``, batched: see below; then, when the payload has ``psa_ticket_id`` or ``adopt_refs``, a GET of that
 ticket and one lookup per reference, and a ticket of the alert's company found that way is
 adopted, for its notes and at most a POST of one internal note instead of the create; else at
 most a board, a priority and a type lookup, each once per run, and a POST; then, when the payload names the device's ``configuration``, one configuration lookup
@@ -57,6 +57,14 @@ carry no Link header (a single page says nothing of what follows). ConnectWise h
 idempotency key, so every push looks before it creates, and a create is never resent blindly
 after an unclear failure; closing a closed ticket or reopening an open one changes nothing, and a
 note carries ``[msp-hub:<action key>]`` so that it is added once.
+
+Lookups are batched across the pushes of a run: the first ``ticket`` or ``ticket_note`` push that
+needs its ticket looks up, in one request (``externalXRef in (...)``, paged, the URL kept under
+``MAX_CONDITIONS_URL``), the references of the unsent ticket and note actions that follow it in
+the outbox (as the engine sends them, by key), and the first ``ticket`` push naming a device's
+configuration looks up those of the following ticket pushes likewise; each later push takes its
+answer instead of a request of its own. An alert storm thus costs about one request a ticket
+(its POST), plus one per batch (about 20 references) and a constant. Exactly once: see ``_by_ref``.
 """
 
 from __future__ import annotations
