@@ -898,6 +898,12 @@ class Store:
 
     # --- shared rate limits and batched pushes ------------------------------------------------
 
+    # Portable: the same text runs on SQLite (3.35+, RETURNING) and PostgreSQL.
+    TAKE_RATE_SLOT_SQL = (
+        "INSERT INTO rate_limits (limiter, tat, holder) VALUES (?, ?, ?) ON CONFLICT (limiter) DO UPDATE SET "
+        "tat = CASE WHEN rate_limits.tat <= ? THEN ? ELSE rate_limits.tat END, "
+        "holder = CASE WHEN rate_limits.tat <= ? THEN ? ELSE rate_limits.holder END RETURNING tat, holder")
+
     def take_rate_slot(self, limiter: str, interval: float, now: float, token: str) -> float:
         """Take the rate limit ``limiter``'s slot for a request sent now, if it is free: one atomic
         statement (GCRA). Returns 0 when taken (the request goes; the next slot is ``interval``
@@ -908,11 +914,8 @@ class Store:
         Processes sharing the database share the pace.
         """
         with self.db.atomic():
-            rows = list(self.db.query(
-                "INSERT INTO rate_limits (limiter, tat, holder) VALUES (?, ?, ?) ON CONFLICT (limiter) DO UPDATE SET "
-                "tat = CASE WHEN rate_limits.tat <= ? THEN ? ELSE rate_limits.tat END, "
-                "holder = CASE WHEN rate_limits.tat <= ? THEN ? ELSE rate_limits.holder END RETURNING tat, holder",
-                [limiter, now + interval, token, now, now + interval, now, token]))
+            rows = list(self.db.query(self.TAKE_RATE_SLOT_SQL,
+                                      [limiter, now + interval, token, now, now + interval, now, token]))
         row = rows[0]
         return 0.0 if row["holder"] == token else max(float(row["tat"]) - now, 1e-6)
 

@@ -258,3 +258,77 @@ def test_a_429_is_still_honoured_on_top_of_the_limit():
     for n in range(3):
         client.create_customer({"name": "Acme"}, idempotency_key=f"k{n + 2}")
     assert limiter.waited == pytest.approx(3 * limiter.interval)   # back to back: each waits its slot
+
+
+def test_the_slot_statement_runs_on_postgresql_and_two_connections_share_it(pg_url):
+    """The statement ``Store.take_rate_slot`` sends, on a real PostgreSQL through psycopg (the
+    ``?`` placeholders as psycopg's ``%s``), with the table m016 makes: one winner an instant."""
+    import psycopg
+    sql = Store.TAKE_RATE_SLOT_SQL.replace("?", "%s")
+    with psycopg.connect(pg_url, autocommit=True) as a, psycopg.connect(pg_url, autocommit=True) as b:
+        a.execute("CREATE TABLE rate_limits (limiter TEXT PRIMARY KEY, tat FLOAT, holder TEXT)")
+
+        def take(conn, now, token, interval=0.1):
+            tat, holder = conn.execute(sql, ["stripe:abc", now + interval, token, now, now + interval,
+                                             now, token]).fetchone()
+            return 0.0 if holder == token else tat - now
+
+        assert take(a, 1000.0, "a1") == 0
+        assert take(b, 1000.0, "b1") == pytest.approx(0.1)
+        assert take(b, 1000.05, "b2") == pytest.approx(0.05)
+        assert take(b, 1000.1, "b3") == 0 and take(a, 1000.1, "a2") == pytest.approx(0.1)
+        assert a.execute("SELECT tat, holder FROM rate_limits").fetchall() == [(pytest.approx(1000.2), "b3")]
+
+
+# --- the vendors' clients wait for their account's limit --------------------------------------
+
+def test_every_vendor_client_waits_for_its_limit_before_each_request():
+    from hub.testing import mock_client
+    from plugins.connectwise.client import ConnectWiseClient
+    from plugins.connectwise.simulator import ConnectWiseSimulator
+    from plugins.ninjaone.client import NinjaOneClient
+    from plugins.ninjaone.simulator import NinjaOneSimulator
+
+    clock = FakeClock()
+    cw_sim = ConnectWiseSimulator(seed=1, companies=3, agreements=0, time_entries=0, products=0)
+    ninja_sim = NinjaOneSimulator(seed=1, organizations=3, devices=5)
+    stripe_sim = StripeSimulator(api_key="sk_test_each")
+    limiters = {name: RateLimiter(f"test:{name}", 5, clock=clock, sleep=clock.sleep)
+                for name in ("connectwise", "ninjaone", "stripe")}
+    cw = ConnectWiseClient("https://api-eu.myconnectwise.net", cw_sim.company_id, cw_sim.public_key,
+                           Secret(cw_sim.private_key, "t"), cw_sim.client_id, http=mock_client(cw_sim.handler),
+                           limiter=limiters["connectwise"])
+    ninja = NinjaOneClient("https://eu.ninjarmm.test", ninja_sim.client_id, Secret(ninja_sim.client_secret, "t"),
+                           http=mock_client(ninja_sim.handler, "https://eu.ninjarmm.test"),
+                           limiter=limiters["ninjaone"])
+    stripe = StripeClient("https://api.stripe.test", Secret(stripe_sim.api_key, "t"),
+                          http=mock_client(stripe_sim.handler, "https://api.stripe.test"), limiter=limiters["stripe"])
+    start = clock()
+    cw.count("/company/companies")
+    cw.count("/company/companies")
+    list(ninja.iter_organizations())                # the token, then the pages
+    for n in range(3):
+        stripe.create_customer({"name": f"C{n}"}, idempotency_key=f"c{n}")
+    sent = {"connectwise": cw.requests, "ninjaone": ninja.requests, "stripe": stripe.requests}
+    assert sent["connectwise"] == 2 and sent["ninjaone"] >= 2 and sent["stripe"] == 3
+    # Each account's own pace: all but its first request waited a slot; the accounts wait apart.
+    total = sum(sent.values()) - 3
+    assert clock.sleeps == pytest.approx([limiters["stripe"].interval] * total)
+    assert clock() - start == pytest.approx(total * limiters["stripe"].interval)
+
+
+def test_connectors_share_their_limit_through_the_hubs_database(tmp_path):
+    from plugins.connectwise import plugin as cw_plugin
+    from plugins.ninjaone import plugin as ninja_plugin
+    from plugins.stripe import plugin as stripe_plugin
+
+    config = config_from_dict({"database": str(tmp_path / "hub.db"), "connectors": {
+        "connectwise": cw_section(rate_limit=8), "ninjaone": {"client_id": "id", "client_secret_env": "N",
+                                                              "rate_limit": 3},
+        "stripe": {"api_key_env": "S"}}}, environ={"CW": "cw-secret", "N": "ninja-secret", "S": "sk_live_secret"})
+    (cw,), (ninja,), (stripe,) = (p.register_connectors(config=config) for p in (cw_plugin, ninja_plugin, stripe_plugin))
+    assert (cw.client.limiter.rate, ninja.client.limiter.rate, stripe.client._transport.limiter.rate) == (8, 3, 100)
+    assert cw.client.limiter.shared and ninja.client.limiter.shared and stripe.client._transport.limiter.shared
+    assert cw.client.limiter.key == account_key("connectwise", "https://api-eu.myconnectwise.net", "msphub")
+    assert ninja.client.limiter.key == account_key("ninjaone", "https://app.ninjarmm.com", "id")
+    assert "sk_live_secret" not in stripe.client._transport.limiter.key
