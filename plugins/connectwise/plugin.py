@@ -1302,7 +1302,7 @@ class ConnectWiseConnector:
             self._look_up_batch(ref, action.key, context)
             entry = self._refs.pop(key, None)
         if entry is not None and time.monotonic() - entry[0] <= REF_SECONDS:
-            looked_at, found = entry
+            found = entry[1]
             if found or (first_try and action.kind == "ticket" and getattr(context, "attempts", 1) == 0):
                 return list(found)
         return self.client.find_tickets(ref)
