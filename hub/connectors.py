@@ -63,11 +63,14 @@ class PushContext(Protocol):
     """The store-backed helpers a connector may use while pushing one action.
 
     ``attempts`` is how many times this action was sent before (0 on the first send): a connector
-    whose vendor may have acted on an earlier attempt looks before it creates.
+    whose vendor may have acted on an earlier attempt looks before it creates. ``store``: the
+    tenant's Store, to read only (e.g. ``store.unsent_actions(connector, kinds)`` to look up, in
+    one request, what the pushes that follow will need).
     """
 
     attempts: int
     progress: dict[str, Any]
+    store: Any
 
     def get_link(self, client_id: str, system: str) -> str | None:
         """The client's id in ``system``, if known."""
