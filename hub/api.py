@@ -21,6 +21,13 @@ so: ``msp-hub resync`` sends it).
 
 Every endpoint, health and metrics included, answers 401 without the token. Every answer is
 JSON (metrics excepted); an unexpected exception is logged and answered "internal error".
+
+Tenants: every endpoint is served under ``/tenants/<name>`` too, for that tenant's hub, and the
+paths without it serve the ``default`` tenant (or the only one). ``make_app`` takes a
+``hub.service.TenantServices`` (a deployment's) as well as one service. A tenant's own token opens
+its paths only: another tenant's paths answer 404, as an unknown tenant's do (a token learns no
+other tenant's name); the deployment token opens every tenant's. ``GET /tenants`` lists the
+tenants the token opens; ``GET /metrics`` with the deployment token gives every tenant's.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import contextlib
 import hmac
 import inspect
 import json
+import re
 import threading
 import time
 from typing import Any, Iterator
@@ -41,7 +49,7 @@ from werkzeug.exceptions import HTTPException
 
 from hub.engine import Hub, LockedError, sync_once
 from hub.errors import HubError, UnavailableError
-from hub.metrics import REGISTRY
+from hub.metrics import REGISTRY, tenants_labelled
 from hub.periods import parse_period
 from hub.store import retry_refusal
 
@@ -164,22 +172,81 @@ def approvals_by_target(hub: Hub) -> dict[str, list[dict]]:
     return out
 
 
+# --- tenants -------------------------------------------------------------------------------------
+
+_TENANT_PATH = re.compile(r"^/tenants/([^/]+)(/.*)?$")
+UNTENANTED = ("/openapi.json", "/tenants")   # paths that need a valid token but no tenant
+
+
+class _Current:
+    """The service of the request's tenant (``flask.g.service``), for the routes."""
+
+    def __getattr__(self, name: str):
+        return getattr(flask.g.service, name)
+
+
+def _filtered(text: bytes, tenant: str) -> bytes:
+    """The lines of a Prometheus exposition that are not another tenant's samples."""
+    mine = f'tenant="{tenant}"'.encode()
+    return b"".join(line for line in text.splitlines(keepends=True)
+                    if line.startswith(b"#") or b'tenant="' not in line or mine in line)
+
+
 # --- the app -------------------------------------------------------------------------------------
 
 def make_app(service) -> flask.Flask:
-    """The admin API over ``service`` (see the module docstring)."""
+    """The admin API over ``service``, or over every tenant of a ``TenantServices`` (see the
+    module docstring)."""
+    from hub.logs import tenant_scope
+    from hub.service import TenantServices
+    tenanted = isinstance(service, TenantServices)   # a single hub's app stays what it was: no tenant paths
+    deployment = service if tenanted else TenantServices.single(service)
+    service = _Current()
     app = flask.Flask("hub.api", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TRAP_HTTP_EXCEPTIONS=False)
+
+    @app.url_value_preprocessor
+    def drop_tenant(endpoint, values):
+        if values:
+            values.pop("tenant", None)
 
     @app.before_request
     def require_token():
         # Runs before routing errors are raised, so an unknown path or method also gets 401.
-        if not _authorized(flask.request.headers.get("Authorization", ""), service.token.reveal()):
-            log.warning("api.unauthorized", method=flask.request.method, path=flask.request.path,
+        header, path = flask.request.headers.get("Authorization", ""), flask.request.path
+        opens = [name for name in sorted(deployment.services)
+                 if any(_authorized(header, t) for t in deployment.tokens(name))]
+        if not opens:
+            log.warning("api.unauthorized", method=flask.request.method, path=path,
                         remote=flask.request.remote_addr)
             return _unauthorized()
         flask.g.started = time.perf_counter()
+        flask.g.opens = opens
+        flask.g.whole = deployment.token is not None and _authorized(header, deployment.token.reveal())
+        m = _TENANT_PATH.match(path)
+        name = m.group(1) if m else deployment.unprefixed
+        if m is None and path in UNTENANTED:
+            flask.g.service = None
+            return None
+        if name is None:
+            return _error("this deployment serves several tenants: use /tenants/<name>/... (GET /tenants lists "
+                          "them)", 404)
+        if name not in opens:   # unknown, or not this token's: the same answer either way
+            log.warning("api.tenant_refused", method=flask.request.method, path=path, tenant=name,
+                        remote=flask.request.remote_addr)
+            return _error(f"no tenant {name!r}", 404)
+        flask.g.service, flask.g.tenant = deployment.services[name], name
+        scope = tenant_scope(name) if (tenants_labelled() or name != "default") else None
+        if scope is not None:
+            scope.__enter__()
+            flask.g.scope = scope
         return None
+
+    @app.teardown_request
+    def leave_tenant(exc):
+        scope = flask.g.pop("scope", None)
+        if scope is not None:
+            scope.__exit__(None, None, None)
 
     @app.after_request
     def log_request(response: flask.Response) -> flask.Response:
@@ -187,6 +254,12 @@ def make_app(service) -> flask.Flask:
             log.debug("api.request", method=flask.request.method, path=flask.request.path,
                       status=response.status_code, ms=round((time.perf_counter() - flask.g.started) * 1000, 1))
         return response
+
+    def tenants():
+        return _json({"tenants": list(flask.g.opens)})
+
+    if tenanted:
+        app.add_url_rule("/tenants", "tenants", tenants, methods=["GET"])
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -280,7 +353,8 @@ def make_app(service) -> flask.Flask:
         except HubError as exc:
             return _error(str(exc), 400)
         log.info("api.resync_started", run_id=run_id, scope=sorted(scope))
-        return _json({"run_id": run_id}, 202, headers={"Location": f"/runs/{run_id}"})
+        prefix = f"/tenants/{flask.g.tenant}" if _TENANT_PATH.match(flask.request.path) else ""
+        return _json({"run_id": run_id}, 202, headers={"Location": f"{prefix}/runs/{run_id}"})
 
     @app.get("/actions")
     def actions():
@@ -411,16 +485,39 @@ def make_app(service) -> flask.Flask:
 
     @app.get("/metrics")
     def metrics():
-        from hub.metrics import store_metrics
+        from hub.metrics import store_metrics, tenants_store_metrics
+        tenant = flask.g.get("tenant")
+        if flask.g.whole and tenants_labelled() and not _TENANT_PATH.match(flask.request.path):
+            hubs = {}   # the deployment token, unprefixed: every tenant's metrics
+            try:
+                for name, each in sorted(deployment.services.items()):
+                    hubs[name] = each.open_hub()
+                from_store = tenants_store_metrics({name: h.store for name, h in hubs.items()})
+            finally:
+                for h in hubs.values():
+                    h.close()
+            return flask.Response(generate_latest(REGISTRY) + from_store, mimetype=None,
+                                  content_type=CONTENT_TYPE_LATEST)
         with _open(service) as hub:
-            from_store = store_metrics(hub.store)
-        return flask.Response(generate_latest(REGISTRY) + from_store, mimetype=None,
-                              content_type=CONTENT_TYPE_LATEST)
+            from_store = store_metrics(hub.store, tenant)
+        process = generate_latest(REGISTRY)
+        if tenants_labelled():   # a tenant's metrics, never another's samples
+            process = _filtered(process, tenant)
+        return flask.Response(process + from_store, mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json")
     def openapi():
-        return _json(OPENAPI)
+        return _json(TENANTS_OPENAPI if tenanted else OPENAPI)
 
+    if not tenanted:
+        return app
+    # Every tenant's paths: the same routes under /tenants/<tenant> (the tenant is picked, and the
+    # token checked, by require_token; drop_tenant keeps it out of the views' arguments).
+    for rule in list(app.url_map.iter_rules()):
+        if rule.rule in UNTENANTED or rule.endpoint == "static" or rule.rule.startswith("/tenants/"):
+            continue
+        app.add_url_rule(f"/tenants/<tenant>{rule.rule}", endpoint=f"tenant.{rule.endpoint}",
+                         view_func=app.view_functions[rule.endpoint], methods=rule.methods - {"HEAD", "OPTIONS"})
     return app
 
 
@@ -605,3 +702,26 @@ OPENAPI: dict[str, Any] = {
         "/openapi.json": {"get": _op("This description.", {200: "OpenAPI 3."})},
     },
 }
+
+
+def _tenant_paths(paths: dict[str, dict]) -> dict[str, dict]:
+    """Every path again under ``/tenants/{tenant}``, for that tenant (404: not a tenant this token opens)."""
+    tenant = _param("tenant", "path", {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,39}$"}, "The tenant's name.")
+    out: dict[str, dict] = {}
+    for path, ops in paths.items():
+        if path in UNTENANTED:
+            continue
+        out[f"/tenants/{{tenant}}{path}"] = {
+            method: {**op, "summary": f"{op['summary']} (tenant)", "parameters": [tenant, *op.get("parameters", [])],
+                     "responses": {**op["responses"], "404": {
+                         "description": op["responses"].get("404", {}).get("description", "") +
+                         " No such tenant, or not one this token opens.",
+                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}
+            for method, op in ops.items()}
+    return out
+
+
+# What a deployment serving tenants describes: every path, again under /tenants/{tenant}, and /tenants.
+TENANTS_OPENAPI: dict[str, Any] = {**OPENAPI, "paths": {
+    **OPENAPI["paths"], **_tenant_paths(OPENAPI["paths"]),
+    "/tenants": {"get": _op("The tenants this token opens (every one for the deployment token).", {200: "Their names."})}}}
