@@ -225,8 +225,8 @@ def make_app(service) -> flask.Flask:
         flask.g.whole = deployment.token is not None and _authorized(header, deployment.token.reveal())
         m = _TENANT_PATH.match(path)
         name = m.group(1) if m else deployment.unprefixed
-        if m is None and path in UNTENANTED:
-            flask.g.service = None
+        if m is None and (path in UNTENANTED or (path == "/metrics" and flask.g.whole)):
+            flask.g.service = None    # the deployment's /metrics: every tenant's
             return None
         if name is None:
             return _error("this deployment serves several tenants: use /tenants/<name>/... (GET /tenants lists "
@@ -487,7 +487,7 @@ def make_app(service) -> flask.Flask:
     def metrics():
         from hub.metrics import store_metrics, tenants_store_metrics
         tenant = flask.g.get("tenant")
-        if flask.g.whole and tenants_labelled() and not _TENANT_PATH.match(flask.request.path):
+        if flask.g.get("service") is None:
             hubs = {}   # the deployment token, unprefixed: every tenant's metrics
             try:
                 for name, each in sorted(deployment.services.items()):

@@ -1279,7 +1279,7 @@ def _config_file(config_path: str | None) -> str:
     (giving --config as well is refused: which one was meant?)."""
     tenant = _tenant()
     if tenant is not None:
-        if config_path:
+        if config_path and config_path != str(tenant.config_path):
             raise Refused(f"give --config or --tenant {tenant.name}, not both (tenant {tenant.name!r}'s config is "
                           f"{tenant.config_path})")
         return str(tenant.config_path)

@@ -225,7 +225,10 @@ def check_apart(deployment: Deployment) -> dict[str, HubConfig]:
     configs: dict[str, HubConfig] = {}
     files: dict[str, str] = {}
     secrets: dict[str, tuple[str, str]] = {}
-    deployment_token = deployment.token()
+    try:   # the daemon needs it (and says so); a command working on one tenant does not
+        deployment_token = deployment.token()
+    except ConfigError:
+        deployment_token = None
     for name, tenant in sorted(deployment.tenants.items()):
         config = tenant.load_config()
         configs[name] = config
