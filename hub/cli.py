@@ -1609,8 +1609,9 @@ def _tenant_admin(config) -> _TenantAdmin:
     from hub.config import HubConfig
     from hub.service import admin_settings
     deployment = _deployment()
-    base = admin_settings(HubConfig(path=deployment.path, admin=deployment.admin))
     own = config.admin_secret(required=False)
+    where = {k: v for k, v in deployment.admin.items() if k in ("host", "port")}
+    base = admin_settings(HubConfig(path=deployment.path, admin=deployment.admin if own is None else where))
     return _TenantAdmin(base, f"/tenants/{config.tenant}", own or base.token)
 
 

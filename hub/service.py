@@ -405,12 +405,14 @@ class Service:
         self._local = threading.local()        # each serving thread's store (a SQLite connection serves one thread)
         # Set by the daemon: whether the scheduler runs, and each job's next run time.
         self.scheduler_info: Callable[[], dict[str, Any]] = lambda: {"running": False, "jobs": {}}
-        hub = self.open_hub()                  # fails now, not at the first run, on a bad connector
-        try:
-            configured_max_ages(self.config, self.streams)   # a bad [health] key fails now too
-            self.abandoned = mark_abandoned(hub)
-        finally:
-            hub.close()
+        from hub.logs import tenant_scope
+        with tenant_scope(self.config.tenant):
+            hub = self.open_hub()              # fails now, not at the first run, on a bad connector
+            try:
+                configured_max_ages(self.config, self.streams)   # a bad [health] key fails now too
+                self.abandoned = mark_abandoned(hub)
+            finally:
+                hub.close()
 
     @property
     def token(self) -> Secret:

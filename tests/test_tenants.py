@@ -494,6 +494,16 @@ def test_one_daemon_runs_every_tenants_jobs_on_its_own_hub(deployment):
         status = httpx.get(f"{api}/tenants/acme/health", headers=bearer(DEPLOYMENT_TOKEN), timeout=5).json()
         assert [j["id"] for j in status["scheduler"]["jobs"]] == ["devices"]
         assert httpx.get(f"{api}/tenants/birch/runs", headers=bearer(deployment.acme.token)).status_code == 404
+        # msp-hub resync --tenant acme hands the run to the daemon, on acme's paths with acme's token.
+        for _ in range(50):   # refused (75) while a scheduled run holds acme's lock: try again
+            result = deployment.cli("--tenant", "acme", "resync", "--connector", "ninjaone", "--no-wait")
+            if result.exit_code != 75:
+                break
+            time.sleep(0.1)
+        assert result.exit_code == 0, result.output
+        run_id = result.stdout.strip()
+        assert httpx.get(f"{api}/tenants/acme/runs/{run_id}", headers=bearer(deployment.acme.token)).status_code == 200
+        assert httpx.get(f"{api}/tenants/birch/runs/{run_id}", headers=bearer(DEPLOYMENT_TOKEN)).status_code == 404
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
