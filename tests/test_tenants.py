@@ -515,3 +515,21 @@ def test_one_daemon_runs_every_tenants_jobs_on_its_own_hub(deployment):
     finished = [e for e in events if e["event"] == "daemon.job_finished"]
     assert {e["tenant"] for e in finished} == {"acme", "birch"}
     assert all(e.get("tenant") in ("acme", "birch") for e in events if e["event"].startswith(("sync.", "daemon.job")))
+
+
+def test_the_apis_request_log_names_the_tenant_and_the_refusals(api, deployment):
+    from hub.logs import configure_logging
+    saved = structlog.get_config()
+    buffer = io.StringIO()
+    configure_logging(fmt="json", level="debug", stream=buffer)
+    try:
+        assert api.get("/tenants/birch/runs", headers=bearer(deployment.birch.token)).status_code == 200
+        assert api.get("/tenants/birch/runs", headers=bearer(deployment.acme.token)).status_code == 404
+    finally:
+        structlog.configure(**saved)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    served = [line for line in lines if line["event"] == "api.request" and line["status"] == 200]
+    assert served and served[0]["tenant"] == "birch" and served[0]["path"] == "/tenants/birch/runs"
+    refused = [line for line in lines if line["event"] == "api.tenant_refused"]
+    assert [(r["tenant"], r["path"]) for r in refused] == [("birch", "/tenants/birch/runs")]
+    assert deployment.acme.token not in buffer.getvalue() and deployment.birch.token not in buffer.getvalue()
