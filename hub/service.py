@@ -381,7 +381,7 @@ class Service:
                  tenant=None):
         self.tenant = tenant
         if tenant is not None:
-            config_path, environ = tenant.config_path, tenant.environ()
+            config_path = tenant.config_path
         self.config_path = str(config_path)
         self.environ = environ
         self.config = self._load()
@@ -418,13 +418,10 @@ class Service:
     def token(self) -> Secret:
         return self.admin.token
 
-    @property
-    def tenant_name(self) -> str:
-        return self.config.tenant
-
     def _load(self) -> HubConfig:
-        """The config, read again (a tenant's with its own secrets and its name)."""
+        """The config, read again (a tenant's with its own secrets, its secrets file read again, and its name)."""
         if self.tenant is not None:
+            self.environ = self.tenant.environ()
             return self.tenant.load_config(environ=self.environ)
         return load_config(self.config_path, environ=self.environ)
 
@@ -440,6 +437,8 @@ class Service:
                 return (str(path), None)
             return (str(path), st.st_mtime_ns, st.st_size)
         out = [stat(Path(self.config_path))]
+        if self.tenant is not None and self.tenant.secrets_file is not None:
+            out.append(stat(self.tenant.secrets_file))   # a rotated secret rebuilds the connectors
         folder = Path(self.config.mappings)
         out.append(stat(folder))
         if folder.is_dir():

@@ -533,3 +533,18 @@ def test_the_apis_request_log_names_the_tenant_and_the_refusals(api, deployment)
     refused = [line for line in lines if line["event"] == "api.tenant_refused"]
     assert [(r["tenant"], r["path"]) for r in refused] == [("birch", "/tenants/birch/runs")]
     assert deployment.acme.token not in buffer.getvalue() and deployment.birch.token not in buffer.getvalue()
+
+
+def test_a_tenants_service_reads_its_secrets_file_again_when_it_changes(deployment):
+    from hub.service import Service
+    service = Service(tenant=load_deployment(deployment.file).tenant("acme"))
+    hub = service.open_hub()
+    assert hub.config.secret("stripe", "api_key").reveal() == deployment.acme.stripe.api_key
+    hub.close()
+    deployment.acme.write_secrets(STRIPE_KEY="sk_test_acme_rotated_key_longer")
+    hub = service.open_hub()
+    try:
+        assert hub.config.secret("stripe", "api_key").reveal() == "sk_test_acme_rotated_key_longer"
+        assert hub.config.tenant == "acme" and service.token.reveal() == deployment.acme.token
+    finally:
+        hub.close()
