@@ -27,7 +27,8 @@ paths without it serve the ``default`` tenant (or the only one). ``make_app`` ta
 ``hub.service.TenantServices`` (a deployment's) as well as one service. A tenant's own token opens
 its paths only: another tenant's paths answer 404, as an unknown tenant's do (a token learns no
 other tenant's name); the deployment token opens every tenant's. ``GET /tenants`` lists the
-tenants the token opens; ``GET /metrics`` with the deployment token gives every tenant's.
+tenants the token opens; ``GET /metrics`` and ``GET /health`` with the deployment token give every
+tenant's (ready when every tenant is).
 """
 
 from __future__ import annotations
@@ -225,8 +226,8 @@ def make_app(service) -> flask.Flask:
         flask.g.whole = deployment.token is not None and _authorized(header, deployment.token.reveal())
         m = _TENANT_PATH.match(path)
         name = m.group(1) if m else deployment.unprefixed
-        if m is None and (path in UNTENANTED or (path == "/metrics" and flask.g.whole)):
-            flask.g.service = None    # the deployment's /metrics: every tenant's
+        if m is None and (path in UNTENANTED or (path in ("/metrics", "/health") and flask.g.whole)):
+            flask.g.service = None    # the deployment's /metrics and /health: every tenant's
             return None
         if name is None:
             return _error("this deployment serves several tenants: use /tenants/<name>/... (GET /tenants lists "
@@ -270,20 +271,18 @@ def make_app(service) -> flask.Flask:
         log.exception("api.request_failed", method=flask.request.method, path=flask.request.path)
         return _error("internal error", 500)
 
-    @app.get("/health")
-    def health():
-        """Live (200 or 503 with a JSON body) and ready only when the scheduler runs and every
-        stream's last pass succeeded within its maximum age (``hub.service.stream_health``)."""
+    def health_of(svc) -> dict:
+        """One hub's health: ready only when the scheduler runs and every stream is healthy."""
         from hub.service import stream_health
         reasons: list[str] = []
         connectors: dict[str, dict] = {}
         streams: list[dict] = []
         try:
-            with _open(service) as hub:     # one hub, the streams' health computed once
+            with _open(svc) as hub:     # one hub, the streams' health computed once
                 streams = stream_health(hub)
                 connectors = pull_health(hub, streams)
-                takes_hub = "hub" in inspect.signature(service.status).parameters
-                status = service.status(hub, streams) if takes_hub else service.status()
+                takes_hub = "hub" in inspect.signature(svc.status).parameters
+                status = svc.status(hub, streams) if takes_hub else svc.status()
         except HubError as exc:   # e.g. the database cannot open; the message names the fix
             status = {}
             reasons.append(f"the hub cannot open: {exc}")
@@ -291,14 +290,29 @@ def make_app(service) -> flask.Flask:
         if not scheduler.get("running"):
             reasons.append("the scheduler is not running")
         reasons += [s["reason"] for s in streams if s["reason"]]
-        ready = not reasons
-        return _json({"status": "ok", "ready": ready, "reasons": reasons, "scheduler": scheduler,
-                      "current_run": status.get("current_run"), "connectors": connectors,
-                      "streams": [{k: s[k] for k in ("connector", "stream", "healthy", "reason", "last_success",
-                                                     "age_seconds", "max_age_seconds", "max_age_basis",
-                                                     "last_error")} | {"last_status": (s["last_pass"] or {}).get("status")}
-                                  for s in streams]},
-                     200 if ready else 503)
+        return {"status": "ok", "ready": not reasons, "reasons": reasons, "scheduler": scheduler,
+                "current_run": status.get("current_run"), "connectors": connectors,
+                "streams": [{k: s[k] for k in ("connector", "stream", "healthy", "reason", "last_success",
+                                               "age_seconds", "max_age_seconds", "max_age_basis",
+                                               "last_error")} | {"last_status": (s["last_pass"] or {}).get("status")}
+                            for s in streams]}
+
+    @app.get("/health")
+    def health():
+        """Live (200 or 503 with a JSON body) and ready only when the scheduler runs and every
+        stream's last pass succeeded within its maximum age (``hub.service.stream_health``).
+        The deployment's (its token, no tenant in the path): ready when every tenant is, each
+        tenant's reasons named after it."""
+        if flask.g.get("service") is None:
+            tenants = {}
+            for name, svc in sorted(deployment.services.items()):
+                with tenant_scope(name):
+                    tenants[name] = health_of(svc)
+            reasons = [f"{name}: {r}" for name, body in tenants.items() for r in body["reasons"]]
+            return _json({"status": "ok", "ready": not reasons, "reasons": reasons, "tenants": tenants},
+                         200 if not reasons else 503)
+        body = health_of(service)
+        return _json(body, 200 if body["ready"] else 503)
 
     @app.get("/runs")
     def runs():

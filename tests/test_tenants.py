@@ -378,6 +378,11 @@ def test_the_deployment_token_opens_every_tenant(api, deployment):
     answer = api.get("/actions", headers=whole)
     assert answer.status_code == 404 and "/tenants/<name>/" in answer.get_json()["error"]
     assert api.get("/openapi.json", headers=whole).get_json()["paths"]["/tenants/{tenant}/actions"]
+    # The deployment's health: every tenant's, each reason named after its tenant.
+    health = api.get("/health", headers=whole)
+    assert health.status_code == 503 and sorted(health.get_json()["tenants"]) == ["acme", "birch"]
+    assert "acme: the scheduler is not running" in health.get_json()["reasons"]
+    assert "tenants" not in api.get("/tenants/acme/health", headers=whole).get_json()
 
 
 def stored_runs(text: str) -> dict[str, float]:
@@ -493,6 +498,9 @@ def test_one_daemon_runs_every_tenants_jobs_on_its_own_hub(deployment):
             assert {r["source_id"] for r in side.rows("devices")} == {str(d) for d in side.ninja.device_ids}
         status = httpx.get(f"{api}/tenants/acme/health", headers=bearer(DEPLOYMENT_TOKEN), timeout=5).json()
         assert [j["id"] for j in status["scheduler"]["jobs"]] == ["devices"]
+        whole = httpx.get(f"{api}/health", headers=bearer(DEPLOYMENT_TOKEN), timeout=5).json()
+        assert {name: body["scheduler"]["running"] for name, body in whole["tenants"].items()} == \
+            {"acme": True, "birch": True}
         assert httpx.get(f"{api}/tenants/birch/runs", headers=bearer(deployment.acme.token)).status_code == 404
         # msp-hub resync --tenant acme hands the run to the daemon, on acme's paths with acme's token.
         for _ in range(50):   # refused (75) while a scheduled run holds acme's lock: try again
