@@ -21,6 +21,14 @@ so: ``msp-hub resync`` sends it).
 
 Every endpoint, health and metrics included, answers 401 without the token. Every answer is
 JSON (metrics excepted); an unexpected exception is logged and answered "internal error".
+
+Tenants: every endpoint is served under ``/tenants/<name>`` too, for that tenant's hub, and the
+paths without it serve the ``default`` tenant (or the only one). ``make_app`` takes a
+``hub.service.TenantServices`` (a deployment's) as well as one service. A tenant's own token opens
+its paths only: another tenant's paths answer 404, as an unknown tenant's do (a token learns no
+other tenant's name); the deployment token opens every tenant's. ``GET /tenants`` lists the
+tenants the token opens; ``GET /metrics`` and ``GET /health`` with the deployment token give every
+tenant's (ready when every tenant is).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import contextlib
 import hmac
 import inspect
 import json
+import re
 import threading
 import time
 from typing import Any, Iterator
@@ -41,7 +50,7 @@ from werkzeug.exceptions import HTTPException
 
 from hub.engine import Hub, LockedError, sync_once
 from hub.errors import HubError, UnavailableError
-from hub.metrics import REGISTRY
+from hub.metrics import REGISTRY, tenants_labelled
 from hub.periods import parse_period
 from hub.store import retry_refusal
 
@@ -164,22 +173,81 @@ def approvals_by_target(hub: Hub) -> dict[str, list[dict]]:
     return out
 
 
+# --- tenants -------------------------------------------------------------------------------------
+
+_TENANT_PATH = re.compile(r"^/tenants/([^/]+)(/.*)?$")
+UNTENANTED = ("/openapi.json", "/tenants")   # paths that need a valid token but no tenant
+
+
+class _Current:
+    """The service of the request's tenant (``flask.g.service``), for the routes."""
+
+    def __getattr__(self, name: str):
+        return getattr(flask.g.service, name)
+
+
+def _filtered(text: bytes, tenant: str) -> bytes:
+    """The lines of a Prometheus exposition that are not another tenant's samples."""
+    mine = f'tenant="{tenant}"'.encode()
+    return b"".join(line for line in text.splitlines(keepends=True)
+                    if line.startswith(b"#") or b'tenant="' not in line or mine in line)
+
+
 # --- the app -------------------------------------------------------------------------------------
 
 def make_app(service) -> flask.Flask:
-    """The admin API over ``service`` (see the module docstring)."""
+    """The admin API over ``service``, or over every tenant of a ``TenantServices`` (see the
+    module docstring)."""
+    from hub.logs import tenant_scope
+    from hub.service import TenantServices
+    tenanted = isinstance(service, TenantServices)   # a single hub's app stays what it was: no tenant paths
+    deployment = service if tenanted else TenantServices.single(service)
+    service = _Current()
     app = flask.Flask("hub.api", static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TRAP_HTTP_EXCEPTIONS=False)
+
+    @app.url_value_preprocessor
+    def drop_tenant(endpoint, values):
+        if values:
+            values.pop("tenant", None)
 
     @app.before_request
     def require_token():
         # Runs before routing errors are raised, so an unknown path or method also gets 401.
-        if not _authorized(flask.request.headers.get("Authorization", ""), service.token.reveal()):
-            log.warning("api.unauthorized", method=flask.request.method, path=flask.request.path,
+        header, path = flask.request.headers.get("Authorization", ""), flask.request.path
+        opens = [name for name in sorted(deployment.services)
+                 if any(_authorized(header, t) for t in deployment.tokens(name))]
+        if not opens:
+            log.warning("api.unauthorized", method=flask.request.method, path=path,
                         remote=flask.request.remote_addr)
             return _unauthorized()
         flask.g.started = time.perf_counter()
+        flask.g.opens = opens
+        flask.g.whole = deployment.token is not None and _authorized(header, deployment.token.reveal())
+        m = _TENANT_PATH.match(path)
+        name = m.group(1) if m else deployment.unprefixed
+        if m is None and (path in UNTENANTED or (path in ("/metrics", "/health") and flask.g.whole)):
+            flask.g.service = None    # the deployment's /metrics and /health: every tenant's
+            return None
+        if name is None:
+            return _error("this deployment serves several tenants: use /tenants/<name>/... (GET /tenants lists "
+                          "them)", 404)
+        if name not in opens:   # unknown, or not this token's: the same answer either way
+            log.warning("api.tenant_refused", method=flask.request.method, path=path, tenant=name,
+                        remote=flask.request.remote_addr)
+            return _error(f"no tenant {name!r}", 404)
+        flask.g.service, flask.g.tenant = deployment.services[name], name
+        scope = tenant_scope(name) if (tenants_labelled() or name != "default") else None
+        if scope is not None:
+            scope.__enter__()
+            flask.g.scope = scope
         return None
+
+    @app.teardown_request
+    def leave_tenant(exc):
+        scope = flask.g.pop("scope", None)
+        if scope is not None:
+            scope.__exit__(None, None, None)
 
     @app.after_request
     def log_request(response: flask.Response) -> flask.Response:
@@ -187,6 +255,12 @@ def make_app(service) -> flask.Flask:
             log.debug("api.request", method=flask.request.method, path=flask.request.path,
                       status=response.status_code, ms=round((time.perf_counter() - flask.g.started) * 1000, 1))
         return response
+
+    def tenants():
+        return _json({"tenants": list(flask.g.opens)})
+
+    if tenanted:
+        app.add_url_rule("/tenants", "tenants", tenants, methods=["GET"])
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -197,20 +271,18 @@ def make_app(service) -> flask.Flask:
         log.exception("api.request_failed", method=flask.request.method, path=flask.request.path)
         return _error("internal error", 500)
 
-    @app.get("/health")
-    def health():
-        """Live (200 or 503 with a JSON body) and ready only when the scheduler runs and every
-        stream's last pass succeeded within its maximum age (``hub.service.stream_health``)."""
+    def health_of(svc) -> dict:
+        """One hub's health: ready only when the scheduler runs and every stream is healthy."""
         from hub.service import stream_health
         reasons: list[str] = []
         connectors: dict[str, dict] = {}
         streams: list[dict] = []
         try:
-            with _open(service) as hub:     # one hub, the streams' health computed once
+            with _open(svc) as hub:     # one hub, the streams' health computed once
                 streams = stream_health(hub)
                 connectors = pull_health(hub, streams)
-                takes_hub = "hub" in inspect.signature(service.status).parameters
-                status = service.status(hub, streams) if takes_hub else service.status()
+                takes_hub = "hub" in inspect.signature(svc.status).parameters
+                status = svc.status(hub, streams) if takes_hub else svc.status()
         except HubError as exc:   # e.g. the database cannot open; the message names the fix
             status = {}
             reasons.append(f"the hub cannot open: {exc}")
@@ -218,14 +290,29 @@ def make_app(service) -> flask.Flask:
         if not scheduler.get("running"):
             reasons.append("the scheduler is not running")
         reasons += [s["reason"] for s in streams if s["reason"]]
-        ready = not reasons
-        return _json({"status": "ok", "ready": ready, "reasons": reasons, "scheduler": scheduler,
-                      "current_run": status.get("current_run"), "connectors": connectors,
-                      "streams": [{k: s[k] for k in ("connector", "stream", "healthy", "reason", "last_success",
-                                                     "age_seconds", "max_age_seconds", "max_age_basis",
-                                                     "last_error")} | {"last_status": (s["last_pass"] or {}).get("status")}
-                                  for s in streams]},
-                     200 if ready else 503)
+        return {"status": "ok", "ready": not reasons, "reasons": reasons, "scheduler": scheduler,
+                "current_run": status.get("current_run"), "connectors": connectors,
+                "streams": [{k: s[k] for k in ("connector", "stream", "healthy", "reason", "last_success",
+                                               "age_seconds", "max_age_seconds", "max_age_basis",
+                                               "last_error")} | {"last_status": (s["last_pass"] or {}).get("status")}
+                            for s in streams]}
+
+    @app.get("/health")
+    def health():
+        """Live (200 or 503 with a JSON body) and ready only when the scheduler runs and every
+        stream's last pass succeeded within its maximum age (``hub.service.stream_health``).
+        The deployment's (its token, no tenant in the path): ready when every tenant is, each
+        tenant's reasons named after it."""
+        if flask.g.get("service") is None:
+            tenants = {}
+            for name, svc in sorted(deployment.services.items()):
+                with tenant_scope(name):
+                    tenants[name] = health_of(svc)
+            reasons = [f"{name}: {r}" for name, body in tenants.items() for r in body["reasons"]]
+            return _json({"status": "ok", "ready": not reasons, "reasons": reasons, "tenants": tenants},
+                         200 if not reasons else 503)
+        body = health_of(service)
+        return _json(body, 200 if body["ready"] else 503)
 
     @app.get("/runs")
     def runs():
@@ -280,7 +367,8 @@ def make_app(service) -> flask.Flask:
         except HubError as exc:
             return _error(str(exc), 400)
         log.info("api.resync_started", run_id=run_id, scope=sorted(scope))
-        return _json({"run_id": run_id}, 202, headers={"Location": f"/runs/{run_id}"})
+        prefix = f"/tenants/{flask.g.tenant}" if _TENANT_PATH.match(flask.request.path) else ""
+        return _json({"run_id": run_id}, 202, headers={"Location": f"{prefix}/runs/{run_id}"})
 
     @app.get("/actions")
     def actions():
@@ -411,16 +499,39 @@ def make_app(service) -> flask.Flask:
 
     @app.get("/metrics")
     def metrics():
-        from hub.metrics import store_metrics
+        from hub.metrics import store_metrics, tenants_store_metrics
+        tenant = flask.g.get("tenant")
+        if flask.g.get("service") is None:
+            hubs = {}   # the deployment token, unprefixed: every tenant's metrics
+            try:
+                for name, each in sorted(deployment.services.items()):
+                    hubs[name] = each.open_hub()
+                from_store = tenants_store_metrics({name: h.store for name, h in hubs.items()})
+            finally:
+                for h in hubs.values():
+                    h.close()
+            return flask.Response(generate_latest(REGISTRY) + from_store, mimetype=None,
+                                  content_type=CONTENT_TYPE_LATEST)
         with _open(service) as hub:
-            from_store = store_metrics(hub.store)
-        return flask.Response(generate_latest(REGISTRY) + from_store, mimetype=None,
-                              content_type=CONTENT_TYPE_LATEST)
+            from_store = store_metrics(hub.store, tenant)
+        process = generate_latest(REGISTRY)
+        if tenants_labelled():   # a tenant's metrics, never another's samples
+            process = _filtered(process, tenant)
+        return flask.Response(process + from_store, mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json")
     def openapi():
-        return _json(OPENAPI)
+        return _json(TENANTS_OPENAPI if tenanted else OPENAPI)
 
+    if not tenanted:
+        return app
+    # Every tenant's paths: the same routes under /tenants/<tenant> (the tenant is picked, and the
+    # token checked, by require_token; drop_tenant keeps it out of the views' arguments).
+    for rule in list(app.url_map.iter_rules()):
+        if rule.rule in UNTENANTED or rule.endpoint == "static" or rule.rule.startswith("/tenants/"):
+            continue
+        app.add_url_rule(f"/tenants/<tenant>{rule.rule}", endpoint=f"tenant.{rule.endpoint}",
+                         view_func=app.view_functions[rule.endpoint], methods=rule.methods - {"HEAD", "OPTIONS"})
     return app
 
 
@@ -605,3 +716,26 @@ OPENAPI: dict[str, Any] = {
         "/openapi.json": {"get": _op("This description.", {200: "OpenAPI 3."})},
     },
 }
+
+
+def _tenant_paths(paths: dict[str, dict]) -> dict[str, dict]:
+    """Every path again under ``/tenants/{tenant}``, for that tenant (404: not a tenant this token opens)."""
+    tenant = _param("tenant", "path", {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,39}$"}, "The tenant's name.")
+    out: dict[str, dict] = {}
+    for path, ops in paths.items():
+        if path in UNTENANTED:
+            continue
+        out[f"/tenants/{{tenant}}{path}"] = {
+            method: {**op, "summary": f"{op['summary']} (tenant)", "parameters": [tenant, *op.get("parameters", [])],
+                     "responses": {**op["responses"], "404": {
+                         "description": op["responses"].get("404", {}).get("description", "") +
+                         " No such tenant, or not one this token opens.",
+                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}
+            for method, op in ops.items()}
+    return out
+
+
+# What a deployment serving tenants describes: every path, again under /tenants/{tenant}, and /tenants.
+TENANTS_OPENAPI: dict[str, Any] = {**OPENAPI, "paths": {
+    **OPENAPI["paths"], **_tenant_paths(OPENAPI["paths"]),
+    "/tenants": {"get": _op("The tenants this token opens (every one for the deployment token).", {200: "Their names."})}}}

@@ -93,6 +93,38 @@ def _exit(report) -> None:
 
 # -q / -v of the main command: the log level that overrides the config's [logging] level (None: keep it).
 _LOG_LEVEL: list[str | None] = [None]
+# --tenants / --tenant of the main command (or $MSP_HUB_TENANTS / $MSP_HUB_TENANT): which tenant every
+# command works on; "file" None: a single hub, as without tenants.
+_TENANTS: dict[str, Any] = {"file": None, "name": None}
+
+
+def _deployment():
+    """The tenants file of --tenants ($MSP_HUB_TENANTS), loaded and checked; None without one."""
+    from hub.tenants import load_deployment
+    if _TENANTS["file"] is None:
+        return None
+    try:
+        return load_deployment(_TENANTS["file"])
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+
+
+def _tenant():
+    """The tenant of --tenant ($MSP_HUB_TENANT) in the tenants file; None for a single hub. A
+    file with one tenant picks it; with several, a command that opens a hub needs --tenant."""
+    from hub.tenants import select
+    if _TENANTS["file"] is None and _TENANTS["name"] is None:
+        return None
+    try:   # click has read $MSP_HUB_TENANTS and $MSP_HUB_TENANT into the options already
+        return select(_TENANTS["file"], _TENANTS["name"], environ={})
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+
+
+def _load_config(path: str):
+    """The config a command works on: the chosen tenant's (with its own secrets), else ``path``'s."""
+    tenant = _tenant()
+    return tenant.load_config() if tenant is not None else load_config(path)
 
 
 def _read_only(config) -> None:
@@ -111,9 +143,9 @@ def _read_only(config) -> None:
 def _open_hub(config_path: str | None, *, read_only: bool = False) -> Hub:
     """Open the hub of the config. ``read_only``: for commands that read the store only (plan,
     actions, clients, runs, streams): no vendor secret is needed."""
-    path = config_path or os.environ.get("MSP_HUB_CONFIG") or DEFAULT_CONFIG
+    path = _config_file(config_path)
     try:
-        config = load_config(path)
+        config = _load_config(path)
         configure_logging(fmt=config.logging.get("format", "console"),
                           level=_LOG_LEVEL[0] or config.logging.get("level", "warning"),
                           secrets=config.secret_values())
@@ -307,7 +339,11 @@ def render_errors(report: RunReport) -> None:
 @click.option("-v", "--verbose", count=True,
               help="Log more: -v info, -vv debug (overrides the config's [logging] level).")
 @click.option("-q", "--quiet", is_flag=True, help="Log errors only (overrides the config's [logging] level).")
-def main(verbose, quiet):
+@click.option("--tenants", "tenants_file", metavar="FILE", envvar="MSP_HUB_TENANTS",
+              help="A tenants.toml: one deployment serving several MSPs (default: $MSP_HUB_TENANTS).")
+@click.option("--tenant", "tenant", metavar="NAME", envvar="MSP_HUB_TENANT",
+              help="The tenant every command works on (default: $MSP_HUB_TENANT; the only one of a file of one).")
+def main(verbose, quiet, tenants_file, tenant):
     """msp-hub: make an RMM, a PSA and a billing system behave as one platform.
 
     \b
@@ -318,6 +354,7 @@ def main(verbose, quiet):
     if verbose and quiet:
         raise click.UsageError("give -q or -v, not both")
     _LOG_LEVEL[0] = "error" if quiet else ("info" if verbose == 1 else "debug") if verbose else None
+    _TENANTS.update(file=tenants_file or None, name=tenant or None)
 
 
 _scope_options = [
@@ -407,7 +444,7 @@ def plugins(config_path, as_json):
     from hub.plugins import describe_plugins, get_plugin_manager
     connectors: list[dict[str, Any]] = []
     pm = get_plugin_manager(report=False)     # the listing shows the broken ones: no log line too
-    if config_path or os.environ.get("MSP_HUB_CONFIG") or Path(DEFAULT_CONFIG).exists():
+    if config_path or os.environ.get("MSP_HUB_CONFIG") or _TENANTS["file"] or Path(DEFAULT_CONFIG).exists():
         hub = _open_hub(config_path)
         try:
             pm = hub.pm       # its register_connectors ran: a plugin broken there is marked too
@@ -990,9 +1027,9 @@ def backup(config_path, path):
     """
     from hub.backup import backup_store
     from hub.errors import ConfigError
-    file = config_path or os.environ.get("MSP_HUB_CONFIG") or DEFAULT_CONFIG
+    file = _config_file(config_path)
     try:
-        config = load_config(file)
+        config = _load_config(file)
         target = backup_store(config.database, path)
     except ConfigError as exc:
         raise Refused(str(exc)) from None
@@ -1238,6 +1275,14 @@ def invoice_history(config_path, key, as_json):
 # --- the daemon and manual resync ------------------------------------------------------------------
 
 def _config_file(config_path: str | None) -> str:
+    """--config, else $MSP_HUB_CONFIG, else ./msp-hub.toml; the chosen tenant's config with --tenant
+    (giving --config as well is refused: which one was meant?)."""
+    tenant = _tenant()
+    if tenant is not None:
+        if config_path and config_path != str(tenant.config_path):
+            raise Refused(f"give --config or --tenant {tenant.name}, not both (tenant {tenant.name!r}'s config is "
+                          f"{tenant.config_path})")
+        return str(tenant.config_path)
     return config_path or os.environ.get("MSP_HUB_CONFIG") or DEFAULT_CONFIG
 
 
@@ -1257,6 +1302,15 @@ def daemon(config_path):
         msp-hub daemon --config /etc/msp-hub/msp-hub.toml
     """
     from hub.daemon import run_daemon
+    if _TENANTS["file"] is not None:
+        if config_path or _TENANTS["name"]:
+            raise Refused("with --tenants the daemon serves every tenant of the file: give neither --config nor "
+                          "--tenant")
+        try:
+            code = run_daemon(tenants_file=_TENANTS["file"])
+        except HubError as exc:
+            raise click.ClickException(str(exc)) from None
+        sys.exit(code)
     try:
         code = run_daemon(_config_file(config_path))
     except HubError as exc:
@@ -1525,8 +1579,8 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
     path = _config_file(config_path)
     scope = _scope(connectors, streams, clients, period, full, dry_run)
     try:
-        config = load_config(path)
-        admin = admin_settings(config)
+        config = _load_config(path)
+        admin = admin_settings(config) if _tenant() is None else _tenant_admin(config)
     except HubError as exc:
         raise Refused(str(exc)) from None
     if admin.token is not None:
@@ -1539,6 +1593,58 @@ def resync(config_path, connectors, streams, clients, period, full, dry_run, as_
                 sys.exit(_row_exit(row))
             sys.exit(_print_run_row(row))
     _sync_here(path, scope, as_json=as_json, details=details)
+
+
+class _TenantAdmin:
+    """Where a tenant's daemon paths are: the deployment's admin address and /tenants/<name>."""
+
+    def __init__(self, admin, prefix: str, token):
+        self.host, self.port, self.token = admin.host, admin.port, token
+        self.url = admin.url + prefix
+
+
+def _tenant_admin(config) -> _TenantAdmin:
+    """The chosen tenant's admin API: the deployment's [admin] address, the tenant's own token
+    (else the deployment's)."""
+    from hub.config import HubConfig
+    from hub.service import admin_settings
+    deployment = _deployment()
+    own = config.admin_secret(required=False)
+    where = {k: v for k, v in deployment.admin.items() if k in ("host", "port")}
+    base = admin_settings(HubConfig(path=deployment.path, admin=deployment.admin if own is None else where))
+    return _TenantAdmin(base, f"/tenants/{config.tenant}", own or base.token)
+
+
+@main.command("tenants")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def tenants_command(as_json):
+    """List the tenants of --tenants ($MSP_HUB_TENANTS): each one's config, database, schema and
+    secrets file, checked (no two share a database file or a vendor secret).
+
+    \b
+    Example:
+        msp-hub --tenants /etc/msp-hub/tenants.toml tenants
+        msp-hub --tenants tenants.toml --tenant acme sync --dry-run
+    """
+    from hub.tenants import TENANTS_ENV, check_apart
+    deployment = _deployment()
+    if deployment is None:
+        raise Refused(f"no tenants file: give --tenants tenants.toml (or set {TENANTS_ENV}); without one this "
+                      f"deployment is one hub, the default tenant")
+    try:
+        configs = check_apart(deployment)
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+    rows = [{"name": name, "config": str(t.config_path), "database": configs[name].database,
+             "schema": t.schema, "secrets_file": str(t.secrets_file) if t.secrets_file else None}
+            for name, t in sorted(deployment.tenants.items())]
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    _table(("TENANT", "CONFIG", "DATABASE", "SECRETS"),
+           [(r["name"], r["config"], r["database"] + (f" (schema {r['schema']})" if r["database"].startswith("postgres")
+                                                      and r["schema"] else ""), r["secrets_file"] or "-")
+            for r in rows], click.echo)
 
 
 def _sync_here(path: str, scope: dict[str, Any], *, as_json: bool, details: bool) -> None:

@@ -238,6 +238,16 @@ def build_scheduler(service: Service, jobs: list[Job], *, catch_up: bool = True)
     With ``catch_up``, a cron job whose last firing did not run to its end while the daemon was
     down or stopping (``missed_firings``) runs as soon as the scheduler starts."""
     scheduler = BackgroundScheduler(timezone=timezone.utc)
+    add_jobs(scheduler, service, jobs, catch_up=catch_up)
+    listen(scheduler)
+    return scheduler
+
+
+def add_jobs(scheduler: BackgroundScheduler, service: Service, jobs: list[Job], *, catch_up: bool = True,
+             prefix: str = "") -> None:
+    """Add ``service``'s jobs (and its reminder job) to ``scheduler``, their ids after ``prefix``
+    (``"<tenant>/"`` when one scheduler serves several tenants), and point the service's
+    ``scheduler_info`` at them (their ids without the prefix)."""
     now = datetime.now(timezone.utc)
     missed = missed_firings(service, jobs, now) if catch_up else {}
     for job in jobs:
@@ -245,15 +255,21 @@ def build_scheduler(service: Service, jobs: list[Job], *, catch_up: bool = True)
             first = {"next_run_time": now} if job_id in missed else {}
             if first:
                 service.catch_up.add(job_id)   # its run is recorded with trigger "catch-up"
-                log.warning("daemon.catch_up", job=job_id, missed_firing=missed[job_id].isoformat(),
+                log.warning("daemon.catch_up", job=prefix + job_id, missed_firing=missed[job_id].isoformat(),
                             reason="its last firing did not run to its end (the daemon was down or stopped "
                                    "mid-run): it runs now")
-            scheduler.add_job(service.run_job, trigger, args=(job_id, scope, job.misfire_grace_time), id=job_id,
-                              name=job_id, max_instances=1, coalesce=True, misfire_grace_time=job.misfire_grace_time,
-                              **first)
+            scheduler.add_job(service.run_job, trigger, args=(job_id, scope, job.misfire_grace_time),
+                              id=prefix + job_id, name=prefix + job_id, max_instances=1, coalesce=True,
+                              misfire_grace_time=job.misfire_grace_time, **first)
 
-    add_reminder_job(scheduler, service)
+    add_reminder_job(scheduler, service, prefix=prefix)
+    service.scheduler_info = lambda: {"running": scheduler.running,
+                                      "jobs": {j.id[len(prefix):]: j.next_run_time for j in scheduler.get_jobs()
+                                               if j.id.startswith(prefix)}}
 
+
+def listen(scheduler: BackgroundScheduler) -> None:
+    """Log the firings skipped (a previous one still running) and missed."""
     def on_event(event: JobSubmissionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log.info("daemon.job_skipped", job=event.job_id, reason="its previous firing is still running or waiting")
@@ -261,23 +277,27 @@ def build_scheduler(service: Service, jobs: list[Job], *, catch_up: bool = True)
             log.warning("daemon.job_missed", job=event.job_id, scheduled_at=str(event.scheduled_run_time))
 
     scheduler.add_listener(on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-    service.scheduler_info = lambda: {"running": scheduler.running,
-                                      "jobs": {j.id: j.next_run_time for j in scheduler.get_jobs()}}
-    return scheduler
 
 
-def add_reminder_job(scheduler: BackgroundScheduler, service: Service) -> None:
+def add_reminder_job(scheduler: BackgroundScheduler, service: Service, *, prefix: str = "") -> None:
     """The hourly reminder job, when ``[notify]`` has a channel; a wrong ``[notify]`` raises ConfigError now."""
     settings = notify_settings(service.config)
     if not settings.enabled:
         return
     scheduler.add_job(run_reminders, IntervalTrigger(seconds=REMINDER_EVERY, timezone=timezone.utc),
-                      args=(service, settings), id=REMINDER_JOB, name=REMINDER_JOB, max_instances=1, coalesce=True,
-                      misfire_grace_time=REMINDER_EVERY)
+                      args=(service, settings), id=prefix + REMINDER_JOB, name=prefix + REMINDER_JOB, max_instances=1,
+                      coalesce=True, misfire_grace_time=REMINDER_EVERY)
 
 
 def run_reminders(service: Service, settings: NotifySettings) -> list[dict[str, Any]]:
-    """One firing of the reminder job on a fresh hub; every error is logged, none reaches the scheduler."""
+    """One firing of the reminder job on a fresh hub, under the service's tenant; every error is
+    logged, none reaches the scheduler."""
+    from hub.logs import tenant_scope
+    with tenant_scope(service.config.tenant):
+        return _run_reminders(service, settings)
+
+
+def _run_reminders(service: Service, settings: NotifySettings) -> list[dict[str, Any]]:
     hub = None
     try:
         hub = service.open_hub()
@@ -290,47 +310,96 @@ def run_reminders(service: Service, settings: NotifySettings) -> list[dict[str, 
             hub.close()
 
 
-def run_daemon(config_path: str | Path, *, environ: dict[str, str] | None = None) -> int:
+def run_daemon(config_path: str | Path | None = None, *, environ: dict[str, str] | None = None,
+               tenants_file: str | Path | None = None) -> int:
     """Run the scheduled jobs and the admin API until SIGTERM or SIGINT; return the exit code (0).
+
+    With ``tenants_file`` (a ``tenants.toml``), every tenant is served: one scheduler holding each
+    tenant's own ``[schedule]`` jobs (ids ``<tenant>/<job>``), each job run on its own tenant's hub,
+    and one admin API for all of them at the deployment's ``[admin]`` address.
 
     On a signal: the stop event is set (the run in flight ends after its current page, committed),
     the scheduler shuts down waiting for its jobs, the triggered runs are joined, the API stops.
     """
-    from hub.api import make_app, serve_api
+    from hub.api import make_app
 
+    if tenants_file is not None:
+        return run_tenants_daemon(tenants_file, environ=environ)
     service = Service(config_path, environ=environ)
     jobs = parse_schedule(service.config, service.streams)
     scheduler = build_scheduler(service, jobs)
-    admin = service.admin
+    return _serve(make_app(service), service.admin, [service], scheduler, file=service.config.file,
+                  no_jobs=not jobs)
+
+
+def run_tenants_daemon(tenants_file: str | Path, *, environ: dict[str, str] | None = None) -> int:
+    """``run_daemon`` for every tenant of ``tenants_file`` (see there)."""
+    from hub.api import make_app
+    from hub.logs import configure_logging
+    from hub.metrics import label_tenants
+    from hub.service import TenantServices, admin_settings
+    from hub.tenants import check_apart, load_deployment
+
+    deployment = load_deployment(tenants_file, check=False)
+    configs = check_apart(deployment)
+    admin = admin_settings(HubConfig(path=deployment.path, admin=deployment.admin, environ=environ))
+    secrets = [s for c in configs.values() for s in c.secret_values()] + ([admin.token.reveal()] if admin.token else [])
+    configure_logging(fmt=deployment.logging.get("format", "console"), level=deployment.logging.get("level", "info"),
+                      secrets=secrets)
+    label_tenants(True)
+    services = {name: Service(tenant=tenant) for name, tenant in sorted(deployment.tenants.items())}
+    for name, service in services.items():
+        if admin.token is None and service.token is None:
+            raise ConfigError(f"no token opens tenant {name!r}'s admin API paths", file=deployment.file,
+                              key="admin.token_env", fix=f"set a deployment token in [admin] of {deployment.file}, or "
+                                                         f"an [admin] token_env in {service.config.file}")
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    jobs: dict[str, list[Job]] = {}
+    for name, service in services.items():
+        jobs[name] = parse_schedule(service.config, service.streams)
+        add_jobs(scheduler, service, jobs[name], prefix=f"{name}/")
+    listen(scheduler)
+    return _serve(make_app(TenantServices.of(services, admin.token)), admin, list(services.values()), scheduler,
+                  file=deployment.file, no_jobs=not any(jobs.values()), tenants=sorted(services))
+
+
+def _serve(app, admin, services: list[Service], scheduler: BackgroundScheduler, *, file: str, no_jobs: bool,
+           tenants: list[str] | None = None) -> int:
+    """Serve the admin API and run the scheduler until a signal (see ``run_daemon``)."""
+    from hub.api import serve_api
+
     try:
-        server = serve_api(make_app(service), admin.host, admin.port)
+        server = serve_api(app, admin.host, admin.port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {admin.host}:{admin.port}: {exc.strerror or exc}",
-                          file=service.config.file, key="admin.port",
+                          file=file, key="admin.port",
                           fix="stop the daemon already running there, or choose another port") from None
     api = threading.Thread(target=server.run, name="admin-api", daemon=True)
     done = threading.Event()
 
     def on_signal(signum, frame):
         log.info("daemon.stopping", signal=signal.Signals(signum).name)
-        service.stop.set()
+        for service in services:
+            service.stop.set()
         done.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         api.start()
         scheduler.start()
-        log.info("daemon.started", admin=admin.url, jobs=sorted(j.id for j in scheduler.get_jobs()),
-                 config=service.config.file)
-        if not jobs:
+        log.info("daemon.started", admin=admin.url, jobs=sorted(j.id for j in scheduler.get_jobs()), config=file,
+                 **({"tenants": tenants} if tenants is not None else {}))
+        if no_jobs:
             log.warning("daemon.no_jobs", fix="add [[schedule.jobs]] to the config")
         while not done.wait(1.0):   # a timeout keeps the main thread responsive to signals
             pass
     finally:
-        service.stop.set()
+        for service in services:
+            service.stop.set()
         if scheduler.running:
             scheduler.shutdown(wait=True)
-        service.join()
+        for service in services:
+            service.join()
         server.close()
         api.join(timeout=10)
         for s, handler in previous.items():

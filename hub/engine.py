@@ -91,7 +91,7 @@ class Hub:
                  clock: Callable[[], datetime] | None = None):
         self.config = config
         self.pm = pm or get_plugin_manager()
-        self.store = store or Store(config.database)
+        self.store = store or open_store(config)
         self.mappings = mappings or load_mappings(config.mappings)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         from hub.notify import notify_settings
@@ -450,12 +450,39 @@ class LockedError(HubError):
                          f"try again when it ends")
 
 
-def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, period: str | None = None,
-              connectors: Iterable[str] | None = None, streams: Iterable[str] | None = None,
-              clients: Iterable[str] = (), full: bool = False, stop: threading.Event | None = None,
-              run_id: str | None = None, holder: str = "cli",
-              progress: Callable[[dict], None] | None = None, actions: Iterable[str] | None = None,
-              trigger: str = "cli", job: str | None = None) -> RunReport:
+def open_store(config: HubConfig) -> Store:
+    """The store of the config's tenant: its own SQLite file, or its own schema of a PostgreSQL
+    database (``hub.tenants.schema_of``; the default tenant's is ``public``)."""
+    from hub.tenants import schema_of
+    schema = schema_of(config.tenant)
+    if schema is not None and str(config.database).startswith(("postgresql://", "postgres://")):
+        return Store(config.database, schema=schema)
+    return Store(config.database)
+
+
+def lock_holder_of(hub: Hub, holder: str, run_id: str | None) -> str:
+    """The run lock's holder: who, which run, which process and thread; a tenant other than the
+    default is named first (``acme/daemon:invoices:...``). The lock itself lives in the tenant's
+    own store, so one tenant's run never waits for another's."""
+    name = f"{holder}:{run_id or 'run'}:{os.getpid()}:{threading.get_ident()}"
+    tenant = getattr(hub.config, "tenant", "default")
+    return name if tenant == "default" else f"{tenant}/{name}"
+
+
+def sync_once(hub: Hub, **kwargs: Any) -> RunReport:
+    """``run_once`` under the hub's tenant: its metrics labelled and its log lines bound with it
+    (``hub.logs.tenant_scope``). See ``run_once`` for the arguments."""
+    from hub.logs import tenant_scope
+    with tenant_scope(getattr(hub.config, "tenant", "default")):
+        return run_once(hub, **kwargs)
+
+
+def run_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, period: str | None = None,
+             connectors: Iterable[str] | None = None, streams: Iterable[str] | None = None,
+             clients: Iterable[str] = (), full: bool = False, stop: threading.Event | None = None,
+             run_id: str | None = None, holder: str = "cli",
+             progress: Callable[[dict], None] | None = None, actions: Iterable[str] | None = None,
+             trigger: str = "cli", job: str | None = None) -> RunReport:
     """Pull, plan and (unless ``dry_run``) push; record the run; tell the plugins it finished.
 
     A run that pulls or pushes takes the store's run lock, so that two never overlap whoever
@@ -477,7 +504,7 @@ def sync_once(hub: Hub, *, dry_run: bool = False, pull_first: bool = True, perio
     mode = "plan" if not pull_first else ("dry-run" if dry_run else "sync")
     lock_holder = None
     if pull_first:
-        lock_holder = f"{holder}:{run_id or 'run'}:{os.getpid()}:{threading.get_ident()}"
+        lock_holder = lock_holder_of(hub, holder, run_id)
         taken = hub.store.acquire_lock(LOCK, lock_holder)
         if taken is not None:
             if run_id:   # a run someone was promised (an API 202) says why it did not happen

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import structlog
 
@@ -79,3 +80,18 @@ def configure_logging(*, fmt: str = "console", level: str = "info", secrets: Ite
     root.setLevel(number)
     logging.getLogger("apscheduler").setLevel(max(number, logging.WARNING))
     logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def tenant_scope(tenant: str) -> Iterator[None]:
+    """Everything inside is the tenant's: its metrics are counted under ``tenant`` and, in a
+    deployment serving tenants (or for a tenant other than the default), every log line carries
+    ``tenant`` (bound in structlog's context variables). A single hub's lines stay as they were."""
+    from hub.metrics import tenant_context, tenants_labelled
+    bind = tenant != "default" or tenants_labelled()
+    with tenant_context(tenant):
+        if bind:
+            with structlog.contextvars.bound_contextvars(tenant=tenant):
+                yield
+        else:
+            yield

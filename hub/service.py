@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from hub.config import HubConfig, Secret, load_config
-from hub.engine import LOCK, Hub, LockedError, run_status, sync_once
+from hub.engine import LOCK, Hub, LockedError, open_store, run_status, sync_once
 from hub.errors import ConfigError, HubError, UnavailableError
 from hub.logs import configure_logging
 from hub.periods import parse_period
@@ -372,15 +372,23 @@ class Service:
     Args:
         config_path: the TOML config; ``[admin]`` must give the token (``token_env`` or ``token_file``).
         environ: for tests; None means os.environ.
+        tenant: the ``hub.tenants.Tenant`` served (its config and its own secrets); ``config_path``
+            and ``environ`` are then the tenant's. Its ``[admin]`` token is optional (the
+            deployment's token opens it), and the deployment configures the logging once.
     """
 
-    def __init__(self, config_path: str | Path, *, environ: dict[str, str] | None = None):
+    def __init__(self, config_path: str | Path | None = None, *, environ: dict[str, str] | None = None,
+                 tenant=None):
+        self.tenant = tenant
+        if tenant is not None:
+            config_path = tenant.config_path
         self.config_path = str(config_path)
         self.environ = environ
-        self.config = load_config(config_path, environ=environ)
-        configure_logging(fmt=self.config.logging.get("format", "console"),
-                          level=self.config.logging.get("level", "info"), secrets=self.config.secret_values())
-        self.admin = admin_settings(self.config, require_token=True)
+        self.config = self._load()
+        if tenant is None:
+            configure_logging(fmt=self.config.logging.get("format", "console"),
+                              level=self.config.logging.get("level", "info"), secrets=self.config.secret_values())
+        self.admin = admin_settings(self.config, require_token=tenant is None)
         self.keep_runs = keep_runs(self.config)   # a bad [schedule] keep_runs fails now
         self.stop = threading.Event()          # set on shutdown: runs stop after their current page
         self._busy = threading.Lock()          # held while a run of this process is in flight
@@ -397,16 +405,25 @@ class Service:
         self._local = threading.local()        # each serving thread's store (a SQLite connection serves one thread)
         # Set by the daemon: whether the scheduler runs, and each job's next run time.
         self.scheduler_info: Callable[[], dict[str, Any]] = lambda: {"running": False, "jobs": {}}
-        hub = self.open_hub()                  # fails now, not at the first run, on a bad connector
-        try:
-            configured_max_ages(self.config, self.streams)   # a bad [health] key fails now too
-            self.abandoned = mark_abandoned(hub)
-        finally:
-            hub.close()
+        from hub.logs import tenant_scope
+        with tenant_scope(self.config.tenant):
+            hub = self.open_hub()              # fails now, not at the first run, on a bad connector
+            try:
+                configured_max_ages(self.config, self.streams)   # a bad [health] key fails now too
+                self.abandoned = mark_abandoned(hub)
+            finally:
+                hub.close()
 
     @property
     def token(self) -> Secret:
         return self.admin.token
+
+    def _load(self) -> HubConfig:
+        """The config, read again (a tenant's with its own secrets, its secrets file read again, and its name)."""
+        if self.tenant is not None:
+            self.environ = self.tenant.environ()
+            return self.tenant.load_config(environ=self.environ)
+        return load_config(self.config_path, environ=self.environ)
 
     # --- the process's hub -----------------------------------------------------------------------
 
@@ -420,6 +437,8 @@ class Service:
                 return (str(path), None)
             return (str(path), st.st_mtime_ns, st.st_size)
         out = [stat(Path(self.config_path))]
+        if self.tenant is not None and self.tenant.secrets_file is not None:
+            out.append(stat(self.tenant.secrets_file))   # a rotated secret rebuilds the connectors
         folder = Path(self.config.mappings)
         out.append(stat(folder))
         if folder.is_dir():
@@ -440,7 +459,7 @@ class Service:
                 return shared
             from hub.mappings import load_mappings
             from hub.plugins import get_plugin_manager
-            config = self.config if shared is None else load_config(self.config_path, environ=self.environ)
+            config = self.config if shared is None else self._load()
             if shared is not None:
                 keep_runs(config)
             fingerprint = self._fingerprint()   # read before building: a change meanwhile rebuilds again
@@ -471,7 +490,7 @@ class Service:
         """A Hub for the calling thread on the process's shared plugins, mappings and connectors,
         with its own store (a SQLite connection serves one thread); close it after."""
         shared = self._refresh()
-        return _SharedHub(shared, Store(shared.config.database))
+        return _SharedHub(shared, open_store(shared.config))
 
     def shared_hub(self) -> Hub:
         """The calling thread's hub, kept open for the thread's next request (the admin API's
@@ -481,7 +500,7 @@ class Service:
         if hub is None or hub.shared is not shared:
             if hub is not None:
                 hub.store.close()
-            hub = _SharedHub(shared, Store(shared.config.database), keep_open=True)
+            hub = _SharedHub(shared, open_store(shared.config), keep_open=True)
             self._local.hub = hub
         return hub
 
@@ -543,6 +562,11 @@ class Service:
         return run_id
 
     def _run_triggered(self, run_id: str, kwargs: dict[str, Any], trigger: str = "api") -> None:
+        from hub.logs import tenant_scope
+        with tenant_scope(self.config.tenant):
+            self._run_triggered_here(run_id, kwargs, trigger)
+
+    def _run_triggered_here(self, run_id: str, kwargs: dict[str, Any], trigger: str = "api") -> None:
         try:
             self._run(run_id, "resync", kwargs, trigger=trigger)
         finally:
@@ -550,6 +574,12 @@ class Service:
             self._busy.release()
 
     def run_job(self, name: str, scope: dict[str, Any], wait: float = 0.0) -> str | None:
+        """``run_job_here`` under the service's tenant (its log lines and metrics labelled)."""
+        from hub.logs import tenant_scope
+        with tenant_scope(self.config.tenant):
+            return self.run_job_here(name, scope, wait)
+
+    def run_job_here(self, name: str, scope: dict[str, Any], wait: float = 0.0) -> str | None:
         """Run a scheduled job now; return its run id, or None when it was skipped.
 
         ``scope`` is already checked (``normalize_scope``). When another run of this process is in
@@ -690,3 +720,34 @@ class Service:
         return {"pid": os.getpid(), "stopping": self.stop.is_set(),
                 "scheduler": {"running": info["running"], "jobs": jobs},
                 "current_run": current, "connectors": connectors}
+
+
+class TenantServices:
+    """The services of a deployment's tenants, as the admin API and the daemon see them.
+
+    ``services``: tenant name -> Service; ``token``: the deployment token (a Secret, or None), which
+    opens every tenant's paths; ``unprefixed``: the tenant the paths without ``/tenants/<name>``
+    serve (the ``default`` tenant, or the only one; None when there are several and none is
+    ``default``). A single hub is ``TenantServices.single(service)``: its token opens its paths."""
+
+    def __init__(self, services: dict[str, Any], token: Secret | None = None, unprefixed: str | None = None):
+        self.services, self.token, self.unprefixed = dict(services), token, unprefixed
+
+    @classmethod
+    def single(cls, service) -> "TenantServices":
+        name = getattr(getattr(service, "config", None), "tenant", None) or "default"
+        return cls({name: service}, None, name)
+
+    @classmethod
+    def of(cls, services: dict[str, Any], token: Secret | None = None) -> "TenantServices":
+        unprefixed = "default" if "default" in services else (next(iter(services)) if len(services) == 1 else None)
+        return cls(services, token, unprefixed)
+
+    def tokens(self, name: str) -> list[str]:
+        """The tokens that open tenant ``name``: the deployment's and the tenant's own."""
+        out = [self.token.reveal()] if self.token is not None else []
+        service = self.services.get(name)
+        own = getattr(service, "token", None) if service is not None else None
+        if own is not None:
+            out.append(own.reveal())
+        return out
