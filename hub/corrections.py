@@ -298,9 +298,9 @@ def _brief(row: dict) -> dict:
 
 def push_corrections(hub: "Hub", client_id: str, kinds: Iterable[str] = KINDS, *, holder: str = "cli") -> "RunReport":
     """Send the client's recorded corrections now (under the run lock), as the next sync would."""
-    from hub.engine import LOCK, LockedError, RunReport, push
+    from hub.engine import LOCK, LockedError, RunReport, lock_holder_of, push
     run_id, started = hub.store.start_run("correction")
-    lock_holder = f"{holder}:{run_id}"
+    lock_holder = lock_holder_of(hub, holder, run_id)
     taken = hub.store.acquire_lock(LOCK, lock_holder)
     if taken is not None:
         hub.store.finish_run(run_id, "refused", {}, [str(LockedError(taken))])
