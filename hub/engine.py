@@ -28,7 +28,7 @@ from hub.mappings import Mappings, load_mappings
 from hub.periods import Period, last_ended_period, parse_period
 from hub.plugins import broken_plugins, collect_connectors, get_plugin_manager
 from hub.store import (FAILED, HELD, PASS_COMPLETE, PASS_FAILED, PASS_STOPPED, PENDING, SENDING, SENT, Store,
-                       action_from_row)
+                       action_from_row, open_store)
 
 log = structlog.get_logger()
 
@@ -91,7 +91,7 @@ class Hub:
                  clock: Callable[[], datetime] | None = None):
         self.config = config
         self.pm = pm or get_plugin_manager()
-        self.store = store or Store(config.database)
+        self.store = store or open_store(config)
         self.mappings = mappings or load_mappings(config.mappings)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         from hub.notify import notify_settings

@@ -958,6 +958,14 @@ class Store:
             "where c.client_id = ? and c.kind = 'invoice_void' and a.status = ?", [client_id, SENT]))
 
 
+def open_store(config) -> Store:
+    """The store a config names: its ``database`` (a SQLite file or a PostgreSQL URL), in its
+    tenant's schema on PostgreSQL, with its ``database_password``."""
+    from hub.tenants import schema_of
+    password = config.database_password.reveal() if getattr(config, "database_password", None) is not None else None
+    return Store(config.database, schema=schema_of(config.tenant), password=password)
+
+
 def system_user() -> str:
     try:
         import getpass

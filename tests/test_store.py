@@ -1,0 +1,417 @@
+"""One store suite, run against both backends: the SQLite file (the embedded default) and a
+PostgreSQL schema on a real server (the session's ``postgres`` fixture). Every public method
+family of the Store, and what must hold across processes: one lock holder, one sender per action."""
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hub.records import Action, Alert, Client, Device, ProductLine, Ticket, TimeEntry
+from hub.store import CANCELLED, FAILED, HELD, PENDING, SENDING, SENT, Store
+
+T0 = datetime(2026, 10, 3, 8, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    """The database of one test: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "hub.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(database):
+    s = Store(database)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def other(database, store):
+    """A second Store on the same database: another connection, as another process has."""
+    s = Store(database)
+    yield s
+    s.close()
+
+
+def device(i, client="1", status="approved", name=None, **kw):
+    return Device("ninjaone", str(i), client, name or f"pc-{i}", "WINDOWS_WORKSTATION", status,
+                  created_at=T0, last_contact=T0 + timedelta(hours=i), **kw)
+
+
+def invoice(key="invoice:acme:2026-10", client="acme", period="2026-10", total=1200):
+    return Action(key, "invoice", "stripe", client, {"lines": [{"code": "tier:gold:workstation", "amount": total}]},
+                  period)
+
+
+# --- pages, cursors and records ----------------------------------------------------------------
+
+
+def test_a_page_and_its_cursor_are_stored_together_and_upserted(store):
+    n = store.write_page("devices", [device(1), device(2, client="2")], "ninjaone", "devices", {"after": 2},
+                         rejected=[("99", "no organization")])
+    assert n == 2 and store.count("devices") == 2
+    assert store.get_cursor("ninjaone", "devices") == {"after": 2}
+    store.write_page("devices", [device(1, name="renamed")], "ninjaone", "devices", {"after": 3},
+                     rejected=[("99", "still no organization")])
+    assert store.count("devices") == 2
+    assert [d.name for d in store.iter_devices("ninjaone")] == ["renamed", "pc-2"]
+    assert store.cursors()[0]["cursor"] == {"after": 3}
+    rejected = list(store.db.query("select source_id, error from rejected_records"))
+    assert rejected == [{"source_id": "99", "error": "still no organization"}]
+    assert store.get_cursor("ninjaone", "other") is None
+
+
+def test_records_read_back_with_their_types(store):
+    entry = TimeEntry("cw", "7", "c1", "jdoe", T0, T0 + timedelta(hours=1), "1.25", "billable", "remote", "tech",
+                      ticket_id="55", hourly_rate=12000, invoiced=True, notes="fixed it", updated_at=T0)
+    product = ProductLine("cw", "8", "c1", "SSD", "disk", "2", 9900, "EUR", "billable", invoiced=False)
+    ticket = Ticket("cw", "9", "c1", "alert:1", "disk full", "NOC", "New", closed=False, touched=True)
+    store.write_page("time_entries", [entry], "cw", "time_entries", None)
+    store.write_page("products", [product], "cw", "products", None)
+    store.write_page("tickets", [ticket], "cw", "tickets", None)
+    store.write_page("devices", [device(3, os_name="Windows 11", serial_number="007")], "ninjaone", "devices", None)
+    got = next(store.iter_records("time_entries", "cw"))
+    assert got == entry and got.invoiced is True and isinstance(got.hourly_rate, int)
+    assert got.started_at.tzinfo is not None
+    assert next(store.iter_records("products", "cw")) == product
+    back = next(store.iter_records("tickets", "cw"))
+    assert back == ticket and back.closed is False and back.touched is True
+    d = store.record_by_id("devices", "ninjaone", "3")
+    assert d == device(3, os_name="Windows 11", serial_number="007") and d.serial_number == "007"
+    assert store.record_by_id("devices", "ninjaone", "4") is None
+    # Text that looks like a number stays text.
+    assert store.rows("devices")[0]["source_id"] == "3" and store.rows("tickets")[0]["closed"] == 0
+
+
+def test_iteration_filters_orders_and_counts(store):
+    store.write_page("clients", [Client("ninjaone", "1", "Acme", T0, country="FR"), Client("ninjaone", "2", "Beta")],
+                     "ninjaone", "organizations", None)
+    # Keys sort bytewise on both backends ("10" before "9", upper case before lower case).
+    store.write_page("devices", [device(9), device(10), device(11, client="2", status="pending"),
+                                 device(12, client="3")], "ninjaone", "devices", None)
+    assert [d.source_id for d in store.iter_devices("ninjaone")] == ["10", "11", "12", "9"]
+    assert [d.source_id for d in store.iter_devices("ninjaone", "1")] == ["10", "9"]
+    assert [d.source_id for d in store.iter_records("devices", "ninjaone", where="approval_status = ? and name like ?",
+                                                    args=["approved", "pc-1%"])] == ["10", "12"]
+    assert [c.name for c in store.iter_clients()] == ["Acme", "Beta"]
+    assert next(store.iter_records("clients", "ninjaone")).country == "FR"
+    assert store.sources("devices") == ["ninjaone"] and store.sources("alerts") == []
+    assert store.device_counts() == {("ninjaone", "1"): 2, ("ninjaone", "2"): 1, ("ninjaone", "3"): 1}
+    assert store.orphans("devices", "ninjaone") == [{"source_id": "12", "client_source_id": "3"}]
+
+
+def test_a_complete_page_marks_the_rest_of_the_source_inactive(store):
+    def alert(uid):
+        return Alert("ninjaone", uid, "1", "5", "pc-5", "WINDOWS_SERVER", "CONDITION", "disk", "MAJOR", "HIGH", "full")
+    store.write_page("alerts", [alert("a"), alert("b")], "ninjaone", "alerts", None, complete=True)
+    store.write_page("alerts", [alert("b")], "ninjaone", "alerts", None, complete=True)
+    assert [a.source_id for a in store.iter_records("alerts", "ninjaone", where="active = 1")] == ["b"]
+    assert {r["source_id"]: r["active"] for r in store.rows("alerts")} == {"a": 0, "b": 1}
+
+
+# --- links, locks ------------------------------------------------------------------------------
+
+
+def test_links(store):
+    assert store.get_link("acme", "stripe") is None
+    store.set_link("acme", "stripe", "cus_1")
+    store.set_link("acme", "stripe", "cus_2")
+    assert store.get_link("acme", "stripe") == "cus_2"
+
+
+def test_the_lock_has_one_holder_until_released_or_stale(store, other):
+    assert store.acquire_lock("sync", "first") is None
+    taken = other.acquire_lock("sync", "second")
+    assert taken["holder"] == "first" and isinstance(taken["pid"], int)
+    store.heartbeat("sync", "first")
+    other.release_lock("sync", "second")          # not the holder: nothing happens
+    assert store.lock_info("sync")["holder"] == "first"
+    store.release_lock("sync", "first")
+    assert other.acquire_lock("sync", "second") is None
+    # A holder silent for longer than stale_after is presumed dead.
+    assert store.acquire_lock("sync", "third", stale_after=0.0) is None
+    assert other.lock_info("sync")["holder"] == "third"
+
+
+def test_a_dead_holders_lock_is_taken_over(store):
+    store.acquire_lock("sync", "crashed")
+    with store.db.atomic():
+        store.db.execute("update locks set pid = ? where name = ?", [999999999, "sync"])
+    assert store.acquire_lock("sync", "next") is None
+
+
+def race(database, n, fn):
+    """``fn(store, i)`` in ``n`` threads, each with its own Store on ``database`` (its own
+    connection, as a process has), all released at once; their results by i."""
+    barrier, out = threading.Barrier(n), {}
+
+    def run(i):
+        s = Store(database)
+        try:
+            barrier.wait()
+            out[i] = fn(s, i)
+        finally:
+            s.close()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == n, "a racer failed"
+    return out
+
+
+def test_stores_racing_for_the_lock_get_one_holder(database, store):
+    for round_ in range(5):
+        got = race(database, 6, lambda s, i: s.acquire_lock("sync", f"holder-{round_}-{i}"))
+        winners = [i for i, r in got.items() if r is None]
+        assert len(winners) == 1, got
+        assert all(r["holder"] == f"holder-{round_}-{winners[0]}" for r in got.values() if r is not None)
+        assert store.lock_info("sync")["holder"] == f"holder-{round_}-{winners[0]}"
+        store.release_lock("sync", f"holder-{round_}-{winners[0]}")
+
+
+# --- the outbox --------------------------------------------------------------------------------
+
+
+def test_the_outbox_life_cycle(store):
+    row = store.record_action(invoice(), "run1", ledger=[("device", "ninjaone:1", "1", 600),
+                                                         ("device", "ninjaone:2", "1", 600)],
+                              snapshot=[{"code": "tier:gold:workstation", "quantity": "2"}],
+                              block={"client_id": "acme", "agreement": "7", "number": 2, "hours": "10", "rate": 9000,
+                                     "started_at": "2026-10-01", "source": "renewal"})
+    assert (row["status"], row["attempts"], row["payload"]["lines"][0]["amount"]) == (PENDING, 0, 1200)
+    assert row["approved"] == 0 and row["progress"] == {} and row["details"] == {}
+    assert store.billed_item_ids("acme") == {"ninjaone:1", "ninjaone:2"}
+    assert store.billed_item_ids("acme", exclude_key=invoice().key) == frozenset()
+    assert store.billed_item_ids("acme", kinds=["time"]) == frozenset()
+    assert store.get_snapshot("acme", "2026-10") == [{"code": "tier:gold:workstation", "quantity": "2"}]
+    assert [b["number"] for b in store.blocks("acme", "7")] == [2] and store.blocks("acme", "7")[0]["rate"] == 9000
+    # Planned again before any attempt: the new payload and ledger replace the old.
+    store.record_action(invoice(total=600), "run2", ledger=[("device", "ninjaone:1", "1", 600)],
+                        block={"client_id": "acme", "agreement": "7", "number": 2, "hours": "99", "rate": 1,
+                               "started_at": "2026-10-01", "source": "renewal"})
+    assert store.get_action(invoice().key)["payload"]["lines"][0]["amount"] == 600
+    assert store.billed_item_ids("acme") == {"ninjaone:1"}
+    assert store.blocks("acme", "7")[0]["hours"] == "10"          # a sold block is never rewritten
+    assert store.mark_sending(invoice().key) == 0
+    store.save_progress(invoice().key, {"customer": "cus_1"})
+    store.mark_failed(invoice().key, "timeout")
+    failed = store.get_action(invoice().key)
+    assert (failed["status"], failed["attempts"], failed["last_error"], failed["progress"]) == \
+        (FAILED, 1, "timeout", {"customer": "cus_1"})
+    # Attempted: a new plan does not change what may be at the vendor.
+    store.record_action(invoice(total=1), "run3", ledger=[])
+    assert store.get_action(invoice().key)["payload"]["lines"][0]["amount"] == 600
+    assert store.mark_sending(invoice().key) == 1
+    store.mark_sent(invoice().key, "in_1", "invoice in_1", {"number": "F-1", "adopted": False})
+    sent = store.get_action(invoice().key)
+    assert (sent["status"], sent["vendor_id"], sent["details"], sent["last_error"]) == \
+        (SENT, "in_1", {"adopted": False, "number": "F-1"}, None)
+    assert store.retry_action(invoice().key)["status"] == SENT
+    assert store.cancel_action(invoice().key)["status"] == SENT
+    assert store.previous_invoice("acme", "2026-11") == ("2026-10", [{"code": "tier:gold:workstation",
+                                                                      "quantity": "2"}])
+    assert store.sent_per_period("invoice", "invoice:acme") == {"2026-10": 1}
+    assert store.count_by_status("actions") == {SENT: 1}
+    assert [a["key"] for a in store.actions(status=SENT, kind="invoice")] == [invoice().key]
+    assert store.actions(status=PENDING) == [] and store.get_action("nope") is None
+
+
+def test_held_approved_retried_and_cancelled(store):
+    store.record_action(invoice(), "run1")
+    store.mark_failed(invoice().key, "over the guardrail", status=HELD)
+    assert store.approved_keys() == frozenset()
+    row = store.approve(invoice().key, who="ops@msp", why="checked")
+    assert (row["status"], row["approved"]) == (PENDING, 1)
+    assert store.approved_keys() == {invoice().key}
+    assert [(a["target"], a["who"], a["why"]) for a in store.approvals(invoice().key)] == \
+        [(invoice().key, "ops@msp", "checked")]
+    assert store.approve("nope") is None
+    assert store.cancel_action(invoice().key)["status"] == CANCELLED
+    assert store.billed_item_ids("acme") == frozenset()
+    assert store.retry_action(invoice().key)["status"] == PENDING
+
+
+def test_one_of_several_stores_claims_an_action(database, store):
+    store.record_action(invoice(), "run1")
+    got = race(database, 6, lambda s, i: s.claim_action(invoice().key, PENDING, 0))
+    assert sorted(got.values(), key=str) == [0, None, None, None, None, None]
+    row = store.get_action(invoice().key)
+    assert (row["status"], row["attempts"]) == (SENDING, 1)
+    # A claim by what was read before: stale once another took it.
+    assert store.claim_action(invoice().key, PENDING, 0) is None
+    assert store.claim_action(invoice().key, SENDING, 1) == 1
+    store.mark_sent(invoice().key, "in_1", "sent")
+    assert store.claim_action(invoice().key, SENT, 2) is None
+
+
+def test_adopted_tickets(store):
+    for key, adopted in (("ticket:a", True), ("ticket:b", False), ("ticket:c", None)):
+        store.record_action(Action(key, "ticket", "cw", "acme", {}), "run1")
+        store.mark_sending(key)
+        store.mark_sent(key, key[-1] + "1", "ticket", {"adopted": adopted} if adopted is not None else None)
+    assert store.adopted_tickets("cw") == {"a1"}
+
+
+# --- stream passes, approvals, runs --------------------------------------------------------------
+
+
+def test_stream_passes_and_their_states(store):
+    run, _ = store.start_run("sync")
+    ids = [store.record_pass("ninjaone", "devices", run, "t0", "complete", 10, sweep_count=10),
+           store.record_pass("ninjaone", "devices", run, "t1", "failed", 3, error="500 " * 1000),
+           store.record_pass("ninjaone", "alerts", run, "t1", "complete", 2)]
+    assert ids == sorted(ids) and len(set(ids)) == 3 and all(isinstance(i, int) for i in ids)
+    states = store.stream_states()
+    devices = states[("ninjaone", "devices")]
+    assert (devices["last"]["id"], devices["last_complete"]["id"], devices["last_failed"]["id"],
+            devices["last_sweep"]["id"]) == (ids[1], ids[0], ids[1], ids[0])
+    assert len(devices["last_failed"]["error"]) == 2000
+    assert states[("ninjaone", "alerts")]["last_sweep"] is None
+    assert [p["id"] for p in store.stream_passes("ninjaone", limit=2)] == [ids[2], ids[1]]
+    assert [p["id"] for p in store.stream_passes(stream="devices")] == [ids[1], ids[0]]
+
+
+def test_approvals_by_target(store):
+    first = store.record_approval("pass:1", "ops", "looked")
+    store.record_approval("run:2", "ops")
+    assert [a["target"] for a in store.approvals()] == ["pass:1", "run:2"]
+    assert [a["at"] for a in store.approvals("pass:1")] == [first["at"]]
+    assert all(isinstance(a["id"], int) for a in store.approvals())
+
+
+def test_runs_their_origin_abandonment_and_pruning(store):
+    old, _ = store.start_run("sync", trigger="cron", job="nightly", scope={"connectors": ["ninjaone"]})
+    store.record_pass("ninjaone", "devices", old, "t0", "complete", 1)
+    store.record_pass("ninjaone", "devices", old, "t1", "complete", 1)
+    store.finish_run(old, "ok", {"pushed": 2}, [])
+    newer, _ = store.start_run("plan", trigger="cli")
+    store.finish_run(newer, "ok", {}, ["warning"])
+    running, _ = store.start_run("sync")
+    got = store.get_run(old)
+    assert (got["trigger"], got["job"], got["scope"], got["counts"], got["pid"]) == \
+        ("cron", "nightly", '{"connectors": ["ninjaone"]}', '{"pushed": 2}', got["pid"])
+    assert isinstance(got["pid"], int)
+    assert [r["id"] for r in store.runs(limit=2)][0] in (running, newer) and len(store.runs()) == 3
+    assert store.count_by_status("runs") == {"ok": 2, "running": 1}
+    # The run's process is alive (this one): not abandoned, unless the lock says so.
+    assert store.mark_abandoned_runs() == []
+    assert store.mark_abandoned_runs(lock_held=True, keep=running) == []
+    other, _ = store.start_run("sync")
+    assert store.mark_abandoned_runs(lock_held=True, keep=running) == [other]
+    assert store.get_run(other)["status"] == "abandoned"
+    # Pruning keeps running runs and each stream's latest pass of every kind.
+    pruned = store.prune_runs(datetime.now(timezone.utc) + timedelta(seconds=1))
+    assert pruned == {"runs": 3, "stream_passes": 1}     # the older of two complete passes
+    assert store.get_run(running) is not None and store.get_run(old) is None
+    assert len(store.stream_passes()) == 1
+
+
+# --- notifications -----------------------------------------------------------------------------
+
+
+def test_notifications(store):
+    store.record_notification("invoice:x", "held", "f1", {"why": "guardrail"}, "t1", run_id="r1")
+    store.record_notification("invoice:x", "held", "f1", {"why": "guardrail"}, "t2")
+    n = store.get_notification("invoice:x")
+    assert (n["first_sent_at"], n["last_sent_at"], n["sends"], n["item"]) == ("t1", "t2", 2, {"why": "guardrail"})
+    store.record_notification("invoice:x", "held", "f2", {"why": "other"}, "t3")
+    assert (store.get_notification("invoice:x")["first_sent_at"], store.get_notification("invoice:x")["sends"]) == \
+        ("t3", 1)
+    store.record_notification("stream:a.b", "stream", "f", {}, "t3")
+    store.touch_notifications(["invoice:x", "stream:a.b"], "t4")
+    assert [(n["subject"], n["last_sent_at"], n["sends"]) for n in store.notifications()] == \
+        [("invoice:x", "t4", 2), ("stream:a.b", "t4", 2)]
+    store.forget_notifications(iter(["invoice:x"]))
+    assert [n["subject"] for n in store.notifications()] == ["stream:a.b"]
+    assert store.get_notification("invoice:x") is None
+
+
+# --- what each invoice billed: snapshots, device approvals, corrections ------------------------
+
+
+def test_snapshots_of_earlier_periods(store):
+    for period in ("2026-08", "2026-09", "2026-10"):
+        store.record_action(invoice(f"invoice:acme:{period}", period=period), "r",
+                            snapshot=[{"code": "x", "period": period}])
+    store.cancel_action("invoice:acme:2026-09")
+    snaps = store.invoice_snapshots("acme", before="2026-10")
+    assert [(s["period"], s["status"], s["attempts"], s["lines"]) for s in snaps] == \
+        [("2026-08", PENDING, 0, [{"code": "x", "period": "2026-08"}])]
+    assert store.invoice_snapshots("acme", before="2026-11", exclude_key="invoice:acme:2026-10")[0]["period"] == \
+        "2026-08"
+    assert store.get_snapshot("acme", "2026-09") is None
+    assert store.snapshot_lines("invoice:acme:2026-10") == [{"code": "x", "period": "2026-10"}]
+    assert store.snapshot_lines("nope") is None
+
+
+def test_device_approvals_are_noted_once(store):
+    t = [(T0 + timedelta(days=i)).isoformat() for i in range(5)]
+    store.write_page("devices", [device(1), device(2, status="pending"), device(3, client="2", status="pending")],
+                     "ninjaone", "devices", None)
+    assert store.note_device_approvals(t[1]) == 0
+    store.write_page("devices", [device(2), device(3, client="2")], "ninjaone", "devices", None)
+    assert store.note_device_approvals(t[2], source="ninjaone", client_source_id="1") == 1
+    assert store.note_device_approvals(t[3]) == 1
+    assert store.note_device_approvals(t[4]) == 0
+    seen = store.approvals_seen("ninjaone")
+    assert {k: (v["first_status"], v["approved_seen_at"]) for k, v in seen.items()} == {
+        "1": ("approved", None), "2": ("pending", T0 + timedelta(days=2)), "3": ("pending", T0 + timedelta(days=3))}
+    assert all(v["noted_at"] for v in seen.values())
+    assert set(store.approvals_seen("ninjaone", "2")) == {"3"}
+
+
+def test_device_approval_times_read_back_as_datetimes(store):
+    store.write_page("devices", [device(2, status="pending")], "ninjaone", "devices", None)
+    store.note_device_approvals(T0.isoformat())
+    store.write_page("devices", [device(2)], "ninjaone", "devices", None)
+    store.note_device_approvals((T0 + timedelta(days=1)).isoformat())
+    assert store.approvals_seen("ninjaone")["2"]["approved_seen_at"] == T0 + timedelta(days=1)
+
+
+def test_corrections_and_what_they_free(store):
+    store.record_action(invoice(), "r", ledger=[("device", "ninjaone:1", "1", 600), ("time", "cw:7", "1", 600)])
+    store.mark_sending(invoice().key)
+    store.mark_sent(invoice().key, "in_1", "sent")
+    void = Action("invoice_void:acme:2026-10", "invoice_void", "stripe", "acme", {"invoice": "in_1"}, "2026-10")
+    c = store.record_correction(void, "r2", {"invoice_key": invoice().key, "kind": "invoice_void", "client_id": "acme",
+                                              "period": "2026-10", "requested_by": "ops", "reason": "wrong",
+                                              "amount": 1200, "currency": "EUR", "reissue_key": "invoice:acme:2026-10:r1",
+                                              "frees": "all"})
+    assert (c["status"], c["amount"], c["frees"], c["lines"]) == (PENDING, 1200, "all", None)
+    again = store.record_correction(void, "r3", {"invoice_key": "other", "kind": "invoice_void", "client_id": "acme",
+                                                  "requested_by": "x", "reason": "y"})
+    assert again["invoice_key"] == invoice().key                           # exactly once
+    credit = Action("credit_note:acme:2026-10", "credit_note", "stripe", "acme", {}, "2026-10")
+    store.record_correction(credit, "r4", {"invoice_key": invoice().key, "kind": "credit_note", "client_id": "acme",
+                                           "period": "2026-10", "requested_by": "ops", "reason": "one line",
+                                           "lines": ["time"], "frees": [["time", "cw:7"]],
+                                           "reissue_key": "invoice:acme:2026-10:r2"}, held="vetoed")
+    assert store.get_correction(credit.key)["status"] == HELD
+    assert [x["action_key"] for x in store.corrections(invoice().key)] == [void.key, credit.key]
+    assert [x["action_key"] for x in store.corrections(client_id="acme", period="2026-10")] == [void.key, credit.key]
+    assert store.freed_by_corrections("acme") == {} and store.voided_keys("acme") == frozenset()
+    assert store.live_billed_item_ids("acme") == {"ninjaone:1", "cw:7"}
+    store.approve(credit.key)
+    store.mark_sending(credit.key)
+    store.mark_sent(credit.key, "cn_1", "credit note")
+    assert store.freed_by_corrections("acme") == {invoice().key: {("time", "cw:7")}}
+    assert store.live_billed_item_ids("acme") == {"ninjaone:1"}
+    store.mark_sending(void.key)
+    store.mark_sent(void.key, "in_1", "voided")
+    assert store.freed_by_corrections("acme") == {invoice().key: "all"}
+    assert store.live_billed_item_ids("acme") == frozenset() and store.voided_keys("acme") == {invoice().key}
+
+
+def test_a_store_reopened_keeps_everything(database, store):
+    store.record_action(invoice(), "r")
+    store.close()
+    again = Store(database)
+    try:
+        assert again.get_action(invoice().key)["status"] == PENDING
+    finally:
+        again.close()
