@@ -325,9 +325,11 @@ def sync_schema(db: PostgresDatabase, migrations, data_steps: dict[str, Callable
     schema (the sync adds, it never alters or drops).
     """
     names = [m.name for m in migrations._migrations]
-    db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (migration_set text COLLATE \"C\" NOT NULL, "
-               f"name text COLLATE \"C\" NOT NULL, applied_at text COLLATE \"C\" NOT NULL, "
-               f"PRIMARY KEY (migration_set, name))")
+    if next(db.query("select to_regclass(?) as t", [f'"{db.schema}".{MIGRATIONS_TABLE}']))["t"] is None:
+        with db.exclusive("schema-sync"):   # CREATE ... IF NOT EXISTS races with itself: one at a time
+            db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (migration_set text COLLATE \"C\" NOT NULL, "
+                       f"name text COLLATE \"C\" NOT NULL, applied_at text COLLATE \"C\" NOT NULL, "
+                       f"PRIMARY KEY (migration_set, name))")
     applied = {r["name"] for r in db.query(f"select name from {MIGRATIONS_TABLE} where migration_set = ?",
                                            [migrations.name])}
     if all(n in applied for n in names):

@@ -415,3 +415,160 @@ def test_a_store_reopened_keeps_everything(database, store):
         assert again.get_action(invoice().key)["status"] == PENDING
     finally:
         again.close()
+
+
+def test_json_members_read_as_the_daemon_reads_them(store):
+    run, _ = store.start_run("sync")
+    store.finish_run(run, "ok", {"holder": "daemon:nightly", "pushed": 3}, [])
+    rows = store.db.query("select id from runs where json_extract(counts, '$.holder') = ?", ["daemon:nightly"])
+    assert [r["id"] for r in rows] == [run]
+
+
+# --- PostgreSQL only: schemas, the schema from the migrations, threads --------------------------
+
+
+def test_two_schemas_of_one_database_never_see_each_other(pg_url):
+    a, b = Store(pg_url, schema="tenant_a"), Store(pg_url, schema="tenant_b")
+    try:
+        a.write_page("devices", [device(1)], "ninjaone", "devices", {"after": 1})
+        a.record_action(invoice(), "r")
+        a.set_link("acme", "stripe", "cus_a")
+        assert b.count("devices") == 0 and b.get_action(invoice().key) is None and b.get_cursor("ninjaone", "devices") is None
+        assert b.get_link("acme", "stripe") is None
+        # The same keys in both, apart.
+        b.record_action(invoice(total=5), "r")
+        assert a.claim_action(invoice().key, PENDING, 0) == 0
+        assert b.get_action(invoice().key)["status"] == PENDING
+        assert b.get_action(invoice().key)["payload"]["lines"][0]["amount"] == 5
+        # The same lock name in both: two holders, one per schema.
+        assert a.acquire_lock("sync", "a") is None and b.acquire_lock("sync", "b") is None
+        # And nothing in public.
+        public = Store(pg_url)
+        try:
+            assert public.count("devices") == 0 and public.actions() == []
+        finally:
+            public.close()
+        names = {r["nspname"] for r in a.db.query("select nspname from pg_namespace where nspname like 'tenant_%'")}
+        assert names == {"tenant_a", "tenant_b"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_schema_is_made_from_the_sqlite_migrations(pg_url, tmp_path):
+    pg, lite = Store(pg_url), Store(str(tmp_path / "hub.db"))
+    try:
+        def columns(s, sql, args):
+            return {(r["t"], r["c"]) for r in s.db.query(sql, args)}
+        on_pg = columns(pg, "select table_name as t, column_name as c from information_schema.columns "
+                            "where table_schema = ? and table_name != ?", ["public", "_hub_migrations"])
+        on_lite = {(t, r[1]) for t in lite.db.table_names() if t != "_sqlite_migrations"
+                   for r in lite.db.execute(f'PRAGMA table_info("{t}")').fetchall()}
+        assert on_pg == on_lite and ("actions", "approved") in on_pg
+        pg_indexes = {r["indexname"] for r in pg.db.query("select indexname from pg_indexes where schemaname = 'public'")}
+        lite_indexes = {r["name"] for r in lite.db.query("select name from sqlite_master where type = 'index' "
+                                                         "and name not like 'sqlite_%' and tbl_name != '_sqlite_migrations'")}
+        assert lite_indexes and lite_indexes <= pg_indexes
+        types = {r["column_name"]: r["data_type"] for r in pg.db.query(
+            "select column_name, data_type from information_schema.columns where table_schema = 'public' "
+            "and table_name = 'actions'")}
+        assert (types["attempts"], types["approved"], types["key"]) == ("bigint", "bigint", "text")
+        defaults = next(pg.db.query("select column_default from information_schema.columns where table_schema = "
+                                    "'public' and table_name = 'actions' and column_name = 'attempts'"))
+        assert defaults["column_default"] == "0"
+    finally:
+        pg.close()
+        lite.close()
+
+
+def test_a_restart_changes_nothing_and_a_new_migration_reaches_postgresql(pg_url):
+    from sqlite_utils.migrations import Migrations
+
+    from hub.db import sync_schema
+    from hub.store import DATA_STEPS, migrations
+    store = Store(pg_url)
+    try:
+        store.write_page("devices", [device(1), device(2)], "ninjaone", "devices", None)
+        assert sync_schema(store.db, migrations, DATA_STEPS) == []          # a restart: nothing to do
+        later = Migrations("hub")
+        later._migrations = list(migrations._migrations)
+
+        @later()
+        def m099_widgets(db):
+            db["widgets"].create({"id": int, "name": str, "size": int}, pk="id", not_null={"name"})
+            db["devices"].add_column("colour", str)
+            db["devices"].create_index(["colour"])
+
+        def paint(db):
+            db.execute("update devices set colour = ?", ["blue"])
+
+        assert sync_schema(store.db, later, {"m099_widgets": paint}) == ["m099_widgets"]
+        assert sync_schema(store.db, later, {"m099_widgets": paint}) == []
+        assert [r["colour"] for r in store.db.query("select colour from devices")] == ["blue", "blue"]
+        new_id = store.db.execute("insert into widgets (name, size) values (?, ?) returning id", ["w", 3]).fetchone()[0]
+        assert new_id == 1
+        assert "idx_devices_colour" in {r["indexname"] for r in store.db.query(
+            "select indexname from pg_indexes where schemaname = 'public'")}
+        # The store's own reads still work with the new column.
+        assert [d.source_id for d in store.iter_devices("ninjaone")] == ["1", "2"]
+    finally:
+        store.close()
+
+
+def test_stores_opening_a_new_schema_at_once_all_get_it(pg_url):
+    barrier, errors, stores = threading.Barrier(5), [], []
+
+    def open_one():
+        barrier.wait()
+        try:
+            stores.append(Store(pg_url, schema="tenant_new"))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+    threads = [threading.Thread(target=open_one) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [] and len(stores) == 5
+        assert [r["n"] for r in stores[0].db.query("select count(*) as n from _hub_migrations")] == \
+            [len(__import__("hub.store").store.migrations._migrations)]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_one_postgresql_store_shared_by_threads(pg_url):
+    store = Store(pg_url)
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(20):
+                key = f"invoice:c{t}:{i}"
+                store.record_action(invoice(key, client=f"c{t}"), "r", ledger=[("device", f"{t}:{i}", "1", 1)])
+                assert store.mark_sending(key) == 0
+                store.mark_sent(key, f"in_{t}_{i}", "sent")
+                assert store.get_action(key)["status"] == SENT
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert store.count_by_status("actions") == {SENT: 120} and store.count("billed_items") == 120
+    finally:
+        store.close()
+
+
+def test_a_failed_connection_names_the_server_and_never_the_password(postgres):
+    from hub.db import redact_url
+    from hub.errors import ConfigError
+    url = f"postgresql://hub@127.0.0.1:{postgres.port + 1 if postgres.port < 65535 else 1}/nowhere"
+    with pytest.raises(ConfigError) as err:
+        Store(url, password="s3cret-pw")
+    assert "s3cret-pw" not in str(err.value) and "127.0.0.1" in str(err.value) and err.value.key == "database"
+    assert redact_url("postgresql://hub:s3cret-pw@db:5432/x") == "postgresql://hub:***@db:5432/x"
