@@ -575,8 +575,6 @@ class ConfigFile(Schema):
 
     timezone: str = "UTC"
     database: str = "msp-hub.db"
-    database_password_env: str | None = None
-    database_password_file: str | None = None
     mappings: str = "mappings"
     connectors: dict[str, dict[str, Any]] = {}
     schedule: dict[str, Any] = {}
@@ -765,6 +763,18 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
         raise config_error("secrets are not written in the config file", file=file, key="database_password",
                            fix='use database_password_env = "VARIABLE" or database_password_file = "path" instead',
                            line=line_of(text, ("database_password",)))
+    # database_password_env / _file: read here, beside the schema, so that they stay out of the
+    # top-level keys an unknown key's message lists (they are named where they matter).
+    secrets = {}
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        for key in ("database_password_env", "database_password_file"):
+            if key in raw:
+                value = raw.pop(key)
+                if not isinstance(value, str) or not value:
+                    raise config_error("must be a non-empty string", file=file, key=key,
+                                       fix=f'write {key} = "..."', line=line_of(text, (key,)))
+                secrets[key] = value
     checked = validate(ConfigFile, raw, file=file, text=text)
     base = path.parent if path else Path.cwd()
     tz = checked.timezone
@@ -774,7 +784,7 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
         raise config_error(f"unknown time zone {tz!r}", file=file, key="timezone",
                            fix="use an IANA name such as \"Europe/Paris\"", line=line_of(text, ("timezone",))) from None
     database = checked.database
-    password = _database_password(checked, file=file, base=base, environ=environ, text=text)
+    password = _database_password(secrets, file=file, base=base, environ=environ, text=text)
     if is_postgres_url(database):
         if url_has_password(database):
             # The message never repeats the URL: it holds the password.
@@ -784,7 +794,7 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
                                    "(or PGPASSWORD in the environment)", line=line_of(text, ("database",)))
     elif password is not None:
         raise config_error("a password is set but the database is a SQLite file", file=file,
-                           key="database_password_env" if checked.database_password_env else "database_password_file",
+                           key="database_password_env" if "database_password_env" in secrets else "database_password_file",
                            fix="remove it, or set database to a postgresql:// URL")
     elif database != ":memory:":
         if not Path(database).is_absolute():
@@ -805,24 +815,24 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
                      database_password=password)
 
 
-def _database_password(checked: ConfigFile, *, file: str, base: Path, environ: dict[str, str] | None,
+def _database_password(secrets: dict[str, str], *, file: str, base: Path, environ: dict[str, str] | None,
                        text: str | None) -> Secret | None:
     """The PostgreSQL password from ``database_password_env`` or ``database_password_file``; a
     tenant's config (``environ`` given) may also take its secrets' ``PGPASSWORD``."""
     env = environ if environ is not None else os.environ
-    if checked.database_password_env and checked.database_password_file:
+    if "database_password_env" in secrets and "database_password_file" in secrets:
         raise config_error("both database_password_env and database_password_file are set", file=file,
                            key="database_password_env", fix="keep one of them")
-    if checked.database_password_env:
-        var = checked.database_password_env
+    if "database_password_env" in secrets:
+        var = secrets["database_password_env"]
         value = env.get(var)
         if not value:
             raise config_error(f"environment variable {var} is not set or empty", file=file,
                                key="database_password_env", fix=f"export {var}=... before starting msp-hub",
                                line=line_of(text, ("database_password_env",)))
         return Secret(value, f"${var}")
-    if checked.database_password_file:
-        p = Path(checked.database_password_file).expanduser()
+    if "database_password_file" in secrets:
+        p = Path(secrets["database_password_file"]).expanduser()
         if not p.is_absolute():
             p = base / p
         try:
