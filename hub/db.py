@@ -143,6 +143,22 @@ class _PgTable:
     def exists(self) -> bool:
         return self.name in self.db.table_names()
 
+    @property
+    def pks(self) -> list[str]:
+        return [r["attname"] for r in self.db.query(
+            "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid "
+            "and a.attnum = any(i.indkey) where i.indrelid = to_regclass(?) and i.indisprimary "
+            "order by array_position(i.indkey, a.attnum)", [f'"{self.db.schema}"."{self.name}"'])]
+
+    def update(self, pk, values: dict) -> "_PgTable":
+        """sqlite-utils' ``table.update(pk, {...})``: set ``values`` on the row whose primary key is
+        ``pk`` (a value, or a tuple for a compound key)."""
+        keys = pk if isinstance(pk, (tuple, list)) else (pk,)
+        sets = ", ".join(f"{_q(n)} = ?" for n in values)
+        where = " AND ".join(f"{_q(n)} = ?" for n in self.pks)
+        self.db.execute(f"UPDATE {_q(self.name)} SET {sets} WHERE {where}", [*values.values(), *keys])
+        return self
+
 
 def _loose_dumpers(conn) -> None:
     """Python ints and bools are sent as untyped literals, which PostgreSQL types by where they go

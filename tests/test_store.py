@@ -572,3 +572,13 @@ def test_a_failed_connection_names_the_server_and_never_the_password(postgres):
         Store(url, password="s3cret-pw")
     assert "s3cret-pw" not in str(err.value) and "127.0.0.1" in str(err.value) and err.value.key == "database"
     assert redact_url("postgresql://hub:s3cret-pw@db:5432/x") == "postgresql://hub:***@db:5432/x"
+
+
+def test_the_table_helpers_tests_use_work_on_both_backends(store):
+    run, _ = store.start_run("sync")
+    store.db["runs"].update(run, {"started_at": "2026-01-01T00:00:00+00:00", "status": "ok"})
+    store.record_action(invoice(), "r", snapshot=[{"code": "x"}])
+    store.db["snapshots"].update(("acme", "2026-10"), {"lines": '[{"code": "y"}]'})
+    assert (store.get_run(run)["started_at"], store.get_run(run)["status"]) == ("2026-01-01T00:00:00+00:00", "ok")
+    assert store.get_snapshot("acme", "2026-10") == [{"code": "y"}]
+    assert store.db["runs"].count == 1 and [r["id"] for r in store.db["runs"].rows] == [run]
