@@ -209,10 +209,11 @@ class PostgresDatabase:
                               "PGPASSWORD) are right") from None
         _loose_dumpers(self.conn)
         quoted = '"' + self.schema.replace('"', '""') + '"'
-        with self.conn.transaction():
-            # Two processes creating the same schema at once: one waits for the other.
-            self.conn.execute("select pg_advisory_xact_lock(%s)", [advisory_key("schema", self.schema)])
-            self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        if self.conn.execute("select to_regnamespace(%s)", [quoted]).fetchone()[0] is None:
+            with self.conn.transaction():
+                # Two processes creating the same schema at once: one waits for the other.
+                self.conn.execute("select pg_advisory_xact_lock(%s)", [advisory_key("schema", self.schema)])
+                self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
         self.conn.execute(f"SET search_path TO {quoted}")
 
     # --- the common surface ----------------------------------------------------------------------
