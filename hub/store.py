@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 from sqlite_utils import Database
@@ -749,18 +749,28 @@ class Store:
                                   "RETURNING attempts", [SENDING, now_iso(), key]).fetchone()
         return row[0] - 1
 
-    def claim_action(self, key: str, status: str, attempts: int) -> int | None:
+    def claim_action(self, key: str, status: str, attempts: int, *, stale_after: float | None = None) -> int | None:
         """Claim an action for one push, as ``mark_sending`` does, only if it is still as the caller
         read it (``status`` among pending, sending and failed, and ``attempts``): one atomic
-        ``UPDATE ... WHERE ... RETURNING``, so that of several processes or machines reading the
-        same row exactly one sends it. Returns the earlier attempts, or None: another took it
-        (or it changed) since it was read."""
+        ``UPDATE ... WHERE ... RETURNING``, so that of several processes or machines that read the
+        same row exactly one sends it. Returns the earlier attempts, or None: another took it (or it
+        changed) since it was read.
+
+        A ``sending`` action is one whose push started and has no recorded outcome. Under the run
+        lock (one pusher at a time) its pusher is dead and it is claimed at once. A pusher that may
+        overlap another (a worker whose stalled job was retried) passes ``stale_after``: a sending
+        action is then claimed only when nothing recorded anything about it for that many seconds,
+        so that a push in flight elsewhere is never sent a second time meanwhile."""
         if status not in (PENDING, SENDING, FAILED):
             return None
+        sql = ("UPDATE actions SET status = ?, attempts = attempts + 1, updated_at = ? "
+               "WHERE key = ? AND status = ? AND attempts = ?")
+        args = [SENDING, now_iso(), key, status, attempts]
+        if status == SENDING and stale_after is not None:
+            sql, args = sql + " AND updated_at < ?", args + [
+                (datetime.now(timezone.utc) - timedelta(seconds=stale_after)).isoformat()]
         with self.db.atomic():
-            row = self.db.execute("UPDATE actions SET status = ?, attempts = attempts + 1, updated_at = ? "
-                                  "WHERE key = ? AND status = ? AND attempts = ? RETURNING attempts",
-                                  [SENDING, now_iso(), key, status, attempts]).fetchone()
+            row = self.db.execute(sql + " RETURNING attempts", args).fetchone()
         return row[0] - 1 if row else None
 
     def mark_sent(self, key: str, vendor_id: str, summary: str, details: dict | None = None) -> None:

@@ -249,6 +249,18 @@ def test_one_of_several_stores_claims_an_action(database, store):
     assert store.claim_action(invoice().key, SENT, 2) is None
 
 
+def test_a_sending_action_is_claimed_by_an_overlapping_pusher_only_once_stale(store):
+    store.record_action(invoice(), "run1")
+    assert store.mark_sending(invoice().key) == 0
+    # Under the run lock: the pusher that left it sending is dead, it is claimed at once.
+    assert store.claim_action(invoice().key, SENDING, 1) == 1
+    # Without: only once nothing was recorded about it for stale_after seconds.
+    assert store.claim_action(invoice().key, SENDING, 2, stale_after=600) is None
+    store.db["actions"].update(invoice().key, {"updated_at": (datetime.now(timezone.utc)
+                                                              - timedelta(seconds=601)).isoformat()})
+    assert store.claim_action(invoice().key, SENDING, 2, stale_after=600) == 2
+
+
 def test_adopted_tickets(store):
     for key, adopted in (("ticket:a", True), ("ticket:b", False), ("ticket:c", None)):
         store.record_action(Action(key, "ticket", "cw", "acme", {}), "run1")
@@ -582,3 +594,38 @@ def test_the_table_helpers_tests_use_work_on_both_backends(store):
     assert (store.get_run(run)["started_at"], store.get_run(run)["status"]) == ("2026-01-01T00:00:00+00:00", "ok")
     assert store.get_snapshot("acme", "2026-10") == [{"code": "y"}]
     assert store.db["runs"].count == 1 and [r["id"] for r in store.db["runs"].rows] == [run]
+
+
+def _claim_all(database, keys, start, out):
+    """A process's push loop, without the run lock: each action claimed as read (a sending one only
+    when stale), the ones it won sent; which it won goes to ``out``."""
+    s = Store(database)
+    try:
+        start.wait()
+        won = []
+        for key in keys:
+            row = s.get_action(key)
+            if s.claim_action(key, row["status"], row["attempts"], stale_after=600) is not None:
+                won.append(key)
+                s.mark_sent(key, f"v-{key}", "sent")
+        out.put(won)
+    finally:
+        s.close()
+
+
+def test_processes_sending_one_outbox_send_each_action_once(database, store):
+    import multiprocessing
+    keys = [f"invoice:c{i}:2026-10" for i in range(30)]
+    for key in keys:
+        store.record_action(invoice(key, client=key.split(":")[1]), "r")
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claim_all, args=(database, keys, start, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    start.set()
+    won = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(k for w in won for k in w) == sorted(keys)
+    assert {(a["status"], a["attempts"]) for a in store.actions()} == {(SENT, 1)}
