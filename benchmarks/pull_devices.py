@@ -6,10 +6,13 @@ records -> store with cursors, one transaction per page) and a plain httpx + sql
 over the same endpoints into the same table (same key and index, raw vendor values, no cursor,
 no mapping, no timestamp conversion). Each is run twice, alternately; the faster run of each is kept.
 
-    python benchmarks/pull_devices.py [--devices 100000]
+With ``--postgres`` the hub's pull also runs into a PostgreSQL store (a throwaway server started
+by the benchmark, ``hub.pgserver``; a fresh database per run), beside SQLite.
 
-The last line reads:
-    pull_devices: n=<n> hub_s=<x> plain_s=<y> ratio=<x/y> hub_peak_rss_mb=<m>
+    python benchmarks/pull_devices.py [--devices 100000] [--postgres]
+
+The last line reads (``hub_pg_s`` with ``--postgres`` only):
+    pull_devices: n=<n> hub_s=<x> plain_s=<y> ratio=<x/y> hub_peak_rss_mb=<m> [hub_pg_s=<z>]
 """
 
 from __future__ import annotations
@@ -104,17 +107,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--postgres", action="store_true", help="also pull into a PostgreSQL store")
     args = ap.parse_args()
+    server_pg = None
+    if args.postgres:
+        from hub.pgserver import PostgresServer
+        server_pg = PostgresServer().start()
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Queue(), ctx.Event()
     server = ctx.Process(target=serve_simulator, args=(args.devices, ready, stop), daemon=True)
     server.start()
     url, client_id, secret = ready.get(timeout=300)
-    hub_runs, plain_runs = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.rounds):
-            plain_runs.append(run_fresh(plain_pull, url, client_id, secret, os.path.join(tmp, f"plain{i}.db")))
-            hub_runs.append(run_fresh(hub_pull, url, client_id, secret, os.path.join(tmp, f"hub{i}.db")))
+    hub_runs, plain_runs, pg_runs = [], [], []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.rounds):
+                plain_runs.append(run_fresh(plain_pull, url, client_id, secret, os.path.join(tmp, f"plain{i}.db")))
+                hub_runs.append(run_fresh(hub_pull, url, client_id, secret, os.path.join(tmp, f"hub{i}.db")))
+                if server_pg is not None:
+                    pg_runs.append(run_fresh(hub_pull, url, client_id, secret,
+                                             server_pg.create_database(f"pull_devices_{i}")))
+    finally:
+        if server_pg is not None:
+            server_pg.stop()
     stop.set()
     server.join(timeout=10)
     hub_s, n, _, hub_requests = min(hub_runs)
@@ -122,12 +137,15 @@ def main() -> None:
     rss = max(r[2] for r in hub_runs)
     assert n == plain_n == args.devices, (n, plain_n)
     minimum = 1 + -(-(args.devices + 1) // 1000)   # a token, and pages until one comes back short
-    for label, runs in (("hub", hub_runs), ("plain", plain_runs)):
+    for label, runs in (("hub", hub_runs), ("plain", plain_runs), ("hubpg", pg_runs)):
         for s, count, m, req in runs:
             print(f"{label:5} {count} devices in {s:.2f} s = {count / s:,.0f} records/s, "
                   f"{req} requests (minimum {minimum}), peak RSS {m:.1f} MB")
+    if pg_runs:
+        assert all(r[1] == args.devices for r in pg_runs), pg_runs
+    pg = f" hub_pg_s={min(pg_runs)[0]:.2f}" if pg_runs else ""
     print(f"pull_devices: n={n} hub_s={hub_s:.2f} plain_s={plain_s:.2f} ratio={hub_s / plain_s:.2f} "
-          f"hub_peak_rss_mb={rss:.0f}")
+          f"hub_peak_rss_mb={rss:.0f}{pg}")
 
 
 if __name__ == "__main__":

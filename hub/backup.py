@@ -5,6 +5,9 @@ read transaction: in WAL mode the daemon keeps writing meanwhile, and the copy i
 of one commit (nothing half-written). The copy is a single self-contained file (journal mode
 DELETE, no ``-wal`` beside it); restoring it is copying it back over the database with the daemon
 stopped (and removing the old ``-wal`` and ``-shm`` files).
+
+A PostgreSQL store is not copied: ``pg_dump`` does that (consistent too, under one snapshot), of
+the tenant's schema; the command refuses and says so rather than write a file that is not a backup.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hub.db import is_postgres_url, redact_url
 from hub.errors import ConfigError, HubError
 
 
@@ -39,8 +43,16 @@ def target_path(database: Path, path: str | os.PathLike | None, now: datetime | 
 
 
 def backup_store(database: str | os.PathLike, path: str | os.PathLike | None = None, *,
-                 now: datetime | None = None) -> Path:
-    """Copy the store at ``database`` to ``path`` (see :func:`target_path`); return the copy's path."""
+                 now: datetime | None = None, schema: str | None = None) -> Path:
+    """Copy the store at ``database`` to ``path`` (see :func:`target_path`); return the copy's path.
+    A PostgreSQL store (``schema``: the tenant's, None: ``public``) is refused: pg_dump backs it up."""
+    if is_postgres_url(os.fspath(database)):
+        schema = schema or "public"
+        url = redact_url(os.fspath(database))
+        raise ConfigError(f"the store is the PostgreSQL database {url} (schema {schema}): msp-hub backup copies only "
+                          "a SQLite store", key="database",
+                          fix=f"back it up with PostgreSQL's pg_dump: pg_dump --schema={schema} --format=custom "
+                              f"--file=msp-hub-{schema}.dump '{url}' (restore with pg_restore)")
     if os.fspath(database) == ":memory:":
         raise ConfigError("an in-memory database cannot be backed up", key="database",
                           fix='set database = "path/to/msp-hub.db" in the config')

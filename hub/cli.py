@@ -1026,11 +1026,12 @@ def backup(config_path, path):
         msp-hub backup /var/backups/msp-hub/
     """
     from hub.backup import backup_store
+    from hub.tenants import schema_of
     from hub.errors import ConfigError
     file = _config_file(config_path)
     try:
         config = _load_config(file)
-        target = backup_store(config.database, path)
+        target = backup_store(config.database, path, schema=schema_of(config.tenant))
     except ConfigError as exc:
         raise Refused(str(exc)) from None
     except HubError as exc:

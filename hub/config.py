@@ -30,6 +30,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationEr
                       model_validator)
 from pydantic_core import PydanticCustomError
 
+from hub.db import is_postgres_url, url_has_password
 from hub.errors import ConfigError
 
 # --- schema helpers: shared by the config and the mappings files ------------------------------
@@ -621,6 +622,9 @@ class HubConfig:
     health: dict[str, Any] = field(default_factory=dict)
     environ: dict[str, str] | None = None  # for tests; None means os.environ
     tenant: str = "default"   # the MSP this config serves (hub.tenants); "default" without tenants.toml
+    # A PostgreSQL database's password (database_password_env / _file), never in the URL; None:
+    # libpq's own (PGPASSWORD, ~/.pgpass) or none.
+    database_password: Secret | None = None
 
     # ``billing``, ``logging`` and ``health`` stay plain dicts (defaults filled by load_config) for
     # ``.get()``; these are their typed, validated views, for new code.
@@ -719,6 +723,8 @@ class HubConfig:
                         except ConfigError:
                             continue
                         values.append(s.reveal())
+        if self.database_password is not None:
+            values.append(self.database_password.reveal())
         if "token_env" in self.admin or "token_file" in self.admin:
             try:
                 values.append(self.admin_secret().reveal())
@@ -753,6 +759,22 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
                      environ: dict[str, str] | None = None, text: str | None = None) -> HubConfig:
     """Validate a parsed config table into a HubConfig (``text``, the file's, finds error lines)."""
     file = str(path) if path else "<config>"
+    if isinstance(raw, dict) and "database_password" in raw:
+        raise config_error("secrets are not written in the config file", file=file, key="database_password",
+                           fix='use database_password_env = "VARIABLE" or database_password_file = "path" instead',
+                           line=line_of(text, ("database_password",)))
+    # database_password_env / _file: read here, beside the schema, so that they stay out of the
+    # top-level keys an unknown key's message lists (they are named where they matter).
+    secrets = {}
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        for key in ("database_password_env", "database_password_file"):
+            if key in raw:
+                value = raw.pop(key)
+                if not isinstance(value, str) or not value:
+                    raise config_error("must be a non-empty string", file=file, key=key,
+                                       fix=f'write {key} = "..."', line=line_of(text, (key,)))
+                secrets[key] = value
     checked = validate(ConfigFile, raw, file=file, text=text)
     base = path.parent if path else Path.cwd()
     tz = checked.timezone
@@ -762,7 +784,19 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
         raise config_error(f"unknown time zone {tz!r}", file=file, key="timezone",
                            fix="use an IANA name such as \"Europe/Paris\"", line=line_of(text, ("timezone",))) from None
     database = checked.database
-    if database != ":memory:":
+    password = _database_password(secrets, file=file, base=base, environ=environ, text=text)
+    if is_postgres_url(database):
+        if url_has_password(database):
+            # The message never repeats the URL: it holds the password.
+            raise config_error("the database URL holds a password", file=file, key="database",
+                               fix="remove it from the URL (postgresql://USER@HOST:PORT/DATABASE) and give it as "
+                                   'database_password_env = "VARIABLE" or database_password_file = "path" '
+                                   "(or PGPASSWORD in the environment)", line=line_of(text, ("database",)))
+    elif password is not None:
+        raise config_error("a password is set but the database is a SQLite file", file=file,
+                           key="database_password_env" if "database_password_env" in secrets else "database_password_file",
+                           fix="remove it, or set database to a postgresql:// URL")
+    elif database != ":memory:":
         if not Path(database).is_absolute():
             database = str(base / database)
         folder = Path(database).parent
@@ -777,4 +811,39 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
                      connectors={k: dict(v) for k, v in checked.connectors.items()}, schedule=dict(checked.schedule),
                      logging=checked.logging.model_dump(exclude_none=True),
                      billing=checked.billing.model_dump(exclude_none=True), admin=dict(checked.admin),
-                     notify=dict(checked.notify), health=checked.health.model_dump(), environ=environ)
+                     notify=dict(checked.notify), health=checked.health.model_dump(), environ=environ,
+                     database_password=password)
+
+
+def _database_password(secrets: dict[str, str], *, file: str, base: Path, environ: dict[str, str] | None,
+                       text: str | None) -> Secret | None:
+    """The PostgreSQL password from ``database_password_env`` or ``database_password_file``; a
+    tenant's config (``environ`` given) may also take its secrets' ``PGPASSWORD``."""
+    env = environ if environ is not None else os.environ
+    if "database_password_env" in secrets and "database_password_file" in secrets:
+        raise config_error("both database_password_env and database_password_file are set", file=file,
+                           key="database_password_env", fix="keep one of them")
+    if "database_password_env" in secrets:
+        var = secrets["database_password_env"]
+        value = env.get(var)
+        if not value:
+            raise config_error(f"environment variable {var} is not set or empty", file=file,
+                               key="database_password_env", fix=f"export {var}=... before starting msp-hub",
+                               line=line_of(text, ("database_password_env",)))
+        return Secret(value, f"${var}")
+    if "database_password_file" in secrets:
+        p = Path(secrets["database_password_file"]).expanduser()
+        if not p.is_absolute():
+            p = base / p
+        try:
+            value = p.read_text().strip()
+        except OSError as exc:
+            raise config_error(f"cannot read secret file {p}: {exc.strerror}", file=file,
+                               key="database_password_file", fix="point it at a readable file") from None
+        if not value:
+            raise config_error(f"secret file {p} is empty", file=file, key="database_password_file",
+                               fix="write the password into that file")
+        return Secret(value, str(p))
+    if environ is not None and environ.get("PGPASSWORD"):
+        return Secret(environ["PGPASSWORD"], "$PGPASSWORD")
+    return None

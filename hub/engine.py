@@ -28,7 +28,7 @@ from hub.mappings import Mappings, load_mappings
 from hub.periods import Period, last_ended_period, parse_period
 from hub.plugins import broken_plugins, collect_connectors, get_plugin_manager
 from hub.store import (FAILED, HELD, PASS_COMPLETE, PASS_FAILED, PASS_STOPPED, PENDING, SENDING, SENT, Store,
-                       action_from_row)
+                       action_from_row, open_store)
 
 log = structlog.get_logger()
 
@@ -283,7 +283,11 @@ def push(hub: Hub, report: RunReport, items: list[PlanItem], *, clients: Iterabl
             report.errors.append(f"action {row['key']}: connector {row['connector']!r} is not configured")
             continue
         alog = log.bind(run_id=report.run_id, connector=target.name, action=row["key"])
-        attempts = hub.store.mark_sending(row["key"])
+        # Claimed only if still as read: of several processes that read it, exactly one sends it.
+        attempts = hub.store.claim_action(row["key"], row["status"], row["attempts"])
+        if attempts is None:
+            alog.info("push.skipped", reason="claimed by another process since it was read")
+            continue
         try:
             result = target.push(action, _PushContext(hub.store, row["key"], attempts, row["progress"], links))
         except Exception as exc:  # noqa: BLE001 - a vendor's refusal, or a plugin's bug: this action only
@@ -448,16 +452,6 @@ class LockedError(HubError):
         self.since = info.get("since") or info.get("acquired_at")
         super().__init__(f"a run is in progress ({self.holder}, pid {self.pid} on {self.host}, since {self.since}); "
                          f"try again when it ends")
-
-
-def open_store(config: HubConfig) -> Store:
-    """The store of the config's tenant: its own SQLite file, or its own schema of a PostgreSQL
-    database (``hub.tenants.schema_of``; the default tenant's is ``public``)."""
-    from hub.tenants import schema_of
-    schema = schema_of(config.tenant)
-    if schema is not None and str(config.database).startswith(("postgresql://", "postgres://")):
-        return Store(config.database, schema=schema)
-    return Store(config.database)
 
 
 def lock_holder_of(hub: Hub, holder: str, run_id: str | None) -> str:

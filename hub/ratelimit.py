@@ -70,18 +70,15 @@ class _StoreSlots:
     """Slots taken in the store of ``database``: one connection a thread (a SQLite connection
     belongs to the thread that opened it), opened on the first request of that thread."""
 
-    def __init__(self, database: str, schema: str | None = None):
-        self.database, self.schema = database, schema
+    def __init__(self, database: str, schema: str | None = None, password: str | None = None):
+        self.database, self.schema, self._password = database, schema, password
         self._local = threading.local()
 
     def store(self):
         store = getattr(self._local, "store", None)
         if store is None:
             from hub.store import Store
-            if self.database.startswith(("postgresql://", "postgres://")):
-                store = Store(self.database, schema=self.schema)
-            else:
-                store = Store(self.database)
+            store = Store(self.database, schema=self.schema, password=self._password)   # schema: PostgreSQL only
             self._local.store = store
         return store
 
@@ -103,7 +100,7 @@ class RateLimiter:
     """
 
     def __init__(self, key: str, rate: float, *, database: str | None = None, schema: str | None = None,
-                 store: Any = None, clock: Callable[[], float] = time.time,
+                 password: str | None = None, store: Any = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
         if rate < 0 or rate > MAX_RATE:
             raise ValueError(f"rate must be from 0 to {MAX_RATE:g} requests a second, got {rate!r}")
@@ -113,7 +110,7 @@ class RateLimiter:
         if store is not None:
             self._slots: Any = _FixedStore(store)
         elif database and database != ":memory:":
-            self._slots = _StoreSlots(database, schema)
+            self._slots = _StoreSlots(database, schema, password)
         else:
             self._slots = None
         self.waited = 0.0   # seconds this limiter made its requests wait, in all
@@ -188,7 +185,9 @@ def limiter_for(config: Any, vendor: str, account: tuple[str, ...], rate: float)
     from hub.tenants import schema_of
     key = account_key(vendor, *account)
     database = getattr(config, "database", None)
-    limiter = RateLimiter(key, rate, database=database, schema=schema_of(getattr(config, "tenant", "default")))
+    password = getattr(config, "database_password", None)
+    limiter = RateLimiter(key, rate, database=database, schema=schema_of(getattr(config, "tenant", "default")),
+                          password=password.reveal() if password is not None else None)
     if rate:
         log.info("ratelimit.configured", vendor=vendor, limiter=key, rate=rate, shared=limiter.shared)
     return limiter

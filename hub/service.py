@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable
 import structlog
 
 from hub.config import HubConfig, Secret, load_config
-from hub.engine import LOCK, Hub, LockedError, open_store, run_status, sync_once
+from hub.engine import LOCK, Hub, LockedError, run_status, sync_once
+from hub.store import open_store
 from hub.errors import ConfigError, HubError, UnavailableError
 from hub.logs import configure_logging
 from hub.periods import parse_period

@@ -1,4 +1,5 @@
-"""The store: sqlite-utils on one SQLite file (WAL). The only module that writes SQL.
+"""The store: one SQLite file (WAL; the embedded default) or a PostgreSQL schema. The only module
+that writes SQL, written once for both backends (hub.db: ``?`` placeholders, portable SQL).
 
 Tables: ``clients`` and ``devices`` (canonical records, key (source, source_id)), ``links``
 (a hub client's id in each system), ``cursors`` (one per connector and stream), ``runs``, and
@@ -12,11 +13,13 @@ import os
 import socket
 import uuid
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from hub.db import PostgresDatabase, SqliteDatabase, is_postgres_url, redact_url, sync_schema
 
 from hub.records import (Action, Agreement, AgreementAddition, Alert, AlertEvent, Client, Device, ProductLine, Ticket,
                          TimeEntry)
@@ -160,6 +163,12 @@ def m010_month_after_month(db: Database) -> None:
     # ``first_seen_at`` and ``approved_seen_at`` are the hub's clock.
     db["device_approvals"].create({"source": str, "source_id": str, "first_status": str, "first_seen_at": str,
                                    "approved_seen_at": str, "noted_at": str}, pk=("source", "source_id"))
+    _m010_note_known_devices(db)
+
+
+def _m010_note_known_devices(db) -> None:
+    """m010's data step (portable SQL: it runs on SQLite in the migration, on PostgreSQL when the
+    migration is new to an existing schema): every device already stored is noted."""
     db.execute("insert into device_approvals (source, source_id, first_status, first_seen_at, approved_seen_at, "
                "noted_at) select source, source_id, approval_status, updated_at, null, ? from devices", [now_iso()])
 
@@ -223,6 +232,10 @@ def m016_rate_limits(db: Database) -> None:
     db["rate_limits"].create({"limiter": str, "tat": float, "holder": str}, pk="limiter")
 
 
+# Migrations whose data change (beyond tables, columns and indexes) must also run on PostgreSQL:
+# name -> a function of the db in portable SQL (see hub.db.sync_schema).
+DATA_STEPS = {"m010_month_after_month": _m010_note_known_devices}
+
 PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 
@@ -233,9 +246,9 @@ _FIELDS = {table: [f.name for f in fields(cls)] for table, cls in RECORD_TABLES.
 
 
 def _upsert_sql(table: str, names: list[str]) -> str:
-    cols = ", ".join(f"[{n}]" for n in names)
-    updates = ", ".join(f"[{n}] = excluded.[{n}]" for n in names if n not in ("source", "source_id"))
-    return (f"INSERT INTO [{table}] ({cols}) VALUES ({', '.join('?' for _ in names)}) "
+    cols = ", ".join(f'"{n}"' for n in names)
+    updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in ("source", "source_id"))
+    return (f'INSERT INTO "{table}" ({cols}) VALUES ({", ".join("?" for _ in names)}) '
             f"ON CONFLICT (source, source_id) DO UPDATE SET {updates}")
 
 
@@ -264,11 +277,41 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-class Store:
-    """The hub's database. ``Store(":memory:")`` for tests, ``Store(path)`` for a file."""
+def _insert_sql(table: str, names: Iterable[str], conflict: tuple[str, ...] | None = None,
+                update: bool = True) -> str:
+    """``INSERT`` of ``names`` into ``table``; with ``conflict`` (the key columns) an upsert
+    (``update``) or an insert that leaves an existing row alone."""
+    names = list(names)
+    sql = (f'INSERT INTO "{table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
+           f'VALUES ({", ".join("?" for _ in names)})')
+    if conflict:
+        sets = [f'"{n}" = excluded."{n}"' for n in names if n not in conflict]
+        sql += f' ON CONFLICT ({", ".join(conflict)}) ' + (f'DO UPDATE SET {", ".join(sets)}' if update and sets
+                                                            else "DO NOTHING")
+    return sql
 
-    def __init__(self, path: str = ":memory:"):
+
+class Store:
+    """The hub's database. ``Store(":memory:")`` for tests, ``Store(path)`` for a SQLite file,
+    ``Store("postgresql://host/db", schema="tenant_acme")`` for a PostgreSQL schema (created when
+    missing; None: ``public``). ``password``: the PostgreSQL password when the URL does not carry
+    it (it never does in a config file); else libpq's own (``PGPASSWORD``, ``~/.pgpass``)."""
+
+    def __init__(self, database: str = ":memory:", *, schema: str | None = None, password: str | None = None):
+        path = database
         self.path = path
+        self.schema = None
+        if is_postgres_url(database):
+            self.backend = "postgres"
+            self.schema = schema or "public"
+            self.db = PostgresDatabase(database, schema=schema, password=password)
+            try:
+                sync_schema(self.db, migrations, DATA_STEPS)
+            except BaseException:
+                self.db.close()
+                raise
+            return
+        self.backend = "sqlite"
         if path != ":memory:":
             folder = os.path.dirname(os.path.abspath(os.fspath(path)))
             if not os.path.isdir(folder):
@@ -276,7 +319,7 @@ class Store:
                 raise ConfigError(f"the database folder {folder} does not exist (database = {os.fspath(path)!r})",
                                   key="database", fix=f"create it (mkdir -p {folder}) or point database at a "
                                                       "file in an existing folder")
-        self.db = Database(memory=True) if path == ":memory:" else Database(path)
+        self.db = SqliteDatabase(memory=True) if path == ":memory:" else SqliteDatabase(path)
         if path != ":memory:":
             self.db.enable_wal()
             self.db.execute("PRAGMA busy_timeout = 10000")
@@ -285,6 +328,22 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def describe(self) -> str:
+        """Where the store is, for messages (never a password)."""
+        if self.backend == "postgres":
+            return f"PostgreSQL {redact_url(self.path)} (schema {self.schema})"
+        return str(self.path)
+
+    # --- portable row helpers ------------------------------------------------------------------
+
+    def _insert(self, table: str, row: dict, *, conflict: tuple[str, ...] | None = None, update: bool = True):
+        return self.db.execute(_insert_sql(table, row, conflict, update), list(row.values()))
+
+    def _update(self, table: str, key: dict, values: dict):
+        sets = ", ".join(f'"{n}" = ?' for n in values)
+        where = " AND ".join(f'"{n}" = ?' for n in key)
+        return self.db.execute(f'UPDATE "{table}" SET {sets} WHERE {where}', [*values.values(), *key.values()])
 
     # --- pulled records and cursors ------------------------------------------------------------
 
@@ -301,19 +360,20 @@ class Store:
         rows = [_row(r, _FIELDS[table], _DATETIME_AT[table]) for r in records]
         with self.db.atomic():
             if complete:
-                self.db.conn.execute(f"UPDATE [{table}] SET active = 0 WHERE source = ?", [connector])
+                self.db.execute(f'UPDATE "{table}" SET active = 0 WHERE source = ?', [connector])
             # Prepared statements: sqlite-utils' upsert_all builds and checks SQL per batch, which
             # cost more than the HTTP pull itself at 100k records.
             if rows:
-                self.db.conn.executemany(_UPSERT_SQL[table], rows)
+                self.db.executemany(_UPSERT_SQL[table], rows)
                 if complete:
-                    self.db.conn.executemany(f"UPDATE [{table}] SET active = 1 WHERE source = ? AND source_id = ?",
-                                             [(r.source, r.source_id) for r in records])
+                    self.db.executemany(f'UPDATE "{table}" SET active = 1 WHERE source = ? AND source_id = ?',
+                                        [(r.source, r.source_id) for r in records])
             if rejected:
-                self.db.conn.executemany(
-                    "INSERT OR REPLACE INTO rejected_records (connector, stream, source_id, error, seen_at) "
-                    "VALUES (?, ?, ?, ?, ?)", [(connector, stream, rid, why, now_iso()) for rid, why in rejected])
-            self.db.conn.execute(
+                self.db.executemany(
+                    _insert_sql("rejected_records", ("connector", "stream", "source_id", "error", "seen_at"),
+                                ("connector", "stream", "source_id")),
+                    [(connector, stream, rid, why, now_iso()) for rid, why in rejected])
+            self.db.execute(
                 "INSERT INTO cursors (connector, stream, cursor, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (connector, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
                 [connector, stream, json.dumps(cursor) if cursor is not None else None, now_iso()])
@@ -329,7 +389,7 @@ class Store:
                 for r in self.db.query("select * from cursors order by connector, stream")]
 
     def count(self, table: str) -> int:
-        return self.db[table].count
+        return next(self.db.query(f'select count(*) as n from "{table}"'))["n"]
 
     def iter_clients(self, source: str | None = None) -> Iterator[Client]:
         sql, args = "select * from clients", []
@@ -343,7 +403,7 @@ class Store:
         """The canonical records of ``table`` from ``source`` (optionally one client's), by key."""
         cls, names, dt_at = RECORD_TABLES[table], _FIELDS[table], _DATETIME_AT[table]
         bool_at = [i for i, f in enumerate(fields(cls)) if f.type in ("bool", bool)]
-        sql, params = f"select {', '.join(f'[{n}]' for n in names)} from [{table}] where source = ?", [source]
+        sql, params = f'select {", ".join(chr(34) + n + chr(34) for n in names)} from "{table}" where source = ?', [source]
         if client_source_id is not None:
             sql, params = sql + " and client_source_id = ?", params + [client_source_id]
         if where:
@@ -362,11 +422,11 @@ class Store:
 
     def sources(self, table: str) -> list[str]:
         """The systems that stored records in ``table``."""
-        return [r["source"] for r in self.db.query(f"select distinct source from [{table}] order by source")]
+        return [r["source"] for r in self.db.query(f'select distinct source from "{table}" order by source')]
 
     def rows(self, table: str) -> list[dict]:
         """Every stored row of a record table, by key (for comparisons in tests)."""
-        return list(self.db.query(f"select * from [{table}] order by source, source_id"))
+        return list(self.db.query(f'select * from "{table}" order by source, source_id'))
 
     def device_counts(self) -> dict[tuple[str, str], int]:
         return {(r["source"], r["client_source_id"]): r["n"] for r in self.db.query(
@@ -381,8 +441,8 @@ class Store:
 
     def set_link(self, client_id: str, system: str, external_id: str) -> None:
         with self.db.atomic():
-            self.db["links"].upsert({"client_id": client_id, "system": system, "external_id": external_id,
-                                     "updated_at": now_iso()}, pk=("client_id", "system"))
+            self._insert("links", {"client_id": client_id, "system": system, "external_id": external_id,
+                                   "updated_at": now_iso()}, conflict=("client_id", "system"))
 
     # --- the run lock --------------------------------------------------------------------------
 
@@ -393,25 +453,19 @@ class Store:
         ``stale_after`` seconds is presumed dead and its lock taken over.
         """
         now = datetime.now(timezone.utc)
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = list(conn.execute("select holder, pid, host, acquired_at, heartbeat_at from locks where name = ?", [name]))
+        # One taker at a time across processes and machines: SQLite's write lock on the file, or a
+        # PostgreSQL advisory lock of this schema held until the transaction ends.
+        with self.db.exclusive(f"lock:{name}"):
+            rows = list(self.db.execute("select holder, pid, host, acquired_at, heartbeat_at from locks where name = ?",
+                                        [name]))
             if rows:
                 h, pid, host, acquired, beat = rows[0]
                 alive = (host != socket.gethostname() or _pid_alive(pid)) and \
                     (now - datetime.fromisoformat(beat)).total_seconds() < stale_after
                 if alive:
-                    conn.execute("ROLLBACK")
                     return {"holder": h, "pid": pid, "host": host, "since": acquired, "heartbeat_at": beat}
-            conn.execute("INSERT OR REPLACE INTO locks (name, holder, pid, host, acquired_at, heartbeat_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", [name, holder, os.getpid(), socket.gethostname(),
-                                                       now.isoformat(), now.isoformat()])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            self._insert("locks", {"name": name, "holder": holder, "pid": os.getpid(), "host": socket.gethostname(),
+                                   "acquired_at": now.isoformat(), "heartbeat_at": now.isoformat()}, conflict=("name",))
         return None
 
     def heartbeat(self, name: str, holder: str) -> None:
@@ -438,10 +492,10 @@ class Store:
         the scheduled ``job`` (None outside the daemon) and its ``scope`` ({} for everything)."""
         run_id, started = run_id or self.new_run_id(), datetime.now(timezone.utc)
         with self.db.atomic():
-            self.db["runs"].insert({"id": run_id, "mode": mode, "started_at": started.isoformat(),
-                                    "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
-                                    "trigger": trigger, "job": job,
-                                    "scope": json.dumps(scope if scope is not None else {}, sort_keys=True)})
+            self._insert("runs", {"id": run_id, "mode": mode, "started_at": started.isoformat(),
+                                  "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                                  "trigger": trigger, "job": job,
+                                  "scope": json.dumps(scope if scope is not None else {}, sort_keys=True)})
         return run_id, started
 
     def prune_runs(self, before: datetime) -> dict[str, int]:
@@ -479,9 +533,9 @@ class Store:
         if dead:
             with self.db.atomic():
                 for rid in dead:
-                    self.db["runs"].update(rid, {"status": "abandoned", "finished_at": now_iso(),
-                                                 "errors": json.dumps(["the process running it ended before it "
-                                                                       "finished (killed or crashed)"])})
+                    self._update("runs", {"id": rid}, {"status": "abandoned", "finished_at": now_iso(),
+                                                       "errors": json.dumps(["the process running it ended before "
+                                                                             "it finished (killed or crashed)"])})
         return dead
 
     # --- stream passes -------------------------------------------------------------------------
@@ -489,11 +543,11 @@ class Store:
     def record_pass(self, connector: str, stream: str, run_id: str, started_at: str, status: str, records: int,
                     *, sweep_count: int | None = None, error: str | None = None, finished_at: str | None = None) -> int:
         """Record how one run's read of a stream ended: complete, failed or stopped."""
+        row = {"connector": connector, "stream": stream, "run_id": run_id, "started_at": started_at,
+               "finished_at": finished_at or now_iso(), "status": status, "records": records,
+               "sweep_count": sweep_count, "error": error[:2000] if error else None}
         with self.db.atomic():
-            return self.db["stream_passes"].insert(
-                {"connector": connector, "stream": stream, "run_id": run_id, "started_at": started_at,
-                 "finished_at": finished_at or now_iso(), "status": status, "records": records, "sweep_count": sweep_count,
-                 "error": error[:2000] if error else None}).last_pk
+            return self.db.execute(_insert_sql("stream_passes", row) + " RETURNING id", list(row.values())).fetchone()[0]
 
     def stream_states(self) -> dict[tuple[str, str], dict]:
         """Per (connector, stream): ``last`` pass, ``last_complete``, ``last_failed`` (the latest
@@ -525,7 +579,7 @@ class Store:
         """Record that ``who`` let ``target`` through (an action key, ``pass:<id>``, ``run:<id>``)."""
         row = {"target": target, "who": who, "at": now_iso(), "why": why}
         with self.db.atomic():
-            self.db["approvals"].insert(row)
+            self._insert("approvals", row)
         return row
 
     def sent_per_period(self, kind: str, key_prefix: str) -> dict[str, int]:
@@ -536,15 +590,16 @@ class Store:
 
     def adopted_tickets(self, connector: str) -> frozenset[str]:
         """The ids of the tickets made outside the hub that ``connector`` adopted for an alert."""
-        rows = self.db.query("select vendor_id from actions where kind = 'ticket' and connector = ? and status = ? "
-                             "and json_extract(details, '$.adopted') and vendor_id is not null", [connector, SENT])
-        return frozenset(str(r["vendor_id"]) for r in rows)
+        rows = self.db.query("select vendor_id, details from actions where kind = 'ticket' and connector = ? "
+                             "and status = ? and vendor_id is not null and details like ?",
+                             [connector, SENT, '%"adopted"%'])
+        return frozenset(str(r["vendor_id"]) for r in rows if json.loads(r["details"] or "{}").get("adopted"))
 
     def count_by_status(self, table: str) -> dict[str, int]:
         """How many rows of ``actions`` or ``runs`` have each status."""
         if table not in ("actions", "runs"):
             raise ValueError(f"no status in {table}")
-        return {r["status"]: r["n"] for r in self.db.query(f"select status, count(*) as n from [{table}] group by status")}
+        return {r["status"]: r["n"] for r in self.db.query(f'select status, count(*) as n from "{table}" group by status')}
 
     def approvals(self, target: str | None = None) -> list[dict]:
         if target is None:
@@ -553,8 +608,8 @@ class Store:
 
     def finish_run(self, run_id: str, status: str, counts: dict, errors: list[str]) -> None:
         with self.db.atomic():
-            self.db["runs"].update(run_id, {"finished_at": now_iso(), "status": status,
-                                            "counts": json.dumps(counts), "errors": json.dumps(errors)})
+            self._update("runs", {"id": run_id}, {"finished_at": now_iso(), "status": status,
+                                                  "counts": json.dumps(counts), "errors": json.dumps(errors)})
 
     def get_run(self, run_id: str) -> dict | None:
         rows = list(self.db.query("select * from runs where id = ?", [run_id]))
@@ -584,29 +639,29 @@ class Store:
             payload = json.dumps(action.payload, sort_keys=True)
             fresh = existing is None or (existing["status"] in (PENDING, HELD, FAILED) and existing["attempts"] == 0)
             if existing is None:
-                self.db["actions"].insert({
+                self._insert("actions", {
                     "key": action.key, "kind": action.kind, "connector": action.connector,
                     "client_id": action.client_id, "period": action.period, "payload": payload,
                     "status": PENDING, "attempts": 0, "progress": "{}", "run_id": run_id,
                     "created_at": now_iso(), "updated_at": now_iso()})
             elif fresh:
-                self.db["actions"].update(action.key, {"payload": payload, "status": PENDING, "last_error": None,
-                                                       "connector": action.connector, "updated_at": now_iso()})
+                self._update("actions", {"key": action.key}, {"payload": payload, "status": PENDING, "last_error": None,
+                                                              "connector": action.connector, "updated_at": now_iso()})
             if fresh:
                 self.db.execute("delete from billed_items where action_key = ?", [action.key])
                 ledger = list(ledger)
                 if ledger:
-                    self.db["billed_items"].insert_all(
-                        ({"kind": k, "item_id": i, "client_id": action.client_id, "period": action.period,
-                          "action_key": action.key, "quantity": q, "amount": a} for k, i, q, a in ledger),
-                        pk=("kind", "item_id", "action_key"), replace=True)
+                    self.db.executemany(
+                        _insert_sql("billed_items", ("kind", "item_id", "client_id", "period", "action_key", "quantity",
+                                                     "amount"), ("kind", "item_id", "action_key")),
+                        [(k, i, action.client_id, action.period, action.key, q, a) for k, i, q, a in ledger])
                 if snapshot is not None:
-                    self.db["snapshots"].upsert({"client_id": action.client_id, "period": action.period,
-                                                 "action_key": action.key, "lines": json.dumps(snapshot),
-                                                 "created_at": now_iso()}, pk=("client_id", "period"))
+                    self._insert("snapshots", {"client_id": action.client_id, "period": action.period,
+                                               "action_key": action.key, "lines": json.dumps(snapshot),
+                                               "created_at": now_iso()}, conflict=("client_id", "period"))
                 if block is not None:
-                    self.db["blocks"].insert({**block, "action_key": action.key},
-                                             pk=("client_id", "agreement", "number"), ignore=True)
+                    self._insert("blocks", {**block, "action_key": action.key},
+                                 conflict=("client_id", "agreement", "number"), update=False)
         return self.get_action(action.key)
 
     def billed_item_ids(self, client_id: str, *, exclude_key: str | None = None, kinds: Iterable[str] = ()) -> frozenset[str]:
@@ -657,9 +712,9 @@ class Store:
             row = self.get_action(key)
             if row is None:
                 return None
-            self.db["actions"].update(key, {"approved": 1, "status": PENDING if row["status"] == HELD else row["status"],
-                                            "updated_at": now_iso()})
-            self.db["approvals"].insert({"target": key, "who": who or system_user(), "at": now_iso(), "why": why})
+            self._update("actions", {"key": key}, {"approved": 1, "updated_at": now_iso(),
+                                                   "status": PENDING if row["status"] == HELD else row["status"]})
+            self._insert("approvals", {"target": key, "who": who or system_user(), "at": now_iso(), "why": why})
         return self.get_action(key)
 
     def retry_action(self, key: str) -> dict | None:
@@ -669,7 +724,7 @@ class Store:
             if row is None:
                 return None
             if row["status"] != SENT:
-                self.db["actions"].update(key, {"status": PENDING, "updated_at": now_iso()})
+                self._update("actions", {"key": key}, {"status": PENDING, "updated_at": now_iso()})
         return self.get_action(key)
 
     def cancel_action(self, key: str) -> dict | None:
@@ -682,7 +737,7 @@ class Store:
             if row is None:
                 return None
             if row["status"] not in (SENT, SENDING):
-                self.db["actions"].update(key, {"status": CANCELLED, "updated_at": now_iso()})
+                self._update("actions", {"key": key}, {"status": CANCELLED, "updated_at": now_iso()})
         return self.get_action(key)
 
     def approved_keys(self) -> frozenset[str]:
@@ -691,32 +746,56 @@ class Store:
     def orphans(self, table: str, source: str) -> list[dict]:
         """Records of ``table`` whose client is not among the pulled clients of ``source``."""
         return list(self.db.query(
-            f"select t.source_id, t.client_source_id from [{table}] t left join clients c "
+            f'select t.source_id, t.client_source_id from "{table}" t left join clients c '
             f"on c.source = t.source and c.source_id = t.client_source_id "
             f"where t.source = ? and c.source_id is null order by t.source_id limit 1000", [source]))
 
     def mark_sending(self, key: str) -> int:
         """Record that a push starts (committed before any request); return earlier attempts."""
         with self.db.atomic():
-            row = self.get_action(key)
-            self.db["actions"].update(key, {"status": SENDING, "attempts": row["attempts"] + 1,
-                                            "updated_at": now_iso()})
-        return row["attempts"]
+            row = self.db.execute("UPDATE actions SET status = ?, attempts = attempts + 1, updated_at = ? WHERE key = ? "
+                                  "RETURNING attempts", [SENDING, now_iso(), key]).fetchone()
+        return row[0] - 1
+
+    def claim_action(self, key: str, status: str, attempts: int, *, stale_after: float | None = None) -> int | None:
+        """Claim an action for one push, as ``mark_sending`` does, only if it is still as the caller
+        read it (``status`` among pending, sending and failed, and ``attempts``): one atomic
+        ``UPDATE ... WHERE ... RETURNING``, so that of several processes or machines that read the
+        same row exactly one sends it. Returns the earlier attempts, or None: another took it (or it
+        changed) since it was read.
+
+        A ``sending`` action is one whose push started and has no recorded outcome. Under the run
+        lock (one pusher at a time) its pusher is dead and it is claimed at once. A pusher that may
+        overlap another (a worker whose stalled job was retried) passes ``stale_after``: a sending
+        action is then claimed only when nothing recorded anything about it for that many seconds,
+        so that a push in flight elsewhere is never sent a second time meanwhile."""
+        if status not in (PENDING, SENDING, FAILED):
+            return None
+        sql = ("UPDATE actions SET status = ?, attempts = attempts + 1, updated_at = ? "
+               "WHERE key = ? AND status = ? AND attempts = ?")
+        args = [SENDING, now_iso(), key, status, attempts]
+        if status == SENDING and stale_after is not None:
+            sql, args = sql + " AND updated_at < ?", args + [
+                (datetime.now(timezone.utc) - timedelta(seconds=stale_after)).isoformat()]
+        with self.db.atomic():
+            row = self.db.execute(sql + " RETURNING attempts", args).fetchone()
+        return row[0] - 1 if row else None
 
     def mark_sent(self, key: str, vendor_id: str, summary: str, details: dict | None = None) -> None:
         with self.db.atomic():
-            self.db["actions"].update(key, {"status": SENT, "vendor_id": vendor_id, "summary": summary,
-                                            "details": json.dumps(details or {}, sort_keys=True, default=str),
-                                            "last_error": None, "sent_at": now_iso(), "updated_at": now_iso()})
+            self._update("actions", {"key": key}, {
+                "status": SENT, "vendor_id": vendor_id, "summary": summary,
+                "details": json.dumps(details or {}, sort_keys=True, default=str),
+                "last_error": None, "sent_at": now_iso(), "updated_at": now_iso()})
 
     def mark_failed(self, key: str, error: str, *, status: str = FAILED) -> None:
         with self.db.atomic():
-            self.db["actions"].update(key, {"status": status, "last_error": error[:2000], "updated_at": now_iso()})
+            self._update("actions", {"key": key}, {"status": status, "last_error": error[:2000], "updated_at": now_iso()})
 
     def save_progress(self, key: str, progress: dict) -> None:
         with self.db.atomic():
-            self.db["actions"].update(key, {"progress": json.dumps(progress, sort_keys=True),
-                                            "updated_at": now_iso()})
+            self._update("actions", {"key": key}, {"progress": json.dumps(progress, sort_keys=True),
+                                                   "updated_at": now_iso()})
 
     def actions(self, status: str | None = None, kind: str | None = None) -> list[dict]:
         sql, args, where = "select * from actions", [], []
@@ -745,21 +824,21 @@ class Store:
             old = self.get_notification(subject)
             first = old["first_sent_at"] if old and old["fingerprint"] == fingerprint else at
             sends = old["sends"] + 1 if old and old["fingerprint"] == fingerprint else 1
-            self.db["notifications"].upsert({"subject": subject, "kind": kind, "fingerprint": fingerprint,
-                                             "item": json.dumps(item, sort_keys=True, default=str), "run_id": run_id,
-                                             "first_sent_at": first, "last_sent_at": at, "sends": sends},
-                                            pk="subject")
+            self._insert("notifications", {"subject": subject, "kind": kind, "fingerprint": fingerprint,
+                                           "item": json.dumps(item, sort_keys=True, default=str), "run_id": run_id,
+                                           "first_sent_at": first, "last_sent_at": at, "sends": sends},
+                         conflict=("subject",))
 
     def touch_notifications(self, subjects: Iterable[str], at: str) -> None:
         """Record that a reminder about ``subjects`` was sent at ``at``."""
         with self.db.atomic():
-            self.db.conn.executemany("update notifications set last_sent_at = ?, sends = sends + 1 where subject = ?",
-                                     [(at, s) for s in subjects])
+            self.db.executemany("update notifications set last_sent_at = ?, sends = sends + 1 where subject = ?",
+                                [(at, s) for s in subjects])
 
     def forget_notifications(self, subjects: Iterable[str]) -> None:
         """Forget items no longer held: held again later, they are news again."""
         with self.db.atomic():
-            self.db.conn.executemany("delete from notifications where subject = ?", [(s,) for s in subjects])
+            self.db.executemany("delete from notifications where subject = ?", [(s,) for s in subjects])
 
     # --- what each invoice billed --------------------------------------------------------------
 
@@ -823,7 +902,7 @@ class Store:
         in the outbox is left as it is (exactly once). Returns the correction row."""
         with self.db.atomic():
             if self.get_action(action.key) is None:
-                self.db["actions"].insert({
+                self._insert("actions", {
                     "key": action.key, "kind": action.kind, "connector": action.connector,
                     "client_id": action.client_id, "period": action.period,
                     "payload": json.dumps(action.payload, sort_keys=True), "status": HELD if held else PENDING,
@@ -832,7 +911,7 @@ class Store:
                 row = dict(correction, action_key=action.key, requested_at=now_iso())
                 row["lines"] = json.dumps(row.get("lines")) if row.get("lines") is not None else None
                 row["frees"] = json.dumps(row.get("frees")) if row.get("frees") is not None else None
-                self.db["corrections"].insert(row, pk="action_key")
+                self._insert("corrections", row)
         return self.get_correction(action.key)
 
     def get_correction(self, action_key: str) -> dict | None:
@@ -931,6 +1010,14 @@ class Store:
             f"AND kind IN ({', '.join('?' for _ in kinds)}) ORDER BY key",
             [connector, PENDING, SENDING, FAILED, *kinds])
         return [dict(r, payload=json.loads(r["payload"]) if r.get("payload") else {}) for r in rows]
+
+
+def open_store(config) -> Store:
+    """The store a config names: its ``database`` (a SQLite file or a PostgreSQL URL), in its
+    tenant's schema on PostgreSQL, with its ``database_password``."""
+    from hub.tenants import schema_of
+    password = config.database_password.reveal() if getattr(config, "database_password", None) is not None else None
+    return Store(config.database, schema=schema_of(config.tenant), password=password)
 
 
 def system_user() -> str:
