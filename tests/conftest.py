@@ -1,5 +1,6 @@
 """Fixtures: the NinjaOne and Stripe simulators, connectors talking to them, and a hub."""
 
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from plugins.stripe.plugin import StripeConnector, StripeSettings
 from plugins.stripe.simulator import StripeSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
+# Test modules are imported without touching sys.path (--import-mode=importlib); processes a test
+# spawns (multiprocessing's "spawn") import its functions by module name, from the checkout.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

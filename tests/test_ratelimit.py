@@ -3,7 +3,6 @@ store connections and several processes; the rate_limit settings and their defau
 honoured on top."""
 
 import multiprocessing as mp
-from pathlib import Path
 import threading
 
 import httpx
@@ -164,10 +163,7 @@ def _take_in_a_process(path: str, instants: list[float], queue) -> None:
     queue.put(taken_at_each_instant(take, instants))
 
 
-def test_two_processes_share_the_pace_through_the_database(tmp_path, monkeypatch):
-    # The spawned processes import this module: give them the checkout's root on their path.
-    root = str(Path(__file__).resolve().parents[1])
-    monkeypatch.syspath_prepend(root)
+def test_two_processes_share_the_pace_through_the_database(tmp_path):
     path = str(tmp_path / "hub.db")
     Store(path).close()
     ctx = mp.get_context("spawn")
