@@ -28,8 +28,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import structlog
-from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
+from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.jobs import Job as QueuedJob
 
 from hub.errors import HubError
 from hub.workers.settings import Deployment
@@ -44,6 +45,22 @@ MAX_ATTEMPTS = 40             # a job stopped (SIGTERM) or locked out this many 
 
 class RunStopped(Exception):
     """The run ended early because its worker is stopping: the job goes back to the queue."""
+
+
+class RunRetry(BaseRetryStrategy):
+    """A run stopped by its worker's shutdown goes back to the queue at once; one refused by the
+    tenant's store lock (a CLI run in flight) waits ``LOCKED_RETRY_WAIT`` seconds; any other
+    failure is final (a HubError: the same input would fail the same way; the run row says why)."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: QueuedJob) -> RetryDecision | None:
+        from hub.engine import LockedError
+        if job.attempts >= MAX_ATTEMPTS:
+            return None
+        if isinstance(exception, RunStopped):
+            return RetryDecision(retry_in={"seconds": 0})
+        if isinstance(exception, LockedError):
+            return RetryDecision(retry_in={"seconds": LOCKED_RETRY_WAIT})
+        return None
 
 
 def tenant_lock(tenant: str) -> str:
@@ -131,12 +148,10 @@ def run_tenant(deployment: Deployment, context: JobContext | None, tenant: str, 
 
 def make_app(deployment: Deployment) -> App:
     """The Procrastinate app on the queue's database, with the tasks bound to ``deployment``."""
-    from hub.engine import LockedError
     settings = deployment.settings
     app = App(connector=PsycopgConnector(conninfo=settings.conninfo(), min_size=1,
                                          max_size=settings.concurrency + 4))
-    retry = RetryStrategy(max_attempts=MAX_ATTEMPTS, wait=LOCKED_RETRY_WAIT,
-                          retry_exceptions={LockedError, RunStopped})
+    retry = RunRetry()
 
     @app.task(name=SYNC, pass_context=True, retry=retry)
     def sync(context: JobContext, tenant: str, job: str = "manual", scope: dict | None = None,

@@ -109,7 +109,7 @@ class SimulatedTenant:
         with contextlib.closing(sqlite3.connect(self.database)) as db:
             db.row_factory = sqlite3.Row
             return [dict(r) | {"errors": json.loads(r["errors"] or "[]")} for r in
-                    db.execute("select id, status, trigger, job, errors from runs order by started_at")]
+                    db.execute("select id, status, trigger, job, errors, started_at, finished_at from runs order by started_at")]
 
 
 def write_deployment(path: Path, tenants: list[SimulatedTenant], database: str, **workers) -> Path:
