@@ -268,6 +268,9 @@ def _workers(table, environ=None, tmp_path=Path(".")):
     ({"database": "postgresql://hub@db/q", "tick": "every minute"}, "workers.tick", "not a crontab line"),
     ({"database": "postgresql://hub@db/q", "heartbeat": 10}, "workers.heartbeat", "not a duration"),
     ({"database": "postgresql://hub@db/q", "broker": "redis://"}, "workers.broker", "unknown key"),
+    ({"database": "postgresql://hub@db/q", "keep_jobs": "10m"}, "workers.keep_jobs", "shorter than an hour"),
+    ({"database": "postgresql://hub@db/q", "database_password_env": "A", "database_password_file": "b"},
+     "workers.database_password_file", "both set"),
 ])
 def test_workers_table_is_checked(table, key, says):
     with pytest.raises(ConfigError) as err:

@@ -10,6 +10,7 @@ Tasks (each argument JSON, so that any worker on any machine can run any job):
   before.
 - ``msp_hub.retry_stalled``: periodic too; a job whose worker stopped sending heartbeats for
   ``[workers] stalled_after`` (killed, its machine gone) goes back to the queue for another worker.
+- ``msp_hub.clean``: hourly; finished jobs older than ``[workers] keep_jobs`` leave the queue.
 
 Every run of a tenant takes the job lock ``tenant:<name>``: one tenant has one run at a time,
 whichever worker takes it. Its queueing lock ``tenant:<name>:<job>`` keeps at most one run of a
@@ -38,9 +39,11 @@ from hub.workers.settings import Deployment
 log = structlog.get_logger()
 
 SYNC, PULL, TICK, RETRY_STALLED = "msp_hub.sync", "msp_hub.pull", "msp_hub.tick", "msp_hub.retry_stalled"
+CLEAN = "msp_hub.clean"
 TRIGGER = "worker"            # the trigger recorded with a worker's runs
-LOCKED_RETRY_WAIT = 15        # seconds before a run refused by the tenant's store lock is tried again
-MAX_ATTEMPTS = 40             # a job stopped (SIGTERM) or locked out this many times fails for good
+LOCKED_RETRY_WAIT = 30        # seconds before a run refused by the tenant's store lock is tried again
+MAX_ATTEMPTS = 60             # a job stopped (SIGTERM) or locked out this many times fails for good: 30
+                              # minutes of a lock held (a dead process on another host holds it 10)
 
 
 class RunStopped(Exception):
@@ -172,6 +175,13 @@ def make_app(deployment: Deployment) -> App:
     @app.task(name=RETRY_STALLED, pass_context=True)
     async def retry_stalled(context: JobContext, timestamp: int) -> int:
         return await retry_stalled_jobs(app, settings.stalled_after)
+
+    @app.periodic(cron="17 * * * *", periodic_id="clean")
+    @app.task(name=CLEAN, pass_context=True)
+    async def clean(context: JobContext, timestamp: int) -> None:
+        # Finished jobs older than keep_jobs leave the queue (the ticks alone add two a minute);
+        # failed ones stay for a person to see (msp-hub queue status).
+        await app.job_manager.delete_old_jobs(nb_hours=max(1, settings.keep_jobs // 3600), include_failed=False)
 
     return app
 

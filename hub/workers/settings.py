@@ -9,6 +9,7 @@
     heartbeat = "10s"          # how often a worker says it is alive
     stalled_after = "60s"      # a worker silent this long is dead: its jobs are run again elsewhere
     tick = "* * * * *"         # when the tenants' [schedule]s are read (a 6th field counts seconds)
+    keep_jobs = "7d"           # finished jobs are deleted from the queue after this long (failed ones stay)
 
 The queue's database is PostgreSQL only: Procrastinate keeps its jobs, locks and periodic
 deferrals there (no other broker). A password never sits in the file: it comes from the variable
@@ -30,10 +31,11 @@ from hub.errors import ConfigError
 from hub.tenants import Tenant, load_tenants
 
 KEYS = ("database", "database_password_env", "database_password_file", "concurrency", "heartbeat",
-        "stalled_after", "tick")
+        "stalled_after", "tick", "keep_jobs")
 DEFAULT_HEARTBEAT = 10
 DEFAULT_STALLED_AFTER = 60
 DEFAULT_TICK = "* * * * *"
+DEFAULT_KEEP_JOBS = 7 * 86400
 MAX_CONCURRENCY = 64
 
 
@@ -48,6 +50,7 @@ class WorkerSettings:
     heartbeat: int = DEFAULT_HEARTBEAT            # seconds
     stalled_after: int = DEFAULT_STALLED_AFTER    # seconds
     tick: str = DEFAULT_TICK
+    keep_jobs: int = DEFAULT_KEEP_JOBS            # seconds
 
     def __repr__(self) -> str:
         return (f"WorkerSettings(file={self.file!r}, database={self.database!r}, concurrency={self.concurrency}, "
@@ -67,7 +70,7 @@ def _seconds(table: dict[str, Any], key: str, default: int, file: str) -> int:
         return parse_every(value) if isinstance(value, str) else int("x")
     except ValueError:
         raise ConfigError(f"{value!r} is not a duration", file=file, key=f"workers.{key}",
-                          fix=f'write a whole number and a unit, e.g. {key} = "{default}s"') from None
+                          fix=f'write a whole number and a unit (s, m, h or d), e.g. {key} = "{default}s"') from None
 
 
 def parse_workers(table: Any, *, file: str, base: Path, environ: dict[str, str] | None = None) -> WorkerSettings:
@@ -130,7 +133,11 @@ def parse_workers(table: Any, *, file: str, base: Path, environ: dict[str, str] 
     if not isinstance(tick, str) or len(tick.split()) not in (5, 6) or not _valid_cron(tick):
         raise ConfigError(f"{tick!r} is not a crontab line", file=file, key="workers.tick",
                           fix=f'write tick = "{DEFAULT_TICK}" (every minute; a 6th field counts seconds)')
-    return WorkerSettings(file, database, password, concurrency, heartbeat, stalled, tick)
+    keep = _seconds(table, "keep_jobs", DEFAULT_KEEP_JOBS, file)
+    if keep < 3600:
+        raise ConfigError(f"keep_jobs ({keep} s) is shorter than an hour", file=file, key="workers.keep_jobs",
+                          fix='write keep_jobs = "7d"')
+    return WorkerSettings(file, database, password, concurrency, heartbeat, stalled, tick, keep)
 
 
 def _valid_cron(expr: str) -> bool:
