@@ -318,3 +318,19 @@ def test_previous_tick_follows_the_tick_crontab():
     now = _at("2026-12-01T05:00:00").timestamp()
     assert previous_tick("* * * * *", now) == _at("2026-12-01T04:59:00")
     assert previous_tick("* * * * * */5", now) == _at("2026-12-01T04:59:55")
+
+
+def test_the_cli_refuses_a_wrong_deployment_before_touching_the_queue(tmp_path):
+    from click.testing import CliRunner
+    from hub.cli import EXIT_USAGE, main
+    (tmp_path / "acme.toml").write_text("")
+    path = tmp_path / "tenants.toml"
+    path.write_text('[tenants.acme]\nconfig = "acme.toml"\n\n[workers]\ndatabase = "postgresql://hub@127.0.0.1:1/q"\n')
+    done = CliRunner().invoke(main, ["queue", "sync", "--tenants", str(path), "--tenant", "globex"])
+    assert done.exit_code == EXIT_USAGE and "no tenant 'globex'" in done.output and "use one of acme" in done.output
+    path.write_text('[tenants.acme]\nconfig = "acme.toml"\n\n[workers]\ndatabase = "redis://cache:6379/0"\n')
+    done = CliRunner().invoke(main, ["worker", "--tenants", str(path)])
+    assert done.exit_code == EXIT_USAGE and "workers.database" in done.output and "PostgreSQL only" in done.output
+    path.write_text('[tenants.acme]\nconfig = "acme.toml"\n\n[workers]\ndatabase = "postgresql://hub@127.0.0.1:1/q"\n')
+    done = CliRunner().invoke(main, ["worker", "--init", "--tenants", str(path)])
+    assert done.exit_code == EXIT_USAGE and "cannot connect to the queue's database" in done.output
