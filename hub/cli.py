@@ -1637,7 +1637,7 @@ def worker(tenants_path, init_only, name):
             applied = ensure_schema(deployment.settings)
             click.echo("queue tables created" if applied else "queue tables already present")
             return
-        run_worker(path, name=name)
+        run_worker(path, name=name, level=_LOG_LEVEL[0] or "info")
     except HubError as exc:
         raise Refused(str(exc)) from None
 

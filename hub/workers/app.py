@@ -189,31 +189,43 @@ def make_app(deployment: Deployment) -> App:
 async def defer_due(app: App, deployment: Deployment, timestamp: int) -> dict[str, int]:
     """Defer each tenant's scheduled jobs that fired since the previous tick; returns counts.
 
-    One tenant's broken config is logged and skipped: the other tenants' jobs are deferred.
+    The tenants' configs are read in a thread (the worker's heartbeats go on meanwhile). One
+    tenant's broken config is logged and skipped: the other tenants' jobs are deferred.
     """
+    import asyncio
+    now = datetime.fromtimestamp(timestamp, timezone.utc)
+    due, broken = await asyncio.to_thread(due_firings, deployment, timestamp)
+    counts = {"deferred": 0, "waiting": 0, "broken": broken}
+    for name, firing in due:
+        deferred = await defer_run_async(app, name, firing.job, firing.scope, fired_at=firing.at.isoformat())
+        counts["deferred" if deferred else "waiting"] += 1
+    log.info("worker.tick", at=now.isoformat(), **counts)
+    return counts
+
+
+def due_firings(deployment: Deployment, timestamp: int) -> tuple[list[tuple[str, Any]], int]:
+    """(tenant, firing) of every tenant's schedule since the tick before ``timestamp``, and how
+    many tenants' schedules could not be read."""
     from hub.daemon import parse_schedule
     from hub.workers.schedule import firings, previous_tick
     now = datetime.fromtimestamp(timestamp, timezone.utc)
     since = previous_tick(deployment.settings.tick, timestamp)
-    counts = {"deferred": 0, "waiting": 0, "broken": 0}
     try:
         tenants = deployment.tenants()
     except HubError as exc:
         log.error("worker.tenants_unreadable", error=str(exc))
-        return counts
+        return [], 0
+    due, broken = [], 0
     for name, tenant in sorted(tenants.items()):
         try:
             config = tenant.load_config()
             jobs = parse_schedule(config)
         except HubError as exc:
-            counts["broken"] += 1
+            broken += 1
             log.error("worker.schedule_unreadable", tenant=name, error=str(exc))
             continue
-        for firing in firings(jobs, config.timezone, since, now):
-            deferred = await defer_run_async(app, name, firing.job, firing.scope, fired_at=firing.at.isoformat())
-            counts["deferred" if deferred else "waiting"] += 1
-    log.info("worker.tick", at=now.isoformat(), **counts)
-    return counts
+        due.extend((name, f) for f in firings(jobs, config.timezone, since, now))
+    return due, broken
 
 
 def _deferrer(app: App, tenant: str, job: str, task: str):

@@ -48,14 +48,14 @@ def ensure_schema(settings: WorkerSettings) -> bool:
             conn.execute("select pg_advisory_unlock(%s)", [SCHEMA_LOCK])
 
 
-def run_worker(tenants_path: str | Path, *, name: str | None = None) -> None:
+def run_worker(tenants_path: str | Path, *, name: str | None = None, level: str = "info") -> None:
     """Run one worker until SIGTERM or SIGINT.
 
     On a signal the worker takes no new job; the run in flight ends after its current page or
     push, committed, and its job goes back to the queue (another worker, or this one restarted,
     runs it again: its pushes were recorded, nothing is sent twice). SIGKILL loses nothing either:
     the job's worker stops sending heartbeats and ``retry_stalled`` queues it again after
-    ``[workers] stalled_after``.
+    ``[workers] stalled_after``. Logs are JSON lines on stderr, each run's with its tenant and job.
     """
     from hub.logs import configure_logging
     from hub.workers.app import make_app, worker_name
@@ -65,7 +65,7 @@ def run_worker(tenants_path: str | Path, *, name: str | None = None) -> None:
     secrets = [settings.password or ""]
     for tenant in deployment.tenants().values():
         secrets.extend((tenant.environ() or {}).values())
-    configure_logging(fmt="json", level="info", secrets=secrets)
+    configure_logging(fmt="json", level=level, secrets=secrets)
     import logging
     logging.getLogger("httpx").setLevel(logging.WARNING)   # one line per request: the runs' own events say enough
     ensure_schema(settings)
