@@ -1644,7 +1644,13 @@ def worker(tenants_path, init_only, name):
 
 @main.group()
 def queue():
-    """Queue runs for the workers and see what waits (tenants.toml [workers])."""
+    """Queue runs for the workers and see what waits (tenants.toml [workers]).
+
+    \b
+    Example:
+        msp-hub queue sync --tenants /etc/msp-hub/tenants.toml --tenant acme
+        msp-hub queue status --tenants /etc/msp-hub/tenants.toml
+    """
 
 
 @queue.command("sync")
@@ -1691,7 +1697,12 @@ def queue_sync(tenant_names, tenants_path, connectors, streams, clients, period,
 @tenants_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def queue_status(tenants_path, as_json):
-    """How many jobs of each task wait, run, failed or succeeded; the workers alive."""
+    """How many jobs of each task wait, run, failed or succeeded; the workers alive.
+
+    \b
+    Example:
+        msp-hub queue status --tenants /etc/msp-hub/tenants.toml --json
+    """
     import json as json_module
     try:
         from hub.workers.run import connect
