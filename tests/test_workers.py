@@ -85,6 +85,10 @@ class Cluster:
                           "order by id", [list(tasks or (SYNC, PULL))])
         return [{"id": i, "status": s, "attempts": a, "args": args} for i, s, a, args in rows]
 
+    def workers(self) -> int:
+        """Workers alive (registered in the queue, heartbeat fresh)."""
+        return self.query("select count(*) from procrastinate_workers where last_heartbeat > now() - interval '3s'")[0][0]
+
     def idle(self) -> bool:
         return all(j["status"] not in ("todo", "doing") for j in self.jobs())
 
@@ -156,10 +160,11 @@ def test_a_tenants_sync_runs_on_a_worker_and_pushes_once(cluster):
 
 def test_two_tenants_run_in_parallel_on_two_workers(cluster):
     c = cluster("acme", "birch")
+    c.start("w1"), c.start("w2")
+    wait_for(lambda: c.workers() == 2, 60, "two workers to register")
     for t in c.tenants.values():
         t.slow_invoice = 0.5          # each run lasts a few seconds: long enough to overlap
         assert defer_run(c.app, t.name, "manual", {}) is not None
-    c.start("w1"), c.start("w2")
     wait_for(lambda: c.idle() and all(t.runs() for t in c.tenants.values()), 90, "both tenants' runs")
     a, b = (c.tenants[n].runs()[-1] for n in ("acme", "birch"))
     assert a["status"] == b["status"] == "ok"

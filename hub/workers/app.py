@@ -40,6 +40,7 @@ log = structlog.get_logger()
 
 SYNC, PULL, TICK, RETRY_STALLED = "msp_hub.sync", "msp_hub.pull", "msp_hub.tick", "msp_hub.retry_stalled"
 CLEAN = "msp_hub.clean"
+CONTROL_PRIORITY = 100        # the tick and the stalled-job check before any waiting run
 TRIGGER = "worker"            # the trigger recorded with a worker's runs
 LOCKED_RETRY_WAIT = 30        # seconds before a run refused by the tenant's store lock is tried again
 MAX_ATTEMPTS = 60             # a job stopped (SIGTERM) or locked out this many times fails for good: 30
@@ -166,17 +167,20 @@ def make_app(deployment: Deployment) -> App:
              fired_at: str | None = None) -> dict[str, Any]:
         return run_tenant(deployment, context, tenant, job, scope or {}, dry_run=True)
 
-    @app.periodic(cron=settings.tick, periodic_id="schedules")
+    # The tick and the stalled-job check jump ahead of the waiting runs (priority). Every tick is
+    # kept: each covers its own window of the schedules, so a tick run late (every worker was
+    # busy) still defers its firings, once. One stalled-job check waiting is enough.
+    @app.periodic(cron=settings.tick, periodic_id="schedules", priority=CONTROL_PRIORITY)
     @app.task(name=TICK, pass_context=True)
     async def tick(context: JobContext, timestamp: int) -> dict[str, int]:
         return await defer_due(app, deployment, timestamp)
 
-    @app.periodic(cron=settings.tick, periodic_id="stalled")
+    @app.periodic(cron=settings.tick, periodic_id="stalled", priority=CONTROL_PRIORITY, queueing_lock=RETRY_STALLED)
     @app.task(name=RETRY_STALLED, pass_context=True)
     async def retry_stalled(context: JobContext, timestamp: int) -> int:
         return await retry_stalled_jobs(app, settings.stalled_after)
 
-    @app.periodic(cron="17 * * * *", periodic_id="clean")
+    @app.periodic(cron="17 * * * *", periodic_id="clean", queueing_lock=CLEAN)
     @app.task(name=CLEAN, pass_context=True)
     async def clean(context: JobContext, timestamp: int) -> None:
         # Finished jobs older than keep_jobs leave the queue (the ticks alone add two a minute);
