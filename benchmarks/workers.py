@@ -25,6 +25,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,7 @@ def one_round(pg, tenants: int, devices: int, workers: int, kill_every: float, r
             lost += set(invoices) != expected
         conn.send("stop")
         proc.join(timeout=30)
+    shutil.rmtree(folder, ignore_errors=True)
     return seconds, duplicates, lost, kills
 
 
@@ -161,7 +163,9 @@ def main() -> None:
     from hub.pgserver import PostgresServer
     configure_logging(fmt="console", level="warning")
     rng = random.Random(args.seed)
-    expected = reference(args.devices, Path(tempfile.mkdtemp(prefix="msp-hub-workers-ref-")))
+    ref = Path(tempfile.mkdtemp(prefix="msp-hub-workers-ref-"))
+    expected = reference(args.devices, ref)
+    shutil.rmtree(ref, ignore_errors=True)
     results, duplicates, lost = {}, 0, 0
     with PostgresServer() as pg:
         for n in (int(x) for x in args.workers.split(",")):
