@@ -1701,5 +1701,140 @@ def _sync_here(path: str, scope: dict[str, Any], *, as_json: bool, details: bool
     _exit(report)
 
 
+
+# --- distributed workers (Procrastinate on PostgreSQL) -----------------------------------------------
+
+DEFAULT_TENANTS = "tenants.toml"
+tenants_option = click.option("--tenants", "tenants_path", metavar="PATH", default=None,
+                              help=f"The deployment's tenants.toml with its [workers] table (default: "
+                                   f"$MSP_HUB_TENANTS or {DEFAULT_TENANTS}).")
+
+
+def _tenants_file(path: str | None) -> str:
+    return path or os.environ.get("MSP_HUB_TENANTS") or DEFAULT_TENANTS
+
+
+@main.command()
+@tenants_option
+@click.option("--init", "init_only", is_flag=True, help="Create the queue's tables in PostgreSQL, then exit.")
+@click.option("--name", help="The worker's name in the queue and its logs (default: host:pid).")
+def worker(tenants_path, init_only, name):
+    """Run a worker: the tenants' syncs, their schedules and stalled jobs, from the PostgreSQL queue.
+
+    Start one or more on each machine, all pointing at the same tenants.toml [workers] database;
+    each takes the next job. The queue's tables are created by the first worker (or by --init).
+    On SIGTERM or Ctrl-C the run in flight ends after its current page or push and goes back to the
+    queue; a worker killed outright has its job run again elsewhere after [workers] stalled_after.
+
+    \b
+    Example:
+        export MSP_HUB_QUEUE_PASSWORD=...
+        msp-hub worker --tenants /etc/msp-hub/tenants.toml
+    """
+    try:
+        from hub.workers.run import ensure_schema, run_worker
+        from hub.workers.settings import load_deployment
+    except ImportError as exc:
+        raise Refused(f"the workers need the scale extra ({exc.name} is missing) "
+                      "(fix: pip install 'msp-hub[scale]')") from None
+    path = _tenants_file(tenants_path)
+    try:
+        if init_only:
+            deployment = load_deployment(path)
+            applied = ensure_schema(deployment.settings)
+            click.echo("queue tables created" if applied else "queue tables already present")
+            return
+        run_worker(path, name=name, level=_LOG_LEVEL[0] or "info")
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+
+
+@main.group()
+def queue():
+    """Queue runs for the workers and see what waits (tenants.toml [workers]).
+
+    \b
+    Example:
+        msp-hub queue sync --tenants /etc/msp-hub/tenants.toml --tenant acme
+        msp-hub queue status --tenants /etc/msp-hub/tenants.toml
+    """
+
+
+@queue.command("sync")
+@tenants_option
+@click.option("--tenant", "tenant_names", multiple=True, help="Queue a run of this tenant (repeatable; default: all).")
+@click.option("--connector", "connectors", multiple=True, help="Pull only this connector (repeatable).")
+@click.option("--stream", "streams", multiple=True, help="Pull only this stream (repeatable).")
+@click.option("--client", "clients", multiple=True, help="Plan and push only this hub client (repeatable).")
+@click.option("--period", metavar="YYYY-MM", help="Invoice this period even if it has not ended.")
+@click.option("--full", is_flag=True, help="Re-read the streams from the start.")
+@click.option("--dry-run", is_flag=True, help="Pull and plan, but push nothing.")
+def queue_sync(tenant_names, tenants_path, connectors, streams, clients, period, full, dry_run):
+    """Queue a sync of each chosen tenant; a worker runs it. A run of the same tenant already
+    waiting is not queued twice.
+
+    \b
+    Example:
+        msp-hub queue sync --tenants /etc/msp-hub/tenants.toml --tenant acme --stream alerts
+    """
+    try:
+        from hub.workers.app import PULL, SYNC, defer_run, make_app
+        from hub.workers.settings import load_deployment
+    except ImportError as exc:
+        raise Refused(f"the workers need the scale extra ({exc.name} is missing) "
+                      "(fix: pip install 'msp-hub[scale]')") from None
+    scope = _scope(connectors, streams, clients, period, full, False)
+    try:
+        deployment = load_deployment(_tenants_file(tenants_path))
+        tenants = deployment.tenants()
+        chosen = list(tenant_names) or sorted(tenants)
+        for name in chosen:
+            deployment.tenant(name)
+        app = make_app(deployment)
+        with app.open():
+            for name in chosen:
+                job_id = defer_run(app, name, "manual", scope, task=PULL if dry_run else SYNC)
+                click.echo(f"{name}: queued as job {job_id}" if job_id is not None
+                           else f"{name}: a manual run already waits; not queued twice")
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+
+
+@queue.command("status")
+@tenants_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def queue_status(tenants_path, as_json):
+    """How many jobs of each task wait, run, failed or succeeded; the workers alive.
+
+    \b
+    Example:
+        msp-hub queue status --tenants /etc/msp-hub/tenants.toml --json
+    """
+    import json as json_module
+    try:
+        from hub.workers.run import connect
+        from hub.workers.settings import load_deployment
+    except ImportError as exc:
+        raise Refused(f"the workers need the scale extra ({exc.name} is missing) "
+                      "(fix: pip install 'msp-hub[scale]')") from None
+    try:
+        settings = load_deployment(_tenants_file(tenants_path)).settings
+        with connect(settings) as conn:
+            if not conn.execute("select to_regclass('procrastinate_jobs') is not null").fetchone()[0]:
+                raise Refused("the queue has no tables yet (fix: msp-hub worker --init, or start a worker)")
+            jobs = conn.execute("select task_name, status::text, count(*) from procrastinate_jobs "
+                                "group by 1, 2 order by 1, 2").fetchall()
+            workers = conn.execute("select count(*) from procrastinate_workers where last_heartbeat > "
+                                   "now() - make_interval(secs => %s)", [settings.stalled_after]).fetchone()[0]
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+    if as_json:
+        click.echo(json_module.dumps({"workers": workers, "jobs": [{"task": t, "status": s, "count": n}
+                                                                   for t, s, n in jobs]}, indent=2))
+        return
+    click.echo(f"workers alive: {workers}")
+    _table(("task", "status", "jobs"), [(t, s, str(n)) for t, s, n in jobs], click.echo, right=(2,))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
