@@ -212,7 +212,7 @@ def _vendor_secrets(config: HubConfig) -> dict[str, str]:
     return out
 
 
-def check_apart(deployment: Deployment) -> dict[str, HubConfig]:
+def check_apart(deployment: Deployment, *, broken: dict[str, ConfigError] | None = None) -> dict[str, HubConfig]:
     """Load every tenant's config and check that no two share what must be the tenant's own:
 
     - a SQLite database file (each tenant's rows live in its own file; PostgreSQL tenants share a
@@ -221,7 +221,10 @@ def check_apart(deployment: Deployment) -> dict[str, HubConfig]:
       the hub sends would be shared, or a token that would open two tenants), nor the deployment
       token.
 
-    Returns the configs by tenant name; a ConfigError names both tenants, the key and the fix."""
+    Returns the configs by tenant name; a ConfigError names both tenants, the key and the fix.
+    ``broken``: where a tenant whose own config does not load is noted (and left out of the
+    check) instead of refusing the whole deployment: its own runs fail with that error, the
+    others go on."""
     configs: dict[str, HubConfig] = {}
     files: dict[str, str] = {}
     secrets: dict[str, tuple[str, str]] = {}
@@ -230,7 +233,13 @@ def check_apart(deployment: Deployment) -> dict[str, HubConfig]:
     except ConfigError:
         deployment_token = None
     for name, tenant in sorted(deployment.tenants.items()):
-        config = tenant.load_config()
+        try:
+            config = tenant.load_config()
+        except ConfigError as exc:
+            if broken is None:
+                raise
+            broken[name] = exc
+            continue
         configs[name] = config
         database = str(config.database)
         if not database.startswith(("postgresql://", "postgres://")):

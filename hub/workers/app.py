@@ -34,6 +34,7 @@ from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.jobs import Job as QueuedJob
 
 from hub.errors import HubError
+from hub.logs import tenant_scope
 from hub.workers.settings import Deployment
 
 log = structlog.get_logger()
@@ -88,12 +89,9 @@ class _AbortStop(threading.Event):
 
 def _record_refused(config, job: str, scope: dict[str, Any], error: str) -> str | None:
     """A run row saying why a job could not start (the hub could not be built): ``refused``."""
-    from hub.store import Store
-    from hub.tenants import schema_of
-    import inspect
+    from hub.store import open_store
     try:
-        kwargs = {"schema": schema_of(config.tenant)} if "schema" in inspect.signature(Store).parameters else {}
-        store = Store(config.database, **kwargs)
+        store = open_store(config)
     except Exception:  # noqa: BLE001 - the store itself is what is wrong: the job's failure says it
         return None
     try:
@@ -118,7 +116,7 @@ def run_tenant(deployment: Deployment, context: JobContext | None, tenant: str, 
     from hub.service import normalize_scope
 
     job_id = context.job.id if context is not None else None
-    with structlog.contextvars.bound_contextvars(tenant=tenant, job=job, job_id=job_id):
+    with tenant_scope(tenant), structlog.contextvars.bound_contextvars(job=job, job_id=job_id):
         config = deployment.tenant(tenant).load_config()
         try:
             hub = Hub(config)

@@ -68,6 +68,8 @@ def run_worker(tenants_path: str | Path, *, name: str | None = None, level: str 
     configure_logging(fmt="json", level=level, secrets=secrets)
     import logging
     logging.getLogger("httpx").setLevel(logging.WARNING)   # one line per request: the runs' own events say enough
+    from hub.metrics import label_tenants
+    label_tenants(True)   # a worker serves tenants: every metric it counts carries its tenant
     ensure_schema(settings)
     app = make_app(deployment)
     name = name or worker_name()

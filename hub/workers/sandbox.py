@@ -42,6 +42,9 @@ class SimulatedTenant:
         self.ninja = seed_ninjaone(self.devices)
         self.cw = seed_connectwise(last_ended_period(datetime.now(timezone.utc), "Europe/Paris"))
         self.stripe = StripeSimulator(api_key=f"sk_test_{self.name.replace('-', '_')}")
+        # Each MSP its own vendor accounts: no two tenants may share a secret.
+        self.ninja.client_secret = f"sim-client-secret-{self.name}"
+        self.cw.private_key = f"sim-private-key-{self.name}"
 
     def stripe_handler(self, request: httpx.Request) -> httpx.Response:
         response = self.stripe.handler(request)

@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 from hub.config import read_toml
 from hub.daemon import parse_every
 from hub.errors import ConfigError
-from hub.tenants import Tenant, load_tenants
+from hub.tenants import Tenant, check_apart
+from hub.tenants import load_deployment as tenants_deployment
 
 KEYS = ("database", "database_password_env", "database_password_file", "concurrency", "heartbeat",
         "stalled_after", "tick", "keep_jobs")
@@ -147,27 +148,33 @@ def _valid_cron(expr: str) -> bool:
 
 @dataclass(frozen=True)
 class Deployment:
-    """tenants.toml: its tenants and its ``[workers]``. ``tenants()`` reads the file again, so
-    that a tenant added while the workers run is scheduled at the next tick."""
+    """tenants.toml: its tenants and its ``[workers]``. ``tenants()`` reads the file again (and
+    checks the tenants apart), so that a tenant added while the workers run is scheduled at the
+    next tick; ``tenant(name)`` reads it again without loading every tenant's config (a job's
+    tenant was checked by the tick or the command that deferred it)."""
 
     path: Path
     settings: WorkerSettings
 
     def tenants(self) -> dict[str, Tenant]:
-        return load_tenants(self.path)
+        return checked_tenants(self.path)
 
     def tenant(self, name: str) -> Tenant:
-        tenants = self.tenants()
-        if name not in tenants:
-            raise ConfigError(f"no tenant {name!r}", file=str(self.path), key=f"tenants.{name}",
-                              fix=f"use one of {', '.join(sorted(tenants))}, or add [tenants.{name}]")
-        return tenants[name]
+        return tenants_deployment(self.path, check=False).tenant(name)
+
+
+def checked_tenants(path: str | Path) -> dict[str, Tenant]:
+    """The tenants of tenants.toml, checked apart (no shared file or secret); a tenant whose own
+    config is broken stays listed: its runs fail with its error, the other tenants' go on."""
+    deployment = tenants_deployment(path, check=False)
+    check_apart(deployment, broken={})
+    return deployment.tenants
 
 
 def load_deployment(path: str | Path, *, environ: dict[str, str] | None = None) -> Deployment:
     """tenants.toml with its ``[workers]`` table checked (a ConfigError when it is missing)."""
     path = Path(path)
-    load_tenants(path)                       # the tenants checked first, with their own messages
+    checked_tenants(path)                    # the tenants checked first, with their own messages
     raw, _text = read_toml(path, missing_fix="write a tenants.toml with [tenants.NAME] tables and a [workers] table")
     if "workers" not in raw:
         raise ConfigError("no [workers] table", file=str(path), key="workers",
