@@ -1593,7 +1593,7 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
     report.registry = ctx.registry
     report_unbilled(hub, report, ctx)
     gate = Gate(hub, report)
-    items: list[PlanItem] = []
+    items = PlanItems(getattr(hub, "plan_sink", None))
     claimed: dict[str, set[str]] = {}   # items an earlier period of this plan bills already
     billing = kinds is None or INVOICE in kinds
     for period in (periods if billing else []):
@@ -1638,9 +1638,34 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
         problems = gate.ticket_problems()
         items.extend(_hold(i, problems, "incomplete") for i in plan_alerts(hub, report, ctx, now)
                      if not only or i.client_id in only)
-    report.plan = items
-    report.held = [held_json(i) for i in items if i.status == "held" and i.action is not None]
-    return items
+    if items.sink is None:
+        report.plan = list(items)
+    report.held = items.held
+    return report.plan
+
+
+class PlanItems(list):
+    """The items of one plan, in the order they are made, and ``held``: what ``held_json`` says of
+    each held one. With a ``sink`` (``hub.plan_sink``, e.g. ``msp-hub plan --json`` writing each
+    item as it comes), every item goes to it as soon as it is made and is not kept: memory stays
+    that of one client whatever the number of clients."""
+
+    def __init__(self, sink=None):
+        super().__init__()
+        self.sink = sink
+        self.held: list[dict[str, Any]] = []
+
+    def append(self, item: PlanItem) -> None:
+        if item.status == "held" and item.action is not None:
+            self.held.append(held_json(item))
+        if self.sink is None:
+            super().append(item)
+        else:
+            self.sink(item)
+
+    def extend(self, items: Iterable[PlanItem]) -> None:
+        for item in items:
+            self.append(item)
 
 
 def catch_up_context(hub: "Hub", report: "RunReport", period: Period, only: set[str]) -> Context | None:
