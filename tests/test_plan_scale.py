@@ -94,3 +94,142 @@ def test_plan_items_keep_what_a_held_item_says_whether_kept_or_sunk():
         items.extend([held, fine])
     assert list(kept) == [held, fine] and list(sunk) == [] and out == [held, fine]
     assert kept.held == sunk.held == [planner.held_json(held)]
+
+
+# --- the set-based reads ---------------------------------------------------------------------------
+
+def _odd_store():
+    """A store with the records a plan meets: clients with and without records, two systems, time
+    entries and products with odd dates (naive, another offset, none), an entry of another client."""
+    from datetime import timedelta
+    from hub.records import BILLABLE, Device, ProductLine, TimeEntry
+    store = Store(":memory:")
+    utc = timezone.utc
+    base = datetime(2026, 10, 31, 22, 30, tzinfo=utc)
+    entries = []
+    for n, when in enumerate([base, base + timedelta(hours=2), base.replace(tzinfo=None),
+                              base.astimezone(timezone(timedelta(hours=-5))), base - timedelta(days=40),
+                              datetime(2026, 11, 1, tzinfo=utc)]):
+        for client in ("7", "8"):
+            entries.append(TimeEntry("connectwise", f"{client}{n:02d}", client, "tech", when, None, "1.25", BILLABLE,
+                                     "Remote Support", "Engineer", f"t{n}"))
+    entries.append(TimeEntry("connectwise", "999", "9", "tech", base, None, "1", BILLABLE, "Onsite", "Engineer"))
+    store.write_page("time_entries", entries, "connectwise", "time_entries", None)
+    products = [ProductLine("connectwise", f"p{n}", "7", "SSD", "SSD", "1", 100, "EUR", BILLABLE, sold_at=when)
+                for n, when in enumerate([None, base, base + timedelta(hours=2), base.replace(tzinfo=None)])]
+    store.write_page("products", products, "connectwise", "products", None)
+    devices = [Device("ninjaone", str(n), str(n % 3), f"pc{n}", "WINDOWS_WORKSTATION", "approved") for n in range(9)]
+    store.write_page("devices", devices, "ninjaone", "devices", None)
+    return store
+
+
+def test_records_by_client_are_the_records_of_each_client_as_iter_records_gives_them():
+    store = _odd_store()
+    keys = [("connectwise", "7"), ("connectwise", "8"), ("connectwise", "none"), ("ninjaone", "1"), ("ninjaone", "2")]
+    end = "2026-10-31T23:00:00+00:00"
+    for table, where, args in (("time_entries", "", ()), ("time_entries", "started_at < ?", [end]),
+                               ("products", "sold_at is null or sold_at < ?", [end]), ("devices", "", ())):
+        got = store.records_by_client(table, keys, where=where, args=args)
+        assert set(got) == set(keys)
+        for source, client in keys:
+            assert got[(source, client)] == list(store.iter_records(table, source, client, where=where, args=args))
+    assert any(got.values()) and got[("connectwise", "none")] == []
+    with_dates = store.records_by_client("products", [("connectwise", "7")], stored="sold_at")[("connectwise", "7")]
+    assert [r for _, r in with_dates] == list(store.iter_records("products", "connectwise", "7"))
+    assert [s for s, _ in with_dates] == [r["sold_at"] for r in store.rows("products")]
+
+
+def test_plan_reads_answer_as_the_store_does_for_every_end_and_client():
+    store = _odd_store()
+    reads = planner.PlanReads(store, [("connectwise", "7"), ("ninjaone", "1"), ("connectwise", "8")])
+    ends = ["2026-10-31T23:00:00+00:00", "2026-10-31T22:30:00", "2026-11-01", "9999", "0"]
+    for client in ("7", "8", "9", "none"):     # 9 and none are outside the plan's order: read on their own
+        for end in ends:
+            for table, where in (("time_entries", "started_at < ?"), ("products", "sold_at is null or sold_at < ?")):
+                assert reads.records(table, "connectwise", client, where=where, args=[end]) == \
+                    list(store.iter_records(table, "connectwise", client, where=where, args=[end])), (client, end)
+        assert reads.records("time_entries", "connectwise", client) == \
+            list(store.iter_records("time_entries", "connectwise", client))
+    assert reads.records("devices", "ninjaone", "1") == list(store.iter_records("devices", "ninjaone", "1"))
+    assert reads.queries <= 4     # one read per table and window, whatever the ends asked
+
+
+@pytest.mark.parametrize("stored", [None, "2026-10-31T22:30:00+00:00", "2026-10-31T22:30:00", "2026-11", "", "zz",
+                                    5, 2.5, b"2026"])
+def test_a_stored_date_is_before_an_end_as_the_database_says(stored):
+    import sqlite3
+    conn = sqlite3.connect(":memory:")
+    for end in ("2026-10-31T23:00:00+00:00", "2026-10-31", "9999", ""):
+        for null_ok, sql in ((False, "select ? < ?"), (True, "select ? is null or ? < ?")):
+            args = (stored, end) if not null_ok else (stored, stored, end)
+            assert planner._stored_before(stored, end, null_ok) == bool(conn.execute(sql, args).fetchone()[0]), \
+                (stored, end, null_ok)
+
+
+def test_a_plan_reads_each_client_once_per_window_and_keeps_no_reads_after(seeded):
+    config = load_config(seeded)
+    hub = Hub(config)
+    try:
+        calls = []
+        real = hub.store.iter_records
+        hub.store.iter_records = lambda *a, **k: (calls.append(a), real(*a, **k))[1]
+        report = sync_once(hub, dry_run=True, pull_first=False)
+        assert report.plan and getattr(hub, "plan_reads", None) is None
+        # No read of one client's records: they are read a window of clients at a time.
+        assert [a for a in calls if len(a) > 2 and a[0] in ("time_entries", "products", "agreements", "additions",
+                                                            "devices")] == []
+        assert {a[0] for a in calls} <= {"clients", "devices", "alerts", "alert_events", "tickets"}
+    finally:
+        hub.close()
+
+
+# --- time zones once per day, hours once per text --------------------------------------------------
+
+@pytest.mark.parametrize("tz", ["Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"])
+def test_local_day_is_the_zone_s_day_across_offset_changes(tz):
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+    from hub.periods import local_day
+    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    moments = [start + timedelta(minutes=37 * n) for n in range(0, 15000)]     # through March-November
+    moments += [m.astimezone(timezone(timedelta(hours=5, minutes=30))) for m in moments[::50]]
+    moments += [m.astimezone(ZoneInfo("America/Los_Angeles")) for m in moments[::70]]
+    for m in moments:
+        assert local_day(m, tz) == m.astimezone(ZoneInfo(tz)).date(), m
+    naive = datetime(2026, 10, 25, 1, 30)
+    assert local_day(naive, tz) == naive.astimezone(ZoneInfo(tz)).date()
+
+
+def test_hours_are_parsed_once_and_billed_by_each_contract_s_own_terms():
+    from fractions import Fraction
+    from hub.errors import MappingError
+    from hub.mappings import TimeTerms, WorkType
+    from hub.records import BILLABLE, TimeEntry
+    from hub import timebilling
+    when = datetime(2026, 10, 5, 9, tzinfo=timezone.utc)
+
+    def entry(hours, work_type="Remote Support"):
+        return TimeEntry("cw", "1", "7", "tech", when, None, hours, BILLABLE, work_type, "Engineer")
+
+    quarter = TimeTerms(increment_minutes=15, work_types={"Onsite": WorkType("Onsite", rate=100, onsite=True)},
+                        onsite_minimum=Fraction(1))
+    tenth = TimeTerms(increment_minutes=6, work_types={}, onsite_minimum=Fraction(2))
+    assert timebilling.billable_hours(entry("0.1"), quarter) == Fraction(1, 4)
+    assert timebilling.billable_hours(entry("0.1"), tenth) == Fraction(1, 10)
+    assert timebilling.billable_hours(entry("0.1", "Onsite"), quarter) == 1
+    assert timebilling.billable_hours(entry("0.1", "Onsite"), tenth) == Fraction(1, 10)   # not on-site there
+    assert timebilling.actual_hours(entry(" 1.50 ")) == Fraction(3, 2)
+    for bad in ("-1", "abc"):
+        with pytest.raises(MappingError, match="time entry 1"):
+            timebilling.actual_hours(entry(bad))
+        with pytest.raises(MappingError, match="time entry 1"):     # an error is never remembered as hours
+            timebilling.actual_hours(entry(bad))
+
+
+def test_a_drawdown_finds_each_entry_s_allocations_in_order():
+    from fractions import Fraction
+    from hub import timebilling
+    allocations = tuple(timebilling.Allocation(str(n % 4), "block", Fraction(n), 1) for n in range(12))
+    d = timebilling.Drawdown(allocations, {}, {}, {}, {}, Fraction(0), None)
+    for entry_id in ("0", "1", "3", "missing"):
+        assert d.for_entry(entry_id) == tuple(a for a in allocations if a.entry_id == entry_id)
