@@ -22,7 +22,7 @@ from hub.errors import HubError
 from hub.linking import HubClient, Registry, link_clients
 from hub.mappings import Contract, contract_from_agreement, options_note
 from hub.mentions import invoice_mentions
-from hub.money import format_minor, format_quantity, round_half_up
+from hub.money import format_minor, format_quantity, round_half_up, round_times
 from hub.periods import Period, parse_period
 from hub.quantities import Guardrails, QuantityCheck, check_quantities, unbilled_classes
 from hub.records import DO_NOT_BILL, NO_CHARGE, Action, BillingLine
@@ -287,6 +287,20 @@ def snapshot_of(lines) -> list[dict]:
     return [dict(line_json(line), things=things_of(line)) for line in lines]
 
 
+_FRACTIONS: dict[str, Fraction] = {}
+
+
+def _fraction(text: str) -> Fraction:
+    """``Fraction(text)``, parsed once per text (quantities repeat: "1", "0.25", "0.5"...)."""
+    got = _FRACTIONS.get(text)
+    if got is None:
+        got = Fraction(text)
+        if len(_FRACTIONS) > 10_000:
+            _FRACTIONS.clear()
+        _FRACTIONS[text] = got
+    return got
+
+
 def things_of(line: BillingLine) -> list[dict[str, Any]]:
     """The things one line billed, each with the amount it billed on its own."""
     code, unit = line.code, line.unit_amount
@@ -297,26 +311,26 @@ def things_of(line: BillingLine) -> list[dict[str, Any]]:
             continue
         if kind in ("tier", "addon"):
             on = code.rsplit(":", 1)[0]            # "tier:gold" or "addon:backup"
-            weight = Fraction(str(item.get("weight", "1")))
+            weight = _fraction(str(item.get("weight", "1")))
             out.append({"kind": "device", "id": str(item["id"]), "on": on, "class": item.get("class"),
                         "tier": code.split(":")[1] if kind == "tier" else None, "unit": unit,
-                        "quantity": format_quantity(weight), "amount": round_half_up(weight * unit)})
+                        "quantity": format_quantity(weight), "amount": round_times(weight, unit)})
         elif kind in ("time", "overage"):
-            hours = Fraction(str(item.get("overage_hours", item.get("billed_hours", "0"))))
+            hours = _fraction(str(item.get("overage_hours", item.get("billed_hours", "0"))))
             thing = {"kind": kind, "id": str(item["id"]), "hours": item.get("hours"),
                      "billed_hours": format_quantity(hours), "rate": unit, "work_type": item.get("work_type"),
                      "date": item.get("date"), "period": item.get("period") or line.period,
-                     "amount": round_half_up(hours * unit)}
+                     "amount": round_times(hours, unit)}
             if kind == "overage":
                 # The block it overdrew: its item says (the code has the entry or ticket after it in
                 # the entry and ticket layouts); a snapshot from before says it in "overage:<agreement>".
                 thing["agreement"] = str(item.get("agreement") or code.split(":", 1)[1])
             out.append(thing)
         elif kind == "product":
-            quantity = Fraction(str(item.get("quantity", "0")))
+            quantity = _fraction(str(item.get("quantity", "0")))
             out.append({"kind": "product", "id": str(item["id"]), "quantity": format_quantity(quantity), "unit": unit,
                         "description": item.get("description"), "date": item.get("date"),
-                        "period": item.get("period") or line.period, "amount": round_half_up(quantity * unit)})
+                        "period": item.get("period") or line.period, "amount": round_times(quantity, unit)})
         elif kind == "flat":
             out.append({"kind": "flat", "id": str(item["id"]), "amount": line.amount})
         elif kind == "delta":
@@ -1069,7 +1083,7 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
                 continue
             weight = Fraction(i["weight"])
             items.append({**i, "id": ref, "ref": str(i["id"]), "of": "device", "period": earlier.name,
-                          "amount": round_half_up(weight * unit)})
+                          "amount": round_times(weight, unit)})
         if not items:
             continue
         qty = sum((Fraction(i["weight"]) for i in items), Fraction(0))

@@ -67,7 +67,7 @@ from typing import Any, Iterable, Sequence
 from hub import i18n
 from hub.errors import MappingError
 from hub.mappings import BlockSize, Contract, TimeTerms, WorkType
-from hub.money import format_minor, format_quantity, round_half_up
+from hub.money import format_minor, format_quantity, round_half_up, round_times
 from hub.periods import Period
 from hub.records import BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, BillingLine, ProductLine, TimeEntry
 
@@ -575,7 +575,7 @@ class _Run:
     def line(self, code: str, description: str, quantity: Fraction, unit: int, rule: str,
              items: Iterable[dict[str, Any]]) -> BillingLine:
         return BillingLine(self.client_id, self.period.name, code, description, format_quantity(quantity), unit,
-                           round_half_up(quantity * unit), self.cur, rule, tuple(items))
+                           round_times(quantity, unit), self.cur, rule, tuple(items))
 
     def late_note(self, items: list[dict[str, Any]], what: str = "entries") -> str:
         earlier = sorted({i["period"] for i in items if i["period"] and i["period"] < self.period.name})

@@ -233,3 +233,16 @@ def test_a_drawdown_finds_each_entry_s_allocations_in_order():
     d = timebilling.Drawdown(allocations, {}, {}, {}, {}, Fraction(0), None)
     for entry_id in ("0", "1", "3", "missing"):
         assert d.for_entry(entry_id) == tuple(a for a in allocations if a.entry_id == entry_id)
+
+
+def test_round_times_rounds_as_round_half_up_of_the_product():
+    import random
+    from fractions import Fraction
+    from hub.money import round_half_up, round_times
+    rnd = random.Random(7)
+    cases = [(Fraction(1, 2), 1), (Fraction(-1, 2), 1), (Fraction(1, 2), -1), (Fraction(3, 8), 4), (Fraction(5), 0),
+             (Fraction(1, 3), 3), (Fraction(-5, 6), 3), (Fraction(7, 4), Fraction(1, 2)), (Fraction(1, 4), True)]
+    cases += [(Fraction(rnd.randint(-10**6, 10**6), rnd.randint(1, 10**4)), rnd.randint(-10**5, 10**5))
+              for _ in range(5000)]
+    for quantity, unit in cases:
+        assert round_times(quantity, unit) == round_half_up(quantity * unit), (quantity, unit)
