@@ -363,7 +363,7 @@ class PlanReads:
     whatever the number of clients."""
 
     WINDOW = 25          # clients read by one query
-    KEPT = 3             # windows kept per table
+    KEPT = 4             # windows kept per table (one per system and condition)
 
     def __init__(self, store, order: Iterable[tuple[str, str]] = ()):
         self.store = store
@@ -400,7 +400,7 @@ class PlanReads:
 
     def _window(self, table: str, key: tuple[str, str], where: str, args: tuple, stored: str | None) -> dict:
         kept = self.windows.setdefault(table, {})
-        query = (where, args)
+        query = (key[0], where, args)
         window = kept.get(query)
         if window is None or key not in window:
             at = self.position[key]

@@ -173,7 +173,15 @@ def test_a_plan_reads_each_client_once_per_window_and_keeps_no_reads_after(seede
         calls = []
         real = hub.store.iter_records
         hub.store.iter_records = lambda *a, **k: (calls.append(a), real(*a, **k))[1]
+        windows = []
+        by_client = hub.store.records_by_client
+        hub.store.records_by_client = lambda table, keys, **k: (
+            windows.append((table, {s for s, _ in keys})), by_client(table, keys, **k))[1]
         report = sync_once(hub, dry_run=True, pull_first=False)
+        # 6 clients are one window: each table of each system read once, whatever the periods planned.
+        read = [(table, system) for table, systems in windows for system in systems]
+        assert len(read) == len(windows) and len(set(read)) == len(read), read
+        assert {("devices", "ninjaone"), ("time_entries", "connectwise"), ("agreements", "connectwise")} <= set(read)
         assert report.plan and getattr(hub, "plan_reads", None) is None
         # No read of one client's records: they are read a window of clients at a time.
         assert [a for a in calls if len(a) > 2 and a[0] in ("time_entries", "products", "agreements", "additions",
