@@ -311,17 +311,19 @@ def main() -> None:
         print(f"seeded through the store API and pushed: {first.records} in {time.perf_counter() - t0:.1f} s; "
               f"{len(first.pushed)} action(s) pushed, {len(first.held)} held", file=sys.stderr)
 
+    c0 = time.process_time()
     floor_s, rows = floor(str(db))
+    floor_cpu = time.process_time() - c0
     if args.profile:
         import cProfile
         cProfile.runctx("sync_once(hub, dry_run=True, pull_first=False)", globals(), {"sync_once": sync_once, "hub": hub},
                         args.profile)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     planned = sync_once(hub, dry_run=True, pull_first=False)
-    plan_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    plan_s, plan_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     noop = sync_once(hub)
-    sync_noop_s = time.perf_counter() - t0
+    sync_noop_s, noop_cpu = time.perf_counter() - t0, time.process_time() - c0
     assert not noop.pushed, f"a sync with nothing new pushed {len(noop.pushed)} action(s)"
     hub.close()
 
@@ -340,7 +342,8 @@ def main() -> None:
     for item in planned.plan:
         statuses[item.status] = statuses.get(item.status, 0) + 1
     print(f"{rows} rows read by the floor; plan: {len(planned.plan)} items {statuses}; "
-          f"plan --json wrote {out.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+          f"plan --json wrote {out.stat().st_size / 1e6:.1f} MB; CPU seconds (the machine may be shared): "
+          f"floor {floor_cpu:.2f}, plan {plan_cpu:.2f}, sync {noop_cpu:.2f}", file=sys.stderr)
     print(f"plan_scale: clients={args.clients} devices={args.clients * args.devices} "
           f"entries={args.clients * args.entries} floor_s={floor_s:.2f} plan_s={plan_s:.2f} "
           f"sync_noop_s={sync_noop_s:.2f} json_rss_mb={json_rss_mb:.0f}")
