@@ -1795,6 +1795,9 @@ def _plan(hub: "Hub", report: "RunReport", periods: list[Period], latest: Period
                                      this_run=not ended)
             extra = pctx.errors.get(cid, [])
             items.extend(_hold(i, problems, "incomplete", extra_errors=extra, file_errors=file_errors) for i in gated)
+    if billing and getattr(hub, "plan_reads", None) is not None:   # only block contracts renew: read theirs
+        hub.plan_reads.read_in_order((system, ext) for cid, c in sorted(ctx.contracts.items()) if c.kind == "block"
+                                     for system, ext in sorted(c.links.items()))
     for cid in sorted(ctx.contracts if billing else []):
         contract = ctx.contracts[cid]
         renewals = plan_renewal(hub, ctx, contract, periods[-1], now)
