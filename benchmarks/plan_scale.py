@@ -273,6 +273,7 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=10, help="active alerts per client")
     parser.add_argument("--keep", help="seed (or reuse) the store in this folder and keep it")
     parser.add_argument("--profile", help="write a cProfile of the plan to this file")
+    parser.add_argument("--no-json", action="store_true", help="leave out plan --json (json_rss_mb=-)")
     args = parser.parse_args()
 
     from hub.config import load_config
@@ -328,6 +329,12 @@ def main() -> None:
     hub.close()
 
     out, rss = folder / "plan.json", folder / "plan.rss"
+    if args.no_json:
+        print(f"plan_scale: clients={args.clients} devices={args.clients * args.devices} "
+              f"entries={args.clients * args.entries} floor_s={floor_s:.2f} plan_s={plan_s:.2f} "
+              f"sync_noop_s={sync_noop_s:.2f} json_rss_mb=- (CPU: floor {floor_cpu:.2f}, plan {plan_cpu:.2f}, "
+              f"sync {noop_cpu:.2f})")
+        return
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # Measured by /usr/bin/time, whose child is forked from a small process: a child started from
     # this one (vfork) would count this process's own peak as its peak.
