@@ -921,7 +921,9 @@ class Store:
                        f"and client_source_id in ({', '.join('?' for _ in part)})")
                 if where:
                     sql += f" and ({where})"
-                for row in self.db.execute(sql + " order by source_id", [source, *part, *args]):
+                # Ordered by client first: the client index is used (by key alone, the primary key
+                # would be walked through every record of the source, for each window).
+                for row in self.db.execute(sql + " order by client_source_id, source_id", [source, *part, *args]):
                     values = list(row)
                     for i in dt_at:
                         if values[i]:
