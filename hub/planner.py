@@ -1987,10 +1987,19 @@ def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
             if adopted and r["details"].get("ticket_closed"):   # adopted as a person had left it: closed
                 tickets[r["key"]].closed, tickets[r["key"]].closed_at = True, datetime.fromisoformat(r["sent_at"])
     last_hub_action: dict[str, tuple[str, str]] = {}
+    # The first ticket (in key order) of each external reference: a note or a close names its
+    # ticket by reference (one lookup, not a scan of every ticket per action).
+    order = {k: n for n, k in enumerate(tickets)}
+    by_ref: dict[Any, str] = {}
+    for k, t in tickets.items():
+        by_ref.setdefault(t.external_ref, k)
     for r in sorted(rows, key=lambda r: r["sent_at"] or r["created_at"] or ""):
         p = r["payload"]
-        parent = p.get("parent") or next((k for k, t in tickets.items()
-                                          if t.external_ref in (p.get("external_ref"), p.get("ticket_external_ref"))), None)
+        parent = p.get("parent")
+        if not parent:
+            found = [k for k in (by_ref.get(p.get("external_ref")), by_ref.get(p.get("ticket_external_ref")))
+                     if k is not None]
+            parent = min(found, key=order.__getitem__) if found else None
         if parent in tickets and r["kind"] != "ticket":
             if p.get("uid"):
                 tickets[parent].uids.add(p["uid"])
