@@ -178,10 +178,13 @@ def _scope_kwargs(hub: Hub, **scope) -> dict[str, Any]:
 
 
 def _run(config_path: str | None, scope: dict[str, Any] | None = None, *, read_only: bool = False,
-         **options) -> RunReport:
+         plan_sink=None, **options) -> RunReport:
     """One ``sync_once`` on a hub opened from the config, its scope checked first; user mistakes
-    become one clear line and exit code 2, a held lock exit code 75."""
+    become one clear line and exit code 2, a held lock exit code 75. ``plan_sink``: receives each
+    plan item as it is made, instead of the report keeping it (``hub.planner.PlanItems``)."""
     hub = _open_hub(config_path, read_only=read_only)
+    if plan_sink is not None:
+        hub.plan_sink = plan_sink
     try:
         if scope is not None:
             options.update(_scope_kwargs(hub, **scope))
@@ -420,14 +423,49 @@ def plan(config_path, period, as_json, details):
         msp-hub plan --period 2026-10 --json > plan.json
     """
     _check_period(period)
-    report = _run(config_path, dict(period=period), read_only=True, dry_run=True, pull_first=False)
     if as_json:
-        click.echo(dumps(report.to_json()))
+        report = _plan_json(config_path, period, lambda text: click.echo(text, nl=False))
     else:
+        report = _run(config_path, dict(period=period), read_only=True, dry_run=True, pull_first=False)
         render_plan(report, details=details)
         render_held(report)
         render_errors(report)
     _exit(report)
+
+
+PLAN_MARKER = '\n  "plan": []'
+
+
+def _plan_json(config_path: str | None, period: str | None, write) -> RunReport:
+    """``msp-hub plan --json``, written as the plan is made: each item is encoded as the planner
+    makes it and spooled to a temporary file, then the report is written (``write(text)``) around
+    the spooled items. The text is that of ``dumps(report.to_json())``; the memory, that of one item."""
+    import tempfile
+    with tempfile.TemporaryFile("w+", encoding="ascii") as spool:
+        count = 0
+
+        def sink(item) -> None:
+            nonlocal count
+            spool.write(",\n    " if count else "\n    ")
+            spool.write(dumps(item.to_json()).replace("\n", "\n    "))   # its place: in the list of the report
+            count += 1
+
+        report = _run(config_path, dict(period=period), read_only=True, dry_run=True, pull_first=False,
+                      plan_sink=sink)
+        report.plan = []
+        text = dumps(report.to_json())
+        at = text.index(PLAN_MARKER) + len(PLAN_MARKER) - 2     # the "[]" of the top-level "plan"
+        write(text[:at])
+        if count:
+            write("[")
+            spool.seek(0)
+            while chunk := spool.read(1 << 20):
+                write(chunk)
+            write("\n  ]")
+        else:
+            write("[]")
+        write(text[at + 2:] + "\n")
+    return report
 
 
 @main.command()

@@ -45,6 +45,18 @@ def round_half_up(value: Fraction) -> int:
     return sign * whole
 
 
+def round_times(quantity: Fraction, unit: int) -> int:
+    """``round_half_up(quantity * unit)`` for a whole ``unit`` (minor units), in integers: the
+    product's numerator over its denominator, rounded half away from zero, without a Fraction."""
+    if unit.__class__ is not int:
+        return round_half_up(quantity * unit)
+    n, d = quantity.numerator * unit, quantity.denominator
+    whole, rest = divmod(-n if n < 0 else n, d)
+    if 2 * rest >= d:
+        whole += 1
+    return -whole if n < 0 else whole
+
+
 def format_quantity(q: Fraction) -> str:
     """An exact quantity as a short decimal string (``42``, ``3.4516``); fractions keep 4 places."""
     if q.denominator == 1:

@@ -4,10 +4,38 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+# (time zone, UTC day) -> the zone's offset that whole day, None when it changes that day.
+_DAY_OFFSETS: dict[tuple[str, date], timedelta | None] = {}
+
+
+def local_day(moment: datetime, tz: str) -> date:
+    """The calendar day of the aware ``moment`` in ``tz``: the zone's rules are looked up once per
+    UTC day (a day on which the offset changes, and a naive moment, are converted one by one)."""
+    if moment.tzinfo is timezone.utc:
+        utc = moment
+    else:
+        offset = moment.utcoffset()
+        if offset is None:
+            return moment.astimezone(ZoneInfo(tz)).date()
+        utc = moment.replace(tzinfo=None) - offset
+    key = (tz, utc.date())
+    day_offset = _DAY_OFFSETS.get(key, False)
+    if day_offset is False:
+        zone = ZoneInfo(tz)
+        midnight = datetime.combine(key[1], time(), timezone.utc)
+        offsets = {(midnight + timedelta(hours=h)).astimezone(zone).utcoffset() for h in (0, 6, 12, 18, 24)}
+        day_offset = offsets.pop() if len(offsets) == 1 else None
+        if len(_DAY_OFFSETS) > 100_000:
+            _DAY_OFFSETS.clear()
+        _DAY_OFFSETS[key] = day_offset
+    if day_offset is None:
+        return moment.astimezone(ZoneInfo(tz)).date()
+    return (utc + day_offset).date()
 
 
 @dataclass(frozen=True)
@@ -26,7 +54,7 @@ class Period:
 
     def local_day(self, moment: datetime) -> date:
         """The calendar day of ``moment`` in the MSP's time zone."""
-        return moment.astimezone(ZoneInfo(self.tz)).date()
+        return local_day(moment, self.tz)
 
     def has_ended(self, now: datetime) -> bool:
         return now >= self.end

@@ -22,7 +22,7 @@ from hub.errors import HubError
 from hub.linking import HubClient, Registry, link_clients
 from hub.mappings import Contract, contract_from_agreement, options_note
 from hub.mentions import invoice_mentions
-from hub.money import format_minor, format_quantity, round_half_up
+from hub.money import format_minor, format_quantity, round_half_up, round_times
 from hub.periods import Period, parse_period
 from hub.quantities import Guardrails, QuantityCheck, check_quantities, unbilled_classes
 from hub.records import DO_NOT_BILL, NO_CHARGE, Action, BillingLine
@@ -142,7 +142,7 @@ def invoice_payload(bill: reconcile.Bill, client_name: str, period: Period, desc
 
 def invoice_dress(hub: "Hub") -> dict[str, Any]:
     """The language and the legal mentions every invoice of this MSP carries (``[billing.invoice]``)."""
-    settings = hub.config.billing_settings.invoice_settings
+    settings = billing_settings(hub).invoice_settings
     return {"language": settings.language, "mentions": invoice_mentions(settings)}
 
 
@@ -164,6 +164,9 @@ class InvoiceTax:
 
 
 def tax_rules(hub: "Hub") -> tax.TaxRules:
+    reads = getattr(hub, "plan_reads", None)
+    if reads is not None:
+        return reads.memo("tax_rules", lambda: billing_settings(hub).tax.rules())
     return hub.config.billing_settings.tax.rules()
 
 
@@ -284,6 +287,20 @@ def snapshot_of(lines) -> list[dict]:
     return [dict(line_json(line), things=things_of(line)) for line in lines]
 
 
+_FRACTIONS: dict[str, Fraction] = {}
+
+
+def _fraction(text: str) -> Fraction:
+    """``Fraction(text)``, parsed once per text (quantities repeat: "1", "0.25", "0.5"...)."""
+    got = _FRACTIONS.get(text)
+    if got is None:
+        got = Fraction(text)
+        if len(_FRACTIONS) > 10_000:
+            _FRACTIONS.clear()
+        _FRACTIONS[text] = got
+    return got
+
+
 def things_of(line: BillingLine) -> list[dict[str, Any]]:
     """The things one line billed, each with the amount it billed on its own."""
     code, unit = line.code, line.unit_amount
@@ -294,26 +311,26 @@ def things_of(line: BillingLine) -> list[dict[str, Any]]:
             continue
         if kind in ("tier", "addon"):
             on = code.rsplit(":", 1)[0]            # "tier:gold" or "addon:backup"
-            weight = Fraction(str(item.get("weight", "1")))
+            weight = _fraction(str(item.get("weight", "1")))
             out.append({"kind": "device", "id": str(item["id"]), "on": on, "class": item.get("class"),
                         "tier": code.split(":")[1] if kind == "tier" else None, "unit": unit,
-                        "quantity": format_quantity(weight), "amount": round_half_up(weight * unit)})
+                        "quantity": format_quantity(weight), "amount": round_times(weight, unit)})
         elif kind in ("time", "overage"):
-            hours = Fraction(str(item.get("overage_hours", item.get("billed_hours", "0"))))
+            hours = _fraction(str(item.get("overage_hours", item.get("billed_hours", "0"))))
             thing = {"kind": kind, "id": str(item["id"]), "hours": item.get("hours"),
                      "billed_hours": format_quantity(hours), "rate": unit, "work_type": item.get("work_type"),
                      "date": item.get("date"), "period": item.get("period") or line.period,
-                     "amount": round_half_up(hours * unit)}
+                     "amount": round_times(hours, unit)}
             if kind == "overage":
                 # The block it overdrew: its item says (the code has the entry or ticket after it in
                 # the entry and ticket layouts); a snapshot from before says it in "overage:<agreement>".
                 thing["agreement"] = str(item.get("agreement") or code.split(":", 1)[1])
             out.append(thing)
         elif kind == "product":
-            quantity = Fraction(str(item.get("quantity", "0")))
+            quantity = _fraction(str(item.get("quantity", "0")))
             out.append({"kind": "product", "id": str(item["id"]), "quantity": format_quantity(quantity), "unit": unit,
                         "description": item.get("description"), "date": item.get("date"),
-                        "period": item.get("period") or line.period, "amount": round_half_up(quantity * unit)})
+                        "period": item.get("period") or line.period, "amount": round_times(quantity, unit)})
         elif kind == "flat":
             out.append({"kind": "flat", "id": str(item["id"]), "amount": line.amount})
         elif kind == "delta":
@@ -332,6 +349,119 @@ def is_final(snap: dict) -> bool:
 def is_detailed(snapshot: list[dict]) -> bool:
     """Whether a stored snapshot says what it billed thing by thing (see ``snapshot_of``)."""
     return any("things" in line for line in snapshot)
+
+
+# --- what the plan reads -------------------------------------------------------------------------
+
+class PlanReads:
+    """The records the plan reads of its clients, read a window of clients at a time in one query
+    per table (``Store.records_by_client``), in the order the plan takes its clients (``order``).
+
+    ``records`` answers as ``Store.iter_records`` does for one client (same records, same order);
+    a client outside ``order`` is read on its own. A few windows per table are kept (the plan asks
+    for a client's time up to a period's end and for all of it), so memory is that of a window,
+    whatever the number of clients."""
+
+    WINDOW = 25          # clients read by one query
+    KEPT = 4             # windows kept per table (one per system and condition)
+
+    def __init__(self, store, order: Iterable[tuple[str, str]] = ()):
+        self.store = store
+        self.windows: dict[str, dict[tuple, dict]] = {}
+        self.queries = 0
+        self.read_in_order(order)
+
+    def read_in_order(self, order: Iterable[tuple[str, str]]) -> None:
+        """The clients (``(source, client_source_id)``) in the order the plan will ask for them."""
+        self.order: dict[str, list[tuple[str, str]]] = {}      # per system, its clients in order
+        self.position: dict[tuple[str, str], int] = {}
+        for key in dict.fromkeys(order):
+            mine = self.order.setdefault(key[0], [])
+            self.position[key] = len(mine)
+            mine.append(key)
+
+    def records(self, table: str, source: str, client_source_id: str, *, where: str = "",
+                args: Iterable = ()) -> list:
+        key, args = (source, client_source_id), tuple(args)
+        if key not in self.position:
+            if not where:
+                return list(self.store.iter_records(table, source, client_source_id))
+            return list(self.store.iter_records(table, source, client_source_id, where=where, args=args))
+        dated = DATED.get(table)
+        if dated is not None and (not where or (where == dated[1] and len(args) == 1 and isinstance(args[0], str))):
+            # One read of the client's records whatever the end: the dates are compared here as
+            # the database compares them (the stored text; NULL is before nothing).
+            got = self._window(table, key, "", (), dated[0])[key]
+            if not where:
+                return [record for _, record in got]
+            end, null_ok = args[0], dated[2]
+            return [record for stored, record in got if _stored_before(stored, end, null_ok)]
+        return list(self._window(table, key, where, args, None)[key])
+
+    def _window(self, table: str, key: tuple[str, str], where: str, args: tuple, stored: str | None) -> dict:
+        kept = self.windows.setdefault(table, {})
+        query = (key[0], where, args)
+        window = kept.get(query)
+        if window is None or key not in window:
+            at = self.position[key]
+            window = self.store.records_by_client(table, self.order[key[0]][at:at + self.WINDOW], where=where, args=args,
+                                                  stored=stored)
+            self.queries += 1
+            kept.pop(query, None)
+            kept[query] = window
+            while len(kept) > self.KEPT:
+                kept.pop(next(iter(kept)))
+        return window
+
+    def memo(self, name: str, compute):
+        """A value computed once per plan (e.g. the billing settings)."""
+        memo = self.windows.setdefault("memo", {})
+        if name not in memo:
+            memo[name] = compute()
+        return memo[name]
+
+    def segments(self, key: tuple, compute) -> tuple[list["Segment"], list[str]]:
+        """The segments of one client and period (``segments_for``), computed once per plan."""
+        memo = self.windows.setdefault("segments", {})
+        if key not in memo:
+            memo[key] = compute()
+        segments, errors = memo[key]
+        return list(segments), list(errors)
+
+
+# The tables the plan reads up to a date: the column, the condition the planner gives, and whether
+# a record without a date passes it.
+DATED = {"time_entries": ("started_at", "started_at < ?", False),
+         "products": ("sold_at", "sold_at is null or sold_at < ?", True)}
+
+
+def _stored_before(stored: Any, end: str, null_ok: bool) -> bool:
+    """``stored < end`` as the database compares a stored value with a text (NULL: ``null_ok``;
+    a number sorts before any text, a blob after)."""
+    if stored is None:
+        return null_ok
+    if isinstance(stored, str):
+        return stored < end
+    return isinstance(stored, (int, float))
+
+
+def billing_settings(hub: "Hub"):
+    """``[billing]`` as validated settings, validated once per plan."""
+    reads = getattr(hub, "plan_reads", None)
+    if reads is not None:
+        return reads.memo("billing_settings", lambda: hub.config.billing_settings)
+    return hub.config.billing_settings
+
+
+def records_of(hub: "Hub", table: str, source: str, client_source_id: str, *, where: str = "",
+               args: Iterable = ()) -> list:
+    """One client's records of ``table``, through the plan's ``PlanReads`` while a plan runs."""
+    reads = getattr(hub, "plan_reads", None)
+    if reads is not None:
+        return reads.records(table, source, client_source_id, where=where, args=args)
+    if not where:
+        return list(hub.store.iter_records(table, source, client_source_id))
+    return list(hub.store.iter_records(table, source, client_source_id, where=where, args=args))
 
 
 # --- clients and contracts -----------------------------------------------------------------------
@@ -364,6 +494,10 @@ def build_context(hub: "Hub", report: "RunReport", period: Period) -> Context:
     master = client_master(hub)
     pulled_clients = list(hub.store.iter_clients())
     registry = link_clients(explicit, pulled_clients, master=master)
+    reads = getattr(hub, "plan_reads", None)
+    if reads is not None:        # the plan takes its clients in this order
+        reads.read_in_order((system, ext) for _, client in sorted(registry.clients.items())
+                            for system, ext in sorted(client.links.items()))
     ctx = Context(registry, {}, psa=master, period=period)
     # A link the MSP wrote to an id its system does not have would bill the client without that
     # system's devices or time: it holds the client (only systems whose clients are pulled).
@@ -472,8 +606,8 @@ def psa_contracts(hub: "Hub", master: str | None, client: HubClient, period: Per
         return [], []
     out, errors = [], []
     first, last = period.first_day, _last_day(period)
-    additions = list(hub.store.iter_records("additions", master, client.links[master]))
-    for a in hub.store.iter_records("agreements", master, client.links[master]):
+    additions = records_of(hub, "additions", master, client.links[master])
+    for a in records_of(hub, "agreements", master, client.links[master]):
         if a.status not in IN_FORCE_STATUSES or (a.status == "expired" and not a.end_date):
             continue
         try:
@@ -555,9 +689,18 @@ def segments_for(hub: "Hub", contract: Contract, period: Period) -> tuple[list[S
     mappings/ is in force the whole period."""
     if contract.origin == "mappings":
         return [whole_period(contract, period)], []
-    client = HubClient(contract.client_id, contract.name, dict(contract.links))
-    contracts, errors = psa_contracts(hub, client_master(hub), client, period)
-    return contract_segments(contracts, period), errors
+    master = client_master(hub)
+
+    def compute():
+        client = HubClient(contract.client_id, contract.name, dict(contract.links))
+        contracts, errors = psa_contracts(hub, master, client, period)
+        return contract_segments(contracts, period), errors
+
+    reads = getattr(hub, "plan_reads", None)
+    if reads is None:
+        return compute()
+    return reads.segments((master, contract.client_id, contract.name, tuple(sorted(contract.links.items())),
+                           period.name, period.tz, period.start, period.end), compute)
 
 
 def contract_on(segments: list[Segment], day: date) -> Contract | None:
@@ -578,7 +721,7 @@ def _segment_period(period: Period, seg: Segment) -> Period:
 def invoice_language(hub: "Hub") -> str:
     """The language of what the hub writes for clients: invoice lines, notices, alert tickets
     (``[billing.invoice] language``)."""
-    return hub.config.billing_settings.invoice_settings.language
+    return billing_settings(hub).invoice_settings.language
 
 
 def bill_devices_in_force(hub: "Hub", contract: Contract, period: Period,
@@ -709,7 +852,7 @@ def report_unbilled(hub: "Hub", report: "RunReport", ctx: Context) -> None:
 # --- bills -------------------------------------------------------------------------------------
 
 def client_devices(hub: "Hub", contract: Contract):
-    return [d for system, ext in sorted(contract.links.items()) for d in hub.store.iter_devices(system, ext)]
+    return [d for system, ext in sorted(contract.links.items()) for d in records_of(hub, "devices", system, ext)]
 
 
 def blocks_for(hub: "Hub", contract: Contract) -> list[timebilling.Block]:
@@ -736,7 +879,7 @@ def blocks_for(hub: "Hub", contract: Contract) -> list[timebilling.Block]:
     out: list[timebilling.Block] = []
     seen: set[str] = set()
     for system, ext in sorted(contract.links.items()):
-        for a in hub.store.iter_records("agreements", system, ext):
+        for a in records_of(hub, "agreements", system, ext):
             if a.source_id in seen:
                 continue
             if a.source_id == own:
@@ -762,8 +905,8 @@ def time_records(hub: "Hub", contract: Contract, period: Period | None):
     end = period.end.isoformat() if period else "9999"
     entries, products = [], []
     for system, ext in sorted(contract.links.items()):
-        entries += hub.store.iter_records("time_entries", system, ext, where="started_at < ?", args=[end])
-        products += hub.store.iter_records("products", system, ext, where="sold_at is null or sold_at < ?", args=[end])
+        entries += records_of(hub, "time_entries", system, ext, where="started_at < ?", args=[end])
+        products += records_of(hub, "products", system, ext, where="sold_at is null or sold_at < ?", args=[end])
     return entries, products
 
 
@@ -787,6 +930,8 @@ def entries_by_own_contract(hub: "Hub", contract: Contract, period: Period, entr
     """
     prepaid = {b.agreement for b in blocks if b.agreement} | ({contract.agreement} if contract.kind == "block" else set())
     cache: dict[str, tuple[list[Segment], list[str]]] = {}
+    names: dict[date, str] = {}
+    on_day: dict[date, Any] = {}      # the contract in force on a day
     kept, errors = [], []
     others: dict[tuple[str, str], tuple[Contract, str, list]] = {}
     for e in entries:
@@ -797,7 +942,9 @@ def entries_by_own_contract(hub: "Hub", contract: Contract, period: Period, entr
                 kept.append(e)
             continue
         day = period.local_day(moment)
-        name = day.strftime("%Y-%m")
+        name = names.get(day)
+        if name is None:
+            name = names[day] = day.strftime("%Y-%m")
         if name not in cache:
             own = period if name == period.name else parse_period(name, period.tz)
             cache[name] = segments_for(hub, contract, own)
@@ -806,7 +953,9 @@ def entries_by_own_contract(hub: "Hub", contract: Contract, period: Period, entr
         segments, problems = cache[name]
         if problems:
             continue
-        billing = contract_on(segments, day)
+        billing = on_day.get(day, on_day)
+        if billing is on_day:
+            billing = on_day[day] = contract_on(segments, day)
         if billing is None:
             if not others_only:
                 kept.append(e)
@@ -934,7 +1083,7 @@ def _late_devices(hub: "Hub", contract: Contract, period: Period, earlier: Perio
                 continue
             weight = Fraction(i["weight"])
             items.append({**i, "id": ref, "ref": str(i["id"]), "of": "device", "period": earlier.name,
-                          "amount": round_half_up(weight * unit)})
+                          "amount": round_times(weight, unit)})
         if not items:
             continue
         qty = sum((Fraction(i["weight"]) for i in items), Fraction(0))
@@ -1065,12 +1214,14 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
                         thing["quantity"] = t["quantity"]
     out = []
     drawdowns: dict[str, timebilling.Drawdown] | None = None
+    index: dict[tuple[str, str], dict] = {}
     for (kind, rid), thing in sorted(billed.items(), key=lambda kv: (kv[1].get("period") or "", kv[0])):
         ref = f"{thing.get('period') or thing['invoice']}:{kind}:{rid}"
         if ref in claimed:
             continue
         table = "products" if kind == "product" else "time_entries"
-        record = next((r for s in sorted(contract.links) if (r := hub.store.record_by_id(table, s, rid))), None)
+        record = next((r for s in sorted(contract.links) if (r := _record_by_id(hub, contract, table, s, rid, index))),
+                      None)
         if record is None:
             continue           # never deleted by a pull: a record the PSA no longer has stays as billed
         if kind == "overage":
@@ -1085,12 +1236,24 @@ def record_deltas(hub: "Hub", contract: Contract, period: Period, exclude_key: s
     return out
 
 
+def _record_by_id(hub: "Hub", contract: Contract, table: str, source: str, source_id: str, index: dict):
+    """``Store.record_by_id``: while a plan runs, found among the client's records (read once,
+    kept in ``index`` by the caller), else (a record that moved to another client) asked alone."""
+    if getattr(hub, "plan_reads", None) is not None and source in contract.links:
+        if (table, source) not in index:
+            index[(table, source)] = {str(r.source_id): r for r in records_of(hub, table, source, contract.links[source])}
+        found = index[(table, source)].get(str(source_id))
+        if found is not None:
+            return found
+    return hub.store.record_by_id(table, source, source_id)
+
+
 def _overage_drawdowns(hub: "Hub", contract: Contract) -> dict[str, timebilling.Drawdown]:
     """Every prepaid agreement of the client drawn down by all its time entries as the PSA has
     them now (``timebilling.draw_down_agreements``, as ``bill_time`` draws them). Entries draw in
     date order, so an entry's overage depends only on the entries before it on its block."""
     entries = [e for system, ext in sorted(contract.links.items())
-               for e in hub.store.iter_records("time_entries", system, ext)]
+               for e in records_of(hub, "time_entries", system, ext)]
     current = contract.agreement if contract.kind == "block" else None
     return timebilling.draw_down_agreements(entries, blocks_for(hub, contract), contract.time, current=current)
 
@@ -1305,7 +1468,7 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
 
 
 def _reported(item) -> dict:
-    return dict(item) if isinstance(item, dict) else {k: v for k, v in vars(item).items()}
+    return dict(item) if isinstance(item, dict) else dict(vars(item))
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -1362,7 +1525,7 @@ def _vet(hub: "Hub", item: PlanItem) -> PlanItem:
 def review_settings(hub: "Hub") -> tuple[bool, timedelta | None]:
     """``[billing.review]``: whether invoices wait in draft for an approval, and the delay after
     which a run's drafts are finalized when nothing of that run was held."""
-    review = hub.config.billing_settings.review
+    review = billing_settings(hub).review
     return review.enabled, review.finalize_delay
 
 
@@ -1419,7 +1582,7 @@ def invoice_surprises(hub: "Hub", contract: Contract, period: Period, bill: reco
     stored = hub.store.get_action(key)
     if stored and stored["approved"]:
         return ()
-    g = hub.config.billing_settings.guardrails
+    g = billing_settings(hub).guardrails
     limits = InvoiceGuardrails(g.invoice_max_change_percent, g.invoice_max_device_change_percent,
                                g.first_invoice_max_minor(bill.currency))
     previous = hub.store.previous_invoice(contract.client_id, period.name)
@@ -1531,12 +1694,12 @@ def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem
         return [PlanItem(AGREEMENT_QUANTITY, contract.client_id, contract.name, period.name, "skipped", None,
                          reasons=(why,))]
     pusher = connector_for(hub, AGREEMENT_QUANTITY)
-    additions = list(hub.store.iter_records("additions", ctx.psa, contract.links[ctx.psa]))
+    additions = records_of(hub, "additions", ctx.psa, contract.links[ctx.psa])
     if contract.agreement:
         # Only the additions of agreements in force at the period's end: an expired agreement's
         # additions (the Silver one a client left mid-month) are never given the new count.
         last = period.local_day(period.end - timedelta(microseconds=1)).isoformat()
-        in_force = {a.source_id for a in hub.store.iter_records("agreements", ctx.psa, contract.links[ctx.psa])
+        in_force = {a.source_id for a in records_of(hub, "agreements", ctx.psa, contract.links[ctx.psa])
                     if (not a.start_date or a.start_date[:10] <= last) and (not a.end_date or a.end_date[:10] >= last)}
         additions = [a for a in additions if a.agreement_source_id in in_force or a.agreement_source_id == contract.agreement]
     approved = frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
@@ -1582,6 +1745,16 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
         report.discrepancies.append(reconcile.Discrepancy("contract_error", cid, message))
     ended = [p for p in periods if force or p.has_ended(now)]
     latest = ended[-1] if ended else periods[0]   # the period whose counts the agreements follow
+    hub.plan_reads = PlanReads(hub.store)
+    try:
+        return _plan(hub, report, periods, latest, now, force=force, clients=clients, kinds=kinds,
+                     file_errors=file_errors)
+    finally:
+        hub.plan_reads = None
+
+
+def _plan(hub: "Hub", report: "RunReport", periods: list[Period], latest: Period, now: datetime, *, force: bool,
+          clients: Iterable[str], kinds: frozenset[str] | None, file_errors: list[str]) -> list[PlanItem]:
     ctx = build_context(hub, report, latest)
     only = set(clients)
     if only:
@@ -1593,7 +1766,7 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
     report.registry = ctx.registry
     report_unbilled(hub, report, ctx)
     gate = Gate(hub, report)
-    items: list[PlanItem] = []
+    items = PlanItems(getattr(hub, "plan_sink", None))
     claimed: dict[str, set[str]] = {}   # items an earlier period of this plan bills already
     billing = kinds is None or INVOICE in kinds
     for period in (periods if billing else []):
@@ -1622,6 +1795,9 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
                                      this_run=not ended)
             extra = pctx.errors.get(cid, [])
             items.extend(_hold(i, problems, "incomplete", extra_errors=extra, file_errors=file_errors) for i in gated)
+    if billing and getattr(hub, "plan_reads", None) is not None:   # only block contracts renew: read theirs
+        hub.plan_reads.read_in_order((system, ext) for cid, c in sorted(ctx.contracts.items()) if c.kind == "block"
+                                     for system, ext in sorted(c.links.items()))
     for cid in sorted(ctx.contracts if billing else []):
         contract = ctx.contracts[cid]
         renewals = plan_renewal(hub, ctx, contract, periods[-1], now)
@@ -1638,9 +1814,34 @@ def plan(hub: "Hub", report: "RunReport", periods: list[Period], *, force: bool 
         problems = gate.ticket_problems()
         items.extend(_hold(i, problems, "incomplete") for i in plan_alerts(hub, report, ctx, now)
                      if not only or i.client_id in only)
-    report.plan = items
-    report.held = [held_json(i) for i in items if i.status == "held" and i.action is not None]
-    return items
+    if items.sink is None:
+        report.plan = list(items)
+    report.held = items.held
+    return report.plan
+
+
+class PlanItems(list):
+    """The items of one plan, in the order they are made, and ``held``: what ``held_json`` says of
+    each held one. With a ``sink`` (``hub.plan_sink``, e.g. ``msp-hub plan --json`` writing each
+    item as it comes), every item goes to it as soon as it is made and is not kept: memory stays
+    that of one client whatever the number of clients."""
+
+    def __init__(self, sink=None):
+        super().__init__()
+        self.sink = sink
+        self.held: list[dict[str, Any]] = []
+
+    def append(self, item: PlanItem) -> None:
+        if item.status == "held" and item.action is not None:
+            self.held.append(held_json(item))
+        if self.sink is None:
+            super().append(item)
+        else:
+            self.sink(item)
+
+    def extend(self, items: Iterable[PlanItem]) -> None:
+        for item in items:
+            self.append(item)
 
 
 def catch_up_context(hub: "Hub", report: "RunReport", period: Period, only: set[str]) -> Context | None:
@@ -1786,10 +1987,19 @@ def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
             if adopted and r["details"].get("ticket_closed"):   # adopted as a person had left it: closed
                 tickets[r["key"]].closed, tickets[r["key"]].closed_at = True, datetime.fromisoformat(r["sent_at"])
     last_hub_action: dict[str, tuple[str, str]] = {}
+    # The first ticket (in key order) of each external reference: a note or a close names its
+    # ticket by reference (one lookup, not a scan of every ticket per action).
+    order = {k: n for n, k in enumerate(tickets)}
+    by_ref: dict[Any, str] = {}
+    for k, t in tickets.items():
+        by_ref.setdefault(t.external_ref, k)
     for r in sorted(rows, key=lambda r: r["sent_at"] or r["created_at"] or ""):
         p = r["payload"]
-        parent = p.get("parent") or next((k for k, t in tickets.items()
-                                          if t.external_ref in (p.get("external_ref"), p.get("ticket_external_ref"))), None)
+        parent = p.get("parent")
+        if not parent:
+            found = [k for k in (by_ref.get(p.get("external_ref")), by_ref.get(p.get("ticket_external_ref")))
+                     if k is not None]
+            parent = min(found, key=order.__getitem__) if found else None
         if parent in tickets and r["kind"] != "ticket":
             if p.get("uid"):
                 tickets[parent].uids.add(p["uid"])

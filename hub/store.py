@@ -1012,6 +1012,56 @@ class Store:
         return [dict(r, payload=json.loads(r["payload"]) if r.get("payload") else {}) for r in rows]
 
 
+    # --- what a period's plan reads --------------------------------------------------------------
+    # Set-based reads: the records of many clients in one query, grouped in Python (the planner
+    # reads a window of clients at a time, never one query per client and kind).
+
+    CLIENTS_PER_QUERY = 500
+
+    def records_by_client(self, table: str, keys: Iterable[tuple[str, str]], *, where: str = "",
+                          args: Iterable = (), stored: str | None = None) -> dict[tuple[str, str], list]:
+        """The canonical records of ``table`` of every client of ``keys`` (``(source,
+        client_source_id)``), by client: each client's as ``iter_records(table, source,
+        client_source_id, where=where, args=args)`` gives them (by key), a client with none
+        included (an empty list). With ``stored`` (a column), each is ``(the column's value as
+        stored, the record)``."""
+        cls, names, dt_at = RECORD_TABLES[table], _FIELDS[table], _DATETIME_AT[table]
+        bool_at = [i for i, f in enumerate(fields(cls)) if f.type in ("bool", bool)]
+        out: dict[tuple[str, str], list] = {}
+        by_source: dict[str, list[str]] = {}
+        for source, client in keys:
+            if (source, client) not in out:
+                out[(source, client)] = []
+                by_source.setdefault(source, []).append(client)
+        columns = ", ".join(f'"{n}"' for n in names)
+        client_at = names.index("client_source_id")
+        stored_at = names.index(stored) if stored else None
+        new = object.__new__
+        assert not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__"), cls
+        for source, clients in sorted(by_source.items()):
+            for at in range(0, len(clients), self.CLIENTS_PER_QUERY):
+                part = clients[at:at + self.CLIENTS_PER_QUERY]
+                sql = (f'select {columns} from "{table}" where source = ? '
+                       f"and client_source_id in ({', '.join('?' for _ in part)})")
+                if where:
+                    sql += f" and ({where})"
+                # Ordered by client first: the client index is used (by key alone, the primary key
+                # would be walked through every record of the source, for each window).
+                for row in self.db.execute(sql + " order by client_source_id, source_id", [source, *part, *args]):
+                    values = list(row)
+                    for i in dt_at:
+                        if values[i]:
+                            values[i] = datetime.fromisoformat(values[i])
+                    for i in bool_at:
+                        values[i] = bool(values[i])
+                    # The record as cls(*values) makes it, without the frozen dataclass's field-by-field
+                    # __init__ (record classes have no __post_init__): a third of the cost at 1M rows.
+                    record = new(cls)
+                    record.__dict__.update(zip(names, values))
+                    out[(source, values[client_at])].append(record if stored_at is None else (row[stored_at], record))
+        return out
+
+
 def open_store(config) -> Store:
     """The store a config names: its ``database`` (a SQLite file or a PostgreSQL URL), in its
     tenant's schema on PostgreSQL, with its ``database_password``."""

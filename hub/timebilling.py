@@ -59,7 +59,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, Iterable, Sequence
@@ -67,7 +67,7 @@ from typing import Any, Iterable, Sequence
 from hub import i18n
 from hub.errors import MappingError
 from hub.mappings import BlockSize, Contract, TimeTerms, WorkType
-from hub.money import format_minor, format_quantity, round_half_up
+from hub.money import format_minor, format_quantity, round_half_up, round_times
 from hub.periods import Period
 from hub.records import BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, BillingLine, ProductLine, TimeEntry
 
@@ -113,17 +113,39 @@ def _moment_problem(moment: Any) -> str | None:
 
 def entry_problem(entry: TimeEntry) -> str | None:
     """An error naming the entry when its start cannot place it in a period, else None."""
-    problem = _moment_problem(entry.started_at)
+    moment = entry.started_at
+    if moment.__class__ is datetime and moment.tzinfo is _UTC:
+        return None                 # the usual case, decided without a call
+    problem = _moment_problem(moment)
     if problem is None:
         return None
     return (f"time entry {entry.source_id} ({entry.member}): start {problem}, so its period cannot be "
             f"decided; correct the entry in the PSA (or its mapping in the {entry.source} plugin). It is not billed")
 
 
+_UTC = timezone.utc
+# Hours as the PSA writes them -> exact hours (a few distinct texts for a million entries).
+_HOURS: dict[str, Fraction] = {}
+# (hours text, increment, on-site minimum or None) -> the hours billed.
+_BILLED: dict[tuple[str, int, Fraction | None], Fraction] = {}
+
+
 def actual_hours(entry: TimeEntry) -> Fraction:
     """The hours logged, exactly; MappingError naming the entry when negative or unparsable."""
+    text = str(entry.hours)
+    known = _HOURS.get(text)
+    if known is not None:
+        return known
+    hours = _parse_hours(entry, text)
+    if len(_HOURS) > 10_000:
+        _HOURS.clear()
+    _HOURS[text] = hours
+    return hours
+
+
+def _parse_hours(entry: TimeEntry, text: str) -> Fraction:
     try:
-        value = Decimal(str(entry.hours).strip())
+        value = Decimal(text.strip())
     except InvalidOperation:
         value = None
     if value is None or not value.is_finite():
@@ -142,13 +164,20 @@ def billable_hours(entry: TimeEntry, terms: TimeTerms) -> Fraction:
     actual = actual_hours(entry)
     if actual == 0:
         return Fraction(0)
-    hours = actual
-    if terms.increment_minutes > 0:
-        step = Fraction(terms.increment_minutes, 60)
-        hours = math.ceil(actual / step) * step
     wt = terms.work_types.get(entry.work_type)
-    if wt is not None and wt.onsite:
-        hours = max(hours, terms.onsite_minimum)
+    onsite = terms.onsite_minimum if wt is not None and wt.onsite else None
+    key = (str(entry.hours), terms.increment_minutes, onsite)
+    hours = _BILLED.get(key)
+    if hours is None:
+        hours = actual
+        if terms.increment_minutes > 0:
+            step = Fraction(terms.increment_minutes, 60)
+            hours = math.ceil(actual / step) * step
+        if onsite is not None:
+            hours = max(hours, onsite)
+        if len(_BILLED) > 10_000:
+            _BILLED.clear()
+        _BILLED[key] = hours
     return hours
 
 
@@ -232,7 +261,13 @@ class Drawdown:
     failed: frozenset[str] = frozenset()
 
     def for_entry(self, entry_id: str) -> tuple[Allocation, ...]:
-        return tuple(a for a in self.allocations if a.entry_id == entry_id)
+        index = self.__dict__.get("_by_entry")
+        if index is None:           # built once: an agreement's entries are asked for one by one
+            index = {}
+            for a in self.allocations:
+                index.setdefault(a.entry_id, []).append(a)
+            object.__setattr__(self, "_by_entry", index)
+        return tuple(index.get(entry_id, ()))
 
 
 def _work_type(entry: TimeEntry, terms: TimeTerms) -> WorkType | None:
@@ -470,7 +505,8 @@ def _local(moment: datetime | None, period: Period) -> tuple[str | None, str | N
     if moment is None:
         return None, None
     day = period.local_day(moment)
-    return day.isoformat(), day.strftime("%Y-%m")
+    text = day.isoformat()
+    return text, (text[:7] if day.year >= 1000 else day.strftime("%Y-%m"))
 
 
 def _rate(entry: TimeEntry, terms: TimeTerms) -> tuple[int, str] | None:
@@ -539,7 +575,7 @@ class _Run:
     def line(self, code: str, description: str, quantity: Fraction, unit: int, rule: str,
              items: Iterable[dict[str, Any]]) -> BillingLine:
         return BillingLine(self.client_id, self.period.name, code, description, format_quantity(quantity), unit,
-                           round_half_up(quantity * unit), self.cur, rule, tuple(items))
+                           round_times(quantity, unit), self.cur, rule, tuple(items))
 
     def late_note(self, items: list[dict[str, Any]], what: str = "entries") -> str:
         earlier = sorted({i["period"] for i in items if i["period"] and i["period"] < self.period.name})
@@ -646,8 +682,12 @@ def _flat_lines(run: _Run, entries: list[TimeEntry], flat: dict[str | None, list
     """One line per flat-rate ticket not billed before; every entry of the ticket is replaced."""
     lines = []
     terms = run.terms
+    by_ticket: dict[Any, list[TimeEntry]] = defaultdict(list)
+    for e in entries:
+        if e.ticket_id in flat:
+            by_ticket[e.ticket_id].append(e)
     for ticket in sorted(flat, key=str):
-        on_ticket = [e for e in entries if e.ticket_id == ticket]
+        on_ticket = by_ticket.get(ticket, [])
         flats = flat[ticket]
         prices = {_work_type(e, terms).flat_rate for e in flats}   # type: ignore[union-attr]
         if len(prices) > 1:
