@@ -43,6 +43,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans() -> list[str]:
+    """Stop and remove the servers of processes that died without stopping theirs (a test run
+    killed by a timeout): each server's folder names its owner's pid. Returns the folders removed."""
+    import tempfile
+    removed = []
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), "msp-hub-pg-*")):
+        try:
+            owner = int(Path(folder, "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue   # being set up, or not ours
+        if _alive(owner):
+            continue
+        server = PostgresServer.__new__(PostgresServer)
+        server.folder, server.data = Path(folder), Path(folder) / "data"
+        server.user = "postgres" if os.geteuid() == 0 else None
+        server.stop()
+        removed.append(folder)
+    return removed
+
+
 class PostgresServer:
     def __init__(self, folder: str | os.PathLike | None = None, *, port: int | None = None):
         self.user = "postgres" if os.geteuid() == 0 else None   # the server's system user when we are root
@@ -68,7 +98,9 @@ class PostgresServer:
         return done
 
     def start(self) -> "PostgresServer":
+        reap_orphans()
         self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "owner.pid").write_text(str(os.getpid()))
         self.sockets.mkdir(exist_ok=True)
         if self.user:
             shutil.chown(self.folder, self.user)
