@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from hub.store import _pid_alive
+
 
 class PostgresMissing(RuntimeError):
     pass
@@ -43,16 +45,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_orphans() -> list[str]:
     """Stop and remove the servers of processes that died without stopping theirs (a test run
     killed by a timeout): each server's folder names its owner's pid. Returns the folders removed."""
@@ -63,7 +55,7 @@ def reap_orphans() -> list[str]:
             owner = int(Path(folder, "owner.pid").read_text())
         except (OSError, ValueError):
             continue   # being set up, or not ours
-        if _alive(owner):
+        if _pid_alive(owner):
             continue
         server = PostgresServer.__new__(PostgresServer)
         server.folder, server.data = Path(folder), Path(folder) / "data"
