@@ -369,7 +369,27 @@ class PlanReads:
         self.store = store
         self.windows: dict[str, dict[tuple, dict]] = {}
         self.queries = 0
+        # Time entries left out of the reads and counted (Store.settled_time), once the plan knows
+        # the earliest period it bills and the flat-rate work types.
+        self.settled: tuple[str, tuple] | None = None
+        self.settled_before: str | None = None      # the name of that period
         self.read_in_order(order)
+
+    def leave_out_settled(self, first: Period, flat_work_types: Iterable[str]) -> None:
+        """From now on, read no time entry ``Store.settled_time(first.start, flat_work_types)``
+        names (``first``: the earliest period the plan bills): count them (``settled_count``)."""
+        self.settled = self.store.settled_time(first.start, flat_work_types)
+        self.settled_before = first.name
+        self.windows.pop("time_entries", None)
+
+    def settled_count(self, source: str, client_source_id: str) -> int:
+        """How many settled time entries of the client its reads left out (0: none, or the client
+        was read on its own, with all its entries)."""
+        key = (source, client_source_id)
+        if self.settled is None or key not in self.position:
+            return 0
+        window = self._window("time_entries", key, "", (), DATED["time_entries"][0])
+        return window.get(self.store.COUNTED, {}).get(key, 0)
 
     def read_in_order(self, order: Iterable[tuple[str, str]]) -> None:
         """The clients (``(source, client_source_id)``) in the order the plan will ask for them."""
@@ -404,8 +424,9 @@ class PlanReads:
         window = kept.get(query)
         if window is None or key not in window:
             at = self.position[key]
+            settled = self.settled if table == "time_entries" and not where else None
             window = self.store.records_by_client(table, self.order[key[0]][at:at + self.WINDOW], where=where, args=args,
-                                                  stored=stored)
+                                                  stored=stored, counted=settled)
             self.queries += 1
             kept.pop(query, None)
             kept[query] = window
@@ -1448,7 +1469,8 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         own, reported, errors = time_of_own_contracts(hub, contract, period, others, already)
         bill = replace(bill, lines=bill.lines + tuple(tb.lines) + tuple(own),
                        errors=bill.errors + tuple(problems) + tuple(tb.errors) + tuple(errors),
-                       reported=bill.reported + tuple(_reported(r) for r in tb.reported) + tuple(reported))
+                       reported=bill.reported + tuple(_reported(r) for r in tb.reported) + tuple(reported)
+                       + settled_reported(hub, contract))
     # Where each contract option that is not BILLING.md's default came from (defaults.toml, the
     # agreement type, the contract), said once per invoice.
     notes: list[str] = [n for n in (options_note(contract),) if n]
@@ -1465,6 +1487,22 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
     if deltas or notes:
         bill = replace(bill, lines=bill.lines + tuple(deltas), notes=bill.notes + tuple(notes))
     return bill
+
+
+def settled_reported(hub: "Hub", contract: Contract) -> tuple[dict, ...]:
+    """The time entries the plan's reads left out as settled (``Store.settled_time``: invoiced by
+    the PSA before the earliest period the plan bills, nothing else reading them), as one
+    explanation with their number instead of one per entry."""
+    reads = getattr(hub, "plan_reads", None)
+    if reads is None or reads.settled is None:
+        return ()
+    n = sum(reads.settled_count(system, ext) for system, ext in sorted(contract.links.items()))
+    if not n:
+        return ()
+    before = reads.settled_before
+    return ({"kind": "time", "id": f"settled-before:{before}", "reason": timebilling.INVOICED_BY_PSA,
+             "detail": f"{n} time entries dated before {before}, invoiced by the PSA; never billed again",
+             "date": None, "ticket": None, "hours": None, "count": n},)
 
 
 def _reported(item) -> dict:
@@ -1765,6 +1803,13 @@ def _plan(hub: "Hub", report: "RunReport", periods: list[Period], latest: Period
         ctx.errors = {c: e for c, e in ctx.errors.items() if c in only}
     report.registry = ctx.registry
     report_unbilled(hub, report, ctx)
+    reads = getattr(hub, "plan_reads", None)
+    if reads is not None:
+        # Time invoiced by the PSA before the earliest period this plan bills is counted, not read.
+        first = min(periods, key=lambda p: p.start)
+        terms = [getattr(hub.mappings, "time", None)] + [c.time for c in ctx.contracts.values()]
+        reads.leave_out_settled(first, {n for t in terms if t is not None for n, w in t.work_types.items()
+                                        if w.flat_rate is not None})
     gate = Gate(hub, report)
     items = PlanItems(getattr(hub, "plan_sink", None))
     claimed: dict[str, set[str]] = {}   # items an earlier period of this plan bills already
