@@ -441,11 +441,17 @@ class PlanReads:
             memo[name] = compute()
         return memo[name]
 
+    SEGMENTS_KEPT = 20000   # (client, period) segments kept: a plan's months of ~1,500 clients
+
     def segments(self, key: tuple, compute) -> tuple[list["Segment"], list[str]]:
-        """The segments of one client and period (``segments_for``), computed once per plan."""
+        """The segments of one client and period (``segments_for``), computed once per plan while
+        at most ``SEGMENTS_KEPT`` are kept (the oldest go first: memory stays bounded whatever the
+        number of clients)."""
         memo = self.windows.setdefault("segments", {})
         if key not in memo:
             memo[key] = compute()
+            while len(memo) > self.SEGMENTS_KEPT:
+                memo.pop(next(iter(memo)))
         segments, errors = memo[key]
         return list(segments), list(errors)
 
@@ -1706,6 +1712,15 @@ def guardrails(hub: "Hub") -> Guardrails:
                       max_change_devices=g.get("max_change_devices", 10))
 
 
+def approved_quantities(hub: "Hub") -> frozenset[str]:
+    """The additions whose quantity change a person approved (read once per plan: a plan approves
+    nothing)."""
+    def read() -> frozenset[str]:
+        return frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
+    reads = getattr(hub, "plan_reads", None)
+    return reads.memo("approved_quantities", read) if reads is not None else read()
+
+
 def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem, report: "RunReport",
                     *, force: bool, now: datetime) -> list[PlanItem]:
     """The three counts of each per-device addition, and an update action where they differ.
@@ -1740,7 +1755,7 @@ def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem
         in_force = {a.source_id for a in records_of(hub, "agreements", ctx.psa, contract.links[ctx.psa])
                     if (not a.start_date or a.start_date[:10] <= last) and (not a.end_date or a.end_date[:10] >= last)}
         additions = [a for a in additions if a.agreement_source_id in in_force or a.agreement_source_id == contract.agreement]
-    approved = frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
+    approved = approved_quantities(hub)
     checks = check_quantities(contract.client_id, contract.tier, additions, hub.mappings.addition_products,
                               item.bill.lines, guardrails(hub), approved=approved,
                               class_tiers={c: t for c, (t, _) in contract.class_tiers.items()})

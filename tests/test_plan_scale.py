@@ -314,3 +314,19 @@ def test_a_plan_bills_the_same_whether_it_reads_the_settled_time_or_counts_it(se
                 summary[0]["detail"]
         counted += len(left)
     assert counted > 100        # most of a year of time was invoiced by the PSA before the plan's months
+
+
+def test_the_segments_a_plan_keeps_are_bounded_and_the_plan_is_the_same(seeded, monkeypatch):
+    kept = _run(str(seeded), dict(period=None), read_only=True, dry_run=True, pull_first=False)
+    sizes = []
+    real = planner.PlanReads.segments
+
+    def segments(self, key, compute):
+        out = real(self, key, compute)
+        sizes.append(len(self.windows["segments"]))
+        return out
+    monkeypatch.setattr(planner.PlanReads, "segments", segments)
+    monkeypatch.setattr(planner.PlanReads, "SEGMENTS_KEPT", 3)
+    bounded = _run(str(seeded), dict(period=None), read_only=True, dry_run=True, pull_first=False)
+    assert sizes and max(sizes) == 3
+    assert [p.to_json() for p in bounded.plan] == [p.to_json() for p in kept.plan]
