@@ -1929,7 +1929,7 @@ def plan_finalizes(hub: "Hub", now: datetime) -> list[PlanItem]:
     made it (``msp-hub approve --run RUN``), or ``finalize_after`` past its creation when nothing
     of that run was held. Until then it is held (cause ``review``), listed with its total."""
     _, after = review_settings(hub)
-    drafts = [r for r in hub.store.actions(kind=INVOICE) if r["status"] == SENT and r["details"].get("draft")]
+    drafts = hub.store.draft_invoices(INVOICE, SENT)
     if not drafts:
         return []
     approved = {a["target"].removeprefix("run:"): a for a in hub.store.approvals() if a["target"].startswith("run:")}

@@ -1100,6 +1100,13 @@ class Store:
                     out[(source, client)] = n
         return out
 
+    def draft_invoices(self, kind: str, status: str) -> list[dict]:
+        """``actions(status=status, kind=kind)`` whose details say ``draft`` (as ``actions`` gives
+        them, by key): the others' payloads, a plan's worth of invoices, are not read."""
+        rows = self.db.query('select * from actions where kind = ? and status = ? and details like ? order by key',
+                             [kind, status, '%"draft"%'])
+        return [row for row in map(_action_row, rows) if row["details"].get("draft")]
+
     @staticmethod
     def settled_time(before: datetime, flat_work_types: Iterable[str]) -> tuple[str, tuple]:
         """The time entries no plan billing periods from ``before`` on can bill nor be changed by

@@ -330,3 +330,17 @@ def test_the_segments_a_plan_keeps_are_bounded_and_the_plan_is_the_same(seeded, 
     bounded = _run(str(seeded), dict(period=None), read_only=True, dry_run=True, pull_first=False)
     assert sizes and max(sizes) == 3
     assert [p.to_json() for p in bounded.plan] == [p.to_json() for p in kept.plan]
+
+
+def test_draft_invoices_are_the_sent_invoices_whose_details_say_draft():
+    from hub.records import Action
+    store = Store(":memory:")
+    for n, details in enumerate([{"draft": True}, {"draft": False}, {}, {"note": "draft"}, {"draft": True}]):
+        key = f"invoice:c{n}:2026-10"
+        store.record_action(Action(key, "invoice", "stripe", f"c{n}", {"total": n}, "2026-10"), "run-1")
+        if n < 4:
+            store.mark_sent(key, f"in_{n}", "sent", details)
+    store.record_action(Action("ticket:x", "ticket", "connectwise", "c0", {}, None), "run-1")
+    store.mark_sent("ticket:x", "1", "sent", {"draft": True})
+    every = [r for r in store.actions(kind="invoice") if r["status"] == "sent" and r["details"].get("draft")]
+    assert store.draft_invoices("invoice", "sent") == every and [r["key"] for r in every] == ["invoice:c0:2026-10"]
