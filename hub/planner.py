@@ -2022,11 +2022,16 @@ def held_json(item: PlanItem) -> dict[str, Any]:
 ALERT_KINDS = ("ticket", "ticket_note", "ticket_close", "ticket_reopen")
 
 
+# What hub_tickets reads of an alert action's payload.
+TICKET_PAYLOAD_KEYS = ("uids", "uid", "external_ref", "device", "condition", "auto_close", "psa_ticket_id", "adopt_refs",
+                       "company_id", "parent", "ticket_external_ref")
+
+
 def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
     """The tickets the hub made or adopted, from the outbox and the PSA's copy, and every alert uid
     acted on. An adopted ticket (its create action's result says ``adopted``) is addressed by its id
     from then on; until that result is recorded, by how the create looks for it."""
-    rows = [r for kind in ALERT_KINDS for r in hub.store.actions(kind=kind)]
+    rows = hub.store.actions_of_kinds(ALERT_KINDS, TICKET_PAYLOAD_KEYS)
     known: set[str] = set()
     tickets: dict[str, alerting.HubTicket] = {}
     for r in sorted(rows, key=lambda r: r["key"]):

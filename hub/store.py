@@ -1107,6 +1107,20 @@ class Store:
                              [kind, status, '%"draft"%'])
         return [row for row in map(_action_row, rows) if row["details"].get("draft")]
 
+    def actions_of_kinds(self, kinds: Iterable[str], payload_keys: Iterable[str]) -> list[dict]:
+        """``actions(kind=k)`` for each of ``kinds`` in turn, each payload cut to ``payload_keys``
+        as it is read (the rest of a plan's thousands of ticket texts is never held at once)."""
+        wanted = tuple(payload_keys)
+        out = []
+        for kind in kinds:
+            for r in self.db.query("select * from actions where kind = ? order by key", [kind]):
+                payload = json.loads(r["payload"] or "{}")
+                r["payload"] = None
+                row = _action_row(r)
+                row["payload"] = {k: payload[k] for k in wanted if k in payload}
+                out.append(row)
+        return out
+
     @staticmethod
     def settled_time(before: datetime, flat_work_types: Iterable[str]) -> tuple[str, tuple]:
         """The time entries no plan billing periods from ``before`` on can bill nor be changed by

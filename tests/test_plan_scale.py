@@ -344,3 +344,21 @@ def test_draft_invoices_are_the_sent_invoices_whose_details_say_draft():
     store.mark_sent("ticket:x", "1", "sent", {"draft": True})
     every = [r for r in store.actions(kind="invoice") if r["status"] == "sent" and r["details"].get("draft")]
     assert store.draft_invoices("invoice", "sent") == every and [r["key"] for r in every] == ["invoice:c0:2026-10"]
+
+
+def test_actions_of_kinds_are_the_actions_with_their_payloads_cut_to_what_is_asked():
+    from hub.records import Action
+    store = Store(":memory:")
+    for key, kind, payload in [("ticket:b", "ticket", {"external_ref": "r1", "uids": ["u1"], "description": "x" * 500}),
+                               ("ticket:a", "ticket", {"external_ref": "r2"}),
+                               ("ticket_note:a:u2", "ticket_note", {"uid": "u2", "note": "long text"}),
+                               ("invoice:c:2026-10", "invoice", {"total": 5})]:
+        store.record_action(Action(key, kind, "connectwise", "c", payload, None), "run-1")
+    store.mark_sent("ticket:a", "77", "sent", {"adopted": True})
+    keys = ("uids", "uid", "external_ref")
+    got = store.actions_of_kinds(("ticket", "ticket_note"), keys)
+    every = [r for kind in ("ticket", "ticket_note") for r in store.actions(kind=kind)]
+    assert [r["key"] for r in got] == [r["key"] for r in every] == ["ticket:a", "ticket:b", "ticket_note:a:u2"]
+    for mine, theirs in zip(got, every):
+        assert mine["payload"] == {k: v for k, v in theirs["payload"].items() if k in keys}
+        assert dict(mine, payload=None) == dict(theirs, payload=None)
