@@ -441,7 +441,7 @@ class PlanReads:
             memo[name] = compute()
         return memo[name]
 
-    SEGMENTS_KEPT = 20000   # (client, period) segments kept: a plan's months of ~1,500 clients
+    SEGMENTS_KEPT = 1000    # (client, month) segments kept: the months of ~75 clients, 3 windows
 
     def segments(self, key: tuple, compute) -> tuple[list["Segment"], list[str]]:
         """The segments of one client and period (``segments_for``), computed once per plan while
