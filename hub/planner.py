@@ -369,7 +369,27 @@ class PlanReads:
         self.store = store
         self.windows: dict[str, dict[tuple, dict]] = {}
         self.queries = 0
+        # Time entries left out of the reads and counted (Store.settled_time), once the plan knows
+        # the earliest period it bills and the flat-rate work types.
+        self.settled: tuple[str, tuple] | None = None
+        self.settled_before: str | None = None      # the name of that period
         self.read_in_order(order)
+
+    def leave_out_settled(self, first: Period, flat_work_types: Iterable[str]) -> None:
+        """From now on, read no time entry ``Store.settled_time(first.start, flat_work_types)``
+        names (``first``: the earliest period the plan bills): count them (``settled_count``)."""
+        self.settled = self.store.settled_time(first.start, flat_work_types)
+        self.settled_before = first.name
+        self.windows.pop("time_entries", None)
+
+    def settled_count(self, source: str, client_source_id: str) -> int:
+        """How many settled time entries of the client its reads left out (0: none, or the client
+        was read on its own, with all its entries)."""
+        key = (source, client_source_id)
+        if self.settled is None or key not in self.position:
+            return 0
+        window = self._window("time_entries", key, "", (), DATED["time_entries"][0])
+        return window.get(self.store.COUNTED, {}).get(key, 0)
 
     def read_in_order(self, order: Iterable[tuple[str, str]]) -> None:
         """The clients (``(source, client_source_id)``) in the order the plan will ask for them."""
@@ -404,8 +424,9 @@ class PlanReads:
         window = kept.get(query)
         if window is None or key not in window:
             at = self.position[key]
+            settled = self.settled if table == "time_entries" and not where else None
             window = self.store.records_by_client(table, self.order[key[0]][at:at + self.WINDOW], where=where, args=args,
-                                                  stored=stored)
+                                                  stored=stored, counted=settled)
             self.queries += 1
             kept.pop(query, None)
             kept[query] = window
@@ -420,11 +441,17 @@ class PlanReads:
             memo[name] = compute()
         return memo[name]
 
+    SEGMENTS_KEPT = 1000    # (client, month) segments kept: the months of ~75 clients, 3 windows
+
     def segments(self, key: tuple, compute) -> tuple[list["Segment"], list[str]]:
-        """The segments of one client and period (``segments_for``), computed once per plan."""
+        """The segments of one client and period (``segments_for``), computed once per plan while
+        at most ``SEGMENTS_KEPT`` are kept (the oldest go first: memory stays bounded whatever the
+        number of clients)."""
         memo = self.windows.setdefault("segments", {})
         if key not in memo:
             memo[key] = compute()
+            while len(memo) > self.SEGMENTS_KEPT:
+                memo.pop(next(iter(memo)))
         segments, errors = memo[key]
         return list(segments), list(errors)
 
@@ -1448,7 +1475,8 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         own, reported, errors = time_of_own_contracts(hub, contract, period, others, already)
         bill = replace(bill, lines=bill.lines + tuple(tb.lines) + tuple(own),
                        errors=bill.errors + tuple(problems) + tuple(tb.errors) + tuple(errors),
-                       reported=bill.reported + tuple(_reported(r) for r in tb.reported) + tuple(reported))
+                       reported=bill.reported + tuple(_reported(r) for r in tb.reported) + tuple(reported)
+                       + settled_reported(hub, contract))
     # Where each contract option that is not BILLING.md's default came from (defaults.toml, the
     # agreement type, the contract), said once per invoice.
     notes: list[str] = [n for n in (options_note(contract),) if n]
@@ -1465,6 +1493,22 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
     if deltas or notes:
         bill = replace(bill, lines=bill.lines + tuple(deltas), notes=bill.notes + tuple(notes))
     return bill
+
+
+def settled_reported(hub: "Hub", contract: Contract) -> tuple[dict, ...]:
+    """The time entries the plan's reads left out as settled (``Store.settled_time``: invoiced by
+    the PSA before the earliest period the plan bills, nothing else reading them), as one
+    explanation with their number instead of one per entry."""
+    reads = getattr(hub, "plan_reads", None)
+    if reads is None or reads.settled is None:
+        return ()
+    n = sum(reads.settled_count(system, ext) for system, ext in sorted(contract.links.items()))
+    if not n:
+        return ()
+    before = reads.settled_before
+    return ({"kind": "time", "id": f"settled-before:{before}", "reason": timebilling.INVOICED_BY_PSA,
+             "detail": f"{n} time entries dated before {before}, invoiced by the PSA; never billed again",
+             "date": None, "ticket": None, "hours": None, "count": n},)
 
 
 def _reported(item) -> dict:
@@ -1668,6 +1712,15 @@ def guardrails(hub: "Hub") -> Guardrails:
                       max_change_devices=g.get("max_change_devices", 10))
 
 
+def approved_quantities(hub: "Hub") -> frozenset[str]:
+    """The additions whose quantity change a person approved (read once per plan: a plan approves
+    nothing)."""
+    def read() -> frozenset[str]:
+        return frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
+    reads = getattr(hub, "plan_reads", None)
+    return reads.memo("approved_quantities", read) if reads is not None else read()
+
+
 def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem, report: "RunReport",
                     *, force: bool, now: datetime) -> list[PlanItem]:
     """The three counts of each per-device addition, and an update action where they differ.
@@ -1702,7 +1755,7 @@ def plan_quantities(hub: "Hub", ctx: Context, contract: Contract, item: PlanItem
         in_force = {a.source_id for a in records_of(hub, "agreements", ctx.psa, contract.links[ctx.psa])
                     if (not a.start_date or a.start_date[:10] <= last) and (not a.end_date or a.end_date[:10] >= last)}
         additions = [a for a in additions if a.agreement_source_id in in_force or a.agreement_source_id == contract.agreement]
-    approved = frozenset(k.rsplit(":", 2)[1] for k in hub.store.approved_keys() if k.startswith(AGREEMENT_QUANTITY + ":"))
+    approved = approved_quantities(hub)
     checks = check_quantities(contract.client_id, contract.tier, additions, hub.mappings.addition_products,
                               item.bill.lines, guardrails(hub), approved=approved,
                               class_tiers={c: t for c, (t, _) in contract.class_tiers.items()})
@@ -1765,6 +1818,13 @@ def _plan(hub: "Hub", report: "RunReport", periods: list[Period], latest: Period
         ctx.errors = {c: e for c, e in ctx.errors.items() if c in only}
     report.registry = ctx.registry
     report_unbilled(hub, report, ctx)
+    reads = getattr(hub, "plan_reads", None)
+    if reads is not None:
+        # Time invoiced by the PSA before the earliest period this plan bills is counted, not read.
+        first = min(periods, key=lambda p: p.start)
+        terms = [getattr(hub.mappings, "time", None)] + [c.time for c in ctx.contracts.values()]
+        reads.leave_out_settled(first, {n for t in terms if t is not None for n, w in t.work_types.items()
+                                        if w.flat_rate is not None})
     gate = Gate(hub, report)
     items = PlanItems(getattr(hub, "plan_sink", None))
     claimed: dict[str, set[str]] = {}   # items an earlier period of this plan bills already
@@ -1869,7 +1929,7 @@ def plan_finalizes(hub: "Hub", now: datetime) -> list[PlanItem]:
     made it (``msp-hub approve --run RUN``), or ``finalize_after`` past its creation when nothing
     of that run was held. Until then it is held (cause ``review``), listed with its total."""
     _, after = review_settings(hub)
-    drafts = [r for r in hub.store.actions(kind=INVOICE) if r["status"] == SENT and r["details"].get("draft")]
+    drafts = hub.store.draft_invoices(INVOICE, SENT)
     if not drafts:
         return []
     approved = {a["target"].removeprefix("run:"): a for a in hub.store.approvals() if a["target"].startswith("run:")}
@@ -1962,11 +2022,16 @@ def held_json(item: PlanItem) -> dict[str, Any]:
 ALERT_KINDS = ("ticket", "ticket_note", "ticket_close", "ticket_reopen")
 
 
+# What hub_tickets reads of an alert action's payload.
+TICKET_PAYLOAD_KEYS = ("uids", "uid", "external_ref", "device", "condition", "auto_close", "psa_ticket_id", "adopt_refs",
+                       "company_id", "parent", "ticket_external_ref")
+
+
 def hub_tickets(hub: "Hub") -> tuple[list[alerting.HubTicket], frozenset[str]]:
     """The tickets the hub made or adopted, from the outbox and the PSA's copy, and every alert uid
     acted on. An adopted ticket (its create action's result says ``adopted``) is addressed by its id
     from then on; until that result is recorded, by how the create looks for it."""
-    rows = [r for kind in ALERT_KINDS for r in hub.store.actions(kind=kind)]
+    rows = hub.store.actions_of_kinds(ALERT_KINDS, TICKET_PAYLOAD_KEYS)
     known: set[str] = set()
     tickets: dict[str, alerting.HubTicket] = {}
     for r in sorted(rows, key=lambda r: r["key"]):

@@ -1017,14 +1017,33 @@ class Store:
     # reads a window of clients at a time, never one query per client and kind).
 
     CLIENTS_PER_QUERY = 500
+    COUNTED = ("counted", None)     # records_by_client: the key of the counts of the records left out
+    CLIENTS, SOURCE = object(), object()     # arguments standing for the clients and source of one query
 
     def records_by_client(self, table: str, keys: Iterable[tuple[str, str]], *, where: str = "",
-                          args: Iterable = (), stored: str | None = None) -> dict[tuple[str, str], list]:
+                          args: Iterable = (), stored: str | None = None,
+                          counted: tuple[str, tuple] | None = None) -> dict[tuple[str, str], list]:
         """The canonical records of ``table`` of every client of ``keys`` (``(source,
         client_source_id)``), by client: each client's as ``iter_records(table, source,
         client_source_id, where=where, args=args)`` gives them (by key), a client with none
         included (an empty list). With ``stored`` (a column), each is ``(the column's value as
-        stored, the record)``."""
+        stored, the record)``.
+
+        ``counted``: a condition and its arguments (e.g. ``settled_time``): the records meeting it
+        are not made, only counted per client; the counts are under the key ``(COUNTED, None)``
+        (clients with none left out are not in it)."""
+        if counted is not None:
+            cond, cargs = counted
+            keys = list(keys)
+            out = self._records_by_client(table, keys, where=f"({where}) and not ({cond})" if where else f"not ({cond})",
+                                          args=(*args, *cargs), stored=stored)
+            out[self.COUNTED] = self.count_by_client(table, keys, where=f"({where}) and ({cond})" if where else cond,
+                                                     args=(*args, *cargs))
+            return out
+        return self._records_by_client(table, keys, where=where, args=args, stored=stored)
+
+    def _records_by_client(self, table: str, keys: Iterable[tuple[str, str]], *, where: str, args: Iterable,
+                           stored: str | None) -> dict[tuple[str, str], list]:
         cls, names, dt_at = RECORD_TABLES[table], _FIELDS[table], _DATETIME_AT[table]
         bool_at = [i for i, f in enumerate(fields(cls)) if f.type in ("bool", bool)]
         out: dict[tuple[str, str], list] = {}
@@ -1043,11 +1062,12 @@ class Store:
                 part = clients[at:at + self.CLIENTS_PER_QUERY]
                 sql = (f'select {columns} from "{table}" where source = ? '
                        f"and client_source_id in ({', '.join('?' for _ in part)})")
+                cond, cargs = self._with_clients(where, args, source, part)
                 if where:
-                    sql += f" and ({where})"
+                    sql += f" and ({cond})"
                 # Ordered by client first: the client index is used (by key alone, the primary key
                 # would be walked through every record of the source, for each window).
-                for row in self.db.execute(sql + " order by client_source_id, source_id", [source, *part, *args]):
+                for row in self.db.execute(sql + " order by client_source_id, source_id", [source, *part, *cargs]):
                     values = list(row)
                     for i in dt_at:
                         if values[i]:
@@ -1060,6 +1080,86 @@ class Store:
                     record.__dict__.update(zip(names, values))
                     out[(source, values[client_at])].append(record if stored_at is None else (row[stored_at], record))
         return out
+
+    def count_by_client(self, table: str, keys: Iterable[tuple[str, str]], *, where: str,
+                        args: Iterable = ()) -> dict[tuple[str, str], int]:
+        """How many records of ``table`` of each client of ``keys`` meet ``where`` (clients with
+        none are left out)."""
+        by_source: dict[str, list[str]] = {}
+        for source, client in dict.fromkeys(keys):
+            by_source.setdefault(source, []).append(client)
+        out: dict[tuple[str, str], int] = {}
+        for source, clients in sorted(by_source.items()):
+            for at in range(0, len(clients), self.CLIENTS_PER_QUERY):
+                part = clients[at:at + self.CLIENTS_PER_QUERY]
+                cond, cargs = self._with_clients(where, args, source, part)
+                sql = (f'select client_source_id, count(*) from "{table}" where source = ? '
+                       f"and client_source_id in ({', '.join('?' for _ in part)}) and ({cond}) "
+                       f"group by client_source_id")
+                for client, n in self.db.execute(sql, [source, *part, *cargs]):
+                    out[(source, client)] = n
+        return out
+
+    def draft_invoices(self, kind: str, status: str) -> list[dict]:
+        """``actions(status=status, kind=kind)`` whose details say ``draft`` (as ``actions`` gives
+        them, by key): the others' payloads, a plan's worth of invoices, are not read."""
+        rows = self.db.query('select * from actions where kind = ? and status = ? and details like ? order by key',
+                             [kind, status, '%"draft"%'])
+        return [row for row in map(_action_row, rows) if row["details"].get("draft")]
+
+    def actions_of_kinds(self, kinds: Iterable[str], payload_keys: Iterable[str]) -> list[dict]:
+        """``actions(kind=k)`` for each of ``kinds`` in turn, each payload cut to ``payload_keys``
+        as it is read (the rest of a plan's thousands of ticket texts is never held at once)."""
+        wanted = tuple(payload_keys)
+        out = []
+        for kind in kinds:
+            for r in self.db.query("select * from actions where kind = ? order by key", [kind]):
+                payload = json.loads(r["payload"] or "{}")
+                r["payload"] = None
+                row = _action_row(r)
+                row["payload"] = {k: payload[k] for k in wanted if k in payload}
+                out.append(row)
+        return out
+
+    @staticmethod
+    def settled_time(before: datetime, flat_work_types: Iterable[str]) -> tuple[str, tuple]:
+        """The time entries no plan billing periods from ``before`` on can bill nor be changed by
+        (``records_by_client``'s ``counted``): billable and invoiced by the PSA (never billed again,
+        BILLING.md; a record not billable is explained as such, not counted), dated before
+        ``before`` (a UTC start as the store writes it: an entry whose start is stored otherwise is
+        kept, so that its problem is still reported), charged to no agreement (a block's balance
+        counts every entry charged to it, whatever the PSA's invoice status), of no flat-rate work
+        type and on no ticket with an entry of one (a flat-rate job is decided, and explained, by
+        all the entries of its ticket). What such an entry does to a plan is one explanation
+        "invoiced by the PSA"; the plan counts them instead.
+
+        The condition names the clients read as ``{clients}`` (``Store.CLIENTS`` among the
+        arguments): the tickets of flat-rate work are looked for among theirs."""
+        flat = sorted(set(flat_work_types))
+        cond = ("coalesce(invoiced, 0) = 1 and coalesce(billable, '') = 'billable' and agreement_source_id is null "
+                "and coalesce(started_at, '') < ? and coalesce(started_at, '') like ?")
+        args: tuple = (before.astimezone(timezone.utc).isoformat(), "%+00:00")
+        if flat:
+            marks = ", ".join("?" for _ in flat)
+            cond += (f" and (work_type is null or work_type not in ({marks})) and (ticket_id is null or ticket_id not in "
+                     f"(select f.ticket_id from time_entries f where f.source = ? and f.client_source_id in ({{clients}}) "
+                     f"and f.ticket_id is not null and f.work_type in ({marks})))")
+            args += (*flat, Store.SOURCE, Store.CLIENTS, *flat)
+        return cond, args
+
+    @staticmethod
+    def _with_clients(where: str, args: Iterable, source: str, clients: list[str]) -> tuple[str, list]:
+        """``where`` and ``args`` with ``{clients}`` (``Store.CLIENTS``) the clients of one query and
+        ``Store.SOURCE`` their source."""
+        out: list = []
+        for a in args:
+            if a is Store.CLIENTS:
+                out += clients
+            elif a is Store.SOURCE:
+                out.append(source)
+            else:
+                out.append(a)
+        return where.replace("{clients}", ", ".join("?" for _ in clients)), out
 
 
 def open_store(config) -> Store:

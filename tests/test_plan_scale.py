@@ -5,7 +5,7 @@ every kind, devices, a year of time entries, products and alerts), small."""
 import importlib.util
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
@@ -254,3 +254,111 @@ def test_round_times_rounds_as_round_half_up_of_the_product():
               for _ in range(5000)]
     for quantity, unit in cases:
         assert round_times(quantity, unit) == round_half_up(quantity * unit), (quantity, unit)
+
+
+# --- time the PSA invoiced before the plan's first period: counted, not read ------------------------
+
+def test_settled_time_is_counted_and_every_entry_that_can_bill_or_explain_a_line_is_still_read():
+    from hub.records import BILLABLE, DO_NOT_BILL, TimeEntry
+    store = Store(":memory:")
+    utc = timezone.utc
+    old, new = datetime(2026, 6, 3, 9, tzinfo=utc), datetime(2026, 11, 3, 9, tzinfo=utc)
+
+    def entry(sid, when=old, *, invoiced=True, billable=BILLABLE, work="Remote Support", ticket="t1", agreement=None,
+              client="7"):
+        return TimeEntry("connectwise", sid, client, "tech", when, None, "1", billable, work, "Engineer", ticket,
+                         agreement, None, invoiced)
+    entries = [
+        entry("settled"), entry("settled-no-ticket", ticket=None),
+        entry("not-invoiced", invoiced=False),                      # billed late: read
+        entry("after", new),                                        # in a period the plan bills: read
+        entry("on-block", agreement="5000"),                        # draws its block whatever the PSA did: read
+        entry("not-billable", billable=DO_NOT_BILL),                # explained as not billable: read
+        entry("naive", old.replace(tzinfo=None)),                   # its start is a problem to report: read
+        entry("flat", work="Virus Removal", ticket="t2"),           # a flat-rate job is decided by its entries
+        entry("flat-mate", ticket="t2"),                            # ... all of them, whatever their work type
+        entry("other-client", client="8"),
+    ]
+    store.write_page("time_entries", entries, "connectwise", "time_entries", None)
+    keys = [("connectwise", "7"), ("connectwise", "8"), ("connectwise", "9")]
+    cut = datetime(2026, 10, 1, tzinfo=timezone(timedelta(hours=2)))     # a period's start, local
+    got = store.records_by_client("time_entries", keys, counted=Store.settled_time(cut, {"Virus Removal"}))
+    assert got.pop(Store.COUNTED) == {("connectwise", "7"): 2, ("connectwise", "8"): 1}
+    assert [e.source_id for e in got[("connectwise", "7")]] == sorted(
+        ["not-invoiced", "after", "on-block", "not-billable", "naive", "flat", "flat-mate"])
+    assert got[("connectwise", "8")] == [] and got[("connectwise", "9")] == []
+    # Without flat-rate work types, the ticket of a flat job is nothing special.
+    got = store.records_by_client("time_entries", keys[:1], counted=Store.settled_time(cut, ()))
+    assert got.pop(Store.COUNTED) == {("connectwise", "7"): 4}
+    # Without ``counted``, every record, as before.
+    assert len(store.records_by_client("time_entries", keys[:1])[("connectwise", "7")]) == 9
+
+
+def test_a_plan_bills_the_same_whether_it_reads_the_settled_time_or_counts_it(seeded, monkeypatch):
+    counted_plan = _run(str(seeded), dict(period=None), read_only=True, dry_run=True, pull_first=False)
+    monkeypatch.setattr(planner.PlanReads, "leave_out_settled", lambda self, first, flat: None)
+    read_plan = _run(str(seeded), dict(period=None), read_only=True, dry_run=True, pull_first=False)
+    assert len(counted_plan.plan) == len(read_plan.plan) > 10
+    counted = 0
+    for mine, theirs in zip(counted_plan.plan, read_plan.plan):
+        mine, theirs = mine.to_json(), theirs.to_json()
+        told, listed = mine.pop("not_billed", []), theirs.pop("not_billed", [])
+        assert mine == theirs
+        summary = [r for r in told if "count" in r]
+        assert [r for r in told if "count" not in r] == [r for r in listed if r["id"] in {t["id"] for t in told}]
+        left = [r for r in listed if r["id"] not in {t["id"] for t in told}]
+        assert {r["reason"] for r in left} <= {"invoiced_by_psa"}
+        assert sum(r["count"] for r in summary) == len(left)
+        if summary:
+            assert summary[0]["reason"] == "invoiced_by_psa" and f"{len(left)} time entries dated before" in \
+                summary[0]["detail"]
+        counted += len(left)
+    assert counted > 100        # most of a year of time was invoiced by the PSA before the plan's months
+
+
+def test_the_segments_a_plan_keeps_are_bounded_and_the_plan_is_the_same(seeded, monkeypatch):
+    kept = _run(str(seeded), dict(period=None), read_only=True, dry_run=True, pull_first=False)
+    sizes = []
+    real = planner.PlanReads.segments
+
+    def segments(self, key, compute):
+        out = real(self, key, compute)
+        sizes.append(len(self.windows["segments"]))
+        return out
+    monkeypatch.setattr(planner.PlanReads, "segments", segments)
+    monkeypatch.setattr(planner.PlanReads, "SEGMENTS_KEPT", 3)
+    bounded = _run(str(seeded), dict(period=None), read_only=True, dry_run=True, pull_first=False)
+    assert sizes and max(sizes) == 3
+    assert [p.to_json() for p in bounded.plan] == [p.to_json() for p in kept.plan]
+
+
+def test_draft_invoices_are_the_sent_invoices_whose_details_say_draft():
+    from hub.records import Action
+    store = Store(":memory:")
+    for n, details in enumerate([{"draft": True}, {"draft": False}, {}, {"note": "draft"}, {"draft": True}]):
+        key = f"invoice:c{n}:2026-10"
+        store.record_action(Action(key, "invoice", "stripe", f"c{n}", {"total": n}, "2026-10"), "run-1")
+        if n < 4:
+            store.mark_sent(key, f"in_{n}", "sent", details)
+    store.record_action(Action("ticket:x", "ticket", "connectwise", "c0", {}, None), "run-1")
+    store.mark_sent("ticket:x", "1", "sent", {"draft": True})
+    every = [r for r in store.actions(kind="invoice") if r["status"] == "sent" and r["details"].get("draft")]
+    assert store.draft_invoices("invoice", "sent") == every and [r["key"] for r in every] == ["invoice:c0:2026-10"]
+
+
+def test_actions_of_kinds_are_the_actions_with_their_payloads_cut_to_what_is_asked():
+    from hub.records import Action
+    store = Store(":memory:")
+    for key, kind, payload in [("ticket:b", "ticket", {"external_ref": "r1", "uids": ["u1"], "description": "x" * 500}),
+                               ("ticket:a", "ticket", {"external_ref": "r2"}),
+                               ("ticket_note:a:u2", "ticket_note", {"uid": "u2", "note": "long text"}),
+                               ("invoice:c:2026-10", "invoice", {"total": 5})]:
+        store.record_action(Action(key, kind, "connectwise", "c", payload, None), "run-1")
+    store.mark_sent("ticket:a", "77", "sent", {"adopted": True})
+    keys = ("uids", "uid", "external_ref")
+    got = store.actions_of_kinds(("ticket", "ticket_note"), keys)
+    every = [r for kind in ("ticket", "ticket_note") for r in store.actions(kind=kind)]
+    assert [r["key"] for r in got] == [r["key"] for r in every] == ["ticket:a", "ticket:b", "ticket_note:a:u2"]
+    for mine, theirs in zip(got, every):
+        assert mine["payload"] == {k: v for k, v in theirs["payload"].items() if k in keys}
+        assert dict(mine, payload=None) == dict(theirs, payload=None)
