@@ -276,7 +276,7 @@ def render_plan(report: RunReport, *, details: bool | tuple[str, ...] = False, o
             if p.bill.reported:
                 why: dict[str, int] = {}
                 for r in p.bill.reported:
-                    why[str(r.get("reason"))] = why.get(str(r.get("reason")), 0) + 1
+                    why[str(r.get("reason"))] = why.get(str(r.get("reason")), 0) + int(r.get("count", 1))   # a counted line stands for many
                 echo("    not billed: " + "; ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(why.items())))
             for note in p.bill.notes:
                 echo(f"    note: {note}")
