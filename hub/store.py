@@ -269,6 +269,18 @@ def _row(record, names: list[str], datetime_at: list[int]) -> list:
     return row
 
 
+def _decoded(row, dt_at: list[int], bool_at: list[int]) -> list:
+    """A stored row's values as its record holds them: ISO texts at ``dt_at`` as datetimes, the
+    integers at ``bool_at`` as booleans."""
+    values = list(row)
+    for i in dt_at:
+        if values[i]:
+            values[i] = datetime.fromisoformat(values[i])
+    for i in bool_at:
+        values[i] = bool(values[i])
+    return values
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -409,13 +421,7 @@ class Store:
         if where:
             sql, params = f"{sql} and ({where})", params + list(args)
         for row in self.db.execute(sql + " order by source_id", params):
-            values = list(row)
-            for i in dt_at:
-                if values[i]:
-                    values[i] = datetime.fromisoformat(values[i])
-            for i in bool_at:
-                values[i] = bool(values[i])
-            yield cls(*values)
+            yield cls(*_decoded(row, dt_at, bool_at))
 
     def iter_devices(self, source: str, client_source_id: str | None = None) -> Iterator[Device]:
         return self.iter_records("devices", source, client_source_id)
@@ -1068,12 +1074,7 @@ class Store:
                 # Ordered by client first: the client index is used (by key alone, the primary key
                 # would be walked through every record of the source, for each window).
                 for row in self.db.execute(sql + " order by client_source_id, source_id", [source, *part, *cargs]):
-                    values = list(row)
-                    for i in dt_at:
-                        if values[i]:
-                            values[i] = datetime.fromisoformat(values[i])
-                    for i in bool_at:
-                        values[i] = bool(values[i])
+                    values = _decoded(row, dt_at, bool_at)
                     # The record as cls(*values) makes it, without the frozen dataclass's field-by-field
                     # __init__ (record classes have no __post_init__): a third of the cost at 1M rows.
                     record = new(cls)
