@@ -19,14 +19,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("procrastinate")
-
-from hub.daemon import Job                                           # noqa: E402
-from hub.errors import ConfigError                                   # noqa: E402
-from hub.workers.app import PULL, SYNC, defer_run, make_app          # noqa: E402
-from hub.workers.schedule import firings, previous_tick             # noqa: E402
-from hub.workers.sandbox import SimulatedTenant, wait_for, write_deployment   # noqa: E402
-from hub.workers.settings import load_deployment, parse_workers      # noqa: E402
+from hub.daemon import Job
+from hub.errors import ConfigError
+from hub.workers.app import PULL, SYNC, defer_run, make_app
+from hub.workers.schedule import firings, previous_tick
+from hub.workers.sandbox import SimulatedTenant, wait_for, write_deployment
+from hub.workers.settings import load_deployment, parse_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"heartbeat": "1s", "stalled_after": "3s", "tick": "* * * * * */1"}   # a tick every second
