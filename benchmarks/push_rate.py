@@ -57,16 +57,6 @@ def serve_stripe(every: int, retry_after: float, ready, commands, replies) -> No
             replies.put(list(arrivals))
 
 
-def max_in_any_window(times: list[float], width: float = 1.0) -> int:
-    """The most of ``times`` in any half-open window [t, t + width)."""
-    ordered, best, j = sorted(times), 0, 0
-    for i, t in enumerate(ordered):
-        while ordered[j] <= t - width:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
 def invoice_action(n: int):
     from hub.records import Action
     client = f"client-{n:04d}"
@@ -98,6 +88,7 @@ def main() -> None:
     from hub.config import config_from_dict
     from hub.engine import Hub, RunReport, push
     from hub.logs import configure_logging
+    from hub.ratelimit import max_in_any_window
     from datetime import datetime, timezone
 
     configure_logging(level="warning")

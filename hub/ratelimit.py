@@ -155,6 +155,17 @@ class _FixedStore:
         return self.store.take_rate_slot(key, interval, now, uuid.uuid4().hex)
 
 
+def max_in_any_window(times: list[float], width: float = 1.0) -> int:
+    """The most of ``times`` (seconds) in any half-open window [t, t + width): the rate a server saw,
+    to check a limit against (tests, benchmarks/push_rate.py)."""
+    ordered, best, j = sorted(times), 0, 0
+    for i, t in enumerate(ordered):
+        while ordered[j] <= t - width:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
 def forget(key: str | None = None) -> None:
     """Drop the in-process slots (of ``key``, else all): for tests that reuse an account."""
     with _REGISTRY_LOCK:

@@ -11,7 +11,7 @@ import pytest
 from hub.config import Secret, config_from_dict
 from hub.errors import ConfigError
 from hub.http import retry_policy
-from hub.ratelimit import MARGIN, RateLimiter, account_key, forget, limiter_for
+from hub.ratelimit import MARGIN, RateLimiter, account_key, forget, limiter_for, max_in_any_window
 from hub.store import Store
 from plugins.connectwise.plugin import ConnectWiseSettings
 from plugins.ninjaone.plugin import NinjaOneSettings
@@ -33,16 +33,6 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
-
-
-def max_in_any_window(times: list[float], width: float = 1.0) -> int:
-    """The most of ``times`` in any half-open window [t, t + width)."""
-    ordered, best, j = sorted(times), 0, 0
-    for i, t in enumerate(ordered):
-        while ordered[j] <= t - width:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 @pytest.fixture(autouse=True)
