@@ -13,9 +13,25 @@ _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _DAY_OFFSETS: dict[tuple[str, date], timedelta | None] = {}
 
 
+# (moment, time zone) -> its local day: a plan asks for the day of each time entry several times.
+_MOMENT_DAYS: dict[tuple[datetime, str], date] = {}
+
+
 def local_day(moment: datetime, tz: str) -> date:
     """The calendar day of the aware ``moment`` in ``tz``: the zone's rules are looked up once per
     UTC day (a day on which the offset changes, and a naive moment, are converted one by one)."""
+    if moment.tzinfo is None:
+        return moment.astimezone(ZoneInfo(tz)).date()
+    key = (moment, tz)
+    day = _MOMENT_DAYS.get(key)
+    if day is None:
+        if len(_MOMENT_DAYS) > 500_000:
+            _MOMENT_DAYS.clear()
+        day = _MOMENT_DAYS[key] = _local_day(moment, tz)
+    return day
+
+
+def _local_day(moment: datetime, tz: str) -> date:
     if moment.tzinfo is timezone.utc:
         utc = moment
     else:
