@@ -373,6 +373,7 @@ class PlanReads:
         # the earliest period it bills and the flat-rate work types.
         self.settled: tuple[str, tuple] | None = None
         self.settled_before: str | None = None      # the name of that period
+        self.flat_work_types: frozenset[str] = frozenset()   # of every contract the plan bills
         self.read_in_order(order)
 
     def leave_out_settled(self, first: Period, flat_work_types: Iterable[str]) -> None:
@@ -937,12 +938,22 @@ def time_records(hub: "Hub", contract: Contract, period: Period | None):
     return entries, products
 
 
+def flat_work_types(hub: "Hub", contracts: Iterable[Contract]) -> frozenset[str]:
+    """The work types billed at a flat rate per ticket by the mappings' time terms or any of
+    ``contracts`` (during a plan: those of every contract the plan bills, and ``contracts``)."""
+    reads = getattr(hub, "plan_reads", None)
+    known = getattr(reads, "flat_work_types", frozenset()) if reads is not None else frozenset()
+    terms = [getattr(hub.mappings, "time", None)] + [c.time for c in contracts]
+    return known | {n for t in terms if t is not None for n, w in t.work_types.items() if w.flat_rate is not None}
+
+
 def _same_contract(a: Contract, b: Contract) -> bool:
     return (a.origin, a.agreement, a.kind, a.tier) == (b.origin, b.agreement, b.kind, b.tier)
 
 
 def entries_by_own_contract(hub: "Hub", contract: Contract, period: Period, entries: list,
-                            blocks: Iterable[timebilling.Block] = (), *, others_only: bool = False
+                            blocks: Iterable[timebilling.Block] = (), *, others_only: bool = False,
+                            done: frozenset[str] = frozenset()
                             ) -> tuple[list, list[tuple[Contract, str, list]], list[str]]:
     """Split a client's time entries by the contract that bills them (BILLING.md, "Month after
     month"): an entry dated in a period is billed, scope, included services and rates, by the
@@ -954,6 +965,11 @@ def entries_by_own_contract(hub: "Hub", contract: Contract, period: Period, entr
     after ``period`` or without a readable date (``bill_time`` reports them), those charged to a
     prepaid agreement (drawn from their block, whatever the contract), and those dated on a day no
     contract was in force (``others_only``: left out, as a client with no contract bills none).
+
+    An entry dated before ``period`` that no contract can bill (not billable, no charge, invoiced
+    by the PSA, or among ``done``, the ids the hub billed already) is kept without looking for the
+    contract of its day: ``bill_time`` says why it is not billed, whichever contract reads it, and
+    an old month whose agreements cannot be read holds nothing for it.
     """
     prepaid = {b.agreement for b in blocks if b.agreement} | ({contract.agreement} if contract.kind == "block" else set())
     cache: dict[str, tuple[list[Segment], list[str]]] = {}
@@ -961,10 +977,19 @@ def entries_by_own_contract(hub: "Hub", contract: Contract, period: Period, entr
     on_day: dict[date, Any] = {}      # the contract in force on a day
     kept, errors = [], []
     others: dict[tuple[str, str], tuple[Contract, str, list]] = {}
+    unbillable = (timebilling.DO_NOT_BILL, timebilling.NO_CHARGE)
+    # A flat-rate job is decided by all the entries of its ticket: those stay with their day's contract.
+    flat_types = flat_work_types(hub, [contract])
+    flat_tickets = {e.ticket_id for e in entries if e.ticket_id is not None and e.work_type in flat_types}
     for e in entries:
         moment = e.started_at
         if (not isinstance(moment, datetime) or moment.tzinfo is None or moment >= period.end
                 or timebilling.entry_problem(e) is not None or e.agreement_source_id in prepaid):
+            if not others_only:
+                kept.append(e)
+            continue
+        if (moment < period.start and (e.invoiced is True or e.billable in unbillable or e.source_id in done)
+                and (e.ticket_id is None or e.ticket_id not in flat_tickets)):
             if not others_only:
                 kept.append(e)
             continue
@@ -1469,7 +1494,7 @@ def compute_bill(hub: "Hub", contract: Contract, period: Period, claimed: frozen
         already = hub.store.live_billed_item_ids(contract.client_id, exclude_key=key) | claimed
         blocks = blocks_for(hub, contract)
         # Each entry is billed by the contract in force on its own day, never by today's.
-        entries, others, problems = entries_by_own_contract(hub, contract, period, entries, blocks)
+        entries, others, problems = entries_by_own_contract(hub, contract, period, entries, blocks, done=already)
         tb = timebilling.bill_time(contract.client_id, contract, entries, products, period,
                                    blocks=blocks, already_billed=already, language=invoice_language(hub))
         own, reported, errors = time_of_own_contracts(hub, contract, period, others, already)
@@ -1822,19 +1847,33 @@ def _plan(hub: "Hub", report: "RunReport", periods: list[Period], latest: Period
     if reads is not None:
         # Time invoiced by the PSA before the earliest period this plan bills is counted, not read.
         first = min(periods, key=lambda p: p.start)
-        terms = [getattr(hub.mappings, "time", None)] + [c.time for c in ctx.contracts.values()]
-        reads.leave_out_settled(first, {n for t in terms if t is not None for n, w in t.work_types.items()
-                                        if w.flat_rate is not None})
+        reads.flat_work_types = flat_work_types(hub, ctx.contracts.values())
+        reads.leave_out_settled(first, reads.flat_work_types)
     gate = Gate(hub, report)
     items = PlanItems(getattr(hub, "plan_sink", None))
-    claimed: dict[str, set[str]] = {}   # items an earlier period of this plan bills already
     billing = kinds is None or INVOICE in kinds
+    # The contexts of the periods billed: the latest's, or a missed ended period's as it was then.
+    contexts: list[tuple[Period, Context]] = []
     for period in (periods if billing else []):
-        ended = period.has_ended(now)
-        pctx = ctx if period is latest or not ended else catch_up_context(hub, report, period, only)
-        if pctx is None:
-            continue
-        for cid in sorted(set(pctx.contracts) | set(pctx.errors)):
+        pctx = ctx if period is latest or not period.has_ended(now) else catch_up_context(hub, report, period, only)
+        if pctx is not None:
+            contexts.append((period, pctx))
+    cids = sorted({cid for _, pctx in contexts for cid in (*pctx.contracts, *pctx.errors)}
+                  | (set(ctx.contracts) if billing else set()))
+    reads = getattr(hub, "plan_reads", None)
+    if reads is not None:
+        # Client by client, every period then the renewal: each client's records are read once per
+        # plan, a window of clients at a time.
+        links = {cid: c.links for _, pctx in reversed(contexts) for cid, c in pctx.registry.clients.items()}
+        links.update({cid: c.links for cid, c in ctx.contracts.items()})
+        reads.read_in_order((system, ext) for cid in cids for system, ext in sorted(links.get(cid, {}).items()))
+    # Items are made, and listed, client by client: its periods in order, then its renewal.
+    for cid in cids:
+        claimed: set[str] = set()   # items an earlier period of this plan bills already
+        for period, pctx in contexts:
+            if cid not in pctx.contracts and cid not in pctx.errors:
+                continue
+            ended = period.has_ended(now)
             if pctx is not ctx:
                 stored = hub.store.get_action(current_invoice_key(hub, cid, period.name))
                 if stored and stored["status"] == SENT:
@@ -1844,8 +1883,8 @@ def _plan(hub: "Hub", report: "RunReport", periods: list[Period], latest: Period
                 continue
             contract = pctx.contracts[cid]
             item = plan_invoice(hub, contract, period, force=force, now=now,
-                                claimed=frozenset(claimed.get(cid, ())), psa_id=psa_id_of(pctx, cid))
-            claimed.setdefault(cid, set()).update(i for _, i, _, _ in item.ledger)
+                                claimed=frozenset(claimed), psa_id=psa_id_of(pctx, cid))
+            claimed.update(i for _, i, _, _ in item.ledger)
             if item.status == "held" and item.bill and item.bill.errors:
                 report.errors.extend(f"client {cid} {period.name}: {e}" for e in item.bill.errors)
             gated = [item]
@@ -1855,12 +1894,8 @@ def _plan(hub: "Hub", report: "RunReport", periods: list[Period], latest: Period
                                      this_run=not ended)
             extra = pctx.errors.get(cid, [])
             items.extend(_hold(i, problems, "incomplete", extra_errors=extra, file_errors=file_errors) for i in gated)
-    if billing and getattr(hub, "plan_reads", None) is not None:   # only block contracts renew: read theirs
-        hub.plan_reads.read_in_order((system, ext) for cid, c in sorted(ctx.contracts.items()) if c.kind == "block"
-                                     for system, ext in sorted(c.links.items()))
-    for cid in sorted(ctx.contracts if billing else []):
-        contract = ctx.contracts[cid]
-        renewals = plan_renewal(hub, ctx, contract, periods[-1], now)
+        contract = ctx.contracts.get(cid) if billing else None
+        renewals = plan_renewal(hub, ctx, contract, periods[-1], now) if contract is not None else []
         if renewals:
             problems = gate.problems(gate.billing_streams(contract), after=None, this_run=True)
             items.extend(_hold(i, problems, "incomplete", extra_errors=ctx.errors.get(cid, []), file_errors=file_errors)
