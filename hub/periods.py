@@ -25,7 +25,7 @@ def local_day(moment: datetime, tz: str) -> date:
     key = (moment, tz)
     day = _MOMENT_DAYS.get(key)
     if day is None:
-        if len(_MOMENT_DAYS) > 500_000:
+        if len(_MOMENT_DAYS) > 20_000:   # a client's entries at a time: the plan goes client by client
             _MOMENT_DAYS.clear()
         day = _MOMENT_DAYS[key] = _local_day(moment, tz)
     return day
