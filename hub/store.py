@@ -21,8 +21,8 @@ from sqlite_utils.migrations import Migrations
 
 from hub.db import PostgresDatabase, SqliteDatabase, is_postgres_url, redact_url, sync_schema
 
-from hub.records import (Action, Agreement, AgreementAddition, Alert, AlertEvent, Client, Device, ProductLine, Ticket,
-                         TimeEntry)
+from hub.records import (Action, Agreement, AgreementAddition, Alert, AlertEvent, AntivirusStatus, BackupJob, Client,
+                         Configuration, Device, DeviceHealth, Patch, ProductLine, ServiceTicket, Ticket, TimeEntry)
 
 migrations = Migrations("hub")
 
@@ -232,6 +232,20 @@ def m016_rate_limits(db: Database) -> None:
     db["rate_limits"].create({"limiter": str, "tat": float, "holder": str}, pk="limiter")
 
 
+@migrations()
+def m017_report_streams(db: Database) -> None:
+    # What the quarterly reports read: device warranties, antivirus, patches, backup jobs, device
+    # health, the PSA's configurations and every service ticket (records keyed like the others).
+    for column in ("warranty_start", "warranty_end"):
+        db["devices"].add_column(column, str)
+    for table, cls in (("antivirus", AntivirusStatus), ("patches", Patch), ("backups", BackupJob),
+                       ("device_health", DeviceHealth), ("configurations", Configuration),
+                       ("service_tickets", ServiceTicket)):
+        columns = {f.name: (int if f.type in ("bool", "int") else str) for f in fields(cls)}
+        db[table].create(columns, pk=("source", "source_id"))
+        db[table].create_index(["source", "client_source_id"])
+
+
 # Migrations whose data change (beyond tables, columns and indexes) must also run on PostgreSQL:
 # name -> a function of the db in portable SQL (see hub.db.sync_schema).
 DATA_STEPS = {"m010_month_after_month": _m010_note_known_devices}
@@ -241,7 +255,8 @@ PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
                  "time_entries": TimeEntry, "products": ProductLine, "alerts": Alert, "alert_events": AlertEvent,
-                 "tickets": Ticket}
+                 "tickets": Ticket, "antivirus": AntivirusStatus, "patches": Patch, "backups": BackupJob,
+                 "device_health": DeviceHealth, "configurations": Configuration, "service_tickets": ServiceTicket}
 _FIELDS = {table: [f.name for f in fields(cls)] for table, cls in RECORD_TABLES.items()}
 
 
