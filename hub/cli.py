@@ -1874,5 +1874,11 @@ def queue_status(tenants_path, as_json):
     _table(("task", "status", "jobs"), [(t, s, str(n)) for t, s, n in jobs], click.echo, right=(2,))
 
 
+@main.group()
+def report():
+    """Reports from the store (no vendor is called): client scorecards, the MSP's KPIs, the maturity
+    self-assessment."""
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
