@@ -242,7 +242,9 @@ def m017_report_streams(db: Database) -> None:
                        ("device_health", DeviceHealth), ("configurations", Configuration),
                        ("service_tickets", ServiceTicket)):
         columns = {f.name: (int if f.type in ("bool", "int") else str) for f in fields(cls)}
-        db[table].create(columns, pk=("source", "source_id"))
+        # ``active``: 0 once a pass that reads the whole current set (write_page(complete=True))
+        # no longer holds the row, as for alerts.
+        db[table].create({**columns, "active": int}, pk=("source", "source_id"), defaults={"active": 1})
         db[table].create_index(["source", "client_source_id"])
 
 
