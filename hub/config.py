@@ -577,6 +577,10 @@ class ReportSettings(Schema):
     msp_name: str = ""
     logo: str | None = None
     language: Literal["en", "fr"] | None = None
+    # Checked by their own modules: ``[reports.kpis]`` (hub.reports.kpis: inputs no API holds, such
+    # as labour cost) and ``[reports.delivery]`` (hub.reports.delivery: where and to whom).
+    kpis: dict[str, Any] = {}
+    delivery: dict[str, Any] = {}
 
 
 class ConfigFile(Schema):

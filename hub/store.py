@@ -248,6 +248,14 @@ def m017_report_streams(db: Database) -> None:
         db[table].create_index(["source", "client_source_id"])
 
 
+@migrations()
+def m018_scorecards(db: Database) -> None:
+    # A client's scorecard as presented (frozen): the computed figures as JSON, re-rendered
+    # identically later and read as the next quarter's "previous" column.
+    db["scorecards"].create({"client_id": str, "quarter": str, "frozen_at": str, "frozen_by": str, "data": str},
+                            pk=("client_id", "quarter"), not_null={"frozen_at", "data"})
+
+
 # Migrations whose data change (beyond tables, columns and indexes) must also run on PostgreSQL:
 # name -> a function of the db in portable SQL (see hub.db.sync_schema).
 DATA_STEPS = {"m010_month_after_month": _m010_note_known_devices}
