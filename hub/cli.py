@@ -1877,7 +1877,12 @@ def queue_status(tenants_path, as_json):
 @main.group()
 def report():
     """Reports from the store (no vendor is called): client scorecards, the MSP's KPIs, the maturity
-    self-assessment."""
+    self-assessment.
+
+    \b
+    Example:
+        msp-hub report scorecard --client acme --quarter 2026-Q4 --format pdf --out acme.pdf
+    """
 
 
 if __name__ == "__main__":  # pragma: no cover
