@@ -740,9 +740,7 @@ class ConnectWiseSimulator:
         self._generate_time_entries(time_entries)
         self._generate_products(products)
         self._generate_tickets(tickets)
-        reports_rng = random.Random(f"reports-{seed}")
-        self._generate_configurations(configurations, reports_rng)
-        self._generate_service_tickets(service_tickets, reports_rng)
+        self.add_report_data(configurations, service_tickets, seed=seed)
         self.time_entries.build_index()
 
     @property
@@ -1015,15 +1013,37 @@ class ConnectWiseSimulator:
             raise ValueError(response.text)
 
     def add_ticket(self, summary: str, company_id: int, board: str = "Help Desk", external_ref: str | None = None,
-                   *, member: str = "jsmith") -> int:
+                   *, member: str = "jsmith", priority: str | int | None = None, opened: float | None = None,
+                   closed: float | None = None, closed_by: str | None = None) -> int:
         """Add a service ticket as if ``member`` created it in ConnectWise (pass ``member=sim.api_member``
-        for one the hub made)."""
+        for one the hub made).
+
+        For tickets of the past: ``priority`` (a priority's name or id; default: the default
+        priority), ``opened`` (epoch seconds: ``_info.dateEntered``; default ``now``) and
+        ``closed`` (epoch seconds: closed then, in the board's Closed status, by ``closed_by``,
+        default ``member``; its ``lastUpdated``).
+        """
+        body = {"summary": summary, "company": {"id": company_id}, "board": {"name": board},
+                "externalXRef": external_ref}
+        if priority is not None:
+            body["priority"] = {"id": priority} if isinstance(priority, int) else {"name": priority}
         with self._lock:
-            response = self._create_ticket({"summary": summary, "company": {"id": company_id},
-                                            "board": {"name": board}, "externalXRef": external_ref}, member)
-        if response.status_code != 201:
-            raise ValueError(response.text)
-        return json.loads(response.content)["id"]
+            response = self._create_ticket(body, member)
+            if response.status_code != 201:
+                raise ValueError(response.text)
+            ticket = self.tickets.get(json.loads(response.content)["id"])
+            info = ticket["_info"]
+            if opened is not None:
+                info["dateEntered"] = info["lastUpdated"] = iso(opened)
+            if closed is not None:
+                status = self.board_status(ticket["board"]["id"], "Closed")
+                if status is None:
+                    raise ValueError(f"board {board} has no Closed status")
+                by = closed_by or member
+                ticket.update(status={"id": status["id"], "name": status["name"]}, closedFlag=True,
+                              closedDate=iso(closed), closedBy=by)
+                info["lastUpdated"], info["updatedBy"] = iso(closed), by
+        return ticket["id"]
 
     def add_configuration(self, company_id: int, name: str, serial_number: str | None = None, *,
                           type_name: str = "Managed Workstation", active: bool = True, id: int | None = None,  # noqa: A002
@@ -1743,6 +1763,14 @@ class ConnectWiseSimulator:
                              ticket_id=5000 + rng.randrange(1000) if rng.random() < 0.7 else None,
                              updated=self.now - rng.randrange(90 * DAY))
 
+    def add_report_data(self, configurations: int = 0, service_tickets: int = 0, *, seed: int = 0) -> None:
+        """Generate ``configurations`` and past ``service_tickets`` over the companies there are
+        (as the constructor's arguments of those names do), from their own generator (``seed``)."""
+        with self._lock:
+            rng = random.Random(f"reports-{seed}")
+            self._generate_configurations(configurations, rng)
+            self._generate_service_tickets(service_tickets, rng)
+
     def _generate_configurations(self, count: int, rng: random.Random) -> None:
         """Configurations over the companies: one type after another (``GENERATED_TYPES``), a
         warranty ending from two years ago to three years ahead for four in five, none for the
@@ -1771,30 +1799,20 @@ class ConnectWiseSimulator:
         of its own, else by a technician."""
         if count and not self.companies.ids:
             raise ValueError("service tickets need at least one company")
-        closed_status = {board_id: self.board_status(board_id, "Closed") for board_id, _ in BOARDS}
         for n in range(count):
             company = self.companies.ids[rng.randrange(len(self.companies.ids))]
             priority, low, high = GENERATED_PRIORITIES[rng.randrange(len(GENERATED_PRIORITIES))]
             uid = f"{rng.getrandbits(32):08x}"
             if n % 2 == 0:
-                body, member = {"summary": f"Alert {n}: service stopped on SRV-{n % 7:02d}", "board": {"name": "Alerts"},
-                                "externalXRef": f"msp-hub:ticket:ninjaone:{uid}"}, self.api_member
+                summary, board, ref = f"Alert {n}: service stopped on SRV-{n % 7:02d}", "Alerts", \
+                    f"msp-hub:ticket:ninjaone:{uid}"
+                member = self.api_member
             else:
-                body, member = {"summary": f"User request {n}", "board": {"name": "Help Desk"},
-                                "externalXRef": f"automate:{uid}" if n % 4 == 1 else None}, MEMBERS[n % len(MEMBERS)][1]
-            body.update(company={"id": company}, priority={"id": priority})
-            response = self._create_ticket(body, member)
-            if response.status_code != 201:
-                raise ValueError(response.text)
-            ticket = self.tickets.get(json.loads(response.content)["id"])
+                summary, board, ref = f"User request {n}", "Help Desk", f"automate:{uid}" if n % 4 == 1 else None
+                member = MEMBERS[n % len(MEMBERS)][1]
             opened = self.now - rng.randrange(270 * DAY)
             opened -= opened % 60
-            info = ticket["_info"]
-            info["dateEntered"] = info["lastUpdated"] = iso(opened)
             closed = opened + rng.randrange(low * 3600, high * 3600 + 1)
-            if closed <= self.now and n % 6 != 5:
-                status = closed_status[ticket["board"]["id"]]
-                by = self.api_member if n % 2 == 0 and n % 3 == 0 else MEMBERS[(n // 2) % len(MEMBERS)][1]
-                ticket.update(status={"id": status["id"], "name": status["name"]}, closedFlag=True,
-                              closedDate=iso(closed), closedBy=by)
-                info["lastUpdated"], info["updatedBy"] = iso(closed), by
+            by = self.api_member if n % 2 == 0 and n % 3 == 0 else MEMBERS[(n // 2) % len(MEMBERS)][1]
+            self.add_ticket(summary, company, board, ref, member=member, priority=priority, opened=opened,
+                            closed=closed if closed <= self.now and n % 6 != 5 else None, closed_by=by)

@@ -360,3 +360,27 @@ def test_the_simulator_serves_the_report_data_with_the_filters_the_plugin_sends(
     assert 0 < len(warranty) < len(configs)
     assert {"Priority 1 - Emergency Response", "Priority 3 - Normal Response"} <= {
         sim.record("tickets", i)["priority"]["name"] for i in sim.ids("tickets")}
+
+
+def test_a_ticket_of_the_past_is_stored_with_the_dates_and_priority_it_was_given():
+    sim = ConnectWiseSimulator(seed=1, companies=0, agreements=0, time_entries=0, products=0)
+    company = sim.add_company("Acme Dental")
+    opened = DEFAULT_NOW - 40 * DAY
+    done = sim.add_ticket("Server down", company, "Alerts", "msp-hub:ticket:ninjaone:x1", member=sim.api_member,
+                          priority="Priority 1 - Emergency Response", opened=opened, closed=opened + 5400,
+                          closed_by="jsmith")
+    waiting = sim.add_ticket("New laptop", company, priority=5, opened=opened + DAY)
+    sim.add_report_data(configurations=3, service_tickets=2, seed=1)   # after companies added by hand
+    hub = make_hub(ConnectorPlugin(connector_for(sim)))
+    report = RunReport("r1", "sync", RUN_START)
+    pull(hub, report, streams=list(REPORT_STREAMS))
+    assert not report.errors and hub.store.count("configurations") == 3 and hub.store.count("service_tickets") == 4
+    rows = {r["source_id"]: r for r in hub.store.rows("service_tickets")}
+    first, second = rows[str(done)], rows[str(waiting)]
+    assert (first["priority"], first["status"], bool(first["closed"]), first["board"]) == (
+        "Priority 1 - Emergency Response", "Closed", True, "Alerts")
+    assert first["opened_at"].startswith(iso(opened)[:19]) and first["closed_at"].startswith(iso(opened + 5400)[:19])
+    assert sim.record("tickets", done)["closedBy"] == "jsmith"
+    assert (second["priority"], bool(second["closed"]), second["closed_at"], second["external_ref"]) == (
+        "Priority 4 - Schedule Maintenance", False, None, None)
+    hub.close()
