@@ -41,6 +41,10 @@ What the probe cannot see: alert activities above the cursor that are older than
 alert activity among the newest shows the filter broken, and the read from the unmoved cursor
 then gets every one of them.
 
+Reports (``/v2/queries/*``, ``/v2/backup/jobs``) page by a cursor the server names in each answer
+(``iter_report``); each page is checked to move forward, and a full page without a cursor fails
+the read rather than end it.
+
 No paged read ends on a page shorter than ``pageSize``: a server may cap the page size or cut a
 page short, and an API answering the newest ids would then leave a gap. Reads end on an empty
 page, or (walking back) on reaching the cursor or the lookback. That costs one request per

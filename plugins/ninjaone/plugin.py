@@ -543,7 +543,7 @@ REPORT_TABLES = {"antivirus": "antivirus", "device_health": "device_health", "os
                  "backup_jobs": "backups"}
 
 class NinjaOneConnector:
-    """NinjaOne as the engine sees it: four streams, nothing to push.
+    """NinjaOne as the engine sees it: four streams (and the report streams, when asked), nothing to push.
 
     ``clients`` and ``devices`` are full keyset sweeps, since the API has no updated-since
     filter. Their cursor is ``{"after": <last id>, "read": <records read so far>}`` while a sweep
@@ -569,6 +569,27 @@ class NinjaOneConnector:
     falls back or fails the pass naming the one that broke (see ``NinjaOneClient``); the pages may
     then hold other statuses, which ``to_alert_event`` leaves out while the cursor still moves to
     the last activity read.
+
+    The report streams (``report_streams``, none by default) feed the quarterly reports only: their
+    tables bill nothing and gate no ticket, so a failed pass holds no invoice. Each reads a report
+    (``NinjaOneClient.iter_report``), at most once per ``report_interval`` hours (cursor
+    ``read_at``, the hub's clock; a pass within the interval asks nothing and changes nothing).
+    The reports name devices, not organizations: the client of a record is its device's
+    organization, from the devices sweep of the same run when it ran whole, else from one sweep of
+    ``/v2/devices`` shared by the report streams of the run; a record of a device not found there
+    is set aside with the reason. ``antivirus`` and ``device_health`` read the whole current set
+    and store it as one page marked complete (a product or device gone from the report becomes
+    inactive). ``os_patches`` and ``software_patches`` read the patches waiting now; they share the
+    ``patches`` table with the installations, which a complete page would mark inactive, so their
+    pages are not marked complete: a patch that leaves the waiting list keeps its last row.
+    ``os_patch_installs`` and ``software_patch_installs`` read the installation history from
+    ``installedAfter``: two quarters back on a first pass (``INSTALL_LOOKBACK``), then from two days
+    before the previous pass started (``INSTALL_OVERLAP``: installations reported late, a tenant's
+    clock, and a date bound whose inclusiveness the spec does not say); cursor
+    ``{"installed_after": <date>, "read_at": ...}``, saved once the pass read everything.
+    ``backup_jobs`` reads every job (``/v2/backup/jobs``), which name their organization: the
+    ``stf`` start-time filter has no documented syntax, and a wrong guess would lose jobs without
+    a sound.
     """
 
     name = SOURCE

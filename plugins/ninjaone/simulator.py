@@ -86,7 +86,13 @@ class NinjaOneSimulator:
     (the same devices, paged the same way, each with ``ipAddresses``, ``macAddresses``, ``publicIP``
     and, for agent devices, ``os`` and ``system``; see ``set_device_details``), ``/v2/alerts``,
     ``/v2/activities``, ``POST /v2/alert/{uid}/reset`` and ``DELETE /v2/alert/{uid}`` (these two
-    need the ``management`` scope).
+    need the ``management`` scope), and the reports ``/v2/queries/antivirus-status``,
+    ``device-health``, ``os-patches``, ``software-patches``, ``os-patch-installs``,
+    ``software-patch-installs`` and ``/v2/backup/jobs`` (see "report data"): each answers
+    ``{cursor: {name, offset, count, expires}, results}``, the first request making a cursor over
+    what its filters select (``df`` as ``org``/``id`` ``=``/``in``, ``status``, ``installedAfter``/
+    ``installedBefore`` as YYYY-MM-DD, ``health``, ``productState``, ``sf``, ``ptf``) and
+    ``cursor=<name>`` answering the next page, then an empty one; ``expire_cursors`` ends them.
     Mount with ``httpx.MockTransport(sim.handler)`` or serve over HTTP with ``hub.testing.serve``.
     Data comes from ``random.Random(seed)``; ids are increasing with gaps, as in a real tenant.
     ``requests`` counts requests served and ``requests_by_path`` counts them per path;

@@ -456,3 +456,15 @@ def test_the_simulator_filters_what_the_spec_offers():
     assert failed and {r["status"] for r in failed} == {"FAILED"}
     with pytest.raises(VendorError, match="expected a date"):
         list(client.iter_report("/v2/queries/os-patch-installs", {"installedAfter": "last week"}))
+
+
+def test_report_data_is_the_same_for_a_seed_and_disturbs_nothing_else():
+    one, two = NinjaOneSimulator(seed=9, devices=15, alerts=2), NinjaOneSimulator(seed=9, devices=15, alerts=2)
+    devices = [one.device(i) for i in one.device_ids]
+    activities = one.activities
+    reports = [(one.antivirus(i), one.health(i), one.waiting_patches(i)) for i in one.device_ids]
+    assert reports == [(two.antivirus(i), two.health(i), two.waiting_patches(i)) for i in two.device_ids]
+    assert one.backup_jobs() == two.backup_jobs() and one.patch_installs("software") == two.patch_installs("software")
+    assert [one.device(i) for i in one.device_ids] == devices and one.activities == activities
+    other = NinjaOneSimulator(seed=10, devices=15)
+    assert [other.health(i) for i in other.device_ids] != [one.health(i) for i in one.device_ids]
