@@ -598,6 +598,8 @@ class NinjaOneConnector:
     def __init__(self, settings: NinjaOneSettings, *, http: httpx.Client | None = None,
                  retrying: Callable[[], tenacity.Retrying] | None = None, limiter: RateLimiter | None = None):
         self.settings = settings
+        # (run start, device id -> organization id) of the latest whole device sweep, for the reports.
+        self._orgs: tuple[datetime, dict[str, str]] | None = None
         if limiter is None:   # this process only; register_connectors shares it through the store
             limiter = RateLimiter(account_key(SOURCE, *rate_account(settings)), settings.rate_limit)
         self.client = NinjaOneClient(settings.base_url, settings.client_id, settings.client_secret,
@@ -675,7 +677,7 @@ class NinjaOneConnector:
         """Device id -> organization id of every device, read in this run: the devices stream's
         sweep when it ran whole in this run, else a sweep of ``/v2/devices`` (basic records, one
         request per ``page_size`` devices) made once for every report stream of the run."""
-        orgs = getattr(self, "_orgs", None)
+        orgs = self._orgs
         if orgs is None or orgs[0] != run_started_at:
             seen = {}
             for page in self.client.iter_devices():
