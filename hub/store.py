@@ -385,11 +385,13 @@ class Store:
     # --- pulled records and cursors ------------------------------------------------------------
 
     def write_page(self, table: str, records: Iterable, connector: str, stream: str,
-                   cursor: dict | None, *, complete: bool = False, rejected: Iterable[tuple[str, str]] = ()) -> int:
+                   cursor: dict | None, *, complete: bool = False, rejected: Iterable[tuple[str, str]] = (),
+                   scope: dict | None = None) -> int:
         """Upsert one page of records and save the stream's cursor in the same transaction.
 
         ``complete``: the page is the whole current set (``alerts``); the source's other records
-        of the table are marked inactive, and these active, in the same transaction.
+        of the table are marked inactive, and these active, in the same transaction; with ``scope``
+        (column -> value, None for NULL) only the source's records of that part of the table.
         ``rejected``: ``(vendor id, why)`` of records the connector could not map, kept in
         ``rejected_records`` so that they stay visible after the cursor moved past them.
         """
@@ -397,7 +399,14 @@ class Store:
         rows = [_row(r, _FIELDS[table], _DATETIME_AT[table]) for r in records]
         with self.db.atomic():
             if complete:
-                self.db.execute(f'UPDATE "{table}" SET active = 0 WHERE source = ?', [connector])
+                names = _FIELDS[table]
+                where, args = "source = ?", [connector]
+                for column, value in sorted((scope or {}).items()):
+                    if column not in names:
+                        raise ValueError(f"scope column {column!r} is not a column of {table}")
+                    where += f' AND "{column}" IS NULL' if value is None else f' AND "{column}" = ?'
+                    args += [] if value is None else [value]
+                self.db.execute(f'UPDATE "{table}" SET active = 0 WHERE {where}', args)
             # Prepared statements: sqlite-utils' upsert_all builds and checks SQL per batch, which
             # cost more than the HTTP pull itself at 100k records.
             if rows:

@@ -712,7 +712,10 @@ class NinjaOneConnector:
                 path = f"/v2/queries/{'os' if kind == OS_PATCH else 'software'}-patch{'-installs' if installs else 'es'}"
                 to_record = partial(to_patch, orgs=orgs, kind=kind, installs=installs)
                 if not installs:
-                    yield from self._pages(self.client.iter_report(path), to_record, cursor, done)
+                    # The waiting patches are a whole current set within the table, which also
+                    # holds the installations: a patch no longer waiting becomes inactive.
+                    yield self._snapshot(self.client.iter_report(path), to_record, done,
+                                         scope={"kind": kind, "installed_at": None})
                     return
                 after = cursor.get("installed_after")
                 start = date.fromisoformat(after) if after else (run_started_at - INSTALL_LOOKBACK).date()
@@ -724,8 +727,10 @@ class NinjaOneConnector:
         return iter_pages
 
     @staticmethod
-    def _snapshot(fetch: Iterator[list[dict]], to_record: Callable[[dict], Any], done: dict[str, Any]) -> Page:
-        """The whole current set as one page marked complete: what it no longer holds becomes inactive."""
+    def _snapshot(fetch: Iterator[list[dict]], to_record: Callable[[dict], Any], done: dict[str, Any],
+                  scope: dict[str, Any] | None = None) -> Page:
+        """The whole current set (of ``scope``'s part of the table) as one page marked complete:
+        what it no longer holds becomes inactive."""
         records: dict[str, Any] = {}
         rejected: list[tuple[str, str]] = []
         for raw in fetch:
@@ -733,7 +738,7 @@ class NinjaOneConnector:
             rejected += aside
             for record in mapped:
                 records[record.source_id] = record   # one record per key, should the report repeat one
-        return Page(list(records.values()), done, complete=True, rejected=tuple(rejected))
+        return Page(list(records.values()), done, complete=True, rejected=tuple(rejected), scope=scope)
 
     @staticmethod
     def _pages(fetch: Iterator[list[dict]], to_record: Callable[[dict], Any], cursor: dict[str, Any],

@@ -382,8 +382,24 @@ def test_snapshot_streams_mark_what_left_the_report_inactive():
     assert not report.errors
     assert len(active(hub, "antivirus")) == before - 1
     assert not [r for r in active(hub, "antivirus") if r["device_source_id"] == str(covered)]
-    # The waiting patches and the installations share a table: nothing there is marked inactive.
     assert len(active(hub, "patches")) == len(hub.store.rows("patches"))
+
+
+def test_a_patch_no_longer_waiting_becomes_inactive_and_installations_stay():
+    sim = NinjaOneSimulator(seed=4, organizations=2, devices=20)
+    hub, _ = synced(sim)
+    device = next(i for i in sim.device_ids if sim.waiting_patches(i, "os"))
+    gone = [f"os:{device}:{p['id']}" for p in sim.waiting_patches(device, "os")]
+    installs = {r["source_id"] for r in hub.store.rows("patches") if r["installed_at"]}
+    others = {r["source_id"] for r in active(hub, "patches") if r["source_id"] not in gone}
+    assert installs and gone
+    sim.set_waiting_patches(device, "os")   # the device's OS patches were all installed
+    hub, report = synced(sim, RUN_START + timedelta(hours=13), hub=hub)
+    assert not report.errors
+    still = {r["source_id"] for r in active(hub, "patches")}
+    assert not still & set(gone)            # the patches that left the waiting list are inactive
+    assert others <= still                  # every other waiting patch and every installation stays
+    assert installs <= still
 
 
 def test_a_report_record_of_a_device_the_sweep_set_aside_is_rejected_with_its_reason():
