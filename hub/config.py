@@ -663,7 +663,7 @@ class HubConfig:
     @property
     def report_language(self) -> str:
         """The reports' language: ``[reports] language``, else the invoices'."""
-        return self.report_settings.language or self.billing_settings.invoice.language
+        return self.report_settings.language or self.billing_settings.invoice_settings.language
 
     @property
     def report_logo(self) -> Path | None:
