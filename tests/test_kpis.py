@@ -256,7 +256,7 @@ def test_hours_per_client_and_tasks_per_technician_and_their_spread(built):
 def test_revenue_per_technician_from_the_configured_headcount(built):
     assert value(built, "revenue_per_technician", "2026-01", currency="EUR") == 11500     # 23000 / 2
     assert value(built, "revenue_per_technician", "2026-02", currency="USD") == 2500
-    assert not any("technicians" in m for m in built["not_available"])
+    assert not any(m["set"] == "technicians" for m in built["not_available"])
 
 
 def test_effective_hourly_rate_and_margin_per_agreement(built):
@@ -272,7 +272,8 @@ def test_effective_hourly_rate_and_margin_per_agreement(built):
     # Gamma: billed, no hour worked: no rate (not a division by zero); its USD has no labour cost.
     assert value(built, "effective_rate_billed", "", f"{G}|connectwise:G1", "USD") == 9000
     assert value(built, "effective_rate", "", f"{G}|connectwise:G1", "USD") is None
-    assert any("USD" in m and "labour_cost_per_hour" in m for m in built["not_available"])
+    assert [m["message"]["en"] for m in built["not_available"]] == [
+        'margin after labour cost in USD: not available: set [reports.kpis] labour_cost_per_hour = { USD = "..." }']
 
 
 def test_block_usage_hours_used_and_renewals(built):
@@ -287,10 +288,12 @@ def test_missing_labour_cost_and_headcount_are_said_not_guessed(tmp_path):
     seed(store)
     k = kpis.build(hub_on(store), "2026-01", "2026-03")
     assert not [r for r in k["rows"] if r["metric"] in ("effective_rate_margin", "revenue_per_technician")]
-    assert any("set [reports.kpis] labour_cost_per_hour" in m for m in k["not_available"])
-    assert any("set [reports.kpis] technicians" in m for m in k["not_available"])
-    html = kpis.render(k, "html", "en").decode()
-    assert "not available: set [reports.kpis] labour_cost_per_hour" in html
+    assert {m["set"] for m in k["not_available"]} == {"labour_cost_per_hour", "technicians"}
+    assert any("not available: set [reports.kpis] labour_cost_per_hour" in m["message"]["en"] for m in k["not_available"])
+    page = html.unescape(kpis.render(k, "html", "en").decode())
+    assert "not available: set [reports.kpis] labour_cost_per_hour" in page
+    page = html.unescape(kpis.render(k, "html", "fr").decode())
+    assert "non disponible : renseignez [reports.kpis] technicians" in page
 
 
 def test_months_with_no_data_are_zero_or_not_measured_never_invented(tmp_path):

@@ -244,11 +244,17 @@ DEFINITIONS: dict[str, dict[str, str]] = {
     },
 }
 
-NOT_AVAILABLE = {
-    "revenue_per_technician": ("technicians", "revenue per technician: not available: set [reports.kpis] "
-                                              "technicians (the headcount of billable technicians)"),
-    "effective_rate_margin": ("labour_cost_per_hour", "margin after labour cost per agreement: not available: set "
-                                                      "[reports.kpis] labour_cost_per_hour (e.g. \"45.00\")"),
+NOT_AVAILABLE = {   # metric -> (the [reports.kpis] key it needs, its message per language)
+    "revenue_per_technician": ("technicians", {
+        "en": "revenue per technician: not available: set [reports.kpis] technicians (the headcount of billable "
+              "technicians)",
+        "fr": "chiffre d'affaires par technicien : non disponible : renseignez [reports.kpis] technicians (le "
+              "nombre de techniciens facturables)"}),
+    "effective_rate_margin": ("labour_cost_per_hour", {
+        "en": "margin after labour cost per agreement: not available: set [reports.kpis] labour_cost_per_hour "
+              "(e.g. \"45.00\")",
+        "fr": "marge après coût de main-d'œuvre par contrat : non disponible : renseignez [reports.kpis] "
+              "labour_cost_per_hour (par exemple \"45.00\")"}),
 }
 
 
@@ -423,8 +429,10 @@ def build(hub: "Hub", first: str, last: str) -> dict[str, Any]:
     registry = _registry(hub)
     names = {cid: c.name for cid, c in registry.clients.items()}
 
+    linked = {(system, ext): cid for cid, c in registry.clients.items() for system, ext in c.links.items()}
+
     def hub_client(source: str, source_id: str) -> str:
-        cid = registry.client_for(source, source_id)
+        cid = linked.get((source, source_id))
         if cid is None:
             cid = f"{source}-{source_id}"
             names.setdefault(cid, cid)
@@ -449,6 +457,9 @@ def build(hub: "Hub", first: str, last: str) -> dict[str, Any]:
             mrr[(a.period, a.client_id, a.currency)] += a.amount
             offers[(a.period, a.client_id, a.currency)][a.offer] += a.amount
     currencies = sorted({c for (p, _, c) in revenue if p in inside})
+    of_client: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)     # client -> (month, currency) -> revenue
+    for (p, cid, cur), v in revenue.items():
+        of_client[cid][(p, cur)] = v
 
     def total(table, month: str, cur: str) -> int:
         return sum(v for (p, _, c), v in table.items() if p == month and c == cur)
@@ -517,7 +528,7 @@ def build(hub: "Hub", first: str, last: str) -> dict[str, Any]:
             if not billed:
                 waiting += 1
                 continue
-            for cur in sorted({c for (p, k, c) in revenue if k == cid and p == billed[0]}):
+            for cur in sorted(c for (p, c) in of_client.get(cid, {}) if p == billed[0]):
                 value = mrr.get((billed[0], cid, cur), 0) - mrr.get((_previous(m), cid, cur), 0)
                 values[cur].append(value)
                 rows.add("new_agreement_value", m, value, "minor", subject_id=f"{a.source}:{a.source_id}",
@@ -680,10 +691,9 @@ def build(hub: "Hub", first: str, last: str) -> dict[str, Any]:
         for force, ms in sorted(groups.items()):
             hours = sum((worked.get((m, cid), Fraction(0)) for m in ms), Fraction(0))
             billed: dict[str, int] = defaultdict(int)
-            for m in ms:
-                for (p, k, cur), v in revenue.items():
-                    if p == m and k == cid:
-                        billed[cur] += v
+            for (p, cur), v in of_client.get(cid, {}).items():
+                if p in ms:
+                    billed[cur] += v
             if not billed and not hours:
                 continue
             subject = f"{names.get(cid, cid)}: " + (", ".join(label[a] for a in force) if force else "-")
@@ -723,13 +733,15 @@ def build(hub: "Hub", first: str, last: str) -> dict[str, Any]:
         for cur, v in sorted(per_cur.items()):
             rows.add("block_renewal_revenue", m, v, "minor", currency=cur)
 
-    missing = [msg for metric, (key, msg) in NOT_AVAILABLE.items()
-               if getattr(settings, key) is None or (key == "labour_cost_per_hour" and not costs)]
-    if settings.labour_cost_per_hour and any(r["metric"] == "effective_rate_billed" and r["currency"] not in costs
-                                             for r in rows.rows):
-        without = sorted({r["currency"] for r in rows.rows if r["metric"] == "effective_rate_billed"} - set(costs))
-        missing.append(f"margin after labour cost in {', '.join(without)}: not available: set [reports.kpis] "
-                       f"labour_cost_per_hour = {{ {without[0]} = \"...\" }}")
+    missing = [{"metric": metric, "set": key, "message": msgs} for metric, (key, msgs) in NOT_AVAILABLE.items()
+               if getattr(settings, key) is None]
+    without = sorted({r["currency"] for r in rows.rows if r["metric"] == "effective_rate_billed"} - set(costs))
+    if costs and without:
+        example = f'labour_cost_per_hour = {{ {without[0]} = "..." }}'
+        missing.append({"metric": "effective_rate_margin", "set": "labour_cost_per_hour", "message": {
+            "en": f"margin after labour cost in {', '.join(without)}: not available: set [reports.kpis] {example}",
+            "fr": f"marge après coût de main-d'œuvre en {', '.join(without)} : non disponible : renseignez "
+                  f"[reports.kpis] {example}"}})
     rs = hub.config.report_settings
     logo = hub.config.report_logo
     return {"from": months[0], "to": months[-1], "months": months, "currencies": currencies,
@@ -840,7 +852,8 @@ def _html(kpis: dict[str, Any], lang: str) -> str:
 
     if kpis["not_available"]:
         parts.append(f"<h2>{R.esc(L['not_available'])}</h2><ul>"
-                     + "".join(f"<li>{R.esc(m)}</li>" for m in kpis["not_available"]) + "</ul>")
+                     + "".join(f"<li>{R.esc(m['message'].get(lang) or m['message']['en'])}</li>"
+                               for m in kpis["not_available"]) + "</ul>")
     h2("revenue")
     define("revenue")
     money_chart(["revenue", "mrr"])
@@ -849,7 +862,8 @@ def _html(kpis: dict[str, Any], lang: str) -> str:
     define("mrr")
     define("mrr_movement")
     money_chart(["mrr_new", "mrr_expansion", "mrr_contraction", "mrr_lost"])
-    month_table(["mrr_new", "mrr_expansion", "mrr_contraction", "mrr_lost", "clients_new", "clients_lost"])
+    month_table(["mrr_new", "mrr_expansion", "mrr_contraction", "mrr_lost"])
+    month_table(["clients_new", "clients_lost"])
     month_table(["client_lost"], "clients_lost")
     h2("revenue_client")
     month_table(["revenue_client"], "client")
