@@ -383,3 +383,51 @@ def test_cli_writes_each_format_and_refuses_a_bad_month(tmp_path):
     assert got.exit_code == 2 and "--from" in got.output and "2026-10" in got.output
     got = runner.invoke(main, ["report", "kpis", "--config", str(cfg), "--from", "2026-04", "--to", "2026-03"])
     assert got.exit_code == 2 and "after --to" in got.output
+
+
+def test_figures_of_invoices_pushed_to_the_stripe_simulator_and_a_credit_note(tmp_path):
+    """End to end: the real planner bills 2026-10 and pushes to the Stripe simulator; the KPIs read
+    back what Stripe holds, before tax, and a credit note (an amount with tax) takes its share off."""
+    from hub import corrections
+    from hub.engine import sync_once
+    from tests.conftest import Env
+
+    env = Env(tmp_path, devices=20)
+    hub = env.hub()
+    sync_once(hub)
+    hub.close()
+    invoices = {i["metadata"]["msp_hub_client_id"]: i for i in env.invoices()}
+    assert len(invoices) >= 3
+
+    def build():
+        hub = env.hub()
+        try:
+            return kpis.build(hub, "2026-10", "2026-10")
+        finally:
+            hub.close()
+    k = build()
+    for client, inv in invoices.items():
+        assert value(k, "revenue_client", "2026-10", client, "EUR") == inv["subtotal"]
+    recurring = sum(line["amount"] for inv in invoices.values() for line in inv["lines"]["data"]
+                    if line["metadata"]["msp_hub_line"].startswith(("tier:", "addon:", "minimum")))
+    assert any(line["metadata"]["msp_hub_line"] == "minimum" for inv in invoices.values()
+               for line in inv["lines"]["data"])          # the monthly minimum's top-up is recurring
+    assert value(k, "mrr", "2026-10", currency="EUR") == recurring
+    assert value(k, "revenue", "2026-10", currency="EUR") == sum(i["subtotal"] for i in invoices.values())
+    assert value(k, "devices_managed", "2026-10") == sum(
+        int(line["metadata"]["msp_hub_quantity"]) for inv in invoices.values() for line in inv["lines"]["data"]
+        if line["metadata"]["msp_hub_line"].startswith("tier:"))
+
+    cobalt = invoices["cobalt"]
+    hub = env.hub()
+    try:
+        corrections.request_credit(hub, "invoice:cobalt:2026-10", amount=1200, reason="goodwill", by="test")
+    finally:
+        hub.close()
+    hub = env.hub()
+    sync_once(hub)
+    hub.close()
+    assert [n["amount"] for n in env.stripe.credit_notes.values()] == [1200]
+    # 1200 with tax is 1200 × subtotal ÷ total before tax (20 % VAT: 1000).
+    assert cobalt["total"] * 5 == cobalt["subtotal"] * 6
+    assert value(build(), "revenue_client", "2026-10", "cobalt", "EUR") == cobalt["subtotal"] - 1000

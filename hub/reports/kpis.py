@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hub.engine import Hub
 
 MAX_MONTHS = 120
-RECURRING_PREFIXES = ("tier:", "addon:")
+RECURRING_PREFIXES = ("tier:", "addon:", "minimum")     # device lines of a tier and its add-ons; the monthly minimum
+UPSELL_PREFIXES = ("tier:", "addon:")
 FORMATS = ("html", "csv", "json")
 CSV_COLUMNS = ("metric", "period", "subject_id", "subject", "currency", "value", "unit")
 
@@ -172,8 +173,9 @@ DEFINITIONS: dict[str, dict[str, str]] = {
                    "each line in proportion) and without voided invoices. A late-change line (delta) counts in the "
                    "month it corrects. Amounts of different currencies are never added.",
         "mrr": "Recurring: the device lines of a tier and of its add-ons (codes tier:... and addon:...), billed "
-               "every month by the devices counted. Time, flat-rate jobs, overage, products and block renewals are "
-               "not recurring. MRR of a month: the recurring revenue of that month.",
+               "every month by the devices counted, and the top-up to the contract's monthly minimum (minimum). "
+               "Time, flat-rate jobs, overage, products and block renewals are not recurring. MRR of a month: the "
+               "recurring revenue of that month.",
         "mrr_movement": "Per client against the month before: new (no MRR before), expansion (more), contraction "
                         "(less, above 0), lost (MRR before, none now).",
         "new_agreements": "An agreement of the PSA whose start date falls in the month. Its value: the client's "
@@ -210,7 +212,8 @@ DEFINITIONS: dict[str, dict[str, str]] = {
                    "de régularisation (delta) compte dans le mois qu'elle corrige. Les montants de devises "
                    "différentes ne sont jamais additionnés.",
         "mrr": "Récurrent : les lignes d'équipements d'un niveau de service et de ses options (codes tier:... et "
-               "addon:...), facturées chaque mois selon les équipements comptés. Le temps, les forfaits à "
+               "addon:...), facturées chaque mois selon les équipements comptés, et le complément au minimum "
+               "mensuel du contrat (minimum). Le temps, les forfaits à "
                "l'intervention, les dépassements, les produits et les renouvellements de forfaits ne sont pas "
                "récurrents. MRR d'un mois : son chiffre d'affaires récurrent.",
         "mrr_movement": "Par client, par rapport au mois précédent : nouveau (pas de MRR avant), expansion (plus), "
@@ -508,7 +511,8 @@ def build(hub: "Hub", first: str, last: str) -> dict[str, Any]:
             if p != m or mrr.get((prev, cid, cur), 0) <= 0:
                 continue
             had = offers.get((prev, cid, cur), {})
-            gain = sum(v for offer, v in got.items() if had.get(offer, 0) <= 0 and v > 0)
+            gain = sum(v for offer, v in got.items() if offer.startswith(UPSELL_PREFIXES) and had.get(offer, 0) <= 0
+                       and v > 0)
             if gain:
                 per[cur] += gain
                 rows.add("upsell_client", m, gain, "minor", subject_id=cid, subject=names.get(cid, cid), currency=cur)
