@@ -131,6 +131,8 @@ LABELS: dict[str, dict[str, str]] = {
         "block_usage": "Prepaid blocks", "block_hours_used": "Hours used", "block_renewals": "Renewals",
         "block_renewal_hours": "Hours sold", "block_renewal_revenue": "Renewal revenue",
         "client_lost": "MRR the month before", "devices_growth_percent": "Growth (%)",
+        "technician_tickets_cv.col": "Spread of tickets", "technician_hours_cv.col": "Spread of hours",
+        "effective_rate.col": "Per hour", "effective_rate_margin.col": "Margin",
     },
     "fr": {
         "title": "Indicateurs de revenus", "range": "de {first} à {last}",
@@ -162,6 +164,8 @@ LABELS: dict[str, dict[str, str]] = {
         "block_renewals": "Renouvellements", "block_renewal_hours": "Heures vendues",
         "block_renewal_revenue": "Chiffre d'affaires des renouvellements",
         "client_lost": "MRR du mois précédent", "devices_growth_percent": "Croissance (%)",
+        "technician_tickets_cv.col": "Dispersion des tickets", "technician_hours_cv.col": "Dispersion des heures",
+        "effective_rate.col": "Par heure", "effective_rate_margin.col": "Marge",
     },
 }
 
@@ -835,7 +839,7 @@ def _html(kpis: dict[str, Any], lang: str) -> str:
         keys = sorted(k for k in keys if k[1] or not any(s == k[0] and c for s, c in keys))
         keys.sort(key=lambda k: (k[1], k[0]))
         index = {(r["metric"], r["period"], r["subject"], r["currency"]): r for m in metrics for r in by.get(m, [])}
-        headers = [L["month"]] + ([L[subject]] if subject else []) + [L.get(m, m) for m in metrics]
+        headers = [L["month"]] + ([L[subject]] if subject else []) + [L.get(f"{m}.col") or L.get(m, m) for m in metrics]
         table_rows = []
         for mo in months:
             for subj, cur in keys:
@@ -931,7 +935,7 @@ def _html(kpis: dict[str, Any], lang: str) -> str:
                          idx.get(("effective_rate", sid, cur)), idx.get(("effective_rate_margin", sid, cur))]
                 table_rows.append([subject] + [_cell(c, lang) if c else "—" for c in cells])
         parts.append(R.table([L["agreement"], L["effective_rate_billed"], L["effective_rate_hours"],
-                              L["effective_rate"], L["effective_rate_margin"]], table_rows, numeric=(1, 2, 3, 4)))
+                              L["effective_rate.col"], L["effective_rate_margin.col"]], table_rows, numeric=(1, 2, 3, 4)))
     else:
         parts.append(f'<p class="muted">{R.esc(L["no_data"])}</p>')
     h2("block_usage")
