@@ -188,6 +188,8 @@ def test_mrr_movement_new_expansion_contraction_lost(built):
 
 def test_new_agreements_their_value_and_average(built):
     assert [value(built, "new_agreements", m) for m in ("2026-01", "2026-02", "2026-03")] == [1, 2, 1]
+    assert value(built, "new_agreements_type", "2026-02", "Managed") == 1
+    assert value(built, "new_agreements_type", "2026-02", "Block") == 1
     # A1: Alpha's MRR in January 12000 - December 0; A2: February 25500 - January 12000; G1: 5000 USD.
     assert value(built, "new_agreement_value", "2026-01", "connectwise:A1", "EUR") == 12000
     assert value(built, "new_agreement_value", "2026-02", "connectwise:A2", "EUR") == 13500

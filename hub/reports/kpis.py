@@ -133,6 +133,7 @@ LABELS: dict[str, dict[str, str]] = {
         "client_lost": "MRR the month before", "devices_growth_percent": "Growth (%)",
         "technician_tickets_cv.col": "Spread of tickets", "technician_hours_cv.col": "Spread of hours",
         "effective_rate.col": "Per hour", "effective_rate_margin.col": "Margin",
+        "agreement_type": "Agreement type", "new_agreements_type": "New contracts of the type",
     },
     "fr": {
         "title": "Indicateurs de revenus", "range": "de {first} à {last}",
@@ -166,6 +167,7 @@ LABELS: dict[str, dict[str, str]] = {
         "client_lost": "MRR du mois précédent", "devices_growth_percent": "Croissance (%)",
         "technician_tickets_cv.col": "Dispersion des tickets", "technician_hours_cv.col": "Dispersion des heures",
         "effective_rate.col": "Par heure", "effective_rate_margin.col": "Marge",
+        "agreement_type": "Type de contrat", "new_agreements_type": "Nouveaux contrats de ce type",
     },
 }
 
@@ -528,6 +530,9 @@ def build(hub: "Hub", first: str, last: str) -> dict[str, Any]:
     for m in months:
         started = [a for a in agreements if (a.start_date or "")[:7] == m]
         rows.add("new_agreements", m, len(started), "count")
+        for kind in sorted({a.type_name or "" for a in started}):
+            rows.add("new_agreements_type", m, sum(1 for a in started if (a.type_name or "") == kind), "count",
+                     subject_id=kind, subject=kind)
         values: dict[str, list[int]] = defaultdict(list)
         waiting = 0
         for a in sorted(started, key=lambda a: (a.source, a.source_id)):
@@ -878,6 +883,7 @@ def _html(kpis: dict[str, Any], lang: str) -> str:
     h2("new_agreements")
     define("new_agreements")
     month_table(["new_agreements", "new_agreements_not_invoiced", "new_agreement_value_avg"])
+    month_table(["new_agreements_type"], "agreement_type")
     month_table(["new_agreement_value"], "agreement")
     h2("upsell")
     define("upsell")
