@@ -1885,5 +1885,58 @@ def report():
     """
 
 
+# --- report kpis --------------------------------------------------------------------------------
+
+
+@report.command("kpis")
+@click.option("--from", "first", required=True, metavar="YYYY-MM", help="The first month.")
+@click.option("--to", "last", required=True, metavar="YYYY-MM", help="The last month (inclusive).")
+@click.option("--format", "fmt", type=click.Choice(["html", "csv", "json"]), default="html", show_default=True)
+@click.option("--lang", type=click.Choice(["en", "fr"]), default=None,
+              help="Labels of the HTML (default: [reports] language, else the invoices').")
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to this file (default: standard output).")
+@config_option
+def report_kpis(first, last, fmt, lang, out, config_path):
+    """The MSP's revenue KPIs month by month, from the store (no vendor is called): MRR and its
+    movement, revenue per client, new agreements, upsell, managed devices, cross-sell per add-on,
+    tickets, hours, technicians, effective hourly rates and prepaid blocks. Figures that need an
+    input no API holds (labour cost, headcount) come from [reports.kpis]; without it they are
+    listed as not available.
+
+    Example:
+
+        msp-hub report kpis --from 2026-01 --to 2026-11 --format html --out kpis.html
+    """
+    from hub.reports import kpis as kpi_report
+    for flag, value in (("--from", first), ("--to", last)):
+        _check_month(flag, value)
+    hub = _open_hub(config_path, read_only=True)
+    try:
+        try:
+            data = kpi_report.build(hub, first, last)
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        except HubError as exc:
+            raise Refused(str(exc)) from None
+        body = kpi_report.render(data, fmt, lang or kpi_report.language_of(hub.config))
+    finally:
+        hub.close()
+    if out:
+        Path(out).write_bytes(body)
+        click.echo(f"wrote {out} ({len(body)} bytes, {len(data['rows'])} figures)", err=True)
+    else:
+        click.echo(body.decode(), nl=False)
+
+
+def _check_month(flag: str, value: str) -> None:
+    """Refuse a month that is not YYYY-MM at once, before the config is read."""
+    from hub.periods import parse_period
+    try:
+        parse_period(value)
+    except ValueError as exc:
+        raise Refused(f"{flag}: {exc} (fix: write {flag} 2026-10)") from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

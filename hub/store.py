@@ -1196,6 +1196,37 @@ class Store:
                 out.append(a)
         return where.replace("{clients}", ", ".join("?" for _ in clients)), out
 
+    # --- revenue KPIs (hub.reports.kpis): what the hub sent, read back ------------------------
+
+    def sent_invoices(self, first: str, last: str) -> list[dict]:
+        """The sent invoice actions (invoices, re-issues and block renewals) of periods ``first``
+        to ``last`` (YYYY-MM, inclusive), by key: ``key``, ``client_id``, ``period``, ``sent_at``
+        and ``payload`` (decoded)."""
+        rows = self.db.query("select key, client_id, period, sent_at, payload from actions where kind = ? "
+                             "and status = ? and period >= ? and period <= ? order by key",
+                             ["invoice", SENT, first, last])
+        return [dict(r, payload=json.loads(r["payload"] or "{}")) for r in rows]
+
+    def sent_corrections(self) -> list[dict]:
+        """The sent corrections (voids and credit notes) of every invoice, oldest first, as
+        ``corrections`` gives them."""
+        return [c for c in self.corrections() if c["status"] == SENT]
+
+    def sent_snapshots(self, first: str, last: str) -> list[dict]:
+        """The snapshots of periods ``first`` to ``last`` whose invoice action was sent, by client
+        and period: ``client_id``, ``period``, ``action_key`` and ``lines`` (decoded)."""
+        rows = self.db.query("select s.client_id, s.period, s.action_key, s.lines from snapshots s join actions a "
+                             "on a.key = s.action_key where a.status = ? and s.period >= ? and s.period <= ? "
+                             "order by s.client_id, s.period", [SENT, first, last])
+        return [dict(r, lines=json.loads(r["lines"] or "[]")) for r in rows]
+
+    def sent_blocks(self) -> list[dict]:
+        """The prepaid blocks the hub sold by a sent renewal invoice: ``client_id``, ``agreement``,
+        ``number``, ``hours``, ``rate``, ``started_at``, ``action_key`` and the action's ``period``."""
+        return list(self.db.query("select b.client_id, b.agreement, b.number, b.hours, b.rate, b.started_at, "
+                                  "b.action_key, a.period from blocks b join actions a on a.key = b.action_key "
+                                  "where a.status = ? order by b.client_id, b.agreement, b.number", [SENT]))
+
 
 def open_store(config) -> Store:
     """The store a config names: its ``database`` (a SQLite file or a PostgreSQL URL), in its
