@@ -111,7 +111,8 @@ def line_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float
     top = max_value if max_value is not None else (max(values) if values else 1.0) or 1.0
     left, bottom, legend = 40, 40, 18 * ((len(series) + 2) // 3)
     plot_w, plot_h = width - left - 10, height - bottom - 10 - legend
-    step = plot_w / max(len(labels) - 1, 1)
+    step = plot_w / max(len(labels), 1)
+    x0 = left + step / 2   # each point in the middle of its slot: the first and last labels fit
     out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img">']
     for frac in (0, 0.5, 1):
@@ -126,7 +127,7 @@ def line_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float
             if v is None:
                 runs.append([])
                 continue
-            x, y = left + i * step, 10 + legend + plot_h * (1 - min(max(v / top, 0), 1))
+            x, y = x0 + i * step, 10 + legend + plot_h * (1 - min(max(v / top, 0), 1))
             runs[-1].append(f"{x:.1f},{y:.1f}")
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{esc(name)} '
                        f"{esc(labels[i])}: {esc(_fmt(v))}{esc(unit)}</title></circle>")
@@ -134,7 +135,7 @@ def line_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float
             if len(points) > 1:
                 out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(points)}"/>')
     for i, label in enumerate(labels):
-        out.append(f'<text x="{left + i * step:.1f}" y="{height - bottom + 14}" font-size="10" '
+        out.append(f'<text x="{x0 + i * step:.1f}" y="{height - bottom + 14}" font-size="10" '
                    f'text-anchor="middle">{esc(label)}</text>')
     out.extend(_legend(series, width))
     out.append("</svg>")
@@ -151,12 +152,9 @@ def _legend(series: Sequence[tuple[str, Sequence[float | None]]], width: int) ->
 
 
 def to_pdf(document: str) -> bytes:
-    """The PDF of an HTML document made by ``page`` (WeasyPrint; nothing fetched from outside)."""
+    """The PDF of an HTML document made by ``page`` (WeasyPrint; only data: URIs are read, nothing
+    is fetched from outside)."""
     import weasyprint
+    from weasyprint.urls import URLFetcher
 
-    def no_fetch(url: str, *args, **kwargs):
-        if url.startswith("data:"):
-            return weasyprint.default_url_fetcher(url)
-        raise ValueError(f"reports are self-contained: {url} is not fetched")
-
-    return weasyprint.HTML(string=document, url_fetcher=no_fetch).write_pdf()
+    return weasyprint.HTML(string=document, url_fetcher=URLFetcher(allowed_protocols={"data"})).write_pdf()
