@@ -14,6 +14,7 @@ from hub.errors import ConfigError
 from hub.records import (AlertEvent, Alert, AntivirusStatus, BackupJob, Configuration, Device, DeviceHealth, Patch,
                          ServiceTicket)
 from hub.reports import scorecard as sc
+from hub.reports import scorecard_render as sc_render
 from hub.store import Store
 from hub.testing import make_hub
 from tests.conftest import ROOT
@@ -230,9 +231,11 @@ def test_without_psa_configurations_managed_devices_are_over_the_rmm_devices(tmp
     r = row(sc.build(h, "acme", "2026-Q3"), "managed_devices")
     # 9 devices of org 1; managed: all but srv-old (not seen) and mac-chloe (pending).
     assert (r["value"], r["basis"]) == (round(100 * 7 / 9, 1), "devices")
-    facts = {i["name"]: i["args"]["reason"] for i in r["items"] if not i["counted"]}
-    assert facts == {"mac-chloe": "not approved in the RMM (pending)",
-                     "srv-old": "not seen during the period (last contact 2026-06-01)"}
+    facts = {i["name"]: sc_render.fact_text(i, "en") for i in r["items"] if not i["counted"]}
+    assert facts == {"mac-chloe": "not managed: not approved in the RMM (pending)",
+                     "srv-old": "not managed: not seen in the quarter (last contact 2026-06-01)"}
+    assert sc_render.fact_text(next(i for i in r["items"] if i["name"] == "srv-old"), "fr") == \
+        "non géré : non vu pendant le trimestre (dernier contact le 01/06/2026)"
 
 
 def test_warranty_rows_count_known_dates_only(hub):

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from hub.errors import HubError
 from hub.periods import Period, month
-from hub.reconcile import why_not_counted
+from hub.reconcile import COUNTED_STATES, why_not_counted
 from hub.records import PATCH_APPROVED, PATCH_FAILED, PATCH_INSTALLED, PATCH_MANUAL, PATCH_PENDING
 from hub.reports.scorecard_config import AREAS, ROWS, ScorecardSettings, load_settings
 
@@ -147,6 +147,20 @@ class _Reader:
     def has_data(self, table: str) -> bool:
         """Whether any of the client's systems stored anything in ``table`` (for any client)."""
         return bool(set(self.store.sources(table)) & set(self.links))
+
+
+def _why_not_managed(device, period: Period) -> dict | None:
+    """Why a device is not managed in the quarter (the billing rule's reasons, as a code and its
+    facts for the labels of both languages), None when it is."""
+    if why_not_counted(device, period) is None:
+        return None
+    if device.approval_status not in COUNTED_STATES:
+        return {"reason": "not_approved", "status": device.approval_status}
+    if device.created_at is not None and device.created_at >= period.end:
+        return {"reason": "created_after"}
+    if device.last_contact is None:
+        return {"reason": "never_seen"}
+    return {"reason": "not_seen", "last": device.last_contact.date().isoformat()}
 
 
 def _matches(patterns: Iterable[str], value: str) -> bool:
@@ -277,9 +291,9 @@ class _Rows:
             return _pct(n, len(self.configs)), items, "no_devices", {"basis": "configurations"}
         devices = [d for d in self.devices if d.created_at is None or d.created_at < self.q.end]
         for d in sorted(devices, key=lambda d: (str(d.name), d.source_id)):
-            reason = why_not_counted(d, self.period)
-            items.append(_item("device", d.source_id, d.name, "device_managed" if reason is None else "device_not_managed",
-                               reason is None, reason=reason))
+            why = _why_not_managed(d, self.period)
+            items.append(_item("device", d.source_id, d.name, "device_managed" if why is None else "device_not_managed",
+                               why is None, **(why or {})))
         n = sum(i["counted"] for i in items)
         return _pct(n, len(devices)), items, "no_devices", {"basis": "devices"}
 
@@ -407,7 +421,7 @@ class _Rows:
         for d in sorted((d for d in self.devices if d.node_class in self.s.firewall.node_classes),
                         key=lambda d: (str(d.name), d.source_id)):
             h = health.get(d.source_id)
-            seen = why_not_counted(d, self.period)
+            seen = _why_not_managed(d, self.period)
             if seen is not None:
                 fact, ok = "firewall_not_seen", False
             elif h is None:
@@ -416,7 +430,7 @@ class _Rows:
                 fact, ok = "firewall_unhealthy", False
             else:
                 fact, ok = "firewall_healthy", True
-            items.append(_item("device", d.source_id, d.name, fact, ok, health=h.health if h else None, reason=seen))
+            items.append(_item("device", d.source_id, d.name, fact, ok, health=h.health if h else None, **(seen or {})))
         for c in self.configs:
             if c.type_name in self.s.firewall.psa_types and self.config_device[c.source_id] is None:
                 items.append(_item("configuration", c.source_id, c.name, "firewall_psa_only", False))

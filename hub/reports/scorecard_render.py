@@ -51,7 +51,7 @@ LABELS: dict[str, dict[str, str]] = {
         "overall": "Overall score", "overall_def": "Weighted average of the measured rows (a row not measured is "
                                                    "left out, never counted as 0).",
         "col.area": "Area", "col.row": "Row", "col.this": "This quarter", "col.previous": "Previous quarter",
-        "col.weight": "Weight", "col.definition": "Definition", "col.item": "Device or ticket", "col.fact": "Fact",
+        "col.weight": "Weight", "col.change": "Change", "col.prev_short": "Previous", "col.item": "Device or ticket", "col.fact": "Fact",
         "col.priority": "Priority", "col.opened": "Opened", "col.closed": "Closed",
         "not_measured": "not measured", "disabled": "disabled",
         "chart.areas": "Score per area, this quarter against the last", "chart.trend": "Overall score over the last quarters",
@@ -88,6 +88,8 @@ LABELS: dict[str, dict[str, str]] = {
         "fact.ticket_within": "{priority}: resolved in {hours} h (target {target} h)",
         "fact.ticket_late": "{priority}: resolved in {hours} h, over the {target} h target",
         "yes": "yes", "no": "no",
+        "reason.not_approved": "not approved in the RMM ({status})", "reason.created_after": "created after the quarter",
+        "reason.never_seen": "never seen by the RMM", "reason.not_seen": "not seen in the quarter (last contact {last})",
     },
     "fr": {
         "title": "Tableau de bord client", "subtitle": "{client} · {quarter} (du {first} au {last})",
@@ -129,7 +131,7 @@ LABELS: dict[str, dict[str, str]] = {
         "overall": "Note globale", "overall_def": "Moyenne pondérée des lignes mesurées (une ligne non mesurée est "
                                                   "écartée, jamais comptée comme 0).",
         "col.area": "Domaine", "col.row": "Indicateur", "col.this": "Ce trimestre", "col.previous": "Trimestre précédent",
-        "col.weight": "Poids", "col.definition": "Définition", "col.item": "Appareil ou ticket", "col.fact": "Constat",
+        "col.weight": "Poids", "col.change": "Évolution", "col.prev_short": "Précédent", "col.item": "Appareil ou ticket", "col.fact": "Constat",
         "col.priority": "Priorité", "col.opened": "Ouverts", "col.closed": "Fermés",
         "not_measured": "non mesuré", "disabled": "désactivé",
         "chart.areas": "Note par domaine, ce trimestre et le précédent",
@@ -171,6 +173,9 @@ LABELS: dict[str, dict[str, str]] = {
         "fact.ticket_within": "{priority} : résolu en {hours} h (cible {target} h)",
         "fact.ticket_late": "{priority} : résolu en {hours} h, au-delà de la cible de {target} h",
         "yes": "oui", "no": "non",
+        "reason.not_approved": "non approuvé dans le RMM ({status})", "reason.created_after": "créé après le trimestre",
+        "reason.never_seen": "jamais vu par le RMM",
+        "reason.not_seen": "non vu pendant le trimestre (dernier contact le {last})",
     },
 }
 
@@ -205,9 +210,11 @@ def fact_text(item: dict, lang: str) -> str:
     args = {k: ("—" if v is None else v) for k, v in item.get("args", {}).items()}
     if isinstance(item.get("args", {}).get("answer"), bool):
         args["answer"] = LABELS[lang]["yes" if item["args"]["answer"] else "no"]
-    for k in ("date", "at"):
+    for k in ("date", "at", "last"):
         if isinstance(args.get(k), str) and args[k] != "—":
             args[k] = _date(args[k], lang)
+    if f"reason.{args.get('reason')}" in LABELS[lang]:
+        args["reason"] = LABELS[lang][f"reason.{args['reason']}"].format(**args)
     return LABELS[lang][f"fact.{item['fact']}"].format(**args)
 
 
@@ -240,33 +247,21 @@ def html(data: dict, lang: str, *, details: bool = False, msp_name: str = "", lo
         notes.append(L["partial"].format(until=_date(data["measured_until"], lang)))
     notes.append(L["previous_frozen"] if data.get("previous_frozen") else L["previous_computed"])
     body.append(f'<p class="muted small">{r.esc(" ".join(notes))}</p>')
-    body.append(f'<p><strong>{r.esc(L["overall"])} : {r.esc(_num(data["overall"], lang))}</strong>'
-                if lang == "fr" else
-                f'<p><strong>{r.esc(L["overall"])}: {r.esc(_num(data["overall"], lang))}</strong>')
-    body.append(f' <span class="muted">({r.esc(L["col.previous"])} {r.esc(data["previous_quarter"])}: '
+    colon = " :" if lang == "fr" else ":"
+    body.append(f'<p><strong>{r.esc(L["overall"])}{colon} {r.esc(_num(data["overall"], lang))}</strong> '
+                f'<span class="muted">({r.esc(L["col.previous"])} {r.esc(data["previous_quarter"])}{colon} '
                 f'{r.esc(_num(data["previous_overall"], lang))})</span><br>'
                 f'<span class="small muted">{r.esc(L["overall_def"])}</span></p>')
     body.append(f'<h2>{r.esc(L["h.charts"])}</h2>')
     area_labels = [L[f"area.{a}"] for a in AREAS]
-    body.append(f'<figure>{r.bar_chart(area_labels, [(L["series.this"] + " " + data["quarter"], [data["areas"].get(a) for a in AREAS]), (L["series.previous"] + " " + data["previous_quarter"], [data["previous_areas"].get(a) for a in AREAS])], max_value=100, unit=" %")}'
+    body.append(f'<figure>{r.bar_chart(area_labels, [(L["series.this"] + " " + data["quarter"], [data["areas"].get(a) for a in AREAS]), (L["series.previous"] + " " + data["previous_quarter"], [data["previous_areas"].get(a) for a in AREAS])], max_value=100, unit=" %", height=210)}'
                 f'<figcaption>{r.esc(L["chart.areas"])}</figcaption></figure>')
     trend = data.get("trend") or []
     if trend:
-        body.append(f'<figure>{r.line_chart([t["quarter"] for t in trend], [(L["series.overall"], [t["overall"] for t in trend])], max_value=100, unit=" %")}'
+        body.append(f'<figure>{r.line_chart([t["quarter"] for t in trend], [(L["series.overall"], [t["overall"] for t in trend])], max_value=100, unit=" %", height=170)}'
                     f'<figcaption>{r.esc(L["chart.trend"])}</figcaption></figure>')
     body.append(f'<h2>{r.esc(L["h.rows"])}</h2>')
-    table_rows = []
-    for key, area in ROWS:
-        row = rows[key]
-        this = _num(row["value"], lang)
-        if row["value"] is None and row.get("note"):
-            this += f" ({L['note.' + row['note']]})"
-        weight = L["disabled"] if not row["weight"] else (f"{row['weight']:g}".replace(".", ",") if lang == "fr"
-                                                          else f"{row['weight']:g}")
-        table_rows.append((L[f"area.{area}"], L[f"row.{key}"], this, _num(row["previous"], lang), weight,
-                           definition(row, lang)))
-    body.append(r.table((L["col.area"], L["col.row"], L["col.this"], L["col.previous"], L["col.weight"],
-                         L["col.definition"]), table_rows, numeric=(2, 3, 4)))
+    body.append(_rows_table(rows, lang))
     summary = rows["tickets"].get("summary")
     if summary:
         body.append(f'<h2>{r.esc(L["h.tickets"])}</h2>')
@@ -292,6 +287,45 @@ def html(data: dict, lang: str, *, details: bool = False, msp_name: str = "", lo
                                     first=_date(data["first_day"], lang), last=_date(data["last_day"], lang))
     return r.page(f'{L["title"]} — {data["client_name"]}', "\n".join(body), lang=lang, msp_name=msp_name, logo=logo,
                   subtitle=subtitle)
+
+
+def _change(this: float | None, previous: float | None, lang: str) -> str:
+    if this is None or previous is None:
+        return "—"
+    delta = round(this - previous, 1)
+    if delta == 0:
+        return "="
+    text = f"{delta:+.1f} pts"
+    return text.replace(".", ",") if lang == "fr" else text
+
+
+def _rows_table(rows: dict[str, dict], lang: str) -> str:
+    """The scorecard: one header row per area, then its rows (name and definition, this quarter,
+    the previous one, the change, the weight)."""
+    L = LABELS[lang]
+    heads = (L["col.row"], L["col.this"], L["col.prev_short"], L["col.change"], L["col.weight"])
+    num = ' class="num" style="white-space: normal"'
+    out = ['<table style="table-layout: fixed"><colgroup><col style="width: 46%"><col style="width: 15%"><col style="width: 13%"><col style="width: 15%"><col style="width: 11%"></colgroup><thead><tr>'
+           + "".join(f'<th{num if i else ""}>{r.esc(h)}</th>' for i, h in enumerate(heads))
+           + "</tr></thead><tbody>"]
+    for area in AREAS:
+        out.append(f'<tr class="area" style="break-after: avoid"><th colspan="5">{r.esc(L["area." + area])}</th></tr>')
+        for key, row_area in ROWS:
+            if row_area != area:
+                continue
+            row = rows[key]
+            this = r.esc(_num(row["value"], lang))
+            if row["value"] is None and row.get("note"):
+                this += f'<br><span class="small muted">{r.esc(L["note." + row["note"]])}</span>'
+            weight = L["disabled"] if not row["weight"] else (f"{row['weight']:g}".replace(".", ",") if lang == "fr"
+                                                              else f"{row['weight']:g}")
+            out.append(f'<tr style="break-inside: avoid"><td><strong>{r.esc(L["row." + key])}</strong><br>'
+                       f'<span class="small muted">{r.esc(definition(row, lang))}</span></td>'
+                       f'<td class="num">{this}</td><td class="num">{r.esc(_num(row["previous"], lang))}</td>'
+                       f'<td class="num">{r.esc(_change(row["value"], row["previous"], lang))}</td>'
+                       f'<td class="num">{r.esc(weight)}</td></tr>')
+    out.append("</tbody></table>")
+    return "".join(out)
 
 
 def render(data: dict, fmt: str, lang: str, *, details: bool = False, msp_name: str = "",
