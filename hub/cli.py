@@ -1907,7 +1907,6 @@ def report_scorecard(config_path, client_id, every, quarter, fmt, lang, out, det
         msp-hub report scorecard --all --quarter 2026-Q4 --format pdf --out scorecards/
     """
     from hub.reports import scorecard as sc
-    from hub.reports.render import data_uri
     if bool(client_id) == bool(every):
         raise Refused("give --client ID or --all (fix: msp-hub clients lists the client ids)")
     if refreeze and not freeze:
@@ -1917,20 +1916,12 @@ def report_scorecard(config_path, client_id, every, quarter, fmt, lang, out, det
     if fmt == "pdf" and not out and sys.stdout.isatty():
         raise Refused("a PDF is not written to a terminal: give --out FILE")
     try:
-        sc.quarter(quarter)
+        name = sc.quarter(quarter).name
     except sc.ScorecardError as exc:
         raise Refused(f"--quarter: {exc}") from None
     hub = _open_hub(config_path, read_only=True)
     try:
-        settings = hub.config.report_settings
-        language = lang or hub.config.report_language
-        logo_path = hub.config.report_logo
-        if logo_path is not None and not logo_path.is_file():
-            raise Refused(f"[reports] logo: {logo_path} is not a file (fix: correct the path in {hub.config.file}, "
-                          f"relative to the config's folder, or remove the key)")
-        logo = data_uri(logo_path) if logo_path is not None else None
         ids = [cid for cid, _ in sc.clients_with_scorecards(hub)] if every else [client_id]
-        name = sc.quarter(quarter).name
         frozen = [cid for cid in ids if hub.store.frozen_scorecard(cid, name) is not None]
         if freeze and not refreeze and frozen:
             raise Refused(f"the scorecard of {', '.join(frozen)} for {name} is already frozen and kept as presented; "
@@ -1939,11 +1930,10 @@ def report_scorecard(config_path, client_id, every, quarter, fmt, lang, out, det
         outputs = []
         for cid in ids:
             if freeze:
-                card = sc.freeze(hub, sc.build(hub, cid, quarter), refreeze=refreeze)
+                card = sc.freeze(hub, sc.build(hub, cid, name), refreeze=refreeze)
             else:
-                card = sc.scorecard_for(hub, cid, quarter)
-            outputs.append((cid, card, sc.render(card, fmt, language, details=details,
-                                                 msp_name=settings.msp_name or "", logo=logo)))
+                card = sc.scorecard_for(hub, cid, name)
+            outputs.append((cid, card, sc.render_for(hub, card, fmt, lang, details=details)))
     except (HubError, ValueError) as exc:
         raise Refused(str(exc)) from None
     finally:

@@ -102,3 +102,11 @@ def test_a_scorecard_toml_mistake_names_file_line_and_key(tmp_path):
     assert got.exit_code == 2
     assert "scorecard.toml, line 2, key 'rows.tickets.wieght': unknown key 'wieght'" in got.output
     assert "did you mean 'weight'?" in got.output
+
+
+def test_a_logo_file_that_is_not_there_is_refused_naming_the_key(tmp_path):
+    cfg = setup(tmp_path)
+    (tmp_path / "logo.png").unlink()
+    got = run("report", "scorecard", "--config", str(cfg), "--client", "acme", "--quarter", "2026-Q3")
+    assert got.exit_code == 2
+    assert f"[reports] logo: {tmp_path / 'logo.png'} is not a file" in got.output and "remove the key" in got.output

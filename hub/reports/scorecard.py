@@ -15,6 +15,7 @@ For the delivery job and the console:
   ``scorecard_for(hub, client_id, quarter) -> Scorecard``  the frozen one, else ``build``
   ``freeze(hub, scorecard, who=None, refreeze=False) -> Scorecard``
   ``render(scorecard, fmt, lang, details=False, msp_name="", logo=None) -> bytes``  (html, pdf, json)
+  ``render_for(hub, scorecard, fmt, lang=None, details=False) -> bytes``  with the config's [reports]
   ``clients_with_scorecards(hub) -> list[(client id, name)]``  every linked client
 """
 
@@ -625,3 +626,20 @@ def render(scorecard: Scorecard, fmt: str = "html", lang: str = "en", *, details
     so a frozen scorecard renders to the same bytes every time."""
     from hub.reports import scorecard_render
     return scorecard_render.render(scorecard.data, fmt, lang, details=details, msp_name=msp_name, logo=logo)
+
+
+def render_for(hub, scorecard: Scorecard, fmt: str = "html", lang: str | None = None, *,
+               details: bool = False) -> bytes:
+    """``render`` with the MSP's name, logo and language of the config's ``[reports]`` (``lang``
+    None: ``[reports] language``, else the invoices'). A logo file that is not there is an error
+    naming the key and the fix."""
+    from hub.reports.render import data_uri
+    config = hub.config
+    settings = config.report_settings
+    logo_path = config.report_logo
+    if logo_path is not None and not logo_path.is_file():
+        raise ScorecardError(f"[reports] logo: {logo_path} is not a file; correct the path in {config.file} "
+                             f"(relative to the config's folder) or remove the key")
+    logo = data_uri(logo_path) if logo_path is not None else None
+    return render(scorecard, fmt, lang or config.report_language, details=details, msp_name=settings.msp_name or "",
+                  logo=logo)
