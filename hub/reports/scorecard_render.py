@@ -258,7 +258,7 @@ def html(data: dict, lang: str, *, details: bool = False, msp_name: str = "", lo
                 f'<figcaption>{r.esc(L["chart.areas"])}</figcaption></figure>')
     trend = data.get("trend") or []
     if trend:
-        body.append(f'<figure>{r.line_chart([t["quarter"] for t in trend], [(L["series.overall"], [t["overall"] for t in trend])], max_value=100, unit=" %", height=170)}'
+        body.append(f'<figure>{r.bar_chart([t["quarter"] for t in trend], [(L["series.overall"], [t["overall"] for t in trend])], max_value=100, unit=" %", height=170)}'
                     f'<figcaption>{r.esc(L["chart.trend"])}</figcaption></figure>')
     body.append(f'<h2>{r.esc(L["h.rows"])}</h2>')
     body.append(_rows_table(rows, lang))
