@@ -124,6 +124,7 @@ def seed(store: Store) -> None:
         alert("a-svc-101", "101", "CONDITION_WINDOWS_SERVICE_STATE_CHANGED", "MAJOR"),
         alert("a-minor-101", "101", "AGENT_OFFLINE", "MINOR"),
         alert("a-off-102", "102", "AGENT_OFFLINE", "CRITICAL"),
+        alert("a-svc-102", "102", "CONDITION_WINDOWS_SERVICE_STATE_CHANGED", "CRITICAL"),
         alert("a-cpu-102", "102", "CONDITION_AGENT_CPU", "MODERATE"),
         alert("a-off-105", "105", "AGENT_OFFLINE", "CRITICAL"),
         alert("a-disk-201", "201", "CONDITION_AGENT_DISK_FREE_SPACE", "MAJOR"),
@@ -144,6 +145,9 @@ def seed(store: Store) -> None:
         ev("e7", "a-off-102", "102", "reset", "2026-07-02T20:09:36"),
         # srv-app: CPU from 2026-09-30 00:00, never reset: 24 h to the quarter's end.
         ev("e8", "a-cpu-102", "102", "triggered", "2026-09-30T00:00:00"),
+        # srv-app: a reset whose trigger is older than the activities kept: open from the quarter's
+        # start (inside the 44.16 h above, so it adds nothing).
+        ev("e13", "a-svc-102", "102", "reset", "2026-07-01T06:00:00"),
         # fw-branch: offline 110.4 h.
         ev("e9", "a-off-105", "105", "triggered", "2026-08-10T00:00:00"),
         ev("e10", "a-off-105", "105", "reset", "2026-08-14T14:24:00"),
@@ -164,6 +168,7 @@ def seed(store: Store) -> None:
         ticket("t4", p3, "2026-06-28T10:00:00", "2026-07-01T10:00:00"),       # closed in Q3: 72 h, late
         ticket("t5", "Priority 9 - Odd", "2026-07-05T08:00:00", "2026-07-05T09:00:00"),  # no target
         ticket("t6", p3, "2026-05-01T08:00:00", "2026-05-02T08:00:00"),       # outside the quarter
+        ServiceTicket(CW, "t7", "10", "ticket t7", "Help Desk", "Closed", p3, True, t("2026-08-03T08:00:00")),
     ], CW, "service_tickets", None)
 
 
@@ -330,16 +335,16 @@ def test_an_open_condition_counts_until_now_in_a_quarter_in_progress(tmp_path):
 def test_ticket_summary_by_priority_time_to_resolution_and_targets(hub):
     r = row(sc.build(hub, "acme", "2026-Q3"), "tickets")
     s = r["summary"]
-    assert (s["opened"], s["closed"]) == (4, 4)
+    assert (s["opened"], s["closed"]) == (5, 4)
     assert s["by_priority"] == {"Priority 1 - Emergency Response": {"opened": 2, "closed": 2},
-                                "Priority 3 - Normal Response": {"opened": 1, "closed": 1},
+                                "Priority 3 - Normal Response": {"opened": 2, "closed": 1},
                                 "Priority 9 - Odd": {"opened": 1, "closed": 1}}
     assert s["mean_hours"] == (3 + 6 + 72 + 1) / 4
     # with a target: t1 within, t2 and t4 late; t5's priority has none (listed, not counted).
     assert (s["within_target"], s["with_target"], r["value"]) == (1, 3, 33.3)
     assert {i["id"]: i["fact"] for i in r["items"]} == {"t1": "ticket_within", "t2": "ticket_late",
                                                         "t3": "ticket_open", "t4": "ticket_late",
-                                                        "t5": "ticket_no_target"}
+                                                        "t5": "ticket_no_target", "t7": "ticket_closed_no_date"}
 
 
 def test_overall_is_the_mean_of_the_measured_rows(hub):
@@ -521,3 +526,14 @@ def test_store_freezes_reads_and_lists_scorecards(database):
         assert [r["quarter"] for r in store.frozen_scorecards("birch")] == ["2026-Q3"]
     finally:
         store.close()
+
+
+def test_a_reset_whose_trigger_was_not_kept_counts_from_the_quarters_start(tmp_path):
+    h = hub_for(tmp_path)
+    h.store.write_page("alert_events", [AlertEvent(NINJA, "r1", "a-svc-101", "101", "reset", t("2026-07-01T22:04:48"))],
+                       NINJA, "alert_events", None)
+    # srv-files: 22.08 h from the quarter's start plus its 22.08 h offline in August = 2 %.
+    card = sc.build(h, "acme", "2026-Q3")
+    assert {i["name"]: i["args"]["hours"] for i in row(card, "service_availability")["items"]} == {
+        "srv-files": 44.16, "srv-app": 44.16}
+    assert row(card, "service_availability")["value"] == 98.0

@@ -486,11 +486,14 @@ class _Rows:
                      if (_matches(conditions.source_types, a.source_type) or _matches(conditions.conditions, a.condition))
                      and (not conditions.severities or a.severity in conditions.severities)}
         events: dict[str, list] = {}
-        for system in self.r.links:
-            for e in self.r.store.iter_records("alert_events", system, where="device_source_id in ({})".format(
-                    ", ".join("?" for _ in ids)), args=sorted(ids)):
-                if e.series_uid in series_ok:
-                    events.setdefault(e.device_source_id, []).append(e)
+        wanted = sorted(ids)
+        for system in sorted(self.r.links):
+            for at in range(0, len(wanted), 500):
+                part = wanted[at:at + 500]
+                for e in self.r.store.iter_records("alert_events", system, where="device_source_id in ({})".format(
+                        ", ".join("?" for _ in part)), args=part):
+                    if e.series_uid in series_ok:
+                        events.setdefault(e.device_source_id, []).append(e)
         start, end = self.q.start, self.end
         span = (end - start).total_seconds()
         items, shares = [], []
@@ -501,12 +504,15 @@ class _Rows:
                 by_series.setdefault(e.series_uid, []).append(e)
             for evs in by_series.values():
                 opened = None
-                for e in sorted(evs, key=lambda e: (e.occurred_at, e.status != "triggered")):
+                for n, e in enumerate(sorted(evs, key=lambda e: (e.occurred_at, e.status != "triggered"))):
                     if e.status == "triggered" and opened is None:
                         opened = e.occurred_at
                     elif e.status == "reset" and opened is not None:
                         intervals.append((opened, e.occurred_at))
                         opened = None
+                    elif e.status == "reset" and n == 0:
+                        # its trigger is older than the activities kept: open from the quarter's start
+                        intervals.append((start, e.occurred_at))
                 if opened is not None:
                     intervals.append((opened, end))
             down = _union_seconds(intervals, start, end)
@@ -543,7 +549,8 @@ class _Rows:
             p["opened"] += opened
             p["closed"] += closed
             if not closed:
-                items.append(_item("ticket", t.source_id, t.summary, "ticket_open", False, priority=t.priority))
+                fact = "ticket_closed_no_date" if t.closed and t.closed_at is None else "ticket_open"
+                items.append(_item("ticket", t.source_id, t.summary, fact, False, priority=t.priority))
                 continue
             if t.opened_at is None:
                 items.append(_item("ticket", t.source_id, t.summary, "ticket_no_open_date", False, priority=t.priority))
