@@ -1901,7 +1901,7 @@ def report_scorecard(config_path, client_id, every, quarter, fmt, lang, out, det
     computed from the store. Nothing is asked of any vendor.
 
     \b
-    Examples:
+    Example:
         msp-hub report scorecard --client acme --quarter 2026-Q4 --format pdf --lang fr --out acme.pdf
         msp-hub report scorecard --client acme --quarter 2026-Q4 --freeze --out acme.html
         msp-hub report scorecard --all --quarter 2026-Q4 --format pdf --out scorecards/
