@@ -537,3 +537,15 @@ def test_a_reset_whose_trigger_was_not_kept_counts_from_the_quarters_start(tmp_p
     assert {i["name"]: i["args"]["hours"] for i in row(card, "service_availability")["items"]} == {
         "srv-files": 44.16, "srv-app": 44.16}
     assert row(card, "service_availability")["value"] == 98.0
+
+
+def test_the_quarter_is_counted_in_the_msps_time_zone(tmp_path):
+    # 2026-09-30 22:30 UTC is 1 October 00:30 in Paris: the ticket belongs to Q4 there, to Q3 in UTC.
+    p1 = "Priority 1 - Emergency Response"
+    late = ServiceTicket(CW, "tz", "10", "ticket tz", "Help Desk", "Closed", p1, True, t("2026-09-30T22:30:00"),
+                         t("2026-09-30T23:30:00"))
+    for tz, q3, q4 in (("UTC", 6, 0), ("Europe/Paris", 5, 1)):
+        h = hub_for(tmp_path / tz.replace("/", "-"), tz=tz)
+        h.store.write_page("service_tickets", [late], CW, "service_tickets", None)
+        opened = [row(sc.build(h, "acme", q), "tickets")["summary"]["opened"] for q in ("2026-Q3", "2026-Q4")]
+        assert opened == [q3, q4], tz
