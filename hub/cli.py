@@ -1938,5 +1938,85 @@ def _check_month(flag: str, value: str) -> None:
         raise Refused(f"{flag}: {exc} (fix: write {flag} 2026-10)") from None
 
 
+# --- report scorecard: the client scorecard of a quarter (hub.reports.scorecard) -----------------------
+
+@report.command("scorecard")
+@config_option
+@click.option("--client", "client_id", metavar="ID", help="The hub client id (msp-hub clients lists them).")
+@click.option("--all", "every", is_flag=True, help="Every linked client; --out is then a folder, one file each.")
+@click.option("--quarter", required=True, metavar="YYYY-Qn", help="The quarter, e.g. 2026-Q4 (in the MSP's time zone).")
+@click.option("--format", "fmt", type=click.Choice(["html", "pdf", "json"]), default="html", show_default=True)
+@click.option("--lang", type=click.Choice(["en", "fr"]), default=None,
+              help="The labels' language (default: [reports] language, else the invoices').")
+@click.option("--out", "out", metavar="PATH", help="Write to this file (with --all: this folder) instead of stdout.")
+@click.option("--details", is_flag=True, help="List the devices and tickets behind each figure in the HTML and PDF.")
+@click.option("--freeze", is_flag=True, help="Store the scorecard as presented; later renders read it.")
+@click.option("--refreeze", is_flag=True, help="With --freeze: replace a quarter already frozen.")
+def report_scorecard(config_path, client_id, every, quarter, fmt, lang, out, details, freeze, refreeze):
+    """The client scorecard of a quarter: each row of the reference scorecard as a percentage, this
+    quarter against the last, the overall score, and (--details, always in JSON) the devices and
+    tickets behind each figure. A frozen scorecard is read as it was frozen; otherwise it is
+    computed from the store. Nothing is asked of any vendor.
+
+    \b
+    Example:
+        msp-hub report scorecard --client acme --quarter 2026-Q4 --format pdf --lang fr --out acme.pdf
+        msp-hub report scorecard --client acme --quarter 2026-Q4 --freeze --out acme.html
+        msp-hub report scorecard --all --quarter 2026-Q4 --format pdf --out scorecards/
+    """
+    from hub.reports import scorecard as sc
+    if bool(client_id) == bool(every):
+        raise Refused("give --client ID or --all (fix: msp-hub clients lists the client ids)")
+    if refreeze and not freeze:
+        raise Refused("--refreeze replaces a frozen scorecard: give it with --freeze")
+    if every and not out:
+        raise Refused("--all writes one file per client: give --out FOLDER")
+    if fmt == "pdf" and not out and sys.stdout.isatty():
+        raise Refused("a PDF is not written to a terminal: give --out FILE")
+    try:
+        name = sc.quarter(quarter).name
+    except sc.ScorecardError as exc:
+        raise Refused(f"--quarter: {exc}") from None
+    hub = _open_hub(config_path, read_only=True)
+    try:
+        ids = [cid for cid, _ in sc.clients_with_scorecards(hub)] if every else [client_id]
+        frozen = [cid for cid in ids if hub.store.frozen_scorecard(cid, name) is not None]
+        if freeze and not refreeze and frozen:
+            raise Refused(f"the scorecard of {', '.join(frozen)} for {name} is already frozen and kept as presented; "
+                          f"nothing was frozen (fix: drop --freeze to render the frozen one, or add --refreeze to "
+                          f"replace it with the figures computed now)")
+        outputs = []
+        for cid in ids:
+            if freeze:
+                card = sc.freeze(hub, sc.build(hub, cid, name), refreeze=refreeze)
+            else:
+                card = sc.scorecard_for(hub, cid, name)
+            outputs.append((cid, card, sc.render_for(hub, card, fmt, lang, details=details)))
+    except (HubError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if every:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for cid, card, content in outputs:
+            target = folder / f"scorecard-{cid}-{card.quarter}.{fmt}"
+            target.write_bytes(content)
+            click.echo(f"{target}: {cid} {card.quarter}, overall {_score_text(card.overall)}"
+                       + (" (frozen)" if card.frozen else ""))
+        return
+    cid, card, content = outputs[0]
+    if out:
+        Path(out).write_bytes(content)
+        click.echo(f"{out}: {cid} {card.quarter}, overall {_score_text(card.overall)}"
+                   + (f" (frozen {card.frozen['at']} by {card.frozen['by']})" if card.frozen else ""))
+    else:
+        click.echo(content, nl=False)
+
+
+def _score_text(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:g} %"
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

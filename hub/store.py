@@ -1227,6 +1227,35 @@ class Store:
                                   "b.action_key, a.period from blocks b join actions a on a.key = b.action_key "
                                   "where a.status = ? order by b.client_id, b.agreement, b.number", [SENT]))
 
+    # --- client scorecards (frozen when presented) ------------------------------------------------
+
+    def freeze_scorecard(self, client_id: str, quarter: str, data: dict, *, at: str, who: str,
+                         replace: bool = False) -> bool:
+        """Store a client's scorecard of a quarter as presented (``data``, JSON). False, and
+        nothing changed, when that quarter is already frozen and ``replace`` is not given."""
+        row = {"client_id": client_id, "quarter": quarter, "frozen_at": at, "frozen_by": who,
+               "data": json.dumps(data, sort_keys=True, ensure_ascii=False)}
+        with self.db.atomic():
+            exists = list(self.db.query("select 1 as x from scorecards where client_id = ? and quarter = ?",
+                                        [client_id, quarter]))
+            if exists and not replace:
+                return False
+            self._insert("scorecards", row, conflict=("client_id", "quarter"))
+        return True
+
+    def frozen_scorecard(self, client_id: str, quarter: str) -> dict | None:
+        """The frozen scorecard (client_id, quarter, frozen_at, frozen_by, data as a dict) or None."""
+        rows = list(self.db.query("select * from scorecards where client_id = ? and quarter = ?", [client_id, quarter]))
+        return dict(rows[0], data=json.loads(rows[0]["data"])) if rows else None
+
+    def frozen_scorecards(self, client_id: str | None = None) -> list[dict]:
+        """Which scorecards are frozen (client_id, quarter, frozen_at, frozen_by; not their data),
+        by client and quarter."""
+        sql, args = "select client_id, quarter, frozen_at, frozen_by from scorecards", []
+        if client_id is not None:
+            sql, args = sql + " where client_id = ?", [client_id]
+        return list(self.db.query(sql + " order by client_id, quarter", args))
+
 
 def open_store(config) -> Store:
     """The store a config names: its ``database`` (a SQLite file or a PostgreSQL URL), in its
