@@ -20,7 +20,7 @@ CONFIG_NAME = "msp-hub.toml"
 # Commented whole: each would bill a real organization or open tickets for it.
 COMMENTED = ("contracts.toml", "agreement_types.toml", "links.toml", "alert_rules.toml")
 # Kept as working examples: a catalog bills nobody by itself.
-EXAMPLES = ("tiers.toml", "device_classes.toml", "defaults.toml", "time.toml")
+EXAMPLES = ("tiers.toml", "device_classes.toml", "defaults.toml", "time.toml", "scorecard.toml")
 
 HEADER = {
     "contracts.toml": "# Written by `msp-hub init`: no contract yet, so no client is billed from this file.\n"
