@@ -80,6 +80,13 @@ def quarter(text: str, tz: str = "UTC") -> Quarter:
                    last.first_day + timedelta(days=last.days - 1))
 
 
+def quarter_of(moment: datetime, tz: str) -> str:
+    """The name of the quarter ``moment`` falls in, in ``tz`` (e.g. ``"2026-Q4"``)."""
+    from hub.periods import local_day
+    day = local_day(moment, tz)
+    return f"{day.year:04d}-Q{(day.month - 1) // 3 + 1}"
+
+
 # --- the scorecard ------------------------------------------------------------------------------
 
 @dataclass

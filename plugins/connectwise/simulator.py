@@ -1763,13 +1763,16 @@ class ConnectWiseSimulator:
                              ticket_id=5000 + rng.randrange(1000) if rng.random() < 0.7 else None,
                              updated=self.now - rng.randrange(90 * DAY))
 
-    def add_report_data(self, configurations: int = 0, service_tickets: int = 0, *, seed: int = 0) -> None:
+    def add_report_data(self, configurations: int = 0, service_tickets: int = 0, *, seed: int = 0,
+                        by_hub: bool = True) -> None:
         """Generate ``configurations`` and past ``service_tickets`` over the companies there are
-        (as the constructor's arguments of those names do), from their own generator (``seed``)."""
+        (as the constructor's arguments of those names do), from their own generator (``seed``).
+        ``by_hub=False``: every ticket is a person's (none carries an ``msp-hub:`` reference), for
+        a hub that starts on this PSA now."""
         with self._lock:
             rng = random.Random(f"reports-{seed}")
             self._generate_configurations(configurations, rng)
-            self._generate_service_tickets(service_tickets, rng)
+            self._generate_service_tickets(service_tickets, rng, by_hub=by_hub)
 
     def _generate_configurations(self, count: int, rng: random.Random) -> None:
         """Configurations over the companies: one type after another (``GENERATED_TYPES``), a
@@ -1791,7 +1794,7 @@ class ConnectWiseSimulator:
                                    device_identifier=str(1000 + n) if n % 3 == 0 else None,
                                    updated=self.now - rng.randrange(365 * DAY))
 
-    def _generate_service_tickets(self, count: int, rng: random.Random) -> None:
+    def _generate_service_tickets(self, count: int, rng: random.Random, *, by_hub: bool = True) -> None:
         """Tickets of the past nine months at every priority (``GENERATED_PRIORITIES``): the even
         ones opened by the hub on Alerts, the odd ones by people on Help Desk (one in four of
         those with another integration's reference); each closed after its priority's time,
@@ -1803,7 +1806,7 @@ class ConnectWiseSimulator:
             company = self.companies.ids[rng.randrange(len(self.companies.ids))]
             priority, low, high = GENERATED_PRIORITIES[rng.randrange(len(GENERATED_PRIORITIES))]
             uid = f"{rng.getrandbits(32):08x}"
-            if n % 2 == 0:
+            if n % 2 == 0 and by_hub:
                 summary, board, ref = f"Alert {n}: service stopped on SRV-{n % 7:02d}", "Alerts", \
                     f"msp-hub:ticket:ninjaone:{uid}"
                 member = self.api_member
@@ -1813,6 +1816,6 @@ class ConnectWiseSimulator:
             opened = self.now - rng.randrange(270 * DAY)
             opened -= opened % 60
             closed = opened + rng.randrange(low * 3600, high * 3600 + 1)
-            by = self.api_member if n % 2 == 0 and n % 3 == 0 else MEMBERS[(n // 2) % len(MEMBERS)][1]
+            by = self.api_member if by_hub and n % 2 == 0 and n % 3 == 0 else MEMBERS[(n // 2) % len(MEMBERS)][1]
             self.add_ticket(summary, company, board, ref, member=member, priority=priority, opened=opened,
                             closed=closed if closed <= self.now and n % 6 != 5 else None, closed_by=by)
