@@ -751,7 +751,7 @@ def assess(hub, answers: Answers | None = None, *, save: bool = True, by: str | 
     saved = False
     if answers is None:
         if not history:
-            raise ConfigError("no maturity self-assessment is recorded yet", key="answers",
+            raise ConfigError("no maturity self-assessment is recorded yet",
                               fix="answer it once: msp-hub report maturity --answers answers.toml "
                                   f"(one line per area, e.g. {ANSWERS_EXAMPLE})")
         last = history[-1]
@@ -766,7 +766,7 @@ def assess(hub, answers: Answers | None = None, *, save: bool = True, by: str | 
                 and last["answered_at"][:10] == answered_at[:10])
         if save and not same:
             store.save_maturity_answers(answers.as_dict(), at=answered_at, by=who,
-                                        overall=f"{float(result.overall):.2f}", stage=result.stage)
+                                        overall=number(result.overall, "en"), stage=result.stage)
             history = store.maturity_history()
             saved = True
         elif same:
