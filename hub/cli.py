@@ -1915,7 +1915,8 @@ def report_maturity(config_path, answers_path, fmt, lang, out_path, no_save, by)
         raise Refused(str(exc)) from None
     hub = _open_hub(config_path, read_only=True)
     try:
-        language = lang or hub.config.report_language
+        from hub.reports.delivery import report_language
+        language = lang or report_language(hub.config)
         assessment = maturity.assess(hub, answers, save=not no_save, by=by)
         data = maturity.render_report(assessment, fmt, language, config=hub.config)
     except HubError as exc:
