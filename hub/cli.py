@@ -1935,5 +1935,39 @@ def report_maturity(config_path, answers_path, fmt, lang, out_path, no_save, by)
         click.echo(data.decode(), nl=False)
 
 
+@report.command("deliver")
+@config_option
+@click.argument("name", type=click.Choice(["scorecard", "kpis", "maturity"]))
+@click.option("--period", metavar="PERIOD", help="The quarter (2026-Q3) or month (2026-11) to deliver (default: the "
+                                                 "last ended one).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+def report_deliver(config_path, name, period, as_json):
+    """Deliver a report as the daemon's report job does: write the period's documents into
+    [reports.delivery] folder and, with email = true, e-mail each client its PDF, exactly once.
+
+    A rerun writes and e-mails nothing twice; an e-mail that failed is sent again. Exits 1 when a
+    document was not made, not e-mailed, or a client has no address (each one is named).
+
+    \b
+    Example:
+        msp-hub report deliver scorecard --period 2026-Q3
+    """
+    from hub.reports.delivery import deliver
+    hub = _open_hub(config_path)          # not read-only: the SMTP password is needed to e-mail
+    try:
+        result = deliver(hub, name, period)
+    except (HubError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(result.as_dict()))
+    else:
+        for line in result.lines():
+            click.echo(line)
+    if not result.ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -5,6 +5,7 @@ reported, files never overwritten; the settings' mistakes; the daemon's report j
 import email
 import email.policy
 import io
+import json
 import socket
 from datetime import datetime, timezone
 
@@ -322,3 +323,29 @@ def test_the_daemon_s_report_job_delivers_once(world, monkeypatch):
     assert second.sent == [] and len(world.smtp.messages) == 2 and service.opened == 2
     world.config.reports["delivery"]["reports"] = ["maturity"]
     assert run_report_job(service, "scorecards", "scorecard") is None       # logged, never raised
+
+
+def test_the_deliver_command(tmp_path):
+    from click.testing import CliRunner
+
+    from hub.cli import main
+    from tests.conftest import mappings_for_tests
+    cfg = tmp_path / "msp-hub.toml"
+    cfg.write_text(f'database = "hub.db"\nmappings = "{mappings_for_tests(tmp_path).as_posix()}"\n'
+                   '[reports]\nmsp_name = "Acme IT"\n[reports.delivery]\nfolder = "out"\nreports = ["maturity"]\n')
+    (tmp_path / "answers.toml").write_text("".join(f"{a} = [3, 3, 3, 3, 3]\n" for a in maturity.AREAS))
+    run = CliRunner().invoke
+    assert run(main, ["report", "maturity", "--config", str(cfg), "--answers", str(tmp_path / "answers.toml"),
+                      "--format", "json"]).exit_code == 0
+    first = run(main, ["report", "deliver", "maturity", "--config", str(cfg), "--period", "2026-Q3"])
+    assert first.exit_code == 0, first.output
+    assert first.stdout == "maturity 2026-Q3: 1 written, 0 already written, 0 e-mailed\n"
+    assert "Maturity self-assessment" in pdf_text((tmp_path / "out" / "2026-Q3" / "maturity-2026-Q3.pdf").read_bytes())
+    again = run(main, ["report", "deliver", "maturity", "--config", str(cfg), "--period", "2026-Q3", "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["written"] == [] and len(json.loads(again.stdout)["already"]) == 1
+    wrong = run(main, ["report", "deliver", "maturity", "--config", str(cfg), "--period", "2026-09"])
+    assert wrong.exit_code == 2 and "YYYY-QN (e.g. 2026-Q3)" in wrong.output
+    (tmp_path / "out" / "2026-Q2").mkdir()
+    (tmp_path / "out" / "2026-Q2" / "maturity-2026-Q2.pdf").write_bytes(b"mine")
+    blocked = run(main, ["report", "deliver", "maturity", "--config", str(cfg), "--period", "2026-Q2"])
+    assert blocked.exit_code == 1 and "exists but no delivery recorded it" in blocked.stdout
