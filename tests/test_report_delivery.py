@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from hub.config import HubConfig, config_from_dict
 from hub.daemon import parse_schedule, run_report_job
 from hub.errors import ConfigError
-from hub.records import Client
+from hub.records import Action, Client
 from hub.reports import delivery, maturity, render
 from hub.reports.delivery import PRODUCERS, Producer, deliver, delivery_settings
 from hub.store import Store
@@ -84,6 +84,13 @@ def config(tmp_path, port=None, **delivery_table):
                      reports={"msp_name": "Acme IT", "language": "en", "delivery": table}, notify=notify)
 
 
+def invoiced(store, client, period, sent=True):
+    key = f"invoice:{client}:{period}"
+    store.record_action(Action(key, "invoice", "stripe", client, {"lines": []}, period), "run-1")
+    if sent:
+        store.mark_sent(key, "in_1", "sent")
+
+
 @pytest.fixture
 def world(tmp_path, smtp, test_producer):
     """A hub whose PSA has three clients: Acme (its billing e-mail, French), Globex (no e-mail in the
@@ -91,7 +98,13 @@ def world(tmp_path, smtp, test_producer):
     store = Store(":memory:")
     store.write_page("clients", [
         Client("psa", "1", "Acme", email="billing@acme.example", email_from="invoiceToEmailAddress"),
-        Client("psa", "2", "Globex"), Client("psa", "3", "Initech")], "psa", "companies", None)
+        Client("psa", "2", "Globex"), Client("psa", "3", "Initech"), Client("psa", "4", "Umbrella")],
+        "psa", "companies", None)
+    # Invoiced in 2026-Q3: the three; in 2026-Q2: Acme and Globex; Umbrella never (no report for it).
+    for client, period in (("psa-1", "2026-08"), ("psa-2", "2026-09"), ("psa-3", "2026-07"), ("psa-1", "2026-05"),
+                           ("psa-2", "2026-04")):
+        invoiced(store, client, period)
+    invoiced(store, "psa-4", "2026-08", sent=False)
     hub = make_hub(config=config(tmp_path, smtp.port), store=store, clock=lambda: NOW)
     hub.smtp, hub.made, hub.folder = smtp, test_producer, tmp_path / "out"
     yield hub
@@ -162,6 +175,7 @@ def test_an_smtp_failure_leaves_the_document_unsent_and_the_next_run_sends_it(wo
 def test_a_server_that_does_not_answer_fails_the_same_way(tmp_path, test_producer):
     store = Store(":memory:")
     store.write_page("clients", [Client("psa", "1", "Acme", email="billing@acme.example")], "psa", "companies", None)
+    invoiced(store, "psa-1", "2026-09")
     hub = make_hub(config=config(tmp_path, free_port()), store=store, clock=lambda: NOW)
     result = deliver(hub, "scorecard")
     assert [e["client_id"] for e in result.failed] == ["psa-1"] and "ConnectionRefusedError" in result.failed[0]["error"]
@@ -349,3 +363,14 @@ def test_the_deliver_command(tmp_path):
     (tmp_path / "out" / "2026-Q2" / "maturity-2026-Q2.pdf").write_bytes(b"mine")
     blocked = run(main, ["report", "deliver", "maturity", "--config", str(cfg), "--period", "2026-Q2"])
     assert blocked.exit_code == 1 and "exists but no delivery recorded it" in blocked.stdout
+
+
+def test_only_the_clients_invoiced_in_the_period_or_those_named(world):
+    assert [e["client_id"] for e in deliver(world, "scorecard", "2026-Q2").written] == ["psa-1", "psa-2"]
+    world.config.reports["delivery"]["clients"] = ["psa-4"]            # never invoiced, named
+    named = deliver(world, "scorecard", "2026-Q4")
+    assert [e["client_id"] for e in named.written] == ["psa-4"] and named.no_address[0]["name"] == "Umbrella"
+    world.config.reports["delivery"]["clients"] = ["psa-9"]
+    with pytest.raises(ConfigError, match=r"key 'reports.delivery.clients': no hub client has the id 'psa-9' "
+                                          r"\(fix: use the ids msp-hub clients lists\)"):
+        deliver(world, "scorecard", "2026-Q4")

@@ -8,7 +8,7 @@ Settings, ``[reports.delivery]`` in the hub config (checked here, before anythin
     reports = ["scorecard", "kpis", "maturity"]   # what a delivery job may produce
     email = true                        # e-mail each client's PDF (needs [notify.email]: its SMTP server)
     language = "fr"                     # default: [reports] language, else the invoices'
-    clients = ["acme", "globex"]        # optional: only these clients (default: every hub client)
+    clients = ["acme", "globex"]        # optional: only these clients (default: those invoiced in the period)
 
     [reports.delivery.to]               # a client's address, instead of its billing e-mail
     acme = "direction@acme.example"
@@ -18,7 +18,8 @@ Settings, ``[reports.delivery]`` in the hub config (checked here, before anythin
     [reports.delivery.body]
     fr = "Bonjour,\\n\\nVous trouverez ci-joint ..."
 
-A client's address is, in order: ``[reports.delivery.to]``, else its billing e-mail (the PSA
+A per-client report goes to every client the hub invoiced for a month of the period (a sent
+invoice), or to the clients ``clients`` names. A client's address is, in order: ``[reports.delivery.to]``, else its billing e-mail (the PSA
 company's record, or ``email`` of its table in contracts.toml, as invoices read it). A client with
 none is reported, never skipped silently; its document is e-mailed by a later run once it has one.
 
@@ -246,9 +247,19 @@ class Recipient:
     language: str
 
 
-def recipients(hub, settings: DeliverySettings) -> list[Recipient]:
-    """The hub's clients (linked as billing links them; ``clients`` of the settings only, when set),
-    each with its address: ``[reports.delivery.to]``, else its billing e-mail."""
+def months_of(period: str) -> set[str]:
+    """The months (``YYYY-MM``) of a quarter (``2026-Q3``) or of a month."""
+    m = QUARTER.match(period)
+    if not m:
+        return {period}
+    first = 3 * (int(m.group(2)) - 1) + 1
+    return {f"{m.group(1)}-{month:02d}" for month in range(first, first + 3)}
+
+
+def recipients(hub, settings: DeliverySettings, period: str) -> list[Recipient]:
+    """The hub's clients (linked as billing links them) invoiced for a month of ``period`` (or those
+    ``clients`` of the settings names), each with its address: ``[reports.delivery.to]``, else its
+    billing e-mail."""
     from hub.clientdetails import details_for
     from hub.connectors import client_master
     from hub.linking import HubClient, link_clients
@@ -258,6 +269,10 @@ def recipients(hub, settings: DeliverySettings) -> list[Recipient]:
     master = client_master(hub)
     registry = link_clients(explicit, hub.store.iter_clients(), master=master)
     wanted = settings.clients
+    if wanted is None:
+        months = months_of(period)
+        wanted = tuple(sorted({a["client_id"] for a in hub.store.actions(status="sent", kind="invoice")
+                               if a.get("period") in months}))
     out = []
     for cid, client in sorted(registry.clients.items()):
         if wanted is not None and cid not in wanted:
@@ -272,7 +287,7 @@ def recipients(hub, settings: DeliverySettings) -> list[Recipient]:
             email, source = None, details.problems.get("email")
         lang = (details.locale or "")[:2].lower()
         out.append(Recipient(cid, client.name, email, source, lang if lang in ("en", "fr") else settings.language))
-    missing = sorted(set(wanted or ()) - {r.client_id for r in out})
+    missing = sorted(set(settings.clients or ()) - {r.client_id for r in out})
     if missing:
         raise ConfigError(f"no hub client has the id {missing[0]!r}", file=hub.config.file,
                           key="reports.delivery.clients", fix="use the ids msp-hub clients lists")
@@ -375,7 +390,7 @@ def deliver(hub, report: str, period: str | None = None, *, settings: DeliverySe
                                                                     local_day(hub.clock(), hub.config.timezone))
     send = send or send_mail
     result = DeliveryResult(report, period)
-    targets = recipients(hub, settings) if producer.per_client else [None]
+    targets = recipients(hub, settings, period) if producer.per_client else [None]
     mailing = producer.per_client and settings.email is not None
     store = hub.store
     for target in targets:

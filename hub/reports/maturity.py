@@ -417,7 +417,9 @@ def signal_alert_tickets(hub, now: datetime) -> Signal:
     """Alerts of the last 90 days that the hub turned into a PSA ticket (made or adopted)."""
     sig = Signal("alert_tickets", "technologie", 1)
     since = now - timedelta(days=ALERT_WINDOW_DAYS)
-    alerts = [a for source in hub.store.sources("alerts") for a in hub.store.iter_records("alerts", source)
+    utc = since.astimezone(timezone.utc).isoformat()
+    alerts = [a for source in hub.store.sources("alerts")
+              for a in hub.store.iter_records("alerts", source, where="created_at >= ?", args=[utc])
               if a.created_at is not None and a.created_at >= since]
     ticketed: set[str] = set()
     for t in hub.store.actions(status="sent", kind="ticket"):
@@ -675,7 +677,8 @@ def signal_resolution_time(hub, now: datetime) -> Signal:
                     f"with your own commitments")
     hours = []
     for source in hub.store.sources("service_tickets"):
-        for t in hub.store.iter_records("service_tickets", source):
+        for t in hub.store.iter_records("service_tickets", source, where="closed_at >= ?",
+                                        args=[since.astimezone(timezone.utc).isoformat()]):
             if t.closed_at is not None and t.opened_at is not None and t.closed_at >= since:
                 hours.append((t.closed_at - t.opened_at).total_seconds() / 3600)
     if not hours:
