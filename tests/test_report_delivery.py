@@ -374,3 +374,12 @@ def test_only_the_clients_invoiced_in_the_period_or_those_named(world):
     with pytest.raises(ConfigError, match=r"key 'reports.delivery.clients': no hub client has the id 'psa-9' "
                                           r"\(fix: use the ids msp-hub clients lists\)"):
         deliver(world, "scorecard", "2026-Q4")
+
+
+def test_the_scheduler_runs_a_report_job_as_a_delivery(world, tmp_path):
+    from hub.daemon import Job, build_scheduler
+    jobs = [Job("scorecards", {}, cron="0 7 2 1,4,7,10 *", report="scorecard")]
+    scheduler = build_scheduler(OneHubService(world), jobs, catch_up=False)
+    job = scheduler.get_job("scorecards")
+    assert job.func is run_report_job and job.args[1:] == ("scorecards", "scorecard")
+    assert str(job.trigger).startswith("cron[") and "month='1,4,7,10'" in str(job.trigger)
