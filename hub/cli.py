@@ -2018,5 +2018,94 @@ def _score_text(value: float | None) -> str:
     return "not measured" if value is None else f"{value:g} %"
 
 
+# --- report maturity -------------------------------------------------------------------------------
+
+@report.command("maturity")
+@config_option
+@click.option("--answers", "answers_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="The answers (answers.toml: five whole numbers from 1 to 5 per area); default: the last "
+                   "recorded assessment.")
+@click.option("--format", "fmt", type=click.Choice(["html", "pdf", "json"]), default="html", show_default=True)
+@click.option("--lang", type=click.Choice(["en", "fr"]), default=None,
+              help="The report's language (default: [reports] language, else the invoices').")
+@click.option("--out", "out_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the report to FILE (default: standard output; a PDF needs --out).")
+@click.option("--no-save", is_flag=True, help="Do not record these answers (a preview).")
+@click.option("--by", "by", metavar="NAME", help="Who answered (default: answered_by of the file, else the system user).")
+def report_maturity(config_path, answers_path, fmt, lang, out_path, no_save, by):
+    """The MSP's maturity self-assessment: the score per area, the stage, the next step per area,
+    the signals the hub's data gives beside the statements, and the path over time.
+
+    The answers are recorded with the date and who answered, so that the next report shows the
+    path (the same answers on the same day are recorded once); --no-save previews without
+    recording. Without --answers, the last recorded assessment is shown again.
+
+    \b
+    Example:
+        msp-hub report maturity --answers answers.toml --format pdf --lang fr --out maturite.pdf
+    """
+    from hub.reports import maturity
+    if fmt == "pdf" and not out_path:
+        raise Refused("a PDF is not written to the terminal (fix: add --out maturity.pdf)")
+    try:
+        answers = maturity.load_answers(answers_path) if answers_path else None
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+    hub = _open_hub(config_path, read_only=True)
+    try:
+        from hub.reports.delivery import report_language
+        language = lang or report_language(hub.config)
+        assessment = maturity.assess(hub, answers, save=not no_save, by=by)
+        data = maturity.render_report(assessment, fmt, language, config=hub.config)
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if out_path:
+        target = Path(out_path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+        click.echo(f"{out_path}: maturity {maturity.number(assessment.score.overall, 'en')} / 5, "
+                   f"{maturity.STAGE_NAMES[language][assessment.score.stage]}"
+                   + ("" if assessment.saved else " (not recorded)"), err=True)
+    else:
+        click.echo(data.decode(), nl=False)
+
+
+@report.command("deliver")
+@config_option
+@click.argument("name", type=click.Choice(["scorecard", "kpis", "maturity"]))
+@click.option("--period", metavar="PERIOD", help="The quarter (2026-Q3) or month (2026-11) to deliver (default: the "
+                                                 "last ended one).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+def report_deliver(config_path, name, period, as_json):
+    """Deliver a report as the daemon's report job does: write the period's documents into
+    [reports.delivery] folder and, with email = true, e-mail each client its PDF, exactly once.
+
+    A rerun writes and e-mails nothing twice; an e-mail that failed is sent again. Exits 1 when a
+    document was not made, not e-mailed, or a client has no address (each one is named).
+
+    \b
+    Example:
+        msp-hub report deliver scorecard --period 2026-Q3
+    """
+    from hub.reports.delivery import deliver
+    hub = _open_hub(config_path)          # not read-only: the SMTP password is needed to e-mail
+    try:
+        result = deliver(hub, name, period)
+    except (HubError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(result.as_dict()))
+    else:
+        for line in result.lines():
+            click.echo(line)
+    if not result.ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -256,6 +256,23 @@ def m018_scorecards(db: Database) -> None:
                             pk=("client_id", "quarter"), not_null={"frozen_at", "data"})
 
 
+@migrations()
+def m019_maturity(db: Database) -> None:
+    # The MSP's answers to the maturity self-assessment, each time it answered (when, who, the
+    # twenty answers as JSON, the overall score and stage as computed then): the path over time.
+    db["maturity_answers"].create({"id": int, "answered_at": str, "answered_by": str, "answers": str,
+                                   "overall": str, "stage": str}, pk="id",
+                                  not_null={"answered_at", "answers", "overall", "stage"})
+    db["maturity_answers"].create_index(["answered_at"])
+    # One row per report document delivered (report, client, period; client "" for the MSP's own
+    # reports): the file written and its digest, and the e-mail: recorded as sending before the
+    # SMTP server is spoken to, so that a rerun never e-mails it twice.
+    db["report_deliveries"].create({"report": str, "client_id": str, "period": str, "file": str, "sha256": str,
+                                    "language": str, "produced_at": str, "recipient": str, "status": str,
+                                    "attempts": int, "last_error": str, "sent_at": str, "updated_at": str},
+                                   pk=("report", "client_id", "period"), not_null={"status"}, defaults={"attempts": 0})
+
+
 # Migrations whose data change (beyond tables, columns and indexes) must also run on PostgreSQL:
 # name -> a function of the db in portable SQL (see hub.db.sync_schema).
 DATA_STEPS = {"m010_month_after_month": _m010_note_known_devices}
@@ -1255,6 +1272,64 @@ class Store:
         if client_id is not None:
             sql, args = sql + " where client_id = ?", [client_id]
         return list(self.db.query(sql + " order by client_id, quarter", args))
+
+
+    # --- maturity self-assessment and report delivery (hub.reports.maturity, hub.reports.delivery) ---
+
+    def save_maturity_answers(self, answers: dict, *, at: str, by: str, overall: str, stage: str) -> dict:
+        """Keep one self-assessment (the answers per area, when and who, its overall score and stage)."""
+        row = {"answered_at": at, "answered_by": by, "answers": json.dumps(answers, sort_keys=True),
+               "overall": overall, "stage": stage}
+        with self.db.atomic():
+            rid = self.db.execute(_insert_sql("maturity_answers", row) + " RETURNING id", list(row.values())).fetchone()[0]
+        return dict(row, id=rid, answers=answers)
+
+    def maturity_history(self) -> list[dict]:
+        """Every self-assessment kept, oldest first (``answers`` decoded)."""
+        return [dict(r, answers=json.loads(r["answers"])) for r in self.db.query(
+            "select * from maturity_answers order by answered_at, id")]
+
+    def frozen_scorecards(self) -> list[dict]:
+        """(client_id, quarter, frozen_at) of every frozen scorecard, by quarter and client."""
+        return list(self.db.query("select client_id, quarter, frozen_at from scorecards order by quarter, client_id"))
+
+    def get_delivery(self, report: str, client_id: str, period: str) -> dict | None:
+        rows = list(self.db.query("select * from report_deliveries where report = ? and client_id = ? and period = ?",
+                                  [report, client_id, period]))
+        return rows[0] if rows else None
+
+    def deliveries(self, report: str | None = None) -> list[dict]:
+        sql, args = "select * from report_deliveries", []
+        if report:
+            sql, args = sql + " where report = ?", [report]
+        return list(self.db.query(sql + " order by report, period, client_id", args))
+
+    def record_delivery(self, report: str, client_id: str, period: str, *, file: str, sha256: str, language: str,
+                        status: str) -> None:
+        """Record a document written (``status`` "produced", or "kept" when it is not to be e-mailed);
+        an existing row is left as it is (its file was written first)."""
+        row = {"report": report, "client_id": client_id, "period": period, "file": file, "sha256": sha256,
+               "language": language, "produced_at": now_iso(), "status": status, "updated_at": now_iso()}
+        with self.db.atomic():
+            self._insert("report_deliveries", row, conflict=("report", "client_id", "period"), update=False)
+
+    def claim_delivery(self, report: str, client_id: str, period: str, recipient: str) -> bool:
+        """Mark a document as being e-mailed to ``recipient`` (committed before the SMTP server is
+        spoken to), only when it is produced or its last e-mail failed: one atomic UPDATE, so that of
+        several processes exactly one sends it. False: it was sent, is being sent, or is not to be."""
+        with self.db.atomic():
+            row = self.db.execute(
+                "UPDATE report_deliveries SET status = 'sending', recipient = ?, attempts = attempts + 1, "
+                "updated_at = ? WHERE report = ? AND client_id = ? AND period = ? AND status IN ('produced', 'failed') "
+                "RETURNING attempts", [recipient, now_iso(), report, client_id, period]).fetchone()
+        return row is not None
+
+    def finish_delivery(self, report: str, client_id: str, period: str, *, error: str | None = None) -> None:
+        """The e-mail's outcome: sent, or failed with ``error`` (e-mailed again by the next run)."""
+        values = ({"status": "failed", "last_error": error[:2000], "updated_at": now_iso()} if error is not None
+                  else {"status": "sent", "last_error": None, "sent_at": now_iso(), "updated_at": now_iso()})
+        with self.db.atomic():
+            self._update("report_deliveries", {"report": report, "client_id": client_id, "period": period}, values)
 
 
 def open_store(config) -> Store:
