@@ -73,7 +73,7 @@ def bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float 
     values); a None value draws no bar and is written "—" (not measured is not 0)."""
     values = [v for _, vs in series for v in vs if v is not None]
     top = max_value if max_value is not None else (max(values) if values else 1.0) or 1.0
-    left, bottom, legend = 40, 40, 18 * ((len(series) + 2) // 3)
+    left, bottom, legend = _axis_width(top, unit), 40, 18 * ((len(series) + 2) // 3)
     plot_w, plot_h = width - left - 10, height - bottom - 10 - legend
     group_w = plot_w / max(len(labels), 1)
     bar_w = group_w * 0.8 / max(len(series), 1)
@@ -109,7 +109,7 @@ def line_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float
     """Lines as inline SVG: one point per label per series; a None value breaks the line."""
     values = [v for _, vs in series for v in vs if v is not None]
     top = max_value if max_value is not None else (max(values) if values else 1.0) or 1.0
-    left, bottom, legend = 40, 40, 18 * ((len(series) + 2) // 3)
+    left, bottom, legend = _axis_width(top, unit), 40, 18 * ((len(series) + 2) // 3)
     plot_w, plot_h = width - left - 10, height - bottom - 10 - legend
     step = plot_w / max(len(labels), 1)
     x0 = left + step / 2   # each point in the middle of its slot: the first and last labels fit
@@ -140,6 +140,11 @@ def line_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float
     out.extend(_legend(series, width))
     out.append("</svg>")
     return "".join(out)
+
+
+def _axis_width(top: float, unit: str) -> int:
+    """Room left of the plot for the longest value label (about 6 px a character at 10 px)."""
+    return max(40, 6 * len(f"{_fmt(top)}{unit}") + 10)
 
 
 def _legend(series: Sequence[tuple[str, Sequence[float | None]]], width: int) -> list[str]:
