@@ -183,7 +183,8 @@ def demo_reports(hub: Hub, out: Path) -> list[str]:
     """The demo's reports, written in ``out``: every client's scorecard of this quarter (HTML, and
     the first client's PDF), the KPIs of the months up to the last ended one, and the maturity
     self-assessment of the example answers. Returns what to print."""
-    from hub.reports import kpis, scorecard
+    from hub.init import example_file
+    from hub.reports import kpis, maturity, scorecard
     out.mkdir(parents=True, exist_ok=True)
     now = hub.clock()
     name = scorecard.quarter_of(now, hub.config.timezone)
@@ -202,6 +203,13 @@ def demo_reports(hub: Hub, out: Path) -> list[str]:
         first = first.previous()
     (out / f"kpis-{first.name}-{last.name}.html").write_bytes(kpis.render(kpis.build(hub, first.name, last.name), "html"))
     lines.append(f"KPIs {first.name} to {last.name}: kpis-{first.name}-{last.name}.html")
+    assessment = maturity.assess(hub, maturity.load_answers(example_file("maturity-answers.toml")))
+    lang = hub.config.report_language
+    for fmt in ("html", "pdf"):
+        (out / f"maturity.{fmt}").write_bytes(maturity.render_report(assessment, fmt, lang, config=hub.config))
+    lines.append(f"maturity: {maturity.number(assessment.score.overall, 'en')} -> "
+                 f"{maturity.STAGE_NAMES['fr'][assessment.score.stage]} "
+                 f"(maturity.html, maturity.pdf; answers: examples/maturity-answers.toml)")
     lines.append(f"written in {out}")
     return lines
 
