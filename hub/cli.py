@@ -1874,5 +1874,238 @@ def queue_status(tenants_path, as_json):
     _table(("task", "status", "jobs"), [(t, s, str(n)) for t, s, n in jobs], click.echo, right=(2,))
 
 
+@main.group()
+def report():
+    """Reports from the store (no vendor is called): client scorecards, the MSP's KPIs, the maturity
+    self-assessment.
+
+    \b
+    Example:
+        msp-hub report scorecard --client acme --quarter 2026-Q4 --format pdf --out acme.pdf
+    """
+
+
+# --- report kpis --------------------------------------------------------------------------------
+
+
+@report.command("kpis")
+@click.option("--from", "first", required=True, metavar="YYYY-MM", help="The first month.")
+@click.option("--to", "last", required=True, metavar="YYYY-MM", help="The last month (inclusive).")
+@click.option("--format", "fmt", type=click.Choice(["html", "csv", "json"]), default="html", show_default=True)
+@click.option("--lang", type=click.Choice(["en", "fr"]), default=None,
+              help="Labels of the HTML (default: [reports] language, else the invoices').")
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to this file (default: standard output).")
+@config_option
+def report_kpis(first, last, fmt, lang, out, config_path):
+    """The MSP's revenue KPIs month by month, from the store (no vendor is called): MRR and its
+    movement, revenue per client, new agreements, upsell, managed devices, cross-sell per add-on,
+    tickets, hours, technicians, effective hourly rates and prepaid blocks. Figures that need an
+    input no API holds (labour cost, headcount) come from [reports.kpis]; without it they are
+    listed as not available.
+
+    Example:
+
+        msp-hub report kpis --from 2026-01 --to 2026-11 --format html --out kpis.html
+    """
+    from hub.reports import kpis as kpi_report
+    for flag, value in (("--from", first), ("--to", last)):
+        _check_month(flag, value)
+    hub = _open_hub(config_path, read_only=True)
+    try:
+        try:
+            data = kpi_report.build(hub, first, last)
+        except ValueError as exc:
+            raise Refused(str(exc)) from None
+        except HubError as exc:
+            raise Refused(str(exc)) from None
+        body = kpi_report.render(data, fmt, lang or kpi_report.language_of(hub.config))
+    finally:
+        hub.close()
+    if out:
+        Path(out).write_bytes(body)
+        click.echo(f"wrote {out} ({len(body)} bytes, {len(data['rows'])} figures)", err=True)
+    else:
+        click.echo(body.decode(), nl=False)
+
+
+def _check_month(flag: str, value: str) -> None:
+    """Refuse a month that is not YYYY-MM at once, before the config is read."""
+    from hub.periods import parse_period
+    try:
+        parse_period(value)
+    except ValueError as exc:
+        raise Refused(f"{flag}: {exc} (fix: write {flag} 2026-10)") from None
+
+
+# --- report scorecard: the client scorecard of a quarter (hub.reports.scorecard) -----------------------
+
+@report.command("scorecard")
+@config_option
+@click.option("--client", "client_id", metavar="ID", help="The hub client id (msp-hub clients lists them).")
+@click.option("--all", "every", is_flag=True, help="Every linked client; --out is then a folder, one file each.")
+@click.option("--quarter", required=True, metavar="YYYY-Qn", help="The quarter, e.g. 2026-Q4 (in the MSP's time zone).")
+@click.option("--format", "fmt", type=click.Choice(["html", "pdf", "json"]), default="html", show_default=True)
+@click.option("--lang", type=click.Choice(["en", "fr"]), default=None,
+              help="The labels' language (default: [reports] language, else the invoices').")
+@click.option("--out", "out", metavar="PATH", help="Write to this file (with --all: this folder) instead of stdout.")
+@click.option("--details", is_flag=True, help="List the devices and tickets behind each figure in the HTML and PDF.")
+@click.option("--freeze", is_flag=True, help="Store the scorecard as presented; later renders read it.")
+@click.option("--refreeze", is_flag=True, help="With --freeze: replace a quarter already frozen.")
+def report_scorecard(config_path, client_id, every, quarter, fmt, lang, out, details, freeze, refreeze):
+    """The client scorecard of a quarter: each row of the reference scorecard as a percentage, this
+    quarter against the last, the overall score, and (--details, always in JSON) the devices and
+    tickets behind each figure. A frozen scorecard is read as it was frozen; otherwise it is
+    computed from the store. Nothing is asked of any vendor.
+
+    \b
+    Example:
+        msp-hub report scorecard --client acme --quarter 2026-Q4 --format pdf --lang fr --out acme.pdf
+        msp-hub report scorecard --client acme --quarter 2026-Q4 --freeze --out acme.html
+        msp-hub report scorecard --all --quarter 2026-Q4 --format pdf --out scorecards/
+    """
+    from hub.reports import scorecard as sc
+    if bool(client_id) == bool(every):
+        raise Refused("give --client ID or --all (fix: msp-hub clients lists the client ids)")
+    if refreeze and not freeze:
+        raise Refused("--refreeze replaces a frozen scorecard: give it with --freeze")
+    if every and not out:
+        raise Refused("--all writes one file per client: give --out FOLDER")
+    if fmt == "pdf" and not out and sys.stdout.isatty():
+        raise Refused("a PDF is not written to a terminal: give --out FILE")
+    try:
+        name = sc.quarter(quarter).name
+    except sc.ScorecardError as exc:
+        raise Refused(f"--quarter: {exc}") from None
+    hub = _open_hub(config_path, read_only=True)
+    try:
+        ids = [cid for cid, _ in sc.clients_with_scorecards(hub)] if every else [client_id]
+        frozen = [cid for cid in ids if hub.store.frozen_scorecard(cid, name) is not None]
+        if freeze and not refreeze and frozen:
+            raise Refused(f"the scorecard of {', '.join(frozen)} for {name} is already frozen and kept as presented; "
+                          f"nothing was frozen (fix: drop --freeze to render the frozen one, or add --refreeze to "
+                          f"replace it with the figures computed now)")
+        outputs = []
+        for cid in ids:
+            if freeze:
+                card = sc.freeze(hub, sc.build(hub, cid, name), refreeze=refreeze)
+            else:
+                card = sc.scorecard_for(hub, cid, name)
+            outputs.append((cid, card, sc.render_for(hub, card, fmt, lang, details=details)))
+    except (HubError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if every:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for cid, card, content in outputs:
+            target = folder / f"scorecard-{cid}-{card.quarter}.{fmt}"
+            target.write_bytes(content)
+            click.echo(f"{target}: {cid} {card.quarter}, overall {_score_text(card.overall)}"
+                       + (" (frozen)" if card.frozen else ""))
+        return
+    cid, card, content = outputs[0]
+    if out:
+        Path(out).write_bytes(content)
+        click.echo(f"{out}: {cid} {card.quarter}, overall {_score_text(card.overall)}"
+                   + (f" (frozen {card.frozen['at']} by {card.frozen['by']})" if card.frozen else ""))
+    else:
+        click.echo(content, nl=False)
+
+
+def _score_text(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:g} %"
+
+
+# --- report maturity -------------------------------------------------------------------------------
+
+@report.command("maturity")
+@config_option
+@click.option("--answers", "answers_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="The answers (answers.toml: five whole numbers from 1 to 5 per area); default: the last "
+                   "recorded assessment.")
+@click.option("--format", "fmt", type=click.Choice(["html", "pdf", "json"]), default="html", show_default=True)
+@click.option("--lang", type=click.Choice(["en", "fr"]), default=None,
+              help="The report's language (default: [reports] language, else the invoices').")
+@click.option("--out", "out_path", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the report to FILE (default: standard output; a PDF needs --out).")
+@click.option("--no-save", is_flag=True, help="Do not record these answers (a preview).")
+@click.option("--by", "by", metavar="NAME", help="Who answered (default: answered_by of the file, else the system user).")
+def report_maturity(config_path, answers_path, fmt, lang, out_path, no_save, by):
+    """The MSP's maturity self-assessment: the score per area, the stage, the next step per area,
+    the signals the hub's data gives beside the statements, and the path over time.
+
+    The answers are recorded with the date and who answered, so that the next report shows the
+    path (the same answers on the same day are recorded once); --no-save previews without
+    recording. Without --answers, the last recorded assessment is shown again.
+
+    \b
+    Example:
+        msp-hub report maturity --answers answers.toml --format pdf --lang fr --out maturite.pdf
+    """
+    from hub.reports import maturity
+    if fmt == "pdf" and not out_path:
+        raise Refused("a PDF is not written to the terminal (fix: add --out maturity.pdf)")
+    try:
+        answers = maturity.load_answers(answers_path) if answers_path else None
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+    hub = _open_hub(config_path, read_only=True)
+    try:
+        from hub.reports.delivery import report_language
+        language = lang or report_language(hub.config)
+        assessment = maturity.assess(hub, answers, save=not no_save, by=by)
+        data = maturity.render_report(assessment, fmt, language, config=hub.config)
+    except HubError as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if out_path:
+        target = Path(out_path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+        click.echo(f"{out_path}: maturity {maturity.number(assessment.score.overall, 'en')} / 5, "
+                   f"{maturity.STAGE_NAMES[language][assessment.score.stage]}"
+                   + ("" if assessment.saved else " (not recorded)"), err=True)
+    else:
+        click.echo(data.decode(), nl=False)
+
+
+@report.command("deliver")
+@config_option
+@click.argument("name", type=click.Choice(["scorecard", "kpis", "maturity"]))
+@click.option("--period", metavar="PERIOD", help="The quarter (2026-Q3) or month (2026-11) to deliver (default: the "
+                                                 "last ended one).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+def report_deliver(config_path, name, period, as_json):
+    """Deliver a report as the daemon's report job does: write the period's documents into
+    [reports.delivery] folder and, with email = true, e-mail each client its PDF, exactly once.
+
+    A rerun writes and e-mails nothing twice; an e-mail that failed is sent again. Exits 1 when a
+    document was not made, not e-mailed, or a client has no address (each one is named).
+
+    \b
+    Example:
+        msp-hub report deliver scorecard --period 2026-Q3
+    """
+    from hub.reports.delivery import deliver
+    hub = _open_hub(config_path)          # not read-only: the SMTP password is needed to e-mail
+    try:
+        result = deliver(hub, name, period)
+    except (HubError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(dumps(result.as_dict()))
+    else:
+        for line in result.lines():
+            click.echo(line)
+    if not result.ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

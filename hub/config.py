@@ -569,6 +569,20 @@ class HealthSettings(Schema):
         return {k: parse_duration(v) for k, v in self.max_age.items()}
 
 
+class ReportSettings(Schema):
+    """``[reports]``: what the reports (hub.reports) print about the MSP itself. ``msp_name`` and
+    ``logo`` (an image file, relative to the config file) head every page; ``language`` ("en" or
+    "fr") is the reports' default, else ``[billing.invoice] language``."""
+
+    msp_name: str = ""
+    logo: str | None = None
+    language: Literal["en", "fr"] | None = None
+    # Checked by their own modules: ``[reports.kpis]`` (hub.reports.kpis: inputs no API holds, such
+    # as labour cost) and ``[reports.delivery]`` (hub.reports.delivery: where and to whom).
+    kpis: dict[str, Any] = {}
+    delivery: dict[str, Any] = {}
+
+
 class ConfigFile(Schema):
     """The top level of the config file. Connectors, schedule, admin and notify are tables whose
     contents their own modules check."""
@@ -583,6 +597,7 @@ class ConfigFile(Schema):
     admin: dict[str, Any] = {}
     notify: dict[str, Any] = {}
     health: HealthSettings = HealthSettings()
+    reports: ReportSettings = ReportSettings()
 
 
 KNOWN_TOP_LEVEL = set(ConfigFile.model_fields)
@@ -620,6 +635,7 @@ class HubConfig:
     admin: dict[str, Any] = field(default_factory=dict)
     notify: dict[str, Any] = field(default_factory=dict)     # checked by the notifier
     health: dict[str, Any] = field(default_factory=dict)
+    reports: dict[str, Any] = field(default_factory=dict)
     environ: dict[str, str] | None = None  # for tests; None means os.environ
     tenant: str = "default"   # the MSP this config serves (hub.tenants); "default" without tenants.toml
     # A PostgreSQL database's password (database_password_env / _file), never in the URL; None:
@@ -639,6 +655,24 @@ class HubConfig:
     @property
     def health_settings(self) -> HealthSettings:
         return validate(HealthSettings, self.health, file=self.file, prefix=("health",))
+
+    @property
+    def report_settings(self) -> ReportSettings:
+        return validate(ReportSettings, self.reports, file=self.file, prefix=("reports",))
+
+    @property
+    def report_language(self) -> str:
+        """The reports' language: ``[reports] language``, else the invoices'."""
+        return self.report_settings.language or self.billing_settings.invoice_settings.language
+
+    @property
+    def report_logo(self) -> Path | None:
+        """The logo file named by ``[reports] logo``, relative to the config file's folder."""
+        logo = self.report_settings.logo
+        if not logo:
+            return None
+        path = Path(logo)
+        return path if path.is_absolute() or self.path is None else self.path.parent / path
 
     @property
     def file(self) -> str:
@@ -811,7 +845,8 @@ def config_from_dict(raw: dict[str, Any], *, path: Path | None = None,
                      connectors={k: dict(v) for k, v in checked.connectors.items()}, schedule=dict(checked.schedule),
                      logging=checked.logging.model_dump(exclude_none=True),
                      billing=checked.billing.model_dump(exclude_none=True), admin=dict(checked.admin),
-                     notify=dict(checked.notify), health=checked.health.model_dump(), environ=environ,
+                     notify=dict(checked.notify), health=checked.health.model_dump(), reports=checked.reports.model_dump(exclude_none=True),
+                     environ=environ,
                      database_password=password)
 
 

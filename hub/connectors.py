@@ -30,6 +30,10 @@ class Page:
     complete: bool = False   # the records are the whole current set (e.g. every active alert)
     rejected: tuple[tuple[str, str], ...] = ()   # (vendor id, why) of records set aside
     sweep_count: int | None = None               # records read by the full sweep this page ends
+    # With ``complete``: the part of the table the page is the whole current set of, as column ->
+    # value (None: the column is NULL), e.g. the waiting patches of a table that also holds
+    # installations. None: every record of the source in the table.
+    scope: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

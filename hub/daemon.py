@@ -5,6 +5,8 @@ full, dry_run) and a trigger: ``every = "15m"`` or a crontab line ``cron = "0 6 
 the hub's time zone, where ``L`` in the day field is the month's last day. ``preview_cron`` adds
 a dry run of the same scope (the invoices the day before they are sent). With ``[notify]`` set,
 an hourly job re-sends the reminders of what stays held (``hub.notify.send_reminders``).
+A job with ``report = "scorecard"`` (or ``"kpis"``, ``"maturity"``) runs no sync: at each firing it
+delivers that report for the last ended quarter or month (``hub.reports.delivery.deliver``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from hub.service import SCOPE_KEYS, ScopeError, Service, normalize_scope
 
 log = structlog.get_logger()
 
-JOB_KEYS = ("name", "every", "cron", "preview_cron", "misfire_grace_time") + SCOPE_KEYS
+JOB_KEYS = ("name", "every", "cron", "preview_cron", "misfire_grace_time", "report") + SCOPE_KEYS
 SCHEDULE_KEYS = ("jobs", "misfire_grace_time", "keep_runs")   # keep_runs: hub.service.keep_runs
 DEFAULT_MISFIRE_GRACE = 300
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
@@ -52,6 +54,7 @@ class Job:
     cron: str | None = None
     preview_cron: str | None = None
     misfire_grace_time: int = DEFAULT_MISFIRE_GRACE
+    report: str | None = None         # a report delivery job (hub.reports.delivery), not a sync
 
 
 def parse_every(text: str) -> int:
@@ -158,6 +161,9 @@ def parse_schedule(config: HubConfig, streams: dict[str, list[str]] | None = Non
         if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
             raise ConfigError(f"{label}misfire_grace_time must be a number of seconds, got {grace!r}", file=file,
                               key=f"{where}.misfire_grace_time", fix=f"write misfire_grace_time = {default_grace}")
+        if "report" in raw:
+            jobs.append(_report_job(config, raw, name, where, every, grace))
+            continue
         scope_raw = {k: raw[k] for k in SCOPE_KEYS if k in raw}
         try:
             scope = normalize_scope(scope_raw, streams)
@@ -166,6 +172,25 @@ def parse_schedule(config: HubConfig, streams: dict[str, list[str]] | None = Non
                               fix=exc.fix) from None
         jobs.append(Job(name, scope, every, cron, preview, grace))
     return jobs
+
+
+def _report_job(config: HubConfig, raw: dict[str, Any], name: str, where: str, every: int | None,
+                grace: int) -> Job:
+    """A ``[[schedule.jobs]]`` with ``report``: checked with ``[reports.delivery]`` now, at start."""
+    from hub.reports.delivery import delivery_settings
+    file, label, report = config.file, f'job "{name}": ', raw["report"]
+    extra = sorted(k for k in raw if k in SCOPE_KEYS or k == "preview_cron")
+    if extra:
+        raise ConfigError(f"{label}a report job runs no sync: '{extra[0]}' does not apply", file=file,
+                          key=f"{where}.{extra[0]}", fix="remove it, or make a separate sync job")
+    settings = delivery_settings(config)
+    if report not in settings.reports:
+        raise ConfigError(f"{label}report = {report!r} is not among [reports.delivery] reports "
+                          f"({', '.join(settings.reports)})", file=file, key=f"{where}.report",
+                          fix=f'use one of them, or add "{report}" to reports in [reports.delivery]'
+                          if isinstance(report, str) and report in ("scorecard", "kpis", "maturity")
+                          else "use \"scorecard\", \"kpis\" or \"maturity\"")
+    return Job(name, {}, every, raw.get("cron"), None, grace, report)
 
 
 def triggers(job: Job, tz: str) -> list[tuple[str, BaseTrigger, dict[str, Any]]]:
@@ -207,7 +232,7 @@ def missed_firings(service: Service, jobs: list[Job], now: datetime | None = Non
     A new database (no run at all) catches nothing up: the first firing comes at its time.
     """
     now = now or datetime.now(timezone.utc)
-    jobs = [j for j in jobs if j.cron and not j.scope.get("dry_run")]
+    jobs = [j for j in jobs if j.cron and not j.scope.get("dry_run") and not j.report]
     if not jobs:
         return {}
     hub = service.open_hub()
@@ -258,6 +283,11 @@ def add_jobs(scheduler: BackgroundScheduler, service: Service, jobs: list[Job], 
                 log.warning("daemon.catch_up", job=prefix + job_id, missed_firing=missed[job_id].isoformat(),
                             reason="its last firing did not run to its end (the daemon was down or stopped "
                                    "mid-run): it runs now")
+            if job.report:
+                scheduler.add_job(run_report_job, trigger, args=(service, job.name, job.report), id=prefix + job_id,
+                                  name=prefix + job_id, max_instances=1, coalesce=True,
+                                  misfire_grace_time=job.misfire_grace_time)
+                continue
             scheduler.add_job(service.run_job, trigger, args=(job_id, scope, job.misfire_grace_time),
                               id=prefix + job_id, name=prefix + job_id, max_instances=1, coalesce=True,
                               misfire_grace_time=job.misfire_grace_time, **first)
@@ -308,6 +338,30 @@ def _run_reminders(service: Service, settings: NotifySettings) -> list[dict[str,
     finally:
         if hub is not None:
             hub.close()
+
+
+def run_report_job(service: Service, name: str, report: str):
+    """One firing of a report job: deliver ``report`` for the last ended period on a fresh hub, under
+    the service's tenant (``hub.reports.delivery.deliver``); what was not delivered is logged, and
+    no error reaches the scheduler. Returns the DeliveryResult (None when it could not run)."""
+    from hub.logs import tenant_scope
+    from hub.reports.delivery import deliver
+    with tenant_scope(service.config.tenant):
+        hub = None
+        try:
+            hub = service.open_hub()
+            result = deliver(hub, report)
+        except Exception as exc:  # the scheduler must keep running the other jobs
+            log.error("daemon.report_failed", job=name, report=report,
+                      error=str(exc) if isinstance(exc, HubError) else type(exc).__name__)
+            return None
+        finally:
+            if hub is not None:
+                hub.close()
+        level = log.info if result.ok else log.warning
+        level("daemon.report_delivered", job=name, report=report, period=result.period, written=len(result.written),
+              emailed=len(result.sent), problems=result.lines()[1:])
+        return result
 
 
 def run_daemon(config_path: str | Path | None = None, *, environ: dict[str, str] | None = None,

@@ -40,6 +40,7 @@ mappings = "{mappings}"
 base_url = "{ninja_url}"
 client_id = "{ninja_client_id}"
 client_secret_env = "{ninja_var}"
+report_streams = true
 
 [connectors.stripe]
 base_url = "{stripe_url}"
@@ -51,10 +52,15 @@ company_id = "{cw_company}"
 public_key = "{cw_public}"
 private_key_env = "{cw_var}"
 client_id = "{cw_client_id}"
+report_streams = true
 
 [logging]
 format = "console"
 level = "warning"
+
+[reports]
+msp_name = "Demo MSP"
+language = "fr"
 """
 
 # `demo --keep` only: the daemon's admin API on a free port of 127.0.0.1, and jobs to watch it run.
@@ -145,7 +151,67 @@ def seed_connectwise(period: Period):
     cw.add_time_entry(co["elm"], 0.5, start=day(11, 14), work_type="Virus Removal", charge_id=77)
     cw.add_time_entry(co["elm"], 1.0, start=day(12), billable="NoCharge")
     cw.add_product(co["elm"], "SSD-1TB", quantity=2, price=109.99)
+    # What the scorecards read: the companies' tickets of the last months (configurations: see
+    # mirror_configurations).
+    cw.add_report_data(service_tickets=120, seed=7, by_hub=False)
     return cw
+
+
+CONFIGURATION_TYPES = {"WINDOWS_SERVER": "Managed Server", "LINUX_SERVER": "Managed Server",
+                       "NMS_SWITCH": "Network Device", "NMS_ROUTER": "Network Device", "NMS_FIREWALL": "Firewall"}
+
+
+def mirror_configurations(ninja, cw) -> None:
+    """The PSA's configurations, as an MSP's RMM-to-PSA sync makes them: one per approved RMM device
+    of a company, with its serial number and warranty (one in eight with no warranty known)."""
+    companies = {cw.record("companies", i)["name"]: i for i in cw.ids("companies")}
+    for n, device_id in enumerate(ninja.device_ids):
+        device = ninja.device(device_id, detailed=True)
+        company = companies.get(device["references"]["organization"]["name"])
+        if company is None or device["approvalStatus"] != "APPROVED":
+            continue
+        end = device["references"].get("warranty", {}).get("endDate")
+        warranty = None if end is None or n % 8 == 0 else \
+            datetime.fromtimestamp(end, timezone.utc).date().isoformat()
+        cw.add_configuration(company, device.get("systemName") or device["displayName"],
+                             (device.get("system") or {}).get("serialNumber"),
+                             type_name=CONFIGURATION_TYPES.get(device["nodeClass"], "Managed Workstation"),
+                             device_identifier=str(device_id), warranty_end=warranty)
+
+
+def demo_reports(hub: Hub, out: Path) -> list[str]:
+    """The demo's reports, written in ``out``: every client's scorecard of this quarter (HTML, and
+    the first client's PDF), the KPIs of the months up to the last ended one, and the maturity
+    self-assessment of the example answers. Returns what to print."""
+    from hub.init import example_file
+    from hub.reports import kpis, maturity, scorecard
+    out.mkdir(parents=True, exist_ok=True)
+    now = hub.clock()
+    name = scorecard.quarter_of(now, hub.config.timezone)
+    lines = []
+    for at, (cid, client) in enumerate(scorecard.clients_with_scorecards(hub)):
+        card = scorecard.scorecard_for(hub, cid, name)
+        (out / f"scorecard-{cid}-{name}.html").write_bytes(scorecard.render_for(hub, card, "html"))
+        if at == 0:
+            (out / f"scorecard-{cid}-{name}.pdf").write_bytes(scorecard.render_for(hub, card, "pdf"))
+        measured = [r for r in card.data["rows"] if r["value"] is not None]
+        overall = "not measured" if card.overall is None else f"{card.overall:.0f} %"
+        lines.append(f"scorecard {client} {name}: {overall} ({len(measured)} of {len(card.data['rows'])} rows measured)")
+    last = last_ended_period(now, hub.config.timezone)
+    first = last
+    for _ in range(2):
+        first = first.previous()
+    (out / f"kpis-{first.name}-{last.name}.html").write_bytes(kpis.render(kpis.build(hub, first.name, last.name), "html"))
+    lines.append(f"KPIs {first.name} to {last.name}: kpis-{first.name}-{last.name}.html")
+    assessment = maturity.assess(hub, maturity.load_answers(example_file("maturity-answers.toml")))
+    lang = hub.config.report_language
+    for fmt in ("html", "pdf"):
+        (out / f"maturity.{fmt}").write_bytes(maturity.render_report(assessment, fmt, lang, config=hub.config))
+    lines.append(f"maturity: {maturity.number(assessment.score.overall, 'en')} -> "
+                 f"{maturity.STAGE_NAMES['fr'][assessment.score.stage]} "
+                 f"(maturity.html, maturity.pdf; answers: examples/maturity-answers.toml)")
+    lines.append(f"written in {out}")
+    return lines
 
 
 def write_secrets(path: Path, values: dict[str, str]) -> None:
@@ -192,6 +258,7 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
     ninja = seed_ninjaone(devices)
     stripe_sim = StripeSimulator(api_key="sk_test_msp_hub_demo")
     cw = seed_connectwise(last_ended_period(datetime.now(timezone.utc), "Europe/Paris"))
+    mirror_configurations(ninja, cw)
     with contextlib.ExitStack() as stack:
         ninja_url = stack.enter_context(serve(ninja.handler))
         stripe_url = stack.enter_context(serve(stripe_sim.handler))
@@ -246,7 +313,8 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
         finally:
             hub.close()
 
-        tickets = [cw.record("tickets", i) for i in cw.ids("tickets")]
+        tickets = [t for t in (cw.record("tickets", i) for i in cw.ids("tickets"))
+                   if str(t.get("externalXRef") or "").startswith("msp-hub:")]
         click.echo(f"\nConnectWise simulator: {len(tickets)} ticket(s) created by the hub"
                    + "".join(f"\n  #{t['id']} {t['summary']} ({t.get('externalXRef')})" for t in tickets))
         invoices = stripe_sim.list_objects("invoice")
@@ -258,6 +326,14 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
             click.echo(f"  {inv['id']}  {inv['status']:<6} {inv['metadata'].get('msp_hub_action_key', '')}"
                        f"  {format_minor(inv['total'], inv['currency'])}  {len(inv['lines']['data'])} line(s)")
         assert len(invoices) + len(tickets) <= len(report.pushed), "the second sync must not create anything"
+
+        click.echo("\n== reports (from the store; no vendor is called) ==")
+        hub = Hub(config)
+        try:
+            for line in demo_reports(hub, folder / "reports"):
+                click.echo(line)
+        finally:
+            hub.close()
 
         if keep:
             click.echo(f"\n== the demo keeps running: simulators up until Ctrl-C; the folder {folder} stays ==")

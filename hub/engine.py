@@ -182,7 +182,7 @@ def pull_stream(hub: Hub, report: RunReport, name: str, stream, *, full: bool, s
         for page in stream.iter_pages(None if full else saved, report.started_at):
             n = hub.store.write_page(stream.table, page.records, name, stream.name,
                                      saved if full else page.cursor, complete=page.complete,
-                                     rejected=page.rejected)
+                                     rejected=page.rejected, scope=page.scope)
             for rid, why in page.rejected:
                 report.errors.append(f"pull {key}: record {rid} set aside: {why}")
                 slog.error("sync.record_rejected", record=rid, error=why)

@@ -20,7 +20,7 @@ CONFIG_NAME = "msp-hub.toml"
 # Commented whole: each would bill a real organization or open tickets for it.
 COMMENTED = ("contracts.toml", "agreement_types.toml", "links.toml", "alert_rules.toml")
 # Kept as working examples: a catalog bills nobody by itself.
-EXAMPLES = ("tiers.toml", "device_classes.toml", "defaults.toml", "time.toml")
+EXAMPLES = ("tiers.toml", "device_classes.toml", "defaults.toml", "time.toml", "scorecard.toml")
 
 HEADER = {
     "contracts.toml": "# Written by `msp-hub init`: no contract yet, so no client is billed from this file.\n"
@@ -51,11 +51,16 @@ def demo_mappings() -> Path:
 
 def example_config() -> Path:
     """The annotated example config: the repository's ``examples/`` in a checkout, else the wheel's copy."""
+    return example_file(CONFIG_NAME)
+
+
+def example_file(name: str) -> Path:
+    """A file of the repository's ``examples/`` in a checkout, else of the wheel's copy."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "examples" / CONFIG_NAME, here / "_examples" / CONFIG_NAME):
+    for candidate in (here.parent / "examples" / name, here / "_examples" / name):
         if candidate.is_file():
             return candidate
-    raise InitError(f"the example config {CONFIG_NAME} is missing from this installation "
+    raise InitError(f"the example {name} is missing from this installation "
                     "(fix: reinstall msp-hub: pip install --force-reinstall msp-hub)")
 
 

@@ -672,6 +672,13 @@ def send_email(channel: EmailChannel, message: Message) -> None:
     mail["Date"] = formatdate(localtime=False, usegmt=True)
     mail["Message-ID"] = make_msgid(domain=channel.sender.rsplit("@", 1)[-1])
     mail.set_content(message.text())
+    send_mail(channel, mail)
+
+
+def send_mail(channel: EmailChannel, mail: EmailMessage) -> None:
+    """Send a ready ``mail`` (its own From, To and Subject) through the SMTP server of ``channel``,
+    as ``send_email`` does: TLS and login as configured, the certificate verified; any failure
+    is a DeliveryError naming no secret (the reports' delivery sends its PDFs through it)."""
     try:
         context = ssl.create_default_context(cafile=channel.ca_file)
         if channel.implicit_tls:

@@ -63,6 +63,9 @@ class Device:
     ip_addresses: str | None = None
     serial_number: str | None = None
     console_url: str | None = None
+    # The manufacturer's warranty, where the RMM knows it: ISO dates (None: unknown).
+    warranty_start: str | None = None
+    warranty_end: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,4 +271,128 @@ class Ticket:
     closed: bool
     touched: bool
     closed_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+# ---- What the quarterly reports read (never billed): protection, patches, backups, health, the
+# PSA's configurations and every service ticket of a client. Each is keyed by (source, source_id)
+# like the records above and carries the owning client's id in its source.
+
+@dataclass(frozen=True)
+class AntivirusStatus:
+    """One antivirus product on one device as the RMM last reported it (NinjaOne
+    ``/v2/queries/antivirus-status``). ``source_id`` is ``<device id>:<product name>``.
+    ``product_state`` and ``definition_status`` are the vendor's words (e.g. ``ON``, ``UP_TO_DATE``)."""
+
+    source: str
+    source_id: str
+    client_source_id: str
+    device_source_id: str
+    product_name: str
+    product_state: str
+    definition_status: str
+    reported_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+# Patch kinds and statuses, in hub vocabulary. A patch the RMM lists as waiting (os-patches,
+# software-patches) is PATCH_PENDING/APPROVED/REJECTED/MANUAL; an installation (os-patch-installs,
+# software-patch-installs) is PATCH_INSTALLED or PATCH_FAILED with its time.
+OS_PATCH, SOFTWARE_PATCH = "os", "software"
+PATCH_PENDING, PATCH_APPROVED, PATCH_REJECTED, PATCH_MANUAL, PATCH_INSTALLED, PATCH_FAILED = (
+    "pending", "approved", "rejected", "manual", "installed", "failed")
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patch of one device: waiting (with its approval status) or an installation attempt.
+    ``source_id`` is unique per kind, device, patch and (for installations) time."""
+
+    source: str
+    source_id: str
+    client_source_id: str
+    device_source_id: str
+    kind: str
+    patch_id: str
+    name: str
+    severity: str
+    status: str
+    installed_at: datetime | None = None
+    reported_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BackupJob:
+    """One backup job run of one device (NinjaOne ``/v2/backup/jobs``): ``status`` in hub words,
+    ``completed``, ``failed``, ``running``, ``cancelled`` or the vendor's word lower-cased."""
+
+    source: str
+    source_id: str
+    client_source_id: str
+    device_source_id: str
+    plan_type: str
+    status: str
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    """A device's health summary as the RMM last reported it (NinjaOne ``/v2/queries/device-health``);
+    ``source_id`` is the device id. ``health``: ``healthy``, ``needs_attention``, ``unhealthy`` or
+    ``unknown``; counts are what the summary reports (0 when it says nothing)."""
+
+    source: str
+    source_id: str
+    client_source_id: str
+    device_source_id: str
+    health: str
+    offline: bool = False
+    active_threats: int = 0
+    failed_os_patches: int = 0
+    pending_os_patches: int = 0
+    pending_reboot: bool = False
+    reported_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A configuration (managed asset) of a PSA company (ConnectWise ``/company/configurations``):
+    ``type_name`` is the configuration type (e.g. ``Server``, ``Firewall``), ``warranty_end`` an ISO
+    date or None, ``device_identifier`` the RMM's id where the PSA holds it."""
+
+    source: str
+    source_id: str
+    client_source_id: str
+    name: str
+    type_name: str
+    status: str
+    active: bool = True
+    serial_number: str | None = None
+    device_identifier: str | None = None
+    warranty_end: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ServiceTicket:
+    """Any service ticket of a PSA company, whoever opened it (the reports' ticket summary; the
+    hub's own alert tickets are also in ``tickets``). ``priority`` is the PSA's priority name;
+    ``closed_at`` the time it was closed (None while open); ``external_ref`` the ticket's external
+    reference (the hub's ``msp-hub:`` tickets carry one)."""
+
+    source: str
+    source_id: str
+    client_source_id: str
+    summary: str
+    board: str
+    status: str
+    priority: str
+    closed: bool
+    opened_at: datetime | None = None
+    closed_at: datetime | None = None
+    external_ref: str | None = None
     updated_at: datetime | None = None

@@ -21,8 +21,8 @@ from sqlite_utils.migrations import Migrations
 
 from hub.db import PostgresDatabase, SqliteDatabase, is_postgres_url, redact_url, sync_schema
 
-from hub.records import (Action, Agreement, AgreementAddition, Alert, AlertEvent, Client, Device, ProductLine, Ticket,
-                         TimeEntry)
+from hub.records import (Action, Agreement, AgreementAddition, Alert, AlertEvent, AntivirusStatus, BackupJob, Client,
+                         Configuration, Device, DeviceHealth, Patch, ProductLine, ServiceTicket, Ticket, TimeEntry)
 
 migrations = Migrations("hub")
 
@@ -232,6 +232,47 @@ def m016_rate_limits(db: Database) -> None:
     db["rate_limits"].create({"limiter": str, "tat": float, "holder": str}, pk="limiter")
 
 
+@migrations()
+def m017_report_streams(db: Database) -> None:
+    # What the quarterly reports read: device warranties, antivirus, patches, backup jobs, device
+    # health, the PSA's configurations and every service ticket (records keyed like the others).
+    for column in ("warranty_start", "warranty_end"):
+        db["devices"].add_column(column, str)
+    for table, cls in (("antivirus", AntivirusStatus), ("patches", Patch), ("backups", BackupJob),
+                       ("device_health", DeviceHealth), ("configurations", Configuration),
+                       ("service_tickets", ServiceTicket)):
+        columns = {f.name: (int if f.type in ("bool", "int") else str) for f in fields(cls)}
+        # ``active``: 0 once a pass that reads the whole current set (write_page(complete=True))
+        # no longer holds the row, as for alerts.
+        db[table].create({**columns, "active": int}, pk=("source", "source_id"), defaults={"active": 1})
+        db[table].create_index(["source", "client_source_id"])
+
+
+@migrations()
+def m018_scorecards(db: Database) -> None:
+    # A client's scorecard as presented (frozen): the computed figures as JSON, re-rendered
+    # identically later and read as the next quarter's "previous" column.
+    db["scorecards"].create({"client_id": str, "quarter": str, "frozen_at": str, "frozen_by": str, "data": str},
+                            pk=("client_id", "quarter"), not_null={"frozen_at", "data"})
+
+
+@migrations()
+def m019_maturity(db: Database) -> None:
+    # The MSP's answers to the maturity self-assessment, each time it answered (when, who, the
+    # twenty answers as JSON, the overall score and stage as computed then): the path over time.
+    db["maturity_answers"].create({"id": int, "answered_at": str, "answered_by": str, "answers": str,
+                                   "overall": str, "stage": str}, pk="id",
+                                  not_null={"answered_at", "answers", "overall", "stage"})
+    db["maturity_answers"].create_index(["answered_at"])
+    # One row per report document delivered (report, client, period; client "" for the MSP's own
+    # reports): the file written and its digest, and the e-mail: recorded as sending before the
+    # SMTP server is spoken to, so that a rerun never e-mails it twice.
+    db["report_deliveries"].create({"report": str, "client_id": str, "period": str, "file": str, "sha256": str,
+                                    "language": str, "produced_at": str, "recipient": str, "status": str,
+                                    "attempts": int, "last_error": str, "sent_at": str, "updated_at": str},
+                                   pk=("report", "client_id", "period"), not_null={"status"}, defaults={"attempts": 0})
+
+
 # Migrations whose data change (beyond tables, columns and indexes) must also run on PostgreSQL:
 # name -> a function of the db in portable SQL (see hub.db.sync_schema).
 DATA_STEPS = {"m010_month_after_month": _m010_note_known_devices}
@@ -241,7 +282,8 @@ PASS_COMPLETE, PASS_FAILED, PASS_STOPPED = "complete", "failed", "stopped"
 
 RECORD_TABLES = {"clients": Client, "devices": Device, "agreements": Agreement, "additions": AgreementAddition,
                  "time_entries": TimeEntry, "products": ProductLine, "alerts": Alert, "alert_events": AlertEvent,
-                 "tickets": Ticket}
+                 "tickets": Ticket, "antivirus": AntivirusStatus, "patches": Patch, "backups": BackupJob,
+                 "device_health": DeviceHealth, "configurations": Configuration, "service_tickets": ServiceTicket}
 _FIELDS = {table: [f.name for f in fields(cls)] for table, cls in RECORD_TABLES.items()}
 
 
@@ -360,11 +402,13 @@ class Store:
     # --- pulled records and cursors ------------------------------------------------------------
 
     def write_page(self, table: str, records: Iterable, connector: str, stream: str,
-                   cursor: dict | None, *, complete: bool = False, rejected: Iterable[tuple[str, str]] = ()) -> int:
+                   cursor: dict | None, *, complete: bool = False, rejected: Iterable[tuple[str, str]] = (),
+                   scope: dict | None = None) -> int:
         """Upsert one page of records and save the stream's cursor in the same transaction.
 
         ``complete``: the page is the whole current set (``alerts``); the source's other records
-        of the table are marked inactive, and these active, in the same transaction.
+        of the table are marked inactive, and these active, in the same transaction; with ``scope``
+        (column -> value, None for NULL) only the source's records of that part of the table.
         ``rejected``: ``(vendor id, why)`` of records the connector could not map, kept in
         ``rejected_records`` so that they stay visible after the cursor moved past them.
         """
@@ -372,7 +416,14 @@ class Store:
         rows = [_row(r, _FIELDS[table], _DATETIME_AT[table]) for r in records]
         with self.db.atomic():
             if complete:
-                self.db.execute(f'UPDATE "{table}" SET active = 0 WHERE source = ?', [connector])
+                names = _FIELDS[table]
+                where, args = "source = ?", [connector]
+                for column, value in sorted((scope or {}).items()):
+                    if column not in names:
+                        raise ValueError(f"scope column {column!r} is not a column of {table}")
+                    where += f' AND "{column}" IS NULL' if value is None else f' AND "{column}" = ?'
+                    args += [] if value is None else [value]
+                self.db.execute(f'UPDATE "{table}" SET active = 0 WHERE {where}', args)
             # Prepared statements: sqlite-utils' upsert_all builds and checks SQL per batch, which
             # cost more than the HTTP pull itself at 100k records.
             if rows:
@@ -1161,6 +1212,124 @@ class Store:
             else:
                 out.append(a)
         return where.replace("{clients}", ", ".join("?" for _ in clients)), out
+
+    # --- revenue KPIs (hub.reports.kpis): what the hub sent, read back ------------------------
+
+    def sent_invoices(self, first: str, last: str) -> list[dict]:
+        """The sent invoice actions (invoices, re-issues and block renewals) of periods ``first``
+        to ``last`` (YYYY-MM, inclusive), by key: ``key``, ``client_id``, ``period``, ``sent_at``
+        and ``payload`` (decoded)."""
+        rows = self.db.query("select key, client_id, period, sent_at, payload from actions where kind = ? "
+                             "and status = ? and period >= ? and period <= ? order by key",
+                             ["invoice", SENT, first, last])
+        return [dict(r, payload=json.loads(r["payload"] or "{}")) for r in rows]
+
+    def sent_corrections(self) -> list[dict]:
+        """The sent corrections (voids and credit notes) of every invoice, oldest first, as
+        ``corrections`` gives them."""
+        return [c for c in self.corrections() if c["status"] == SENT]
+
+    def sent_snapshots(self, first: str, last: str) -> list[dict]:
+        """The snapshots of periods ``first`` to ``last`` whose invoice action was sent, by client
+        and period: ``client_id``, ``period``, ``action_key`` and ``lines`` (decoded)."""
+        rows = self.db.query("select s.client_id, s.period, s.action_key, s.lines from snapshots s join actions a "
+                             "on a.key = s.action_key where a.status = ? and s.period >= ? and s.period <= ? "
+                             "order by s.client_id, s.period", [SENT, first, last])
+        return [dict(r, lines=json.loads(r["lines"] or "[]")) for r in rows]
+
+    def sent_blocks(self) -> list[dict]:
+        """The prepaid blocks the hub sold by a sent renewal invoice: ``client_id``, ``agreement``,
+        ``number``, ``hours``, ``rate``, ``started_at``, ``action_key`` and the action's ``period``."""
+        return list(self.db.query("select b.client_id, b.agreement, b.number, b.hours, b.rate, b.started_at, "
+                                  "b.action_key, a.period from blocks b join actions a on a.key = b.action_key "
+                                  "where a.status = ? order by b.client_id, b.agreement, b.number", [SENT]))
+
+    # --- client scorecards (frozen when presented) ------------------------------------------------
+
+    def freeze_scorecard(self, client_id: str, quarter: str, data: dict, *, at: str, who: str,
+                         replace: bool = False) -> bool:
+        """Store a client's scorecard of a quarter as presented (``data``, JSON). False, and
+        nothing changed, when that quarter is already frozen and ``replace`` is not given."""
+        row = {"client_id": client_id, "quarter": quarter, "frozen_at": at, "frozen_by": who,
+               "data": json.dumps(data, sort_keys=True, ensure_ascii=False)}
+        with self.db.atomic():
+            exists = list(self.db.query("select 1 as x from scorecards where client_id = ? and quarter = ?",
+                                        [client_id, quarter]))
+            if exists and not replace:
+                return False
+            self._insert("scorecards", row, conflict=("client_id", "quarter"))
+        return True
+
+    def frozen_scorecard(self, client_id: str, quarter: str) -> dict | None:
+        """The frozen scorecard (client_id, quarter, frozen_at, frozen_by, data as a dict) or None."""
+        rows = list(self.db.query("select * from scorecards where client_id = ? and quarter = ?", [client_id, quarter]))
+        return dict(rows[0], data=json.loads(rows[0]["data"])) if rows else None
+
+    def frozen_scorecards(self, client_id: str | None = None) -> list[dict]:
+        """Which scorecards are frozen (client_id, quarter, frozen_at, frozen_by; not their data),
+        by client and quarter."""
+        sql, args = "select client_id, quarter, frozen_at, frozen_by from scorecards", []
+        if client_id is not None:
+            sql, args = sql + " where client_id = ?", [client_id]
+        return list(self.db.query(sql + " order by client_id, quarter", args))
+
+
+    # --- maturity self-assessment and report delivery (hub.reports.maturity, hub.reports.delivery) ---
+
+    def save_maturity_answers(self, answers: dict, *, at: str, by: str, overall: str, stage: str) -> dict:
+        """Keep one self-assessment (the answers per area, when and who, its overall score and stage)."""
+        row = {"answered_at": at, "answered_by": by, "answers": json.dumps(answers, sort_keys=True),
+               "overall": overall, "stage": stage}
+        with self.db.atomic():
+            rid = self.db.execute(_insert_sql("maturity_answers", row) + " RETURNING id", list(row.values())).fetchone()[0]
+        return dict(row, id=rid, answers=answers)
+
+    def maturity_history(self) -> list[dict]:
+        """Every self-assessment kept, oldest first (``answers`` decoded)."""
+        return [dict(r, answers=json.loads(r["answers"])) for r in self.db.query(
+            "select * from maturity_answers order by answered_at, id")]
+
+    def frozen_scorecards(self) -> list[dict]:
+        """(client_id, quarter, frozen_at) of every frozen scorecard, by quarter and client."""
+        return list(self.db.query("select client_id, quarter, frozen_at from scorecards order by quarter, client_id"))
+
+    def get_delivery(self, report: str, client_id: str, period: str) -> dict | None:
+        rows = list(self.db.query("select * from report_deliveries where report = ? and client_id = ? and period = ?",
+                                  [report, client_id, period]))
+        return rows[0] if rows else None
+
+    def deliveries(self, report: str | None = None) -> list[dict]:
+        sql, args = "select * from report_deliveries", []
+        if report:
+            sql, args = sql + " where report = ?", [report]
+        return list(self.db.query(sql + " order by report, period, client_id", args))
+
+    def record_delivery(self, report: str, client_id: str, period: str, *, file: str, sha256: str, language: str,
+                        status: str) -> None:
+        """Record a document written (``status`` "produced", or "kept" when it is not to be e-mailed);
+        an existing row is left as it is (its file was written first)."""
+        row = {"report": report, "client_id": client_id, "period": period, "file": file, "sha256": sha256,
+               "language": language, "produced_at": now_iso(), "status": status, "updated_at": now_iso()}
+        with self.db.atomic():
+            self._insert("report_deliveries", row, conflict=("report", "client_id", "period"), update=False)
+
+    def claim_delivery(self, report: str, client_id: str, period: str, recipient: str) -> bool:
+        """Mark a document as being e-mailed to ``recipient`` (committed before the SMTP server is
+        spoken to), only when it is produced or its last e-mail failed: one atomic UPDATE, so that of
+        several processes exactly one sends it. False: it was sent, is being sent, or is not to be."""
+        with self.db.atomic():
+            row = self.db.execute(
+                "UPDATE report_deliveries SET status = 'sending', recipient = ?, attempts = attempts + 1, "
+                "updated_at = ? WHERE report = ? AND client_id = ? AND period = ? AND status IN ('produced', 'failed') "
+                "RETURNING attempts", [recipient, now_iso(), report, client_id, period]).fetchone()
+        return row is not None
+
+    def finish_delivery(self, report: str, client_id: str, period: str, *, error: str | None = None) -> None:
+        """The e-mail's outcome: sent, or failed with ``error`` (e-mailed again by the next run)."""
+        values = ({"status": "failed", "last_error": error[:2000], "updated_at": now_iso()} if error is not None
+                  else {"status": "sent", "last_error": None, "sent_at": now_iso(), "updated_at": now_iso()})
+        with self.db.atomic():
+            self._update("report_deliveries", {"report": report, "client_id": client_id, "period": period}, values)
 
 
 def open_store(config) -> Store:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hub.cli import main
-from hub.config import (BillingSettings, ConfigFile, HubConfig, load_config, parse_duration)
+from hub.config import (BillingSettings, ConfigFile, HubConfig, ReportSettings, load_config, parse_duration)
 from hub.errors import ConfigError
 from hub.testing import serve
 from plugins.ninjaone.simulator import NinjaOneSimulator
@@ -185,6 +185,7 @@ def test_example_config_documents_every_key():
     for section in ("guardrails", "completeness", "review"):
         keys |= set(BillingSettings.model_fields[section].annotation.model_fields)
     keys |= set(BillingSettings.model_fields) | {"max_age", "format", "level"}
+    keys |= set(ReportSettings.model_fields)
     missing = sorted(k for k in keys if not re.search(rf"^[#\s]*({k}\s*=|\[[\w.]*\b{k}\b)", text, re.M))
     assert missing == []
 

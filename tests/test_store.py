@@ -112,6 +112,23 @@ def test_a_complete_page_marks_the_rest_of_the_source_inactive(store):
     assert {r["source_id"]: r["active"] for r in store.rows("alerts")} == {"a": 0, "b": 1}
 
 
+def test_a_complete_page_with_a_scope_marks_only_that_part_inactive(store):
+    from hub.records import Patch
+
+    def patch(kind, pid, installed=None):
+        return Patch("ninjaone", f"{kind}:5:{pid}" + (f":{installed.isoformat()}" if installed else ""), "1", "5",
+                     kind, pid, f"patch {pid}", "critical", "installed" if installed else "pending", installed)
+    done = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    store.write_page("patches", [patch("os", "k1"), patch("os", "k2"), patch("software", "s1"),
+                                 patch("os", "k0", done)], "ninjaone", "os_patches", None)
+    store.write_page("patches", [patch("os", "k2")], "ninjaone", "os_patches", None, complete=True,
+                     scope={"kind": "os", "installed_at": None})
+    assert {r["source_id"]: r["active"] for r in store.rows("patches")} == {
+        "os:5:k1": 0, "os:5:k2": 1, "software:5:s1": 1, f"os:5:k0:{done.isoformat()}": 1}
+    with pytest.raises(ValueError, match="'nope' is not a column of patches"):
+        store.write_page("patches", [], "ninjaone", "os_patches", None, complete=True, scope={"nope": 1})
+
+
 # --- links, locks ------------------------------------------------------------------------------
 
 

@@ -39,6 +39,14 @@ MAX_EXTERNAL_REF = 100
 # maxQueryString, answered 404.15); this leaves room for pageSize, pageId and fields.
 MAX_CONDITIONS_URL = 1800
 
+# The partial responses (``fields``) of the report streams: a ticket or a configuration carries
+# about a hundred fields, of which the reports read these (``_info`` holds lastUpdated and
+# dateEntered). ``id`` stays first: paging needs it.
+CONFIGURATION_FIELDS = ("id,name,type/name,status/name,company/id,activeFlag,serialNumber,deviceIdentifier,"
+                        "warrantyExpirationDate,_info")
+SERVICE_TICKET_FIELDS = ("id,summary,board/name,status/name,priority/name,company/id,closedFlag,closedDate,"
+                         "externalXRef,_info")
+
 CREDENTIALS_FIX = ("check company_id, public_key and private_key_env/private_key_file in "
                    "[connectors.connectwise], and that site and codebase point at your ConnectWise "
                    "(the cloud answers a wrong company, key or codebase with 404 'Cannot route')")
@@ -278,6 +286,20 @@ class ConnectWiseClient:
     def iter_products(self, since: datetime | None = None, after_id: int | None = None) -> Iterator[list[dict]]:
         """Yield pages of product lines (``GET /procurement/products``) in id order; args as ``iter_companies``."""
         return self.iter_pages("/procurement/products", since_condition(since), after_id)
+
+    def iter_configurations(self, since: datetime | None = None,
+                            after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield pages of every company's configurations (``GET /company/configurations``) in id
+        order, only the fields the reports read (``CONFIGURATION_FIELDS``); args as ``iter_companies``."""
+        return self.iter_pages("/company/configurations", since_condition(since), after_id,
+                               fields=CONFIGURATION_FIELDS)
+
+    def iter_service_tickets(self, since: datetime | None = None,
+                             after_id: int | None = None) -> Iterator[list[dict]]:
+        """Yield pages of every service ticket of every company, whoever opened it (``GET
+        /service/tickets``), in id order, only the fields the reports read (``SERVICE_TICKET_FIELDS``);
+        args as ``iter_companies``."""
+        return self.iter_pages("/service/tickets", since_condition(since), after_id, fields=SERVICE_TICKET_FIELDS)
 
     def iter_tickets_by_ref(self, prefix: str, since: datetime | None = None,
                             after_id: int | None = None) -> Iterator[list[dict]]:

@@ -29,6 +29,14 @@ Streams (all incremental on ``lastUpdated``, forward-only by id, one transaction
 - ``adopted_tickets`` (table ``tickets``): the tickets made outside the hub that it adopted for
   an alert (their ids, from the engine through ``follow_tickets``), read whole on every pass: one
   request per 100, with ``touched`` as above.
+- ``configurations`` (``/company/configurations``) and ``service_tickets`` (``/service/tickets``,
+  every ticket of every company, whoever opened it: the ``tickets`` stream above keeps only the
+  hub's), only when ``report_streams`` turns them on (off by default): read like ``clients``,
+  incremental on ``lastUpdated`` with the ``/count`` on a full pass, asking only for the fields
+  the reports read (``fields=``, see ``CONFIGURATION_FIELDS`` and ``SERVICE_TICKET_FIELDS``): one
+  request per 1,000 records changed (at least one per run), plus the empty last page without
+  Link headers. Only the reports read their tables: a failed pass of one holds no invoice and no
+  ticket. A configuration or ticket deleted in ConnectWise stays in the store as last read.
 
 A ticket is **touched** once a person worked on it; the hub never closes such a ticket. Read from
 the ticket itself, for free: ``actualHours`` above 0 (time logged); open in a status other than the
@@ -88,8 +96,8 @@ from hub.config import HubConfig, Secret
 from hub.http import retry_policy
 from hub.ratelimit import RateLimiter, account_key, limiter_for, read_rate
 from hub.money import exponent
-from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement, AgreementAddition, ProductLine,
-                         Ticket, TimeEntry)
+from hub.records import (BILLABLE, DO_NOT_BILL, NO_CHARGE, NO_DEFAULT, Agreement, AgreementAddition, Configuration,
+                         ProductLine, ServiceTicket, Ticket, TimeEntry)
 
 from plugins.connectwise.client import (API_PATH, DEFAULT_API_VERSION, DEFAULT_CODEBASE, MAX_CONDITIONS_URL,
                                         MAX_EXTERNAL_REF, MAX_PAGE_SIZE, VENDOR, ConnectWiseClient, quote,
@@ -106,7 +114,9 @@ DEFAULT_SWEEP_HOURS = 24
 MAX_SUMMARY = 100  # Ticket.summary, "Max length: 100" in the spec
 SETTINGS_KEYS = ("site", "base_url", "codebase", "company_id", "public_key", "private_key_env", "private_key_file",
                  "client_id", "api_version", "page_size", "currency", "overlap_seconds", "additions_sweep_hours",
-                 "api_member", "rate_limit")
+                 "api_member", "rate_limit", "report_streams")
+# Streams only the reports read (hub.reports): off unless ``report_streams`` turns them on.
+REPORT_STREAMS = ("configurations", "service_tickets")
 ACTION_KINDS = frozenset({"agreement_quantity", "ticket", "ticket_note", "ticket_close", "ticket_reopen"})
 HUB_REF_PREFIX = "msp-hub:"   # the externalXRef of every ticket the hub makes starts with it
 LOOKUP_SECONDS = 900          # boards, statuses, priorities and types are read again after this
@@ -451,6 +461,73 @@ def to_ticket(raw: dict[str, Any], touched: bool) -> Ticket:
         raise MappingError(f"connectwise ticket {ticket_id}: {exc}") from None
 
 
+def _calendar_date(value: Any) -> str | None:
+    """A ConnectWise datetime that stands for a day (a warranty's end) as that ISO date, as
+    written: ``2027-03-31T00:00:00Z`` -> ``2027-03-31`` (not moved to another day by a time zone)."""
+    if value is None or value == "":
+        return None
+    return datetime.fromisoformat(value).date().isoformat()
+
+
+def to_configuration(raw: dict[str, Any]) -> Configuration:
+    """A ConnectWise configuration (``/company/configurations``) as a hub Configuration.
+
+    ``warrantyExpirationDate`` becomes ``warranty_end`` (an ISO date, None when not set: not
+    known, never "expired"). ``active`` is ``activeFlag``; when the answer has none, a status
+    named Inactive says inactive. A configuration without a company cannot be placed with a
+    client, and one without a name breaks the spec (it is required): both are set aside.
+    """
+    config_id = _record_id(raw, "configuration")
+    company = _ref_id(raw.get("company"))
+    fix = "open it in ConnectWise (Company > Configurations) and set it"
+    if company is None:
+        raise MappingError(f"connectwise configuration {config_id} ({raw.get('name') or 'no name'}) has no company "
+                           f"id, so no client can be given it; it is set aside (fix: {fix})")
+    name = _text(raw.get("name"))
+    if name is None:
+        raise MappingError(f"connectwise configuration {config_id} of company {company} has no name (required by "
+                           f"the API); it is set aside (fix: {fix})")
+    status = _ref_name(raw.get("status"))
+    flag = raw.get("activeFlag")
+    active = flag if isinstance(flag, bool) else status.strip().lower() != "inactive"
+    try:
+        return Configuration(SOURCE, config_id, company, name, _ref_name(raw.get("type")), status, active,
+                             _text(raw.get("serialNumber")), _text(raw.get("deviceIdentifier")),
+                             _calendar_date(raw.get("warrantyExpirationDate")), _updated(raw))
+    except (ValueError, TypeError) as exc:
+        raise MappingError(f"connectwise configuration {config_id} ({name}) has a bad date "
+                           f"(warrantyExpirationDate {raw.get('warrantyExpirationDate')!r} or _info.lastUpdated): "
+                           f"{exc}; it is set aside (fix: {fix} again)") from None
+
+
+def to_service_ticket(raw: dict[str, Any]) -> ServiceTicket:
+    """Any ConnectWise service ticket (``/service/tickets``) as a hub ServiceTicket.
+
+    ``opened_at`` is ``_info.dateEntered``, ``closed_at`` the ``closedDate`` of a closed ticket
+    (None while open: a reopened ticket may keep the date it was closed before), ``priority``
+    the priority's name (``Priority 1 - Emergency Response``...), ``external_ref`` its
+    ``externalXRef`` (the hub's own tickets carry ``msp-hub:...``). A ticket without a company is
+    set aside (the API requires one; no client could be given it).
+    """
+    ticket_id = _record_id(raw, "service ticket")
+    company = _ref_id(raw.get("company"))
+    if company is None:
+        raise MappingError(f"connectwise service ticket {ticket_id} ({str(raw.get('summary') or '')[:60]!r}) has "
+                           f"no company id, so no client can be given it; it is set aside (fix: set its company "
+                           f"in ConnectWise, Service Desk > Service Tickets)")
+    closed = bool(raw.get("closedFlag"))
+    info = raw.get("_info") if isinstance(raw.get("_info"), dict) else {}
+    try:
+        return ServiceTicket(SOURCE, ticket_id, company, str(raw.get("summary") or ""), _ref_name(raw.get("board")),
+                             _ref_name(raw.get("status")), _ref_name(raw.get("priority")), closed,
+                             _when(info.get("dateEntered")), _when(raw.get("closedDate")) if closed else None,
+                             _text(raw.get("externalXRef")), _updated(raw))
+    except (ValueError, TypeError) as exc:
+        raise MappingError(f"connectwise service ticket {ticket_id} has a bad date (_info.dateEntered "
+                           f"{info.get('dateEntered')!r}, closedDate {raw.get('closedDate')!r} or _info.lastUpdated): "
+                           f"{exc}; it is set aside (fix: report it to ConnectWise support)") from None
+
+
 # --- settings ----------------------------------------------------------------------------------
 
 _SITE_EXAMPLE = 'site = "https://api-eu.myconnectwise.net" (api-na, api-au... or your own host)'
@@ -512,6 +589,14 @@ class ConnectWiseSettings:
         # currency = "EUR"   overlap_seconds = 300   additions_sweep_hours = 24
         # api_member = "msphub-api"   # the API member's identifier; default: who created each hub ticket
         # rate_limit = 10             # requests a second, 0 (the default) = none
+        # report_streams = true       # or ["service_tickets"]: what the quarterly reports read
+
+    ``report_streams`` turns on the streams only the reports read (``REPORT_STREAMS``):
+    ``configurations`` (every company's configurations and their warranty dates) and
+    ``service_tickets`` (every service ticket, whoever opened it). ``true`` is both, a list names
+    some, ``false`` (the default) none: a hub that makes no report pays no request for them. On,
+    each costs one request per sync once its first pass is done (one per 1,000 records changed,
+    plus the empty page that ends a read without Link headers), and billing never waits for them.
 
     ConnectWise publishes no fixed quota: its "PSA API Requests" guide answers volume beyond
     capacity with 429 and a numeric Retry-After, which the client honours. So ``rate_limit`` is
@@ -532,6 +617,7 @@ class ConnectWiseSettings:
     additions_sweep_hours: int = DEFAULT_SWEEP_HOURS
     api_member: str | None = None
     rate_limit: float = 0.0
+    report_streams: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: HubConfig) -> ConnectWiseSettings:
@@ -594,6 +680,19 @@ class ConnectWiseSettings:
             raise fail("api_member", f"must be a member identifier, got {api_member!r}",
                        "use the Member ID of the API member (System > Members > API Members), or leave it out")
 
+        reports = section.get("report_streams", False)
+        names = ", ".join(f'"{n}"' for n in REPORT_STREAMS)
+        if isinstance(reports, bool):
+            reports = REPORT_STREAMS if reports else ()
+        elif isinstance(reports, list) and all(isinstance(n, str) for n in reports):
+            unknown = [n for n in reports if n not in REPORT_STREAMS]
+            if unknown:
+                raise fail("report_streams", f"names {', '.join(map(repr, unknown))}, not a report stream",
+                           f"use report_streams = true (all of them), false, or a list of {names}")
+            reports = tuple(n for n in REPORT_STREAMS if n in reports)
+        else:
+            raise fail("report_streams", f"must be true, false or a list of stream names, got {reports!r}",
+                       f"use report_streams = true (all of them), false, or a list of {names}")
         rate = read_rate(section, config=config, connector=SOURCE, default=0.0,
                          why="ConnectWise publishes no quota; set one to pace the hub below what your site allows")
         private_key = config.secret(SOURCE, "private_key")
@@ -604,7 +703,7 @@ class ConnectWiseSettings:
                    client_id=client_id, codebase=codebase.strip("/"), api_version=api_version,
                    page_size=page_size, currency=currency.upper(), overlap_seconds=overlap,
                    additions_sweep_hours=sweep, api_member=api_member.strip() if api_member else None,
-                   rate_limit=rate)
+                   rate_limit=rate, report_streams=reports)
 
 
 # --- the connector -----------------------------------------------------------------------------
@@ -614,7 +713,7 @@ def _iso(value: str | None) -> datetime | None:
 
 
 class ConnectWiseConnector:
-    """ConnectWise PSA as the engine sees it: six incremental streams and five kinds of push.
+    """ConnectWise PSA as the engine sees it: its streams (six, and the report streams when on) and five kinds of push.
 
     A stream's cursor is ``{"since": <iso or None>, "after_id": n, "started_at": <iso>}`` while a
     pass is under way (a failed run resumes after the last committed page, with the same query)
@@ -675,7 +774,23 @@ class ConnectWiseConnector:
                 "tickets", self._iter_hub_tickets, self._to_tickets,
                 lambda: self.client.count_tickets_by_ref(HUB_REF_PREFIX))),
             Stream(SOURCE, "adopted_tickets", "tickets", self._adopted_tickets),
-        ]
+        ] + self._report_streams()
+
+    def _report_streams(self) -> list[Stream]:
+        """The streams only the reports read, those ``report_streams`` turns on. Their tables
+        (``configurations``, ``service_tickets``) feed no invoice and no ticket push, so the
+        completeness gate (``hub.completeness``) never holds an action for a failed pass of one."""
+        wanted = self.settings.report_streams
+        out = []
+        if "configurations" in wanted:
+            out.append(Stream(SOURCE, "configurations", "configurations", self._incremental(
+                "configurations", self.client.iter_configurations, _each(to_configuration),
+                self._counter("/company/configurations"))))
+        if "service_tickets" in wanted:
+            out.append(Stream(SOURCE, "service_tickets", "service_tickets", self._incremental(
+                "service_tickets", self.client.iter_service_tickets, _each(to_service_ticket),
+                self._counter("/service/tickets"))))
+        return out
 
     def _clients(self, iter_pages: Callable[..., Iterator[Page]]) -> Callable[..., Iterator[Page]]:
         """The clients stream: each pass starts with an empty cache of contacts' e-mails."""

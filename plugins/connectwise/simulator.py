@@ -91,6 +91,16 @@ BOARD_TYPES = {"Help Desk": (("Incident", True), ("Service Request", False), ("P
 PRIORITIES = ((1, "Priority 1 - Emergency Response", 2, False), (2, "Priority 2 - Quick Response", 4, False),
               (4, "Priority 3 - Normal Response", 6, True), (5, "Priority 4 - Schedule Maintenance", 8, False),
               (7, "Do Not Respond", 10, False))
+# Configuration types as an MSP sets them up (ConfigurationTypeReference ids); any other name gets id 1.
+CONFIGURATION_TYPES = {"Managed Workstation": 1, "Server": 2, "Firewall": 3, "Workstation": 4, "Laptop": 5,
+                       "Switch": 6, "Mobile Device": 7, "Access Point": 8, "Printer": 9, "NAS": 10}
+# The types the generated configurations take, in turn (workstations and laptops are the most).
+GENERATED_TYPES = ("Server", "Firewall", "Workstation", "Laptop", "Workstation", "Switch", "Laptop", "Mobile Device",
+                   "Workstation", "Access Point", "Laptop", "NAS")
+# The generated service tickets' priorities (ids of PRIORITIES) and how long each takes to close, in
+# hours (from, to): an emergency within hours, a scheduled job within weeks.
+GENERATED_PRIORITIES = ((1, 1, 8), (2, 2, 48), (4, 4, 120), (4, 4, 120), (4, 8, 240), (5, 24, 600), (7, 1, 72))
+
 # Ticket fields a PATCH may change (a subset of the spec's Ticket; the rest are refused as read-only or unknown).
 TICKET_PATCHABLE = {"status", "priority", "type", "subType", "summary", "severity", "impact", "owner",
                     "externalXRef", "customerUpdatedFlag", "processNotifications", "skipCallback"}
@@ -636,7 +646,9 @@ class ConnectWiseSimulator:
     Configurations (``/company/configurations``, ``add_configuration``) can be associated with a
     ticket (``POST /service/tickets/{id}/configurations`` with ``{"id": <configuration id>}``, listed
     by ``GET`` on the same path as ConfigurationReference; an association made twice is refused with
-    400); ``ticket_configurations`` says which are.
+    400); ``ticket_configurations`` says which are. ``configurations=N`` generates N of them over
+    the companies, of the types in ``GENERATED_TYPES``, most with a ``warrantyExpirationDate``
+    (expired or not), some without one, some inactive.
     Fields without a value are left out of every record served, as the API does; ``nulls=True``
     sends them as explicit nulls instead. Companies carry ``currency.currencyCode`` (the 2022.1
     ``CurrencyReference``); ``add_company(currency=...)`` sets it.
@@ -650,13 +662,21 @@ class ConnectWiseSimulator:
     Args:
         tickets: how many tickets to generate, about half of them made by the hub (``externalXRef``
             ``msp-hub:...``), some worked on, some closed.
+        configurations: how many configurations to generate (see above).
+        service_tickets: how many tickets of the past to generate, opened over the last nine
+            months (``_info.dateEntered``) at every priority, most of them closed some hours or
+            days later (``closedDate``); about half opened by the hub on Alerts, the rest by people
+            on Help Desk (a few with another integration's ``externalXRef``).
+        Both come from their own random generator: the data of the other arguments is the same
+        with or without them (their records come after, with the next ids).
         api_member: the identifier of the API member the keys belong to.
         cloud: True answers bad credentials like the cloud (404 "Cannot route..."), False like
             an on-premise server (401 with the JSON error).
     """
 
     def __init__(self, seed: int = 0, companies: int = 4, agreements: int = 6, time_entries: int = 60,
-                 products: int = 12, tickets: int = 0, *, company_id: str = "msphub",
+                 products: int = 12, tickets: int = 0, *, configurations: int = 0, service_tickets: int = 0,
+                 company_id: str = "msphub",
                  public_key: str = "sim-public-key", private_key: str = "sim-private-key",
                  client_id: str = "3f5e8b0c-4f8e-4c1a-9d3e-6a1b2c3d4e5f", now: float = DEFAULT_NOW,
                  api_member: str = "apimember", cloud: bool = True, clock_offset: float | None = None,
@@ -720,6 +740,7 @@ class ConnectWiseSimulator:
         self._generate_time_entries(time_entries)
         self._generate_products(products)
         self._generate_tickets(tickets)
+        self.add_report_data(configurations, service_tickets, seed=seed)
         self.time_entries.build_index()
 
     @property
@@ -992,30 +1013,58 @@ class ConnectWiseSimulator:
             raise ValueError(response.text)
 
     def add_ticket(self, summary: str, company_id: int, board: str = "Help Desk", external_ref: str | None = None,
-                   *, member: str = "jsmith") -> int:
+                   *, member: str = "jsmith", priority: str | int | None = None, opened: float | None = None,
+                   closed: float | None = None, closed_by: str | None = None) -> int:
         """Add a service ticket as if ``member`` created it in ConnectWise (pass ``member=sim.api_member``
-        for one the hub made)."""
+        for one the hub made).
+
+        For tickets of the past: ``priority`` (a priority's name or id; default: the default
+        priority), ``opened`` (epoch seconds: ``_info.dateEntered``; default ``now``) and
+        ``closed`` (epoch seconds: closed then, in the board's Closed status, by ``closed_by``,
+        default ``member``; its ``lastUpdated``).
+        """
+        body = {"summary": summary, "company": {"id": company_id}, "board": {"name": board},
+                "externalXRef": external_ref}
+        if priority is not None:
+            body["priority"] = {"id": priority} if isinstance(priority, int) else {"name": priority}
         with self._lock:
-            response = self._create_ticket({"summary": summary, "company": {"id": company_id},
-                                            "board": {"name": board}, "externalXRef": external_ref}, member)
-        if response.status_code != 201:
-            raise ValueError(response.text)
-        return json.loads(response.content)["id"]
+            response = self._create_ticket(body, member)
+            if response.status_code != 201:
+                raise ValueError(response.text)
+            ticket = self.tickets.get(json.loads(response.content)["id"])
+            info = ticket["_info"]
+            if opened is not None:
+                info["dateEntered"] = info["lastUpdated"] = iso(opened)
+            if closed is not None:
+                status = self.board_status(ticket["board"]["id"], "Closed")
+                if status is None:
+                    raise ValueError(f"board {board} has no Closed status")
+                by = closed_by or member
+                ticket.update(status={"id": status["id"], "name": status["name"]}, closedFlag=True,
+                              closedDate=iso(closed), closedBy=by)
+                info["lastUpdated"], info["updatedBy"] = iso(closed), by
+        return ticket["id"]
 
     def add_configuration(self, company_id: int, name: str, serial_number: str | None = None, *,
                           type_name: str = "Managed Workstation", active: bool = True, id: int | None = None,  # noqa: A002
-                          device_identifier: str | None = None) -> int:
+                          device_identifier: str | None = None, warranty_end: str | None = None,
+                          updated: float | None = None) -> int:
         """Add a configuration (a CI) of a company; return its id (the next free one from 3000 unless
-        given). A field given None is left out of the record, as the API leaves out what is not set."""
+        given). A field given None is left out of the record, as the API leaves out what is not set.
+        ``warranty_end``: an ISO date, served as ``warrantyExpirationDate`` at midnight UTC;
+        ``updated``: when it was entered and last updated (epoch seconds; default ``now``)."""
         with self._lock:
             company = self.companies.get(company_id)
             if company is None:
                 raise ValueError(f"no company {company_id}")
             config_id = id if id is not None else self.configurations.next_id(3000)
-            record = {"id": config_id, "name": name, "type": {"id": 1, "name": type_name},
+            record = {"id": config_id, "name": name, "type": {"id": CONFIGURATION_TYPES.get(type_name, 1),
+                                                              "name": type_name},
                       "status": {"id": 1, "name": "Active" if active else "Inactive"},
                       "company": {"id": company_id, "identifier": company["identifier"], "name": company["name"]},
-                      "activeFlag": active, "billFlag": False, "_info": self._info()}
+                      "activeFlag": active, "billFlag": False, "_info": self._info(updated)}
+            if warranty_end is not None:
+                record["warrantyExpirationDate"] = f"{datetime.fromisoformat(warranty_end).date().isoformat()}T00:00:00Z"
             if serial_number is not None:
                 record["serialNumber"] = serial_number
             if device_identifier is not None:
@@ -1059,15 +1108,18 @@ class ConnectWiseSimulator:
     # --- faults ---------------------------------------------------------------------------------
 
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None, path: str | None = None,
-                  *, method: str | None = None, body: str | dict | None = None, after_apply: bool = False) -> None:
+                  *, method: str | None = None, body: str | dict | None = None, after_apply: bool = False,
+                  query: dict[str, str] | None = None) -> None:
         """Answer the next ``times`` requests (to ``path``, or any) with ``status``, e.g. 429 or 503.
 
         ``path`` is the resource path (``/time/entries``) or the full one. ``body`` replaces the
         default error body. ``after_apply`` acts on the request first, then answers with the
-        error: a write that succeeded but whose answer was lost.
+        error: a write that succeeded but whose answer was lost. ``query``: only requests whose
+        query string holds these parameters with these values (``{"fields": "id,summary"}``).
         """
         self._faults.append({"kind": "status", "status": status, "times": times, "retry_after": retry_after,
-                             "path": path, "method": method, "body": body, "after_apply": after_apply})
+                             "path": path, "method": method, "body": body, "after_apply": after_apply,
+                             "query": query})
 
     def garbage_next(self, times: int = 1, path: str | None = None, *, method: str | None = None) -> None:
         """Answer the next ``times`` requests with a 200 whose body is truncated JSON."""
@@ -1106,9 +1158,12 @@ class ConnectWiseSimulator:
                 else chosen[drop:]
         return chosen
 
-    def _take_fault(self, method: str, path: str, resource: str | None) -> dict[str, Any] | None:
+    def _take_fault(self, method: str, path: str, resource: str | None,
+                    query: dict[str, str] | None = None) -> dict[str, Any] | None:
         for fault in self._faults:
             if fault["path"] not in (None, path, resource) or fault["method"] not in (None, method):
+                continue
+            if fault.get("query") and any((query or {}).get(k) != v for k, v in fault["query"].items()):
                 continue
             fault["times"] -= 1
             if fault["times"] <= 0:
@@ -1152,7 +1207,7 @@ class ConnectWiseSimulator:
                     "<!DOCTYPE html><html><head><title>404 - File or directory not found.</title></head>"
                     "<body><h2>HTTP Error 404.15 - Not Found</h2><p>The request filtering module is "
                     "configured to deny a request where the query string is too long.</p></body></html>")))
-            fault = self._take_fault(request.method, path, resource)
+            fault = self._take_fault(request.method, path, resource, query)
             if fault is not None and not fault["after_apply"]:
                 return self._dated(self._fault_response(fault, request))
             response = self._serve(request, resource, query)
@@ -1707,3 +1762,60 @@ class ConnectWiseSimulator:
                              billable=rng.choice(("Billable", "Billable", "NoCharge")),
                              ticket_id=5000 + rng.randrange(1000) if rng.random() < 0.7 else None,
                              updated=self.now - rng.randrange(90 * DAY))
+
+    def add_report_data(self, configurations: int = 0, service_tickets: int = 0, *, seed: int = 0,
+                        by_hub: bool = True) -> None:
+        """Generate ``configurations`` and past ``service_tickets`` over the companies there are
+        (as the constructor's arguments of those names do), from their own generator (``seed``).
+        ``by_hub=False``: every ticket is a person's (none carries an ``msp-hub:`` reference), for
+        a hub that starts on this PSA now."""
+        with self._lock:
+            rng = random.Random(f"reports-{seed}")
+            self._generate_configurations(configurations, rng)
+            self._generate_service_tickets(service_tickets, rng, by_hub=by_hub)
+
+    def _generate_configurations(self, count: int, rng: random.Random) -> None:
+        """Configurations over the companies: one type after another (``GENERATED_TYPES``), a
+        warranty ending from two years ago to three years ahead for four in five, none for the
+        rest; one in ten inactive; each entered up to a year ago."""
+        if count and not self.companies.ids:
+            raise ValueError("configurations need at least one company")
+        companies = self.companies.ids
+        for n in range(count):
+            type_name = GENERATED_TYPES[n % len(GENERATED_TYPES)]
+            company = companies[n % len(companies)]
+            prefix = {"Server": "SRV", "Firewall": "FW", "Switch": "SW", "Access Point": "AP", "NAS": "NAS",
+                      "Mobile Device": "MOB", "Laptop": "LT"}.get(type_name, "WS")
+            warranty = None
+            if rng.random() < 0.8:
+                warranty = time.strftime("%Y-%m-%d", time.gmtime(self.now + rng.randrange(-730, 1095) * DAY))
+            self.add_configuration(company, f"{prefix}-{n + 1:03d}", f"SN{rng.getrandbits(40):010X}",
+                                   type_name=type_name, active=rng.random() >= 0.1, warranty_end=warranty,
+                                   device_identifier=str(1000 + n) if n % 3 == 0 else None,
+                                   updated=self.now - rng.randrange(365 * DAY))
+
+    def _generate_service_tickets(self, count: int, rng: random.Random, *, by_hub: bool = True) -> None:
+        """Tickets of the past nine months at every priority (``GENERATED_PRIORITIES``): the even
+        ones opened by the hub on Alerts, the odd ones by people on Help Desk (one in four of
+        those with another integration's reference); each closed after its priority's time,
+        unless that is still to come or it is one in six left open, by the hub for one in three
+        of its own, else by a technician."""
+        if count and not self.companies.ids:
+            raise ValueError("service tickets need at least one company")
+        for n in range(count):
+            company = self.companies.ids[rng.randrange(len(self.companies.ids))]
+            priority, low, high = GENERATED_PRIORITIES[rng.randrange(len(GENERATED_PRIORITIES))]
+            uid = f"{rng.getrandbits(32):08x}"
+            if n % 2 == 0 and by_hub:
+                summary, board, ref = f"Alert {n}: service stopped on SRV-{n % 7:02d}", "Alerts", \
+                    f"msp-hub:ticket:ninjaone:{uid}"
+                member = self.api_member
+            else:
+                summary, board, ref = f"User request {n}", "Help Desk", f"automate:{uid}" if n % 4 == 1 else None
+                member = MEMBERS[n % len(MEMBERS)][1]
+            opened = self.now - rng.randrange(270 * DAY)
+            opened -= opened % 60
+            closed = opened + rng.randrange(low * 3600, high * 3600 + 1)
+            by = self.api_member if by_hub and n % 2 == 0 and n % 3 == 0 else MEMBERS[(n // 2) % len(MEMBERS)][1]
+            self.add_ticket(summary, company, board, ref, member=member, priority=priority, opened=opened,
+                            closed=closed if closed <= self.now and n % 6 != 5 else None, closed_by=by)

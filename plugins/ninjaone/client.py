@@ -41,6 +41,10 @@ What the probe cannot see: alert activities above the cursor that are older than
 alert activity among the newest shows the filter broken, and the read from the unmoved cursor
 then gets every one of them.
 
+Reports (``/v2/queries/*``, ``/v2/backup/jobs``) page by a cursor the server names in each answer
+(``iter_report``); each page is checked to move forward, and a full page without a cursor fails
+the read rather than end it.
+
 No paged read ends on a page shorter than ``pageSize``: a server may cap the page size or cut a
 page short, and an API answering the newest ids would then leave a gap. Reads end on an empty
 page, or (walking back) on reaching the cursor or the lookback. That costs one request per
@@ -87,6 +91,10 @@ DEFAULT_LOOKBACK = 1000
 DEFAULT_RETRY_AFTER = 10.0
 # Refresh a token this long before the expiry the vendor announced (at most half its life).
 TOKEN_MARGIN = 60.0
+
+# How a report (/v2/queries/*, /v2/backup/jobs) pages; every page is checked against it.
+REPORT_CURSOR_ASSUMPTION = ("a report pages by the cursor name it answers: cursor=<name> answers the next records, "
+                            "and an empty page ends the report")
 
 CREDENTIALS_FIX = ("check client_id and client_secret_env/client_secret_file in [connectors.ninjaone], "
                    "and that base_url is your tenant's host (app, eu, ca, oc, us2 .ninjarmm.com)")
@@ -234,6 +242,66 @@ class NinjaOneClient:
             fresh = page + self._walk_back(base, size, floor=newer_than, start=min(a["id"] for a in page))
             yield from _ascending_pages(fresh, size)
             newer_than = max(a["id"] for a in fresh)
+
+    def iter_report(self, path: str, params: dict[str, Any] | None = None, *,
+                    page_size: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield the pages of a report (``/v2/queries/*``, ``/v2/backup/jobs``), paged by its cursor.
+
+        A report answers ``{cursor: {name, offset, count, expires}, results: [...]}``; the next page
+        is asked for with ``cursor=<name>`` (and the same filters). The read ends on an empty
+        page, never on a short one (a server may cap or cut a page). Every answer is checked:
+        ``results`` a list of objects and ``cursor`` an object or null (else a
+        MalformedResponseError), and a page that shows the cursor is not honoured (an ``offset``
+        that does not move forward, the very page of before again) or a full page that gives no
+        cursor to go on with raises an IncompleteError: the pass fails rather than loop or stop
+        short. An expired cursor is the vendor's error status, which fails the pass too (the next
+        pass starts a new cursor).
+
+        Args:
+            path: the report's path, e.g. ``/v2/queries/antivirus-status``.
+            params: its filters (``df``, ``installedAfter``...), sent with every page.
+            page_size: ``pageSize`` of each request; default the client's.
+        Yields:
+            non-empty lists of the vendor's report records, unchanged.
+        """
+        size = page_size or self.page_size
+        base = {**(params or {}), "pageSize": size}
+        name: str | None = None
+        last_offset: int | None = None
+        previous: list[dict[str, Any]] | None = None
+        pages = 0
+        while True:
+            body = self._request("GET", path, params=base if name is None else {**base, "cursor": name}, kind=dict)
+            results, cursor = body.get("results"), body.get("cursor")
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results) or not (
+                    cursor is None or isinstance(cursor, dict)):
+                raise MalformedResponseError(VENDOR, 200, "GET", self.base_url + path,
+                                             "expected {cursor: {name, offset, count, expires}, results: [...]}")
+            if not results:
+                return
+            cursor = cursor or {}
+            offset = cursor.get("offset")
+            if not isinstance(offset, int) or isinstance(offset, bool):
+                offset = None
+            if name is not None and (results == previous or (
+                    offset is not None and last_offset is not None and offset <= last_offset)):
+                raise IncompleteError(
+                    f"ninjaone GET {path}: assumption broken: {REPORT_CURSOR_ASSUMPTION}. Page {pages + 1}, asked "
+                    f"for with cursor={name}, answered offset {offset} after offset {last_offset}"
+                    f"{' and the same records as the page before' if results == previous else ''}. The pass stops "
+                    f"here rather than read the same records forever (fix: report it to NinjaOne support; the "
+                    f"next run starts a new cursor)")
+            pages += 1
+            yield results
+            next_name = cursor.get("name")
+            if not isinstance(next_name, str) or not next_name:
+                if len(results) >= size:
+                    raise IncompleteError(
+                        f"ninjaone GET {path}: a full page of {len(results)} records came without a cursor to "
+                        f"ask for the rest (assumption broken: {REPORT_CURSOR_ASSUMPTION}); the pass stops "
+                        f"rather than take the report as whole (fix: report it to NinjaOne support)")
+                return
+            name, last_offset, previous = next_name, offset, results
 
     def reset_alert(self, uid: str, data: dict[str, Any] | None = None) -> bool:
         """Reset an alert (``POST /v2/alert/{uid}/reset``); needs the ``management`` scope.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import calendar
 import collections
 import json
 import random
@@ -46,6 +47,19 @@ OS_NAMES = {"WINDOWS_WORKSTATION": "Windows 11 Pro", "WINDOWS_SERVER": "Windows 
             "MAC": "macOS 14.5 Sonoma", "LINUX_SERVER": "Ubuntu 22.04.4 LTS",
             "LINUX_WORKSTATION": "Ubuntu 24.04 LTS", "VMWARE_VM_GUEST": "Windows Server 2019 Standard"}
 
+# The reports served (``/v2/queries/*`` and ``/v2/backup/jobs``), paged by cursor.
+REPORT_PATHS = ("/v2/queries/antivirus-status", "/v2/queries/device-health", "/v2/queries/os-patches",
+                "/v2/queries/software-patches", "/v2/queries/os-patch-installs",
+                "/v2/queries/software-patch-installs", "/v2/backup/jobs")
+# Report cursors expire this long after they were made (on the simulator's clock), unless
+# ``expire_cursors`` ends them sooner.
+CURSOR_TTL = 300.0
+ANTIVIRUS_PRODUCTS = {"MAC": "Bitdefender Endpoint Security Tools", "LINUX_SERVER": "ClamAV",
+                      "LINUX_WORKSTATION": "ClamAV"}
+SOFTWARE_TITLES = ("Google Chrome", "Mozilla Firefox", "Adobe Acrobat Reader", "7-Zip", "Zoom Workplace",
+                   "Notepad++", "VLC media player")
+_REPORT_NS = uuid.UUID("0b7f3c1e-94a2-4d55-8e6f-1c2d3e4f5a6b")
+
 # How the simulator reads the readings of /v2/activities the spec leaves open (see the class).
 STATUS_FILTERS = ("statusCode", "ignored", "status")
 ACTIVITY_CURSORS = ("as_named", "reversed", "ignored")
@@ -72,7 +86,13 @@ class NinjaOneSimulator:
     (the same devices, paged the same way, each with ``ipAddresses``, ``macAddresses``, ``publicIP``
     and, for agent devices, ``os`` and ``system``; see ``set_device_details``), ``/v2/alerts``,
     ``/v2/activities``, ``POST /v2/alert/{uid}/reset`` and ``DELETE /v2/alert/{uid}`` (these two
-    need the ``management`` scope).
+    need the ``management`` scope), and the reports ``/v2/queries/antivirus-status``,
+    ``device-health``, ``os-patches``, ``software-patches``, ``os-patch-installs``,
+    ``software-patch-installs`` and ``/v2/backup/jobs`` (see "report data"): each answers
+    ``{cursor: {name, offset, count, expires}, results}``, the first request making a cursor over
+    what its filters select (``df`` as ``org``/``id`` ``=``/``in``, ``status``, ``installedAfter``/
+    ``installedBefore`` as YYYY-MM-DD, ``health``, ``productState``, ``sf``, ``ptf``) and
+    ``cursor=<name>`` answering the next page, then an empty one; ``expire_cursors`` ends them.
     Mount with ``httpx.MockTransport(sim.handler)`` or serve over HTTP with ``hub.testing.serve``.
     Data comes from ``random.Random(seed)``; ids are increasing with gaps, as in a real tenant.
     ``requests`` counts requests served and ``requests_by_path`` counts them per path;
@@ -152,6 +172,19 @@ class NinjaOneSimulator:
         self._activity_json: list[bytes] = []
         self._activity_keys: list[tuple[str, str, str]] = []
         self._alert_rng = random.Random(seed * 7919 + 104_729)  # alerts never disturb device data
+        # Report data, made per device when first asked for (from the seed and the device id, so
+        # that it disturbs nothing else): see ``_report_data``. Tests change it through the
+        # methods of "report data".
+        self._seed = seed
+        self._reported: set[int] = set()
+        self._antivirus: dict[int, list[dict[str, Any]]] = {}
+        self._health: dict[int, dict[str, Any]] = {}
+        self._waiting: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self._installs: dict[str, list[dict[str, Any]]] = {"os": [], "software": []}
+        self._backups: list[dict[str, Any]] = []
+        self._cursors: dict[str, dict[str, Any]] = {}
+        self._cursor_count = 0
+        self._warranties: dict[int, dict[str, Any] | None] = {}
         self._storm_next = 0
         for i in range(organizations):
             base = ORG_NAMES[i % len(ORG_NAMES)]
@@ -330,6 +363,107 @@ class NinjaOneSimulator:
     def device_ids(self) -> list[int]:
         return list(self._device_ids)
 
+    # --- report data ----------------------------------------------------------------------------
+    # Made per device when a report is first read, from the seed and the device id: agent devices
+    # (not NMS_*) mostly have an antivirus (about one in eight has none, some are off or out of
+    # date), Windows devices have OS patches waiting and installed (some failed), agent devices
+    # third-party patches, servers and some workstations backup jobs over the last 60 days (some
+    # failed; one device in ten only fails), and every device a health summary (some unhealthy).
+    # Agent devices report a warranty in /v2/devices-detailed (``references.warranty``), some
+    # expired, some unknown.
+
+    def antivirus(self, device_id: int) -> list[dict[str, Any]]:
+        """The device's antivirus statuses as the report serves them (copies)."""
+        with self._lock:
+            self._report_data(device_id)
+            return json.loads(json.dumps(self._antivirus.get(device_id, [])))
+
+    def set_antivirus(self, device_id: int, *products: dict[str, Any]) -> None:
+        """Replace the device's antivirus statuses: each a dict of productName, productState,
+        definitionStatus (and any other field); none: the device has no antivirus."""
+        with self._lock:
+            self._report_data(device_id)
+            self._antivirus[device_id] = [{"deviceId": device_id, "timestamp": self.now, **p} for p in products]
+
+    def health(self, device_id: int) -> dict[str, Any]:
+        """The device's health summary as the report serves it (a copy)."""
+        with self._lock:
+            self._report_data(device_id)
+            return dict(self._health[device_id])
+
+    def set_health(self, device_id: int, **fields: Any) -> None:
+        """Change fields of the device's health summary (``healthStatus="UNHEALTHY"``...); None removes one."""
+        with self._lock:
+            self._report_data(device_id)
+            record = self._health[device_id]
+            for key, value in fields.items():
+                if value is None:
+                    record.pop(key, None)
+                else:
+                    record[key] = value
+
+    def waiting_patches(self, device_id: int, kind: str = "os") -> list[dict[str, Any]]:
+        """The device's waiting patches of ``kind`` (os, software) as the report serves them (copies)."""
+        with self._lock:
+            self._report_data(device_id)
+            return [dict(p) for p in self._waiting.get((kind, device_id), [])]
+
+    def set_waiting_patches(self, device_id: int, kind: str = "os", *patches: dict[str, Any]) -> None:
+        """Replace the device's waiting patches of ``kind``: each a dict of the report's fields."""
+        with self._lock:
+            self._report_data(device_id)
+            self._waiting[(kind, device_id)] = [{"deviceId": device_id, "timestamp": self.now, **p} for p in patches]
+
+    def patch_installs(self, kind: str = "os") -> list[dict[str, Any]]:
+        """Every installation attempt of ``kind`` of the current devices, by device and time (copies)."""
+        with self._lock:
+            for device_id in self._device_ids:
+                self._report_data(device_id)
+            return [dict(p) for p in self._installs[kind] if p["deviceId"] in self._devices]
+
+    def add_patch_install(self, device_id: int, kind: str = "os", status: str = "INSTALLED",
+                          at: float | None = None, **fields: Any) -> dict[str, Any]:
+        """Log an installation attempt (INSTALLED, FAILED) of a patch on a device at ``at`` (default
+        now); return it as the report serves it."""
+        with self._lock:
+            self._report_data(device_id)
+            record = self._patch(kind, device_id, len(self._installs[kind]) + 10_000, status,
+                                 self.now if at is None else at)
+            record.update(fields)
+            self._installs[kind].append(record)
+            return dict(record)
+
+    def backup_jobs(self, device_id: int | None = None) -> list[dict[str, Any]]:
+        """The backup jobs of a device (or of every current device) as the report serves them (copies)."""
+        with self._lock:
+            for i in (self._device_ids if device_id is None else [device_id]):
+                self._report_data(i)
+            return [dict(j) for j in self._backups if j["deviceId"] in self._devices
+                    and (device_id is None or j["deviceId"] == device_id)]
+
+    def add_backup_job(self, device_id: int, status: str = "COMPLETED", start: float | None = None,
+                       **fields: Any) -> dict[str, Any]:
+        """Log a backup job run of a device started at ``start`` (default now); return it."""
+        with self._lock:
+            self._report_data(device_id)
+            job = self._backup_job(self._devices[device_id], len(self._backups), status,
+                                   self.now if start is None else start)
+            job.update(fields)
+            self._backups.append(job)
+            return dict(job)
+
+    def set_warranty(self, device_id: int, start: float | None, end: float | None) -> None:
+        """The warranty /v2/devices-detailed reports for the device (epoch seconds); both None: none."""
+        with self._lock:
+            self._warranties[device_id] = None if start is None and end is None else _present(
+                {"startDate": start, "endDate": end})
+            self._detailed_json.pop(device_id, None)
+
+    def expire_cursors(self) -> None:
+        """End every report cursor made so far, as the vendor does when one is not used in time."""
+        with self._lock:
+            self._cursors.clear()
+
     # --- faults ---------------------------------------------------------------------------------
 
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None,
@@ -403,6 +537,13 @@ class NinjaOneSimulator:
             if denied is not None:
                 return denied
             return self._list_alerts(query) if path == "/v2/alerts" else self._list_activities(query)
+        if path in REPORT_PATHS:
+            if request.method != "GET":
+                return _json(405, {"resultCode": "FAILURE", "errorMessage": "Method not allowed"})
+            denied = self._check_token(request)
+            if denied is not None:
+                return denied
+            return self._report(path, query)
         if path.startswith("/v2/alert/"):
             parts = path[len("/v2/alert/"):].split("/")
             reset = (request.method == "POST" and len(parts) == 2 and parts[1] == "reset") or \
@@ -691,6 +832,9 @@ class NinjaOneSimulator:
             if device is not None:
                 details = self._device_details.get(device_id) or self._generated_details(device)
                 record.update(details)
+                warranty = self._warranty(device)
+                if warranty is not None and "references" not in details:
+                    record["references"] = {**record.get("references", {}), "warranty": warranty}
             cached = self._detailed_json[device_id] = self._encode(record)
         return cached
 
@@ -712,3 +856,196 @@ class NinjaOneSimulator:
                                   round(last_contact, 3), f"{prefix}-{org_id:02d}-{device_id:06d}")
             self._put_device(device)
             self._device_ids.append(device_id)
+
+
+    # --- reports (callers hold the lock) --------------------------------------------------------
+
+    def _report_data(self, device_id: int) -> None:
+        """Make the device's report data, once (from the seed and the device id only)."""
+        if device_id in self._reported or device_id not in self._devices:
+            return
+        self._reported.add(device_id)
+        device = self._devices[device_id]
+        node_class = device["nodeClass"]
+        agent = not node_class.startswith("NMS_")
+        windows = node_class.startswith("WINDOWS") or node_class == "VMWARE_VM_GUEST"
+        server = "SERVER" in node_class or node_class == "VMWARE_VM_GUEST"
+        rng = random.Random(f"ninjaone-reports:{self._seed}:{device_id}")
+        now = self.now
+        products = []
+        if agent and rng.random() >= 0.125:
+            products.append({
+                "productName": ANTIVIRUS_PRODUCTS.get(node_class, "Windows Defender"),
+                "productState": "ON" if rng.random() < 0.9 else "OFF",
+                "definitionStatus": "UP_TO_DATE" if rng.random() < 0.85 else "OUT_OF_DATE",
+                "version": f"4.18.{rng.randint(2000, 2500)}.{rng.randint(1, 9)}", "deviceId": device_id,
+                "timestamp": round(now - rng.uniform(0, DAY), 3)})
+        self._antivirus[device_id] = products
+        for kind, eligible, waiting_max, installs_max in (("os", windows, 5, 6), ("software", agent, 3, 4)):
+            if not eligible:
+                continue
+            statuses = ("PENDING", "PENDING", "APPROVED", "APPROVED", "REJECTED", "FAILED", "MANUAL")
+            self._waiting[(kind, device_id)] = [
+                self._patch(kind, device_id, n, rng.choice(statuses), None, round(now - rng.uniform(0, DAY), 3))
+                for n in range(rng.randint(0, waiting_max))]
+            for n in range(rng.randint(1, installs_max)):
+                self._installs[kind].append(self._patch(
+                    kind, device_id, 100 + n, "INSTALLED" if rng.random() < 0.9 else "FAILED",
+                    round(now - rng.uniform(DAY, 120 * DAY), 3)))
+        if server or (agent and rng.random() < 0.3):
+            failing = rng.random() < 0.1
+            start = now - 60 * DAY + rng.uniform(0, 7 * DAY)
+            while start < now - DAY:
+                status = "FAILED" if failing or rng.random() < 0.08 else "COMPLETED"
+                self._backups.append(self._backup_job(device, len(self._backups), status, round(start, 3)))
+                start += 7 * DAY
+        pending, failed = len(self._waiting.get(("os", device_id), [])), rng.randint(0, 1)
+        threats = 1 if rng.random() < 0.05 else 0
+        health = "UNHEALTHY" if threats or rng.random() < 0.08 else "NEEDS_ATTENTION" if pending > 3 else "HEALTHY"
+        self._health[device_id] = {
+            "deviceId": device_id, "healthStatus": health, "offline": device["offline"],
+            "activeThreatsCount": threats, "quarantinedThreatsCount": 0, "blockedThreatsCount": 0,
+            "failedOSPatchesCount": failed if windows else 0, "pendingOSPatchesCount": pending,
+            "failedSoftwarePatchesCount": 0,
+            "pendingSoftwarePatchesCount": len(self._waiting.get(("software", device_id), [])),
+            "alertCount": 0, "activeJobCount": 0, "installationIssuesCount": 0}
+        if rng.random() < 0.1:
+            self._health[device_id]["pendingRebootReason"] = "Windows updates installed"
+
+    def _patch(self, kind: str, device_id: int, n: int, status: str, installed_at: float | None,
+               timestamp: float | None = None) -> dict[str, Any]:
+        patch_uid = str(uuid.uuid5(_REPORT_NS, f"{kind}:{device_id}:{n}"))
+        stamp = installed_at if timestamp is None else timestamp
+        if kind == "os":
+            kb = f"KB50{(device_id * 31 + n * 7) % 10000:04d}"
+            return {"id": patch_uid, "name": f"{kb} Cumulative Update for Windows", "kbNumber": kb,
+                    "severity": ("CRITICAL", "IMPORTANT", "MODERATE", "LOW")[n % 4], "status": status,
+                    "type": "SECURITY_UPDATES", "installedAt": installed_at, "deviceId": device_id, "timestamp": stamp}
+        title = SOFTWARE_TITLES[(device_id + n) % len(SOFTWARE_TITLES)]
+        return {"id": patch_uid, "productIdentifier": str(uuid.uuid5(_REPORT_NS, title)),
+                "title": f"{title} {100 + n}.0", "impact": ("CRITICAL", "RECOMMENDED", "OPTIONAL")[n % 3],
+                "status": status, "type": "PATCH", "installedAt": installed_at, "deviceId": device_id,
+                "timestamp": stamp}
+
+    def _backup_job(self, device: dict[str, Any], n: int, status: str, start: float) -> dict[str, Any]:
+        server = "SERVER" in device["nodeClass"]
+        return {"jobId": str(uuid.uuid5(_REPORT_NS, f"backup:{device['id']}:{n}:{start}")),
+                "jobStartTime": start, "jobEndTime": None if status == "RUNNING" else start + 1800,
+                "jobStatus": status, "destination": "CLOUD",
+                "planGuid": str(uuid.uuid5(_REPORT_NS, f"plan:{device['id']}")),
+                "planName": "Nightly image" if server else "Documents", "planType": "IMAGE" if server else "FILE_FOLDER",
+                "totalActualStorageBytes": 50_000_000_000 if server else 2_000_000_000,
+                "organizationId": device["organizationId"], "locationId": device["locationId"],
+                "deviceId": device["id"]}
+
+    def _warranty(self, device: dict[str, Any]) -> dict[str, Any] | None:
+        """The warranty /v2/devices-detailed reports for a device, or None."""
+        device_id = device["id"]
+        if device_id in self._warranties:
+            return self._warranties[device_id]
+        if device.get("nodeClass", "").startswith("NMS_") and device.get("nodeClass") != "NMS_FIREWALL":
+            return None
+        rng = random.Random(f"ninjaone-warranty:{self._seed}:{device_id}")
+        if rng.random() < 0.2:
+            return None
+        start = float(int((device.get("created") or self.now) // DAY * DAY))
+        return {"startDate": start, "endDate": start + 3 * 365 * DAY}
+
+    def _report(self, path: str, query: dict[str, str]) -> httpx.Response:
+        """A report page: a new cursor over the records the filters select, or the next page of one."""
+        maximum = 10_000 if path == "/v2/backup/jobs" else 1000
+        try:
+            size = int(query.get("pageSize", maximum))
+        except ValueError:
+            return _json(400, {"resultCode": "FAILURE", "errorMessage": "Invalid pageSize"})
+        if not 1 <= size <= maximum:
+            return _json(400, {"resultCode": "FAILURE", "errorMessage": f"pageSize must be from 1 to {maximum}"})
+        with self._lock:
+            name = query.get("cursor")
+            if name:
+                cursor = self._cursors.get(name)
+                if cursor is None or cursor["expires"] < self.now:
+                    self._cursors.pop(name, None)
+                    return _json(400, {"resultCode": "FAILURE", "errorMessage": f"Cursor {name} expired or unknown"})
+            else:
+                try:
+                    records = self._report_records(path, query)
+                except ValueError as exc:
+                    return _json(400, {"resultCode": "FAILURE", "errorMessage": str(exc)})
+                self._cursor_count += 1
+                name = str(uuid.uuid5(_REPORT_NS, f"cursor:{self._cursor_count}"))
+                cursor = self._cursors[name] = {"records": records, "offset": 0, "expires": self.now + CURSOR_TTL}
+            offset = cursor["offset"]
+            chosen = cursor["records"][offset:offset + size]
+            cut = next((c for c in self._short_pages if c["path"] == path), None)
+            if cut is not None and len(chosen) > 1:
+                chosen = chosen[:max(1, len(chosen) - cut["drop"])]
+                cut["times"] -= 1
+                if cut["times"] <= 0:
+                    self._short_pages.remove(cut)
+            cursor["offset"] = offset + len(chosen)
+            body = {"cursor": {"name": name, "offset": offset, "count": len(chosen), "expires": cursor["expires"]},
+                    "results": [self._encode_report(r) for r in chosen]}
+        return _json(200, body)
+
+    def _encode_report(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.nulls else _present(record)
+
+    def _report_records(self, path: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The records of a report the filters select, by device (raises ValueError for a bad filter)."""
+        devices = _device_filter(query.get("df"), self._devices)
+        for device_id in devices:
+            self._report_data(device_id)
+        statuses = {v.strip().upper() for v in query.get("status", "").split(",") if v.strip()}
+        if path == "/v2/queries/antivirus-status":
+            records = [p for i in devices for p in self._antivirus.get(i, [])]
+            state = query.get("productState")
+            return [r for r in records if not state or r.get("productState") == state]
+        if path == "/v2/queries/device-health":
+            health = query.get("health")
+            return [self._health[i] for i in devices if not health or self._health[i].get("healthStatus") == health]
+        if path == "/v2/backup/jobs":
+            status, plan = query.get("sf"), query.get("ptf")
+            return sorted((j for j in self._backups if j["deviceId"] in devices
+                           and (not status or j["jobStatus"] == status) and (not plan or j["planType"] == plan)),
+                          key=lambda j: (j["jobStartTime"], j["jobId"]))
+        kind = "os" if "/os-" in path else "software"
+        if path.endswith("-installs"):
+            after, before = (_report_date(query.get(k), k) for k in ("installedAfter", "installedBefore"))
+            records = sorted((p for p in self._installs[kind] if p["deviceId"] in devices
+                              and (after is None or p["installedAt"] >= after)
+                              and (before is None or p["installedAt"] < before)),
+                             key=lambda p: (p["deviceId"], p["installedAt"], p["id"]))
+        else:
+            records = [p for i in devices for p in self._waiting.get((kind, i), [])]
+        return [r for r in records if not statuses or r["status"] in statuses]
+
+
+def _report_date(value: str | None, name: str) -> float | None:
+    """``installedAfter``/``installedBefore``: a date (YYYY-MM-DD, from its midnight UTC) as epoch seconds."""
+    if not value:
+        return None
+    try:
+        day = time.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise ValueError(f"Invalid {name} {value!r}: expected a date YYYY-MM-DD") from None
+    return float(calendar.timegm(day))
+
+
+def _device_filter(df: str | None, devices: dict[int, dict[str, Any]]) -> list[int]:
+    """The ids of the devices a device filter selects, in id order: none, ``org = N``,
+    ``org in (N, M)``, ``id = N``, ``id in (N, M)`` (``organization`` for ``org``), joined by AND."""
+    chosen = sorted(devices)
+    if not df:
+        return chosen
+    for clause in df.split(" AND "):
+        words = clause.replace("(", " ( ").replace(")", " ) ").replace(",", " ").replace("=", " = ").split()
+        if len(words) < 3 or words[0] not in ("org", "organization", "id") or words[1] not in ("=", "eq", "in"):
+            raise ValueError(f"Invalid device filter {df!r}")
+        try:
+            values = {int(w) for w in words[2:] if w not in ("(", ")")}
+        except ValueError:
+            raise ValueError(f"Invalid device filter {df!r}") from None
+        field = "id" if words[0] == "id" else "organizationId"
+        chosen = [i for i in chosen if devices[i][field] in values]
+    return chosen
