@@ -71,19 +71,9 @@ def bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float 
               width: int = 640, height: int = 240, max_value: float | None = None, unit: str = "") -> str:
     """Grouped vertical bars as inline SVG: one group per label, one bar per series (name,
     values); a None value draws no bar and is written "—" (not measured is not 0)."""
-    values = [v for _, vs in series for v in vs if v is not None]
-    top = max_value if max_value is not None else (max(values) if values else 1.0) or 1.0
-    left, bottom, legend = _axis_width(top, unit), 40, 18 * ((len(series) + 2) // 3)
-    plot_w, plot_h = width - left - 10, height - bottom - 10 - legend
+    out, top, left, bottom, legend, plot_w, plot_h = _frame(series, width, height, max_value, unit)
     group_w = plot_w / max(len(labels), 1)
     bar_w = group_w * 0.8 / max(len(series), 1)
-    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img">']
-    for frac in (0, 0.5, 1):
-        y = 10 + legend + plot_h * (1 - frac)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#d9e1ea"/>'
-                   f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
-                   f"{esc(_fmt(top * frac))}{esc(unit)}</text>")
     for gi, label in enumerate(labels):
         x0 = left + gi * group_w + group_w * 0.1
         for si, (_, vs) in enumerate(series):
@@ -107,19 +97,9 @@ def bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float 
 def line_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *,
                width: int = 640, height: int = 240, max_value: float | None = None, unit: str = "") -> str:
     """Lines as inline SVG: one point per label per series; a None value breaks the line."""
-    values = [v for _, vs in series for v in vs if v is not None]
-    top = max_value if max_value is not None else (max(values) if values else 1.0) or 1.0
-    left, bottom, legend = _axis_width(top, unit), 40, 18 * ((len(series) + 2) // 3)
-    plot_w, plot_h = width - left - 10, height - bottom - 10 - legend
+    out, top, left, bottom, legend, plot_w, plot_h = _frame(series, width, height, max_value, unit)
     step = plot_w / max(len(labels), 1)
     x0 = left + step / 2   # each point in the middle of its slot: the first and last labels fit
-    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img">']
-    for frac in (0, 0.5, 1):
-        y = 10 + legend + plot_h * (1 - frac)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#d9e1ea"/>'
-                   f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
-                   f"{esc(_fmt(top * frac))}{esc(unit)}</text>")
     for si, (name, vs) in enumerate(series):
         color = PALETTE[si % len(PALETTE)]
         runs: list[list[str]] = [[]]
@@ -140,6 +120,24 @@ def line_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float
     out.extend(_legend(series, width))
     out.append("</svg>")
     return "".join(out)
+
+
+def _frame(series: Sequence[tuple[str, Sequence[float | None]]], width: int, height: int,
+           max_value: float | None, unit: str) -> tuple[list[str], float, float, int, int, float, float]:
+    """A chart's start: the SVG element and its value grid (0, half, top), and its geometry:
+    (parts, top value, left edge, bottom margin, legend height, plot width, plot height)."""
+    values = [v for _, vs in series for v in vs if v is not None]
+    top = max_value if max_value is not None else (max(values) if values else 1.0) or 1.0
+    left, bottom, legend = _axis_width(top, unit), 40, 18 * ((len(series) + 2) // 3)
+    plot_w, plot_h = width - left - 10, height - bottom - 10 - legend
+    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img">']
+    for frac in (0, 0.5, 1):
+        y = 10 + legend + plot_h * (1 - frac)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#d9e1ea"/>'
+                   f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
+                   f"{esc(_fmt(top * frac))}{esc(unit)}</text>")
+    return out, top, left, bottom, legend, plot_w, plot_h
 
 
 def _axis_width(top: float, unit: str) -> int:
