@@ -1180,23 +1180,38 @@ class Store:
         BILLING.md; a record not billable is explained as such, not counted), dated before
         ``before`` (a UTC start as the store writes it: an entry whose start is stored otherwise is
         kept, so that its problem is still reported), charged to no agreement (a block's balance
-        counts every entry charged to it, whatever the PSA's invoice status), of no flat-rate work
-        type and on no ticket with an entry of one (a flat-rate job is decided, and explained, by
-        all the entries of its ticket). What such an entry does to a plan is one explanation
-        "invoiced by the PSA"; the plan counts them instead.
+        counts every entry charged to it, whatever the PSA's invoice status), and, on the ticket of a
+        flat-rate job, only when every entry of that ticket is such an entry (a flat-rate job is
+        decided, and explained, by all the entries of its ticket; one whose every entry the PSA
+        invoiced is "invoiced by the PSA"); an entry of a flat-rate work type on no ticket is read
+        (its error is reported). What such an entry does to a plan is one explanation "invoiced by
+        the PSA"; the plan counts them instead.
 
         The condition names the clients read as ``{clients}`` (``Store.CLIENTS`` among the
         arguments): the tickets of flat-rate work are looked for among theirs."""
         flat = sorted(set(flat_work_types))
-        cond = ("coalesce(invoiced, 0) = 1 and coalesce(billable, '') = 'billable' and agreement_source_id is null "
-                "and coalesce(started_at, '') < ? and coalesce(started_at, '') like ?")
-        args: tuple = (before.astimezone(timezone.utc).isoformat(), "%+00:00")
+        at = before.astimezone(timezone.utc).isoformat()
+
+        def eligible(t: str) -> tuple[str, tuple]:
+            return (f"coalesce({t}invoiced, 0) = 1 and coalesce({t}billable, '') = 'billable' and "
+                    f"{t}agreement_source_id is null and coalesce({t}started_at, '') < ? and "
+                    f"coalesce({t}started_at, '') like ?", (at, "%+00:00"))
+        cond, args = eligible("")
         if flat:
+            # A flat-rate job's entries are settled together or not at all: only when every entry of
+            # its ticket is (all invoiced by the PSA, so the job is "invoiced by the PSA" whatever
+            # else; one that is not keeps the whole ticket read). Entries not billable or of no
+            # charge take no part in the job (bill_time explains them on their own).
             marks = ", ".join("?" for _ in flat)
-            cond += (f" and (work_type is null or work_type not in ({marks})) and (ticket_id is null or ticket_id not in "
+            unsettled, uargs = eligible("g.")
+            cond += (f" and ((ticket_id is null and (work_type is null or work_type not in ({marks}))) "
+                     f"or (ticket_id is not null and (ticket_id not in "
                      f"(select f.ticket_id from time_entries f where f.source = ? and f.client_source_id in ({{clients}}) "
-                     f"and f.ticket_id is not null and f.work_type in ({marks})))")
-            args += (*flat, Store.SOURCE, Store.CLIENTS, *flat)
+                     f"and f.ticket_id is not null and f.work_type in ({marks})) or ticket_id not in "
+                     f"(select g.ticket_id from time_entries g where g.source = ? and g.client_source_id in ({{clients}}) "
+                     f"and g.ticket_id is not null and coalesce(g.billable, '') not in ('do_not_bill', 'no_charge') "
+                     f"and not ({unsettled})))))")
+            args += (*flat, Store.SOURCE, Store.CLIENTS, *flat, Store.SOURCE, Store.CLIENTS, *uargs)
         return cond, args
 
     @staticmethod

@@ -275,23 +275,28 @@ def test_settled_time_is_counted_and_every_entry_that_can_bill_or_explain_a_line
         entry("on-block", agreement="5000"),                        # draws its block whatever the PSA did: read
         entry("not-billable", billable=DO_NOT_BILL),                # explained as not billable: read
         entry("naive", old.replace(tzinfo=None)),                   # its start is a problem to report: read
-        entry("flat", work="Virus Removal", ticket="t2"),           # a flat-rate job is decided by its entries
-        entry("flat-mate", ticket="t2"),                            # ... all of them, whatever their work type
+        entry("flat", work="Virus Removal", ticket="t2"),           # a flat-rate job the PSA invoiced whole:
+        entry("flat-mate", ticket="t2"),                            # ... settled, every entry of its ticket
+        entry("flat-open", work="Virus Removal", ticket="t3"),      # a flat-rate job is decided by its entries:
+        entry("flat-open-mate", ticket="t3", invoiced=False),       # ... one not invoiced keeps them all read
+        entry("flat-no-ticket", work="Virus Removal", ticket=None),  # flat-rate work on no ticket: an error to report
+        entry("flat-free", ticket="t2", billable=DO_NOT_BILL),       # takes no part in t2's job: t2 stays settled
         entry("other-client", client="8"),
     ]
     store.write_page("time_entries", entries, "connectwise", "time_entries", None)
     keys = [("connectwise", "7"), ("connectwise", "8"), ("connectwise", "9")]
     cut = datetime(2026, 10, 1, tzinfo=timezone(timedelta(hours=2)))     # a period's start, local
     got = store.records_by_client("time_entries", keys, counted=Store.settled_time(cut, {"Virus Removal"}))
-    assert got.pop(Store.COUNTED) == {("connectwise", "7"): 2, ("connectwise", "8"): 1}
+    assert got.pop(Store.COUNTED) == {("connectwise", "7"): 4, ("connectwise", "8"): 1}
     assert [e.source_id for e in got[("connectwise", "7")]] == sorted(
-        ["not-invoiced", "after", "on-block", "not-billable", "naive", "flat", "flat-mate"])
+        ["not-invoiced", "after", "on-block", "not-billable", "naive", "flat-open", "flat-open-mate", "flat-no-ticket",
+         "flat-free"])
     assert got[("connectwise", "8")] == [] and got[("connectwise", "9")] == []
     # Without flat-rate work types, the ticket of a flat job is nothing special.
     got = store.records_by_client("time_entries", keys[:1], counted=Store.settled_time(cut, ()))
-    assert got.pop(Store.COUNTED) == {("connectwise", "7"): 4}
+    assert got.pop(Store.COUNTED) == {("connectwise", "7"): 6}
     # Without ``counted``, every record, as before.
-    assert len(store.records_by_client("time_entries", keys[:1])[("connectwise", "7")]) == 9
+    assert len(store.records_by_client("time_entries", keys[:1])[("connectwise", "7")]) == 13
 
 
 def test_a_plan_bills_the_same_whether_it_reads_the_settled_time_or_counts_it(seeded, monkeypatch):
