@@ -260,8 +260,12 @@ def live_snapshots(hub: "Hub", client_id: str, *, before: str, exclude_key: str 
     """``invoice_snapshots`` without those of voided invoices: a voided period is billed by its
     re-issue, or not at all, never by a late-change delta on a later invoice."""
     voided = hub.store.voided_keys(client_id)
-    return [s for s in hub.store.invoice_snapshots(client_id, before=before, exclude_key=exclude_key)
-            if s["action_key"] not in voided]
+    reads = getattr(hub, "plan_reads", None)
+    if reads is None:
+        return [s for s in hub.store.invoice_snapshots(client_id, before=before, exclude_key=exclude_key)
+                if s["action_key"] not in voided]
+    return [s for s in reads.snapshots(client_id) if s["period"] < before and s["action_key"] != exclude_key
+            and s["action_key"] not in voided]
 
 
 def ledger_of(lines) -> tuple[tuple[str, str, str, int], ...]:
@@ -441,6 +445,20 @@ class PlanReads:
         if name not in memo:
             memo[name] = compute()
         return memo[name]
+
+    SNAPSHOTS_KEPT = 4      # clients whose invoice snapshots are kept (the plan goes client by client)
+
+    def snapshots(self, client_id: str) -> list[dict]:
+        """The client's invoice snapshots (``Store.invoice_snapshots`` of every period, oldest
+        first), read once while the plan is on that client (each period's late changes read them;
+        the callers only read them)."""
+        kept = self.windows.setdefault("snapshots", {})
+        if client_id not in kept:
+            kept[client_id] = self.store.invoice_snapshots(client_id, before="9999-99")
+            self.queries += 1
+            while len(kept) > self.SNAPSHOTS_KEPT:
+                kept.pop(next(iter(kept)))
+        return kept[client_id]
 
     SEGMENTS_KEPT = 1000    # (client, month) segments kept: the months of ~75 clients, 3 windows
 
