@@ -1304,10 +1304,6 @@ class Store:
         return [dict(r, answers=json.loads(r["answers"])) for r in self.db.query(
             "select * from maturity_answers order by answered_at, id")]
 
-    def frozen_scorecards(self) -> list[dict]:
-        """(client_id, quarter, frozen_at) of every frozen scorecard, by quarter and client."""
-        return list(self.db.query("select client_id, quarter, frozen_at from scorecards order by quarter, client_id"))
-
     def get_delivery(self, report: str, client_id: str, period: str) -> dict | None:
         rows = list(self.db.query("select * from report_deliveries where report = ? and client_id = ? and period = ?",
                                   [report, client_id, period]))

@@ -89,8 +89,10 @@ class SimulatedTenant:
         return Counter(i["metadata"].get(KEY, "") for i in self.stripe.list_objects("invoice"))
 
     def tickets(self) -> Counter:
-        """Tickets at the ConnectWise simulator per external reference."""
-        return Counter(self.cw.record("tickets", i).get("externalXRef") for i in self.cw.ids("tickets"))
+        """The hub's tickets at the ConnectWise simulator per external reference (its people's
+        tickets, which carry none or another integration's, are not the hub's)."""
+        refs = (self.cw.record("tickets", i).get("externalXRef") for i in self.cw.ids("tickets"))
+        return Counter(ref for ref in refs if str(ref).startswith("msp-hub:"))
 
     def pushed(self) -> Counter:
         return self.invoices() + self.tickets()
