@@ -20,7 +20,7 @@ from hub.config import load_config
 from hub.engine import Hub, sync_once
 from hub.logs import configure_logging
 from hub.money import format_minor
-from hub.periods import Period, last_ended_period
+from hub.periods import Period, last_ended_period, quarter_of
 from hub.testing import serve
 from hub.init import demo_mappings
 
@@ -187,7 +187,7 @@ def demo_reports(hub: Hub, out: Path) -> list[str]:
     from hub.reports import kpis, maturity, scorecard
     out.mkdir(parents=True, exist_ok=True)
     now = hub.clock()
-    name = scorecard.quarter_of(now, hub.config.timezone)
+    name = quarter_of(now, hub.config.timezone)
     lines = []
     for at, (cid, client) in enumerate(scorecard.clients_with_scorecards(hub)):
         card = scorecard.scorecard_for(hub, cid, name)

@@ -111,3 +111,69 @@ def period_of(moment: datetime, tz: str = "UTC") -> Period:
 def last_ended_period(now: datetime, tz: str = "UTC") -> Period:
     """The most recent period that has ended at ``now`` (the one a scheduled sync invoices)."""
     return period_of(now, tz).previous()
+
+
+# --- quarters (the reports': a scorecard per quarter, quarterly delivery) ------------------------
+
+_QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
+
+
+@dataclass(frozen=True)
+class Quarter:
+    """A calendar quarter in ``tz``: ``start`` inclusive, ``end`` exclusive (UTC), its first and
+    last local days."""
+
+    name: str
+    tz: str
+    start: datetime
+    end: datetime
+    first_day: date
+    last_day: date
+
+    @property
+    def period(self) -> Period:
+        """The quarter as a Period (what the billing rules' helpers read)."""
+        return Period(self.name, self.tz, self.start, self.end, self.first_day,
+                      (self.last_day - self.first_day).days + 1)
+
+    def months(self) -> list[Period]:
+        y, q = int(self.name[:4]), int(self.name[-1])
+        return [month(y, m, self.tz) for m in range(3 * q - 2, 3 * q + 1)]
+
+    def last_month(self) -> Period:
+        return month(self.last_day.year, self.last_day.month, self.tz)
+
+    def previous(self) -> "Quarter":
+        y, q = int(self.name[:4]), int(self.name[-1])
+        return parse_quarter(f"{y - (q == 1):04d}-Q{4 if q == 1 else q - 1}", self.tz)
+
+
+def parse_quarter(text: str, tz: str = "UTC") -> Quarter:
+    """``"2026-Q4"`` -> the quarter in ``tz``; ValueError naming the form otherwise."""
+    m = _QUARTER.match(str(text).strip())
+    if not m:
+        raise ValueError(f"quarter {text!r} is not of the form YYYY-Qn (e.g. 2026-Q4); write the year, "
+                         f"a dash, Q and the quarter 1 to 4")
+    y, q = int(m[1]), int(m[2])
+    first, last = month(y, 3 * q - 2, tz), month(y, 3 * q, tz)
+    return Quarter(f"{y:04d}-Q{q}", tz, first.start, last.end, first.first_day,
+                   last.first_day + timedelta(days=last.days - 1))
+
+
+def is_quarter(text: str) -> bool:
+    return bool(_QUARTER.match(str(text)))
+
+
+def quarter_name(day: date) -> str:
+    """The name of the quarter of a calendar day (``2026-Q4``)."""
+    return f"{day.year:04d}-Q{(day.month - 1) // 3 + 1}"
+
+
+def quarter_of(moment: datetime, tz: str) -> str:
+    """The name of the quarter ``moment`` falls in, in ``tz``."""
+    return quarter_name(local_day(moment, tz))
+
+
+def quarter_of_period(period: str) -> str:
+    """The quarter of a month's name (``2026-11`` -> ``2026-Q4``)."""
+    return quarter_name(date(int(period[:4]), int(period[5:7]), 1))

@@ -165,3 +165,18 @@ def test_the_time_zone_given_is_the_one_used():
     assert last_ended_period(datetime(2026, 11, 30, 23, 30, tzinfo=UTC), "Europe/Paris").name == "2026-11"
     assert last_ended_period(datetime(2026, 11, 30, 23, 30, tzinfo=UTC)).name == "2026-10"
     assert last_ended_period(late, "Europe/Paris").tz == "Europe/Paris"
+
+
+def test_quarters_in_the_msps_time_zone():
+    from hub.periods import is_quarter, parse_quarter, quarter_name, quarter_of, quarter_of_period
+    q = parse_quarter("2026-Q1", "Europe/Paris")
+    assert (q.name, q.first_day.isoformat(), q.last_day.isoformat()) == ("2026-Q1", "2026-01-01", "2026-03-31")
+    assert q.start == datetime(2025, 12, 31, 23, tzinfo=timezone.utc)          # midnight in Paris
+    assert q.end == datetime(2026, 3, 31, 22, tzinfo=timezone.utc)             # summer time from March 29
+    assert [m.name for m in q.months()] == ["2026-01", "2026-02", "2026-03"] and q.last_month().name == "2026-03"
+    assert q.previous().name == "2025-Q4" and q.period.days == 90
+    assert quarter_of(datetime(2026, 3, 31, 22, 30, tzinfo=timezone.utc), "Europe/Paris") == "2026-Q2"
+    assert quarter_name(date(2026, 12, 7)) == "2026-Q4" and quarter_of_period("2026-07") == "2026-Q3"
+    assert is_quarter("2026-Q4") and not is_quarter("2026-Q5") and not is_quarter("2026-11")
+    with pytest.raises(ValueError, match="is not of the form YYYY-Qn"):
+        parse_quarter("2026Q4")

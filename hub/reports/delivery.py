@@ -56,12 +56,12 @@ from typing import Annotated, Any, Callable, Literal
 import structlog
 from pydantic import Field, field_validator
 
+from hub.periods import is_quarter, parse_quarter, quarter_name
 from hub.config import Schema, validate
 from hub.errors import ConfigError, HubError
 
 log = structlog.get_logger()
 
-QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
@@ -121,15 +121,13 @@ def last_ended(kind: str, today: date) -> str:
     if kind == "month":
         y, m = (today.year - 1, 12) if today.month == 1 else (today.year, today.month - 1)
         return f"{y:04d}-{m:02d}"
-    q = (today.month - 1) // 3 + 1
-    y, q = (today.year - 1, 4) if q == 1 else (today.year, q - 1)
-    return f"{y}-Q{q}"
+    return parse_quarter(quarter_name(today)).previous().name
 
 
 def check_period(report: str, period: str) -> str:
     """``period`` if it is of the report's kind; ValueError naming the form otherwise."""
     kind = PRODUCERS[report].period
-    if not (QUARTER if kind == "quarter" else MONTH).match(period):
+    if not (is_quarter(period) if kind == "quarter" else MONTH.match(period)):
         raise ValueError(f"the {report} report is made per {kind}: {period!r} is not of the form "
                          + ("YYYY-QN (e.g. 2026-Q3)" if kind == "quarter" else "YYYY-MM (e.g. 2026-11)"))
     return period
@@ -249,11 +247,9 @@ class Recipient:
 
 def months_of(period: str) -> set[str]:
     """The months (``YYYY-MM``) of a quarter (``2026-Q3``) or of a month."""
-    m = QUARTER.match(period)
-    if not m:
+    if not is_quarter(period):
         return {period}
-    first = 3 * (int(m.group(2)) - 1) + 1
-    return {f"{m.group(1)}-{month:02d}" for month in range(first, first + 3)}
+    return {m.name for m in parse_quarter(period).months()}
 
 
 def recipients(hub, settings: DeliverySettings, period: str) -> list[Recipient]:

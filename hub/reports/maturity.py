@@ -31,6 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from hub.periods import parse_quarter, quarter_name, quarter_of_period
 from hub.config import config_error, known_keys_fix, line_of, read_toml
 from hub.errors import ConfigError
 from hub.reports import render
@@ -333,23 +334,6 @@ def _both(fr: str, en: str) -> dict[str, str]:
     return {"fr": fr, "en": en}
 
 
-def _quarter_of(day: date) -> tuple[int, int]:
-    return day.year, (day.month - 1) // 3 + 1
-
-
-def _quarter_name(q: tuple[int, int]) -> str:
-    return f"{q[0]}-Q{q[1]}"
-
-
-def _previous_quarter(q: tuple[int, int]) -> tuple[int, int]:
-    return (q[0] - 1, 4) if q[1] == 1 else (q[0], q[1] - 1)
-
-
-def _quarter_of_period(period: str) -> str:
-    y, m = int(period[:4]), int(period[5:7])
-    return f"{y}-Q{(m - 1) // 3 + 1}"
-
-
 def _ended_months(today: date, n: int) -> list[str]:
     """The ``n`` months ended before ``today``'s, newest first (``YYYY-MM``)."""
     out, y, m = [], today.year, today.month
@@ -372,14 +356,14 @@ def signal_quarterly_reviews(hub, today: date) -> Signal:
     """Frozen scorecards (presented to the client) among the clients invoiced, over the last four
     ended quarters."""
     sig = Signal("quarterly_reviews", "clients", 0)
-    quarters, q = [], _previous_quarter(_quarter_of(today))
+    quarters, q = [], parse_quarter(quarter_name(today)).previous()
     for _ in range(4):
-        quarters.append(_quarter_name(q))
-        q = _previous_quarter(q)
+        quarters.append(q.name)
+        q = q.previous()
     quarters.reverse()
     invoiced: dict[str, set[str]] = {name: set() for name in quarters}
     for a in _sent_invoices(hub):
-        qn = _quarter_of_period(a["period"])
+        qn = quarter_of_period(a["period"])
         if qn in invoiced:
             invoiced[qn].add(a["client_id"])
     frozen: dict[str, set[str]] = {name: set() for name in quarters}

@@ -22,18 +22,16 @@ For the delivery job and the console:
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from hub.errors import HubError
-from hub.periods import Period, month
+from hub.periods import Period, Quarter, parse_quarter
 from hub.reconcile import COUNTED_STATES, why_not_counted
 from hub.records import PATCH_APPROVED, PATCH_FAILED, PATCH_INSTALLED, PATCH_MANUAL, PATCH_PENDING
 from hub.reports.scorecard_config import AREAS, ROWS, ScorecardSettings, load_settings
 
-_QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
 FORMAT = 1          # the version of a scorecard's data (frozen scorecards keep theirs)
 
 
@@ -43,48 +41,13 @@ class ScorecardError(HubError):
 
 # --- quarters -----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Quarter:
-    """A calendar quarter in the MSP's time zone: ``start`` inclusive, ``end`` exclusive (UTC)."""
-
-    name: str
-    tz: str
-    start: datetime
-    end: datetime
-    first_day: date
-    last_day: date
-
-    @property
-    def period(self) -> Period:
-        """The quarter as a hub.periods.Period (what the billing rules' helpers read)."""
-        return Period(self.name, self.tz, self.start, self.end, self.first_day,
-                      (self.last_day - self.first_day).days + 1)
-
-    def last_month(self) -> Period:
-        return month(self.last_day.year, self.last_day.month, self.tz)
-
-    def previous(self) -> "Quarter":
-        y, q = int(self.name[:4]), int(self.name[-1])
-        return quarter(f"{y - (q == 1):04d}-Q{4 if q == 1 else q - 1}", self.tz)
-
-
 def quarter(text: str, tz: str = "UTC") -> Quarter:
-    """``"2026-Q4"`` -> its bounds in ``tz``; ScorecardError with the expected form otherwise."""
-    m = _QUARTER.match(str(text).strip())
-    if not m:
-        raise ScorecardError(f"quarter {text!r} is not of the form YYYY-Qn (e.g. 2026-Q4); write the year, "
-                             f"a dash, Q and the quarter 1 to 4")
-    y, q = int(m[1]), int(m[2])
-    first, last = month(y, 3 * q - 2, tz), month(y, 3 * q, tz)
-    return Quarter(f"{y:04d}-Q{q}", tz, first.start, last.end, first.first_day,
-                   last.first_day + timedelta(days=last.days - 1))
-
-
-def quarter_of(moment: datetime, tz: str) -> str:
-    """The name of the quarter ``moment`` falls in, in ``tz`` (e.g. ``"2026-Q4"``)."""
-    from hub.periods import local_day
-    day = local_day(moment, tz)
-    return f"{day.year:04d}-Q{(day.month - 1) // 3 + 1}"
+    """``"2026-Q4"`` -> its bounds in ``tz`` (hub.periods); ScorecardError with the expected form
+    otherwise."""
+    try:
+        return parse_quarter(text, tz)
+    except ValueError as exc:
+        raise ScorecardError(str(exc)) from None
 
 
 # --- the scorecard ------------------------------------------------------------------------------
