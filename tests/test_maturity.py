@@ -168,7 +168,8 @@ def seeded(request, tmp_path):
     invoice(store, "acme", "2025-06", [("tier:gold:workstation", 10, 4500, 45000)])
     invoice(store, "acme", "2026-09", [("tier:gold:workstation", 10, 5000, 50000), ("addon:backup:server", 2, 2000, 4000),
                                        ("time:remote", 2, 9000, 18000)])
-    invoice(store, "acme", "2026-10", [("tier:gold:workstation", 10, 5500, 55000), ("product:ssd", 1, 6000, 6000)])
+    invoice(store, "acme", "2026-10", [("tier:gold:workstation", 10, 5500, 55000), ("product:ssd", 1, 6000, 6000),
+                                       ("minimum", 1, 3000, 3000)])     # the monthly minimum's top-up is recurring
     invoice(store, "beta", "2026-08", [("tier:silver:server", 1, 10000, 10000),
                                        ("delta:2026-07:tier:silver:server", 1, 10000, 10000)])
     invoice(store, "gamma", "2026-01", [("product:laptop", 1, 10000, 10000)])
@@ -241,10 +242,10 @@ def test_signals_on_hand_computed_data(seeded):
     assert p.value == 0.5
     assert p.figure["en"] == "1 of 2: RMM (rmm) read 6 h ago; PSA (psa) not read since 2026-12-05"
 
-    r = s["recurring_share"]          # (50000 + 4000 + 55000 + 20000) of (72000 + 61000 + 20000 + 10000)
-    assert r.value == pytest.approx(129000 / 163000)
-    assert r.details == {"EUR": {"recurring": 129000, "total": 163000}}
-    assert r.figure["en"] == "79% recurring (1290.00 EUR of 1630.00 EUR)"
+    r = s["recurring_share"]          # (50000 + 4000 + 55000 + 3000 + 20000) of (72000 + 64000 + 20000 + 10000)
+    assert r.value == pytest.approx(132000 / 166000)
+    assert r.details == {"EUR": {"recurring": 132000, "total": 166000}}
+    assert r.figure["en"] == "80% recurring (1320.00 EUR of 1660.00 EUR)"
 
     ch = s["churn"]
     assert ch.value == 0.5 and ch.details == {"lost": ["Client One"], "in_force_at_start": 2}
@@ -327,7 +328,7 @@ def test_the_pdf_in_french_holds_the_scores_the_advice_and_the_signals(seeded):
                      "Processus et opérations — 4,6 / 5", "Revenus et croissance — 2,6 / 5",
                      "Suivez la perte de clients : quand et pourquoi ils partent.",   # revenus at Stabilité
                      "Investissez dans des outils", "Auditez les équipes", "Ce que montrent les données",
-                     "2 alerte(s) sur 3 devenues un ticket automatiquement (67 %)", "79 % récurrent",
+                     "2 alerte(s) sur 3 devenues un ticket automatiquement (67 %)", "80 % récurrent",
                      "Réponses du 2026-12-07, par Jeanne"):
         assert expected in text, expected
 

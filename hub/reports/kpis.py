@@ -422,6 +422,20 @@ def _in_force(agreement, name: str) -> bool:
     return start[:10] < p.next().first_day.isoformat() and end[:10] >= p.first_day.isoformat()
 
 
+def recurring_revenue(hub: "Hub", first: str, last: str) -> dict[str, tuple[int, int]]:
+    """Per currency, (recurring, all) revenue of the months ``first`` to ``last`` (YYYY-MM,
+    inclusive), counted as the report counts ``mrr`` and ``revenue`` (sent invoices before tax,
+    less credit notes, voids left out, a late change in the month it corrects)."""
+    amounts, _ = _amounts(hub.store.sent_invoices(first, "9999-12"), hub.store.sent_corrections())
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for a in amounts:
+        if first <= a.period <= last:
+            out[a.currency][1] += a.amount
+            if a.recurring:
+                out[a.currency][0] += a.amount
+    return {c: (r, t) for c, (r, t) in sorted(out.items())}
+
+
 def build(hub: "Hub", first: str, last: str) -> dict[str, Any]:
     """Every KPI of the months ``first`` to ``last`` (YYYY-MM, inclusive) from the hub's store.
 

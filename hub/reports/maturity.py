@@ -502,39 +502,21 @@ def signal_psa_rmm(hub, now: datetime) -> Signal:
     return sig
 
 
-RECURRING_PREFIXES = ("tier:", "addon:")
-
-
-def _base_code(code: str) -> str:
-    """A line's code without a late change's ``delta:<period>:`` prefix."""
-    if code.startswith("delta:"):
-        parts = code.split(":", 2)
-        return parts[2] if len(parts) == 3 else code
-    return code
-
-
 def signal_recurring_share(hub, today: date) -> Signal:
-    """Recurring lines (managed-service tiers and add-ons) in the amounts of the invoices sent for
-    the last twelve ended months."""
+    """The monthly recurring revenue's share of the revenue of the last twelve ended months, per
+    currency, as the KPI report counts both (``kpis.recurring_revenue``)."""
     sig = Signal("recurring_share", "revenus", 1)
     months = _ended_months(today, 12)
-    sig.how = _both(f"part des lignes récurrentes (niveaux de service et options par appareil) dans le montant hors "
-                    f"taxes des factures envoyées pour les douze derniers mois clos ({months[-1]} à {months[0]}) ; "
-                    f"temps, produits et blocs d'heures comptent comme non récurrents",
-                    f"share of the recurring lines (managed-service tiers and per-device add-ons) in the amount "
-                    f"before tax of the invoices sent for the last twelve ended months ({months[-1]} to "
-                    f"{months[0]}); time, products and blocks of hours count as non-recurring")
-    totals: dict[str, list[int]] = {}
-    for a in _sent_invoices(hub):
-        if a["period"] not in months:
-            continue
-        currency = a["payload"].get("currency") or "?"
-        t = totals.setdefault(currency, [0, 0])
-        for line in a["payload"].get("lines") or ():
-            amount = int(line.get("amount") or 0)
-            t[1] += amount
-            if _base_code(str(line.get("code", ""))).startswith(RECURRING_PREFIXES):
-                t[0] += amount
+    sig.how = _both(f"part du revenu mensuel récurrent (niveaux de service, options par appareil et minimum "
+                    f"mensuel) dans le chiffre d'affaires hors taxes des factures envoyées pour les douze derniers "
+                    f"mois clos ({months[-1]} à {months[0]}), comptés comme le rapport des indicateurs (avoirs "
+                    f"déduits, factures annulées écartées) ; temps, produits et blocs d'heures sont non récurrents",
+                    f"share of the monthly recurring revenue (managed-service tiers, per-device add-ons and the "
+                    f"monthly minimum) in the revenue before tax of the invoices sent for the last twelve ended "
+                    f"months ({months[-1]} to {months[0]}), counted as the KPI report counts them (credit notes "
+                    f"deducted, voided invoices left out); time, products and blocks of hours are not recurring")
+    from hub.reports.kpis import recurring_revenue
+    totals = {c: list(t) for c, t in recurring_revenue(hub, months[-1], months[0]).items()}
     totals = {c: t for c, t in totals.items() if t[1]}
     if not totals:
         sig.no_data = True
