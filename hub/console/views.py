@@ -79,7 +79,7 @@ def render(template: str, **context: Any) -> str:
     session = flask.g.get("session")
     return flask.render_template(template, t=lambda key: label(lang, key), lang=lang, session=session,
                                  csrf=session.csrf if session else "", nav=NAV, nav_url=nav_url,
-                                 ago=ago, **context)
+                                 ago=ago, when=when, **context)
 
 
 def nav_url(target: str) -> str:
@@ -89,6 +89,28 @@ def nav_url(target: str) -> str:
 def auth_prefix() -> str:
     from hub.console import PREFIX
     return PREFIX
+
+
+def when(moment: str | None) -> str:
+    """An ISO time as "2026-12-07 03:38:53 UTC" (seconds, no fraction); "-" when None."""
+    from datetime import datetime, timezone
+    if not moment:
+        return "-"
+    try:
+        parsed = datetime.fromisoformat(str(moment))
+    except ValueError:
+        return str(moment)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if parsed.tzinfo is not None else "")
+
+
+def status_of(hub: Hub, streams: list[dict] | None = None) -> dict[str, Any]:
+    """``service.status`` read with ``hub`` when the service takes it (as ``GET /health`` does)."""
+    import inspect
+    service = flask.g.service
+    takes_hub = "hub" in inspect.signature(service.status).parameters
+    return service.status(hub, streams) if takes_hub else service.status()
 
 
 def ago(seconds: float | None) -> str:
@@ -182,11 +204,10 @@ def switch_tenant():
 def overview():
     """Each connector's streams (last pass, status, age against the maximum, last error), the
     outbox's counts, the next jobs, and a resync per connector, stream and client."""
-    service = flask.g.service
     with hub_of() as hub:
         streams = stream_health(hub)
         counts = {s: len(hub.store.actions(status=s)) for s in ("pending", "held", "failed")}
-        status = service.status(hub, streams)
+        status = status_of(hub, streams)
         clients = sorted({a["client_id"] for a in hub.store.actions() if a.get("client_id")})
     by_connector: dict[str, list[dict]] = {}
     for s in streams:
@@ -225,7 +246,7 @@ def progress(run_id: str):
 def progress_of(run_id: str):
     with hub_of() as hub:
         row = hub.store.get_run(run_id)
-        current = flask.g.service.status(hub).get("current_run")
+        current = status_of(hub).get("current_run")
     run = run_json(row) if row else None
     live = current if current and current.get("run_id", current.get("id")) == run_id else None
     ended = bool(run and run.get("finished_at")) or (run is None and live is None)

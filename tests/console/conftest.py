@@ -3,7 +3,8 @@
 - ``browser`` (session): one headless chromium for the whole session, launched from the system's
   executable (``chromium_path()``; never ``playwright install``).
 - ``world``: a ``ConsoleWorld``: the NinjaOne, ConnectWise and Stripe simulators served over HTTP
-  (``hub.testing.serve``), a config for them, a ``hub.service.Service`` on it, one sync already
+  (``hub.testing.serve``), a config for them (two scheduled jobs that do not fire during a test:
+  their next runs show), a ``hub.service.Service`` on it, its scheduler running, one sync already
   run (with Stripe refusing the first invoice request, so ``invoice:acme:<period>`` is failed and
   the agreement quantities are held), and the daemon's app (the API with the console mounted, as
   ``msp-hub daemon`` serves it) served by waitress in a thread at ``world.url``. ``world.clock``
@@ -102,12 +103,26 @@ port = 1
 token_env = "C_TOKEN"
 [logging]
 level = "warning"
+
+[[schedule.jobs]]
+name = "psa"
+connectors = ["connectwise"]
+every = "6h"
+
+[[schedule.jobs]]
+name = "invoices"
+cron = "0 6 1 * *"
 """)
         env = dict(ENV, C_NINJA=self.ninja.client_secret, C_CW=self.cw.private_key, C_STRIPE=self.stripe.api_key)
         self.service = Service(self.config, environ=env)
         self.stripe.fail_next(400, times=1, path="/v1/invoices*")   # the first invoice (acme's) fails
         self.service.trigger({})
         self.service.join()
+        from hub.daemon import build_scheduler, parse_schedule
+        scheduler = build_scheduler(self.service, parse_schedule(self.service.config, self.service.streams),
+                                    catch_up=False)   # no job fires during a test (every 6 h, the 1st at 06:00)
+        scheduler.start()
+        stack.callback(scheduler.shutdown, wait=False)
         self.clock = Clock()
         console = make_console(self.service, ConsoleSettings(idle=idle, absolute=absolute))
         self.sessions = console.config["CONSOLE_SESSIONS"]

@@ -25,6 +25,8 @@ def test_sign_in_shows_the_overview_with_the_outbox_counts_and_every_stream(sign
     expect(page.locator("#count-held strong")).to_have_text(str(held))
     for connector, stream in (("ninjaone", "devices"), ("connectwise", "agreements")):
         expect(page.locator(f"#stream-{connector}-{stream} .state")).to_have_text("healthy")
+    expect(page.locator("#jobs")).to_contain_text("invoices")       # the next scheduled jobs
+    expect(page.locator("#jobs")).to_contain_text("psa")
     # The token is in no page, no cookie and no URL.
     assert TOKEN not in page.content() and TOKEN not in page.url
     assert all(TOKEN not in c["value"] for c in page.context.cookies())
