@@ -56,6 +56,15 @@ def test_a_failing_stream_shows_on_the_overview_and_a_resync_runs_to_the_end(sig
     assert [r["trigger"] for r in runs[:2]] == ["console", "console"]
 
 
+def test_a_resync_refused_while_a_run_holds_the_lock_says_who_holds_it(signed_in, world):
+    page = signed_in
+    assert world.read(lambda s: s.acquire_lock("sync", "cli:sync")) is None   # another run holds the lock
+    before = len(world.read(lambda s: s.runs(limit=50)))
+    page.locator("#resync-all").click()
+    expect(page.locator("#resync-progress .error")).to_contain_text("a run is in progress (cli:sync")
+    assert len(world.read(lambda s: s.runs(limit=50))) == before
+
+
 def test_a_run_shows_what_it_pulled_pushed_and_held(signed_in, world):
     page = signed_in
     run_id = world.read(lambda s: s.runs(limit=1))[0]["id"]
@@ -165,11 +174,9 @@ def test_a_session_expires_when_idle_and_after_its_maximum(page, world):
     sign_in(page)                                               # kept busy, it still ends at its maximum
     page.wait_for_url("**/console/")
     step = world.sessions.settings.idle - 60
-    for _ in range(world.sessions.settings.absolute // step):
+    for _ in range(world.sessions.settings.absolute // step):   # never idle long enough to end
         world.clock.advance(step)
-        if len(world.sessions) == 0:
-            break
-        page.request.get("/console/runs")
+        assert page.request.get("/console/runs", max_redirects=0).status == 200
     world.clock.advance(step)
     page.goto("/console/")
     expect(page).to_have_url(re.compile(r"/console/signin"))
