@@ -376,19 +376,21 @@ def run_daemon(config_path: str | Path | None = None, *, environ: dict[str, str]
     the scheduler shuts down waiting for its jobs, the triggered runs are joined, the API stops.
     """
     from hub.api import make_app
+    from hub.console import mount
 
     if tenants_file is not None:
         return run_tenants_daemon(tenants_file, environ=environ)
     service = Service(config_path, environ=environ)
     jobs = parse_schedule(service.config, service.streams)
     scheduler = build_scheduler(service, jobs)
-    return _serve(make_app(service), service.admin, [service], scheduler, file=service.config.file,
-                  no_jobs=not jobs)
+    app = mount(make_app(service), service, service.config.admin, service.config.file)   # the console beside the API
+    return _serve(app, service.admin, [service], scheduler, file=service.config.file, no_jobs=not jobs)
 
 
 def run_tenants_daemon(tenants_file: str | Path, *, environ: dict[str, str] | None = None) -> int:
     """``run_daemon`` for every tenant of ``tenants_file`` (see there)."""
     from hub.api import make_app
+    from hub.console import mount
     from hub.logs import configure_logging
     from hub.metrics import label_tenants
     from hub.service import TenantServices, admin_settings
@@ -413,7 +415,9 @@ def run_tenants_daemon(tenants_file: str | Path, *, environ: dict[str, str] | No
         jobs[name] = parse_schedule(service.config, service.streams)
         add_jobs(scheduler, service, jobs[name], prefix=f"{name}/")
     listen(scheduler)
-    return _serve(make_app(TenantServices.of(services, admin.token)), admin, list(services.values()), scheduler,
+    every = TenantServices.of(services, admin.token)
+    app = mount(make_app(every), every, deployment.admin, deployment.file)   # the console beside the API
+    return _serve(app, admin, list(services.values()), scheduler,
                   file=deployment.file, no_jobs=not any(jobs.values()), tenants=sorted(services))
 
 
