@@ -32,7 +32,7 @@ log = structlog.get_logger()
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 SCOPE_KEYS = ("connectors", "streams", "clients", "period", "full", "dry_run")
-ADMIN_KEYS = ("host", "port", "token_env", "token_file")
+ADMIN_KEYS = ("host", "port", "token_env", "token_file", "session_idle", "session_max")   # the last two: the console's sessions
 
 
 class ScopeError(HubError):

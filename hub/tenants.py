@@ -48,7 +48,7 @@ DEFAULT = "default"
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 KNOWN_KEYS = {"config", "secrets_file"}
 TOP_KEYS = ("tenants", "workers", "admin", "logging")   # [workers]: the Procrastinate workers (hub.workers)
-ADMIN_KEYS = ("host", "port", "token_env", "token_file")
+ADMIN_KEYS = ("host", "port", "token_env", "token_file", "session_idle", "session_max")
 LOGGING_KEYS = ("format", "level")
 TENANTS_ENV, TENANT_ENV = "MSP_HUB_TENANTS", "MSP_HUB_TENANT"   # the CLI's --tenants and --tenant
 

@@ -159,3 +159,13 @@ def test_both_languages_have_every_label_and_french_is_spoken(tmp_path):
     service.config = French()
     page = make_console(service).test_client().get("/console/signin").get_data(as_text=True)
     assert '<html lang="fr">' in page and "Jeton d’administration" in page and "Se connecter" in page
+
+
+def test_the_session_settings_are_keys_of_admin_for_a_hub_and_a_deployment(tmp_path):
+    from hub.config import HubConfig
+    from hub.service import admin_settings
+    from hub.tenants import ADMIN_KEYS as DEPLOYMENT_KEYS
+    config = HubConfig(admin={"host": "127.0.0.1", "port": 8765, "session_idle": "10m", "session_max": "8h"})
+    admin_settings(config)      # no unknown key
+    assert console_settings(config.admin) == ConsoleSettings(600, 28800)
+    assert {"session_idle", "session_max"} <= set(DEPLOYMENT_KEYS)
