@@ -128,7 +128,8 @@ def scorecard(client_id: str):
         except HubError as exc:
             unknown = "unknown client" in str(exc)
             return failure("report_scorecard.html", str(exc), 404 if unknown else 400, **context)
-    context.update(card=card, quarter=card.quarter)
+    from hub.reports.scorecard_render import _num
+    context.update(card=card, quarter=card.quarter, overall=_num(card.overall, language()))
     return render("report_scorecard.html", error=None, **context)
 
 

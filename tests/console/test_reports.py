@@ -42,6 +42,7 @@ def test_a_clients_scorecard_shows_in_its_frame_downloads_as_pdf_and_freezes_onc
     expect(page).to_have_url(re.compile(r"/console/reports/scorecards/acme$"))
     expect(page.locator("h1")).to_contain_text(f"Acme Dental · {quarter}")
     expect(page.locator("#scorecard-state")).to_contain_text("computed from the store, not frozen")
+    expect(page.locator("#overall")).to_have_text(re.compile(r"^\d+(\.\d)? %$"))
     # The report's own page in the frame: the report streams are off, so their rows say "not measured".
     frame = page.frame_locator("#scorecard-frame")
     expect(frame.locator("h1")).to_contain_text("Acme Dental")
@@ -90,6 +91,15 @@ def test_an_unknown_client_or_quarter_is_named_with_its_fix(signed_in):
     assert response.status == 400
     expect(page.locator("#report-error")).to_contain_text("is not of the form YYYY-Qn")
     assert page.request.get("/console/reports/scorecards/acme/2026-Q9/pdf").status == 400
+    # A report's own page runs nothing, fetches nothing, and only the console's pages may frame it.
+    quarter = this_quarter()
+    shown = page.request.get(f"/console/reports/scorecards/acme/{quarter}/html")
+    assert shown.status == 200 and shown.headers["x-frame-options"] == "SAMEORIGIN"
+    assert shown.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "frame-ancestors 'self'" in shown.headers["content-security-policy"]
+    saved = page.request.get(f"/console/reports/scorecards/acme/{quarter}/html?download=1")
+    assert saved.headers["content-disposition"] == f'attachment; filename="scorecard-acme-{quarter}.html"'
+    assert page.request.get(f"/console/reports/scorecards/acme/{quarter}/svg").status == 404
 
 
 def test_the_kpi_dashboard_shows_a_month_range_with_its_csv_and_json(signed_in, world):
