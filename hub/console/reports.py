@@ -320,4 +320,5 @@ def maturity_file(fmt: str):
             body = m.render_report(m.assess(hub, None, save=False), fmt, lang, config=hub.config)
         except HubError as exc:
             return flask.Response(f"{exc}\n", 404, content_type="text/plain; charset=utf-8")
-    return report_file(body, fmt, f"maturity.{fmt}", attachment=fmt != "html" or bool(flask.request.args.get("download")))
+    return report_file(body, fmt, f"maturity.{fmt}",
+                       attachment=fmt != "html" or bool(flask.request.args.get("download")))

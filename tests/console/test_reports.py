@@ -47,6 +47,9 @@ def test_a_clients_scorecard_shows_in_its_frame_downloads_as_pdf_and_freezes_onc
     frame = page.frame_locator("#scorecard-frame")
     expect(frame.locator("h1")).to_contain_text("Acme Dental")
     expect(frame.locator("tr", has_text="Antivirus").first).to_contain_text("not measured")
+    updates = frame.locator("tr", has_text="Windows updates").first      # with its definition: the configured method
+    expect(updates).to_contain_text("not measured")
+    expect(updates).to_contain_text("Operating system patches installed in the quarter")
     expect(frame.locator("tr", has_text="Managed devices").first).to_contain_text("%")
 
     with page.expect_download() as download:
@@ -113,7 +116,8 @@ def test_the_kpi_dashboard_shows_a_month_range_with_its_csv_and_json(signed_in, 
     page.get_by_role("button", name="Show").click()
     expect(page).to_have_url(re.compile(rf"from=2026-10&to={world.period}"))
     from hub.reports.kpis import months_between
-    expect(page.locator("#kpi-summary")).to_contain_text(f"over {len(months_between('2026-10', world.period))} month(s)")
+    months = len(months_between("2026-10", world.period))
+    expect(page.locator("#kpi-summary")).to_contain_text(f"over {months} month(s)")
     frame = page.frame_locator("#kpi-frame")
     expect(frame.locator("h1")).to_have_text("Revenue KPIs")
     expect(frame.locator("svg").first).to_be_visible()                     # its charts
