@@ -211,6 +211,10 @@ def test_the_reports_posts_need_the_csrf_token(signed_in, world):
     assert post(page, "/console/reports/maturity", form, headers={"X-CSRF-Token": "forged"}).status == 403
     assert world.read(lambda s: s.frozen_scorecard("acme", quarter)) is None
     assert world.read(lambda s: s.maturity_history()) == []
+    # A value the form does not offer is refused by the answers' own validation, naming the area.
+    forged = post(page, "/console/reports/maturity", dict(form, csrf_token=csrf(page), **{"clients-2": "7"}))
+    assert forged.status == 400 and "answer 2 is 7, outside 1 to 5" in forged.text()
+    assert "clients" in forged.text() and world.read(lambda s: s.maturity_history()) == []
     # With the session's token they go through.
     assert post(page, freeze, {"csrf_token": csrf(page)}).status == 303
     assert world.read(lambda s: s.frozen_scorecard("acme", quarter))["frozen_by"] == NAME
