@@ -336,11 +336,11 @@ class _Rows:
 
     def _patches(self, kind: str, row):
         devices = self.managed
-        if not devices:
-            return None, [], "no_devices", {}
+        if not devices:     # not measured: the method still names the row's definition
+            return None, [], "no_devices", {"method": row.method}
         mine = [p for p in self.r.records("patches") if p.kind == kind]
         if not self.r.has_data("patches"):
-            return None, [], "no_patch_data", {}
+            return None, [], "no_patch_data", {"method": row.method}
         by_device: dict[str, list] = {}
         for p in mine:
             by_device.setdefault(p.device_source_id, []).append(p)
