@@ -69,7 +69,7 @@ def failure(template: str, message: str, status: int, **context: Any) -> flask.R
 # --- scorecards ------------------------------------------------------------------------------------
 
 def this_quarter(hub) -> str:
-    from hub.reports.scorecard import quarter_of
+    from hub.periods import quarter_of
     return quarter_of(hub.clock(), hub.config.timezone)
 
 

@@ -46,7 +46,7 @@ bp = flask.Blueprint("console", __name__, template_folder="templates", static_fo
 
 # The navigation: (endpoint or path under /console, label key). Pages built later link here already.
 NAV = (("console.overview", "nav.overview"), ("console.runs", "nav.runs"), ("/plan", "nav.plan"),
-       ("console.outbox", "nav.outbox"), ("/clients", "nav.clients"), ("/reports", "nav.reports"))
+       ("console.outbox", "nav.outbox"), ("/clients", "nav.clients"), ("console.reports", "nav.reports"))
 RUN_STATUSES = ("running", "ok", "partial", "failed", "abandoned")
 TRIGGERS = ("cron", "api", "cli", "catch-up", "console")
 CONSOLE_TRIGGER = "console"     # a resync asked from the console is recorded with this trigger
