@@ -24,7 +24,7 @@ WORKED = {"processus": [5, 5, 5, 4, 4], "technologie": [4, 3, 3, 3, 3], "clients
 
 
 def this_quarter() -> str:
-    from hub.reports.scorecard import quarter_of
+    from hub.periods import quarter_of
     return quarter_of(datetime.now(timezone.utc), "Europe/Paris")   # the world's time zone
 
 
