@@ -124,3 +124,16 @@ def test_approve_refuses_a_post_without_csrf_and_says_why_for_a_sent_action(sign
     page.goto("/console/plan")
     expect(page.get_by_role("status").first).to_contain_text(f"action {sent!r} was already sent")
     assert not world.read(lambda s: s.approvals(sent))
+
+
+def test_the_plan_and_clients_pages_speak_french_when_the_msp_does(signed_in, world):
+    page = signed_in
+    world.config.write_text(world.config.read_text() + '\n[reports]\nlanguage = "fr"\n')   # reloaded by the daemon
+    page.goto(f"/console/plan?period={world.period}")
+    expect(page.locator("html")).to_have_attribute("lang", "fr")
+    expect(page.get_by_role("heading", name="Plan et validation")).to_be_visible()
+    expect(page.locator("#quantities")).to_contain_text("Quantité PSA")
+    expect(page.locator("#approve-selected")).to_have_text("Approuver la sélection")
+    page.goto("/console/clients")
+    expect(page.get_by_role("heading", name="Liens suggérés (0)")).to_be_visible()
+    expect(page.locator("#discrepancies")).to_contain_text("Revenu trouvé")
