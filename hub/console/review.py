@@ -16,7 +16,7 @@ import flask
 import structlog
 
 from hub.console.auth import action, page
-from hub.console.views import bp, done, hub_of, render, status_of
+from hub.console.views import CONSOLE_TRIGGER, bp, done, hub_of, render, status_of
 from hub.engine import sync_once
 from hub.money import format_minor
 from hub.periods import parse_period
@@ -104,14 +104,16 @@ def plan():
     """The plan of a period (``?period=YYYY-MM``; by default the last ended and the current, as
     ``msp-hub plan``), per client, with what is held and the agreement quantities."""
     period = (flask.request.args.get("period") or "").strip() or None
-    error = None
     if period is not None:
         try:
             parse_period(period)
-        except ValueError as exc:
-            error, period = f"period: {exc} (write it as YYYY-MM, e.g. 2026-11)", None
+        except ValueError as exc:   # no plan rather than another period's
+            error = f"period: {exc} (write it as YYYY-MM, e.g. 2026-11)"
+            return flask.make_response(render("plan.html", period=period, error=error, by_client={}, held=[],
+                                              quantities=[], discrepancies=[], errors=[], upcoming=None,
+                                              approved=[], approvable=APPROVABLE), 400)
     with hub_of() as hub:
-        report = sync_once(hub, dry_run=True, pull_first=False, period=period)
+        report = sync_once(hub, dry_run=True, pull_first=False, period=period, trigger=CONSOLE_TRIGGER)
         outbox = {a["key"]: a for a in hub.store.actions()}
         approvals: dict[str, list[dict]] = {}
         for a in hub.store.approvals():
@@ -132,7 +134,7 @@ def plan():
         by_client.setdefault(it["client_id"], {"name": it["client_name"], "items": []})["items"].append(it)
     held = [it for it in items if it["status"] == "held"]
     approved = [k for k in flask.request.args.getlist("approved") if k]
-    return render("plan.html", period=period or "", error=error, by_client=by_client, held=held,
+    return render("plan.html", period=period or "", error=None, by_client=by_client, held=held,
                   quantities=quantities, discrepancies=report.discrepancies, errors=report.errors,
                   upcoming=upcoming, approved=approved, approvable=APPROVABLE)
 

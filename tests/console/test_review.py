@@ -137,3 +137,17 @@ def test_the_plan_and_clients_pages_speak_french_when_the_msp_does(signed_in, wo
     page.goto("/console/clients")
     expect(page.get_by_role("heading", name="Liens suggérés (0)")).to_be_visible()
     expect(page.locator("#discrepancies")).to_contain_text("Revenu trouvé")
+
+
+def test_a_wrong_period_is_refused_naming_the_format_and_no_plan_is_shown(signed_in, world):
+    page = signed_in
+    answer = page.goto("/console/plan?period=2026-13")
+    assert answer.status == 400
+    expect(page.get_by_role("alert")).to_contain_text("period:")
+    expect(page.get_by_role("alert")).to_contain_text("YYYY-MM")
+    expect(page.locator("#quantities")).to_have_count(0)
+    expect(page.locator(".client-plan")).to_have_count(0)
+    # A plan viewed in the console is recorded as the console's dry run, as GET /plan records its own.
+    page.goto(f"/console/plan?period={world.period}")
+    latest = world.read(lambda s: s.runs(limit=1))[0]
+    assert latest["trigger"] == "console" and '"period": "' + world.period in (latest["scope"] or "")
