@@ -127,3 +127,23 @@ def test_accept_and_reject_refuse_a_post_without_csrf(signed_in, world):
         assert post(page, f"/console/clients/{verb}", dict(form, csrf_token="wrong")).status == 403
     assert world.links_toml.read_text() == before
     assert not [a for a in world.read(lambda s: s.approvals()) if a["target"].startswith("link-rejected:")]
+
+
+def test_the_cli_accepts_and_refuses_as_the_console_does(world):
+    """`msp-hub clients --accept` goes through the same hub.linking.accept_link as the page."""
+    from hub.cli import main
+    env = dict(conftest.ENV, C_NINJA=world.ninja.client_secret, C_CW=world.cw.private_key, C_STRIPE=world.stripe.api_key)
+    harbor = f"connectwise-{world.harbor_company}"
+    wrong = CliRunner().invoke(main, ["clients", "--config", str(world.config), "--accept", "ninjaone-8"], env=env)
+    assert wrong.exit_code == 2 and "write SYSTEM:ID:CLIENT" in wrong.output
+    nothing = CliRunner().invoke(main, ["clients", "--config", str(world.config), "--accept",
+                                        f"ninjaone:{world.harbor_org}:acme"], env=env)
+    assert nothing.exit_code == 2 and f"no suggestion links ninjaone client {world.harbor_org} to acme" in nothing.output
+    ok = CliRunner().invoke(main, ["clients", "--config", str(world.config), "--accept",
+                                   f"ninjaone:{world.harbor_org}:{harbor}", "--why", "same insurer"], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert f"linked ninjaone 'Harbour Insurance' (id {world.harbor_org}) to {harbor}" in ok.output
+    assert tomllib.loads(world.links_toml.read_text())["clients"][harbor]["ninjaone"] == str(world.harbor_org)
+    shown = json.loads(CliRunner().invoke(main, ["clients", "--config", str(world.config), "--json"], env=env).output)
+    linked = next(c for c in shown["clients"] if c["id"] == harbor)
+    assert linked["links"]["ninjaone"] == str(world.harbor_org) and linked["how"]["ninjaone"] == "explicit"
