@@ -408,20 +408,22 @@ def make_app(service) -> flask.Flask:
         return change_action(key, "cancel")
 
     @app.post("/actions/<path:key>/approve")
-    def approve_action(key: str):
+    def approve(key: str):
         """A person lets a held action through; recorded with who ("admin API"), when and why."""
         body = flask.request.get_json(silent=True) if flask.request.get_data() else {}
         if not isinstance(body, dict) or set(body) - {"why"} or not isinstance(body.get("why", ""), str):
             return _error('the body must be a JSON object {"why": "..."} (or empty)', 400)
         why = body.get("why", "")
+        from hub.service import ApprovalRefused, approve_action
         with _open(service) as hub:
             row = hub.store.get_action(key)
             if row is None:
                 return _error(f"no action {key!r} in the outbox", 404)
-            if row["status"] in ("sent", "cancelled"):
-                return _error(f"action {key!r} was already {row['status']}; there is nothing to approve", 409,
-                              action=action_json(row))
-            row = hub.store.approve(key, who=API_APPROVER, why=why)
+            try:   # the one approval path of the CLI, the console and this API
+                approve_action(hub, key, API_APPROVER, why)
+            except ApprovalRefused as exc:
+                return _error(str(exc), 409, action=action_json(row))
+            row = hub.store.get_action(key)
             approvals = approvals_by_target(hub).get(key, [])
         log.info("api.action_approve", action=key, status=row["status"], why=why)
         return _json({"action": dict(action_json(row), approvals=approvals)})

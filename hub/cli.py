@@ -661,17 +661,13 @@ def actions_approve(ctx, config_path, key, why, as_json):
 
 
 def _approve_action(hub: Hub, key: str, who: str, why: str) -> tuple[dict, str]:
-    """Record the approval of the action ``key``: (approval, message); refused when it was sent."""
-    row = hub.store.get_action(key)
-    if row is None:
-        raise Refused(f"no action {key!r} in the outbox; list them with: msp-hub actions --status held")
-    if row["status"] == "sent":
-        raise Refused(f"action {key!r} {sent_text(row)}; there is nothing to approve")
-    if row["status"] == "cancelled":
-        raise Refused(f"action {key!r} was cancelled; there is nothing to approve "
-                      f"(put it back with: msp-hub actions retry {key})")
-    hub.store.approve(key, who=who, why=why)
-    return hub.store.approvals(key)[-1], f"approved {key}; the next sync pushes it"
+    """Record the approval of the action ``key``: (approval, message); refused when it was sent
+    (``hub.service.approve_action``, which the console calls too)."""
+    from hub.service import ApprovalRefused, approve_action
+    try:
+        return approve_action(hub, key, who, why)
+    except ApprovalRefused as exc:
+        raise Refused(str(exc)) from None
 
 
 def _print_approval(approval: dict, done: str, as_json: bool) -> None:
@@ -685,43 +681,67 @@ def _print_approval(approval: dict, done: str, as_json: bool) -> None:
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def clients(config_path, as_json):
+@click.option("--accept", metavar="SYSTEM:ID:CLIENT", help="Accept a suggested link: written to mappings/links.toml.")
+@click.option("--reject", metavar="SYSTEM:ID:CLIENT", help="Reject a suggested link: recorded in the store, "
+                                                          "not suggested again.")
+@click.option("--why", default="", help="Why (recorded with --accept and --reject).")
+def clients(config_path, as_json, accept, reject, why):
     """Show how clients are linked across systems, suggested links, and what is unmapped.
 
     A client linked to no hub client is never billed. Names that match once normalised (case,
-    accents, punctuation, legal suffixes) are linked; close names are only suggested.
+    accents, punctuation, legal suffixes) are linked; close names are only suggested. --accept
+    writes a suggested link to mappings/links.toml (a client with a contract in contracts.toml
+    keeps its links there: refused, naming the line to write); --reject records in the store that
+    the names are not the same client, and the suggestion is not made again.
 
     \b
     Example:
         msp-hub clients
+        msp-hub clients --accept ninjaone:7:connectwise-7
+        msp-hub clients --reject ninjaone:9:acme --why "a different company"
     """
-    from hub.planner import build_context, report_unbilled
-    from hub.periods import last_ended_period
+    from hub.linking import LinkRefused, accept_link, client_links, reject_link
+    from hub.store import system_user
+    if accept and reject:
+        raise click.UsageError("give --accept or --reject, not both")
     hub = _open_hub(config_path, read_only=True)
     try:
-        report = RunReport("clients", "clients", hub.clock())
-        ctx = build_context(hub, report, last_ended_period(hub.clock(), hub.config.timezone))
-        report_unbilled(hub, report, ctx)
+        if accept or reject:
+            parts = (accept or reject).split(":", 2)
+            if len(parts) != 3 or not all(parts):
+                raise Refused(f"--{'accept' if accept else 'reject'}: write SYSTEM:ID:CLIENT as `msp-hub clients` "
+                              f"shows a suggestion (e.g. ninjaone:7:connectwise-7), got {accept or reject!r}")
+            try:
+                click.echo((accept_link if accept else reject_link)(hub, *parts, who=system_user(), why=why))
+            except LinkRefused as exc:
+                raise Refused(str(exc)) from None
+            return
+        links = client_links(hub)
     finally:
         hub.close()
-    reg = ctx.registry
+    reg = links.registry
     if as_json:
         click.echo(dumps({"clients": [{"id": c.id, "name": c.name, "links": c.links, "how": c.how,
-                                       "contract": (ctx.contracts[c.id].origin if c.id in ctx.contracts else None)}
+                                       "contract": (links.contracts[c.id][1] if c.id in links.contracts else None)}
                                       for c in reg.clients.values()],
-                          "suggestions": [vars(s) for s in reg.suggestions],
+                          "suggestions": [vars(s) for s in links.suggestions],
+                          "rejected": [dict(vars(s), rejected_by=r["who"], rejected_at=r["at"], why=r["why"])
+                                       for s, r in links.rejected],
                           "unmapped": [{"system": u.source, "id": u.source_id, "name": u.name} for u in reg.unmapped],
                           "conflicts": reg.conflicts}))
         return
     rows = []
     for c in sorted(reg.clients.values(), key=lambda c: c.id):
-        links = ", ".join(f"{s}={x} ({c.how.get(s, 'explicit')})" for s, x in sorted(c.links.items()))
-        contract = ctx.contracts.get(c.id)
-        rows.append((c.id, c.name, links or "-", f"{contract.kind} ({contract.origin})" if contract else "no contract"))
+        text = ", ".join(f"{s}={x} ({c.how.get(s, 'explicit')})" for s, x in sorted(c.links.items()))
+        contract = links.contracts.get(c.id)
+        rows.append((c.id, c.name, text or "-", f"{contract[0]} ({contract[1]})" if contract else "no contract"))
     _table(("client", "name", "links", "contract"), rows, click.echo)
-    for s in reg.suggestions:
+    for s in links.suggestions:
         click.echo(f"suggestion: {s.system} {s.name!r} (id {s.source_id}) may be {s.client_name!r} ({s.client_id}), "
                    f"confidence {s.confidence:.2f}; link it in mappings/links.toml")
+    for s, r in links.rejected:
+        click.echo(f"rejected: {s.system} {s.name!r} (id {s.source_id}) is not {s.client_name!r} ({s.client_id}) "
+                   f"(by {r['who']} at {r['at']}" + (f": {r['why']})" if r["why"] else ")"))
     for u in reg.unmapped:
         click.echo(f"unmapped: {u.source} {u.name!r} (id {u.source_id}) is linked to no client and never billed")
     for c in reg.conflicts:

@@ -752,3 +752,26 @@ class TenantServices:
         if own is not None:
             out.append(own.reveal())
         return out
+
+
+# --- approvals: one code path for the CLI, the API and the console ---------------------------------
+
+class ApprovalRefused(HubError):
+    """An approval that cannot be recorded (no such action, already sent or cancelled)."""
+
+
+def approve_action(hub: Hub, key: str, who: str, why: str = "") -> tuple[dict, str]:
+    """Record the approval of the held action ``key`` by ``who`` (and ``why``): (the approval
+    recorded, a sentence saying what happens next). What ``msp-hub approve KEY --why`` and the
+    console's approve buttons call. Raises ApprovalRefused naming the fix."""
+    from hub.store import sent_text
+    row = hub.store.get_action(key)
+    if row is None:
+        raise ApprovalRefused(f"no action {key!r} in the outbox; list them with: msp-hub actions --status held")
+    if row["status"] == "sent":
+        raise ApprovalRefused(f"action {key!r} {sent_text(row)}; there is nothing to approve")
+    if row["status"] == "cancelled":
+        raise ApprovalRefused(f"action {key!r} was cancelled; there is nothing to approve "
+                              f"(put it back with: msp-hub actions retry {key})")
+    hub.store.approve(key, who=who, why=why)
+    return hub.store.approvals(key)[-1], f"approved {key}; the next sync pushes it"

@@ -75,6 +75,7 @@ def make_console(service, settings: ConsoleSettings | None = None) -> flask.Flas
     from hub.console.auth import Sessions
     from hub.console.views import bp
     from hub.console import reports as _reports  # noqa: F401  (the reports' pages register on bp)
+    from hub.console import clients, review  # noqa: F401  (their pages register on bp)
     from hub.service import TenantServices
     deployment = service if isinstance(service, TenantServices) else TenantServices.single(service)
     app = flask.Flask("hub.console", static_folder=None)

@@ -76,6 +76,53 @@ LABELS: dict[str, dict[str, str]] = {
         "mat.statement": "Statement", "mat.history": "Every assessment", "mat.date": "Date", "mat.by": "By",
         "mat.none": "No assessment recorded yet.", "mat.pdf": "Download the report (PDF)",
         "mat.html": "Open the report (HTML)", "mat.questions": "The questionnaire",
+        # --- Plan and review (plan.html), Clients (clients.html) ---
+        "plan.title": "Plan and review", "plan.intro": "What a sync would push, from the data already pulled "
+        "(msp-hub plan --details). Held items wait for a fix or for a person to approve them.",
+        "plan.period": "Period", "plan.show": "Show",
+        "plan.period_help": "Empty: the last ended period and the current one.",
+        "plan.approved_title": "Approved", "plan.pushed_by_next_sync": "What you approved is pushed by the next sync.",
+        "plan.next_job": "Next scheduled job:", "plan.no_next_job": "No job is scheduled: resync to push it now.",
+        "plan.resync_now": "Resync now", "plan.held": "Held", "plan.why_help": "why it may go (recorded)",
+        "plan.approve_selected": "Approve selected",
+        "plan.cause.error": "Error: fix the contract, mapping or record", "plan.cause.incomplete":
+        "Completeness gate: a stream it needs failed, is stale or suspect", "plan.cause.guardrail":
+        "Guardrail: a surprising change", "plan.cause.veto": "Vetoed by a plugin",
+        "plan.cause.review": "Review window: waiting for approval",
+        "plan.outbox_status": "outbox", "plan.not_in_outbox": "not in the outbox yet",
+        "plan.this_invoice": "This invoice", "plan.previous_invoice": "Previous invoice",
+        "plan.no_previous": "No invoice was sent to this client before.",
+        "plan.already": "Already approved; outbox status:",
+        "plan.fix_first": "Approving does not help here: fix the cause, then sync again.",
+        "plan.sync_first": "Not in the outbox yet: the next sync records it, then it can be approved.",
+        "plan.no_held": "Nothing is held.", "plan.quantities": "Agreement quantities: PSA, RMM, reconciled",
+        "plan.addition": "Addition", "plan.psa": "PSA quantity", "plan.rmm": "RMM count",
+        "plan.reconciled": "Reconciled", "plan.by_client": "The plan, client by client",
+        "plan.excluded": "Excluded", "plan.not_billed": "Not billed", "plan.nothing": "Nothing to plan.",
+        "plan.discrepancies": "Discrepancies and errors", "plan.line": "Line", "plan.quantity": "Qty",
+        "plan.unit": "Unit price", "plan.amount": "Amount", "plan.rule": "rule", "plan.counts": "counts",
+        "plan.held_by_sync": "Held by the last sync:", "plan.approve_and_fix": "An approval lets a guardrail "
+        "through; what this plan also names (an error, data to pull again) is for the sync or a fix.",
+        "plan.and_more": "and %d more", "plan.total": "Total before tax", "plan.pick": "Select",
+        "clients.title": "Clients", "clients.intro": "How each client is linked across systems (msp-hub clients). "
+        "A client linked to no hub client is never billed.",
+        "clients.suggestions": "Suggested links", "clients.accept_writes": "Accepting a link writes it to",
+        "clients.reject_records": "Rejecting one is recorded (who, when, why) in the store, and it is not "
+        "suggested again:", "clients.confidence": "Confidence", "clients.accept": "Accept",
+        "clients.writes_to": "writes to", "clients.reject": "Reject",
+        "clients.recorded_in_store": "recorded in the store", "clients.no_suggestions": "No suggestion.",
+        "clients.rejected": "Rejected suggestions", "clients.links": "Links", "clients.systems": "Systems",
+        "clients.contract": "Contract", "clients.how.explicit": "written in mappings",
+        "clients.how.master": "client master", "clients.how.name": "same name", "clients.devices": "device(s)",
+        "clients.no_contract": "no contract",
+        "clients.how_help": "written in mappings: links.toml or contracts.toml; client master: a company of the "
+        "PSA; same name: the names match once normalised (case, accents, legal suffixes).",
+        "clients.unmapped": "Unmapped clients", "clients.see_suggestion": "a link is suggested above",
+        "clients.unmapped_help": "Link them in mappings/links.toml (or a contract in mappings/contracts.toml).",
+        "clients.discrepancies": "Discrepancies", "clients.kind.link_conflict": "Link conflict",
+        "clients.kind.contract_conflict": "Contract conflict", "clients.kind.revenue_found": "Revenue found",
+        "clients.kind.client_without_contract": "Client without contract",
+        "clients.kind.unknown_company": "Unknown company", "clients.kind.contract_error": "Contract error",
     },
     "fr": {
         "title": "Console msp-hub",
@@ -151,6 +198,57 @@ LABELS: dict[str, dict[str, str]] = {
         "mat.by": "Par", "mat.none": "Aucune évaluation enregistrée pour l’instant.",
         "mat.pdf": "Télécharger le rapport (PDF)", "mat.html": "Ouvrir le rapport (HTML)",
         "mat.questions": "Le questionnaire",
+        # --- Plan and review (plan.html), Clients (clients.html) ---
+        "plan.title": "Plan et validation", "plan.intro": "Ce qu’une synchronisation enverrait, d’après les "
+        "données déjà lues (msp-hub plan --details). Les éléments retenus attendent une correction ou une approbation.",
+        "plan.period": "Période", "plan.show": "Afficher",
+        "plan.period_help": "Vide : la dernière période terminée et la période en cours.",
+        "plan.approved_title": "Approuvé", "plan.pushed_by_next_sync":
+        "Ce que vous avez approuvé part à la prochaine synchronisation.",
+        "plan.next_job": "Prochaine tâche planifiée :", "plan.no_next_job":
+        "Aucune tâche planifiée : resynchronisez pour l’envoyer maintenant.",
+        "plan.resync_now": "Resynchroniser maintenant", "plan.held": "Retenus",
+        "plan.why_help": "pourquoi il peut partir (enregistré)", "plan.approve_selected": "Approuver la sélection",
+        "plan.cause.error": "Erreur : corrigez le contrat, la correspondance ou l’enregistrement",
+        "plan.cause.incomplete": "Contrôle d’exhaustivité : un flux nécessaire a échoué, est ancien ou suspect",
+        "plan.cause.guardrail": "Garde-fou : un changement inhabituel", "plan.cause.veto": "Refusé par un plugin",
+        "plan.cause.review": "Fenêtre de relecture : en attente d’approbation",
+        "plan.outbox_status": "file d’envoi", "plan.not_in_outbox": "pas encore dans la file d’envoi",
+        "plan.this_invoice": "Cette facture", "plan.previous_invoice": "Facture précédente",
+        "plan.no_previous": "Aucune facture n’a encore été envoyée à ce client.",
+        "plan.already": "Déjà approuvé ; état dans la file :",
+        "plan.fix_first": "Approuver n’y change rien : corrigez la cause, puis synchronisez.",
+        "plan.sync_first": "Pas encore dans la file : la prochaine synchronisation l’enregistre, puis il pourra être "
+        "approuvé.",
+        "plan.no_held": "Rien n’est retenu.", "plan.quantities": "Quantités des contrats : PSA, RMM, rapprochée",
+        "plan.addition": "Ajout", "plan.psa": "Quantité PSA", "plan.rmm": "Nombre RMM",
+        "plan.reconciled": "Rapprochée", "plan.by_client": "Le plan, client par client",
+        "plan.excluded": "Exclus", "plan.not_billed": "Non facturé", "plan.nothing": "Rien à planifier.",
+        "plan.discrepancies": "Écarts et erreurs", "plan.line": "Ligne", "plan.quantity": "Qté",
+        "plan.unit": "Prix unitaire", "plan.amount": "Montant", "plan.rule": "règle", "plan.counts": "compte",
+        "plan.held_by_sync": "Retenu par la dernière synchronisation :", "plan.approve_and_fix": "Une approbation "
+        "laisse passer un garde-fou ; ce que ce plan signale en plus (une erreur, des données à relire) relève de la "
+        "synchronisation ou d’une correction.",
+        "plan.and_more": "et %d de plus", "plan.total": "Total HT", "plan.pick": "Sélectionner",
+        "clients.title": "Clients", "clients.intro": "Comment chaque client est relié d’un système à l’autre "
+        "(msp-hub clients). Un client relié à aucun client du hub n’est jamais facturé.",
+        "clients.suggestions": "Liens suggérés", "clients.accept_writes": "Accepter un lien l’écrit dans",
+        "clients.reject_records": "En refuser un est enregistré (qui, quand, pourquoi) dans la base, et il n’est "
+        "plus suggéré :", "clients.confidence": "Confiance", "clients.accept": "Accepter",
+        "clients.writes_to": "écrit dans", "clients.reject": "Refuser",
+        "clients.recorded_in_store": "enregistré dans la base", "clients.no_suggestions": "Aucune suggestion.",
+        "clients.rejected": "Suggestions refusées", "clients.links": "Liens", "clients.systems": "Systèmes",
+        "clients.contract": "Contrat", "clients.how.explicit": "écrit dans mappings",
+        "clients.how.master": "référentiel clients", "clients.how.name": "même nom", "clients.devices": "appareil(s)",
+        "clients.no_contract": "sans contrat",
+        "clients.how_help": "écrit dans mappings : links.toml ou contracts.toml ; référentiel clients : une société "
+        "du PSA ; même nom : les noms sont égaux une fois normalisés (casse, accents, formes juridiques).",
+        "clients.unmapped": "Clients non reliés", "clients.see_suggestion": "un lien est suggéré plus haut",
+        "clients.unmapped_help": "Reliez-les dans mappings/links.toml (ou un contrat dans mappings/contracts.toml).",
+        "clients.discrepancies": "Écarts", "clients.kind.link_conflict": "Conflit de lien",
+        "clients.kind.contract_conflict": "Conflit de contrat", "clients.kind.revenue_found": "Revenu trouvé",
+        "clients.kind.client_without_contract": "Client sans contrat",
+        "clients.kind.unknown_company": "Société inconnue", "clients.kind.contract_error": "Erreur de contrat",
     },
 }
 

@@ -45,8 +45,8 @@ bp = flask.Blueprint("console", __name__, template_folder="templates", static_fo
                      static_url_path="/static")
 
 # The navigation: (endpoint or path under /console, label key). Pages built later link here already.
-NAV = (("console.overview", "nav.overview"), ("console.runs", "nav.runs"), ("/plan", "nav.plan"),
-       ("console.outbox", "nav.outbox"), ("/clients", "nav.clients"), ("console.reports", "nav.reports"))
+NAV = (("console.overview", "nav.overview"), ("console.runs", "nav.runs"), ("console.plan", "nav.plan"),
+       ("console.outbox", "nav.outbox"), ("console.clients", "nav.clients"), ("console.reports", "nav.reports"))
 RUN_STATUSES = ("running", "ok", "partial", "failed", "abandoned")
 TRIGGERS = ("cron", "api", "cli", "catch-up", "console")
 CONSOLE_TRIGGER = "console"     # a resync asked from the console is recorded with this trigger
@@ -340,10 +340,12 @@ def change(verb: str):
         elif verb == "cancel":
             row = hub.store.cancel_action(key)
         else:
-            if row["status"] in ("sent", "cancelled"):
-                return done("console.outbox", f"action {key!r} was already {row['status']}; there is nothing to "
-                                              "approve", "error", status=back)
-            row = hub.store.approve(key, who=flask.g.session.approver, why=flask.request.form.get("why", ""))
+            from hub.service import ApprovalRefused, approve_action
+            try:   # the one approval path of the CLI, the API and the console
+                approve_action(hub, key, flask.g.session.approver, flask.request.form.get("why", ""))
+            except ApprovalRefused as exc:
+                return done("console.outbox", str(exc), "error", status=back)
+            row = hub.store.get_action(key)
     if row["status"] == "sent":
         return done("console.outbox", f"action {key!r} was already sent", "error", status=back)
     if verb == "cancel" and row["status"] != "cancelled":
