@@ -428,6 +428,118 @@ def make_app(service) -> flask.Flask:
         log.info("api.action_approve", action=key, status=row["status"], why=why)
         return _json({"action": dict(action_json(row), approvals=approvals)})
 
+    def json_object(allowed: set[str], required: set[str] = frozenset()) -> dict | flask.Response:
+        """The request's JSON object with only ``allowed`` keys and every ``required`` one; else 400."""
+        body = flask.request.get_json(silent=True) if flask.request.get_data() else {}
+        if not isinstance(body, dict) or set(body) - allowed or required - set(body):
+            need = ", ".join(sorted(required)) or "nothing"
+            return _error(f"the body must be a JSON object with {', '.join(sorted(allowed))} "
+                          f"(required: {need})", 400)
+        return body
+
+    # --- the console's other actions: links, reports (the same functions the CLI calls) ----------
+
+    @app.post("/clients/links/<verb>")
+    def link(verb: str):
+        """Accept (writes mappings/links.toml) or reject (recorded in the store) a suggested link."""
+        from hub.linking import LinkRefused, accept_link, reject_link
+        if verb not in ("accept", "reject"):
+            return _error("use /clients/links/accept or /clients/links/reject", 404)
+        body = json_object({"system", "source_id", "client_id", "why"}, {"system", "source_id", "client_id"})
+        if isinstance(body, flask.Response):
+            return body
+        with _open(service) as hub:
+            try:
+                said = (accept_link if verb == "accept" else reject_link)(
+                    hub, str(body["system"]), str(body["source_id"]), str(body["client_id"]), who=API_APPROVER,
+                    why=str(body.get("why", "")))
+            except LinkRefused as exc:
+                return _error(str(exc), 409)
+        log.info(f"api.link_{verb}", system=body["system"], source_id=body["source_id"], client=body["client_id"])
+        return _json({"result": said})
+
+    def report_format(allowed: tuple[str, ...]) -> str | flask.Response:
+        fmt = flask.request.args.get("format", "json")
+        return fmt if fmt in allowed else _error(f"format {fmt!r}: use one of {', '.join(allowed)}", 400)
+
+    def report_body(fmt: str, body: bytes) -> flask.Response:
+        kinds = {"json": "application/json", "html": "text/html; charset=utf-8", "pdf": "application/pdf",
+                 "csv": "text/csv; charset=utf-8"}
+        return flask.Response(body, status=200, content_type=kinds[fmt])
+
+    @app.get("/reports/scorecards/<client_id>/<quarter>")
+    def scorecard(client_id: str, quarter: str):
+        """A client's scorecard of a quarter (frozen, else computed now), as JSON, HTML or PDF."""
+        from hub.reports import scorecard as sc
+        fmt = report_format(("json", "html", "pdf"))
+        if isinstance(fmt, flask.Response):
+            return fmt
+        with _open(service) as hub:
+            try:
+                card = sc.scorecard_for(hub, client_id, quarter)
+                return report_body(fmt, sc.render_for(hub, card, fmt, flask.request.args.get("lang") or None))
+            except HubError as exc:
+                return _error(str(exc), 400)
+
+    @app.post("/reports/scorecards/<client_id>/<quarter>/freeze")
+    def freeze(client_id: str, quarter: str):
+        """Freeze the scorecard as presented (msp-hub report scorecard --freeze); a quarter already
+        frozen is refused (409) unless the body says {"refreeze": true}."""
+        from hub.reports import scorecard as sc
+        body = json_object({"refreeze"})
+        if isinstance(body, flask.Response):
+            return body
+        refreeze = body.get("refreeze", False) is True
+        with _open(service) as hub:
+            try:
+                name = sc.quarter(quarter, hub.config.timezone).name
+                old = hub.store.frozen_scorecard(client_id, name)
+                if old is not None and not refreeze:
+                    return _error(f"the scorecard of {client_id} for {name} was frozen at {old['frozen_at']} by "
+                                  f"{old['frozen_by']}; send {{\"refreeze\": true}} to replace it", 409)
+                card = sc.freeze(hub, sc.build(hub, client_id, name), who=API_APPROVER, refreeze=refreeze)
+            except HubError as exc:
+                return _error(str(exc), 400)
+        log.info("api.scorecard_frozen", client=client_id, quarter=card.quarter, refreeze=refreeze)
+        return _json({"client_id": client_id, "quarter": card.quarter, "frozen": card.frozen})
+
+    @app.get("/reports/kpis")
+    def kpis():
+        """The revenue KPIs of ?from=YYYY-MM&to=YYYY-MM, as JSON, CSV or HTML."""
+        from hub.reports import kpis as k
+        fmt = report_format(("json", "csv", "html"))
+        if isinstance(fmt, flask.Response):
+            return fmt
+        first, last = flask.request.args.get("from"), flask.request.args.get("to")
+        if not first or not last:
+            return _error("give the months: /reports/kpis?from=2026-01&to=2026-11", 400)
+        with _open(service) as hub:
+            try:
+                return report_body(fmt, k.render(k.build(hub, first, last), fmt, flask.request.args.get("lang") or None))
+            except (ValueError, HubError) as exc:
+                return _error(str(exc), 400)
+
+    @app.post("/reports/maturity")
+    def maturity():
+        """Record a maturity self-assessment ({"answers": {"processus": [5 integers], ...}}), checked
+        as answers.toml is; answers the scores, stage, next steps and signals (JSON)."""
+        from hub.reports import maturity as m
+        body = json_object({"answers", "answered_by"}, {"answers"})
+        if isinstance(body, flask.Response):
+            return body
+        raw = body["answers"] if isinstance(body["answers"], dict) else {"answers": body["answers"]}
+        if "answered_by" in body:
+            raw = {**raw, "answered_by": body["answered_by"]}
+        with _open(service) as hub:
+            try:
+                answers = m.parse_answers(raw, file="the request's answers")
+                assessment = m.assess(hub, answers, save=True, by=API_APPROVER)
+            except HubError as exc:
+                return _error(str(exc), 400)
+            lang = hub.config.report_language
+        log.info("api.maturity_recorded", overall=m.number(assessment.score.overall, "en"))
+        return _json(assessment.as_json(lang), 201)
+
     def correction_body(allowed: set[str]) -> dict | flask.Response:
         body = flask.request.get_json(silent=True) if flask.request.get_data() else None
         if not isinstance(body, dict) or set(body) - allowed:
@@ -713,6 +825,46 @@ OPENAPI: dict[str, Any] = {
             "other action has no correction.",
             {200: "The action and its corrections.", 404: "No such action."},
             params=[_KEY])},
+        "/clients/links/{verb}": {"post": _op(
+            "Accept a suggested link (written to mappings/links.toml) or reject it (recorded in the store, not "
+            "suggested again); recorded as by \"admin API\".",
+            {200: "What was written or recorded.", 400: "A bad body.", 404: "Not accept or reject.",
+             409: "No such suggestion, or it cannot be accepted there (the message names the fix)."},
+            params=[_param("verb", "path", {"type": "string", "enum": ["accept", "reject"]}, "accept or reject")],
+            body={"type": "object", "additionalProperties": False, "required": ["system", "source_id", "client_id"],
+                  "properties": {"system": {"type": "string"}, "source_id": {"type": "string"},
+                                 "client_id": {"type": "string"}, "why": {"type": "string"}}})},
+        "/reports/scorecards/{client_id}/{quarter}": {"get": _op(
+            "A client's scorecard of a quarter (the frozen one, else computed from the store).",
+            {200: "The scorecard (?format=json|html|pdf, ?lang=en|fr).", 400: "A bad client, quarter or format."},
+            params=[_param("client_id", "path", {"type": "string"}, "The hub client."),
+                    _param("quarter", "path", {"type": "string"}, "YYYY-Qn, e.g. 2026-Q4."),
+                    _param("format", "query", {"type": "string", "enum": ["json", "html", "pdf"]}, "Default json."),
+                    _param("lang", "query", {"type": "string", "enum": ["en", "fr"]}, "Default: [reports] language.")])},
+        "/reports/scorecards/{client_id}/{quarter}/freeze": {"post": _op(
+            "Freeze the scorecard as presented (stored as computed, re-rendered identically; next quarter's "
+            "previous column); recorded as by \"admin API\".",
+            {200: "The quarter and who froze it when.", 400: "A bad client or quarter.",
+             409: "Frozen already (send refreeze: true)."},
+            params=[_param("client_id", "path", {"type": "string"}, "The hub client."),
+                    _param("quarter", "path", {"type": "string"}, "YYYY-Qn.")],
+            body={"type": "object", "additionalProperties": False,
+                  "properties": {"refreeze": {"type": "boolean", "description": "Replace a frozen scorecard."}}})},
+        "/reports/kpis": {"get": _op(
+            "The revenue KPIs of a range of months.",
+            {200: "The KPIs (?format=json|csv|html).", 400: "A bad range or format."},
+            params=[_param("from", "query", {"type": "string"}, "First month, YYYY-MM."),
+                    _param("to", "query", {"type": "string"}, "Last month, YYYY-MM."),
+                    _param("format", "query", {"type": "string", "enum": ["json", "csv", "html"]}, "Default json."),
+                    _param("lang", "query", {"type": "string", "enum": ["en", "fr"]}, "Default: [reports] language.")])},
+        "/reports/maturity": {"post": _op(
+            "Record a maturity self-assessment (its answers checked as answers.toml is) with the date and "
+            "\"admin API\"; the scores, stage, next steps and signals from data.",
+            {201: "The assessment.", 400: "Answers missing or out of range (the message names which)."},
+            body={"type": "object", "additionalProperties": False, "required": ["answers"], "properties": {
+                "answers": {"type": "object", "description": "processus, technologie, clients, revenus: five "
+                                                             "integers 1 to 5 each."},
+                "answered_by": {"type": "string"}}})},
         "/metrics": {"get": _op("Prometheus metrics of the process (msp_hub_*).", {200: "Text exposition format."},
                                 content="text/plain")},
         "/openapi.json": {"get": _op("This description.", {200: "OpenAPI 3."})},

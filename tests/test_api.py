@@ -154,6 +154,8 @@ def test_every_route_answers_with_the_token(client, service, method, path):
         assert response.status_code == 400 and "reason is required" in response.get_json()["error"]
     elif path == "/resync":                                    # a resync without a scope is refused
         assert response.status_code == 400 and '{"all": true}' in response.get_json()["error"]
+    elif path.startswith(("/reports/", "/clients/links/")):   # sample arguments ("x", no months, no answers)
+        assert response.status_code in (400, 404) and response.get_json()["error"]
     elif method == "POST" and path.endswith("/retry"):    # the sample action is held: it is approved, not retried
         assert response.status_code == 409 and "/approve" in response.get_json()["error"]
     else:
@@ -451,3 +453,53 @@ def test_a_resync_the_cli_hands_over_is_recorded_as_the_cli_s(client, service):
     assert client.post("/resync", headers={**AUTH, "X-MSP-Hub-Trigger": "cron"}, json={"all": True}).status_code == 202
     assert client.post("/resync", headers=AUTH, json={"all": True}).status_code == 202
     assert service.triggers == ["cli", "api", "api"]          # only "cli" is taken from the header
+
+
+# --- the console's other actions, through the API: reports and links ------------------------------
+
+WORKED = {"processus": [5, 5, 5, 4, 4], "technologie": [4, 3, 3, 3, 3], "clients": [4, 4, 4, 4, 3],
+          "revenus": [3, 3, 3, 2, 2]}
+
+
+def test_a_maturity_assessment_is_recorded_through_the_api_as_the_cli_records_it(client, service):
+    incomplete = client.post("/reports/maturity", headers=AUTH, json={"answers": {**WORKED, "revenus": [3, 3]}})
+    assert incomplete.status_code == 400 and "revenus" in incomplete.get_json()["error"]
+    assert "has 2 answer(s); the area has five statements" in incomplete.get_json()["error"]
+    hub = service.env.hub()
+    assert hub.store.maturity_history() == []          # nothing recorded
+    hub.close()
+    recorded = client.post("/reports/maturity", headers=AUTH, json={"answers": WORKED})
+    body = recorded.get_json()
+    assert recorded.status_code == 201 and body["overall_exact"] == "71/20" and body["stage"] == "proactivite"
+    assert [body["areas"][a]["points"] for a in ("processus", "technologie", "clients", "revenus")] == [23, 16, 19, 13]
+    hub = service.env.hub()
+    assert [(h["answered_by"], h["stage"]) for h in hub.store.maturity_history()] == [("admin API", "proactivite")]
+    hub.close()
+    assert client.post("/reports/maturity", headers=AUTH, json={"answers": WORKED, "who": "me"}).status_code == 400
+
+
+def test_a_scorecard_is_read_and_frozen_through_the_api_once_unless_refrozen(client, service):
+    pdf = client.get("/reports/scorecards/acme/2026-Q3?format=pdf", headers=AUTH)
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF") and pdf.content_type == "application/pdf"
+    frozen = client.post("/reports/scorecards/acme/2026-Q3/freeze", headers=AUTH)
+    assert frozen.status_code == 200 and frozen.get_json()["frozen"]["by"] == "admin API"
+    again = client.post("/reports/scorecards/acme/2026-Q3/freeze", headers=AUTH)
+    assert again.status_code == 409 and 'send {"refreeze": true}' in again.get_json()["error"]
+    assert client.post("/reports/scorecards/acme/2026-Q3/freeze", headers=AUTH, json={"refreeze": True}).status_code == 200
+    card = client.get("/reports/scorecards/acme/2026-Q3", headers=AUTH).get_json()
+    assert card["client_id"] == "acme" and card["quarter"] == "2026-Q3" and card["frozen"]["by"] == "admin API"
+    bad = client.get("/reports/scorecards/acme/2026Q3", headers=AUTH)
+    assert bad.status_code == 400 and "YYYY-Qn" in bad.get_json()["error"]
+    assert client.get("/reports/scorecards/acme/2026-Q3?format=doc", headers=AUTH).status_code == 400
+
+
+def test_the_kpis_and_the_links_answer_through_the_api(client):
+    csv = client.get("/reports/kpis?from=2026-09&to=2026-10&format=csv", headers=AUTH)
+    assert csv.status_code == 200 and csv.data.decode().splitlines()[0] == \
+        "metric,period,subject_id,subject,currency,value,unit"
+    assert client.get("/reports/kpis?from=2026-09", headers=AUTH).status_code == 400
+    nothing = client.post("/clients/links/accept", headers=AUTH,
+                          json={"system": "ninjaone", "source_id": "999", "client_id": "acme"})
+    assert nothing.status_code == 409 and nothing.get_json()["error"]
+    assert client.post("/clients/links/accept", headers=AUTH, json={"system": "ninjaone"}).status_code == 400
+    assert client.post("/clients/links/merge", headers=AUTH, json={}).status_code == 404
