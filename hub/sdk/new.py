@@ -17,12 +17,12 @@ TAKEN = frozenset({"hub", "plugins", "tests", "connectwise", "ninjaone", "stripe
 def check_name(name: str) -> None:
     """Refuse a NAME that cannot be a Python package and a connector name; the message says why."""
     if not NAME_RULE.fullmatch(name) or name.endswith("_") or "__" in name:
-        raise ConfigError(f"{name!r} is not a valid plugin name", key="NAME",
+        raise ConfigError(f"plugin name {name!r} is not valid",
                           fix="use 2 to 40 lowercase letters, digits and single underscores, starting with "
                               "a letter (e.g. acme_rmm): it names the Python package, the connector, "
                               "its [connectors.NAME] section and its device_classes.toml section")
     if keyword.iskeyword(name) or name in TAKEN:
-        raise ConfigError(f"{name!r} is taken (a Python keyword or one of msp-hub's own names)", key="NAME",
+        raise ConfigError(f"plugin name {name!r} is taken (a Python keyword or one of msp-hub's own names)",
                           fix="choose another name, e.g. the vendor's name followed by _rmm")
 
 
@@ -42,7 +42,7 @@ def new_plugin(name: str, directory: str | Path = ".") -> Path:
     check_name(name)
     target = Path(directory) / name
     if target.exists():
-        raise ConfigError(f"{target} already exists; nothing was written", key="--dir",
+        raise ConfigError(f"folder {target} already exists; nothing was written",
                           fix="choose another NAME or --dir, or remove that folder first")
     values = substitutions(name)
     files = sorted(p for p in TEMPLATE.rglob("*.tmpl") if p.is_file())
