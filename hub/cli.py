@@ -2111,7 +2111,12 @@ def report_deliver(config_path, name, period, as_json):
 
 @main.group()
 def plugin():
-    """Write a connector plugin: start one from the template (see docs/guide.md)."""
+    """Write a connector plugin: start one from the template (see docs/guide.md).
+
+    \b
+    Example:
+        msp-hub plugin new acme_rmm
+    """
 
 
 @plugin.command("new")
