@@ -75,7 +75,7 @@ def test_a_generated_plugin_passes_its_own_tests_conformance_and_billing_include
                  "test_a_hub_with_the_plugin_pulls_the_devices_and_bills_them_by_tier",
                  "test_a_refused_key_is_a_credentials_error_naming_the_setting"):
         assert f"PASSED tests/test_plugin.py::{test}" in done.stdout
-    assert "\n5 passed in " in done.stdout
+    assert "\n6 passed in " in done.stdout
     assert "[debug" not in done.stdout and "[info" not in done.stdout   # the fixtures keep tests quiet
 
 
