@@ -259,23 +259,25 @@ class ItemsConnector:
     name = "items"
     action_kinds = frozenset({"ticket"})
 
-    def __init__(self, sim, *, swallow=False, skip_ahead=False, careless_push=False):
+    def __init__(self, sim, *, swallow=False, skip_ahead=False, careless_push=False, miscount=False):
         self.sim, self.swallow, self.skip_ahead, self.careless_push = sim, swallow, skip_ahead, careless_push
+        self.miscount = miscount
         self.api = client_for(sim)
 
     def streams(self):
         return [Stream("items", "devices", "devices", self._devices)]
 
     def _devices(self, cursor, started):
-        after = (cursor or {}).get("after")
+        after, read = (cursor or {}).get("after"), (cursor or {}).get("read", 0)
         try:
             while True:
                 body = self.api.get("/items", params={"limit": 3} | ({"after": after} if after else {}))
                 records, rejected = map_records(body["results"], to_device)
                 after = body["next_cursor"]
-                saved = {"after": str(len(self.sim.items))} if self.skip_ahead and after else (
-                    {"after": after} if after else None)
-                yield Page(records, saved, rejected=rejected)
+                read += len(body["results"]) - (1 if self.miscount and rejected else 0)
+                saved = {"after": str(len(self.sim.items)), "read": read} if self.skip_ahead and after else (
+                    {"after": after, "read": read} if after else None)
+                yield Page(records, saved, rejected=rejected, sweep_count=None if after else read)
                 if after is None:
                     return
         except VendorError:
@@ -320,6 +322,13 @@ def test_the_suite_fails_a_push_that_a_retry_repeats():
     sim = ItemsSimulator()
     with pytest.raises(AssertionError, match="pushed again after a lost answer, it made 'obj-2' besides 'obj-1'"):
         assert_plugin_conforms(ItemsConnector(sim, careless_push=True), sim, actions=[ACTION])
+
+
+def test_the_suite_fails_a_sweep_count_that_leaves_out_the_rejected_records():
+    sim = ItemsSimulator()
+    sim.add_unmappable("devices")
+    with pytest.raises(AssertionError, match="devices: the page ending the sweep says it read 7 records, the pass read 8"):
+        assert_plugin_conforms(ItemsConnector(sim, miscount=True), sim)
 
 
 def test_the_suite_says_which_faults_a_simulator_cannot_make():

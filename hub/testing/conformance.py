@@ -101,6 +101,7 @@ def assert_plugin_conforms(connector, simulator, *, actions: Iterable[Any] = ())
 
     * records: canonical types (``hub.records``) of the stream's table, ``source`` the connector's
       name, unique non-empty ``source_id``, aware UTC datetimes; every stream pulls something;
+      a page ending a full sweep gives the records the sweep read as ``sweep_count``;
     * cursors: never past the run's start (keys in ``vendor_clock_keys`` follow the vendor's clock
       and are left alone); a second sync over unchanged data changes nothing;
     * transient faults survived (retried by the policy): a 429, a 503, and when offered a timeout
@@ -143,7 +144,13 @@ def assert_plugin_conforms(connector, simulator, *, actions: Iterable[Any] = ())
                                  f"(fix: use one of {', '.join(sorted(RECORD_TABLES))})")
         seen: set[tuple[str, str]] = set()
         started = datetime.now(timezone.utc)
+        read = 0
         for page in stream.iter_pages(None, started):
+            read += len(page.records) + len(page.rejected)
+            if page.sweep_count is not None:
+                assert page.sweep_count == read, (f"{stream.name}: the page ending the sweep says it read "
+                                                  f"{page.sweep_count} records, the pass read {read} (rejected ones "
+                                                  "count too): a short sweep would go unnoticed")
             for record in page.records:
                 assert isinstance(record, cls), f"{stream.name}: {record!r} is not a {cls.__name__}"
                 assert record.source == connector.name, f"{stream.name}: source {record.source!r} != {connector.name!r}"
