@@ -22,7 +22,7 @@ from hub.http import retry_policy
 from hub.records import APPROVED, Action, Device
 from hub.sdk import VendorClient, error_for
 from hub.sdk.new import new_plugin
-from hub.testing import ConnectorPlugin, Simulator, assert_plugin_conforms, make_hub, mock_client
+from hub.testing import ConnectorPlugin, Simulator, assert_plugin_conforms, mock_client
 from hub.testing.fixtures import hub_config, hub_for, no_wait_retry, serve_simulator  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import importlib
 
 from hub.http import retry_policy
 from hub.records import Action
-from hub.testing import MemoryPushContext, assert_plugin_conforms, mock_client
+from hub.testing import assert_plugin_conforms, mock_client
 from plugins.connectwise.simulator import ConnectWiseSimulator
 from plugins.ninjaone.simulator import NinjaOneSimulator
 from plugins.stripe.plugin import StripeConnector, StripeSettings

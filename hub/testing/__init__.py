@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable, Iterator
 
 import httpx
-
-from pathlib import Path
-
 import structlog
 
 from hub.config import HubConfig
