@@ -131,6 +131,19 @@ def test_the_simulator_checks_credentials_and_pages_by_cursor_and_by_number():
     assert sim.requests == 8 and sim.requests_by_path["/items"] == 5
 
 
+def test_a_route_with_path_parameters_passes_them_and_an_exact_route_wins():
+    sim = Simulator(auth_value=None)
+    sim.route("GET", "/agents/{agent_id}/checks/{check}", lambda r, agent_id, check: sim.json(200, [agent_id, check]))
+    sim.route("GET", "/agents/{agent_id}/", lambda r, agent_id: sim.json(200, {"id": agent_id}))
+    sim.route("GET", "/agents/summary/", lambda r: sim.json(200, "summary"))
+    http = mock_client(sim.handler)
+    assert http.get("/agents/17/").json() == {"id": "17"}
+    assert http.get("/agents/17/checks/disk").json() == ["17", "disk"]
+    assert http.get("/agents/summary/").json() == "summary"
+    assert http.put("/agents/17/").status_code == 405
+    assert http.get("/agents/17/extra/").status_code == 404
+
+
 def test_the_simulator_serves_faults_in_order_then_recovers_and_dates_answers_on_its_clock():
     sim = ItemsSimulator()
     http = mock_client(sim.handler)

@@ -5,8 +5,8 @@ vendor's API. Mount it without sockets with ``hub.testing.mock_client(sim.handle
 over real HTTP with ``hub.testing.serve(sim.handler)`` (the ``serve_simulator`` fixture does).
 
 A subclass registers its endpoints in ``__init__`` with ``self.route(method, path, function)``;
-each function takes the ``httpx.Request`` and returns an ``httpx.Response`` (``self.json(...)``
-builds one). Paging is done by ``self.page_by_number(...)`` or ``self.page_by_cursor(...)``.
+each function takes the ``httpx.Request`` (and the path's ``{parameters}`` as keyword arguments)
+and returns an ``httpx.Response`` (``self.json(...)`` builds one). Paging is done by ``self.page_by_number(...)`` or ``self.page_by_cursor(...)``.
 Every request is checked for the credentials first (``auth_header``/``auth_value``: a 401
 otherwise), then the faults queued by ``fail_next``, ``timeout_next`` and ``garbage_next`` are
 applied, in the order they were queued.
@@ -15,6 +15,7 @@ applied, in the order they were queued.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import httpx
 
-Route = Callable[[httpx.Request], httpx.Response]
+Route = Callable[..., httpx.Response]
 
 
 class Simulator:
@@ -52,14 +53,25 @@ class Simulator:
         self.requests_by_path: Counter[str] = Counter()
         self.effects: Counter[str] = Counter()
         self._routes: dict[tuple[str, str], Route] = {}
+        self._patterns: list[tuple[str, re.Pattern[str], Route]] = []
         self._faults: list[dict[str, Any]] = []
         self._lock = threading.RLock()
 
     # --- set-up --------------------------------------------------------------------------------
 
     def route(self, method: str, path: str, function: Route) -> None:
-        """Answer ``method path`` (exact path, e.g. ``/api/devices``) with ``function(request)``."""
-        self._routes[(method.upper(), path)] = function
+        """Answer ``method path`` with ``function(request)``.
+
+        ``path`` is exact (``/api/devices``) or has ``{name}`` parts, each matching one path
+        segment and passed as a keyword argument (text): ``/api/agents/{agent_id}/`` calls
+        ``function(request, agent_id="17")``. Exact paths win over patterns; patterns are tried in
+        the order they were registered.
+        """
+        if "{" not in path:
+            self._routes[(method.upper(), path)] = function
+            return
+        regex = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(path))
+        self._patterns.append((method.upper(), re.compile(regex + "$"), function))
 
     def advance(self, seconds: float) -> None:
         """Move the simulator's clock forward (or back, with a negative number)."""
@@ -179,11 +191,17 @@ class Simulator:
         if self.auth_value is not None and request.headers.get(self.auth_header) != self.auth_value:
             return self.error(401, "Authentication credentials were not provided or are invalid.")
         function = self._routes.get((method, path))
-        if function is None:
-            if any(p == path for _, p in self._routes):
-                return self.error(405, f"Method {method} not allowed.")
-            return self.error(404, "Not found.")
-        return function(request)
+        if function is not None:
+            return function(request)
+        known = any(p == path for _, p in self._routes)
+        for wanted, pattern, function in self._patterns:
+            found = pattern.match(path)
+            if found and wanted == method:
+                return function(request, **found.groupdict())
+            known = known or bool(found)
+        if known:
+            return self.error(405, f"Method {method} not allowed.")
+        return self.error(404, "Not found.")
 
     def _faulty(self, fault: dict[str, Any], request: httpx.Request) -> httpx.Response:
         if fault["kind"] == "timeout":
