@@ -2127,5 +2127,45 @@ def report_deliver(config_path, name, period, as_json):
         sys.exit(1)
 
 
+# --- plugin: the kit for writing a connector ---------------------------------------------------
+
+@main.group()
+def plugin():
+    """Write a connector plugin: start one from the template (see docs/guide.md).
+
+    \b
+    Example:
+        msp-hub plugin new acme_rmm
+    """
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="The folder to write the package's folder NAME/ in.")
+def plugin_new(name, directory):
+    """Write a working connector package NAME/ (client, plugin, simulator, tests, pyproject.toml
+    with the msp_hub entry point, README, device_classes snippet) for a toy RMM, to change into
+    your vendor's. NAME is lowercase letters, digits and underscores; an existing folder is
+    never overwritten.
+
+    \b
+    Example:
+        msp-hub plugin new acme_rmm
+        pip install -e ./acme_rmm && pytest ./acme_rmm
+    """
+    from hub.errors import ConfigError
+    from hub.sdk.new import new_plugin
+    try:
+        target = new_plugin(name, directory)
+    except ConfigError as exc:
+        raise Refused(str(exc)) from exc
+    click.echo(f"wrote {target}/ (the connector {name!r})")
+    click.echo("next:")
+    click.echo(f"  pip install -e {target}")
+    click.echo(f"  pytest {target}")
+    click.echo(f"then change {target}/{name}/client.py and simulator.py to your vendor's API (docs/guide.md)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,24 +1,35 @@
-"""The harness plugin authors reuse: serve a simulator over HTTP, build hubs, check conformance."""
+"""The test kit plugin authors reuse: serve a simulator over HTTP, build hubs, check conformance.
+
+Public surface (documented in docs/testing.md):
+
+* ``serve(handler)`` / ``mock_client(handler)``: a simulator over real HTTP, or without sockets;
+* ``Simulator``: a base for vendor simulators (routes, auth check, paging, faults, a clock);
+* ``make_hub(*plugins)``, ``ConnectorPlugin``, ``empty_mappings()``: a hub around a plugin;
+* ``assert_plugin_conforms(connector, simulator)``: the checks every connector must pass;
+* ``MemoryPushContext``: the context a push receives, kept in memory;
+* ``hub.testing.fixtures``: the same as pytest fixtures (``pytest_plugins = ["hub.testing.fixtures"]``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable, Iterator
 
 import httpx
-
-from dataclasses import fields
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+import structlog
 
 from hub.config import HubConfig
-from hub.engine import Hub, RunReport, pull
+from hub.engine import Hub
 from hub.hookspecs import hookimpl
 from hub.mappings import Mappings, load_mappings
 from hub.plugins import get_plugin_manager
-from hub.store import RECORD_TABLES, Store
+from hub.store import Store
+
+__all__ = ["serve", "mock_client", "Simulator", "make_hub", "ConnectorPlugin", "empty_mappings",
+           "assert_plugin_conforms", "ConformanceReport", "MemoryPushContext", "quiet_logging"]
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -104,8 +115,26 @@ def empty_mappings(currency: str = "EUR") -> Mappings:
     return Mappings(currency, {}, {}, {}, {})
 
 
+def _below_warning(logger, method_name, event_dict):
+    if method_name in ("debug", "info"):
+        raise structlog.DropEvent
+    return event_dict
+
+
+def quiet_logging() -> None:
+    """Drop structlog's debug and info lines while structlog keeps its default set-up (printing
+    every line), as in tests: warnings and errors still print. A process that configured logging
+    (``hub.logs.configure_logging``) is left alone, and ``structlog.testing.capture_logs`` still
+    captures every line (it replaces the processors while it runs)."""
+    config = structlog.get_config()
+    processors = config["processors"]
+    if _below_warning in processors or not isinstance(config["logger_factory"], structlog.PrintLoggerFactory):
+        return
+    structlog.configure(processors=[_below_warning, *processors])
+
+
 def make_hub(*plugins, config: HubConfig | None = None, mappings: Mappings | str | Path | None = None,
-             store: Store | None = None, clock=None) -> Hub:
+             store: Store | None = None, clock=None, quiet: bool = True) -> Hub:
     """A hub on an in-memory database with only ``plugins`` registered (no entry points).
 
     Args:
@@ -114,93 +143,18 @@ def make_hub(*plugins, config: HubConfig | None = None, mappings: Mappings | str
         mappings: a ``Mappings``, or a folder to load; defaults to ``empty_mappings()``.
         store: defaults to a fresh in-memory ``Store``.
         clock: a callable returning the aware UTC "now" the engine uses.
+        quiet: drop the debug and info log lines (``quiet_logging()``); warnings still print.
     Returns:
         a ``hub.engine.Hub``; close it with ``hub.close()``.
     """
+    if quiet:
+        quiet_logging()
     if mappings is None:
         mappings = empty_mappings()
     elif not isinstance(mappings, Mappings):
         mappings = load_mappings(mappings)
     return Hub(config or HubConfig(database=":memory:"), pm=get_plugin_manager(*plugins, load_entrypoints=False),
                store=store or Store(":memory:"), mappings=mappings, clock=clock)
-
-
-def _timestamps(cursor, skip: frozenset[str] = frozenset()) -> list[datetime]:
-    """The hub's-clock timestamps of a cursor (``skip``: keys on the vendor's clock)."""
-    out = []
-    for key, value in (cursor or {}).items():
-        if key in skip:
-            continue
-        if isinstance(value, str):
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                continue
-            out.append(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
-    return out
-
-
-def _snapshot(hub: Hub, tables: set[str]) -> dict[str, list[dict]]:
-    return {t: hub.store.rows(t) for t in tables}
-
-
-def assert_plugin_conforms(connector, simulator) -> None:
-    """Check that a connector behaves as the engine expects; raise AssertionError if not.
-
-    Runs full pulls of every stream of ``connector`` against ``simulator`` and checks that:
-    records are canonical types (``hub.records``) with the connector's name as ``source`` and
-    unique ``(source, source_id)`` keys; the saved cursor never passes the run's start (keys named
-    in the connector's ``vendor_clock_keys`` follow the vendor's clock and are left alone); a second
-    sync changes nothing; and a sync survives a 429 injected with ``simulator.fail_next(429,
-    times=1, retry_after=0)``.
-
-    Args:
-        connector: a ``hub.connectors.Connector`` whose client talks to ``simulator``.
-        simulator: the vendor simulator, offering ``fail_next(status, times=, retry_after=)``.
-    """
-    hub = make_hub(ConnectorPlugin(connector))
-    vendor_keys = frozenset(getattr(connector, "vendor_clock_keys", ()))
-    streams = connector.streams()
-    assert streams, f"connector {connector.name!r} has no stream to pull"
-    tables = {s.table for s in streams}
-    for stream in streams:
-        cls = RECORD_TABLES.get(stream.table)
-        assert cls is not None, f"stream {stream.name!r} writes to unknown table {stream.table!r}"
-        seen: set[tuple[str, str]] = set()
-        started = datetime.now(timezone.utc)
-        for page in stream.iter_pages(None, started):
-            for record in page.records:
-                assert isinstance(record, cls), f"{stream.name}: {record!r} is not a {cls.__name__}"
-                assert record.source == connector.name, f"{stream.name}: source {record.source!r} != {connector.name!r}"
-                assert isinstance(record.source_id, str) and record.source_id, f"{stream.name}: source_id must be non-empty text"
-                key = (record.source, record.source_id)
-                assert key not in seen, f"{stream.name}: duplicate key {key}"
-                seen.add(key)
-                for name in (f.name for f in fields(record) if "datetime" in str(f.type)):
-                    value = getattr(record, name, None)
-                    assert value is None or (isinstance(value, datetime) and value.utcoffset() == timedelta(0)), \
-                        f"{stream.name}: {name} must be an aware UTC datetime, got {value!r}"
-            for moment in _timestamps(page.cursor, vendor_keys):
-                assert moment <= started, f"{stream.name}: cursor {page.cursor} passes the run start {started}"
-        assert seen, f"stream {stream.name!r} pulled nothing from the simulator"
-
-    first = RunReport("conformance-1", "sync", datetime.now(timezone.utc))
-    pull(hub, first)
-    assert not first.errors, f"first sync failed: {first.errors}"
-    for stream in streams:
-        for moment in _timestamps(hub.store.get_cursor(connector.name, stream.name), vendor_keys):
-            assert moment <= first.started_at, f"{stream.name}: saved cursor passes the run start"
-    before = _snapshot(hub, tables)
-    second = RunReport("conformance-2", "sync", datetime.now(timezone.utc))
-    pull(hub, second)
-    assert not second.errors, f"second sync failed: {second.errors}"
-    assert _snapshot(hub, tables) == before, "a second sync over unchanged data changed stored records"
-
-    simulator.fail_next(429, times=1, retry_after=0)
-    third = RunReport("conformance-3", "sync", datetime.now(timezone.utc))
-    pull(hub, third)
-    assert not third.errors, f"a sync did not survive an injected 429: {third.errors}"
-    assert _snapshot(hub, tables) == before, "records changed after a 429 was survived"
 
 
 class MemoryPushContext:
@@ -232,3 +186,7 @@ class MemoryPushContext:
     def next_attempt(self) -> "MemoryPushContext":
         self.attempts += 1
         return self
+
+
+from hub.testing.conformance import ConformanceReport, assert_plugin_conforms  # noqa: E402
+from hub.testing.simulator import Simulator  # noqa: E402
