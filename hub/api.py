@@ -442,7 +442,7 @@ def make_app(service) -> flask.Flask:
     @app.post("/clients/links/<verb>")
     def link(verb: str):
         """Accept (writes mappings/links.toml) or reject (recorded in the store) a suggested link."""
-        from hub.linking import LinkRefused, accept_link, reject_link
+        from hub.clientlinks import LinkRefused, accept_link, reject_link
         if verb not in ("accept", "reject"):
             return _error("use /clients/links/accept or /clients/links/reject", 404)
         body = json_object({"system", "source_id", "client_id", "why"}, {"system", "source_id", "client_id"})

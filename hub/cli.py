@@ -700,7 +700,7 @@ def clients(config_path, as_json, accept, reject, why):
         msp-hub clients --accept ninjaone:7:connectwise-7
         msp-hub clients --reject ninjaone:9:acme --why "a different company"
     """
-    from hub.linking import LinkRefused, accept_link, client_links, reject_link
+    from hub.clientlinks import LinkRefused, accept_link, client_links, reject_link
     from hub.store import system_user
     if accept and reject:
         raise click.UsageError("give --accept or --reject, not both")

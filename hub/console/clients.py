@@ -2,10 +2,10 @@
 the suggested links with their confidence (accept or reject), the unmapped clients, and the
 discrepancies of the links (revenue found, conflicts).
 
-What ``msp-hub clients`` shows (``hub.linking.client_links``). Accepting a suggestion writes the
-link to ``mappings/links.toml`` (``hub.linking.accept_link``, as ``msp-hub clients --accept``);
+What ``msp-hub clients`` shows (``hub.clientlinks.client_links``). Accepting a suggestion writes the
+link to ``mappings/links.toml`` (``hub.clientlinks.accept_link``, as ``msp-hub clients --accept``);
 rejecting it records in the store who said the names are not the same client, and why
-(``hub.linking.reject_link``, as ``msp-hub clients --reject``): it is not suggested again. The page
+(``hub.clientlinks.reject_link``, as ``msp-hub clients --reject``): it is not suggested again. The page
 says both before the click and in the result.
 """
 
@@ -16,7 +16,7 @@ import structlog
 
 from hub.console.auth import action, page
 from hub.console.views import bp, done, hub_of, render
-from hub.linking import LinkRefused, accept_link, client_links, reject_link
+from hub.clientlinks import LinkRefused, accept_link, client_links, reject_link
 
 log = structlog.get_logger()
 

@@ -130,7 +130,7 @@ def test_accept_and_reject_refuse_a_post_without_csrf(signed_in, world):
 
 
 def test_the_cli_accepts_and_refuses_as_the_console_does(world):
-    """`msp-hub clients --accept` goes through the same hub.linking.accept_link as the page."""
+    """`msp-hub clients --accept` goes through the same hub.clientlinks.accept_link as the page."""
     from hub.cli import main
     env = dict(conftest.ENV, C_NINJA=world.ninja.client_secret, C_CW=world.cw.private_key, C_STRIPE=world.stripe.api_key)
     harbor = f"connectwise-{world.harbor_company}"
