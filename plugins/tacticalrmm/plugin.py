@@ -42,7 +42,7 @@ import tenacity
 
 from hub.config import HubConfig
 from hub.connectors import Page, PushResult, Stream, map_records
-from hub.errors import ConfigError, MappingError, VendorError
+from hub.errors import ConfigError, IncompleteError, MappingError, VendorError
 from hub.hookspecs import hookimpl
 from hub.records import APPROVED, Alert, Client as HubClient, Device
 
@@ -172,8 +172,13 @@ class Connector:
 
     def _devices(self, cursor: dict[str, Any] | None, run_started_at: datetime) -> Iterator[Page]:
         after, read = (cursor or {}).get("after"), (cursor or {}).get("read", 0)
-        clients = sorted((c for c in self.client.list_clients() if isinstance(c.get("id"), int)),
-                         key=lambda c: c["id"])
+        clients = self.client.list_clients()
+        for client in clients:   # a client's agents are asked for by its id: without one they cannot be
+            if not isinstance(client.get("id"), int):
+                raise IncompleteError(f"tacticalrmm devices: GET /clients/ listed client {client.get('name')!r} "
+                                      f"with id {client.get('id')!r}, not a number: its agents cannot be listed, "
+                                      "so the devices of this pass are incomplete; check the server's version")
+        clients = sorted(clients, key=lambda c: c["id"])
         rest = [c for c in clients if after is None or c["id"] > after]
         if not rest:   # no client (left): the sweep ends with what it read
             yield Page([], None, sweep_count=read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 import plugins.tacticalrmm.plugin as plugin
 from hub.engine import run_once
-from hub.errors import ConfigError, CredentialsError
+from hub.errors import ConfigError, CredentialsError, IncompleteError
 from hub.testing import ConnectorPlugin, assert_plugin_conforms, mock_client
 # The test kit's fixtures, for this module only (a module's pytest_plugins would load them for every test).
 from hub.testing.fixtures import _msp_hub_quiet_logs, hub_config, hub_for, no_wait_retry, serve_simulator  # noqa: F401
@@ -51,7 +52,7 @@ def test_the_requests_are_tacticals_routes_with_its_key_header(no_wait_retry):
     assert [(r.method, r.url.path, dict(r.url.params)) for r in seen] == [
         ("GET", "/clients/", {}), ("GET", "/agents/", {"client": "1"}), ("GET", "/agents/", {"client": "2"}),
         ("GET", "/clients/", {}), ("GET", "/agents/", {}), ("PATCH", "/alerts/", {})]
-    assert seen[-1].content == b'{"resolvedFilter":false}' or seen[-1].content == b'{"resolvedFilter": false}'
+    assert json.loads(seen[-1].content) == {"resolvedFilter": False}
     assert {r.headers["X-API-KEY"] for r in seen} == {API_KEY}
 
 
@@ -127,6 +128,13 @@ def test_an_array_of_something_else_than_objects_is_malformed_and_fails_the_pass
     sim.route("GET", "/clients/", lambda request: sim.json(200, ["Client 1"]))
     with pytest.raises(Exception, match="tacticalrmm.*GET /clients/.*other than objects"):
         pages_of(connector_for(sim, no_wait_retry), "clients")
+
+
+def test_a_client_without_a_numeric_id_makes_the_devices_pass_incomplete(no_wait_retry):
+    sim = TacticalRMMSimulator(clients=2, agents=2)
+    sim.clients[1]["id"] = "2"
+    with pytest.raises(IncompleteError, match="client 'Client 2' with id '2', not a number.*incomplete"):
+        pages_of(connector_for(sim, no_wait_retry), "devices")
 
 
 def test_a_refused_key_is_a_credentials_error_naming_the_setting(no_wait_retry):
