@@ -154,6 +154,7 @@ def seed_tacticalrmm(devices: int):
     for n in range(max(devices, len(DEMO_CLIENTS) * 2)):
         plat, kind = KINDS[n % len(KINDS)]
         sim.add_agent(n % len(DEMO_CLIENTS) + 1, plat=plat, monitoring_type=kind)
+
     def agent(client: int, kind: str) -> str:
         return next(a["agent_id"] for a in sim.agents if a["_client"] == client and a["monitoring_type"] == kind)
     sim.add_alert(agent(1, "server"), alert_type="check", severity="error",
