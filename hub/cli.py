@@ -1020,7 +1020,9 @@ def recover(config_path, dry_run, as_json):
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's config and database here.")
 @click.option("--keep", is_flag=True,
               help="Keep the simulators up until Ctrl-C and print the lines to use every command against them.")
-def demo(devices, workdir, keep):
+@click.option("--rmm", type=click.Choice(["ninjaone", "tacticalrmm"]), default="ninjaone", show_default=True,
+              help="The RMM the demo simulates.")
+def demo(devices, workdir, keep, rmm):
     """Run the whole hub against simulated NinjaOne and Stripe servers on 127.0.0.1.
 
     Seeds an MSP (clients on different tiers and add-ons, devices of mixed classes, some not
@@ -1036,10 +1038,11 @@ def demo(devices, workdir, keep):
     Example:
         msp-hub demo --devices 300
         msp-hub demo --keep --workdir ./demo
+        msp-hub demo --rmm tacticalrmm
     """
     from hub.demo import run_demo
     try:
-        run_demo(devices=devices, workdir=workdir, keep=keep)
+        run_demo(devices=devices, workdir=workdir, keep=keep, rmm=rmm)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -1,4 +1,5 @@
-"""``msp-hub demo``: the whole hub against the NinjaOne and Stripe simulators on 127.0.0.1."""
+"""``msp-hub demo``: the whole hub against the NinjaOne (or Tactical RMM), ConnectWise and Stripe
+simulators on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from hub.init import demo_mappings
 MAPPINGS = demo_mappings()
 NINJA_SECRET_VAR, STRIPE_KEY_VAR = "MSP_HUB_DEMO_NINJAONE_SECRET", "MSP_HUB_DEMO_STRIPE_KEY"
 CW_KEY_VAR = "MSP_HUB_DEMO_CONNECTWISE_KEY"
+TACTICAL_KEY_VAR = "MSP_HUB_DEMO_TACTICALRMM_KEY"
+RMMS = ("ninjaone", "tacticalrmm")   # the RMM the demo runs with (``rmm=``); NinjaOne by default
 ADMIN_TOKEN_VAR = "MSP_HUB_DEMO_ADMIN_TOKEN"
 
 CONFIG = """\
@@ -82,6 +85,26 @@ every = "15m"
 """
 
 
+NINJAONE_SECTION = """
+[connectors.ninjaone]
+base_url = "{ninja_url}"
+client_id = "{ninja_client_id}"
+client_secret_env = "{ninja_var}"
+report_streams = true
+"""
+
+# With ``--rmm tacticalrmm``: CONFIG and KEEP_CONFIG with Tactical RMM in NinjaOne's place.
+TACTICAL_SECTION = """
+[connectors.tacticalrmm]
+base_url = "{tactical_url}"
+api_key_env = "{tactical_var}"
+"""
+TACTICAL_CONFIG = CONFIG.replace(NINJAONE_SECTION, TACTICAL_SECTION)
+TACTICAL_KEEP_CONFIG = KEEP_CONFIG.replace('connectors = ["ninjaone"]\nstreams = ["alerts", "alert_events"]',
+                                           'connectors = ["tacticalrmm"]\nstreams = ["alerts"]')
+assert TACTICAL_CONFIG != CONFIG and TACTICAL_KEEP_CONFIG != KEEP_CONFIG
+
+
 def free_port() -> int:
     """A port of 127.0.0.1 free now (for the demo's admin API)."""
     import socket
@@ -115,6 +138,32 @@ def seed_ninjaone(devices: int):
         sim.trigger_alert(workstations[i % len(workstations)], condition=f"svc-{i}",
                           source_type="CONDITION_WINDOWS_SERVICE_STATE_CHANGED", severity="MODERATE",
                           message=f"Print Spooler stopped ({i})")
+    return sim
+
+
+DEMO_CLIENTS = ("Acme Dental", "Birchwood Legal", "Cobalt Logistics", "Driftwood Cafe", "Elm Street Clinic",
+                "Fairview Schools")
+
+
+def seed_tacticalrmm(devices: int):
+    """The seeded MSP on Tactical RMM: the same six clients (linked to the contracts and the PSA
+    companies by name), agents of every OS and monitoring type, and a few unresolved alerts (a
+    server's disk, an overdue workstation), plus one resolved (no ticket)."""
+    from plugins.tacticalrmm.simulator import KINDS, TacticalRMMSimulator
+    sim = TacticalRMMSimulator(seed=7, client_names=list(DEMO_CLIENTS), agents=0, alerts=0, now=time.time())
+    for n in range(max(devices, len(DEMO_CLIENTS) * 2)):
+        plat, kind = KINDS[n % len(KINDS)]
+        sim.add_agent(n % len(DEMO_CLIENTS) + 1, plat=plat, monitoring_type=kind)
+
+    def agent(client: int, kind: str) -> str:
+        return next(a["agent_id"] for a in sim.agents if a["_client"] == client and a["monitoring_type"] == kind)
+    sim.add_alert(agent(1, "server"), alert_type="check", severity="error",
+                  message="Disk Space Drive C: Check: less than 10% free")
+    sim.add_alert(agent(3, "workstation"), alert_type="availability", severity="warning",
+                  message="Agent has not checked in for 30 minutes", assigned_check=None)
+    solved = sim.add_alert(agent(2, "workstation"), alert_type="check", severity="warning",
+                           message="CPU Load Check: above 90%")
+    sim.resolve_alert(solved["id"])
     return sim
 
 
@@ -179,17 +228,30 @@ def mirror_configurations(ninja, cw) -> None:
                              device_identifier=str(device_id), warranty_end=warranty)
 
 
-def demo_reports(hub: Hub, out: Path) -> list[str]:
+def demo_plugins(rmm: str):
+    """The plugins of the demo's hub: the installed entry points, and the demo's RMM plugin when the
+    installed package's metadata predates it (a checkout not reinstalled since the plugin came)."""
+    import importlib
+    from hub.plugins import get_plugin_manager
+    pm = get_plugin_manager()
+    if pm.get_plugin(rmm) is None:
+        pm.register(importlib.import_module(f"plugins.{rmm}.plugin"), name=rmm)
+    return pm
+
+
+def demo_reports(hub: Hub, out: Path, *, scorecards: bool = True) -> list[str]:
     """The demo's reports, written in ``out``: every client's scorecard of this quarter (HTML, and
-    the first client's PDF), the KPIs of the months up to the last ended one, and the maturity
+    the first client's PDF; ``scorecards=False``: none, for an RMM whose connector reads no patch,
+    antivirus or warranty data), the KPIs of the months up to the last ended one, and the maturity
     self-assessment of the example answers. Returns what to print."""
     from hub.init import example_file
     from hub.reports import kpis, maturity, scorecard
     out.mkdir(parents=True, exist_ok=True)
     now = hub.clock()
     name = quarter_of(now, hub.config.timezone)
-    lines = []
-    for at, (cid, client) in enumerate(scorecard.clients_with_scorecards(hub)):
+    lines = [] if scorecards else ["scorecards: not written (the RMM's connector reads no patch, antivirus or "
+                                   "warranty data; run the demo with NinjaOne for them)"]
+    for at, (cid, client) in enumerate(scorecard.clients_with_scorecards(hub) if scorecards else []):
         card = scorecard.scorecard_for(hub, cid, name)
         (out / f"scorecard-{cid}-{name}.html").write_bytes(scorecard.render_for(hub, card, "html"))
         if at == 0:
@@ -252,15 +314,20 @@ def keep_lines(folder: Path, admin_port: int | None = None) -> list[str]:
           "   (while the daemon runs)"] if admin_port else [])
 
 
-def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = False) -> None:
+def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = False, rmm: str = "ninjaone") -> None:
+    """Seed the simulators, serve them, sync twice and write the reports. ``rmm``: "ninjaone" (the
+    default) or "tacticalrmm" (the same MSP on Tactical RMM: its agents billed, its alerts ticketed)."""
     from plugins.stripe.simulator import StripeSimulator
 
-    ninja = seed_ninjaone(devices)
+    if rmm not in RMMS:
+        raise click.BadParameter(f"{rmm!r} is not an RMM of the demo (one of: {', '.join(RMMS)})", param_hint="--rmm")
+    rmm_sim = seed_ninjaone(devices) if rmm == "ninjaone" else seed_tacticalrmm(devices)
     stripe_sim = StripeSimulator(api_key="sk_test_msp_hub_demo")
     cw = seed_connectwise(last_ended_period(datetime.now(timezone.utc), "Europe/Paris"))
-    mirror_configurations(ninja, cw)
+    if rmm == "ninjaone":   # the PSA's configurations mirror NinjaOne's devices (for the scorecards)
+        mirror_configurations(rmm_sim, cw)
     with contextlib.ExitStack() as stack:
-        ninja_url = stack.enter_context(serve(ninja.handler))
+        rmm_url = stack.enter_context(serve(rmm_sim.handler))
         stripe_url = stack.enter_context(serve(stripe_sim.handler))
         cw_url = stack.enter_context(serve(cw.handler))
         if workdir:
@@ -274,14 +341,19 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
             leftover.unlink()
         config_path = folder / "msp-hub.toml"
         admin_port = free_port() if keep else None
-        config_path.write_text((CONFIG + (KEEP_CONFIG if keep else "")).format(admin_port=admin_port, admin_var=ADMIN_TOKEN_VAR,
-                                             mappings=MAPPINGS.as_posix(), ninja_url=ninja_url,
-                                             ninja_client_id=ninja.client_id, ninja_var=NINJA_SECRET_VAR,
-                                             stripe_url=stripe_url, stripe_var=STRIPE_KEY_VAR,
-                                             cw_url=cw_url, cw_company=cw.company_id, cw_public=cw.public_key,
-                                             cw_var=CW_KEY_VAR, cw_client_id=cw.client_id))
-        secrets = {NINJA_SECRET_VAR: ninja.client_secret, CW_KEY_VAR: cw.private_key,
-                   STRIPE_KEY_VAR: stripe_sim.api_key}
+        common = dict(admin_port=admin_port, admin_var=ADMIN_TOKEN_VAR, mappings=MAPPINGS.as_posix(),
+                      stripe_url=stripe_url, stripe_var=STRIPE_KEY_VAR, cw_url=cw_url, cw_company=cw.company_id,
+                      cw_public=cw.public_key, cw_var=CW_KEY_VAR, cw_client_id=cw.client_id)
+        if rmm == "ninjaone":
+            text = (CONFIG + (KEEP_CONFIG if keep else "")).format(
+                ninja_url=rmm_url, ninja_client_id=rmm_sim.client_id, ninja_var=NINJA_SECRET_VAR, **common)
+            rmm_name, rmm_secret = "NinjaOne", {NINJA_SECRET_VAR: rmm_sim.client_secret}
+        else:
+            text = (TACTICAL_CONFIG + (TACTICAL_KEEP_CONFIG if keep else "")).format(
+                tactical_url=rmm_url, tactical_var=TACTICAL_KEY_VAR, **common)
+            rmm_name, rmm_secret = "Tactical RMM", {TACTICAL_KEY_VAR: rmm_sim.auth_value}
+        config_path.write_text(text)
+        secrets = {**rmm_secret, CW_KEY_VAR: cw.private_key, STRIPE_KEY_VAR: stripe_sim.api_key}
         if keep:
             import secrets as token_source
             secrets[ADMIN_TOKEN_VAR] = token_source.token_hex(16)
@@ -290,10 +362,10 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
         config = load_config(config_path)
         configure_logging(fmt="console", level="warning", secrets=config.secret_values())
 
-        click.echo(f"simulators on 127.0.0.1: NinjaOne {ninja_url}, ConnectWise {cw_url}, Stripe {stripe_url}")
+        click.echo(f"simulators on 127.0.0.1: {rmm_name} {rmm_url}, ConnectWise {cw_url}, Stripe {stripe_url}")
         click.echo(f"config and database in {folder}\n")
         click.echo("== first sync: pull, plan, push ==")
-        hub = Hub(config)
+        hub = Hub(config, pm=demo_plugins(rmm))
         try:
             report = sync_once(hub)
             click.echo("pulled " + ", ".join(f"{k} {v}" for k, v in sorted(report.records.items()))
@@ -306,7 +378,7 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
             hub.close()
 
         click.echo("\n== second sync over the same data ==")
-        hub = Hub(config)
+        hub = Hub(config, pm=demo_plugins(rmm))
         try:
             again = sync_once(hub)
             render_push(again)
@@ -328,9 +400,9 @@ def run_demo(*, devices: int = 300, workdir: str | None = None, keep: bool = Fal
         assert len(invoices) + len(tickets) <= len(report.pushed), "the second sync must not create anything"
 
         click.echo("\n== reports (from the store; no vendor is called) ==")
-        hub = Hub(config)
+        hub = Hub(config, pm=demo_plugins(rmm))
         try:
-            for line in demo_reports(hub, folder / "reports"):
+            for line in demo_reports(hub, folder / "reports", scorecards=rmm == "ninjaone"):
                 click.echo(line)
         finally:
             hub.close()

@@ -1,0 +1,1 @@
+"""The Tactical RMM connector (clients, sites, agents, alerts), built on hub.sdk."""
