@@ -123,6 +123,11 @@ class Gate:
                 out.append(ref)
         return out
 
+    def streams_of(self, tables: Iterable[str]) -> list[StreamRef]:
+        """The configured streams that fill any of ``tables`` (what a report reads)."""
+        wanted = set(tables)
+        return [ref for ref in self.streams if ref.table in wanted]
+
     def ticket_streams(self) -> list[StreamRef]:
         return [ref for ref in self.streams if ref.table in TICKET_TABLES]
 

@@ -383,3 +383,39 @@ def test_the_scheduler_runs_a_report_job_as_a_delivery(world, tmp_path):
     job = scheduler.get_job("scorecards")
     assert job.func is run_report_job and job.args[1:] == ("scorecards", "scorecard")
     assert str(job.trigger).startswith("cron[") and "month='1,4,7,10'" in str(job.trigger)
+
+
+def test_no_scorecard_is_made_to_be_emailed_from_a_stream_that_failed(tmp_path, smtp, monkeypatch):
+    """As for an invoice (hub.completeness): the streams a client's document reads must have a complete
+    pass that ended after the period and no failure since; else nothing is made or e-mailed, and a
+    later run makes it once they are read again."""
+    from hub.testing import ConnectorPlugin
+    from tests.test_maturity import FakeConnector
+    made = []
+    monkeypatch.setitem(PRODUCERS, "scorecard", Producer(
+        lambda *a: made.append(a[2]) or small_pdf(*a), per_client=True, period="quarter",
+        reads=frozenset({"clients", "service_tickets"})))
+    store = Store(":memory:")
+    store.write_page("clients", [Client("psa", "1", "Acme", email="billing@acme.example")], "psa", "companies", None)
+    invoiced(store, "psa-1", "2026-08")
+    psa = FakeConnector("psa", [("companies", "clients"), ("tickets", "service_tickets"), ("time", "time_entries")])
+    hub = make_hub(ConnectorPlugin(psa), config=config(tmp_path, smtp.port), store=store, clock=lambda: NOW)
+    try:
+        for stream in ("companies", "tickets", "time"):
+            store.record_pass("psa", stream, "r1", "2026-10-02T00:00:00+00:00", "complete", 1,
+                              finished_at="2026-10-02T00:01:00+00:00")
+        store.record_pass("psa", "tickets", "r2", "2026-10-03T00:00:00+00:00", "failed", 0, error="HTTP 500",
+                          finished_at="2026-10-03T00:01:00+00:00")
+        store.record_pass("psa", "time", "r2", "2026-10-03T00:00:00+00:00", "failed", 0, error="HTTP 500",
+                          finished_at="2026-10-03T00:01:00+00:00")    # a stream the scorecard does not read
+        held = deliver(hub, "scorecard")
+        assert [len(held.held), held.written, held.sent, made, smtp.messages] == [1, [], [], [], []]
+        assert "stream psa.tickets failed at 2026-10-03T00:01:00 (run r2): HTTP 500" in held.held[0]
+        assert not held.ok and any(line.startswith("held") for line in held.lines())
+        assert not (tmp_path / "out" / "2026-Q3").exists()
+        store.record_pass("psa", "tickets", "r3", "2026-10-04T00:00:00+00:00", "complete", 1,
+                          finished_at="2026-10-04T00:01:00+00:00")
+        done = deliver(hub, "scorecard")
+        assert (done.held, made, [m["To"] for m in smtp.messages]) == ([], ["psa-1"], ["billing@acme.example"])
+    finally:
+        hub.close()

@@ -76,6 +76,11 @@ class Producer:
     make: Callable[[Any, str, str | None, str, str], bytes]
     per_client: bool
     period: Literal["quarter", "month"]
+    # The store tables the document is made from: before a document to be e-mailed is made, the
+    # streams filling them must have a complete pass that ended after the period and no failure
+    # since (hub.completeness), as for an invoice: a client never receives figures from a stream
+    # that failed or was not read to the end.
+    reads: frozenset[str] = frozenset()
 
     def __call__(self, hub, period: str, client_id: str | None, fmt: str, lang: str) -> bytes:
         return self.make(hub, period, client_id, fmt, lang)
@@ -110,7 +115,9 @@ def _maturity(hub, period: str, client_id: str | None, fmt: str, lang: str) -> b
 
 
 PRODUCERS: dict[str, Producer] = {
-    "scorecard": Producer(_scorecard, per_client=True, period="quarter"),
+    "scorecard": Producer(_scorecard, per_client=True, period="quarter", reads=frozenset({
+        "clients", "devices", "agreements", "additions", "configurations", "antivirus", "patches", "backups",
+        "device_health", "alerts", "alert_events", "service_tickets"})),
     "kpis": Producer(_kpis, per_client=False, period="month"),
     "maturity": Producer(_maturity, per_client=False, period="quarter"),
 }
@@ -305,10 +312,11 @@ class DeliveryResult:
     no_address: list[dict] = field(default_factory=list)     # a client without an address: not e-mailed
     unknown: list[dict] = field(default_factory=list)        # a run stopped while e-mailing it
     errors: list[dict] = field(default_factory=list)         # a document not made, or a file in the way
+    held: list[str] = field(default_factory=list)            # why no document to e-mail was made (a stream)
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.no_address or self.unknown or self.errors)
+        return not (self.failed or self.no_address or self.unknown or self.errors or self.held)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items()}
@@ -321,7 +329,22 @@ class DeliveryResult:
         out += [f"no address: {e['client_id']} ({e['name']}): {e['why']}" for e in self.no_address]
         out += [f"outcome unknown: {e['client_id']} to {e['to']}: {e['why']}" for e in self.unknown]
         out += [f"not delivered: {e['client_id'] or 'msp'}: {e['error']}" for e in self.errors]
+        out += [f"held (no document made, made by a later run once fixed): {why}" for why in self.held]
         return out
+
+
+def _stream_problems(hub, producer: Producer, period: str) -> list[str]:
+    """Why the streams ``producer`` reads cannot be trusted for ``period`` (the completeness gate's
+    words): failed since their last complete pass, never complete, or last complete before the
+    period ended. Empty: the documents may be made."""
+    from types import SimpleNamespace
+
+    from hub.completeness import Gate
+    from hub.periods import is_quarter, parse_period, parse_quarter
+    tz = hub.config.timezone
+    end = (parse_quarter(period, tz) if is_quarter(period) else parse_period(period, tz)).end
+    gate = Gate(hub, SimpleNamespace(run_id=None))
+    return gate.problems(gate.streams_of(producer.reads), after=end, this_run=False)
 
 
 def _safe(text: str) -> str:
@@ -389,6 +412,8 @@ def deliver(hub, report: str, period: str | None = None, *, settings: DeliverySe
     targets = recipients(hub, settings, period) if producer.per_client else [None]
     mailing = producer.per_client and settings.email is not None
     store = hub.store
+    if mailing and producer.reads:
+        result.held = _stream_problems(hub, producer, period)
     for target in targets:
         cid = target.client_id if target else None
         key = (report, cid or "", period)
@@ -396,6 +421,8 @@ def deliver(hub, report: str, period: str | None = None, *, settings: DeliverySe
         path = document_path(settings.folder, report, period, cid)
         entry = {"client_id": cid, "file": str(path)}
         row = store.get_delivery(*key)
+        if row is None and result.held:
+            continue            # made once its streams are complete again (a later run)
         if row is None:
             if path.exists():
                 result.errors.append({**entry, "error": f"{path} exists but no delivery recorded it: it is not "
