@@ -433,3 +433,16 @@ def test_figures_of_invoices_pushed_to_the_stripe_simulator_and_a_credit_note(tm
     # 1200 with tax is 1200 × subtotal ÷ total before tax (20 % VAT: 1000).
     assert cobalt["total"] * 5 == cobalt["subtotal"] * 6
     assert value(build(), "revenue_client", "2026-10", "cobalt", "EUR") == cobalt["subtotal"] - 1000
+
+
+def test_the_delivery_job_keeps_the_kpis_as_a_pdf_of_the_report(store):
+    """What the delivery job writes for the MSP: the year to date as the HTML report's PDF."""
+    import io
+
+    import pypdf
+    from hub.reports.delivery import PRODUCERS
+    seed(store)
+    hub = hub_on(store)
+    pdf = PRODUCERS["kpis"](hub, "2026-03", None, "pdf", "fr")
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+    assert pdf.startswith(b"%PDF") and "de 2026-01 à 2026-03" in text and "Chiffre d'affaires" in text

@@ -549,3 +549,16 @@ def test_the_quarter_is_counted_in_the_msps_time_zone(tmp_path):
         h.store.write_page("service_tickets", [late], CW, "service_tickets", None)
         opened = [row(sc.build(h, "acme", q), "tickets")["summary"]["opened"] for q in ("2026-Q3", "2026-Q4")]
         assert opened == [q3, q4], tz
+
+
+def test_the_delivery_sends_the_scorecard_the_command_makes_frozen_one_included(hub):
+    """The delivery job's scorecard (what is e-mailed to the client) is the command's: headed by the
+    MSP's name from [reports], and the frozen one once the quarter was presented."""
+    from hub.reports.delivery import PRODUCERS
+    hub.config.reports = {"msp_name": "Nord Informatique"}
+    made = PRODUCERS["scorecard"](hub, "2026-Q3", "acme", "html", "fr").decode()
+    assert made == sc.render_for(hub, sc.scorecard_for(hub, "acme", "2026-Q3"), "html", "fr").decode()
+    assert "Nord Informatique" in made and "Gestion des actifs" in made
+    frozen = sc.freeze(hub, sc.build(hub, "acme", "2026-Q3"), who="Alice")
+    made = PRODUCERS["scorecard"](hub, "2026-Q3", "acme", "html", "fr").decode()
+    assert made == sc.render_for(hub, frozen, "html", "fr").decode() and "Alice" in made

@@ -99,7 +99,8 @@ def _module(name: str):
 
 def _scorecard(hub, period: str, client_id: str | None, fmt: str, lang: str) -> bytes:
     module = _module("hub.reports.scorecard")
-    return module.render(module.build(hub, client_id, period), fmt, lang)
+    # The frozen scorecard when the quarter was presented, with the MSP's name and logo ([reports]).
+    return module.render_for(hub, module.scorecard_for(hub, client_id, period), fmt, lang)
 
 
 def _kpis(hub, period: str, client_id: str | None, fmt: str, lang: str) -> bytes:

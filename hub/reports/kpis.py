@@ -794,7 +794,8 @@ def _variation(values: list[Fraction]) -> str | None:
 
 def render(kpis: dict[str, Any], fmt: str, lang: str | None = None) -> bytes:
     """``kpis`` (``build``'s result) as ``fmt``: ``html`` (one self-contained page with charts),
-    ``csv`` (one row per metric, period and subject: ``CSV_COLUMNS``) or ``json``; ``lang`` ("en" or
+    ``csv`` (one row per metric, period and subject: ``CSV_COLUMNS``), ``json``, or ``pdf`` (the
+    HTML page through WeasyPrint, for the delivery job); ``lang`` ("en" or
     "fr") for the HTML's labels, default the report language of the config."""
     if fmt == "json":
         return (json.dumps({k: v for k, v in kpis.items() if k != "page"}, indent=2, ensure_ascii=False,
@@ -806,9 +807,13 @@ def render(kpis: dict[str, Any], fmt: str, lang: str | None = None) -> bytes:
         for row in kpis["rows"]:
             writer.writerow(row)
         return out.getvalue().encode()
-    if fmt == "html":
-        return _html(kpis, lang or kpis.get("page", {}).get("language") or "en").encode()
-    raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt in ("html", "pdf"):
+        page = _html(kpis, lang or kpis.get("page", {}).get("language") or "en")
+        if fmt == "pdf":     # the same page through WeasyPrint (what the delivery job keeps)
+            from hub.reports.render import to_pdf
+            return to_pdf(page)
+        return page.encode()
+    raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}, pdf")
 
 
 def _money(value: int, currency: str, lang: str) -> str:
